@@ -1,0 +1,541 @@
+//! The TOML configuration: serde types, `load()` then `validate()`, secrets resolved from
+//! the environment or files, and every problem reported with its key path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Wire protocol spoken to clients and backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub routing: RoutingConfig,
+}
+
+/// Whether the client listener offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Never offer TLS.
+    Disable,
+    /// TLS when the client asks for it (requires `tls_cert` and `tls_key`).
+    #[default]
+    Prefer,
+    /// Refuse clients that do not use TLS.
+    Require,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub protocol: Protocol,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls_mode: ClientTlsMode,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default = "defaults::max_client_connections")]
+    pub max_client_connections: usize,
+    /// Largest message accepted from a client, in bytes (checked before allocating).
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Time a client has to finish startup and authentication.
+    #[serde(default = "defaults::auth_timeout", with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Time allowed to open and authenticate a backend connection.
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a backend that refused a connection is skipped for reads.
+    #[serde(default = "defaults::backend_retry", with = "humantime_serde")]
+    pub backend_retry: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+/// How the proxy checks a client's password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    Md5,
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain password, or a stored verifier (`SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`).
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Role used on the backend; defaults to `name`.
+    pub backend_user: Option<String>,
+    /// Password used on the backend; defaults to the client's password.
+    pub backend_password: Option<String>,
+    pub backend_password_env: Option<String>,
+}
+
+/// TLS towards a backend, with libpq's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTlsMode {
+    #[default]
+    Disable,
+    /// Encrypt, but do not verify the certificate.
+    Require,
+    /// Encrypt and verify the chain against `ca_file` (or the web PKI roots), not the host name.
+    VerifyCa,
+    /// Encrypt and verify the chain and the host name.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub writer: String,
+    #[serde(default)]
+    pub readers: Vec<String>,
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// CA bundle (PEM) used to verify backend certificates, e.g. the RDS global bundle.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub active: String,
+    /// Send reads to readers (true) or everything to the writer (false).
+    #[serde(default = "defaults::yes")]
+    pub read_write_split: bool,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn max_client_connections() -> usize {
+        10_000
+    }
+    pub fn max_message_bytes() -> usize {
+        64 * 1024 * 1024
+    }
+    pub fn auth_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn backend_retry() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// One problem found in a config file, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A user with every secret resolved.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub auth: AuthMethod,
+    pub secret: Secret,
+    pub backend_user: String,
+    pub backend_password: Option<String>,
+}
+
+/// What the proxy knows of a client's password.
+#[derive(Debug, Clone)]
+pub enum Secret {
+    None,
+    Plain(String),
+    /// A parsed `SCRAM-SHA-256$...` verifier.
+    ScramVerifier(String),
+}
+
+/// A loaded, validated configuration with secrets resolved.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub raw: Config,
+    pub users: Vec<User>,
+    pub admin_token: Option<String>,
+}
+
+impl Validated {
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    validate(raw, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// Checks everything that serde cannot and resolves secrets; `env` looks up variables.
+pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Validated, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+
+    if raw.server.protocol == Protocol::Mysql {
+        problem(
+            "server.protocol".into(),
+            "\"mysql\" is not supported by this build yet; use \"postgres\"".into(),
+        );
+    }
+    match (&raw.server.tls_cert, &raw.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            for (key_path, file) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                if !file.is_file() {
+                    problem(key_path.into(), format!("file {} does not exist", file.display()));
+                }
+            }
+        }
+        (None, None) if raw.server.tls_mode == ClientTlsMode::Require => problem(
+            "server.tls_mode".into(),
+            "\"require\" needs server.tls_cert and server.tls_key".into(),
+        ),
+        (None, None) => {}
+        _ => problem(
+            "server.tls_cert".into(),
+            "tls_cert and tls_key must be set together".into(),
+        ),
+    }
+    if raw.server.max_message_bytes < 1024 {
+        problem(
+            "server.max_message_bytes".into(),
+            "must be at least 1024".into(),
+        );
+    }
+    if raw.server.max_client_connections == 0 {
+        problem(
+            "server.max_client_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+
+    let admin_token = match &raw.admin {
+        None => None,
+        Some(admin) => match (&admin.token, &admin.token_env) {
+            (Some(_), Some(_)) => {
+                problem("admin.token".into(), "set token or token_env, not both".into());
+                None
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(var)) => match env(var) {
+                Some(t) if !t.is_empty() => Some(t),
+                _ => {
+                    problem(
+                        "admin.token_env".into(),
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        },
+    };
+
+    let mut users = Vec::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let at = |key: &str| format!("users[{i}].{key}");
+        if u.name.is_empty() {
+            problem(at("name"), "must not be empty".into());
+        }
+        if raw.users[..i].iter().any(|other| other.name == u.name) {
+            problem(at("name"), format!("user {:?} is listed twice", u.name));
+        }
+        let password = match (&u.password, &u.password_env) {
+            (Some(_), Some(_)) => {
+                problem(at("password"), "set password or password_env, not both".into());
+                None
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(var)) => {
+                let value = env(var);
+                if value.is_none() {
+                    problem(at("password_env"), format!("environment variable {var} is not set"));
+                }
+                value
+            }
+            (None, None) => None,
+        };
+        let secret = match password {
+            None => Secret::None,
+            Some(p) if p.starts_with("SCRAM-SHA-256$") => Secret::ScramVerifier(p),
+            Some(p) => Secret::Plain(p),
+        };
+        match (u.auth, &secret) {
+            (AuthMethod::Trust, _) => {}
+            (_, Secret::None) => problem(
+                at("password"),
+                format!("auth = {:?} needs password or password_env", u.auth),
+            ),
+            (AuthMethod::Md5, Secret::ScramVerifier(_)) => problem(
+                at("auth"),
+                "md5 needs the plain password, not a SCRAM verifier".into(),
+            ),
+            (AuthMethod::ScramSha256, Secret::ScramVerifier(v))
+                if crate::protocol::postgres::scram::Verifier::parse(v).is_none() =>
+            {
+                problem(at("password"), "malformed SCRAM-SHA-256 verifier".into())
+            }
+            _ => {}
+        }
+        let backend_password = match (&u.backend_password, &u.backend_password_env) {
+            (Some(_), Some(_)) => {
+                problem(
+                    at("backend_password"),
+                    "set backend_password or backend_password_env, not both".into(),
+                );
+                None
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(var)) => {
+                let value = env(var);
+                if value.is_none() {
+                    problem(
+                        at("backend_password_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                }
+                value
+            }
+            (None, None) => match &secret {
+                Secret::Plain(p) => Some(p.clone()),
+                _ => None,
+            },
+        };
+        users.push(User {
+            name: u.name.clone(),
+            auth: u.auth,
+            secret,
+            backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
+            backend_password,
+        });
+    }
+    if users.is_empty() {
+        problem(
+            "users".into(),
+            "no [[users]] entry: no client could log in".into(),
+        );
+    }
+
+    if raw.clusters.is_empty() {
+        problem("clusters".into(), "at least one [clusters.NAME] is needed".into());
+    }
+    for (name, c) in &raw.clusters {
+        let at = |key: &str| format!("clusters.{name}.{key}");
+        if let Err(e) = parse_host_port(&c.writer) {
+            problem(at("writer"), e);
+        }
+        for (j, r) in c.readers.iter().enumerate() {
+            if let Err(e) = parse_host_port(r) {
+                problem(at(&format!("readers[{j}]")), e);
+            }
+        }
+        if let Some(ca) = &c.ca_file {
+            if !ca.is_file() {
+                problem(at("ca_file"), format!("file {} does not exist", ca.display()));
+            }
+            if c.tls == BackendTlsMode::Disable || c.tls == BackendTlsMode::Require {
+                problem(
+                    at("ca_file"),
+                    "is only used with tls = \"verify-ca\" or \"verify-full\"".into(),
+                );
+            }
+        }
+    }
+    if !raw.clusters.contains_key(&raw.routing.active) {
+        let known: Vec<_> = raw.clusters.keys().map(String::as_str).collect();
+        problem(
+            "routing.active".into(),
+            format!(
+                "names cluster {:?}, but the clusters are: {}",
+                raw.routing.active,
+                known.join(", ")
+            ),
+        );
+    }
+
+    if problems.is_empty() {
+        Ok(Validated {
+            raw,
+            users,
+            admin_token,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`); the port is required.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?} has an invalid port"))?;
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [server]
+        protocol = "postgres"
+        listen = "127.0.0.1:6432"
+
+        [admin]
+        listen = "127.0.0.1:9187"
+        token = "change-me"
+
+        [[users]]
+        name = "app"
+        password = "app-secret"
+
+        [clusters.old]
+        writer = "127.0.0.1:5432"
+        readers = ["127.0.0.1:5433", "127.0.0.1:5434"]
+
+        [routing]
+        active = "old"
+    "#;
+
+    fn check(text: &str) -> Result<Validated, Vec<Problem>> {
+        let raw: Config = toml::from_str(text).expect("parse");
+        validate(raw, &|name| (name == "SET_VAR").then(|| "value".to_owned()))
+    }
+
+    #[test]
+    fn the_readme_example_is_valid() {
+        let v = check(EXAMPLE).expect("valid");
+        let app = v.user("app").expect("user");
+        assert_eq!(app.backend_user, "app");
+        assert_eq!(app.backend_password.as_deref(), Some("app-secret"));
+        assert_eq!(v.admin_token.as_deref(), Some("change-me"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = EXAMPLE
+            .replace("active = \"old\"", "active = \"new\"")
+            .replace("\"127.0.0.1:5433\"", "\"127.0.0.1\"")
+            .replace("password = \"app-secret\"", "password_env = \"MISSING_VAR\"");
+        let problems = check(&text).expect_err("invalid");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "users[0].password_env",
+                "users[0].password",
+                "clusters.old.readers[0]",
+                "routing.active"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_secrets_resolve() {
+        let text = EXAMPLE.replace("password = \"app-secret\"", "password_env = \"SET_VAR\"");
+        let v = check(&text).expect("valid");
+        assert_eq!(v.users[0].backend_password.as_deref(), Some("value"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = EXAMPLE.replace("[routing]", "[routing]\nactiv = 1");
+        let err = toml::from_str::<Config>(&text).expect_err("unknown key");
+        assert!(err.to_string().contains("activ"), "{err}");
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(parse_host_port("db:5432"), Ok(("db".into(), 5432)));
+        assert_eq!(parse_host_port("[::1]:5432"), Ok(("::1".into(), 5432)));
+        assert!(parse_host_port("db").is_err());
+        assert!(parse_host_port(":5432").is_err());
+        assert!(parse_host_port("db:99999").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire protocols: framing and the few messages the proxy must read or write itself.
+//! Nothing here knows about routing, sessions or pools.
+
+pub mod postgres;

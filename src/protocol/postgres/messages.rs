@@ -1,0 +1,251 @@
+//! The messages the proxy writes itself (authentication, errors, ReadyForQuery …) and
+//! borrowing readers for the few fields routing needs from client messages.
+//! Everything else is relayed as bytes.
+
+use bytes::{BufMut, BytesMut};
+
+use super::frame::cstr;
+
+/// Message tags, named after the protocol documentation.
+pub mod tag {
+    // frontend
+    pub const QUERY: u8 = b'Q';
+    pub const PARSE: u8 = b'P';
+    pub const BIND: u8 = b'B';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const CLOSE: u8 = b'C';
+    pub const SYNC: u8 = b'S';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const TERMINATE: u8 = b'X';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const PASSWORD: u8 = b'p';
+    // backend
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+}
+
+/// Authentication request codes in an `R` message.
+pub mod auth {
+    pub const OK: i32 = 0;
+    pub const CLEARTEXT_PASSWORD: i32 = 3;
+    pub const MD5_PASSWORD: i32 = 5;
+    pub const SASL: i32 = 10;
+    pub const SASL_CONTINUE: i32 = 11;
+    pub const SASL_FINAL: i32 = 12;
+}
+
+/// Writes a tagged message whose body `body` fills in.
+fn tagged(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    body(out);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(out: &mut BytesMut, s: &[u8]) {
+    out.put_slice(s);
+    out.put_u8(0);
+}
+
+pub fn authentication(out: &mut BytesMut, code: i32, data: &[u8]) {
+    tagged(out, tag::AUTHENTICATION, |b| {
+        b.put_i32(code);
+        b.put_slice(data);
+    });
+}
+
+/// AuthenticationSASL offering the mechanisms given.
+pub fn authentication_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
+    tagged(out, tag::AUTHENTICATION, |b| {
+        b.put_i32(auth::SASL);
+        for m in mechanisms {
+            put_cstr(b, m.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
+    tagged(out, tag::PARAMETER_STATUS, |b| {
+        put_cstr(b, name.as_bytes());
+        put_cstr(b, value.as_bytes());
+    });
+}
+
+pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
+    tagged(out, tag::BACKEND_KEY_DATA, |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    });
+}
+
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    tagged(out, tag::READY_FOR_QUERY, |b| b.put_u8(status));
+}
+
+/// NegotiateProtocolVersion: the newest minor version we speak and the options we ignored.
+pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unknown: &[&[u8]]) {
+    tagged(out, tag::NEGOTIATE_PROTOCOL_VERSION, |b| {
+        b.put_i32(minor);
+        b.put_i32(unknown.len() as i32);
+        for o in unknown {
+            put_cstr(b, o);
+        }
+    });
+}
+
+/// Severity of an error the proxy reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The connection is closed after this message.
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// ErrorResponse: the single place where the proxy's own PostgreSQL errors are built.
+pub fn error_response(out: &mut BytesMut, severity: Severity, code: &str, message: &str) {
+    tagged(out, tag::ERROR_RESPONSE, |b| {
+        for (field, value) in [
+            (b'S', severity.as_str()),
+            (b'V', severity.as_str()),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value.as_bytes());
+        }
+        b.put_u8(0);
+    });
+}
+
+/// Close of a prepared statement (`S`) or portal (`P`), as a client would send it.
+pub fn close(out: &mut BytesMut, kind: u8, name: &[u8]) {
+    tagged(out, tag::CLOSE, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
+pub fn sync(out: &mut BytesMut) {
+    tagged(out, tag::SYNC, |_| {});
+}
+
+pub fn query(out: &mut BytesMut, sql: &str) {
+    tagged(out, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
+}
+
+/// The SQL text of a Query message body.
+pub fn query_text(body: &[u8]) -> Option<&str> {
+    let (sql, _) = cstr(body)?;
+    std::str::from_utf8(sql).ok()
+}
+
+/// Name and SQL text of a Parse message body.
+pub fn parse_fields(body: &[u8]) -> Option<(&[u8], &str)> {
+    let (name, rest) = cstr(body)?;
+    let (sql, _) = cstr(rest)?;
+    Some((name, std::str::from_utf8(sql).ok()?))
+}
+
+/// Portal and statement names of a Bind message body.
+pub fn bind_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (statement, _) = cstr(rest)?;
+    Some((portal, statement))
+}
+
+/// Kind (`S` or `P`) and name of a Describe or Close message body.
+pub fn target_fields(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = cstr(rest)?;
+    Some((kind, name))
+}
+
+/// Portal name of an Execute message body.
+pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
+    cstr(body).map(|(portal, _)| portal)
+}
+
+/// The code and message fields of an ErrorResponse or NoticeResponse body, for logs.
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some((value, next)) = cstr(tail) else {
+            break;
+        };
+        match field {
+            b'C' => code = String::from_utf8_lossy(value).into_owned(),
+            b'M' => message = String::from_utf8_lossy(value).into_owned(),
+            _ => {}
+        }
+        rest = next;
+    }
+    (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::postgres::frame;
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut out = BytesMut::new();
+        error_response(&mut out, Severity::Fatal, "28P01", "password authentication failed");
+        let (h, body) = frame::message(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!(h.tag, b'E');
+        assert_eq!(h.total, out.len());
+        assert_eq!(
+            error_fields(body),
+            ("28P01".into(), "password authentication failed".into())
+        );
+    }
+
+    #[test]
+    fn client_message_fields() {
+        assert_eq!(parse_fields(b"s1\0SELECT 1\0\0\0"), Some((&b"s1"[..], "SELECT 1")));
+        assert_eq!(bind_fields(b"p\0s1\0\0\0"), Some((&b"p"[..], &b"s1"[..])));
+        assert_eq!(target_fields(b"Ss1\0"), Some((b'S', &b"s1"[..])));
+        assert_eq!(execute_portal(b"\0\0\0\0\0"), Some(&b""[..]));
+        assert_eq!(query_text(b"SELECT 1\0"), Some("SELECT 1"));
+        assert_eq!(parse_fields(b"s1"), None);
+        assert_eq!(target_fields(b""), None);
+    }
+
+    #[test]
+    fn ready_for_query_is_six_bytes() {
+        let mut out = BytesMut::new();
+        ready_for_query(&mut out, b'I');
+        assert_eq!(&out[..], b"Z\0\0\0\x05I");
+    }
+}

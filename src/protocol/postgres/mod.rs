@@ -1,0 +1,8 @@
+//! The PostgreSQL frontend/backend protocol (v3): framing, startup, authentication,
+//! the messages routing needs, and SQLSTATE codes.
+
+pub mod frame;
+pub mod messages;
+pub mod scram;
+pub mod sqlstate;
+pub mod startup;

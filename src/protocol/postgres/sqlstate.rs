@@ -1,0 +1,14 @@
+//! SQLSTATE codes the proxy itself returns, named as in PostgreSQL's errcodes.txt.
+
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const CONNECTION_FAILURE: &str = "08006";
+pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
+pub const INVALID_PASSWORD: &str = "28P01";
+pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+pub const INTERNAL_ERROR: &str = "XX000";
+pub const QUERY_CANCELED: &str = "57014";
