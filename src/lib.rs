@@ -4,13 +4,26 @@
 //! - `protocol`  — wire framing and the few messages the proxy writes or reads itself
 //! - `sql`       — lexer and classifier: statement text → read / write / session state
 //! - `config`    — TOML config: load, validate, resolve secrets
-//! - `topology`  — clusters and instances as an immutable snapshot; per-instance load
+//! - `net`, `tls` — one stream type for TCP and TLS; rustls configurations
+//! - `topology`  — clusters and instances as an immutable snapshot; reader balancing
 //! - `router`    — pure decision: statement class + session state → route
 //! - `pool`      — backend connections: connect, TLS, authenticate
+//! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
 //! - `session`   — one client connection: startup, auth, the relay loop
-//! - `server`    — accept loop, connection limit, cancel requests
+//! - `server`    — accept loop and connection limit
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
 
+pub mod admin;
+pub mod cancel;
 pub mod config;
+pub mod metrics;
+pub mod net;
+pub mod pool;
 pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
 pub mod shutdown;
+pub mod sql;
+pub mod tls;
+pub mod topology;

@@ -1,1 +1,173 @@
-fn main() {}
+//! The `switchyard` command: serve, check a config, and (later) drive migrations.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use switchyard::admin::{self, AdminState};
+use switchyard::config::{self, ConfigError};
+use switchyard::session::Context;
+use switchyard::topology::{Topology, TopologyHandle};
+use switchyard::{server, shutdown, tls};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Zero-downtime database migration proxy for PostgreSQL and MySQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file (TOML).
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and print every problem with its key.
+    Check {
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => {
+            init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("switchyard: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            let readers: usize = c.raw.clusters.values().map(|c| c.readers.len()).sum();
+            println!(
+                "{}: ok ({} user(s), {} cluster(s), {} reader(s), active cluster {:?})",
+                path.display(),
+                c.users.len(),
+                c.raw.clusters.len(),
+                readers,
+                c.raw.routing.active
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ ConfigError::Read { .. }) => {
+            eprintln!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn serve(path: PathBuf) -> Result<()> {
+    let config = Arc::new(config::load(&path)?);
+    let metrics = switchyard::metrics::install();
+    let topology = Arc::new(TopologyHandle::new(
+        Topology::from_config(&config).context("backend TLS settings")?,
+    ));
+    let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).context("client TLS certificate")?),
+        _ => None,
+    };
+    let ctx = Arc::new(Context::new(Arc::clone(&config), Arc::clone(&topology), server_tls));
+    let (trigger, shutdown) = shutdown::channel();
+
+    let listen = config.raw.server.listen;
+    let listener = bind(listen).await?;
+    tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %config.raw.routing.active, "listening for clients");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(server::run(listener, ctx, shutdown.clone()));
+
+    if let Some(admin_config) = &config.raw.admin {
+        let listener = bind(admin_config.listen).await?;
+        tracing::info!(listen = %admin_config.listen, "admin API listening");
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            topology,
+            active: config.raw.routing.active.clone(),
+            token: config.admin_token.clone(),
+        });
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+    let upkeep_shutdown = shutdown.clone();
+    tasks.spawn(metrics_upkeep(metrics, upkeep_shutdown));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    trigger.trigger();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))
+}
+
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, mut shutdown: shutdown::Shutdown) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

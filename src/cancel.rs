@@ -1,0 +1,120 @@
+//! CancelRequest: the proxy hands each client its own key and forwards a cancel to the
+//! backend that is running that client's statement at the moment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::pool::BackendKey;
+use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
+
+/// A backend connection a cancel can be sent to.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub key: BackendKey,
+}
+
+/// The backends of one session and which of them runs its current statement.
+#[derive(Debug, Default)]
+pub struct SessionCancel {
+    targets: Mutex<[Option<CancelTarget>; 2]>,
+    active: AtomicU8,
+}
+
+impl SessionCancel {
+    /// Records the backend behind slot 0 (writer) or 1 (reader).
+    pub fn set_target(&self, slot: usize, target: Option<CancelTarget>) {
+        if let Ok(mut t) = self.targets.lock() {
+            t[slot & 1] = target;
+        }
+    }
+
+    /// Marks which slot runs the statement now (one relaxed store per statement).
+    pub fn set_active(&self, slot: usize) {
+        self.active.store(slot as u8 & 1, Ordering::Relaxed);
+    }
+
+    fn active_target(&self) -> Option<CancelTarget> {
+        let slot = self.active.load(Ordering::Relaxed) as usize;
+        self.targets.lock().ok()?[slot].clone()
+    }
+}
+
+/// Every live session's cancel key, shared by the accept loop and the sessions.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    sessions: Mutex<HashMap<(i32, i32), Arc<SessionCancel>>>,
+}
+
+/// Removes a session from the registry when dropped.
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
+    key: (i32, i32),
+    pub cancel: Arc<SessionCancel>,
+}
+
+impl Registration {
+    /// The (pid, secret) handed to the client in BackendKeyData.
+    pub fn key(&self) -> (i32, i32) {
+        self.key
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.registry.sessions.lock() {
+            s.remove(&self.key);
+        }
+    }
+}
+
+impl CancelRegistry {
+    /// Registers a new session under a fresh random key, returned as (pid, secret).
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let cancel = Arc::new(SessionCancel::default());
+        let mut sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let key = loop {
+            let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
+            if !sessions.contains_key(&key) {
+                break key;
+            }
+        };
+        sessions.insert(key, Arc::clone(&cancel));
+        Registration {
+            registry: Arc::clone(self),
+            key,
+            cancel,
+        }
+    }
+
+    /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> std::io::Result<bool> {
+        let target = {
+            let sessions = match self.sessions.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            sessions.get(&(pid, secret)).and_then(|s| s.active_target())
+        };
+        let Some(target) = target else {
+            return Ok(false);
+        };
+        let mut packet = [0u8; 16];
+        packet[..4].copy_from_slice(&16i32.to_be_bytes());
+        packet[4..8].copy_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
+        packet[8..12].copy_from_slice(&target.key.pid.to_be_bytes());
+        packet[12..].copy_from_slice(&target.key.secret.to_be_bytes());
+        let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.write_all(&packet).await?;
+        tcp.shutdown().await?;
+        Ok(true)
+    }
+}

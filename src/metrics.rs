@@ -1,0 +1,119 @@
+//! Metric names as constants, the Prometheus recorder, and handles cached per backend
+//! connection so the data path records without a registry lookup.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CLIENT_CONNECTIONS: &str = "switchyard_client_connections";
+pub const CLIENT_CONNECTIONS_TOTAL: &str = "switchyard_client_connections_total";
+pub const BACKEND_CONNECTIONS: &str = "switchyard_backend_connections";
+pub const QUERIES_TOTAL: &str = "switchyard_queries_total";
+pub const QUERY_DURATION_SECONDS: &str = "switchyard_query_duration_seconds";
+pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
+pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only when another recorder was installed first (e.g. by a test harness).
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
+    describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted.");
+    describe_gauge!(BACKEND_CONNECTIONS, "Backend connections open now, by instance and role.");
+    describe_counter!(QUERIES_TOTAL, "Statements (simple queries and extended-protocol batches) by route and instance.");
+    describe_histogram!(QUERY_DURATION_SECONDS, "Time from sending a statement to its ReadyForQuery, by route.");
+    describe_counter!(ERRORS_TOTAL, "Errors by kind.");
+    describe_counter!(READER_FALLBACKS_TOTAL, "Reads sent to the writer because no reader could be used.");
+}
+
+/// Kinds of error counted in `switchyard_errors_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorKind {
+    ClientProtocol,
+    Auth,
+    BackendConnect,
+    BackendLost,
+    ClientLost,
+    TooManyConnections,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ClientProtocol => "client_protocol",
+            ErrorKind::Auth => "auth",
+            ErrorKind::BackendConnect => "backend_connect",
+            ErrorKind::BackendLost => "backend_lost",
+            ErrorKind::ClientLost => "client_lost",
+            ErrorKind::TooManyConnections => "too_many_connections",
+        }
+    }
+}
+
+pub fn error(kind: ErrorKind) {
+    counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+pub fn client_connected() -> Gauge {
+    counter!(CLIENT_CONNECTIONS_TOTAL).increment(1);
+    let g = gauge!(CLIENT_CONNECTIONS);
+    g.increment(1.0);
+    g
+}
+
+pub fn reader_fallback() {
+    counter!(READER_FALLBACKS_TOTAL).increment(1);
+}
+
+/// Handles for one backend connection, looked up once when it opens.
+pub struct BackendMetrics {
+    pub queries: Counter,
+    pub duration: Histogram,
+    connections: Gauge,
+}
+
+impl BackendMetrics {
+    pub fn new(cluster: &str, instance: &str, role: &'static str) -> BackendMetrics {
+        let labels = [
+            ("cluster", cluster.to_owned()),
+            ("instance", instance.to_owned()),
+            ("route", role.to_owned()),
+        ];
+        let connections = gauge!(BACKEND_CONNECTIONS, &labels);
+        connections.increment(1.0);
+        BackendMetrics {
+            queries: counter!(QUERIES_TOTAL, &labels),
+            duration: histogram!(QUERY_DURATION_SECONDS, "route" => role),
+            connections,
+        }
+    }
+}
+
+impl Drop for BackendMetrics {
+    fn drop(&mut self) {
+        self.connections.decrement(1.0);
+    }
+}

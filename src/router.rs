@@ -1,0 +1,138 @@
+//! The routing decision, pure: (statement class, session state, routing settings) → where
+//! the statement runs. No I/O; table-tested.
+
+use crate::sql::{Class, Hint, Statement};
+
+/// The backend connection of a session a statement runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Writer,
+    Reader,
+}
+
+/// What routing needs to know of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionView {
+    /// The backend an open transaction runs on; everything goes there until it ends.
+    pub in_transaction: Option<Target>,
+    /// Session state that cannot be replayed was created: writer only from now on.
+    pub pinned_to_writer: bool,
+}
+
+/// Settings that apply to every session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub read_write_split: bool,
+}
+
+pub fn route(stmt: &Statement, session: SessionView, settings: Settings) -> Target {
+    if let Some(bound) = session.in_transaction {
+        return bound;
+    }
+    if session.pinned_to_writer || !settings.read_write_split {
+        return Target::Writer;
+    }
+    match (stmt.class, stmt.hint) {
+        // State changes always run on the writer, whatever the hint says.
+        (Class::SessionSet | Class::Pin | Class::Autocommit(_), _) => Target::Writer,
+        (_, Some(Hint::Writer)) => Target::Writer,
+        (_, Some(Hint::Reader)) => Target::Reader,
+        (Class::Read, None) | (Class::Begin { read_only: true }, None) => Target::Reader,
+        _ => Target::Writer,
+    }
+}
+
+/// What a statement does to the session besides running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Replay the statement text on the other connection before it is next used.
+    Record,
+    /// Stay on the writer for the rest of the session.
+    Pin,
+}
+
+pub fn effect(stmt: &Statement, session: SessionView) -> Effect {
+    match stmt.class {
+        Class::Pin | Class::Autocommit(false) => Effect::Pin,
+        // Inside a transaction a SET may be rolled back: replaying it could be wrong.
+        Class::SessionSet if session.in_transaction.is_some() => Effect::Pin,
+        Class::SessionSet | Class::Autocommit(true) => Effect::Record,
+        _ => Effect::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: SessionView = SessionView {
+        in_transaction: None,
+        pinned_to_writer: false,
+    };
+    const SPLIT: Settings = Settings {
+        read_write_split: true,
+    };
+
+    fn stmt(class: Class, hint: Option<Hint>) -> Statement {
+        Statement {
+            class,
+            hint,
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn routing_table() {
+        use Target::*;
+        let in_tx = |t| SessionView {
+            in_transaction: Some(t),
+            pinned_to_writer: false,
+        };
+        let pinned = SessionView {
+            in_transaction: None,
+            pinned_to_writer: true,
+        };
+        let cases = [
+            (stmt(Class::Read, None), IDLE, SPLIT, Reader),
+            (stmt(Class::Write, None), IDLE, SPLIT, Writer),
+            (stmt(Class::Begin { read_only: false }, None), IDLE, SPLIT, Writer),
+            (stmt(Class::Begin { read_only: true }, None), IDLE, SPLIT, Reader),
+            (stmt(Class::End, None), IDLE, SPLIT, Writer),
+            (stmt(Class::SessionSet, None), IDLE, SPLIT, Writer),
+            (stmt(Class::SessionSet, Some(Hint::Reader)), IDLE, SPLIT, Writer),
+            (stmt(Class::Pin, None), IDLE, SPLIT, Writer),
+            (stmt(Class::Read, Some(Hint::Writer)), IDLE, SPLIT, Writer),
+            (stmt(Class::Write, Some(Hint::Reader)), IDLE, SPLIT, Reader),
+            (stmt(Class::Read, None), in_tx(Writer), SPLIT, Writer),
+            (stmt(Class::Write, None), in_tx(Reader), SPLIT, Reader),
+            (stmt(Class::Read, Some(Hint::Reader)), in_tx(Writer), SPLIT, Writer),
+            (stmt(Class::Read, None), pinned, SPLIT, Writer),
+            (stmt(Class::Read, Some(Hint::Reader)), pinned, SPLIT, Writer),
+            (
+                stmt(Class::Read, None),
+                IDLE,
+                Settings {
+                    read_write_split: false,
+                },
+                Writer,
+            ),
+        ];
+        for (i, (s, session, settings, want)) in cases.into_iter().enumerate() {
+            assert_eq!(route(&s, session, settings), want, "case {i}: {s:?} {session:?}");
+        }
+    }
+
+    #[test]
+    fn effects() {
+        let in_tx = SessionView {
+            in_transaction: Some(Target::Writer),
+            pinned_to_writer: false,
+        };
+        assert_eq!(effect(&stmt(Class::SessionSet, None), IDLE), Effect::Record);
+        assert_eq!(effect(&stmt(Class::SessionSet, None), in_tx), Effect::Pin);
+        assert_eq!(effect(&stmt(Class::Pin, None), IDLE), Effect::Pin);
+        assert_eq!(effect(&stmt(Class::Read, None), IDLE), Effect::None);
+        assert_eq!(effect(&stmt(Class::Autocommit(false), None), IDLE), Effect::Pin);
+    }
+}

@@ -1,0 +1,266 @@
+//! One backend connection as a session uses it: which of the client's statements are
+//! prepared on it, the replies to swallow (those to messages the proxy injected), and the
+//! relay of its responses to the client as runs of bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::SessionError;
+use super::scan::Prepared;
+use crate::metrics::BackendMetrics;
+use crate::net::Stream;
+use crate::pool::BackendConn;
+use crate::protocol::postgres::frame::{self, cstr};
+use crate::protocol::postgres::messages::{self, tag};
+
+/// Backend messages are streamed, so this only bounds a declared length.
+const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
+
+/// A ParseComplete or CloseComplete the backend owes, in order.
+#[derive(Debug)]
+struct Owed {
+    parse: Option<(Vec<u8>, u64)>,
+    swallow: bool,
+}
+
+pub struct Backend {
+    pub conn: BackendConn,
+    /// Statement name → id of the client's Parse it was prepared from.
+    prepared: HashMap<Vec<u8>, u64>,
+    owed: VecDeque<Owed>,
+    /// Bytes of a forwarded message still to arrive from the backend.
+    forward_remaining: usize,
+    /// How many recorded session SETs this connection has run.
+    pub applied_sets: usize,
+    pub metrics: BackendMetrics,
+}
+
+/// What one relay step saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// The transaction status of a ReadyForQuery, which ends the relay step.
+    pub ready: Option<u8>,
+    /// The backend entered COPY FROM STDIN mode.
+    pub copy_in: bool,
+    /// Bytes written to the client.
+    pub bytes: usize,
+}
+
+impl Backend {
+    pub fn new(conn: BackendConn) -> Backend {
+        let i = &conn.instance;
+        let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
+        Backend {
+            conn,
+            prepared: HashMap::new(),
+            owed: VecDeque::new(),
+            forward_remaining: 0,
+            applied_sets: 0,
+            metrics,
+        }
+    }
+
+    fn lost(&self, source: std::io::Error) -> SessionError {
+        SessionError::BackendLost {
+            addr: self.conn.instance.addr.clone(),
+            source,
+        }
+    }
+
+    /// Sends the client messages in `buf` (whole messages), preparing on this backend the
+    /// statements they use that it lacks. `refs` holds, in order, the statement each
+    /// Parse/Bind/Describe-statement message refers to.
+    pub async fn forward(
+        &mut self,
+        buf: &[u8],
+        refs: &[Option<Arc<Prepared>>],
+        scratch: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        let mut refs = refs.iter();
+        let mut run_start = 0;
+        let mut pos = 0;
+        while let Ok(Some((h, body))) = frame::message(&buf[pos..], usize::MAX) {
+            let at = pos;
+            pos += h.total;
+            match h.tag {
+                tag::PARSE => {
+                    let id = refs.next().and_then(|r| r.as_ref().map(|p| p.id));
+                    let name = cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
+                    if let Some(id) = id {
+                        self.prepared.insert(name.clone(), id);
+                        self.owed.push_back(Owed {
+                            parse: Some((name, id)),
+                            swallow: false,
+                        });
+                    }
+                }
+                tag::BIND | tag::DESCRIBE => {
+                    let statement = h.tag == tag::BIND
+                        || messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
+                    if !statement {
+                        continue;
+                    }
+                    let Some(Some(p)) = refs.next() else { continue };
+                    if self.prepared.get(&p.name) == Some(&p.id) {
+                        continue;
+                    }
+                    scratch.clear();
+                    if !p.name.is_empty() {
+                        // A stale statement of that name may exist here: close it first.
+                        messages::close(scratch, b'S', &p.name);
+                        self.owed.push_back(Owed {
+                            parse: None,
+                            swallow: true,
+                        });
+                    }
+                    scratch.extend_from_slice(&p.parse);
+                    self.owed.push_back(Owed {
+                        parse: Some((p.name.clone(), p.id)),
+                        swallow: true,
+                    });
+                    self.prepared.insert(p.name.clone(), p.id);
+                    self.write(&buf[run_start..at]).await?;
+                    let injected = std::mem::take(scratch);
+                    let result = self.write(&injected).await;
+                    *scratch = injected;
+                    result?;
+                    run_start = at;
+                }
+                tag::CLOSE => {
+                    if let Some((kind, name)) = messages::target_fields(body) {
+                        if kind == b'S' {
+                            self.prepared.remove(name);
+                        }
+                    }
+                    self.owed.push_back(Owed {
+                        parse: None,
+                        swallow: false,
+                    });
+                }
+                // A simple query destroys the unnamed statement.
+                tag::QUERY => {
+                    self.prepared.remove(&b""[..]);
+                }
+                _ => {}
+            }
+        }
+        self.write(&buf[run_start..pos]).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let result = self.conn.stream.write_all(bytes).await;
+        result.map_err(|e| self.lost(e))
+    }
+
+    /// Waits for bytes from the backend (cancel-safe: only reads into the buffer).
+    pub async fn fill(&mut self) -> Result<(), SessionError> {
+        if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
+            self.conn.buf.reserve(64 * 1024);
+        }
+        match self.conn.stream.read_buf(&mut self.conn.buf).await {
+            Ok(0) => Err(self.lost(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// Relays what is buffered to `client`, up to and including a ReadyForQuery.
+    /// Messages are forwarded as byte runs; a message larger than the buffer streams through.
+    pub async fn relay(&mut self, client: &mut Stream) -> Result<Relayed, SessionError> {
+        let mut seen = Relayed::default();
+        let buf = &self.conn.buf;
+        let mut pos = self.forward_remaining.min(buf.len());
+        self.forward_remaining -= pos;
+        let mut run_start = 0;
+        while self.forward_remaining == 0 {
+            let h = match frame::header(&buf[pos..], MAX_BACKEND_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(SessionError::BackendProtocol {
+                        addr: self.conn.instance.addr.clone(),
+                        detail: e.to_string(),
+                    });
+                }
+            };
+            let whole = buf.len() - pos >= h.total;
+            match h.tag {
+                tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE | tag::READY_FOR_QUERY if !whole => break,
+                tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
+                    let owed = self.owed.pop_front();
+                    if owed.as_ref().is_some_and(|o| o.swallow) {
+                        if pos > run_start {
+                            client.write_all(&buf[run_start..pos]).await.map_err(SessionError::ClientIo)?;
+                            seen.bytes += pos - run_start;
+                        }
+                        pos += h.total;
+                        run_start = pos;
+                        continue;
+                    }
+                }
+                tag::READY_FOR_QUERY => {
+                    seen.ready = Some(buf[pos + frame::HEADER_LEN]);
+                    pos += h.total;
+                    break;
+                }
+                tag::ERROR_RESPONSE => {
+                    // The backend skips to Sync: statements still owed were not prepared.
+                    for o in self.owed.drain(..) {
+                        if let Some((name, id)) = o.parse {
+                            if self.prepared.get(&name) == Some(&id) {
+                                self.prepared.remove(&name);
+                            }
+                        }
+                    }
+                }
+                tag::COPY_IN_RESPONSE => seen.copy_in = true,
+                _ => {}
+            }
+            if whole {
+                pos += h.total;
+            } else {
+                self.forward_remaining = pos + h.total - buf.len();
+                pos = buf.len();
+            }
+        }
+        if pos > run_start {
+            client.write_all(&buf[run_start..pos]).await.map_err(SessionError::ClientIo)?;
+            seen.bytes += pos - run_start;
+        }
+        self.conn.consume(pos);
+        Ok(seen)
+    }
+
+    /// Runs `sql` (session SETs) and drains its responses without relaying them.
+    /// Returns the error message if the backend refused it.
+    pub async fn run_silently(&mut self, sql: &str, scratch: &mut BytesMut) -> Result<Option<String>, SessionError> {
+        scratch.clear();
+        messages::query(scratch, sql);
+        let out = std::mem::take(scratch);
+        let sent = self.write(&out).await;
+        *scratch = out;
+        sent?;
+        let mut failure = None;
+        loop {
+            while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
+                let total = h.total;
+                match h.tag {
+                    tag::ERROR_RESPONSE => failure = Some(messages::error_fields(body).1),
+                    tag::READY_FOR_QUERY => {
+                        self.conn.consume(total);
+                        return Ok(failure);
+                    }
+                    _ => {}
+                }
+                self.conn.consume(total);
+            }
+            self.fill().await?;
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Finds the next unit of client work in the read buffer (a simple Query, a FunctionCall,
+//! or an extended-protocol batch up to Sync/Flush) and classifies it for routing, without
+//! consuming or copying it. Also keeps the session's prepared statements: each named or
+//! unnamed statement the client parsed, so it can be prepared lazily on another backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::postgres::frame::{self, FrameError};
+use crate::protocol::postgres::messages::{self, tag};
+use crate::sql::{self, Class, Dialect, Statement};
+
+/// A statement the client prepared with Parse, as the session knows it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Unique within the session; tells two Parses of the same name apart.
+    pub id: u64,
+    pub name: Vec<u8>,
+    /// The client's whole Parse message, replayed on a backend that lacks the statement.
+    pub parse: Bytes,
+    pub class: Statement,
+}
+
+/// The client's prepared statements by name.
+#[derive(Debug, Default)]
+pub struct Statements {
+    by_name: HashMap<Vec<u8>, Arc<Prepared>>,
+    next_id: u64,
+}
+
+impl Statements {
+    fn parse(&mut self, name: &[u8], message: &[u8], class: Statement) -> Arc<Prepared> {
+        self.next_id += 1;
+        let p = Arc::new(Prepared {
+            id: self.next_id,
+            name: name.to_vec(),
+            parse: Bytes::copy_from_slice(message),
+            class,
+        });
+        self.by_name.insert(name.to_vec(), Arc::clone(&p));
+        p
+    }
+
+    fn close(&mut self, name: &[u8]) {
+        self.by_name.remove(name);
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
+        self.by_name.get(name)
+    }
+}
+
+/// How a unit ends, which decides what the proxy waits for after sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Query, FunctionCall or Sync: exactly one ReadyForQuery follows.
+    Ready,
+    /// Flush, or a batch too large to hold: the rest of the batch follows on the same backend.
+    Open,
+}
+
+/// A unit found in the buffer: bytes `..end`, its combined statement class, and, in
+/// message order, the prepared statements its Parse/Bind/Describe messages refer to.
+#[derive(Debug)]
+pub struct Unit {
+    pub end: usize,
+    pub ending: Ending,
+    pub first_tag: u8,
+    pub stmt: Statement,
+    /// The SQL text when the unit is one simple Query (for recording SETs).
+    pub simple_sql: Option<String>,
+    pub refs: Vec<Option<Arc<Prepared>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("invalid message from client")]
+    Frame(#[from] FrameError),
+    #[error("malformed {0:?} message from client")]
+    Malformed(char),
+    #[error("unexpected message {0:?} from client")]
+    Unexpected(char),
+}
+
+/// Scan state kept between reads so a batch split across reads is scanned once.
+#[derive(Debug)]
+pub struct Scanner {
+    pos: usize,
+    stmt: Option<Statement>,
+    refs: Vec<Option<Arc<Prepared>>>,
+    /// Batches larger than this are sent on before their Sync arrives.
+    hold_limit: usize,
+    max_message: usize,
+}
+
+const READ_ONLY: Statement = Statement {
+    class: Class::Read,
+    hint: None,
+    count: 0,
+};
+
+impl Scanner {
+    pub fn new(max_message: usize) -> Scanner {
+        Scanner {
+            pos: 0,
+            stmt: None,
+            refs: Vec::new(),
+            hold_limit: 1 << 20,
+            max_message,
+        }
+    }
+
+    /// Gives back a unit's reference list so its allocation is reused.
+    pub fn recycle(&mut self, mut refs: Vec<Option<Arc<Prepared>>>) {
+        refs.clear();
+        if self.refs.is_empty() && self.pos == 0 {
+            self.refs = refs;
+        }
+    }
+
+    /// Forgets progress; called once the unit was sent (the buffer was consumed).
+    fn reset(&mut self) {
+        self.pos = 0;
+        self.stmt = None;
+    }
+
+    fn take(&mut self, end: usize, ending: Ending, first_tag: u8, simple_sql: Option<String>) -> Unit {
+        let unit = Unit {
+            end,
+            ending,
+            first_tag,
+            stmt: self.stmt.unwrap_or(READ_ONLY),
+            simple_sql,
+            refs: std::mem::take(&mut self.refs),
+        };
+        self.reset();
+        unit
+    }
+
+    fn add(&mut self, s: Statement) {
+        self.stmt = Some(match self.stmt {
+            None => s,
+            Some(prev) => combine(prev, s),
+        });
+    }
+
+    /// Returns the next whole unit, or `None` when more bytes are needed.
+    pub fn next(&mut self, buf: &[u8], statements: &mut Statements) -> Result<Option<Unit>, ScanError> {
+        loop {
+            let Some((h, body)) = frame::message(&buf[self.pos..], self.max_message)? else {
+                if self.pos >= self.hold_limit {
+                    return Ok(Some(self.take(self.pos, Ending::Open, buf[0], None)));
+                }
+                return Ok(None);
+            };
+            let start = self.pos;
+            let message = &buf[start..start + h.total];
+            match h.tag {
+                tag::QUERY | tag::FUNCTION_CALL if start > 0 => {
+                    // An open batch ends before a Query: send it as it is.
+                    return Ok(Some(self.take(start, Ending::Open, buf[0], None)));
+                }
+                tag::QUERY => {
+                    let sql = messages::query_text(body).ok_or(ScanError::Malformed('Q'))?;
+                    self.stmt = Some(sql::classify(sql, Dialect::Postgres));
+                    return Ok(Some(self.take(h.total, Ending::Ready, h.tag, Some(sql.to_owned()))));
+                }
+                tag::FUNCTION_CALL => {
+                    self.stmt = Some(Statement {
+                        class: Class::Write,
+                        hint: None,
+                        count: 1,
+                    });
+                    return Ok(Some(self.take(h.total, Ending::Ready, h.tag, None)));
+                }
+                tag::PARSE => {
+                    let (name, sql) = messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
+                    let class = sql::classify(sql, Dialect::Postgres);
+                    self.add(class);
+                    self.refs.push(Some(statements.parse(name, message, class)));
+                }
+                tag::BIND => {
+                    let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
+                    let p = statements.get(name).cloned();
+                    self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
+                    self.refs.push(p);
+                }
+                tag::DESCRIBE => {
+                    let (kind, name) = messages::target_fields(body).ok_or(ScanError::Malformed('D'))?;
+                    if kind == b'S' {
+                        let p = statements.get(name).cloned();
+                        if let Some(p) = &p {
+                            self.add(p.class);
+                        }
+                        self.refs.push(p);
+                    }
+                }
+                tag::CLOSE => {
+                    let (kind, name) = messages::target_fields(body).ok_or(ScanError::Malformed('C'))?;
+                    if kind == b'S' {
+                        statements.close(name);
+                    }
+                }
+                tag::EXECUTE => {
+                    messages::execute_portal(body).ok_or(ScanError::Malformed('E'))?;
+                }
+                tag::SYNC => {
+                    self.pos += h.total;
+                    return Ok(Some(self.take(self.pos, Ending::Ready, buf[0], None)));
+                }
+                tag::FLUSH => {
+                    self.pos += h.total;
+                    return Ok(Some(self.take(self.pos, Ending::Open, buf[0], None)));
+                }
+                // Copy messages outside COPY are ignored by PostgreSQL; Terminate is the caller's.
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::TERMINATE if start == 0 => {
+                    return Ok(Some(self.take(h.total, Ending::Open, h.tag, None)));
+                }
+                other => return Err(ScanError::Unexpected(other as char)),
+            }
+            self.pos += h.total;
+        }
+    }
+}
+
+/// Bind of a statement the session does not know: route it safely.
+const UNKNOWN: Statement = Statement {
+    class: Class::Write,
+    hint: None,
+    count: 1,
+};
+
+/// Two statements of one batch: reads stay reads; a hint survives; anything else is a write
+/// unless it carries session state.
+fn combine(a: Statement, b: Statement) -> Statement {
+    let class = match (a.class, b.class) {
+        (Class::Read, Class::Read) => Class::Read,
+        (Class::Pin | Class::SessionSet | Class::Autocommit(_), _)
+        | (_, Class::Pin | Class::SessionSet | Class::Autocommit(_)) => Class::Pin,
+        (x, y) if x == y => x,
+        _ => Class::Write,
+    };
+    Statement {
+        class,
+        hint: a.hint.or(b.hint),
+        count: a.count + b.count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.put_u8(tag);
+        out.put_i32(body.len() as i32 + 4);
+        out.put_slice(body);
+    }
+
+    fn parse(out: &mut BytesMut, name: &str, sql: &str) {
+        let body = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat();
+        msg(out, b'P', &body);
+    }
+
+    fn bind(out: &mut BytesMut, stmt: &str) {
+        let body = [b"\0", stmt.as_bytes(), b"\0\0\0\0\0\0\0"].concat();
+        msg(out, b'B', &body);
+    }
+
+    #[test]
+    fn a_batch_is_a_unit_up_to_sync() {
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "s1", "SELECT 1");
+        bind(&mut buf, "s1");
+        msg(&mut buf, b'E', b"\0\0\0\0\0");
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        assert!(sc.next(&buf, &mut st).unwrap().is_none(), "no Sync yet");
+        msg(&mut buf, b'S', b"");
+        let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+        assert_eq!(unit.end, buf.len());
+        assert_eq!(unit.ending, Ending::Ready);
+        assert_eq!(unit.stmt.class, Class::Read);
+        assert_eq!(unit.refs.len(), 2);
+    }
+
+    #[test]
+    fn a_bound_write_makes_the_batch_a_write() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "w", "INSERT INTO t VALUES (1)");
+        msg(&mut buf, b'S', b"");
+        let n = sc.next(&buf, &mut st).unwrap().unwrap().end;
+        let _ = buf.split_to(n);
+        bind(&mut buf, "w");
+        msg(&mut buf, b'S', b"");
+        let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+        assert_eq!(unit.stmt.class, Class::Write);
+        assert_eq!(unit.refs[0].as_ref().unwrap().name, b"w");
+    }
+
+    #[test]
+    fn unknown_statements_and_garbage() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        let mut buf = BytesMut::new();
+        bind(&mut buf, "nope");
+        msg(&mut buf, b'S', b"");
+        assert_eq!(sc.next(&buf, &mut st).unwrap().unwrap().stmt.class, Class::Write);
+        let mut sc = Scanner::new(1 << 20);
+        assert!(sc.next(b"\x01\0\0\0\x04", &mut st).is_err());
+        assert!(sc.next(b"Q\0\0\0\x05x", &mut st).is_err(), "query without NUL");
+    }
+
+    #[test]
+    fn a_query_after_an_open_batch_splits_it() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "", "SELECT 1");
+        let first = buf.len();
+        msg(&mut buf, b'Q', b"SELECT 2\0");
+        let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+        assert_eq!((unit.end, unit.ending), (first, Ending::Open));
+    }
+}

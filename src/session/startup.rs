@@ -1,0 +1,259 @@
+//! The client's side of connection startup: TLS negotiation, the startup packet,
+//! CancelRequest, and password authentication against the configured users.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Context, SessionError};
+use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
+use crate::net::Stream;
+use crate::protocol::postgres::frame::{self, cstr};
+use crate::protocol::postgres::messages::{self, Severity, auth, tag};
+use crate::protocol::postgres::scram::{self, ScramServer, Verifier};
+use crate::protocol::postgres::sqlstate;
+use crate::protocol::postgres::startup::{self, MAX_STARTUP_PACKET, StartupPacket, StartupParams};
+
+/// Largest password/SASL message accepted during authentication.
+const MAX_AUTH_MESSAGE: usize = 10_000;
+
+/// A client connection: its stream and the bytes read from it but not yet handled.
+pub struct Client {
+    pub stream: Stream,
+    pub buf: BytesMut,
+}
+
+impl Client {
+    /// Reads more bytes; `Ok(0)` means the client closed the connection.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Sends an ErrorResponse the proxy made (best effort: the client may be gone).
+    pub async fn send_error(&mut self, severity: Severity, code: &str, message: &str) {
+        let mut out = BytesMut::new();
+        messages::error_response(&mut out, severity, code, message);
+        if let Err(e) = self.stream.write_all(&out).await {
+            tracing::debug!(error = %e, "could not send an error to the client");
+        }
+    }
+}
+
+/// How startup ended.
+pub enum Outcome {
+    /// An authenticated client (AuthenticationOk not yet sent).
+    Session {
+        client: Client,
+        params: StartupParams,
+        user: User,
+    },
+    /// A CancelRequest, which closes its connection.
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// Runs startup until the client is authenticated, within `deadline`.
+pub async fn handshake(tcp: TcpStream, ctx: &Context, deadline: Instant) -> Result<Outcome, SessionError> {
+    let mut client = Client {
+        stream: Stream::Plain(tcp),
+        buf: BytesMut::with_capacity(1024),
+    };
+    loop {
+        let result = handshake_inner(&mut client, ctx, deadline).await;
+        return match result {
+            Ok(Some(Reply::Session { params, user })) => Ok(Outcome::Session { client, params, user }),
+            Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel { pid, secret }),
+            Ok(Some(Reply::UpgradeTls(config))) => {
+                client = upgrade(client, config, deadline).await?;
+                continue;
+            }
+            Ok(None) => Err(SessionError::ClientGone),
+            Err(e) => {
+                if let Some((code, message)) = e.client_message() {
+                    client.send_error(Severity::Fatal, code, &message).await;
+                }
+                Err(e)
+            }
+        };
+    }
+}
+
+enum Reply {
+    Session { params: StartupParams, user: User },
+    Cancel { pid: i32, secret: i32 },
+    /// The client asked for TLS and was told yes; the caller upgrades the stream.
+    UpgradeTls(Arc<rustls::ServerConfig>),
+}
+
+async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) -> Result<Option<Reply>, SessionError> {
+    let tls_mode = ctx.config.raw.server.tls_mode;
+    let params = loop {
+        let Some(packet) = read_startup(client, deadline).await? else {
+            return Ok(None);
+        };
+        match startup::decode(&packet).map_err(|e| SessionError::ClientProtocol(e.to_string()))? {
+            StartupPacket::SslRequest => {
+                let offer = ctx.tls.as_ref().filter(|_| tls_mode != ClientTlsMode::Disable);
+                match offer {
+                    Some(config) if !client.stream.is_tls() => {
+                        if !client.buf.is_empty() {
+                            // Bytes after SSLRequest were sent in the clear: refuse them.
+                            return Err(SessionError::ClientProtocol("data after SSLRequest".into()));
+                        }
+                        write(client, b"S").await?;
+                        return Ok(Some(Reply::UpgradeTls(Arc::clone(config))));
+                    }
+                    _ => write(client, b"N").await?,
+                }
+            }
+            StartupPacket::GssEncRequest => write(client, b"N").await?,
+            StartupPacket::Cancel { pid, secret } => return Ok(Some(Reply::Cancel { pid, secret })),
+            StartupPacket::Startup(params) => break params,
+        }
+    };
+    if tls_mode == ClientTlsMode::Require && !client.stream.is_tls() {
+        return Err(SessionError::Refused {
+            code: sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            message: "switchyard requires TLS (sslmode=require)".into(),
+        });
+    }
+    if params.get("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+        return Err(SessionError::Refused {
+            code: sqlstate::FEATURE_NOT_SUPPORTED,
+            message: "replication connections are not supported through switchyard".into(),
+        });
+    }
+    let unknown: Vec<&[u8]> = params.protocol_options().map(str::as_bytes).collect();
+    if params.minor_version > 0 || !unknown.is_empty() {
+        let mut out = BytesMut::new();
+        messages::negotiate_protocol_version(&mut out, 0, &unknown);
+        write(client, &out).await?;
+    }
+    let name = params
+        .user()
+        .ok_or_else(|| SessionError::Refused {
+            code: sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            message: "no PostgreSQL user name specified in startup packet".into(),
+        })?
+        .to_owned();
+    let password_failed = || SessionError::AuthFailed { user: name.clone() };
+    let Some(user) = ctx.config.user(&name).cloned() else {
+        return Err(password_failed());
+    };
+    match user.auth {
+        AuthMethod::Trust => {}
+        AuthMethod::Md5 => {
+            let Secret::Plain(password) = &user.secret else {
+                return Err(password_failed());
+            };
+            let salt: [u8; 4] = rand::random();
+            let mut out = BytesMut::new();
+            messages::authentication(&mut out, auth::MD5_PASSWORD, &salt);
+            write(client, &out).await?;
+            let answer = read_password(client, deadline).await?;
+            let expected = postgres_protocol::authentication::md5_hash(name.as_bytes(), password.as_bytes(), salt);
+            let given = cstr(&answer).map(|(p, _)| p).unwrap_or(&answer);
+            if given != expected.as_bytes() {
+                return Err(password_failed());
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let verifier = ctx.verifier(&user).ok_or_else(password_failed)?;
+            scram_exchange(client, verifier, deadline).await.map_err(|e| match e {
+                SessionError::Scram(scram::ScramError::BadProof) => password_failed(),
+                other => other,
+            })?;
+        }
+    }
+    Ok(Some(Reply::Session { params, user }))
+}
+
+async fn scram_exchange(client: &mut Client, verifier: Verifier, deadline: Instant) -> Result<(), SessionError> {
+    let mut out = BytesMut::new();
+    messages::authentication_sasl(&mut out, &[scram::MECHANISM]);
+    write(client, &out).await?;
+    let initial = read_password(client, deadline).await?;
+    let (mechanism, rest) = cstr(&initial).ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
+    if mechanism != scram::MECHANISM.as_bytes() {
+        let m = String::from_utf8_lossy(mechanism).into_owned();
+        return Err(SessionError::Scram(scram::ScramError::Mechanism(m)));
+    }
+    let data = rest.get(4..).ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
+    let mut server = ScramServer::new(verifier);
+    let first = server.client_first(data, &scram::random_nonce()).map_err(SessionError::Scram)?;
+    out.clear();
+    messages::authentication(&mut out, auth::SASL_CONTINUE, first.as_bytes());
+    write(client, &out).await?;
+    let response = read_password(client, deadline).await?;
+    let last = server.client_final(&response).map_err(SessionError::Scram)?;
+    out.clear();
+    messages::authentication(&mut out, auth::SASL_FINAL, last.as_bytes());
+    write(client, &out).await
+}
+
+async fn write(client: &mut Client, bytes: &[u8]) -> Result<(), SessionError> {
+    client.stream.write_all(bytes).await.map_err(SessionError::ClientIo)
+}
+
+/// Reads more bytes before `deadline`; `false` when the client closed the connection.
+async fn fill_before(client: &mut Client, deadline: Instant) -> Result<bool, SessionError> {
+    match tokio::time::timeout_at(deadline.into(), client.fill()).await {
+        Err(_) => Err(SessionError::StartupTimeout),
+        Ok(Err(e)) => Err(SessionError::ClientIo(e)),
+        Ok(Ok(n)) => Ok(n > 0),
+    }
+}
+
+/// Reads one untagged startup packet; `None` if the client went away before sending one.
+async fn read_startup(client: &mut Client, deadline: Instant) -> Result<Option<BytesMut>, SessionError> {
+    loop {
+        let len = frame::startup_len(&client.buf, MAX_STARTUP_PACKET).map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        if let Some(len) = len.filter(|&l| client.buf.len() >= l) {
+            return Ok(Some(client.buf.split_to(len)));
+        }
+        if !fill_before(client, deadline).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads a PasswordMessage / SASL response and returns its body.
+async fn read_password(client: &mut Client, deadline: Instant) -> Result<BytesMut, SessionError> {
+    loop {
+        let head = frame::header(&client.buf, MAX_AUTH_MESSAGE).map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        if let Some(h) = head.filter(|h| client.buf.len() >= h.total) {
+            if h.tag != tag::PASSWORD {
+                return Err(SessionError::ClientProtocol(format!(
+                    "expected a password message, got {:?}",
+                    h.tag as char
+                )));
+            }
+            let mut m = client.buf.split_to(h.total);
+            m.advance(frame::HEADER_LEN);
+            return Ok(m);
+        }
+        if !fill_before(client, deadline).await? {
+            return Err(SessionError::ClientGone);
+        }
+    }
+}
+
+async fn upgrade(client: Client, config: Arc<rustls::ServerConfig>, deadline: Instant) -> Result<Client, SessionError> {
+    let Stream::Plain(tcp) = client.stream else {
+        return Err(SessionError::ClientProtocol("TLS requested twice".into()));
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+    match tokio::time::timeout_at(deadline.into(), accept).await {
+        Err(_) => Err(SessionError::StartupTimeout),
+        Ok(Err(e)) => Err(SessionError::Tls(e)),
+        Ok(Ok(tls)) => Ok(Client {
+            stream: Stream::TlsServer(Box::new(tls)),
+            buf: client.buf,
+        }),
+    }
+}

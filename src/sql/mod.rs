@@ -1,0 +1,177 @@
+//! Tells the router what a query string does (read, write, transaction control, session
+//! state) and which routing hint it carries, from a lexer pass instead of a full parse.
+//!
+//! - `lexer`: bytes → tokens; comments, strings, quoted identifiers and dollar-quoted
+//!   bodies are skipped, so keywords inside them are never seen. Hints come from comments.
+//! - `keyword`: keyword and side-effect-function lookup without allocation.
+//! - `classify`: one statement's class from its first keyword plus a scan of the rest.
+//!
+//! Anything the classifier cannot prove is a read is a `Write`: the writer can run
+//! everything, a replica cannot.
+
+mod classify;
+#[cfg(test)]
+mod corpus;
+mod keyword;
+mod lexer;
+
+use classify::Statements;
+
+/// The SQL dialect, which decides how quotes and comments are lexed and which
+/// statements and functions are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+/// What a statement does, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Provably read-only: may run on a replica.
+    Read,
+    /// Writes, DDL, side-effect functions, SELECT ... FOR UPDATE/SHARE, SELECT ... INTO,
+    /// data-modifying CTEs, and anything not provably a read (the safe default).
+    Write,
+    /// BEGIN / START TRANSACTION; `read_only` when READ ONLY is given.
+    Begin { read_only: bool },
+    /// COMMIT / ROLLBACK (and PostgreSQL END / ABORT); not `ROLLBACK TO SAVEPOINT`,
+    /// which is a `Write`.
+    End,
+    /// Session state that can be replayed on another connection by re-running the same
+    /// text: SET (not SET LOCAL or SET TRANSACTION in PostgreSQL), RESET, MySQL `USE db`.
+    SessionSet,
+    /// MySQL `SET autocommit = 0|1`; the bool is the new autocommit value.
+    Autocommit(bool),
+    /// Session state that cannot be replayed, so the session must stay on the writer:
+    /// LISTEN, temporary tables, SQL-level PREPARE, cursors, session locks, HANDLER.
+    Pin,
+}
+
+/// A routing hint given in a comment: `/* switchyard:writer */`, `-- switchyard:reader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    Writer,
+    Reader,
+}
+
+/// The classification of a whole query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement {
+    /// The combined class of every statement in the string.
+    pub class: Class,
+    /// The routing hint found in a comment, if any (`Writer` wins if both appear).
+    pub hint: Option<Hint>,
+    /// The number of non-empty statements in the string.
+    pub count: u32,
+}
+
+/// Classify a whole query string (which may hold several `;`-separated statements).
+///
+/// Several statements combine: all `Read` → `Read`; any `Pin` → `Pin`; any
+/// `SessionSet` or `Autocommit` together with anything else → `Pin` (a batch cannot be
+/// partly replayed); otherwise → `Write`. An empty string is a `Read` with count 0.
+pub fn classify(sql: &str, dialect: Dialect) -> Statement {
+    let mut statements = Statements::new(sql, dialect);
+    let mut combined = Combined::new();
+    for class in statements.by_ref() {
+        combined.add(class);
+    }
+    Statement {
+        class: combined.class(),
+        hint: statements.hint(),
+        count: combined.count,
+    }
+}
+
+/// The running combination of the classes of a multi-statement string.
+struct Combined {
+    count: u32,
+    first: Class,
+    all_read: bool,
+    /// Some statement pins the session or changes session state.
+    pins: bool,
+}
+
+impl Combined {
+    fn new() -> Self {
+        Combined {
+            count: 0,
+            first: Class::Read,
+            all_read: true,
+            pins: false,
+        }
+    }
+
+    fn add(&mut self, class: Class) {
+        if self.count == 0 {
+            self.first = class;
+        }
+        self.count = self.count.saturating_add(1);
+        self.all_read &= class == Class::Read;
+        self.pins |= matches!(
+            class,
+            Class::Pin | Class::SessionSet | Class::Autocommit(_)
+        );
+    }
+
+    fn class(&self) -> Class {
+        match self.count {
+            0 => Class::Read,
+            1 => self.first,
+            _ if self.all_read => Class::Read,
+            _ if self.pins => Class::Pin,
+            _ => Class::Write,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_input_is_a_read_of_no_statements() {
+        for sql in ["", "   ", ";", " ; ;; ", "-- only a comment", "/* c */ ; /* d */"] {
+            let s = classify(sql, Dialect::Postgres);
+            assert_eq!((s.class, s.count), (Class::Read, 0), "{sql:?}");
+            let s = classify(sql, Dialect::MySql);
+            assert_eq!((s.class, s.count), (Class::Read, 0), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn count_is_the_number_of_non_empty_statements() {
+        let cases = [
+            ("SELECT 1", 1),
+            ("SELECT 1;", 1),
+            ("SELECT 1; SELECT 2", 2),
+            ("SELECT 1;; ;SELECT 2;", 2),
+            ("BEGIN; INSERT INTO t VALUES (1); COMMIT;", 3),
+            ("SELECT ';'; SELECT $$;$$", 2),
+            ("/* ; */ SELECT 1 -- ;", 1),
+        ];
+        for (sql, count) in cases {
+            assert_eq!(classify(sql, Dialect::Postgres).count, count, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn combination_rules() {
+        let w = Class::Write;
+        let cases = [
+            ("SELECT 1; SELECT 2", Class::Read),
+            ("SELECT 1; INSERT INTO t VALUES (1)", w),
+            ("BEGIN; INSERT INTO t VALUES (1); COMMIT", w),
+            ("BEGIN; COMMIT", w),
+            ("SET x = 1; SELECT 1", Class::Pin),
+            ("SET x = 1; SET y = 2", Class::Pin),
+            ("SELECT 1; LISTEN c", Class::Pin),
+        ];
+        for (sql, class) in cases {
+            assert_eq!(classify(sql, Dialect::Postgres).class, class, "{sql:?}");
+        }
+        let s = classify("SET autocommit = 0; SELECT 1", Dialect::MySql);
+        assert_eq!(s.class, Class::Pin);
+    }
+}
