@@ -101,7 +101,11 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
 }
 
 /// Serves the admin API until shutdown.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.recv().await })
         .await

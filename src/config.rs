@@ -86,6 +86,16 @@ pub enum AuthMethod {
     Trust,
 }
 
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Trust => "trust",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
@@ -247,7 +257,10 @@ pub fn load(path: &Path) -> Result<Validated, ConfigError> {
 }
 
 /// Checks everything that serde cannot and resolves secrets; `env` looks up variables.
-pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Validated, Vec<Problem>> {
+pub fn validate(
+    raw: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Validated, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
@@ -261,7 +274,10 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
         (Some(cert), Some(key)) => {
             for (key_path, file) in [("server.tls_cert", cert), ("server.tls_key", key)] {
                 if !file.is_file() {
-                    problem(key_path.into(), format!("file {} does not exist", file.display()));
+                    problem(
+                        key_path.into(),
+                        format!("file {} does not exist", file.display()),
+                    );
                 }
             }
         }
@@ -292,7 +308,10 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
         None => None,
         Some(admin) => match (&admin.token, &admin.token_env) {
             (Some(_), Some(_)) => {
-                problem("admin.token".into(), "set token or token_env, not both".into());
+                problem(
+                    "admin.token".into(),
+                    "set token or token_env, not both".into(),
+                );
                 None
             }
             (Some(t), None) => Some(t.clone()),
@@ -321,14 +340,20 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
         }
         let password = match (&u.password, &u.password_env) {
             (Some(_), Some(_)) => {
-                problem(at("password"), "set password or password_env, not both".into());
+                problem(
+                    at("password"),
+                    "set password or password_env, not both".into(),
+                );
                 None
             }
             (Some(p), None) => Some(p.clone()),
             (None, Some(var)) => {
                 let value = env(var);
                 if value.is_none() {
-                    problem(at("password_env"), format!("environment variable {var} is not set"));
+                    problem(
+                        at("password_env"),
+                        format!("environment variable {var} is not set"),
+                    );
                 }
                 value
             }
@@ -343,7 +368,10 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
             (AuthMethod::Trust, _) => {}
             (_, Secret::None) => problem(
                 at("password"),
-                format!("auth = {:?} needs password or password_env", u.auth),
+                format!(
+                    "auth = \"{}\" needs password or password_env",
+                    u.auth.as_str()
+                ),
             ),
             (AuthMethod::Md5, Secret::ScramVerifier(_)) => problem(
                 at("auth"),
@@ -396,7 +424,10 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
     }
 
     if raw.clusters.is_empty() {
-        problem("clusters".into(), "at least one [clusters.NAME] is needed".into());
+        problem(
+            "clusters".into(),
+            "at least one [clusters.NAME] is needed".into(),
+        );
     }
     for (name, c) in &raw.clusters {
         let at = |key: &str| format!("clusters.{name}.{key}");
@@ -410,7 +441,10 @@ pub fn validate(raw: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Val
         }
         if let Some(ca) = &c.ca_file {
             if !ca.is_file() {
-                problem(at("ca_file"), format!("file {} does not exist", ca.display()));
+                problem(
+                    at("ca_file"),
+                    format!("file {} does not exist", ca.display()),
+                );
             }
             if c.tls == BackendTlsMode::Disable || c.tls == BackendTlsMode::Require {
                 problem(
@@ -502,7 +536,10 @@ mod tests {
         let text = EXAMPLE
             .replace("active = \"old\"", "active = \"new\"")
             .replace("\"127.0.0.1:5433\"", "\"127.0.0.1\"")
-            .replace("password = \"app-secret\"", "password_env = \"MISSING_VAR\"");
+            .replace(
+                "password = \"app-secret\"",
+                "password_env = \"MISSING_VAR\"",
+            );
         let problems = check(&text).expect_err("invalid");
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(

@@ -16,7 +16,11 @@ use switchyard::topology::{Topology, TopologyHandle};
 use switchyard::{server, shutdown, tls};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Zero-downtime database migration proxy for PostgreSQL and MySQL")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Zero-downtime database migration proxy for PostgreSQL and MySQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ ConfigError::Read { .. }) => {
-            eprintln!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            eprintln!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
             ExitCode::from(2)
         }
         Err(e) => {
@@ -89,7 +98,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn serve(path: PathBuf) -> Result<()> {
@@ -99,10 +111,16 @@ async fn serve(path: PathBuf) -> Result<()> {
         Topology::from_config(&config).context("backend TLS settings")?,
     ));
     let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).context("client TLS certificate")?),
+        (Some(cert), Some(key)) => {
+            Some(tls::server_config(cert, key).context("client TLS certificate")?)
+        }
         _ => None,
     };
-    let ctx = Arc::new(Context::new(Arc::clone(&config), Arc::clone(&topology), server_tls));
+    let ctx = Arc::new(Context::new(
+        Arc::clone(&config),
+        Arc::clone(&topology),
+        server_tls,
+    ));
     let (trigger, shutdown) = shutdown::channel();
 
     let listen = config.raw.server.listen;
@@ -138,10 +156,15 @@ async fn serve(path: PathBuf) -> Result<()> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))
 }
 
-async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, mut shutdown: shutdown::Shutdown) {
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    mut shutdown: shutdown::Shutdown,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {

@@ -15,7 +15,8 @@ pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
 pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
 
 const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -42,11 +43,23 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted.");
-    describe_gauge!(BACKEND_CONNECTIONS, "Backend connections open now, by instance and role.");
-    describe_counter!(QUERIES_TOTAL, "Statements (simple queries and extended-protocol batches) by route and instance.");
-    describe_histogram!(QUERY_DURATION_SECONDS, "Time from sending a statement to its ReadyForQuery, by route.");
+    describe_gauge!(
+        BACKEND_CONNECTIONS,
+        "Backend connections open now, by instance and role."
+    );
+    describe_counter!(
+        QUERIES_TOTAL,
+        "Statements (simple queries and extended-protocol batches) by route and instance."
+    );
+    describe_histogram!(
+        QUERY_DURATION_SECONDS,
+        "Time from sending a statement to its ReadyForQuery, by route."
+    );
     describe_counter!(ERRORS_TOTAL, "Errors by kind.");
-    describe_counter!(READER_FALLBACKS_TOTAL, "Reads sent to the writer because no reader could be used.");
+    describe_counter!(
+        READER_FALLBACKS_TOTAL,
+        "Reads sent to the writer because no reader could be used."
+    );
 }
 
 /// Kinds of error counted in `switchyard_errors_total`.

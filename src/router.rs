@@ -96,17 +96,37 @@ mod tests {
         let cases = [
             (stmt(Class::Read, None), IDLE, SPLIT, Reader),
             (stmt(Class::Write, None), IDLE, SPLIT, Writer),
-            (stmt(Class::Begin { read_only: false }, None), IDLE, SPLIT, Writer),
-            (stmt(Class::Begin { read_only: true }, None), IDLE, SPLIT, Reader),
+            (
+                stmt(Class::Begin { read_only: false }, None),
+                IDLE,
+                SPLIT,
+                Writer,
+            ),
+            (
+                stmt(Class::Begin { read_only: true }, None),
+                IDLE,
+                SPLIT,
+                Reader,
+            ),
             (stmt(Class::End, None), IDLE, SPLIT, Writer),
             (stmt(Class::SessionSet, None), IDLE, SPLIT, Writer),
-            (stmt(Class::SessionSet, Some(Hint::Reader)), IDLE, SPLIT, Writer),
+            (
+                stmt(Class::SessionSet, Some(Hint::Reader)),
+                IDLE,
+                SPLIT,
+                Writer,
+            ),
             (stmt(Class::Pin, None), IDLE, SPLIT, Writer),
             (stmt(Class::Read, Some(Hint::Writer)), IDLE, SPLIT, Writer),
             (stmt(Class::Write, Some(Hint::Reader)), IDLE, SPLIT, Reader),
             (stmt(Class::Read, None), in_tx(Writer), SPLIT, Writer),
             (stmt(Class::Write, None), in_tx(Reader), SPLIT, Reader),
-            (stmt(Class::Read, Some(Hint::Reader)), in_tx(Writer), SPLIT, Writer),
+            (
+                stmt(Class::Read, Some(Hint::Reader)),
+                in_tx(Writer),
+                SPLIT,
+                Writer,
+            ),
             (stmt(Class::Read, None), pinned, SPLIT, Writer),
             (stmt(Class::Read, Some(Hint::Reader)), pinned, SPLIT, Writer),
             (
@@ -119,7 +139,11 @@ mod tests {
             ),
         ];
         for (i, (s, session, settings, want)) in cases.into_iter().enumerate() {
-            assert_eq!(route(&s, session, settings), want, "case {i}: {s:?} {session:?}");
+            assert_eq!(
+                route(&s, session, settings),
+                want,
+                "case {i}: {s:?} {session:?}"
+            );
         }
     }
 
@@ -133,6 +157,9 @@ mod tests {
         assert_eq!(effect(&stmt(Class::SessionSet, None), in_tx), Effect::Pin);
         assert_eq!(effect(&stmt(Class::Pin, None), IDLE), Effect::Pin);
         assert_eq!(effect(&stmt(Class::Read, None), IDLE), Effect::None);
-        assert_eq!(effect(&stmt(Class::Autocommit(false), None), IDLE), Effect::Pin);
+        assert_eq!(
+            effect(&stmt(Class::Autocommit(false), None), IDLE),
+            Effect::Pin
+        );
     }
 }

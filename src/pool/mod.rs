@@ -91,7 +91,9 @@ impl ConnectError {
     pub fn instance_unreachable(&self) -> bool {
         matches!(
             self,
-            ConnectError::Io { .. } | ConnectError::Timeout { .. } | ConnectError::TlsRefused { .. }
+            ConnectError::Io { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::TlsRefused { .. }
         ) || matches!(self, ConnectError::Server { code, .. } if code.starts_with("57P") || code.starts_with("08"))
     }
 }
@@ -185,13 +187,16 @@ async fn connect_inner(
                             });
                         }
                         let password = conn.password(creds)?;
-                        let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                        let s =
+                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
                         frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
                             .map_err(io)?;
                         scram = Some(s);
                     }
                     auth::SASL_CONTINUE => {
-                        let s = scram.as_mut().ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
                         s.update(data).map_err(|source| ConnectError::Scram {
                             addr: addr.to_owned(),
                             source,
@@ -199,7 +204,9 @@ async fn connect_inner(
                         frontend::sasl_response(s.message(), &mut out).map_err(io)?;
                     }
                     auth::SASL_FINAL => {
-                        let mut s = scram.take().ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
+                        let mut s = scram
+                            .take()
+                            .ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
                         s.finish(data).map_err(|source| ConnectError::Scram {
                             addr: addr.to_owned(),
                             source,
@@ -235,7 +242,12 @@ async fn connect_inner(
                     raw: msg,
                 });
             }
-            other => return Err(conn.protocol(&format!("unexpected message {:?} during startup", other as char))),
+            other => {
+                return Err(conn.protocol(&format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )));
+            }
         }
     }
 }
@@ -283,9 +295,12 @@ impl BackendConn {
     }
 
     fn password<'a>(&self, creds: &'a Credentials) -> Result<&'a str, ConnectError> {
-        creds.password.as_deref().ok_or_else(|| ConnectError::NoPassword {
-            addr: self.instance.addr.clone(),
-        })
+        creds
+            .password
+            .as_deref()
+            .ok_or_else(|| ConnectError::NoPassword {
+                addr: self.instance.addr.clone(),
+            })
     }
 
     /// Reads one whole message (used during startup only; the data path relays).
@@ -298,10 +313,14 @@ impl BackendConn {
                 Ok(_) => {}
                 Err(e) => return Err(self.protocol(&e.to_string())),
             }
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(|source| ConnectError::Io {
-                addr: self.instance.addr.clone(),
-                source,
-            })?;
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    addr: self.instance.addr.clone(),
+                    source,
+                })?;
             if n == 0 {
                 return Err(self.protocol("connection closed during startup"));
             }

@@ -196,7 +196,10 @@ impl Backend {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
                         if pos > run_start {
-                            client.write_all(&buf[run_start..pos]).await.map_err(SessionError::ClientIo)?;
+                            client
+                                .write_all(&buf[run_start..pos])
+                                .await
+                                .map_err(SessionError::ClientIo)?;
                             seen.bytes += pos - run_start;
                         }
                         pos += h.total;
@@ -230,7 +233,10 @@ impl Backend {
             }
         }
         if pos > run_start {
-            client.write_all(&buf[run_start..pos]).await.map_err(SessionError::ClientIo)?;
+            client
+                .write_all(&buf[run_start..pos])
+                .await
+                .map_err(SessionError::ClientIo)?;
             seen.bytes += pos - run_start;
         }
         self.conn.consume(pos);
@@ -239,7 +245,11 @@ impl Backend {
 
     /// Runs `sql` (session SETs) and drains its responses without relaying them.
     /// Returns the error message if the backend refused it.
-    pub async fn run_silently(&mut self, sql: &str, scratch: &mut BytesMut) -> Result<Option<String>, SessionError> {
+    pub async fn run_silently(
+        &mut self,
+        sql: &str,
+        scratch: &mut BytesMut,
+    ) -> Result<Option<String>, SessionError> {
         scratch.clear();
         messages::query(scratch, sql);
         let out = std::mem::take(scratch);

@@ -66,7 +66,10 @@ impl Exchange<'_> {
             Ok(status) => {
                 self.client.buf.advance(sent.held);
                 self.backend.metrics.queries.increment(1);
-                self.backend.metrics.duration.record(started.elapsed().as_secs_f64());
+                self.backend
+                    .metrics
+                    .duration
+                    .record(started.elapsed().as_secs_f64());
                 Ok(status)
             }
             Err(error) => {
@@ -82,7 +85,12 @@ impl Exchange<'_> {
         }
     }
 
-    async fn drive(&mut self, unit: &Unit, sent: &mut Sent, relayed: &mut usize) -> Result<u8, SessionError> {
+    async fn drive(
+        &mut self,
+        unit: &Unit,
+        sent: &mut Sent,
+        relayed: &mut usize,
+    ) -> Result<u8, SessionError> {
         self.backend
             .forward(&self.client.buf[..unit.end], &unit.refs, self.scratch)
             .await?;
@@ -113,7 +121,11 @@ impl Exchange<'_> {
         }
     }
 
-    async fn relay(&mut self, sent: &mut Sent, relayed: &mut usize) -> Result<Option<u8>, SessionError> {
+    async fn relay(
+        &mut self,
+        sent: &mut Sent,
+        relayed: &mut usize,
+    ) -> Result<Option<u8>, SessionError> {
         if self.backend.conn.buf.is_empty() {
             return Ok(None);
         }
@@ -134,13 +146,20 @@ impl Exchange<'_> {
                 .next(rest, self.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(unit) = next else { return Ok(()) };
-            let copy_message = matches!(unit.first_tag, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL);
+            let copy_message = matches!(
+                unit.first_tag,
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
+            );
             if unit.first_tag == tag::TERMINATE {
                 return Err(SessionError::ClientGone);
             }
             // During COPY the backend ignores Flush/Sync; they pass on like the data.
             self.backend
-                .forward(&self.client.buf[sent.held..sent.held + unit.end], &unit.refs, self.scratch)
+                .forward(
+                    &self.client.buf[sent.held..sent.held + unit.end],
+                    &unit.refs,
+                    self.scratch,
+                )
                 .await?;
             sent.held += unit.end;
             if copy_message && unit.first_tag != tag::COPY_DATA {

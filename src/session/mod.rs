@@ -44,7 +44,11 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Arc<Validated>, topology: Arc<TopologyHandle>, tls: Option<Arc<rustls::ServerConfig>>) -> Context {
+    pub fn new(
+        config: Arc<Validated>,
+        topology: Arc<TopologyHandle>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Context {
         let verifiers = config
             .users
             .iter()
@@ -106,14 +110,29 @@ impl SessionError {
         use SessionError::*;
         Some(match self {
             ClientGone | ClientIo(_) | Tls(_) => return None,
-            ClientProtocol(m) => (sqlstate::PROTOCOL_VIOLATION, format!("invalid message: {m}")),
-            StartupTimeout => (sqlstate::PROTOCOL_VIOLATION, "startup and authentication timed out".into()),
-            Scram(ScramError::BadProof) => (sqlstate::INVALID_PASSWORD, "password authentication failed".into()),
+            ClientProtocol(m) => (
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid message: {m}"),
+            ),
+            StartupTimeout => (
+                sqlstate::PROTOCOL_VIOLATION,
+                "startup and authentication timed out".into(),
+            ),
+            Scram(ScramError::BadProof) => (
+                sqlstate::INVALID_PASSWORD,
+                "password authentication failed".into(),
+            ),
             Scram(e) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
             AuthFailed { .. } => (sqlstate::INVALID_PASSWORD, self.to_string()),
             Refused { code, message } => (code, message.clone()),
-            Connect(e) => (sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, e.to_string()),
-            BackendLost { addr, .. } => (sqlstate::CONNECTION_FAILURE, format!("switchyard lost its connection to the database at {addr}")),
+            Connect(e) => (
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                e.to_string(),
+            ),
+            BackendLost { addr, .. } => (
+                sqlstate::CONNECTION_FAILURE,
+                format!("switchyard lost its connection to the database at {addr}"),
+            ),
             BackendProtocol { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
             Shutdown => (sqlstate::ADMIN_SHUTDOWN, self.to_string()),
         })
@@ -124,7 +143,9 @@ impl SessionError {
         match self {
             ClientGone | Shutdown => None,
             ClientIo(_) => Some(ErrorKind::ClientLost),
-            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => Some(ErrorKind::ClientProtocol),
+            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
+                Some(ErrorKind::ClientProtocol)
+            }
             Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
             Connect(_) => Some(ErrorKind::BackendConnect),
             BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
@@ -141,7 +162,9 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
         }
         match e {
             SessionError::ClientGone | SessionError::Shutdown => {}
-            e => tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended"),
+            e => {
+                tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended")
+            }
         }
     }
 }
@@ -155,14 +178,22 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             }
             return Ok(());
         }
-        Outcome::Session { client, params, user } => (client, params, user),
+        Outcome::Session {
+            client,
+            params,
+            user,
+        } => (client, params, user),
     };
     let topology = ctx.topology.load();
     let active = &ctx.config.raw.routing.active;
-    let cluster = topology.clusters.get(active).cloned().ok_or_else(|| SessionError::Refused {
-        code: sqlstate::INTERNAL_ERROR,
-        message: format!("active cluster {active:?} is not in the topology"),
-    })?;
+    let cluster = topology
+        .clusters
+        .get(active)
+        .cloned()
+        .ok_or_else(|| SessionError::Refused {
+            code: sqlstate::INTERNAL_ERROR,
+            message: format!("active cluster {active:?} is not in the topology"),
+        })?;
     let registration = ctx.cancels.register();
     let mut session = Session {
         ctx: Arc::clone(ctx),
@@ -194,7 +225,10 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     };
     if let Err(e) = &result {
         if let Some((code, message)) = e.client_message() {
-            session.client.send_error(Severity::Fatal, code, &message).await;
+            session
+                .client
+                .send_error(Severity::Fatal, code, &message)
+                .await;
         }
     }
     result
@@ -224,7 +258,9 @@ impl Session {
     async fn start(&mut self, key: (i32, i32)) -> Result<(), SessionError> {
         let writer = match self.connect(&Arc::clone(&self.cluster.writer)).await {
             Ok(conn) => conn,
-            Err(ConnectError::Server { raw, code, message, .. }) => {
+            Err(ConnectError::Server {
+                raw, code, message, ..
+            }) => {
                 // The database refused this login (no such database, bad password …): say so verbatim.
                 tracing::info!(%code, %message, "writer refused the session");
                 // The session ends right after, so a failed write changes nothing.
@@ -241,12 +277,19 @@ impl Session {
         }
         messages::backend_key_data(&mut out, key.0, key.1);
         messages::ready_for_query(&mut out, b'I');
-        self.client.stream.write_all(&out).await.map_err(SessionError::ClientIo)?;
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
         self.writer = Some(Backend::new(writer));
         Ok(())
     }
 
-    async fn connect(&self, instance: &Arc<crate::topology::Instance>) -> Result<BackendConn, ConnectError> {
+    async fn connect(
+        &self,
+        instance: &Arc<crate::topology::Instance>,
+    ) -> Result<BackendConn, ConnectError> {
         let timeout = self.ctx.config.raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
@@ -314,10 +357,15 @@ impl Session {
         let result = self.exchange(target, &unit).await;
         let status = match result {
             Ok(status) => status,
-            Err(exchange::Failed { error, retryable: true }) if target == Target::Reader => {
+            Err(exchange::Failed {
+                error,
+                retryable: true,
+            }) if target == Target::Reader => {
                 tracing::warn!(error = %error, "reader failed before answering; retrying on the writer");
                 self.drop_reader(true);
-                self.exchange(Target::Writer, &unit).await.map_err(|f| f.error)?
+                self.exchange(Target::Writer, &unit)
+                    .await
+                    .map_err(|f| f.error)?
             }
             Err(failed) => return Err(failed.error),
         };
@@ -326,7 +374,11 @@ impl Session {
         Ok(())
     }
 
-    async fn exchange(&mut self, target: Target, unit: &scan::Unit) -> Result<u8, exchange::Failed> {
+    async fn exchange(
+        &mut self,
+        target: Target,
+        unit: &scan::Unit,
+    ) -> Result<u8, exchange::Failed> {
         let (backend, slot) = match target {
             Target::Writer => (self.writer.as_mut(), 0),
             Target::Reader => (self.reader.as_mut(), 1),
@@ -356,7 +408,9 @@ impl Session {
             let now = Instant::now();
             let retry = self.ctx.config.raw.server.backend_retry;
             for _ in 0..self.cluster.readers.len() {
-                let Some(instance) = pick_reader(&self.cluster.readers, now, None, |n| rand::random_range(0..n)) else {
+                let Some(instance) = pick_reader(&self.cluster.readers, now, None, |n| {
+                    rand::random_range(0..n)
+                }) else {
                     break;
                 };
                 match self.connect(&instance).await {

@@ -126,7 +126,13 @@ impl Scanner {
         self.stmt = None;
     }
 
-    fn take(&mut self, end: usize, ending: Ending, first_tag: u8, simple_sql: Option<String>) -> Unit {
+    fn take(
+        &mut self,
+        end: usize,
+        ending: Ending,
+        first_tag: u8,
+        simple_sql: Option<String>,
+    ) -> Unit {
         let unit = Unit {
             end,
             ending,
@@ -147,7 +153,11 @@ impl Scanner {
     }
 
     /// Returns the next whole unit, or `None` when more bytes are needed.
-    pub fn next(&mut self, buf: &[u8], statements: &mut Statements) -> Result<Option<Unit>, ScanError> {
+    pub fn next(
+        &mut self,
+        buf: &[u8],
+        statements: &mut Statements,
+    ) -> Result<Option<Unit>, ScanError> {
         loop {
             let Some((h, body)) = frame::message(&buf[self.pos..], self.max_message)? else {
                 if self.pos >= self.hold_limit {
@@ -165,7 +175,12 @@ impl Scanner {
                 tag::QUERY => {
                     let sql = messages::query_text(body).ok_or(ScanError::Malformed('Q'))?;
                     self.stmt = Some(sql::classify(sql, Dialect::Postgres));
-                    return Ok(Some(self.take(h.total, Ending::Ready, h.tag, Some(sql.to_owned()))));
+                    return Ok(Some(self.take(
+                        h.total,
+                        Ending::Ready,
+                        h.tag,
+                        Some(sql.to_owned()),
+                    )));
                 }
                 tag::FUNCTION_CALL => {
                     self.stmt = Some(Statement {
@@ -176,7 +191,8 @@ impl Scanner {
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, None)));
                 }
                 tag::PARSE => {
-                    let (name, sql) = messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
+                    let (name, sql) =
+                        messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
                     let class = sql::classify(sql, Dialect::Postgres);
                     self.add(class);
                     self.refs.push(Some(statements.parse(name, message, class)));
@@ -188,7 +204,8 @@ impl Scanner {
                     self.refs.push(p);
                 }
                 tag::DESCRIBE => {
-                    let (kind, name) = messages::target_fields(body).ok_or(ScanError::Malformed('D'))?;
+                    let (kind, name) =
+                        messages::target_fields(body).ok_or(ScanError::Malformed('D'))?;
                     if kind == b'S' {
                         let p = statements.get(name).cloned();
                         if let Some(p) = &p {
@@ -198,7 +215,8 @@ impl Scanner {
                     }
                 }
                 tag::CLOSE => {
-                    let (kind, name) = messages::target_fields(body).ok_or(ScanError::Malformed('C'))?;
+                    let (kind, name) =
+                        messages::target_fields(body).ok_or(ScanError::Malformed('C'))?;
                     if kind == b'S' {
                         statements.close(name);
                     }
@@ -310,10 +328,16 @@ mod tests {
         let mut buf = BytesMut::new();
         bind(&mut buf, "nope");
         msg(&mut buf, b'S', b"");
-        assert_eq!(sc.next(&buf, &mut st).unwrap().unwrap().stmt.class, Class::Write);
+        assert_eq!(
+            sc.next(&buf, &mut st).unwrap().unwrap().stmt.class,
+            Class::Write
+        );
         let mut sc = Scanner::new(1 << 20);
         assert!(sc.next(b"\x01\0\0\0\x04", &mut st).is_err());
-        assert!(sc.next(b"Q\0\0\0\x05x", &mut st).is_err(), "query without NUL");
+        assert!(
+            sc.next(b"Q\0\0\0\x05x", &mut st).is_err(),
+            "query without NUL"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub enum Outcome {
 }
 
 /// Runs startup until the client is authenticated, within `deadline`.
-pub async fn handshake(tcp: TcpStream, ctx: &Context, deadline: Instant) -> Result<Outcome, SessionError> {
+pub async fn handshake(
+    tcp: TcpStream,
+    ctx: &Context,
+    deadline: Instant,
+) -> Result<Outcome, SessionError> {
     let mut client = Client {
         stream: Stream::Plain(tcp),
         buf: BytesMut::with_capacity(1024),
@@ -66,7 +70,11 @@ pub async fn handshake(tcp: TcpStream, ctx: &Context, deadline: Instant) -> Resu
     loop {
         let result = handshake_inner(&mut client, ctx, deadline).await;
         return match result {
-            Ok(Some(Reply::Session { params, user })) => Ok(Outcome::Session { client, params, user }),
+            Ok(Some(Reply::Session { params, user })) => Ok(Outcome::Session {
+                client,
+                params,
+                user,
+            }),
             Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel { pid, secret }),
             Ok(Some(Reply::UpgradeTls(config))) => {
                 client = upgrade(client, config, deadline).await?;
@@ -84,13 +92,23 @@ pub async fn handshake(tcp: TcpStream, ctx: &Context, deadline: Instant) -> Resu
 }
 
 enum Reply {
-    Session { params: StartupParams, user: User },
-    Cancel { pid: i32, secret: i32 },
+    Session {
+        params: StartupParams,
+        user: User,
+    },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     /// The client asked for TLS and was told yes; the caller upgrades the stream.
     UpgradeTls(Arc<rustls::ServerConfig>),
 }
 
-async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) -> Result<Option<Reply>, SessionError> {
+async fn handshake_inner(
+    client: &mut Client,
+    ctx: &Context,
+    deadline: Instant,
+) -> Result<Option<Reply>, SessionError> {
     let tls_mode = ctx.config.raw.server.tls_mode;
     let params = loop {
         let Some(packet) = read_startup(client, deadline).await? else {
@@ -98,12 +116,17 @@ async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) 
         };
         match startup::decode(&packet).map_err(|e| SessionError::ClientProtocol(e.to_string()))? {
             StartupPacket::SslRequest => {
-                let offer = ctx.tls.as_ref().filter(|_| tls_mode != ClientTlsMode::Disable);
+                let offer = ctx
+                    .tls
+                    .as_ref()
+                    .filter(|_| tls_mode != ClientTlsMode::Disable);
                 match offer {
                     Some(config) if !client.stream.is_tls() => {
                         if !client.buf.is_empty() {
                             // Bytes after SSLRequest were sent in the clear: refuse them.
-                            return Err(SessionError::ClientProtocol("data after SSLRequest".into()));
+                            return Err(SessionError::ClientProtocol(
+                                "data after SSLRequest".into(),
+                            ));
                         }
                         write(client, b"S").await?;
                         return Ok(Some(Reply::UpgradeTls(Arc::clone(config))));
@@ -112,7 +135,9 @@ async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) 
                 }
             }
             StartupPacket::GssEncRequest => write(client, b"N").await?,
-            StartupPacket::Cancel { pid, secret } => return Ok(Some(Reply::Cancel { pid, secret })),
+            StartupPacket::Cancel { pid, secret } => {
+                return Ok(Some(Reply::Cancel { pid, secret }));
+            }
             StartupPacket::Startup(params) => break params,
         }
     };
@@ -122,7 +147,10 @@ async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) 
             message: "switchyard requires TLS (sslmode=require)".into(),
         });
     }
-    if params.get("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+    if params
+        .get("replication")
+        .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
+    {
         return Err(SessionError::Refused {
             code: sqlstate::FEATURE_NOT_SUPPORTED,
             message: "replication connections are not supported through switchyard".into(),
@@ -156,7 +184,11 @@ async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) 
             messages::authentication(&mut out, auth::MD5_PASSWORD, &salt);
             write(client, &out).await?;
             let answer = read_password(client, deadline).await?;
-            let expected = postgres_protocol::authentication::md5_hash(name.as_bytes(), password.as_bytes(), salt);
+            let expected = postgres_protocol::authentication::md5_hash(
+                name.as_bytes(),
+                password.as_bytes(),
+                salt,
+            );
             let given = cstr(&answer).map(|(p, _)| p).unwrap_or(&answer);
             if given != expected.as_bytes() {
                 return Err(password_failed());
@@ -164,40 +196,57 @@ async fn handshake_inner(client: &mut Client, ctx: &Context, deadline: Instant) 
         }
         AuthMethod::ScramSha256 => {
             let verifier = ctx.verifier(&user).ok_or_else(password_failed)?;
-            scram_exchange(client, verifier, deadline).await.map_err(|e| match e {
-                SessionError::Scram(scram::ScramError::BadProof) => password_failed(),
-                other => other,
-            })?;
+            scram_exchange(client, verifier, deadline)
+                .await
+                .map_err(|e| match e {
+                    SessionError::Scram(scram::ScramError::BadProof) => password_failed(),
+                    other => other,
+                })?;
         }
     }
     Ok(Some(Reply::Session { params, user }))
 }
 
-async fn scram_exchange(client: &mut Client, verifier: Verifier, deadline: Instant) -> Result<(), SessionError> {
+async fn scram_exchange(
+    client: &mut Client,
+    verifier: Verifier,
+    deadline: Instant,
+) -> Result<(), SessionError> {
     let mut out = BytesMut::new();
     messages::authentication_sasl(&mut out, &[scram::MECHANISM]);
     write(client, &out).await?;
     let initial = read_password(client, deadline).await?;
-    let (mechanism, rest) = cstr(&initial).ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
+    let (mechanism, rest) = cstr(&initial)
+        .ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
     if mechanism != scram::MECHANISM.as_bytes() {
         let m = String::from_utf8_lossy(mechanism).into_owned();
         return Err(SessionError::Scram(scram::ScramError::Mechanism(m)));
     }
-    let data = rest.get(4..).ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
+    let data = rest
+        .get(4..)
+        .ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
     let mut server = ScramServer::new(verifier);
-    let first = server.client_first(data, &scram::random_nonce()).map_err(SessionError::Scram)?;
+    let first = server
+        .client_first(data, &scram::random_nonce())
+        .map_err(SessionError::Scram)?;
     out.clear();
     messages::authentication(&mut out, auth::SASL_CONTINUE, first.as_bytes());
     write(client, &out).await?;
     let response = read_password(client, deadline).await?;
-    let last = server.client_final(&response).map_err(SessionError::Scram)?;
+    let last = server
+        .client_final(&response)
+        .map_err(SessionError::Scram)?;
     out.clear();
     messages::authentication(&mut out, auth::SASL_FINAL, last.as_bytes());
     write(client, &out).await
 }
 
 async fn write(client: &mut Client, bytes: &[u8]) -> Result<(), SessionError> {
-    client.stream.write_all(bytes).await.map_err(SessionError::ClientIo)
+    client
+        .stream
+        .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)
 }
 
 /// Reads more bytes before `deadline`; `false` when the client closed the connection.
@@ -210,9 +259,13 @@ async fn fill_before(client: &mut Client, deadline: Instant) -> Result<bool, Ses
 }
 
 /// Reads one untagged startup packet; `None` if the client went away before sending one.
-async fn read_startup(client: &mut Client, deadline: Instant) -> Result<Option<BytesMut>, SessionError> {
+async fn read_startup(
+    client: &mut Client,
+    deadline: Instant,
+) -> Result<Option<BytesMut>, SessionError> {
     loop {
-        let len = frame::startup_len(&client.buf, MAX_STARTUP_PACKET).map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        let len = frame::startup_len(&client.buf, MAX_STARTUP_PACKET)
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         if let Some(len) = len.filter(|&l| client.buf.len() >= l) {
             return Ok(Some(client.buf.split_to(len)));
         }
@@ -225,7 +278,8 @@ async fn read_startup(client: &mut Client, deadline: Instant) -> Result<Option<B
 /// Reads a PasswordMessage / SASL response and returns its body.
 async fn read_password(client: &mut Client, deadline: Instant) -> Result<BytesMut, SessionError> {
     loop {
-        let head = frame::header(&client.buf, MAX_AUTH_MESSAGE).map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        let head = frame::header(&client.buf, MAX_AUTH_MESSAGE)
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         if let Some(h) = head.filter(|h| client.buf.len() >= h.total) {
             if h.tag != tag::PASSWORD {
                 return Err(SessionError::ClientProtocol(format!(
@@ -243,7 +297,11 @@ async fn read_password(client: &mut Client, deadline: Instant) -> Result<BytesMu
     }
 }
 
-async fn upgrade(client: Client, config: Arc<rustls::ServerConfig>, deadline: Instant) -> Result<Client, SessionError> {
+async fn upgrade(
+    client: Client,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Instant,
+) -> Result<Client, SessionError> {
     let Stream::Plain(tcp) = client.stream else {
         return Err(SessionError::ClientProtocol("TLS requested twice".into()));
     };

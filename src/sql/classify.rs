@@ -1,9 +1,11 @@
-//! Classifies one statement at a time: its first keyword says what kind of statement it
-//! is, and a scan of all its tokens finds what turns a read into a write (FOR UPDATE,
-//! INTO, data-modifying CTEs, side-effect functions) or pins the session (session locks).
+//! Splits a query string into statements and classifies each one: its first keyword
+//! says what kind of statement it is, a handler reads what that kind needs (EXPLAIN
+//! options, COPY direction, transaction modes, ...), and the `Scan` of all its tokens
+//! says whether it writes or pins the session after all.
 
-use super::keyword::{Effect, Kw, function_effect};
+use super::keyword::Kw;
 use super::lexer::{Lexer, Token};
+use super::scan::Scan;
 use super::{Class, Dialect, Hint};
 
 /// The statements of a query string, each as its class; empty statements are skipped.
@@ -44,59 +46,40 @@ impl Iterator for Statements<'_> {
     }
 }
 
-/// A token with the keyword it spells (`Kw::Other` if none), looked up once.
-#[derive(Debug, Clone, Copy)]
-struct Tok<'a> {
-    token: Token<'a>,
-    kw: Kw,
-}
-
-impl<'a> Tok<'a> {
-    fn new(token: Token<'a>) -> Self {
-        let kw = match token {
-            Token::Word(word) => Kw::of(word),
-            _ => Kw::Other,
-        };
-        Tok { token, kw }
-    }
-
-    fn is(self, kw: Kw) -> bool {
-        self.kw == kw
-    }
-
-    fn is_punct(self, byte: u8) -> bool {
-        self.token == Token::Punct(byte)
-    }
-
-    /// Whether this token can open a query: `SELECT`, `WITH`, `VALUES`, `TABLE`, `(`.
-    fn starts_query(self) -> bool {
-        matches!(self.kw, Kw::Select | Kw::With | Kw::Values | Kw::Table) || self.is_punct(b'(')
-    }
+/// Whether `tok` can open a query: `SELECT`, `WITH`, `VALUES`, `TABLE`, `(`.
+fn starts_query(tok: Token<'_>) -> bool {
+    matches!(tok.kw(), Kw::Select | Kw::With | Kw::Values | Kw::Table) || tok.is_punct(b'(')
 }
 
 /// What a statement handler concluded.
-enum Verdict {
+pub(super) enum Verdict {
     /// This class, adjusted by what the scan of the whole statement found.
     Scanned(Class),
     /// This class as it is.
     Fixed(Class),
 }
 
-use Verdict::{Fixed, Scanned};
+pub(super) use Verdict::{Fixed, Scanned};
 
 /// The tokens of one statement, up to its `;` or the end of the input. Every token
 /// handed out also goes through the statement's `Scan`.
-struct Cursor<'l, 'a> {
+pub(super) struct Cursor<'l, 'a> {
     lexer: &'l mut Lexer<'a>,
-    dialect: Dialect,
+    pub(super) dialect: Dialect,
     /// A token read ahead by `peek`; `Some(None)` is the end of the input.
-    peeked: Option<Option<Tok<'a>>>,
+    peeked: Option<Option<Token<'a>>>,
     /// The statement's `;` or the end of the input was reached.
     ended: bool,
     /// The end of the input was reached.
     input_done: bool,
-    scan: Scan<'a>,
+    /// How many statements deep this one is (`EXPLAIN EXPLAIN ...`); bounded so that no
+    /// input can recurse without limit.
+    nesting: u32,
+    pub(super) scan: Scan<'a>,
 }
+
+/// The deepest statement nesting classified; deeper input is a Write.
+const MAX_NESTING: u32 = 8;
 
 impl<'l, 'a> Cursor<'l, 'a> {
     fn new(lexer: &'l mut Lexer<'a>, dialect: Dialect) -> Self {
@@ -106,21 +89,22 @@ impl<'l, 'a> Cursor<'l, 'a> {
             peeked: None,
             ended: false,
             input_done: false,
+            nesting: 0,
             scan: Scan::new(dialect),
         }
     }
 
-    fn postgres(&self) -> bool {
+    pub(super) fn postgres(&self) -> bool {
         self.dialect == Dialect::Postgres
     }
 
-    fn next(&mut self) -> Option<Tok<'a>> {
+    pub(super) fn next(&mut self) -> Option<Token<'a>> {
         if self.ended {
             return None;
         }
         let tok = match self.peeked.take() {
             Some(tok) => tok,
-            None => self.lexer.next_token().map(Tok::new),
+            None => self.lexer.next_token(),
         };
         match tok {
             None => {
@@ -139,14 +123,14 @@ impl<'l, 'a> Cursor<'l, 'a> {
         }
     }
 
-    fn peek(&mut self) -> Option<Tok<'a>> {
+    pub(super) fn peek(&mut self) -> Option<Token<'a>> {
         if self.ended {
             return None;
         }
         let tok = match self.peeked {
             Some(tok) => tok,
             None => {
-                let tok = self.lexer.next_token().map(Tok::new);
+                let tok = self.lexer.next_token();
                 self.peeked = Some(tok);
                 tok
             }
@@ -154,13 +138,26 @@ impl<'l, 'a> Cursor<'l, 'a> {
         tok.filter(|tok| !tok.is_punct(b';'))
     }
 
-    fn peek_is(&mut self, kw: Kw) -> bool {
+    pub(super) fn peek_is(&mut self, kw: Kw) -> bool {
         self.peek().is_some_and(|tok| tok.is(kw))
     }
 
     /// Reads the rest of the statement (through the scan).
     fn finish(&mut self) {
-        while self.next().is_some() {}
+        if self.peeked.is_some() && self.next().is_none() {
+            return;
+        }
+        // The hot loop of every statement: the lexer and the scan inline into it.
+        while !self.ended {
+            match self.lexer.next_token() {
+                None => {
+                    self.ended = true;
+                    self.input_done = true;
+                }
+                Some(tok) if tok.is_punct(b';') => self.ended = true,
+                Some(tok) => self.scan.feed(tok),
+            }
+        }
     }
 
     /// Classifies the next statement; `None` if it is empty.
@@ -175,14 +172,20 @@ impl<'l, 'a> Cursor<'l, 'a> {
         }
     }
 
-    /// The statement inside EXPLAIN or SET STATEMENT ... FOR; a missing one is a Write.
-    fn inner_statement(&mut self) -> Class {
+    /// The statement inside EXPLAIN or SET STATEMENT ... FOR; a missing one, or one
+    /// nested too deep, is a Write.
+    pub(super) fn inner_statement(&mut self) -> Class {
+        if self.nesting >= MAX_NESTING {
+            self.finish();
+            return Class::Write;
+        }
+        self.nesting += 1;
         self.statement().unwrap_or(Class::Write)
     }
 
-    fn dispatch(&mut self, first: Tok<'a>) -> Class {
+    fn dispatch(&mut self, first: Token<'a>) -> Class {
         let pg = self.postgres();
-        let verdict = match first.kw {
+        let verdict = match first.kw() {
             Kw::Select | Kw::Values | Kw::Table | Kw::With => Scanned(Class::Read),
             Kw::Show => Fixed(Class::Read),
             Kw::Explain if pg => self.explain_postgres(),
@@ -192,8 +195,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
             Kw::Start => self.start(),
             Kw::Commit | Kw::Rollback => self.end(),
             Kw::End | Kw::Abort if pg => self.end(),
-            Kw::Set if pg => self.set_postgres(),
-            Kw::Set => self.set_mysql(),
+            Kw::Set => self.set(),
             Kw::Reset if pg => Scanned(Class::SessionSet),
             Kw::Use if !pg => Scanned(Class::SessionSet),
             Kw::Create => self.create(),
@@ -220,7 +222,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
             let Some(tok) = self.peek() else {
                 return Fixed(Class::Write);
             };
-            match tok.kw {
+            match tok.kw() {
                 Kw::Analyze | Kw::Analyse => {
                     self.next();
                     analyze = true;
@@ -230,7 +232,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
                 }
                 _ if tok.is_punct(b'(') => {
                     self.next();
-                    if self.peek().is_some_and(Tok::starts_query) {
+                    if self.peek().is_some_and(starts_query) {
                         break; // `EXPLAIN (SELECT ...)`: the parenthesis is the query's.
                     }
                     analyze = self.explain_options(analyze);
@@ -272,7 +274,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
             let Some(tok) = self.peek() else {
                 return Fixed(Class::Write);
             };
-            match tok.kw {
+            match tok.kw() {
                 Kw::Extended | Kw::Partitions => {
                     self.next();
                 }
@@ -288,7 +290,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
                     self.next();
                 }
                 Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace => break,
-                _ if tok.starts_query() => break,
+                _ if starts_query(tok) => break,
                 _ => return Fixed(Class::Read),
             }
         }
@@ -341,7 +343,7 @@ impl<'l, 'a> Cursor<'l, 'a> {
                 only |= tok.is(Kw::Only);
                 write |= tok.is(Kw::Write);
             }
-            prev = tok.kw;
+            prev = tok.kw();
         }
         only && !write
     }
@@ -351,116 +353,20 @@ impl<'l, 'a> Cursor<'l, 'a> {
     fn end(&mut self) -> Verdict {
         let mut prev = Kw::Other;
         while let Some(tok) = self.next() {
-            match tok.kw {
+            match tok.kw() {
                 Kw::To | Kw::Prepared => return Scanned(Class::Write),
                 Kw::Chain if prev != Kw::No => return Scanned(Class::Write),
                 _ => {}
             }
-            prev = tok.kw;
+            prev = tok.kw();
         }
         Fixed(Class::End)
-    }
-
-    /// PostgreSQL SET: session state, except the transaction-scoped `SET LOCAL`,
-    /// `SET TRANSACTION` and `SET CONSTRAINTS`.
-    fn set_postgres(&mut self) -> Verdict {
-        match self.peek().map(|tok| tok.kw) {
-            None | Some(Kw::Local | Kw::Transaction | Kw::Constraints) => Scanned(Class::Write),
-            Some(_) => Scanned(Class::SessionSet),
-        }
-    }
-
-    /// MySQL SET: an assignment list (session, global or user variables, autocommit),
-    /// SET [scope] TRANSACTION, SET NAMES, SET PASSWORD, MariaDB SET STATEMENT ... FOR.
-    fn set_mysql(&mut self) -> Verdict {
-        let Some(first) = self.peek() else {
-            return Scanned(Class::Write);
-        };
-        let mut global = false;
-        match first.kw {
-            Kw::Transaction | Kw::Password | Kw::Default | Kw::Resource => {
-                return Scanned(Class::Write);
-            }
-            Kw::Statement => return self.set_statement(),
-            Kw::Global | Kw::Persist | Kw::PersistOnly | Kw::Session | Kw::Local => {
-                self.next();
-                global = !matches!(first.kw, Kw::Session | Kw::Local);
-                if self.peek_is(Kw::Transaction) {
-                    // SET TRANSACTION alone only covers the next transaction.
-                    return Scanned(if global { Class::Write } else { Class::SessionSet });
-                }
-            }
-            _ => {}
-        }
-        let verdict = self.assignments(global);
-        self.scan.assigns = false; // In SET, `:=` is a plain assignment.
-        verdict
-    }
-
-    /// Reads a MySQL SET assignment list to the end. A scope keyword carries over to the
-    /// assignments after it; `@@global.x` covers only its own.
-    fn assignments(&mut self, mut global: bool) -> Verdict {
-        let mut list = AssignmentList::default();
-        let mut item = Assignment::new(global);
-        let mut depth = 0u32;
-        while let Some(tok) = self.next() {
-            if item.in_value {
-                if depth == 0 && tok.is_punct(b',') {
-                    list.add(&item);
-                    item = Assignment::new(global);
-                    continue;
-                }
-                if tok.is_punct(b'(') {
-                    depth += 1;
-                } else if tok.is_punct(b')') {
-                    depth = depth.saturating_sub(1);
-                }
-                item.value(tok);
-            } else if tok.is_punct(b'@') {
-                item.ats += 1;
-            } else if tok.is_punct(b'=') || tok.token == Token::Assign {
-                item.in_value = true;
-            } else if tok.is_punct(b',') {
-                list.add(&item);
-                item = Assignment::new(global);
-            } else {
-                item.named = true;
-                match tok.kw {
-                    _ if item.ats == 1 => item.name = Kw::Other, // a user variable
-                    Kw::Global | Kw::Persist | Kw::PersistOnly | Kw::Session | Kw::Local => {
-                        item.global = !matches!(tok.kw, Kw::Session | Kw::Local);
-                        if item.ats == 0 {
-                            global = item.global;
-                        }
-                    }
-                    kw => item.name = kw,
-                }
-            }
-        }
-        list.add(&item);
-        Scanned(list.class())
-    }
-
-    /// MariaDB `SET STATEMENT var = value, ... FOR statement`: the inner statement's class.
-    fn set_statement(&mut self) -> Verdict {
-        self.next();
-        let mut depth = 0u32;
-        while let Some(tok) = self.next() {
-            if tok.is_punct(b'(') {
-                depth += 1;
-            } else if tok.is_punct(b')') {
-                depth = depth.saturating_sub(1);
-            } else if depth == 0 && tok.is(Kw::For) {
-                return Fixed(self.inner_statement());
-            }
-        }
-        Scanned(Class::Write)
     }
 
     /// CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP|TEMPORARY ... pins; other CREATEs write.
     fn create(&mut self) -> Verdict {
         while let Some(tok) = self.peek() {
-            match tok.kw {
+            match tok.kw() {
                 Kw::Or | Kw::Replace | Kw::Global | Kw::Local => {
                     self.next();
                 }
@@ -475,7 +381,10 @@ impl<'l, 'a> Cursor<'l, 'a> {
     fn prepare(&mut self) -> Verdict {
         if self.postgres() && self.peek_is(Kw::Transaction) {
             self.next();
-            if self.peek().is_some_and(|tok| matches!(tok.token, Token::String(_))) {
+            if self
+                .peek()
+                .is_some_and(|tok| matches!(tok, Token::String(_)))
+            {
                 return Scanned(Class::Write);
             }
         }
@@ -514,214 +423,13 @@ fn explained(inner: Class, analyze: bool) -> Class {
 }
 
 /// Whether an option value says false: `false`, `off`, `no`, `0`, quoted or not.
-fn is_false(tok: Tok<'_>) -> bool {
-    match tok.token {
-        Token::Word(_) => matches!(tok.kw, Kw::False | Kw::Off | Kw::No),
+fn is_false(tok: Token<'_>) -> bool {
+    match tok {
+        Token::Word(_, kw) => matches!(kw, Kw::False | Kw::Off | Kw::No),
         Token::Number(number) => number == b"0",
         Token::String(text) => [&b"false"[..], b"off", b"no", b"0"]
             .iter()
             .any(|word| text.eq_ignore_ascii_case(word)),
         _ => false,
-    }
-}
-
-/// A boolean value as MySQL takes it for a switch such as autocommit.
-fn bool_value(tok: Tok<'_>) -> Option<bool> {
-    let text = match tok.token {
-        Token::Word(text) | Token::Number(text) | Token::String(text) => text,
-        _ => return None,
-    };
-    if [&b"1"[..], b"on", b"true"].iter().any(|word| text.eq_ignore_ascii_case(word)) {
-        Some(true)
-    } else if [&b"0"[..], b"off", b"false"].iter().any(|word| text.eq_ignore_ascii_case(word)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// One assignment of a MySQL SET statement, as it is read.
-struct Assignment {
-    global: bool,
-    /// `@` signs before the name: 1 for a user variable, 2 for `@@system`.
-    ats: u32,
-    named: bool,
-    name: Kw,
-    in_value: bool,
-    value_tokens: u32,
-    value: Option<bool>,
-}
-
-impl Assignment {
-    fn new(global: bool) -> Self {
-        Assignment {
-            global,
-            ats: 0,
-            named: false,
-            name: Kw::Other,
-            in_value: false,
-            value_tokens: 0,
-            value: None,
-        }
-    }
-
-    fn value(&mut self, tok: Tok<'_>) {
-        if self.value_tokens == 0 {
-            self.value = bool_value(tok);
-        }
-        self.value_tokens += 1;
-    }
-}
-
-/// What a MySQL SET assignment list sets.
-#[derive(Default)]
-struct AssignmentList {
-    items: u32,
-    global: u32,
-    /// Session autocommit assignments, and the value if there is exactly one literal.
-    autocommit: u32,
-    autocommit_value: Option<bool>,
-}
-
-impl AssignmentList {
-    fn add(&mut self, item: &Assignment) {
-        if !item.named && !item.in_value {
-            return;
-        }
-        self.items += 1;
-        if item.global {
-            self.global += 1;
-        } else if item.name == Kw::Autocommit {
-            self.autocommit += 1;
-            self.autocommit_value = if item.value_tokens == 1 { item.value } else { None };
-        }
-    }
-
-    /// Global-only → Write; global and session mixed → Pin (the session part cannot be
-    /// replayed apart); one literal autocommit → Autocommit; autocommit among others or
-    /// set from an expression → Pin; otherwise SessionSet.
-    fn class(&self) -> Class {
-        match (self.items, self.global, self.autocommit, self.autocommit_value) {
-            (0, _, _, _) => Class::Write,
-            (items, global, _, _) if global == items => Class::Write,
-            (_, global, _, _) if global > 0 => Class::Pin,
-            (1, _, 1, Some(on)) => Class::Autocommit(on),
-            (_, _, autocommit, _) if autocommit > 0 => Class::Pin,
-            _ => Class::SessionSet,
-        }
-    }
-}
-
-/// What one pass over a statement's tokens found, whatever the statement is.
-struct Scan<'a> {
-    dialect: Dialect,
-    prev: Option<Token<'a>>,
-    prev_kw: Kw,
-    /// The previous words were INTO [LOCAL|GLOBAL].
-    after_into: bool,
-    /// INSERT/UPDATE/DELETE/MERGE was just seen; a `(` next makes it a function call.
-    pending_modify: bool,
-    /// FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE, LOCK IN SHARE MODE.
-    locks_rows: bool,
-    /// SELECT ... INTO (a new table, a variable, a file).
-    into: bool,
-    /// SELECT ... INTO TEMP table (PostgreSQL): a temporary table.
-    into_temp: bool,
-    /// INSERT/UPDATE/DELETE/MERGE as a statement (a data-modifying CTE).
-    modifies: bool,
-    /// A side-effect function, NEXT/PREVIOUS VALUE FOR, SQL_CALC_FOUND_ROWS.
-    side_effect: bool,
-    /// A MySQL user-variable assignment `@v := ...`.
-    assigns: bool,
-    /// A function that takes session-level state.
-    pins: bool,
-}
-
-impl<'a> Scan<'a> {
-    fn new(dialect: Dialect) -> Self {
-        Scan {
-            dialect,
-            prev: None,
-            prev_kw: Kw::Other,
-            after_into: false,
-            pending_modify: false,
-            locks_rows: false,
-            into: false,
-            into_temp: false,
-            modifies: false,
-            side_effect: false,
-            assigns: false,
-            pins: false,
-        }
-    }
-
-    fn feed(&mut self, tok: Tok<'a>) {
-        if self.pending_modify {
-            self.pending_modify = false;
-            // MySQL's INSERT(str, pos, len, new) is a string function.
-            self.modifies |= !tok.is_punct(b'(');
-        }
-        let after_into = std::mem::take(&mut self.after_into);
-        match tok.token {
-            Token::Word(word) => match tok.kw {
-                Kw::Insert | Kw::Delete | Kw::Merge => self.pending_modify = true,
-                Kw::Update => {
-                    self.locks_rows |= self.prev_kw == Kw::For;
-                    self.pending_modify = true;
-                }
-                Kw::Share | Kw::No | Kw::Key => self.locks_rows |= self.prev_kw == Kw::For,
-                Kw::In => self.locks_rows |= self.prev_kw == Kw::Lock,
-                Kw::Into => {
-                    self.into = true;
-                    self.after_into = true;
-                }
-                Kw::Local | Kw::Global => self.after_into = after_into,
-                Kw::Temp | Kw::Temporary => self.into_temp |= after_into,
-                Kw::Value => {
-                    self.side_effect |= matches!(self.prev_kw, Kw::Next | Kw::Previous);
-                }
-                Kw::Other => {
-                    self.side_effect |= self.dialect == Dialect::MySql
-                        && word.eq_ignore_ascii_case(b"sql_calc_found_rows");
-                }
-                _ => {}
-            },
-            Token::Punct(b'(') => {
-                if let Some(Token::Word(name) | Token::QuotedIdent(name)) = self.prev {
-                    match function_effect(name, self.dialect) {
-                        Some(Effect::Write) => self.side_effect = true,
-                        Some(Effect::Pin) => self.pins = true,
-                        None => {}
-                    }
-                }
-            }
-            Token::Assign => self.assigns |= self.dialect == Dialect::MySql,
-            _ => {}
-        }
-        self.prev = Some(tok.token);
-        self.prev_kw = tok.kw;
-    }
-
-    fn writes(&self) -> bool {
-        self.locks_rows
-            || self.into
-            || self.modifies
-            || self.pending_modify
-            || self.side_effect
-            || self.assigns
-    }
-
-    /// `class` as changed by what the scan found: session locks pin; a read that writes
-    /// is a write (SELECT INTO TEMP pins); session state set from a side effect pins.
-    fn adjust(&self, class: Class) -> Class {
-        if self.pins {
-            return Class::Pin;
-        }
-        match class {
-            Class::Read if self.into_temp => Class::Pin,
-            Class::Read if self.writes() => Class::Write,
-            Class::SessionSet | Class::Autocommit(_) if self.writes() => Class::Pin,
-            other => other,
-        }
     }
 }

@@ -19,6 +19,7 @@ const RD: Option<Hint> = Some(Hint::Reader);
 
 type Case = (&'static str, Class, Option<Hint>);
 
+#[rustfmt::skip]
 const POSTGRES: &[Case] = &[
     // Plain reads.
     ("SELECT 1", R, N),
@@ -336,6 +337,7 @@ const POSTGRES: &[Case] = &[
     ("# switchyard:writer\nSELECT 1", W, N),
 ];
 
+#[rustfmt::skip]
 const MYSQL: &[Case] = &[
     // Plain reads.
     ("SELECT 1", R, N),
@@ -507,6 +509,7 @@ const MYSQL: &[Case] = &[
     ("SET GLOBAL a = 1, b = 2", W, N),
     ("SET GLOBAL a = 1, SESSION b = 2", P, N),
     ("SET @@global.a = 1, b = 2", P, N),
+    ("SET GLOBAL a = 1, @global = 2", P, N),
     ("SET PASSWORD = 'x'", W, N),
     ("SET PASSWORD FOR 'u'@'%' = 'x'", W, N),
     ("SET DEFAULT ROLE ALL TO 'u'@'%'", W, N),
@@ -585,7 +588,10 @@ fn check(cases: &[Case], dialect: Dialect) {
             let got = classify(sql, dialect);
             let ok = got.class == class && got.hint == hint;
             (!ok).then(|| {
-                format!("{sql:?}: want {class:?} {hint:?}, got {:?} {:?}", got.class, got.hint)
+                format!(
+                    "{sql:?}: want {class:?} {hint:?}, got {:?} {:?}",
+                    got.class, got.hint
+                )
             })
         })
         .collect();
@@ -626,14 +632,91 @@ fn every_prefix_of_every_case_classifies_without_panic() {
 }
 
 #[test]
+fn deep_nesting_is_bounded() {
+    let explain = "EXPLAIN ".repeat(200_000) + "SELECT 1";
+    assert_eq!(classify(&explain, Dialect::Postgres).class, Class::Write);
+    assert_eq!(
+        classify("EXPLAIN EXPLAIN SELECT 1", Dialect::Postgres).class,
+        Class::Read
+    );
+    let set = "SET STATEMENT a = 1 FOR ".repeat(200_000) + "SELECT 1";
+    assert_eq!(classify(&set, Dialect::MySql).class, Class::Write);
+    let parens = "(".repeat(1_000_000) + "SELECT 1";
+    assert_eq!(classify(&parens, Dialect::Postgres).class, Class::Read);
+    let comments = "/*".repeat(100_000) + "SELECT 1" + &"*/".repeat(100_000) + " SELECT 2";
+    assert_eq!(classify(&comments, Dialect::Postgres).count, 1);
+}
+
+#[test]
 fn random_input_classifies_without_panic() {
     const PIECES: &[&str] = &[
-        "'", "\"", "`", "$", "$$", "$a$", "$1", "/*", "*/", "/*!", "/*!40101", "/*M!", "--", "-- ",
-        "#", "\\", ";", "(", ")", ",", "=", ":=", "@", "@@", " ", "\n", "E'", "U&'", "é", "\u{0}",
-        "SELECT", "select", "INSERT", "INTO", "FOR", "UPDATE", "SHARE", "WITH", "AS", "SET",
-        "autocommit", "0", "1", "ON", "BEGIN", "READ", "ONLY", "EXPLAIN", "ANALYZE", "COPY",
-        "TO", "STDOUT", "FROM", "nextval", "GET_LOCK", "CREATE", "TEMP", "switchyard:writer",
-        "LOCK", "IN", "NEXT", "VALUE", "ROLLBACK", "CHAIN", "STATEMENT", "PREPARE", "x",
+        "'",
+        "\"",
+        "`",
+        "$",
+        "$$",
+        "$a$",
+        "$1",
+        "/*",
+        "*/",
+        "/*!",
+        "/*!40101",
+        "/*M!",
+        "--",
+        "-- ",
+        "#",
+        "\\",
+        ";",
+        "(",
+        ")",
+        ",",
+        "=",
+        ":=",
+        "@",
+        "@@",
+        " ",
+        "\n",
+        "E'",
+        "U&'",
+        "é",
+        "\u{0}",
+        "SELECT",
+        "select",
+        "INSERT",
+        "INTO",
+        "FOR",
+        "UPDATE",
+        "SHARE",
+        "WITH",
+        "AS",
+        "SET",
+        "autocommit",
+        "0",
+        "1",
+        "ON",
+        "BEGIN",
+        "READ",
+        "ONLY",
+        "EXPLAIN",
+        "ANALYZE",
+        "COPY",
+        "TO",
+        "STDOUT",
+        "FROM",
+        "nextval",
+        "GET_LOCK",
+        "CREATE",
+        "TEMP",
+        "switchyard:writer",
+        "LOCK",
+        "IN",
+        "NEXT",
+        "VALUE",
+        "ROLLBACK",
+        "CHAIN",
+        "STATEMENT",
+        "PREPARE",
+        "x",
     ];
     // A fixed-seed xorshift generator keeps the test deterministic.
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;

@@ -5,13 +5,14 @@
 //! It works on bytes and never slices the `str`, so no input can make it panic; an
 //! unterminated string or comment simply runs to the end of the input.
 
+use super::keyword::{Kw, keyword_at};
 use super::{Dialect, Hint};
 
 /// One token. Slices borrow the input; escapes are left as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Token<'a> {
-    /// An unquoted identifier or keyword.
-    Word(&'a [u8]),
+    /// An unquoted identifier or keyword, and the keyword it spells (`Kw::Other` if none).
+    Word(&'a [u8], Kw),
     /// The body of a quoted identifier: `"x"` (PostgreSQL) or `` `x` `` (MySQL).
     QuotedIdent(&'a [u8]),
     /// The body of a string literal, including E'', B'', X'', U&'' and `$tag$` bodies.
@@ -24,6 +25,24 @@ pub(crate) enum Token<'a> {
     Assign,
     /// Any other byte: punctuation, operators, `;`.
     Punct(u8),
+}
+
+impl Token<'_> {
+    /// The keyword this token spells; `Kw::Other` if it is not a keyword.
+    pub(crate) fn kw(self) -> Kw {
+        match self {
+            Token::Word(_, kw) => kw,
+            _ => Kw::Other,
+        }
+    }
+
+    pub(crate) fn is(self, kw: Kw) -> bool {
+        self.kw() == kw
+    }
+
+    pub(crate) fn is_punct(self, byte: u8) -> bool {
+        self == Token::Punct(byte)
+    }
 }
 
 /// A cursor over SQL text that yields tokens.
@@ -62,39 +81,75 @@ impl<'a> Lexer<'a> {
     }
 
     /// The next token, or `None` at the end of the input.
+    #[inline(always)]
     pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {
-        self.skip_trivia();
-        let start = self.pos;
-        let b = self.byte_at(start)?;
+        loop {
+            let start = self.pos;
+            let b = self.byte_at(start)?;
+            let class = CLASS[usize::from(b)];
+            if class & SPACE != 0 {
+                self.pos = start + 1;
+            } else if class & WORD_START != 0 {
+                return Some(self.word(start));
+            } else if class & SPECIAL == 0 {
+                self.pos = start + 1;
+                return Some(Token::Punct(b));
+            } else if let Some(token) = self.special(start, b) {
+                return Some(token);
+            }
+        }
+    }
+
+    /// The token at a byte of the `SPECIAL` class, or `None` after skipping a comment
+    /// or entering or leaving a MySQL version comment, whose body is code.
+    fn special(&mut self, start: usize, b: u8) -> Option<Token<'a>> {
+        let next = self.byte_at(start + 1);
         let token = match b {
             b'\'' => {
-                self.pos += 1;
+                self.pos = start + 1;
                 Token::String(self.quoted(b'\'', self.mysql()))
             }
             b'"' if self.mysql() => {
-                self.pos += 1;
+                self.pos = start + 1;
                 Token::String(self.quoted(b'"', true))
             }
             b'"' => {
-                self.pos += 1;
+                self.pos = start + 1;
                 Token::QuotedIdent(self.quoted(b'"', false))
             }
             b'`' if self.mysql() => {
-                self.pos += 1;
+                self.pos = start + 1;
                 Token::QuotedIdent(self.quoted(b'`', false))
             }
-            b'$' if !self.mysql() => self.dollar(),
+            b'$' if self.mysql() => self.word(start),
+            b'$' => self.dollar(),
             b'0'..=b'9' => {
-                self.pos = self.scan_while(start + 1, is_number_byte);
+                self.pos = self.scan_while(start + 1, NUMBER);
                 Token::Number(&self.src[start..self.pos])
             }
-            b':' if self.byte_at(start + 1) == Some(b'=') => {
-                self.pos += 2;
+            b':' if next == Some(b'=') => {
+                self.pos = start + 2;
                 Token::Assign
             }
-            _ if is_word_start(b, self.dialect) => self.word(),
+            b'-' if next == Some(b'-') && self.dash_comment_at(start) => {
+                self.line_comment(start + 2);
+                return None;
+            }
+            b'#' if self.mysql() => {
+                self.line_comment(start + 1);
+                return None;
+            }
+            b'/' if next == Some(b'*') => {
+                self.block_comment();
+                return None;
+            }
+            b'*' if self.in_version_comment && next == Some(b'/') => {
+                self.in_version_comment = false;
+                self.pos = start + 2;
+                return None;
+            }
             _ => {
-                self.pos += 1;
+                self.pos = start + 1;
                 Token::Punct(b)
             }
         };
@@ -102,18 +157,19 @@ impl<'a> Lexer<'a> {
     }
 
     /// An unquoted word; in PostgreSQL `E'...'` is an escape string, not a word.
-    fn word(&mut self) -> Token<'a> {
-        let start = self.pos;
-        self.pos = self.scan_while(start + 1, is_word_byte);
-        let word = &self.src[start..self.pos];
-        if !self.mysql()
-            && word.eq_ignore_ascii_case(b"e")
+    #[inline(always)]
+    fn word(&mut self, start: usize) -> Token<'a> {
+        self.pos = self.scan_while(start + 1, WORD);
+        let len = self.pos - start;
+        if len == 1
+            && self.src[start] | 0x20 == b'e'
+            && !self.mysql()
             && self.byte_at(self.pos) == Some(b'\'')
         {
             self.pos += 1;
             return Token::String(self.quoted(b'\'', true));
         }
-        Token::Word(word)
+        Token::Word(&self.src[start..self.pos], keyword_at(self.src, start, len))
     }
 
     /// The body of a quoted token whose opening quote was just consumed. A doubled
@@ -142,14 +198,12 @@ impl<'a> Lexer<'a> {
     fn dollar(&mut self) -> Token<'a> {
         let start = self.pos;
         if self.byte_at(start + 1).is_some_and(|b| b.is_ascii_digit()) {
-            self.pos = self.scan_while(start + 1, |b| b.is_ascii_digit());
+            self.pos = self.scan_while(start + 1, DIGIT);
             return Token::Param;
         }
         let tag_end = match self.byte_at(start + 1) {
             Some(b'$') => start + 1,
-            Some(b) if is_word_start(b, Dialect::Postgres) => {
-                self.scan_while(start + 1, |b| b != b'$' && is_word_byte(b))
-            }
+            Some(b) if CLASS[usize::from(b)] & WORD_START != 0 => self.scan_while(start + 1, TAG),
             _ => start,
         };
         if tag_end == start || self.byte_at(tag_end) != Some(b'$') {
@@ -166,27 +220,6 @@ impl<'a> Lexer<'a> {
             None => {
                 self.pos = self.src.len();
                 Token::String(&self.src[body_start..])
-            }
-        }
-    }
-
-    /// Skips whitespace and comments, noting hints; enters and leaves MySQL version
-    /// comments, whose body is lexed as code.
-    fn skip_trivia(&mut self) {
-        while let Some(b) = self.byte_at(self.pos) {
-            let next = self.byte_at(self.pos + 1);
-            match b {
-                0..=b' ' => self.pos += 1,
-                b'-' if next == Some(b'-') && self.dash_comment_at(self.pos) => {
-                    self.line_comment(self.pos + 2)
-                }
-                b'#' if self.mysql() => self.line_comment(self.pos + 1),
-                b'/' if next == Some(b'*') => self.block_comment(),
-                b'*' if self.in_version_comment && next == Some(b'/') => {
-                    self.in_version_comment = false;
-                    self.pos += 2;
-                }
-                _ => return,
             }
         }
     }
@@ -217,7 +250,7 @@ impl<'a> Lexer<'a> {
                 _ => None,
             };
             if let Some(after_bang) = bang {
-                let digits_end = self.scan_while(after_bang, |b| b.is_ascii_digit());
+                let digits_end = self.scan_while(after_bang, DIGIT);
                 self.pos = digits_end.min(after_bang + 6);
                 self.in_version_comment = true;
                 return;
@@ -255,13 +288,17 @@ impl<'a> Lexer<'a> {
         };
     }
 
-    /// The first index at or after `from` whose byte does not satisfy `keep`.
-    fn scan_while(&self, from: usize, keep: impl Fn(u8) -> bool) -> usize {
-        let from = from.min(self.src.len());
-        self.src[from..]
-            .iter()
-            .position(|&b| !keep(b))
-            .map_or(self.src.len(), |n| from + n)
+    /// The first index at or after `from` whose byte is not in the class `keep`.
+    #[inline(always)]
+    fn scan_while(&self, from: usize, keep: u8) -> usize {
+        let mut i = from.min(self.src.len());
+        while let Some(&b) = self.src.get(i) {
+            if CLASS[usize::from(b)] & keep == 0 {
+                break;
+            }
+            i += 1;
+        }
+        i
     }
 }
 
@@ -273,20 +310,59 @@ impl<'a> Iterator for Lexer<'a> {
     }
 }
 
-/// Whether `b` can start an unquoted identifier. Bytes ≥ 0x80 belong to non-ASCII
-/// letters; MySQL also allows `$`.
-fn is_word_start(b: u8, dialect: Dialect) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 || (b == b'$' && dialect == Dialect::MySql)
-}
+// Byte classes, as bits of `CLASS`.
+/// Whitespace; control bytes are treated as whitespace too.
+const SPACE: u8 = 1;
+/// Starts an unquoted identifier: letters, `_`, bytes ≥ 0x80 (parts of non-ASCII
+/// letters). MySQL's `$` is handled as a special byte.
+const WORD_START: u8 = 2;
+/// Continues an unquoted identifier: a word start, a digit or `$`.
+const WORD: u8 = 4;
+/// Continues a dollar-quote tag: a word byte other than `$`.
+const TAG: u8 = 8;
+/// Continues a number: digits, `.`, exponents, `0x`/`0b` prefixes, `_` separators
+/// (and, harmlessly, MySQL identifiers that start with a digit).
+const NUMBER: u8 = 16;
+const DIGIT: u8 = 32;
+/// May start a token other than a word or a single punctuation byte, or a comment.
+const SPECIAL: u8 = 64;
+
+static CLASS: [u8; 256] = {
+    let mut class = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let alpha = b.is_ascii_alphabetic() || b == b'_' || b >= 0x80;
+        let mut bits = 0;
+        if b <= b' ' {
+            bits |= SPACE;
+        }
+        if alpha {
+            bits |= WORD_START | WORD | TAG;
+        }
+        if b.is_ascii_digit() {
+            bits |= WORD | TAG | DIGIT | SPECIAL;
+        }
+        if b == b'$' {
+            bits |= WORD;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' {
+            bits |= NUMBER;
+        }
+        if matches!(
+            b,
+            b'\'' | b'"' | b'`' | b'$' | b':' | b'-' | b'#' | b'/' | b'*'
+        ) {
+            bits |= SPECIAL;
+        }
+        class[i] = bits;
+        i += 1;
+    }
+    class
+};
 
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
-/// Bytes that continue a number: digits, `.`, exponents, `0x`/`0b` prefixes, `_`
-/// separators (and, harmlessly, MySQL identifiers that start with a digit).
-fn is_number_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
+    CLASS[usize::from(b)] & WORD != 0
 }
 
 /// The offset of the first occurrence of `needle` in `haystack`.
@@ -351,94 +427,118 @@ mod tests {
         Lexer::new(sql, Dialect::MySql).collect()
     }
 
+    fn w(text: &[u8]) -> Token<'_> {
+        Word(text, Kw::of(text))
+    }
+
     #[test]
     fn words_numbers_and_punctuation() {
         assert_eq!(
             pg("SELECT a1, 2.5e3 FROM t;"),
             [
-                Word(b"SELECT"),
-                Word(b"a1"),
+                w(b"SELECT"),
+                w(b"a1"),
                 Punct(b','),
                 Number(b"2.5e3"),
-                Word(b"FROM"),
-                Word(b"t"),
+                w(b"FROM"),
+                w(b"t"),
                 Punct(b';'),
             ]
         );
-        assert_eq!(pg("x:=1"), [Word(b"x"), Assign, Number(b"1")]);
-        assert_eq!(pg("a::int"), [Word(b"a"), Punct(b':'), Punct(b':'), Word(b"int")]);
-        assert_eq!(pg("naïve"), [Word("naïve".as_bytes())]);
+        assert_eq!(pg("select"), [Word(b"select", Kw::Select)]);
+        assert_eq!(pg("selects"), [Word(b"selects", Kw::Other)]);
+        assert_eq!(pg("x:=1"), [w(b"x"), Assign, Number(b"1")]);
+        assert_eq!(pg("a::int"), [w(b"a"), Punct(b':'), Punct(b':'), w(b"int")]);
+        assert_eq!(pg("naïve"), [w("naïve".as_bytes())]);
     }
 
     #[test]
     fn postgres_comments_nest_and_are_skipped() {
-        assert_eq!(pg("-- c\nSELECT"), [Word(b"SELECT")]);
-        assert_eq!(pg("/* a /* b */ still */ x"), [Word(b"x")]);
+        assert_eq!(pg("-- c\nSELECT"), [w(b"SELECT")]);
+        assert_eq!(pg("/* a /* b */ still */ x"), [w(b"x")]);
         assert_eq!(pg("/* a /* b */ x"), []);
-        assert_eq!(pg("a -- b"), [Word(b"a")]);
-        assert_eq!(pg("a#b"), [Word(b"a"), Punct(b'#'), Word(b"b")]);
+        assert_eq!(pg("a -- b"), [w(b"a")]);
+        assert_eq!(pg("a#b"), [w(b"a"), Punct(b'#'), w(b"b")]);
         assert_eq!(pg("1--1"), [Number(b"1")]);
     }
 
     #[test]
     fn postgres_strings() {
         assert_eq!(pg("'it''s'"), [String(b"it''s")]);
-        assert_eq!(pg(r"'a\' x"), [String(br"a\"), Word(b"x")]);
-        assert_eq!(pg(r"E'a\'b' x"), [String(br"a\'b"), Word(b"x")]);
-        assert_eq!(pg(r"e'\\' x"), [String(br"\\"), Word(b"x")]);
-        assert_eq!(pg("B'01' X'ff'"), [Word(b"B"), String(b"01"), Word(b"X"), String(b"ff")]);
-        assert_eq!(pg("U&'d\\0061t'"), [Word(b"U"), Punct(b'&'), String(b"d\\0061t")]);
+        assert_eq!(pg(r"'a\' x"), [String(br"a\"), w(b"x")]);
+        assert_eq!(pg(r"E'a\'b' x"), [String(br"a\'b"), w(b"x")]);
+        assert_eq!(pg(r"e'\\' x"), [String(br"\\"), w(b"x")]);
+        assert_eq!(
+            pg("B'01' X'ff'"),
+            [w(b"B"), String(b"01"), w(b"X"), String(b"ff")]
+        );
+        assert_eq!(
+            pg("U&'d\\0061t'"),
+            [w(b"U"), Punct(b'&'), String(b"d\\0061t")]
+        );
         assert_eq!(pg("'open"), [String(b"open")]);
-        assert_eq!(pg("ee'x'"), [Word(b"ee"), String(b"x")]);
+        assert_eq!(pg("ee'x'"), [w(b"ee"), String(b"x")]);
     }
 
     #[test]
     fn postgres_quoted_identifiers() {
-        assert_eq!(pg(r#""a""b" c"#), [QuotedIdent(br#"a""b"#), Word(b"c")]);
+        assert_eq!(pg(r#""a""b" c"#), [QuotedIdent(br#"a""b"#), w(b"c")]);
         assert_eq!(pg(r#""for update""#), [QuotedIdent(b"for update")]);
-        assert_eq!(pg("`x`"), [Punct(b'`'), Word(b"x"), Punct(b'`')]);
+        assert_eq!(pg("`x`"), [Punct(b'`'), w(b"x"), Punct(b'`')]);
     }
 
     #[test]
     fn dollar_quotes_and_parameters() {
-        assert_eq!(pg("$$a;b$$ x"), [String(b"a;b"), Word(b"x")]);
+        assert_eq!(pg("$$a;b$$ x"), [String(b"a;b"), w(b"x")]);
         assert_eq!(pg("$fn$ $$ $x$ $fn$;"), [String(b" $$ $x$ "), Punct(b';')]);
         assert_eq!(pg("$1 + $23"), [Param, Punct(b'+'), Param]);
-        assert_eq!(pg("$a"), [Punct(b'$'), Word(b"a")]);
+        assert_eq!(pg("$a"), [Punct(b'$'), w(b"a")]);
         assert_eq!(pg("$"), [Punct(b'$')]);
-        assert_eq!(pg("a$$b"), [Word(b"a$$b")]);
+        assert_eq!(pg("a$$b"), [w(b"a$$b")]);
         assert_eq!(pg("$q$ open"), [String(b" open")]);
         assert_eq!(pg("$é$x$é$"), [String(b"x")]);
     }
 
     #[test]
     fn mysql_comments() {
-        assert_eq!(my("# c\nx"), [Word(b"x")]);
-        assert_eq!(my("-- c\nx"), [Word(b"x")]);
-        assert_eq!(my("--\tc\nx"), [Word(b"x")]);
-        assert_eq!(my("1--1"), [Number(b"1"), Punct(b'-'), Punct(b'-'), Number(b"1")]);
-        assert_eq!(my("/* a /* b */ x"), [Word(b"x")]);
-        assert_eq!(my("/*+ BKA(t) */ x"), [Word(b"x")]);
+        assert_eq!(my("# c\nx"), [w(b"x")]);
+        assert_eq!(my("-- c\nx"), [w(b"x")]);
+        assert_eq!(my("--\tc\nx"), [w(b"x")]);
+        assert_eq!(
+            my("1--1"),
+            [Number(b"1"), Punct(b'-'), Punct(b'-'), Number(b"1")]
+        );
+        assert_eq!(my("/* a /* b */ x"), [w(b"x")]);
+        assert_eq!(my("/*+ BKA(t) */ x"), [w(b"x")]);
     }
 
     #[test]
     fn mysql_version_comments_are_code() {
-        assert_eq!(my("/*!40101 SET */ x"), [Word(b"SET"), Word(b"x")]);
-        assert_eq!(my("/*! SET*/x"), [Word(b"SET"), Word(b"x")]);
-        assert_eq!(my("/*M!100100 a */"), [Word(b"a")]);
-        assert_eq!(my("/*!40001 a"), [Word(b"a")]);
-        assert_eq!(my("a */"), [Word(b"a"), Punct(b'*'), Punct(b'/')]);
-        assert_eq!(pg("/*!40101 SET */ x"), [Word(b"x")]);
+        assert_eq!(my("/*!40101 SET */ x"), [w(b"SET"), w(b"x")]);
+        assert_eq!(my("/*! SET*/x"), [w(b"SET"), w(b"x")]);
+        assert_eq!(my("/*M!100100 a */"), [w(b"a")]);
+        assert_eq!(my("/*!40001 a"), [w(b"a")]);
+        assert_eq!(my("a */"), [w(b"a"), Punct(b'*'), Punct(b'/')]);
+        assert_eq!(pg("/*!40101 SET */ x"), [w(b"x")]);
     }
 
     #[test]
     fn mysql_strings_and_identifiers() {
-        assert_eq!(my(r"'a\'b' x"), [String(br"a\'b"), Word(b"x")]);
-        assert_eq!(my(r#""a\"b""c" x"#), [String(br#"a\"b""c"#), Word(b"x")]);
-        assert_eq!(my("`a``b` x"), [QuotedIdent(b"a``b"), Word(b"x")]);
-        assert_eq!(my(r"`a\` x"), [QuotedIdent(br"a\"), Word(b"x")]);
-        assert_eq!(my("@@session.x"), [Punct(b'@'), Punct(b'@'), Word(b"session"), Punct(b'.'), Word(b"x")]);
-        assert_eq!(my("$x"), [Word(b"$x")]);
+        assert_eq!(my(r"'a\'b' x"), [String(br"a\'b"), w(b"x")]);
+        assert_eq!(my(r#""a\"b""c" x"#), [String(br#"a\"b""c"#), w(b"x")]);
+        assert_eq!(my("`a``b` x"), [QuotedIdent(b"a``b"), w(b"x")]);
+        assert_eq!(my(r"`a\` x"), [QuotedIdent(br"a\"), w(b"x")]);
+        assert_eq!(
+            my("@@session.x"),
+            [
+                Punct(b'@'),
+                Punct(b'@'),
+                w(b"session"),
+                Punct(b'.'),
+                w(b"x")
+            ]
+        );
+        assert_eq!(my("$x"), [w(b"$x")]);
         assert_eq!(my(r"'\"), [String(br"\")]);
     }
 
@@ -453,13 +553,25 @@ mod tests {
         assert_eq!(hint("/* switchyard:writer */ x", pg), Some(Hint::Writer));
         assert_eq!(hint("x /*SwitchYard : Reader*/", pg), Some(Hint::Reader));
         assert_eq!(hint("x -- switchyard:reader", pg), Some(Hint::Reader));
-        assert_eq!(hint("x /* app=1 switchyard:reader */", pg), Some(Hint::Reader));
+        assert_eq!(
+            hint("x /* app=1 switchyard:reader */", pg),
+            Some(Hint::Reader)
+        );
         assert_eq!(hint("'/* switchyard:writer */'", pg), None);
         assert_eq!(hint("/* switchyard:readers */", pg), None);
         assert_eq!(hint("/* switchyard */ /* writer */", pg), None);
-        assert_eq!(hint("/* switchyard:reader */ /* switchyard:writer */", pg), Some(Hint::Writer));
-        assert_eq!(hint("/* switchyard:writer */ /* switchyard:reader */", pg), Some(Hint::Writer));
-        assert_eq!(hint("# switchyard:writer", Dialect::MySql), Some(Hint::Writer));
+        assert_eq!(
+            hint("/* switchyard:reader */ /* switchyard:writer */", pg),
+            Some(Hint::Writer)
+        );
+        assert_eq!(
+            hint("/* switchyard:writer */ /* switchyard:reader */", pg),
+            Some(Hint::Writer)
+        );
+        assert_eq!(
+            hint("# switchyard:writer", Dialect::MySql),
+            Some(Hint::Writer)
+        );
         assert_eq!(hint("/* switchyard:", pg), None);
     }
 }

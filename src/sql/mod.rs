@@ -4,7 +4,9 @@
 //! - `lexer`: bytes → tokens; comments, strings, quoted identifiers and dollar-quoted
 //!   bodies are skipped, so keywords inside them are never seen. Hints come from comments.
 //! - `keyword`: keyword and side-effect-function lookup without allocation.
-//! - `classify`: one statement's class from its first keyword plus a scan of the rest.
+//! - `classify`: splits statements and classifies each by its first keyword.
+//! - `scan`: one pass over a statement's tokens for what makes a read a write.
+//! - `set`: SET statements (session, transaction, global, autocommit).
 //!
 //! Anything the classifier cannot prove is a read is a `Write`: the writer can run
 //! everything, a replica cannot.
@@ -14,6 +16,8 @@ mod classify;
 mod corpus;
 mod keyword;
 mod lexer;
+mod scan;
+mod set;
 
 use classify::Statements;
 
@@ -109,10 +113,7 @@ impl Combined {
         }
         self.count = self.count.saturating_add(1);
         self.all_read &= class == Class::Read;
-        self.pins |= matches!(
-            class,
-            Class::Pin | Class::SessionSet | Class::Autocommit(_)
-        );
+        self.pins |= matches!(class, Class::Pin | Class::SessionSet | Class::Autocommit(_));
     }
 
     fn class(&self) -> Class {
@@ -132,7 +133,14 @@ mod tests {
 
     #[test]
     fn empty_input_is_a_read_of_no_statements() {
-        for sql in ["", "   ", ";", " ; ;; ", "-- only a comment", "/* c */ ; /* d */"] {
+        for sql in [
+            "",
+            "   ",
+            ";",
+            " ; ;; ",
+            "-- only a comment",
+            "/* c */ ; /* d */",
+        ] {
             let s = classify(sql, Dialect::Postgres);
             assert_eq!((s.class, s.count), (Class::Read, 0), "{sql:?}");
             let s = classify(sql, Dialect::MySql);

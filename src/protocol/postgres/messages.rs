@@ -221,7 +221,12 @@ mod tests {
     #[test]
     fn error_response_round_trips() {
         let mut out = BytesMut::new();
-        error_response(&mut out, Severity::Fatal, "28P01", "password authentication failed");
+        error_response(
+            &mut out,
+            Severity::Fatal,
+            "28P01",
+            "password authentication failed",
+        );
         let (h, body) = frame::message(&out, 1 << 20).unwrap().unwrap();
         assert_eq!(h.tag, b'E');
         assert_eq!(h.total, out.len());
@@ -233,7 +238,10 @@ mod tests {
 
     #[test]
     fn client_message_fields() {
-        assert_eq!(parse_fields(b"s1\0SELECT 1\0\0\0"), Some((&b"s1"[..], "SELECT 1")));
+        assert_eq!(
+            parse_fields(b"s1\0SELECT 1\0\0\0"),
+            Some((&b"s1"[..], "SELECT 1"))
+        );
         assert_eq!(bind_fields(b"p\0s1\0\0\0"), Some((&b"p"[..], &b"s1"[..])));
         assert_eq!(target_fields(b"Ss1\0"), Some((b'S', &b"s1"[..])));
         assert_eq!(execute_portal(b"\0\0\0\0\0"), Some(&b""[..]));

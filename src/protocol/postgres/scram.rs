@@ -90,8 +90,12 @@ impl ScramServer {
         };
         let text = std::str::from_utf8(data).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         // gs2-header: cbind-flag "," [authzid] ","
-        let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed("gs2 header"))?;
-        let (_authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("gs2 header"))?;
+        let (flag, rest) = text
+            .split_once(',')
+            .ok_or(ScramError::Malformed("gs2 header"))?;
+        let (_authzid, bare) = rest
+            .split_once(',')
+            .ok_or(ScramError::Malformed("gs2 header"))?;
         match flag {
             "n" | "y" => {}
             f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
@@ -176,7 +180,8 @@ impl ScramServer {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac = HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -195,9 +200,12 @@ mod tests {
 
     fn exchange(server_password: &str, client_password: &str) -> Result<(), ScramError> {
         let mut server = ScramServer::new(Verifier::from_password(server_password));
-        let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
+        let mut client =
+            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
         let first = server.client_first(client.message(), "fixedservernonce")?;
-        client.update(first.as_bytes()).expect("client accepts server-first");
+        client
+            .update(first.as_bytes())
+            .expect("client accepts server-first");
         let last = server.client_final(client.message())?;
         client
             .finish(last.as_bytes())
@@ -237,6 +245,9 @@ mod tests {
         );
         let mut s = ScramServer::new(Verifier::from_password("x"));
         s.client_first(b"n,,n=,r=abc", "def").unwrap();
-        assert_eq!(s.client_final(b"c=biws,r=wrong,p=AA=="), Err(ScramError::Nonce));
+        assert_eq!(
+            s.client_final(b"c=biws,r=wrong,p=AA=="),
+            Err(ScramError::Nonce)
+        );
     }
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# install-deps.sh - install the database servers and clients that the tests and benches run
+# (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root.
+#
+# Idempotent: checks for each program and installs only the packages that are missing, with
+# one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
+# services: package scripts are told not to start anything (policy-rc.d), and the tests run
+# their own servers in temporary directories.
+set -euo pipefail
+
+# has_file GLOB: some file matches GLOB.
+has_file() { compgen -G "$1" >/dev/null; }
+# has_program NAME: NAME is on PATH or in an sbin directory (root's PATH may lack them).
+has_program() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
+
+missing=()
+has_file '/usr/lib/postgresql/*/bin/postgres' || missing+=(postgresql postgresql-contrib)
+has_file '/usr/lib/postgresql/*/bin/pgbench' || missing+=(postgresql postgresql-contrib)
+{ has_program psql && has_file '/usr/lib/postgresql/*/bin/psql'; } || missing+=(postgresql-client)
+has_program pgbouncer || missing+=(pgbouncer)
+has_program haproxy || missing+=(haproxy)
+has_program mariadbd || missing+=(mariadb-server)
+has_program mariadb || missing+=(mariadb-client)
+has_program sysbench || missing+=(sysbench)
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if ((EUID != 0)); then
+    echo "install-deps: missing packages: ${missing[*]}; run this script as root to install them" >&2
+    exit 1
+fi
+
+# Deny every service start while packages install (Debian's invoke-rc.d and
+# deb-systemd-invoke ask this script first). An existing policy is left as it is.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# installed by switchyard scripts/install-deps.sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
+
+log=$(mktemp)
+apt() {
+    if ! DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 "$@" >>"$log" 2>&1; then
+        echo "install-deps: 'apt-get $*' failed; last lines of its output:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+}
+
+echo "install-deps: installing ${missing[*]}" >&2
+apt update
+apt install -y --no-install-recommends "${missing[@]}"
+rm -f "$log"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# test.sh - the one test command: install what the tests need, run every test target, and
+# check every configuration in config/ with the switchyard binary. Exits non-zero on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+export RUST_BACKTRACE=1
+
+# The integration tests initdb and base-backup PostgreSQL clusters in the temp dir: about a
+# thousand small files each, which takes ~4x longer on disk than on tmpfs. Use /dev/shm when
+# the caller chose no TMPDIR and it has room (each cluster needs ~100 MB).
+shm_free_kb=$(df --output=avail -k /dev/shm 2>/dev/null | awk 'NR == 2 { print $1 }') || true
+if [[ -z ${TMPDIR:-} && -d /dev/shm && -w /dev/shm && ${shm_free_kb:-0} -gt 2000000 ]]; then
+    export TMPDIR=/dev/shm
+fi
+
+cargo test --all-targets
+
+shopt -s nullglob
+for config in config/*.toml; do
+    echo "check $config"
+    cargo run --quiet -- check -c "$config"
+done

@@ -1,0 +1,226 @@
+//! SET statements: whether they change replayable session state, the next transaction,
+//! the server (GLOBAL), or MySQL's autocommit, which the router tracks itself.
+
+use super::classify::{Cursor, Fixed, Scanned, Verdict};
+use super::keyword::Kw;
+use super::lexer::Token;
+use super::{Class, Dialect};
+
+impl Cursor<'_, '_> {
+    /// SET in either dialect, after the SET keyword.
+    pub(super) fn set(&mut self) -> Verdict {
+        match self.dialect {
+            Dialect::Postgres => self.set_postgres(),
+            Dialect::MySql => self.set_mysql(),
+        }
+    }
+
+    /// PostgreSQL SET: session state, except the transaction-scoped `SET LOCAL`,
+    /// `SET TRANSACTION` and `SET CONSTRAINTS`.
+    fn set_postgres(&mut self) -> Verdict {
+        match self.peek().map(|tok| tok.kw()) {
+            None | Some(Kw::Local | Kw::Transaction | Kw::Constraints) => Scanned(Class::Write),
+            Some(_) => Scanned(Class::SessionSet),
+        }
+    }
+
+    /// MySQL SET: an assignment list (session, global or user variables, autocommit),
+    /// SET [scope] TRANSACTION, SET NAMES, SET PASSWORD, MariaDB SET STATEMENT ... FOR.
+    fn set_mysql(&mut self) -> Verdict {
+        let Some(first) = self.peek() else {
+            return Scanned(Class::Write);
+        };
+        let mut global = false;
+        match first.kw() {
+            // SET TRANSACTION covers only the next transaction; the others are not
+            // session state: PASSWORD, DEFAULT ROLE and RESOURCE GROUP persist or act
+            // on other threads.
+            Kw::Transaction | Kw::Password | Kw::Default | Kw::Resource => {
+                return Scanned(Class::Write);
+            }
+            Kw::Statement => return self.set_statement(),
+            Kw::Global | Kw::Persist | Kw::PersistOnly | Kw::Session | Kw::Local => {
+                self.next();
+                global = !matches!(first.kw(), Kw::Session | Kw::Local);
+                if self.peek_is(Kw::Transaction) {
+                    // The session's (or the server's) default for later transactions.
+                    return Scanned(if global {
+                        Class::Write
+                    } else {
+                        Class::SessionSet
+                    });
+                }
+            }
+            _ => {}
+        }
+        let verdict = self.assignments(global);
+        self.scan.assigns = false; // In SET, `:=` is a plain assignment.
+        verdict
+    }
+
+    /// Reads a MySQL SET assignment list to the end. A scope keyword carries over to the
+    /// assignments after it; `@@global.x` covers only its own.
+    fn assignments(&mut self, mut global: bool) -> Verdict {
+        let mut list = AssignmentList::default();
+        let mut item = Assignment::new(global);
+        let mut depth = 0u32;
+        while let Some(tok) = self.next() {
+            if item.in_value {
+                if depth == 0 && tok.is_punct(b',') {
+                    list.add(&item);
+                    item = Assignment::new(global);
+                    continue;
+                }
+                if tok.is_punct(b'(') {
+                    depth += 1;
+                } else if tok.is_punct(b')') {
+                    depth = depth.saturating_sub(1);
+                }
+                item.value(tok);
+            } else if tok.is_punct(b'@') {
+                item.ats += 1;
+            } else if tok.is_punct(b'=') || tok == Token::Assign {
+                item.in_value = true;
+            } else if tok.is_punct(b',') {
+                list.add(&item);
+                item = Assignment::new(global);
+            } else {
+                item.named = true;
+                match tok.kw() {
+                    _ if item.ats == 1 => {
+                        // A user variable, whatever its name: always session state.
+                        item.global = false;
+                        item.name = Kw::Other;
+                    }
+                    Kw::Global | Kw::Persist | Kw::PersistOnly | Kw::Session | Kw::Local => {
+                        item.global = !matches!(tok.kw(), Kw::Session | Kw::Local);
+                        if item.ats == 0 {
+                            global = item.global;
+                        }
+                    }
+                    kw => item.name = kw,
+                }
+            }
+        }
+        list.add(&item);
+        Scanned(list.class())
+    }
+
+    /// MariaDB `SET STATEMENT var = value, ... FOR statement`: the inner statement's class.
+    fn set_statement(&mut self) -> Verdict {
+        self.next();
+        let mut depth = 0u32;
+        while let Some(tok) = self.next() {
+            if tok.is_punct(b'(') {
+                depth += 1;
+            } else if tok.is_punct(b')') {
+                depth = depth.saturating_sub(1);
+            } else if depth == 0 && tok.is(Kw::For) {
+                return Fixed(self.inner_statement());
+            }
+        }
+        Scanned(Class::Write)
+    }
+}
+
+/// A boolean value as MySQL takes it for a switch such as autocommit.
+fn bool_value(tok: Token<'_>) -> Option<bool> {
+    let text = match tok {
+        Token::Word(text, _) | Token::Number(text) | Token::String(text) => text,
+        _ => return None,
+    };
+    if [&b"1"[..], b"on", b"true"]
+        .iter()
+        .any(|word| text.eq_ignore_ascii_case(word))
+    {
+        Some(true)
+    } else if [&b"0"[..], b"off", b"false"]
+        .iter()
+        .any(|word| text.eq_ignore_ascii_case(word))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// One assignment of a MySQL SET statement, as it is read.
+struct Assignment {
+    global: bool,
+    /// `@` signs before the name: 1 for a user variable, 2 for `@@system`.
+    ats: u32,
+    named: bool,
+    name: Kw,
+    in_value: bool,
+    value_tokens: u32,
+    value: Option<bool>,
+}
+
+impl Assignment {
+    fn new(global: bool) -> Self {
+        Assignment {
+            global,
+            ats: 0,
+            named: false,
+            name: Kw::Other,
+            in_value: false,
+            value_tokens: 0,
+            value: None,
+        }
+    }
+
+    fn value(&mut self, tok: Token<'_>) {
+        if self.value_tokens == 0 {
+            self.value = bool_value(tok);
+        }
+        self.value_tokens += 1;
+    }
+}
+
+/// What a MySQL SET assignment list sets.
+#[derive(Default)]
+struct AssignmentList {
+    items: u32,
+    global: u32,
+    /// Session autocommit assignments, and the value if there is exactly one literal.
+    autocommit: u32,
+    autocommit_value: Option<bool>,
+}
+
+impl AssignmentList {
+    fn add(&mut self, item: &Assignment) {
+        if !item.named && !item.in_value {
+            return;
+        }
+        self.items += 1;
+        if item.global {
+            self.global += 1;
+        } else if item.name == Kw::Autocommit {
+            self.autocommit += 1;
+            self.autocommit_value = if item.value_tokens == 1 {
+                item.value
+            } else {
+                None
+            };
+        }
+    }
+
+    /// Global-only → Write; global and session mixed → Pin (the session part cannot be
+    /// replayed apart); one literal autocommit → Autocommit; autocommit among others or
+    /// set from an expression → Pin; otherwise SessionSet.
+    fn class(&self) -> Class {
+        match (
+            self.items,
+            self.global,
+            self.autocommit,
+            self.autocommit_value,
+        ) {
+            (0, _, _, _) => Class::Write,
+            (items, global, _, _) if global == items => Class::Write,
+            (_, global, _, _) if global > 0 => Class::Pin,
+            (1, _, 1, Some(on)) => Class::Autocommit(on),
+            (_, _, autocommit, _) if autocommit > 0 => Class::Pin,
+            _ => Class::SessionSet,
+        }
+    }
+}

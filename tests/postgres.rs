@@ -1,0 +1,515 @@
+//! The PostgreSQL proxy against real servers: a primary with two streaming replicas,
+//! shared by every test of this binary; each test uses its own database.
+
+mod support;
+
+use tokio::process::Command;
+
+use support::postgres::PgCluster;
+use support::proxy::{Proxy, RawClient};
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+
+async fn setup(prefix: &str) -> (&'static PgCluster, Proxy, String) {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database(prefix).await;
+    let proxy = Proxy::start(cluster).await;
+    (cluster, proxy, db)
+}
+
+async fn in_recovery(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("pg_is_in_recovery")
+        .get(0)
+}
+
+/// Values of the first column of every row of a simple query.
+fn column(messages: &[SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reads_go_to_replicas_and_transactions_to_the_primary() {
+    let (_, proxy, db) = setup("routing").await;
+    let client = proxy.connect(&db).await;
+    assert!(
+        in_recovery(&client).await,
+        "a read outside a transaction runs on a replica"
+    );
+    client.batch_execute("BEGIN").await.unwrap();
+    assert!(
+        !in_recovery(&client).await,
+        "inside a transaction everything runs on the primary"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    assert!(in_recovery(&client).await);
+
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert!(
+        in_recovery(&client).await,
+        "BEGIN READ ONLY may run on a replica"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+
+    let hinted = client
+        .simple_query("/* switchyard:writer */ SELECT pg_is_in_recovery()::text")
+        .await
+        .unwrap();
+    assert_eq!(column(&hinted), ["false"], "a writer hint is obeyed");
+}
+
+#[tokio::test]
+async fn writes_land_on_the_primary() {
+    let (cluster, proxy, db) = setup("writes").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE ledger (id int primary key, note text)")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        client
+            .execute("INSERT INTO ledger VALUES ($1, 'x')", &[&i])
+            .await
+            .expect("insert through the proxy");
+    }
+    let written: i64 = client
+        .query_one("WITH w AS (INSERT INTO ledger VALUES (100, 'cte') RETURNING id) SELECT count(*) FROM w", &[])
+        .await
+        .expect("data-modifying CTE goes to the primary")
+        .get(0);
+    assert_eq!(written, 1);
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    let n: i64 = primary
+        .query_one("SELECT count(*) FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 21, "every acknowledged write is on the primary");
+    // A sequence call is a write even though it is a SELECT.
+    client.batch_execute("CREATE SEQUENCE s").await.unwrap();
+    let v: i64 = client
+        .query_one("SELECT nextval('s')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+}
+
+#[tokio::test]
+async fn prepared_statements_follow_the_session_across_backends() {
+    let (_, proxy, db) = setup("prepared").await;
+    let client = proxy.connect(&db).await;
+    // Prepared outside a transaction: parsed on a replica.
+    let read = client.prepare("SELECT pg_is_in_recovery()").await.unwrap();
+    let on_replica: bool = client.query_one(&read, &[]).await.unwrap().get(0);
+    assert!(on_replica, "a prepared read runs on a replica");
+    // The same statement inside a transaction runs on the primary, prepared there lazily.
+    client.batch_execute("BEGIN").await.unwrap();
+    let on_primary: bool = client.query_one(&read, &[]).await.unwrap().get(0);
+    assert!(!on_primary);
+    // And vice versa: prepared on the primary inside a transaction …
+    let add = client
+        .prepare("SELECT $1::int + 1, pg_is_in_recovery()")
+        .await
+        .unwrap();
+    let row = client.query_one(&add, &[&41i32]).await.unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (42, false));
+    client.batch_execute("COMMIT").await.unwrap();
+    // … then used on a replica.
+    for _ in 0..3 {
+        let row = client.query_one(&add, &[&1i32]).await.unwrap();
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (2, true));
+    }
+    // A statement the client closed is gone on every backend.
+    drop(add);
+    let again = client.prepare("SELECT 7").await.unwrap();
+    let seven: i32 = client.query_one(&again, &[]).await.unwrap().get(0);
+    assert_eq!(seven, 7);
+}
+
+#[tokio::test]
+async fn session_settings_are_replayed_on_the_replica() {
+    let (_, proxy, db) = setup("settings").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("SET application_name = 'ledger-app'")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET search_path = pg_catalog, public")
+        .await
+        .unwrap();
+    let rows = client
+        .simple_query("SELECT current_setting('application_name') || ',' || current_setting('search_path') || ',' || pg_is_in_recovery()")
+        .await
+        .unwrap();
+    assert_eq!(column(&rows), ["ledger-app,pg_catalog, public,true"]);
+    // State that cannot be replayed pins the session to the primary.
+    client
+        .batch_execute("CREATE TEMP TABLE scratch (x int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM scratch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    assert!(
+        !in_recovery(&client).await,
+        "pinned to the primary after a temp table"
+    );
+}
+
+#[tokio::test]
+async fn simple_protocol_details_are_relayed() {
+    let (cluster, proxy, db) = setup("simple").await;
+    let client = proxy.connect(&db).await;
+    // Multi-statement strings, empty queries and an error in the middle of a result.
+    let rows = client.simple_query("SELECT 1; SELECT 2").await.unwrap();
+    assert_eq!(column(&rows), ["1", "2"]);
+    client
+        .batch_execute("")
+        .await
+        .expect("an empty query is answered");
+    client
+        .batch_execute("CREATE TABLE t (i int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
+        .await
+        .unwrap();
+    cluster.wait_replicated().await;
+    let err = client
+        .simple_query("SELECT 10 / (i - 5) FROM t ORDER BY i")
+        .await
+        .expect_err("division by zero mid-result");
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
+    // The session goes on after an error.
+    let rows = client.simple_query("SELECT count(*) FROM t").await.unwrap();
+    assert_eq!(column(&rows), ["10"]);
+    // A failed transaction stays on its backend until it ends.
+    client.batch_execute("BEGIN").await.unwrap();
+    assert!(client.batch_execute("SELECT 1/0").await.is_err());
+    let err = client
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("aborted transaction");
+    assert_eq!(err.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert!(in_recovery(&client).await);
+}
+
+#[tokio::test]
+async fn copy_in_and_out() {
+    use futures_util::{SinkExt, StreamExt};
+    let (_, proxy, db) = setup("copy").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE c (i int, s text)")
+        .await
+        .unwrap();
+    let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    for i in 0..1000 {
+        sink.send(bytes::Bytes::from(format!("{i}\trow {i}\n")))
+            .await
+            .unwrap();
+    }
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 1000);
+    client.batch_execute("BEGIN").await.unwrap();
+    let stream = client.copy_out("COPY c TO STDOUT").await.unwrap();
+    let chunks: Vec<_> = stream.collect().await;
+    let lines: usize = chunks
+        .iter()
+        .map(|c| c.as_ref().unwrap().iter().filter(|&&b| b == b'\n').count())
+        .sum();
+    assert_eq!(lines, 1000);
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_backend_running_the_query() {
+    let (_, proxy, db) = setup("cancel").await;
+    let client = proxy.connect(&db).await;
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let r = client.simple_query("SELECT pg_sleep(60)").await;
+        (r, client)
+    });
+    // Cancel until the query reports it was canceled (it may not have started yet).
+    let (result, client) = loop {
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send cancel");
+        tokio::task::yield_now().await;
+        if sleeper.is_finished() {
+            break sleeper.await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let err = result.expect_err("canceled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
+    assert!(
+        in_recovery(&client).await,
+        "the session is usable after a cancel"
+    );
+}
+
+#[tokio::test]
+async fn authentication_methods_and_refusals() {
+    let (_, proxy, db) = setup("auth").await;
+    // md5 to the client, md5 to the backend.
+    let (c, conn) = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "md5-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("md5 login");
+    tokio::spawn(conn);
+    c.simple_query("SELECT 1").await.unwrap();
+    // SCRAM to the client, cleartext password to the backend.
+    let (c, conn) = tokio_postgres::connect(
+        &proxy.conninfo("plainuser", "plain-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("cleartext backend login");
+    tokio::spawn(conn);
+    c.simple_query("SELECT 1").await.unwrap();
+
+    let refused = |user: &'static str, password: &'static str, dbname: String| {
+        let info = proxy.conninfo(user, password, &dbname);
+        async move {
+            tokio_postgres::connect(&info, tokio_postgres::NoTls)
+                .await
+                .err()
+                .and_then(|e| e.code().cloned())
+        }
+    };
+    assert_eq!(
+        refused("app", "wrong", db.clone()).await,
+        Some(SqlState::INVALID_PASSWORD)
+    );
+    assert_eq!(
+        refused("nobody", "x", db.clone()).await,
+        Some(SqlState::INVALID_PASSWORD)
+    );
+    assert_eq!(
+        refused("app", "app-secret", "no_such_db".into()).await,
+        Some(SqlState::INVALID_CATALOG_NAME)
+    );
+    // The proxy is still serving.
+    assert!(in_recovery(&proxy.connect(&db).await).await);
+}
+
+#[tokio::test]
+async fn bad_clients_get_errors_and_others_are_unaffected() {
+    let (_, proxy, db) = setup("bad").await;
+    let healthy = proxy.connect(&db).await;
+
+    // Garbage instead of a startup packet.
+    let mut c = RawClient::connect(proxy.addr).await;
+    tokio::io::AsyncWriteExt::write_all(&mut c.tcp, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(c.expect_error().await.as_deref(), Some("08P01"));
+    assert!(c.closed().await);
+
+    // A message longer than max_message_bytes (1 MiB in the test config).
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    let mut header = vec![b'Q'];
+    header.extend_from_slice(&(64i32 << 20).to_be_bytes());
+    tokio::io::AsyncWriteExt::write_all(&mut c.tcp, &header)
+        .await
+        .unwrap();
+    assert_eq!(c.expect_error().await.as_deref(), Some("08P01"));
+    assert!(c.closed().await);
+
+    // A client that connects and says nothing is told so when auth_timeout (2 s) passes.
+    let mut c = RawClient::connect(proxy.addr).await;
+    assert_eq!(c.expect_error().await.as_deref(), Some("08P01"));
+    assert!(c.closed().await);
+
+    // A client that disappears in the middle of a large result.
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    c.send(
+        b'Q',
+        b"SELECT repeat('x', 100) FROM generate_series(1, 2000000)\0",
+    )
+    .await;
+    let (tag, _) = c.read_message().await.expect("first result message");
+    assert_eq!(tag, b'T');
+    drop(c);
+
+    // An unknown message type.
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    c.send(b'!', b"").await;
+    assert_eq!(c.expect_error().await.as_deref(), Some("08P01"));
+
+    // The proxy and the other session keep working.
+    assert!(in_recovery(&healthy).await);
+    assert!(in_recovery(&proxy.connect(&db).await).await);
+}
+
+#[tokio::test]
+async fn function_call_and_terminate() {
+    let (_, proxy, db) = setup("fcall").await;
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    // FunctionCall of pg_backend_pid() (OID 2026), no arguments, text result.
+    let mut body = Vec::new();
+    body.extend_from_slice(&2026i32.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    c.send(b'F', &body).await;
+    let (tag, _) = c.read_message().await.expect("FunctionCallResponse");
+    assert_eq!(tag, b'V');
+    let (tag, status) = c.read_message().await.expect("ReadyForQuery");
+    assert_eq!((tag, status), (b'Z', b"I".to_vec()));
+    c.send(b'X', b"").await;
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn psql_works_unchanged() {
+    let (_, proxy, db) = setup("psql").await;
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(proxy.conninfo("app", "app-secret", &db))
+        .args([
+            "-c",
+            "CREATE TABLE p (i int); INSERT INTO p VALUES (1), (2);",
+            "-c",
+            "BEGIN; SELECT count(*) FROM p; COMMIT;",
+            "-c",
+            "\\copy p FROM program 'seq 3 5'",
+            "-c",
+            "SELECT string_agg(i::text, ',' ORDER BY i) FROM p WHERE pg_is_in_recovery() OR true",
+        ])
+        .output()
+        .await
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psql failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains('2'), "{stdout}");
+}
+
+async fn pgbench(proxy: &Proxy, db: &str, args: &[&str]) -> String {
+    let out = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.addr.port().to_string(),
+            "-U",
+            "app",
+        ])
+        .args(args)
+        .arg(db)
+        .env("PGPASSWORD", "app-secret")
+        .output()
+        .await
+        .expect("run pgbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test]
+async fn pgbench_in_every_query_mode() {
+    let (cluster, proxy, db) = setup("pgbench").await;
+    pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
+    cluster.wait_replicated().await;
+    for mode in ["simple", "extended", "prepared"] {
+        for script in [&[][..], &["-S"][..]] {
+            let mut args = vec!["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "50"];
+            args.extend_from_slice(script);
+            let out = pgbench(&proxy, &db, &args).await;
+            assert!(
+                out.contains("number of failed transactions: 0"),
+                "pgbench {args:?}:\n{out}"
+            );
+            cluster.wait_replicated().await;
+        }
+    }
+    let metrics = proxy.admin_get("/metrics").await;
+    assert!(metrics.contains("switchyard_queries_total"), "{metrics}");
+    assert!(
+        metrics.contains("route=\"reader\""),
+        "reads were counted on readers: {metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_query_duration_seconds_bucket"),
+        "histogram buckets: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sqlx_prepares_and_reads_from_replicas() {
+    use sqlx::Row;
+    use sqlx::postgres::PgPoolOptions;
+    let (_, proxy, db) = setup("sqlx").await;
+    let url = format!(
+        "postgres://app:app-secret@127.0.0.1:{}/{db}",
+        proxy.addr.port()
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("sqlx connects");
+    let row = sqlx::query("SELECT $1::int + 1 AS n, pg_is_in_recovery() AS r")
+        .bind(41i32)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i32, _>("n"), 42);
+    assert!(row.get::<bool, _>("r"));
+    sqlx::query("CREATE TABLE sx (i int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO sx VALUES ($1)")
+        .bind(1i32)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let r: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(!r, "sqlx transaction on the primary");
+    tx.commit().await.unwrap();
+    for _ in 0..5 {
+        let r: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(r);
+    }
+}

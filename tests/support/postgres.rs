@@ -1,0 +1,579 @@
+//! PostgreSQL for integration tests: a primary and its streaming replicas in one temp directory.
+//!
+//! Every server listens on 127.0.0.1 on a free port, with its Unix socket in the cluster's
+//! directory and its log in `<data dir>/server.log` (quoted in every start-up panic). The
+//! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
+//! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::{Backoff, RunAs, ScratchDir, ServerProcess, bin, block_on, free_port, retry};
+
+const HOST: &str = "127.0.0.1";
+/// How long a server may take to accept connections after it is spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one readiness probe may take: a stranger on our port may accept and never answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a replica may take to start streaming or to replay something.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Start-up attempts, each on a fresh port, when another process takes the port first.
+const START_ATTEMPTS: usize = 5;
+const LOG_FILE: &str = "server.log";
+const LOG_TAIL_LINES: usize = 40;
+
+/// A role every cluster has, with its password ("" for trust).
+#[derive(Clone, Copy, Debug)]
+pub struct Login {
+    pub user: &'static str,
+    pub password: &'static str,
+}
+
+/// Password stored as SCRAM-SHA-256 and checked with `scram-sha-256`; `CREATEDB`; owns the
+/// databases [`PgCluster::create_database`] makes.
+pub const APP: Login = Login {
+    user: "app",
+    password: "app-secret",
+};
+/// Password stored as MD5 and checked with `md5`.
+pub const MD5_USER: Login = Login {
+    user: "md5user",
+    password: "md5-secret",
+};
+/// Password checked with `password`: sent in clear text.
+pub const PLAIN_USER: Login = Login {
+    user: "plainuser",
+    password: "plain-secret",
+};
+/// Trusted from 127.0.0.1: no password.
+pub const TRUST_USER: Login = Login {
+    user: "trustuser",
+    password: "",
+};
+
+/// Appended to the `postgresql.conf` that initdb writes (replicas copy it).
+const SETTINGS: &str = "
+# switchyard test harness
+listen_addresses = '127.0.0.1'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+fsync = off
+shared_buffers = 32MB
+max_connections = 200
+logging_collector = off
+";
+
+const HBA: &str = "\
+# TYPE  DATABASE     USER       ADDRESS       METHOD
+local   all          all                      trust
+host    replication  all        127.0.0.1/32  trust
+host    all          postgres   127.0.0.1/32  trust
+host    all          trustuser  127.0.0.1/32  trust
+host    all          md5user    127.0.0.1/32  md5
+host    all          plainuser  127.0.0.1/32  password
+host    all          all        127.0.0.1/32  scram-sha-256
+";
+
+/// Log lines that mean another process took our port (TCP, or its Unix socket lock file).
+const PORT_TAKEN: [&str; 2] = ["Address already in use", ".lock\" already exists"];
+
+/// A primary and its streaming replicas; dropping it stops them and removes their directory.
+pub struct PgCluster {
+    pub primary: PgServer,
+    pub replicas: Vec<PgServer>,
+    dir: ScratchDir,
+}
+
+/// One running PostgreSQL server.
+pub struct PgServer {
+    pub host: String,
+    pub port: u16,
+    /// `primary`, `replica1`, …: also its `cluster_name` and its replication slot's name.
+    pub name: String,
+    pub data_dir: PathBuf,
+    process: ServerProcess,
+}
+
+impl PgCluster {
+    /// initdb a primary, start it, then `pg_basebackup -R` `replicas` streaming replicas and
+    /// start them. Returns once every server accepts connections and every replica streams.
+    pub fn start(replicas: usize) -> PgCluster {
+        let owner = postgres_account();
+        let dir = ScratchDir::new("switchyard-pg", owner);
+        let primary = start_primary(dir.path(), owner);
+        let replicas = start_replicas(dir.path(), owner, &primary, replicas);
+        let cluster = PgCluster {
+            primary,
+            replicas,
+            dir,
+        };
+        block_on(cluster.wait_streaming());
+        cluster
+    }
+
+    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    pub fn shared() -> &'static PgCluster {
+        static SHARED: OnceLock<PgCluster> = OnceLock::new();
+        SHARED.get_or_init(|| PgCluster::start(2))
+    }
+
+    /// Creates a database named after `prefix` and unique in this cluster, owned by [`APP`];
+    /// returns its name once every replica has it.
+    pub async fn create_database(&self, prefix: &str) -> String {
+        let name = unique_database_name(prefix);
+        let primary = self.superuser(&self.primary, "postgres").await;
+        let create = format!("CREATE DATABASE \"{name}\" OWNER {}", APP.user);
+        primary
+            .batch_execute(&create)
+            .await
+            .unwrap_or_else(|e| panic!("{create}: {e}"));
+        for replica in &self.replicas {
+            self.wait_for_database(replica, &name).await;
+        }
+        name
+    }
+
+    /// Waits until every replica has replayed the primary's current WAL position.
+    pub async fn wait_replicated(&self) {
+        let primary = self.superuser(&self.primary, "postgres").await;
+        let target: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap_or_else(|e| panic!("read the primary's WAL position: {e}"))
+            .get(0);
+        for replica in &self.replicas {
+            self.wait_replayed(replica, &target).await;
+        }
+    }
+
+    /// A client connected to `server` as the trusted superuser `postgres`, to database `db`.
+    pub async fn superuser(&self, server: &PgServer, db: &str) -> Client {
+        connect(&server.config("postgres", db))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("connect to {} as postgres, database {db}: {e}", server.name)
+            })
+    }
+
+    async fn wait_streaming(&self) {
+        let want = self.replicas.len() as i64;
+        let primary = &self.superuser(&self.primary, "postgres").await;
+        let streaming = retry(REPLICATION_TIMEOUT, async || {
+            let query = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
+            let count: i64 = primary
+                .query_one(query, &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            if count == want {
+                Ok(())
+            } else {
+                Err(format!("{count} of {want} replicas streaming"))
+            }
+        });
+        if let Err(why) = streaming.await {
+            panic!(
+                "replication did not start within {REPLICATION_TIMEOUT:?}: {why}\n{}",
+                self.log_tails()
+            );
+        }
+    }
+
+    async fn wait_for_database(&self, replica: &PgServer, name: &str) {
+        let client = &self.superuser(replica, "postgres").await;
+        let found = retry(REPLICATION_TIMEOUT, async || {
+            let query = "SELECT 1 FROM pg_database WHERE datname = $1";
+            let rows = client
+                .query(query, &[&name])
+                .await
+                .map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                Err("not replayed yet".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(why) = found.await {
+            panic!(
+                "database {name} did not reach {}: {why}\n{}",
+                replica.name,
+                replica.log_tail()
+            );
+        }
+    }
+
+    async fn wait_replayed(&self, replica: &PgServer, target: &str) {
+        let client = &self.superuser(replica, "postgres").await;
+        let replayed = retry(REPLICATION_TIMEOUT, async || {
+            let query = "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_replay_lsn() >= $1::text::pg_lsn";
+            let row = client
+                .query_one(query, &[&target])
+                .await
+                .map_err(|e| e.to_string())?;
+            match (
+                row.get::<_, Option<String>>(0),
+                row.get::<_, Option<bool>>(1),
+            ) {
+                (_, Some(true)) => Ok(()),
+                (at, _) => Err(format!(
+                    "replayed up to {}",
+                    at.as_deref().unwrap_or("nothing")
+                )),
+            }
+        });
+        if let Err(why) = replayed.await {
+            panic!(
+                "{} did not replay up to {target}: {why}\n{}",
+                replica.name,
+                replica.log_tail()
+            );
+        }
+    }
+
+    fn servers_mut(&mut self) -> impl Iterator<Item = &mut PgServer> {
+        std::iter::once(&mut self.primary).chain(&mut self.replicas)
+    }
+
+    fn log_tails(&self) -> String {
+        let servers = std::iter::once(&self.primary).chain(&self.replicas);
+        servers
+            .map(PgServer::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Every server is asked first, so they shut down in parallel.
+        self.servers_mut()
+            .for_each(|server| server.process.request_stop());
+        self.servers_mut()
+            .for_each(|server| server.process.wait_stopped());
+        // Then `dir` removes the directory.
+    }
+}
+
+impl PgServer {
+    /// Connection settings for `user` to database `db` (no password; see [`PgServer::login`]).
+    pub fn config(&self, user: &str, db: &str) -> Config {
+        let mut config = Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(user)
+            .dbname(db);
+        config
+            .connect_timeout(Duration::from_secs(10))
+            .application_name("switchyard-tests");
+        config
+    }
+
+    /// Connection settings for one of the cluster's roles, with its password.
+    pub fn login(&self, login: Login, db: &str) -> Config {
+        let mut config = self.config(login.user, db);
+        if !login.password.is_empty() {
+            config.password(login.password);
+        }
+        config
+    }
+
+    /// A `postgres://` URL for one of the cluster's roles, for psql, pgbench or sqlx.
+    pub fn url(&self, login: Login, db: &str) -> String {
+        let Login { user, password } = login;
+        let credentials = if password.is_empty() {
+            user.to_string()
+        } else {
+            format!("{user}:{password}")
+        };
+        format!("postgres://{credentials}@{}:{}/{db}", self.host, self.port)
+    }
+
+    /// The postmaster's process id (for fault tests that kill it).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// The last lines of the server's log, with a header naming the file.
+    pub fn log_tail(&self) -> String {
+        let path = self.data_dir.join(LOG_FILE);
+        match fs::read_to_string(&path) {
+            Ok(log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                format!(
+                    "--- last lines of {} ---\n{}",
+                    path.display(),
+                    tail.join("\n")
+                )
+            }
+            Err(e) => format!("--- no log at {}: {e} ---", path.display()),
+        }
+    }
+
+    /// Starts postgres on `data_dir` and waits until it accepts connections, retrying on a
+    /// fresh port when another process took the one it was given.
+    fn launch(name: &str, data_dir: PathBuf, socket_dir: &Path, owner: RunAs) -> PgServer {
+        for attempt in 1..=START_ATTEMPTS {
+            let mut server = PgServer::spawn(name, data_dir.clone(), socket_dir, owner);
+            match block_on(server.wait_accepting()) {
+                Ok(()) => return server,
+                Err(_) if attempt < START_ATTEMPTS && server.lost_port() => {
+                    eprintln!(
+                        "{name}: port {} was taken; retrying on another",
+                        server.port
+                    );
+                }
+                Err(why) => panic!(
+                    "{name} did not start on port {}: {why}\n{}",
+                    server.port,
+                    server.log_tail()
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(name: &str, data_dir: PathBuf, socket_dir: &Path, owner: RunAs) -> PgServer {
+        let port = free_port();
+        let log = open_log(&data_dir, owner);
+        let mut command = owner.command(&bin("postgres"), socket_dir);
+        command
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-p")
+            .arg(port.to_string());
+        command
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", socket_dir.display()));
+        command.arg("-c").arg(format!("cluster_name={name}"));
+        let log_err = log
+            .try_clone()
+            .expect("duplicate the server log's file handle");
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        // SIGINT: fast shutdown. SIGQUIT if we die: immediate shutdown, children included.
+        let process = ServerProcess::spawn(command, libc::SIGINT, libc::SIGQUIT)
+            .unwrap_or_else(|e| panic!("spawn {} for {name}: {e}", bin("postgres").display()));
+        PgServer {
+            host: HOST.to_string(),
+            port,
+            name: name.to_string(),
+            data_dir,
+            process,
+        }
+    }
+
+    /// Polls by connecting until the server accepts connections, exits, or [`READY_TIMEOUT`] passes.
+    async fn wait_accepting(&mut self) -> Result<(), String> {
+        let config = self.config("postgres", "postgres");
+        let mut backoff = Backoff::new(READY_TIMEOUT);
+        loop {
+            if !self.process.is_running() {
+                return Err(format!(
+                    "postgres exited ({})",
+                    self.process.describe_exit()
+                ));
+            }
+            let probe = match tokio::time::timeout(PROBE_TIMEOUT, connect(&config)).await {
+                Ok(Ok(_client)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+            };
+            if !backoff.wait().await {
+                return Err(format!(
+                    "not accepting connections after {READY_TIMEOUT:?}: {probe}"
+                ));
+            }
+        }
+    }
+
+    fn lost_port(&mut self) -> bool {
+        let log = fs::read_to_string(self.data_dir.join(LOG_FILE)).unwrap_or_default();
+        !self.process.is_running() && PORT_TAKEN.iter().any(|sign| log.contains(sign))
+    }
+}
+
+/// Connects and drives the connection on the current runtime; dropping the client closes it.
+pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("test connection ended with an error: {e}");
+        }
+    });
+    Ok(client)
+}
+
+fn postgres_account() -> RunAs {
+    static ACCOUNT: OnceLock<RunAs> = OnceLock::new();
+    *ACCOUNT.get_or_init(|| RunAs::account("postgres"))
+}
+
+fn start_primary(dir: &Path, owner: RunAs) -> PgServer {
+    let data_dir = dir.join("primary");
+    initdb(&data_dir, dir, owner);
+    append(&data_dir.join("postgresql.conf"), SETTINGS);
+    fs::write(data_dir.join("pg_hba.conf"), HBA).expect("write pg_hba.conf");
+    let primary = PgServer::launch("primary", data_dir, dir, owner);
+    block_on(create_roles(&primary));
+    primary
+}
+
+/// Base-backs-up and starts the replicas side by side (each takes a checkpoint and a start-up).
+fn start_replicas(dir: &Path, owner: RunAs, primary: &PgServer, count: usize) -> Vec<PgServer> {
+    let names: Vec<String> = (1..=count)
+        .map(|number| format!("replica{number}"))
+        .collect();
+    block_on(reserve_slots(primary, &names));
+    let start_one = |name: &str| {
+        let data_dir = dir.join(name);
+        base_backup(primary, &data_dir, name, dir, owner);
+        PgServer::launch(name, data_dir, dir, owner)
+    };
+    thread::scope(|scope| {
+        let starting: Vec<_> = names
+            .iter()
+            .map(|name| scope.spawn(move || start_one(name)))
+            .collect();
+        let join = |handle: thread::ScopedJoinHandle<'_, PgServer>| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        starting.into_iter().map(join).collect()
+    })
+}
+
+fn initdb(data_dir: &Path, dir: &Path, owner: RunAs) {
+    let mut command = owner.command(&bin("initdb"), dir);
+    command.arg("--pgdata").arg(data_dir);
+    command.args([
+        "--username=postgres",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+    ]);
+    command.args(["--no-sync", "--no-instructions"]);
+    run(command, "initdb");
+}
+
+fn base_backup(primary: &PgServer, data_dir: &Path, slot: &str, dir: &Path, owner: RunAs) {
+    let mut command = owner.command(&bin("pg_basebackup"), dir);
+    command.arg("--pgdata").arg(data_dir);
+    command.args([
+        "--host",
+        &primary.host,
+        "--port",
+        &primary.port.to_string(),
+        "--username=postgres",
+    ]);
+    command.args([
+        "--write-recovery-conf",
+        "--wal-method=stream",
+        "--checkpoint=fast",
+        "--no-sync",
+    ]);
+    command.args(["--slot", slot]);
+    run(command, &format!("pg_basebackup for {slot}"));
+}
+
+async fn create_roles(primary: &PgServer) {
+    let client = connect(&primary.config("postgres", "postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the new primary: {e}\n{}", primary.log_tail()));
+    let roles = format!(
+        "SET password_encryption = 'scram-sha-256';
+         CREATE ROLE {app} LOGIN CREATEDB PASSWORD '{app_password}';
+         SET password_encryption = 'md5';
+         CREATE ROLE {md5} LOGIN PASSWORD '{md5_password}';
+         RESET password_encryption;
+         CREATE ROLE {plain} LOGIN PASSWORD '{plain_password}';
+         CREATE ROLE {trust} LOGIN;",
+        app = APP.user,
+        app_password = APP.password,
+        md5 = MD5_USER.user,
+        md5_password = MD5_USER.password,
+        plain = PLAIN_USER.user,
+        plain_password = PLAIN_USER.password,
+        trust = TRUST_USER.user,
+    );
+    client
+        .batch_execute(&roles)
+        .await
+        .unwrap_or_else(|e| panic!("create the test roles: {e}"));
+}
+
+/// Creates each replica's physical slot with its WAL reserved now: with `pg_basebackup
+/// --create-slot` the slot comes later, and the checkpoint of a concurrent backup can remove
+/// WAL that the first one still needs.
+async fn reserve_slots(primary: &PgServer, names: &[String]) {
+    let client = connect(&primary.config("postgres", "postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the primary: {e}\n{}", primary.log_tail()));
+    for name in names {
+        let create = "SELECT pg_create_physical_replication_slot($1, true)";
+        client
+            .execute(create, &[name])
+            .await
+            .unwrap_or_else(|e| panic!("create replication slot {name}: {e}"));
+    }
+}
+
+/// Runs a set-up program to completion; panics with its output if it fails.
+fn run(mut command: Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {command:?}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+/// Creates (or truncates) the server's log; a replica's data directory holds a copy of the primary's.
+fn open_log(data_dir: &Path, owner: RunAs) -> File {
+    let path = data_dir.join(LOG_FILE);
+    let log = File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    owner.chown(&path);
+    log
+}
+
+/// `<prefix>_<n>`, with the prefix folded to lower-case letters, digits and `_`, kept well
+/// under PostgreSQL's 63-byte limit on names.
+fn unique_database_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,235 @@
+//! Starts switchyard in-process in front of a test cluster (on listeners bound to port 0),
+//! plus a raw protocol client for the tests that must send exactly the bytes they choose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use switchyard::admin::{self, AdminState};
+use switchyard::config::{self, Config};
+use switchyard::session::Context;
+use switchyard::shutdown::{self, Trigger};
+use switchyard::topology::{Topology, TopologyHandle};
+use switchyard::{server, tls};
+
+use super::postgres::PgCluster;
+
+pub const ADMIN_TOKEN: &str = "test-token";
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    trigger: Trigger,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+/// The config the tests use, in front of `cluster`; `server_extra` is added to `[server]`.
+pub fn config_text(cluster: &PgCluster, server_extra: &str) -> String {
+    let readers: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| format!("\"{}:{}\"", r.host, r.port))
+        .collect();
+    format!(
+        r#"
+[server]
+protocol = "postgres"
+listen = "127.0.0.1:0"
+auth_timeout = "2s"
+max_message_bytes = 1048576
+{server_extra}
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[[users]]
+name = "md5user"
+password = "md5-secret"
+auth = "md5"
+
+[[users]]
+name = "plainuser"
+password = "plain-secret"
+
+[[users]]
+name = "trustuser"
+auth = "trust"
+
+[clusters.main]
+writer = "{}:{}"
+readers = [{}]
+
+[routing]
+active = "main"
+"#,
+        cluster.primary.host,
+        cluster.primary.port,
+        readers.join(", ")
+    )
+}
+
+impl Proxy {
+    pub async fn start(cluster: &PgCluster) -> Proxy {
+        Proxy::from_config(&config_text(cluster, "")).await
+    }
+
+    pub async fn from_config(text: &str) -> Proxy {
+        let raw: Config = toml::from_str(text).expect("test config parses");
+        let config = Arc::new(config::validate(raw, &|_| None).expect("test config is valid"));
+        let topology = Arc::new(TopologyHandle::new(
+            Topology::from_config(&config).expect("topology"),
+        ));
+        let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
+            (Some(c), Some(k)) => Some(tls::server_config(c, k).expect("test certificate")),
+            _ => None,
+        };
+        let ctx = Arc::new(Context::new(
+            Arc::clone(&config),
+            Arc::clone(&topology),
+            server_tls,
+        ));
+        let (trigger, shutdown) = shutdown::channel();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        tokio::spawn(server::run(listener, ctx, shutdown.clone()));
+
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin = admin_listener.local_addr().expect("admin address");
+        let state = Arc::new(AdminState {
+            metrics: switchyard::metrics::install(),
+            topology,
+            active: config.raw.routing.active.clone(),
+            token: config.admin_token.clone(),
+        });
+        tokio::spawn(admin::serve(admin_listener, state, shutdown));
+        Proxy {
+            addr,
+            admin,
+            trigger,
+        }
+    }
+
+    /// A libpq-style connection string for `user` to database `db` through the proxy.
+    pub fn conninfo(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
+            self.addr.port()
+        )
+    }
+
+    /// Connects tokio-postgres as `app` through the proxy.
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &self.conninfo("app", "app-secret", db),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect through the proxy");
+        tokio::spawn(async move {
+            // The connection ends when the test drops the client.
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// GET a path of the admin API and return the body.
+    pub async fn admin_get(&self, path: &str) -> String {
+        let mut tcp = TcpStream::connect(self.admin).await.expect("connect admin");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes())
+            .await
+            .expect("send request");
+        let mut body = String::new();
+        tcp.read_to_string(&mut body).await.expect("read response");
+        body
+    }
+}
+
+/// A client that speaks the protocol byte by byte.
+pub struct RawClient {
+    pub tcp: TcpStream,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            tcp: TcpStream::connect(addr).await.expect("connect raw"),
+        }
+    }
+
+    /// Sends a StartupMessage for a `trust` user and reads up to ReadyForQuery.
+    pub async fn startup(addr: SocketAddr, user: &str, db: &str) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608i32.to_be_bytes());
+        for s in ["user", user, "database", db, ""] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        c.tcp.write_all(&packet).await.expect("send startup");
+        loop {
+            let (tag, _) = c.read_message().await.expect("startup answer");
+            assert_ne!(tag, b'E', "startup refused");
+            if tag == b'Z' {
+                return c;
+            }
+        }
+    }
+
+    /// Reads one tagged message; `None` at end of stream.
+    pub async fn read_message(&mut self) -> Option<(u8, Vec<u8>)> {
+        let tag = self.tcp.read_u8().await.ok()?;
+        let len = self.tcp.read_i32().await.ok()?;
+        let mut body = vec![0; (len as usize).saturating_sub(4)];
+        self.tcp.read_exact(&mut body).await.ok()?;
+        Some((tag, body))
+    }
+
+    /// Sends a tagged message.
+    pub async fn send(&mut self, tag: u8, body: &[u8]) {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        self.tcp.write_all(&m).await.expect("send message");
+    }
+
+    /// Reads until an ErrorResponse and returns its SQLSTATE; `None` if the stream ends first.
+    pub async fn expect_error(&mut self) -> Option<String> {
+        loop {
+            let (tag, body) = self.read_message().await?;
+            if tag == b'E' {
+                return Some(sqlstate(&body));
+            }
+        }
+    }
+
+    /// True once the server has closed the connection (reads to end of stream).
+    pub async fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.tcp.read_to_end(&mut rest).await.is_ok()
+    }
+}
+
+/// The `C` field of an ErrorResponse body.
+pub fn sqlstate(body: &[u8]) -> String {
+    body.split(|&b| b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default()
+}
