@@ -513,3 +513,80 @@ async fn sqlx_prepares_and_reads_from_replicas() {
         assert!(r);
     }
 }
+
+#[tokio::test]
+async fn pipelined_queries_on_one_connection() {
+    let (cluster, proxy, db) = setup("pipeline").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE q (i int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO q SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    cluster.wait_replicated().await;
+    let statement = client
+        .prepare("SELECT sum(i) FROM q WHERE i <= $1")
+        .await
+        .unwrap();
+    // tokio-postgres sends all of these before reading any answer.
+    let queries = (1..=50i32).map(|n| {
+        let client = &client;
+        let statement = &statement;
+        async move {
+            client
+                .query_one(statement, &[&n])
+                .await
+                .map(|r| (n, r.get::<_, i64>(0)))
+        }
+    });
+    for result in futures_util::future::join_all(queries).await {
+        let (n, sum) = result.expect("pipelined query");
+        assert_eq!(sum, i64::from(n * (n + 1) / 2));
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_reader_is_skipped() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("deadreader").await;
+    let dead = support::free_port();
+    let config = support::proxy::config_text(cluster, "")
+        .replace("readers = [", &format!("readers = [\"127.0.0.1:{dead}\", "));
+    let proxy = Proxy::from_config(&config).await;
+    for _ in 0..10 {
+        let client = proxy.connect(&db).await;
+        assert!(
+            in_recovery(&client).await,
+            "reads still reach a live replica"
+        );
+    }
+    let status = proxy.admin_get("/status").await;
+    assert!(status.contains(&format!("127.0.0.1:{dead}")), "{status}");
+}
+
+#[tokio::test]
+async fn notices_and_gssenc_requests() {
+    let (_, proxy, db) = setup("notice").await;
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    c.send(
+        b'Q',
+        b"DO $$ BEGIN RAISE NOTICE 'hello from the database'; END $$\0",
+    )
+    .await;
+    let (tag, body) = c.read_message().await.expect("notice");
+    assert_eq!(tag, b'N');
+    assert!(String::from_utf8_lossy(&body).contains("hello from the database"));
+
+    // GSSAPI encryption is declined with 'N', after which a normal startup follows.
+    let mut g = RawClient::connect(proxy.addr).await;
+    let mut request = 8i32.to_be_bytes().to_vec();
+    request.extend_from_slice(&80877104i32.to_be_bytes());
+    tokio::io::AsyncWriteExt::write_all(&mut g.tcp, &request)
+        .await
+        .unwrap();
+    let answer = tokio::io::AsyncReadExt::read_u8(&mut g.tcp).await.unwrap();
+    assert_eq!(answer, b'N');
+}

@@ -178,11 +178,14 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             }
             return Ok(());
         }
-        Outcome::Session {
-            client,
-            params,
-            user,
-        } => (client, params, user),
+        Outcome::Session(session) => {
+            let startup::Authenticated {
+                client,
+                params,
+                user,
+            } = *session;
+            (client, params, user)
+        }
     };
     let topology = ctx.topology.load();
     let active = &ctx.config.raw.routing.active;

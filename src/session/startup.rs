@@ -45,14 +45,17 @@ impl Client {
     }
 }
 
+/// A client that passed authentication.
+pub struct Authenticated {
+    pub client: Client,
+    pub params: StartupParams,
+    pub user: User,
+}
+
 /// How startup ended.
 pub enum Outcome {
     /// An authenticated client (AuthenticationOk not yet sent).
-    Session {
-        client: Client,
-        params: StartupParams,
-        user: User,
-    },
+    Session(Box<Authenticated>),
     /// A CancelRequest, which closes its connection.
     Cancel { pid: i32, secret: i32 },
 }
@@ -70,11 +73,13 @@ pub async fn handshake(
     loop {
         let result = handshake_inner(&mut client, ctx, deadline).await;
         return match result {
-            Ok(Some(Reply::Session { params, user })) => Ok(Outcome::Session {
-                client,
-                params,
-                user,
-            }),
+            Ok(Some(Reply::Session { params, user })) => {
+                Ok(Outcome::Session(Box::new(Authenticated {
+                    client,
+                    params,
+                    user,
+                })))
+            }
             Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel { pid, secret }),
             Ok(Some(Reply::UpgradeTls(config))) => {
                 client = upgrade(client, config, deadline).await?;

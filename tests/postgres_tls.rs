@@ -1,0 +1,182 @@
+//! TLS on both sides of the proxy against real servers: clients that must use TLS, and
+//! backend connections verified against a CA. Its own binary, because it turns on SSL in
+//! the servers of its shared cluster.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::RunAs;
+use support::postgres::PgCluster;
+use support::proxy::{Proxy, config_text};
+use tokio::process::Command;
+
+/// A test CA and a server certificate for localhost/127.0.0.1 signed by it, as PEM files.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_pki(name: &str) -> Pki {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("switchyard test CA {name}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA cert");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params");
+    let cert = params.signed_by(&key, &ca).expect("server cert");
+    let write = |file: &str, pem: String| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("server.crt", cert.pem()),
+        key: write("server.key", key.serialize_pem()),
+        _dir: dir,
+    }
+}
+
+/// Turns SSL on in every server of the cluster with the given certificate, once.
+async fn enable_server_ssl(cluster: &PgCluster, pki: &Pki) {
+    let owner = RunAs::account("postgres");
+    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+        let copy = |from: &Path, name: &str| {
+            let to = server.data_dir.join(name);
+            std::fs::copy(from, &to).expect("copy certificate");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+            owner.chown(&to);
+        };
+        copy(&pki.cert, "test-server.crt");
+        copy(&pki.key, "test-server.key");
+        let admin = cluster.superuser(server, "postgres").await;
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'test-server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'test-server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await.expect("enable ssl");
+        }
+        // The postmaster reloads asynchronously: wait until new connections see it.
+        let mut backoff = support::Backoff::new(std::time::Duration::from_secs(30));
+        loop {
+            let fresh = cluster.superuser(server, "postgres").await;
+            let on: String = fresh.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+            if on == "on" {
+                break;
+            }
+            assert!(
+                backoff.wait().await,
+                "ssl did not turn on in {}",
+                server.name
+            );
+        }
+    }
+}
+
+async fn psql(conninfo: &str, sql: &str) -> (bool, String) {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", sql, conninfo])
+        .output()
+        .await
+        .expect("run psql");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn clients_must_use_tls_when_required() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("client_tls").await;
+    let pki = make_pki("client");
+    let extra = format!(
+        "tls_mode = \"require\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let proxy = Proxy::from_config(&config_text(cluster, &extra)).await;
+    let base = proxy.conninfo("app", "app-secret", &db);
+
+    let verified = format!(
+        "{base} sslmode=verify-full sslrootcert={}",
+        pki.ca.display()
+    );
+    let (ok, out) = psql(&verified, "SELECT pg_is_in_recovery()").await;
+    assert!(
+        ok,
+        "TLS client verified the proxy's certificate and ran a read: {out}"
+    );
+    assert_eq!(out.trim(), "t");
+
+    let (ok, out) = psql(&format!("{base} sslmode=disable"), "SELECT 1").await;
+    assert!(!ok, "a plaintext client is refused");
+    assert!(out.contains("requires TLS"), "{out}");
+}
+
+#[tokio::test]
+async fn backend_connections_use_verified_tls() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("backend_tls").await;
+    let pki = make_pki("backend");
+    enable_server_ssl(cluster, &pki).await;
+
+    let with_tls = |mode: &str, ca: Option<&Path>| {
+        let ca = ca
+            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        config_text(cluster, "").replace("[routing]", &format!("tls = \"{mode}\"\n{ca}\n[routing]"))
+    };
+    let proxy = Proxy::from_config(&with_tls("verify-full", Some(&pki.ca))).await;
+    let client = proxy.connect(&db).await;
+    let ssl = "SELECT ssl AND pg_is_in_recovery() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let on_reader: bool = client.query_one(ssl, &[]).await.unwrap().get(0);
+    assert!(on_reader, "the reader connection is TLS");
+    client.batch_execute("BEGIN").await.unwrap();
+    let on_writer: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(on_writer, "the writer connection is TLS");
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // Encryption without verification.
+    let proxy = Proxy::from_config(&with_tls("require", None)).await;
+    proxy
+        .connect(&db)
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+
+    // A certificate from another CA is refused, and the client is told why.
+    let other = make_pki("other");
+    let proxy = Proxy::from_config(&with_tls("verify-full", Some(&other.ca))).await;
+    let err = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("untrusted backend certificate");
+    let db_error = err.as_db_error().expect("an error from the proxy");
+    assert_eq!(db_error.code().code(), "08001", "{db_error}");
+}
