@@ -1,6 +1,7 @@
 //! Test support: real database servers in temporary directories, tied to the test process's life.
 //!
-//! Integration tests use it with `mod support;`. The PostgreSQL side lives in [`postgres`].
+//! Integration tests use it with `mod support;`. PostgreSQL lives in [`postgres`], MariaDB in
+//! [`mariadb`]; what both need (processes, directories, ports, logs, waiting) lives here.
 //!
 //! # Why no server outlives the test binary
 //!
@@ -20,29 +21,44 @@
 //!    long as the process (its channel's sender sits in a `static`, so its loop never ends).
 //!    When the process dies, that thread dies with it and every server gets its death signal
 //!    (for PostgreSQL `SIGQUIT`, an immediate shutdown in which the postmaster also stops its
-//!    own children). Directories of such killed runs are swept by the next run
-//!    ([`ScratchDir::new`] removes `<kind>.<pid>.*` directories whose pid is dead).
+//!    own children; for MariaDB, a single process, `SIGKILL`). Directories of such killed
+//!    runs are swept by the next run ([`ScratchDir::new`] removes `<kind>.<pid>.*`
+//!    directories whose pid is dead).
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod postgres;
 pub mod proxy;
 
-#[allow(unused_imports)] // not every test binary names both
+#[allow(unused_imports)] // not every test binary names them all
+pub use mariadb::{MariaCluster, MariaServer};
+#[allow(unused_imports)]
 pub use postgres::{PgCluster, PgServer};
 
 use std::ffi::{CString, c_int};
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
 /// How long a server may take to stop after its stop signal before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How much of a server's log a start-up or replication panic quotes.
+const LOG_TAIL_LINES: usize = 40;
+
+/// A database account that every test cluster has, with its password ("" for none).
+#[derive(Clone, Copy, Debug)]
+pub struct Login {
+    pub user: &'static str,
+    pub password: &'static str,
+}
 
 /// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, let go.
 ///
@@ -152,6 +168,61 @@ fn lookup_account(name: &str) -> (libc::uid_t, libc::gid_t) {
         "OS account `{name}` not found (getpwnam_r returned {rc}); run scripts/install-deps.sh"
     );
     (entry.pw_uid, entry.pw_gid)
+}
+
+/// Runs a set-up program to completion; panics with its output if it fails.
+pub fn run(mut command: Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {command:?}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+/// Creates (or truncates) a server's log file, owned by the server's account.
+pub fn create_log(path: &Path, owner: RunAs) -> File {
+    let log = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    owner.chown(path);
+    log
+}
+
+/// The last lines of a server's log, with a header naming the file.
+pub fn log_tail(path: &Path) -> String {
+    match fs::read_to_string(path) {
+        Ok(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            format!(
+                "--- last lines of {} ---\n{}",
+                path.display(),
+                tail.join("\n")
+            )
+        }
+        Err(e) => format!("--- no log at {}: {e} ---", path.display()),
+    }
+}
+
+/// `<prefix>_<n>`, unique in this process, with the prefix folded to lower-case letters,
+/// digits and `_`, kept well under the limits on names (PostgreSQL 63 bytes, MariaDB 64).
+pub fn unique_database_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A temporary directory named `<kind>.<pid>.<random>` under the system temp dir, owned by a

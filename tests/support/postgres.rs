@@ -5,18 +5,20 @@
 //! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
 //! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{Backoff, RunAs, ScratchDir, ServerProcess, bin, block_on, free_port, retry};
+use super::{
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, bin, block_on, create_log, free_port,
+    log_tail, retry, run, unique_database_name,
+};
 
 const HOST: &str = "127.0.0.1";
 /// How long a server may take to accept connections after it is spawned.
@@ -28,14 +30,6 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Start-up attempts, each on a fresh port, when another process takes the port first.
 const START_ATTEMPTS: usize = 5;
 const LOG_FILE: &str = "server.log";
-const LOG_TAIL_LINES: usize = 40;
-
-/// A role every cluster has, with its password ("" for trust).
-#[derive(Clone, Copy, Debug)]
-pub struct Login {
-    pub user: &'static str,
-    pub password: &'static str,
-}
 
 /// Password stored as SCRAM-SHA-256 and checked with `scram-sha-256`; `CREATEDB`; owns the
 /// databases [`PgCluster::create_database`] makes.
@@ -306,19 +300,7 @@ impl PgServer {
 
     /// The last lines of the server's log, with a header naming the file.
     pub fn log_tail(&self) -> String {
-        let path = self.data_dir.join(LOG_FILE);
-        match fs::read_to_string(&path) {
-            Ok(log) => {
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-                format!(
-                    "--- last lines of {} ---\n{}",
-                    path.display(),
-                    tail.join("\n")
-                )
-            }
-            Err(e) => format!("--- no log at {}: {e} ---", path.display()),
-        }
+        log_tail(&self.data_dir.join(LOG_FILE))
     }
 
     /// Starts postgres on `data_dir` and waits until it accepts connections, retrying on a
@@ -346,7 +328,8 @@ impl PgServer {
 
     fn spawn(name: &str, data_dir: PathBuf, socket_dir: &Path, owner: RunAs) -> PgServer {
         let port = free_port();
-        let log = open_log(&data_dir, owner);
+        // Truncated: a replica's data directory holds a copy of the primary's log.
+        let log = create_log(&data_dir.join(LOG_FILE), owner);
         let mut command = owner.command(&bin("postgres"), socket_dir);
         command
             .arg("-D")
@@ -529,20 +512,6 @@ async fn reserve_slots(primary: &PgServer, names: &[String]) {
     }
 }
 
-/// Runs a set-up program to completion; panics with its output if it fails.
-fn run(mut command: Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {command:?}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-}
-
 fn append(path: &Path, text: &str) {
     let mut file = OpenOptions::new()
         .append(true)
@@ -550,30 +519,4 @@ fn append(path: &Path, text: &str) {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     file.write_all(text.as_bytes())
         .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
-}
-
-/// Creates (or truncates) the server's log; a replica's data directory holds a copy of the primary's.
-fn open_log(data_dir: &Path, owner: RunAs) -> File {
-    let path = data_dir.join(LOG_FILE);
-    let log = File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    owner.chown(&path);
-    log
-}
-
-/// `<prefix>_<n>`, with the prefix folded to lower-case letters, digits and `_`, kept well
-/// under PostgreSQL's 63-byte limit on names.
-fn unique_database_name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    let prefix: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(48)
-        .collect();
-    format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

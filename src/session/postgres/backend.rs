@@ -12,7 +12,7 @@ use super::SessionError;
 use super::scan::Prepared;
 use crate::metrics::BackendMetrics;
 use crate::net::Stream;
-use crate::pool::BackendConn;
+use crate::pool::postgres::BackendConn;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, tag};
 

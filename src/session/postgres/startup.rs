@@ -8,7 +8,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Context, SessionError};
+use super::SessionError;
 use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
 use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
@@ -16,6 +16,7 @@ use crate::protocol::postgres::messages::{self, Severity, auth, tag};
 use crate::protocol::postgres::scram::{self, ScramServer, Verifier};
 use crate::protocol::postgres::sqlstate;
 use crate::protocol::postgres::startup::{self, MAX_STARTUP_PACKET, StartupPacket, StartupParams};
+use crate::session::Context;
 
 /// Largest password/SASL message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 10_000;

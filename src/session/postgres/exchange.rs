@@ -103,8 +103,12 @@ impl Exchange<'_> {
             if let Some(status) = ready.filter(|_| !sent.open && !sent.copy_in) {
                 return Ok(status);
             }
+            // The client is read only when more of its messages belong to this exchange: an
+            // idle poll would cost a read() per statement. A client that left is noticed when
+            // the answer is written to it.
             let waiting = self.client.buf.len() - sent.held;
-            let read_client = waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
+            let read_client =
+                (sent.open || sent.copy_in) && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
             tokio::select! {
                 read = self.client.fill(), if read_client => match read {
                     Ok(0) => return Err(SessionError::ClientGone),

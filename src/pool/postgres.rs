@@ -1,0 +1,338 @@
+//! PostgreSQL backend connections: open TCP (and TLS), send the startup message, authenticate
+//! (SCRAM-SHA-256, md5, cleartext, trust) and collect what the server announces.
+//! In session mode a session owns its connections; pooling across sessions comes later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::frontend;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Credentials;
+use crate::config::BackendTlsMode;
+use crate::net::Stream;
+use crate::protocol::postgres::frame::{self, cstr};
+use crate::protocol::postgres::messages::{self, auth, tag};
+use crate::protocol::postgres::startup::SSL_REQUEST_CODE;
+use crate::topology::{Cluster, Instance};
+
+/// Largest message accepted from a backend during startup.
+const MAX_STARTUP_MESSAGE: usize = 1 << 20;
+
+/// The key a backend hands out for CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendKey {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// An authenticated backend connection, ready for queries.
+pub struct BackendConn {
+    pub instance: Arc<Instance>,
+    pub stream: Stream,
+    /// Bytes read from the backend and not yet handled.
+    pub buf: BytesMut,
+    pub key: Option<BackendKey>,
+    /// The ParameterStatus messages of startup, whole, in order.
+    pub parameter_status: Vec<Bytes>,
+    /// NoticeResponse messages of startup, whole.
+    pub notices: Vec<Bytes>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("connect to {addr}: server refused TLS")]
+    TlsRefused { addr: String },
+    #[error("connect to {addr}: invalid host name for TLS")]
+    TlsName { addr: String },
+    #[error("connect to {addr}: server requested unsupported authentication ({detail})")]
+    UnsupportedAuth { addr: String, detail: String },
+    #[error("connect to {addr}: server requested a password, and none is configured for this user")]
+    NoPassword { addr: String },
+    #[error("connect to {addr}: SCRAM exchange failed")]
+    Scram {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: protocol violation: {detail}")]
+    Protocol { addr: String, detail: String },
+    /// The server refused with an ErrorResponse, kept whole so it can be relayed.
+    #[error("connect to {addr}: server said {code}: {message}")]
+    Server {
+        addr: String,
+        code: String,
+        message: String,
+        raw: Bytes,
+    },
+}
+
+impl ConnectError {
+    /// True when the instance itself is unreachable (not a refusal of this login).
+    pub fn instance_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Io { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::TlsRefused { .. }
+        ) || matches!(self, ConnectError::Server { code, .. } if code.starts_with("57P") || code.starts_with("08"))
+    }
+}
+
+/// Opens and authenticates a connection to `instance`, within `timeout`.
+pub async fn connect(
+    cluster: &Cluster,
+    instance: &Arc<Instance>,
+    params: &[(String, String)],
+    creds: &Credentials,
+    timeout: Duration,
+) -> Result<BackendConn, ConnectError> {
+    let addr = instance.addr.clone();
+    match tokio::time::timeout(timeout, connect_inner(cluster, instance, params, creds)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout { addr, timeout }),
+    }
+}
+
+async fn connect_inner(
+    cluster: &Cluster,
+    instance: &Arc<Instance>,
+    params: &[(String, String)],
+    creds: &Credentials,
+) -> Result<BackendConn, ConnectError> {
+    let addr = instance.addr.as_str();
+    let io = |source| ConnectError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let tcp = TcpStream::connect((instance.host.as_str(), instance.port))
+        .await
+        .map_err(io)?;
+    tcp.set_nodelay(true).map_err(io)?;
+    let mut stream = match (&cluster.tls, cluster.tls_mode) {
+        (Some(config), mode) if mode != BackendTlsMode::Disable => {
+            start_tls(tcp, Arc::clone(config), instance).await?
+        }
+        _ => Stream::Plain(tcp),
+    };
+
+    let mut out = BytesMut::new();
+    let startup = params
+        .iter()
+        .filter(|(k, _)| k != "user")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(std::iter::once(("user", creds.user.as_str())));
+    frontend::startup_message(startup, &mut out).map_err(io)?;
+    stream.write_all(&out).await.map_err(io)?;
+
+    let mut conn = BackendConn {
+        instance: Arc::clone(instance),
+        stream,
+        buf: BytesMut::with_capacity(8192),
+        key: None,
+        parameter_status: Vec::new(),
+        notices: Vec::new(),
+    };
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let msg = conn.next_message().await?;
+        let body = &msg[frame::HEADER_LEN..];
+        match msg[0] {
+            tag::AUTHENTICATION => {
+                let code = read_i32(body).ok_or_else(|| conn.protocol("short Authentication"))?;
+                let data = &body[4..];
+                out.clear();
+                match code {
+                    auth::OK => continue,
+                    auth::CLEARTEXT_PASSWORD => {
+                        let password = conn.password(creds)?;
+                        frontend::password_message(password.as_bytes(), &mut out).map_err(io)?;
+                    }
+                    auth::MD5_PASSWORD => {
+                        let password = conn.password(creds)?;
+                        let salt: [u8; 4] = data
+                            .get(..4)
+                            .and_then(|s| s.try_into().ok())
+                            .ok_or_else(|| conn.protocol("short md5 salt"))?;
+                        let hash = md5_hash(creds.user.as_bytes(), password.as_bytes(), salt);
+                        frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
+                    }
+                    auth::SASL => {
+                        let offers_scram = data
+                            .split(|&b| b == 0)
+                            .any(|m| m == SCRAM_SHA_256.as_bytes());
+                        if !offers_scram {
+                            return Err(ConnectError::UnsupportedAuth {
+                                addr: addr.to_owned(),
+                                detail: format!("SASL {}", String::from_utf8_lossy(data)),
+                            });
+                        }
+                        let password = conn.password(creds)?;
+                        let s =
+                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
+                            .map_err(io)?;
+                        scram = Some(s);
+                    }
+                    auth::SASL_CONTINUE => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
+                        s.update(data).map_err(|source| ConnectError::Scram {
+                            addr: addr.to_owned(),
+                            source,
+                        })?;
+                        frontend::sasl_response(s.message(), &mut out).map_err(io)?;
+                    }
+                    auth::SASL_FINAL => {
+                        let mut s = scram
+                            .take()
+                            .ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
+                        s.finish(data).map_err(|source| ConnectError::Scram {
+                            addr: addr.to_owned(),
+                            source,
+                        })?;
+                        continue;
+                    }
+                    other => {
+                        return Err(ConnectError::UnsupportedAuth {
+                            addr: addr.to_owned(),
+                            detail: format!("method {other}"),
+                        });
+                    }
+                }
+                conn.stream.write_all(&out).await.map_err(io)?;
+            }
+            tag::PARAMETER_STATUS => conn.parameter_status.push(msg),
+            tag::NOTICE_RESPONSE => conn.notices.push(msg),
+            tag::BACKEND_KEY_DATA => {
+                let pid = read_i32(body);
+                let secret = body.get(4..).and_then(read_i32);
+                if let (Some(pid), Some(secret)) = (pid, secret) {
+                    conn.key = Some(BackendKey { pid, secret });
+                }
+            }
+            tag::NEGOTIATE_PROTOCOL_VERSION => {}
+            tag::READY_FOR_QUERY => return Ok(conn),
+            tag::ERROR_RESPONSE => {
+                let (code, message) = messages::error_fields(body);
+                return Err(ConnectError::Server {
+                    addr: addr.to_owned(),
+                    code,
+                    message,
+                    raw: msg,
+                });
+            }
+            other => {
+                return Err(conn.protocol(&format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )));
+            }
+        }
+    }
+}
+
+async fn start_tls(
+    mut tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    instance: &Instance,
+) -> Result<Stream, ConnectError> {
+    let addr = instance.addr.as_str();
+    let io = |source| ConnectError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut request = [0u8; 8];
+    request[..4].copy_from_slice(&8i32.to_be_bytes());
+    request[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    tcp.write_all(&request).await.map_err(io)?;
+    let answer = tcp.read_u8().await.map_err(io)?;
+    if answer != b'S' {
+        return Err(ConnectError::TlsRefused {
+            addr: addr.to_owned(),
+        });
+    }
+    let name = ServerName::try_from(instance.host.clone()).map_err(|_| ConnectError::TlsName {
+        addr: addr.to_owned(),
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(io)?;
+    Ok(Stream::TlsClient(Box::new(tls)))
+}
+
+fn read_i32(b: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+impl BackendConn {
+    fn protocol(&self, detail: &str) -> ConnectError {
+        ConnectError::Protocol {
+            addr: self.instance.addr.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn password<'a>(&self, creds: &'a Credentials) -> Result<&'a str, ConnectError> {
+        creds
+            .password
+            .as_deref()
+            .ok_or_else(|| ConnectError::NoPassword {
+                addr: self.instance.addr.clone(),
+            })
+    }
+
+    /// Reads one whole message (used during startup only; the data path relays).
+    async fn next_message(&mut self) -> Result<Bytes, ConnectError> {
+        loop {
+            match frame::header(&self.buf, MAX_STARTUP_MESSAGE) {
+                Ok(Some(h)) if self.buf.len() >= h.total => {
+                    return Ok(self.buf.split_to(h.total).freeze());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.protocol(&e.to_string())),
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    addr: self.instance.addr.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(self.protocol("connection closed during startup"));
+            }
+        }
+    }
+
+    /// The name and value of each ParameterStatus from startup.
+    pub fn parameters(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.parameter_status.iter().filter_map(|m| {
+            let body = m.get(frame::HEADER_LEN..)?;
+            let (name, rest) = cstr(body)?;
+            let (value, _) = cstr(rest)?;
+            Some((name, value))
+        })
+    }
+
+    /// Drops `n` handled bytes from the read buffer.
+    pub fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+}

@@ -1,0 +1,443 @@
+//! One PostgreSQL client connection, from startup to Terminate: authenticate, open the writer
+//! connection, then route each unit of work (a query or an extended-protocol batch) to the
+//! writer or a reader and relay the answer. Session mode: the session owns one writer
+//! connection and, once it reads, one reader connection.
+
+mod backend;
+mod exchange;
+mod scan;
+mod startup;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Context;
+use crate::cancel::{CancelTarget, SessionCancel};
+use crate::metrics::{self, ErrorKind};
+use crate::pool::Credentials;
+use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
+use crate::protocol::postgres::messages::{self, Severity, tag};
+use crate::protocol::postgres::scram::ScramError;
+use crate::protocol::postgres::sqlstate;
+use crate::router::{self, Effect, SessionView, Settings, Target};
+use crate::shutdown::Shutdown;
+use crate::topology::{Cluster, pick_reader};
+use backend::Backend;
+use scan::{Scanner, Statements};
+use startup::{Client, Outcome};
+
+/// A session replays at most this many SET statements on a reader, then stays on the writer.
+const MAX_RECORDED_SETS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client connection failed")]
+    ClientIo(#[source] std::io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("client did not finish startup in time")]
+    StartupTimeout,
+    #[error("TLS handshake with client failed")]
+    Tls(#[source] std::io::Error),
+    #[error("SCRAM authentication failed")]
+    Scram(#[source] ScramError),
+    #[error("password authentication failed for user {user:?}")]
+    AuthFailed { user: String },
+    #[error("refused: {message}")]
+    Refused { code: &'static str, message: String },
+    #[error("could not open the writer connection")]
+    Connect(#[source] ConnectError),
+    #[error("lost connection to backend {addr}")]
+    BackendLost {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {addr} broke the protocol: {detail}")]
+    BackendProtocol { addr: String, detail: String },
+    #[error("switchyard is shutting down")]
+    Shutdown,
+}
+
+impl SessionError {
+    /// The FATAL error the client should see before the connection closes, if any.
+    fn client_message(&self) -> Option<(&'static str, String)> {
+        use SessionError::*;
+        Some(match self {
+            ClientGone | ClientIo(_) | Tls(_) => return None,
+            ClientProtocol(m) => (
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid message: {m}"),
+            ),
+            StartupTimeout => (
+                sqlstate::PROTOCOL_VIOLATION,
+                "startup and authentication timed out".into(),
+            ),
+            Scram(ScramError::BadProof) => (
+                sqlstate::INVALID_PASSWORD,
+                "password authentication failed".into(),
+            ),
+            Scram(e) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+            AuthFailed { .. } => (sqlstate::INVALID_PASSWORD, self.to_string()),
+            Refused { code, message } => (code, message.clone()),
+            Connect(e) => (
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                e.to_string(),
+            ),
+            BackendLost { addr, .. } => (
+                sqlstate::CONNECTION_FAILURE,
+                format!("switchyard lost its connection to the database at {addr}"),
+            ),
+            BackendProtocol { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
+            Shutdown => (sqlstate::ADMIN_SHUTDOWN, self.to_string()),
+        })
+    }
+
+    fn kind(&self) -> Option<ErrorKind> {
+        use SessionError::*;
+        match self {
+            ClientGone | Shutdown => None,
+            ClientIo(_) => Some(ErrorKind::ClientLost),
+            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
+                Some(ErrorKind::ClientProtocol)
+            }
+            Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
+            Connect(_) => Some(ErrorKind::BackendConnect),
+            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
+        }
+    }
+}
+
+/// Serves one client connection until it ends.
+pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
+    let result = serve(tcp, &ctx, shutdown).await;
+    if let Err(e) = result {
+        if let Some(kind) = e.kind() {
+            metrics::error(kind);
+        }
+        match e {
+            SessionError::ClientGone | SessionError::Shutdown => {}
+            e => {
+                tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended")
+            }
+        }
+    }
+}
+
+async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
+    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let (client, params, user) = match startup::handshake(tcp, ctx, deadline).await? {
+        Outcome::Cancel { pid, secret } => {
+            if let Err(e) = ctx.cancels.cancel(pid, secret).await {
+                tracing::warn!(error = %e, "could not forward a cancel request");
+            }
+            return Ok(());
+        }
+        Outcome::Session(session) => {
+            let startup::Authenticated {
+                client,
+                params,
+                user,
+            } = *session;
+            (client, params, user)
+        }
+    };
+    let topology = ctx.topology.load();
+    let active = &ctx.config.raw.routing.active;
+    let cluster = topology
+        .clusters
+        .get(active)
+        .cloned()
+        .ok_or_else(|| SessionError::Refused {
+            code: sqlstate::INTERNAL_ERROR,
+            message: format!("active cluster {active:?} is not in the topology"),
+        })?;
+    let registration = ctx.cancels.register();
+    let mut session = Session {
+        ctx: Arc::clone(ctx),
+        cluster,
+        client,
+        creds: Credentials {
+            user: user.backend_user.clone(),
+            password: user.backend_password.clone(),
+        },
+        params: params.params,
+        writer: None,
+        reader: None,
+        statements: Statements::default(),
+        scanner: Scanner::new(ctx.config.raw.server.max_message_bytes),
+        sets: Vec::new(),
+        view: SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        },
+        cancel: Arc::clone(&registration.cancel),
+        scratch: BytesMut::new(),
+        shutdown,
+    };
+    let _connected = metrics::client_connected();
+    let result = session.start(registration.key()).await;
+    let result = match result {
+        Ok(()) => session.serve().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        if let Some((code, message)) = e.client_message() {
+            session
+                .client
+                .send_error(Severity::Fatal, code, &message)
+                .await;
+        }
+    }
+    result
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    cluster: Arc<Cluster>,
+    client: Client,
+    creds: Credentials,
+    /// The client's startup parameters, sent to every backend connection.
+    params: Vec<(String, String)>,
+    writer: Option<Backend>,
+    reader: Option<Backend>,
+    statements: Statements,
+    scanner: Scanner,
+    /// Session SET statements, replayed in order on a reader connection.
+    sets: Vec<String>,
+    view: SessionView,
+    cancel: Arc<SessionCancel>,
+    scratch: BytesMut,
+    shutdown: Shutdown,
+}
+
+impl Session {
+    /// Opens the writer connection and finishes the client's startup with its parameters.
+    async fn start(&mut self, key: (i32, i32)) -> Result<(), SessionError> {
+        let writer = match self.connect(&Arc::clone(&self.cluster.writer)).await {
+            Ok(conn) => conn,
+            Err(ConnectError::Server {
+                raw, code, message, ..
+            }) => {
+                // The database refused this login (no such database, bad password …): say so verbatim.
+                tracing::info!(%code, %message, "writer refused the session");
+                // The session ends right after, so a failed write changes nothing.
+                let _ = self.client.stream.write_all(&raw).await;
+                return Err(SessionError::ClientGone);
+            }
+            Err(e) => return Err(SessionError::Connect(e)),
+        };
+        self.cancel.set_target(0, cancel_target(&writer));
+        let mut out = BytesMut::new();
+        messages::authentication(&mut out, messages::auth::OK, &[]);
+        for m in writer.parameter_status.iter().chain(writer.notices.iter()) {
+            out.extend_from_slice(m);
+        }
+        messages::backend_key_data(&mut out, key.0, key.1);
+        messages::ready_for_query(&mut out, b'I');
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        self.writer = Some(Backend::new(writer));
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        instance: &Arc<crate::topology::Instance>,
+    ) -> Result<BackendConn, ConnectError> {
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        loop {
+            let unit = self
+                .scanner
+                .next(&self.client.buf, &mut self.statements)
+                .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+            let Some(unit) = unit else {
+                self.idle().await?;
+                continue;
+            };
+            match unit.first_tag {
+                tag::TERMINATE => return Ok(()),
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                    // Outside COPY these are ignored, as PostgreSQL does.
+                    self.client.buf.advance(unit.end);
+                    continue;
+                }
+                _ => {}
+            }
+            self.execute(unit).await?;
+        }
+    }
+
+    /// Waits for the client's next bytes, relaying anything the writer sends meanwhile
+    /// (notifications, notices, a FATAL before it closes).
+    async fn idle(&mut self) -> Result<(), SessionError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(SessionError::ClientGone);
+        };
+        // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
+        // every idle writer would cost a read() per statement.
+        let watch_writer = self.view.pinned_to_writer;
+        tokio::select! {
+            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            read = self.client.fill() => match read {
+                Ok(0) => Err(SessionError::ClientGone),
+                Ok(_) => Ok(()),
+                Err(e) => Err(SessionError::ClientIo(e)),
+            },
+            filled = writer.fill(), if watch_writer => {
+                filled?;
+                writer.relay(&mut self.client.stream).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
+        let settings = Settings {
+            read_write_split: self.ctx.config.raw.routing.read_write_split,
+        };
+        let mut target = router::route(&unit.stmt, self.view, settings);
+        match router::effect(&unit.stmt, self.view) {
+            Effect::None => {}
+            Effect::Record => match &unit.simple_sql {
+                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.clone()),
+                _ => self.pin(),
+            },
+            Effect::Pin => self.pin(),
+        }
+        if target == Target::Reader && self.cluster.readers.is_empty() {
+            target = Target::Writer;
+        } else if target == Target::Reader && !self.prepare_reader().await? {
+            metrics::reader_fallback();
+            target = Target::Writer;
+        }
+        let result = self.exchange(target, &unit).await;
+        let status = match result {
+            Ok(status) => status,
+            Err(exchange::Failed {
+                error,
+                retryable: true,
+            }) if target == Target::Reader => {
+                tracing::warn!(error = %error, "reader failed before answering; retrying on the writer");
+                self.drop_reader(true);
+                self.exchange(Target::Writer, &unit)
+                    .await
+                    .map_err(|f| f.error)?
+            }
+            Err(failed) => return Err(failed.error),
+        };
+        self.view.in_transaction = (status != b'I').then_some(target);
+        self.scanner.recycle(unit.refs);
+        Ok(())
+    }
+
+    async fn exchange(
+        &mut self,
+        target: Target,
+        unit: &scan::Unit,
+    ) -> Result<u8, exchange::Failed> {
+        let (backend, slot) = match target {
+            Target::Writer => (self.writer.as_mut(), 0),
+            Target::Reader => (self.reader.as_mut(), 1),
+        };
+        let Some(backend) = backend else {
+            return Err(exchange::Failed {
+                error: SessionError::ClientGone,
+                retryable: false,
+            });
+        };
+        self.cancel.set_active(slot);
+        let mut ex = exchange::Exchange {
+            client: &mut self.client,
+            backend,
+            scanner: &mut self.scanner,
+            statements: &mut self.statements,
+            scratch: &mut self.scratch,
+            message_limit: self.ctx.config.raw.server.max_message_bytes,
+        };
+        ex.run(unit).await
+    }
+
+    /// Makes sure a reader connection is open and has the session's SETs; `false` when no
+    /// reader can be used now (the caller falls back to the writer).
+    async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
+        if self.reader.is_none() {
+            let now = Instant::now();
+            let retry = self.ctx.config.raw.server.backend_retry;
+            for _ in 0..self.cluster.readers.len() {
+                let Some(instance) = pick_reader(&self.cluster.readers, now, None, |n| {
+                    rand::random_range(0..n)
+                }) else {
+                    break;
+                };
+                match self.connect(&instance).await {
+                    Ok(conn) => {
+                        self.cancel.set_target(1, cancel_target(&conn));
+                        self.reader = Some(Backend::new(conn));
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::error(ErrorKind::BackendConnect);
+                        tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
+                        instance.load.mark_down(now, retry);
+                    }
+                }
+            }
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(false);
+        };
+        if reader.applied_sets < self.sets.len() {
+            let sql = self.sets[reader.applied_sets..].join(";\n");
+            match reader.run_silently(&sql, &mut self.scratch).await {
+                Ok(None) => reader.applied_sets = self.sets.len(),
+                Ok(Some(message)) => {
+                    tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
+                    self.pin();
+                    return Ok(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reader failed while replaying session settings");
+                    self.drop_reader(true);
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn pin(&mut self) {
+        self.view.pinned_to_writer = true;
+        self.drop_reader(false);
+    }
+
+    fn drop_reader(&mut self, failed: bool) {
+        if let Some(reader) = self.reader.take() {
+            if failed {
+                let retry = self.ctx.config.raw.server.backend_retry;
+                reader.conn.instance.load.mark_down(Instant::now(), retry);
+            }
+        }
+        self.cancel.set_target(1, None);
+    }
+}
+
+fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
+    conn.key.map(|key| CancelTarget {
+        host: conn.instance.host.clone(),
+        port: conn.instance.port,
+        key,
+    })
+}

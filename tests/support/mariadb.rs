@@ -1,0 +1,494 @@
+//! MariaDB for integration tests: a primary and its binlog (GTID) replicas, each server in a
+//! temp directory of its own.
+//!
+//! Every server listens on 127.0.0.1 on a free port, with its socket, data directory, temp dir
+//! and `error.log` (quoted in every start-up panic) in its directory. Every data directory,
+//! the primary's and each replica's, starts fresh from `mariadb-install-db`; replicas
+//! replicate the primary's binlog from its very first GTID, so they get the accounts [`APP`]
+//! and [`REPL`] as they get everything else. The harness logs in as `root` from 127.0.0.1
+//! without a password, an account that `mariadb-install-db` (with
+//! `--auth-root-authentication-method=normal`) creates on every server.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::thread;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+
+use super::{
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, block_on, create_log, free_port, log_tail,
+    run, unique_database_name,
+};
+
+const HOST: &str = "127.0.0.1";
+/// How long a server may take to accept connections after it is spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one readiness probe may take: a stranger on our port may accept and never answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a replica may take to start replicating or to apply something.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Start-up attempts, each on a fresh port, when another process takes the port first.
+const START_ATTEMPTS: usize = 5;
+/// Every server's directory, and the installed template's, is a `switchyard-maria.<pid>.*`.
+const DIR_KIND: &str = "switchyard-maria";
+const DATA_DIR: &str = "data";
+const TMP_DIR: &str = "tmp";
+const LOG_FILE: &str = "error.log";
+/// What mariadbd logs when another process took its port.
+const PORT_TAKEN: &str = "Address already in use";
+
+/// Password stored and checked with `mysql_native_password`; every privilege on every database
+/// except the ones that would let it write on a read-only replica (see [`create_accounts`]).
+pub const APP: Login = Login {
+    user: "app",
+    password: "app-secret",
+};
+/// `REPLICATION SLAVE`: what the replicas log in to the primary with.
+pub const REPL: Login = Login {
+    user: "repl",
+    password: "repl-secret",
+};
+/// The harness's own login, over TCP from 127.0.0.1.
+const ROOT: Login = Login {
+    user: "root",
+    password: "",
+};
+
+/// Settings that both `mariadb-install-db` and the server get: small, and no fsync per commit
+/// (the data is thrown away).
+const STORAGE: [&str; 3] = [
+    "--innodb-buffer-pool-size=32M",
+    "--innodb-log-file-size=16M",
+    "--innodb-flush-log-at-trx-commit=2",
+];
+
+/// A primary and its replicas; dropping it stops them and removes their directories.
+pub struct MariaCluster {
+    pub primary: MariaServer,
+    pub replicas: Vec<MariaServer>,
+}
+
+/// One running MariaDB server.
+pub struct MariaServer {
+    pub host: String,
+    pub port: u16,
+    /// 1 for the primary, 2, 3, … for the replicas.
+    pub server_id: u32,
+    /// `primary`, `replica1`, …
+    pub name: String,
+    /// Declared before `dir`: fields drop in order, and the server must stop before its
+    /// directory goes.
+    process: ServerProcess,
+    dir: ScratchDir,
+}
+
+impl MariaCluster {
+    /// Starts a freshly installed primary (binlog with GTIDs) and `replicas` replicas side by
+    /// side, creates the accounts on the primary, and points every replica at the primary's
+    /// binlog from its start. Returns once every server accepts connections and every replica
+    /// has applied all of the primary's binlog (the accounts included).
+    pub fn start(replicas: usize) -> MariaCluster {
+        let owner = mysql_account();
+        let mut servers = thread::scope(|scope| {
+            let starting: Vec<_> = (0..=replicas)
+                .map(|number| scope.spawn(move || MariaServer::start(number, owner)))
+                .collect();
+            let join = |handle: thread::ScopedJoinHandle<'_, MariaServer>| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            };
+            starting.into_iter().map(join).collect::<Vec<_>>()
+        });
+        let primary = servers.remove(0);
+        let cluster = MariaCluster {
+            primary,
+            replicas: servers,
+        };
+        block_on(async {
+            create_accounts(&cluster.primary).await;
+            for replica in &cluster.replicas {
+                cluster.replicate_to(replica).await;
+            }
+            cluster.wait_replicated().await;
+        });
+        cluster
+    }
+
+    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    pub fn shared() -> &'static MariaCluster {
+        static SHARED: OnceLock<MariaCluster> = OnceLock::new();
+        SHARED.get_or_init(|| MariaCluster::start(2))
+    }
+
+    /// Creates a database named after `prefix` and unique in this process ([`APP`] may do
+    /// anything in it); returns its name once every replica has it.
+    pub async fn create_database(&self, prefix: &str) -> String {
+        let name = unique_database_name(prefix);
+        let create = format!("CREATE DATABASE `{name}`");
+        let mut primary = self.admin(&self.primary).await;
+        primary
+            .query_drop(&create)
+            .await
+            .unwrap_or_else(|e| panic!("{create}: {e}"));
+        close(primary).await;
+        self.wait_replicated().await;
+        name
+    }
+
+    /// Waits until every replica has applied the primary's binlog up to its current GTID
+    /// position.
+    pub async fn wait_replicated(&self) {
+        let mut primary = self.admin(&self.primary).await;
+        let position: String = primary
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .unwrap_or_else(|e| panic!("read the primary's GTID position: {e}"))
+            .unwrap_or_default();
+        close(primary).await;
+        for replica in &self.replicas {
+            let mut conn = self.admin(replica).await;
+            let wait = "SELECT MASTER_GTID_WAIT(?, ?)";
+            let timeout = REPLICATION_TIMEOUT.as_secs();
+            let outcome: Option<i32> = conn
+                .exec_first(wait, (&position, timeout))
+                .await
+                .unwrap_or_else(|e| panic!("{wait} on {}: {e}", replica.name));
+            if outcome != Some(0) {
+                let state = match replication_threads(&mut conn).await {
+                    Ok(()) => "both replication threads run".to_string(),
+                    Err(state) => state,
+                };
+                panic!(
+                    "{} did not apply up to GTID {position} within {REPLICATION_TIMEOUT:?}: {state}\n{}",
+                    replica.name,
+                    replica.log_tail()
+                );
+            }
+            close(conn).await;
+        }
+    }
+
+    /// A connection to `server` as `root`, over TCP.
+    pub async fn admin(&self, server: &MariaServer) -> Conn {
+        Conn::new(server.opts(ROOT, None))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connect to {} as root: {e}\n{}",
+                    server.name,
+                    server.log_tail()
+                )
+            })
+    }
+
+    /// Makes `replica` replicate the primary from the start of its binlog (the replica's own
+    /// `gtid_slave_pos` is empty) and waits until both replication threads run.
+    async fn replicate_to(&self, replica: &MariaServer) {
+        let mut conn = self.admin(replica).await;
+        let change = format!(
+            "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {port},
+                MASTER_USER = '{user}', MASTER_PASSWORD = '{password}',
+                MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+            host = self.primary.host,
+            port = self.primary.port,
+            user = REPL.user,
+            password = REPL.password,
+        );
+        for statement in [change.as_str(), "START SLAVE"] {
+            conn.query_drop(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement} on {}: {e}", replica.name));
+        }
+        let mut backoff = Backoff::new(REPLICATION_TIMEOUT);
+        while let Err(state) = replication_threads(&mut conn).await {
+            if !backoff.wait().await {
+                panic!(
+                    "{} did not start replicating within {REPLICATION_TIMEOUT:?}: {state}\n{}\n{}",
+                    replica.name,
+                    replica.log_tail(),
+                    self.primary.log_tail()
+                );
+            }
+        }
+        close(conn).await;
+    }
+
+    fn servers_mut(&mut self) -> impl Iterator<Item = &mut MariaServer> {
+        std::iter::once(&mut self.primary).chain(&mut self.replicas)
+    }
+}
+
+impl Drop for MariaCluster {
+    fn drop(&mut self) {
+        // Every server is asked first, so they shut down in parallel.
+        self.servers_mut()
+            .for_each(|server| server.process.request_stop());
+        self.servers_mut()
+            .for_each(|server| server.process.wait_stopped());
+        // Then each server's `dir` removes its directory.
+    }
+}
+
+impl MariaServer {
+    /// Connection options for `login` over TCP (never the socket), to database `db` if given.
+    pub fn opts(&self, login: Login, db: Option<&str>) -> OptsBuilder {
+        tcp_opts(self.port, login, db)
+    }
+
+    /// The server's process id (for fault tests that kill it).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// The last lines of the server's error log, with a header naming the file.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.path().join(LOG_FILE))
+    }
+
+    /// Server `number` 0 is the primary, the rest are read-only replicas: copies a freshly
+    /// installed data directory and starts mariadbd on it, retrying on a fresh port when
+    /// another process took the one it was given.
+    fn start(number: usize, owner: RunAs) -> MariaServer {
+        let name = match number {
+            0 => "primary".to_string(),
+            n => format!("replica{n}"),
+        };
+        let server_id = number as u32 + 1;
+        let dir = ScratchDir::new(DIR_KIND, owner);
+        copy_installed(dir.path(), owner);
+        for attempt in 1..=START_ATTEMPTS {
+            let port = free_port();
+            let mut process = spawn(dir.path(), port, server_id, number > 0, owner);
+            let log = dir.path().join(LOG_FILE);
+            match block_on(wait_accepting(&mut process, port)) {
+                Ok(()) => {
+                    return MariaServer {
+                        host: HOST.to_string(),
+                        port,
+                        server_id,
+                        name,
+                        process,
+                        dir,
+                    };
+                }
+                Err(_) if attempt < START_ATTEMPTS && lost_port(&mut process, &log) => {
+                    eprintln!("{name}: port {port} was taken; retrying on another");
+                }
+                Err(why) => panic!(
+                    "{name} did not start on port {port}: {why}\n{}",
+                    log_tail(&log)
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+}
+
+/// mariadbd refuses to run as root without `--user`, and `--user=mysql` would make it switch
+/// accounts itself after exec, which clears the parent-death signal (see
+/// `support::tie_to_this_process`). So, like PostgreSQL, it runs as its own account from the
+/// moment it is spawned, and gets no `--user`.
+fn mysql_account() -> RunAs {
+    static ACCOUNT: OnceLock<RunAs> = OnceLock::new();
+    *ACCOUNT.get_or_init(|| RunAs::account("mysql"))
+}
+
+/// The path of a MariaDB program, as Debian's packages install them.
+fn program(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("MariaDB program {name} not found in /usr/sbin or /usr/bin; run scripts/install-deps.sh")
+        })
+}
+
+/// Where a server keeps its data and its temporary files, for `mariadb-install-db` and mariadbd.
+///
+/// The temp dir must be the server's own: at start-up mariadbd deletes every `#sql*` file in
+/// its temp dir, which are other servers' temporary tables when they share one (with the
+/// default, /tmp, servers starting side by side fail at random).
+fn directories(dir: &Path) -> [String; 2] {
+    let [data, tmp] = [DATA_DIR, TMP_DIR].map(|name| dir.join(name).display().to_string());
+    [format!("--datadir={data}"), format!("--tmpdir={tmp}")]
+}
+
+/// Gives the server in `dir` a data directory fresh from `mariadb-install-db`: a copy of one
+/// installed once per process, since installing takes a second or more and copying a tenth
+/// of that. (MariaDB keeps no server identity in its data directory, so copies may replicate.)
+fn copy_installed(dir: &Path, owner: RunAs) {
+    static INSTALLED: OnceLock<ScratchDir> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        let installed = ScratchDir::new(DIR_KIND, owner);
+        install(installed.path(), owner);
+        installed
+    });
+    let mut copy = owner.command(Path::new("cp"), dir);
+    copy.arg("-a")
+        .arg(installed.path().join(DATA_DIR))
+        .arg(dir.join(DATA_DIR));
+    run(copy, "copy the installed data directory");
+    create_dir(&dir.join(TMP_DIR), owner);
+}
+
+fn install(dir: &Path, owner: RunAs) {
+    create_dir(&dir.join(TMP_DIR), owner);
+    let mut command = owner.command(&program("mariadb-install-db"), dir);
+    command.arg("--no-defaults").args(directories(dir));
+    command.args([
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+        "--skip-name-resolve",
+    ]);
+    command.args(STORAGE);
+    run(command, "mariadb-install-db");
+}
+
+fn create_dir(path: &Path, owner: RunAs) {
+    fs::create_dir(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    owner.chown(path);
+}
+
+fn spawn(dir: &Path, port: u16, server_id: u32, read_only: bool, owner: RunAs) -> ServerProcess {
+    let mariadbd = program("mariadbd");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut command = owner.command(&mariadbd, dir);
+    command.arg("--no-defaults").args(directories(dir)); // --no-defaults must come first
+    command.args([
+        format!("--socket={}", path("sock")),
+        format!("--log-error={}", path(LOG_FILE)),
+        format!("--port={port}"),
+        format!("--server-id={server_id}"),
+        format!("--read-only={}", u8::from(read_only)),
+    ]);
+    command.args([
+        "--bind-address=127.0.0.1",
+        "--skip-name-resolve",
+        "--max-connections=300",
+        "--log-bin=mariadb-bin",
+        "--relay-log=relay-bin",
+        "--binlog-format=ROW",
+        "--log-slave-updates",
+        "--gtid-strict-mode=1",
+    ]);
+    command.args(STORAGE);
+    // What mariadbd prints before it opens --log-error (bad options, say) goes to the same file.
+    let log = create_log(&dir.join(LOG_FILE), owner);
+    let log_err = log
+        .try_clone()
+        .expect("duplicate the server log's file handle");
+    command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+    // SIGTERM: clean shutdown. SIGKILL if we die: mariadbd is one process with no children to
+    // orphan, and its data is thrown away, so there is nothing a clean shutdown would save.
+    ServerProcess::spawn(command, libc::SIGTERM, libc::SIGKILL)
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", mariadbd.display()))
+}
+
+fn tcp_opts(port: u16, login: Login, db: Option<&str>) -> OptsBuilder {
+    let password = (!login.password.is_empty()).then_some(login.password);
+    OptsBuilder::default()
+        .ip_or_hostname(HOST)
+        .tcp_port(port)
+        .user(Some(login.user))
+        .pass(password)
+        .db_name(db)
+        // Else mysql_async, seeing a loopback address, reconnects through the server's socket.
+        .prefer_socket(false)
+}
+
+/// Polls by connecting until the server accepts connections, exits, or [`READY_TIMEOUT`] passes.
+async fn wait_accepting(process: &mut ServerProcess, port: u16) -> Result<(), String> {
+    let opts = tcp_opts(port, ROOT, None);
+    let mut backoff = Backoff::new(READY_TIMEOUT);
+    loop {
+        if !process.is_running() {
+            return Err(format!("mariadbd exited ({})", process.describe_exit()));
+        }
+        let probe = match tokio::time::timeout(PROBE_TIMEOUT, Conn::new(opts.clone())).await {
+            Ok(Ok(conn)) => {
+                close(conn).await;
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+        };
+        if !backoff.wait().await {
+            return Err(format!(
+                "not accepting connections after {READY_TIMEOUT:?}: {probe}"
+            ));
+        }
+    }
+}
+
+fn lost_port(process: &mut ServerProcess, log: &Path) -> bool {
+    // Exited first, so that the log is complete when read.
+    !process.is_running() && fs::read_to_string(log).is_ok_and(|log| log.contains(PORT_TAKEN))
+}
+
+/// Creates [`APP`] and [`REPL`] on the primary; its binlog carries them to the replicas.
+///
+/// `ALL` includes `SUPER`, and in MariaDB 10.11 `SUPER` includes `READ_ONLY ADMIN`, which lets
+/// an account write on a `read_only` server; both are revoked so that [`APP`], like an
+/// application's account, cannot write on a replica.
+async fn create_accounts(primary: &MariaServer) {
+    let mut conn = Conn::new(primary.opts(ROOT, None))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the new primary: {e}\n{}", primary.log_tail()));
+    let statements = [
+        format!(
+            "CREATE USER '{}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{}')",
+            APP.user, APP.password
+        ),
+        format!("GRANT ALL ON *.* TO '{}'@'%'", APP.user),
+        format!(
+            "REVOKE SUPER, READ_ONLY ADMIN ON *.* FROM '{}'@'%'",
+            APP.user
+        ),
+        format!(
+            "CREATE USER '{}'@'{HOST}' IDENTIFIED BY '{}'",
+            REPL.user, REPL.password
+        ),
+        format!("GRANT REPLICATION SLAVE ON *.* TO '{}'@'{HOST}'", REPL.user),
+    ];
+    for statement in &statements {
+        conn.query_drop(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    close(conn).await;
+}
+
+/// Says goodbye to the server: a `Conn` merely dropped at the end of a [`block_on`] never does,
+/// and the server logs an "Aborted connection" warning for each.
+async fn close(conn: Conn) {
+    conn.disconnect().await.ok(); // nothing to do if the server went first
+}
+
+/// `Ok` when a replica's IO and SQL threads both run; else what `SHOW SLAVE STATUS` says.
+async fn replication_threads(conn: &mut Conn) -> Result<(), String> {
+    let row: Option<Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(|e| format!("SHOW SLAVE STATUS failed: {e}"))?;
+    let row = row.ok_or("not a replica (SHOW SLAVE STATUS is empty)")?;
+    let field = |name: &str| {
+        row.get_opt::<String, _>(name)
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let (io, sql) = (field("Slave_IO_Running"), field("Slave_SQL_Running"));
+    if io == "Yes" && sql == "Yes" {
+        return Ok(());
+    }
+    Err(format!(
+        "IO thread {io}, SQL thread {sql}; last IO error: {:?}; last SQL error: {:?}",
+        field("Last_IO_Error"),
+        field("Last_SQL_Error"),
+    ))
+}
