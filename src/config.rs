@@ -264,12 +264,6 @@ pub fn validate(
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
-    if raw.server.protocol == Protocol::Mysql {
-        problem(
-            "server.protocol".into(),
-            "\"mysql\" is not supported by this build yet; use \"postgres\"".into(),
-        );
-    }
     match (&raw.server.tls_cert, &raw.server.tls_key) {
         (Some(cert), Some(key)) => {
             for (key_path, file) in [("server.tls_cert", cert), ("server.tls_key", key)] {

@@ -54,10 +54,13 @@ pub enum Effect {
 
 pub fn effect(stmt: &Statement, session: SessionView) -> Effect {
     match stmt.class {
-        Class::Pin | Class::Autocommit(false) => Effect::Pin,
+        Class::Pin => Effect::Pin,
         // Inside a transaction a SET may be rolled back: replaying it could be wrong.
         Class::SessionSet if session.in_transaction.is_some() => Effect::Pin,
-        Class::SessionSet | Class::Autocommit(true) => Effect::Record,
+        Class::SessionSet => Effect::Record,
+        // autocommit=0 opens a transaction on the writer, which the server's status flags
+        // report after every statement until autocommit is set back; nothing to replay.
+        Class::Autocommit(_) => Effect::None,
         _ => Effect::None,
     }
 }

@@ -1,6 +1,7 @@
 //! Backend connections for each protocol: connect, TLS, authenticate. In session mode a
 //! session owns its connections; pooling across sessions comes later.
 
+pub mod mysql;
 pub mod postgres;
 
 /// Who to log in as on the backend.

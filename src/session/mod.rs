@@ -1,6 +1,7 @@
 //! Client sessions: one task per client connection, for each wire protocol, and the
 //! context they all share.
 
+pub mod mysql;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -57,7 +58,6 @@ impl Context {
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     match ctx.config.raw.server.protocol {
         Protocol::Postgres => postgres::run(tcp, ctx, shutdown).await,
-        // validate() refuses "mysql" until its session exists.
-        Protocol::Mysql => drop(tcp),
+        Protocol::Mysql => mysql::run(tcp, ctx, shutdown).await,
     }
 }

@@ -14,6 +14,7 @@ use switchyard::shutdown::{self, Trigger};
 use switchyard::topology::{Topology, TopologyHandle};
 use switchyard::{server, tls};
 
+use super::mariadb::MariaCluster;
 use super::postgres::PgCluster;
 
 pub const ADMIN_TOKEN: &str = "test-token";
@@ -67,6 +68,43 @@ password = "plain-secret"
 [[users]]
 name = "trustuser"
 auth = "trust"
+
+[clusters.main]
+writer = "{}:{}"
+readers = [{}]
+
+[routing]
+active = "main"
+"#,
+        cluster.primary.host,
+        cluster.primary.port,
+        readers.join(", ")
+    )
+}
+
+/// The config the MySQL tests use, in front of a MariaDB `cluster`.
+pub fn mysql_config_text(cluster: &MariaCluster, server_extra: &str) -> String {
+    let readers: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| format!("\"{}:{}\"", r.host, r.port))
+        .collect();
+    format!(
+        r#"
+[server]
+protocol = "mysql"
+listen = "127.0.0.1:0"
+auth_timeout = "2s"
+max_message_bytes = 1048576
+{server_extra}
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
 
 [clusters.main]
 writer = "{}:{}"

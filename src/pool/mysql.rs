@@ -1,0 +1,301 @@
+//! MySQL backend connections: TCP (and TLS), the backend's greeting, a HandshakeResponse41
+//! carrying the client's result-shaping capabilities (so responses relay unchanged), and
+//! login with mysql_native_password or caching_sha2_password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Credentials;
+use crate::config::BackendTlsMode;
+use crate::net::Stream;
+use crate::protocol::mysql::auth::client::{BackendAuthError, ClientAuth, ClientStep};
+use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
+use crate::protocol::mysql::handshake::{self, ClientHello};
+use crate::protocol::mysql::packet::{self, write_packet};
+use crate::topology::{Cluster, Instance};
+
+/// Largest packet accepted from a backend during login.
+const MAX_LOGIN_PACKET: usize = 1 << 20;
+
+/// Capabilities that change how responses are shaped: client and backend must agree.
+pub fn shaping_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_DEPRECATE_EOF
+        | CapabilityFlags::CLIENT_SESSION_TRACK
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_IGNORE_SPACE
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+}
+
+/// What the proxy logs in with, taken from the client's handshake.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The capabilities agreed with the client.
+    pub capabilities: CapabilityFlags,
+    pub charset: u8,
+    pub max_packet_size: u32,
+    pub database: Option<Vec<u8>>,
+    pub connect_attrs: Option<Vec<u8>>,
+}
+
+/// An authenticated backend connection, ready for commands.
+pub struct MysqlConn {
+    pub instance: Arc<Instance>,
+    pub stream: Stream,
+    pub buf: BytesMut,
+    /// The backend's own connection id (for KILL QUERY).
+    pub connection_id: u32,
+    pub capabilities: CapabilityFlags,
+    pub status: StatusFlags,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("connect to {addr}: server does not offer TLS")]
+    TlsRefused { addr: String },
+    #[error("connect to {addr}: invalid host name for TLS")]
+    TlsName { addr: String },
+    #[error("connect to {addr}: protocol violation: {detail}")]
+    Protocol { addr: String, detail: String },
+    #[error("connect to {addr}: backend lacks capabilities the client negotiated: {missing:?}")]
+    Capabilities {
+        addr: String,
+        missing: CapabilityFlags,
+    },
+    #[error("connect to {addr}: login failed")]
+    Auth {
+        addr: String,
+        #[source]
+        source: BackendAuthError,
+    },
+    /// The server answered with an ERR packet, kept whole (payload) so it can be relayed.
+    #[error("connect to {addr}: server refused: {message}")]
+    Refused {
+        addr: String,
+        message: String,
+        payload: Bytes,
+    },
+}
+
+impl ConnectError {
+    /// True when the instance itself is unreachable (not a refusal of this login).
+    pub fn instance_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Io { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::TlsRefused { .. }
+        )
+    }
+}
+
+/// Opens and authenticates a connection to `instance` within `timeout`.
+pub async fn connect(
+    cluster: &Cluster,
+    instance: &Arc<Instance>,
+    login: &Login,
+    creds: &Credentials,
+    timeout: Duration,
+) -> Result<MysqlConn, ConnectError> {
+    match tokio::time::timeout(timeout, connect_inner(cluster, instance, login, creds)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout {
+            addr: instance.addr.clone(),
+            timeout,
+        }),
+    }
+}
+
+async fn connect_inner(
+    cluster: &Cluster,
+    instance: &Arc<Instance>,
+    login: &Login,
+    creds: &Credentials,
+) -> Result<MysqlConn, ConnectError> {
+    let addr = instance.addr.clone();
+    let io = |source| ConnectError::Io {
+        addr: addr.clone(),
+        source,
+    };
+    let protocol = |detail: String| ConnectError::Protocol {
+        addr: addr.clone(),
+        detail,
+    };
+    let tcp = TcpStream::connect((instance.host.as_str(), instance.port))
+        .await
+        .map_err(io)?;
+    tcp.set_nodelay(true).map_err(io)?;
+    let mut conn = MysqlConn {
+        instance: Arc::clone(instance),
+        stream: Stream::Plain(tcp),
+        buf: BytesMut::with_capacity(8192),
+        connection_id: 0,
+        capabilities: CapabilityFlags::empty(),
+        status: StatusFlags::empty(),
+    };
+    let (_, greeting) = conn.read_packet().await?;
+    let greeting = handshake::parse_greeting(&greeting).map_err(|e| match e {
+        handshake::HandshakeError::ServerRefused { message, .. } => ConnectError::Refused {
+            addr: addr.clone(),
+            message,
+            payload: Bytes::new(),
+        },
+        other => protocol(other.to_string()),
+    })?;
+    conn.connection_id = greeting.connection_id;
+    conn.status = greeting.status;
+    let shaping = shaping_capabilities() & login.capabilities;
+    let missing = shaping & !greeting.capabilities;
+    if !missing.is_empty() {
+        return Err(ConnectError::Capabilities { addr, missing });
+    }
+    let mut capabilities =
+        (login.capabilities & greeting.capabilities & handshake::offered_capabilities())
+            | CapabilityFlags::CLIENT_PROTOCOL_41;
+    capabilities.remove(CapabilityFlags::CLIENT_SSL);
+
+    let mut out = BytesMut::new();
+    let mut seq = 1;
+    let tls = cluster.tls_mode != BackendTlsMode::Disable;
+    if let (true, Some(config)) = (tls, &cluster.tls) {
+        if !greeting.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
+            return Err(ConnectError::TlsRefused { addr });
+        }
+        seq = handshake::write_ssl_request(
+            &mut out,
+            capabilities,
+            login.max_packet_size,
+            login.charset,
+        );
+        conn.stream.write_all(&out).await.map_err(io)?;
+        conn = conn.into_tls(Arc::clone(config)).await?;
+        capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
+    let password = creds.password.as_deref().unwrap_or("");
+    let (mut auth, plugin, response) = ClientAuth::start(
+        password.as_bytes(),
+        tls,
+        greeting.auth_plugin.as_deref(),
+        &greeting.scramble,
+        rand::random(),
+    );
+    out.clear();
+    let hello = ClientHello {
+        capabilities,
+        max_packet_size: login.max_packet_size,
+        charset: login.charset,
+        username: creds.user.as_bytes(),
+        auth_response: &response,
+        database: login.database.as_deref(),
+        auth_plugin: plugin.name(),
+        connect_attrs: login.connect_attrs.as_deref(),
+    };
+    conn.capabilities = hello.effective_capabilities();
+    handshake::write_handshake_response(&mut out, seq, &hello);
+    conn.stream.write_all(&out).await.map_err(io)?;
+    loop {
+        let (got_seq, payload) = conn.read_packet().await?;
+        if payload.first() == Some(&header::ERR) {
+            let message = crate::protocol::mysql::messages::parse_err(&payload)
+                .map(|e| String::from_utf8_lossy(e.message).into_owned())
+                .unwrap_or_default();
+            return Err(ConnectError::Refused {
+                addr,
+                message,
+                payload,
+            });
+        }
+        if payload.first() == Some(&header::OK) && auth.is_done() {
+            return Ok(conn);
+        }
+        match auth.server_packet(&payload) {
+            Ok(ClientStep::Done) => {
+                if let Ok(ok) =
+                    crate::protocol::mysql::messages::parse_ok(&payload, conn.capabilities)
+                {
+                    conn.status = ok.status;
+                }
+                return Ok(conn);
+            }
+            Ok(ClientStep::Wait) => {}
+            Ok(ClientStep::Send(data)) => {
+                out.clear();
+                write_packet(&mut out, got_seq.wrapping_add(1), &data);
+                conn.stream.write_all(&out).await.map_err(io)?;
+            }
+            Err(source) => return Err(ConnectError::Auth { addr, source }),
+        }
+    }
+}
+
+impl MysqlConn {
+    fn protocol(&self, detail: String) -> ConnectError {
+        ConnectError::Protocol {
+            addr: self.instance.addr.clone(),
+            detail,
+        }
+    }
+
+    /// Reads one whole packet during login: (sequence id, payload).
+    async fn read_packet(&mut self) -> Result<(u8, Bytes), ConnectError> {
+        loop {
+            match packet::packet(&self.buf, MAX_LOGIN_PACKET) {
+                Ok(Some((h, _))) => {
+                    let total = h.len + packet::HEADER_LEN;
+                    let mut whole = self.buf.split_to(total);
+                    whole.advance(packet::HEADER_LEN);
+                    return Ok((h.seq, whole.freeze()));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    addr: self.instance.addr.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(self.protocol("connection closed during login".into()));
+            }
+        }
+    }
+
+    async fn into_tls(self, config: Arc<rustls::ClientConfig>) -> Result<MysqlConn, ConnectError> {
+        let addr = self.instance.addr.clone();
+        let name = ServerName::try_from(self.instance.host.clone())
+            .map_err(|_| ConnectError::TlsName { addr: addr.clone() })?;
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(ConnectError::Protocol {
+                addr,
+                detail: "TLS started twice".into(),
+            });
+        };
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        Ok(MysqlConn {
+            stream: Stream::TlsClient(Box::new(tls)),
+            ..self
+        })
+    }
+}

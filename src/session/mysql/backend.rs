@@ -1,0 +1,265 @@
+//! One MySQL backend connection as a session uses it: send a command, relay its response
+//! packet by packet (bytes unchanged, except the statement id of a prepare-OK, which is
+//! the proxy's), forward LOCAL INFILE data, and run commands silently for replays.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::SessionError;
+use super::startup::Client;
+use crate::metrics::BackendMetrics;
+use crate::pool::mysql::MysqlConn;
+use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags};
+use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
+use crate::protocol::mysql::response::{Prepared, Response, Step};
+
+/// One physical packet is at most 16 MiB plus its header.
+const MAX_PACKET: usize = MAX_PHYSICAL_PAYLOAD;
+
+pub struct Backend {
+    pub conn: MysqlConn,
+    pub deprecate_eof: bool,
+    /// How many recorded session replays this connection has run.
+    pub applied: usize,
+    pub metrics: BackendMetrics,
+}
+
+/// How a relayed response ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relayed {
+    pub status: Option<StatusFlags>,
+    pub prepared: Option<Prepared>,
+    pub failed: bool,
+    /// Bytes written to the client.
+    pub bytes: usize,
+}
+
+impl Backend {
+    pub fn new(conn: MysqlConn) -> Backend {
+        let i = &conn.instance;
+        let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
+        Backend {
+            deprecate_eof: conn
+                .capabilities
+                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+            conn,
+            applied: 0,
+            metrics,
+        }
+    }
+
+    fn lost(&self, source: std::io::Error) -> SessionError {
+        SessionError::BackendLost {
+            addr: self.conn.instance.addr.clone(),
+            source,
+        }
+    }
+
+    fn broken(&self, detail: String) -> SessionError {
+        SessionError::BackendProtocol {
+            addr: self.conn.instance.addr.clone(),
+            detail,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let result = self.conn.stream.write_all(bytes).await;
+        result.map_err(|e| self.lost(e))
+    }
+
+    async fn fill(&mut self) -> Result<(), SessionError> {
+        if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
+            self.conn.buf.reserve(64 * 1024);
+        }
+        match self.conn.stream.read_buf(&mut self.conn.buf).await {
+            Ok(0) => Err(self.lost(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// Relays the response to `command` to the client. A prepare-OK gets `proxy_id` as its
+    /// statement id. LOCAL INFILE data from the client is forwarded when the server asks.
+    pub async fn relay(
+        &mut self,
+        client: &mut Client,
+        command: u8,
+        proxy_id: Option<u32>,
+        scratch: &mut BytesMut,
+    ) -> Result<Relayed, SessionError> {
+        let mut response = Response::new(command, self.deprecate_eof);
+        let mut seen = Relayed::default();
+        if response.is_done() {
+            return Ok(seen);
+        }
+        // Set while the previous physical packet was a full 16 MiB one: this one continues it.
+        let mut continuing = false;
+        loop {
+            let mut pos = 0;
+            let mut run_start = 0;
+            let mut end = None;
+            loop {
+                let framed = packet::packet(&self.conn.buf[pos..], MAX_PACKET)
+                    .map_err(|e| self.broken(e.to_string()))?;
+                let Some((h, payload)) = framed else { break };
+                let total = HEADER_LEN + h.len;
+                let first_piece = !continuing;
+                continuing = h.len == MAX_PHYSICAL_PAYLOAD;
+                if !first_piece {
+                    pos += total;
+                    continue;
+                }
+                let step = response
+                    .feed(payload)
+                    .map_err(|e| self.broken(e.to_string()))?;
+                if let (Some(id), Some(p), None) = (proxy_id, response.prepared(), seen.prepared) {
+                    // The prepare-OK: hand the client the proxy's statement id.
+                    seen.prepared = Some(p);
+                    scratch.clear();
+                    scratch.extend_from_slice(&self.conn.buf[pos..pos + total]);
+                    scratch[HEADER_LEN + 1..HEADER_LEN + 5].copy_from_slice(&id.to_le_bytes());
+                    write_client(client, &self.conn.buf[run_start..pos], &mut seen).await?;
+                    write_client(client, scratch, &mut seen).await?;
+                    pos += total;
+                    run_start = pos;
+                } else {
+                    pos += total;
+                }
+                match step {
+                    Step::More => {}
+                    Step::LocalInfile => {
+                        end = Some(None);
+                        break;
+                    }
+                    Step::Done { status } => {
+                        end = Some(Some((status, false)));
+                        break;
+                    }
+                    Step::Failed { status, .. } => {
+                        end = Some(Some((status, true)));
+                        break;
+                    }
+                }
+            }
+            write_client(client, &self.conn.buf[run_start..pos], &mut seen).await?;
+            bytes::Buf::advance(&mut self.conn.buf, pos);
+            match end {
+                Some(Some((status, failed))) => {
+                    seen.status = status.or(response.status());
+                    seen.failed = failed;
+                    if seen.prepared.is_none() {
+                        seen.prepared = response.prepared();
+                    }
+                    if let Some(s) = seen.status {
+                        self.conn.status = s;
+                    }
+                    return Ok(seen);
+                }
+                Some(None) => self.forward_local_infile(client).await?,
+                None => self.fill().await?,
+            }
+        }
+    }
+
+    /// Forwards the client's LOCAL INFILE packets up to and including the empty one.
+    async fn forward_local_infile(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        loop {
+            let mut pos = 0;
+            let mut last = false;
+            while let Some((h, _)) = packet::packet(&client.buf[pos..], MAX_PACKET)
+                .map_err(|e| SessionError::ClientProtocol(e.to_string()))?
+            {
+                pos += HEADER_LEN + h.len;
+                if h.len == 0 {
+                    last = true;
+                    break;
+                }
+            }
+            let chunk = client.buf.split_to(pos);
+            self.send(&chunk).await?;
+            if last {
+                return Ok(());
+            }
+            match client.fill().await {
+                Ok(0) => return Err(SessionError::ClientGone),
+                Ok(_) => {}
+                Err(e) => return Err(SessionError::ClientIo(e)),
+            }
+        }
+    }
+
+    /// Sends a command the proxy built (sequence id 0) and reads its whole response
+    /// without relaying it. Returns how it ended, with the ERR message if it failed.
+    pub async fn run_silently(
+        &mut self,
+        command: &[u8],
+    ) -> Result<(Relayed, Option<String>), SessionError> {
+        let Some(&code) = command.get(HEADER_LEN) else {
+            return Ok((Relayed::default(), None));
+        };
+        self.send(command).await?;
+        let mut response = Response::new(code, self.deprecate_eof);
+        let mut seen = Relayed::default();
+        if response.is_done() {
+            return Ok((seen, None));
+        }
+        let mut continuing = false;
+        loop {
+            while let Some((h, payload)) = packet::packet(&self.conn.buf, MAX_PACKET)
+                .map_err(|e| self.broken(e.to_string()))?
+            {
+                let total = HEADER_LEN + h.len;
+                let first_piece = !continuing;
+                continuing = h.len == MAX_PHYSICAL_PAYLOAD;
+                let step = if first_piece {
+                    let step = response
+                        .feed(payload)
+                        .map_err(|e| self.broken(e.to_string()))?;
+                    let message = match step {
+                        Step::Failed { .. } => crate::protocol::mysql::messages::parse_err(payload)
+                            .map(|e| String::from_utf8_lossy(e.message).into_owned())
+                            .ok(),
+                        _ => None,
+                    };
+                    Some((step, message))
+                } else {
+                    None
+                };
+                bytes::Buf::advance(&mut self.conn.buf, total);
+                match step {
+                    Some((Step::Done { status }, _)) => {
+                        seen.status = status;
+                        seen.prepared = response.prepared();
+                        return Ok((seen, None));
+                    }
+                    Some((Step::Failed { .. }, message)) => {
+                        seen.failed = true;
+                        return Ok((seen, Some(message.unwrap_or_default())));
+                    }
+                    Some((Step::LocalInfile, _)) => {
+                        return Err(self.broken("LOCAL INFILE during a replayed command".into()));
+                    }
+                    _ => {}
+                }
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+async fn write_client(
+    client: &mut Client,
+    bytes: &[u8],
+    seen: &mut Relayed,
+) -> Result<(), SessionError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    client
+        .stream
+        .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    seen.bytes += bytes.len();
+    Ok(())
+}

@@ -1,0 +1,705 @@
+//! One MySQL client connection: authenticate, open the writer connection, then route each
+//! command — COM_QUERY by the SQL classifier, prepared statements by what they prepared —
+//! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
+
+mod backend;
+mod startup;
+mod statements;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Context;
+use crate::metrics::{self, ErrorKind};
+use crate::pool::Credentials;
+use crate::pool::mysql::{self as pool, ConnectError, Login};
+use crate::protocol::mysql::command::{self, Command};
+use crate::protocol::mysql::constants::command::*;
+use crate::protocol::mysql::constants::{
+    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE,
+    ER_NET_PACKETS_OUT_OF_ORDER, ER_SERVER_SHUTDOWN, ER_UNKNOWN_COM_ERROR, ErrorCode, StatusFlags,
+};
+use crate::protocol::mysql::messages::{self, OkPacket};
+use crate::protocol::mysql::packet::{self, HEADER_LEN};
+use crate::router::{self, Effect, SessionView, Settings, Target};
+use crate::shutdown::Shutdown;
+use crate::sql::{self, Class, Dialect, Statement};
+use crate::topology::{Cluster, Instance, pick_reader};
+use backend::Backend;
+use startup::Client;
+use statements::Statements;
+
+/// A session replays at most this many session-state commands on a reader.
+const MAX_REPLAYS: usize = 256;
+
+/// Connection ids the proxy hands out in its greetings.
+static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client connection failed")]
+    ClientIo(#[source] std::io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("client did not finish the handshake in time")]
+    StartupTimeout,
+    #[error("TLS handshake with client failed")]
+    Tls(#[source] std::io::Error),
+    #[error("Access denied for user '{user}' (using password: {})", if *using_password { "YES" } else { "NO" })]
+    AuthFailed { user: String, using_password: bool },
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("could not open the writer connection")]
+    Connect(#[source] ConnectError),
+    #[error("lost connection to backend {addr}")]
+    BackendLost {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {addr} broke the protocol: {detail}")]
+    BackendProtocol { addr: String, detail: String },
+    #[error("switchyard is shutting down")]
+    Shutdown,
+}
+
+impl SessionError {
+    /// The ERR the client should see before the connection closes, if any.
+    fn client_message(&self) -> Option<(ErrorCode, String)> {
+        use SessionError::*;
+        Some(match self {
+            ClientGone | ClientIo(_) | Tls(_) => return None,
+            ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
+            StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
+            AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
+            Refused { code, message } => (*code, message.clone()),
+            Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {e}")),
+            BackendLost { addr, .. } => (
+                ER_SERVER_SHUTDOWN,
+                format!("switchyard lost its connection to the database at {addr}"),
+            ),
+            BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, self.to_string()),
+            Shutdown => (
+                ER_SERVER_SHUTDOWN,
+                "Server shutdown in progress (switchyard)".into(),
+            ),
+        })
+    }
+
+    fn kind(&self) -> Option<ErrorKind> {
+        use SessionError::*;
+        match self {
+            ClientGone | Shutdown => None,
+            ClientIo(_) => Some(ErrorKind::ClientLost),
+            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
+                Some(ErrorKind::ClientProtocol)
+            }
+            AuthFailed { .. } => Some(ErrorKind::Auth),
+            Connect(_) => Some(ErrorKind::BackendConnect),
+            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
+        }
+    }
+}
+
+/// A session-state command, replayed in order on a reader connection.
+#[derive(Debug, Clone)]
+enum Replay {
+    Query(Vec<u8>),
+    InitDb(Vec<u8>),
+    SetOption(u16),
+}
+
+impl Replay {
+    fn write(&self, out: &mut BytesMut) {
+        out.clear();
+        match self {
+            Replay::Query(sql) => command::write_text_command(out, COM_QUERY, sql),
+            Replay::InitDb(schema) => command::write_text_command(out, COM_INIT_DB, schema),
+            Replay::SetOption(option) => {
+                command::write_text_command(out, COM_SET_OPTION, &option.to_le_bytes())
+            }
+        };
+    }
+}
+
+/// Serves one MySQL client connection until it ends.
+pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
+    if let Err(e) = serve(tcp, &ctx, shutdown).await {
+        if let Some(kind) = e.kind() {
+            metrics::error(kind);
+        }
+        match e {
+            SessionError::ClientGone | SessionError::Shutdown => {}
+            e => {
+                tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended")
+            }
+        }
+    }
+}
+
+async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
+    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
+    let topology = ctx.topology.load();
+    let active = &ctx.config.raw.routing.active;
+    let Some(cluster) = topology.clusters.get(active).cloned() else {
+        return Err(SessionError::Refused {
+            code: ER_HANDSHAKE_ERROR,
+            message: format!("active cluster {active:?} is not in the topology"),
+        });
+    };
+    let mut session = Session {
+        ctx: Arc::clone(ctx),
+        cluster,
+        client: auth.client,
+        creds: Credentials {
+            user: auth.user.backend_user.clone(),
+            password: auth.user.backend_password.clone(),
+        },
+        login: auth.login,
+        writer: None,
+        reader: None,
+        statements: Statements::default(),
+        replays: Vec::new(),
+        view: SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        },
+        status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        scratch: BytesMut::new(),
+        shutdown,
+    };
+    let _connected = metrics::client_connected();
+    let result = match session.start(auth.ok_seq).await {
+        Ok(()) => session.serve().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        if let Some((code, message)) = e.client_message() {
+            session
+                .client
+                .send_error(session.next_seq(), code, &message)
+                .await;
+        }
+    }
+    result
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    cluster: Arc<Cluster>,
+    client: Client,
+    creds: Credentials,
+    login: Login,
+    writer: Option<Backend>,
+    reader: Option<Backend>,
+    statements: Statements,
+    replays: Vec<Replay>,
+    view: SessionView,
+    /// The status flags of the last response, for the proxy's own OK packets.
+    status: StatusFlags,
+    scratch: BytesMut,
+    shutdown: Shutdown,
+}
+
+impl Session {
+    /// Sequence id for an error sent when the session ends (after a command: 1).
+    fn next_seq(&self) -> u8 {
+        if self.writer.is_some() { 1 } else { 2 }
+    }
+
+    async fn connect(
+        &self,
+        instance: &Arc<Instance>,
+    ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
+    }
+
+    /// Opens the writer connection and ends the client's login with OK (or the writer's ERR).
+    async fn start(&mut self, ok_seq: u8) -> Result<(), SessionError> {
+        let writer = match self.connect(&Arc::clone(&self.cluster.writer)).await {
+            Ok(conn) => conn,
+            Err(ConnectError::Refused {
+                payload, message, ..
+            }) if !payload.is_empty() => {
+                tracing::info!(%message, "writer refused the session");
+                let mut out = BytesMut::new();
+                packet::write_packet(&mut out, ok_seq, &payload);
+                // The session ends right after, so a failed write changes nothing.
+                let _ = self.client.stream.write_all(&out).await;
+                return Err(SessionError::ClientGone);
+            }
+            Err(e) => return Err(SessionError::Connect(e)),
+        };
+        self.status = writer.status;
+        let mut out = BytesMut::new();
+        let ok = OkPacket {
+            status: self.status,
+            ..OkPacket::default()
+        };
+        messages::ok_packet(&mut out, ok_seq, &ok, false);
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        self.writer = Some(Backend::new(writer));
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let max = self.ctx.config.raw.server.max_message_bytes;
+        loop {
+            let logical = packet::logical(&self.client.buf, max).map_err(|e| match e {
+                packet::FrameError::TooLarge { .. } => SessionError::Refused {
+                    code: ER_NET_PACKET_TOO_LARGE,
+                    message: "Got a packet bigger than 'max_allowed_packet' bytes (switchyard max_message_bytes)".into(),
+                },
+                other => SessionError::ClientProtocol(other.to_string()),
+            })?;
+            let Some(logical) = logical else {
+                self.idle().await?;
+                continue;
+            };
+            let end = logical.total;
+            if logical.first_seq != 0 {
+                return Err(SessionError::Refused {
+                    code: ER_NET_PACKETS_OUT_OF_ORDER,
+                    message: "Got packets out of order".into(),
+                });
+            }
+            // The command leaves the buffer without a copy; one of 16 MiB or more is joined.
+            let whole = self.client.buf.split_to(end).freeze();
+            let joined: Vec<u8>;
+            let payload: &[u8] = if logical.is_split() {
+                joined = packet::payload_chunks(&whole).flatten().copied().collect();
+                &joined
+            } else {
+                &whole[HEADER_LEN..]
+            };
+            if !self.command(&whole, payload).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> Result<(), SessionError> {
+        tokio::select! {
+            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            read = self.client.fill() => match read {
+                Ok(0) => Err(SessionError::ClientGone),
+                Ok(_) => Ok(()),
+                Err(e) => Err(SessionError::ClientIo(e)),
+            },
+        }
+    }
+
+    /// Runs one client command (`packet`: its bytes as received; `payload`: the command);
+    /// `false` once the client quit.
+    async fn command(&mut self, packet: &[u8], payload: &[u8]) -> Result<bool, SessionError> {
+        let cmd = match command::parse_command(payload) {
+            Ok(c) => c,
+            Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
+        };
+        match cmd {
+            Command::Quit => return Ok(false),
+            Command::Ping => self.reply_ok().await?,
+            Command::Query { sql } => {
+                let stmt = classify(sql);
+                let record = Replay::Query(sql.to_vec());
+                self.routed(packet, stmt, Some(record)).await?;
+            }
+            Command::InitDb { schema } => {
+                let stmt = session_set();
+                let record = Replay::InitDb(schema.to_vec());
+                self.routed(packet, stmt, Some(record)).await?;
+            }
+            Command::SetOption { option } => {
+                self.routed(packet, session_set(), Some(Replay::SetOption(option)))
+                    .await?;
+            }
+            Command::FieldList { .. } => {
+                self.routed(packet, read_statement(), None).await?;
+            }
+            Command::Statistics => {
+                self.run_on(Target::Writer, packet, None).await?;
+            }
+            Command::ResetConnection => self.reset_connection(packet).await?,
+            Command::StmtPrepare { sql } => self.prepare(packet, sql).await?,
+            Command::StmtExecute { statement_id, .. } => {
+                self.execute(packet, payload, statement_id).await?
+            }
+            Command::StmtSendLongData { statement_id, .. } => {
+                self.send_long_data(payload, statement_id).await?
+            }
+            Command::StmtClose { statement_id } => self.close_statement(statement_id).await?,
+            Command::StmtReset { statement_id } | Command::StmtFetch { statement_id, .. } => {
+                self.statement_follow_up(payload, statement_id).await?
+            }
+            Command::ChangeUser { .. } | Command::Other { .. } => {
+                let name = payload.first().copied().unwrap_or(0);
+                let message = format!("command {name:#04x} is not supported through switchyard");
+                self.client
+                    .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
+                    .await;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn reply_ok(&mut self) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        let ok = OkPacket {
+            status: self.status,
+            ..OkPacket::default()
+        };
+        messages::ok_packet(&mut out, 1, &ok, false);
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)
+    }
+
+    /// Routes a text command by its class, records session state, runs it and relays.
+    async fn routed(
+        &mut self,
+        payload: &[u8],
+        stmt: Statement,
+        record: Option<Replay>,
+    ) -> Result<(), SessionError> {
+        let target = self.choose(&stmt).await?;
+        match router::effect(&stmt, self.view) {
+            Effect::Record => match record {
+                Some(r) if self.replays.len() < MAX_REPLAYS => self.replays.push(r),
+                _ => self.pin(),
+            },
+            Effect::Pin => self.pin(),
+            Effect::None => {}
+        }
+        self.run_on(target, payload, None).await.map(|_| ())
+    }
+
+    /// Where a statement runs now, with a reader prepared when it is one.
+    async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
+        let settings = Settings {
+            read_write_split: self.ctx.config.raw.routing.read_write_split,
+        };
+        let target = router::route(stmt, self.view, settings);
+        if target == Target::Reader && self.cluster.readers.is_empty() {
+            return Ok(Target::Writer);
+        }
+        if target == Target::Reader && !self.prepare_reader().await? {
+            metrics::reader_fallback();
+            return Ok(Target::Writer);
+        }
+        Ok(target)
+    }
+
+    fn backend(&mut self, target: Target) -> Result<&mut Backend, SessionError> {
+        let b = match target {
+            Target::Writer => self.writer.as_mut(),
+            Target::Reader => self.reader.as_mut(),
+        };
+        b.ok_or(SessionError::ClientGone)
+    }
+
+    /// Sends the client's command packet to `target` unchanged and relays the answer;
+    /// `proxy_id` rewrites a prepare-OK's statement id.
+    async fn run_on(
+        &mut self,
+        target: Target,
+        packet: &[u8],
+        proxy_id: Option<u32>,
+    ) -> Result<backend::Relayed, SessionError> {
+        self.run_packet(target, packet, proxy_id).await
+    }
+
+    /// Sends a whole command packet to `target` and relays the answer to the client.
+    async fn run_packet(
+        &mut self,
+        target: Target,
+        packet_bytes: &[u8],
+        proxy_id: Option<u32>,
+    ) -> Result<backend::Relayed, SessionError> {
+        let command = packet_bytes.get(HEADER_LEN).copied().unwrap_or(0);
+        let started = Instant::now();
+        let mut rewrite = BytesMut::new();
+        let Session {
+            client,
+            writer,
+            reader,
+            ..
+        } = self;
+        let backend = match target {
+            Target::Writer => writer.as_mut(),
+            Target::Reader => reader.as_mut(),
+        }
+        .ok_or(SessionError::ClientGone)?;
+        let load = &backend.conn.instance.load;
+        load.begin();
+        let sent = backend.send(packet_bytes).await;
+        let relayed = match sent {
+            Ok(()) => backend.relay(client, command, proxy_id, &mut rewrite).await,
+            Err(e) => Err(e),
+        };
+        backend.conn.instance.load.end();
+        let relayed = relayed?;
+        backend.metrics.queries.increment(1);
+        backend
+            .metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
+        if let Some(status) = relayed.status {
+            self.status = status;
+            let open = status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+                || !status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+            self.view.in_transaction = open.then_some(target);
+        }
+        Ok(relayed)
+    }
+
+    async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
+        let stmt = classify(sql);
+        let target = self.choose(&stmt).await?;
+        if matches!(router::effect(&stmt, self.view), Effect::Pin) {
+            self.pin();
+        }
+        let target = if self.view.pinned_to_writer && self.view.in_transaction.is_none() {
+            Target::Writer
+        } else {
+            target
+        };
+        let id = self.statements.reserve_id();
+        let relayed = self.run_on(target, packet, Some(id)).await?;
+        if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
+            self.statements
+                .insert(id, sql.to_vec(), stmt, p.num_params, target, p.statement_id);
+        }
+        Ok(())
+    }
+
+    /// Makes sure statement `id` is prepared on `target`; its backend id, or `None` (with the
+    /// error already sent to the client) when it could not be prepared there.
+    async fn ensure_prepared(
+        &mut self,
+        id: u32,
+        target: Target,
+    ) -> Result<Option<u32>, SessionError> {
+        let Some(stmt) = self.statements.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(backend_id) = stmt.backend_id(target) {
+            return Ok(Some(backend_id));
+        }
+        let mut out = BytesMut::new();
+        command::write_text_command(&mut out, COM_STMT_PREPARE, &stmt.sql);
+        let (relayed, failure) = self.backend(target)?.run_silently(&out).await?;
+        match (relayed.prepared, failure) {
+            (Some(p), None) => {
+                if let Some(stmt) = self.statements.get_mut(id) {
+                    stmt.set_backend_id(target, p.statement_id);
+                }
+                Ok(Some(p.statement_id))
+            }
+            (_, failure) => {
+                let message = failure
+                    .unwrap_or_else(|| "could not prepare the statement on this backend".into());
+                self.client
+                    .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        packet: &[u8],
+        payload: &[u8],
+        id: u32,
+    ) -> Result<(), SessionError> {
+        let Some(stmt) = self.statements.get_mut(id) else {
+            // Unknown to the proxy: the writer answers as a server would.
+            return self.run_on(Target::Writer, packet, None).await.map(|_| ());
+        };
+        let class = if stmt.long_data {
+            write_statement()
+        } else {
+            stmt.class
+        };
+        let target = self.choose(&class).await?;
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        if let Some(stmt) = self.statements.get_mut(id) {
+            statements::rewrite_execute(stmt, target, backend_id, payload, &mut out);
+            stmt.last = target;
+        }
+        let result = self.run_packet(target, &out, None).await;
+        self.scratch = out;
+        result.map(|_| ())
+    }
+
+    async fn send_long_data(&mut self, payload: &[u8], id: u32) -> Result<(), SessionError> {
+        let target = self.view.in_transaction.unwrap_or(Target::Writer);
+        if let Some(stmt) = self.statements.get_mut(id) {
+            stmt.long_data = true;
+        }
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        statements::rewrite_id(payload, backend_id, &mut out);
+        self.backend(target)?.send(&out).await
+    }
+
+    async fn close_statement(&mut self, id: u32) -> Result<(), SessionError> {
+        let Some(stmt) = self.statements.remove(id) else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        for (target, backend_id) in stmt.prepared_on() {
+            out.clear();
+            command::write_statement_command(&mut out, COM_STMT_CLOSE, backend_id);
+            if let Ok(backend) = self.backend(target) {
+                backend.send(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_RESET and COM_STMT_FETCH go where the statement last ran.
+    async fn statement_follow_up(&mut self, payload: &[u8], id: u32) -> Result<(), SessionError> {
+        let target = match self.statements.get_mut(id) {
+            Some(stmt) if stmt.backend_id(stmt.last).is_some() => stmt.last,
+            Some(_) => Target::Writer,
+            None => return self.run_on(Target::Writer, payload, None).await.map(|_| ()),
+        };
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        statements::rewrite_id(payload, backend_id, &mut out);
+        self.run_packet(target, &out, None).await.map(|_| ())
+    }
+
+    async fn reset_connection(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        self.statements.clear();
+        self.replays.clear();
+        self.view = SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        };
+        if let Some(mut reader) = self.reader.take() {
+            let mut out = BytesMut::new();
+            command::write_simple_command(&mut out, COM_RESET_CONNECTION);
+            if matches!(reader.run_silently(&out).await, Ok((_, None))) {
+                reader.applied = 0;
+                self.reader = Some(reader);
+            }
+        }
+        self.run_on(Target::Writer, packet, None).await.map(|_| ())
+    }
+
+    /// Opens a reader connection if needed and replays the session's state on it; `false`
+    /// when no reader can be used now.
+    async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
+        if self.reader.is_none() {
+            let now = Instant::now();
+            let retry = self.ctx.config.raw.server.backend_retry;
+            for _ in 0..self.cluster.readers.len() {
+                let Some(instance) = pick_reader(&self.cluster.readers, now, None, |n| {
+                    rand::random_range(0..n)
+                }) else {
+                    break;
+                };
+                match self.connect(&instance).await {
+                    Ok(conn) => {
+                        self.statements.forget_backend(Target::Reader);
+                        self.reader = Some(Backend::new(conn));
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::error(ErrorKind::BackendConnect);
+                        tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
+                        instance.load.mark_down(now, retry);
+                    }
+                }
+            }
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(false);
+        };
+        let mut out = BytesMut::new();
+        while reader.applied < self.replays.len() {
+            self.replays[reader.applied].write(&mut out);
+            match reader.run_silently(&out).await {
+                Ok((_, None)) => reader.applied += 1,
+                Ok((_, Some(message))) => {
+                    tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
+                    self.pin();
+                    return Ok(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reader failed while replaying session settings");
+                    let retry = self.ctx.config.raw.server.backend_retry;
+                    reader.conn.instance.load.mark_down(Instant::now(), retry);
+                    self.reader = None;
+                    self.statements.forget_backend(Target::Reader);
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn pin(&mut self) {
+        self.view.pinned_to_writer = true;
+        if self.reader.take().is_some() {
+            self.statements.forget_backend(Target::Reader);
+        }
+    }
+}
+
+fn classify(sql: &[u8]) -> Statement {
+    match std::str::from_utf8(sql) {
+        Ok(text) => sql::classify(text, Dialect::MySql),
+        // Text the classifier cannot read is not provably a read.
+        Err(_) => write_statement(),
+    }
+}
+
+fn write_statement() -> Statement {
+    Statement {
+        class: Class::Write,
+        hint: None,
+        count: 1,
+    }
+}
+
+fn read_statement() -> Statement {
+    Statement {
+        class: Class::Read,
+        hint: None,
+        count: 1,
+    }
+}
+
+fn session_set() -> Statement {
+    Statement {
+        class: Class::SessionSet,
+        hint: None,
+        count: 1,
+    }
+}

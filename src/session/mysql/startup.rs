@@ -1,0 +1,294 @@
+//! The client's side of a MySQL connection's start: the proxy's greeting, the TLS upgrade,
+//! the HandshakeResponse41, and password authentication against the configured users.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::SessionError;
+use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
+use crate::net::Stream;
+use crate::pool::mysql::Login;
+use crate::protocol::mysql::auth::Plugin;
+use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
+use crate::protocol::mysql::constants::{
+    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode, StatusFlags, UTF8MB4_GENERAL_CI,
+};
+use crate::protocol::mysql::handshake::{self, ClientReply, Greeting};
+use crate::protocol::mysql::messages;
+use crate::protocol::mysql::packet;
+use crate::session::Context;
+
+/// The version the proxy announces; clients read the leading number to pick features.
+pub const SERVER_VERSION: &str = "8.0.36-switchyard";
+
+/// Largest packet accepted before the client is authenticated.
+const MAX_LOGIN_PACKET: usize = 64 * 1024;
+
+/// A client connection: its stream, unread bytes and the capabilities agreed with it.
+pub struct Client {
+    pub stream: Stream,
+    pub buf: BytesMut,
+    pub capabilities: CapabilityFlags,
+}
+
+impl Client {
+    /// Reads more bytes; `Ok(0)` means the client closed the connection.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Sends an ERR packet the proxy made (best effort: the client may be gone).
+    pub async fn send_error(&mut self, seq: u8, error: ErrorCode, message: &str) {
+        let mut out = BytesMut::new();
+        let caps = self.capabilities | CapabilityFlags::CLIENT_PROTOCOL_41;
+        messages::err_packet(&mut out, seq, caps, error, message);
+        if let Err(e) = self.stream.write_all(&out).await {
+            tracing::debug!(error = %e, "could not send an error to the client");
+        }
+    }
+
+    /// Reads one physical packet before `deadline`: (sequence id, payload).
+    async fn read_packet(&mut self, deadline: Instant) -> Result<(u8, Bytes), SessionError> {
+        loop {
+            let found = packet::packet(&self.buf, MAX_LOGIN_PACKET)
+                .map_err(|e| SessionError::ClientProtocol(e.to_string()))?
+                .map(|(h, _)| h);
+            if let Some(h) = found {
+                let mut whole = self.buf.split_to(packet::HEADER_LEN + h.len);
+                whole.advance(packet::HEADER_LEN);
+                return Ok((h.seq, whole.freeze()));
+            }
+            match tokio::time::timeout_at(deadline.into(), self.fill()).await {
+                Err(_) => return Err(SessionError::StartupTimeout),
+                Ok(Err(e)) => return Err(SessionError::ClientIo(e)),
+                Ok(Ok(0)) => return Err(SessionError::ClientGone),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// An authenticated client, before the OK packet.
+pub struct Authenticated {
+    pub client: Client,
+    pub user: User,
+    pub login: Login,
+    /// Sequence id of the OK packet that ends the login.
+    pub ok_seq: u8,
+}
+
+/// Greets the client and authenticates it within `deadline`.
+pub async fn handshake(
+    tcp: TcpStream,
+    ctx: &Context,
+    connection_id: u32,
+    deadline: Instant,
+) -> Result<Authenticated, SessionError> {
+    let client = Client {
+        stream: Stream::Plain(tcp),
+        buf: BytesMut::with_capacity(1024),
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
+    };
+    match authenticate(client, ctx, connection_id, deadline).await {
+        Ok(done) => Ok(done),
+        Err(Failure {
+            error,
+            seq,
+            client: Some(mut c),
+        }) => {
+            if let Some((code, message)) = error.client_message() {
+                c.send_error(seq, code, &message).await;
+            }
+            Err(error)
+        }
+        Err(Failure { error, .. }) => Err(error),
+    }
+}
+
+struct Failure {
+    error: SessionError,
+    seq: u8,
+    /// The client to tell, when the connection is still usable.
+    client: Option<Client>,
+}
+
+async fn authenticate(
+    mut c: Client,
+    ctx: &Context,
+    connection_id: u32,
+    deadline: Instant,
+) -> Result<Authenticated, Failure> {
+    let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
+    let server = &ctx.config.raw.server;
+    let tls = ctx
+        .tls
+        .clone()
+        .filter(|_| server.tls_mode != ClientTlsMode::Disable);
+    let mut offered = handshake::offered_capabilities();
+    if tls.is_some() {
+        offered |= CapabilityFlags::CLIENT_SSL;
+    }
+    let scramble = handshake::new_scramble(&mut rand::rng());
+    let mut out = BytesMut::new();
+    handshake::write_greeting(
+        &mut out,
+        &Greeting {
+            server_version: SERVER_VERSION,
+            connection_id,
+            scramble,
+            capabilities: offered,
+            charset: UTF8MB4_GENERAL_CI,
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            auth_plugin: Plugin::MysqlNativePassword.name(),
+        },
+    );
+    if let Err(e) = c.stream.write_all(&out).await {
+        return Err(fail(SessionError::ClientIo(e), 0, None));
+    }
+    let (mut seq, mut payload) = match c.read_packet(deadline).await {
+        Ok(p) => p,
+        Err(e) => return Err(fail(e, 0, Some(c))),
+    };
+    let mut reply = match handshake::parse_client_reply(&payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(fail(
+                SessionError::ClientProtocol(e.to_string()),
+                seq.wrapping_add(1),
+                Some(c),
+            ));
+        }
+    };
+    if let (ClientReply::SslRequest(_), Some(config)) = (&reply, &tls) {
+        c = match upgrade(c, Arc::clone(config), deadline).await {
+            Ok(c) => c,
+            Err(e) => return Err(fail(e, 0, None)),
+        };
+        (seq, payload) = match c.read_packet(deadline).await {
+            Ok(p) => p,
+            Err(e) => return Err(fail(e, 0, Some(c))),
+        };
+        reply = match handshake::parse_client_reply(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(fail(
+                    SessionError::ClientProtocol(e.to_string()),
+                    seq.wrapping_add(1),
+                    Some(c),
+                ));
+            }
+        };
+    }
+    let ClientReply::Handshake(hello) = reply else {
+        return Err(fail(
+            SessionError::ClientProtocol("TLS requested but not offered".into()),
+            seq.wrapping_add(1),
+            Some(c),
+        ));
+    };
+    c.capabilities = hello.head.capabilities & offered;
+    let is_tls = c.stream.is_tls();
+    let mut next = seq.wrapping_add(1);
+    if server.tls_mode == ClientTlsMode::Require && !is_tls {
+        let e = SessionError::Refused {
+            code: ER_ACCESS_DENIED_ERROR,
+            message: "switchyard requires TLS (--ssl-mode=REQUIRED)".into(),
+        };
+        return Err(fail(e, next, Some(c)));
+    }
+    let name = String::from_utf8_lossy(hello.username).into_owned();
+    let denied = |using_password: bool| SessionError::AuthFailed {
+        user: name.clone(),
+        using_password,
+    };
+    let using_password = !hello.auth_response.is_empty();
+    let Some(user) = ctx.config.user(&name).cloned() else {
+        return Err(fail(denied(using_password), next, Some(c)));
+    };
+    if user.auth != AuthMethod::Trust {
+        let Secret::Plain(password) = &user.secret else {
+            return Err(fail(denied(using_password), next, Some(c)));
+        };
+        let credential = Credential {
+            plugin: Plugin::MysqlNativePassword,
+            password: password.as_bytes().to_vec(),
+        };
+        let switch = handshake::new_scramble(&mut rand::rng());
+        let mut auth = ServerAuth::new(credential, scramble, switch, is_tls);
+        let mut step = auth.start(hello.auth_plugin, hello.auth_response);
+        loop {
+            match step {
+                Ok(ServerStep::Accepted { before_ok }) => {
+                    if let Some(request) = before_ok {
+                        out.clear();
+                        next = request.write(&mut out, next);
+                        if let Err(e) = c.stream.write_all(&out).await {
+                            return Err(fail(SessionError::ClientIo(e), 0, None));
+                        }
+                    }
+                    break;
+                }
+                Ok(ServerStep::Send(request)) => {
+                    out.clear();
+                    request.write(&mut out, next);
+                    if let Err(e) = c.stream.write_all(&out).await {
+                        return Err(fail(SessionError::ClientIo(e), 0, None));
+                    }
+                    let (s, answer) = match c.read_packet(deadline).await {
+                        Ok(p) => p,
+                        Err(e) => return Err(fail(e, 0, Some(c))),
+                    };
+                    next = s.wrapping_add(1);
+                    step = auth.client_packet(&answer);
+                }
+                Err(e) => {
+                    let error = SessionError::Refused {
+                        code: e.error_code(),
+                        message: format!("Access denied for user '{name}' ({e})"),
+                    };
+                    return Err(fail(error, next, Some(c)));
+                }
+            }
+        }
+    }
+    let login = Login {
+        capabilities: c.capabilities - CapabilityFlags::CLIENT_SSL,
+        charset: hello.head.charset,
+        max_packet_size: hello.head.max_packet_size,
+        database: hello.database.filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
+        connect_attrs: hello.connect_attrs.map(<[u8]>::to_vec),
+    };
+    Ok(Authenticated {
+        client: c,
+        user,
+        login,
+        ok_seq: next,
+    })
+}
+
+async fn upgrade(
+    client: Client,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Instant,
+) -> Result<Client, SessionError> {
+    let Stream::Plain(tcp) = client.stream else {
+        return Err(SessionError::ClientProtocol("TLS requested twice".into()));
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+    match tokio::time::timeout_at(deadline.into(), accept).await {
+        Err(_) => Err(SessionError::StartupTimeout),
+        Ok(Err(e)) => Err(SessionError::Tls(e)),
+        Ok(Ok(tls)) => Ok(Client {
+            stream: Stream::TlsServer(Box::new(tls)),
+            buf: client.buf,
+            capabilities: client.capabilities,
+        }),
+    }
+}
