@@ -160,9 +160,10 @@ mod tests {
         assert_eq!(effect(&stmt(Class::SessionSet, None), in_tx), Effect::Pin);
         assert_eq!(effect(&stmt(Class::Pin, None), IDLE), Effect::Pin);
         assert_eq!(effect(&stmt(Class::Read, None), IDLE), Effect::None);
+        // autocommit=0 is followed through the server's status flags, not pinned.
         assert_eq!(
             effect(&stmt(Class::Autocommit(false), None), IDLE),
-            Effect::Pin
+            Effect::None
         );
     }
 }
