@@ -88,6 +88,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
                     "role": i.role.as_str(),
                     "in_flight": i.load.in_flight(),
                     "down": i.load.is_down(std::time::Instant::now()),
+                    "state": i.load.status().as_str(),
                 })
             };
             let readers: Vec<_> = c.readers.iter().map(|r| instance(r)).collect();

@@ -75,14 +75,19 @@ pub struct AdminConfig {
     pub token_env: Option<String>,
 }
 
-/// How the proxy checks a client's password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// How the proxy checks a client's password. Each protocol has its own methods; `trust`
+/// works with both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum AuthMethod {
-    #[default]
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "md5")]
     Md5,
+    #[serde(rename = "mysql_native_password")]
+    MysqlNativePassword,
+    #[serde(rename = "caching_sha2_password")]
+    CachingSha2Password,
+    #[serde(rename = "trust")]
     Trust,
 }
 
@@ -91,7 +96,27 @@ impl AuthMethod {
         match self {
             AuthMethod::ScramSha256 => "scram-sha-256",
             AuthMethod::Md5 => "md5",
+            AuthMethod::MysqlNativePassword => "mysql_native_password",
+            AuthMethod::CachingSha2Password => "caching_sha2_password",
             AuthMethod::Trust => "trust",
+        }
+    }
+
+    /// What a user gets when `auth` is not set.
+    pub fn default_for(protocol: Protocol) -> AuthMethod {
+        match protocol {
+            Protocol::Postgres => AuthMethod::ScramSha256,
+            Protocol::Mysql => AuthMethod::MysqlNativePassword,
+        }
+    }
+
+    fn fits(self, protocol: Protocol) -> bool {
+        match self {
+            AuthMethod::Trust => true,
+            AuthMethod::ScramSha256 | AuthMethod::Md5 => protocol == Protocol::Postgres,
+            AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
+                protocol == Protocol::Mysql
+            }
         }
     }
 }
@@ -103,8 +128,8 @@ pub struct UserConfig {
     /// Plain password, or a stored verifier (`SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`).
     pub password: Option<String>,
     pub password_env: Option<String>,
-    #[serde(default)]
-    pub auth: AuthMethod,
+    /// Default: scram-sha-256 (PostgreSQL), mysql_native_password (MySQL).
+    pub auth: Option<AuthMethod>,
     /// Role used on the backend; defaults to `name`.
     pub backend_user: Option<String>,
     /// Password used on the backend; defaults to the client's password.
@@ -136,6 +161,26 @@ pub struct ClusterConfig {
     pub tls: BackendTlsMode,
     /// CA bundle (PEM) used to verify backend certificates, e.g. the RDS global bundle.
     pub ca_file: Option<PathBuf>,
+    /// Where instances come from besides `writer` and `readers` (see [`DiscoveryConfig`]).
+    pub discovery: Option<DiscoveryConfig>,
+    /// Account for health checks and the Aurora topology query; without it health checks
+    /// only test that a TCP connection opens.
+    pub monitor_user: Option<String>,
+    pub monitor_password: Option<String>,
+    pub monitor_password_env: Option<String>,
+    /// Database the monitor account connects to (PostgreSQL default: `postgres`).
+    pub monitor_database: Option<String>,
+    #[serde(
+        default = "topology_defaults::health_interval",
+        with = "humantime_serde"
+    )]
+    pub health_interval: Duration,
+    /// Consecutive failed checks before an instance is taken out of use.
+    #[serde(default = "topology_defaults::fail_after")]
+    pub fail_after: u32,
+    /// Consecutive passed checks before an instance is used (again).
+    #[serde(default = "topology_defaults::recover_after")]
+    pub recover_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,14 +403,32 @@ pub fn validate(
             Some(p) if p.starts_with("SCRAM-SHA-256$") => Secret::ScramVerifier(p),
             Some(p) => Secret::Plain(p),
         };
-        match (u.auth, &secret) {
+        let protocol = raw.server.protocol;
+        let auth = u.auth.unwrap_or(AuthMethod::default_for(protocol));
+        if !auth.fits(protocol) {
+            problem(
+                at("auth"),
+                format!(
+                    "\"{}\" is not a method of protocol {protocol:?}",
+                    auth.as_str()
+                ),
+            );
+        }
+        match (auth, &secret) {
             (AuthMethod::Trust, _) => {}
             (_, Secret::None) => problem(
                 at("password"),
                 format!(
                     "auth = \"{}\" needs password or password_env",
-                    u.auth.as_str()
+                    auth.as_str()
                 ),
+            ),
+            (
+                AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password,
+                Secret::ScramVerifier(_),
+            ) => problem(
+                at("auth"),
+                "MySQL authentication needs the plain password".into(),
             ),
             (AuthMethod::Md5, Secret::ScramVerifier(_)) => problem(
                 at("auth"),
@@ -404,7 +467,7 @@ pub fn validate(
         };
         users.push(User {
             name: u.name.clone(),
-            auth: u.auth,
+            auth,
             secret,
             backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
             backend_password,
@@ -425,6 +488,7 @@ pub fn validate(
     }
     for (name, c) in &raw.clusters {
         let at = |key: &str| format!("clusters.{name}.{key}");
+        validate_topology(name, c, env, &mut problem);
         if let Err(e) = parse_host_port(&c.writer) {
             problem(at("writer"), e);
         }
@@ -484,6 +548,202 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
         .parse()
         .map_err(|_| format!("{s:?} has an invalid port"))?;
     Ok((host.to_owned(), port))
+}
+
+/// `[clusters.NAME.discovery]`: a source that finds the cluster's instances while running.
+/// The configured `writer` is used until the first round answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    pub kind: DiscoveryKind,
+    /// `dns`: `host:port` resolved for the writer (default: the cluster's `writer`).
+    pub writer_endpoint: Option<String>,
+    /// `dns`: `host:port` whose every address is a reader.
+    pub reader_endpoint: Option<String>,
+    /// `aurora`: the topology query (default: Aurora's own view for the protocol).
+    pub query: Option<String>,
+    /// `aurora`: `host:port` of an instance, `?` standing for its server_id.
+    pub instance_pattern: Option<String>,
+    /// `aurora`: rows not updated for this long are ignored.
+    #[serde(default = "topology_defaults::stale_after", with = "humantime_serde")]
+    pub stale_after: Duration,
+    #[serde(default = "topology_defaults::interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rounds an instance must be missing before it is removed.
+    #[serde(default = "topology_defaults::drain_after")]
+    pub drain_after: u32,
+    /// DNS servers (`ip:port`); the system's when empty.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryKind {
+    Dns,
+    Aurora,
+}
+
+impl DiscoveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryKind::Dns => "dns",
+            DiscoveryKind::Aurora => "aurora",
+        }
+    }
+}
+
+mod topology_defaults {
+    use std::time::Duration;
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn fail_after() -> u32 {
+        3
+    }
+    pub fn recover_after() -> u32 {
+        2
+    }
+    pub fn stale_after() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn drain_after() -> u32 {
+        3
+    }
+}
+
+/// The monitor account's password, from `monitor_password` or `monitor_password_env`.
+pub fn monitor_password(
+    c: &ClusterConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, (&'static str, String)> {
+    match (&c.monitor_password, &c.monitor_password_env) {
+        (Some(_), Some(_)) => Err((
+            "monitor_password",
+            "set monitor_password or monitor_password_env, not both".into(),
+        )),
+        (Some(p), None) => Ok(Some(p.clone())),
+        (None, Some(var)) => match env(var) {
+            Some(p) => Ok(Some(p)),
+            None => Err((
+                "monitor_password_env",
+                format!("environment variable {var} is not set"),
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// The checks of discovery, health and monitor settings for one cluster.
+fn validate_topology(
+    name: &str,
+    c: &ClusterConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    problem: &mut dyn FnMut(String, String),
+) {
+    let at = |key: &str| format!("clusters.{name}.{key}");
+    if let Err((key, message)) = monitor_password(c, env) {
+        problem(at(key), message);
+    }
+    if c.monitor_user.is_none()
+        && (c.monitor_password.is_some() || c.monitor_password_env.is_some())
+    {
+        problem(
+            at("monitor_user"),
+            "a monitor password needs monitor_user".into(),
+        );
+    }
+    if c.health_interval.is_zero() {
+        problem(at("health_interval"), "must be more than 0".into());
+    }
+    for (key, value) in [
+        ("fail_after", c.fail_after),
+        ("recover_after", c.recover_after),
+    ] {
+        if value == 0 {
+            problem(at(key), "must be at least 1".into());
+        }
+    }
+    let Some(d) = &c.discovery else {
+        return;
+    };
+    let at = |key: &str| format!("clusters.{name}.discovery.{key}");
+    if d.interval.is_zero() {
+        problem(at("interval"), "must be more than 0".into());
+    }
+    if d.drain_after == 0 {
+        problem(at("drain_after"), "must be at least 1".into());
+    }
+    let only = |key: &str, set: bool, kind: DiscoveryKind| {
+        (set && d.kind != kind).then(|| {
+            (
+                at(key),
+                format!("is only used with kind = \"{}\"", kind.as_str()),
+            )
+        })
+    };
+    let misplaced = [
+        only(
+            "writer_endpoint",
+            d.writer_endpoint.is_some(),
+            DiscoveryKind::Dns,
+        ),
+        only(
+            "reader_endpoint",
+            d.reader_endpoint.is_some(),
+            DiscoveryKind::Dns,
+        ),
+        only("query", d.query.is_some(), DiscoveryKind::Aurora),
+        only(
+            "instance_pattern",
+            d.instance_pattern.is_some(),
+            DiscoveryKind::Aurora,
+        ),
+    ];
+    for (path, message) in misplaced.into_iter().flatten() {
+        problem(path, message);
+    }
+    match d.kind {
+        DiscoveryKind::Dns => {
+            for (key, endpoint) in [
+                ("writer_endpoint", &d.writer_endpoint),
+                ("reader_endpoint", &d.reader_endpoint),
+            ] {
+                if let Some(Err(e)) = endpoint.as_deref().map(parse_host_port) {
+                    problem(at(key), e);
+                }
+            }
+            if d.reader_endpoint.is_none() {
+                problem(
+                    at("reader_endpoint"),
+                    "kind = \"dns\" needs reader_endpoint".into(),
+                );
+            }
+        }
+        DiscoveryKind::Aurora => {
+            match d.instance_pattern.as_deref().map(parse_host_port) {
+                None => problem(
+                    at("instance_pattern"),
+                    "kind = \"aurora\" needs instance_pattern".into(),
+                ),
+                Some(Err(e)) => problem(at("instance_pattern"), e),
+                Some(Ok((host, _))) if !host.contains('?') => problem(
+                    at("instance_pattern"),
+                    "must contain ? (stands for the server_id)".into(),
+                ),
+                Some(Ok(_)) => {}
+            }
+            if c.monitor_user.is_none() {
+                problem(
+                    format!("clusters.{name}.monitor_user"),
+                    "kind = \"aurora\" needs monitor_user to run the topology query".into(),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -128,6 +128,11 @@ async fn serve(path: PathBuf) -> Result<()> {
     tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %config.raw.routing.active, "listening for clients");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::run(listener, ctx, shutdown.clone()));
+    for task in switchyard::topology::monitors(&config, &topology, &shutdown)
+        .context("discovery and health checks")?
+    {
+        tasks.spawn(task);
+    }
 
     if let Some(admin_config) = &config.raw.admin {
         let listener = bind(admin_config.listen).await?;

@@ -13,6 +13,10 @@ pub const QUERIES_TOTAL: &str = "switchyard_queries_total";
 pub const QUERY_DURATION_SECONDS: &str = "switchyard_query_duration_seconds";
 pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
 pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
+pub const INSTANCES: &str = "switchyard_instances";
+pub const DISCOVERY_ROUNDS_TOTAL: &str = "switchyard_discovery_rounds_total";
+pub const DISCOVERY_CHANGES_TOTAL: &str = "switchyard_discovery_changes_total";
+pub const INSTANCE_HEALTHY: &str = "switchyard_instance_healthy";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -59,6 +63,19 @@ fn describe() {
     describe_counter!(
         READER_FALLBACKS_TOTAL,
         "Reads sent to the writer because no reader could be used."
+    );
+    describe_gauge!(INSTANCES, "Instances by cluster, role and health state.");
+    describe_counter!(
+        DISCOVERY_ROUNDS_TOTAL,
+        "Discovery rounds by cluster and source."
+    );
+    describe_counter!(
+        DISCOVERY_CHANGES_TOTAL,
+        "Topology snapshots published by discovery."
+    );
+    describe_gauge!(
+        INSTANCE_HEALTHY,
+        "1 when the instance passes its health checks, else 0."
     );
 }
 
@@ -129,4 +146,26 @@ impl Drop for BackendMetrics {
     fn drop(&mut self) {
         self.connections.decrement(1.0);
     }
+}
+
+pub fn instances(cluster: &str, role: &'static str, state: &'static str, count: usize) {
+    gauge!(INSTANCES, "cluster" => cluster.to_owned(), "role" => role, "state" => state)
+        .set(count as f64);
+}
+
+pub fn discovery_round(cluster: &str, source: &'static str) {
+    counter!(DISCOVERY_ROUNDS_TOTAL, "cluster" => cluster.to_owned(), "source" => source)
+        .increment(1);
+}
+
+pub fn discovery_change(cluster: &str) {
+    counter!(DISCOVERY_CHANGES_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+pub fn instance_healthy(cluster: &str, instance: &str, healthy: bool) {
+    let labels = [
+        ("cluster", cluster.to_owned()),
+        ("instance", instance.to_owned()),
+    ];
+    gauge!(INSTANCE_HEALTHY, &labels).set(if healthy { 1.0 } else { 0.0 });
 }

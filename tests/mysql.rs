@@ -294,3 +294,305 @@ async fn sysbench_workloads_run_without_errors() {
         );
     }
 }
+
+/// A MySQL client that sends exactly the bytes a test chooses.
+struct RawMysql {
+    tcp: tokio::net::TcpStream,
+}
+
+impl RawMysql {
+    async fn connect(proxy: &Proxy) -> RawMysql {
+        let mut c = RawMysql {
+            tcp: tokio::net::TcpStream::connect(proxy.addr)
+                .await
+                .expect("connect raw"),
+        };
+        let (_, greeting) = c.read_packet().await.expect("greeting");
+        assert_eq!(greeting[0], 10, "protocol version 10");
+        c
+    }
+
+    /// Logs in as `trustuser` (no password) to `db`.
+    async fn login(proxy: &Proxy, db: &str) -> RawMysql {
+        let mut c = RawMysql::connect(proxy).await;
+        // PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB
+        let caps: u32 = 0x200 | 0x8000 | 0x80000 | 0x8;
+        let mut p = caps.to_le_bytes().to_vec();
+        p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(b"trustuser\0");
+        p.push(0);
+        p.extend_from_slice(db.as_bytes());
+        p.push(0);
+        p.extend_from_slice(b"mysql_native_password\0");
+        c.send(1, &p).await;
+        let (_, ok) = c.read_packet().await.expect("login answer");
+        assert_eq!(ok[0], 0, "login OK");
+        c
+    }
+
+    async fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 4];
+        self.tcp.read_exact(&mut head).await.ok()?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        let mut payload = vec![0; len];
+        self.tcp.read_exact(&mut payload).await.ok()?;
+        Some((head[3], payload))
+    }
+
+    async fn send(&mut self, seq: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let len = payload.len() as u32;
+        let mut p = vec![len as u8, (len >> 8) as u8, (len >> 16) as u8, seq];
+        p.extend_from_slice(payload);
+        self.tcp.write_all(&p).await.expect("send packet");
+    }
+
+    /// Reads until an ERR packet and returns its error code; `None` if the stream ends first.
+    async fn expect_error(&mut self) -> Option<u16> {
+        loop {
+            let (_, p) = self.read_packet().await?;
+            if let [0xFF, lo, hi, ..] = p.as_slice() {
+                return Some(u16::from_le_bytes([*lo, *hi]));
+            }
+        }
+    }
+
+    /// True once the proxy has closed the connection. Closing with the client's unread
+    /// bytes still queued makes the kernel reset it: that is closed as well.
+    async fn closed(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        match self.tcp.read_to_end(&mut rest).await {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_clients_get_errors_and_others_are_unaffected() {
+    let (_, proxy, db) = setup("bad").await;
+    let mut healthy = connect(&proxy, &db).await;
+
+    // Garbage instead of a handshake response.
+    let mut c = RawMysql::connect(&proxy).await;
+    tokio::io::AsyncWriteExt::write_all(&mut c.tcp, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(c.expect_error().await, Some(1043));
+    assert!(c.closed().await);
+
+    // A client that says nothing after the greeting is told so when auth_timeout passes.
+    let mut c = RawMysql::connect(&proxy).await;
+    assert_eq!(c.expect_error().await, Some(1043));
+    assert!(c.closed().await);
+
+    // A command with the wrong sequence id.
+    let mut c = RawMysql::login(&proxy, &db).await;
+    c.send(3, b"\x03SELECT 1").await;
+    assert_eq!(c.expect_error().await, Some(1156));
+    assert!(c.closed().await);
+
+    // A packet longer than max_message_bytes (1 MiB in the test config).
+    let mut c = RawMysql::login(&proxy, &db).await;
+    let mut header = vec![0xff, 0xff, 0x3f, 0];
+    header.push(3);
+    tokio::io::AsyncWriteExt::write_all(&mut c.tcp, &header)
+        .await
+        .unwrap();
+    assert_eq!(c.expect_error().await, Some(1153));
+    assert!(c.closed().await);
+
+    // A client that disappears in the middle of a large result.
+    let mut c = RawMysql::login(&proxy, &db).await;
+    c.send(0, b"\x03SELECT REPEAT('x', 100) FROM seq_1_to_2000000")
+        .await;
+    c.read_packet().await.expect("first result packet");
+    drop(c);
+
+    // An unknown command gets an error and the session goes on.
+    let mut c = RawMysql::login(&proxy, &db).await;
+    c.send(0, b"\x7f").await;
+    assert_eq!(c.expect_error().await, Some(1047));
+    c.send(0, b"\x0e").await;
+    let (_, ok) = c.read_packet().await.expect("ping answer");
+    assert_eq!(ok[0], 0, "COM_PING answered after an error");
+
+    assert!(on_replica(&mut healthy).await);
+    assert!(on_replica(&mut connect(&proxy, &db).await).await);
+}
+
+#[tokio::test]
+async fn tls_and_caching_sha2_on_both_sides() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("tls").await;
+    let pki = support::pki::make_pki("mysql");
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    // Proxy B in front of MariaDB: offers TLS, `app` logs in with caching_sha2_password.
+    let b_config = mysql_config_text(cluster, &tls).replacen(
+        "password = \"app-secret\"\n",
+        "password = \"app-secret\"\nauth = \"caching_sha2_password\"\n",
+        1,
+    );
+    let b = Proxy::from_config(&b_config).await;
+    let mut direct = connect(&b, &db).await;
+    assert!(
+        on_replica(&mut direct).await,
+        "caching_sha2_password client login"
+    );
+
+    // Proxy A in front of B: its backend connections use verified TLS and caching_sha2.
+    let a_config = format!(
+        r#"
+[server]
+protocol = "mysql"
+listen = "127.0.0.1:0"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[clusters.main]
+writer = "127.0.0.1:{}"
+tls = "verify-full"
+ca_file = "{}"
+
+[routing]
+active = "main"
+"#,
+        b.addr.port(),
+        pki.ca.display()
+    );
+    let a = Proxy::from_config(&a_config).await;
+    let mut chained = connect(&a, &db).await;
+    let row: Option<(i64, i64)> = chained
+        .query_first("SELECT 1 + 1, @@read_only")
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        Some((2, 1)),
+        "through A, TLS to B, and on to a replica"
+    );
+
+    // Clients that must use TLS.
+    let required = mysql_config_text(cluster, &format!("{tls}\ntls_mode = \"require\""));
+    let r = Proxy::from_config(&required).await;
+    let mariadb = |ssl: Vec<String>| {
+        let port = r.addr.port().to_string();
+        let db = db.clone();
+        async move {
+            Command::new("mariadb")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    &port,
+                    "-u",
+                    "app",
+                    "-papp-secret",
+                    "--batch",
+                    "--skip-column-names",
+                ])
+                .args(ssl)
+                .args([&db, "-e", "SELECT @@read_only"])
+                .output()
+                .await
+                .expect("run mariadb")
+        }
+    };
+    let out = mariadb(vec![
+        "--ssl".into(),
+        format!("--ssl-ca={}", pki.ca.display()),
+        "--ssl-verify-server-cert".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let out = mariadb(vec!["--skip-ssl".into()]).await;
+    assert!(!out.status.success(), "a plaintext client is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires TLS"));
+}
+
+#[tokio::test]
+async fn packets_of_16_mib_and_more() {
+    let cluster = MariaCluster::shared();
+    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+        let mut admin = cluster.admin(server).await;
+        admin
+            .query_drop("SET GLOBAL max_allowed_packet = 67108864")
+            .await
+            .unwrap();
+    }
+    let db = cluster.create_database("big").await;
+    let config = mysql_config_text(cluster, "").replace(
+        "max_message_bytes = 1048576",
+        "max_message_bytes = 67108864",
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let mut conn = connect(&proxy, &db).await;
+    conn.query_drop("CREATE TABLE big (v LONGTEXT)")
+        .await
+        .unwrap();
+    let value = "0123456789abcdef".repeat((17 << 20) / 16);
+    conn.query_drop(format!("INSERT INTO big VALUES ('{value}')"))
+        .await
+        .expect("a 17 MiB query");
+    conn.query_drop("START TRANSACTION").await.unwrap();
+    let back: Option<String> = conn
+        .query_first("SELECT v FROM big")
+        .await
+        .expect("a 17 MiB row");
+    conn.query_drop("COMMIT").await.unwrap();
+    assert_eq!(back.map(|v| v == value), Some(true));
+}
+
+#[tokio::test]
+async fn sqlx_mysql_prepares_and_reads_from_replicas() {
+    use sqlx::Row;
+    use sqlx::mysql::MySqlPoolOptions;
+    let (_, proxy, db) = setup("sqlx").await;
+    let url = format!(
+        "mysql://app:app-secret@127.0.0.1:{}/{db}",
+        proxy.addr.port()
+    );
+    let pool = MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("sqlx connects");
+    let row = sqlx::query("SELECT CAST(? AS SIGNED) + 1 AS n, @@read_only AS r")
+        .bind(41i64)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("n"), 42);
+    assert_eq!(row.get::<i64, _>("r"), 1);
+    sqlx::query("CREATE TABLE sx (i INT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO sx VALUES (?)")
+        .bind(1i32)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let r: i64 = sqlx::query_scalar("SELECT @@read_only")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(r, 0, "sqlx transaction on the primary");
+    tx.commit().await.unwrap();
+}

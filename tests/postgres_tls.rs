@@ -4,47 +4,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use support::RunAs;
+use support::pki::{Pki, make_pki};
 use support::postgres::PgCluster;
 use support::proxy::{Proxy, config_text};
 use tokio::process::Command;
-
-/// A test CA and a server certificate for localhost/127.0.0.1 signed by it, as PEM files.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_pki(name: &str) -> Pki {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("switchyard test CA {name}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA cert");
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("params");
-    let cert = params.signed_by(&key, &ca).expect("server cert");
-    let write = |file: &str, pem: String| {
-        let path = dir.path().join(file);
-        std::fs::write(&path, pem).expect("write PEM");
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca.pem()),
-        cert: write("server.crt", cert.pem()),
-        key: write("server.key", key.serialize_pem()),
-        _dir: dir,
-    }
-}
 
 /// Turns SSL on in every server of the cluster with the given certificate, once.
 async fn enable_server_ssl(cluster: &PgCluster, pki: &Pki) {

@@ -61,3 +61,16 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
         Protocol::Mysql => mysql::run(tcp, ctx, shutdown).await,
     }
 }
+
+/// An error and its causes on one line (`connect to db:5432: tls: invalid certificate`),
+/// for the messages clients see.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

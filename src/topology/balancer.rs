@@ -1,12 +1,12 @@
 //! Reader choice: power of two choices on in-flight queries among the readers that are
-//! not marked down. The random source is passed in so tests are deterministic.
+//! healthy and not marked down. The random source is passed in so tests are deterministic.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Instance;
 
-/// Picks a reader, or `None` when every reader is down (reads then go to the writer).
+/// Picks a reader, or `None` when no reader is healthy and up (reads then go to the writer).
 /// `random(n)` returns a uniform index below `n`.
 pub fn pick_reader(
     readers: &[Arc<Instance>],
@@ -17,7 +17,9 @@ pub fn pick_reader(
     let mut usable: [Option<&Arc<Instance>>; 2] = [None, None];
     let candidates: Vec<&Arc<Instance>> = readers
         .iter()
-        .filter(|r| !r.load.is_down(now) && Some(r.addr.as_str()) != exclude)
+        .filter(|r| {
+            r.load.status().is_usable() && !r.load.is_down(now) && Some(r.addr.as_str()) != exclude
+        })
         .collect();
     match candidates.len() {
         0 => return None,
@@ -81,6 +83,25 @@ mod tests {
         // Once the back-off has passed the reader is used again.
         let later = now + Duration::from_secs(6);
         assert!(pick_reader(&rs, later, Some("b"), |_| 0).is_some());
+    }
+
+    #[test]
+    fn skips_readers_that_are_not_healthy() {
+        let now = Instant::now();
+        let rs = vec![reader("a", now), reader("b", now), reader("c", now)];
+        rs[0].load.set_status(crate::topology::Status::Unhealthy);
+        rs[1].load.set_status(crate::topology::Status::Joining);
+        for _ in 0..5 {
+            let picked = pick_reader(&rs, now, None, |n| n - 1).unwrap();
+            assert_eq!(picked.addr, "c");
+        }
+        rs[2].load.set_status(crate::topology::Status::Retired);
+        assert!(pick_reader(&rs, now, None, |_| 0).is_none());
+        rs[2].load.set_health(crate::topology::Status::Healthy);
+        assert!(
+            pick_reader(&rs, now, None, |_| 0).is_none(),
+            "retired stays retired"
+        );
     }
 
     #[test]

@@ -1,17 +1,26 @@
 //! Clusters and their instances as an immutable snapshot, replaced whole through an
 //! `ArcSwap`, plus the per-instance load counters the balancer reads. Knows nothing of
-//! sessions or protocols.
+//! sessions; discovery and health checks (background tasks) publish new snapshots.
 
+mod aurora;
 mod balancer;
+mod change;
+mod dns;
+mod health;
+mod monitor;
+mod probe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 pub use balancer::pick_reader;
+pub use change::{Seen, next_cluster};
+pub use health::{HealthState, Probe, Status, Thresholds};
+pub use monitor::{MonitorError, Task, monitors};
 
 use crate::config::{BackendTlsMode, Validated, parse_host_port};
 use crate::tls::{self, TlsError};
@@ -43,6 +52,29 @@ pub struct Instance {
     pub load: Load,
 }
 
+impl Instance {
+    /// A new instance of `cluster` at `host:port`, labelled `addr`, in `status`.
+    pub fn new(
+        cluster: &str,
+        addr: &str,
+        host: &str,
+        port: u16,
+        role: Role,
+        status: Status,
+    ) -> Instance {
+        let load = Load::new(Instant::now());
+        load.set_status(status);
+        Instance {
+            cluster: cluster.to_owned(),
+            addr: addr.to_owned(),
+            host: host.to_owned(),
+            port,
+            role,
+            load,
+        }
+    }
+}
+
 /// Live counters of one instance, shared by every session using it.
 #[derive(Debug)]
 pub struct Load {
@@ -50,6 +82,8 @@ pub struct Load {
     /// Milliseconds after `epoch` until which new connections skip this instance.
     down_until_ms: AtomicU64,
     epoch: Instant,
+    /// The instance's [`Status`], written by health checks and discovery.
+    status: AtomicU8,
 }
 
 impl Load {
@@ -58,7 +92,27 @@ impl Load {
             in_flight: AtomicUsize::new(0),
             down_until_ms: AtomicU64::new(0),
             epoch,
+            status: AtomicU8::new(Status::Healthy as u8),
         }
+    }
+
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Relaxed);
+    }
+
+    /// Sets the status a health check found, unless discovery has retired the instance.
+    pub fn set_health(&self, status: Status) {
+        let retired = Status::Retired as u8;
+        // Err only means the instance was retired, which stays.
+        let _ = self
+            .status
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now != retired).then_some(status as u8)
+            });
     }
 
     pub fn in_flight(&self) -> usize {
@@ -154,5 +208,31 @@ impl TopologyHandle {
 
     pub fn publish(&self, t: Topology) {
         self.0.store(Arc::new(t));
+    }
+
+    /// The current snapshot of cluster `name`.
+    pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.0.load().clusters.get(name).cloned()
+    }
+
+    /// Replaces `cluster` with the current snapshot of the cluster of the same name (one
+    /// atomic load; no allocation when it has not changed).
+    pub fn refresh(&self, cluster: &mut Arc<Cluster>) {
+        let topology = self.0.load();
+        if let Some(now) = topology.clusters.get(&cluster.name) {
+            if !Arc::ptr_eq(now, cluster) {
+                *cluster = Arc::clone(now);
+            }
+        }
+    }
+
+    /// Publishes `cluster` in place of the one of the same name, keeping every other
+    /// cluster as it is now, even when another task publishes at the same moment.
+    pub fn replace_cluster(&self, cluster: Arc<Cluster>) {
+        self.0.rcu(|current| {
+            let mut clusters = current.clusters.clone();
+            clusters.insert(cluster.name.clone(), Arc::clone(&cluster));
+            Topology { clusters }
+        });
     }
 }

@@ -27,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod pki;
 pub mod postgres;
 pub mod proxy;
 

@@ -106,6 +106,12 @@ token = "{ADMIN_TOKEN}"
 name = "app"
 password = "app-secret"
 
+[[users]]
+name = "trustuser"
+auth = "trust"
+backend_user = "app"
+backend_password = "app-secret"
+
 [clusters.main]
 writer = "{}:{}"
 readers = [{}]

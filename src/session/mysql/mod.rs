@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::Context;
+use super::{Context, chain};
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
@@ -80,7 +80,7 @@ impl SessionError {
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
             Refused { code, message } => (*code, message.clone()),
-            Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {e}")),
+            Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
             BackendLost { addr, .. } => (
                 ER_SERVER_SHUTDOWN,
                 format!("switchyard lost its connection to the database at {addr}"),
@@ -395,6 +395,7 @@ impl Session {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
         let target = router::route(stmt, self.view, settings);
+        self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             return Ok(Target::Writer);
         }

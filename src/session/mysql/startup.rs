@@ -54,6 +54,38 @@ impl Client {
         }
     }
 
+    /// Reads the client's first packet byte-exactly: a client asking for TLS sends its TLS
+    /// ClientHello right behind the SSLRequest, and those bytes must stay in the socket for
+    /// the TLS acceptor.
+    async fn read_first_packet(&mut self, deadline: Instant) -> Result<(u8, Bytes), SessionError> {
+        let mut head = [0u8; packet::HEADER_LEN];
+        self.read_exact_before(&mut head, deadline).await?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        if len > MAX_LOGIN_PACKET {
+            return Err(SessionError::ClientProtocol(format!(
+                "handshake packet of {len} bytes exceeds {MAX_LOGIN_PACKET}"
+            )));
+        }
+        let mut payload = vec![0; len];
+        self.read_exact_before(&mut payload, deadline).await?;
+        Ok((head[3], Bytes::from(payload)))
+    }
+
+    async fn read_exact_before(
+        &mut self,
+        into: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(), SessionError> {
+        match tokio::time::timeout_at(deadline.into(), self.stream.read_exact(into)).await {
+            Err(_) => Err(SessionError::StartupTimeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(SessionError::ClientGone)
+            }
+            Ok(Err(e)) => Err(SessionError::ClientIo(e)),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
     /// Reads one physical packet before `deadline`: (sequence id, payload).
     async fn read_packet(&mut self, deadline: Instant) -> Result<(u8, Bytes), SessionError> {
         loop {
@@ -152,7 +184,7 @@ async fn authenticate(
     if let Err(e) = c.stream.write_all(&out).await {
         return Err(fail(SessionError::ClientIo(e), 0, None));
     }
-    let (mut seq, mut payload) = match c.read_packet(deadline).await {
+    let (mut seq, mut payload) = match c.read_first_packet(deadline).await {
         Ok(p) => p,
         Err(e) => return Err(fail(e, 0, Some(c))),
     };
@@ -216,8 +248,12 @@ async fn authenticate(
         let Secret::Plain(password) = &user.secret else {
             return Err(fail(denied(using_password), next, Some(c)));
         };
+        let plugin = match user.auth {
+            AuthMethod::CachingSha2Password => Plugin::CachingSha2Password,
+            _ => Plugin::MysqlNativePassword,
+        };
         let credential = Credential {
-            plugin: Plugin::MysqlNativePassword,
+            plugin,
             password: password.as_bytes().to_vec(),
         };
         let switch = handshake::new_scramble(&mut rand::rng());

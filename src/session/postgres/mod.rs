@@ -88,7 +88,7 @@ impl SessionError {
             Refused { code, message } => (code, message.clone()),
             Connect(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                e.to_string(),
+                crate::session::chain(e),
             ),
             BackendLost { addr, .. } => (
                 sqlstate::CONNECTION_FAILURE,
@@ -317,6 +317,7 @@ impl Session {
             },
             Effect::Pin => self.pin(),
         }
+        self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             target = Target::Writer;
         } else if target == Target::Reader && !self.prepare_reader().await? {

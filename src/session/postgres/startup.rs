@@ -200,6 +200,10 @@ async fn handshake_inner(
                 return Err(password_failed());
             }
         }
+        // validate() allows MySQL methods only with protocol = "mysql".
+        AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
+            return Err(password_failed());
+        }
         AuthMethod::ScramSha256 => {
             let verifier = ctx.verifier(&user).ok_or_else(password_failed)?;
             scram_exchange(client, verifier, deadline)

@@ -1,0 +1,424 @@
+# shellcheck shell=bash
+# benches/lib.sh - what compare-postgres.sh and compare-mysql.sh share: logging,
+# free ports, waiting for a server, stopping processes, the cleanup trap, CPU
+# accounting from /proc/PID/stat, switchyard and HAProxy set-up, the
+# interleaved rounds and the markdown table. Sourced, never run.
+#
+# The sourcing script sets REPO_ROOT, then sources this file (which declares
+# the shared state below), and defines:
+#   bench_run PORT SECONDS OUTFILE   run the load generator once (via run_client)
+#   bench_parse OUTFILE              print "tps<TAB>avg_ms<TAB>p95_ms<TAB>tx<TAB>errors"
+#                                    (p95_ms and errors may be NA); fail if unparsable
+# and optionally:
+#   bench_cleanup_db                 stop the database (called by cleanup, after
+#                                    the proxies, before the temp dir is removed)
+
+# ------------------------------------------------------------------ state ---
+TMP=""                  # temp dir, removed on exit
+declare -A PIDS=()      # target name -> pid of the proxy process
+declare -A PORT=()      # target name -> port the load generator connects to
+TARGETS=()              # targets that are up, in the order of the first round
+BENCH_PID=""            # the running load generator, if any
+CLEANED=0
+CLK_TCK=$(getconf CLK_TCK)
+HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+HAPROXY_THREADS=""
+SWITCHYARD_STATUS=""    # empty while switchyard is usable, else why it is not
+DEFAULT_SWITCHYARD_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/switchyard
+SWITCHYARD_BIN_SET=${SWITCHYARD_BIN+set}
+SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_SWITCHYARD_BIN}
+RESULTS=""              # per-run TSV, see run_rounds
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() { # script: print the script's header comment
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$1"
+}
+
+require_uints() { # VAR...: each must be a non-negative integer
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[0-9]+$ ]] || { echo "error: $v must be a non-negative integer" >&2; exit 2; }
+    done
+}
+
+require_tools() { # tool...
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "required tool not found: $tool"
+    done
+}
+
+# ---------------------------------------------------------------- processes --
+is_alive() { # pid: running and not a zombie
+    local state
+    [[ -r /proc/$1/stat ]] || return 1
+    state=$(<"/proc/$1/stat") || return 1
+    state=${state##*) }
+    [[ ${state:0:1} != Z ]]
+}
+
+stop_pid() { # pid name [seconds]: TERM, wait up to seconds (5), then KILL; reap
+    local pid=$1 name=$2 tenths=$((${3:-5} * 10)) i
+    [[ -n $pid ]] || return 0
+    if is_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < tenths; i++)); do is_alive "$pid" || break; sleep 0.1; done
+        if is_alive "$pid"; then
+            log "$name (pid $pid) did not stop on TERM, killing"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? name
+    ((CLEANED)) && return 0
+    CLEANED=1
+    trap - INT TERM
+    set +e
+    [[ -n $BENCH_PID ]] && stop_pid "$BENCH_PID" "load generator"
+    for name in "${!PIDS[@]}"; do
+        stop_pid "${PIDS[$name]}" "$name"
+    done
+    declare -F bench_cleanup_db >/dev/null && bench_cleanup_db
+    if [[ -n $TMP && -d $TMP ]]; then
+        if ((rc != 0)) && [[ -n ${KEEP_TMP_ON_FAILURE:-} ]]; then
+            log "keeping $TMP for inspection"
+        else
+            rm -rf -- "$TMP"
+        fi
+    fi
+    return "$rc"
+}
+
+install_traps() {
+    trap cleanup EXIT
+    trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# run_client OUTFILE CMD...: run CMD in the background with its output in
+# OUTFILE and wait for it, so that INT/TERM reach the traps at once and
+# cleanup can stop it.
+run_client() {
+    local out=$1 rc=0
+    shift
+    "$@" </dev/null >"$out" 2>&1 &
+    BENCH_PID=$!
+    wait "$BENCH_PID" || rc=$?
+    BENCH_PID=""
+    return "$rc"
+}
+
+# ------------------------------------------------------------------ helpers --
+free_ports() { # n -> n distinct free loopback ports, space separated
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+EOF
+}
+
+# wait_for NAME PID CMD...: poll CMD until it succeeds, the process PID (if not
+# empty) dies, or STARTUP_TIMEOUT seconds pass.
+wait_for() {
+    local name=$1 pid=$2 deadline=$((SECONDS + STARTUP_TIMEOUT))
+    shift 2
+    while ((SECONDS < deadline)); do
+        if [[ -n $pid ]] && ! is_alive "$pid"; then
+            log "$name exited during startup"
+            return 1
+        fi
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    log "$name did not accept connections within ${STARTUP_TIMEOUT}s"
+    return 1
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks (all threads)
+    local stat f
+    stat=$(<"/proc/$1/stat") || return 1
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+median() { # numbers on stdin -> median (empty if none)
+    sort -g | awk '{v[NR] = $1} END {
+        if (NR == 0) exit
+        if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]
+        else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ---------------------------------------------------------------- proxies ---
+# resolve_switchyard: build switchyard when SWITCHYARD_BIN is not set and the
+# default binary is missing; sets SWITCHYARD_STATUS when there is none to run.
+resolve_switchyard() {
+    if [[ ! -x $SWITCHYARD_BIN && -z $SWITCHYARD_BIN_SET ]]; then
+        if command -v cargo >/dev/null && [[ -f $REPO_ROOT/Cargo.toml ]]; then
+            log "building switchyard (cargo build --release in $REPO_ROOT), log: $TMP/cargo-build.log"
+            if ! (cd "$REPO_ROOT" && cargo build --release) >"$TMP/cargo-build.log" 2>&1; then
+                tail -n 20 "$TMP/cargo-build.log" >&2
+                SWITCHYARD_STATUS="cargo build --release failed"
+            fi
+        else
+            SWITCHYARD_STATUS="no cargo or no Cargo.toml in $REPO_ROOT"
+        fi
+    fi
+    if [[ -z $SWITCHYARD_STATUS && ! -x $SWITCHYARD_BIN ]]; then
+        SWITCHYARD_STATUS="binary $SWITCHYARD_BIN not found"
+    fi
+    return 0
+}
+
+# write_switchyard_config FILE PROTOCOL PORT ADMIN_PORT DB_PORT USER PASSWORD
+write_switchyard_config() {
+    cat >"$1" <<EOF
+[server]
+protocol = "$2"
+listen = "127.0.0.1:$3"
+
+[admin]
+listen = "127.0.0.1:$4"
+token = "bench"
+
+[[users]]
+name = "$6"
+password = "$7"
+
+[clusters.old]
+writer = "127.0.0.1:$5"
+readers = []
+
+[routing]
+active = "old"
+EOF
+}
+
+# write_haproxy_config FILE PORT DB_PORT: a bare TCP hop.
+write_haproxy_config() {
+    cat >"$1" <<EOF
+global
+    maxconn 1000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend db
+    bind 127.0.0.1:$2
+    default_backend db
+
+backend db
+    server primary 127.0.0.1:$3
+EOF
+}
+
+# start_switchyard CONFIG PORT PROBE...: start it and wait until PROBE PORT (an
+# authenticated query through it) works; on success it joins TARGETS, else
+# SWITCHYARD_STATUS says why not. Never fails the script.
+start_switchyard() {
+    local config=$1 port=$2
+    shift 2
+    if [[ -z $SWITCHYARD_STATUS ]]; then
+        log "starting switchyard ($SWITCHYARD_BIN)"
+        "$SWITCHYARD_BIN" serve -c "$config" </dev/null >"$TMP/switchyard.log" 2>&1 &
+        PIDS[switchyard]=$!
+        PORT[switchyard]=$port
+        if wait_for switchyard "${PIDS[switchyard]}" "$@" "$port"; then
+            TARGETS+=(switchyard)
+        else
+            tail -n 20 "$TMP/switchyard.log" >&2
+            if is_alive "${PIDS[switchyard]}"; then
+                SWITCHYARD_STATUS="did not accept a login within ${STARTUP_TIMEOUT}s"
+            else
+                SWITCHYARD_STATUS="exited at startup"
+            fi
+            # The log's last line is usually the reason (a config problem, say).
+            local last
+            last=$(awk 'NF {l = $0} END {sub(/^[ \t-]+/, "", l); print substr(l, 1, 200)}' "$TMP/switchyard.log")
+            [[ -n $last ]] && SWITCHYARD_STATUS+=": $last"
+            stop_pid "${PIDS[switchyard]}" switchyard
+            unset 'PIDS[switchyard]'
+        fi
+    fi
+    if [[ -n $SWITCHYARD_STATUS ]]; then
+        log "switchyard: not available ($SWITCHYARD_STATUS)"
+    fi
+    return 0
+}
+
+# start_haproxy CONFIG PORT PROBE...: like start_switchyard, but dies on failure.
+start_haproxy() {
+    local config=$1 port=$2
+    shift 2
+    log "starting haproxy"
+    "$HAPROXY" -db -f "$config" </dev/null >"$TMP/haproxy.log" 2>&1 &
+    PIDS[haproxy]=$!
+    PORT[haproxy]=$port
+    wait_for haproxy "${PIDS[haproxy]}" "$@" "$port" ||
+        { tail -n 20 "$TMP/haproxy.log" >&2; die "haproxy did not start"; }
+    TARGETS+=(haproxy)
+    # shellcheck disable=SC2034 # for the sourcing script's report
+    HAPROXY_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/${PIDS[haproxy]}/status")
+}
+
+# ------------------------------------------------------------------ rounds ---
+# run_rounds ROUNDS DURATION OUTPREFIX: every target once per round, the order
+# rotated each round; the proxy's CPU time is read from /proc before and after.
+# Appends to RESULTS one line per successful run:
+#   round target tps avg_ms p95_ms transactions proxy_cpu_s errors
+run_rounds() {
+    local rounds=$1 duration=$2 prefix=$3 n=${#TARGETS[@]} r i t pid out before after cpu parsed
+    local tps lat p95 tx errors
+    RESULTS=$TMP/results.tsv
+    : >"$RESULTS"
+    for ((r = 0; r < rounds; r++)); do
+        for ((i = 0; i < n; i++)); do
+            t=${TARGETS[$(((i + r) % n))]}
+            pid=${PIDS[$t]:-}
+            out="$TMP/$prefix-r$((r + 1))-$t.out"
+            log "round $((r + 1))/$rounds: $t (${duration}s)"
+            before=""
+            [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+            if ! bench_run "${PORT[$t]}" "$duration" "$out"; then
+                log "$prefix against $t failed:"
+                tail -n 20 "$out" >&2
+                continue
+            fi
+            cpu=NA
+            if [[ -n $pid ]]; then
+                after=$(cpu_ticks "$pid") || after=""
+                [[ -n $after ]] && cpu=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", (a - b) / hz}')
+            fi
+            if ! parsed=$(bench_parse "$out"); then
+                log "could not parse $prefix output for $t:"
+                cat "$out" >&2
+                continue
+            fi
+            IFS=$'\t' read -r tps lat p95 tx errors <<<"$parsed"
+            [[ $errors == 0 || $errors == NA ]] || log "warning: $errors errors against $t"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" >>"$RESULTS"
+            log "  tps=$tps latency=${lat}ms$([[ $p95 == NA ]] || printf ' p95=%sms' "$p95") tx=$tx proxy_cpu_s=$cpu errors=$errors"
+        done
+    done
+}
+
+# ------------------------------------------------------------------ report ---
+col_median() { # target column -> median of that column over the target's runs
+    awk -F'\t' -v t="$1" -v c="$2" '$2 == t && $c != "NA" {print $c}' "$RESULTS" | median
+}
+col_sum() { # target column -> sum over the target's runs (empty if none)
+    awk -F'\t' -v t="$1" -v c="$2" '$2 == t && $c != "NA" {s += $c; n++} END {if (n) print s}' "$RESULTS"
+}
+cpu_per_1k_median() { # target -> median over runs of proxy CPU ms per 1000 tx
+    awk -F'\t' -v t="$1" '$2 == t && $7 != "NA" && $6 > 0 {printf "%.6f\n", $7 * 1000 * 1000 / $6}' "$RESULTS" | median
+}
+fmt() { # printf-format value -> formatted, or "-" when empty
+    if [[ -n $2 ]]; then awk -v f="$1" -v v="$2" 'BEGIN {printf f, v}'; else printf -- '-'; fi
+}
+ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.3f", a / b}'; }
+has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+
+machine_line() {
+    local model
+    model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    echo "$(nproc) CPUs, ${model:-unknown}, $(uname -sr); client, proxies and server share these CPUs"
+}
+
+repo_revision() { # short commit of REPO_ROOT, "(dirty)" when it has changes
+    local rev
+    rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "no commit"; return 0; }
+    git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+=" (dirty)"
+    echo "$rev"
+}
+
+switchyard_version() { # "switchyard X.Y.Z", or "-" when it did not run
+    local v=""
+    if has_target switchyard; then
+        v=$("$SWITCHYARD_BIN" --version 2>/dev/null | sed -n 1p) || true
+    fi
+    if [[ -z $v ]]; then
+        v="switchyard not run"
+        has_target switchyard && v="switchyard (unknown version)"
+    fi
+    echo "$v"
+}
+
+# report_table WITH_P95 TARGET...: the markdown table (medians over runs; errors
+# summed over runs) and the per-run lines, targets in the given order. Targets
+# that did not start are left out, except switchyard ("not available").
+report_table() {
+    local with_p95=$1 t tps lat p95 added cpu errors
+    shift
+    local -A med_tps=() med_lat=()
+    for t in "$@"; do
+        has_target "$t" || continue
+        med_tps[$t]=$(col_median "$t" 3)
+        med_lat[$t]=$(col_median "$t" 4)
+    done
+    if ((with_p95)); then
+        echo "| target | median tps | vs direct | vs haproxy | avg latency ms | p95 latency ms | added latency ms | proxy CPU ms / 1k tx | errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    else
+        echo "| target | median tps | vs direct | vs haproxy | avg latency ms | added latency ms | proxy CPU ms / 1k tx | errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    fi
+    local blanks="| | | | | | |"
+    ((with_p95)) && blanks+=" |"
+    for t in "$@"; do
+        if ! has_target "$t"; then
+            [[ $t == switchyard ]] && echo "| switchyard | not available $blanks"
+            continue
+        fi
+        tps=${med_tps[$t]}
+        lat=${med_lat[$t]}
+        if [[ -z $tps ]]; then
+            echo "| $t | failed $blanks"
+            continue
+        fi
+        added=""
+        [[ -n $lat && -n ${med_lat[direct]:-} ]] && added=$(awk -v a="$lat" -v b="${med_lat[direct]}" 'BEGIN {printf "%+.3f", a - b}')
+        cpu=""
+        [[ $t != direct ]] && cpu=$(cpu_per_1k_median "$t")
+        errors=$(col_sum "$t" 8)
+        printf '| %s | %s | %s | %s | %s |' "$t" \
+            "$(fmt '%.0f' "$tps")" \
+            "$(fmt '%s' "$(ratio "$tps" "${med_tps[direct]:-}")")" \
+            "$(fmt '%s' "$(ratio "$tps" "${med_tps[haproxy]:-}")")" \
+            "$(fmt '%.3f' "$lat")"
+        if ((with_p95)); then
+            p95=$(col_median "$t" 5)
+            printf ' %s |' "$(fmt '%.3f' "$p95")"
+        fi
+        printf ' %s | %s | %s |\n' \
+            "$(if [[ $t == direct ]]; then printf '0'; else fmt '%s' "$added"; fi)" \
+            "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; fi)" \
+            "$(fmt '%s' "$errors")"
+    done
+    echo
+    if [[ -n $SWITCHYARD_STATUS ]]; then
+        echo "switchyard: not available ($SWITCHYARD_STATUS)"
+        echo
+    fi
+    local cols='1,2,3,4,6,7,8' header='round target tps avg_ms tx proxy_cpu_s errors'
+    ((with_p95)) && cols='1-8' header='round target tps avg_ms p95_ms tx proxy_cpu_s errors'
+    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p95 latency ms'), transactions, proxy CPU s, errors):"
+    echo
+    echo '```'
+    { tr ' ' '\t' <<<"$header"; cut -f"$cols" "$RESULTS"; } | { column -t -s$'\t' 2>/dev/null || cat; }
+    echo '```'
+}

@@ -1,0 +1,384 @@
+//! The control-plane tasks of each cluster: discovery (a `dns` or `aurora` round every
+//! interval, publishing a new snapshot only when something changed) and health checks
+//! (every instance, every `health_interval`). Each ends when shutdown is triggered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hickory_resolver::TokioResolver;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::aurora::{self, AuroraError};
+use super::dns::{self, DnsError};
+use super::health::{HealthState, Probe, Status, Thresholds};
+use super::probe::{self, MonitorLogin, Target};
+use super::{Cluster, Instance, Role, Seen, TopologyHandle, next_cluster};
+use crate::config::{
+    ClusterConfig, DiscoveryConfig, DiscoveryKind, Protocol, Validated, monitor_password,
+    parse_host_port,
+};
+use crate::metrics;
+use crate::shutdown::Shutdown;
+
+/// A task to spawn; it ends when shutdown is triggered.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("cluster {cluster}: DNS resolver")]
+    Resolver {
+        cluster: String,
+        #[source]
+        source: DnsError,
+    },
+    #[error("cluster {cluster}: {key} {value:?} is not host:port: {message}")]
+    Endpoint {
+        cluster: String,
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("cluster {cluster}: discovery round")]
+    Dns {
+        cluster: String,
+        #[source]
+        source: DnsError,
+    },
+    #[error("cluster {cluster}: discovery round")]
+    Aurora {
+        cluster: String,
+        #[source]
+        source: AuroraError,
+    },
+}
+
+/// The discovery and health-check tasks of every cluster in `config`; the caller spawns them.
+/// Monitor passwords from the environment are read here.
+pub fn monitors(
+    config: &Validated,
+    topology: &Arc<TopologyHandle>,
+    shutdown: &Shutdown,
+) -> Result<Vec<Task>, MonitorError> {
+    let protocol = config.raw.server.protocol;
+    let timeout = config.raw.server.connect_timeout;
+    let mut tasks: Vec<Task> = Vec::new();
+    for (name, c) in &config.raw.clusters {
+        let login = monitor_login(c);
+        let health = HealthTask {
+            cluster: name.clone(),
+            protocol,
+            login: login.clone(),
+            interval: c.health_interval,
+            timeout,
+            thresholds: Thresholds {
+                fail_after: c.fail_after,
+                recover_after: c.recover_after,
+            },
+            topology: Arc::clone(topology),
+        };
+        tasks.push(Box::pin(health.run(shutdown.clone())));
+        if let Some(d) = &c.discovery {
+            let source = Source::new(name, c, d, protocol, login, timeout)?;
+            let discovery = DiscoveryTask {
+                cluster: name.clone(),
+                source,
+                interval: d.interval,
+                drain_after: d.drain_after,
+                topology: Arc::clone(topology),
+            };
+            tasks.push(Box::pin(discovery.run(shutdown.clone())));
+        }
+    }
+    Ok(tasks)
+}
+
+fn monitor_login(c: &ClusterConfig) -> Option<MonitorLogin> {
+    let user = c.monitor_user.clone()?;
+    // validate() has reported a missing variable already; here it means no password.
+    let password = monitor_password(c, &|var| std::env::var(var).ok())
+        .ok()
+        .flatten();
+    Some(MonitorLogin {
+        user,
+        password,
+        database: c.monitor_database.clone(),
+    })
+}
+
+/// Where a cluster's instances come from.
+enum Source {
+    Dns {
+        resolver: TokioResolver,
+        writer: (String, u16),
+        reader: (String, u16),
+    },
+    Aurora {
+        resolver: TokioResolver,
+        protocol: Protocol,
+        login: Option<MonitorLogin>,
+        query: String,
+        pattern: (String, u16),
+        stale_after: Duration,
+        timeout: Duration,
+    },
+}
+
+impl Source {
+    fn new(
+        cluster: &str,
+        c: &ClusterConfig,
+        d: &DiscoveryConfig,
+        protocol: Protocol,
+        login: Option<MonitorLogin>,
+        timeout: Duration,
+    ) -> Result<Source, MonitorError> {
+        let resolver = dns::resolver(&d.nameservers).map_err(|source| MonitorError::Resolver {
+            cluster: cluster.to_owned(),
+            source,
+        })?;
+        let endpoint = |key: &'static str, value: &str| {
+            parse_host_port(value).map_err(|message| MonitorError::Endpoint {
+                cluster: cluster.to_owned(),
+                key,
+                value: value.to_owned(),
+                message,
+            })
+        };
+        Ok(match d.kind {
+            DiscoveryKind::Dns => Source::Dns {
+                resolver,
+                writer: endpoint(
+                    "writer_endpoint",
+                    d.writer_endpoint.as_deref().unwrap_or(&c.writer),
+                )?,
+                reader: endpoint(
+                    "reader_endpoint",
+                    d.reader_endpoint.as_deref().unwrap_or_default(),
+                )?,
+            },
+            DiscoveryKind::Aurora => Source::Aurora {
+                resolver,
+                protocol,
+                login,
+                query: d.query.clone().unwrap_or_else(|| {
+                    match protocol {
+                        Protocol::Postgres => aurora::POSTGRES_QUERY,
+                        Protocol::Mysql => aurora::MYSQL_QUERY,
+                    }
+                    .to_owned()
+                }),
+                pattern: endpoint(
+                    "instance_pattern",
+                    d.instance_pattern.as_deref().unwrap_or_default(),
+                )?,
+                stale_after: d.stale_after,
+                timeout,
+            },
+        })
+    }
+
+    fn kind(&self) -> DiscoveryKind {
+        match self {
+            Source::Dns { .. } => DiscoveryKind::Dns,
+            Source::Aurora { .. } => DiscoveryKind::Aurora,
+        }
+    }
+
+    /// One round: the instances the source names now.
+    async fn round(&self, current: &Cluster) -> Result<Vec<Seen>, MonitorError> {
+        let cluster = current.name.clone();
+        match self {
+            Source::Dns {
+                resolver,
+                writer,
+                reader,
+            } => dns::round(resolver, (&writer.0, writer.1), (&reader.0, reader.1))
+                .await
+                .map_err(|source| MonitorError::Dns { cluster, source }),
+            Source::Aurora {
+                resolver,
+                protocol,
+                login,
+                query,
+                pattern,
+                stale_after,
+                timeout,
+            } => {
+                let Some(login) = login else {
+                    // validate() requires monitor_user for aurora.
+                    return Ok(Vec::new());
+                };
+                let known: Vec<Target<'_>> = std::iter::once(&current.writer)
+                    .chain(&current.readers)
+                    .map(|i| target(i))
+                    .collect();
+                let rows = aurora::query(*protocol, login, &known, query, *timeout)
+                    .await
+                    .map_err(|source| MonitorError::Aurora { cluster, source })?;
+                let selection = aurora::select(&rows, SystemTime::now(), *stale_after);
+                Ok(aurora::seen(&selection, (&pattern.0, pattern.1), resolver).await)
+            }
+        }
+    }
+}
+
+fn target(i: &Instance) -> Target<'_> {
+    Target {
+        host: &i.host,
+        port: i.port,
+        addr: &i.addr,
+    }
+}
+
+struct DiscoveryTask {
+    cluster: String,
+    source: Source,
+    interval: Duration,
+    drain_after: u32,
+    topology: Arc<TopologyHandle>,
+}
+
+impl DiscoveryTask {
+    async fn run(self, mut shutdown: Shutdown) {
+        let mut missing = BTreeMap::new();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let kind = self.source.kind().as_str();
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(current) = self.topology.cluster(&self.cluster) else {
+                return;
+            };
+            let seen = tokio::select! {
+                _ = shutdown.recv() => return,
+                seen = self.source.round(&current) => seen,
+            };
+            metrics::discovery_round(&self.cluster, kind);
+            let seen = match seen {
+                Ok(seen) => seen,
+                Err(e) => {
+                    tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "discovery round failed; keeping the topology");
+                    continue;
+                }
+            };
+            let Some(change) = next_cluster(&current, &seen, &mut missing, self.drain_after) else {
+                continue;
+            };
+            for gone in &change.retired {
+                gone.load.set_status(Status::Retired);
+                tracing::info!(cluster = %self.cluster, instance = %gone.addr, role = gone.role.as_str(), "instance left the topology");
+            }
+            let cluster = Arc::new(change.cluster);
+            for new in
+                instances(&cluster).filter(|i| !instances(&current).any(|o| Arc::ptr_eq(i, o)))
+            {
+                tracing::info!(cluster = %self.cluster, instance = %new.addr, role = new.role.as_str(), "instance joined the topology");
+            }
+            record_instances(&cluster);
+            self.topology.replace_cluster(cluster);
+            metrics::discovery_change(&self.cluster);
+        }
+    }
+}
+
+fn instances(c: &Cluster) -> impl Iterator<Item = &Arc<Instance>> {
+    std::iter::once(&c.writer).chain(&c.readers)
+}
+
+fn record_instances(c: &Cluster) {
+    let statuses = [
+        Status::Joining,
+        Status::Healthy,
+        Status::Unhealthy,
+        Status::Retired,
+    ];
+    for role in [Role::Writer, Role::Reader] {
+        for status in statuses {
+            let count = instances(c)
+                .filter(|i| i.role == role && i.load.status() == status)
+                .count();
+            metrics::instances(&c.name, role.as_str(), status.as_str(), count);
+        }
+    }
+}
+
+struct HealthTask {
+    cluster: String,
+    protocol: Protocol,
+    login: Option<MonitorLogin>,
+    interval: Duration,
+    timeout: Duration,
+    thresholds: Thresholds,
+    topology: Arc<TopologyHandle>,
+}
+
+impl HealthTask {
+    async fn run(self, mut shutdown: Shutdown) {
+        // Keyed by address and role: a promoted or demoted instance starts over.
+        let mut states: HashMap<(String, Role), HealthState> = HashMap::new();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(cluster) = self.topology.cluster(&self.cluster) else {
+                return;
+            };
+            let mut checks = JoinSet::new();
+            for i in instances(&cluster) {
+                let i = Arc::clone(i);
+                let (protocol, login, timeout) = (self.protocol, self.login.clone(), self.timeout);
+                checks.spawn(async move {
+                    let result = probe::check(protocol, login.as_ref(), target(&i), timeout).await;
+                    (i, result)
+                });
+            }
+            let results = tokio::select! {
+                _ = shutdown.recv() => return,
+                results = checks.join_all() => results,
+            };
+            for (i, result) in results {
+                let probe = match &result {
+                    Ok(None) => Probe::Pass,
+                    Ok(Some(role)) if *role == i.role => Probe::Pass,
+                    Ok(Some(_)) => Probe::WrongRole,
+                    Err(_) => Probe::Fail,
+                };
+                let key = (i.addr.clone(), i.role);
+                let state = states
+                    .entry(key)
+                    .or_insert_with(|| HealthState::initial(i.load.status()));
+                let before = state.status();
+                *state = state.next(probe, self.thresholds);
+                let after = state.status();
+                if after != before {
+                    match &result {
+                        Err(e) => {
+                            tracing::warn!(cluster = %self.cluster, instance = %i.addr, from = before.as_str(), to = after.as_str(), error = %e, cause = ?std::error::Error::source(e), "instance health changed")
+                        }
+                        Ok(_) => {
+                            tracing::info!(cluster = %self.cluster, instance = %i.addr, role = i.role.as_str(), ?probe, from = before.as_str(), to = after.as_str(), "instance health changed")
+                        }
+                    }
+                }
+                i.load.set_health(after);
+                metrics::instance_healthy(&self.cluster, &i.addr, after.is_usable());
+            }
+            states.retain(|(addr, role), _| {
+                instances(&cluster).any(|i| &i.addr == addr && i.role == *role)
+            });
+            if let Some(now) = self.topology.cluster(&self.cluster) {
+                record_instances(&now);
+            }
+        }
+    }
+}
