@@ -596,3 +596,34 @@ async fn sqlx_mysql_prepares_and_reads_from_replicas() {
     assert_eq!(r, 0, "sqlx transaction on the primary");
     tx.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn change_user_reauthenticates_and_resets_the_session() {
+    use mysql_async::ChangeUserOpts;
+    let (cluster, proxy, db) = setup("changeuser").await;
+    let other = cluster.create_database("changeuser_other").await;
+    let mut conn = connect(&proxy, &db).await;
+    conn.query_drop("SET @marker = 42").await.unwrap();
+    let opts = ChangeUserOpts::default()
+        .with_user(Some("app2".into()))
+        .with_pass(Some("app2-secret".into()))
+        .with_db_name(Some(other.clone()));
+    conn.change_user(opts)
+        .await
+        .expect("COM_CHANGE_USER to app2");
+    let row: Option<(Option<i64>, String, i64)> = conn
+        .query_first("SELECT @marker, DATABASE(), @@read_only")
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        Some((None, other, 1)),
+        "state reset, new schema, reads on a replica"
+    );
+
+    let wrong = ChangeUserOpts::default()
+        .with_user(Some("app2".into()))
+        .with_pass(Some("nope".into()));
+    let err = conn.change_user(wrong).await.expect_err("wrong password");
+    assert!(err.to_string().contains("1045"), "{err}");
+}

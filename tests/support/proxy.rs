@@ -112,6 +112,12 @@ auth = "trust"
 backend_user = "app"
 backend_password = "app-secret"
 
+[[users]]
+name = "app2"
+password = "app2-secret"
+backend_user = "app"
+backend_password = "app-secret"
+
 [clusters.main]
 writer = "{}:{}"
 readers = [{}]
@@ -131,6 +137,16 @@ impl Proxy {
     }
 
     pub async fn from_config(text: &str) -> Proxy {
+        Proxy::launch(text, false).await
+    }
+
+    /// Like [`Proxy::from_config`], plus the discovery and health-check tasks that
+    /// `switchyard serve` runs.
+    pub async fn with_monitors(text: &str) -> Proxy {
+        Proxy::launch(text, true).await
+    }
+
+    async fn launch(text: &str, monitors: bool) -> Proxy {
         let raw: Config = toml::from_str(text).expect("test config parses");
         let config = Arc::new(config::validate(raw, &|_| None).expect("test config is valid"));
         let topology = Arc::new(TopologyHandle::new(
@@ -150,6 +166,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         tokio::spawn(server::run(listener, ctx, shutdown.clone()));
+        if monitors {
+            let tasks = switchyard::topology::monitors(&config, &topology, &shutdown)
+                .expect("discovery and health checks start");
+            for task in tasks {
+                tokio::spawn(task);
+            }
+        }
 
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let admin = admin_listener.local_addr().expect("admin address");

@@ -4,6 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::constants::CapabilityFlags;
 use super::constants::command::*;
 use super::packet::write_with;
 
@@ -143,6 +144,65 @@ pub fn parse_command(payload: &[u8]) -> Result<Command<'_>, CommandError> {
     })
 }
 
+/// The fields of a COM_CHANGE_USER body (after the command byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeUser<'a> {
+    pub user: &'a [u8],
+    pub auth_response: &'a [u8],
+    pub database: &'a [u8],
+    pub charset: Option<u8>,
+    pub auth_plugin: Option<&'a [u8]>,
+    /// The connect-attributes block without its length prefix.
+    pub connect_attrs: Option<&'a [u8]>,
+}
+
+/// Reads COM_CHANGE_USER with the capabilities agreed at login.
+pub fn parse_change_user(
+    body: &[u8],
+    capabilities: CapabilityFlags,
+) -> Result<ChangeUser<'_>, CommandError> {
+    let truncated = CommandError::Truncated {
+        command: COM_CHANGE_USER,
+    };
+    let nul = |b: &'_ [u8]| b.iter().position(|&x| x == 0).ok_or(truncated);
+    let end = nul(body)?;
+    let (user, rest) = (&body[..end], &body[end + 1..]);
+    let (auth_response, rest) = if capabilities.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION)
+    {
+        let (&len, tail) = rest.split_first().ok_or(truncated)?;
+        let len = usize::from(len);
+        (tail.get(..len).ok_or(truncated)?, &tail[len..])
+    } else {
+        let end = nul(rest)?;
+        (&rest[..end], &rest[end + 1..])
+    };
+    let end = nul(rest)?;
+    let (database, mut rest) = (&rest[..end], &rest[end + 1..]);
+    let mut change = ChangeUser {
+        user,
+        auth_response,
+        database,
+        charset: None,
+        auth_plugin: None,
+        connect_attrs: None,
+    };
+    if rest.len() >= 2 {
+        change.charset = Some(rest[0]);
+        rest = &rest[2..];
+        if capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) && !rest.is_empty() {
+            let end = nul(rest)?;
+            change.auth_plugin = Some(&rest[..end]);
+            rest = &rest[end + 1..];
+        }
+        if capabilities.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) && !rest.is_empty() {
+            let (len, n) = super::messages::lenenc_int(rest).ok_or(truncated)?;
+            let len = usize::try_from(len).map_err(|_| truncated)?;
+            change.connect_attrs = Some(rest.get(n..n + len).ok_or(truncated)?);
+        }
+    }
+    Ok(change)
+}
+
 /// Overwrites the statement id of a COM_STMT_* payload in place, for sessions that map
 /// client-side statement ids to the backend's. Returns false if the payload has none.
 pub fn rewrite_statement_id(payload: &mut [u8], statement_id: u32) -> bool {
@@ -186,6 +246,34 @@ pub fn write_statement_command(out: &mut BytesMut, command: u8, statement_id: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_user_fields() {
+        let caps = CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_PROTOCOL_41;
+        let mut body = b"bob\0".to_vec();
+        body.push(3);
+        body.extend_from_slice(b"abc");
+        body.extend_from_slice(b"shop\0");
+        body.extend_from_slice(&[45, 0]);
+        body.extend_from_slice(b"mysql_native_password\0");
+        let c = parse_change_user(&body, caps).unwrap();
+        assert_eq!(c.user, b"bob");
+        assert_eq!(c.auth_response, b"abc");
+        assert_eq!(c.database, b"shop");
+        assert_eq!(c.charset, Some(45));
+        assert_eq!(c.auth_plugin, Some(&b"mysql_native_password"[..]));
+        // Everything up to the database's NUL is required; the rest is optional.
+        let required = b"bob\0".len() + 1 + 3 + b"shop\0".len();
+        for cut in 0..required {
+            assert!(
+                parse_change_user(&body[..cut], caps).is_err(),
+                "prefix {cut}"
+            );
+        }
+        assert!(parse_change_user(&body[..required], caps).is_ok());
+    }
     use crate::protocol::mysql::packet::packet;
 
     #[test]

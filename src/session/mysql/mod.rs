@@ -174,6 +174,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             pinned_to_writer: false,
         },
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        scramble: auth.scramble,
         scratch: BytesMut::new(),
         shutdown,
     };
@@ -206,6 +207,8 @@ struct Session {
     view: SessionView,
     /// The status flags of the last response, for the proxy's own OK packets.
     status: StatusFlags,
+    /// The greeting's scramble, which COM_CHANGE_USER answers.
+    scramble: [u8; 20],
     scratch: BytesMut,
     shutdown: Shutdown,
 }
@@ -345,7 +348,8 @@ impl Session {
             Command::StmtReset { statement_id } | Command::StmtFetch { statement_id, .. } => {
                 self.statement_follow_up(payload, statement_id).await?
             }
-            Command::ChangeUser { .. } | Command::Other { .. } => {
+            Command::ChangeUser { body } => return self.change_user(body).await,
+            Command::Other { .. } => {
                 let name = payload.first().copied().unwrap_or(0);
                 let message = format!("command {name:#04x} is not supported through switchyard");
                 self.client
@@ -353,6 +357,58 @@ impl Session {
                     .await;
             }
         }
+        Ok(true)
+    }
+
+    /// COM_CHANGE_USER: authenticates the new user against the greeting's scramble, then
+    /// replaces the backend connections with ones for that user; all session state is reset,
+    /// as a server does. A failed check ends the connection.
+    async fn change_user(&mut self, body: &[u8]) -> Result<bool, SessionError> {
+        let change = command::parse_change_user(body, self.client.capabilities)
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        let name = String::from_utf8_lossy(change.user).into_owned();
+        let Some(user) = self.ctx.config.user(&name).cloned() else {
+            return Err(SessionError::AuthFailed {
+                user: name,
+                using_password: !change.auth_response.is_empty(),
+            });
+        };
+        let deadline = Instant::now() + self.ctx.config.raw.server.auth_timeout;
+        let check = startup::Password {
+            user: &user,
+            scramble: self.scramble,
+            plugin: change.auth_plugin,
+            response: change.auth_response,
+        };
+        let ok_seq = match self.client.verify(check, 1, deadline).await {
+            Ok(seq) => seq,
+            Err((error, seq)) => {
+                if let Some((code, message)) = error.client_message() {
+                    self.client.send_error(seq, code, &message).await;
+                }
+                return Err(SessionError::ClientGone);
+            }
+        };
+        self.creds = Credentials {
+            user: user.backend_user.clone(),
+            password: user.backend_password.clone(),
+        };
+        self.login.database = Some(change.database.to_vec()).filter(|d| !d.is_empty());
+        if let Some(charset) = change.charset {
+            self.login.charset = charset;
+        }
+        if let Some(attrs) = change.connect_attrs {
+            self.login.connect_attrs = Some(attrs.to_vec());
+        }
+        self.writer = None;
+        self.reader = None;
+        self.statements.clear();
+        self.replays.clear();
+        self.view = SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        };
+        self.start(ok_seq).await?;
         Ok(true)
     }
 

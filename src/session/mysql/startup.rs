@@ -14,6 +14,7 @@ use crate::net::Stream;
 use crate::pool::mysql::Login;
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
+use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode, StatusFlags, UTF8MB4_GENERAL_CI,
 };
@@ -107,6 +108,84 @@ impl Client {
     }
 }
 
+/// A password check: a login's or a COM_CHANGE_USER's.
+pub struct Password<'a> {
+    pub user: &'a User,
+    /// The scramble of the proxy's greeting.
+    pub scramble: [u8; SCRAMBLE_LEN],
+    /// The plugin the client answered with, if it said.
+    pub plugin: Option<&'a [u8]>,
+    pub response: &'a [u8],
+}
+
+impl Client {
+    /// Runs the password exchange for `check`, starting at sequence id `next`; returns the
+    /// sequence id of the OK packet, or the error with the sequence id to report it under.
+    pub async fn verify(
+        &mut self,
+        check: Password<'_>,
+        mut next: u8,
+        deadline: Instant,
+    ) -> Result<u8, (SessionError, u8)> {
+        let user = check.user;
+        let denied = SessionError::AuthFailed {
+            user: user.name.clone(),
+            using_password: !check.response.is_empty(),
+        };
+        if user.auth == AuthMethod::Trust {
+            return Ok(next);
+        }
+        let Secret::Plain(password) = &user.secret else {
+            return Err((denied, next));
+        };
+        let plugin = match user.auth {
+            AuthMethod::CachingSha2Password => Plugin::CachingSha2Password,
+            _ => Plugin::MysqlNativePassword,
+        };
+        let credential = Credential {
+            plugin,
+            password: password.as_bytes().to_vec(),
+        };
+        let switch = handshake::new_scramble(&mut rand::rng());
+        let mut auth = ServerAuth::new(credential, check.scramble, switch, self.stream.is_tls());
+        let mut step = auth.start(check.plugin, check.response);
+        let mut out = BytesMut::new();
+        loop {
+            match step {
+                Ok(ServerStep::Accepted { before_ok }) => {
+                    if let Some(request) = before_ok {
+                        out.clear();
+                        next = request.write(&mut out, next);
+                        self.stream
+                            .write_all(&out)
+                            .await
+                            .map_err(|e| (SessionError::ClientIo(e), 0))?;
+                    }
+                    return Ok(next);
+                }
+                Ok(ServerStep::Send(request)) => {
+                    out.clear();
+                    request.write(&mut out, next);
+                    self.stream
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| (SessionError::ClientIo(e), 0))?;
+                    let (seq, answer) = self.read_packet(deadline).await.map_err(|e| (e, 0))?;
+                    next = seq.wrapping_add(1);
+                    step = auth.client_packet(&answer);
+                }
+                Err(e) => {
+                    let error = SessionError::Refused {
+                        code: e.error_code(),
+                        message: format!("Access denied for user '{}' ({e})", user.name),
+                    };
+                    return Err((error, next));
+                }
+            }
+        }
+    }
+}
+
 /// An authenticated client, before the OK packet.
 pub struct Authenticated {
     pub client: Client,
@@ -114,6 +193,8 @@ pub struct Authenticated {
     pub login: Login,
     /// Sequence id of the OK packet that ends the login.
     pub ok_seq: u8,
+    /// The scramble of the greeting, which COM_CHANGE_USER answers too.
+    pub scramble: [u8; SCRAMBLE_LEN],
 }
 
 /// Greets the client and authenticates it within `deadline`.
@@ -240,60 +321,22 @@ async fn authenticate(
         user: name.clone(),
         using_password,
     };
-    let using_password = !hello.auth_response.is_empty();
     let Some(user) = ctx.config.user(&name).cloned() else {
-        return Err(fail(denied(using_password), next, Some(c)));
+        return Err(fail(denied(!hello.auth_response.is_empty()), next, Some(c)));
     };
-    if user.auth != AuthMethod::Trust {
-        let Secret::Plain(password) = &user.secret else {
-            return Err(fail(denied(using_password), next, Some(c)));
-        };
-        let plugin = match user.auth {
-            AuthMethod::CachingSha2Password => Plugin::CachingSha2Password,
-            _ => Plugin::MysqlNativePassword,
-        };
-        let credential = Credential {
-            plugin,
-            password: password.as_bytes().to_vec(),
-        };
-        let switch = handshake::new_scramble(&mut rand::rng());
-        let mut auth = ServerAuth::new(credential, scramble, switch, is_tls);
-        let mut step = auth.start(hello.auth_plugin, hello.auth_response);
-        loop {
-            match step {
-                Ok(ServerStep::Accepted { before_ok }) => {
-                    if let Some(request) = before_ok {
-                        out.clear();
-                        next = request.write(&mut out, next);
-                        if let Err(e) = c.stream.write_all(&out).await {
-                            return Err(fail(SessionError::ClientIo(e), 0, None));
-                        }
-                    }
-                    break;
-                }
-                Ok(ServerStep::Send(request)) => {
-                    out.clear();
-                    request.write(&mut out, next);
-                    if let Err(e) = c.stream.write_all(&out).await {
-                        return Err(fail(SessionError::ClientIo(e), 0, None));
-                    }
-                    let (s, answer) = match c.read_packet(deadline).await {
-                        Ok(p) => p,
-                        Err(e) => return Err(fail(e, 0, Some(c))),
-                    };
-                    next = s.wrapping_add(1);
-                    step = auth.client_packet(&answer);
-                }
-                Err(e) => {
-                    let error = SessionError::Refused {
-                        code: e.error_code(),
-                        message: format!("Access denied for user '{name}' ({e})"),
-                    };
-                    return Err(fail(error, next, Some(c)));
-                }
-            }
+    let check = Password {
+        user: &user,
+        scramble,
+        plugin: hello.auth_plugin,
+        response: hello.auth_response,
+    };
+    next = match c.verify(check, next, deadline).await {
+        Ok(next) => next,
+        Err((error, seq)) => {
+            let client = (!matches!(error, SessionError::ClientIo(_))).then_some(c);
+            return Err(fail(error, seq, client));
         }
-    }
+    };
     let login = Login {
         capabilities: c.capabilities - CapabilityFlags::CLIENT_SSL,
         charset: hello.head.charset,
@@ -306,6 +349,7 @@ async fn authenticate(
         user,
         login,
         ok_seq: next,
+        scramble,
     })
 }
 
