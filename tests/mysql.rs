@@ -627,3 +627,110 @@ async fn change_user_reauthenticates_and_resets_the_session() {
     let err = conn.change_user(wrong).await.expect_err("wrong password");
     assert!(err.to_string().contains("1045"), "{err}");
 }
+
+impl RawMysql {
+    /// Reads one response to the end: OK, ERR, or a result set up to its closing EOF (this
+    /// client does not ask for CLIENT_DEPRECATE_EOF). Returns every packet.
+    async fn read_response(&mut self) -> Vec<Vec<u8>> {
+        let mut packets = Vec::new();
+        let mut eofs = 0;
+        loop {
+            let (_, p) = self.read_packet().await.expect("response packet");
+            let first = p.as_slice().first().copied();
+            packets.push(p);
+            match first {
+                Some(0x00 | 0xFF) if packets.len() == 1 => return packets,
+                Some(0xFE) if packets.last().is_some_and(|p| p.len() < 9) => {
+                    eofs += 1;
+                    // After the column definitions, then after the rows; a cursor sends
+                    // only the first one (with SERVER_STATUS_CURSOR_EXISTS, 0x40).
+                    let status = packets
+                        .last()
+                        .map_or(0, |p| u16::from_le_bytes([p[3], p[4]]));
+                    if eofs == 2 || status & 0x40 != 0 {
+                        return packets;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn stmt_packet(command: u8, id: u32, tail: &[u8]) -> Vec<u8> {
+    let mut p = vec![command];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(tail);
+    p
+}
+
+#[tokio::test]
+async fn long_data_reset_and_cursor_fetch() {
+    let (_, proxy, db) = setup("cursor").await;
+    let mut c = RawMysql::login(&proxy, &db).await;
+
+    // PREPARE → prepare-OK (id, 0 columns, 1 param), the param definition and its EOF.
+    c.send(0, b"\x16SELECT CONCAT(?, '!')").await;
+    let (_, ok) = c.read_packet().await.expect("prepare OK");
+    assert_eq!(ok[0], 0);
+    let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let params = u16::from_le_bytes([ok[7], ok[8]]);
+    assert_eq!(params, 1);
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    for _ in 0..(params + 1 + if columns > 0 { columns + 1 } else { 0 }) {
+        c.read_packet().await.expect("definitions");
+    }
+
+    // SEND_LONG_DATA has no answer; the EXECUTE that follows uses the data.
+    c.send(0, &stmt_packet(0x18, id, b"\x00\x00long value"))
+        .await;
+    // flags 0, iterations 1, null bitmap 0, new-params-bound 1, type VAR_STRING
+    c.send(0, &stmt_packet(0x17, id, &[0, 1, 0, 0, 0, 0, 1, 0xfd, 0]))
+        .await;
+    let result = c.read_response().await;
+    let row = result
+        .iter()
+        .find(|p| p.as_slice().first() == Some(&0x00) && p.len() > 2)
+        .expect("a row");
+    assert!(
+        String::from_utf8_lossy(row).contains("long value!"),
+        "{row:?}"
+    );
+
+    // RESET answers OK; CLOSE has no answer.
+    c.send(0, &stmt_packet(0x1a, id, b"")).await;
+    assert_eq!(c.read_response().await[0][0], 0x00);
+    c.send(0, &stmt_packet(0x19, id, b"")).await;
+
+    // A read-only cursor: EXECUTE opens it, FETCH reads rows in batches.
+    c.send(0, b"\x16SELECT seq FROM seq_1_to_10").await;
+    let (_, ok) = c.read_packet().await.expect("prepare OK");
+    let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let columns = u16::from_le_bytes([ok[5], ok[6]]);
+    for _ in 0..columns + 1 {
+        c.read_packet().await.expect("definitions");
+    }
+    c.send(0, &stmt_packet(0x17, id, &[1, 1, 0, 0, 0])).await;
+    let opened = c.read_response().await;
+    let eof = opened.last().expect("EOF");
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & 0x40,
+        0,
+        "cursor exists"
+    );
+    c.send(0, &stmt_packet(0x1c, id, &4u32.to_le_bytes())).await;
+    let mut fetched = 0;
+    loop {
+        let (_, p) = c.read_packet().await.expect("fetched row");
+        if p[0] == 0xFE && p.len() < 9 {
+            break;
+        }
+        fetched += 1;
+    }
+    assert_eq!(
+        fetched, 4,
+        "FETCH returned the rows asked for, from the backend that holds the cursor"
+    );
+    c.send(0, b"\x0e").await;
+    assert_eq!(c.read_packet().await.expect("ping").1[0], 0x00);
+}
