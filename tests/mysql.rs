@@ -734,3 +734,49 @@ async fn long_data_reset_and_cursor_fetch() {
     c.send(0, b"\x0e").await;
     assert_eq!(c.read_packet().await.expect("ping").1[0], 0x00);
 }
+
+#[tokio::test]
+async fn field_list_statistics_and_set_option() {
+    let (cluster, proxy, db) = setup("commands").await;
+    let mut conn = connect(&proxy, &db).await;
+    conn.query_drop("CREATE TABLE f (a INT, b TEXT)")
+        .await
+        .unwrap();
+    cluster.wait_replicated().await;
+    let mut c = RawMysql::login(&proxy, &db).await;
+
+    // COM_FIELD_LIST: one definition per column, then EOF.
+    c.send(0, b"\x04f\0").await;
+    let mut columns = 0;
+    loop {
+        let (_, p) = c.read_packet().await.expect("field list");
+        if p[0] == 0xFE && p.len() < 9 {
+            break;
+        }
+        columns += 1;
+    }
+    assert_eq!(columns, 2);
+
+    // COM_STATISTICS: one human-readable string.
+    c.send(0, b"\x09").await;
+    let (_, stats) = c.read_packet().await.expect("statistics");
+    assert!(
+        String::from_utf8_lossy(&stats).contains("Uptime"),
+        "{stats:?}"
+    );
+
+    // COM_SET_OPTION: multi-statements on, then a multi-statement query works.
+    c.send(0, b"\x1b\x00\x00").await;
+    let (_, answer) = c.read_packet().await.expect("set option");
+    assert!(matches!(answer[0], 0x00 | 0xFE), "{answer:?}");
+    c.send(0, b"\x03SELECT 1; SELECT 2").await;
+    let first = c.read_response().await;
+    let eof = first.last().expect("EOF");
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & 0x08,
+        0,
+        "more results follow"
+    );
+    let second = c.read_response().await;
+    assert!(second.len() >= 3, "second result set");
+}
