@@ -3,22 +3,24 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::cutover::{ControlError, Routing, RoutingError, RoutingState};
 use crate::shutdown::Shutdown;
 use crate::topology::TopologyHandle;
 
 pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub topology: Arc<TopologyHandle>,
-    pub active: String,
+    pub routing: Arc<Routing>,
     pub token: Option<String>,
 }
 
@@ -26,21 +28,32 @@ pub struct AdminState {
 pub enum ApiError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("no admin token is configured: state-changing calls are disabled")]
+    NoToken,
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self {
+        let status = match &self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoToken => StatusCode::FORBIDDEN,
+            ApiError::Control(ControlError::Routing(RoutingError::UnknownCluster(_))) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Control(ControlError::Routing(_)) => StatusCode::CONFLICT,
+            ApiError::Control(ControlError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let message = crate::session::chain(&self);
+        (status, Json(json!({ "error": message }))).into_response()
     }
 }
 
 /// Checks `Authorization: Bearer <token>` for calls that change state.
 pub fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
-        return Ok(());
+        return Err(ApiError::NoToken);
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -61,6 +74,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/clusters/{name}/read-only", post(read_only))
         .with_state(state)
 }
 
@@ -70,6 +86,64 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// Body of `POST /v1/pause` and `/v1/resume`; the active cluster when no cluster is named.
+#[derive(Debug, Default, Deserialize)]
+struct ClusterBody {
+    cluster: Option<String>,
+}
+
+/// Body of `POST /v1/clusters/{name}/read-only`.
+#[derive(Debug, Deserialize)]
+struct ReadOnlyBody {
+    enabled: bool,
+}
+
+fn routing_json(state: &RoutingState) -> serde_json::Value {
+    json!({
+        "active": state.active,
+        "generation": state.generation,
+        "modes": state.modes.iter().map(|(k, v)| (k.clone(), json!(v.as_str()))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn cluster_or_active(state: &AdminState, body: Option<Json<ClusterBody>>) -> String {
+    body.and_then(|Json(b)| b.cluster)
+        .unwrap_or_else(|| state.routing.load().active.clone())
+}
+
+async fn pause(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Option<Json<ClusterBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let cluster = cluster_or_active(&state, body);
+    let next = state.routing.pause(&cluster)?;
+    Ok(Json(routing_json(&next)))
+}
+
+async fn resume(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Option<Json<ClusterBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let cluster = cluster_or_active(&state, body);
+    let next = state.routing.resume(&cluster)?;
+    Ok(Json(routing_json(&next)))
+}
+
+async fn read_only(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<ReadOnlyBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let next = state.routing.set_read_only(&name, body.enabled)?;
+    Ok(Json(routing_json(&next)))
 }
 
 async fn healthz() -> &'static str {
@@ -98,7 +172,10 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
             )
         })
         .collect();
-    Json(json!({ "active": state.active, "clusters": clusters }))
+    let routing = state.routing.load();
+    Json(
+        json!({ "active": routing.active, "routing": routing_json(&routing), "clusters": clusters }),
+    )
 }
 
 /// Serves the admin API until shutdown.
@@ -123,12 +200,82 @@ mod tests {
         let topology = crate::topology::Topology {
             clusters: Default::default(),
         };
+        let modes = [("old".to_owned(), crate::cutover::Mode::ReadWrite)]
+            .into_iter()
+            .collect();
+        let routing = Routing::open(
+            RoutingState::new("old".into(), modes),
+            None,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         Arc::new(AdminState {
             metrics: crate::metrics::install(),
             topology: Arc::new(TopologyHandle::new(topology)),
-            active: "old".into(),
+            routing: Arc::new(routing),
             token: token.map(str::to_owned),
         })
+    }
+
+    async fn post(
+        app: &Router,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn state_changes_need_the_token_and_report_errors_as_json() {
+        let s = state(Some("secret"));
+        let app = router(Arc::clone(&s));
+        let (status, body) = post(&app, "/v1/pause", None, "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("\"error\""), "{body}");
+        let (status, _) = post(&app, "/v1/pause", Some("secret"), "{}").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(s.routing.load().mode("old"), crate::cutover::Mode::Paused);
+        let (status, body) = post(&app, "/v1/pause", Some("secret"), "{}").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _) = post(&app, "/v1/resume", Some("secret"), r#"{"cluster":"old"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = post(
+            &app,
+            "/v1/clusters/old/read-only",
+            Some("secret"),
+            r#"{"enabled":true}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("read_only"), "{body}");
+        let (status, _) = post(
+            &app,
+            "/v1/clusters/nope/read-only",
+            Some("secret"),
+            r#"{"enabled":true}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = post(&router(state(None)), "/v1/pause", None, "{}").await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "no token configured: no state changes"
+        );
     }
 
     #[tokio::test]

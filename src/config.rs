@@ -190,6 +190,15 @@ pub struct RoutingConfig {
     /// Send reads to readers (true) or everything to the writer (false).
     #[serde(default = "defaults::yes")]
     pub read_write_split: bool,
+    /// Clusters that start read-only (a recorded state, when there is one, takes precedence).
+    #[serde(default)]
+    pub read_only: Vec<String>,
+    /// A pause longer than this ends by itself.
+    #[serde(default = "defaults::max_pause", with = "humantime_serde")]
+    pub max_pause: Duration,
+    /// Where the routing state is recorded, so a restart keeps read-only modes and the
+    /// active cluster. Without it the state lives in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 mod defaults {
@@ -211,6 +220,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn max_pause() -> Duration {
+        Duration::from_secs(5)
     }
 }
 
@@ -511,6 +523,20 @@ pub fn validate(
                 );
             }
         }
+    }
+    for (i, name) in raw.routing.read_only.iter().enumerate() {
+        if !raw.clusters.contains_key(name) {
+            problem(
+                format!("routing.read_only[{i}]"),
+                format!("no cluster named {name:?}"),
+            );
+        }
+    }
+    if raw.routing.max_pause.is_zero() {
+        problem(
+            "routing.max_pause".into(),
+            "must be longer than zero".into(),
+        );
     }
     if !raw.clusters.contains_key(&raw.routing.active) {
         let known: Vec<_> = raw.clusters.keys().map(String::as_str).collect();

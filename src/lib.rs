@@ -7,6 +7,7 @@
 //! - `net`, `tls` — one stream type for TCP and TLS; rustls configurations
 //! - `topology`  — clusters and instances as an immutable snapshot; reader balancing
 //! - `router`    — pure decision: statement class + session state → route
+//! - `cutover`   — the routing state: active cluster, read-only and paused modes
 //! - `pool`      — backend connections: connect, TLS, authenticate
 //! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
 //! - `session`   — one client connection: startup, auth, the relay loop
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod cancel;
 pub mod config;
+pub mod cutover;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use switchyard::admin::{self, AdminState};
 use switchyard::config::{self, ConfigError};
+use switchyard::cutover::{self, Routing};
 use switchyard::session::Context;
 use switchyard::topology::{Topology, TopologyHandle};
 use switchyard::{server, shutdown, tls};
@@ -116,17 +117,24 @@ async fn serve(path: PathBuf) -> Result<()> {
         }
         _ => None,
     };
+    let routing = Arc::new(Routing::from_config(&config).context("routing state")?);
     let ctx = Arc::new(Context::new(
         Arc::clone(&config),
         Arc::clone(&topology),
+        Arc::clone(&routing),
         server_tls,
     ));
     let (trigger, shutdown) = shutdown::channel();
+    let watchdog_shutdown = shutdown.clone();
 
     let listen = config.raw.server.listen;
     let listener = bind(listen).await?;
     tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %config.raw.routing.active, "listening for clients");
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(cutover::pause_watchdog(
+        Arc::clone(&routing),
+        watchdog_shutdown,
+    ));
     tasks.spawn(server::run(listener, ctx, shutdown.clone()));
     for task in switchyard::topology::monitors(&config, &topology, &shutdown)
         .context("discovery and health checks")?
@@ -140,7 +148,7 @@ async fn serve(path: PathBuf) -> Result<()> {
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             topology,
-            active: config.raw.routing.active.clone(),
+            routing: Arc::clone(&routing),
             token: config.admin_token.clone(),
         });
         let shutdown = shutdown.clone();

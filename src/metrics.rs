@@ -13,6 +13,8 @@ pub const QUERIES_TOTAL: &str = "switchyard_queries_total";
 pub const QUERY_DURATION_SECONDS: &str = "switchyard_query_duration_seconds";
 pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
 pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
+pub const WRITES_REFUSED_TOTAL: &str = "switchyard_writes_refused_total";
+pub const HELD_TRANSACTIONS: &str = "switchyard_held_transactions";
 pub const INSTANCES: &str = "switchyard_instances";
 pub const DISCOVERY_ROUNDS_TOTAL: &str = "switchyard_discovery_rounds_total";
 pub const DISCOVERY_CHANGES_TOTAL: &str = "switchyard_discovery_changes_total";
@@ -112,6 +114,26 @@ pub fn client_connected() -> Gauge {
     let g = gauge!(CLIENT_CONNECTIONS);
     g.increment(1.0);
     g
+}
+
+/// A write refused because its cluster is read-only.
+pub fn write_refused(cluster: &str) {
+    counter!(WRITES_REFUSED_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+/// Counts a transaction held by a pause for as long as the guard lives.
+pub fn transaction_held() -> HeldGuard {
+    let g = gauge!(HELD_TRANSACTIONS);
+    g.increment(1.0);
+    HeldGuard(g)
+}
+
+pub struct HeldGuard(Gauge);
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 pub fn reader_fallback() {

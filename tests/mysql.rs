@@ -780,3 +780,47 @@ async fn field_list_statistics_and_set_option() {
     let second = c.read_response().await;
     assert!(second.len() >= 3, "second result set");
 }
+
+#[tokio::test]
+async fn read_only_mode_refuses_writes_with_1290_and_1792() {
+    let (_, proxy, db) = setup("readonly").await;
+    let mut conn = connect(&proxy, &db).await;
+    conn.query_drop("CREATE TABLE ro (i INT)").await.unwrap();
+    let (status, body) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let err = conn
+        .query_drop("INSERT INTO ro VALUES (1)")
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("1290"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("read-only for a database migration"),
+        "{err}"
+    );
+    let err = conn
+        .exec_drop("INSERT INTO ro VALUES (?)", (1,))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("1290"),
+        "prepared writes too: {err}"
+    );
+    assert!(on_replica(&mut conn).await, "reads keep working");
+    conn.query_drop("START TRANSACTION").await.unwrap();
+    let err = conn
+        .query_drop("INSERT INTO ro VALUES (2)")
+        .await
+        .expect_err("read-only transaction");
+    assert!(err.to_string().contains("1792"), "{err}");
+    conn.query_drop("ROLLBACK").await.unwrap();
+    let (status, _) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
+        .await;
+    assert_eq!(status, 200);
+    conn.query_drop("INSERT INTO ro VALUES (3)")
+        .await
+        .expect("writes again");
+}

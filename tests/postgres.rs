@@ -590,3 +590,141 @@ async fn notices_and_gssenc_requests() {
     let answer = tokio::io::AsyncReadExt::read_u8(&mut g.tcp).await.unwrap();
     assert_eq!(answer, b'N');
 }
+
+#[tokio::test]
+async fn read_only_mode_refuses_writes_and_keeps_reads() {
+    let (cluster, proxy, db) = setup("readonly").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE ro (i int)")
+        .await
+        .unwrap();
+    let (status, _) = proxy
+        .admin_post_as("/v1/clusters/main/read-only", r#"{"enabled":true}"#, None)
+        .await;
+    assert_eq!(status, 401, "state changes need the token");
+    let (status, body) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let err = client
+        .batch_execute("INSERT INTO ro VALUES (1)")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("read-only for a database migration"),
+        "{message}"
+    );
+    let err = client
+        .execute("INSERT INTO ro VALUES ($1)", &[&1i32])
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+        "prepared writes too"
+    );
+    // Reads keep working, on replicas and inside transactions on the primary …
+    assert!(in_recovery(&client).await);
+    client.batch_execute("BEGIN").await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM ro", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // … where the database itself refuses what the proxy let through.
+    let err = client
+        .batch_execute("INSERT INTO ro VALUES (2)")
+        .await
+        .expect_err("read-only transaction");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    let (status, _) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
+        .await;
+    assert_eq!(status, 200);
+    client
+        .batch_execute("INSERT INTO ro VALUES (3)")
+        .await
+        .expect("writes again");
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    let n: i64 = primary
+        .query_one("SELECT count(*) FROM ro", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "only the write made while read-write landed");
+    let metrics = proxy.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("switchyard_writes_refused_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_pause_holds_new_transactions_without_errors() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pause").await;
+    let config = support::proxy::config_text(cluster, "").replace(
+        "active = \"main\"",
+        "active = \"main\"\nmax_pause = \"60s\"",
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let early = proxy.connect(&db).await;
+    early
+        .batch_execute("CREATE TABLE held (i int)")
+        .await
+        .unwrap();
+    early
+        .batch_execute("BEGIN; INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+
+    let (status, body) = proxy.admin_post("/v1/pause", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    // A transaction in flight finishes.
+    early
+        .batch_execute("COMMIT")
+        .await
+        .expect("in-flight transaction commits");
+    // Reads on replicas go on.
+    let late = proxy.connect(&db).await;
+    assert!(in_recovery(&late).await);
+    // A new write waits …
+    let writer =
+        tokio::spawn(async move { late.batch_execute("INSERT INTO held VALUES (2)").await });
+    proxy
+        .wait_for_gauge("switchyard_held_transactions", 1.0)
+        .await;
+    assert!(!writer.is_finished(), "held while paused");
+    // … and runs, without an error, once resumed.
+    let (status, _) = proxy.admin_post("/v1/resume", "{}").await;
+    assert_eq!(status, 200);
+    writer.await.unwrap().expect("released without an error");
+
+    // A pause nobody lifts ends by itself after max_pause.
+    let short = support::proxy::config_text(cluster, "")
+        .replace("active = \"main\"", "active = \"main\"\nmax_pause = \"1s\"");
+    let proxy = Proxy::from_config(&short).await;
+    let client = proxy.connect(&db).await;
+    proxy.admin_post("/v1/pause", "{}").await;
+    client
+        .batch_execute("INSERT INTO held VALUES (3)")
+        .await
+        .expect("released by max_pause");
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    let n: i64 = primary
+        .query_one("SELECT count(*) FROM held", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}

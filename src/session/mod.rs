@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::cancel::CancelRegistry;
 use crate::config::{Protocol, Secret, User, Validated};
+use crate::cutover::Routing;
 use crate::protocol::postgres::scram::Verifier;
 use crate::shutdown::Shutdown;
 use crate::topology::TopologyHandle;
@@ -19,6 +20,8 @@ use crate::topology::TopologyHandle;
 pub struct Context {
     pub config: Arc<Validated>,
     pub topology: Arc<TopologyHandle>,
+    /// The active cluster and each cluster's mode (read-write, read-only, paused).
+    pub routing: Arc<Routing>,
     pub cancels: Arc<CancelRegistry>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// SCRAM verifiers computed once from plain passwords (4096 PBKDF2 rounds each).
@@ -29,6 +32,7 @@ impl Context {
     pub fn new(
         config: Arc<Validated>,
         topology: Arc<TopologyHandle>,
+        routing: Arc<Routing>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Context {
         let verifiers = config
@@ -43,6 +47,7 @@ impl Context {
         Context {
             config,
             topology,
+            routing,
             cancels: Arc::new(CancelRegistry::default()),
             tls,
             verifiers,

@@ -8,6 +8,7 @@ mod change;
 mod dns;
 mod health;
 mod monitor;
+mod postgres_tls;
 mod probe;
 
 use std::collections::BTreeMap;

@@ -15,11 +15,11 @@ use tokio::time::MissedTickBehavior;
 use super::aurora::{self, AuroraError};
 use super::dns::{self, DnsError};
 use super::health::{HealthState, Probe, Status, Thresholds};
-use super::probe::{self, MonitorLogin, Target};
+use super::probe::{self, MonitorLogin, MonitorTls, Target};
 use super::{Cluster, Instance, Role, Seen, TopologyHandle, next_cluster};
 use crate::config::{
-    ClusterConfig, DiscoveryConfig, DiscoveryKind, Protocol, Validated, monitor_password,
-    parse_host_port,
+    BackendTlsMode, ClusterConfig, DiscoveryConfig, DiscoveryKind, Protocol, Validated,
+    monitor_password, parse_host_port,
 };
 use crate::metrics;
 use crate::shutdown::Shutdown;
@@ -67,7 +67,10 @@ pub fn monitors(
     let timeout = config.raw.server.connect_timeout;
     let mut tasks: Vec<Task> = Vec::new();
     for (name, c) in &config.raw.clusters {
-        let login = monitor_login(c);
+        let tls = topology
+            .cluster(name)
+            .and_then(|cluster| cluster.tls.clone());
+        let login = monitor_login(c, tls);
         let health = HealthTask {
             cluster: name.clone(),
             protocol,
@@ -96,7 +99,10 @@ pub fn monitors(
     Ok(tasks)
 }
 
-fn monitor_login(c: &ClusterConfig) -> Option<MonitorLogin> {
+fn monitor_login(
+    c: &ClusterConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Option<MonitorLogin> {
     let user = c.monitor_user.clone()?;
     // validate() has reported a missing variable already; here it means no password.
     let password = monitor_password(c, &|var| std::env::var(var).ok())
@@ -106,6 +112,13 @@ fn monitor_login(c: &ClusterConfig) -> Option<MonitorLogin> {
         user,
         password,
         database: c.monitor_database.clone(),
+        tls: tls
+            .filter(|_| c.tls != BackendTlsMode::Disable)
+            .map(|config| MonitorTls {
+                mode: c.tls,
+                ca_file: c.ca_file.clone(),
+                config,
+            }),
     })
 }
 
@@ -379,6 +392,121 @@ impl HealthTask {
             if let Some(now) = self.topology.cluster(&self.cluster) {
                 record_instances(&now);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Problem, validate};
+
+    fn check(cluster: &str) -> Result<Validated, Vec<Problem>> {
+        let text = format!(
+            r#"
+            [server]
+            protocol = "postgres"
+            listen = "127.0.0.1:6432"
+
+            [[users]]
+            name = "app"
+            password = "secret"
+
+            [clusters.main]
+            writer = "127.0.0.1:5432"
+            {cluster}
+
+            [clusters.other]
+            writer = "127.0.0.1:5433"
+
+            [routing]
+            active = "main"
+            "#
+        );
+        let raw: Config = toml::from_str(&text).expect("parses");
+        validate(raw, &|var| (var == "SET").then(|| "value".to_owned()))
+    }
+
+    fn paths(cluster: &str) -> Vec<String> {
+        check(cluster)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|p| p.path)
+            .collect()
+    }
+
+    #[test]
+    fn discovery_settings_are_checked_with_their_keys() {
+        assert_eq!(
+            paths("[clusters.main.discovery]\nkind = \"dns\"\nquery = \"SELECT 1\""),
+            [
+                "clusters.main.discovery.query",
+                "clusters.main.discovery.reader_endpoint"
+            ]
+        );
+        assert_eq!(
+            paths(
+                "[clusters.main.discovery]\nkind = \"aurora\"\ninstance_pattern = \"db:5432\"\ninterval = \"0s\"\ndrain_after = 0"
+            ),
+            [
+                "clusters.main.discovery.interval",
+                "clusters.main.discovery.drain_after",
+                "clusters.main.discovery.instance_pattern",
+                "clusters.main.monitor_user",
+            ]
+        );
+        assert_eq!(
+            paths("monitor_password_env = \"MISSING\"\nfail_after = 0"),
+            [
+                "clusters.main.monitor_password_env",
+                "clusters.main.monitor_user",
+                "clusters.main.fail_after"
+            ]
+        );
+        let unknown = toml::from_str::<Config>(
+            "[server]\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\n[clusters.main]\nwriter = \"a:1\"\n[clusters.main.discovery]\nkind = \"dns\"\nreader = \"x\"\n[routing]\nactive = \"main\"",
+        );
+        assert!(unknown.is_err(), "unknown discovery keys are rejected");
+    }
+
+    #[tokio::test]
+    async fn every_cluster_gets_health_checks_and_discovery_where_configured() {
+        let config = check(
+            "monitor_user = \"monitor\"\nmonitor_password_env = \"SET\"\n[clusters.main.discovery]\nkind = \"dns\"\nreader_endpoint = \"reader.example:5432\"\nnameservers = [\"127.0.0.1:5353\"]",
+        )
+        .expect("valid");
+        let main = &config.raw.clusters["main"];
+        assert_eq!(main.health_interval, Duration::from_secs(1));
+        assert_eq!(main.discovery.as_ref().map(|d| d.drain_after), Some(3));
+        let topology = Arc::new(TopologyHandle::new(
+            crate::topology::Topology::from_config(&config).expect("topology"),
+        ));
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let tasks = monitors(&config, &topology, &shutdown).expect("tasks");
+        assert_eq!(
+            tasks.len(),
+            3,
+            "health for both clusters, discovery for one"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_task_ends_when_told() {
+        let config = check(
+            "[clusters.main.discovery]\nkind = \"dns\"\nreader_endpoint = \"reader.example:5432\"\nnameservers = [\"127.0.0.1:9\"]",
+        )
+        .expect("valid");
+        let topology = Arc::new(TopologyHandle::new(
+            crate::topology::Topology::from_config(&config).expect("topology"),
+        ));
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let mut running = JoinSet::new();
+        for task in monitors(&config, &topology, &shutdown).expect("tasks") {
+            running.spawn(task);
+        }
+        trigger.trigger();
+        while let Some(ended) = running.join_next().await {
+            ended.expect("a task ends without panicking");
         }
     }
 }

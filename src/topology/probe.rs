@@ -1,13 +1,17 @@
 //! Control-plane connections to one instance with the monitor account (tokio-postgres,
 //! mysql_async), and the health check built on them: connect, then ask the server its role.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use mysql_async::SslOpts;
 use mysql_async::prelude::Queryable;
 use tokio::net::TcpStream;
 
 use super::Role;
-use crate::config::Protocol;
+use super::postgres_tls::MakeRustls;
+use crate::config::{BackendTlsMode, Protocol};
 
 /// The monitor account of a cluster.
 #[derive(Debug, Clone)]
@@ -15,6 +19,36 @@ pub struct MonitorLogin {
     pub user: String,
     pub password: Option<String>,
     pub database: Option<String>,
+    /// TLS as the cluster's `tls` setting says; `None` for `disable`.
+    pub tls: Option<MonitorTls>,
+}
+
+/// The cluster's TLS settings, for monitor connections.
+#[derive(Debug, Clone)]
+pub struct MonitorTls {
+    pub mode: BackendTlsMode,
+    pub ca_file: Option<PathBuf>,
+    /// The rustls configuration the data path uses (PostgreSQL).
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl MonitorTls {
+    /// mysql_async's equivalent of the cluster's mode (it builds its own rustls config).
+    fn mysql(&self) -> SslOpts {
+        let roots = |opts: SslOpts| match &self.ca_file {
+            Some(ca) => opts.with_root_certs(vec![ca.clone().into()]),
+            None => opts,
+        };
+        match self.mode {
+            BackendTlsMode::Disable | BackendTlsMode::Require => {
+                SslOpts::default().with_danger_accept_invalid_certs(true)
+            }
+            BackendTlsMode::VerifyCa => {
+                roots(SslOpts::default()).with_danger_skip_domain_validation(true)
+            }
+            BackendTlsMode::VerifyFull => roots(SslOpts::default()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,15 +118,28 @@ pub async fn postgres(
         addr: t.addr.to_owned(),
         source,
     };
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(err)?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped; an error here is the server going away, which
-        // the next check reports.
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "monitor connection ended");
+    match &login.tls {
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = MakeRustls(Arc::clone(&tls.config));
+            let (client, connection) = config.connect(tls).await.map_err(err)?;
+            tokio::spawn(drive(connection));
+            Ok(client)
         }
-    });
-    Ok(client)
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(err)?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+    }
+}
+
+/// Runs a monitor connection until its client is dropped; an error here is the server going
+/// away, which the next check reports.
+async fn drive(connection: impl Future<Output = Result<(), tokio_postgres::Error>>) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "monitor connection ended");
+    }
 }
 
 /// A MySQL connection as the monitor account.
@@ -103,7 +150,8 @@ pub async fn mysql(t: Target<'_>, login: &MonitorLogin) -> Result<mysql_async::C
         .user(Some(&login.user))
         .pass(login.password.as_deref())
         .db_name(login.database.as_deref())
-        .prefer_socket(false);
+        .prefer_socket(false)
+        .ssl_opts(login.tls.as_ref().map(MonitorTls::mysql));
     mysql_async::Conn::new(opts)
         .await
         .map_err(|source| ProbeError::Mysql {

@@ -26,10 +26,12 @@
 //!    directories whose pid is dead).
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod mariadb;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
+pub mod topology;
 
 #[allow(unused_imports)] // not every test binary names them all
 pub use mariadb::{MariaCluster, MariaServer};

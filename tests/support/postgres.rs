@@ -1,7 +1,9 @@
 //! PostgreSQL for integration tests: a primary and its streaming replicas in one temp directory.
 //!
 //! Every server listens on 127.0.0.1 on a free port, with its Unix socket in the cluster's
-//! directory and its log in `<data dir>/server.log` (quoted in every start-up panic). The
+//! directory and its log in `<data dir>/server.log` (quoted in every start-up panic).
+//! [`PgCluster::start_on`] instead puts each server on its own loopback address and all on
+//! one port, as Aurora's instances are. The
 //! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
 //! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
 
@@ -104,8 +106,31 @@ impl PgCluster {
     pub fn start(replicas: usize) -> PgCluster {
         let owner = postgres_account();
         let dir = ScratchDir::new("switchyard-pg", owner);
-        let primary = start_primary(dir.path(), owner);
-        let replicas = start_replicas(dir.path(), owner, &primary, replicas);
+        let primary = start_primary(dir.path(), owner, Bind::shared());
+        let replicas = start_replicas(dir.path(), owner, &primary, &vec![Bind::shared(); replicas]);
+        let cluster = PgCluster {
+            primary,
+            replicas,
+            dir,
+        };
+        block_on(cluster.wait_streaming());
+        cluster
+    }
+
+    /// Like [`PgCluster::start`], but each server listens on its own address (`hosts[0]` the
+    /// primary, one replica per further host, e.g. `127.0.0.2`), all on one port, with its
+    /// Unix socket in its own directory.
+    pub fn start_on(hosts: &[&str]) -> PgCluster {
+        let owner = postgres_account();
+        let dir = ScratchDir::new("switchyard-pg", owner);
+        let (primary_host, replica_hosts) =
+            hosts.split_first().expect("at least the primary's host");
+        let primary = start_primary(dir.path(), owner, Bind::own(primary_host, None));
+        let binds: Vec<Bind> = replica_hosts
+            .iter()
+            .map(|host| Bind::own(host, Some(primary.port)))
+            .collect();
+        let replicas = start_replicas(dir.path(), owner, &primary, &binds);
         let cluster = PgCluster {
             primary,
             replicas,
@@ -298,6 +323,14 @@ impl PgServer {
         self.process.id()
     }
 
+    /// Kills the postmaster as `kill -9` does and waits until it is gone; its backends see
+    /// it die and end too.
+    pub fn kill(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+        self.process.wait_stopped();
+    }
+
     /// The last lines of the server's log, with a header naming the file.
     pub fn log_tail(&self) -> String {
         log_tail(&self.data_dir.join(LOG_FILE))
@@ -305,12 +338,21 @@ impl PgServer {
 
     /// Starts postgres on `data_dir` and waits until it accepts connections, retrying on a
     /// fresh port when another process took the one it was given.
-    fn launch(name: &str, data_dir: PathBuf, socket_dir: &Path, owner: RunAs) -> PgServer {
+    fn launch(name: &str, data_dir: PathBuf, dir: &Path, owner: RunAs, bind: &Bind) -> PgServer {
+        let socket_dir = if bind.own_socket_dir {
+            let socket_dir = dir.join(format!("{name}.sockets"));
+            fs::create_dir(&socket_dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", socket_dir.display()));
+            owner.chown(&socket_dir);
+            socket_dir
+        } else {
+            dir.to_owned()
+        };
         for attempt in 1..=START_ATTEMPTS {
-            let mut server = PgServer::spawn(name, data_dir.clone(), socket_dir, owner);
+            let mut server = PgServer::spawn(name, data_dir.clone(), &socket_dir, owner, bind);
             match block_on(server.wait_accepting()) {
                 Ok(()) => return server,
-                Err(_) if attempt < START_ATTEMPTS && server.lost_port() => {
+                Err(_) if attempt < START_ATTEMPTS && bind.port.is_none() && server.lost_port() => {
                     eprintln!(
                         "{name}: port {} was taken; retrying on another",
                         server.port
@@ -326,8 +368,14 @@ impl PgServer {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn spawn(name: &str, data_dir: PathBuf, socket_dir: &Path, owner: RunAs) -> PgServer {
-        let port = free_port();
+    fn spawn(
+        name: &str,
+        data_dir: PathBuf,
+        socket_dir: &Path,
+        owner: RunAs,
+        bind: &Bind,
+    ) -> PgServer {
+        let port = bind.port.unwrap_or_else(free_port);
         // Truncated: a replica's data directory holds a copy of the primary's log.
         let log = create_log(&data_dir.join(LOG_FILE), owner);
         let mut command = owner.command(&bin("postgres"), socket_dir);
@@ -340,6 +388,9 @@ impl PgServer {
             .arg("-c")
             .arg(format!("unix_socket_directories={}", socket_dir.display()));
         command.arg("-c").arg(format!("cluster_name={name}"));
+        command
+            .arg("-c")
+            .arg(format!("listen_addresses={}", bind.host));
         let log_err = log
             .try_clone()
             .expect("duplicate the server log's file handle");
@@ -348,7 +399,7 @@ impl PgServer {
         let process = ServerProcess::spawn(command, libc::SIGINT, libc::SIGQUIT)
             .unwrap_or_else(|e| panic!("spawn {} for {name}: {e}", bin("postgres").display()));
         PgServer {
-            host: HOST.to_string(),
+            host: bind.host.to_string(),
             port,
             name: name.to_string(),
             data_dir,
@@ -402,31 +453,60 @@ fn postgres_account() -> RunAs {
     *ACCOUNT.get_or_init(|| RunAs::account("postgres"))
 }
 
-fn start_primary(dir: &Path, owner: RunAs) -> PgServer {
+/// Where one server listens.
+#[derive(Clone, Debug)]
+struct Bind {
+    host: String,
+    /// `None`: a free port.
+    port: Option<u16>,
+    /// A Unix socket directory of its own (servers sharing a port cannot share one).
+    own_socket_dir: bool,
+}
+
+impl Bind {
+    fn shared() -> Bind {
+        Bind {
+            host: HOST.to_owned(),
+            port: None,
+            own_socket_dir: false,
+        }
+    }
+
+    fn own(host: &str, port: Option<u16>) -> Bind {
+        Bind {
+            host: host.to_owned(),
+            port,
+            own_socket_dir: true,
+        }
+    }
+}
+
+fn start_primary(dir: &Path, owner: RunAs, bind: Bind) -> PgServer {
     let data_dir = dir.join("primary");
     initdb(&data_dir, dir, owner);
     append(&data_dir.join("postgresql.conf"), SETTINGS);
     fs::write(data_dir.join("pg_hba.conf"), HBA).expect("write pg_hba.conf");
-    let primary = PgServer::launch("primary", data_dir, dir, owner);
+    let primary = PgServer::launch("primary", data_dir, dir, owner, &bind);
     block_on(create_roles(&primary));
     primary
 }
 
 /// Base-backs-up and starts the replicas side by side (each takes a checkpoint and a start-up).
-fn start_replicas(dir: &Path, owner: RunAs, primary: &PgServer, count: usize) -> Vec<PgServer> {
-    let names: Vec<String> = (1..=count)
+fn start_replicas(dir: &Path, owner: RunAs, primary: &PgServer, binds: &[Bind]) -> Vec<PgServer> {
+    let names: Vec<String> = (1..=binds.len())
         .map(|number| format!("replica{number}"))
         .collect();
     block_on(reserve_slots(primary, &names));
-    let start_one = |name: &str| {
+    let start_one = |name: &str, bind: &Bind| {
         let data_dir = dir.join(name);
         base_backup(primary, &data_dir, name, dir, owner);
-        PgServer::launch(name, data_dir, dir, owner)
+        PgServer::launch(name, data_dir, dir, owner, bind)
     };
     thread::scope(|scope| {
         let starting: Vec<_> = names
             .iter()
-            .map(|name| scope.spawn(move || start_one(name)))
+            .zip(binds)
+            .map(|(name, bind)| scope.spawn(move || start_one(name, bind)))
             .collect();
         let join = |handle: thread::ScopedJoinHandle<'_, PgServer>| {
             handle

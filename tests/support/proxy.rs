@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use switchyard::admin::{self, AdminState};
 use switchyard::config::{self, Config};
+use switchyard::cutover::Routing;
 use switchyard::session::Context;
 use switchyard::shutdown::{self, Trigger};
 use switchyard::topology::{Topology, TopologyHandle};
@@ -156,9 +157,11 @@ impl Proxy {
             (Some(c), Some(k)) => Some(tls::server_config(c, k).expect("test certificate")),
             _ => None,
         };
+        let routing = Arc::new(Routing::from_config(&config).expect("routing state"));
         let ctx = Arc::new(Context::new(
             Arc::clone(&config),
             Arc::clone(&topology),
+            Arc::clone(&routing),
             server_tls,
         ));
         let (trigger, shutdown) = shutdown::channel();
@@ -166,6 +169,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         tokio::spawn(server::run(listener, ctx, shutdown.clone()));
+        tokio::spawn(switchyard::cutover::pause_watchdog(
+            Arc::clone(&routing),
+            shutdown.clone(),
+        ));
         if monitors {
             let tasks = switchyard::topology::monitors(&config, &topology, &shutdown)
                 .expect("discovery and health checks start");
@@ -179,7 +186,7 @@ impl Proxy {
         let state = Arc::new(AdminState {
             metrics: switchyard::metrics::install(),
             topology,
-            active: config.raw.routing.active.clone(),
+            routing: Arc::clone(&routing),
             token: config.admin_token.clone(),
         });
         tokio::spawn(admin::serve(admin_listener, state, shutdown));
@@ -211,6 +218,60 @@ impl Proxy {
             let _ = connection.await;
         });
         client
+    }
+
+    /// POST `body` (JSON) to a path of the admin API with the test token (or `token`);
+    /// returns the status code and body.
+    pub async fn admin_post_as(
+        &self,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut tcp = TcpStream::connect(self.admin).await.expect("connect admin");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .expect("send request");
+        let mut response = String::new();
+        tcp.read_to_string(&mut response)
+            .await
+            .expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, response)
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &str) -> (u16, String) {
+        self.admin_post_as(path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    /// Waits until the metric line `name` (with no labels) reads at least `value`.
+    pub async fn wait_for_gauge(&self, name: &str, value: f64) {
+        let mut backoff = super::Backoff::new(std::time::Duration::from_secs(30));
+        loop {
+            let text = self.admin_get("/metrics").await;
+            let current = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+                .unwrap_or(0.0);
+            if current >= value {
+                return;
+            }
+            assert!(backoff.wait().await, "{name} never reached {value}");
+        }
     }
 
     /// GET a path of the admin API and return the body.

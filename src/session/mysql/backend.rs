@@ -21,6 +21,8 @@ pub struct Backend {
     pub deprecate_eof: bool,
     /// How many recorded session replays this connection has run.
     pub applied: usize,
+    /// Whether this connection was set `SESSION TRANSACTION READ ONLY`.
+    pub read_only: bool,
     pub metrics: BackendMetrics,
 }
 
@@ -44,6 +46,7 @@ impl Backend {
                 .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
             conn,
             applied: 0,
+            read_only: false,
             metrics,
         }
     }

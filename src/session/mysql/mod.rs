@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, chain};
+use crate::cutover::Mode;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
@@ -22,7 +23,8 @@ use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::command::*;
 use crate::protocol::mysql::constants::{
     ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE,
-    ER_NET_PACKETS_OUT_OF_ORDER, ER_SERVER_SHUTDOWN, ER_UNKNOWN_COM_ERROR, ErrorCode, StatusFlags,
+    ER_NET_PACKETS_OUT_OF_ORDER, ER_OPTION_PREVENTS_STATEMENT, ER_SERVER_SHUTDOWN,
+    ER_UNKNOWN_COM_ERROR, ErrorCode, StatusFlags,
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
@@ -412,6 +414,47 @@ impl Session {
         Ok(true)
     }
 
+    /// Applies the cluster's migration mode to a command that starts a transaction on the
+    /// writer: waits out a pause, keeps the writer connection's own read-only setting in
+    /// step with the mode, and refuses a write to a read-only cluster with ERR 1290.
+    /// `false` when the command was answered here.
+    async fn migration_gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
+        let mut mode = self.ctx.routing.load().mode(&self.cluster.name);
+        if mode == Mode::Paused {
+            let routing = Arc::clone(&self.ctx.routing);
+            mode = routing
+                .wait_while_paused(&self.cluster.name, &mut self.shutdown)
+                .await
+                .ok_or(SessionError::Shutdown)?;
+        }
+        let read_only = mode == Mode::ReadOnly;
+        if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
+            let sql: &[u8] = if read_only {
+                b"SET SESSION TRANSACTION READ ONLY"
+            } else {
+                b"SET SESSION TRANSACTION READ WRITE"
+            };
+            let mut out = BytesMut::new();
+            command::write_text_command(&mut out, COM_QUERY, sql);
+            if let (_, Some(message)) = writer.run_silently(&out).await? {
+                tracing::warn!(%message, "could not set the writer connection's read-only mode");
+            }
+            writer.read_only = read_only;
+        }
+        if !(read_only && stmt.class == Class::Write) {
+            return Ok(true);
+        }
+        metrics::write_refused(&self.cluster.name);
+        let message = format!(
+            "The MySQL server is running with the --read-only option so it cannot execute this statement: cluster '{}' is read-only for a database migration (switchyard)",
+            self.cluster.name
+        );
+        self.client
+            .send_error(1, ER_OPTION_PREVENTS_STATEMENT, &message)
+            .await;
+        Ok(false)
+    }
+
     async fn reply_ok(&mut self) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         let ok = OkPacket {
@@ -434,6 +477,12 @@ impl Session {
         record: Option<Replay>,
     ) -> Result<(), SessionError> {
         let target = self.choose(&stmt).await?;
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&stmt).await?
+        {
+            return Ok(());
+        }
         match router::effect(&stmt, self.view) {
             Effect::Record => match record {
                 Some(r) if self.replays.len() < MAX_REPLAYS => self.replays.push(r),
@@ -536,6 +585,13 @@ impl Session {
         } else {
             target
         };
+        // A read-only server refuses to prepare a write too.
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&stmt).await?
+        {
+            return Ok(());
+        }
         let id = self.statements.reserve_id();
         let relayed = self.run_on(target, packet, Some(id)).await?;
         if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
@@ -595,6 +651,12 @@ impl Session {
             stmt.class
         };
         let target = self.choose(&class).await?;
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&class).await?
+        {
+            return Ok(());
+        }
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());
         };

@@ -35,6 +35,8 @@ pub struct Backend {
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied_sets: usize,
+    /// Whether this connection was set `default_transaction_read_only = on`.
+    pub read_only: bool,
     pub metrics: BackendMetrics,
 }
 
@@ -59,6 +61,7 @@ impl Backend {
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied_sets: 0,
+            read_only: false,
             metrics,
         }
     }

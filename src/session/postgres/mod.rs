@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::Context;
 use crate::cancel::{CancelTarget, SessionCancel};
+use crate::cutover::Mode;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
@@ -25,8 +26,10 @@ use crate::protocol::postgres::scram::ScramError;
 use crate::protocol::postgres::sqlstate;
 use crate::router::{self, Effect, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
+use crate::sql::Class;
 use crate::topology::{Cluster, pick_reader};
 use backend::Backend;
+use scan::Ending;
 use scan::{Scanner, Statements};
 use startup::{Client, Outcome};
 
@@ -324,6 +327,13 @@ impl Session {
             metrics::reader_fallback();
             target = Target::Writer;
         }
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&unit).await?
+        {
+            self.scanner.recycle(unit.refs);
+            return Ok(());
+        }
         let result = self.exchange(target, &unit).await;
         let status = match result {
             Ok(status) => status,
@@ -342,6 +352,56 @@ impl Session {
         self.view.in_transaction = (status != b'I').then_some(target);
         self.scanner.recycle(unit.refs);
         Ok(())
+    }
+
+    /// Applies the cluster's migration mode to a unit that starts a transaction on the
+    /// writer: waits out a pause, keeps the writer connection's own read-only setting in
+    /// step with the mode (so a write the classifier missed fails in the database too), and
+    /// refuses a write to a read-only cluster. `false` when the unit was answered here.
+    async fn migration_gate(&mut self, unit: &scan::Unit) -> Result<bool, SessionError> {
+        let mut mode = self.ctx.routing.load().mode(&self.cluster.name);
+        if mode == Mode::Paused {
+            let routing = Arc::clone(&self.ctx.routing);
+            mode = routing
+                .wait_while_paused(&self.cluster.name, &mut self.shutdown)
+                .await
+                .ok_or(SessionError::Shutdown)?;
+        }
+        let read_only = mode == Mode::ReadOnly;
+        if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
+            let sql = if read_only {
+                "SET default_transaction_read_only = on"
+            } else {
+                "SET default_transaction_read_only = off"
+            };
+            if let Some(message) = writer.run_silently(sql, &mut self.scratch).await? {
+                tracing::warn!(%message, "could not set the writer connection's read-only mode");
+            }
+            writer.read_only = read_only;
+        }
+        if !(read_only && unit.stmt.class == Class::Write && unit.ending == Ending::Ready) {
+            return Ok(true);
+        }
+        metrics::write_refused(&self.cluster.name);
+        let mut out = BytesMut::new();
+        let message = format!(
+            "cannot execute a write: cluster \"{}\" is read-only for a database migration (switchyard)",
+            self.cluster.name
+        );
+        messages::error_response(
+            &mut out,
+            Severity::Error,
+            sqlstate::READ_ONLY_SQL_TRANSACTION,
+            &message,
+        );
+        messages::ready_for_query(&mut out, b'I');
+        self.client.buf.advance(unit.end);
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)
+            .map(|()| false)
     }
 
     async fn exchange(

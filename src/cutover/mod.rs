@@ -1,0 +1,389 @@
+//! Migration control: the routing state (which cluster is active, and whether each
+//! cluster is read-write, read-only or paused), changed only through this module,
+//! published atomically, and recorded in a state file so that a restarted proxy comes back
+//! in the same state (it never sends writes to a cluster that was fenced).
+
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::shutdown::Shutdown;
+pub use store::StoreError;
+
+/// What a cluster accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    ReadWrite,
+    /// Writes are refused with the standard read-only error; reads work.
+    ReadOnly,
+    /// New transactions wait (no error) until resumed; ones in flight finish.
+    Paused,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "read_write",
+            Mode::ReadOnly => "read_only",
+            Mode::Paused => "paused",
+        }
+    }
+}
+
+/// The routing state as of one moment. Immutable; replaced whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingState {
+    pub active: String,
+    pub modes: BTreeMap<String, Mode>,
+    /// Increases with every change.
+    pub generation: u64,
+    /// The mode a paused cluster returns to on resume.
+    #[serde(default)]
+    pub before_pause: BTreeMap<String, Mode>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoutingError {
+    #[error("no cluster named {0:?}")]
+    UnknownCluster(String),
+    #[error("cluster {0:?} is not paused")]
+    NotPaused(String),
+    #[error("cluster {0:?} is already paused")]
+    AlreadyPaused(String),
+    #[error("cluster {cluster:?} is paused: lift the pause before changing read-only mode")]
+    Paused { cluster: String },
+}
+
+impl RoutingState {
+    pub fn new(active: String, modes: BTreeMap<String, Mode>) -> RoutingState {
+        RoutingState {
+            active,
+            modes,
+            generation: 0,
+            before_pause: BTreeMap::new(),
+        }
+    }
+
+    pub fn mode(&self, cluster: &str) -> Mode {
+        self.modes.get(cluster).copied().unwrap_or_default()
+    }
+
+    fn next(&self) -> RoutingState {
+        RoutingState {
+            generation: self.generation + 1,
+            ..self.clone()
+        }
+    }
+
+    fn known(&self, cluster: &str) -> Result<(), RoutingError> {
+        if self.modes.contains_key(cluster) {
+            Ok(())
+        } else {
+            Err(RoutingError::UnknownCluster(cluster.to_owned()))
+        }
+    }
+
+    /// Read-only on or off. Refused while the cluster is paused.
+    pub fn with_read_only(&self, cluster: &str, on: bool) -> Result<RoutingState, RoutingError> {
+        self.known(cluster)?;
+        if self.mode(cluster) == Mode::Paused {
+            return Err(RoutingError::Paused {
+                cluster: cluster.to_owned(),
+            });
+        }
+        let mut s = self.next();
+        s.modes.insert(
+            cluster.to_owned(),
+            if on { Mode::ReadOnly } else { Mode::ReadWrite },
+        );
+        Ok(s)
+    }
+
+    pub fn with_pause(&self, cluster: &str) -> Result<RoutingState, RoutingError> {
+        self.known(cluster)?;
+        let current = self.mode(cluster);
+        if current == Mode::Paused {
+            return Err(RoutingError::AlreadyPaused(cluster.to_owned()));
+        }
+        let mut s = self.next();
+        s.before_pause.insert(cluster.to_owned(), current);
+        s.modes.insert(cluster.to_owned(), Mode::Paused);
+        Ok(s)
+    }
+
+    pub fn with_resume(&self, cluster: &str) -> Result<RoutingState, RoutingError> {
+        self.known(cluster)?;
+        if self.mode(cluster) != Mode::Paused {
+            return Err(RoutingError::NotPaused(cluster.to_owned()));
+        }
+        let mut s = self.next();
+        let back = s.before_pause.remove(cluster).unwrap_or_default();
+        s.modes.insert(cluster.to_owned(), back);
+        Ok(s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error("record the routing state")]
+    Store(#[from] StoreError),
+}
+
+/// The one owner of the routing state. The data path does one atomic load per statement;
+/// `changes()` wakes sessions waiting for a pause to end.
+pub struct Routing {
+    state: ArcSwap<RoutingState>,
+    changed: watch::Sender<u64>,
+    store: Option<store::StateFile>,
+    max_pause: Duration,
+}
+
+impl Routing {
+    /// Starts from the state file in `state_dir` if there is one, else from `initial`.
+    pub fn open(
+        initial: RoutingState,
+        state_dir: Option<PathBuf>,
+        max_pause: Duration,
+    ) -> Result<Routing, StoreError> {
+        let store = state_dir.map(store::StateFile::new);
+        let state = match &store {
+            Some(file) => match file.read()? {
+                Some(saved) => merge(saved, &initial),
+                None => initial,
+            },
+            None => initial,
+        };
+        if let Some(file) = &store {
+            file.write(&state)?;
+        }
+        let (changed, _) = watch::channel(state.generation);
+        Ok(Routing {
+            state: ArcSwap::from_pointee(state),
+            changed,
+            store,
+            max_pause,
+        })
+    }
+
+    /// The routing state the config describes, or the recorded one if `state_dir` has it.
+    pub fn from_config(config: &crate::config::Validated) -> Result<Routing, StoreError> {
+        let r = &config.raw.routing;
+        let modes = config
+            .raw
+            .clusters
+            .keys()
+            .map(|name| {
+                let mode = if r.read_only.contains(name) {
+                    Mode::ReadOnly
+                } else {
+                    Mode::ReadWrite
+                };
+                (name.clone(), mode)
+            })
+            .collect();
+        let initial = RoutingState::new(r.active.clone(), modes);
+        Routing::open(initial, r.state_dir.clone(), r.max_pause)
+    }
+
+    pub fn load(&self) -> Arc<RoutingState> {
+        self.state.load_full()
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn max_pause(&self) -> Duration {
+        self.max_pause
+    }
+
+    /// Applies a pure transition: records it, then publishes it.
+    fn apply(
+        &self,
+        f: impl FnOnce(&RoutingState) -> Result<RoutingState, RoutingError>,
+    ) -> Result<Arc<RoutingState>, ControlError> {
+        let next = Arc::new(f(&self.load())?);
+        if let Some(file) = &self.store {
+            file.write(&next)?;
+        }
+        self.state.store(Arc::clone(&next));
+        self.changed.send_replace(next.generation);
+        tracing::info!(generation = next.generation, modes = ?next.modes, active = %next.active, "routing state changed");
+        Ok(next)
+    }
+
+    /// Holds the caller while `cluster` is paused; returns the mode it resumed to, or
+    /// `None` on shutdown. The watchdog ends a pause after `max_pause`; the bound here only
+    /// guards against a stuck one.
+    pub async fn wait_while_paused(&self, cluster: &str, shutdown: &mut Shutdown) -> Option<Mode> {
+        let mut changes = self.changes();
+        let deadline = tokio::time::Instant::now() + self.max_pause + Duration::from_secs(1);
+        let _held = crate::metrics::transaction_held();
+        loop {
+            let state = self.load();
+            let mode = state.mode(cluster);
+            if mode != Mode::Paused {
+                return Some(mode);
+            }
+            tokio::select! {
+                _ = shutdown.recv() => return None,
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Some(state.before_pause.get(cluster).copied().unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    pub fn set_read_only(
+        &self,
+        cluster: &str,
+        on: bool,
+    ) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_read_only(cluster, on))
+    }
+
+    pub fn pause(&self, cluster: &str) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_pause(cluster))
+    }
+
+    pub fn resume(&self, cluster: &str) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_resume(cluster))
+    }
+}
+
+/// A saved state is authoritative for the clusters the config still has; clusters the
+/// config added start from the config.
+fn merge(saved: RoutingState, config: &RoutingState) -> RoutingState {
+    let mut merged = saved;
+    merged
+        .modes
+        .retain(|name, _| config.modes.contains_key(name));
+    for (name, mode) in &config.modes {
+        merged.modes.entry(name.clone()).or_insert(*mode);
+    }
+    if !config.modes.contains_key(&merged.active) {
+        merged.active = config.active.clone();
+    }
+    merged
+}
+
+/// Ends pauses that last longer than `max_pause`, so a lost operator never leaves clients
+/// waiting. Runs until shutdown.
+pub async fn pause_watchdog(routing: Arc<Routing>, mut shutdown: Shutdown) {
+    let mut changes = routing.changes();
+    loop {
+        let paused: Vec<String> = routing
+            .load()
+            .modes
+            .iter()
+            .filter(|(_, m)| **m == Mode::Paused)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let generation = routing.load().generation;
+        if paused.is_empty() {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(routing.max_pause()) => {
+                if routing.load().generation == generation {
+                    for cluster in paused {
+                        tracing::warn!(%cluster, max_pause = ?routing.max_pause(), "pause exceeded max_pause; resuming");
+                        if let Err(e) = routing.resume(&cluster) {
+                            tracing::error!(%cluster, error = %e, "could not end an expired pause");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RoutingState {
+        let modes = [
+            ("old".to_owned(), Mode::ReadWrite),
+            ("new".to_owned(), Mode::ReadWrite),
+        ];
+        RoutingState::new("old".into(), modes.into_iter().collect())
+    }
+
+    #[test]
+    fn transitions() {
+        let s = state();
+        let ro = s.with_read_only("old", true).unwrap();
+        assert_eq!(ro.mode("old"), Mode::ReadOnly);
+        assert_eq!(ro.generation, 1);
+        let paused = ro.with_pause("old").unwrap();
+        assert_eq!(paused.mode("old"), Mode::Paused);
+        assert_eq!(
+            paused.with_pause("old"),
+            Err(RoutingError::AlreadyPaused("old".into()))
+        );
+        assert_eq!(
+            paused.with_read_only("old", false),
+            Err(RoutingError::Paused {
+                cluster: "old".into()
+            })
+        );
+        let resumed = paused.with_resume("old").unwrap();
+        assert_eq!(
+            resumed.mode("old"),
+            Mode::ReadOnly,
+            "resume returns to the mode before the pause"
+        );
+        assert_eq!(
+            resumed.with_resume("old"),
+            Err(RoutingError::NotPaused("old".into()))
+        );
+        assert_eq!(
+            s.with_pause("nope"),
+            Err(RoutingError::UnknownCluster("nope".into()))
+        );
+        assert_eq!(resumed.generation, 3);
+    }
+
+    #[test]
+    fn a_saved_state_wins_for_known_clusters() {
+        let mut saved = state().with_read_only("old", true).unwrap();
+        saved.modes.insert("gone".into(), Mode::ReadOnly);
+        let mut config = state();
+        config.modes.insert("extra".into(), Mode::ReadWrite);
+        let merged = merge(saved, &config);
+        assert_eq!(merged.mode("old"), Mode::ReadOnly);
+        assert!(!merged.modes.contains_key("gone"));
+        assert_eq!(merged.mode("extra"), Mode::ReadWrite);
+    }
+
+    #[test]
+    fn the_state_file_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let r =
+            Routing::open(state(), Some(dir.path().to_owned()), Duration::from_secs(5)).unwrap();
+        r.set_read_only("old", true).unwrap();
+        drop(r);
+        let again =
+            Routing::open(state(), Some(dir.path().to_owned()), Duration::from_secs(5)).unwrap();
+        assert_eq!(again.load().mode("old"), Mode::ReadOnly);
+    }
+}

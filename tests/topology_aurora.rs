@@ -1,0 +1,177 @@
+//! `aurora` discovery against real servers: a primary on 127.0.0.1 and replicas on 127.0.0.2
+//! and 127.0.0.3, all on one port, and a table with the columns of Aurora's
+//! `aurora_replica_status()` that the test edits. `instance_pattern = "127.0.0.?:PORT"` turns
+//! server ids `1`, `2`, `3` into those addresses (no DNS needed). Reads follow the table with
+//! no client error.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use support::postgres::PgCluster;
+use support::proxy::{ADMIN_TOKEN, Proxy};
+use support::topology;
+
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
+const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const REPLICA1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const REPLICA2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+fn config(port: u16, db: &str) -> String {
+    format!(
+        r#"
+[server]
+protocol = "postgres"
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[clusters.main]
+writer = "{PRIMARY}:{port}"
+monitor_user = "postgres"
+monitor_database = "{db}"
+health_interval = "100ms"
+fail_after = 2
+recover_after = 1
+
+[clusters.main.discovery]
+kind = "aurora"
+query = "SELECT server_id, session_id, last_update_timestamp, replica_lag_in_msec FROM aurora_topology"
+instance_pattern = "127.0.0.?:{port}"
+stale_after = "5min"
+interval = "100ms"
+drain_after = 2
+
+[routing]
+active = "main"
+"#
+    )
+}
+
+/// The address of the server that answered one read on a new connection through the proxy.
+async fn read_once(proxy: &Proxy, db: &str) -> Result<Ipv4Addr, String> {
+    let addr = topology::read_once(proxy, db, "SELECT host(inet_server_addr())").await?;
+    addr.parse()
+        .map_err(|e| format!("server address {addr:?}: {e}"))
+}
+
+/// Reads on new connections until one reaches `want`; every read must succeed.
+async fn until_reads_reach(proxy: &Proxy, db: &str, want: Ipv4Addr) {
+    let reached = support::retry(FOLLOW_TIMEOUT, async || {
+        let at = read_once(proxy, db).await.expect("reads never fail");
+        if at == want {
+            Ok(())
+        } else {
+            Err(format!("last read ran on {at}"))
+        }
+    });
+    if let Err(why) = reached.await {
+        panic!(
+            "reads did not reach {want} within {FOLLOW_TIMEOUT:?}: {why}\n{}",
+            topology::status(proxy, "main").await
+        );
+    }
+}
+
+/// The reader addresses of cluster `main` in `/status`.
+async fn reader_addrs(proxy: &Proxy) -> Vec<String> {
+    let readers = topology::readers(proxy, "main").await;
+    readers.into_iter().map(|(addr, _)| addr).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_the_topology_table() {
+    let hosts = [PRIMARY, REPLICA1, REPLICA2].map(|ip| ip.to_string());
+    let cluster = PgCluster::start_on(&hosts.each_ref().map(String::as_str));
+    let port = cluster.primary.port;
+    let db = cluster.create_database("aurora").await;
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    primary
+        .batch_execute(
+            "CREATE TABLE aurora_topology (
+                 server_id text, session_id text,
+                 last_update_timestamp timestamptz, replica_lag_in_msec float);
+             INSERT INTO aurora_topology VALUES
+                 ('1', 'MASTER_SESSION_ID', now(), 0),
+                 ('2', 'a7c1e2f0-0000-4000-8000-000000000002', now(), 12.5);",
+        )
+        .await
+        .expect("create the topology table");
+    let proxy = Proxy::with_monitors(&config(port, &db)).await;
+    until_reads_reach(&proxy, &db, REPLICA1).await;
+
+    // Scale-out: a row for replica 2 appears, plus an older second writer row (a demoted
+    // writer's leftover), which must lose to the current one.
+    primary
+        .batch_execute(
+            "INSERT INTO aurora_topology VALUES
+                 ('3', 'a7c1e2f0-0000-4000-8000-000000000003', now(), 3),
+                 ('9', 'MASTER_SESSION_ID', now() - interval '10 seconds', 0);",
+        )
+        .await
+        .expect("add replica 2");
+    until_reads_reach(&proxy, &db, REPLICA2).await;
+    let main = topology::status(&proxy, "main").await;
+    assert_eq!(
+        main["writer"]["addr"],
+        format!("{PRIMARY}:{port}"),
+        "the most recently updated writer row wins"
+    );
+
+    // Scale-in: replica 1's row goes stale (no longer updated), which removes it.
+    primary
+        .batch_execute(
+            "UPDATE aurora_topology SET last_update_timestamp = now() - interval '1 hour'
+             WHERE server_id = '2'",
+        )
+        .await
+        .expect("make replica 1 stale");
+    let gone = format!("{REPLICA1}:{port}");
+    let drained = support::retry(FOLLOW_TIMEOUT, async || {
+        read_once(&proxy, &db).await.expect("reads never fail");
+        let readers = reader_addrs(&proxy).await;
+        if readers.contains(&gone) {
+            Err(format!("still listed: {readers:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(why) = drained.await {
+        panic!("{gone} was not drained within {FOLLOW_TIMEOUT:?}: {why}");
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(read_once(&proxy, &db).await.expect("reads never fail"));
+    }
+    assert!(
+        !seen.contains(&REPLICA1),
+        "no new read reaches a removed replica: {seen:?}"
+    );
+
+    // Deleting the row removes the instance just the same; with no replica left, reads go
+    // to the writer.
+    primary
+        .batch_execute("DELETE FROM aurora_topology WHERE server_id <> '1'")
+        .await
+        .expect("remove every replica");
+    let emptied = support::retry(FOLLOW_TIMEOUT, async || {
+        let readers = reader_addrs(&proxy).await;
+        if readers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still listed: {readers:?}"))
+        }
+    });
+    if let Err(why) = emptied.await {
+        panic!("replicas were not removed within {FOLLOW_TIMEOUT:?}: {why}");
+    }
+    assert_eq!(read_once(&proxy, &db).await, Ok(PRIMARY));
+}
