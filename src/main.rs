@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod client;
+
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -40,12 +42,99 @@ enum Command {
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// Show the routing state and every instance of a running proxy.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Hold new transactions on a cluster (the active one by default) until resumed.
+    Pause {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Release held transactions.
+    Resume {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
+    ReadOnly {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[arg(long)]
+        cluster: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How to reach a running proxy's admin API: a URL and token, or its config file.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin API base URL, e.g. http://127.0.0.1:9187 (default: from --config, else that).
+    #[arg(long, env = "SWITCHYARD_ADMIN_URL")]
+    admin: Option<String>,
+    /// Bearer token for state changes (default: from --config).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The proxy's config file, to read the admin address and token from.
+    #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn resolve(self) -> Result<client::Admin> {
+        let loaded = match &self.config {
+            Some(path) => Some(config::load(path)?),
+            None => None,
+        };
+        let from_config = loaded
+            .as_ref()
+            .and_then(|c| c.raw.admin.as_ref().map(|a| a.listen));
+        let url = match (self.admin, from_config) {
+            (Some(url), _) => url,
+            (None, Some(listen)) => format!("http://{listen}"),
+            (None, None) => "http://127.0.0.1:9187".to_owned(),
+        };
+        let token = self.token.or_else(|| loaded.and_then(|c| c.admin_token));
+        Ok(client::Admin { url, token })
+    }
+}
+
+/// Runs one admin command and prints its answer; exit 1 with the error otherwise.
+fn admin_command(run: impl FnOnce() -> Result<String>) -> ExitCode {
+    match run() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Status { admin } => admin_command(|| admin.resolve()?.status()),
+        Command::Pause { cluster, admin } => {
+            admin_command(|| admin.resolve()?.pause(cluster.as_deref()))
+        }
+        Command::Resume { cluster, admin } => {
+            admin_command(|| admin.resolve()?.resume(cluster.as_deref()))
+        }
+        Command::ReadOnly {
+            state,
+            cluster,
+            admin,
+        } => admin_command(|| admin.resolve()?.read_only(&cluster, state == "on")),
         Command::Serve { config } => {
             init_tracing();
             let runtime = match tokio::runtime::Runtime::new() {

@@ -728,3 +728,86 @@ async fn a_pause_holds_new_transactions_without_errors() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+async fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .await
+        .expect("run switchyard");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_drives_read_only_mode_and_the_state_survives_a_restart() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("cli").await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let config = support::proxy::config_text(cluster, "").replace(
+        "active = \"main\"",
+        &format!(
+            "active = \"main\"\nstate_dir = \"{}\"",
+            state_dir.path().display()
+        ),
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let url = format!("http://{}", proxy.admin);
+
+    let (ok, out) = cli(&["read-only", "on", "--cluster", "main", "--admin", &url]).await;
+    assert!(!ok, "without the token the change is refused: {out}");
+    assert!(out.contains("401"), "{out}");
+    let token = support::proxy::ADMIN_TOKEN;
+    let (ok, out) = cli(&[
+        "read-only",
+        "on",
+        "--cluster",
+        "main",
+        "--admin",
+        &url,
+        "--token",
+        token,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("read_only"), "{out}");
+    let (ok, out) = cli(&["status", "--admin", &url]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("active cluster: main") && out.contains("reader"),
+        "{out}"
+    );
+
+    // A restarted proxy comes back read-only.
+    drop(proxy);
+    let proxy = Proxy::from_config(&config).await;
+    let client = proxy.connect(&db).await;
+    let err = client
+        .batch_execute("CREATE TABLE t (i int)")
+        .await
+        .expect_err("still read-only");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    let url = format!("http://{}", proxy.admin);
+    let (ok, out) = cli(&[
+        "read-only",
+        "off",
+        "--cluster",
+        "main",
+        "--admin",
+        &url,
+        "--token",
+        token,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    client
+        .batch_execute("CREATE TABLE t (i int)")
+        .await
+        .expect("writable again");
+}

@@ -1,0 +1,161 @@
+//! The operator's side of the admin API: `switchyard status`, `pause`, `resume` and
+//! `read-only`, talking HTTP to a running proxy. Part of the binary only.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// Where the admin API is and how to authenticate.
+pub struct Admin {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Admin {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let agent = Admin::agent();
+        let response = match method {
+            "GET" => agent.get(&url).call(),
+            _ => {
+                let mut request = agent.post(&url).content_type("application/json");
+                if let Some(token) = &self.token {
+                    request = request.header("Authorization", &format!("Bearer {token}"));
+                }
+                request.send(body.unwrap_or(Value::Null).to_string())
+            }
+        };
+        let mut response = response.with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("read the answer of {method} {url}"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{method} {path}: {status}: {message}");
+        }
+        Ok(value)
+    }
+
+    pub fn status(&self) -> Result<String> {
+        Ok(render_status(&self.call("GET", "/status", None)?))
+    }
+
+    pub fn pause(&self, cluster: Option<&str>) -> Result<String> {
+        let body = serde_json::json!({ "cluster": cluster });
+        Ok(render_routing(&self.call(
+            "POST",
+            "/v1/pause",
+            Some(body),
+        )?))
+    }
+
+    pub fn resume(&self, cluster: Option<&str>) -> Result<String> {
+        let body = serde_json::json!({ "cluster": cluster });
+        Ok(render_routing(&self.call(
+            "POST",
+            "/v1/resume",
+            Some(body),
+        )?))
+    }
+
+    pub fn read_only(&self, cluster: &str, enabled: bool) -> Result<String> {
+        let body = serde_json::json!({ "enabled": enabled });
+        let path = format!("/v1/clusters/{cluster}/read-only");
+        Ok(render_routing(&self.call("POST", &path, Some(body))?))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The routing state as lines: `active cluster: old` and one `cluster  mode` line each.
+fn render_routing(v: &Value) -> String {
+    let mut out = format!("active cluster: {}\n", text(&v["active"]));
+    if let Some(modes) = v["modes"].as_object() {
+        for (cluster, mode) in modes {
+            out.push_str(&format!("  {cluster:<16} {}\n", text(mode)));
+        }
+    }
+    out
+}
+
+/// `/status` as a table of instances under the routing state.
+fn render_status(v: &Value) -> String {
+    let mut out = render_routing(&v["routing"]);
+    out.push_str(&format!(
+        "\n{:<12} {:<28} {:<8} {:>9}  {}\n",
+        "CLUSTER", "INSTANCE", "ROLE", "IN-FLIGHT", "STATE"
+    ));
+    let Some(clusters) = v["clusters"].as_object() else {
+        return out;
+    };
+    for (name, cluster) in clusters {
+        let writer = std::iter::once(&cluster["writer"]);
+        let readers = cluster["readers"].as_array().into_iter().flatten();
+        for instance in writer.chain(readers) {
+            let state = instance.get("health").map(text).unwrap_or_else(|| {
+                if instance["down"].as_bool() == Some(true) {
+                    "down".into()
+                } else {
+                    "up".into()
+                }
+            });
+            out.push_str(&format!(
+                "{:<12} {:<28} {:<8} {:>9}  {}\n",
+                name,
+                text(&instance["addr"]),
+                text(&instance["role"]),
+                text(&instance["in_flight"]),
+                state
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_renders_as_a_table() {
+        let v = serde_json::json!({
+            "routing": { "active": "old", "modes": { "old": "read_only", "new": "read_write" } },
+            "clusters": { "old": {
+                "writer": { "addr": "10.0.0.1:5432", "role": "writer", "in_flight": 2, "down": false },
+                "readers": [ { "addr": "10.0.0.2:5432", "role": "reader", "in_flight": 0, "down": true } ]
+            } }
+        });
+        let table = render_status(&v);
+        assert!(table.contains("active cluster: old"), "{table}");
+        assert!(table.contains("read_only"), "{table}");
+        assert!(table.contains("10.0.0.2:5432"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("10.0.0.2") && l.ends_with("down")),
+            "{table}"
+        );
+    }
+}
