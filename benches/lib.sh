@@ -28,6 +28,7 @@ DEFAULT_SWITCHYARD_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/switchyard
 SWITCHYARD_BIN_SET=${SWITCHYARD_BIN+set}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_SWITCHYARD_BIN}
 RESULTS=""              # per-run TSV, see run_rounds
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -336,7 +337,7 @@ has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 machine_line() {
     local model
     model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-    echo "$(nproc) CPUs, ${model:-unknown}, $(uname -sr); client, proxies and server share these CPUs"
+    echo "$(nproc) CPUs, ${model:-unknown}, $(uname -sr); client, proxies and server share these CPUs; load average (1/5/15 min) at start ${LOAD_AT_START:-?}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 repo_revision() { # short commit of REPO_ROOT, "(dirty)" when it has changes

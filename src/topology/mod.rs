@@ -220,10 +220,10 @@ impl TopologyHandle {
     /// atomic load; no allocation when it has not changed).
     pub fn refresh(&self, cluster: &mut Arc<Cluster>) {
         let topology = self.0.load();
-        if let Some(now) = topology.clusters.get(&cluster.name) {
-            if !Arc::ptr_eq(now, cluster) {
-                *cluster = Arc::clone(now);
-            }
+        if let Some(now) = topology.clusters.get(&cluster.name)
+            && !Arc::ptr_eq(now, cluster)
+        {
+            *cluster = Arc::clone(now);
         }
     }
 

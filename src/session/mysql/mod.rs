@@ -185,13 +185,13 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         Ok(()) => session.serve().await,
         Err(e) => Err(e),
     };
-    if let Err(e) = &result {
-        if let Some((code, message)) = e.client_message() {
-            session
-                .client
-                .send_error(session.next_seq(), code, &message)
-                .await;
-        }
+    if let Err(e) = &result
+        && let Some((code, message)) = e.client_message()
+    {
+        session
+            .client
+            .send_error(session.next_seq(), code, &message)
+            .await;
     }
     result
 }

@@ -133,10 +133,10 @@ impl Backend {
                     run_start = at;
                 }
                 tag::CLOSE => {
-                    if let Some((kind, name)) = messages::target_fields(body) {
-                        if kind == b'S' {
-                            self.prepared.remove(name);
-                        }
+                    if let Some((kind, name)) = messages::target_fields(body)
+                        && kind == b'S'
+                    {
+                        self.prepared.remove(name);
                     }
                     self.owed.push_back(Owed {
                         parse: None,
@@ -218,10 +218,10 @@ impl Backend {
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared.
                     for o in self.owed.drain(..) {
-                        if let Some((name, id)) = o.parse {
-                            if self.prepared.get(&name) == Some(&id) {
-                                self.prepared.remove(&name);
-                            }
+                        if let Some((name, id)) = o.parse
+                            && self.prepared.get(&name) == Some(&id)
+                        {
+                            self.prepared.remove(&name);
                         }
                     }
                 }

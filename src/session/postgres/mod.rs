@@ -190,13 +190,13 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         Ok(()) => session.serve().await,
         Err(e) => Err(e),
     };
-    if let Err(e) = &result {
-        if let Some((code, message)) = e.client_message() {
-            session
-                .client
-                .send_error(Severity::Fatal, code, &message)
-                .await;
-        }
+    if let Err(e) = &result
+        && let Some((code, message)) = e.client_message()
+    {
+        session
+            .client
+            .send_error(Severity::Fatal, code, &message)
+            .await;
     }
     result
 }
@@ -485,11 +485,11 @@ impl Session {
     }
 
     fn drop_reader(&mut self, failed: bool) {
-        if let Some(reader) = self.reader.take() {
-            if failed {
-                let retry = self.ctx.config.raw.server.backend_retry;
-                reader.conn.instance.load.mark_down(Instant::now(), retry);
-            }
+        if let Some(reader) = self.reader.take()
+            && failed
+        {
+            let retry = self.ctx.config.raw.server.backend_retry;
+            reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.cancel.set_target(1, None);
     }
