@@ -5,7 +5,8 @@
 //! - `sql`       — lexer and classifier: statement text → read / write / session state
 //! - `config`    — TOML config: load, validate, resolve secrets
 //! - `net`, `tls` — one stream type for TCP and TLS; rustls configurations
-//! - `topology`  — clusters and instances as an immutable snapshot; reader balancing
+//! - `topology`  — clusters and instances as an immutable snapshot; discovery (static,
+//!   DNS, Aurora), health checks, reader balancing
 //! - `router`    — pure decision: statement class + session state → route
 //! - `cutover`   — the routing state: active cluster, read-only and paused modes
 //! - `pool`      — backend connections: connect, TLS, authenticate

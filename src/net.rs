@@ -14,9 +14,37 @@ pub enum Stream {
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// Why a client connection could not be upgraded to TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("TLS requested on a connection that already uses TLS")]
+    AlreadyTls,
+    #[error("TLS handshake did not finish in time")]
+    Timeout,
+    #[error("TLS handshake failed")]
+    Handshake(#[source] io::Error),
+}
+
 impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
+    }
+
+    /// Runs the server side of a TLS handshake on a plain client stream before `deadline`.
+    pub async fn accept_tls(
+        self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+        deadline: std::time::Instant,
+    ) -> Result<Stream, UpgradeError> {
+        let Stream::Plain(tcp) = self else {
+            return Err(UpgradeError::AlreadyTls);
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+        match tokio::time::timeout_at(deadline.into(), accept).await {
+            Err(_) => Err(UpgradeError::Timeout),
+            Ok(Err(e)) => Err(UpgradeError::Handshake(e)),
+            Ok(Ok(tls)) => Ok(Stream::TlsServer(Box::new(tls))),
+        }
     }
 }
 

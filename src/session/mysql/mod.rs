@@ -734,6 +734,16 @@ impl Session {
     /// Opens a reader connection if needed and replays the session's state on it; `false`
     /// when no reader can be used now.
     async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
+        // Between transactions, leave a reader that discovery removed or health checks
+        // took out: the session moves to a usable one (scale-in without errors).
+        let leaving = self
+            .reader
+            .as_ref()
+            .is_some_and(|r| !r.conn.instance.load.status().is_usable());
+        if leaving && self.view.in_transaction.is_none() {
+            self.reader = None;
+            self.statements.forget_backend(Target::Reader);
+        }
         if self.reader.is_none() {
             let now = Instant::now();
             let retry = self.ctx.config.raw.server.backend_retry;

@@ -434,6 +434,15 @@ impl Session {
     /// Makes sure a reader connection is open and has the session's SETs; `false` when no
     /// reader can be used now (the caller falls back to the writer).
     async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
+        // Between transactions, leave a reader that discovery removed or health checks
+        // took out: the session moves to a usable one (scale-in without errors).
+        let leaving = self
+            .reader
+            .as_ref()
+            .is_some_and(|r| !r.conn.instance.load.status().is_usable());
+        if leaving && self.view.in_transaction.is_none() {
+            self.drop_reader(false);
+        }
         if self.reader.is_none() {
             let now = Instant::now();
             let retry = self.ctx.config.raw.server.backend_retry;

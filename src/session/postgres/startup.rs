@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::SessionError;
 use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
-use crate::net::Stream;
+use crate::net::{Stream, UpgradeError};
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, Severity, auth, tag};
 use crate::protocol::postgres::scram::{self, ScramServer, Verifier};
@@ -312,16 +312,17 @@ async fn upgrade(
     config: Arc<rustls::ServerConfig>,
     deadline: Instant,
 ) -> Result<Client, SessionError> {
-    let Stream::Plain(tcp) = client.stream else {
-        return Err(SessionError::ClientProtocol("TLS requested twice".into()));
-    };
-    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-    match tokio::time::timeout_at(deadline.into(), accept).await {
-        Err(_) => Err(SessionError::StartupTimeout),
-        Ok(Err(e)) => Err(SessionError::Tls(e)),
-        Ok(Ok(tls)) => Ok(Client {
-            stream: Stream::TlsServer(Box::new(tls)),
-            buf: client.buf,
-        }),
-    }
+    let stream = client
+        .stream
+        .accept_tls(config, deadline)
+        .await
+        .map_err(|e| match e {
+            UpgradeError::AlreadyTls => SessionError::ClientProtocol(e.to_string()),
+            UpgradeError::Timeout => SessionError::StartupTimeout,
+            UpgradeError::Handshake(io) => SessionError::Tls(io),
+        })?;
+    Ok(Client {
+        stream,
+        buf: client.buf,
+    })
 }
