@@ -144,7 +144,7 @@ mod tests {
             "routing": { "active": "old", "modes": { "old": "read_only", "new": "read_write" } },
             "clusters": { "old": {
                 "writer": { "addr": "10.0.0.1:5432", "role": "writer", "in_flight": 2, "down": false },
-                "readers": [ { "addr": "10.0.0.2:5432", "role": "reader", "in_flight": 0, "down": true } ]
+                "readers": [ { "addr": "10.0.0.2:5432", "role": "reader", "in_flight": 0, "down": true, "state": "unhealthy" } ]
             } }
         });
         let table = render_status(&v);
@@ -154,7 +154,7 @@ mod tests {
         assert!(
             table
                 .lines()
-                .any(|l| l.contains("10.0.0.2") && l.ends_with("down")),
+                .any(|l| l.contains("10.0.0.2") && l.ends_with("unhealthy")),
             "{table}"
         );
     }

@@ -14,8 +14,10 @@
 //! - `session`   — one client connection: startup, auth, the relay loop
 //! - `server`    — accept loop and connection limit
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
+//! - `app`       — wires all of the above into one running proxy
 
 pub mod admin;
+pub mod app;
 pub mod cancel;
 pub mod config;
 pub mod cutover;

@@ -11,12 +11,9 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use switchyard::admin::{self, AdminState};
+use switchyard::app::{App, Listeners};
 use switchyard::config::{self, ConfigError};
-use switchyard::cutover::{self, Routing};
-use switchyard::session::Context;
-use switchyard::topology::{Topology, TopologyHandle};
-use switchyard::{server, shutdown, tls};
+use switchyard::shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -196,59 +193,22 @@ fn init_tracing() {
 
 async fn serve(path: PathBuf) -> Result<()> {
     let config = Arc::new(config::load(&path)?);
-    let metrics = switchyard::metrics::install();
-    let topology = Arc::new(TopologyHandle::new(
-        Topology::from_config(&config).context("backend TLS settings")?,
-    ));
-    let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(tls::server_config(cert, key).context("client TLS certificate")?)
-        }
-        _ => None,
-    };
-    let routing = Arc::new(Routing::from_config(&config).context("routing state")?);
-    let ctx = Arc::new(Context::new(
-        Arc::clone(&config),
-        Arc::clone(&topology),
-        Arc::clone(&routing),
-        server_tls,
-    ));
-    let (trigger, shutdown) = shutdown::channel();
-    let watchdog_shutdown = shutdown.clone();
-
+    let app = App::build(Arc::clone(&config))?;
     let listen = config.raw.server.listen;
-    let listener = bind(listen).await?;
-    tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %config.raw.routing.active, "listening for clients");
+    let listeners = Listeners {
+        clients: bind(listen).await?,
+        admin: match &config.raw.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        },
+    };
+    tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %app.routing.load().active, "listening for clients");
+    if let Some(admin) = &config.raw.admin {
+        tracing::info!(listen = %admin.listen, "admin API listening");
+    }
+    let (trigger, shutdown) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(cutover::pause_watchdog(
-        Arc::clone(&routing),
-        watchdog_shutdown,
-    ));
-    tasks.spawn(server::run(listener, ctx, shutdown.clone()));
-    for task in switchyard::topology::monitors(&config, &topology, &shutdown)
-        .context("discovery and health checks")?
-    {
-        tasks.spawn(task);
-    }
-
-    if let Some(admin_config) = &config.raw.admin {
-        let listener = bind(admin_config.listen).await?;
-        tracing::info!(listen = %admin_config.listen, "admin API listening");
-        let state = Arc::new(AdminState {
-            metrics: metrics.clone(),
-            topology,
-            routing: Arc::clone(&routing),
-            token: config.admin_token.clone(),
-        });
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = admin::serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
-    }
-    let upkeep_shutdown = shutdown.clone();
-    tasks.spawn(metrics_upkeep(metrics, upkeep_shutdown));
+    app.spawn(listeners, true, &shutdown, &mut tasks)?;
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -261,19 +221,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen on {addr}"))
-}
-
-async fn metrics_upkeep(
-    handle: metrics_exporter_prometheus::PrometheusHandle,
-    mut shutdown: shutdown::Shutdown,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = tick.tick() => handle.run_upkeep(),
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -7,13 +7,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use switchyard::admin::{self, AdminState};
+use switchyard::app::{App, Listeners};
 use switchyard::config::{self, Config};
-use switchyard::cutover::Routing;
-use switchyard::session::Context;
 use switchyard::shutdown::{self, Trigger};
-use switchyard::topology::{Topology, TopologyHandle};
-use switchyard::{server, tls};
+use tokio::task::JoinSet;
 
 use super::mariadb::MariaCluster;
 use super::postgres::PgCluster;
@@ -25,6 +22,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     trigger: Trigger,
+    /// The proxy's tasks; dropping them aborts whatever shutdown has not ended yet.
+    _tasks: JoinSet<()>,
 }
 
 impl Drop for Proxy {
@@ -150,50 +149,24 @@ impl Proxy {
     async fn launch(text: &str, monitors: bool) -> Proxy {
         let raw: Config = toml::from_str(text).expect("test config parses");
         let config = Arc::new(config::validate(raw, &|_| None).expect("test config is valid"));
-        let topology = Arc::new(TopologyHandle::new(
-            Topology::from_config(&config).expect("topology"),
-        ));
-        let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
-            (Some(c), Some(k)) => Some(tls::server_config(c, k).expect("test certificate")),
-            _ => None,
-        };
-        let routing = Arc::new(Routing::from_config(&config).expect("routing state"));
-        let ctx = Arc::new(Context::new(
-            Arc::clone(&config),
-            Arc::clone(&topology),
-            Arc::clone(&routing),
-            server_tls,
-        ));
-        let (trigger, shutdown) = shutdown::channel();
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        tokio::spawn(server::run(listener, ctx, shutdown.clone()));
-        tokio::spawn(switchyard::cutover::pause_watchdog(
-            Arc::clone(&routing),
-            shutdown.clone(),
-        ));
-        if monitors {
-            let tasks = switchyard::topology::monitors(&config, &topology, &shutdown)
-                .expect("discovery and health checks start");
-            for task in tasks {
-                tokio::spawn(task);
-            }
-        }
-
+        let app = App::build(config).expect("proxy parts");
+        let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let addr = clients.local_addr().expect("proxy address");
         let admin = admin_listener.local_addr().expect("admin address");
-        let state = Arc::new(AdminState {
-            metrics: switchyard::metrics::install(),
-            topology,
-            routing: Arc::clone(&routing),
-            token: config.admin_token.clone(),
-        });
-        tokio::spawn(admin::serve(admin_listener, state, shutdown));
+        let (trigger, shutdown) = shutdown::channel();
+        let mut tasks = JoinSet::new();
+        let listeners = Listeners {
+            clients,
+            admin: Some(admin_listener),
+        };
+        app.spawn(listeners, monitors, &shutdown, &mut tasks)
+            .expect("discovery and health checks start");
         Proxy {
             addr,
             admin,
             trigger,
+            _tasks: tasks,
         }
     }
 

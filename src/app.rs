@@ -1,0 +1,128 @@
+//! Wires a running proxy together: topology, routing state, the session context, the admin
+//! API and every background task. `switchyard serve` and the tests start exactly this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminState};
+use crate::config::Validated;
+use crate::cutover::{self, Routing, StoreError};
+use crate::session::Context;
+use crate::shutdown::Shutdown;
+use crate::tls::{self, TlsError};
+use crate::topology::{self, MonitorError, Topology, TopologyHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("backend TLS settings")]
+    BackendTls(#[source] TlsError),
+    #[error("client TLS certificate")]
+    ClientTls(#[source] TlsError),
+    #[error("routing state")]
+    Routing(#[source] StoreError),
+    #[error("discovery and health checks")]
+    Monitors(#[source] MonitorError),
+}
+
+/// The shared parts of one proxy process.
+pub struct App {
+    pub config: Arc<Validated>,
+    pub topology: Arc<TopologyHandle>,
+    pub routing: Arc<Routing>,
+    pub ctx: Arc<Context>,
+}
+
+/// The sockets a proxy serves, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub clients: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl App {
+    pub fn build(config: Arc<Validated>) -> Result<App, StartError> {
+        let topology = Arc::new(TopologyHandle::new(
+            Topology::from_config(&config).map_err(StartError::BackendTls)?,
+        ));
+        let server_tls = match (&config.raw.server.tls_cert, &config.raw.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::server_config(cert, key).map_err(StartError::ClientTls)?)
+            }
+            _ => None,
+        };
+        let routing = Arc::new(Routing::from_config(&config).map_err(StartError::Routing)?);
+        let ctx = Arc::new(Context::new(
+            Arc::clone(&config),
+            Arc::clone(&topology),
+            Arc::clone(&routing),
+            server_tls,
+        ));
+        Ok(App {
+            config,
+            topology,
+            routing,
+            ctx,
+        })
+    }
+
+    /// Spawns the accept loop, the admin API (when it has a listener), the pause watchdog,
+    /// metrics upkeep and, with `monitors`, discovery and health checks. Every task ends on
+    /// `shutdown`.
+    pub fn spawn(
+        &self,
+        listeners: Listeners,
+        monitors: bool,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), StartError> {
+        let metrics = crate::metrics::install();
+        tasks.spawn(crate::server::run(
+            listeners.clients,
+            Arc::clone(&self.ctx),
+            shutdown.clone(),
+        ));
+        tasks.spawn(cutover::pause_watchdog(
+            Arc::clone(&self.routing),
+            shutdown.clone(),
+        ));
+        if monitors {
+            let monitor_tasks = topology::monitors(&self.config, &self.topology, shutdown)
+                .map_err(StartError::Monitors)?;
+            for task in monitor_tasks {
+                tasks.spawn(task);
+            }
+        }
+        if let Some(listener) = listeners.admin {
+            let state = Arc::new(AdminState {
+                metrics: metrics.clone(),
+                topology: Arc::clone(&self.topology),
+                routing: Arc::clone(&self.routing),
+                token: self.config.admin_token.clone(),
+            });
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = admin::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+        tasks.spawn(metrics_upkeep(metrics, shutdown.clone()));
+        Ok(())
+    }
+}
+
+/// Drains the histogram buckets regularly, as metrics-exporter-prometheus requires.
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
