@@ -114,7 +114,7 @@ fn render_status(v: &Value) -> String {
         let writer = std::iter::once(&cluster["writer"]);
         let readers = cluster["readers"].as_array().into_iter().flatten();
         for instance in writer.chain(readers) {
-            let state = instance.get("health").map(text).unwrap_or_else(|| {
+            let state = instance.get("state").map(text).unwrap_or_else(|| {
                 if instance["down"].as_bool() == Some(true) {
                     "down".into()
                 } else {
