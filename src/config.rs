@@ -357,27 +357,12 @@ pub fn validate(
 
     let admin_token = match &raw.admin {
         None => None,
-        Some(admin) => match (&admin.token, &admin.token_env) {
-            (Some(_), Some(_)) => {
-                problem(
-                    "admin.token".into(),
-                    "set token or token_env, not both".into(),
-                );
+        Some(admin) => resolve_secret(&admin.token, &admin.token_env, "token", env).unwrap_or_else(
+            |(key, message)| {
+                problem(format!("admin.{key}"), message);
                 None
-            }
-            (Some(t), None) => Some(t.clone()),
-            (None, Some(var)) => match env(var) {
-                Some(t) if !t.is_empty() => Some(t),
-                _ => {
-                    problem(
-                        "admin.token_env".into(),
-                        format!("environment variable {var} is not set"),
-                    );
-                    None
-                }
             },
-            (None, None) => None,
-        },
+        ),
     };
 
     let mut users = Vec::new();
@@ -389,27 +374,11 @@ pub fn validate(
         if raw.users[..i].iter().any(|other| other.name == u.name) {
             problem(at("name"), format!("user {:?} is listed twice", u.name));
         }
-        let password = match (&u.password, &u.password_env) {
-            (Some(_), Some(_)) => {
-                problem(
-                    at("password"),
-                    "set password or password_env, not both".into(),
-                );
+        let password = resolve_secret(&u.password, &u.password_env, "password", env)
+            .unwrap_or_else(|(key, message)| {
+                problem(at(&key), message);
                 None
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(var)) => {
-                let value = env(var);
-                if value.is_none() {
-                    problem(
-                        at("password_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                }
-                value
-            }
-            (None, None) => None,
-        };
+            });
         let secret = match password {
             None => Secret::None,
             Some(p) if p.starts_with("SCRAM-SHA-256$") => Secret::ScramVerifier(p),
@@ -453,30 +422,20 @@ pub fn validate(
             }
             _ => {}
         }
-        let backend_password = match (&u.backend_password, &u.backend_password_env) {
-            (Some(_), Some(_)) => {
-                problem(
-                    at("backend_password"),
-                    "set backend_password or backend_password_env, not both".into(),
-                );
-                None
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(var)) => {
-                let value = env(var);
-                if value.is_none() {
-                    problem(
-                        at("backend_password_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                }
-                value
-            }
-            (None, None) => match &secret {
-                Secret::Plain(p) => Some(p.clone()),
-                _ => None,
-            },
-        };
+        let backend_password = resolve_secret(
+            &u.backend_password,
+            &u.backend_password_env,
+            "backend_password",
+            env,
+        )
+        .unwrap_or_else(|(key, message)| {
+            problem(at(&key), message);
+            None
+        })
+        .or_else(|| match &secret {
+            Secret::Plain(p) => Some(p.clone()),
+            _ => None,
+        });
         users.push(User {
             name: u.name.clone(),
             auth,
@@ -558,6 +517,28 @@ pub fn validate(
         })
     } else {
         Err(problems)
+    }
+}
+
+/// A secret given inline (`key`) or through an environment variable (`key_env`), never
+/// both. `Err` holds the key the problem concerns and what is wrong with it.
+fn resolve_secret(
+    inline: &Option<String>,
+    var: &Option<String>,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, (String, String)> {
+    match (inline, var) {
+        (Some(_), Some(_)) => Err((key.to_owned(), format!("set {key} or {key}_env, not both"))),
+        (Some(value), None) => Ok(Some(value.clone())),
+        (None, Some(name)) => match env(name) {
+            Some(value) if !value.is_empty() => Ok(Some(value)),
+            _ => Err((
+                format!("{key}_env"),
+                format!("environment variable {name} is not set"),
+            )),
+        },
+        (None, None) => Ok(None),
     }
 }
 
@@ -645,22 +626,13 @@ mod topology_defaults {
 pub fn monitor_password(
     c: &ClusterConfig,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, (&'static str, String)> {
-    match (&c.monitor_password, &c.monitor_password_env) {
-        (Some(_), Some(_)) => Err((
-            "monitor_password",
-            "set monitor_password or monitor_password_env, not both".into(),
-        )),
-        (Some(p), None) => Ok(Some(p.clone())),
-        (None, Some(var)) => match env(var) {
-            Some(p) => Ok(Some(p)),
-            None => Err((
-                "monitor_password_env",
-                format!("environment variable {var} is not set"),
-            )),
-        },
-        (None, None) => Ok(None),
-    }
+) -> Result<Option<String>, (String, String)> {
+    resolve_secret(
+        &c.monitor_password,
+        &c.monitor_password_env,
+        "monitor_password",
+        env,
+    )
 }
 
 /// The checks of discovery, health and monitor settings for one cluster.
@@ -672,7 +644,7 @@ fn validate_topology(
 ) {
     let at = |key: &str| format!("clusters.{name}.{key}");
     if let Err((key, message)) = monitor_password(c, env) {
-        problem(at(key), message);
+        problem(at(&key), message);
     }
     if c.monitor_user.is_none()
         && (c.monitor_password.is_some() || c.monitor_password_env.is_some())
