@@ -1,0 +1,161 @@
+//! Prepared statements of a MySQL session: COM_STMT_PREPARE routed by its SQL, and
+//! EXECUTE, SEND_LONG_DATA, CLOSE, RESET and FETCH carried to whichever backend runs the
+//! statement, prepared there lazily, with the backend's statement id.
+
+use bytes::BytesMut;
+
+use super::statements;
+use super::{Session, SessionError, classify, write_statement};
+use crate::protocol::mysql::command;
+use crate::protocol::mysql::constants::ER_UNKNOWN_COM_ERROR;
+use crate::protocol::mysql::constants::command::{COM_STMT_CLOSE, COM_STMT_PREPARE};
+use crate::router::{self, Effect, Target};
+
+impl Session {
+    pub(super) async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
+        let stmt = classify(sql);
+        let target = self.choose(&stmt).await?;
+        if matches!(router::effect(&stmt, self.view), Effect::Pin) {
+            self.pin();
+        }
+        let target = if self.view.pinned_to_writer && self.view.in_transaction.is_none() {
+            Target::Writer
+        } else {
+            target
+        };
+        // A read-only server refuses to prepare a write too.
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&stmt).await?
+        {
+            return Ok(());
+        }
+        let id = self.statements.reserve_id();
+        let relayed = self.run_on(target, packet, Some(id)).await?;
+        if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
+            self.statements
+                .insert(id, sql.to_vec(), stmt, p.num_params, target, p.statement_id);
+        }
+        Ok(())
+    }
+
+    /// Makes sure statement `id` is prepared on `target`; its backend id, or `None` (with the
+    /// error already sent to the client) when it could not be prepared there.
+    pub(super) async fn ensure_prepared(
+        &mut self,
+        id: u32,
+        target: Target,
+    ) -> Result<Option<u32>, SessionError> {
+        let Some(stmt) = self.statements.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(backend_id) = stmt.backend_id(target) {
+            return Ok(Some(backend_id));
+        }
+        let mut out = BytesMut::new();
+        command::write_text_command(&mut out, COM_STMT_PREPARE, &stmt.sql);
+        let (relayed, failure) = self.backend(target)?.run_silently(&out).await?;
+        match (relayed.prepared, failure) {
+            (Some(p), None) => {
+                if let Some(stmt) = self.statements.get_mut(id) {
+                    stmt.set_backend_id(target, p.statement_id);
+                }
+                Ok(Some(p.statement_id))
+            }
+            (_, failure) => {
+                let message = failure
+                    .unwrap_or_else(|| "could not prepare the statement on this backend".into());
+                self.client
+                    .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    pub(super) async fn execute(
+        &mut self,
+        packet: &[u8],
+        payload: &[u8],
+        id: u32,
+    ) -> Result<(), SessionError> {
+        let Some(stmt) = self.statements.get_mut(id) else {
+            // Unknown to the proxy: the writer answers as a server would.
+            return self.run_on(Target::Writer, packet, None).await.map(|_| ());
+        };
+        let class = if stmt.long_data {
+            write_statement()
+        } else {
+            stmt.class
+        };
+        let target = self.choose(&class).await?;
+        if target == Target::Writer
+            && self.view.in_transaction.is_none()
+            && !self.migration_gate(&class).await?
+        {
+            return Ok(());
+        }
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        if let Some(stmt) = self.statements.get_mut(id) {
+            statements::rewrite_execute(stmt, target, backend_id, payload, &mut out);
+            stmt.last = target;
+        }
+        let result = self.run_packet(target, &out, None).await;
+        self.scratch = out;
+        result.map(|_| ())
+    }
+
+    pub(super) async fn send_long_data(
+        &mut self,
+        payload: &[u8],
+        id: u32,
+    ) -> Result<(), SessionError> {
+        let target = self.view.in_transaction.unwrap_or(Target::Writer);
+        if let Some(stmt) = self.statements.get_mut(id) {
+            stmt.long_data = true;
+        }
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        statements::rewrite_id(payload, backend_id, &mut out);
+        self.backend(target)?.send(&out).await
+    }
+
+    pub(super) async fn close_statement(&mut self, id: u32) -> Result<(), SessionError> {
+        let Some(stmt) = self.statements.remove(id) else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        for (target, backend_id) in stmt.prepared_on() {
+            out.clear();
+            command::write_statement_command(&mut out, COM_STMT_CLOSE, backend_id);
+            if let Ok(backend) = self.backend(target) {
+                backend.send(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_RESET and COM_STMT_FETCH go where the statement last ran.
+    pub(super) async fn statement_follow_up(
+        &mut self,
+        payload: &[u8],
+        id: u32,
+    ) -> Result<(), SessionError> {
+        let target = match self.statements.get_mut(id) {
+            Some(stmt) if stmt.backend_id(stmt.last).is_some() => stmt.last,
+            Some(_) => Target::Writer,
+            None => return self.run_on(Target::Writer, payload, None).await.map(|_| ()),
+        };
+        let Some(backend_id) = self.ensure_prepared(id, target).await? else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        statements::rewrite_id(payload, backend_id, &mut out);
+        self.run_packet(target, &out, None).await.map(|_| ())
+    }
+}

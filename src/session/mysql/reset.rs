@@ -1,0 +1,84 @@
+//! Commands that reset a MySQL session: COM_CHANGE_USER (a new login on the same
+//! connection) and COM_RESET_CONNECTION. Both clear the session's state, as a server does.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::{Session, SessionError, startup};
+use crate::pool::Credentials;
+use crate::protocol::mysql::command;
+use crate::protocol::mysql::constants::command::COM_RESET_CONNECTION;
+use crate::router::{SessionView, Target};
+
+impl Session {
+    /// COM_CHANGE_USER: authenticates the new user against the greeting's scramble, then
+    /// replaces the backend connections with ones for that user; all session state is reset,
+    /// as a server does. A failed check ends the connection.
+    pub(super) async fn change_user(&mut self, body: &[u8]) -> Result<bool, SessionError> {
+        let change = command::parse_change_user(body, self.client.capabilities)
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        let name = String::from_utf8_lossy(change.user).into_owned();
+        let Some(user) = self.ctx.config.user(&name).cloned() else {
+            return Err(SessionError::AuthFailed {
+                user: name,
+                using_password: !change.auth_response.is_empty(),
+            });
+        };
+        let deadline = Instant::now() + self.ctx.config.raw.server.auth_timeout;
+        let check = startup::Password {
+            user: &user,
+            scramble: self.scramble,
+            plugin: change.auth_plugin,
+            response: change.auth_response,
+        };
+        let ok_seq = match self.client.verify(check, 1, deadline).await {
+            Ok(seq) => seq,
+            Err((error, seq)) => {
+                if let Some((code, message)) = error.client_message() {
+                    self.client.send_error(seq, code, &message).await;
+                }
+                return Err(SessionError::ClientGone);
+            }
+        };
+        self.creds = Credentials {
+            user: user.backend_user.clone(),
+            password: user.backend_password.clone(),
+        };
+        self.login.database = Some(change.database.to_vec()).filter(|d| !d.is_empty());
+        if let Some(charset) = change.charset {
+            self.login.charset = charset;
+        }
+        if let Some(attrs) = change.connect_attrs {
+            self.login.connect_attrs = Some(attrs.to_vec());
+        }
+        self.writer = None;
+        self.reader = None;
+        self.statements.clear();
+        self.replays.clear();
+        self.view = SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        };
+        self.start(ok_seq).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn reset_connection(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        self.statements.clear();
+        self.replays.clear();
+        self.view = SessionView {
+            in_transaction: None,
+            pinned_to_writer: false,
+        };
+        if let Some(mut reader) = self.reader.take() {
+            let mut out = BytesMut::new();
+            command::write_simple_command(&mut out, COM_RESET_CONNECTION);
+            if matches!(reader.run_silently(&out).await, Ok((_, None))) {
+                reader.applied = 0;
+                self.reader = Some(reader);
+            }
+        }
+        self.run_on(Target::Writer, packet, None).await.map(|_| ())
+    }
+}
