@@ -824,3 +824,47 @@ async fn read_only_mode_refuses_writes_with_1290_and_1792() {
         .await
         .expect("writes again");
 }
+
+#[tokio::test]
+async fn a_reader_that_dies_costs_the_client_nothing() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("deadreplica").await;
+    let replica = &cluster.replicas[0];
+    let relay = support::fault::Relay::start(
+        format!("{}:{}", replica.host, replica.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let config = mysql_config_text(cluster, "");
+    let start = config.find("readers = [").unwrap();
+    let end = start + config[start..].find(']').unwrap() + 1;
+    let config = format!(
+        "{}readers = [\"{}\"]{}",
+        &config[..start],
+        relay.addr,
+        &config[end..]
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let mut conn = connect(&proxy, &db).await;
+    assert!(
+        on_replica(&mut conn).await,
+        "reads go through the relay to the replica"
+    );
+    let warm: Option<i64> = conn.exec_first("SELECT ? + 1", (1,)).await.unwrap();
+    assert_eq!(warm, Some(2));
+    relay.cut();
+    // The reader connection is gone: the next reads are retried on the primary.
+    let answer: Option<i64> = conn
+        .exec_first("SELECT ? + 1", (41,))
+        .await
+        .expect("a prepared read after the cut");
+    assert_eq!(answer, Some(42));
+    for _ in 0..3 {
+        let one: Option<i64> = conn
+            .query_first("SELECT 1")
+            .await
+            .expect("a read after the cut");
+        assert_eq!(one, Some(1));
+    }
+}

@@ -811,3 +811,46 @@ async fn the_cli_drives_read_only_mode_and_the_state_survives_a_restart() {
         .await
         .expect("writable again");
 }
+
+#[tokio::test]
+async fn a_reader_that_dies_costs_the_client_nothing() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("deadreplica").await;
+    let replica = &cluster.replicas[0];
+    let relay = support::fault::Relay::start(
+        format!("{}:{}", replica.host, replica.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let config = support::proxy::config_text(cluster, "");
+    let start = config.find("readers = [").unwrap();
+    let end = start + config[start..].find(']').unwrap() + 1;
+    let config = format!(
+        "{}readers = [\"{}\"]{}",
+        &config[..start],
+        relay.addr,
+        &config[end..]
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let client = proxy.connect(&db).await;
+    assert!(
+        in_recovery(&client).await,
+        "reads go through the relay to the replica"
+    );
+    let prepared = client.prepare("SELECT 40 + 2").await.unwrap();
+    relay.cut();
+    // The reader connection is gone: the next reads are retried on the primary.
+    let answer: i32 = client
+        .query_one(&prepared, &[])
+        .await
+        .expect("a prepared read after the cut")
+        .get(0);
+    assert_eq!(answer, 42);
+    for _ in 0..3 {
+        client
+            .simple_query("SELECT 1")
+            .await
+            .expect("a read after the cut");
+    }
+}

@@ -27,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod fault;
 pub mod mariadb;
 pub mod pki;
 pub mod postgres;

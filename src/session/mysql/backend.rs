@@ -264,5 +264,6 @@ async fn write_client(
         .await
         .map_err(SessionError::ClientIo)?;
     seen.bytes += bytes.len();
+    client.written += bytes.len() as u64;
     Ok(())
 }

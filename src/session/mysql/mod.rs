@@ -97,6 +97,14 @@ impl SessionError {
         })
     }
 
+    /// The backend connection broke (not the client, not a refusal).
+    fn backend_failed(&self) -> bool {
+        matches!(
+            self,
+            SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
+        )
+    }
+
     fn kind(&self) -> Option<ErrorKind> {
         use SessionError::*;
         match self {
@@ -441,7 +449,36 @@ impl Session {
             Effect::Pin => self.pin(),
             Effect::None => {}
         }
-        self.run_on(target, payload, None).await.map(|_| ())
+        self.run_with_retry(target, payload).await
+    }
+
+    /// Runs a command on `target`. A read whose reader fails before anything reached the
+    /// client runs again on the writer, so a replica that dies costs the client nothing.
+    async fn run_with_retry(&mut self, target: Target, packet: &[u8]) -> Result<(), SessionError> {
+        let before = self.client.written;
+        let idle = self.view.in_transaction.is_none();
+        match self.run_on(target, packet, None).await {
+            Err(e)
+                if target == Target::Reader
+                    && idle
+                    && e.backend_failed()
+                    && self.client.written == before =>
+            {
+                tracing::warn!(error = %e, "reader failed before answering; retrying on the writer");
+                self.drop_failed_reader();
+                self.run_on(Target::Writer, packet, None).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Forgets a reader connection that failed and skips its instance for `backend_retry`.
+    fn drop_failed_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let retry = self.ctx.config.raw.server.backend_retry;
+            reader.conn.instance.load.mark_down(Instant::now(), retry);
+        }
+        self.statements.forget_backend(Target::Reader);
     }
 
     /// Where a statement runs now, with a reader prepared when it is one.

@@ -95,6 +95,30 @@ impl Session {
         {
             return Ok(());
         }
+        let before = self.client.written;
+        let idle = self.view.in_transaction.is_none();
+        match self.execute_on(target, payload, id).await {
+            Err(e)
+                if target == Target::Reader
+                    && idle
+                    && e.backend_failed()
+                    && self.client.written == before =>
+            {
+                tracing::warn!(error = %e, "reader failed before answering; retrying on the writer");
+                self.drop_failed_reader();
+                self.execute_on(Target::Writer, payload, id).await
+            }
+            other => other,
+        }
+    }
+
+    /// Prepares statement `id` on `target` if needed and runs the client's EXECUTE there.
+    async fn execute_on(
+        &mut self,
+        target: Target,
+        payload: &[u8],
+        id: u32,
+    ) -> Result<(), SessionError> {
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());
         };

@@ -34,6 +34,8 @@ pub struct Client {
     pub stream: Stream,
     pub buf: BytesMut,
     pub capabilities: CapabilityFlags,
+    /// Bytes relayed to the client so far: a failed read is retried only while unchanged.
+    pub written: u64,
 }
 
 impl Client {
@@ -208,6 +210,7 @@ pub async fn handshake(
         stream: Stream::Plain(tcp),
         buf: BytesMut::with_capacity(1024),
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
+        written: 0,
     };
     match authenticate(client, ctx, connection_id, deadline).await {
         Ok(done) => Ok(done),
@@ -371,5 +374,6 @@ async fn upgrade(
         stream,
         buf: client.buf,
         capabilities: client.capabilities,
+        written: client.written,
     })
 }
