@@ -867,4 +867,43 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .expect("a read after the cut");
         assert_eq!(one, Some(1));
     }
+
+    // With another replica configured, the retry stays on replicas.
+    let other = &cluster.replicas[1];
+    let relay = support::fault::Relay::start(
+        format!("{}:{}", replica.host, replica.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let base = mysql_config_text(cluster, "");
+    let config = format!(
+        "{}readers = [\"{}\", \"{}:{}\"]{}",
+        &base[..start],
+        relay.addr,
+        other.host,
+        other.port,
+        &base[end..]
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let mut behind_relay = None;
+    for _ in 0..30 {
+        let mut conn = connect(&proxy, &db).await;
+        let port: Option<i64> = conn.query_first("SELECT @@port").await.unwrap();
+        if port == Some(i64::from(replica.port)) {
+            behind_relay = Some(conn);
+            break;
+        }
+    }
+    let mut conn = behind_relay.expect("a session whose reader is behind the relay");
+    relay.cut();
+    let row: Option<(i64, i64)> = conn
+        .query_first("SELECT @@port, @@read_only")
+        .await
+        .expect("a read after the cut");
+    assert_eq!(
+        row,
+        Some((i64::from(other.port), 1)),
+        "retried on the other replica, not the primary"
+    );
 }

@@ -853,4 +853,44 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .await
             .expect("a read after the cut");
     }
+
+    // With another replica configured, the retry stays on replicas.
+    let other = &cluster.replicas[1];
+    let relay = support::fault::Relay::start(
+        format!("{}:{}", replica.host, replica.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let base = support::proxy::config_text(cluster, "");
+    let config = format!(
+        "{}readers = [\"{}\", \"{}:{}\"]{}",
+        &base[..start],
+        relay.addr,
+        other.host,
+        other.port,
+        &base[end..]
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let where_ = "SELECT inet_server_port(), pg_is_in_recovery()";
+    let mut behind_relay = None;
+    for _ in 0..30 {
+        let client = proxy.connect(&db).await;
+        let row = client.query_one(where_, &[]).await.unwrap();
+        if row.get::<_, i32>(0) == i32::from(replica.port) {
+            behind_relay = Some(client);
+            break;
+        }
+    }
+    let client = behind_relay.expect("a session whose reader is behind the relay");
+    relay.cut();
+    let row = client
+        .query_one(where_, &[])
+        .await
+        .expect("a read after the cut");
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, bool>(1)),
+        (i32::from(other.port), true),
+        "retried on the other replica, not the primary"
+    );
 }

@@ -464,12 +464,22 @@ impl Session {
                     && e.backend_failed()
                     && self.client.written == before =>
             {
-                tracing::warn!(error = %e, "reader failed before answering; retrying on the writer");
                 self.drop_failed_reader();
-                self.run_on(Target::Writer, packet, None).await.map(|_| ())
+                let retry = self.retry_target().await?;
+                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                self.run_on(retry, packet, None).await.map(|_| ())
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// Where a read goes after its reader failed: another reader, else the writer.
+    async fn retry_target(&mut self) -> Result<Target, SessionError> {
+        Ok(if self.prepare_reader().await? {
+            Target::Reader
+        } else {
+            Target::Writer
+        })
     }
 
     /// Forgets a reader connection that failed and skips its instance for `backend_retry`.

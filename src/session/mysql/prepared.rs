@@ -104,9 +104,10 @@ impl Session {
                     && e.backend_failed()
                     && self.client.written == before =>
             {
-                tracing::warn!(error = %e, "reader failed before answering; retrying on the writer");
                 self.drop_failed_reader();
-                self.execute_on(Target::Writer, payload, id).await
+                let retry = self.retry_target().await?;
+                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                self.execute_on(retry, payload, id).await
             }
             other => other,
         }

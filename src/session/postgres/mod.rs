@@ -335,21 +335,26 @@ impl Session {
             return Ok(());
         }
         let result = self.exchange(target, &unit).await;
-        let status = match result {
-            Ok(status) => status,
+        let (status, ran_on) = match result {
+            Ok(status) => (status, target),
             Err(exchange::Failed {
                 error,
                 retryable: true,
             }) if target == Target::Reader => {
-                tracing::warn!(error = %error, "reader failed before answering; retrying on the writer");
+                // Nothing reached the client: run it again on another reader, else the writer.
                 self.drop_reader(true);
-                self.exchange(Target::Writer, &unit)
-                    .await
-                    .map_err(|f| f.error)?
+                let retry = if self.prepare_reader().await? {
+                    Target::Reader
+                } else {
+                    Target::Writer
+                };
+                tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
+                let status = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
+                (status, retry)
             }
             Err(failed) => return Err(failed.error),
         };
-        self.view.in_transaction = (status != b'I').then_some(target);
+        self.view.in_transaction = (status != b'I').then_some(ran_on);
         self.scanner.recycle(unit.refs);
         Ok(())
     }
