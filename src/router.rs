@@ -17,6 +17,9 @@ pub struct SessionView {
     pub in_transaction: Option<Target>,
     /// Session state that cannot be replayed was created: writer only from now on.
     pub pinned_to_writer: bool,
+    /// The session wrote within the read-your-writes window: its reads stay on the writer,
+    /// which has the write, until the replicas have it too.
+    pub wrote_recently: bool,
 }
 
 /// Settings that apply to every session.
@@ -37,9 +40,16 @@ pub fn route(stmt: &Statement, session: SessionView, settings: Settings) -> Targ
         (Class::SessionSet | Class::Pin | Class::Autocommit(_), _) => Target::Writer,
         (_, Some(Hint::Writer)) => Target::Writer,
         (_, Some(Hint::Reader)) => Target::Reader,
+        _ if session.wrote_recently => Target::Writer,
         (Class::Read, None) | (Class::Begin { read_only: true }, None) => Target::Reader,
         _ => Target::Writer,
     }
+}
+
+/// Whether a statement may have written data when it ran on the writer: it starts the
+/// session's read-your-writes window. Session settings do not.
+pub fn may_write(stmt: &Statement) -> bool {
+    matches!(stmt.class, Class::Write | Class::Pin | Class::End)
 }
 
 /// What a statement does to the session besides running.
@@ -72,6 +82,7 @@ mod tests {
     const IDLE: SessionView = SessionView {
         in_transaction: None,
         pinned_to_writer: false,
+        wrote_recently: false,
     };
     const SPLIT: Settings = Settings {
         read_write_split: true,
@@ -91,10 +102,16 @@ mod tests {
         let in_tx = |t| SessionView {
             in_transaction: Some(t),
             pinned_to_writer: false,
+            wrote_recently: false,
+        };
+        let wrote = SessionView {
+            wrote_recently: true,
+            ..IDLE
         };
         let pinned = SessionView {
             in_transaction: None,
             pinned_to_writer: true,
+            wrote_recently: false,
         };
         let cases = [
             (stmt(Class::Read, None), IDLE, SPLIT, Reader),
@@ -131,6 +148,14 @@ mod tests {
                 Writer,
             ),
             (stmt(Class::Read, None), pinned, SPLIT, Writer),
+            (stmt(Class::Read, None), wrote, SPLIT, Writer),
+            (
+                stmt(Class::Begin { read_only: true }, None),
+                wrote,
+                SPLIT,
+                Writer,
+            ),
+            (stmt(Class::Read, Some(Hint::Reader)), wrote, SPLIT, Reader),
             (stmt(Class::Read, Some(Hint::Reader)), pinned, SPLIT, Writer),
             (
                 stmt(Class::Read, None),
@@ -155,6 +180,7 @@ mod tests {
         let in_tx = SessionView {
             in_transaction: Some(Target::Writer),
             pinned_to_writer: false,
+            wrote_recently: false,
         };
         assert_eq!(effect(&stmt(Class::SessionSet, None), IDLE), Effect::Record);
         assert_eq!(effect(&stmt(Class::SessionSet, None), in_tx), Effect::Pin);

@@ -466,6 +466,8 @@ ca_file = "{}"
 
 [routing]
 active = "main"
+# Routing tests check where each read goes: no read-your-writes window.
+read_your_writes = "0s"
 "#,
         b.addr.port(),
         pki.ca.display()
@@ -905,5 +907,38 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
         row,
         Some((i64::from(other.port), 1)),
         "retried on the other replica, not the primary"
+    );
+}
+
+#[tokio::test]
+async fn a_session_reads_its_own_writes_from_the_primary() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("ryw").await;
+    let config = mysql_config_text(cluster, "")
+        .replace("read_your_writes = \"0s\"", "read_your_writes = \"1h\"");
+    let proxy = Proxy::from_config(&config).await;
+    let mut writer_session = connect(&proxy, &db).await;
+    let mut other_session = connect(&proxy, &db).await;
+    assert!(on_replica(&mut writer_session).await);
+    writer_session
+        .query_drop("CREATE TABLE ryw (i INT)")
+        .await
+        .unwrap();
+    writer_session
+        .exec_drop("INSERT INTO ryw VALUES (?)", (1,))
+        .await
+        .unwrap();
+    assert!(
+        !on_replica(&mut writer_session).await,
+        "reads follow the session's own write"
+    );
+    let n: Option<i64> = writer_session
+        .query_first("SELECT COUNT(*) FROM ryw")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+    assert!(
+        on_replica(&mut other_session).await,
+        "other sessions keep reading from replicas"
     );
 }

@@ -894,3 +894,43 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
         "retried on the other replica, not the primary"
     );
 }
+
+#[tokio::test]
+async fn a_session_reads_its_own_writes_from_the_primary() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("ryw").await;
+    let config = support::proxy::config_text(cluster, "")
+        .replace("read_your_writes = \"0s\"", "read_your_writes = \"1h\"");
+    let proxy = Proxy::from_config(&config).await;
+    let writer_session = proxy.connect(&db).await;
+    let other_session = proxy.connect(&db).await;
+    writer_session
+        .batch_execute("SET application_name = 'ryw'")
+        .await
+        .unwrap();
+    assert!(
+        in_recovery(&writer_session).await,
+        "settings are not writes: reads stay on replicas"
+    );
+    writer_session
+        .batch_execute("CREATE TABLE ryw (i int)")
+        .await
+        .unwrap();
+    writer_session
+        .batch_execute("INSERT INTO ryw VALUES (1)")
+        .await
+        .unwrap();
+    // Right after its write the session reads from the primary, so it sees the row …
+    assert!(
+        !in_recovery(&writer_session).await,
+        "reads follow the session's own write"
+    );
+    let n: i64 = writer_session
+        .query_one("SELECT count(*) FROM ryw", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // … while other sessions keep reading from replicas.
+    assert!(in_recovery(&other_session).await);
+}

@@ -52,6 +52,8 @@ drain_after = 2
 
 [routing]
 active = "main"
+# Routing tests check where each read goes: no read-your-writes window.
+read_your_writes = "0s"
 "#
     )
 }

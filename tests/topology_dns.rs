@@ -51,6 +51,8 @@ nameservers = ["{}"]
 
 [routing]
 active = "main"
+# Routing tests check where each read goes: no read-your-writes window.
+read_your_writes = "0s"
 "#,
         dns.addr
     )

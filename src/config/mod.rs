@@ -193,6 +193,10 @@ pub struct RoutingConfig {
     /// Clusters that start read-only (a recorded state, when there is one, takes precedence).
     #[serde(default)]
     pub read_only: Vec<String>,
+    /// After a session writes, its reads go to the writer for this long, so it reads its
+    /// own writes even from lagging replicas. `"0s"` turns it off (eventual consistency).
+    #[serde(default = "defaults::read_your_writes", with = "humantime_serde")]
+    pub read_your_writes: Duration,
     /// A pause longer than this ends by itself.
     #[serde(default = "defaults::max_pause", with = "humantime_serde")]
     pub max_pause: Duration,
@@ -225,6 +229,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn read_your_writes() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn max_pause() -> Duration {
         Duration::from_secs(5)

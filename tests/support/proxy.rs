@@ -75,6 +75,8 @@ readers = [{}]
 
 [routing]
 active = "main"
+# Routing tests check where each read goes: no read-your-writes window.
+read_your_writes = "0s"
 "#,
         cluster.primary.host,
         cluster.primary.port,
@@ -124,6 +126,8 @@ readers = [{}]
 
 [routing]
 active = "main"
+# Routing tests check where each read goes: no read-your-writes window.
+read_your_writes = "0s"
 "#,
         cluster.primary.host,
         cluster.primary.port,

@@ -184,7 +184,9 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         view: SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            wrote_recently: false,
         },
+        writes_until: None,
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         scramble: auth.scramble,
         scratch: BytesMut::new(),
@@ -217,6 +219,8 @@ struct Session {
     statements: Statements,
     replays: Vec<Replay>,
     view: SessionView,
+    /// Reads stay on the writer until then, after this session wrote (read-your-writes).
+    writes_until: Option<Instant>,
     /// The status flags of the last response, for the proxy's own OK packets.
     status: StatusFlags,
     /// The greeting's scramble, which COM_CHANGE_USER answers.
@@ -449,7 +453,18 @@ impl Session {
             Effect::Pin => self.pin(),
             Effect::None => {}
         }
-        self.run_with_retry(target, payload).await
+        let result = self.run_with_retry(target, payload).await;
+        self.note_write(target, &stmt);
+        result
+    }
+
+    /// Starts the read-your-writes window after a statement that may have written ran on
+    /// the writer.
+    fn note_write(&mut self, target: Target, stmt: &Statement) {
+        if target == Target::Writer && router::may_write(stmt) {
+            let window = self.ctx.config.raw.routing.read_your_writes;
+            self.writes_until = (!window.is_zero()).then(|| Instant::now() + window);
+        }
     }
 
     /// Runs a command on `target`. A read whose reader fails before anything reached the
@@ -496,6 +511,7 @@ impl Session {
         let settings = Settings {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
+        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let target = router::route(stmt, self.view, settings);
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {

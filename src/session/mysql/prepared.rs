@@ -97,6 +97,7 @@ impl Session {
         }
         let before = self.client.written;
         let idle = self.view.in_transaction.is_none();
+        self.note_write(target, &class);
         match self.execute_on(target, payload, id).await {
             Err(e)
                 if target == Target::Reader

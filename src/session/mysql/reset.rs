@@ -59,6 +59,7 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            wrote_recently: false,
         };
         self.start(ok_seq).await?;
         Ok(true)
@@ -70,6 +71,7 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            wrote_recently: false,
         };
         if let Some(mut reader) = self.reader.take() {
             let mut out = BytesMut::new();

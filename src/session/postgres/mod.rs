@@ -179,7 +179,9 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         view: SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            wrote_recently: false,
         },
+        writes_until: None,
         cancel: Arc::clone(&registration.cancel),
         scratch: BytesMut::new(),
         shutdown,
@@ -215,6 +217,8 @@ struct Session {
     /// Session SET statements, replayed in order on a reader connection.
     sets: Vec<String>,
     view: SessionView,
+    /// Reads stay on the writer until then, after this session wrote (read-your-writes).
+    writes_until: Option<Instant>,
     cancel: Arc<SessionCancel>,
     scratch: BytesMut,
     shutdown: Shutdown,
@@ -311,6 +315,7 @@ impl Session {
         let settings = Settings {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
+        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let mut target = router::route(&unit.stmt, self.view, settings);
         match router::effect(&unit.stmt, self.view) {
             Effect::None => {}
@@ -355,6 +360,10 @@ impl Session {
             Err(failed) => return Err(failed.error),
         };
         self.view.in_transaction = (status != b'I').then_some(ran_on);
+        if ran_on == Target::Writer && router::may_write(&unit.stmt) {
+            let window = self.ctx.config.raw.routing.read_your_writes;
+            self.writes_until = (!window.is_zero()).then(|| Instant::now() + window);
+        }
         self.scanner.recycle(unit.refs);
         Ok(())
     }
