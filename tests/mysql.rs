@@ -6,7 +6,7 @@ mod support;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use support::mariadb::MariaCluster;
-use support::proxy::{Proxy, mysql_config_text};
+use support::proxy::{Proxy, mysql_config_text, with_readers};
 use tokio::process::Command;
 
 async fn setup(prefix: &str) -> (&'static MariaCluster, Proxy, String) {
@@ -838,15 +838,8 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let config = mysql_config_text(cluster, "");
-    let start = config.find("readers = [").unwrap();
-    let end = start + config[start..].find(']').unwrap() + 1;
-    let config = format!(
-        "{}readers = [\"{}\"]{}",
-        &config[..start],
-        relay.addr,
-        &config[end..]
-    );
+    let base = mysql_config_text(cluster, "");
+    let config = with_readers(&base, &[relay.addr.to_string()]);
     let proxy = Proxy::from_config(&config).await;
     let mut conn = connect(&proxy, &db).await;
     assert!(
@@ -878,14 +871,12 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let base = mysql_config_text(cluster, "");
-    let config = format!(
-        "{}readers = [\"{}\", \"{}:{}\"]{}",
-        &base[..start],
-        relay.addr,
-        other.host,
-        other.port,
-        &base[end..]
+    let config = with_readers(
+        &base,
+        &[
+            relay.addr.to_string(),
+            format!("{}:{}", other.host, other.port),
+        ],
     );
     let proxy = Proxy::from_config(&config).await;
     let mut behind_relay = None;

@@ -6,7 +6,7 @@ mod support;
 use tokio::process::Command;
 
 use support::postgres::PgCluster;
-use support::proxy::{Proxy, RawClient};
+use support::proxy::{Proxy, RawClient, config_text, with_readers, with_routing};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
@@ -22,6 +22,17 @@ async fn in_recovery(client: &tokio_postgres::Client) -> bool {
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
         .expect("pg_is_in_recovery")
+        .get(0)
+}
+
+/// How many rows `table` has on the primary, asked directly (not through the proxy).
+async fn rows_on_primary(cluster: &PgCluster, db: &str, table: &str) -> i64 {
+    let primary = cluster.superuser(&cluster.primary, db).await;
+    let sql = format!("SELECT count(*) FROM {table}");
+    primary
+        .query_one(sql.as_str(), &[])
+        .await
+        .expect("count on the primary")
         .get(0)
 }
 
@@ -86,12 +97,7 @@ async fn writes_land_on_the_primary() {
         .expect("data-modifying CTE goes to the primary")
         .get(0);
     assert_eq!(written, 1);
-    let primary = cluster.superuser(&cluster.primary, &db).await;
-    let n: i64 = primary
-        .query_one("SELECT count(*) FROM ledger", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = rows_on_primary(cluster, &db, "ledger").await;
     assert_eq!(n, 21, "every acknowledged write is on the primary");
     // A sequence call is a write even though it is a SELECT.
     client.batch_execute("CREATE SEQUENCE s").await.unwrap();
@@ -553,7 +559,7 @@ async fn an_unreachable_reader_is_skipped() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("deadreader").await;
     let dead = support::free_port();
-    let config = support::proxy::config_text(cluster, "")
+    let config = config_text(cluster, "")
         .replace("readers = [", &format!("readers = [\"127.0.0.1:{dead}\", "));
     let proxy = Proxy::from_config(&config).await;
     for _ in 0..10 {
@@ -655,12 +661,7 @@ async fn read_only_mode_refuses_writes_and_keeps_reads() {
         .batch_execute("INSERT INTO ro VALUES (3)")
         .await
         .expect("writes again");
-    let primary = cluster.superuser(&cluster.primary, &db).await;
-    let n: i64 = primary
-        .query_one("SELECT count(*) FROM ro", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = rows_on_primary(cluster, &db, "ro").await;
     assert_eq!(n, 1, "only the write made while read-write landed");
     let metrics = proxy.admin_get("/metrics").await;
     assert!(
@@ -673,10 +674,7 @@ async fn read_only_mode_refuses_writes_and_keeps_reads() {
 async fn a_pause_holds_new_transactions_without_errors() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("pause").await;
-    let config = support::proxy::config_text(cluster, "").replace(
-        "active = \"main\"",
-        "active = \"main\"\nmax_pause = \"60s\"",
-    );
+    let config = with_routing(&config_text(cluster, ""), "max_pause = \"60s\"");
     let proxy = Proxy::from_config(&config).await;
     let early = proxy.connect(&db).await;
     early
@@ -711,8 +709,7 @@ async fn a_pause_holds_new_transactions_without_errors() {
     writer.await.unwrap().expect("released without an error");
 
     // A pause nobody lifts ends by itself after max_pause.
-    let short = support::proxy::config_text(cluster, "")
-        .replace("active = \"main\"", "active = \"main\"\nmax_pause = \"1s\"");
+    let short = with_routing(&config_text(cluster, ""), "max_pause = \"1s\"");
     let proxy = Proxy::from_config(&short).await;
     let client = proxy.connect(&db).await;
     proxy.admin_post("/v1/pause", "{}").await;
@@ -720,12 +717,7 @@ async fn a_pause_holds_new_transactions_without_errors() {
         .batch_execute("INSERT INTO held VALUES (3)")
         .await
         .expect("released by max_pause");
-    let primary = cluster.superuser(&cluster.primary, &db).await;
-    let n: i64 = primary
-        .query_one("SELECT count(*) FROM held", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = rows_on_primary(cluster, &db, "held").await;
     assert_eq!(n, 3);
 }
 
@@ -750,13 +742,8 @@ async fn the_cli_drives_read_only_mode_and_the_state_survives_a_restart() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("cli").await;
     let state_dir = tempfile::tempdir().unwrap();
-    let config = support::proxy::config_text(cluster, "").replace(
-        "active = \"main\"",
-        &format!(
-            "active = \"main\"\nstate_dir = \"{}\"",
-            state_dir.path().display()
-        ),
-    );
+    let state = format!("state_dir = \"{}\"", state_dir.path().display());
+    let config = with_routing(&config_text(cluster, ""), &state);
     let proxy = Proxy::from_config(&config).await;
     let url = format!("http://{}", proxy.admin);
 
@@ -823,15 +810,8 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let config = support::proxy::config_text(cluster, "");
-    let start = config.find("readers = [").unwrap();
-    let end = start + config[start..].find(']').unwrap() + 1;
-    let config = format!(
-        "{}readers = [\"{}\"]{}",
-        &config[..start],
-        relay.addr,
-        &config[end..]
-    );
+    let base = config_text(cluster, "");
+    let config = with_readers(&base, &[relay.addr.to_string()]);
     let proxy = Proxy::from_config(&config).await;
     let client = proxy.connect(&db).await;
     assert!(
@@ -862,14 +842,12 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let base = support::proxy::config_text(cluster, "");
-    let config = format!(
-        "{}readers = [\"{}\", \"{}:{}\"]{}",
-        &base[..start],
-        relay.addr,
-        other.host,
-        other.port,
-        &base[end..]
+    let config = with_readers(
+        &base,
+        &[
+            relay.addr.to_string(),
+            format!("{}:{}", other.host, other.port),
+        ],
     );
     let proxy = Proxy::from_config(&config).await;
     let where_ = "SELECT inet_server_port(), pg_is_in_recovery()";
@@ -899,8 +877,8 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
 async fn a_session_reads_its_own_writes_from_the_primary() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("ryw").await;
-    let config = support::proxy::config_text(cluster, "")
-        .replace("read_your_writes = \"0s\"", "read_your_writes = \"1h\"");
+    let config =
+        config_text(cluster, "").replace("read_your_writes = \"0s\"", "read_your_writes = \"1h\"");
     let proxy = Proxy::from_config(&config).await;
     let writer_session = proxy.connect(&db).await;
     let other_session = proxy.connect(&db).await;

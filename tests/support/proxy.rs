@@ -32,30 +32,8 @@ impl Drop for Proxy {
     }
 }
 
-/// The config the tests use, in front of `cluster`; `server_extra` is added to `[server]`.
-pub fn config_text(cluster: &PgCluster, server_extra: &str) -> String {
-    let readers: Vec<String> = cluster
-        .replicas
-        .iter()
-        .map(|r| format!("\"{}:{}\"", r.host, r.port))
-        .collect();
-    format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-auth_timeout = "2s"
-max_message_bytes = 1048576
-{server_extra}
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
+/// Users the PostgreSQL tests log in as, one per authentication path.
+const POSTGRES_USERS: &str = r#"
 [[users]]
 name = "md5user"
 password = "md5-secret"
@@ -68,33 +46,37 @@ password = "plain-secret"
 [[users]]
 name = "trustuser"
 auth = "trust"
+"#;
 
-[clusters.main]
-writer = "{}:{}"
-readers = [{}]
+/// Users the MySQL tests log in as besides `app`: a raw-protocol one and a second login.
+const MYSQL_USERS: &str = r#"
+[[users]]
+name = "trustuser"
+auth = "trust"
+backend_user = "app"
+backend_password = "app-secret"
 
-[routing]
-active = "main"
-# Routing tests check where each read goes: no read-your-writes window.
-read_your_writes = "0s"
-"#,
-        cluster.primary.host,
-        cluster.primary.port,
-        readers.join(", ")
-    )
-}
+[[users]]
+name = "app2"
+password = "app2-secret"
+backend_user = "app"
+backend_password = "app-secret"
+"#;
 
-/// The config the MySQL tests use, in front of a MariaDB `cluster`.
-pub fn mysql_config_text(cluster: &MariaCluster, server_extra: &str) -> String {
-    let readers: Vec<String> = cluster
-        .replicas
-        .iter()
-        .map(|r| format!("\"{}:{}\"", r.host, r.port))
-        .collect();
+/// A test config: `protocol` in front of `writer` and `readers` (`host:port`), with
+/// `server_extra` added to `[server]` and `users` after the `app` user.
+fn config(
+    protocol: &str,
+    writer: String,
+    readers: &[String],
+    server_extra: &str,
+    users: &str,
+) -> String {
+    let readers: Vec<String> = readers.iter().map(|r| format!("\"{r}\"")).collect();
     format!(
         r#"
 [server]
-protocol = "mysql"
+protocol = "{protocol}"
 listen = "127.0.0.1:0"
 auth_timeout = "2s"
 max_message_bytes = 1048576
@@ -107,21 +89,9 @@ token = "{ADMIN_TOKEN}"
 [[users]]
 name = "app"
 password = "app-secret"
-
-[[users]]
-name = "trustuser"
-auth = "trust"
-backend_user = "app"
-backend_password = "app-secret"
-
-[[users]]
-name = "app2"
-password = "app2-secret"
-backend_user = "app"
-backend_password = "app-secret"
-
+{users}
 [clusters.main]
-writer = "{}:{}"
+writer = "{writer}"
 readers = [{}]
 
 [routing]
@@ -129,10 +99,49 @@ active = "main"
 # Routing tests check where each read goes: no read-your-writes window.
 read_your_writes = "0s"
 "#,
-        cluster.primary.host,
-        cluster.primary.port,
         readers.join(", ")
     )
+}
+
+/// The config the PostgreSQL tests use, in front of `cluster`.
+pub fn config_text(cluster: &PgCluster, server_extra: &str) -> String {
+    let readers: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| format!("{}:{}", r.host, r.port))
+        .collect();
+    let writer = format!("{}:{}", cluster.primary.host, cluster.primary.port);
+    config("postgres", writer, &readers, server_extra, POSTGRES_USERS)
+}
+
+/// The config the MySQL tests use, in front of a MariaDB `cluster`.
+pub fn mysql_config_text(cluster: &MariaCluster, server_extra: &str) -> String {
+    let readers: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| format!("{}:{}", r.host, r.port))
+        .collect();
+    let writer = format!("{}:{}", cluster.primary.host, cluster.primary.port);
+    config("mysql", writer, &readers, server_extra, MYSQL_USERS)
+}
+
+/// `config` with its readers replaced by `readers` (`host:port`).
+pub fn with_readers(config: &str, readers: &[String]) -> String {
+    let start = config.find("readers = [").expect("config has readers");
+    let end = start + config[start..].find(']').expect("readers list ends") + 1;
+    let list: Vec<String> = readers.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "{}readers = [{}]{}",
+        &config[..start],
+        list.join(", "),
+        &config[end..]
+    )
+}
+
+/// `config` with `lines` added to its `[routing]` table (later keys of the same name win
+/// nowhere: TOML refuses duplicates, so replace those with `str::replace`).
+pub fn with_routing(config: &str, lines: &str) -> String {
+    config.replace("[routing]\n", &format!("[routing]\n{lines}\n"))
 }
 
 impl Proxy {

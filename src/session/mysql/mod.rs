@@ -3,6 +3,7 @@
 //! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
 
 mod backend;
+mod error;
 mod prepared;
 mod reset;
 mod startup;
@@ -24,9 +25,8 @@ use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::command::*;
 use crate::protocol::mysql::constants::{
-    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE,
-    ER_NET_PACKETS_OUT_OF_ORDER, ER_OPTION_PREVENTS_STATEMENT, ER_SERVER_SHUTDOWN,
-    ER_UNKNOWN_COM_ERROR, ErrorCode, StatusFlags,
+    ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_OPTION_PREVENTS_STATEMENT, ER_UNKNOWN_COM_ERROR, StatusFlags,
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
@@ -35,6 +35,7 @@ use crate::shutdown::Shutdown;
 use crate::sql::{self, Class, Dialect, Statement};
 use crate::topology::{Cluster, Instance, pick_reader};
 use backend::Backend;
+pub use error::SessionError;
 use startup::Client;
 use statements::Statements;
 
@@ -43,82 +44,6 @@ const MAX_REPLAYS: usize = 256;
 
 /// Connection ids the proxy hands out in its greetings.
 static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client closed the connection")]
-    ClientGone,
-    #[error("client connection failed")]
-    ClientIo(#[source] std::io::Error),
-    #[error("client protocol violation: {0}")]
-    ClientProtocol(String),
-    #[error("client did not finish the handshake in time")]
-    StartupTimeout,
-    #[error("TLS handshake with client failed")]
-    Tls(#[source] std::io::Error),
-    #[error("Access denied for user '{user}' (using password: {})", if *using_password { "YES" } else { "NO" })]
-    AuthFailed { user: String, using_password: bool },
-    #[error("{message}")]
-    Refused { code: ErrorCode, message: String },
-    #[error("could not open the writer connection")]
-    Connect(#[source] ConnectError),
-    #[error("lost connection to backend {addr}")]
-    BackendLost {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("backend {addr} broke the protocol: {detail}")]
-    BackendProtocol { addr: String, detail: String },
-    #[error("switchyard is shutting down")]
-    Shutdown,
-}
-
-impl SessionError {
-    /// The ERR the client should see before the connection closes, if any.
-    fn client_message(&self) -> Option<(ErrorCode, String)> {
-        use SessionError::*;
-        Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) => return None,
-            ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
-            StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
-            AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
-            Refused { code, message } => (*code, message.clone()),
-            Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
-            BackendLost { addr, .. } => (
-                ER_SERVER_SHUTDOWN,
-                format!("switchyard lost its connection to the database at {addr}"),
-            ),
-            BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, self.to_string()),
-            Shutdown => (
-                ER_SERVER_SHUTDOWN,
-                "Server shutdown in progress (switchyard)".into(),
-            ),
-        })
-    }
-
-    /// The backend connection broke (not the client, not a refusal).
-    fn backend_failed(&self) -> bool {
-        matches!(
-            self,
-            SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
-        )
-    }
-
-    fn kind(&self) -> Option<ErrorKind> {
-        use SessionError::*;
-        match self {
-            ClientGone | Shutdown => None,
-            ClientIo(_) => Some(ErrorKind::ClientLost),
-            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
-                Some(ErrorKind::ClientProtocol)
-            }
-            AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
-        }
-    }
-}
 
 /// A session-state command, replayed in order on a reader connection.
 #[derive(Debug, Clone)]

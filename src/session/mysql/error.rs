@@ -1,0 +1,84 @@
+//! The ways a MySQL session ends, and the ERR packet the client gets for each.
+
+use super::chain;
+use crate::metrics::ErrorKind;
+use crate::pool::mysql::ConnectError;
+use crate::protocol::mysql::constants::{
+    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client connection failed")]
+    ClientIo(#[source] std::io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("client did not finish the handshake in time")]
+    StartupTimeout,
+    #[error("TLS handshake with client failed")]
+    Tls(#[source] std::io::Error),
+    #[error("Access denied for user '{user}' (using password: {})", if *using_password { "YES" } else { "NO" })]
+    AuthFailed { user: String, using_password: bool },
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("could not open the writer connection")]
+    Connect(#[source] ConnectError),
+    #[error("lost connection to backend {addr}")]
+    BackendLost {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {addr} broke the protocol: {detail}")]
+    BackendProtocol { addr: String, detail: String },
+    #[error("switchyard is shutting down")]
+    Shutdown,
+}
+
+impl SessionError {
+    /// The ERR the client should see before the connection closes, if any.
+    pub(super) fn client_message(&self) -> Option<(ErrorCode, String)> {
+        use SessionError::*;
+        Some(match self {
+            ClientGone | ClientIo(_) | Tls(_) => return None,
+            ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
+            StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
+            AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
+            Refused { code, message } => (*code, message.clone()),
+            Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
+            BackendLost { addr, .. } => (
+                ER_SERVER_SHUTDOWN,
+                format!("switchyard lost its connection to the database at {addr}"),
+            ),
+            BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, self.to_string()),
+            Shutdown => (
+                ER_SERVER_SHUTDOWN,
+                "Server shutdown in progress (switchyard)".into(),
+            ),
+        })
+    }
+
+    /// The backend connection broke (not the client, not a refusal).
+    pub(super) fn backend_failed(&self) -> bool {
+        matches!(
+            self,
+            SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
+        )
+    }
+
+    pub(super) fn kind(&self) -> Option<ErrorKind> {
+        use SessionError::*;
+        match self {
+            ClientGone | Shutdown => None,
+            ClientIo(_) => Some(ErrorKind::ClientLost),
+            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
+                Some(ErrorKind::ClientProtocol)
+            }
+            AuthFailed { .. } => Some(ErrorKind::Auth),
+            Connect(_) => Some(ErrorKind::BackendConnect),
+            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
+        }
+    }
+}
