@@ -118,10 +118,7 @@ async fn pause(
     headers: HeaderMap,
     body: Option<Json<ClusterBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let cluster = cluster_or_active(&state, body);
-    let next = state.routing.pause(&cluster)?;
-    Ok(Json(routing_json(&next)))
+    change_cluster(&state, &headers, body, Routing::pause)
 }
 
 async fn resume(
@@ -129,9 +126,19 @@ async fn resume(
     headers: HeaderMap,
     body: Option<Json<ClusterBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let cluster = cluster_or_active(&state, body);
-    let next = state.routing.resume(&cluster)?;
+    change_cluster(&state, &headers, body, Routing::resume)
+}
+
+/// Applies `change` to the named cluster (the active one by default) after checking the token.
+fn change_cluster(
+    state: &AdminState,
+    headers: &HeaderMap,
+    body: Option<Json<ClusterBody>>,
+    change: fn(&Routing, &str) -> Result<Arc<RoutingState>, ControlError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(state, headers)?;
+    let cluster = cluster_or_active(state, body);
+    let next = change(&state.routing, &cluster)?;
     Ok(Json(routing_json(&next)))
 }
 

@@ -79,3 +79,18 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Records how a session ended: counts its kind of error, and logs anything but a normal
+/// end (the client left, or the proxy shut down).
+pub(crate) fn report_end(
+    kind: Option<crate::metrics::ErrorKind>,
+    normal: bool,
+    error: &dyn std::error::Error,
+) {
+    if let Some(kind) = kind {
+        crate::metrics::error(kind);
+    }
+    if !normal {
+        tracing::info!(error = %chain(error), "session ended");
+    }
+}

@@ -69,15 +69,8 @@ impl Replay {
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
-        if let Some(kind) = e.kind() {
-            metrics::error(kind);
-        }
-        match e {
-            SessionError::ClientGone | SessionError::Shutdown => {}
-            e => {
-                tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended")
-            }
-        }
+        let normal = matches!(e, SessionError::ClientGone | SessionError::Shutdown);
+        super::report_end(e.kind(), normal, &e);
     }
 }
 

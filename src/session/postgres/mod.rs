@@ -119,17 +119,9 @@ impl SessionError {
 
 /// Serves one client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
-    let result = serve(tcp, &ctx, shutdown).await;
-    if let Err(e) = result {
-        if let Some(kind) = e.kind() {
-            metrics::error(kind);
-        }
-        match e {
-            SessionError::ClientGone | SessionError::Shutdown => {}
-            e => {
-                tracing::info!(error = %e, cause = ?std::error::Error::source(&e), "session ended")
-            }
-        }
+    if let Err(e) = serve(tcp, &ctx, shutdown).await {
+        let normal = matches!(e, SessionError::ClientGone | SessionError::Shutdown);
+        super::report_end(e.kind(), normal, &e);
     }
 }
 
