@@ -13,7 +13,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::cutover::{ControlError, Routing, RoutingError, RoutingState};
+use crate::cutover::driver::{StepOutcome, StepRequest};
+use crate::cutover::{
+    ControlError, Controller, Phase, Routing, RoutingError, RoutingState, StartError,
+};
 use crate::shutdown::Shutdown;
 use crate::topology::TopologyHandle;
 
@@ -21,6 +24,7 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub topology: Arc<TopologyHandle>,
     pub routing: Arc<Routing>,
+    pub cutover: Arc<Controller>,
     pub token: Option<String>,
 }
 
@@ -32,6 +36,10 @@ pub enum ApiError {
     NoToken,
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Cutover(#[from] StartError),
+    #[error("{0}")]
+    Step(String),
 }
 
 impl IntoResponse for ApiError {
@@ -44,6 +52,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::Control(ControlError::Routing(_)) => StatusCode::CONFLICT,
             ApiError::Control(ControlError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Cutover(StartError::UnknownCluster(_)) => StatusCode::NOT_FOUND,
+            ApiError::Cutover(_) | ApiError::Step(_) => StatusCode::CONFLICT,
         };
         let message = crate::session::chain(&self);
         (status, Json(json!({ "error": message }))).into_response()
@@ -77,6 +87,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/clusters/{name}/read-only", post(read_only))
+        .route("/v1/cutover", post(cutover).get(cutover_progress))
+        .route("/v1/cutover/step", post(cutover_step))
         .with_state(state)
 }
 
@@ -153,6 +165,55 @@ async fn read_only(
     Ok(Json(routing_json(&next)))
 }
 
+/// Body of `POST /v1/cutover`.
+#[derive(Debug, Deserialize)]
+struct CutoverBody {
+    to: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Runs a whole cutover of this proxy and answers with its report: 200 when it switched
+/// (or a dry run passed), 409 when it aborted or failed.
+async fn cutover(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(body): Json<CutoverBody>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let report = state.cutover.cutover(&body.to, body.dry_run).await?;
+    let status = match report.outcome {
+        Phase::Switched | Phase::DryRun => StatusCode::OK,
+        _ => StatusCode::CONFLICT,
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+/// The cutover in progress (or the last one), and the timing settings a coordinating CLI
+/// uses.
+async fn cutover_progress(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "progress": state.cutover.progress(),
+        "settings": state.cutover.settings(),
+        "active": state.routing.load().active,
+    }))
+}
+
+/// One step of a cutover that `switchyard cutover` coordinates over several proxies.
+async fn cutover_step(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(request): Json<StepRequest>,
+) -> Result<Json<StepOutcome>, ApiError> {
+    authorize(&state, &headers)?;
+    state
+        .cutover
+        .step(request)
+        .await
+        .map(Json)
+        .map_err(ApiError::Step)
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -216,10 +277,37 @@ mod tests {
             std::time::Duration::from_secs(5),
         )
         .unwrap();
+        let config = crate::config::validate(
+            toml::from_str(
+                r#"
+                [server]
+                protocol = "postgres"
+                listen = "127.0.0.1:0"
+                [[users]]
+                name = "app"
+                password = "x"
+                [clusters.old]
+                writer = "127.0.0.1:1"
+                [routing]
+                active = "old"
+                "#,
+            )
+            .unwrap(),
+            &|_| None,
+        )
+        .unwrap();
+        let topology = Arc::new(TopologyHandle::new(topology));
+        let routing = Arc::new(routing);
+        let cutover = Arc::new(Controller::new(
+            Arc::new(config),
+            Arc::clone(&topology),
+            Arc::clone(&routing),
+        ));
         Arc::new(AdminState {
             metrics: crate::metrics::install(),
-            topology: Arc::new(TopologyHandle::new(topology)),
-            routing: Arc::new(routing),
+            topology,
+            routing,
+            cutover,
             token: token.map(str::to_owned),
         })
     }

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::Validated;
-use crate::cutover::{self, Routing, StoreError};
+use crate::cutover::{self, Controller, Routing, StoreError};
 use crate::session::Context;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsError};
@@ -32,6 +32,7 @@ pub struct App {
     pub config: Arc<Validated>,
     pub topology: Arc<TopologyHandle>,
     pub routing: Arc<Routing>,
+    pub cutover: Arc<Controller>,
     pub ctx: Arc<Context>,
 }
 
@@ -59,10 +60,16 @@ impl App {
             Arc::clone(&routing),
             server_tls,
         ));
+        let cutover = Arc::new(Controller::new(
+            Arc::clone(&config),
+            Arc::clone(&topology),
+            Arc::clone(&routing),
+        ));
         Ok(App {
             config,
             topology,
             routing,
+            cutover,
             ctx,
         })
     }
@@ -99,6 +106,7 @@ impl App {
                 metrics: metrics.clone(),
                 topology: Arc::clone(&self.topology),
                 routing: Arc::clone(&self.routing),
+                cutover: Arc::clone(&self.cutover),
                 token: self.config.admin_token.clone(),
             });
             let shutdown = shutdown.clone();

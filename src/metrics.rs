@@ -19,6 +19,10 @@ pub const INSTANCES: &str = "switchyard_instances";
 pub const DISCOVERY_ROUNDS_TOTAL: &str = "switchyard_discovery_rounds_total";
 pub const DISCOVERY_CHANGES_TOTAL: &str = "switchyard_discovery_changes_total";
 pub const INSTANCE_HEALTHY: &str = "switchyard_instance_healthy";
+pub const CUTOVER_PHASE: &str = "switchyard_cutover_phase";
+pub const CUTOVERS_TOTAL: &str = "switchyard_cutovers_total";
+pub const CUTOVER_PAUSE_SECONDS: &str = "switchyard_cutover_pause_seconds";
+pub const SESSIONS_MOVED_TOTAL: &str = "switchyard_sessions_moved_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -47,6 +51,22 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        CUTOVER_PHASE,
+        "1 for the cutover phase this proxy is in (idle when none runs), by phase."
+    );
+    describe_counter!(
+        CUTOVERS_TOTAL,
+        "Cutovers that ended, by outcome (switched, aborted, failed, dry_run)."
+    );
+    describe_histogram!(
+        CUTOVER_PAUSE_SECONDS,
+        "How long each cutover held new transactions (pause to switch or abort)."
+    );
+    describe_counter!(
+        SESSIONS_MOVED_TOTAL,
+        "Client sessions moved to the new active cluster after a cutover, by result (moved, ended)."
+    );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted.");
     describe_gauge!(
@@ -134,6 +154,26 @@ impl Drop for HeldGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+/// Sets the phase gauge: 1 for `phase`, 0 for every other one of `all`.
+pub fn cutover_phase(phase: &'static str, all: &[&'static str]) {
+    for p in all {
+        gauge!(CUTOVER_PHASE, "phase" => *p).set(if *p == phase { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn cutover_ended(outcome: &'static str) {
+    counter!(CUTOVERS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+pub fn cutover_pause(seconds: f64) {
+    histogram!(CUTOVER_PAUSE_SECONDS).record(seconds);
+}
+
+pub fn session_moved(moved: bool) {
+    let result = if moved { "moved" } else { "ended" };
+    counter!(SESSIONS_MOVED_TOTAL, "result" => result).increment(1);
 }
 
 pub fn reader_fallback() {

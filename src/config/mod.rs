@@ -27,6 +27,7 @@ pub struct Config {
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub routing: RoutingConfig,
+    pub cutover: Option<CutoverConfig>,
 }
 
 /// Whether the client listener offers TLS.
@@ -205,7 +206,10 @@ pub struct RoutingConfig {
     pub state_dir: Option<PathBuf>,
 }
 
+mod cutover;
 mod discovery;
+
+pub use cutover::{CatchUp, CutoverConfig, Fence};
 
 pub use discovery::{DiscoveryConfig, DiscoveryKind, monitor_password};
 use discovery::{topology_defaults, validate_topology};
@@ -520,6 +524,8 @@ pub fn validate(
             ),
         );
     }
+
+    cutover::validate_cutover(&raw, &mut problem);
 
     if problems.is_empty() {
         Ok(Validated {

@@ -3,16 +3,25 @@
 //! published atomically, and recorded in a state file so that a restarted proxy comes back
 //! in the same state (it never sends writes to a cluster that was fenced).
 
+mod catch_up;
+mod control;
+pub mod driver;
+mod plan;
 mod store;
+
+pub use catch_up::{Databases, DbError};
+pub use control::{Controller, Progress, Settings, StartError};
+pub use plan::Phase;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::shutdown::Shutdown;
 pub use store::StoreError;
@@ -61,6 +70,10 @@ pub enum RoutingError {
     AlreadyPaused(String),
     #[error("cluster {cluster:?} is paused: lift the pause before changing read-only mode")]
     Paused { cluster: String },
+    #[error("cluster {0:?} is not the active cluster")]
+    NotActive(String),
+    #[error("cluster {0:?} is already the active cluster")]
+    AlreadyActive(String),
 }
 
 impl RoutingState {
@@ -120,6 +133,58 @@ impl RoutingState {
         Ok(s)
     }
 
+    /// Fences a paused cluster: when its pause ends, by resume or by the watchdog, it is
+    /// read-only. Writes held during a cutover then never reach a cluster that was fenced.
+    pub fn with_fence(&self, cluster: &str) -> Result<RoutingState, RoutingError> {
+        self.known(cluster)?;
+        if self.mode(cluster) != Mode::Paused {
+            return Err(RoutingError::NotPaused(cluster.to_owned()));
+        }
+        let mut s = self.next();
+        s.before_pause.insert(cluster.to_owned(), Mode::ReadOnly);
+        Ok(s)
+    }
+
+    /// The cutover's switch, in one snapshot: `to` becomes the active, read-write cluster
+    /// and `from` (paused) becomes read-only. Sessions held by the pause wake up, see the new
+    /// active cluster and move to it.
+    pub fn with_switch(&self, from: &str, to: &str) -> Result<RoutingState, RoutingError> {
+        self.known(from)?;
+        self.known(to)?;
+        if self.active != from {
+            return Err(RoutingError::NotActive(from.to_owned()));
+        }
+        if from == to {
+            return Err(RoutingError::AlreadyActive(to.to_owned()));
+        }
+        // Paused, or fenced and already resumed by the watchdog: either way nothing can
+        // have been written on `from` since the cutover took its position.
+        if self.mode(from) == Mode::ReadWrite {
+            return Err(RoutingError::NotPaused(from.to_owned()));
+        }
+        let mut s = self.next();
+        s.active = to.to_owned();
+        s.before_pause.remove(from);
+        s.before_pause.remove(to);
+        s.modes.insert(from.to_owned(), Mode::ReadOnly);
+        s.modes.insert(to.to_owned(), Mode::ReadWrite);
+        Ok(s)
+    }
+
+    /// Undoes a cutover's pause and fence: `cluster` returns to `restore` (its mode before
+    /// the cutover). Does nothing to a cluster that is no longer paused and was not fenced
+    /// by this cutover.
+    pub fn with_abort(&self, cluster: &str, restore: Mode) -> Result<RoutingState, RoutingError> {
+        self.known(cluster)?;
+        if self.active != cluster {
+            return Err(RoutingError::NotActive(cluster.to_owned()));
+        }
+        let mut s = self.next();
+        s.before_pause.remove(cluster);
+        s.modes.insert(cluster.to_owned(), restore);
+        Ok(s)
+    }
+
     pub fn with_resume(&self, cluster: &str) -> Result<RoutingState, RoutingError> {
         self.known(cluster)?;
         if self.mode(cluster) != Mode::Paused {
@@ -144,6 +209,11 @@ pub enum ControlError {
 /// `changes()` wakes sessions waiting for a pause to end.
 pub struct Routing {
     state: ArcSwap<RoutingState>,
+    /// Per cluster: sessions with work on its writer (a transaction, or a statement
+    /// outside one). A cutover's drain waits for zero.
+    gates: BTreeMap<String, Arc<Gate>>,
+    /// Transactions that ever waited for a pause to end.
+    held_total: AtomicU64,
     changed: watch::Sender<u64>,
     store: Option<store::StateFile>,
     max_pause: Duration,
@@ -168,7 +238,14 @@ impl Routing {
             file.write(&state)?;
         }
         let (changed, _) = watch::channel(state.generation);
+        let gates = state
+            .modes
+            .keys()
+            .map(|name| (name.clone(), Arc::new(Gate::default())))
+            .collect();
         Ok(Routing {
+            gates,
+            held_total: AtomicU64::new(0),
             state: ArcSwap::from_pointee(state),
             changed,
             store,
@@ -230,6 +307,7 @@ impl Routing {
         let mut changes = self.changes();
         let deadline = tokio::time::Instant::now() + self.max_pause + Duration::from_secs(1);
         let _held = crate::metrics::transaction_held();
+        self.held_total.fetch_add(1, Ordering::Relaxed);
         loop {
             let state = self.load();
             let mode = state.mode(cluster);
@@ -246,6 +324,65 @@ impl Routing {
         }
     }
 
+    /// Registers work on `cluster`'s writer; the mode must be read *after* this (the
+    /// drain reads the count after publishing the pause, so one of the two sees the other).
+    pub fn admit(&self, cluster: &str) -> Admission {
+        let gate = self.gates.get(cluster).cloned();
+        if let Some(g) = &gate {
+            g.busy.fetch_add(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        Admission(gate)
+    }
+
+    pub fn held_total(&self) -> u64 {
+        self.held_total.load(Ordering::Relaxed)
+    }
+
+    /// Sessions with work on `cluster`'s writer now.
+    pub fn busy(&self, cluster: &str) -> usize {
+        self.gates
+            .get(cluster)
+            .map_or(0, |g| g.busy.load(Ordering::SeqCst))
+    }
+
+    /// Waits until no session has work on `cluster`'s writer; `Err(busy)` at `deadline`.
+    pub async fn drained(
+        &self,
+        cluster: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), usize> {
+        let Some(gate) = self.gates.get(cluster) else {
+            return Ok(());
+        };
+        loop {
+            let idle = gate.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let busy = gate.busy.load(Ordering::SeqCst);
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(busy),
+            }
+        }
+    }
+
+    pub fn fence(&self, cluster: &str) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_fence(cluster))
+    }
+
+    pub fn switch(&self, from: &str, to: &str) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_switch(from, to))
+    }
+
+    pub fn abort(&self, cluster: &str, restore: Mode) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_abort(cluster, restore))
+    }
+
     pub fn set_read_only(
         &self,
         cluster: &str,
@@ -260,6 +397,25 @@ impl Routing {
 
     pub fn resume(&self, cluster: &str) -> Result<Arc<RoutingState>, ControlError> {
         self.apply(|s| s.with_resume(cluster))
+    }
+}
+
+#[derive(Default)]
+struct Gate {
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+/// Work admitted on a cluster's writer; ends when dropped.
+pub struct Admission(Option<Arc<Gate>>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0
+            && g.busy.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            g.idle.notify_waiters();
+        }
     }
 }
 

@@ -9,7 +9,7 @@ mod dns;
 mod health;
 mod monitor;
 mod postgres_tls;
-mod probe;
+pub(crate) mod probe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 pub use balancer::pick_reader;
 pub use change::{Seen, next_cluster};
 pub use health::{HealthState, Probe, Status, Thresholds};
+pub(crate) use monitor::monitor_login;
 pub use monitor::{MonitorError, Task, monitors};
 
 use crate::config::{BackendTlsMode, Validated, parse_host_port};

@@ -99,7 +99,7 @@ pub fn monitors(
     Ok(tasks)
 }
 
-fn monitor_login(
+pub(crate) fn monitor_login(
     c: &ClusterConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Option<MonitorLogin> {

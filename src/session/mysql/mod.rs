@@ -18,11 +18,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, chain};
-use crate::cutover::Mode;
+use crate::cutover::{Admission, Mode};
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
+use crate::protocol::mysql::constants::ER_SERVER_SHUTDOWN;
 use crate::protocol::mysql::constants::command::*;
 use crate::protocol::mysql::constants::{
     ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER,
@@ -79,7 +80,8 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
     let topology = ctx.topology.load();
-    let active = &ctx.config.raw.routing.active;
+    let routing = ctx.routing.load();
+    let active = &routing.active;
     let Some(cluster) = topology.clusters.get(active).cloned() else {
         return Err(SessionError::Refused {
             code: ER_HANDSHAKE_ERROR,
@@ -105,6 +107,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             wrote_recently: false,
         },
         writes_until: None,
+        admission: None,
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         scramble: auth.scramble,
         scratch: BytesMut::new(),
@@ -139,6 +142,8 @@ struct Session {
     view: SessionView,
     /// Reads stay on the writer until then, after this session wrote (read-your-writes).
     writes_until: Option<Instant>,
+    /// Held while this session has work on the writer (a cutover's drain waits for it).
+    admission: Option<Admission>,
     /// The status flags of the last response, for the proxy's own OK packets.
     status: StatusFlags,
     /// The greeting's scramble, which COM_CHANGE_USER answers.
@@ -247,6 +252,9 @@ impl Session {
             Ok(c) => c,
             Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
         };
+        if self.between_transactions() && !matches!(cmd, Command::Quit | Command::Ping) {
+            self.follow_active().await?;
+        }
         match cmd {
             Command::Quit => return Ok(false),
             Command::Ping => self.reply_ok().await?,
@@ -299,14 +307,27 @@ impl Session {
     /// step with the mode, and refuses a write to a read-only cluster with ERR 1290.
     /// `false` when the command was answered here.
     async fn migration_gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
-        let mut mode = self.ctx.routing.load().mode(&self.cluster.name);
-        if mode == Mode::Paused {
-            let routing = Arc::clone(&self.ctx.routing);
-            mode = routing
+        let routing = Arc::clone(&self.ctx.routing);
+        let (mode, admission) = loop {
+            // Admitted first, mode read second: a cutover's drain then either sees this
+            // session busy or this session sees the pause.
+            let admission = routing.admit(&self.cluster.name);
+            let state = routing.load();
+            if state.active != self.cluster.name {
+                drop(admission);
+                self.follow_active().await?;
+                continue;
+            }
+            let mode = state.mode(&self.cluster.name);
+            if mode != Mode::Paused {
+                break (mode, admission);
+            }
+            drop(admission);
+            routing
                 .wait_while_paused(&self.cluster.name, &mut self.shutdown)
                 .await
                 .ok_or(SessionError::Shutdown)?;
-        }
+        };
         let read_only = mode == Mode::ReadOnly;
         if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
             let sql: &[u8] = if read_only {
@@ -322,6 +343,7 @@ impl Session {
             writer.read_only = read_only;
         }
         if !(read_only && stmt.class == Class::Write) {
+            self.admission = Some(admission);
             return Ok(true);
         }
         metrics::write_refused(&self.cluster.name);
@@ -333,6 +355,64 @@ impl Session {
             .send_error(1, ER_OPTION_PREVENTS_STATEMENT, &message)
             .await;
         Ok(false)
+    }
+
+    /// Moves the session to the active cluster when a cutover changed it: a writer
+    /// connection to the new writer with the session's state replayed; readers and prepared
+    /// statements follow lazily. Called only between transactions. A session holding state
+    /// that cannot be replayed ends with an error instead of staying on a fenced cluster.
+    /// No transaction is open on the writer (with autocommit off, the next statement
+    /// opens one): where the migration gate applies and a session may move.
+    fn between_transactions(&self) -> bool {
+        !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+    }
+
+    async fn follow_active(&mut self) -> Result<(), SessionError> {
+        let state = self.ctx.routing.load();
+        if state.active == self.cluster.name {
+            return Ok(());
+        }
+        let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
+            return Ok(());
+        };
+        let moved = || SessionError::Refused {
+            code: ER_SERVER_SHUTDOWN,
+            message: format!(
+                "the database moved to cluster '{}' (switchyard cutover) and this session holds state that cannot move with it; reconnect",
+                state.active
+            ),
+        };
+        if self.view.pinned_to_writer {
+            metrics::session_moved(false);
+            return Err(moved());
+        }
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let conn = pool::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
+            .await
+            .map_err(SessionError::Connect)?;
+        let mut writer = Backend::new(conn);
+        let mut result = replay(&mut writer, &self.replays).await?;
+        if result.is_ok() && !self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
+            let mut out = BytesMut::new();
+            command::write_text_command(&mut out, COM_QUERY, b"SET autocommit = 0");
+            if let (_, Some(message)) = writer.run_silently(&out).await? {
+                result = Err(message);
+            }
+        }
+        if let Err(message) = result {
+            tracing::warn!(%message, "session state does not replay on the new writer");
+            metrics::session_moved(false);
+            return Err(moved());
+        }
+        tracing::debug!(from = %self.cluster.name, to = %cluster.name, "session moved to the active cluster");
+        self.writer = Some(writer);
+        self.statements.forget_backend(Target::Writer);
+        self.reader = None;
+        self.statements.forget_backend(Target::Reader);
+        self.cluster = cluster;
+        self.admission = None;
+        metrics::session_moved(true);
+        Ok(())
     }
 
     async fn reply_ok(&mut self) -> Result<(), SessionError> {
@@ -358,7 +438,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let target = self.choose(&stmt).await?;
         if target == Target::Writer
-            && self.view.in_transaction.is_none()
+            && self.between_transactions()
             && !self.migration_gate(&stmt).await?
         {
             return Ok(());
@@ -501,6 +581,9 @@ impl Session {
             let open = status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
                 || !status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
             self.view.in_transaction = open.then_some(target);
+            if !status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
+                self.admission = None;
+            }
         }
         Ok(relayed)
     }
@@ -544,24 +627,20 @@ impl Session {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(false);
         };
-        let mut out = BytesMut::new();
-        while reader.applied < self.replays.len() {
-            self.replays[reader.applied].write(&mut out);
-            match reader.run_silently(&out).await {
-                Ok((_, None)) => reader.applied += 1,
-                Ok((_, Some(message))) => {
-                    tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
-                    self.pin();
-                    return Ok(false);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reader failed while replaying session settings");
-                    let retry = self.ctx.config.raw.server.backend_retry;
-                    reader.conn.instance.load.mark_down(Instant::now(), retry);
-                    self.reader = None;
-                    self.statements.forget_backend(Target::Reader);
-                    return Ok(false);
-                }
+        match replay(reader, &self.replays).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
+                self.pin();
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reader failed while replaying session settings");
+                let retry = self.ctx.config.raw.server.backend_retry;
+                reader.conn.instance.load.mark_down(Instant::now(), retry);
+                self.reader = None;
+                self.statements.forget_backend(Target::Reader);
+                return Ok(false);
             }
         }
         Ok(true)
@@ -573,6 +652,24 @@ impl Session {
             self.statements.forget_backend(Target::Reader);
         }
     }
+}
+
+/// Replays the session's recorded state on `backend` from where it left off;
+/// `Ok(Err(message))` when the backend refused a statement.
+async fn replay(
+    backend: &mut Backend,
+    replays: &[Replay],
+) -> Result<Result<(), String>, SessionError> {
+    let mut out = BytesMut::new();
+    while backend.applied < replays.len() {
+        out.clear();
+        replays[backend.applied].write(&mut out);
+        match backend.run_silently(&out).await? {
+            (_, None) => backend.applied += 1,
+            (_, Some(message)) => return Ok(Err(message)),
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn classify(sql: &[u8]) -> Statement {

@@ -25,7 +25,7 @@ impl Session {
         };
         // A read-only server refuses to prepare a write too.
         if target == Target::Writer
-            && self.view.in_transaction.is_none()
+            && self.between_transactions()
             && !self.migration_gate(&stmt).await?
         {
             return Ok(());
@@ -90,7 +90,7 @@ impl Session {
         };
         let target = self.choose(&class).await?;
         if target == Target::Writer
-            && self.view.in_transaction.is_none()
+            && self.between_transactions()
             && !self.migration_gate(&class).await?
         {
             return Ok(());

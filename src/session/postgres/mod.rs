@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::Context;
 use crate::cancel::{CancelTarget, SessionCancel};
-use crate::cutover::Mode;
+use crate::cutover::{Admission, Mode};
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
@@ -144,7 +144,8 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         }
     };
     let topology = ctx.topology.load();
-    let active = &ctx.config.raw.routing.active;
+    let routing = ctx.routing.load();
+    let active = &routing.active;
     let cluster = topology
         .clusters
         .get(active)
@@ -174,6 +175,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             wrote_recently: false,
         },
         writes_until: None,
+        admission: None,
         cancel: Arc::clone(&registration.cancel),
         scratch: BytesMut::new(),
         shutdown,
@@ -211,6 +213,8 @@ struct Session {
     view: SessionView,
     /// Reads stay on the writer until then, after this session wrote (read-your-writes).
     writes_until: Option<Instant>,
+    /// Held while this session has work on the writer (a cutover's drain waits for it).
+    admission: Option<Admission>,
     cancel: Arc<SessionCancel>,
     scratch: BytesMut,
     shutdown: Shutdown,
@@ -304,6 +308,9 @@ impl Session {
     }
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
+        if self.view.in_transaction.is_none() {
+            self.follow_active().await?;
+        }
         let settings = Settings {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
@@ -352,6 +359,9 @@ impl Session {
             Err(failed) => return Err(failed.error),
         };
         self.view.in_transaction = (status != b'I').then_some(ran_on);
+        if self.view.in_transaction.is_none() {
+            self.admission = None;
+        }
         if ran_on == Target::Writer && router::may_write(&unit.stmt) {
             let window = self.ctx.config.raw.routing.read_your_writes;
             self.writes_until = (!window.is_zero()).then(|| Instant::now() + window);
@@ -365,14 +375,27 @@ impl Session {
     /// step with the mode (so a write the classifier missed fails in the database too), and
     /// refuses a write to a read-only cluster. `false` when the unit was answered here.
     async fn migration_gate(&mut self, unit: &scan::Unit) -> Result<bool, SessionError> {
-        let mut mode = self.ctx.routing.load().mode(&self.cluster.name);
-        if mode == Mode::Paused {
-            let routing = Arc::clone(&self.ctx.routing);
-            mode = routing
+        let routing = Arc::clone(&self.ctx.routing);
+        let (mode, admission) = loop {
+            // Admitted first, mode read second: a cutover's drain then either sees this
+            // session busy or this session sees the pause.
+            let admission = routing.admit(&self.cluster.name);
+            let state = routing.load();
+            if state.active != self.cluster.name {
+                drop(admission);
+                self.follow_active().await?;
+                continue;
+            }
+            let mode = state.mode(&self.cluster.name);
+            if mode != Mode::Paused {
+                break (mode, admission);
+            }
+            drop(admission);
+            routing
                 .wait_while_paused(&self.cluster.name, &mut self.shutdown)
                 .await
                 .ok_or(SessionError::Shutdown)?;
-        }
+        };
         let read_only = mode == Mode::ReadOnly;
         if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
             let sql = if read_only {
@@ -386,6 +409,7 @@ impl Session {
             writer.read_only = read_only;
         }
         if !(read_only && unit.stmt.class == Class::Write && unit.ending == Ending::Ready) {
+            self.admission = Some(admission);
             return Ok(true);
         }
         metrics::write_refused(&self.cluster.name);
@@ -408,6 +432,59 @@ impl Session {
             .await
             .map_err(SessionError::ClientIo)
             .map(|()| false)
+    }
+
+    /// Moves the session to the active cluster when a cutover changed it: a writer
+    /// connection to the new writer with the session's SETs replayed; readers and prepared
+    /// statements follow lazily. Called only between transactions. A session holding state
+    /// that cannot be replayed (LISTEN, temporary tables …) ends with an error instead of
+    /// staying on a fenced cluster.
+    async fn follow_active(&mut self) -> Result<(), SessionError> {
+        let state = self.ctx.routing.load();
+        if state.active == self.cluster.name {
+            return Ok(());
+        }
+        let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
+            return Ok(());
+        };
+        let moved = || SessionError::Refused {
+            code: sqlstate::ADMIN_SHUTDOWN,
+            message: format!(
+                "terminating connection: the database moved to cluster \"{}\" (switchyard cutover) and this session holds state that cannot move with it; reconnect",
+                state.active
+            ),
+        };
+        if self.view.pinned_to_writer {
+            metrics::session_moved(false);
+            return Err(moved());
+        }
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let conn = pool::connect(
+            &cluster,
+            &cluster.writer,
+            &self.params,
+            &self.creds,
+            timeout,
+        )
+        .await
+        .map_err(SessionError::Connect)?;
+        let mut writer = Backend::new(conn);
+        if !self.sets.is_empty() {
+            let sql = self.sets.join(";\n");
+            if let Some(message) = writer.run_silently(&sql, &mut self.scratch).await? {
+                tracing::warn!(%message, "session settings do not replay on the new writer");
+                metrics::session_moved(false);
+                return Err(moved());
+            }
+        }
+        tracing::debug!(from = %self.cluster.name, to = %cluster.name, "session moved to the active cluster");
+        self.cancel.set_target(0, cancel_target(&writer.conn));
+        self.writer = Some(writer);
+        self.drop_reader(false);
+        self.cluster = cluster;
+        self.admission = None;
+        metrics::session_moved(true);
+        Ok(())
     }
 
     async fn exchange(

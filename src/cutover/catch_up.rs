@@ -1,0 +1,450 @@
+//! What a cutover asks of the databases themselves, with each cluster's monitor account:
+//! preflight checks, the old writer's last position (and the database-level fence), waiting
+//! for the new writer to apply that position, and carrying PostgreSQL sequences over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use tokio::time::Instant;
+
+use crate::config::{CatchUp, CutoverConfig, Fence, Protocol, Validated};
+use crate::topology::probe::{self, MonitorLogin, ProbeError, Target};
+use crate::topology::{TopologyHandle, monitor_login};
+
+/// How often a wait asks the database again.
+const POLL: Duration = Duration::from_millis(5);
+/// How long connecting to a writer for a check may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cluster {0:?} is not in the topology")]
+    UnknownCluster(String),
+    #[error("cluster {0:?} has no monitor_user: the cutover checks need one")]
+    NoLogin(String),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("{writer}: {what}")]
+    Query {
+        writer: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("preflight: {0}")]
+    Refused(String),
+    #[error("the new writer did not reach the old writer's position {mark} within {waited:?}")]
+    CatchUpTimeout { mark: String, waited: Duration },
+}
+
+/// A connection to one cluster's writer.
+enum Conn {
+    Postgres(tokio_postgres::Client),
+    Mysql(Box<mysql_async::Conn>),
+}
+
+struct Writer {
+    addr: String,
+    conn: Conn,
+}
+
+/// The database side of a cutover from one cluster to another.
+pub struct Databases {
+    config: Arc<Validated>,
+    topology: Arc<TopologyHandle>,
+}
+
+impl Databases {
+    pub fn new(config: Arc<Validated>, topology: Arc<TopologyHandle>) -> Databases {
+        Databases { config, topology }
+    }
+
+    fn cutover(&self) -> Option<&CutoverConfig> {
+        self.config.raw.cutover.as_ref()
+    }
+
+    fn protocol(&self) -> Protocol {
+        self.config.raw.server.protocol
+    }
+
+    async fn writer(&self, cluster: &str) -> Result<Writer, DbError> {
+        let c = self
+            .topology
+            .cluster(cluster)
+            .ok_or_else(|| DbError::UnknownCluster(cluster.to_owned()))?;
+        let raw = self
+            .config
+            .raw
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| DbError::UnknownCluster(cluster.to_owned()))?;
+        let mut login: MonitorLogin = monitor_login(raw, c.tls.clone())
+            .ok_or_else(|| DbError::NoLogin(cluster.to_owned()))?;
+        if let Some(db) = self.cutover().and_then(|c| c.database.clone()) {
+            login.database = Some(db);
+        }
+        let w = &c.writer;
+        let target = Target {
+            host: &w.host,
+            port: w.port,
+            addr: &w.addr,
+        };
+        let conn = match self.protocol() {
+            Protocol::Postgres => Conn::Postgres(
+                probe::bounded(&w.addr, CONNECT_TIMEOUT, probe::postgres(target, &login)).await?,
+            ),
+            Protocol::Mysql => Conn::Mysql(Box::new(
+                probe::bounded(&w.addr, CONNECT_TIMEOUT, probe::mysql(target, &login)).await?,
+            )),
+        };
+        Ok(Writer {
+            addr: w.addr.clone(),
+            conn,
+        })
+    }
+
+    /// Both writers answer, the new one is writable, replication runs and lags less than
+    /// `max_lag`. Returns what was found, for the report.
+    pub async fn preflight(&self, from: &str, to: &str) -> Result<String, DbError> {
+        let Some(c) = self.cutover() else {
+            return Ok("no [cutover] section: no database checks".into());
+        };
+        if c.catch_up == CatchUp::None {
+            return Ok("catch_up = \"none\": the old cluster's data is not awaited".into());
+        }
+        let mut old = self.writer(from).await?;
+        let mut new = self.writer(to).await?;
+        new.check_writable().await?;
+        let mut found = vec![format!("{} writable", new.addr)];
+        match c.catch_up {
+            CatchUp::Lsn => {
+                let slot = c.slot.as_deref().unwrap_or_default();
+                found.push(old.check_slot(slot, c.max_lag).await?);
+            }
+            CatchUp::Gtid => found.push(new.check_replica(c.max_lag).await?),
+            CatchUp::Sentinel => {
+                for w in [&mut old, &mut new] {
+                    w.check_table(&c.sentinel_table).await?;
+                }
+                found.push(format!("sentinel table {} on both", c.sentinel_table));
+            }
+            CatchUp::None => {}
+        }
+        Ok(found.join("; "))
+    }
+
+    /// Takes the old writer's last position once nothing more can be written through the
+    /// proxy (for `sentinel`, writes the sentinel row), then fences the old writer in the
+    /// database when configured. Returns the position to wait for.
+    pub async fn mark(&self, from: &str) -> Result<String, DbError> {
+        let Some(c) = self.cutover() else {
+            return Ok(String::new());
+        };
+        if c.catch_up == CatchUp::None && c.fence == Fence::Proxy {
+            return Ok(String::new());
+        }
+        let mut old = self.writer(from).await?;
+        let mark = match c.catch_up {
+            CatchUp::Lsn => old.one("SELECT pg_current_wal_lsn()::text").await?,
+            CatchUp::Gtid => old.gtid_position().await?,
+            CatchUp::Sentinel => {
+                let id = format!(
+                    "{:016x}{:016x}",
+                    rand::random::<u64>(),
+                    rand::random::<u64>()
+                );
+                let sql = format!(
+                    "INSERT INTO {} (id, written_at) VALUES ('{id}', CURRENT_TIMESTAMP)",
+                    c.sentinel_table
+                );
+                old.exec(&sql).await?;
+                id
+            }
+            CatchUp::None => String::new(),
+        };
+        if c.fence == Fence::Database {
+            for sql in c.fence_statements(self.protocol(), true) {
+                old.exec(&sql).await?;
+            }
+        }
+        Ok(mark)
+    }
+
+    /// Waits until the new writer has applied `mark` (bounded by `deadline`), then carries
+    /// sequences over. Returns what was done, for the report.
+    pub async fn catch_up(
+        &self,
+        from: &str,
+        to: &str,
+        mark: &str,
+        deadline: Instant,
+    ) -> Result<String, DbError> {
+        let Some(c) = self.cutover() else {
+            return Ok("nothing to wait for".into());
+        };
+        let started = Instant::now();
+        let timeout = |mark: &str| DbError::CatchUpTimeout {
+            mark: mark.to_owned(),
+            waited: started.elapsed(),
+        };
+        let mut found = Vec::new();
+        match c.catch_up {
+            CatchUp::None => found.push("nothing to wait for".into()),
+            CatchUp::Lsn => {
+                let mut old = self.writer(from).await?;
+                let slot = c.slot.as_deref().unwrap_or_default();
+                let sql = format!(
+                    "SELECT (confirmed_flush_lsn >= '{mark}'::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = '{}'",
+                    slot.replace('\'', "''")
+                );
+                while old.one(&sql).await? != "true" {
+                    if Instant::now() >= deadline {
+                        return Err(timeout(mark));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                found.push(format!("slot {slot} confirmed {mark}"));
+            }
+            CatchUp::Gtid => {
+                let mut new = self.writer(to).await?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !new.wait_gtid(mark, left).await? {
+                    return Err(timeout(mark));
+                }
+                found.push(format!("new writer executed {mark}"));
+            }
+            CatchUp::Sentinel => {
+                let mut new = self.writer(to).await?;
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE id = '{mark}'",
+                    c.sentinel_table
+                );
+                while new.one(&sql).await? == "0" {
+                    if Instant::now() >= deadline {
+                        return Err(timeout(mark));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                found.push(format!("sentinel {mark} arrived"));
+            }
+        }
+        if self.protocol() == Protocol::Postgres && c.sync_sequences {
+            let mut old = self.writer(from).await?;
+            let mut new = self.writer(to).await?;
+            found.push(sync_sequences(&mut old, &mut new).await?);
+        }
+        Ok(found.join("; "))
+    }
+
+    /// Undoes the database-level fence of an aborted cutover.
+    pub async fn unfence(&self, from: &str) -> Result<(), DbError> {
+        let Some(c) = self.cutover().filter(|c| c.fence == Fence::Database) else {
+            return Ok(());
+        };
+        let mut old = self.writer(from).await?;
+        for sql in c.fence_statements(self.protocol(), false) {
+            old.exec(&sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets every sequence of the new writer at least to its value on the old one (logical
+/// replication carries rows, not sequences).
+async fn sync_sequences(old: &mut Writer, new: &mut Writer) -> Result<String, DbError> {
+    let Conn::Postgres(client) = &old.conn else {
+        return Ok(String::new());
+    };
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE last_value IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| old.error("read sequences", e))?;
+    let Conn::Postgres(target) = &new.conn else {
+        return Ok(String::new());
+    };
+    for row in &rows {
+        let name: String = row.get(0);
+        let value: i64 = row.get(1);
+        target
+            .execute(
+                "SELECT setval($1::regclass, GREATEST($2::bigint, (SELECT COALESCE(last_value, 0) FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename) = $1)), true)",
+                &[&name, &value],
+            )
+            .await
+            .map_err(|e| new.error(&format!("set sequence {name}"), e))?;
+    }
+    Ok(format!("{} sequences carried over", rows.len()))
+}
+
+impl Writer {
+    fn error(&self, what: &str, source: impl std::error::Error + Send + Sync + 'static) -> DbError {
+        DbError::Query {
+            writer: self.addr.clone(),
+            what: what.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The first column of the first row, as text ("" when there is no row or it is NULL).
+    async fn one(&mut self, sql: &str) -> Result<String, DbError> {
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                let rows = c.simple_query(sql).await;
+                let rows = rows.map_err(|e| self.error(sql, e))?;
+                Ok(rows
+                    .iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            Some(r.get(0).unwrap_or_default().to_owned())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default())
+            }
+            Conn::Mysql(c) => {
+                let row: Result<Option<Option<String>>, _> = c.query_first(sql).await;
+                Ok(row
+                    .map_err(|e| self.error(sql, e))?
+                    .flatten()
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+        let result = match &mut self.conn {
+            Conn::Postgres(c) => c.batch_execute(sql).await.map_err(|e| e.to_string()),
+            Conn::Mysql(c) => c.query_drop(sql).await.map_err(|e| e.to_string()),
+        };
+        result.map_err(|e| self.error(sql, std::io::Error::other(e)))
+    }
+
+    async fn check_writable(&mut self) -> Result<(), DbError> {
+        let (sql, writable) = match self.conn {
+            Conn::Postgres(_) => ("SELECT pg_is_in_recovery()::text", "false"),
+            Conn::Mysql(_) => ("SELECT @@GLOBAL.read_only", "0"),
+        };
+        let answer = self.one(sql).await?;
+        if answer != writable {
+            return Err(DbError::Refused(format!(
+                "the new writer {} is read-only ({sql} = {answer}); make it writable before the cutover",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+
+    async fn check_table(&mut self, table: &str) -> Result<(), DbError> {
+        self.one(&format!("SELECT COUNT(*) FROM {table} WHERE 1 = 0"))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                DbError::Refused(format!(
+                    "sentinel table {table} is not usable on {}: {}",
+                    self.addr,
+                    crate::session::chain(&e)
+                ))
+            })
+    }
+
+    /// The logical slot exists, a subscriber streams from it, and its lag is under `max`.
+    async fn check_slot(&mut self, slot: &str, max: Duration) -> Result<String, DbError> {
+        let quoted = slot.replace('\'', "''");
+        let sql = format!(
+            "SELECT s.active::text || ' ' || COALESCE(EXTRACT(EPOCH FROM r.replay_lag)::text, '0') FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '{quoted}'"
+        );
+        let answer = self.one(&sql).await?;
+        let Some((active, lag)) = answer.split_once(' ') else {
+            return Err(DbError::Refused(format!(
+                "no replication slot {slot:?} on the old writer {}",
+                self.addr
+            )));
+        };
+        if active != "true" {
+            return Err(DbError::Refused(format!(
+                "replication slot {slot:?} on {} has no subscriber streaming from it",
+                self.addr
+            )));
+        }
+        let lag = Duration::from_secs_f64(lag.parse::<f64>().unwrap_or(0.0).max(0.0));
+        if lag > max {
+            return Err(DbError::Refused(format!(
+                "the new cluster lags {lag:?} behind (max_lag {max:?})"
+            )));
+        }
+        Ok(format!("slot {slot} streaming, lag {lag:?}"))
+    }
+
+    /// Replication into this (new) writer runs and lags less than `max`.
+    async fn check_replica(&mut self, max: Duration) -> Result<String, DbError> {
+        let Conn::Mysql(c) = &mut self.conn else {
+            return Ok(String::new());
+        };
+        let rows: Result<Vec<mysql_async::Row>, _> = c.query("SHOW SLAVE STATUS").await;
+        let rows = rows.map_err(|e| self.error("SHOW SLAVE STATUS", e))?;
+        let Some(row) = rows.first() else {
+            return Err(DbError::Refused(format!(
+                "the new writer {} does not replicate from anywhere (SHOW SLAVE STATUS is empty)",
+                self.addr
+            )));
+        };
+        let text = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                row.get_opt::<Option<String>, _>(*n)
+                    .and_then(|v| v.ok())
+                    .flatten()
+            })
+        };
+        let io = text(&["Slave_IO_Running", "Replica_IO_Running"]).unwrap_or_default();
+        let sql = text(&["Slave_SQL_Running", "Replica_SQL_Running"]).unwrap_or_default();
+        if io != "Yes" || sql != "Yes" {
+            return Err(DbError::Refused(format!(
+                "replication into the new writer {} is not running (IO {io}, SQL {sql})",
+                self.addr
+            )));
+        }
+        let behind = text(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let lag = Duration::from_secs(behind);
+        if lag > max {
+            return Err(DbError::Refused(format!(
+                "the new cluster lags {lag:?} behind (max_lag {max:?})"
+            )));
+        }
+        Ok(format!("replication running, {behind}s behind"))
+    }
+
+    async fn is_mariadb(&mut self) -> Result<bool, DbError> {
+        Ok(self.one("SELECT VERSION()").await?.contains("MariaDB"))
+    }
+
+    async fn gtid_position(&mut self) -> Result<String, DbError> {
+        if self.is_mariadb().await? {
+            self.one("SELECT @@GLOBAL.gtid_binlog_pos").await
+        } else {
+            self.one("SELECT @@GLOBAL.gtid_executed").await
+        }
+    }
+
+    /// Waits up to `left` until this writer executed `mark`; `false` on timeout.
+    async fn wait_gtid(&mut self, mark: &str, left: Duration) -> Result<bool, DbError> {
+        let mariadb = self.is_mariadb().await?;
+        let Conn::Mysql(c) = &mut self.conn else {
+            return Ok(true);
+        };
+        let secs = left.as_secs_f64().max(0.001);
+        let (sql, reached) = if mariadb {
+            ("SELECT MASTER_GTID_WAIT(?, ?)", 0)
+        } else {
+            ("SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)", 0)
+        };
+        let answer: Result<Option<i64>, _> = c.exec_first(sql, (mark, secs)).await;
+        let answer = answer.map_err(|e| self.error(sql, e))?;
+        Ok(answer == Some(reached))
+    }
+}

@@ -1,0 +1,315 @@
+//! One proxy's side of a cutover: runs the steps the driver asks for against this
+//! proxy's routing state (and, on the first proxy, the databases), and keeps the progress
+//! that `GET /v1/cutover` shows.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::driver::{self, Participant, Plan, Report, StepOutcome, StepRecord, StepRequest};
+use super::plan::{ALL, Phase};
+use super::{Databases, Mode, Routing};
+use crate::config::Validated;
+use crate::topology::TopologyHandle;
+
+/// What `GET /v1/cutover` shows: the run in progress or the last one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub running: bool,
+    pub phase: Option<Phase>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub steps: Vec<StepRecord>,
+    pub report: Option<Report>,
+}
+
+/// The cutover timing settings, for a CLI that coordinates proxies.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Settings {
+    pub drain_timeout_ms: u64,
+    pub catch_up_timeout_ms: u64,
+    pub max_pause_ms: u64,
+}
+
+/// This cutover's pause on this proxy: the mode to restore on abort, and the held
+/// transactions counted when it started.
+struct Hold {
+    cluster: String,
+    restore: Mode,
+    held_before: u64,
+    paused_at: Instant,
+}
+
+pub struct Controller {
+    routing: Arc<Routing>,
+    databases: Databases,
+    config: Arc<Validated>,
+    progress: Mutex<Progress>,
+    hold: Mutex<Option<Hold>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("a cutover is already running")]
+    Running,
+    #[error("cluster {0:?} is already the active cluster")]
+    AlreadyActive(String),
+    #[error("no cluster named {0:?}")]
+    UnknownCluster(String),
+}
+
+impl Controller {
+    pub fn new(
+        config: Arc<Validated>,
+        topology: Arc<TopologyHandle>,
+        routing: Arc<Routing>,
+    ) -> Controller {
+        crate::metrics::cutover_phase("idle", &phase_names());
+        Controller {
+            databases: Databases::new(Arc::clone(&config), topology),
+            routing,
+            config,
+            progress: Mutex::new(Progress::default()),
+            hold: Mutex::new(None),
+        }
+    }
+
+    fn progress_lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold_lock(&self) -> MutexGuard<'_, Option<Hold>> {
+        self.hold.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress_lock().clone()
+    }
+
+    pub fn settings(&self) -> Settings {
+        let c = self.config.raw.cutover.as_ref();
+        let default =
+            |d: Option<Duration>, fallback: u64| d.map_or(fallback, |d| d.as_millis() as u64);
+        Settings {
+            drain_timeout_ms: default(c.map(|c| c.drain_timeout), 2000),
+            catch_up_timeout_ms: default(c.map(|c| c.catch_up_timeout), 5000),
+            max_pause_ms: self.routing.max_pause().as_millis() as u64,
+        }
+    }
+
+    fn show(&self, phase: Phase) {
+        self.progress_lock().phase = Some(phase);
+        crate::metrics::cutover_phase(
+            if phase.is_final() {
+                "idle"
+            } else {
+                phase.as_str()
+            },
+            &phase_names(),
+        );
+    }
+
+    /// Runs a whole cutover of this proxy to `to`, as `POST /v1/cutover` asks. The run
+    /// goes on in its own task even if the caller goes away.
+    pub async fn cutover(self: &Arc<Self>, to: &str, dry_run: bool) -> Result<Report, StartError> {
+        let from = self.routing.load().active.clone();
+        if from == to {
+            return Err(StartError::AlreadyActive(to.to_owned()));
+        }
+        if !self.config.raw.clusters.contains_key(to) {
+            return Err(StartError::UnknownCluster(to.to_owned()));
+        }
+        {
+            let mut p = self.progress_lock();
+            if p.running {
+                return Err(StartError::Running);
+            }
+            *p = Progress {
+                running: true,
+                phase: Some(Phase::Preflight),
+                from: Some(from.clone()),
+                to: Some(to.to_owned()),
+                steps: Vec::new(),
+                report: None,
+            };
+        }
+        let settings = self.settings();
+        let plan = Plan {
+            from,
+            to: to.to_owned(),
+            dry_run,
+            drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
+            catch_up_timeout: Duration::from_millis(settings.catch_up_timeout_ms),
+            max_pause: Duration::from_millis(settings.max_pause_ms),
+        };
+        let this = Arc::clone(self);
+        let run = tokio::spawn(async move {
+            let local = [Local(Arc::clone(&this))];
+            let report = driver::run(&local, &plan, |record, next| {
+                tracing::info!(phase = record.phase.as_str(), ok = record.ok, ms = record.ms, detail = %record.detail, "cutover step");
+                this.progress_lock().steps.push(record.clone());
+                this.show(next);
+            })
+            .await;
+            match report.outcome {
+                Phase::DryRun => crate::metrics::cutover_ended("dry_run"),
+                Phase::Failed => crate::metrics::cutover_ended("failed"),
+                Phase::Aborted if report.pause_ms.is_none() => {
+                    crate::metrics::cutover_ended("aborted")
+                }
+                _ => {}
+            }
+            let mut p = this.progress_lock();
+            p.running = false;
+            p.report = Some(report.clone());
+            report
+        });
+        let report = run.await.expect("the cutover task does not panic");
+        Ok(report)
+    }
+
+    /// Runs one step on this proxy.
+    pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+        let err = |e: &dyn std::error::Error| crate::session::chain(e);
+        let outcome = |detail: String| StepOutcome {
+            detail,
+            ..StepOutcome::default()
+        };
+        match request {
+            StepRequest::Check { from, to } => {
+                let state = self.routing.load();
+                if state.active != from {
+                    return Err(format!(
+                        "this proxy serves cluster {:?}, not {from:?}",
+                        state.active
+                    ));
+                }
+                if !state.modes.contains_key(&to) || to == from {
+                    return Err(format!("no other cluster named {to:?}"));
+                }
+                if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
+                    return Err(format!("cluster {name:?} is paused"));
+                }
+                Ok(outcome(format!("serving {from}")))
+            }
+            StepRequest::Pause { from } => {
+                self.show(Phase::Pause);
+                let restore = self.routing.load().mode(&from);
+                let held_before = self.routing.held_total();
+                self.routing.pause(&from).map_err(|e| err(&e))?;
+                *self.hold_lock() = Some(Hold {
+                    cluster: from.clone(),
+                    restore,
+                    held_before,
+                    paused_at: Instant::now(),
+                });
+                Ok(outcome(format!("{from} paused")))
+            }
+            StepRequest::Drain { from, timeout_ms } => {
+                self.show(Phase::Drain);
+                let busy = self.routing.busy(&from);
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                match self.routing.drained(&from, deadline).await {
+                    Ok(()) => Ok(outcome(format!("{busy} in flight finished"))),
+                    Err(left) => Err(format!(
+                        "{left} transactions still open on {from} after {timeout_ms} ms (drain_timeout)"
+                    )),
+                }
+            }
+            StepRequest::Fence { from } => {
+                self.show(Phase::Fence);
+                self.routing.fence(&from).map_err(|e| err(&e))?;
+                Ok(outcome(format!("{from} read-only at the proxy")))
+            }
+            StepRequest::Switch { from, to } => {
+                self.show(Phase::Switch);
+                self.routing.switch(&from, &to).map_err(|e| err(&e))?;
+                let hold = self.hold_lock().take();
+                if let Some(h) = &hold {
+                    crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
+                }
+                crate::metrics::cutover_ended("switched");
+                let held = self.routing.held_total() - hold.map_or(0, |h| h.held_before);
+                Ok(StepOutcome {
+                    detail: format!("{to} active"),
+                    held,
+                    ..StepOutcome::default()
+                })
+            }
+            StepRequest::Abort { from } => {
+                self.show(Phase::Abort);
+                let hold = self.hold_lock().take();
+                match hold {
+                    Some(h) if h.cluster == from => {
+                        self.routing.abort(&from, h.restore).map_err(|e| err(&e))?;
+                        crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
+                        crate::metrics::cutover_ended("aborted");
+                        Ok(outcome(format!("{from} back to {}", h.restore.as_str())))
+                    }
+                    _ => Ok(outcome("nothing to undo".into())),
+                }
+            }
+            StepRequest::DbPreflight { from, to } => self
+                .databases
+                .preflight(&from, &to)
+                .await
+                .map(outcome)
+                .map_err(|e| err(&e)),
+            StepRequest::DbMark { from } => {
+                let mark = self.databases.mark(&from).await.map_err(|e| err(&e))?;
+                Ok(StepOutcome {
+                    detail: if mark.is_empty() {
+                        "no position to wait for".into()
+                    } else {
+                        format!("old writer at {mark}")
+                    },
+                    mark,
+                    ..StepOutcome::default()
+                })
+            }
+            StepRequest::DbCatchUp {
+                from,
+                to,
+                mark,
+                timeout_ms,
+            } => {
+                self.show(Phase::CatchUp);
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                self.databases
+                    .catch_up(&from, &to, &mark, deadline)
+                    .await
+                    .map(outcome)
+                    .map_err(|e| err(&e))
+            }
+            StepRequest::DbUnfence { from } => {
+                self.databases.unfence(&from).await.map_err(|e| err(&e))?;
+                Ok(outcome(format!("{from} unfenced in the database")))
+            }
+        }
+    }
+}
+
+fn phase_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = ALL
+        .iter()
+        .filter(|p| !p.is_final())
+        .map(|p| p.as_str())
+        .collect();
+    names.push("idle");
+    names
+}
+
+/// This proxy as a participant of a cutover it drives itself.
+struct Local(Arc<Controller>);
+
+impl Participant for Local {
+    fn name(&self) -> String {
+        "this proxy".into()
+    }
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+        self.0.step(request).await
+    }
+}

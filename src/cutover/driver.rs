@@ -1,0 +1,405 @@
+//! Runs a cutover across one or more proxies: every step goes to every proxy (pause,
+//! drain, fence, switch, abort), the database steps to the first one only. The same driver
+//! runs inside a proxy (`POST /v1/cutover`) and in the CLI (`switchyard cutover`, which
+//! coordinates several proxies over their admin APIs).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::plan::Phase;
+
+/// One step asked of one proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum StepRequest {
+    /// This proxy serves `from`, knows `to`, and nothing is paused.
+    Check {
+        from: String,
+        to: String,
+    },
+    Pause {
+        from: String,
+    },
+    /// Waits for work in flight on `from`'s writer to finish.
+    Drain {
+        from: String,
+        timeout_ms: u64,
+    },
+    Fence {
+        from: String,
+    },
+    Switch {
+        from: String,
+        to: String,
+    },
+    /// Undoes this proxy's pause and fence.
+    Abort {
+        from: String,
+    },
+    DbPreflight {
+        from: String,
+        to: String,
+    },
+    DbMark {
+        from: String,
+    },
+    DbCatchUp {
+        from: String,
+        to: String,
+        mark: String,
+        timeout_ms: u64,
+    },
+    DbUnfence {
+        from: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub detail: String,
+    /// Switch: transactions that waited during the pause on this proxy.
+    #[serde(default)]
+    pub held: u64,
+    /// DbMark: the old writer's last position.
+    #[serde(default)]
+    pub mark: String,
+}
+
+/// A proxy taking part in a cutover: in this process, or behind an admin URL.
+pub trait Participant {
+    fn name(&self) -> String;
+    fn step(&self, request: StepRequest) -> impl Future<Output = Result<StepOutcome, String>>;
+}
+
+/// What to do and the time each part may take.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub from: String,
+    pub to: String,
+    pub dry_run: bool,
+    pub drain_timeout: Duration,
+    pub catch_up_timeout: Duration,
+    /// Bounds the pause from its start to the switch.
+    pub max_pause: Duration,
+}
+
+/// One step as it went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub phase: Phase,
+    pub ok: bool,
+    pub ms: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub outcome: Phase,
+    pub from: String,
+    pub to: String,
+    pub active: String,
+    /// From the pause to the switch (or the abort's resume); `None` when nothing paused.
+    pub pause_ms: Option<f64>,
+    /// Transactions that waited during the pause, over every proxy.
+    pub held: u64,
+    pub proxies: usize,
+    pub steps: Vec<StepRecord>,
+    pub error: Option<String>,
+}
+
+/// The share of `max_pause` kept for the switch after the catch-up.
+const SWITCH_RESERVE: u32 = 10;
+
+/// Runs the plan to its end; `progress` sees every step as it finishes.
+pub async fn run<P: Participant>(
+    proxies: &[P],
+    plan: &Plan,
+    mut progress: impl FnMut(&StepRecord, Phase),
+) -> Report {
+    let mut report = Report {
+        outcome: Phase::Preflight,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        active: plan.from.clone(),
+        pause_ms: None,
+        held: 0,
+        proxies: proxies.len(),
+        steps: Vec::new(),
+        error: None,
+    };
+    let Some(first) = proxies.first() else {
+        report.outcome = Phase::Aborted;
+        report.error = Some("no proxy to cut over".into());
+        return report;
+    };
+    let mut phase = Phase::Preflight;
+    let mut paused_at: Option<Instant> = None;
+    let mut mark = String::new();
+    let mut db_fenced = false;
+    let (from, to) = (plan.from.clone(), plan.to.clone());
+    // The switch must happen before the pause watchdog ends the pause.
+    let budget = plan.max_pause - plan.max_pause / SWITCH_RESERVE;
+    let left = |paused_at: Option<Instant>, cap: Duration| -> u64 {
+        let spent = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
+        cap.min(budget.saturating_sub(spent)).as_millis() as u64
+    };
+    while !phase.is_final() {
+        let started = Instant::now();
+        let result: Result<String, String> = match phase {
+            Phase::Preflight => {
+                let check = StepRequest::Check {
+                    from: from.clone(),
+                    to: to.clone(),
+                };
+                match all(proxies, check).await {
+                    Ok(_) => first
+                        .step(StepRequest::DbPreflight {
+                            from: from.clone(),
+                            to: to.clone(),
+                        })
+                        .await
+                        .map(|o| o.detail),
+                    Err(e) => Err(e),
+                }
+            }
+            Phase::Pause => {
+                paused_at = Some(Instant::now());
+                all(proxies, StepRequest::Pause { from: from.clone() })
+                    .await
+                    .map(|_| format!("new transactions on {from} wait"))
+            }
+            Phase::Drain => {
+                let timeout_ms = left(paused_at, plan.drain_timeout);
+                all(
+                    proxies,
+                    StepRequest::Drain {
+                        from: from.clone(),
+                        timeout_ms,
+                    },
+                )
+                .await
+                .map(|outcomes| join_details(&outcomes))
+            }
+            Phase::Fence => match all(proxies, StepRequest::Fence { from: from.clone() }).await {
+                Ok(_) => {
+                    db_fenced = true;
+                    first
+                        .step(StepRequest::DbMark { from: from.clone() })
+                        .await
+                        .map(|o| {
+                            mark = o.mark;
+                            o.detail
+                        })
+                }
+                Err(e) => Err(e),
+            },
+            Phase::CatchUp => first
+                .step(StepRequest::DbCatchUp {
+                    from: from.clone(),
+                    to: to.clone(),
+                    mark: mark.clone(),
+                    timeout_ms: left(paused_at, plan.catch_up_timeout),
+                })
+                .await
+                .map(|o| o.detail),
+            Phase::Switch => {
+                let switched = all(
+                    proxies,
+                    StepRequest::Switch {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                )
+                .await;
+                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+                match switched {
+                    Ok(outcomes) => {
+                        report.held = outcomes.iter().map(|o| o.held).sum();
+                        report.active = to.clone();
+                        Ok(format!(
+                            "{to} is active; {} held transactions released onto it",
+                            report.held
+                        ))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Phase::Abort => {
+                let mut problems = Vec::new();
+                if db_fenced
+                    && let Err(e) = first
+                        .step(StepRequest::DbUnfence { from: from.clone() })
+                        .await
+                {
+                    problems.push(format!("unfence {from}: {e}"));
+                }
+                // Every proxy, even when one fails: each one resumed is one less stuck.
+                for p in proxies {
+                    if let Err(e) = p.step(StepRequest::Abort { from: from.clone() }).await {
+                        problems.push(format!("{}: {e}", p.name()));
+                    }
+                }
+                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+                if problems.is_empty() {
+                    Ok(format!("{from} resumed as before"))
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+            done => Ok(format!("{} already", done.as_str())),
+        };
+        let ok = result.is_ok();
+        let detail = result.unwrap_or_else(|e| {
+            if phase != Phase::Abort {
+                report.error = Some(format!("{}: {e}", phase.as_str()));
+            }
+            e
+        });
+        let record = StepRecord {
+            phase,
+            ok,
+            ms: ms(started.elapsed()),
+            detail,
+        };
+        phase = phase.next(ok, plan.dry_run);
+        progress(&record, phase);
+        report.steps.push(record);
+    }
+    report.outcome = phase;
+    report
+}
+
+/// The same step on every proxy, in order; the first failure names its proxy.
+async fn all<P: Participant>(
+    proxies: &[P],
+    request: StepRequest,
+) -> Result<Vec<StepOutcome>, String> {
+    let mut outcomes = Vec::with_capacity(proxies.len());
+    for p in proxies {
+        match p.step(request.clone()).await {
+            Ok(o) => outcomes.push(o),
+            Err(e) if proxies.len() == 1 => return Err(e),
+            Err(e) => return Err(format!("{}: {e}", p.name())),
+        }
+    }
+    Ok(outcomes)
+}
+
+fn join_details(outcomes: &[StepOutcome]) -> String {
+    let mut details: Vec<&str> = outcomes.iter().map(|o| o.detail.as_str()).collect();
+    details.dedup();
+    details.join("; ")
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A participant that records the steps it gets and fails the one named.
+    struct Fake {
+        fail: Option<&'static str>,
+        seen: RefCell<Vec<String>>,
+    }
+
+    impl Participant for Fake {
+        fn name(&self) -> String {
+            "fake".into()
+        }
+        async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+            let name = serde_json::to_value(&request).unwrap()["step"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            self.seen.borrow_mut().push(name.clone());
+            if self.fail == Some(name.as_str()) {
+                return Err(format!("{name} failed"));
+            }
+            Ok(StepOutcome {
+                held: 2,
+                mark: "0/1".into(),
+                ..StepOutcome::default()
+            })
+        }
+    }
+
+    fn plan(dry_run: bool) -> Plan {
+        Plan {
+            from: "old".into(),
+            to: "new".into(),
+            dry_run,
+            drain_timeout: Duration::from_secs(1),
+            catch_up_timeout: Duration::from_secs(1),
+            max_pause: Duration::from_secs(2),
+        }
+    }
+
+    fn fake(fail: Option<&'static str>) -> Fake {
+        Fake {
+            fail,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cutover_runs_every_step_in_order() {
+        let proxies = [fake(None), fake(None)];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Switched);
+        assert_eq!(report.held, 4);
+        assert_eq!(report.active, "new");
+        assert_eq!(
+            *proxies[0].seen.borrow(),
+            [
+                "check",
+                "db_preflight",
+                "pause",
+                "drain",
+                "fence",
+                "db_mark",
+                "db_catch_up",
+                "switch"
+            ]
+        );
+        assert_eq!(
+            *proxies[1].seen.borrow(),
+            ["check", "pause", "drain", "fence", "switch"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_catch_up_aborts_everywhere_and_unfences() {
+        let proxies = [fake(Some("db_catch_up")), fake(None)];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Aborted);
+        assert_eq!(report.active, "old");
+        assert!(report.error.unwrap().contains("catch_up"));
+        let first = proxies[0].seen.borrow();
+        assert_eq!(first[first.len() - 2..], ["db_unfence", "abort"]);
+        assert_eq!(proxies[1].seen.borrow().last().unwrap(), "abort");
+    }
+
+    #[tokio::test]
+    async fn a_failed_preflight_touches_nothing() {
+        let proxies = [fake(Some("db_preflight"))];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Aborted);
+        assert_eq!(*proxies[0].seen.borrow(), ["check", "db_preflight"]);
+        assert_eq!(report.pause_ms, None);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_stops_after_preflight() {
+        let proxies = [fake(None)];
+        let report = run(&proxies, &plan(true), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::DryRun);
+        assert_eq!(*proxies[0].seen.borrow(), ["check", "db_preflight"]);
+    }
+}
