@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+use switchyard::cutover::Settings;
+use switchyard::cutover::driver::{self, Participant, Plan, Report, StepOutcome, StepRequest};
 
 /// Where the admin API is and how to authenticate.
 pub struct Admin {
@@ -52,6 +54,19 @@ impl Admin {
         Ok(value)
     }
 
+    /// The active cluster and the cutover timing settings of this proxy.
+    pub fn cutover_settings(&self) -> Result<(String, Settings)> {
+        let v = self.call("GET", "/v1/cutover", None)?;
+        let active = v
+            .get("active")
+            .and_then(Value::as_str)
+            .context("GET /v1/cutover: no active cluster in the answer")?
+            .to_owned();
+        let settings = serde_json::from_value(v.get("settings").cloned().unwrap_or_default())
+            .context("GET /v1/cutover: settings")?;
+        Ok((active, settings))
+    }
+
     pub fn status(&self) -> Result<String> {
         Ok(render_status(&self.call("GET", "/status", None)?))
     }
@@ -79,6 +94,96 @@ impl Admin {
         let path = format!("/v1/clusters/{cluster}/read-only");
         Ok(render_routing(&self.call("POST", &path, Some(body))?))
     }
+}
+
+/// A proxy taking part in a cutover, through its admin API.
+struct Remote(std::sync::Arc<Admin>);
+
+impl Participant for Remote {
+    fn name(&self) -> String {
+        self.0.url.clone()
+    }
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+        let admin = std::sync::Arc::clone(&self.0);
+        let call = tokio::task::spawn_blocking(move || {
+            let body = serde_json::to_value(&request).map_err(|e| e.to_string())?;
+            let answer = admin
+                .call("POST", "/v1/cutover/step", Some(body))
+                .map_err(|e| format!("{e:#}"))?;
+            serde_json::from_value(answer).map_err(|e| e.to_string())
+        });
+        call.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// `switchyard cutover`: drives a cutover over every proxy given, printing each step as it
+/// ends, then the report. `Ok(false)` when it did not switch (aborted or failed).
+pub fn cutover(admins: Vec<Admin>, to: &str, dry_run: bool) -> Result<bool> {
+    let first = admins.first().context("no proxy given")?;
+    let (from, settings) = first.cutover_settings()?;
+    for other in &admins[1..] {
+        let (active, _) = other.cutover_settings()?;
+        if active != from {
+            bail!(
+                "{} serves cluster {active:?} but {} serves {from:?}: the proxies disagree",
+                other.url,
+                first.url
+            );
+        }
+    }
+    let plan = Plan {
+        from: from.clone(),
+        to: to.to_owned(),
+        dry_run,
+        drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
+        catch_up_timeout: Duration::from_millis(settings.catch_up_timeout_ms),
+        max_pause: Duration::from_millis(settings.max_pause_ms),
+    };
+    println!(
+        "cutover {from} -> {to} on {} prox{} (max_pause {:?}){}",
+        admins.len(),
+        if admins.len() == 1 { "y" } else { "ies" },
+        plan.max_pause,
+        if dry_run { ", dry run" } else { "" }
+    );
+    let proxies: Vec<Remote> = admins
+        .into_iter()
+        .map(|a| Remote(std::sync::Arc::new(a)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let started = std::time::Instant::now();
+    let report = runtime.block_on(driver::run(&proxies, &plan, |step, _| {
+        println!(
+            "  {:>9.1} ms  {:<9}  {:<4} {:>8.1} ms  {}",
+            started.elapsed().as_secs_f64() * 1000.0 - step.ms,
+            step.phase.as_str(),
+            if step.ok { "ok" } else { "FAIL" },
+            step.ms,
+            step.detail
+        );
+    }));
+    print!("{}", render_report(&report));
+    Ok(matches!(
+        report.outcome,
+        switchyard::cutover::Phase::Switched | switchyard::cutover::Phase::DryRun
+    ))
+}
+
+pub fn render_report(r: &Report) -> String {
+    let mut out = format!("{}: active cluster {}\n", r.outcome.as_str(), r.active);
+    if let Some(ms) = r.pause_ms {
+        out.push_str(&format!("  pause        {ms:.1} ms\n"));
+    }
+    out.push_str(&format!("  held         {} transactions\n", r.held));
+    out.push_str(&format!("  proxies      {}\n", r.proxies));
+    if let Some(e) = &r.error {
+        out.push_str(&format!("  error        {e}\n"));
+    }
+    out
 }
 
 fn text(v: &Value) -> String {

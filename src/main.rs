@@ -59,6 +59,23 @@ enum Command {
         admin: AdminArgs,
     },
     /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
+    /// Moves every client to another cluster: pause, drain, fence, catch up, switch.
+    /// Give --admin once per proxy behind the load balancer.
+    Cutover {
+        /// The cluster to make active.
+        #[arg(long)]
+        to: String,
+        /// Run the preflight checks only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Admin URL of a proxy; repeat for each proxy (default: from --config).
+        #[arg(long = "admin", env = "SWITCHYARD_ADMIN_URL", value_delimiter = ',')]
+        admins: Vec<String>,
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     ReadOnly {
         #[arg(value_parser = ["on", "off"])]
         state: String,
@@ -127,6 +144,13 @@ fn main() -> ExitCode {
         Command::Resume { cluster, admin } => {
             admin_command(|| admin.resolve()?.resume(cluster.as_deref()))
         }
+        Command::Cutover {
+            to,
+            dry_run,
+            admins,
+            token,
+            config,
+        } => cutover(&to, dry_run, admins, token, config),
         Command::ReadOnly {
             state,
             cluster,
@@ -148,6 +172,48 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn cutover(
+    to: &str,
+    dry_run: bool,
+    admins: Vec<String>,
+    token: Option<String>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    let run = || -> Result<bool> {
+        let targets = if admins.is_empty() {
+            vec![
+                AdminArgs {
+                    admin: None,
+                    token: token.clone(),
+                    config: config.clone(),
+                }
+                .resolve()?,
+            ]
+        } else {
+            admins
+                .iter()
+                .map(|url| {
+                    AdminArgs {
+                        admin: Some(url.clone()),
+                        token: token.clone(),
+                        config: config.clone(),
+                    }
+                    .resolve()
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        client::cutover(targets, to, dry_run)
+    };
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
