@@ -117,7 +117,7 @@ mod defaults {
         Duration::from_secs(2)
     }
     pub fn catch_up_timeout() -> Duration {
-        Duration::from_secs(5)
+        Duration::from_secs(2)
     }
 }
 
