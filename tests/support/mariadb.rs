@@ -8,6 +8,9 @@
 //! and [`REPL`] as they get everything else. The harness logs in as `root` from 127.0.0.1
 //! without a password, an account that `mariadb-install-db` (with
 //! `--auth-root-authentication-method=normal`) creates on every server.
+//! [`cross_cluster`] makes one cluster's primary a replica of another's.
+
+mod cross_cluster;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -72,11 +75,37 @@ pub struct MariaCluster {
     pub replicas: Vec<MariaServer>,
 }
 
+/// The ids that a cluster's servers write into the binlog events they originate.
+///
+/// A replica skips events that carry its own server id (it takes them for its own writes come
+/// back around a ring), so two clusters, one replicating the other, need distinct server ids;
+/// and each writes its own transactions in a GTID domain of its own (see [`cross_cluster`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterIds {
+    /// The primary's server id; replica `n` has `first_server_id + n`.
+    pub first_server_id: u32,
+    pub gtid_domain_id: u32,
+}
+
+impl ClusterIds {
+    /// What [`MariaCluster::start`] uses: primary 1, replicas 2, 3, …, GTID domain 0.
+    pub const OLD: ClusterIds = ClusterIds {
+        first_server_id: 1,
+        gtid_domain_id: 0,
+    };
+    /// For a cluster that replicates from one with [`ClusterIds::OLD`]: primary 101, replicas
+    /// 102, 103, …, GTID domain 1.
+    pub const NEW: ClusterIds = ClusterIds {
+        first_server_id: 101,
+        gtid_domain_id: 1,
+    };
+}
+
 /// One running MariaDB server.
 pub struct MariaServer {
     pub host: String,
     pub port: u16,
-    /// 1 for the primary, 2, 3, … for the replicas.
+    /// [`ClusterIds::first_server_id`] for the primary, the next ones for the replicas.
     pub server_id: u32,
     /// `primary`, `replica1`, …
     pub name: String,
@@ -90,12 +119,18 @@ impl MariaCluster {
     /// Starts a freshly installed primary (binlog with GTIDs) and `replicas` replicas side by
     /// side, creates the accounts on the primary, and points every replica at the primary's
     /// binlog from its start. Returns once every server accepts connections and every replica
-    /// has applied all of the primary's binlog (the accounts included).
+    /// has applied all of the primary's binlog (the accounts included). The servers use
+    /// [`ClusterIds::OLD`].
     pub fn start(replicas: usize) -> MariaCluster {
+        MariaCluster::start_with_ids(ClusterIds::OLD, replicas)
+    }
+
+    /// Like [`MariaCluster::start`], with the servers' ids taken from `ids`.
+    pub fn start_with_ids(ids: ClusterIds, replicas: usize) -> MariaCluster {
         let owner = mysql_account();
         let mut servers = thread::scope(|scope| {
             let starting: Vec<_> = (0..=replicas)
-                .map(|number| scope.spawn(move || MariaServer::start(number, owner)))
+                .map(|number| scope.spawn(move || MariaServer::start(number, ids, owner)))
                 .collect();
             let join = |handle: thread::ScopedJoinHandle<'_, MariaServer>| {
                 handle
@@ -112,7 +147,7 @@ impl MariaCluster {
         block_on(async {
             create_accounts(&cluster.primary).await;
             for replica in &cluster.replicas {
-                cluster.replicate_to(replica).await;
+                replicate(replica, &cluster.primary).await;
             }
             cluster.wait_replicated().await;
         });
@@ -143,79 +178,15 @@ impl MariaCluster {
     /// Waits until every replica has applied the primary's binlog up to its current GTID
     /// position.
     pub async fn wait_replicated(&self) {
-        let mut primary = self.admin(&self.primary).await;
-        let position: String = primary
-            .query_first("SELECT @@gtid_binlog_pos")
-            .await
-            .unwrap_or_else(|e| panic!("read the primary's GTID position: {e}"))
-            .unwrap_or_default();
-        close(primary).await;
+        let position = binlog_position(&self.primary).await;
         for replica in &self.replicas {
-            let mut conn = self.admin(replica).await;
-            let wait = "SELECT MASTER_GTID_WAIT(?, ?)";
-            let timeout = REPLICATION_TIMEOUT.as_secs();
-            let outcome: Option<i32> = conn
-                .exec_first(wait, (&position, timeout))
-                .await
-                .unwrap_or_else(|e| panic!("{wait} on {}: {e}", replica.name));
-            if outcome != Some(0) {
-                let state = match replication_threads(&mut conn).await {
-                    Ok(()) => "both replication threads run".to_string(),
-                    Err(state) => state,
-                };
-                panic!(
-                    "{} did not apply up to GTID {position} within {REPLICATION_TIMEOUT:?}: {state}\n{}",
-                    replica.name,
-                    replica.log_tail()
-                );
-            }
-            close(conn).await;
+            wait_applied(replica, &position).await;
         }
     }
 
     /// A connection to `server` as `root`, over TCP.
     pub async fn admin(&self, server: &MariaServer) -> Conn {
-        Conn::new(server.opts(ROOT, None))
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connect to {} as root: {e}\n{}",
-                    server.name,
-                    server.log_tail()
-                )
-            })
-    }
-
-    /// Makes `replica` replicate the primary from the start of its binlog (the replica's own
-    /// `gtid_slave_pos` is empty) and waits until both replication threads run.
-    async fn replicate_to(&self, replica: &MariaServer) {
-        let mut conn = self.admin(replica).await;
-        let change = format!(
-            "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {port},
-                MASTER_USER = '{user}', MASTER_PASSWORD = '{password}',
-                MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-            host = self.primary.host,
-            port = self.primary.port,
-            user = REPL.user,
-            password = REPL.password,
-        );
-        for statement in [change.as_str(), "START SLAVE"] {
-            conn.query_drop(statement)
-                .await
-                .unwrap_or_else(|e| panic!("{statement} on {}: {e}", replica.name));
-        }
-        let mut backoff = Backoff::new(REPLICATION_TIMEOUT);
-        while let Err(state) = replication_threads(&mut conn).await {
-            if !backoff.wait().await {
-                panic!(
-                    "{} did not start replicating within {REPLICATION_TIMEOUT:?}: {state}\n{}\n{}",
-                    replica.name,
-                    replica.log_tail(),
-                    self.primary.log_tail()
-                );
-            }
-        }
-        close(conn).await;
+        admin(server).await
     }
 
     fn servers_mut(&mut self) -> impl Iterator<Item = &mut MariaServer> {
@@ -253,17 +224,23 @@ impl MariaServer {
     /// Server `number` 0 is the primary, the rest are read-only replicas: copies a freshly
     /// installed data directory and starts mariadbd on it, retrying on a fresh port when
     /// another process took the one it was given.
-    fn start(number: usize, owner: RunAs) -> MariaServer {
+    fn start(number: usize, ids: ClusterIds, owner: RunAs) -> MariaServer {
         let name = match number {
             0 => "primary".to_string(),
             n => format!("replica{n}"),
         };
-        let server_id = number as u32 + 1;
+        let server_id = ids.first_server_id + number as u32;
         let dir = ScratchDir::new(DIR_KIND, owner);
         copy_installed(dir.path(), owner);
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
-            let mut process = spawn(dir.path(), port, server_id, number > 0, owner);
+            let server = Spawn {
+                port,
+                server_id,
+                gtid_domain_id: ids.gtid_domain_id,
+                read_only: number > 0,
+            };
+            let mut process = spawn(dir.path(), &server, owner);
             let log = dir.path().join(LOG_FILE);
             match block_on(wait_accepting(&mut process, port)) {
                 Ok(()) => {
@@ -355,7 +332,15 @@ fn create_dir(path: &Path, owner: RunAs) {
     owner.chown(path);
 }
 
-fn spawn(dir: &Path, port: u16, server_id: u32, read_only: bool, owner: RunAs) -> ServerProcess {
+/// What one mariadbd is started with, beyond what every server gets.
+struct Spawn {
+    port: u16,
+    server_id: u32,
+    gtid_domain_id: u32,
+    read_only: bool,
+}
+
+fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
     let mariadbd = program("mariadbd");
     let path = |name: &str| dir.join(name).display().to_string();
     let mut command = owner.command(&mariadbd, dir);
@@ -363,9 +348,10 @@ fn spawn(dir: &Path, port: u16, server_id: u32, read_only: bool, owner: RunAs) -
     command.args([
         format!("--socket={}", path("sock")),
         format!("--log-error={}", path(LOG_FILE)),
-        format!("--port={port}"),
-        format!("--server-id={server_id}"),
-        format!("--read-only={}", u8::from(read_only)),
+        format!("--port={}", server.port),
+        format!("--server-id={}", server.server_id),
+        format!("--gtid-domain-id={}", server.gtid_domain_id),
+        format!("--read-only={}", u8::from(server.read_only)),
     ]);
     command.args([
         "--bind-address=127.0.0.1",
@@ -433,6 +419,10 @@ fn lost_port(process: &mut ServerProcess, log: &Path) -> bool {
 
 /// Creates [`APP`] and [`REPL`] on the primary; its binlog carries them to the replicas.
 ///
+/// `IF NOT EXISTS`, and grants that may be repeated: a new cluster replicating an old one (see
+/// [`cross_cluster`]) gets the old primary's binlog from its start, these statements included,
+/// and already has both accounts.
+///
 /// `ALL` includes `SUPER`, and in MariaDB 10.11 `SUPER` includes `READ_ONLY ADMIN`, which lets
 /// an account write on a `read_only` server; both are revoked so that [`APP`], like an
 /// application's account, cannot write on a replica.
@@ -442,7 +432,7 @@ async fn create_accounts(primary: &MariaServer) {
         .unwrap_or_else(|e| panic!("connect to the new primary: {e}\n{}", primary.log_tail()));
     let statements = [
         format!(
-            "CREATE USER '{}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{}')",
+            "CREATE USER IF NOT EXISTS '{}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{}')",
             APP.user, APP.password
         ),
         format!("GRANT ALL ON *.* TO '{}'@'%'", APP.user),
@@ -451,7 +441,7 @@ async fn create_accounts(primary: &MariaServer) {
             APP.user
         ),
         format!(
-            "CREATE USER '{}'@'{HOST}' IDENTIFIED BY '{}'",
+            "CREATE USER IF NOT EXISTS '{}'@'{HOST}' IDENTIFIED BY '{}'",
             REPL.user, REPL.password
         ),
         format!("GRANT REPLICATION SLAVE ON *.* TO '{}'@'{HOST}'", REPL.user),
@@ -468,6 +458,94 @@ async fn create_accounts(primary: &MariaServer) {
 /// and the server logs an "Aborted connection" warning for each.
 async fn close(conn: Conn) {
     conn.disconnect().await.ok(); // nothing to do if the server went first
+}
+
+/// Makes `replica` replicate `source` from its `gtid_slave_pos` (empty on a fresh server: from
+/// the start of the source's binlog) and waits until both replication threads run.
+async fn replicate(replica: &MariaServer, source: &MariaServer) {
+    let mut conn = admin(replica).await;
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {port},
+            MASTER_USER = '{user}', MASTER_PASSWORD = '{password}',
+            MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+        host = source.host,
+        port = source.port,
+        user = REPL.user,
+        password = REPL.password,
+    );
+    conn.query_drop(&change)
+        .await
+        .unwrap_or_else(|e| panic!("{change} on {}: {e}", replica.name));
+    close(conn).await;
+    start_replicating(replica, source).await;
+}
+
+/// `START SLAVE` on `replica`; waits until both replication threads run.
+async fn start_replicating(replica: &MariaServer, source: &MariaServer) {
+    let mut conn = admin(replica).await;
+    conn.query_drop("START SLAVE")
+        .await
+        .unwrap_or_else(|e| panic!("START SLAVE on {}: {e}", replica.name));
+    let mut backoff = Backoff::new(REPLICATION_TIMEOUT);
+    while let Err(state) = replication_threads(&mut conn).await {
+        if !backoff.wait().await {
+            panic!(
+                "{} did not start replicating within {REPLICATION_TIMEOUT:?}: {state}\n{}\n{}",
+                replica.name,
+                replica.log_tail(),
+                source.log_tail()
+            );
+        }
+    }
+    close(conn).await;
+}
+
+/// `server`'s `@@gtid_binlog_pos`: the last GTID of each domain in its binlog.
+async fn binlog_position(server: &MariaServer) -> String {
+    let mut conn = admin(server).await;
+    let position: String = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap_or_else(|e| panic!("read the GTID position of {}: {e}", server.name))
+        .unwrap_or_default();
+    close(conn).await;
+    position
+}
+
+/// Waits until `replica` has applied every GTID up to `position` (`MASTER_GTID_WAIT`).
+async fn wait_applied(replica: &MariaServer, position: &str) {
+    let mut conn = admin(replica).await;
+    let wait = "SELECT MASTER_GTID_WAIT(?, ?)";
+    let timeout = REPLICATION_TIMEOUT.as_secs();
+    let outcome: Option<i32> = conn
+        .exec_first(wait, (position, timeout))
+        .await
+        .unwrap_or_else(|e| panic!("{wait} on {}: {e}", replica.name));
+    if outcome != Some(0) {
+        let state = match replication_threads(&mut conn).await {
+            Ok(()) => "both replication threads run".to_string(),
+            Err(state) => state,
+        };
+        panic!(
+            "{} did not apply up to GTID {position} within {REPLICATION_TIMEOUT:?}: {state}\n{}",
+            replica.name,
+            replica.log_tail()
+        );
+    }
+    close(conn).await;
+}
+
+/// A connection to `server` as `root`, over TCP.
+async fn admin(server: &MariaServer) -> Conn {
+    Conn::new(server.opts(ROOT, None))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect to {} as root: {e}\n{}",
+                server.name,
+                server.log_tail()
+            )
+        })
 }
 
 /// `Ok` when a replica's IO and SQL threads both run; else what `SHOW SLAVE STATUS` says.

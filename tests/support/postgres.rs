@@ -6,6 +6,9 @@
 //! one port, as Aurora's instances are. The
 //! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
 //! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
+//! [`cross_cluster`] subscribes one cluster to another with logical replication.
+
+mod cross_cluster;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
