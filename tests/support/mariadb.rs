@@ -487,15 +487,19 @@ async fn start_replicating(replica: &MariaServer, source: &MariaServer) {
         .await
         .unwrap_or_else(|e| panic!("START SLAVE on {}: {e}", replica.name));
     let mut backoff = Backoff::new(REPLICATION_TIMEOUT);
-    while let Err(state) = replication_threads(&mut conn).await {
-        if !backoff.wait().await {
-            panic!(
-                "{} did not start replicating within {REPLICATION_TIMEOUT:?}: {state}\n{}\n{}",
-                replica.name,
-                replica.log_tail(),
-                source.log_tail()
-            );
-        }
+    loop {
+        let why = match replication_threads(&mut conn).await {
+            Threads::Running => break,
+            Threads::Starting(_) if backoff.wait().await => continue,
+            Threads::Starting(state) => format!("not within {REPLICATION_TIMEOUT:?}: {state}"),
+            Threads::Stopped(state) => state,
+        };
+        panic!(
+            "{} did not start replicating: {why}\n{}\n{}",
+            replica.name,
+            replica.log_tail(),
+            source.log_tail()
+        );
     }
     close(conn).await;
 }
@@ -523,8 +527,8 @@ async fn wait_applied(replica: &MariaServer, position: &str) {
         .unwrap_or_else(|e| panic!("{wait} on {}: {e}", replica.name));
     if outcome != Some(0) {
         let state = match replication_threads(&mut conn).await {
-            Ok(()) => "both replication threads run".to_string(),
-            Err(state) => state,
+            Threads::Running => "both replication threads run".to_string(),
+            Threads::Starting(state) | Threads::Stopped(state) => state,
         };
         panic!(
             "{} did not apply up to GTID {position} within {REPLICATION_TIMEOUT:?}: {state}\n{}",
@@ -548,25 +552,38 @@ async fn admin(server: &MariaServer) -> Conn {
         })
 }
 
-/// `Ok` when a replica's IO and SQL threads both run; else what `SHOW SLAVE STATUS` says.
-async fn replication_threads(conn: &mut Conn) -> Result<(), String> {
-    let row: Option<Row> = conn
-        .query_first("SHOW SLAVE STATUS")
-        .await
-        .map_err(|e| format!("SHOW SLAVE STATUS failed: {e}"))?;
-    let row = row.ok_or("not a replica (SHOW SLAVE STATUS is empty)")?;
+/// A replica's two replication threads, as `SHOW SLAVE STATUS` tells of them.
+enum Threads {
+    Running,
+    /// Not both running (yet: the IO thread may be connecting); what the status says.
+    Starting(String),
+    /// A thread has stopped on an error and will not start again by itself.
+    Stopped(String),
+}
+
+async fn replication_threads(conn: &mut Conn) -> Threads {
+    let row: Option<Row> = match conn.query_first("SHOW SLAVE STATUS").await {
+        Ok(row) => row,
+        Err(e) => return Threads::Starting(format!("SHOW SLAVE STATUS failed: {e}")),
+    };
+    let Some(row) = row else {
+        return Threads::Stopped("not a replica (SHOW SLAVE STATUS is empty)".to_string());
+    };
     let field = |name: &str| {
         row.get_opt::<String, _>(name)
             .and_then(Result::ok)
             .unwrap_or_default()
     };
     let (io, sql) = (field("Slave_IO_Running"), field("Slave_SQL_Running"));
+    let (io_error, sql_error) = (field("Last_IO_Error"), field("Last_SQL_Error"));
+    let state = format!(
+        "IO thread {io}, SQL thread {sql}; last IO error: {io_error:?}; last SQL error: {sql_error:?}"
+    );
     if io == "Yes" && sql == "Yes" {
-        return Ok(());
+        Threads::Running
+    } else if (io == "No" && !io_error.is_empty()) || (sql == "No" && !sql_error.is_empty()) {
+        Threads::Stopped(state)
+    } else {
+        Threads::Starting(state)
     }
-    Err(format!(
-        "IO thread {io}, SQL thread {sql}; last IO error: {:?}; last SQL error: {:?}",
-        field("Last_IO_Error"),
-        field("Last_SQL_Error"),
-    ))
 }

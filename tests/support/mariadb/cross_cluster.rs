@@ -6,8 +6,12 @@
 //!
 //! Start the new cluster with [`ClusterIds::NEW`](super::ClusterIds::NEW), for two reasons:
 //!
-//! - **Server ids.** A replica skips binlog events that carry its own server id, so a new
-//!   primary with id 1 would silently skip everything the old primary (id 1) wrote.
+//! - **Server ids.** A new primary with the old primary's id refuses to replicate it ("master
+//!   and slave have equal MariaDB server ids"). A new replica with that id would silently skip
+//!   the old primary's events that reach it through the new primary (a replica skips events
+//!   that carry its own id, taking them for its own writes come back around a ring). And a new
+//!   primary with an old replica's id would keep kicking that replica off the old primary,
+//!   which serves one connection per replica id.
 //! - **GTID domains.** The new primary writes transactions of its own (its accounts, at
 //!   least) before it replicates. In the old cluster's domain 0 they would take sequence
 //!   numbers that the old primary's GTIDs then repeat, and under `--gtid-strict-mode` the new

@@ -19,7 +19,8 @@
 use super::{APP, HOST, PgCluster, REPLICATION_TIMEOUT, connect, retry};
 
 /// The launcher starts a subscription's worker at most once per `wal_retrieve_retry_interval`
-/// (5 s by default), so an `ENABLE` soon after a start would wait that long.
+/// (5 s by default), so an `ENABLE` soon after a start would wait that long. Set on the
+/// subscribing primary only, where nothing else uses it (a standby retries its WAL sources by it).
 const WORKER_RETRY_INTERVAL: &str = "100ms";
 
 impl PgCluster {
