@@ -271,7 +271,7 @@ async fn sync_sequences(old: &mut Writer, new: &mut Writer) -> Result<String, Db
         let value: i64 = row.get(1);
         target
             .execute(
-                "SELECT setval($1::regclass, GREATEST($2::bigint, (SELECT COALESCE(last_value, 0) FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename) = $1)), true)",
+                "SELECT setval($1::text::regclass, GREATEST($2::bigint, (SELECT COALESCE(last_value, 0) FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename) = $1::text)), true)",
                 &[&name, &value],
             )
             .await

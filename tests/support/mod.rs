@@ -28,6 +28,7 @@
 
 pub mod dns;
 pub mod fault;
+pub mod ledger;
 pub mod mariadb;
 pub mod pki;
 pub mod postgres;

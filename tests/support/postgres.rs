@@ -63,8 +63,10 @@ const SETTINGS: &str = "
 # switchyard test harness
 listen_addresses = '127.0.0.1'
 wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
+max_wal_senders = 20
+max_replication_slots = 20
+max_logical_replication_workers = 16
+max_worker_processes = 32
 hot_standby = on
 fsync = off
 shared_buffers = 32MB
