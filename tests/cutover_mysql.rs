@@ -1,0 +1,230 @@
+//! Cutover of MariaDB: an old cluster (primary + replica) whose binlog the new cluster's
+//! primary replicates by GTID, with a load of reads and ledgered writes running through the
+//! proxy the whole time: zero client errors and every acknowledged write on the new writer;
+//! an abort when the new cluster cannot catch up leaves the clients on the old one.
+
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::thread;
+
+use mysql_async::prelude::Queryable;
+
+use support::MariaCluster;
+use support::ledger::Ledger;
+use support::mariadb::ClusterIds;
+use support::proxy::{ADMIN_TOKEN, Proxy};
+
+/// The abort test blocks the new primary's (single) replication thread, which would stall
+/// the other test's catch-up: the tests of this binary take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Pair {
+    old: MariaCluster,
+    new: MariaCluster,
+}
+
+fn pair() -> &'static Pair {
+    static PAIR: OnceLock<Pair> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let (old, new) = thread::scope(|s| {
+            let old = s.spawn(|| MariaCluster::start(1));
+            let new = s.spawn(|| MariaCluster::start_with_ids(ClusterIds::NEW, 1));
+            let join = |h: thread::ScopedJoinHandle<'_, MariaCluster>| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            };
+            (join(old), join(new))
+        });
+        support::block_on(new.replicate_from(&old));
+        Pair { old, new }
+    })
+}
+
+/// A database created on the old primary (replication brings it and its table to new).
+async fn replicated_database(prefix: &str) -> String {
+    let p = pair();
+    let db = p.old.create_database(prefix).await;
+    let mut admin = p.old.admin(&p.old.primary).await;
+    admin
+        .query_drop(format!(
+            "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, client_key VARCHAR(64) NOT NULL UNIQUE)"
+        ))
+        .await
+        .expect("create the ledger");
+    p.new.wait_caught_up(&p.old).await;
+    db
+}
+
+fn config(db: &str, state_dir: &Path) -> String {
+    let p = pair();
+    let cluster = |c: &MariaCluster, name: &str| {
+        format!(
+            "[clusters.{name}]\nwriter = \"{}:{}\"\nreaders = [\"{}:{}\"]\nmonitor_user = \"root\"\n",
+            c.primary.host, c.primary.port, c.replicas[0].host, c.replicas[0].port
+        )
+    };
+    format!(
+        r#"
+[server]
+protocol = "mysql"
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+{}
+{}
+[routing]
+active = "old"
+max_pause = "4s"
+state_dir = "{}"
+
+[cutover]
+catch_up = "gtid"
+database = "{db}"
+drain_timeout = "2s"
+catch_up_timeout = "2s"
+"#,
+        cluster(&p.old, "old"),
+        cluster(&p.new, "new"),
+        state_dir.display()
+    )
+}
+
+/// One client of the load: writes (in a transaction or not), each followed by a read of its
+/// own row as a prepared statement, and plain reads.
+async fn worker(proxy: std::net::SocketAddr, db: String, ledger: Arc<Ledger>, n: usize) {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db))
+        .prefer_socket(false);
+    let mut conn = match mysql_async::Conn::new(opts).await {
+        Ok(c) => c,
+        Err(e) => return ledger.error(format!("connect: {e}")),
+    };
+    let mut i = 0;
+    while !ledger.stopped() {
+        i += 1;
+        let key = format!("w{n}-{i}");
+        let result: Result<(), mysql_async::Error> = async {
+            if i % 2 == 0 {
+                conn.query_drop("BEGIN").await?;
+                conn.exec_drop("INSERT INTO ledger (client_key) VALUES (?)", (&key,))
+                    .await?;
+                conn.query_drop("COMMIT").await?;
+            } else {
+                conn.exec_drop("INSERT INTO ledger (client_key) VALUES (?)", (&key,))
+                    .await?;
+            }
+            let seen: Option<i64> = conn
+                .exec_first("SELECT COUNT(*) FROM ledger WHERE client_key = ?", (&key,))
+                .await?;
+            if seen != Some(1) {
+                return Err(mysql_async::Error::Other(
+                    format!("{key}: own write not visible").into(),
+                ));
+            }
+            let _: Option<i64> = conn.query_first("SELECT COUNT(*) FROM ledger").await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => ledger.ack(key),
+            Err(e) => return ledger.error(format!("{key}: {e}")),
+        }
+    }
+}
+
+fn start_load(proxy: &Proxy, db: &str, sessions: usize) -> Arc<Ledger> {
+    let ledger = Arc::new(Ledger::default());
+    for n in 0..sessions {
+        tokio::spawn(worker(proxy.addr, db.to_owned(), Arc::clone(&ledger), n));
+    }
+    ledger
+}
+
+async fn keys_on(cluster: &MariaCluster, db: &str) -> std::collections::HashSet<String> {
+    let mut admin = cluster.admin(&cluster.primary).await;
+    admin
+        .query(format!("SELECT client_key FROM `{db}`.ledger"))
+        .await
+        .expect("read the ledger")
+        .into_iter()
+        .collect()
+}
+
+fn report(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("report is JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn a_cutover_under_load_loses_nothing() {
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("cutover").await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    let ledger = start_load(&proxy, &db, 6);
+    ledger.wait_for_writes(60).await;
+
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    let report = report(&body);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(report["outcome"], "switched", "{body}");
+    println!(
+        "mysql cutover pause: {} ms, {} transactions held; steps {}",
+        report["pause_ms"], report["held"], report["steps"]
+    );
+    ledger.wait_for_writes(60).await;
+    ledger.stop();
+    assert_eq!(ledger.errors(), Vec::<String>::new());
+    let on_new = keys_on(&pair().new, &db).await;
+    let missing: Vec<_> = ledger
+        .acknowledged()
+        .into_iter()
+        .filter(|k| !on_new.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "not on the new writer: {missing:?}");
+    let status = proxy.admin_get("/status").await;
+    assert!(status.contains(r#""active":"new""#), "{status}");
+}
+
+#[tokio::test]
+async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("abort").await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    let ledger = start_load(&proxy, &db, 4);
+    ledger.wait_for_writes(30).await;
+
+    // The new primary's replication cannot apply to the ledger while this lock is held.
+    let p = pair();
+    let mut blocker = p.new.admin(&p.new.primary).await;
+    blocker
+        .query_drop(format!("LOCK TABLES `{db}`.ledger WRITE"))
+        .await
+        .unwrap();
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    blocker.query_drop("UNLOCK TABLES").await.unwrap();
+    let report = report(&body);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(report["outcome"], "aborted", "{body}");
+
+    ledger.wait_for_writes(30).await;
+    ledger.stop();
+    assert_eq!(ledger.errors(), Vec::<String>::new());
+    let on_old = keys_on(&p.old, &db).await;
+    assert!(ledger.acknowledged().iter().all(|k| on_old.contains(k)));
+    let status = proxy.admin_get("/status").await;
+    assert!(status.contains(r#""active":"old""#), "{status}");
+}
