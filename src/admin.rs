@@ -231,6 +231,8 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
                     "in_flight": i.load.in_flight(),
                     "down": i.load.is_down(std::time::Instant::now()),
                     "state": i.load.status().as_str(),
+                    "lag_seconds": i.load.lag().map(|l| l.as_secs_f64()),
+                    "weight": i.weight,
                 })
             };
             let readers: Vec<_> = c.readers.iter().map(|r| instance(r)).collect();

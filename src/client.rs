@@ -209,8 +209,8 @@ fn render_routing(v: &Value) -> String {
 fn render_status(v: &Value) -> String {
     let mut out = render_routing(&v["routing"]);
     out.push_str(&format!(
-        "\n{:<12} {:<28} {:<8} {:>9}  {}\n",
-        "CLUSTER", "INSTANCE", "ROLE", "IN-FLIGHT", "STATE"
+        "\n{:<12} {:<28} {:<8} {:>9} {:>8}  {}\n",
+        "CLUSTER", "INSTANCE", "ROLE", "IN-FLIGHT", "LAG", "STATE"
     ));
     let Some(clusters) = v["clusters"].as_object() else {
         return out;
@@ -226,12 +226,19 @@ fn render_status(v: &Value) -> String {
                     "up".into()
                 }
             });
+            // Absent from older proxies; null when replication is stopped.
+            let lag = match instance.get("lag_seconds") {
+                None => "-".to_owned(),
+                Some(Value::Null) => "stopped".to_owned(),
+                Some(v) => format!("{:.1}s", v.as_f64().unwrap_or_default()),
+            };
             out.push_str(&format!(
-                "{:<12} {:<28} {:<8} {:>9}  {}\n",
+                "{:<12} {:<28} {:<8} {:>9} {:>8}  {}\n",
                 name,
                 text(&instance["addr"]),
                 text(&instance["role"]),
                 text(&instance["in_flight"]),
+                lag,
                 state
             ));
         }
@@ -249,7 +256,11 @@ mod tests {
             "routing": { "active": "old", "modes": { "old": "read_only", "new": "read_write" } },
             "clusters": { "old": {
                 "writer": { "addr": "10.0.0.1:5432", "role": "writer", "in_flight": 2, "down": false },
-                "readers": [ { "addr": "10.0.0.2:5432", "role": "reader", "in_flight": 0, "down": true, "state": "unhealthy" } ]
+                "readers": [
+                    { "addr": "10.0.0.2:5432", "role": "reader", "in_flight": 0, "down": true, "state": "unhealthy" },
+                    { "addr": "10.0.0.3:5432", "role": "reader", "in_flight": 0, "down": false, "state": "lagging", "lag_seconds": 42.25 },
+                    { "addr": "10.0.0.4:5432", "role": "reader", "in_flight": 0, "down": false, "state": "lagging", "lag_seconds": null }
+                ]
             } }
         });
         let table = render_status(&v);
@@ -260,6 +271,18 @@ mod tests {
             table
                 .lines()
                 .any(|l| l.contains("10.0.0.2") && l.ends_with("unhealthy")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("10.0.0.3") && l.ends_with("42.2s  lagging")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("10.0.0.4") && l.ends_with("stopped  lagging")),
             "{table}"
         );
     }

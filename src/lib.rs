@@ -6,7 +6,7 @@
 //! - `config`    — TOML config: load, validate, resolve secrets
 //! - `net`, `tls` — one stream type for TCP and TLS; rustls configurations
 //! - `topology`  — clusters and instances as an immutable snapshot; discovery (static,
-//!   DNS, Aurora), health checks, reader balancing
+//!   DNS, Aurora), health checks and lag, weighted reader balancing with slow start
 //! - `router`    — pure decision: statement class + session state → route
 //! - `cutover`   — the routing state: active cluster, read-only and paused modes
 //! - `pool`      — backend connections: connect, TLS, authenticate

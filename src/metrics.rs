@@ -23,6 +23,7 @@ pub const CUTOVER_PHASE: &str = "switchyard_cutover_phase";
 pub const CUTOVERS_TOTAL: &str = "switchyard_cutovers_total";
 pub const CUTOVER_PAUSE_SECONDS: &str = "switchyard_cutover_pause_seconds";
 pub const SESSIONS_MOVED_TOTAL: &str = "switchyard_sessions_moved_total";
+pub const INSTANCE_LAG_SECONDS: &str = "switchyard_instance_lag_seconds";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -98,6 +99,10 @@ fn describe() {
     describe_gauge!(
         INSTANCE_HEALTHY,
         "1 when the instance passes its health checks, else 0."
+    );
+    describe_gauge!(
+        INSTANCE_LAG_SECONDS,
+        "Replication lag the last check measured (0 for a writer); -1 when replication is stopped."
     );
 }
 
@@ -230,4 +235,13 @@ pub fn instance_healthy(cluster: &str, instance: &str, healthy: bool) {
         ("instance", instance.to_owned()),
     ];
     gauge!(INSTANCE_HEALTHY, &labels).set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// `lag` of an instance as its health check found it; `None` (replication stopped) is -1.
+pub fn instance_lag(cluster: &str, instance: &str, lag: Option<std::time::Duration>) {
+    let labels = [
+        ("cluster", cluster.to_owned()),
+        ("instance", instance.to_owned()),
+    ];
+    gauge!(INSTANCE_LAG_SECONDS, &labels).set(lag.map_or(-1.0, |l| l.as_secs_f64()));
 }

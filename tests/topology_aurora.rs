@@ -1,8 +1,8 @@
 //! `aurora` discovery against real servers: a primary on 127.0.0.1 and replicas on 127.0.0.2
 //! and 127.0.0.3, all on one port, and a table with the columns of Aurora's
 //! `aurora_replica_status()` that the test edits. `instance_pattern = "127.0.0.?:PORT"` turns
-//! server ids `1`, `2`, `3` into those addresses (no DNS needed). Reads follow the table with
-//! no client error.
+//! server ids `1`, `2`, `3` into those addresses (no DNS needed). Reads follow the table,
+//! including the lag it reports, with no client error.
 
 mod support;
 
@@ -83,6 +83,21 @@ async fn until_reads_reach(proxy: &Proxy, db: &str, want: Ipv4Addr) {
     }
 }
 
+/// Reads on new connections until `/status` shows reader `addr` in `state` with `lag`
+/// (seconds); every read must succeed.
+async fn until_reader(proxy: &Proxy, db: &str, addr: &str, state: &str, lag: Option<f64>) {
+    let seen = support::retry(FOLLOW_TIMEOUT, async || {
+        read_once(proxy, db).await.expect("reads never fail");
+        match topology::reader(proxy, "main", addr).await {
+            (now, now_lag) if now == state && now_lag == lag => Ok(()),
+            other => Err(format!("state and lag {other:?}")),
+        }
+    });
+    if let Err(why) = seen.await {
+        panic!("{addr} did not become {state} with lag {lag:?} within {FOLLOW_TIMEOUT:?}: {why}");
+    }
+}
+
 /// The reader addresses of cluster `main` in `/status`.
 async fn reader_addrs(proxy: &Proxy) -> Vec<String> {
     let readers = topology::readers(proxy, "main").await;
@@ -127,6 +142,27 @@ async fn reads_follow_the_topology_table() {
         format!("{PRIMARY}:{port}"),
         "the most recently updated writer row wins"
     );
+
+    // Aurora reports replica 2 a minute behind, over the default max_lag of 30 s: it gets
+    // no reads until the reported lag is back under the ceiling.
+    let lagging = format!("{REPLICA2}:{port}");
+    let report_lag = async |ms: u32| {
+        primary
+            .batch_execute(&format!(
+                "UPDATE aurora_topology SET replica_lag_in_msec = {ms} WHERE server_id = '3'"
+            ))
+            .await
+            .expect("report replica 2's lag");
+    };
+    report_lag(60_000).await;
+    until_reader(&proxy, &db, &lagging, "lagging", Some(60.0)).await;
+    for _ in 0..20 {
+        let at = read_once(&proxy, &db).await.expect("reads never fail");
+        assert_ne!(at, REPLICA2, "no read reaches a lagging replica");
+    }
+    report_lag(3).await;
+    until_reader(&proxy, &db, &lagging, "healthy", Some(0.003)).await;
+    until_reads_reach(&proxy, &db, REPLICA2).await;
 
     // Scale-in: replica 1's row goes stale (no longer updated), which removes it.
     primary

@@ -13,33 +13,12 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
 
 use support::mariadb::MariaCluster;
 use support::proxy::{Proxy, mysql_config_text};
-use support::topology::status;
+use support::topology::{mysql_read_port as read_once, status};
 
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The port of the server that answered one read on a new connection through the proxy.
-async fn read_once(proxy: &Proxy, db: &str) -> Result<u16, String> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db))
-        .prefer_socket(false);
-    let mut conn = Conn::new(opts).await.map_err(|e| format!("connect: {e}"))?;
-    let port: Option<u16> = conn
-        .query_first("SELECT @@port")
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    conn.disconnect()
-        .await
-        .map_err(|e| format!("disconnect: {e}"))?;
-    port.ok_or_else(|| "no row".to_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aurora_discovery_and_health_checks_on_mysql() {

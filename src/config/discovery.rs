@@ -1,5 +1,6 @@
-//! The settings of `[clusters.NAME]` that concern finding instances and checking them:
-//! the discovery source (static, DNS, Aurora), health checks and the monitor account.
+//! The settings of `[clusters.NAME]` that concern finding instances, checking them and
+//! sharing reads among them: the discovery source (static, DNS, Aurora), health checks, the
+//! monitor account, the lag ceiling, slow start and reader weights.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,7 +72,17 @@ pub(super) mod topology_defaults {
     pub fn drain_after() -> u32 {
         3
     }
+    pub fn max_lag() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn slow_start() -> Duration {
+        Duration::from_secs(30)
+    }
 }
+
+/// The largest `reader_weights` value: enough for any mix of instance sizes, and small
+/// enough that weighted sums never overflow.
+pub const MAX_READER_WEIGHT: u32 = 1000;
 
 /// The monitor account's password, from `monitor_password` or `monitor_password_env`.
 pub fn monitor_password(
@@ -114,6 +125,20 @@ pub(super) fn validate_topology(
     ] {
         if value == 0 {
             problem(at(key), "must be at least 1".into());
+        }
+    }
+    if c.max_lag.is_zero() {
+        problem(at("max_lag"), "must be more than 0".into());
+    }
+    for (addr, &weight) in &c.reader_weights {
+        let key = at(&format!("reader_weights.\"{addr}\""));
+        if let Err(e) = parse_host_port(addr) {
+            problem(key.clone(), e);
+        } else if c.discovery.is_none() && !c.readers.contains(addr) {
+            problem(key.clone(), format!("{addr} is not one of the readers"));
+        }
+        if !(1..=MAX_READER_WEIGHT).contains(&weight) {
+            problem(key, format!("must be from 1 to {MAX_READER_WEIGHT}"));
         }
     }
     let Some(d) = &c.discovery else {

@@ -182,6 +182,16 @@ pub struct ClusterConfig {
     /// Consecutive passed checks before an instance is used (again).
     #[serde(default = "topology_defaults::recover_after")]
     pub recover_after: u32,
+    /// A reader whose replication lag is above this gets no new reads until it catches up.
+    #[serde(default = "topology_defaults::max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
+    /// A reader that just became usable ramps from 10% to its full weight over this long;
+    /// `"0s"` turns the ramp off.
+    #[serde(default = "topology_defaults::slow_start", with = "humantime_serde")]
+    pub slow_start: Duration,
+    /// Weight of a reader by its `host:port` (static, DNS or Aurora label); others weigh 1.
+    #[serde(default)]
+    pub reader_weights: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

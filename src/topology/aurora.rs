@@ -2,6 +2,7 @@
 //! view, or any query with its columns), pick the writer and readers from the rows, and turn
 //! server ids into instances through `instance_pattern`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_resolver::TokioResolver;
@@ -40,11 +41,15 @@ pub struct Row {
     pub lag_ms: Option<f64>,
 }
 
-/// Server ids of the writer and readers the rows describe.
+/// Server ids of the writer and readers the rows describe, with the lag each row reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selection {
     pub writer: Option<String>,
     pub readers: Vec<String>,
+    /// Lag by server id. Aurora reports none for the writer (and none for a reader that has
+    /// just started): missing or negative values count as 0, since Aurora's replicas read
+    /// the writer's storage and Aurora itself restarts one that falls far behind.
+    pub lag: BTreeMap<String, Duration>,
 }
 
 /// Picks the writer and readers from `rows`: rows older than `stale_after` at `now` are
@@ -72,7 +77,23 @@ pub fn select(rows: &[Row], now: SystemTime, stale_after: Duration) -> Selection
         .collect();
     readers.sort();
     readers.dedup();
-    Selection { writer, readers }
+    let mut lag = BTreeMap::new();
+    for id in writer.iter().chain(&readers) {
+        // Of several rows for one reader, the most recently updated one speaks.
+        let reported = rows
+            .iter()
+            .filter(|r| &r.server_id == id)
+            .max_by_key(|r| r.last_update)
+            .and_then(|r| r.lag_ms)
+            .filter(|ms| ms.is_finite() && *ms > 0.0)
+            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
+        lag.insert(id.clone(), reported);
+    }
+    Selection {
+        writer,
+        readers,
+        lag,
+    }
 }
 
 fn valid_server_id(id: &str) -> bool {
@@ -281,6 +302,7 @@ pub async fn seen(
                 host: ips[0].to_string(),
                 port,
                 role,
+                reported_lag: Some(selection.lag.get(id).copied().unwrap_or_default()),
             }),
             Ok(_) => tracing::warn!(%name, "topology names an instance that does not resolve"),
             Err(e) => tracing::warn!(%name, error = %e, "cannot resolve an instance"),
@@ -315,6 +337,31 @@ mod tests {
         let s = select(&rows, now, STALE);
         assert_eq!(s.writer.as_deref(), Some("w"));
         assert_eq!(s.readers, ["r1", "r2"]);
+    }
+
+    #[test]
+    fn each_selected_instance_has_the_lag_its_row_reports() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let lagging = |id: &str, age_secs, lag_ms| Row {
+            lag_ms,
+            ..row(id, "abc", age_secs, now)
+        };
+        let rows = [
+            row("w", WRITER_SESSION_ID, 1, now),
+            lagging("r1", 1, Some(1500.0)),
+            lagging("r2", 1, None),
+            lagging("r3", 1, Some(-1.0)),
+            // An older row for r1 does not speak for it.
+            lagging("r1", 5, Some(90_000.0)),
+            lagging("stale", 400, Some(10.0)),
+        ];
+        let s = select(&rows, now, STALE);
+        let ms = |id: &str| s.lag.get(id).map(Duration::as_millis);
+        assert_eq!(ms("w"), Some(0));
+        assert_eq!(ms("r1"), Some(1500));
+        assert_eq!(ms("r2"), Some(0));
+        assert_eq!(ms("r3"), Some(0));
+        assert_eq!(ms("stale"), None);
     }
 
     #[test]

@@ -1,12 +1,33 @@
-//! Reader choice: power of two choices on in-flight queries among the readers that are
-//! healthy and not marked down. The random source is passed in so tests are deterministic.
+//! Reader choice: weighted power of two choices on in-flight queries among the readers that
+//! are usable (healthy, not lagging) and not marked down. Two distinct candidates are drawn
+//! with probability proportional to their effective weight (weight × slow-start ramp), and
+//! the one with fewer in-flight queries per unit of weight wins. The random source is passed
+//! in so tests are deterministic.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Instance;
 
-/// Picks a reader, or `None` when no reader is healthy and up (reads then go to the writer).
+/// Weights are compared in thousandths, so a ramp to 10% keeps three significant digits.
+const UNIT: u64 = 1000;
+/// Where the slow-start ramp begins, in thousandths of the full weight.
+const RAMP_FLOOR: u64 = 100;
+
+/// The weight a reader competes with, in thousandths: `weight` × 1000, ramped linearly from
+/// 10% to 100% over `window` for a reader that became usable `usable_for` ago (`None`: usable
+/// since it was created, no ramp). Never 0.
+pub fn effective_weight(weight: u32, usable_for: Option<Duration>, window: Duration) -> u64 {
+    let full = u64::from(weight.max(1)) * UNIT;
+    let Some(elapsed) = usable_for.filter(|e| *e < window) else {
+        return full;
+    };
+    let progress = elapsed.as_secs_f64() / window.as_secs_f64();
+    let share = RAMP_FLOOR as f64 + (UNIT - RAMP_FLOOR) as f64 * progress;
+    ((full as f64 * share / UNIT as f64) as u64).clamp(1, full)
+}
+
+/// Picks a reader, or `None` when no reader is usable and up (reads then go to the writer).
 /// `random(n)` returns a uniform index below `n`.
 pub fn pick_reader(
     readers: &[Arc<Instance>],
@@ -14,51 +35,97 @@ pub fn pick_reader(
     exclude: Option<&str>,
     mut random: impl FnMut(usize) -> usize,
 ) -> Option<Arc<Instance>> {
-    let mut usable: [Option<&Arc<Instance>>; 2] = [None, None];
-    let candidates: Vec<&Arc<Instance>> = readers
+    let candidates: Vec<(&Arc<Instance>, u64)> = readers
         .iter()
         .filter(|r| {
             r.load.status().is_usable() && !r.load.is_down(now) && Some(r.addr.as_str()) != exclude
         })
+        .map(|r| (r, r.effective_weight(now)))
         .collect();
-    match candidates.len() {
-        0 => return None,
-        1 => return Some(Arc::clone(candidates[0])),
-        n => {
-            let a = random(n);
-            let mut b = random(n - 1);
-            if b >= a {
-                b += 1;
-            }
-            usable[0] = Some(candidates[a]);
-            usable[1] = Some(candidates[b]);
+    let (a, b) = match candidates.as_slice() {
+        [] => return None,
+        [(only, _)] => return Some(Arc::clone(only)),
+        _ => {
+            let a = draw(&candidates, None, &mut random);
+            (a, draw(&candidates, Some(a), &mut random))
         }
-    }
-    let [Some(a), Some(b)] = usable else {
-        return None;
     };
-    Some(Arc::clone(if b.load.in_flight() < a.load.in_flight() {
-        b
-    } else {
-        a
-    }))
+    let ((a, wa), (b, wb)) = (candidates[a], candidates[b]);
+    // b.in_flight / wb < a.in_flight / wa, without division.
+    let b_lighter =
+        b.load.in_flight() as u128 * u128::from(wa) < a.load.in_flight() as u128 * u128::from(wb);
+    Some(Arc::clone(if b_lighter { b } else { a }))
+}
+
+/// The index of a candidate drawn with probability proportional to its weight, leaving out
+/// `skip`.
+fn draw(
+    candidates: &[(&Arc<Instance>, u64)],
+    skip: Option<usize>,
+    random: &mut impl FnMut(usize) -> usize,
+) -> usize {
+    let weights = || {
+        candidates
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != skip)
+            .map(|(i, (_, w))| (i, *w))
+    };
+    let total: u64 = weights().map(|(_, w)| w).sum();
+    let mut point = random(usize::try_from(total).unwrap_or(usize::MAX)) as u64;
+    let mut last = 0;
+    for (i, w) in weights() {
+        if point < w {
+            return i;
+        }
+        point -= w;
+        last = i;
+    }
+    last
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{Load, Role};
-    use std::time::Duration;
+    use crate::topology::{Load, Role, Status};
 
     fn reader(addr: &str, epoch: Instant) -> Arc<Instance> {
+        weighted(addr, 1, epoch)
+    }
+
+    fn weighted(addr: &str, weight: u32, epoch: Instant) -> Arc<Instance> {
         Arc::new(Instance {
             cluster: "c".into(),
             addr: addr.into(),
             host: "h".into(),
             port: 1,
             role: Role::Reader,
+            weight,
+            slow_start: Duration::from_secs(30),
             load: Load::new(epoch),
         })
+    }
+
+    /// A deterministic uniform source (xorshift64).
+    fn uniform(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        }
+    }
+
+    /// How many of `picks` picks went to each reader, in the order of `rs`.
+    fn shares(rs: &[Arc<Instance>], now: Instant, picks: usize) -> Vec<usize> {
+        let mut random = uniform(0x9e37_79b9_7f4a_7c15);
+        let mut counts = vec![0; rs.len()];
+        for _ in 0..picks {
+            let p = pick_reader(rs, now, None, &mut random).unwrap();
+            counts[rs.iter().position(|r| Arc::ptr_eq(r, &p)).unwrap()] += 1;
+        }
+        counts
     }
 
     #[test]
@@ -69,6 +136,26 @@ mod tests {
         rs[0].load.begin();
         let picked = pick_reader(&rs, now, None, |_| 0).unwrap();
         assert_eq!(picked.addr, "b");
+    }
+
+    #[test]
+    fn compares_in_flight_queries_per_unit_of_weight() {
+        let now = Instant::now();
+        let rs = vec![weighted("big", 2, now), weighted("small", 1, now)];
+        // big: 1 in flight over weight 2 beats small: 1 over 1, whichever is drawn first.
+        rs[0].load.begin();
+        rs[1].load.begin();
+        for first in [0, 2999] {
+            let picked = pick_reader(&rs, now, None, |n| first.min(n - 1)).unwrap();
+            assert_eq!(picked.addr, "big", "first draw {first}");
+        }
+        // big: 3 over 2 loses to small: 1 over 1.
+        rs[0].load.begin();
+        rs[0].load.begin();
+        for first in [0, 2999] {
+            let picked = pick_reader(&rs, now, None, |n| first.min(n - 1)).unwrap();
+            assert_eq!(picked.addr, "small", "first draw {first}");
+        }
     }
 
     #[test]
@@ -88,16 +175,22 @@ mod tests {
     #[test]
     fn skips_readers_that_are_not_healthy() {
         let now = Instant::now();
-        let rs = vec![reader("a", now), reader("b", now), reader("c", now)];
-        rs[0].load.set_status(crate::topology::Status::Unhealthy);
-        rs[1].load.set_status(crate::topology::Status::Joining);
-        for _ in 0..5 {
-            let picked = pick_reader(&rs, now, None, |n| n - 1).unwrap();
+        let rs = vec![
+            reader("a", now),
+            reader("b", now),
+            reader("c", now),
+            reader("d", now),
+        ];
+        rs[0].load.set_status(Status::Unhealthy);
+        rs[1].load.set_status(Status::Joining);
+        rs[3].load.set_status(Status::Lagging);
+        for first in [0, 999] {
+            let picked = pick_reader(&rs, now, None, |n| first.min(n - 1)).unwrap();
             assert_eq!(picked.addr, "c");
         }
-        rs[2].load.set_status(crate::topology::Status::Retired);
+        rs[2].load.set_status(Status::Retired);
         assert!(pick_reader(&rs, now, None, |_| 0).is_none());
-        rs[2].load.set_health(crate::topology::Status::Healthy);
+        rs[2].load.set_health(Status::Healthy, now);
         assert!(
             pick_reader(&rs, now, None, |_| 0).is_none(),
             "retired stays retired"
@@ -108,16 +201,72 @@ mod tests {
     fn spreads_over_readers_with_equal_load() {
         let now = Instant::now();
         let rs = vec![reader("a", now), reader("b", now), reader("c", now)];
-        let mut seen = std::collections::HashSet::new();
-        let mut i = 0;
-        for _ in 0..9 {
-            let p = pick_reader(&rs, now, None, |n| {
-                i += 1;
-                i % n
-            })
-            .unwrap();
-            seen.insert(p.addr.clone());
+        for count in shares(&rs, now, 3000) {
+            assert!((900..=1100).contains(&count), "{count} of 3000");
         }
-        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn idle_readers_get_reads_in_proportion_to_their_weight() {
+        let now = Instant::now();
+        let rs = vec![weighted("big", 3, now), weighted("small", 1, now)];
+        let counts = shares(&rs, now, 4000);
+        assert!((2850..=3150).contains(&counts[0]), "{counts:?}");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_reader_from_a_tenth_of_its_weight() {
+        assert_eq!(effective_weight(1, None, Duration::from_secs(30)), 1000);
+        assert_eq!(effective_weight(3, None, Duration::from_secs(30)), 3000);
+        let ramp = |secs: f64, weight| {
+            effective_weight(
+                weight,
+                Some(Duration::from_secs_f64(secs)),
+                Duration::from_secs(30),
+            )
+        };
+        assert_eq!(ramp(0.0, 1), 100);
+        assert_eq!(ramp(15.0, 1), 550);
+        assert_eq!(ramp(15.0, 2), 1100);
+        assert_eq!(ramp(29.999, 1), 999);
+        assert_eq!(ramp(30.0, 1), 1000);
+        assert_eq!(ramp(3600.0, 1), 1000);
+        // "0s" turns the ramp off.
+        assert_eq!(
+            effective_weight(2, Some(Duration::ZERO), Duration::ZERO),
+            2000
+        );
+    }
+
+    #[test]
+    fn a_reader_that_became_usable_takes_a_growing_share() {
+        let start = Instant::now();
+        let rs = vec![reader("old", start), reader("new", start)];
+        rs[1].load.set_status(Status::Joining);
+        rs[1].load.set_health(Status::Healthy, start);
+        // At first 100 against 1000: about 1 in 11 reads.
+        let counts = shares(&rs, start, 2200);
+        assert!((120..=280).contains(&counts[1]), "{counts:?}");
+        // Half way: 550 against 1000.
+        let counts = shares(&rs, start + Duration::from_secs(15), 3100);
+        assert!((1000..=1200).contains(&counts[1]), "{counts:?}");
+        // After the window: an equal share.
+        let counts = shares(&rs, start + Duration::from_secs(30), 2000);
+        assert!((900..=1100).contains(&counts[1]), "{counts:?}");
+        // Staying healthy does not restart the ramp; recovering does.
+        rs[1]
+            .load
+            .set_health(Status::Healthy, start + Duration::from_secs(40));
+        assert_eq!(
+            rs[1].effective_weight(start + Duration::from_secs(40)),
+            1000
+        );
+        rs[1]
+            .load
+            .set_health(Status::Lagging, start + Duration::from_secs(41));
+        rs[1]
+            .load
+            .set_health(Status::Healthy, start + Duration::from_secs(42));
+        assert_eq!(rs[1].effective_weight(start + Duration::from_secs(42)), 100);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Cluster, Instance, Role, Status};
 
@@ -16,6 +17,8 @@ pub struct Seen {
     pub host: String,
     pub port: u16,
     pub role: Role,
+    /// The lag the source reports for it (Aurora); `None` when the source reports none.
+    pub reported_lag: Option<Duration>,
 }
 
 /// A new snapshot of a cluster and the instances it no longer has.
@@ -35,14 +38,17 @@ pub fn next_cluster(
     drain_after: u32,
 ) -> Option<Change> {
     let fresh = |s: &Seen| {
-        Arc::new(Instance::new(
-            &current.name,
-            &s.addr,
-            &s.host,
-            s.port,
-            s.role,
-            Status::Joining,
-        ))
+        Arc::new(
+            Instance::new(
+                &current.name,
+                &s.addr,
+                &s.host,
+                s.port,
+                s.role,
+                Status::Joining,
+            )
+            .with_policy(&current.policy),
+        )
     };
     let writer = match seen.iter().find(|s| s.role == Role::Writer) {
         Some(s) if s.addr == current.writer.addr => Arc::clone(&current.writer),
@@ -102,6 +108,7 @@ pub fn next_cluster(
             readers,
             tls_mode: current.tls_mode,
             tls: current.tls.clone(),
+            policy: Arc::clone(&current.policy),
         },
         retired,
     })
@@ -111,6 +118,7 @@ pub fn next_cluster(
 mod tests {
     use super::*;
     use crate::config::BackendTlsMode;
+    use crate::topology::ReadPolicy;
 
     fn seen(addr: &str, role: Role) -> Seen {
         Seen {
@@ -118,6 +126,7 @@ mod tests {
             host: addr.into(),
             port: 5432,
             role,
+            reported_lag: None,
         }
     }
 
@@ -129,6 +138,11 @@ mod tests {
             readers: readers.iter().map(|r| i(r, Role::Reader)).collect(),
             tls_mode: BackendTlsMode::Disable,
             tls: None,
+            policy: Arc::new(ReadPolicy {
+                slow_start: Duration::from_secs(30),
+                weights: [("b".to_owned(), 3)].into_iter().collect(),
+                ..ReadPolicy::default()
+            }),
         }
     }
 
@@ -157,6 +171,12 @@ mod tests {
         assert!(Arc::ptr_eq(&change.cluster.readers[0], &c.readers[0]));
         assert_eq!(change.cluster.readers[0].load.in_flight(), 1);
         assert_eq!(change.cluster.readers[1].load.status(), Status::Joining);
+        assert_eq!(change.cluster.readers[1].weight, 3, "its configured weight");
+        assert_eq!(
+            change.cluster.readers[1].slow_start,
+            Duration::from_secs(30)
+        );
+        assert!(Arc::ptr_eq(&change.cluster.policy, &c.policy));
         assert!(Arc::ptr_eq(&change.cluster.writer, &c.writer));
         assert!(change.retired.is_empty());
     }

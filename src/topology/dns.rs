@@ -83,6 +83,7 @@ pub fn seen_from_answers(writer: Option<(&[IpAddr], u16)>, readers: (&[IpAddr], 
         host: ip.to_string(),
         port,
         role,
+        reported_lag: None,
     };
     let mut out = Vec::new();
     if let Some((&ip, port)) = writer.and_then(|(ips, port)| ips.first().map(|ip| (ip, port))) {

@@ -13,6 +13,10 @@ pub enum Status {
     Unhealthy = 2,
     /// Removed from the topology; sessions still on it leave it.
     Retired = 3,
+    /// A reader that passes its checks but lags more than `max_lag` (or whose replication
+    /// is stopped): gets no new reads; sessions on it leave it at their next transaction
+    /// boundary.
+    Lagging = 4,
 }
 
 impl Status {
@@ -21,6 +25,7 @@ impl Status {
             0 => Status::Joining,
             1 => Status::Healthy,
             2 => Status::Unhealthy,
+            4 => Status::Lagging,
             _ => Status::Retired,
         }
     }
@@ -31,8 +36,18 @@ impl Status {
             Status::Healthy => "healthy",
             Status::Unhealthy => "unhealthy",
             Status::Retired => "retired",
+            Status::Lagging => "lagging",
         }
     }
+
+    /// Every status, for metrics by state.
+    pub const ALL: [Status; 5] = [
+        Status::Joining,
+        Status::Healthy,
+        Status::Lagging,
+        Status::Unhealthy,
+        Status::Retired,
+    ];
 
     /// Whether new queries may go to the instance.
     pub fn is_usable(self) -> bool {
@@ -73,6 +88,8 @@ impl HealthState {
         match status {
             Status::Healthy => HealthState::Healthy { failed: 0 },
             Status::Unhealthy | Status::Retired => HealthState::Unhealthy { passed: 0 },
+            // Lagging is the lag ceiling's verdict on a healthy instance, not a health state.
+            Status::Lagging => HealthState::Healthy { failed: 0 },
             Status::Joining => HealthState::Joining { passed: 0 },
         }
     }
@@ -189,15 +206,11 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_its_byte() {
-        for s in [
-            Status::Joining,
-            Status::Healthy,
-            Status::Unhealthy,
-            Status::Retired,
-        ] {
+        for s in Status::ALL {
             assert_eq!(Status::from_u8(s as u8), s);
         }
         assert!(Status::Healthy.is_usable());
         assert!(!Status::Joining.is_usable());
+        assert!(!Status::Lagging.is_usable());
     }
 }

@@ -1,12 +1,14 @@
 //! Clusters and their instances as an immutable snapshot, replaced whole through an
-//! `ArcSwap`, plus the per-instance load counters the balancer reads. Knows nothing of
-//! sessions; discovery and health checks (background tasks) publish new snapshots.
+//! `ArcSwap`, plus the per-instance live state the balancer reads (in-flight queries, health,
+//! lag, slow-start ramp). Knows nothing of sessions; discovery and health checks (background
+//! tasks) publish new snapshots and update the live state.
 
 mod aurora;
 mod balancer;
 mod change;
 mod dns;
 mod health;
+mod lag;
 mod monitor;
 mod postgres_tls;
 pub(crate) mod probe;
@@ -18,13 +20,16 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-pub use balancer::pick_reader;
+pub use balancer::{effective_weight, pick_reader};
 pub use change::{Seen, next_cluster};
 pub use health::{HealthState, Probe, Status, Thresholds};
 pub(crate) use monitor::monitor_login;
+pub use lag::{LagMemory, Replication, with_lag};
 pub use monitor::{MonitorError, Task, monitors};
 
-use crate::config::{BackendTlsMode, Validated, parse_host_port};
+use crate::config::{
+    BackendTlsMode, ClusterConfig, DiscoveryKind, Protocol, Validated, parse_host_port,
+};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,11 +56,16 @@ pub struct Instance {
     pub host: String,
     pub port: u16,
     pub role: Role,
+    /// Its share of reads relative to the cluster's other readers (`reader_weights`; 1).
+    pub weight: u32,
+    /// How long its share ramps up after it becomes usable (the cluster's `slow_start`).
+    pub slow_start: Duration,
     pub load: Load,
 }
 
 impl Instance {
-    /// A new instance of `cluster` at `host:port`, labelled `addr`, in `status`.
+    /// A new instance of `cluster` at `host:port`, labelled `addr`, in `status`, with weight
+    /// 1 and no slow start (see [`Instance::with_policy`]).
     pub fn new(
         cluster: &str,
         addr: &str,
@@ -72,10 +82,28 @@ impl Instance {
             host: host.to_owned(),
             port,
             role,
+            weight: 1,
+            slow_start: Duration::ZERO,
             load,
         }
     }
+
+    /// The instance with the weight and slow start `policy` gives it.
+    pub fn with_policy(mut self, policy: &ReadPolicy) -> Instance {
+        self.weight = policy.weight(&self.addr, self.role);
+        self.slow_start = policy.slow_start;
+        self
+    }
+
+    /// The weight it competes for reads with at `now`: [`effective_weight`] of its weight,
+    /// ramped over `slow_start` since it last became usable.
+    pub fn effective_weight(&self, now: Instant) -> u64 {
+        effective_weight(self.weight, self.load.usable_for(now), self.slow_start)
+    }
 }
+
+/// Marks "no value" in the millisecond fields of [`Load`].
+const UNSET_MS: u64 = u64::MAX;
 
 /// Live counters of one instance, shared by every session using it.
 #[derive(Debug)]
@@ -86,6 +114,12 @@ pub struct Load {
     epoch: Instant,
     /// The instance's [`Status`], written by health checks and discovery.
     status: AtomicU8,
+    /// Replication lag in milliseconds, or `UNSET_MS` when it cannot be measured
+    /// (replication stopped).
+    lag_ms: AtomicU64,
+    /// Milliseconds after `epoch` at which it last became usable, or `UNSET_MS` when it has
+    /// been usable since it was created (no ramp).
+    usable_since_ms: AtomicU64,
 }
 
 impl Load {
@@ -95,6 +129,8 @@ impl Load {
             down_until_ms: AtomicU64::new(0),
             epoch,
             status: AtomicU8::new(Status::Healthy as u8),
+            lag_ms: AtomicU64::new(0),
+            usable_since_ms: AtomicU64::new(UNSET_MS),
         }
     }
 
@@ -106,15 +142,49 @@ impl Load {
         self.status.store(status as u8, Ordering::Relaxed);
     }
 
-    /// Sets the status a health check found, unless discovery has retired the instance.
-    pub fn set_health(&self, status: Status) {
+    /// Sets the status a health check found at `now`, unless discovery has retired the
+    /// instance. An instance that becomes usable starts its slow-start ramp at `now`.
+    pub fn set_health(&self, status: Status, now: Instant) {
         let retired = Status::Retired as u8;
-        // Err only means the instance was retired, which stays.
-        let _ = self
+        let before = self
             .status
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
-                (now != retired).then_some(status as u8)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |was| {
+                (was != retired).then_some(status as u8)
             });
+        // Err only means the instance was retired, which stays.
+        if let Ok(was) = before
+            && status.is_usable()
+            && !Status::from_u8(was).is_usable()
+        {
+            self.usable_since_ms
+                .store(self.millis(now), Ordering::Relaxed);
+        }
+    }
+
+    /// How long it has been usable as of `now`; `None` when it has been since it was created.
+    pub fn usable_for(&self, now: Instant) -> Option<Duration> {
+        match self.usable_since_ms.load(Ordering::Relaxed) {
+            UNSET_MS => None,
+            since => Some(Duration::from_millis(
+                self.millis(now).saturating_sub(since),
+            )),
+        }
+    }
+
+    /// The replication lag the last check measured (0 for a writer); `None` when replication
+    /// is stopped and no lag can be measured.
+    pub fn lag(&self) -> Option<Duration> {
+        match self.lag_ms.load(Ordering::Relaxed) {
+            UNSET_MS => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn set_lag(&self, lag: Option<Duration>) {
+        let ms = lag.map_or(UNSET_MS, |l| {
+            u64::try_from(l.as_millis()).unwrap_or(UNSET_MS - 1)
+        });
+        self.lag_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn in_flight(&self) -> usize {
@@ -144,6 +214,52 @@ impl Load {
     }
 }
 
+/// How a cluster shares reads among its readers: the lag ceiling, the slow-start window,
+/// the configured weights, and the margin of [`Cluster::catch_up_window`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadPolicy {
+    /// A reader lagging more than this gets no new reads.
+    pub max_lag: Duration,
+    /// A reader that becomes usable ramps from 10% to its full weight over this long.
+    pub slow_start: Duration,
+    /// Reader weights by instance label; a reader not listed weighs 1.
+    pub weights: BTreeMap<String, u32>,
+    /// How much a lag may be under-reported: how old a measurement can be when it is read,
+    /// plus its resolution.
+    pub catch_up_margin: Duration,
+}
+
+impl ReadPolicy {
+    /// The policy `[clusters.NAME]` sets for a proxy of `protocol`.
+    pub fn from_config(c: &ClusterConfig, protocol: Protocol) -> ReadPolicy {
+        let aurora = c
+            .discovery
+            .as_ref()
+            .filter(|d| d.kind == DiscoveryKind::Aurora);
+        // Aurora's lag is read by discovery every round (in milliseconds); the engine's view
+        // by the health check, which for MySQL is in whole seconds (rounded down).
+        let staleness = c.health_interval + aurora.map_or(Duration::ZERO, |d| d.interval);
+        let resolution = match (aurora, protocol) {
+            (None, Protocol::Mysql) => Duration::from_secs(1),
+            _ => Duration::ZERO,
+        };
+        ReadPolicy {
+            max_lag: c.max_lag,
+            slow_start: c.slow_start,
+            weights: c.reader_weights.clone(),
+            catch_up_margin: staleness + resolution,
+        }
+    }
+
+    /// The weight of the instance labelled `addr` in `role` (writers always weigh 1).
+    pub fn weight(&self, addr: &str, role: Role) -> u32 {
+        match role {
+            Role::Writer => 1,
+            Role::Reader => self.weights.get(addr).copied().unwrap_or(1).max(1),
+        }
+    }
+}
+
 /// One cluster: a writer, its readers, and how to reach them.
 #[derive(Debug)]
 pub struct Cluster {
@@ -152,6 +268,27 @@ pub struct Cluster {
     pub readers: Vec<Arc<Instance>>,
     pub tls_mode: BackendTlsMode,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub policy: Arc<ReadPolicy>,
+}
+
+impl Cluster {
+    /// How long after a write a read may miss it on a reader this cluster would use now: the
+    /// largest lag among its usable readers plus the policy's margin (how stale the
+    /// measurement can be, and its resolution). No usable reader: the margin alone.
+    ///
+    /// A session that sends its reads to the writer for this long after it writes reads its
+    /// own writes. A reader that becomes usable again later in the window may lag by up to
+    /// `max_lag`.
+    pub fn catch_up_window(&self) -> Duration {
+        let largest = self
+            .readers
+            .iter()
+            .filter(|r| r.load.status().is_usable())
+            .filter_map(|r| r.load.lag())
+            .max()
+            .unwrap_or(Duration::ZERO);
+        largest + self.policy.catch_up_margin
+    }
 }
 
 /// Every cluster as of one moment. Immutable; replaced whole.
@@ -164,7 +301,7 @@ impl Topology {
     /// The static topology the config lists.
     pub fn from_config(config: &Validated) -> Result<Topology, TlsError> {
         let epoch = Instant::now();
-        let instance = |cluster: &str, addr: &str, role| {
+        let instance = |cluster: &str, addr: &str, role, policy: &ReadPolicy| {
             // validate() has already checked every address.
             let (host, port) = parse_host_port(addr).unwrap_or_else(|_| (addr.to_owned(), 0));
             Arc::new(Instance {
@@ -173,21 +310,25 @@ impl Topology {
                 host,
                 port,
                 role,
+                weight: policy.weight(addr, role),
+                slow_start: policy.slow_start,
                 load: Load::new(epoch),
             })
         };
         let mut clusters = BTreeMap::new();
         for (name, c) in &config.raw.clusters {
+            let policy = ReadPolicy::from_config(c, config.raw.server.protocol);
             let cluster = Cluster {
                 name: name.clone(),
-                writer: instance(name, &c.writer, Role::Writer),
+                writer: instance(name, &c.writer, Role::Writer, &policy),
                 readers: c
                     .readers
                     .iter()
-                    .map(|r| instance(name, r, Role::Reader))
+                    .map(|r| instance(name, r, Role::Reader, &policy))
                     .collect(),
                 tls_mode: c.tls,
                 tls: tls::client_config(c.tls, c.ca_file.as_deref())?,
+                policy: Arc::new(policy),
             };
             clusters.insert(name.clone(), Arc::new(cluster));
         }
@@ -236,5 +377,132 @@ impl TopologyHandle {
             clusters.insert(cluster.name.clone(), Arc::clone(&cluster));
             Topology { clusters }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, validate};
+
+    fn validated(protocol: &str, cluster: &str) -> Validated {
+        let text = format!(
+            "[server]\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:1\"\n\
+             [[users]]\nname = \"app\"\npassword = \"x\"\n\
+             [clusters.main]\nwriter = \"10.0.0.1:5432\"\n{cluster}\n\
+             [routing]\nactive = \"main\"\n"
+        );
+        let raw: Config = toml::from_str(&text).expect("parses");
+        validate(raw, &|_| None).expect("valid")
+    }
+
+    fn policy(protocol: &str, cluster: &str) -> ReadPolicy {
+        let topology = Topology::from_config(&validated(protocol, cluster)).expect("topology");
+        topology.clusters["main"].policy.as_ref().clone()
+    }
+
+    #[test]
+    fn the_policy_comes_from_the_cluster_settings() {
+        let p = policy("postgres", "readers = [\"10.0.0.2:5432\"]");
+        assert_eq!(p.max_lag, Duration::from_secs(30));
+        assert_eq!(p.slow_start, Duration::from_secs(30));
+        assert_eq!(
+            p.catch_up_margin,
+            Duration::from_secs(1),
+            "one health interval"
+        );
+        let p = policy(
+            "mysql",
+            "readers = [\"10.0.0.2:3306\", \"10.0.0.3:3306\"]\nhealth_interval = \"200ms\"\n\
+             max_lag = \"5s\"\nslow_start = \"0s\"\nreader_weights = { \"10.0.0.3:3306\" = 4 }",
+        );
+        assert_eq!(p.max_lag, Duration::from_secs(5));
+        assert_eq!(p.slow_start, Duration::ZERO);
+        assert_eq!(
+            p.catch_up_margin,
+            Duration::from_millis(1200),
+            "Seconds_Behind_Master is in whole seconds"
+        );
+        assert_eq!(p.weight("10.0.0.3:3306", Role::Reader), 4);
+        assert_eq!(p.weight("10.0.0.2:3306", Role::Reader), 1);
+        assert_eq!(p.weight("10.0.0.3:3306", Role::Writer), 1);
+        let p = policy(
+            "mysql",
+            "monitor_user = \"m\"\n[clusters.main.discovery]\nkind = \"aurora\"\n\
+             instance_pattern = \"?.example:3306\"\ninterval = \"2s\"",
+        );
+        assert_eq!(
+            p.catch_up_margin,
+            Duration::from_secs(3),
+            "a discovery round and a health check; Aurora reports milliseconds"
+        );
+    }
+
+    #[test]
+    fn static_readers_get_their_configured_weights() {
+        let config = validated(
+            "postgres",
+            "readers = [\"10.0.0.2:5432\", \"10.0.0.3:5432\"]\nreader_weights = { \"10.0.0.3:5432\" = 3 }",
+        );
+        let topology = Topology::from_config(&config).expect("topology");
+        let main = &topology.clusters["main"];
+        let weights: Vec<u32> = main.readers.iter().map(|r| r.weight).collect();
+        assert_eq!(weights, [1, 3]);
+        assert_eq!(main.readers[0].slow_start, Duration::from_secs(30));
+        // Listed in the config: in use from the start, with no ramp.
+        assert_eq!(main.readers[1].effective_weight(Instant::now()), 3000);
+    }
+
+    fn reader(addr: &str, status: Status, lag: Option<Duration>) -> Arc<Instance> {
+        let i = Instance::new("c", addr, addr, 1, Role::Reader, status);
+        i.load.set_lag(lag);
+        Arc::new(i)
+    }
+
+    #[test]
+    fn the_catch_up_window_is_the_largest_usable_lag_plus_the_margin() {
+        let ms = Duration::from_millis;
+        let mut cluster = Cluster {
+            name: "c".into(),
+            writer: Arc::new(Instance::new(
+                "c",
+                "w",
+                "w",
+                1,
+                Role::Writer,
+                Status::Healthy,
+            )),
+            readers: vec![
+                reader("a", Status::Healthy, Some(ms(2000))),
+                reader("b", Status::Healthy, Some(ms(500))),
+                reader("lagging", Status::Lagging, Some(ms(40_000))),
+                reader("stopped", Status::Lagging, None),
+                reader("down", Status::Unhealthy, Some(ms(90_000))),
+                reader("gone", Status::Retired, Some(ms(90_000))),
+            ],
+            tls_mode: BackendTlsMode::Disable,
+            tls: None,
+            policy: Arc::new(ReadPolicy {
+                catch_up_margin: ms(1000),
+                ..ReadPolicy::default()
+            }),
+        };
+        assert_eq!(cluster.catch_up_window(), ms(3000));
+        cluster.readers[0].load.set_lag(Some(ms(100)));
+        assert_eq!(cluster.catch_up_window(), ms(1500));
+        cluster.readers.truncate(0);
+        assert_eq!(cluster.catch_up_window(), ms(1000), "no reader: the margin");
+    }
+
+    #[test]
+    fn lag_round_trips_through_its_atomic() {
+        let load = Load::new(Instant::now());
+        assert_eq!(load.lag(), Some(Duration::ZERO), "unmeasured: no lag");
+        load.set_lag(Some(Duration::from_millis(1234)));
+        assert_eq!(load.lag(), Some(Duration::from_millis(1234)));
+        load.set_lag(None);
+        assert_eq!(load.lag(), None);
+        load.set_lag(Some(Duration::MAX));
+        assert!(load.lag().is_some(), "a huge lag is still a lag");
     }
 }

@@ -1,12 +1,13 @@
 //! The control-plane tasks of each cluster: discovery (a `dns` or `aurora` round every
 //! interval, publishing a new snapshot only when something changed) and health checks
-//! (every instance, every `health_interval`). Each ends when shutdown is triggered.
+//! (every instance, every `health_interval`: role, lag, and the lag ceiling's verdict).
+//! Each ends when shutdown is triggered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hickory_resolver::TokioResolver;
 use tokio::task::JoinSet;
@@ -15,7 +16,8 @@ use tokio::time::MissedTickBehavior;
 use super::aurora::{self, AuroraError};
 use super::dns::{self, DnsError};
 use super::health::{HealthState, Probe, Status, Thresholds};
-use super::probe::{self, MonitorLogin, MonitorTls, Target};
+use super::lag::{LagMemory, with_lag};
+use super::probe::{self, Answer, MonitorLogin, MonitorTls, ProbeError, Target};
 use super::{Cluster, Instance, Role, Seen, TopologyHandle, next_cluster};
 use crate::config::{
     BackendTlsMode, ClusterConfig, DiscoveryConfig, DiscoveryKind, Protocol, Validated,
@@ -81,6 +83,11 @@ pub fn monitors(
                 fail_after: c.fail_after,
                 recover_after: c.recover_after,
             },
+            lag_source: match &c.discovery {
+                Some(d) if d.kind == DiscoveryKind::Aurora => LagSource::Discovery,
+                _ => LagSource::Engine,
+            },
+            max_lag: c.max_lag,
             topology: Arc::clone(topology),
         };
         tasks.push(Box::pin(health.run(shutdown.clone())));
@@ -281,22 +288,39 @@ impl DiscoveryTask {
                     continue;
                 }
             };
-            let Some(change) = next_cluster(&current, &seen, &mut missing, self.drain_after) else {
-                continue;
+            let latest = match next_cluster(&current, &seen, &mut missing, self.drain_after) {
+                None => current,
+                Some(change) => self.publish(&current, change),
             };
-            for gone in &change.retired {
-                gone.load.set_status(Status::Retired);
-                tracing::info!(cluster = %self.cluster, instance = %gone.addr, role = gone.role.as_str(), "instance left the topology");
-            }
-            let cluster = Arc::new(change.cluster);
-            for new in
-                instances(&cluster).filter(|i| !instances(&current).any(|o| Arc::ptr_eq(i, o)))
-            {
-                tracing::info!(cluster = %self.cluster, instance = %new.addr, role = new.role.as_str(), "instance joined the topology");
-            }
-            record_instances(&cluster);
-            self.topology.replace_cluster(cluster);
-            metrics::discovery_change(&self.cluster);
+            record_reported_lag(&latest, &seen);
+        }
+    }
+
+    /// Publishes a changed cluster, retiring the instances it no longer has; returns it.
+    fn publish(&self, current: &Cluster, change: super::change::Change) -> Arc<Cluster> {
+        for gone in &change.retired {
+            gone.load.set_status(Status::Retired);
+            tracing::info!(cluster = %self.cluster, instance = %gone.addr, role = gone.role.as_str(), "instance left the topology");
+        }
+        let cluster = Arc::new(change.cluster);
+        for new in instances(&cluster).filter(|i| !instances(current).any(|o| Arc::ptr_eq(i, o))) {
+            tracing::info!(cluster = %self.cluster, instance = %new.addr, role = new.role.as_str(), "instance joined the topology");
+        }
+        record_instances(&cluster);
+        self.topology.replace_cluster(Arc::clone(&cluster));
+        metrics::discovery_change(&self.cluster);
+        cluster
+    }
+}
+
+/// Stores the lag the source reported (Aurora) on each instance it names; the health
+/// check applies the lag ceiling to it.
+fn record_reported_lag(cluster: &Cluster, seen: &[Seen]) {
+    for s in seen {
+        if let Some(lag) = s.reported_lag
+            && let Some(i) = instances(cluster).find(|i| i.addr == s.addr && i.role == s.role)
+        {
+            i.load.set_lag(Some(lag));
         }
     }
 }
@@ -306,20 +330,24 @@ fn instances(c: &Cluster) -> impl Iterator<Item = &Arc<Instance>> {
 }
 
 fn record_instances(c: &Cluster) {
-    let statuses = [
-        Status::Joining,
-        Status::Healthy,
-        Status::Unhealthy,
-        Status::Retired,
-    ];
     for role in [Role::Writer, Role::Reader] {
-        for status in statuses {
+        for status in Status::ALL {
             let count = instances(c)
                 .filter(|i| i.role == role && i.load.status() == status)
                 .count();
             metrics::instances(&c.name, role.as_str(), status.as_str(), count);
         }
     }
+}
+
+/// Where a cluster's lag comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LagSource {
+    /// The engine's replication view, asked by the health check.
+    Engine,
+    /// What discovery (Aurora's topology) reported; the engine is not asked (Aurora's
+    /// replicas have no streaming or binlog replication to ask about).
+    Discovery,
 }
 
 struct HealthTask {
@@ -329,13 +357,22 @@ struct HealthTask {
     interval: Duration,
     timeout: Duration,
     thresholds: Thresholds,
+    lag_source: LagSource,
+    max_lag: Duration,
     topology: Arc<TopologyHandle>,
+}
+
+/// What the health task remembers of one instance between checks.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    health: HealthState,
+    lag: LagMemory,
 }
 
 impl HealthTask {
     async fn run(self, mut shutdown: Shutdown) {
         // Keyed by address and role: a promoted or demoted instance starts over.
-        let mut states: HashMap<(String, Role), HealthState> = HashMap::new();
+        let mut memory: HashMap<(String, Role), Memory> = HashMap::new();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -347,11 +384,14 @@ impl HealthTask {
                 return;
             };
             let mut checks = JoinSet::new();
+            let engine_lag = self.lag_source == LagSource::Engine;
             for i in instances(&cluster) {
                 let i = Arc::clone(i);
                 let (protocol, login, timeout) = (self.protocol, self.login.clone(), self.timeout);
                 checks.spawn(async move {
-                    let result = probe::check(protocol, login.as_ref(), target(&i), timeout).await;
+                    let result =
+                        probe::check(protocol, login.as_ref(), target(&i), timeout, engine_lag)
+                            .await;
                     (i, result)
                 });
             }
@@ -359,40 +399,73 @@ impl HealthTask {
                 _ = shutdown.recv() => return,
                 results = checks.join_all() => results,
             };
+            let now = Instant::now();
             for (i, result) in results {
-                let probe = match &result {
-                    Ok(None) => Probe::Pass,
-                    Ok(Some(role)) if *role == i.role => Probe::Pass,
-                    Ok(Some(_)) => Probe::WrongRole,
-                    Err(_) => Probe::Fail,
-                };
                 let key = (i.addr.clone(), i.role);
-                let state = states
-                    .entry(key)
-                    .or_insert_with(|| HealthState::initial(i.load.status()));
-                let before = state.status();
-                *state = state.next(probe, self.thresholds);
-                let after = state.status();
-                if after != before {
-                    match &result {
-                        Err(e) => {
-                            tracing::warn!(cluster = %self.cluster, instance = %i.addr, from = before.as_str(), to = after.as_str(), error = %e, cause = ?std::error::Error::source(e), "instance health changed")
-                        }
-                        Ok(_) => {
-                            tracing::info!(cluster = %self.cluster, instance = %i.addr, role = i.role.as_str(), ?probe, from = before.as_str(), to = after.as_str(), "instance health changed")
-                        }
-                    }
-                }
-                i.load.set_health(after);
-                metrics::instance_healthy(&self.cluster, &i.addr, after.is_usable());
+                let remembered = memory.entry(key).or_insert_with(|| Memory {
+                    health: HealthState::initial(i.load.status()),
+                    lag: LagMemory::default(),
+                });
+                self.apply(&i, &result, remembered, now);
             }
-            states.retain(|(addr, role), _| {
+            memory.retain(|(addr, role), _| {
                 instances(&cluster).any(|i| &i.addr == addr && i.role == *role)
             });
             if let Some(now) = self.topology.cluster(&self.cluster) {
                 record_instances(&now);
             }
         }
+    }
+
+    /// Moves one instance's health and lag by the outcome of its check, and publishes them.
+    fn apply(
+        &self,
+        i: &Instance,
+        result: &Result<Option<Answer>, ProbeError>,
+        memory: &mut Memory,
+        now: Instant,
+    ) {
+        let probe = match result {
+            Ok(None) => Probe::Pass,
+            Ok(Some(answer)) if answer.role == i.role => Probe::Pass,
+            Ok(Some(_)) => Probe::WrongRole,
+            Err(_) => Probe::Fail,
+        };
+        let before = memory.health.status();
+        memory.health = memory.health.next(probe, self.thresholds);
+        let after = memory.health.status();
+        if after != before {
+            match result {
+                Err(e) => {
+                    tracing::warn!(cluster = %self.cluster, instance = %i.addr, from = before.as_str(), to = after.as_str(), error = %e, cause = ?std::error::Error::source(e), "instance health changed")
+                }
+                Ok(_) => {
+                    tracing::info!(cluster = %self.cluster, instance = %i.addr, role = i.role.as_str(), ?probe, from = before.as_str(), to = after.as_str(), "instance health changed")
+                }
+            }
+        }
+        // The engine's view when the check asked for it and got it; otherwise the lag
+        // stands as last measured (or as discovery reported it).
+        let lag = match result {
+            Ok(Some(answer)) if self.lag_source == LagSource::Engine && answer.role == i.role => {
+                let lag = memory.lag.next(answer.replication, now);
+                i.load.set_lag(lag);
+                lag
+            }
+            _ => i.load.lag(),
+        };
+        let published = with_lag(after, i.role, lag, self.max_lag);
+        let was = i.load.status();
+        if (was == Status::Lagging) != (published == Status::Lagging) && was != Status::Retired {
+            let lag_text = lag.map_or_else(
+                || "unknown (replication stopped)".to_owned(),
+                |l| format!("{l:?}"),
+            );
+            tracing::info!(cluster = %self.cluster, instance = %i.addr, lag = %lag_text, max_lag = ?self.max_lag, from = was.as_str(), to = published.as_str(), "reader lag crossed the ceiling");
+        }
+        i.load.set_health(published, now);
+        metrics::instance_healthy(&self.cluster, &i.addr, after.is_usable());
+        metrics::instance_lag(&self.cluster, &i.addr, lag);
     }
 }
 
@@ -461,6 +534,15 @@ mod tests {
                 "clusters.main.monitor_password_env",
                 "clusters.main.monitor_user",
                 "clusters.main.fail_after"
+            ]
+        );
+        assert_eq!(
+            paths("max_lag = \"0s\"\nreader_weights = { \"127.0.0.1:9999\" = 2, \"nothost\" = 0 }"),
+            [
+                "clusters.main.max_lag",
+                "clusters.main.reader_weights.\"127.0.0.1:9999\"",
+                "clusters.main.reader_weights.\"nothost\"",
+                "clusters.main.reader_weights.\"nothost\"",
             ]
         );
         let unknown = toml::from_str::<Config>(

@@ -460,8 +460,10 @@ impl Session {
     /// the writer.
     fn note_write(&mut self, target: Target, stmt: &Statement) {
         if target == Target::Writer && router::may_write(stmt) {
-            let window = self.ctx.config.raw.routing.read_your_writes;
-            self.writes_until = (!window.is_zero()).then(|| Instant::now() + window);
+            // At least the configured window, longer while replicas lag more (measured).
+            let floor = self.ctx.config.raw.routing.read_your_writes;
+            let window = floor.max(self.cluster.catch_up_window());
+            self.writes_until = (!floor.is_zero()).then(|| Instant::now() + window);
         }
     }
 

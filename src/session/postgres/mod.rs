@@ -363,8 +363,10 @@ impl Session {
             self.admission = None;
         }
         if ran_on == Target::Writer && router::may_write(&unit.stmt) {
-            let window = self.ctx.config.raw.routing.read_your_writes;
-            self.writes_until = (!window.is_zero()).then(|| Instant::now() + window);
+            // At least the configured window, longer while replicas lag more (measured).
+            let floor = self.ctx.config.raw.routing.read_your_writes;
+            let window = floor.max(self.cluster.catch_up_window());
+            self.writes_until = (!floor.is_zero()).then(|| Instant::now() + window);
         }
         self.scanner.recycle(unit.refs);
         Ok(())
