@@ -27,7 +27,7 @@ const START_ATTEMPTS: usize = 5;
 const PORT_TAKEN: &str = "Address already in use";
 /// How much of a log a failure quotes.
 const LOG_TAIL_LINES: usize = 30;
-/// Scratch directories are `<temp dir>/switchyard-demo.<pid>.<engine>`.
+/// Scratch directories are `<temp dir>/switchyard-demo.<pid>.<engine>.<random>`.
 const DIR_PREFIX: &str = "switchyard-demo.";
 /// Written into a directory whose processes `--keep` left running; such a directory is
 /// never swept.
@@ -143,13 +143,17 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Creates `<temp dir>/switchyard-demo.<pid>.<engine>`, owned by `owner`, after removing
-    /// the directories of demos that were killed (their process is gone and they left no
-    /// stop script).
+    /// Creates `<temp dir>/switchyard-demo.<pid>.<engine>.<random>`, owned by `owner`, after
+    /// removing the directories of demos that were killed (their process is gone and they
+    /// left no stop script).
     pub fn create(engine: &str, owner: Account) -> Result<Scratch> {
         let base = std::env::temp_dir();
         sweep_killed_runs(&base);
-        let path = base.join(format!("{DIR_PREFIX}{}.{engine}", std::process::id()));
+        let path = base.join(format!(
+            "{DIR_PREFIX}{}.{engine}.{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         owner.create_dir(&path)?;
         Ok(Scratch { path })
     }
@@ -169,13 +173,7 @@ fn sweep_killed_runs(base: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(demo_pid) else {
             continue;
         };
         let alive = Path::new("/proc").join(pid.to_string()).exists();
@@ -186,6 +184,15 @@ fn sweep_killed_runs(base: &Path) {
             }
         }
     }
+}
+
+/// The pid of the demo that made a scratch directory named `name`.
+fn demo_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(DIR_PREFIX)?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (whoever binds it retries on failure).
@@ -457,4 +464,30 @@ fn tie_to_this_process(command: &mut Command, death_signal: libc::c_int) {
     };
     // SAFETY: see above.
     unsafe { command.pre_exec(tie) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_directories_name_their_demo() {
+        assert_eq!(
+            demo_pid("switchyard-demo.4242.postgres.0a1b2c3d"),
+            Some(4242)
+        );
+        assert_eq!(demo_pid("switchyard-demo.x.mysql.00000000"), None);
+        assert_eq!(demo_pid("switchyard-pg.4242.abc"), None);
+    }
+
+    #[test]
+    fn the_stop_script_stops_what_was_left_running() {
+        let processes = Processes::new(false);
+        let script = processes.leave_running(Path::new("/tmp/switchyard-demo.1.postgres.0"));
+        assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+        assert!(
+            script.contains("rm -rf '/tmp/switchyard-demo.1.postgres.0'"),
+            "{script}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! connect: tokio-postgres or mysql_async, prepared statements, explicit transactions.
 //! Every statement is timed into [`Stats`]; a failure comes back as its text.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -31,14 +32,27 @@ pub enum AppConn {
     Mysql(mysql_async::Conn),
 }
 
-/// A tokio-postgres client with its statements prepared once, as connection pools do.
+/// A tokio-postgres client whose statements are prepared at first use and then reused, as
+/// connection pools' statement caches do. (Only at first use: a read-only session that
+/// prepared an INSERT would count as having written, and read from the writer for a while.)
 pub struct PgApp {
     client: Client,
-    insert: Statement,
-    count: Statement,
-    find: Statement,
-    counter: Statement,
-    recent: Statement,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl PgApp {
+    async fn statement(&mut self, text: &'static str) -> Outcome<Statement> {
+        if let Some(statement) = self.prepared.get(text) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .client
+            .prepare(text)
+            .await
+            .map_err(|e| format!("prepare {text:?}: {e}"))?;
+        self.prepared.insert(text, statement.clone());
+        Ok(statement)
+    }
 }
 
 type Outcome<T> = Result<T, String>;
@@ -65,7 +79,7 @@ impl AppConn {
         match engine {
             Engine::Postgres => {
                 let (client, connection) = tokio_postgres::Config::new()
-                    .host(&proxy.ip().to_string())
+                    .host(proxy.ip().to_string())
                     .port(proxy.port())
                     .user(APP_USER)
                     .password(APP_PASSWORD)
@@ -80,19 +94,9 @@ impl AppConn {
                         tracing::debug!(error = %e, "application connection ended");
                     }
                 });
-                let prepare = async |text: &str| {
-                    client
-                        .prepare(text)
-                        .await
-                        .map_err(|e| format!("prepare {text:?}: {e}"))
-                };
                 Ok(AppConn::Postgres(Box::new(PgApp {
-                    insert: prepare(sql::PG_INSERT).await?,
-                    count: prepare(sql::PG_COUNT).await?,
-                    find: prepare(sql::PG_FIND).await?,
-                    counter: prepare(sql::PG_COUNTER).await?,
-                    recent: prepare(sql::PG_RECENT).await?,
                     client,
+                    prepared: HashMap::new(),
                 })))
             }
             Engine::Mysql => {
@@ -115,9 +119,13 @@ impl AppConn {
     pub async fn read(&mut self, session: i32, stats: &Stats) -> Outcome<()> {
         match self {
             AppConn::Postgres(pg) => {
+                let (counter, recent) = (
+                    pg.statement(sql::PG_COUNTER).await?,
+                    pg.statement(sql::PG_RECENT).await?,
+                );
                 let c = &pg.client;
-                timed(stats, "read", c.query_opt(&pg.counter, &[&session])).await?;
-                timed(stats, "read", c.query(&pg.recent, &[])).await?;
+                timed(stats, "read", c.query_opt(&counter, &[&session])).await?;
+                timed(stats, "read", c.query(&recent, &[])).await?;
             }
             AppConn::Mysql(conn) => {
                 let counter = conn.exec_first::<i64, _, _>(sql::MY_COUNTER, (session,));
@@ -134,12 +142,16 @@ impl AppConn {
     pub async fn write_transaction(&mut self, id: i64, session: i32, stats: &Stats) -> Outcome<()> {
         match self {
             AppConn::Postgres(pg) => {
+                let (insert, count) = (
+                    pg.statement(sql::PG_INSERT).await?,
+                    pg.statement(sql::PG_COUNT).await?,
+                );
                 let c = &pg.client;
                 let (insert_params, count_params) = ([&id as _, &session as _], [&session as _]);
                 timed(stats, "BEGIN", c.batch_execute("BEGIN")).await?;
-                let insert = c.execute(&pg.insert, &insert_params);
+                let insert = c.execute(&insert, &insert_params);
                 timed(stats, "INSERT in a transaction", insert).await?;
-                let count = c.execute(&pg.count, &count_params);
+                let count = c.execute(&count, &count_params);
                 timed(stats, "UPDATE in a transaction", count).await?;
                 timed(stats, "COMMIT", c.batch_execute("COMMIT")).await?;
             }
@@ -165,11 +177,15 @@ impl AppConn {
     ) -> Outcome<bool> {
         match self {
             AppConn::Postgres(pg) => {
+                let (insert, find) = (
+                    pg.statement(sql::PG_INSERT).await?,
+                    pg.statement(sql::PG_FIND).await?,
+                );
                 let c = &pg.client;
                 let (insert_params, find_params) = ([&id as _, &session as _], [&id as _]);
-                let insert = c.execute(&pg.insert, &insert_params);
+                let insert = c.execute(&insert, &insert_params);
                 timed(stats, "INSERT", insert).await?;
-                let find = c.query_opt(&pg.find, &find_params);
+                let find = c.query_opt(&find, &find_params);
                 let row = timed(stats, "read-your-writes SELECT", find).await?;
                 Ok(row.is_some())
             }
