@@ -1,5 +1,5 @@
-//! The operator's side of the admin API: `switchyard status`, `pause`, `resume` and
-//! `read-only`, talking HTTP to a running proxy. Part of the binary only.
+//! The operator's side of the admin API: `switchyard status`, `pause`, `resume`,
+//! `read-only` and the demo's cutover, talking HTTP to a running proxy. Part of the binary only.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use switchyard::cutover::Settings;
 use switchyard::cutover::driver::{self, Participant, Plan, Report, StepOutcome, StepRequest};
 
 /// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone)]
 pub struct Admin {
     pub url: String,
     pub token: Option<String>,
@@ -23,33 +24,43 @@ impl Admin {
             .into()
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    /// Sends one request (with the token, when there is one) and returns the HTTP status and
+    /// the body: parsed JSON, or the text as a JSON string.
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let agent = Admin::agent();
+        let bearer = self.token.as_ref().map(|token| format!("Bearer {token}"));
         let response = match method {
-            "GET" => agent.get(&url).call(),
+            "GET" => {
+                let mut request = agent.get(&url);
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                request.call()
+            }
             _ => {
                 let mut request = agent.post(&url).content_type("application/json");
-                if let Some(token) = &self.token {
-                    request = request.header("Authorization", &format!("Bearer {token}"));
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
                 }
                 request.send(body.unwrap_or(Value::Null).to_string())
             }
         };
         let mut response = response.with_context(|| format!("{method} {url}"))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
             .with_context(|| format!("read the answer of {method} {url}"))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let message = value
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| value.to_string());
-            bail!("{method} {path}: {status}: {message}");
+        Ok((status, value))
+    }
+
+    /// Like [`Admin::request`], but an answer other than 2xx is an error carrying its message.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, value) = self.request(method, path, body)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status}: {}", error_message(&value));
         }
         Ok(value)
     }
@@ -65,6 +76,19 @@ impl Admin {
         let settings = serde_json::from_value(v.get("settings").cloned().unwrap_or_default())
             .context("GET /v1/cutover: settings")?;
         Ok((active, settings))
+    }
+
+    /// `GET path` as text (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        match self.call("GET", path, None)? {
+            Value::String(text) => Ok(text),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// `GET path` as JSON.
+    pub fn get_json(&self, path: &str) -> Result<Value> {
+        self.call("GET", path, None)
     }
 
     pub fn status(&self) -> Result<String> {
@@ -184,6 +208,15 @@ pub fn render_report(r: &Report) -> String {
         out.push_str(&format!("  error        {e}\n"));
     }
     out
+}
+
+/// The `error` field of an error answer, else the whole answer.
+pub fn error_message(value: &Value) -> String {
+    value
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| text(value))
 }
 
 fn text(v: &Value) -> String {

@@ -1,11 +1,13 @@
-//! The `switchyard` command: serve, check a config, and (later) drive migrations.
+//! The `switchyard` command: serve, check a config, drive a running proxy, and the demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 mod client;
+mod demo;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -57,6 +59,20 @@ enum Command {
         cluster: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// A live migration on local servers: an old and a new cluster, switchyard in front, an
+    /// application's load, and the cutover midway; ends with a report (exit 0 when nothing
+    /// failed and nothing was lost).
+    Demo {
+        /// The database to migrate.
+        #[arg(long, value_enum, default_value = "postgres")]
+        engine: demo::Engine,
+        /// How long the application runs (the cutover starts halfway), e.g. 30s or 2m.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Leave the servers and switchyard running at the end, and print how to reach them.
+        #[arg(long)]
+        keep: bool,
     },
     /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
     /// Moves every client to another cluster: pause, drain, fence, catch up, switch.
@@ -138,6 +154,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Status { admin } => admin_command(|| admin.resolve()?.status()),
+        Command::Demo {
+            engine,
+            duration,
+            keep,
+        } => demo::run(demo::Options {
+            engine,
+            duration,
+            keep,
+        }),
         Command::Pause { cluster, admin } => {
             admin_command(|| admin.resolve()?.pause(cluster.as_deref()))
         }

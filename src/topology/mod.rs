@@ -23,8 +23,8 @@ use arc_swap::ArcSwap;
 pub use balancer::{effective_weight, pick_reader};
 pub use change::{Seen, next_cluster};
 pub use health::{HealthState, Probe, Status, Thresholds};
-pub(crate) use monitor::monitor_login;
 pub use lag::{LagMemory, Replication, with_lag};
+pub(crate) use monitor::monitor_login;
 pub use monitor::{MonitorError, Task, monitors};
 
 use crate::config::{

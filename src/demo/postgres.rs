@@ -1,0 +1,411 @@
+//! PostgreSQL for the demo: an old and a new cluster, each a primary and a streaming replica
+//! (`pg_basebackup -R`), and logical replication from the old primary to the new one
+//! (publication and subscription `switchyard`, whose slot the cutover's catch-up watches).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::process::{self, Account, Processes, Signals, StopSignal, log_tail};
+use super::{APP_DATABASE, APP_PASSWORD, APP_USER, Instance, SLOT};
+
+/// How long a server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long replication may take to start or to catch up.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Appended to the `postgresql.conf` that initdb writes (replicas copy it). The data is
+/// thrown away at the end, so nothing is synced to disk.
+const SETTINGS: &str = "
+# switchyard demo
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+fsync = off
+shared_buffers = 32MB
+max_connections = 200
+logging_collector = off
+";
+
+/// The demo's own loopback connections only: the superuser (monitor, replication) without
+/// a password, the application's role with SCRAM.
+const HBA: &str = "\
+# TYPE  DATABASE     USER       ADDRESS       METHOD
+local   all          all                      trust
+host    replication  postgres   127.0.0.1/32  trust
+host    all          postgres   127.0.0.1/32  trust
+host    all          all        127.0.0.1/32  scram-sha-256
+";
+
+/// The application's tables. `seq` is a sequence the new primary must continue after the
+/// cutover; `id` is the demo's own unique id, recorded once a write is acknowledged.
+const SCHEMA: &str = "
+CREATE TABLE ledger (
+    seq bigserial PRIMARY KEY,
+    id bigint NOT NULL UNIQUE,
+    session int NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE counters (session int PRIMARY KEY, n bigint NOT NULL);
+";
+
+/// One running server.
+pub struct PgServer {
+    pub name: String,
+    pub port: u16,
+    log: PathBuf,
+}
+
+pub struct PgCluster {
+    pub writer: PgServer,
+    pub replica: PgServer,
+}
+
+/// Both clusters, replicating old → new.
+pub struct PgClusters {
+    pub old: PgCluster,
+    pub new: PgCluster,
+    pub version: String,
+}
+
+/// Where PostgreSQL's programs are: `$PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let version = |name: &str| -> Option<Vec<u32>> {
+        name.split('.').map(|part| part.parse().ok()).collect()
+    };
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let bin = entry.path().join("bin");
+            let version = version(entry.file_name().to_str()?)?;
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .max();
+    match newest {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres).\n\
+             Install it with `bash scripts/install-deps.sh` (Debian packages postgresql and \
+             postgresql-contrib), or point PG_BIN at a directory holding initdb and postgres."
+        ),
+    }
+}
+
+/// Checks that the programs exist before anything starts.
+pub fn check_installed() -> Result<()> {
+    let bin = bin_dir()?;
+    for program in ["initdb", "postgres", "pg_basebackup"] {
+        if !bin.join(program).is_file() {
+            bail!(
+                "{} is missing; install PostgreSQL with `bash scripts/install-deps.sh`",
+                bin.join(program).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts both clusters side by side, then replication from old to new; returns once every
+/// replica streams and the new primary has copied the old one's tables. `sessions` rows
+/// are seeded in `counters`.
+pub async fn start(dir: &Path, processes: &Processes, sessions: usize) -> Result<PgClusters> {
+    let bin = bin_dir()?;
+    let owner = Account::named("postgres").await?;
+    let (old, new) = tokio::try_join!(
+        start_cluster("old", dir, &bin, owner, processes),
+        start_cluster("new", dir, &bin, owner, processes),
+    )?;
+    let clusters = PgClusters {
+        version: server_version(&old.writer).await?,
+        old,
+        new,
+    };
+    clusters.replicate(sessions).await?;
+    Ok(clusters)
+}
+
+async fn start_cluster(
+    name: &str,
+    dir: &Path,
+    bin: &Path,
+    owner: Account,
+    processes: &Processes,
+) -> Result<PgCluster> {
+    let writer_name = format!("{name}-writer");
+    let data = dir.join(&writer_name);
+    let mut initdb = owner.command(&bin.join("initdb"), dir);
+    initdb.arg("--pgdata").arg(&data).args([
+        "--username=postgres",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    ]);
+    process::run(initdb, &format!("initdb for {writer_name}")).await?;
+    append(&data.join("postgresql.conf"), SETTINGS)?;
+    std::fs::write(data.join("pg_hba.conf"), HBA).context("write pg_hba.conf")?;
+    let writer = launch(&writer_name, &data, dir, bin, owner, processes).await?;
+    create_app(&writer).await?;
+
+    let replica_name = format!("{name}-replica");
+    let replica_data = dir.join(&replica_name);
+    let mut backup = owner.command(&bin.join("pg_basebackup"), dir);
+    backup.arg("--pgdata").arg(&replica_data).args([
+        "--host=127.0.0.1",
+        &format!("--port={}", writer.port),
+        "--username=postgres",
+        "--write-recovery-conf",
+        "--wal-method=stream",
+        "--checkpoint=fast",
+        "--no-sync",
+        "--create-slot",
+        "--slot=replica",
+    ]);
+    process::run(backup, &format!("pg_basebackup for {replica_name}")).await?;
+    let replica = launch(&replica_name, &replica_data, dir, bin, owner, processes).await?;
+    Ok(PgCluster { writer, replica })
+}
+
+/// Starts postgres on `data` and waits until it accepts connections.
+async fn launch(
+    name: &str,
+    data: &Path,
+    dir: &Path,
+    bin: &Path,
+    owner: Account,
+    processes: &Processes,
+) -> Result<PgServer> {
+    let log = dir.join(format!("{name}.log"));
+    let spawn = |[port]: [u16; 1]| {
+        let mut command = owner.command(&bin.join("postgres"), dir);
+        command.arg("-D").arg(data).args(["-p", &port.to_string()]);
+        command.args([
+            "-c",
+            &format!("unix_socket_directories={}", dir.display()),
+            "-c",
+            &format!("cluster_name={name}"),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ]);
+        let signals = Signals {
+            stop: StopSignal::Int,
+            on_demo_death: libc::SIGQUIT,
+        };
+        processes.spawn(name, command, &log, owner, signals)
+    };
+    let probe = |[port]: [u16; 1]| async move {
+        connect(port, "postgres")
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let [port] = processes
+        .launch(name, &log, READY_TIMEOUT, spawn, probe)
+        .await?;
+    Ok(PgServer {
+        name: name.to_owned(),
+        port,
+        log,
+    })
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("append to {}", path.display()))
+}
+
+/// A superuser connection over TCP; its connection task ends with the client.
+async fn connect(port: u16, database: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(database)
+        .application_name("switchyard-demo")
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(async move {
+        // Ends with an error when the server stops first; nothing is waiting for it then.
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "demo connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgServer {
+    async fn client(&self, database: &str) -> Result<Client> {
+        connect(self.port, database)
+            .await
+            .with_context(|| format!("connect to {} (port {})", self.name, self.port))
+    }
+
+    async fn execute(&self, database: &str, sql: &str) -> Result<()> {
+        self.client(database)
+            .await?
+            .batch_execute(sql)
+            .await
+            .with_context(|| format!("on {}: {sql}", self.name))
+    }
+
+    pub fn instance(&self) -> Instance {
+        Instance {
+            name: self.name.clone(),
+            addr: format!("127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+/// The application's role, database and tables on a new primary (roles and DDL are not
+/// carried by logical replication, so both primaries get them).
+async fn create_app(writer: &PgServer) -> Result<()> {
+    writer
+        .execute(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}';"
+            ),
+        )
+        .await?;
+    // On its own: CREATE DATABASE cannot run in the implicit transaction of a batch.
+    writer
+        .execute(
+            "postgres",
+            &format!("CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}"),
+        )
+        .await?;
+    writer
+        .execute(APP_DATABASE, &format!("SET ROLE {APP_USER}; {SCHEMA}"))
+        .await
+}
+
+async fn server_version(server: &PgServer) -> Result<String> {
+    let row = server
+        .client("postgres")
+        .await?
+        .query_one("SHOW server_version", &[])
+        .await
+        .context("SHOW server_version")?;
+    Ok(format!("PostgreSQL {}", row.get::<_, String>(0)))
+}
+
+impl PgClusters {
+    /// Publication on old, subscription (slot `switchyard`) on new; waits until the new
+    /// primary has copied every table and both replicas stream.
+    async fn replicate(&self, sessions: usize) -> Result<()> {
+        let (old, new) = (&self.old.writer, &self.new.writer);
+        old.execute(
+            APP_DATABASE,
+            &format!(
+                "INSERT INTO counters SELECT g, 0 FROM generate_series(0, {}) g;
+                 CREATE PUBLICATION {SLOT} FOR ALL TABLES;",
+                sessions.saturating_sub(1)
+            ),
+        )
+        .await?;
+        new.execute(
+            APP_DATABASE,
+            &format!(
+                "CREATE SUBSCRIPTION {SLOT}
+                   CONNECTION 'host=127.0.0.1 port={} user=postgres dbname={APP_DATABASE}'
+                   PUBLICATION {SLOT}",
+                old.port
+            ),
+        )
+        .await?;
+        let copied = "SELECT count(*) FILTER (WHERE srsubstate <> 'r') FROM pg_subscription_rel";
+        self.poll(new, copied, "the initial table copy").await?;
+        let streaming = "SELECT 1 - count(*) FROM pg_replication_slots s
+             JOIN pg_stat_replication r ON r.pid = s.active_pid
+             WHERE s.slot_name = 'replica' AND r.state = 'streaming'";
+        self.poll(&self.old.writer, streaming, "old-replica streaming")
+            .await?;
+        self.poll(new, streaming, "new-replica streaming").await
+    }
+
+    /// Runs `query` (one bigint: what is left to wait for) on `server` until it says 0.
+    async fn poll(&self, server: &PgServer, query: &str, what: &str) -> Result<()> {
+        let client = server.client(APP_DATABASE).await?;
+        let deadline = tokio::time::Instant::now() + REPLICATION_TIMEOUT;
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let left: i64 = client
+                .query_one(query, &[])
+                .await
+                .with_context(|| format!("on {}: {query}", server.name))?
+                .get(0);
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{what} did not finish within {REPLICATION_TIMEOUT:?}\n{}\n{}",
+                    self.old.writer.log_tail(),
+                    self.new.writer.log_tail()
+                );
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the new primary has applied everything the old one wrote (used when no
+    /// cutover happened, to check the writes on the new primary all the same).
+    pub async fn wait_caught_up(&self) -> Result<()> {
+        let old = self.old.writer.client(APP_DATABASE).await?;
+        let lsn: String = old
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .context("read the old primary's WAL position")?
+            .get(0);
+        let behind = format!(
+            "SELECT count(*) FROM pg_replication_slots
+             WHERE slot_name = '{SLOT}' AND confirmed_flush_lsn < '{lsn}'::pg_lsn"
+        );
+        self.poll(&self.old.writer, &behind, "logical replication catch-up")
+            .await
+    }
+
+    /// Every ledger id and every counter on the new primary.
+    pub async fn ledger(&self) -> Result<(HashSet<i64>, BTreeMap<i32, i64>)> {
+        let client = self.new.writer.client(APP_DATABASE).await?;
+        let ids = client
+            .query("SELECT id FROM ledger", &[])
+            .await
+            .context("read the ledger on new-writer")?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let counters = client
+            .query("SELECT session, n FROM counters", &[])
+            .await
+            .context("read the counters on new-writer")?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        Ok((ids, counters))
+    }
+}
+
+impl PgServer {
+    fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
