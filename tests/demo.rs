@@ -1,10 +1,6 @@
 //! The demo, run as a newcomer runs it: `switchyard demo --engine … --duration 6s` starts
 //! real servers, moves an application from the old to the new cluster under load, and must
 //! exit 0 (no error, no lost write, the cutover switched).
-//!
-//! The demo needs the cutover (`POST /v1/cutover` and the `[cutover]` config section). A
-//! build without it answers that endpoint with 404, the demo reports "no cutover" and exits
-//! 1, and these tests fail: that is expected until the cutover is merged.
 
 use std::process::Command;
 use std::sync::Mutex;
