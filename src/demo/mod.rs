@@ -423,6 +423,10 @@ fn keep_lines(clusters: &Clusters, proxy: &proxy::Proxy, token: &str) -> Kept {
         ),
         format!("{:<20}{admin}  (token {token})", "admin API"),
         format!("{:<20}{exe} status --admin {admin}", ""),
+        format!(
+            "{:<20}{exe} pause | resume | read-only on --cluster old --admin {admin} --token {token}",
+            ""
+        ),
         format!("{:<20}curl -s {admin}/metrics | grep switchyard_", ""),
     ];
     for instance in clusters.instances() {
