@@ -172,10 +172,13 @@ impl Session {
         Ok(())
     }
 
-    /// Counts the error; the connection is dropped (the next operation reconnects) after a
-    /// short wait.
+    /// Counts the error, and shows it the first time its text comes up; the connection is
+    /// dropped (the next operation reconnects) after a short wait.
     async fn failed(&self, error: String) {
-        self.stats.error(error);
+        let shown = format!("session {}: {error}", self.number);
+        if self.stats.error(error) {
+            println!("{:>7} error: {shown}", "");
+        }
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }
