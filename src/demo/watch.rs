@@ -107,6 +107,11 @@ impl Watch {
         line
     }
 
+    /// Makes `sample` the one the first line's rates are measured from.
+    pub fn start_from(&mut self, sample: Sample) {
+        self.last = sample;
+    }
+
     /// The line for `sample`, with rates since the previous one; remembers `sample`.
     pub fn line(&mut self, sample: Sample) -> String {
         let seconds = (sample.at.saturating_sub(self.last.at))
