@@ -241,7 +241,6 @@ async fn demo(
     let stats = Arc::new(Stats::new());
     let mut watch = Watch::new(proxy.admin.clone(), instances.to_vec(), Arc::clone(&stats));
     let baseline = watch.sample().await;
-    watch.start_from(baseline.clone());
     println!(
         "\n{} application sessions ({} reading, {} writing) for {:?}; the cutover to new \
          starts at {:?}\n",
@@ -252,6 +251,7 @@ async fn demo(
         options.duration / 2
     );
     println!("{}", watch.header());
+    watch.start_from(baseline.clone());
     let run = run_application(options, &proxy, &stats, &mut watch).await;
 
     println!("\nChecking every acknowledged write on new-writer …");

@@ -110,9 +110,13 @@ impl Watch {
         line
     }
 
-    /// Makes `sample` the one the first line's rates are measured from.
+    /// Starts the clock now, with `sample` the one the first line's rates are measured from.
     pub fn start_from(&mut self, sample: Sample) {
-        self.last = sample;
+        self.started = Instant::now();
+        self.last = Sample {
+            at: Duration::ZERO,
+            ..sample
+        };
     }
 
     /// The line for `sample`, with rates since the previous one; remembers `sample`.
