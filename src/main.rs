@@ -60,9 +60,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// A live migration on local servers: an old and a new cluster, switchyard in front, an
-    /// application's load, and the cutover midway; ends with a report (exit 0 when nothing
-    /// failed and nothing was lost).
+    /// Show a live migration on local servers, under load, with a report.
+    ///
+    /// Starts an old and a new cluster (writer + replica each) with replication from old to
+    /// new, switchyard in front, and an application's load through it; cuts over midway
+    /// through the admin API; then checks every acknowledged write on the new writer. Exit
+    /// status 0 when nothing failed and nothing was lost.
     Demo {
         /// The database to migrate.
         #[arg(long, value_enum, default_value = "postgres")]

@@ -241,7 +241,6 @@ async fn demo(
     let stats = Arc::new(Stats::new());
     let mut watch = Watch::new(proxy.admin.clone(), instances.to_vec(), Arc::clone(&stats));
     let baseline = watch.sample().await;
-    watch.line(baseline.clone());
     println!(
         "\n{} application sessions ({} reading, {} writing) for {:?}; the cutover to new \
          starts at {:?}\n",
@@ -252,15 +251,68 @@ async fn demo(
         options.duration / 2
     );
     println!("{}", watch.header());
-    let (stop_load, stop) = switchyard::shutdown::channel();
-    let load = Load::start(options.engine, proxy.addr, &stats, &stop);
-    let load_started = Instant::now();
-    let deadline = load_started + options.duration;
+    watch.start_from(baseline.clone());
+    let run = run_application(options, &proxy, &stats, &mut watch).await;
 
+    println!("\nChecking every acknowledged write on new-writer …");
+    let switched = matches!(run.cutover, Outcome::Switched(_));
+    let writes = verify(&clusters, &run.ledger, switched).await;
+    let summary = Summary {
+        server_version: clusters.version().to_owned(),
+        sessions: load::SESSIONS,
+        ran: run.ran,
+        statements: Stats::count(&stats.statements),
+        p99: {
+            stats.interval.drain_into(&stats.total);
+            stats.total.quantile(0.99)
+        },
+        errors: Stats::count(&stats.errors),
+        error_texts: stats.error_texts(),
+        write_transactions: Stats::count(&stats.write_transactions),
+        read_your_writes_checks: Stats::count(&stats.read_your_writes_checks),
+        read_your_writes_misses: Stats::count(&stats.read_your_writes_misses),
+        writes,
+        cutover: run.cutover,
+        cutover_at: Some(run.cutover_at),
+        slowest_during_cutover: stats.slowest_during_cutover(),
+        instances: instances.to_vec(),
+        before: difference(&run.before, &baseline.per_instance),
+        after: difference(&run.end, &run.after),
+        metrics_url: format!("{}/metrics", proxy.admin_url()),
+    };
+    print!("{}", summary.render());
+    Ok(summary)
+}
+
+/// What happened while the application ran.
+struct Run {
+    ledger: load::Ledger,
+    ran: Duration,
+    cutover: Outcome,
+    /// When the cutover was requested, since the load started.
+    cutover_at: Duration,
+    /// Statements per instance when the cutover was requested, when it ended, and at the end.
+    before: PerInstance,
+    after: PerInstance,
+    end: PerInstance,
+}
+
+/// Runs the application for the whole duration, printing progress every second, and asks
+/// for the cutover halfway.
+async fn run_application(
+    options: &Options,
+    proxy: &proxy::Proxy,
+    stats: &Arc<Stats>,
+    watch: &mut Watch,
+) -> Run {
+    let (stop_load, stop) = switchyard::shutdown::channel();
+    let load = Load::start(options.engine, proxy.addr, stats, &stop);
+    let started = Instant::now();
+    let deadline = started + options.duration;
     let cutover = async {
-        tokio::time::sleep_until((load_started + options.duration / 2).into()).await;
+        tokio::time::sleep_until((started + options.duration / 2).into()).await;
         let before = metrics(&proxy.admin).await;
-        let at = load_started.elapsed();
+        let at = started.elapsed();
         stats.cutover_started(Instant::now());
         println!(
             "{:>5.0}s   cutover requested: POST /v1/cutover {{\"to\": \"new\"}} (a dry run first)",
@@ -271,7 +323,7 @@ async fn demo(
         let after = metrics(&proxy.admin).await;
         println!(
             "{:>5.0}s   cutover: {}",
-            load_started.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64(),
             short(&outcome)
         );
         (outcome, at, before, after)
@@ -286,40 +338,18 @@ async fn demo(
         }
         tokio::time::sleep_until(deadline.into()).await;
     };
-    let ((outcome, cutover_at, before, after), ()) = tokio::join!(cutover, progress);
+    let ((cutover, cutover_at, before, after), ()) = tokio::join!(cutover, progress);
     stop_load.trigger();
     let ledger = load.finish().await;
-    let ran = load_started.elapsed();
-    let end = metrics(&proxy.admin).await;
-
-    println!("\nChecking every acknowledged write on new-writer …");
-    let switched = matches!(outcome, Outcome::Switched(_));
-    let writes = verify(&clusters, &ledger, switched).await;
-    let summary = Summary {
-        server_version: clusters.version().to_owned(),
-        sessions: load::SESSIONS,
-        ran,
-        statements: Stats::count(&stats.statements),
-        p99: {
-            stats.interval.drain_into(&stats.total);
-            stats.total.quantile(0.99)
-        },
-        errors: Stats::count(&stats.errors),
-        error_texts: stats.error_texts(),
-        write_transactions: Stats::count(&stats.write_transactions),
-        read_your_writes_checks: Stats::count(&stats.read_your_writes_checks),
-        read_your_writes_misses: Stats::count(&stats.read_your_writes_misses),
-        writes,
-        cutover: outcome,
-        cutover_at: Some(cutover_at),
-        slowest_during_cutover: stats.slowest_during_cutover(),
-        instances: instances.to_vec(),
-        before: difference(&before, &baseline.per_instance),
-        after: difference(&end, &after),
-        metrics_url: format!("{}/metrics", proxy.admin_url()),
-    };
-    print!("{}", summary.render());
-    Ok(summary)
+    Run {
+        ledger,
+        ran: started.elapsed(),
+        cutover,
+        cutover_at,
+        before,
+        after,
+        end: metrics(&proxy.admin).await,
+    }
 }
 
 /// The cutover's outcome in a few words, for the progress lines.
@@ -423,6 +453,10 @@ fn keep_lines(clusters: &Clusters, proxy: &proxy::Proxy, token: &str) -> Kept {
         ),
         format!("{:<20}{admin}  (token {token})", "admin API"),
         format!("{:<20}{exe} status --admin {admin}", ""),
+        format!(
+            "{:<20}{exe} pause | resume | read-only on --cluster old --admin {admin} --token {token}",
+            ""
+        ),
         format!("{:<20}curl -s {admin}/metrics | grep switchyard_", ""),
     ];
     for instance in clusters.instances() {

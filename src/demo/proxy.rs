@@ -100,7 +100,7 @@ health_interval = "500ms"
 
 /// Whether this build of switchyard knows `[cutover]`. Until the cutover is merged, config
 /// validation rejects it as an unknown key; the demo then runs without it and says so.
-fn accepts_cutover_section(text: &str) -> Result<bool> {
+pub fn accepts_cutover_section(text: &str) -> Result<bool> {
     match toml::from_str::<switchyard::config::Config>(text) {
         Ok(_) => Ok(true),
         Err(e) if e.to_string().contains("unknown field `cutover`") => Ok(false),
@@ -227,48 +227,6 @@ fn unhealthy(status: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn plan() -> Plan {
-        let instance = |name: &str, port: u16| Instance {
-            name: name.to_owned(),
-            addr: format!("127.0.0.1:{port}"),
-        };
-        Plan {
-            protocol: "postgres",
-            clusters: [
-                ClusterPlan {
-                    name: "old",
-                    writer: instance("old-writer", 5001),
-                    replica: instance("old-replica", 5002),
-                },
-                ClusterPlan {
-                    name: "new",
-                    writer: instance("new-writer", 5003),
-                    replica: instance("new-replica", 5004),
-                },
-            ],
-            monitor_user: "postgres",
-            monitor_database: Some("app"),
-            cutover: "catch_up = \"lsn\"\nslot = \"switchyard\"\n".into(),
-            token: "t0ken".into(),
-        }
-    }
-
-    #[test]
-    fn the_config_is_valid_for_this_build() {
-        let dir = Path::new("/nonexistent/demo");
-        let with = config_text(&plan(), 6000, 6001, dir, true);
-        let without = config_text(&plan(), 6000, 6001, dir, false);
-        assert!(with.contains("[cutover]\ncatch_up = \"lsn\""), "{with}");
-        assert!(!without.contains("[cutover]"), "{without}");
-        let accepted = accepts_cutover_section(&with).expect("readable");
-        let text = if accepted { with } else { without };
-        let raw: switchyard::config::Config = toml::from_str(&text).expect("parse");
-        let valid = switchyard::config::validate(raw, &|_| None).expect("valid");
-        assert_eq!(valid.raw.routing.active, "old");
-        assert_eq!(valid.raw.clusters["new"].readers, ["127.0.0.1:5004"]);
-        assert_eq!(valid.admin_token.as_deref(), Some("t0ken"));
-    }
 
     #[test]
     fn unhealthy_instances_are_named() {

@@ -8,6 +8,9 @@ use super::Instance;
 use super::cutover::{Outcome, Report as CutoverReport};
 use super::watch::PerInstance;
 
+/// The report lists this many distinct error texts, the most frequent first.
+const MAX_ERROR_TEXTS: usize = 10;
+
 /// Everything the report says.
 #[derive(Debug)]
 pub struct Summary {
@@ -144,8 +147,16 @@ impl Summary {
             ),
         );
         row("errors", thousands(self.errors));
-        for (text, count) in &self.error_texts {
+        let mut texts: Vec<_> = self.error_texts.iter().collect();
+        texts.sort_by(|a, b| b.1.cmp(a.1));
+        for (text, count) in texts.iter().take(MAX_ERROR_TEXTS) {
             row("", format!("{count} x {text}"));
+        }
+        if texts.len() > MAX_ERROR_TEXTS {
+            row(
+                "",
+                format!("… and {} other texts", texts.len() - MAX_ERROR_TEXTS),
+            );
         }
         row("writes", self.writes_line());
         if self.writes.counters_checked > 0 {

@@ -12,14 +12,19 @@ use super::process::{Account, Processes};
 use super::proxy::{ClusterPlan, Plan};
 use super::{APP_DATABASE, Engine, Instance, SLOT};
 
-/// The `[cutover]` section for PostgreSQL: logical replication, caught up by LSN.
-const POSTGRES_CUTOVER: &str = r#"catch_up = "lsn"
-slot = "switchyard"
-database = "app"
+/// The `[cutover]` section for PostgreSQL: logical replication, caught up by the LSN of the
+/// subscription's slot on the old writer.
+fn postgres_cutover() -> String {
+    format!(
+        r#"catch_up = "lsn"
+slot = "{SLOT}"
+database = "{APP_DATABASE}"
 max_lag = "5s"
 drain_timeout = "2s"
 catch_up_timeout = "2s"
-"#;
+"#
+    )
+}
 
 /// The `[cutover]` section for MariaDB: binlog replication, caught up by GTID.
 const MYSQL_CUTOVER: &str = r#"catch_up = "gtid"
@@ -27,6 +32,42 @@ max_lag = "5s"
 drain_timeout = "2s"
 catch_up_timeout = "2s"
 "#;
+
+/// What switchyard's config says of the four `instances` (old writer, old replica, new
+/// writer, new replica): the monitor is the superuser, which the cutover's catch-up uses too.
+fn plan(engine: Engine, instances: [Instance; 4], token: String) -> Plan {
+    let [old_writer, old_replica, new_writer, new_replica] = instances;
+    let clusters = [
+        ClusterPlan {
+            name: "old",
+            writer: old_writer,
+            replica: old_replica,
+        },
+        ClusterPlan {
+            name: "new",
+            writer: new_writer,
+            replica: new_replica,
+        },
+    ];
+    match engine {
+        Engine::Postgres => Plan {
+            protocol: "postgres",
+            clusters,
+            monitor_user: "postgres",
+            monitor_database: Some(APP_DATABASE),
+            cutover: postgres_cutover(),
+            token,
+        },
+        Engine::Mysql => Plan {
+            protocol: "mysql",
+            clusters,
+            monitor_user: "root",
+            monitor_database: None,
+            cutover: MYSQL_CUTOVER.into(),
+            token,
+        },
+    }
+}
 
 pub enum Clusters {
     Postgres(PgClusters),
@@ -109,37 +150,11 @@ impl Clusters {
 
     /// What switchyard's config says of them.
     pub fn plan(&self, token: String) -> Plan {
-        let [old_writer, old_replica, new_writer, new_replica] = self.instances();
-        let clusters = [
-            ClusterPlan {
-                name: "old",
-                writer: old_writer,
-                replica: old_replica,
-            },
-            ClusterPlan {
-                name: "new",
-                writer: new_writer,
-                replica: new_replica,
-            },
-        ];
-        match self {
-            Clusters::Postgres(_) => Plan {
-                protocol: "postgres",
-                clusters,
-                monitor_user: "postgres",
-                monitor_database: Some(APP_DATABASE),
-                cutover: POSTGRES_CUTOVER.into(),
-                token,
-            },
-            Clusters::Mysql(_) => Plan {
-                protocol: "mysql",
-                clusters,
-                monitor_user: "root",
-                monitor_database: None,
-                cutover: MYSQL_CUTOVER.into(),
-                token,
-            },
-        }
+        let engine = match self {
+            Clusters::Postgres(_) => Engine::Postgres,
+            Clusters::Mysql(_) => Engine::Mysql,
+        };
+        plan(engine, self.instances(), token)
     }
 
     /// Waits until the new writer has applied everything the old one wrote.
@@ -179,6 +194,39 @@ impl Clusters {
             (Clusters::Mysql(_), false) => {
                 format!("mariadb -h {host} -P {port} -u root {APP_DATABASE}")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::proxy::{accepts_cutover_section, config_text};
+
+    /// The configs the demo writes pass this build's validation: with `[cutover]` once the
+    /// build knows it, without it until then.
+    #[test]
+    fn the_demo_configs_are_valid() {
+        for engine in [Engine::Postgres, Engine::Mysql] {
+            let instances = ["old-writer", "old-replica", "new-writer", "new-replica"];
+            let instances = std::array::from_fn(|i| Instance {
+                name: instances[i].into(),
+                addr: format!("127.0.0.1:{}", 5001 + i),
+            });
+            let plan = plan(engine, instances, "t0ken".into());
+            let dir = Path::new("/nonexistent/demo");
+            let with = config_text(&plan, 6000, 6001, dir, true);
+            assert!(with.contains("[cutover]\ncatch_up = "), "{with}");
+            let text = match accepts_cutover_section(&with).expect("readable") {
+                true => with,
+                false => config_text(&plan, 6000, 6001, dir, false),
+            };
+            let raw: switchyard::config::Config = toml::from_str(&text).expect("parse");
+            let valid = switchyard::config::validate(raw, &|_| None)
+                .unwrap_or_else(|problems| panic!("{problems:?}\n{text}"));
+            assert_eq!(valid.raw.routing.active, "old");
+            assert_eq!(valid.raw.clusters["new"].readers, ["127.0.0.1:5004"]);
+            assert_eq!(valid.admin_token.as_deref(), Some("t0ken"));
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Live progress, one line a second: statements/s and errors (the application's own count),
-//! p99 latency, statements per instance (from switchyard's `/metrics`), the active cluster
+//! p99 and slowest latency (a pause shows in the slowest), statements per instance (from switchyard's `/metrics`), the active cluster
 //! (`/status`) and the cutover's phase (`/v1/cutover`).
 
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ pub struct Sample {
     pub statements: u64,
     pub errors: u64,
     pub p99: Option<Duration>,
+    pub max: Option<Duration>,
     pub per_instance: PerInstance,
     pub active: Option<String>,
     pub phase: Option<String>,
@@ -82,12 +83,14 @@ impl Watch {
         let status = blocking(move || admin.get_json("/status")).await;
         let phase = super::cutover::phase(&self.admin).await;
         let p99 = self.stats.interval.quantile(0.99);
+        let max = self.stats.interval.quantile(1.0);
         self.stats.interval.drain_into(&self.stats.total);
         Sample {
             at: self.started.elapsed(),
             statements: Stats::count(&self.stats.statements),
             errors: Stats::count(&self.stats.errors),
             p99,
+            max,
             per_instance: metrics.map(|m| queries_by_instance(&m)).unwrap_or_default(),
             active: status
                 .ok()
@@ -98,13 +101,22 @@ impl Watch {
 
     pub fn header(&self) -> String {
         let mut line = format!(
-            "{:>6} {:>12} {:>7} {:>8}  {:<7} {:<11}",
-            "time", "statements/s", "errors", "p99", "active", "cutover"
+            "{:>6} {:>12} {:>7} {:>8} {:>9}  {:<7} {:<11}",
+            "time", "statements/s", "errors", "p99", "slowest", "active", "cutover"
         );
         for instance in &self.instances {
             line.push_str(&format!(" {:>11}", instance.name));
         }
         line
+    }
+
+    /// Starts the clock now, with `sample` the one the first line's rates are measured from.
+    pub fn start_from(&mut self, sample: Sample) {
+        self.started = Instant::now();
+        self.last = Sample {
+            at: Duration::ZERO,
+            ..sample
+        };
     }
 
     /// The line for `sample`, with rates since the previous one; remembers `sample`.
@@ -113,15 +125,14 @@ impl Watch {
             .as_secs_f64()
             .max(0.001);
         let rate = |now: f64, before: f64| ((now - before).max(0.0) / seconds).round();
+        let latency = |d: Option<Duration>| d.map(super::report::millis).unwrap_or("-".into());
         let mut line = format!(
-            "{:>5.0}s {:>12} {:>7} {:>8}  {:<7} {:<11}",
+            "{:>5.0}s {:>12} {:>7} {:>8} {:>9}  {:<7} {:<11}",
             sample.at.as_secs_f64(),
             rate(sample.statements as f64, self.last.statements as f64),
             sample.errors - self.last.errors.min(sample.errors),
-            sample
-                .p99
-                .map(super::report::millis)
-                .unwrap_or_else(|| "-".into()),
+            latency(sample.p99),
+            latency(sample.max),
             sample.active.as_deref().unwrap_or("?"),
             sample.phase.as_deref().unwrap_or("-"),
         );
@@ -190,6 +201,9 @@ switchyard_client_connections 16
         *later.get_mut("127.0.0.1:5002").unwrap() += 600.0;
         let line = watch.line(sample(3, 3000, later));
         let columns: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(columns, ["3s", "1000", "0", "-", "old", "-", "0", "300"]);
+        assert_eq!(
+            columns,
+            ["3s", "1000", "0", "-", "-", "old", "-", "0", "300"]
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
+use switchyard::session::chain;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::stats::Stats;
@@ -49,7 +50,7 @@ impl PgApp {
             .client
             .prepare(text)
             .await
-            .map_err(|e| format!("prepare {text:?}: {e}"))?;
+            .map_err(|e| format!("prepare {text:?}: {}", chain(&e)))?;
         self.prepared.insert(text, statement.clone());
         Ok(statement)
     }
@@ -59,7 +60,7 @@ type Outcome<T> = Result<T, String>;
 
 /// Runs one statement, timing it into `stats`; a failure becomes its text, prefixed with
 /// what was running.
-async fn timed<T, E: std::fmt::Display>(
+async fn timed<T, E: std::error::Error>(
     stats: &Stats,
     what: &str,
     statement: impl Future<Output = Result<T, E>>,
@@ -70,7 +71,7 @@ async fn timed<T, E: std::fmt::Display>(
             stats.statement(start);
             Ok(value)
         }
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => Err(format!("{what}: {}", chain(&e))),
     }
 }
 
@@ -87,7 +88,7 @@ impl AppConn {
                     .application_name("switchyard-demo-app")
                     .connect(NoTls)
                     .await
-                    .map_err(|e| format!("connect: {e}"))?;
+                    .map_err(|e| format!("connect: {}", chain(&e)))?;
                 tokio::spawn(async move {
                     // The session sees the same error on its next statement and reports it.
                     if let Err(e) = connection.await {
@@ -109,7 +110,7 @@ impl AppConn {
                     .prefer_socket(false);
                 let conn = mysql_async::Conn::new(opts)
                     .await
-                    .map_err(|e| format!("connect: {e}"))?;
+                    .map_err(|e| format!("connect: {}", chain(&e)))?;
                 Ok(AppConn::Mysql(conn))
             }
         }

@@ -7,6 +7,7 @@ pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use switchyard::shutdown::Shutdown;
@@ -151,20 +152,14 @@ impl Session {
                 conn.write_transaction(id, self.number, stats).await?;
                 self.ledger.ids.push(id);
                 self.ledger.transactions += 1;
-                stats
-                    .write_transactions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.write_transactions.fetch_add(1, Relaxed);
             }
             1 => {
                 let seen = conn.insert_then_read(id, self.number, stats).await?;
                 self.ledger.ids.push(id);
-                stats
-                    .read_your_writes_checks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.read_your_writes_checks.fetch_add(1, Relaxed);
                 if !seen {
-                    stats
-                        .read_your_writes_misses
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats.read_your_writes_misses.fetch_add(1, Relaxed);
                 }
             }
             _ => conn.read(self.number, stats).await?,
@@ -172,10 +167,13 @@ impl Session {
         Ok(())
     }
 
-    /// Counts the error; the connection is dropped (the next operation reconnects) after a
-    /// short wait.
+    /// Counts the error, and shows it the first time its text comes up; the connection is
+    /// dropped (the next operation reconnects) after a short wait.
     async fn failed(&self, error: String) {
-        self.stats.error(error);
+        let shown = format!("session {}: {error}", self.number);
+        if self.stats.error(error) {
+            println!("{:>7} error: {shown}", "");
+        }
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }

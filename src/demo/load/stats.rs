@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 /// Sub-buckets per power of two: a bucket spans at most a quarter of its lower bound.
 const SUB_BUCKETS: u64 = 4;
 const BUCKETS: usize = 256;
+/// How many distinct error texts are shown as they happen (all are counted).
+const SHOWN_ERROR_TEXTS: usize = 10;
 
 /// A latency histogram in microseconds: exact below 8 µs, then four buckets per power of
 /// two (about 19 % wide), so a percentile is read as its bucket's upper bound.
@@ -142,13 +144,17 @@ impl Stats {
         }
     }
 
-    pub fn error(&self, text: String) {
+    /// Counts an error; `true` the first time its text is seen, for the first
+    /// [`SHOWN_ERROR_TEXTS`] texts.
+    pub fn error(&self, text: String) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut texts = self
             .error_texts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *texts.entry(text).or_default() += 1;
+        let count = texts.entry(text).or_default();
+        *count += 1;
+        *count == 1 && texts.len() <= SHOWN_ERROR_TEXTS
     }
 
     /// Each distinct error text with how often it occurred.
