@@ -14,7 +14,7 @@ use mysql_async::prelude::Queryable;
 use support::MariaCluster;
 use support::ledger::Ledger;
 use support::mariadb::ClusterIds;
-use support::proxy::{ADMIN_TOKEN, Proxy};
+use support::proxy::{ClusterAddrs, Proxy, cutover_config, json_body};
 
 /// The abort test blocks the new primary's (single) replication thread, which would stall
 /// the other test's catch-up: the tests of this binary take turns.
@@ -58,42 +58,18 @@ async fn replicated_database(prefix: &str) -> String {
 
 fn config(db: &str, state_dir: &Path) -> String {
     let p = pair();
-    let cluster = |c: &MariaCluster, name: &str| {
-        format!(
-            "[clusters.{name}]\nwriter = \"{}:{}\"\nreaders = [\"{}:{}\"]\nmonitor_user = \"root\"\n",
-            c.primary.host, c.primary.port, c.replicas[0].host, c.replicas[0].port
-        )
+    let addrs = |c: &MariaCluster| ClusterAddrs {
+        writer: format!("{}:{}", c.primary.host, c.primary.port),
+        reader: format!("{}:{}", c.replicas[0].host, c.replicas[0].port),
     };
-    format!(
-        r#"
-[server]
-protocol = "mysql"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-{}
-{}
-[routing]
-active = "old"
-max_pause = "4s"
-state_dir = "{}"
-
-[cutover]
-catch_up = "gtid"
-database = "{db}"
-drain_timeout = "2s"
-catch_up_timeout = "2s"
-"#,
-        cluster(&p.old, "old"),
-        cluster(&p.new, "new"),
-        state_dir.display()
+    let cutover = format!("catch_up = \"gtid\"\ndatabase = \"{db}\"");
+    cutover_config(
+        "mysql",
+        addrs(&p.old),
+        addrs(&p.new),
+        "root",
+        state_dir,
+        &cutover,
     )
 }
 
@@ -162,11 +138,6 @@ async fn keys_on(cluster: &MariaCluster, db: &str) -> std::collections::HashSet<
         .collect()
 }
 
-fn report(answer: &str) -> serde_json::Value {
-    let body = answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("report is JSON ({e}): {body}"))
-}
-
 #[tokio::test]
 async fn a_cutover_under_load_loses_nothing() {
     let _turn = SERIAL.lock().await;
@@ -177,7 +148,7 @@ async fn a_cutover_under_load_loses_nothing() {
     ledger.wait_for_writes(60).await;
 
     let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
-    let report = report(&body);
+    let report = json_body(&body);
     assert_eq!(code, 200, "{body}");
     assert_eq!(report["outcome"], "switched", "{body}");
     println!(
@@ -216,7 +187,7 @@ async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
         .unwrap();
     let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
     blocker.query_drop("UNLOCK TABLES").await.unwrap();
-    let report = report(&body);
+    let report = json_body(&body);
     assert_eq!(code, 409, "{body}");
     assert_eq!(report["outcome"], "aborted", "{body}");
 

@@ -13,7 +13,7 @@ use std::thread;
 
 use support::PgCluster;
 use support::ledger::Ledger;
-use support::proxy::{ADMIN_TOKEN, Proxy};
+use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
 
 /// One old/new pair for every test of this binary; each test has its own database and
 /// subscription.
@@ -55,42 +55,18 @@ async fn replicated_database(prefix: &str) -> String {
 
 fn config(db: &str, state_dir: &Path, cutover: &str) -> String {
     let p = pair();
-    let cluster = |c: &PgCluster, name: &str| {
-        format!(
-            "[clusters.{name}]\nwriter = \"{}:{}\"\nreaders = [\"{}:{}\"]\nmonitor_user = \"postgres\"\n",
-            c.primary.host, c.primary.port, c.replicas[0].host, c.replicas[0].port
-        )
+    let addrs = |c: &PgCluster| ClusterAddrs {
+        writer: format!("{}:{}", c.primary.host, c.primary.port),
+        reader: format!("{}:{}", c.replicas[0].host, c.replicas[0].port),
     };
-    format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-{}
-{}
-[routing]
-active = "old"
-max_pause = "4s"
-state_dir = "{}"
-
-[cutover]
-database = "{db}"
-drain_timeout = "2s"
-catch_up_timeout = "2s"
-{cutover}
-"#,
-        cluster(&p.old, "old"),
-        cluster(&p.new, "new"),
-        state_dir.display()
+    let cutover = format!("database = \"{db}\"\n{cutover}");
+    cutover_config(
+        "postgres",
+        addrs(&p.old),
+        addrs(&p.new),
+        "postgres",
+        state_dir,
+        &cutover,
     )
 }
 
@@ -185,12 +161,6 @@ async fn assert_all_on_new(ledger: &Ledger, db: &str) {
     );
 }
 
-/// The JSON body of an admin API answer (which comes with its HTTP headers).
-fn report(answer: &str) -> serde_json::Value {
-    let body = answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("report is JSON ({e}): {body}"))
-}
-
 #[tokio::test]
 async fn a_cutover_under_load_loses_nothing_and_survives_a_restart() {
     let db = replicated_database("cutover").await;
@@ -201,7 +171,7 @@ async fn a_cutover_under_load_loses_nothing_and_survives_a_restart() {
     ledger.wait_for_writes(60).await;
 
     let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
-    let report = report(&body);
+    let report = json_body(&body);
     assert_eq!(code, 200, "{body}");
     assert_eq!(report["outcome"], "switched", "{body}");
     println!(
@@ -266,7 +236,7 @@ async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
         .unwrap();
 
     let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
-    let report = report(&body);
+    let report = json_body(&body);
     assert_eq!(code, 409, "{body}");
     assert_eq!(report["outcome"], "aborted", "{body}");
     assert!(
@@ -331,7 +301,7 @@ async fn a_dry_run_changes_nothing() {
             .admin_post("/v1/cutover", r#"{"to": "new", "dry_run": true}"#)
             .await;
         assert_eq!(code, 200, "{body}");
-        assert_eq!(report(&body)["outcome"], "dry_run", "{body}");
+        assert_eq!(json_body(&body)["outcome"], "dry_run", "{body}");
         let status = proxy.admin_get("/status").await;
         assert!(status.contains(r#""active":"old""#), "{status}");
     }

@@ -339,6 +339,26 @@ impl Routing {
         self.held_total.load(Ordering::Relaxed)
     }
 
+    /// Admits work on `cluster`'s writer, waiting out a pause; `None` on shutdown.
+    /// Admission comes before the mode is read: a cutover's drain, which reads the count
+    /// after publishing the pause, then either sees this session busy or this session sees
+    /// the pause.
+    pub async fn enter(&self, cluster: &str, shutdown: &mut Shutdown) -> Option<Entry> {
+        loop {
+            let admission = self.admit(cluster);
+            let state = self.load();
+            if state.active != cluster {
+                return Some(Entry::Moved);
+            }
+            let mode = state.mode(cluster);
+            if mode != Mode::Paused {
+                return Some(Entry::Admitted(mode, admission));
+            }
+            drop(admission);
+            self.wait_while_paused(cluster, shutdown).await?;
+        }
+    }
+
     /// Sessions with work on `cluster`'s writer now.
     pub fn busy(&self, cluster: &str) -> usize {
         self.gates
@@ -404,6 +424,14 @@ impl Routing {
 struct Gate {
     busy: AtomicUsize,
     idle: Notify,
+}
+
+/// Where a session stands before it starts work on a cluster's writer.
+pub enum Entry {
+    /// Admitted, in this mode (not paused); the guard is what a cutover's drain waits for.
+    Admitted(Mode, Admission),
+    /// A cutover made another cluster active: the session moves there first.
+    Moved,
 }
 
 /// Work admitted on a cluster's writer; ends when dropped.

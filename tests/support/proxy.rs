@@ -144,6 +144,67 @@ pub fn with_routing(config: &str, lines: &str) -> String {
     config.replace("[routing]\n", &format!("[routing]\n{lines}\n"))
 }
 
+/// One cluster of a cutover config: its writer and one reader (`host:port`).
+pub struct ClusterAddrs {
+    pub writer: String,
+    pub reader: String,
+}
+
+/// A cutover test's config: clusters `old` (active) and `new`, each with `monitor_user`
+/// (which the cutover's database steps use), the routing state kept in `state_dir`, and
+/// `cutover` as the body of `[cutover]`.
+pub fn cutover_config(
+    protocol: &str,
+    old: ClusterAddrs,
+    new: ClusterAddrs,
+    monitor_user: &str,
+    state_dir: &std::path::Path,
+    cutover: &str,
+) -> String {
+    let cluster = |c: &ClusterAddrs, name: &str| {
+        format!(
+            "[clusters.{name}]\nwriter = \"{}\"\nreaders = [\"{}\"]\nmonitor_user = \"{monitor_user}\"\n",
+            c.writer, c.reader
+        )
+    };
+    format!(
+        r#"
+[server]
+protocol = "{protocol}"
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+{}
+{}
+[routing]
+active = "old"
+max_pause = "4s"
+state_dir = "{}"
+
+[cutover]
+drain_timeout = "2s"
+catch_up_timeout = "2s"
+{cutover}
+"#,
+        cluster(&old, "old"),
+        cluster(&new, "new"),
+        state_dir.display()
+    )
+}
+
+/// The JSON body of an admin API answer (which comes with its HTTP headers).
+pub fn json_body(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {body}"))
+}
+
 impl Proxy {
     pub async fn start(cluster: &PgCluster) -> Proxy {
         Proxy::from_config(&config_text(cluster, "")).await

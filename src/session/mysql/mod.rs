@@ -4,6 +4,7 @@
 
 mod backend;
 mod error;
+mod migration;
 mod prepared;
 mod reset;
 mod startup;
@@ -18,16 +19,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, chain};
-use crate::cutover::{Admission, Mode};
+use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
-use crate::protocol::mysql::constants::ER_SERVER_SHUTDOWN;
 use crate::protocol::mysql::constants::command::*;
 use crate::protocol::mysql::constants::{
-    ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER,
-    ER_OPTION_PREVENTS_STATEMENT, ER_UNKNOWN_COM_ERROR, StatusFlags,
+    ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
+    StatusFlags,
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
@@ -300,119 +300,6 @@ impl Session {
             }
         }
         Ok(true)
-    }
-
-    /// Applies the cluster's migration mode to a command that starts a transaction on the
-    /// writer: waits out a pause, keeps the writer connection's own read-only setting in
-    /// step with the mode, and refuses a write to a read-only cluster with ERR 1290.
-    /// `false` when the command was answered here.
-    async fn migration_gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
-        let routing = Arc::clone(&self.ctx.routing);
-        let (mode, admission) = loop {
-            // Admitted first, mode read second: a cutover's drain then either sees this
-            // session busy or this session sees the pause.
-            let admission = routing.admit(&self.cluster.name);
-            let state = routing.load();
-            if state.active != self.cluster.name {
-                drop(admission);
-                self.follow_active().await?;
-                continue;
-            }
-            let mode = state.mode(&self.cluster.name);
-            if mode != Mode::Paused {
-                break (mode, admission);
-            }
-            drop(admission);
-            routing
-                .wait_while_paused(&self.cluster.name, &mut self.shutdown)
-                .await
-                .ok_or(SessionError::Shutdown)?;
-        };
-        let read_only = mode == Mode::ReadOnly;
-        if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
-            let sql: &[u8] = if read_only {
-                b"SET SESSION TRANSACTION READ ONLY"
-            } else {
-                b"SET SESSION TRANSACTION READ WRITE"
-            };
-            let mut out = BytesMut::new();
-            command::write_text_command(&mut out, COM_QUERY, sql);
-            if let (_, Some(message)) = writer.run_silently(&out).await? {
-                tracing::warn!(%message, "could not set the writer connection's read-only mode");
-            }
-            writer.read_only = read_only;
-        }
-        if !(read_only && stmt.class == Class::Write) {
-            self.admission = Some(admission);
-            return Ok(true);
-        }
-        metrics::write_refused(&self.cluster.name);
-        let message = format!(
-            "The MySQL server is running with the --read-only option so it cannot execute this statement: cluster '{}' is read-only for a database migration (switchyard)",
-            self.cluster.name
-        );
-        self.client
-            .send_error(1, ER_OPTION_PREVENTS_STATEMENT, &message)
-            .await;
-        Ok(false)
-    }
-
-    /// Moves the session to the active cluster when a cutover changed it: a writer
-    /// connection to the new writer with the session's state replayed; readers and prepared
-    /// statements follow lazily. Called only between transactions. A session holding state
-    /// that cannot be replayed ends with an error instead of staying on a fenced cluster.
-    /// No transaction is open on the writer (with autocommit off, the next statement
-    /// opens one): where the migration gate applies and a session may move.
-    fn between_transactions(&self) -> bool {
-        !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
-    }
-
-    async fn follow_active(&mut self) -> Result<(), SessionError> {
-        let state = self.ctx.routing.load();
-        if state.active == self.cluster.name {
-            return Ok(());
-        }
-        let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
-            return Ok(());
-        };
-        let moved = || SessionError::Refused {
-            code: ER_SERVER_SHUTDOWN,
-            message: format!(
-                "the database moved to cluster '{}' (switchyard cutover) and this session holds state that cannot move with it; reconnect",
-                state.active
-            ),
-        };
-        if self.view.pinned_to_writer {
-            metrics::session_moved(false);
-            return Err(moved());
-        }
-        let timeout = self.ctx.config.raw.server.connect_timeout;
-        let conn = pool::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
-            .await
-            .map_err(SessionError::Connect)?;
-        let mut writer = Backend::new(conn);
-        let mut result = replay(&mut writer, &self.replays).await?;
-        if result.is_ok() && !self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
-            let mut out = BytesMut::new();
-            command::write_text_command(&mut out, COM_QUERY, b"SET autocommit = 0");
-            if let (_, Some(message)) = writer.run_silently(&out).await? {
-                result = Err(message);
-            }
-        }
-        if let Err(message) = result {
-            tracing::warn!(%message, "session state does not replay on the new writer");
-            metrics::session_moved(false);
-            return Err(moved());
-        }
-        tracing::debug!(from = %self.cluster.name, to = %cluster.name, "session moved to the active cluster");
-        self.writer = Some(writer);
-        self.statements.forget_backend(Target::Writer);
-        self.reader = None;
-        self.statements.forget_backend(Target::Reader);
-        self.cluster = cluster;
-        self.admission = None;
-        metrics::session_moved(true);
-        Ok(())
     }
 
     async fn reply_ok(&mut self) -> Result<(), SessionError> {

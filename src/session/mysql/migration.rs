@@ -1,0 +1,126 @@
+//! What a session does about migration control: the gate before work on the writer (wait
+//! out a pause, follow read-only mode, refuse writes to a read-only cluster) and the move to
+//! a new active cluster after a cutover.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::backend::Backend;
+use super::error::SessionError;
+use super::{Session, replay};
+use crate::cutover::{Entry, Mode};
+use crate::metrics;
+use crate::pool::mysql as pool;
+use crate::protocol::mysql::command;
+use crate::protocol::mysql::constants::command::COM_QUERY;
+use crate::protocol::mysql::constants::{
+    ER_HANDSHAKE_ERROR, ER_OPTION_PREVENTS_STATEMENT, ER_SERVER_SHUTDOWN, StatusFlags,
+};
+use crate::router::Target;
+use crate::sql::{Class, Statement};
+
+impl Session {
+    /// Applies the cluster's migration mode to a command that starts a transaction on the
+    /// writer: waits out a pause, keeps the writer connection's own read-only setting in
+    /// step with the mode, and refuses a write to a read-only cluster with ERR 1290.
+    /// `false` when the command was answered here.
+    pub(super) async fn migration_gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
+        let routing = Arc::clone(&self.ctx.routing);
+        let (mode, admission) = loop {
+            let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
+            match entry.ok_or(SessionError::Shutdown)? {
+                Entry::Admitted(mode, admission) => break (mode, admission),
+                Entry::Moved => self.follow_active().await?,
+            }
+        };
+        let read_only = mode == Mode::ReadOnly;
+        if let Some(writer) = self.writer.as_mut().filter(|w| w.read_only != read_only) {
+            let sql: &[u8] = if read_only {
+                b"SET SESSION TRANSACTION READ ONLY"
+            } else {
+                b"SET SESSION TRANSACTION READ WRITE"
+            };
+            let mut out = BytesMut::new();
+            command::write_text_command(&mut out, COM_QUERY, sql);
+            if let (_, Some(message)) = writer.run_silently(&out).await? {
+                tracing::warn!(%message, "could not set the writer connection's read-only mode");
+            }
+            writer.read_only = read_only;
+        }
+        if !(read_only && stmt.class == Class::Write) {
+            self.admission = Some(admission);
+            return Ok(true);
+        }
+        metrics::write_refused(&self.cluster.name);
+        let message = format!(
+            "The MySQL server is running with the --read-only option so it cannot execute this statement: cluster '{}' is read-only for a database migration (switchyard)",
+            self.cluster.name
+        );
+        self.client
+            .send_error(1, ER_OPTION_PREVENTS_STATEMENT, &message)
+            .await;
+        Ok(false)
+    }
+
+    /// Moves the session to the active cluster when a cutover changed it: a writer
+    /// connection to the new writer with the session's state replayed; readers and prepared
+    /// statements follow lazily. Called only between transactions. A session holding state
+    /// that cannot be replayed ends with an error instead of staying on a fenced cluster.
+    /// No transaction is open on the writer (with autocommit off, the next statement
+    /// opens one): where the migration gate applies and a session may move.
+    pub(super) fn between_transactions(&self) -> bool {
+        !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+    }
+
+    pub(super) async fn follow_active(&mut self) -> Result<(), SessionError> {
+        let state = self.ctx.routing.load();
+        if state.active == self.cluster.name {
+            return Ok(());
+        }
+        let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
+            return Err(SessionError::Refused {
+                code: ER_HANDSHAKE_ERROR,
+                message: format!("active cluster {:?} is not in the topology", state.active),
+            });
+        };
+        let moved = || SessionError::Refused {
+            code: ER_SERVER_SHUTDOWN,
+            message: format!(
+                "the database moved to cluster '{}' (switchyard cutover) and this session holds state that cannot move with it; reconnect",
+                state.active
+            ),
+        };
+        if self.view.pinned_to_writer {
+            metrics::session_moved(false);
+            return Err(moved());
+        }
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let conn = pool::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
+            .await
+            .map_err(SessionError::Connect)?;
+        let mut writer = Backend::new(conn);
+        let mut result = replay(&mut writer, &self.replays).await?;
+        if result.is_ok() && !self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
+            let mut out = BytesMut::new();
+            command::write_text_command(&mut out, COM_QUERY, b"SET autocommit = 0");
+            if let (_, Some(message)) = writer.run_silently(&out).await? {
+                result = Err(message);
+            }
+        }
+        if let Err(message) = result {
+            tracing::warn!(%message, "session state does not replay on the new writer");
+            metrics::session_moved(false);
+            return Err(moved());
+        }
+        tracing::debug!(from = %self.cluster.name, to = %cluster.name, "session moved to the active cluster");
+        self.writer = Some(writer);
+        self.statements.forget_backend(Target::Writer);
+        self.reader = None;
+        self.statements.forget_backend(Target::Reader);
+        self.cluster = cluster;
+        self.admission = None;
+        metrics::session_moved(true);
+        Ok(())
+    }
+}
