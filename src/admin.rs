@@ -277,6 +277,7 @@ mod tests {
             RoutingState::new("old".into(), modes),
             None,
             std::time::Duration::from_secs(5),
+            None,
         )
         .unwrap();
         let config = crate::config::validate(

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::Validated;
-use crate::cutover::{self, Controller, Routing, StoreError};
+use crate::cutover::{self, Controller, Databases, Routing, StoreError};
 use crate::session::Context;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsError};
@@ -43,7 +43,10 @@ pub struct Listeners {
 }
 
 impl App {
-    pub fn build(config: Arc<Validated>) -> Result<App, StartError> {
+    /// Builds the parts. The routing state comes from the config, the state file, and the
+    /// newest cutover record in the clusters' databases (read here, each cluster bounded by
+    /// `connect_timeout`), whichever is newest.
+    pub async fn start(config: Arc<Validated>) -> Result<App, StartError> {
         let topology = Arc::new(TopologyHandle::new(
             Topology::from_config(&config).map_err(StartError::BackendTls)?,
         ));
@@ -53,7 +56,12 @@ impl App {
             }
             _ => None,
         };
-        let routing = Arc::new(Routing::from_config(&config).map_err(StartError::Routing)?);
+        let databases = Arc::new(Databases::new(Arc::clone(&config), Arc::clone(&topology)));
+        let record = databases
+            .newest_record(config.raw.server.connect_timeout)
+            .await;
+        let routing =
+            Arc::new(Routing::from_config(&config, record.as_ref()).map_err(StartError::Routing)?);
         let ctx = Arc::new(Context::new(
             Arc::clone(&config),
             Arc::clone(&topology),

@@ -287,7 +287,7 @@ fn init_tracing() {
 
 async fn serve(path: PathBuf) -> Result<()> {
     let config = Arc::new(config::load(&path)?);
-    let app = App::build(Arc::clone(&config))?;
+    let app = App::start(Arc::clone(&config)).await?;
     let listen = config.raw.server.listen;
     let listeners = Listeners {
         clients: bind(listen).await?,

@@ -167,6 +167,13 @@ async fn a_cutover_under_load_loses_nothing() {
     assert!(missing.is_empty(), "not on the new writer: {missing:?}");
     let status = proxy.admin_get("/status").await;
     assert!(status.contains(r#""active":"new""#), "{status}");
+
+    // A proxy without the state file finds the cutover recorded on the new writer.
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = Proxy::from_config(&config(&db, empty.path())).await;
+    let routing = json_body(&fresh.admin_get("/status").await)["routing"].clone();
+    assert_eq!(routing["active"], "new", "{routing}");
+    assert_eq!(routing["modes"]["old"], "read_only", "{routing}");
 }
 
 #[tokio::test]
@@ -198,4 +205,8 @@ async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
     assert!(ledger.acknowledged().iter().all(|k| on_old.contains(k)));
     let status = proxy.admin_get("/status").await;
     assert!(status.contains(r#""active":"old""#), "{status}");
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = Proxy::from_config(&config(&db, empty.path())).await;
+    let routing = json_body(&fresh.admin_get("/status").await)["routing"].clone();
+    assert_eq!(routing["active"], "old", "{routing}");
 }

@@ -3,7 +3,8 @@
 //! running through the proxy the whole time. Zero client errors, every acknowledged write
 //! on the new writer, sequences continuing without duplicates, aborts that leave the
 //! clients on the old cluster, three proxies cut over by one `switchyard cutover`, and a
-//! restarted proxy that stays on the new cluster.
+//! restarted proxy that stays on the new cluster, with its state file or from the record
+//! on the new writer.
 
 mod support;
 
@@ -217,6 +218,33 @@ async fn a_cutover_under_load_loses_nothing_and_survives_a_restart() {
     assert!(keys_on(&p.new, &db).await.contains("after-restart"));
     let status = restarted.admin_get("/status").await;
     assert!(status.contains(r#""active":"new""#), "{status}");
+
+    // A proxy without the state file (a new container) finds the cutover recorded on the
+    // new writer: writes go to new, and old stays read-only.
+    let recorded: String = new
+        .query_one(
+            "SELECT active || ' ' || fenced FROM switchyard_cutover ORDER BY switched_at_ms DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, "new old");
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = Proxy::from_config(&config(&db, empty.path(), &lsn(&db))).await;
+    fresh
+        .connect(&db)
+        .await
+        .execute(
+            "INSERT INTO ledger (client_key) VALUES ('fresh-proxy')",
+            &[],
+        )
+        .await
+        .expect("write through a proxy without a state file");
+    assert!(keys_on(&p.new, &db).await.contains("fresh-proxy"));
+    let routing = json_body(&fresh.admin_get("/status").await)["routing"].clone();
+    assert_eq!(routing["active"], "new", "{routing}");
+    assert_eq!(routing["modes"]["old"], "read_only", "{routing}");
 }
 
 #[tokio::test]
@@ -252,6 +280,13 @@ async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
     assert!(status.contains(r#""active":"old""#), "{status}");
     let on_old = keys_on(&p.old, &db).await;
     assert!(ledger.acknowledged().iter().all(|k| on_old.contains(k)));
+
+    // Nothing recorded the aborted cutover: a proxy without a state file serves old.
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = Proxy::from_config(&config(&db, empty.path(), &lsn(&db))).await;
+    let routing = json_body(&fresh.admin_get("/status").await)["routing"].clone();
+    assert_eq!(routing["active"], "old", "{routing}");
+    assert_eq!(routing["modes"]["old"], "read_write", "{routing}");
 }
 
 #[tokio::test]

@@ -21,6 +21,13 @@ pub struct CutoverConfig {
     /// replication carries from the old writer to the new one.
     #[serde(default = "defaults::sentinel_table")]
     pub sentinel_table: String,
+    /// Record each switch in a table on the new writer, which a proxy starting without a
+    /// state file reads (so it never sends writes to a fenced cluster).
+    #[serde(default = "defaults::yes")]
+    pub record: bool,
+    /// The record's table, created by preflight when missing (in `database`).
+    #[serde(default = "defaults::record_table")]
+    pub record_table: String,
     /// PostgreSQL: set every sequence on the new writer past its value on the old one.
     #[serde(default = "defaults::yes")]
     pub sync_sequences: bool,
@@ -110,6 +117,9 @@ mod defaults {
     pub fn sentinel_table() -> String {
         "switchyard_sentinel".into()
     }
+    pub fn record_table() -> String {
+        "switchyard_cutover".into()
+    }
     pub fn max_lag() -> Duration {
         Duration::from_secs(5)
     }
@@ -139,6 +149,19 @@ pub(super) fn validate_cutover(raw: &Config, problem: &mut dyn FnMut(String, Str
             "catch_up = \"lsn\" needs the name of the logical replication slot".into(),
         ),
         _ => {}
+    }
+    for (key, table) in [
+        ("sentinel_table", &c.sentinel_table),
+        ("record_table", &c.record_table),
+    ] {
+        if !is_table_name(table) {
+            problem(
+                format!("cutover.{key}"),
+                format!(
+                    "{table:?} is not a table name: letters, digits and _, optionally qualified as schema.table"
+                ),
+            );
+        }
     }
     if c.fence_sql.is_some() != c.unfence_sql.is_some() {
         problem(
@@ -186,5 +209,34 @@ pub(super) fn validate_cutover(raw: &Config, problem: &mut dyn FnMut(String, Str
             "cutover".into(),
             "a cutover needs at least two [clusters.NAME]".into(),
         );
+    }
+}
+
+/// A plain, optionally qualified table name (it is written into SQL as it is).
+fn is_table_name(name: &str) -> bool {
+    let part = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => part(schema) && part(table),
+        None => part(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_table_name;
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        for good in ["switchyard_cutover", "ops.switchyard_cutover", "_t1"] {
+            assert!(is_table_name(good), "{good}");
+        }
+        for bad in ["", "1t", "a.b.c", "t; DROP TABLE x", "t'", ".t", "s."] {
+            assert!(!is_table_name(bad), "{bad}");
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! preflight checks, the old writer's last position (and the database-level fence), waiting
 //! for the new writer to apply that position, and carrying PostgreSQL sequences over.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 
+use super::record::Written;
 use crate::config::{CatchUp, CutoverConfig, Fence, Protocol, Validated};
 use crate::topology::probe::{self, MonitorLogin, ProbeError, Target};
 use crate::topology::{TopologyHandle, monitor_login};
@@ -39,36 +41,75 @@ pub enum DbError {
 }
 
 /// A connection to one cluster's writer.
-enum Conn {
+pub(super) enum Conn {
     Postgres(tokio_postgres::Client),
     Mysql(Box<mysql_async::Conn>),
 }
 
-struct Writer {
-    addr: String,
-    conn: Conn,
+pub(super) struct Writer {
+    pub(super) addr: String,
+    pub(super) conn: Conn,
+    opened: Instant,
 }
+
+/// A kept connection older than this is not reused (the server may have closed it).
+const KEEP_FOR: Duration = Duration::from_secs(60);
 
 /// The database side of a cutover from one cluster to another.
 pub struct Databases {
-    config: Arc<Validated>,
+    pub(super) config: Arc<Validated>,
     topology: Arc<TopologyHandle>,
+    /// Writer connections opened by preflight and kept for the steps inside the pause, so
+    /// the pause does not pay for connecting and authenticating again.
+    kept: Mutex<BTreeMap<String, Writer>>,
+    /// The record this cutover wrote, until it switched or aborted.
+    pub(super) written: Mutex<Option<Written>>,
 }
 
 impl Databases {
     pub fn new(config: Arc<Validated>, topology: Arc<TopologyHandle>) -> Databases {
-        Databases { config, topology }
+        Databases {
+            config,
+            topology,
+            kept: Mutex::new(BTreeMap::new()),
+            written: Mutex::new(None),
+        }
     }
 
-    fn cutover(&self) -> Option<&CutoverConfig> {
+    pub(super) fn cutover(&self) -> Option<&CutoverConfig> {
         self.config.raw.cutover.as_ref()
     }
 
-    fn protocol(&self) -> Protocol {
+    pub(super) fn protocol(&self) -> Protocol {
         self.config.raw.server.protocol
     }
 
-    async fn writer(&self, cluster: &str) -> Result<Writer, DbError> {
+    fn kept_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Writer>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer connection kept for `cluster`, else a new one. Give it back with
+    /// [`Databases::keep`] once the step using it succeeded; one that failed is dropped.
+    pub(super) async fn writer(&self, cluster: &str) -> Result<Writer, DbError> {
+        let kept = self.kept_lock().remove(cluster);
+        match kept {
+            Some(w) if w.opened.elapsed() < KEEP_FOR => Ok(w),
+            _ => self.connect(cluster).await,
+        }
+    }
+
+    pub(super) fn keep(&self, cluster: &str, writer: Writer) {
+        self.kept_lock().insert(cluster.to_owned(), writer);
+    }
+
+    /// Closes the kept connections and forgets the record written: the cutover ended.
+    pub(super) fn release(&self) {
+        self.kept_lock().clear();
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Opens a connection to `cluster`'s writer with its monitor account.
+    pub(super) async fn connect(&self, cluster: &str) -> Result<Writer, DbError> {
         let c = self
             .topology
             .cluster(cluster)
@@ -101,36 +142,44 @@ impl Databases {
         Ok(Writer {
             addr: w.addr.clone(),
             conn,
+            opened: Instant::now(),
         })
     }
 
     /// Both writers answer, the new one is writable, replication runs and lags less than
-    /// `max_lag`. Returns what was found, for the report.
+    /// `max_lag`, and the record table is ready on the new writer. Returns what was found,
+    /// for the report. The connections stay open for the steps inside the pause.
     pub async fn preflight(&self, from: &str, to: &str) -> Result<String, DbError> {
+        self.release();
         let Some(c) = self.cutover() else {
             return Ok("no [cutover] section: no database checks".into());
         };
+        let mut found = Vec::new();
         if c.catch_up == CatchUp::None {
-            return Ok("catch_up = \"none\": the old cluster's data is not awaited".into());
-        }
-        let mut old = self.writer(from).await?;
-        let mut new = self.writer(to).await?;
-        new.check_writable().await?;
-        let mut found = vec![format!("{} writable", new.addr)];
-        match c.catch_up {
-            CatchUp::Lsn => {
-                let slot = c.slot.as_deref().unwrap_or_default();
-                found.push(old.check_slot(slot, c.max_lag).await?);
-            }
-            CatchUp::Gtid => found.push(new.check_replica(c.max_lag).await?),
-            CatchUp::Sentinel => {
-                for w in [&mut old, &mut new] {
-                    w.check_table(&c.sentinel_table).await?;
+            found.push("catch_up = \"none\": the old cluster's data is not awaited".into());
+        } else {
+            let mut old = self.writer(from).await?;
+            let mut new = self.writer(to).await?;
+            new.check_writable().await?;
+            found.push(format!("{} writable", new.addr));
+            match c.catch_up {
+                CatchUp::Lsn => {
+                    let slot = c.slot.as_deref().unwrap_or_default();
+                    found.push(old.check_slot(slot, c.max_lag).await?);
                 }
-                found.push(format!("sentinel table {} on both", c.sentinel_table));
+                CatchUp::Gtid => found.push(new.check_replica(c.max_lag).await?),
+                CatchUp::Sentinel => {
+                    for w in [&mut old, &mut new] {
+                        w.check_table(&c.sentinel_table).await?;
+                    }
+                    found.push(format!("sentinel table {} on both", c.sentinel_table));
+                }
+                CatchUp::None => {}
             }
-            CatchUp::None => {}
+            self.keep(from, old);
+            self.keep(to, new);
         }
+        found.push(self.prepare_record(to).await?);
         Ok(found.join("; "))
     }
 
@@ -168,11 +217,13 @@ impl Databases {
                 old.exec(&sql).await?;
             }
         }
+        self.keep(from, old);
         Ok(mark)
     }
 
-    /// Waits until the new writer has applied `mark` (bounded by `deadline`), then carries
-    /// sequences over. Returns what was done, for the report.
+    /// Waits until the new writer has applied `mark` (bounded by `deadline`), carries
+    /// sequences over, then writes the cutover's record on the new writer. Returns what was
+    /// done, for the report.
     pub async fn catch_up(
         &self,
         from: &str,
@@ -204,6 +255,7 @@ impl Databases {
                     }
                     tokio::time::sleep(POLL).await;
                 }
+                self.keep(from, old);
                 found.push(format!("slot {slot} confirmed {mark}"));
             }
             CatchUp::Gtid => {
@@ -212,6 +264,7 @@ impl Databases {
                 if !new.wait_gtid(mark, left).await? {
                     return Err(timeout(mark));
                 }
+                self.keep(to, new);
                 found.push(format!("new writer executed {mark}"));
             }
             CatchUp::Sentinel => {
@@ -226,6 +279,7 @@ impl Databases {
                     }
                     tokio::time::sleep(POLL).await;
                 }
+                self.keep(to, new);
                 found.push(format!("sentinel {mark} arrived"));
             }
         }
@@ -233,20 +287,25 @@ impl Databases {
             let mut old = self.writer(from).await?;
             let mut new = self.writer(to).await?;
             found.push(sync_sequences(&mut old, &mut new).await?);
+            self.keep(from, old);
+            self.keep(to, new);
         }
+        found.push(self.write_record(from, to).await?);
         Ok(found.join("; "))
     }
 
-    /// Undoes the database-level fence of an aborted cutover.
+    /// Undoes the database side of an aborted cutover: the fence on the old writer and the
+    /// record on the new one.
     pub async fn unfence(&self, from: &str) -> Result<(), DbError> {
-        let Some(c) = self.cutover().filter(|c| c.fence == Fence::Database) else {
-            return Ok(());
-        };
-        let mut old = self.writer(from).await?;
-        for sql in c.fence_statements(self.protocol(), false) {
-            old.exec(&sql).await?;
+        let erased = self.erase_record().await;
+        if let Some(c) = self.cutover().filter(|c| c.fence == Fence::Database) {
+            let mut old = self.writer(from).await?;
+            for sql in c.fence_statements(self.protocol(), false) {
+                old.exec(&sql).await?;
+            }
         }
-        Ok(())
+        self.release();
+        erased
     }
 }
 
@@ -281,7 +340,11 @@ async fn sync_sequences(old: &mut Writer, new: &mut Writer) -> Result<String, Db
 }
 
 impl Writer {
-    fn error(&self, what: &str, source: impl std::error::Error + Send + Sync + 'static) -> DbError {
+    pub(super) fn error(
+        &self,
+        what: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> DbError {
         DbError::Query {
             writer: self.addr.clone(),
             what: what.to_owned(),
@@ -290,7 +353,7 @@ impl Writer {
     }
 
     /// The first column of the first row, as text ("" when there is no row or it is NULL).
-    async fn one(&mut self, sql: &str) -> Result<String, DbError> {
+    pub(super) async fn one(&mut self, sql: &str) -> Result<String, DbError> {
         match &mut self.conn {
             Conn::Postgres(c) => {
                 let rows = c.simple_query(sql).await;
@@ -315,7 +378,7 @@ impl Writer {
         }
     }
 
-    async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+    pub(super) async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
         let result = match &mut self.conn {
             Conn::Postgres(c) => c.batch_execute(sql).await.map_err(|e| e.to_string()),
             Conn::Mysql(c) => c.query_drop(sql).await.map_err(|e| e.to_string()),

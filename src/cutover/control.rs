@@ -226,6 +226,8 @@ impl Controller {
             StepRequest::Switch { from, to } => {
                 self.show(Phase::Switch);
                 self.routing.switch(&from, &to).map_err(|e| err(&e))?;
+                // The record stays: the cutover is done. Its connections are not needed.
+                self.databases.release();
                 let hold = self.hold_lock().take();
                 if let Some(h) = &hold {
                     crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());

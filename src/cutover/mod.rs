@@ -7,11 +7,13 @@ mod catch_up;
 mod control;
 pub mod driver;
 mod plan;
+mod record;
 mod store;
 
 pub use catch_up::{Databases, DbError};
 pub use control::{Controller, Progress, Settings, StartError};
 pub use plan::Phase;
+pub use record::{Record, now_ms};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,6 +60,10 @@ pub struct RoutingState {
     /// The mode a paused cluster returns to on resume.
     #[serde(default)]
     pub before_pause: BTreeMap<String, Mode>,
+    /// When it was last changed, in milliseconds since the Unix epoch (0: never recorded).
+    /// A cutover record in the database newer than this takes precedence at start.
+    #[serde(default)]
+    pub updated_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +89,7 @@ impl RoutingState {
             modes,
             generation: 0,
             before_pause: BTreeMap::new(),
+            updated_ms: 0,
         }
     }
 
@@ -171,6 +178,24 @@ impl RoutingState {
         Ok(s)
     }
 
+    /// What a cutover `record` says: its cluster active, the one it fenced read-only (and
+    /// neither paused).
+    pub fn with_record(&self, record: &Record) -> Result<RoutingState, RoutingError> {
+        self.known(&record.active)?;
+        self.known(&record.fenced)?;
+        let mut s = self.next();
+        s.active = record.active.clone();
+        for cluster in [&record.active, &record.fenced] {
+            s.before_pause.remove(cluster);
+        }
+        if s.mode(&record.active) == Mode::Paused {
+            s.modes.insert(record.active.clone(), Mode::ReadWrite);
+        }
+        s.modes.insert(record.fenced.clone(), Mode::ReadOnly);
+        s.updated_ms = record.at_ms;
+        Ok(s)
+    }
+
     /// Undoes a cutover's pause and fence: `cluster` returns to `restore` (its mode before
     /// the cutover). Does nothing to a cluster that is no longer paused and was not fenced
     /// by this cutover.
@@ -220,20 +245,33 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// Starts from the state file in `state_dir` if there is one, else from `initial`.
+    /// Starts from the state file in `state_dir` if there is one, else from `initial`; then
+    /// from `record` (a cutover recorded in the database) when it is newer than that.
     pub fn open(
         initial: RoutingState,
         state_dir: Option<PathBuf>,
         max_pause: Duration,
+        record: Option<&Record>,
     ) -> Result<Routing, StoreError> {
         let store = state_dir.map(store::StateFile::new);
-        let state = match &store {
+        let mut state = match &store {
             Some(file) => match file.read()? {
                 Some(saved) => merge(saved, &initial),
                 None => initial,
             },
             None => initial,
         };
+        if let Some(r) = record.filter(|r| r.at_ms > state.updated_ms) {
+            match state.with_record(r) {
+                Ok(recorded) => {
+                    tracing::info!(active = %r.active, fenced = %r.fenced, source = %r.source, "routing state from the cutover record, newer than the state file");
+                    state = recorded;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, source = %r.source, "cutover record ignored")
+                }
+            }
+        }
         if let Some(file) = &store {
             file.write(&state)?;
         }
@@ -253,8 +291,12 @@ impl Routing {
         })
     }
 
-    /// The routing state the config describes, or the recorded one if `state_dir` has it.
-    pub fn from_config(config: &crate::config::Validated) -> Result<Routing, StoreError> {
+    /// The routing state the config describes, or the recorded one if `state_dir` or a
+    /// newer cutover `record` has it.
+    pub fn from_config(
+        config: &crate::config::Validated,
+        record: Option<&Record>,
+    ) -> Result<Routing, StoreError> {
         let r = &config.raw.routing;
         let modes = config
             .raw
@@ -270,7 +312,7 @@ impl Routing {
             })
             .collect();
         let initial = RoutingState::new(r.active.clone(), modes);
-        Routing::open(initial, r.state_dir.clone(), r.max_pause)
+        Routing::open(initial, r.state_dir.clone(), r.max_pause, record)
     }
 
     pub fn load(&self) -> Arc<RoutingState> {
@@ -290,7 +332,9 @@ impl Routing {
         &self,
         f: impl FnOnce(&RoutingState) -> Result<RoutingState, RoutingError>,
     ) -> Result<Arc<RoutingState>, ControlError> {
-        let next = Arc::new(f(&self.load())?);
+        let mut next = f(&self.load())?;
+        next.updated_ms = now_ms();
+        let next = Arc::new(next);
         if let Some(file) = &self.store {
             file.write(&next)?;
         }
@@ -562,12 +606,59 @@ mod tests {
     #[test]
     fn the_state_file_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let r =
-            Routing::open(state(), Some(dir.path().to_owned()), Duration::from_secs(5)).unwrap();
+        let open = |record: Option<&Record>| {
+            Routing::open(
+                state(),
+                Some(dir.path().to_owned()),
+                Duration::from_secs(5),
+                record,
+            )
+            .unwrap()
+        };
+        let r = open(None);
         r.set_read_only("old", true).unwrap();
+        let changed_at = r.load().updated_ms;
+        assert!(changed_at > 0);
         drop(r);
-        let again =
-            Routing::open(state(), Some(dir.path().to_owned()), Duration::from_secs(5)).unwrap();
+        assert_eq!(open(None).load().mode("old"), Mode::ReadOnly);
+        // A record older than the state file's last change is history: the file wins.
+        let old_record = record(changed_at - 1);
+        let again = open(Some(&old_record));
+        assert_eq!(again.load().active, "old");
+        drop(again);
+        // A newer one is a cutover this proxy did not see.
+        let new_record = record(changed_at + 1);
+        let again = open(Some(&new_record));
+        assert_eq!(again.load().active, "new");
         assert_eq!(again.load().mode("old"), Mode::ReadOnly);
+        assert_eq!(again.load().mode("new"), Mode::ReadWrite);
+    }
+
+    fn record(at_ms: u64) -> Record {
+        Record {
+            active: "new".into(),
+            fenced: "old".into(),
+            at_ms,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_makes_its_cluster_active_and_fences_the_other() {
+        let paused = state().with_pause("old").unwrap();
+        let s = paused.with_record(&record(7)).unwrap();
+        assert_eq!(s.active, "new");
+        assert_eq!(s.mode("old"), Mode::ReadOnly);
+        assert_eq!(s.mode("new"), Mode::ReadWrite);
+        assert!(s.before_pause.is_empty());
+        assert_eq!(s.updated_ms, 7);
+        let unknown = Record {
+            active: "gone".into(),
+            ..record(7)
+        };
+        assert_eq!(
+            state().with_record(&unknown),
+            Err(RoutingError::UnknownCluster("gone".into()))
+        );
     }
 }

@@ -223,7 +223,7 @@ impl Proxy {
     async fn launch(text: &str, monitors: bool) -> Proxy {
         let raw: Config = toml::from_str(text).expect("test config parses");
         let config = Arc::new(config::validate(raw, &|_| None).expect("test config is valid"));
-        let app = App::build(config).expect("proxy parts");
+        let app = App::start(config).await.expect("proxy parts");
         let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let addr = clients.local_addr().expect("proxy address");

@@ -1,0 +1,288 @@
+//! The record of a cutover kept in the new cluster itself: one row per switch in
+//! `[cutover] record_table` on the new writer, written inside the pause right before the
+//! switch and erased if the cutover aborts. A proxy that starts without a state file (a new
+//! container, a lost disk, a proxy that was down during the cutover) reads the newest record
+//! from every cluster, so it never sends writes to the cluster a cutover fenced.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinSet;
+
+use super::catch_up::{Conn, Databases, DbError, Writer};
+use crate::config::Protocol;
+
+/// One switch, as recorded on the cluster that became active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The cluster the cutover made active.
+    pub active: String,
+    /// The cluster it left read-only.
+    pub fenced: String,
+    /// When, in milliseconds since the Unix epoch (the proxy's clock, as the state file's).
+    pub at_ms: u64,
+    /// Where it was read from, for the log.
+    pub source: String,
+}
+
+/// The record this proxy wrote during the current cutover, to erase on abort.
+#[derive(Debug)]
+pub(super) struct Written {
+    cluster: String,
+    at_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A string literal for `protocol`'s SQL (cluster names come from the config, but are quoted
+/// properly all the same).
+fn literal(protocol: Protocol, text: &str) -> String {
+    let quoted = match protocol {
+        Protocol::Postgres => text.replace('\'', "''"),
+        Protocol::Mysql => text.replace('\\', "\\\\").replace('\'', "''"),
+    };
+    format!("'{quoted}'")
+}
+
+fn create_table(protocol: Protocol, table: &str) -> String {
+    let name = match protocol {
+        Protocol::Postgres => "text",
+        Protocol::Mysql => "VARCHAR(255)",
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (switched_at_ms BIGINT NOT NULL, active {name} NOT NULL, fenced {name} NOT NULL, PRIMARY KEY (switched_at_ms, active))"
+    )
+}
+
+/// A query answering `1` when `table` exists (qualified or in the current schema/database).
+fn table_exists(protocol: Protocol, table: &str) -> String {
+    match protocol {
+        Protocol::Postgres => format!(
+            "SELECT (to_regclass({}) IS NOT NULL)::int",
+            literal(protocol, table)
+        ),
+        Protocol::Mysql => {
+            let (schema, name) = match table.split_once('.') {
+                Some((schema, name)) => (literal(protocol, schema), name),
+                None => ("DATABASE()".to_owned(), table),
+            };
+            format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {schema} AND table_name = {}",
+                literal(protocol, name)
+            )
+        }
+    }
+}
+
+impl Databases {
+    fn record_table(&self) -> Option<&str> {
+        self.cutover()
+            .filter(|c| c.record)
+            .map(|c| c.record_table.as_str())
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, Option<Written>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Preflight: the record table exists on the new writer (created when missing), so the
+    /// pause only pays for one insert.
+    pub(super) async fn prepare_record(&self, to: &str) -> Result<String, DbError> {
+        let Some(table) = self.record_table() else {
+            return Ok("record = false: no record in the database".into());
+        };
+        let mut new = match self.writer(to).await {
+            Err(DbError::NoLogin(_)) => {
+                return Ok(format!(
+                    "no record in the database: cluster {to:?} has no monitor_user"
+                ));
+            }
+            other => other?,
+        };
+        if let Err(e) = new.exec(&create_table(self.protocol(), table)).await {
+            return Err(DbError::Refused(format!(
+                "the record table {table} cannot be created on the new writer {}: {}",
+                new.addr,
+                crate::session::chain(&e)
+            )));
+        }
+        let detail = format!("record table {table} ready on {}", new.addr);
+        self.keep(to, new);
+        Ok(detail)
+    }
+
+    /// Records on the new writer that `to` is active and `from` fenced.
+    pub(super) async fn write_record(&self, from: &str, to: &str) -> Result<String, DbError> {
+        let Some(table) = self.record_table() else {
+            return Ok("no record written (record = false)".into());
+        };
+        let mut new = match self.writer(to).await {
+            Err(DbError::NoLogin(_)) => return Ok("no record written (no monitor_user)".into()),
+            other => other?,
+        };
+        let at_ms = now_ms();
+        let p = self.protocol();
+        new.exec(&format!(
+            "INSERT INTO {table} (switched_at_ms, active, fenced) VALUES ({at_ms}, {}, {})",
+            literal(p, to),
+            literal(p, from)
+        ))
+        .await?;
+        *self.written_lock() = Some(Written {
+            cluster: to.to_owned(),
+            at_ms,
+        });
+        self.keep(to, new);
+        Ok(format!("recorded in {table}"))
+    }
+
+    /// Erases the record this cutover wrote (it aborted after writing it).
+    pub(super) async fn erase_record(&self) -> Result<(), DbError> {
+        let written = self.written_lock().take();
+        let (Some(w), Some(table)) = (written, self.record_table()) else {
+            return Ok(());
+        };
+        let mut new = self.writer(&w.cluster).await?;
+        new.exec(&format!(
+            "DELETE FROM {table} WHERE switched_at_ms = {} AND active = {}",
+            w.at_ms,
+            literal(self.protocol(), &w.cluster)
+        ))
+        .await?;
+        self.keep(&w.cluster, new);
+        Ok(())
+    }
+
+    /// The newest record on `cluster`'s writer; `None` when it has no record table or no row.
+    async fn read_record(&self, cluster: &str, table: &str) -> Result<Option<Record>, DbError> {
+        let p = self.protocol();
+        let mut w = self.connect(cluster).await?;
+        if w.one(&table_exists(p, table)).await? != "1" {
+            return Ok(None);
+        }
+        let row = w
+            .row(&format!(
+                "SELECT switched_at_ms, active, fenced FROM {table} ORDER BY switched_at_ms DESC LIMIT 1"
+            ))
+            .await?;
+        let [at, active, fenced] = row.as_slice() else {
+            return Ok(None);
+        };
+        let at_ms = at
+            .parse::<u64>()
+            .map_err(|e| w.error(&format!("read {table}.switched_at_ms {at:?}"), e))?;
+        Ok(Some(Record {
+            active: active.clone(),
+            fenced: fenced.clone(),
+            at_ms,
+            source: format!("{table} on {} ({cluster})", w.addr),
+        }))
+    }
+
+    /// The newest cutover record over every cluster with a monitor account, each read
+    /// bounded by `timeout`. A cluster that cannot be read is logged and skipped: the state
+    /// file, when there is one, still holds the routing state.
+    pub async fn newest_record(self: &Arc<Self>, timeout: Duration) -> Option<Record> {
+        let table = self.record_table()?.to_owned();
+        let mut reads = JoinSet::new();
+        for cluster in self.config.raw.clusters.keys() {
+            let (this, cluster, table) = (Arc::clone(self), cluster.clone(), table.clone());
+            reads.spawn(async move {
+                let read = tokio::time::timeout(timeout, this.read_record(&cluster, &table)).await;
+                (cluster, read)
+            });
+        }
+        let mut newest: Option<Record> = None;
+        while let Some(joined) = reads.join_next().await {
+            let Ok((cluster, read)) = joined else {
+                continue;
+            };
+            match read {
+                Ok(Ok(Some(r))) if newest.as_ref().is_none_or(|n| r.at_ms > n.at_ms) => {
+                    newest = Some(r);
+                }
+                Ok(Ok(_)) | Ok(Err(DbError::NoLogin(_))) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    %cluster,
+                    error = %crate::session::chain(&e),
+                    "could not read the cutover record"
+                ),
+                Err(_) => tracing::warn!(
+                    %cluster,
+                    ?timeout,
+                    "could not read the cutover record in time"
+                ),
+            }
+        }
+        newest
+    }
+}
+
+impl Writer {
+    /// The first row's columns as text (empty when there is no row; NULL as "").
+    pub(super) async fn row(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                let messages = c.simple_query(sql).await;
+                let messages = messages.map_err(|e| self.error(sql, e))?;
+                Ok(messages
+                    .iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                            (0..r.len())
+                                .map(|i| r.get(i).unwrap_or_default().to_owned())
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .unwrap_or_default())
+            }
+            Conn::Mysql(c) => {
+                use mysql_async::prelude::Queryable;
+                let row: Result<Option<mysql_async::Row>, _> = c.query_first(sql).await;
+                let row = row.map_err(|e| self.error(sql, e))?;
+                Ok(row
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| {
+                                r.get_opt::<Option<String>, _>(i)
+                                    .and_then(Result::ok)
+                                    .flatten()
+                                    .unwrap_or_default()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_quoted_for_each_dialect() {
+        assert_eq!(literal(Protocol::Postgres, r"o'ld\"), r"'o''ld\'");
+        assert_eq!(literal(Protocol::Mysql, r"o'ld\"), r"'o''ld\\'");
+    }
+
+    #[test]
+    fn the_table_check_follows_qualification() {
+        assert_eq!(
+            table_exists(Protocol::Mysql, "ops.switchyard_cutover"),
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'ops' AND table_name = 'switchyard_cutover'"
+        );
+        assert!(table_exists(Protocol::Mysql, "switchyard_cutover").contains("DATABASE()"));
+        assert_eq!(
+            table_exists(Protocol::Postgres, "s.t"),
+            "SELECT (to_regclass('s.t') IS NOT NULL)::int"
+        );
+    }
+}
