@@ -13,6 +13,7 @@ pub const QUERIES_TOTAL: &str = "switchyard_queries_total";
 pub const QUERY_DURATION_SECONDS: &str = "switchyard_query_duration_seconds";
 pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
 pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
+pub const READER_MOVES_TOTAL: &str = "switchyard_reader_moves_total";
 pub const WRITES_REFUSED_TOTAL: &str = "switchyard_writes_refused_total";
 pub const HELD_TRANSACTIONS: &str = "switchyard_held_transactions";
 pub const INSTANCES: &str = "switchyard_instances";
@@ -83,6 +84,10 @@ fn describe() {
         "Time from sending a statement to its ReadyForQuery, by route."
     );
     describe_counter!(ERRORS_TOTAL, "Errors by kind.");
+    describe_counter!(
+        READER_MOVES_TOTAL,
+        "Sessions that moved their reader connection to even the spread over the readers."
+    );
     describe_counter!(
         READER_FALLBACKS_TOTAL,
         "Reads sent to the writer because no reader could be used."
@@ -179,6 +184,11 @@ pub fn cutover_pause(seconds: f64) {
 pub fn session_moved(moved: bool) {
     let result = if moved { "moved" } else { "ended" };
     counter!(SESSIONS_MOVED_TOTAL, "result" => result).increment(1);
+}
+
+/// A session moved its reader connection to even the spread over the readers.
+pub fn reader_respread(cluster: &str) {
+    counter!(READER_MOVES_TOTAL, "cluster" => cluster.to_owned()).increment(1);
 }
 
 pub fn reader_fallback() {

@@ -124,6 +124,12 @@ async fn reads_follow_the_topology_table() {
         .expect("create the topology table");
     let proxy = Proxy::with_monitors(&config(port, &db)).await;
     until_reads_reach(&proxy, &db, REPLICA1).await;
+    // An application's pool: connections opened now and kept (their reads run on replica 1,
+    // the only one yet).
+    let mut pooled = Vec::new();
+    for _ in 0..6 {
+        pooled.push(proxy.connect(&db).await);
+    }
 
     // Scale-out: a row for replica 2 appears, plus an older second writer row (a demoted
     // writer's leftover), which must lose to the current one.
@@ -136,6 +142,25 @@ async fn reads_follow_the_topology_table() {
         .await
         .expect("add replica 2");
     until_reads_reach(&proxy, &db, REPLICA2).await;
+    // The pooled connections reach it too: sessions spread over the readers they have.
+    let spread = support::retry(FOLLOW_TIMEOUT, async || {
+        let mut seen = BTreeSet::new();
+        for client in &pooled {
+            let row = client
+                .query_one("SELECT host(inet_server_addr())", &[])
+                .await
+                .expect("pooled reads never fail");
+            seen.insert(row.get::<_, String>(0));
+        }
+        if seen.contains(&REPLICA2.to_string()) {
+            Ok(())
+        } else {
+            Err(format!("pooled reads ran on {seen:?}"))
+        }
+    });
+    if let Err(why) = spread.await {
+        panic!("no pooled connection reached {REPLICA2} within {FOLLOW_TIMEOUT:?}: {why}");
+    }
     let main = topology::status(&proxy, "main").await;
     assert_eq!(
         main["writer"]["addr"],

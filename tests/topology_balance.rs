@@ -3,6 +3,8 @@
 //! over `max_lag` gets no reads until it has caught up. Every read runs on a new connection
 //! (a new session picks its reader from the current topology) and says which server answered
 //! it; no read may fail. The lag tests have their own clusters (they hold replication back).
+//! Connections an application keeps open spread onto a replica that becomes usable after
+//! they opened.
 
 mod support;
 
@@ -319,6 +321,99 @@ async fn a_mariadb_replica_over_max_lag_gets_no_reads_until_it_catches_up() {
         "START SLAVE",
     ] {
         standby.query_drop(statement).await.expect(statement);
+    }
+    standby.disconnect().await.expect("disconnect");
+    primary.disconnect().await.expect("disconnect");
+}
+
+/// A connection through the proxy that the test keeps, as an application's pool does.
+async fn mysql_pooled(proxy: &Proxy, db: &str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("connect through the proxy")
+}
+
+async fn port_of(conn: &mut mysql_async::Conn) -> u16 {
+    let port: Option<u16> = conn
+        .query_first("SELECT @@port")
+        .await
+        .expect("pooled reads never fail");
+    port.expect("a port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_mariadb_sessions_spread_onto_a_replica_that_comes_back() {
+    let cluster = MariaCluster::start(2);
+    let db = cluster.create_database("pooled").await;
+    let config = with_cluster(
+        &proxy::mysql_config_text(&cluster, ""),
+        &format!(
+            "monitor_user = \"app\"\nmonitor_password = \"app-secret\"\nslow_start = \"0s\"\n{CHECKS}"
+        ),
+    );
+    let proxy = Proxy::with_monitors(&config).await;
+    let (first, second) = (&cluster.replicas[0], &cluster.replicas[1]);
+    let second_addr = format!("{}:{}", second.host, second.port);
+    let read = || topology::mysql_read_port(&proxy, &db);
+
+    // The second replica's applier stops: it lags, and gets no reads.
+    let mut standby = cluster.admin(second).await;
+    let mut primary = cluster.admin(&cluster.primary).await;
+    standby
+        .query_drop("STOP SLAVE SQL_THREAD")
+        .await
+        .expect("stop the SQL thread");
+    primary
+        .query_drop(format!("CREATE TABLE `{db}`.writes (n int)"))
+        .await
+        .expect("write on the primary");
+    until_reader(&proxy, &second_addr, "lagging", |lag| lag.is_none(), read).await;
+
+    // The application's pool opens now: every session reads from the first replica.
+    let mut pooled = Vec::new();
+    for _ in 0..6 {
+        let mut conn = mysql_pooled(&proxy, &db).await;
+        assert_eq!(port_of(&mut conn).await, first.port);
+        pooled.push(conn);
+    }
+
+    // The second replica catches up; the pooled sessions spread onto it.
+    standby
+        .query_drop("START SLAVE SQL_THREAD")
+        .await
+        .expect("start the SQL thread");
+    until_reader(
+        &proxy,
+        &second_addr,
+        "healthy",
+        |lag| lag == Some(0.0),
+        read,
+    )
+    .await;
+    let pooled = tokio::sync::Mutex::new(pooled);
+    let spread = support::retry(FOLLOW_TIMEOUT, async || {
+        let mut ports = Vec::new();
+        for conn in pooled.lock().await.iter_mut() {
+            ports.push(port_of(conn).await);
+        }
+        if ports.contains(&second.port) {
+            Ok(())
+        } else {
+            Err(format!("pooled reads ran on {ports:?}"))
+        }
+    });
+    if let Err(why) = spread.await {
+        panic!("no pooled session reached the second replica within {FOLLOW_TIMEOUT:?}: {why}");
+    }
+    for conn in pooled.into_inner() {
+        conn.disconnect().await.expect("disconnect");
     }
     standby.disconnect().await.expect("disconnect");
     primary.disconnect().await.expect("disconnect");

@@ -17,7 +17,7 @@ use crate::protocol::mysql::auth::client::{BackendAuthError, ClientAuth, ClientS
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
 use crate::protocol::mysql::handshake::{self, ClientHello};
 use crate::protocol::mysql::packet::{self, write_packet};
-use crate::topology::{Cluster, Instance};
+use crate::topology::{Attachment, Cluster, Instance};
 
 /// Largest packet accepted from a backend during login.
 const MAX_LOGIN_PACKET: usize = 1 << 20;
@@ -49,6 +49,8 @@ pub struct Login {
 /// An authenticated backend connection, ready for commands.
 pub struct MysqlConn {
     pub instance: Arc<Instance>,
+    /// Counts this connection in the instance's attached sessions while it lives.
+    _attached: Attachment,
     pub stream: Stream,
     pub buf: BytesMut,
     /// The backend's own connection id (for KILL QUERY).
@@ -143,6 +145,7 @@ async fn connect_inner(
     tcp.set_nodelay(true).map_err(io)?;
     let mut conn = MysqlConn {
         instance: Arc::clone(instance),
+        _attached: Attachment::new(instance),
         stream: Stream::Plain(tcp),
         buf: BytesMut::with_capacity(8192),
         connection_id: 0,

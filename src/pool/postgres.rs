@@ -19,7 +19,7 @@ use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, auth, tag};
 use crate::protocol::postgres::startup::SSL_REQUEST_CODE;
-use crate::topology::{Cluster, Instance};
+use crate::topology::{Attachment, Cluster, Instance};
 
 /// Largest message accepted from a backend during startup.
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
@@ -34,6 +34,8 @@ pub struct BackendKey {
 /// An authenticated backend connection, ready for queries.
 pub struct BackendConn {
     pub instance: Arc<Instance>,
+    /// Counts this connection in the instance's attached sessions while it lives.
+    _attached: Attachment,
     pub stream: Stream,
     /// Bytes read from the backend and not yet handled.
     pub buf: BytesMut,
@@ -140,6 +142,7 @@ async fn connect_inner(
 
     let mut conn = BackendConn {
         instance: Arc::clone(instance),
+        _attached: Attachment::new(instance),
         stream,
         buf: BytesMut::with_capacity(8192),
         key: None,

@@ -94,3 +94,45 @@ pub(crate) fn report_end(
         tracing::info!(error = %chain(error), "session ended");
     }
 }
+
+/// How often, at most, a session between transactions asks whether its reader is one too
+/// many (see [`ReaderSpread`]).
+const RESPREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps a session's reader choice in step with the cluster: a session holds one reader
+/// connection for many queries, so without this a long-lived pooled connection would never
+/// reach a replica added after it opened. At most once per [`RESPREAD_EVERY`], and only on
+/// a coin flip (so sessions seeing the same imbalance do not all move at once), it asks
+/// [`crate::topology::rebalance_target`] whether moving evens the spread of sessions over
+/// the readers by weight.
+#[derive(Debug)]
+pub(crate) struct ReaderSpread {
+    last: std::time::Instant,
+}
+
+impl ReaderSpread {
+    pub(crate) fn new() -> ReaderSpread {
+        ReaderSpread {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// The reader to move to from `current`, if it is time to look and moving helps.
+    pub(crate) fn target(
+        &mut self,
+        current: &crate::topology::Instance,
+        readers: &[Arc<crate::topology::Instance>],
+        now: std::time::Instant,
+    ) -> Option<Arc<crate::topology::Instance>> {
+        if now.saturating_duration_since(self.last) < RESPREAD_EVERY {
+            return None;
+        }
+        self.last = now;
+        if !rand::random::<bool>() {
+            return None;
+        }
+        let to = crate::topology::rebalance_target(current, readers, now)?;
+        crate::metrics::reader_respread(&current.cluster);
+        Some(to)
+    }
+}

@@ -57,6 +57,39 @@ pub fn pick_reader(
     Some(Arc::clone(if b_lighter { b } else { a }))
 }
 
+/// The reader a session attached to `current` should move to, so that sessions spread
+/// over the readers in proportion to their (slow-start ramped) weights: the lightest other
+/// usable reader by attached sessions per unit of weight, when moving there makes the spread
+/// more even — that reader with this session is still lighter than `current` with it. The
+/// move back is then never worth it, so sessions do not swing between readers; `None` when
+/// no move evens the spread.
+pub fn rebalance_target(
+    current: &Instance,
+    readers: &[Arc<Instance>],
+    now: Instant,
+) -> Option<Arc<Instance>> {
+    let wc = u128::from(current.effective_weight(now));
+    let here = current.load.attached() as u128;
+    readers
+        .iter()
+        .filter(|r| {
+            !std::ptr::eq(r.as_ref(), current)
+                && r.load.status().is_usable()
+                && !r.load.is_down(now)
+        })
+        .map(|r| {
+            (
+                r,
+                u128::from(r.effective_weight(now)),
+                r.load.attached() as u128 + 1,
+            )
+        })
+        // with / w < here / wc, without division.
+        .filter(|(_, w, with)| with * wc < here * w)
+        .min_by(|(_, wa, a), (_, wb, b)| (a * wb).cmp(&(b * wa)))
+        .map(|(r, _, _)| Arc::clone(r))
+}
+
 /// The index of a candidate drawn with probability proportional to its weight, leaving out
 /// `skip`.
 fn draw(
@@ -87,7 +120,7 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{Load, Role, Status};
+    use crate::topology::{Attachment, Load, Role, Status};
 
     fn reader(addr: &str, epoch: Instant) -> Arc<Instance> {
         weighted(addr, 1, epoch)
@@ -126,6 +159,52 @@ mod tests {
             counts[rs.iter().position(|r| Arc::ptr_eq(r, &p)).unwrap()] += 1;
         }
         counts
+    }
+
+    /// Lets each session (an attachment) move while `rebalance_target` says so, round after
+    /// round; returns the sessions per reader and how many moves it took.
+    fn settle(
+        rs: &[Arc<Instance>],
+        mut sessions: Vec<Attachment>,
+        now: Instant,
+    ) -> (Vec<usize>, usize) {
+        let mut moves = 0;
+        for _ in 0..10 {
+            for s in sessions.iter_mut() {
+                if let Some(to) = rebalance_target(&s.0, rs, now) {
+                    *s = Attachment::new(&to);
+                    moves += 1;
+                }
+            }
+        }
+        (rs.iter().map(|r| r.load.attached()).collect(), moves)
+    }
+
+    #[test]
+    fn sessions_spread_over_a_new_reader_by_weight_and_then_stay() {
+        let now = Instant::now();
+        let rs = vec![reader("a", now), reader("b", now)];
+        let sessions = (0..10).map(|_| Attachment::new(&rs[0])).collect();
+        assert_eq!(settle(&rs, sessions, now), (vec![5, 5], 5));
+
+        let rs = vec![weighted("a", 1, now), weighted("b", 3, now)];
+        let sessions: Vec<_> = (0..8).map(|_| Attachment::new(&rs[0])).collect();
+        assert_eq!(settle(&rs, sessions, now), (vec![2, 6], 6));
+
+        // Balanced within one session: nobody moves back and forth.
+        let rs = vec![reader("a", now), reader("b", now)];
+        let mut sessions: Vec<_> = (0..3).map(|_| Attachment::new(&rs[0])).collect();
+        sessions.extend((0..2).map(|_| Attachment::new(&rs[1])));
+        assert_eq!(settle(&rs, sessions, now), (vec![3, 2], 0));
+    }
+
+    #[test]
+    fn sessions_leave_nothing_for_an_unusable_reader() {
+        let now = Instant::now();
+        let rs = vec![reader("a", now), reader("b", now)];
+        rs[1].load.set_status(Status::Unhealthy);
+        let sessions = (0..4).map(|_| Attachment::new(&rs[0])).collect();
+        assert_eq!(settle(&rs, sessions, now), (vec![4, 0], 0));
     }
 
     #[test]

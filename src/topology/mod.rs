@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-pub use balancer::{effective_weight, pick_reader};
+pub use balancer::{effective_weight, pick_reader, rebalance_target};
 pub use change::{Seen, next_cluster};
 pub use health::{HealthState, Probe, Status, Thresholds};
 pub use lag::{LagMemory, Replication, with_lag};
@@ -102,6 +102,24 @@ impl Instance {
     }
 }
 
+/// A session's connection to an instance, counted in its [`Load::attached`] while it
+/// lives, so that sessions can be spread over readers by weight.
+#[derive(Debug)]
+pub struct Attachment(Arc<Instance>);
+
+impl Attachment {
+    pub fn new(instance: &Arc<Instance>) -> Attachment {
+        instance.load.attached.fetch_add(1, Ordering::Relaxed);
+        Attachment(Arc::clone(instance))
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.0.load.attached.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Marks "no value" in the millisecond fields of [`Load`].
 const UNSET_MS: u64 = u64::MAX;
 
@@ -109,6 +127,8 @@ const UNSET_MS: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct Load {
     in_flight: AtomicUsize,
+    /// Sessions holding a connection to it (see [`Attachment`]).
+    attached: AtomicUsize,
     /// Milliseconds after `epoch` until which new connections skip this instance.
     down_until_ms: AtomicU64,
     epoch: Instant,
@@ -126,6 +146,7 @@ impl Load {
     fn new(epoch: Instant) -> Load {
         Load {
             in_flight: AtomicUsize::new(0),
+            attached: AtomicUsize::new(0),
             down_until_ms: AtomicU64::new(0),
             epoch,
             status: AtomicU8::new(Status::Healthy as u8),
@@ -189,6 +210,11 @@ impl Load {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Sessions holding a connection to it now.
+    pub fn attached(&self) -> usize {
+        self.attached.load(Ordering::Relaxed)
     }
 
     pub fn begin(&self) {

@@ -175,6 +175,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         },
         writes_until: None,
         admission: None,
+        spread: crate::session::ReaderSpread::new(),
         cancel: Arc::clone(&registration.cancel),
         scratch: BytesMut::new(),
         shutdown,
@@ -214,6 +215,8 @@ struct Session {
     writes_until: Option<Instant>,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     admission: Option<Admission>,
+    /// When this session last looked at whether its reader should change.
+    spread: crate::session::ReaderSpread,
     cancel: Arc<SessionCancel>,
     scratch: BytesMut,
     shutdown: Shutdown,
@@ -407,15 +410,28 @@ impl Session {
             .reader
             .as_ref()
             .is_some_and(|r| !r.conn.instance.load.status().is_usable());
-        if leaving && self.view.in_transaction.is_none() {
-            self.drop_reader(false);
+        let now = Instant::now();
+        let mut next = None;
+        if self.view.in_transaction.is_none()
+            && let Some(reader) = &self.reader
+        {
+            next = if leaving {
+                None
+            } else {
+                self.spread
+                    .target(&reader.conn.instance, &self.cluster.readers, now)
+            };
+            if leaving || next.is_some() {
+                self.drop_reader(false);
+            }
         }
         if self.reader.is_none() {
-            let now = Instant::now();
             let retry = self.ctx.config.raw.server.backend_retry;
             for _ in 0..self.cluster.readers.len() {
-                let Some(instance) = pick_reader(&self.cluster.readers, now, None, |n| {
-                    rand::random_range(0..n)
+                let Some(instance) = next.take().or_else(|| {
+                    pick_reader(&self.cluster.readers, now, None, |n| {
+                        rand::random_range(0..n)
+                    })
                 }) else {
                     break;
                 };
