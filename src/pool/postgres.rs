@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +17,8 @@ use crate::config::BackendTlsMode;
 use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, auth, tag};
+use crate::protocol::postgres::scram::{self, ScramError};
+use crate::protocol::postgres::scram_client::ScramClient;
 use crate::protocol::postgres::startup::SSL_REQUEST_CODE;
 use crate::topology::{Attachment, Cluster, Instance};
 
@@ -68,7 +69,7 @@ pub enum ConnectError {
     Scram {
         addr: String,
         #[source]
-        source: std::io::Error,
+        source: ScramError,
     },
     #[error("connect to {addr}: protocol violation: {detail}")]
     Protocol { addr: String, detail: String },
@@ -149,7 +150,7 @@ async fn connect_inner(
         parameter_status: Vec::new(),
         notices: Vec::new(),
     };
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     loop {
         let msg = conn.next_message().await?;
         let body = &msg[frame::HEADER_LEN..];
@@ -176,7 +177,7 @@ async fn connect_inner(
                     auth::SASL => {
                         let offers_scram = data
                             .split(|&b| b == 0)
-                            .any(|m| m == SCRAM_SHA_256.as_bytes());
+                            .any(|m| m == scram::MECHANISM.as_bytes());
                         if !offers_scram {
                             return Err(ConnectError::UnsupportedAuth {
                                 addr: addr.to_owned(),
@@ -184,27 +185,33 @@ async fn connect_inner(
                             });
                         }
                         let password = conn.password(creds)?;
-                        let s =
-                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
-                            .map_err(io)?;
+                        let (s, first) =
+                            ScramClient::new(password.as_bytes(), &scram::random_nonce());
+                        frontend::sasl_initial_response(
+                            scram::MECHANISM,
+                            first.as_bytes(),
+                            &mut out,
+                        )
+                        .map_err(io)?;
                         scram = Some(s);
                     }
                     auth::SASL_CONTINUE => {
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
-                        s.update(data).map_err(|source| ConnectError::Scram {
-                            addr: addr.to_owned(),
-                            source,
+                        let last = s.server_first(data, &creds.salted).map_err(|source| {
+                            ConnectError::Scram {
+                                addr: addr.to_owned(),
+                                source,
+                            }
                         })?;
-                        frontend::sasl_response(s.message(), &mut out).map_err(io)?;
+                        frontend::sasl_response(last.as_bytes(), &mut out).map_err(io)?;
                     }
                     auth::SASL_FINAL => {
                         let mut s = scram
                             .take()
                             .ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
-                        s.finish(data).map_err(|source| ConnectError::Scram {
+                        s.server_final(data).map_err(|source| ConnectError::Scram {
                             addr: addr.to_owned(),
                             source,
                         })?;

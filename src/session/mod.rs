@@ -13,6 +13,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::{Protocol, Secret, User, Validated};
 use crate::cutover::Routing;
 use crate::protocol::postgres::scram::Verifier;
+use crate::protocol::postgres::scram_client::SaltedPasswords;
 use crate::shutdown::Shutdown;
 use crate::topology::TopologyHandle;
 
@@ -26,6 +27,8 @@ pub struct Context {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// SCRAM verifiers computed once from plain passwords (4096 PBKDF2 rounds each).
     verifiers: HashMap<String, Verifier>,
+    /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
+    pub salted: Arc<SaltedPasswords>,
 }
 
 impl Context {
@@ -51,6 +54,7 @@ impl Context {
             cancels: Arc::new(CancelRegistry::default()),
             tls,
             verifiers,
+            salted: Arc::default(),
         }
     }
 

@@ -4,5 +4,6 @@
 pub mod frame;
 pub mod messages;
 pub mod scram;
+pub mod scram_client;
 pub mod sqlstate;
 pub mod startup;

@@ -95,6 +95,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         creds: Credentials {
             user: auth.user.backend_user.clone(),
             password: auth.user.backend_password.clone(),
+            salted: Arc::clone(&ctx.salted),
         },
         login: auth.login,
         writer: None,

@@ -6,7 +6,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::{Session, SessionError, startup};
-use crate::pool::Credentials;
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_RESET_CONNECTION;
 use crate::router::{SessionView, Target};
@@ -41,10 +40,8 @@ impl Session {
                 return Err(SessionError::ClientGone);
             }
         };
-        self.creds = Credentials {
-            user: user.backend_user.clone(),
-            password: user.backend_password.clone(),
-        };
+        self.creds.user = user.backend_user.clone();
+        self.creds.password = user.backend_password.clone();
         self.login.database = Some(change.database.to_vec()).filter(|d| !d.is_empty());
         if let Some(charset) = change.charset {
             self.login.charset = charset;

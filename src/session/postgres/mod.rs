@@ -161,6 +161,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         creds: Credentials {
             user: user.backend_user.clone(),
             password: user.backend_password.clone(),
+            salted: Arc::clone(&ctx.salted),
         },
         params: params.params,
         writer: None,
