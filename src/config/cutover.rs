@@ -53,7 +53,8 @@ pub struct CutoverConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
-    /// PostgreSQL logical replication: the slot confirmed the old writer's last LSN.
+    /// PostgreSQL logical replication: the slot's subscriber applied the old writer's last
+    /// LSN.
     Lsn,
     /// MariaDB/MySQL: the new writer executed the old writer's last GTID position.
     Gtid,
@@ -163,6 +164,17 @@ pub(super) fn validate_cutover(raw: &Config, problem: &mut dyn FnMut(String, Str
             );
         }
     }
+    let schema_unknown = c.database.is_none()
+        && raw
+            .clusters
+            .values()
+            .any(|cl| cl.monitor_database.is_none());
+    if protocol == Protocol::Mysql && c.record && !c.record_table.contains('.') && schema_unknown {
+        problem(
+            "cutover.record_table".into(),
+            "MySQL needs a schema for the cutover record: set [cutover] database, or write record_table as schema.table (or set record = false)".into(),
+        );
+    }
     if c.fence_sql.is_some() != c.unfence_sql.is_some() {
         problem(
             "cutover.fence_sql".into(),
@@ -229,6 +241,51 @@ fn is_table_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::is_table_name;
+
+    /// The problem paths `switchyard check` reports for a MySQL migration whose `[cutover]`
+    /// section has `cutover`.
+    fn problems(cutover: &str) -> Vec<String> {
+        let text = format!(
+            r#"
+            [server]
+            protocol = "mysql"
+            listen = "127.0.0.1:3307"
+            [[users]]
+            name = "app"
+            password = "secret"
+            [clusters.old]
+            writer = "10.0.0.1:3306"
+            monitor_user = "m"
+            monitor_password = "p"
+            [clusters.new]
+            writer = "10.0.0.2:3306"
+            monitor_user = "m"
+            monitor_password = "p"
+            [routing]
+            active = "old"
+            [cutover]
+            catch_up = "gtid"
+            {cutover}
+            "#
+        );
+        let raw = toml::from_str(&text).expect("parse");
+        match crate::config::validate(raw, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|p| p.path).collect(),
+        }
+    }
+
+    #[test]
+    fn a_mysql_record_needs_a_schema() {
+        assert_eq!(problems(""), ["cutover.record_table"]);
+        assert!(problems("database = \"app\"").is_empty());
+        assert!(problems("record_table = \"ops.cutovers\"").is_empty());
+        assert!(problems("record = false").is_empty());
+        assert_eq!(
+            problems("database = \"app\"\nsentinel_table = \"x; DROP TABLE y\""),
+            ["cutover.sentinel_table"]
+        );
+    }
 
     #[test]
     fn table_names_are_plain_identifiers() {

@@ -245,8 +245,14 @@ impl Databases {
             CatchUp::Lsn => {
                 let mut old = self.writer(from).await?;
                 let slot = c.slot.as_deref().unwrap_or_default();
+                // The subscriber reports what it applied (committed, visible) right after
+                // each batch, but flushes those commits only at its next WAL flush
+                // (subscriptions commit with synchronous_commit = off), so the slot's
+                // confirmed_flush_lsn trails by up to wal_writer_delay. Applied is what
+                // the switch needs; the record written next, a synchronous commit on the
+                // new writer, flushes everything applied before it.
                 let sql = format!(
-                    "SELECT (confirmed_flush_lsn >= '{mark}'::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = '{}'",
+                    "SELECT (COALESCE(r.replay_lsn >= '{mark}'::pg_lsn, false) OR s.confirmed_flush_lsn >= '{mark}'::pg_lsn)::text FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '{}'",
                     slot.replace('\'', "''")
                 );
                 while old.one(&sql).await? != "true" {
@@ -256,7 +262,7 @@ impl Databases {
                     tokio::time::sleep(POLL).await;
                 }
                 self.keep(from, old);
-                found.push(format!("slot {slot} confirmed {mark}"));
+                found.push(format!("slot {slot} applied {mark}"));
             }
             CatchUp::Gtid => {
                 let mut new = self.writer(to).await?;

@@ -26,12 +26,18 @@ catch_up_timeout = "2s"
     )
 }
 
-/// The `[cutover]` section for MariaDB: binlog replication, caught up by GTID.
-const MYSQL_CUTOVER: &str = r#"catch_up = "gtid"
+/// The `[cutover]` section for MariaDB: binlog replication, caught up by GTID; the record of
+/// the switch goes in the application's schema.
+fn mysql_cutover() -> String {
+    format!(
+        r#"catch_up = "gtid"
+database = "{APP_DATABASE}"
 max_lag = "5s"
 drain_timeout = "2s"
 catch_up_timeout = "2s"
-"#;
+"#
+    )
+}
 
 /// What switchyard's config says of the four `instances` (old writer, old replica, new
 /// writer, new replica): the monitor is the superuser, which the cutover's catch-up uses too.
@@ -63,7 +69,7 @@ fn plan(engine: Engine, instances: [Instance; 4], token: String) -> Plan {
             clusters,
             monitor_user: "root",
             monitor_database: None,
-            cutover: MYSQL_CUTOVER.into(),
+            cutover: mysql_cutover(),
             token,
         },
     }
