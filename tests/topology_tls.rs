@@ -257,3 +257,84 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
         "{message}"
     );
 }
+
+/// The port of the MariaDB server that answered one read on a new connection through the
+/// proxy, and the TLS cipher of its connection from the proxy (empty without TLS).
+async fn mysql_read_once(proxy: &Proxy, db: &str) -> Result<(u16, String), String> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let sql = "SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+               WHERE VARIABLE_NAME = 'Ssl_cipher'";
+    let row: Option<(u16, String)> = conn.query_first(sql).await.map_err(|e| e.to_string())?;
+    conn.disconnect().await.map_err(|e| e.to_string())?;
+    row.ok_or_else(|| "no row".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_dns_instances_are_verified_as_their_endpoint_names() {
+    let pki = make_pki("mysql-discovery");
+    let cluster = MariaCluster::start_with_tls(&[
+        pki.server_cert("primary", &["127.0.0.1", "writer.cluster.test"]),
+        pki.server_cert("replica1", &["reader.cluster.test"]),
+    ]);
+    let db = cluster.create_database("tls_dns").await;
+    let dns = DnsServer::start("cluster.test.").await;
+    dns.set("writer.cluster.test.", &[PRIMARY]).await;
+    dns.set("reader.cluster.test.", &[PRIMARY]).await;
+    let (primary_port, replica_port) = (cluster.primary.port, cluster.replicas[0].port);
+    let settings = format!(
+        r#"tls = "verify-full"
+ca_file = "{ca}"
+monitor_user = "app"
+monitor_password = "app-secret"
+health_interval = "100ms"
+fail_after = 2
+recover_after = 1
+
+[clusters.main.discovery]
+kind = "dns"
+writer_endpoint = "writer.cluster.test:{primary_port}"
+reader_endpoint = "reader.cluster.test:{replica_port}"
+interval = "100ms"
+nameservers = ["{dns}"]
+
+[routing]"#,
+        ca = pki.ca.display(),
+        dns = dns.addr,
+    );
+    let config = proxy::with_readers(&proxy::mysql_config_text(&cluster, ""), &[])
+        .replace("[routing]", &settings);
+    let proxy = Proxy::with_monitors(&config).await;
+
+    // Until discovery has run there are no readers: reads go to the writer, over TLS too.
+    let reached = support::retry(FOLLOW_TIMEOUT, async || {
+        let (port, cipher) = mysql_read_once(&proxy, &db)
+            .await
+            .expect("reads never fail");
+        assert!(!cipher.is_empty(), "the read on port {port} came over TLS");
+        if port == replica_port {
+            Ok(())
+        } else {
+            Err(format!("last read ran on port {port}"))
+        }
+    });
+    if let Err(why) = reached.await {
+        panic!(
+            "reads did not reach the replica within {FOLLOW_TIMEOUT:?}: {why}\n{}",
+            topology::status(&proxy, "main").await
+        );
+    }
+    let main = topology::status(&proxy, "main").await;
+    assert_eq!(
+        main["readers"][0]["tls_name"], "reader.cluster.test",
+        "{main}"
+    );
+}
