@@ -14,19 +14,16 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
 use tokio::sync::OnceCell;
 
 use support::dns::DnsServer;
 use support::mariadb::MariaCluster;
 use support::pki::{Pki, make_pki};
 use support::postgres::PgCluster;
-use support::proxy::{self, ADMIN_TOKEN, Proxy};
-use support::topology;
+use support::proxy::{self, Proxy};
+use support::topology::{self, FOLLOW_TIMEOUT};
 
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const REPLICA1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const REPLICA2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -67,44 +64,15 @@ async fn pg_servers() -> &'static PgServers {
         .await
 }
 
-/// A PostgreSQL proxy config for cluster `main` with verify-full TLS, the test's monitor
-/// account and fast checks, and `discovery` as `[clusters.main.discovery]`.
-fn pg_config(servers: &PgServers, discovery: &str) -> String {
-    format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-[clusters.main]
-writer = "{PRIMARY}:{port}"
-tls = "verify-full"
-ca_file = "{ca}"
-monitor_user = "postgres"
-health_interval = "100ms"
-fail_after = 2
-recover_after = 1
-
-[clusters.main.discovery]
-interval = "100ms"
-drain_after = 2
-{discovery}
-
-[routing]
-active = "main"
-read_your_writes = "0s"
-"#,
-        port = servers.cluster.primary.port,
-        ca = servers.pki.ca.display(),
-    )
+/// A PostgreSQL proxy config for cluster `main` with verify-full TLS, `cluster` added to
+/// `[clusters.main]` and `discovery`.
+fn pg_config(servers: &PgServers, cluster: &str, discovery: &str) -> String {
+    let tls = format!(
+        "tls = \"verify-full\"\nca_file = \"{}\"\n{cluster}",
+        servers.pki.ca.display()
+    );
+    let writer = format!("{PRIMARY}:{}", servers.cluster.primary.port);
+    topology::discovery_config(&writer, &tls, discovery)
 }
 
 /// The server that answered one read on a new connection, and whether it came over TLS.
@@ -119,21 +87,12 @@ async fn pg_read_once(proxy: &Proxy, db: &str) -> Result<(Ipv4Addr, bool), Strin
 
 /// Reads on new connections until one reaches `want`; every read must succeed over TLS.
 async fn until_pg_reads_reach(proxy: &Proxy, db: &str, want: Ipv4Addr) {
-    let reached = support::retry(FOLLOW_TIMEOUT, async || {
-        let (at, tls) = pg_read_once(proxy, db).await.expect("reads never fail");
+    let read = async || {
+        let (at, tls) = pg_read_once(proxy, db).await?;
         assert!(tls, "the read on {at} came over TLS");
-        if at == want {
-            Ok(())
-        } else {
-            Err(format!("last read ran on {at}"))
-        }
-    });
-    if let Err(why) = reached.await {
-        panic!(
-            "reads did not reach {want} within {FOLLOW_TIMEOUT:?}: {why}\n{}",
-            topology::status(proxy, "main").await
-        );
-    }
+        Ok(at)
+    };
+    topology::until_reads_reach(proxy, want, read).await;
 }
 
 /// Replica 2, whose certificate names another host, is in the topology under `tls_name`
@@ -171,7 +130,7 @@ async fn postgres_dns_instances_are_verified_as_their_endpoint_names() {
         "kind = \"dns\"\nwriter_endpoint = \"writer.cluster.test:{port}\"\nreader_endpoint = \"reader.cluster.test:{port}\"\nnameservers = [\"{}\"]",
         dns.addr
     );
-    let proxy = Proxy::with_monitors(&pg_config(servers, &discovery)).await;
+    let proxy = Proxy::with_monitors(&pg_config(servers, "", &discovery)).await;
 
     until_pg_reads_reach(&proxy, &db, REPLICA1).await;
     let replica2 = format!("{REPLICA2}:{port}");
@@ -186,16 +145,14 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
     let db = cluster.create_database("tls_aurora").await;
     let primary = cluster.superuser(&cluster.primary, &db).await;
     primary
-        .batch_execute(
-            "CREATE TABLE aurora_topology (
-                 server_id text, session_id text,
-                 last_update_timestamp timestamptz, replica_lag_in_msec float);
-             GRANT SELECT ON aurora_topology TO PUBLIC;
+        .batch_execute(&format!(
+            "{};
              INSERT INTO aurora_topology VALUES
                  ('primary', 'MASTER_SESSION_ID', now(), 0),
                  ('replica1', 'a7c1e2f0-0000-4000-8000-000000000002', now(), 0),
                  ('replica2', 'a7c1e2f0-0000-4000-8000-000000000003', now(), 0);",
-        )
+            topology::PG_AURORA_TABLE
+        ))
         .await
         .expect("create the topology table");
     let dns = DnsServer::start("cluster.test.").await;
@@ -209,14 +166,13 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
     }
     let aurora = |domain: &str| {
         format!(
-            "kind = \"aurora\"\nquery = \"SELECT server_id, session_id, last_update_timestamp, replica_lag_in_msec FROM aurora_topology\"\ninstance_pattern = \"?.{domain}:{port}\"\nnameservers = [\"{}\"]",
+            "kind = \"aurora\"\nquery = \"{}\"\ninstance_pattern = \"?.{domain}:{port}\"\nnameservers = [\"{}\"]",
+            topology::PG_AURORA_QUERY,
             dns.addr
         )
     };
-    let config = pg_config(servers, &aurora("cluster.test")).replace(
-        "monitor_user = \"postgres\"",
-        &format!("monitor_user = \"postgres\"\nmonitor_database = \"{db}\""),
-    );
+    let monitor_database = format!("monitor_database = \"{db}\"");
+    let config = pg_config(servers, &monitor_database, &aurora("cluster.test"));
     let proxy = Proxy::with_monitors(&config).await;
 
     until_pg_reads_reach(&proxy, &db, REPLICA1).await;
@@ -261,21 +217,9 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
 /// The port of the MariaDB server that answered one read on a new connection through the
 /// proxy, and the TLS cipher of its connection from the proxy (empty without TLS).
 async fn mysql_read_once(proxy: &Proxy, db: &str) -> Result<(u16, String), String> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
     let sql = "SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
                WHERE VARIABLE_NAME = 'Ssl_cipher'";
-    let row: Option<(u16, String)> = conn.query_first(sql).await.map_err(|e| e.to_string())?;
-    conn.disconnect().await.map_err(|e| e.to_string())?;
-    row.ok_or_else(|| "no row".to_owned())
+    topology::mysql_read_once(proxy, db, sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,23 +259,12 @@ nameservers = ["{dns}"]
     let proxy = Proxy::with_monitors(&config).await;
 
     // Until discovery has run there are no readers: reads go to the writer, over TLS too.
-    let reached = support::retry(FOLLOW_TIMEOUT, async || {
-        let (port, cipher) = mysql_read_once(&proxy, &db)
-            .await
-            .expect("reads never fail");
+    let read = async || {
+        let (port, cipher) = mysql_read_once(&proxy, &db).await?;
         assert!(!cipher.is_empty(), "the read on port {port} came over TLS");
-        if port == replica_port {
-            Ok(())
-        } else {
-            Err(format!("last read ran on port {port}"))
-        }
-    });
-    if let Err(why) = reached.await {
-        panic!(
-            "reads did not reach the replica within {FOLLOW_TIMEOUT:?}: {why}\n{}",
-            topology::status(&proxy, "main").await
-        );
-    }
+        Ok(port)
+    };
+    topology::until_reads_reach(&proxy, replica_port, read).await;
     let main = topology::status(&proxy, "main").await;
     assert_eq!(
         main["readers"][0]["tls_name"], "reader.cluster.test",
