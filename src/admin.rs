@@ -227,6 +227,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
             let instance = |i: &crate::topology::Instance| {
                 json!({
                     "addr": i.addr,
+                    "tls_name": i.tls_name,
                     "role": i.role.as_str(),
                     "in_flight": i.load.in_flight(),
                     "down": i.load.is_down(std::time::Instant::now()),

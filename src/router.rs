@@ -1,6 +1,9 @@
 //! The routing decision, pure: (statement class, session state, routing settings) → where
 //! the statement runs. No I/O; table-tested.
 
+use std::time::{Duration, Instant};
+
+use crate::config::{Consistency, RoutingConfig};
 use crate::sql::{Class, Hint, Statement};
 
 /// The backend connection of a session a statement runs on.
@@ -50,6 +53,42 @@ pub fn route(stmt: &Statement, session: SessionView, settings: Settings) -> Targ
 /// session's read-your-writes window. Session settings do not.
 pub fn may_write(stmt: &Statement) -> bool {
     matches!(stmt.class, Class::Write | Class::Pin | Class::End)
+}
+
+/// How long a session's reads stay on the writer after it wrote, resolved once per login
+/// from its route (`consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadYourWrites {
+    /// `consistency = "eventual"`: reads go to replicas right after a write.
+    Off,
+    /// `consistency = "session"`: reads stay on the writer for at least `minimum`, and for
+    /// as long as the replicas may lag behind the write.
+    Window { minimum: Duration },
+}
+
+impl ReadYourWrites {
+    /// What a session of `user` (the client's login name) on `database` gets.
+    pub fn for_session(routing: &RoutingConfig, user: &str, database: Option<&str>) -> Self {
+        match routing.consistency_for(user, database) {
+            Consistency::Eventual => ReadYourWrites::Off,
+            Consistency::Session => ReadYourWrites::Window {
+                minimum: routing.read_your_writes,
+            },
+        }
+    }
+
+    /// Until when reads stay on the writer after a write at `now`; `catch_up` tells how long
+    /// the cluster's replicas may miss it (measured lag plus margin).
+    pub fn writer_until(
+        self,
+        now: Instant,
+        catch_up: impl FnOnce() -> Duration,
+    ) -> Option<Instant> {
+        match self {
+            ReadYourWrites::Off => None,
+            ReadYourWrites::Window { minimum } => Some(now + minimum.max(catch_up())),
+        }
+    }
 }
 
 /// What a statement does to the session besides running.
@@ -173,6 +212,27 @@ mod tests {
                 "case {i}: {s:?} {session:?}"
             );
         }
+    }
+
+    #[test]
+    fn read_your_writes_lasts_the_longer_of_the_minimum_and_the_catch_up() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let window = |minimum| ReadYourWrites::Window { minimum };
+        assert_eq!(
+            window(ms(1000)).writer_until(now, || ms(300)),
+            Some(now + ms(1000))
+        );
+        assert_eq!(
+            window(ms(1000)).writer_until(now, || ms(2500)),
+            Some(now + ms(2500))
+        );
+        assert_eq!(
+            window(ms(0)).writer_until(now, || ms(300)),
+            Some(now + ms(300))
+        );
+        let unasked = || -> Duration { unreachable!("eventual never asks for the lag") };
+        assert_eq!(ReadYourWrites::Off.writer_until(now, unasked), None);
     }
 
     #[test]

@@ -6,48 +6,16 @@ mod support;
 
 use std::path::Path;
 
-use support::RunAs;
 use support::pki::{Pki, make_pki};
 use support::postgres::PgCluster;
 use support::proxy::{Proxy, config_text};
 use tokio::process::Command;
 
-/// Turns SSL on in every server of the cluster with the given certificate, once.
+/// Turns SSL on in every server of the cluster with `pki`'s certificate.
 async fn enable_server_ssl(cluster: &PgCluster, pki: &Pki) {
-    let owner = RunAs::account("postgres");
+    let cert = pki.localhost_cert();
     for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
-        let copy = |from: &Path, name: &str| {
-            let to = server.data_dir.join(name);
-            std::fs::copy(from, &to).expect("copy certificate");
-            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .expect("chmod");
-            owner.chown(&to);
-        };
-        copy(&pki.cert, "test-server.crt");
-        copy(&pki.key, "test-server.key");
-        let admin = cluster.superuser(server, "postgres").await;
-        for sql in [
-            "ALTER SYSTEM SET ssl_cert_file = 'test-server.crt'",
-            "ALTER SYSTEM SET ssl_key_file = 'test-server.key'",
-            "ALTER SYSTEM SET ssl = on",
-            "SELECT pg_reload_conf()",
-        ] {
-            admin.batch_execute(sql).await.expect("enable ssl");
-        }
-        // The postmaster reloads asynchronously: wait until new connections see it.
-        let mut backoff = support::Backoff::new(std::time::Duration::from_secs(30));
-        loop {
-            let fresh = cluster.superuser(server, "postgres").await;
-            let on: String = fresh.query_one("SHOW ssl", &[]).await.unwrap().get(0);
-            if on == "on" {
-                break;
-            }
-            assert!(
-                backoff.wait().await,
-                "ssl did not turn on in {}",
-                server.name
-            );
-        }
+        cluster.enable_ssl(server, &cert).await;
     }
 }
 

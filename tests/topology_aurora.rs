@@ -8,54 +8,22 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use support::postgres::PgCluster;
-use support::proxy::{ADMIN_TOKEN, Proxy};
-use support::topology;
+use support::proxy::Proxy;
+use support::topology::{self, FOLLOW_TIMEOUT};
 
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const REPLICA1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const REPLICA2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 fn config(port: u16, db: &str) -> String {
-    format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-[clusters.main]
-writer = "{PRIMARY}:{port}"
-monitor_user = "postgres"
-monitor_database = "{db}"
-health_interval = "100ms"
-fail_after = 2
-recover_after = 1
-
-[clusters.main.discovery]
-kind = "aurora"
-query = "SELECT server_id, session_id, last_update_timestamp, replica_lag_in_msec FROM aurora_topology"
-instance_pattern = "127.0.0.?:{port}"
-stale_after = "5min"
-interval = "100ms"
-drain_after = 2
-
-[routing]
-active = "main"
-# Routing tests check where each read goes: no read-your-writes window.
-read_your_writes = "0s"
-"#
-    )
+    let discovery = format!(
+        "kind = \"aurora\"\nquery = \"{}\"\ninstance_pattern = \"127.0.0.?:{port}\"\nstale_after = \"5min\"",
+        topology::PG_AURORA_QUERY
+    );
+    let monitor_database = format!("monitor_database = \"{db}\"");
+    topology::discovery_config(&format!("{PRIMARY}:{port}"), &monitor_database, &discovery)
 }
 
 /// The address of the server that answered one read on a new connection through the proxy.
@@ -67,20 +35,7 @@ async fn read_once(proxy: &Proxy, db: &str) -> Result<Ipv4Addr, String> {
 
 /// Reads on new connections until one reaches `want`; every read must succeed.
 async fn until_reads_reach(proxy: &Proxy, db: &str, want: Ipv4Addr) {
-    let reached = support::retry(FOLLOW_TIMEOUT, async || {
-        let at = read_once(proxy, db).await.expect("reads never fail");
-        if at == want {
-            Ok(())
-        } else {
-            Err(format!("last read ran on {at}"))
-        }
-    });
-    if let Err(why) = reached.await {
-        panic!(
-            "reads did not reach {want} within {FOLLOW_TIMEOUT:?}: {why}\n{}",
-            topology::status(proxy, "main").await
-        );
-    }
+    topology::until_reads_reach(proxy, want, || read_once(proxy, db)).await;
 }
 
 /// Reads on new connections until `/status` shows reader `addr` in `state` with `lag`
@@ -112,14 +67,13 @@ async fn reads_follow_the_topology_table() {
     let db = cluster.create_database("aurora").await;
     let primary = cluster.superuser(&cluster.primary, &db).await;
     primary
-        .batch_execute(
-            "CREATE TABLE aurora_topology (
-                 server_id text, session_id text,
-                 last_update_timestamp timestamptz, replica_lag_in_msec float);
+        .batch_execute(&format!(
+            "{};
              INSERT INTO aurora_topology VALUES
                  ('1', 'MASTER_SESSION_ID', now(), 0),
                  ('2', 'a7c1e2f0-0000-4000-8000-000000000002', now(), 12.5);",
-        )
+            topology::PG_AURORA_TABLE
+        ))
         .await
         .expect("create the topology table");
     let proxy = Proxy::with_monitors(&config(port, &db)).await;

@@ -6,56 +6,22 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use support::dns::DnsServer;
 use support::postgres::PgCluster;
-use support::proxy::{ADMIN_TOKEN, Proxy};
-use support::topology;
+use support::proxy::Proxy;
+use support::topology::{self, FOLLOW_TIMEOUT};
 
-/// Generous: a discovery round is 100 ms and a health check 100 ms, but CI machines stall.
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const REPLICA1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const REPLICA2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 fn config(port: u16, dns: &DnsServer) -> String {
-    format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
-[clusters.main]
-writer = "{PRIMARY}:{port}"
-monitor_user = "postgres"
-health_interval = "100ms"
-fail_after = 2
-recover_after = 1
-
-[clusters.main.discovery]
-kind = "dns"
-writer_endpoint = "writer.cluster.test:{port}"
-reader_endpoint = "reader.cluster.test:{port}"
-interval = "100ms"
-drain_after = 2
-nameservers = ["{}"]
-
-[routing]
-active = "main"
-# Routing tests check where each read goes: no read-your-writes window.
-read_your_writes = "0s"
-"#,
+    let discovery = format!(
+        "kind = \"dns\"\nwriter_endpoint = \"writer.cluster.test:{port}\"\nreader_endpoint = \"reader.cluster.test:{port}\"\nnameservers = [\"{}\"]",
         dns.addr
-    )
+    );
+    topology::discovery_config(&format!("{PRIMARY}:{port}"), "", &discovery)
 }
 
 /// The address of the server that answered one read on a new connection through the proxy.
@@ -67,20 +33,7 @@ async fn read_once(proxy: &Proxy, db: &str) -> Result<Ipv4Addr, String> {
 
 /// Reads on new connections until one reaches `want`; every read must succeed.
 async fn until_reads_reach(proxy: &Proxy, db: &str, want: Ipv4Addr) {
-    let reached = support::retry(FOLLOW_TIMEOUT, async || {
-        let at = read_once(proxy, db).await.expect("reads never fail");
-        if at == want {
-            Ok(())
-        } else {
-            Err(format!("last read ran on {at}"))
-        }
-    });
-    if let Err(why) = reached.await {
-        panic!(
-            "reads did not reach {want} within {FOLLOW_TIMEOUT:?}: {why}\n{}",
-            topology::status(proxy, "main").await
-        );
-    }
+    topology::until_reads_reach(proxy, want, || read_once(proxy, db)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,17 +70,9 @@ async fn a_killed_reader_is_marked_unhealthy_and_reads_continue() {
 /// Turns SSL on in every server with `pki`'s certificate, and refuses `postgres` (the
 /// monitor account here) on connections without it.
 async fn require_ssl_for_postgres(cluster: &PgCluster, pki: &support::pki::Pki) {
-    let owner = support::RunAs::account("postgres");
+    let cert = pki.localhost_cert();
     for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
-        let copy = |from: &std::path::Path, name: &str| {
-            let to = server.data_dir.join(name);
-            std::fs::copy(from, &to).expect("copy certificate");
-            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .expect("chmod");
-            owner.chown(&to);
-        };
-        copy(&pki.cert, "test-server.crt");
-        copy(&pki.key, "test-server.key");
+        cluster.enable_ssl(server, &cert).await;
         let hba = server.data_dir.join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
         std::fs::write(
@@ -89,14 +81,10 @@ async fn require_ssl_for_postgres(cluster: &PgCluster, pki: &support::pki::Pki) 
         )
         .expect("write pg_hba.conf");
         let admin = cluster.superuser(server, "postgres").await;
-        for sql in [
-            "ALTER SYSTEM SET ssl_cert_file = 'test-server.crt'",
-            "ALTER SYSTEM SET ssl_key_file = 'test-server.key'",
-            "ALTER SYSTEM SET ssl = on",
-            "SELECT pg_reload_conf()",
-        ] {
-            admin.batch_execute(sql).await.expect("enable ssl");
-        }
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload pg_hba.conf");
         // The postmaster reloads asynchronously: wait until plaintext logins are refused.
         let refused = support::retry(HEALTH_TIMEOUT, async || {
             match support::postgres::connect(&server.config("postgres", "postgres")).await {

@@ -194,32 +194,12 @@ pub struct ClusterConfig {
     pub reader_weights: BTreeMap<String, u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingConfig {
-    pub active: String,
-    /// Send reads to readers (true) or everything to the writer (false).
-    #[serde(default = "defaults::yes")]
-    pub read_write_split: bool,
-    /// Clusters that start read-only (a recorded state, when there is one, takes precedence).
-    #[serde(default)]
-    pub read_only: Vec<String>,
-    /// After a session writes, its reads go to the writer for this long, so it reads its
-    /// own writes even from lagging replicas. `"0s"` turns it off (eventual consistency).
-    #[serde(default = "defaults::read_your_writes", with = "humantime_serde")]
-    pub read_your_writes: Duration,
-    /// A pause longer than this ends by itself.
-    #[serde(default = "defaults::max_pause", with = "humantime_serde")]
-    pub max_pause: Duration,
-    /// Where the routing state is recorded, so a restart keeps read-only modes and the
-    /// active cluster. Without it the state lives in memory only.
-    pub state_dir: Option<PathBuf>,
-}
-
 mod cutover;
 mod discovery;
+mod routing;
 
 pub use cutover::{CatchUp, CutoverConfig, Fence};
+pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
 pub use discovery::{DiscoveryConfig, DiscoveryKind, monitor_password};
 use discovery::{topology_defaults, validate_topology};
@@ -239,15 +219,6 @@ mod defaults {
         Duration::from_secs(5)
     }
     pub fn backend_retry() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn read_your_writes() -> Duration {
-        Duration::from_secs(1)
-    }
-    pub fn max_pause() -> Duration {
         Duration::from_secs(5)
     }
 }
@@ -509,32 +480,7 @@ pub fn validate(
             }
         }
     }
-    for (i, name) in raw.routing.read_only.iter().enumerate() {
-        if !raw.clusters.contains_key(name) {
-            problem(
-                format!("routing.read_only[{i}]"),
-                format!("no cluster named {name:?}"),
-            );
-        }
-    }
-    if raw.routing.max_pause.is_zero() {
-        problem(
-            "routing.max_pause".into(),
-            "must be longer than zero".into(),
-        );
-    }
-    if !raw.clusters.contains_key(&raw.routing.active) {
-        let known: Vec<_> = raw.clusters.keys().map(String::as_str).collect();
-        problem(
-            "routing.active".into(),
-            format!(
-                "names cluster {:?}, but the clusters are: {}",
-                raw.routing.active,
-                known.join(", ")
-            ),
-        );
-    }
-
+    routing::validate_routing(&raw, &mut problem);
     cutover::validate_cutover(&raw, &mut problem);
 
     if problems.is_empty() {

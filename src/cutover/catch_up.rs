@@ -126,11 +126,7 @@ impl Databases {
             login.database = Some(db);
         }
         let w = &c.writer;
-        let target = Target {
-            host: &w.host,
-            port: w.port,
-            addr: &w.addr,
-        };
+        let target = Target::of(w);
         let conn = match self.protocol() {
             Protocol::Postgres => Conn::Postgres(
                 probe::bounded(&w.addr, CONNECT_TIMEOUT, probe::postgres(target, &login)).await?,

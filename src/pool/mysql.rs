@@ -71,8 +71,8 @@ pub enum ConnectError {
     Timeout { addr: String, timeout: Duration },
     #[error("connect to {addr}: server does not offer TLS")]
     TlsRefused { addr: String },
-    #[error("connect to {addr}: invalid host name for TLS")]
-    TlsName { addr: String },
+    #[error("connect to {addr}: {name:?} is not a host name or IP address TLS can verify")]
+    TlsName { addr: String, name: String },
     #[error("connect to {addr}: protocol violation: {detail}")]
     Protocol { addr: String, detail: String },
     #[error("connect to {addr}: backend lacks capabilities the client negotiated: {missing:?}")]
@@ -284,8 +284,11 @@ impl MysqlConn {
 
     async fn into_tls(self, config: Arc<rustls::ClientConfig>) -> Result<MysqlConn, ConnectError> {
         let addr = self.instance.addr.clone();
-        let name = ServerName::try_from(self.instance.host.clone())
-            .map_err(|_| ConnectError::TlsName { addr: addr.clone() })?;
+        let tls_name = &self.instance.tls_name;
+        let name = ServerName::try_from(tls_name.clone()).map_err(|_| ConnectError::TlsName {
+            addr: addr.clone(),
+            name: tls_name.clone(),
+        })?;
         let Stream::Plain(tcp) = self.stream else {
             return Err(ConnectError::Protocol {
                 addr,

@@ -59,8 +59,8 @@ pub enum ConnectError {
     Timeout { addr: String, timeout: Duration },
     #[error("connect to {addr}: server refused TLS")]
     TlsRefused { addr: String },
-    #[error("connect to {addr}: invalid host name for TLS")]
-    TlsName { addr: String },
+    #[error("connect to {addr}: {name:?} is not a host name or IP address TLS can verify")]
+    TlsName { addr: String, name: String },
     #[error("connect to {addr}: server requested unsupported authentication ({detail})")]
     UnsupportedAuth { addr: String, detail: String },
     #[error("connect to {addr}: server requested a password, and none is configured for this user")]
@@ -276,9 +276,11 @@ async fn start_tls(
             addr: addr.to_owned(),
         });
     }
-    let name = ServerName::try_from(instance.host.clone()).map_err(|_| ConnectError::TlsName {
-        addr: addr.to_owned(),
-    })?;
+    let name =
+        ServerName::try_from(instance.tls_name.clone()).map_err(|_| ConnectError::TlsName {
+            addr: addr.to_owned(),
+            name: instance.tls_name.clone(),
+        })?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await

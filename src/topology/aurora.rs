@@ -301,6 +301,7 @@ pub async fn seen(
                 addr: format!("{name}:{port}"),
                 host: ips[0].to_string(),
                 port,
+                tls_name: name.clone(),
                 role,
                 reported_lag: Some(selection.lag.get(id).copied().unwrap_or_default()),
             }),

@@ -132,6 +132,7 @@ mod tests {
             addr: addr.into(),
             host: "h".into(),
             port: 1,
+            tls_name: "h".into(),
             role: Role::Reader,
             weight,
             slow_start: Duration::from_secs(30),

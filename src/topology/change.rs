@@ -16,6 +16,8 @@ pub struct Seen {
     /// Where to connect (usually an IP address).
     pub host: String,
     pub port: u16,
+    /// The name the instance's TLS certificate is verified against (see [`Instance::tls_name`]).
+    pub tls_name: String,
     pub role: Role,
     /// The lag the source reports for it (Aurora); `None` when the source reports none.
     pub reported_lag: Option<Duration>,
@@ -47,7 +49,8 @@ pub fn next_cluster(
                 s.role,
                 Status::Joining,
             )
-            .with_policy(&current.policy),
+            .with_policy(&current.policy)
+            .with_tls_name(&s.tls_name),
         )
     };
     let writer = match seen.iter().find(|s| s.role == Role::Writer) {
@@ -125,6 +128,7 @@ mod tests {
             addr: addr.into(),
             host: addr.into(),
             port: 5432,
+            tls_name: addr.into(),
             role,
             reported_lag: None,
         }

@@ -75,23 +75,35 @@ pub async fn resolve(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>
     }
 }
 
+/// What one endpoint answered: the name asked, its addresses, and the endpoint's port.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub name: &'a str,
+    pub ips: &'a [IpAddr],
+    pub port: u16,
+}
+
 /// The instances one DNS round saw: the writer endpoint's first address is the writer
 /// (Aurora's has one), every reader endpoint address that is not the writer is a reader.
-pub fn seen_from_answers(writer: Option<(&[IpAddr], u16)>, readers: (&[IpAddr], u16)) -> Vec<Seen> {
-    let seen = |ip: IpAddr, port: u16, role| Seen {
-        addr: SocketAddr::new(ip, port).to_string(),
+/// Each is verified by TLS as the endpoint name it was found under, which RDS certificates
+/// carry besides the instance's own name.
+pub fn seen_from_answers(writer: Option<Answer<'_>>, readers: Answer<'_>) -> Vec<Seen> {
+    let seen = |ip: IpAddr, answer: &Answer<'_>, role| Seen {
+        addr: SocketAddr::new(ip, answer.port).to_string(),
         host: ip.to_string(),
-        port,
+        port: answer.port,
+        tls_name: answer.name.to_owned(),
         role,
         reported_lag: None,
     };
     let mut out = Vec::new();
-    if let Some((&ip, port)) = writer.and_then(|(ips, port)| ips.first().map(|ip| (ip, port))) {
-        out.push(seen(ip, port, Role::Writer));
+    if let Some(w) = writer
+        && let Some(&ip) = w.ips.first()
+    {
+        out.push(seen(ip, &w, Role::Writer));
     }
-    let (ips, port) = readers;
-    for &ip in ips {
-        let s = seen(ip, port, Role::Reader);
+    for &ip in readers.ips {
+        let s = seen(ip, &readers, Role::Reader);
         if !out.iter().any(|o| o.addr == s.addr) {
             out.push(s);
         }
@@ -107,25 +119,39 @@ pub async fn round(
 ) -> Result<Vec<Seen>, DnsError> {
     let writer_ips = resolve(resolver, writer.0).await?;
     let reader_ips = resolve(resolver, reader.0).await?;
-    Ok(seen_from_answers(
-        Some((&writer_ips, writer.1)),
-        (&reader_ips, reader.1),
-    ))
+    let writer = Answer {
+        name: writer.0,
+        ips: &writer_ips,
+        port: writer.1,
+    };
+    let readers = Answer {
+        name: reader.0,
+        ips: &reader_ips,
+        port: reader.1,
+    };
+    Ok(seen_from_answers(Some(writer), readers))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const WRITER: &str = "db.cluster-abc.eu-north-1.rds.amazonaws.com";
+    const READER: &str = "db.cluster-ro-abc.eu-north-1.rds.amazonaws.com";
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn answer<'a>(name: &'a str, ips: &'a [IpAddr], port: u16) -> Answer<'a> {
+        Answer { name, ips, port }
     }
 
     #[test]
     fn answers_become_instances() {
         let w = [ip("10.0.0.1")];
         let r = [ip("10.0.0.2"), ip("10.0.0.1"), ip("::1")];
-        let seen = seen_from_answers(Some((&w, 5432)), (&r, 5433));
+        let seen = seen_from_answers(Some(answer(WRITER, &w, 5432)), answer(READER, &r, 5433));
         let got: Vec<_> = seen.iter().map(|s| (s.addr.as_str(), s.role)).collect();
         assert_eq!(
             got,
@@ -137,13 +163,19 @@ mod tests {
             ]
         );
         assert_eq!(seen[3].host, "::1");
+        let names: Vec<_> = seen.iter().map(|s| s.tls_name.as_str()).collect();
+        assert_eq!(
+            names,
+            [WRITER, READER, READER, READER],
+            "verified as the endpoint names"
+        );
     }
 
     #[test]
     fn the_writer_is_not_also_a_reader_on_the_same_port() {
         let w = [ip("10.0.0.1")];
         let r = [ip("10.0.0.1"), ip("10.0.0.2")];
-        let seen = seen_from_answers(Some((&w, 5432)), (&r, 5432));
+        let seen = seen_from_answers(Some(answer(WRITER, &w, 5432)), answer(READER, &r, 5432));
         let got: Vec<_> = seen.iter().map(|s| (s.addr.as_str(), s.role)).collect();
         assert_eq!(
             got,
@@ -157,7 +189,7 @@ mod tests {
     #[test]
     fn no_writer_answer_means_no_writer_seen() {
         let r = [ip("10.0.0.2")];
-        let seen = seen_from_answers(Some((&[], 5432)), (&r, 5432));
+        let seen = seen_from_answers(Some(answer(WRITER, &[], 5432)), answer(READER, &r, 5432));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].role, Role::Reader);
     }

@@ -53,8 +53,13 @@ pub struct Instance {
     pub cluster: String,
     /// `host:port` as configured; also the metrics label.
     pub addr: String,
+    /// Where to connect: a host name or, for a discovered instance, an IP address.
     pub host: String,
     pub port: u16,
+    /// The name its TLS certificate must carry (and the SNI sent): the configured host; for
+    /// an `aurora` instance the host `instance_pattern` makes; for a `dns` one the endpoint
+    /// name that resolved to it.
+    pub tls_name: String,
     pub role: Role,
     /// Its share of reads relative to the cluster's other readers (`reader_weights`; 1).
     pub weight: u32,
@@ -65,7 +70,8 @@ pub struct Instance {
 
 impl Instance {
     /// A new instance of `cluster` at `host:port`, labelled `addr`, in `status`, with weight
-    /// 1 and no slow start (see [`Instance::with_policy`]).
+    /// 1, no slow start (see [`Instance::with_policy`]) and `host` as its TLS name (see
+    /// [`Instance::with_tls_name`]).
     pub fn new(
         cluster: &str,
         addr: &str,
@@ -81,6 +87,7 @@ impl Instance {
             addr: addr.to_owned(),
             host: host.to_owned(),
             port,
+            tls_name: host.to_owned(),
             role,
             weight: 1,
             slow_start: Duration::ZERO,
@@ -92,6 +99,12 @@ impl Instance {
     pub fn with_policy(mut self, policy: &ReadPolicy) -> Instance {
         self.weight = policy.weight(&self.addr, self.role);
         self.slow_start = policy.slow_start;
+        self
+    }
+
+    /// The instance, verified by TLS as `name` (a host name or an IP address).
+    pub fn with_tls_name(mut self, name: &str) -> Instance {
+        name.clone_into(&mut self.tls_name);
         self
     }
 
@@ -333,6 +346,7 @@ impl Topology {
             Arc::new(Instance {
                 cluster: cluster.to_owned(),
                 addr: addr.to_owned(),
+                tls_name: host.clone(),
                 host,
                 port,
                 role,

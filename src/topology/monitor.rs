@@ -234,7 +234,7 @@ impl Source {
                 };
                 let known: Vec<Target<'_>> = std::iter::once(&current.writer)
                     .chain(&current.readers)
-                    .map(|i| target(i))
+                    .map(|i| Target::of(i))
                     .collect();
                 let rows = aurora::query(*protocol, login, &known, query, *timeout)
                     .await
@@ -243,14 +243,6 @@ impl Source {
                 Ok(aurora::seen(&selection, (&pattern.0, pattern.1), resolver).await)
             }
         }
-    }
-}
-
-fn target(i: &Instance) -> Target<'_> {
-    Target {
-        host: &i.host,
-        port: i.port,
-        addr: &i.addr,
     }
 }
 
@@ -389,9 +381,14 @@ impl HealthTask {
                 let i = Arc::clone(i);
                 let (protocol, login, timeout) = (self.protocol, self.login.clone(), self.timeout);
                 checks.spawn(async move {
-                    let result =
-                        probe::check(protocol, login.as_ref(), target(&i), timeout, engine_lag)
-                            .await;
+                    let result = probe::check(
+                        protocol,
+                        login.as_ref(),
+                        Target::of(&i),
+                        timeout,
+                        engine_lag,
+                    )
+                    .await;
                     (i, result)
                 });
             }

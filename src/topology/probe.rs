@@ -2,6 +2,7 @@
 //! mysql_async), and the health check built on them: connect, then ask the server its role
 //! and, where asked, its replication lag.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use tokio::net::TcpStream;
 
 use super::postgres_tls::MakeRustls;
-use super::{Replication, Role};
+use super::{Instance, Replication, Role};
 use crate::config::{BackendTlsMode, Protocol};
 
 /// The monitor account of a cluster.
@@ -34,8 +35,9 @@ pub struct MonitorTls {
 }
 
 impl MonitorTls {
-    /// mysql_async's equivalent of the cluster's mode (it builds its own rustls config).
-    fn mysql(&self) -> SslOpts {
+    /// mysql_async's equivalent of the cluster's mode (it builds its own rustls config),
+    /// verifying the certificate as `tls_name` when that is not the host connected to.
+    fn mysql(&self, t: Target<'_>) -> SslOpts {
         let roots = |opts: SslOpts| match &self.ca_file {
             Some(ca) => opts.with_root_certs(vec![ca.clone().into()]),
             None => opts,
@@ -47,7 +49,10 @@ impl MonitorTls {
             BackendTlsMode::VerifyCa => {
                 roots(SslOpts::default()).with_danger_skip_domain_validation(true)
             }
-            BackendTlsMode::VerifyFull => roots(SslOpts::default()),
+            BackendTlsMode::VerifyFull => roots(SslOpts::default())
+                .with_danger_tls_hostname_override(
+                    (t.tls_name != t.host).then(|| t.tls_name.to_owned()),
+                ),
         }
     }
 }
@@ -84,6 +89,19 @@ pub struct Target<'a> {
     pub host: &'a str,
     pub port: u16,
     pub addr: &'a str,
+    /// The name its certificate is verified against ([`Instance::tls_name`]).
+    pub tls_name: &'a str,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(i: &'a Instance) -> Target<'a> {
+        Target {
+            host: &i.host,
+            port: i.port,
+            addr: &i.addr,
+            tls_name: &i.tls_name,
+        }
+    }
 }
 
 /// Runs `f` within `timeout`, naming `addr` when it does not finish.
@@ -106,8 +124,12 @@ pub async fn postgres(
     login: &MonitorLogin,
 ) -> Result<tokio_postgres::Client, ProbeError> {
     let mut config = tokio_postgres::Config::new();
+    match t.host.parse::<IpAddr>() {
+        // tokio-postgres connects to `hostaddr` and verifies TLS as `host`.
+        Ok(ip) => config.host(t.tls_name).hostaddr(ip),
+        Err(_) => config.host(t.host),
+    };
     config
-        .host(t.host)
         .port(t.port)
         .user(&login.user)
         .dbname(login.database.as_deref().unwrap_or("postgres"))
@@ -152,7 +174,7 @@ pub async fn mysql(t: Target<'_>, login: &MonitorLogin) -> Result<mysql_async::C
         .pass(login.password.as_deref())
         .db_name(login.database.as_deref())
         .prefer_socket(false)
-        .ssl_opts(login.tls.as_ref().map(MonitorTls::mysql));
+        .ssl_opts(login.tls.as_ref().map(|tls| tls.mysql(t)));
     mysql_async::Conn::new(opts)
         .await
         .map_err(|source| ProbeError::Mysql {

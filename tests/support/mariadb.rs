@@ -22,6 +22,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 
+use super::pki::ServerCert;
 use super::{
     Backoff, Login, RunAs, ScratchDir, ServerProcess, block_on, create_log, free_port, log_tail,
     run, unique_database_name,
@@ -41,6 +42,9 @@ const DIR_KIND: &str = "switchyard-maria";
 const DATA_DIR: &str = "data";
 const TMP_DIR: &str = "tmp";
 const LOG_FILE: &str = "error.log";
+/// A server's TLS certificate and key, in its directory.
+const TLS_CERT: &str = "server.crt";
+const TLS_KEY: &str = "server.key";
 /// What mariadbd logs when another process took its port.
 const PORT_TAKEN: &str = "Address already in use";
 
@@ -127,10 +131,27 @@ impl MariaCluster {
 
     /// Like [`MariaCluster::start`], with the servers' ids taken from `ids`.
     pub fn start_with_ids(ids: ClusterIds, replicas: usize) -> MariaCluster {
+        MariaCluster::launch(ids, &vec![None; replicas + 1])
+    }
+
+    /// Like [`MariaCluster::start`], with TLS: the primary with `certs[0]`, one replica with
+    /// each further certificate.
+    pub fn start_with_tls(certs: &[ServerCert]) -> MariaCluster {
+        let certs: Vec<Option<&ServerCert>> = certs.iter().map(Some).collect();
+        MariaCluster::launch(ClusterIds::OLD, &certs)
+    }
+
+    /// One server per entry of `certs` (the first the primary), each with TLS when it has a
+    /// certificate.
+    fn launch(ids: ClusterIds, certs: &[Option<&ServerCert>]) -> MariaCluster {
         let owner = mysql_account();
         let mut servers = thread::scope(|scope| {
-            let starting: Vec<_> = (0..=replicas)
-                .map(|number| scope.spawn(move || MariaServer::start(number, ids, owner)))
+            let starting: Vec<_> = certs
+                .iter()
+                .enumerate()
+                .map(|(number, &cert)| {
+                    scope.spawn(move || MariaServer::start(number, ids, cert, owner))
+                })
                 .collect();
             let join = |handle: thread::ScopedJoinHandle<'_, MariaServer>| {
                 handle
@@ -224,7 +245,12 @@ impl MariaServer {
     /// Server `number` 0 is the primary, the rest are read-only replicas: copies a freshly
     /// installed data directory and starts mariadbd on it, retrying on a fresh port when
     /// another process took the one it was given.
-    fn start(number: usize, ids: ClusterIds, owner: RunAs) -> MariaServer {
+    fn start(
+        number: usize,
+        ids: ClusterIds,
+        cert: Option<&ServerCert>,
+        owner: RunAs,
+    ) -> MariaServer {
         let name = match number {
             0 => "primary".to_string(),
             n => format!("replica{n}"),
@@ -232,6 +258,13 @@ impl MariaServer {
         let server_id = ids.first_server_id + number as u32;
         let dir = ScratchDir::new(DIR_KIND, owner);
         copy_installed(dir.path(), owner);
+        if let Some(cert) = cert {
+            for (from, to) in [(&cert.cert, TLS_CERT), (&cert.key, TLS_KEY)] {
+                let to = dir.path().join(to);
+                fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+                owner.chown(&to);
+            }
+        }
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
             let server = Spawn {
@@ -239,6 +272,7 @@ impl MariaServer {
                 server_id,
                 gtid_domain_id: ids.gtid_domain_id,
                 read_only: number > 0,
+                tls: cert.is_some(),
             };
             let mut process = spawn(dir.path(), &server, owner);
             let log = dir.path().join(LOG_FILE);
@@ -338,6 +372,8 @@ struct Spawn {
     server_id: u32,
     gtid_domain_id: u32,
     read_only: bool,
+    /// Serve TLS with the [`TLS_CERT`] and [`TLS_KEY`] in the server's directory.
+    tls: bool,
 }
 
 fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
@@ -364,6 +400,12 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
         "--gtid-strict-mode=1",
     ]);
     command.args(STORAGE);
+    if server.tls {
+        command.args([
+            format!("--ssl-cert={}", path(TLS_CERT)),
+            format!("--ssl-key={}", path(TLS_KEY)),
+        ]);
+    }
     // What mariadbd prints before it opens --log-error (bad options, say) goes to the same file.
     let log = create_log(&dir.join(LOG_FILE), owner);
     let log_err = log

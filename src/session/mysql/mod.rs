@@ -31,7 +31,7 @@ use crate::protocol::mysql::constants::{
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
-use crate::router::{self, Effect, SessionView, Settings, Target};
+use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::{self, Class, Dialect, Statement};
 use crate::topology::{Cluster, Instance, pick_reader};
@@ -88,6 +88,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             message: format!("active cluster {active:?} is not in the topology"),
         });
     };
+    let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
@@ -107,6 +108,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             pinned_to_writer: false,
             wrote_recently: false,
         },
+        read_your_writes,
         writes_until: None,
         admission: None,
         spread: crate::session::ReaderSpread::new(),
@@ -142,6 +144,8 @@ struct Session {
     statements: Statements,
     replays: Vec<Replay>,
     view: SessionView,
+    /// What this session's route says its reads see after its writes.
+    read_your_writes: ReadYourWrites,
     /// Reads stay on the writer until then, after this session wrote (read-your-writes).
     writes_until: Option<Instant>,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
@@ -351,10 +355,10 @@ impl Session {
     /// the writer.
     fn note_write(&mut self, target: Target, stmt: &Statement) {
         if target == Target::Writer && router::may_write(stmt) {
-            // At least the configured window, longer while replicas lag more (measured).
-            let floor = self.ctx.config.raw.routing.read_your_writes;
-            let window = floor.max(self.cluster.catch_up_window());
-            self.writes_until = (!floor.is_zero()).then(|| Instant::now() + window);
+            let cluster = &self.cluster;
+            self.writes_until = self
+                .read_your_writes
+                .writer_until(Instant::now(), || cluster.catch_up_window());
         }
     }
 

@@ -49,6 +49,7 @@ impl Session {
         if let Some(attrs) = change.connect_attrs {
             self.login.connect_attrs = Some(attrs.to_vec());
         }
+        self.read_your_writes = startup::read_your_writes(&self.ctx, &user, &self.login);
         self.writer = None;
         self.reader = None;
         self.statements.clear();

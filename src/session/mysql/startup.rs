@@ -21,6 +21,7 @@ use crate::protocol::mysql::constants::{
 use crate::protocol::mysql::handshake::{self, ClientReply, Greeting};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
+use crate::router::ReadYourWrites;
 use crate::session::Context;
 
 /// The version the proxy announces; clients read the leading number to pick features.
@@ -197,6 +198,12 @@ pub struct Authenticated {
     pub ok_seq: u8,
     /// The scramble of the greeting, which COM_CHANGE_USER answers too.
     pub scramble: [u8; SCRAMBLE_LEN],
+}
+
+/// What the route of `user`'s login to `login.database` says its reads see after its writes.
+pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWrites {
+    let database = login.database.as_deref().map(String::from_utf8_lossy);
+    ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
 }
 
 /// Greets the client and authenticates it within `deadline`.

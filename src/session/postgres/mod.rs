@@ -25,7 +25,7 @@ use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::scram::ScramError;
 use crate::protocol::postgres::sqlstate;
-use crate::router::{self, Effect, SessionView, Settings, Target};
+use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::topology::{Cluster, pick_reader};
 use backend::Backend;
@@ -153,6 +153,8 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             code: sqlstate::INTERNAL_ERROR,
             message: format!("active cluster {active:?} is not in the topology"),
         })?;
+    let read_your_writes =
+        ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, params.database());
     let registration = ctx.cancels.register();
     let mut session = Session {
         ctx: Arc::clone(ctx),
@@ -174,6 +176,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             pinned_to_writer: false,
             wrote_recently: false,
         },
+        read_your_writes,
         writes_until: None,
         admission: None,
         spread: crate::session::ReaderSpread::new(),
@@ -212,6 +215,8 @@ struct Session {
     /// Session SET statements, replayed in order on a reader connection.
     sets: Vec<String>,
     view: SessionView,
+    /// What this session's route says its reads see after its writes.
+    read_your_writes: ReadYourWrites,
     /// Reads stay on the writer until then, after this session wrote (read-your-writes).
     writes_until: Option<Instant>,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
@@ -366,10 +371,10 @@ impl Session {
             self.admission = None;
         }
         if ran_on == Target::Writer && router::may_write(&unit.stmt) {
-            // At least the configured window, longer while replicas lag more (measured).
-            let floor = self.ctx.config.raw.routing.read_your_writes;
-            let window = floor.max(self.cluster.catch_up_window());
-            self.writes_until = (!floor.is_zero()).then(|| Instant::now() + window);
+            let cluster = &self.cluster;
+            self.writes_until = self
+                .read_your_writes
+                .writer_until(Instant::now(), || cluster.catch_up_window());
         }
         self.scanner.recycle(unit.refs);
         Ok(())
