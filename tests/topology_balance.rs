@@ -328,14 +328,7 @@ async fn a_mariadb_replica_over_max_lag_gets_no_reads_until_it_catches_up() {
 
 /// A connection through the proxy that the test keeps, as an application's pool does.
 async fn mysql_pooled(proxy: &Proxy, db: &str) -> mysql_async::Conn {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db))
-        .prefer_socket(false);
-    mysql_async::Conn::new(opts)
+    mysql_async::Conn::new(topology::mysql_opts(proxy, db))
         .await
         .expect("connect through the proxy")
 }

@@ -121,22 +121,38 @@ impl ReaderSpread {
         }
     }
 
-    /// The reader to move to from `current`, if it is time to look and moving helps.
-    pub(crate) fn target(
+    /// Between transactions, for a session holding a reader on `current`: whether to leave
+    /// it — because discovery removed it or health checks took it out (scale-in without
+    /// errors), or because moving evens the spread — and where to, when that was chosen.
+    pub(crate) fn leave(
         &mut self,
         current: &crate::topology::Instance,
         readers: &[Arc<crate::topology::Instance>],
         now: std::time::Instant,
-    ) -> Option<Arc<crate::topology::Instance>> {
+    ) -> Leave {
+        if !current.load.status().is_usable() {
+            return Leave::For(None);
+        }
         if now.saturating_duration_since(self.last) < RESPREAD_EVERY {
-            return None;
+            return Leave::Stay;
         }
         self.last = now;
         if !rand::random::<bool>() {
-            return None;
+            return Leave::Stay;
         }
-        let to = crate::topology::rebalance_target(current, readers, now)?;
-        crate::metrics::reader_respread(&current.cluster);
-        Some(to)
+        match crate::topology::rebalance_target(current, readers, now) {
+            Some(to) => {
+                crate::metrics::reader_respread(&current.cluster);
+                Leave::For(Some(to))
+            }
+            None => Leave::Stay,
+        }
     }
+}
+
+/// What [`ReaderSpread::leave`] decided.
+pub(crate) enum Leave {
+    Stay,
+    /// Drop the reader; open the one given next (else pick as usual).
+    For(Option<Arc<crate::topology::Instance>>),
 }

@@ -150,6 +150,17 @@ pub async fn mysql_read_port(proxy: &Proxy, db: &str) -> Result<u16, String> {
     mysql_read_once(proxy, db, "SELECT @@port").await
 }
 
+/// Connection options for `app` to database `db` through the proxy.
+pub fn mysql_opts(proxy: &Proxy, db: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db))
+        .prefer_socket(false)
+}
+
 /// Runs `sql` (one row) on a new MySQL connection through the proxy as `app`, and returns
 /// the row.
 pub async fn mysql_read_once<T: FromRow + Send + 'static>(
@@ -157,14 +168,7 @@ pub async fn mysql_read_once<T: FromRow + Send + 'static>(
     db: &str,
     sql: &str,
 ) -> Result<T, String> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts)
+    let mut conn = mysql_async::Conn::new(mysql_opts(proxy, db))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let row: Option<T> = conn

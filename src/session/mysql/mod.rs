@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Context, chain};
+use super::{Context, Leave, ReaderSpread, chain};
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -111,7 +111,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         read_your_writes,
         writes_until: None,
         admission: None,
-        spread: crate::session::ReaderSpread::new(),
+        spread: ReaderSpread::new(),
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         scramble: auth.scramble,
         scratch: BytesMut::new(),
@@ -151,7 +151,7 @@ struct Session {
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     admission: Option<Admission>,
     /// When this session last looked at whether its reader should change.
-    spread: crate::session::ReaderSpread,
+    spread: ReaderSpread,
     /// The status flags of the last response, for the proxy's own OK packets.
     status: StatusFlags,
     /// The greeting's scramble, which COM_CHANGE_USER answers.
@@ -488,27 +488,17 @@ impl Session {
     /// Opens a reader connection if needed and replays the session's state on it; `false`
     /// when no reader can be used now.
     async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
-        // Between transactions, leave a reader that discovery removed or health checks
-        // took out: the session moves to a usable one (scale-in without errors).
-        let leaving = self
-            .reader
-            .as_ref()
-            .is_some_and(|r| !r.conn.instance.load.status().is_usable());
         let now = Instant::now();
         let mut next = None;
         if self.view.in_transaction.is_none()
             && let Some(reader) = &self.reader
-        {
-            next = if leaving {
-                None
-            } else {
+            && let Leave::For(to) =
                 self.spread
-                    .target(&reader.conn.instance, &self.cluster.readers, now)
-            };
-            if leaving || next.is_some() {
-                self.reader = None;
-                self.statements.forget_backend(Target::Reader);
-            }
+                    .leave(&reader.conn.instance, &self.cluster.readers, now)
+        {
+            next = to;
+            self.reader = None;
+            self.statements.forget_backend(Target::Reader);
         }
         if self.reader.is_none() {
             let retry = self.ctx.config.raw.server.backend_retry;

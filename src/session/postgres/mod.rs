@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::Context;
+use super::{Context, Leave, ReaderSpread};
 use crate::cancel::{CancelTarget, SessionCancel};
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
@@ -179,7 +179,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         read_your_writes,
         writes_until: None,
         admission: None,
-        spread: crate::session::ReaderSpread::new(),
+        spread: ReaderSpread::new(),
         cancel: Arc::clone(&registration.cancel),
         scratch: BytesMut::new(),
         shutdown,
@@ -222,7 +222,7 @@ struct Session {
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     admission: Option<Admission>,
     /// When this session last looked at whether its reader should change.
-    spread: crate::session::ReaderSpread,
+    spread: ReaderSpread,
     cancel: Arc<SessionCancel>,
     scratch: BytesMut,
     shutdown: Shutdown,
@@ -410,26 +410,16 @@ impl Session {
     /// Makes sure a reader connection is open and has the session's SETs; `false` when no
     /// reader can be used now (the caller falls back to the writer).
     async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
-        // Between transactions, leave a reader that discovery removed or health checks
-        // took out: the session moves to a usable one (scale-in without errors).
-        let leaving = self
-            .reader
-            .as_ref()
-            .is_some_and(|r| !r.conn.instance.load.status().is_usable());
         let now = Instant::now();
         let mut next = None;
         if self.view.in_transaction.is_none()
             && let Some(reader) = &self.reader
-        {
-            next = if leaving {
-                None
-            } else {
+            && let Leave::For(to) =
                 self.spread
-                    .target(&reader.conn.instance, &self.cluster.readers, now)
-            };
-            if leaving || next.is_some() {
-                self.drop_reader(false);
-            }
+                    .leave(&reader.conn.instance, &self.cluster.readers, now)
+        {
+            next = to;
+            self.drop_reader(false);
         }
         if self.reader.is_none() {
             let retry = self.ctx.config.raw.server.backend_retry;
