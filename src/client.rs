@@ -203,6 +203,7 @@ pub fn render_report(r: &Report) -> String {
         out.push_str(&format!("  pause        {ms:.1} ms\n"));
     }
     out.push_str(&format!("  held         {} transactions\n", r.held));
+    out.push_str(&format!("  aborted      {} transactions\n", r.aborted));
     out.push_str(&format!("  proxies      {}\n", r.proxies));
     if let Some(e) = &r.error {
         out.push_str(&format!("  error        {e}\n"));

@@ -151,6 +151,7 @@ async fn a_cutover_under_load_loses_nothing() {
     let report = json_body(&body);
     assert_eq!(code, 200, "{body}");
     assert_eq!(report["outcome"], "switched", "{body}");
+    assert_eq!(report["aborted"], 0, "{body}");
     println!(
         "mysql cutover pause: {} ms, {} transactions held; steps {}",
         report["pause_ms"], report["held"], report["steps"]

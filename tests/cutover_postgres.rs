@@ -175,6 +175,7 @@ async fn a_cutover_under_load_loses_nothing_and_survives_a_restart() {
     let report = json_body(&body);
     assert_eq!(code, 200, "{body}");
     assert_eq!(report["outcome"], "switched", "{body}");
+    assert_eq!(report["aborted"], 0, "{body}");
     println!(
         "postgres cutover pause: {} ms, {} transactions held",
         report["pause_ms"], report["held"]
@@ -315,6 +316,7 @@ async fn three_proxies_cut_over_together_with_the_cli() {
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "switchyard cutover failed");
     assert!(stdout.contains("switched: active cluster new"), "{stdout}");
+    assert!(stdout.contains("aborted      0 transactions"), "{stdout}");
 
     ledger.wait_for_writes(60).await;
     ledger.stop();

@@ -39,6 +39,7 @@ struct Hold {
     cluster: String,
     restore: Mode,
     held_before: u64,
+    refused_before: u64,
     paused_at: Instant,
 }
 
@@ -198,11 +199,13 @@ impl Controller {
                 self.show(Phase::Pause);
                 let restore = self.routing.load().mode(&from);
                 let held_before = self.routing.held_total();
+                let refused_before = self.routing.refused_total();
                 self.routing.pause(&from).map_err(|e| err(&e))?;
                 *self.hold_lock() = Some(Hold {
                     cluster: from.clone(),
                     restore,
                     held_before,
+                    refused_before,
                     paused_at: Instant::now(),
                 });
                 Ok(outcome(format!("{from} paused")))
@@ -233,10 +236,12 @@ impl Controller {
                     crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
                 }
                 crate::metrics::cutover_ended("switched");
-                let held = self.routing.held_total() - hold.map_or(0, |h| h.held_before);
+                let (held_before, refused_before) =
+                    hold.map_or((0, 0), |h| (h.held_before, h.refused_before));
                 Ok(StepOutcome {
                     detail: format!("{to} active"),
-                    held,
+                    held: self.routing.held_total() - held_before,
+                    aborted: self.routing.refused_total() - refused_before,
                     ..StepOutcome::default()
                 })
             }
@@ -248,7 +253,11 @@ impl Controller {
                         self.routing.abort(&from, h.restore).map_err(|e| err(&e))?;
                         crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
                         crate::metrics::cutover_ended("aborted");
-                        Ok(outcome(format!("{from} back to {}", h.restore.as_str())))
+                        Ok(StepOutcome {
+                            detail: format!("{from} back to {}", h.restore.as_str()),
+                            aborted: self.routing.refused_total() - h.refused_before,
+                            ..StepOutcome::default()
+                        })
                     }
                     _ => Ok(outcome("nothing to undo".into())),
                 }

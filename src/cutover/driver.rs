@@ -62,6 +62,10 @@ pub struct StepOutcome {
     /// Switch: transactions that waited during the pause on this proxy.
     #[serde(default)]
     pub held: u64,
+    /// Switch and abort: transactions this proxy refused since the pause began (writes to
+    /// the fenced cluster, sessions ended because they could not move).
+    #[serde(default)]
+    pub aborted: u64,
     /// DbMark: the old writer's last position.
     #[serde(default)]
     pub mark: String,
@@ -104,6 +108,9 @@ pub struct Report {
     pub pause_ms: Option<f64>,
     /// Transactions that waited during the pause, over every proxy.
     pub held: u64,
+    /// Transactions refused from the pause to the switch or abort, over every proxy.
+    #[serde(default)]
+    pub aborted: u64,
     pub proxies: usize,
     pub steps: Vec<StepRecord>,
     pub error: Option<String>,
@@ -125,6 +132,7 @@ pub async fn run<P: Participant>(
         active: plan.from.clone(),
         pause_ms: None,
         held: 0,
+        aborted: 0,
         proxies: proxies.len(),
         steps: Vec::new(),
         error: None,
@@ -217,6 +225,7 @@ pub async fn run<P: Participant>(
                 match switched {
                     Ok(outcomes) => {
                         report.held = outcomes.iter().map(|o| o.held).sum();
+                        report.aborted = outcomes.iter().map(|o| o.aborted).sum();
                         report.active = to.clone();
                         Ok(format!(
                             "{to} is active; {} held transactions released onto it",
@@ -237,8 +246,9 @@ pub async fn run<P: Participant>(
                 }
                 // Every proxy, even when one fails: each one resumed is one less stuck.
                 for p in proxies {
-                    if let Err(e) = p.step(StepRequest::Abort { from: from.clone() }).await {
-                        problems.push(format!("{}: {e}", p.name()));
+                    match p.step(StepRequest::Abort { from: from.clone() }).await {
+                        Ok(o) => report.aborted += o.aborted,
+                        Err(e) => problems.push(format!("{}: {e}", p.name())),
                     }
                 }
                 report.pause_ms = paused_at.map(|t| ms(t.elapsed()));

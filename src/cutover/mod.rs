@@ -239,6 +239,9 @@ pub struct Routing {
     gates: BTreeMap<String, Arc<Gate>>,
     /// Transactions that ever waited for a pause to end.
     held_total: AtomicU64,
+    /// Transactions refused by migration control: writes to a read-only cluster, and
+    /// sessions ended because their state could not follow a cutover.
+    refused_total: AtomicU64,
     changed: watch::Sender<u64>,
     store: Option<store::StateFile>,
     max_pause: Duration,
@@ -284,6 +287,7 @@ impl Routing {
         Ok(Routing {
             gates,
             held_total: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
             state: ArcSwap::from_pointee(state),
             changed,
             store,
@@ -381,6 +385,22 @@ impl Routing {
 
     pub fn held_total(&self) -> u64 {
         self.held_total.load(Ordering::Relaxed)
+    }
+
+    /// A session refused a write because `cluster` is read-only.
+    pub fn write_refused(&self, cluster: &str) {
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::write_refused(cluster);
+    }
+
+    /// A session was ended because its state could not follow the active cluster.
+    pub fn session_ended(&self) {
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes refused and sessions ended by migration control, ever.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
     }
 
     /// Admits work on `cluster`'s writer, waiting out a pause; `None` on shutdown.
