@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::SessionError;
 use super::scan::Prepared;
 use crate::metrics::BackendMetrics;
-use crate::net::Stream;
+use crate::net::{Arrived, Stream};
 use crate::pool::postgres::BackendConn;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, tag};
@@ -159,6 +159,33 @@ impl Backend {
         }
         let result = self.conn.stream.write_all(bytes).await;
         result.map_err(|e| self.lost(e))
+    }
+
+    /// Whether the server has closed this connection or is closing it, judged from what has
+    /// already arrived, without waiting: the end of the stream, or an ErrorResponse while no
+    /// work runs (a server sends one unasked only as it ends the connection: FATAL on
+    /// shutdown, termination, or a postmaster that died). Anything else that arrived
+    /// (a notice, a parameter status) stays buffered for the next relay.
+    pub fn closed(&mut self) -> bool {
+        if self.conn.stream.read_arrived(&mut self.conn.buf) == Arrived::Closed {
+            return true;
+        }
+        let mut pos = 0;
+        let buf = &self.conn.buf;
+        while let Ok(Some(h)) =
+            frame::header(buf.get(pos..).unwrap_or_default(), MAX_BACKEND_MESSAGE)
+        {
+            if h.tag == tag::ERROR_RESPONSE {
+                return true;
+            }
+            pos += h.total;
+        }
+        false
+    }
+
+    /// Whether the last relay stopped inside a message (the client has part of it).
+    pub fn mid_message(&self) -> bool {
+        self.forward_remaining > 0
     }
 
     /// Waits for bytes from the backend (cancel-safe: only reads into the buffer).
