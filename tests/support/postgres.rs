@@ -6,9 +6,11 @@
 //! one port, as Aurora's instances are. The
 //! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
 //! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
-//! [`cross_cluster`] subscribes one cluster to another with logical replication.
+//! [`cross_cluster`] subscribes one cluster to another with logical replication; [`failover`]
+//! replicates synchronously and promotes a replica.
 
 mod cross_cluster;
+mod failover;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -20,3 +20,5 @@ pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
 /// The writer died under an open transaction, none of which committed: the class-40 code
 /// that drivers and frameworks treat as "roll back and run the transaction again".
 pub const SERIALIZATION_FAILURE: &str = "40001";
+/// A statement in a transaction that already failed.
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";

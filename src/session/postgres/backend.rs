@@ -221,7 +221,15 @@ impl Backend {
             };
             let whole = buf.len() - pos >= h.total;
             match h.tag {
-                tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE | tag::READY_FOR_QUERY if !whole => break,
+                // Small messages the relay looks into: wait until each is whole.
+                tag::PARSE_COMPLETE
+                | tag::CLOSE_COMPLETE
+                | tag::READY_FOR_QUERY
+                | tag::ERROR_RESPONSE
+                    if !whole =>
+                {
+                    break;
+                }
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
@@ -241,6 +249,19 @@ impl Backend {
                     seen.ready = Some(buf[pos + frame::HEADER_LEN]);
                     pos += h.total;
                     break;
+                }
+                tag::ERROR_RESPONSE
+                    if messages::ends_connection(&buf[pos + frame::HEADER_LEN..pos + h.total]) =>
+                {
+                    // The server is closing the connection (it dies, or shuts down): not an
+                    // answer to relay, but a lost backend, which the session answers for.
+                    let (code, message) =
+                        messages::error_fields(&buf[pos + frame::HEADER_LEN..pos + h.total]);
+                    let said = format!("the server ended the connection: {code} {message}");
+                    return Err(self.lost(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        said,
+                    )));
                 }
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared.

@@ -1,11 +1,11 @@
 //! Writer failover in a PostgreSQL session. Between transactions, work for a writer that is
 //! gone waits for a usable one (`failover_timeout`) and moves there, with no error; past the
-//! timeout it fails with `57P03`. Work whose writer died under it fails with `08007`
-//! (outcome unknown: it may have committed) or `40001` (a transaction rolled back, none of
-//! it committed), then ReadyForQuery, and the session goes on. A client left in a failed
-//! transaction ('E') gets its new writer connection in the same state, so that the server
-//! itself answers what follows as in any failed transaction: `25P02` until ROLLBACK, and a
-//! COMMIT answered ROLLBACK.
+//! timeout it fails with `57P03` (PostgreSQL's own code while a server cannot take
+//! connections yet; the work did not run). Work whose writer died under it fails with
+//! `08007` (outcome unknown: it may have committed) or `40001` (a transaction rolled back,
+//! none of it committed), then ReadyForQuery, and the session goes on. A client left in a
+//! lost transaction ('E') is answered by the proxy until it ends it; its next work outside
+//! a transaction moves to the new writer.
 
 use std::sync::Arc;
 
@@ -21,11 +21,6 @@ use crate::protocol::postgres::sqlstate;
 use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError};
 use crate::sql::Class;
 use crate::topology::Cluster;
-
-/// Puts a new writer connection into a failed transaction, as the client's is: BEGIN, then
-/// a statement that fails and says why in the server's log.
-const FAILED_TRANSACTION: &str =
-    "BEGIN; SELECT 'switchyard: transaction lost in a writer failover; awaiting ROLLBACK'::int";
 
 impl Session {
     /// The verdict on the writer connection the session holds, against the cluster's
@@ -58,44 +53,55 @@ impl Session {
 
     /// Before work in a transaction on the writer; `false` when `unit` was answered here. A
     /// writer connection found closed before anything was sent: the transaction is lost
-    /// (`40001`, the client is left in a failed transaction). A client in such a failed
-    /// transaction: a new writer connection in the same state, once a writer is usable.
+    /// (`40001`). Until the client ends it, the proxy answers for the lost transaction as
+    /// PostgreSQL does for a failed one: `25P02` for its work, and ROLLBACK ends it. Unlike
+    /// PostgreSQL, which answers a COMMIT there with the tag ROLLBACK, a COMMIT fails
+    /// (`40001`): drivers take any answer without an error for a commit, and the client may
+    /// not have seen the first error (it may have gone to a message whose answer it
+    /// ignores, such as the Close of a statement).
     pub(super) async fn writer_in_transaction(
         &mut self,
         unit: &Unit,
     ) -> Result<bool, SessionError> {
-        if let Some(writer) = self.writer.as_mut() {
-            if !writer.closed() {
-                return Ok(true);
+        let first = match self.writer.as_mut() {
+            Some(writer) => {
+                if !writer.closed() {
+                    return Ok(true);
+                }
+                let addr = writer.conn.instance.addr.clone();
+                self.drop_writer();
+                failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
+                true
             }
-            let addr = writer.conn.instance.addr.clone();
-            self.drop_writer();
-            failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
-            let message = Loss::RolledBack.message(&self.cluster.name);
-            if self.view.pinned_to_writer {
-                let code = sqlstate::SERIALIZATION_FAILURE;
-                return Err(SessionError::Failover { code, message });
-            }
-            self.answer(unit.end, sqlstate::SERIALIZATION_FAILURE, &message, b'E')
-                .await?;
-            return Ok(false);
-        }
-        self.movable(MoveCause::Failover, &self.cluster.name)?;
-        let (cluster, conn) = match self.connect_writer().await {
-            Ok(connected) => connected,
-            Err(e) => return self.timed_out(unit, e, b'E').await.map(|()| false),
+            None => false,
         };
-        self.install_writer(cluster, conn, MoveCause::Failover)
-            .await?;
-        if let Some(writer) = self.writer.as_mut() {
-            let failed = writer
-                .run_silently(FAILED_TRANSACTION, &mut self.scratch)
-                .await?;
-            if failed.is_none() {
-                tracing::warn!("the failed transaction could not be set up on the new writer");
-            }
+        let lost = Loss::RolledBack.message(&self.cluster.name);
+        if self.view.pinned_to_writer {
+            let code = sqlstate::SERIALIZATION_FAILURE;
+            return Err(SessionError::Failover {
+                code,
+                message: lost,
+            });
         }
-        Ok(true)
+        let ends = unit.stmt.class == Class::End && unit.stmt.count == 1;
+        if ends && unit.simple_sql.as_deref().is_some_and(is_plain_rollback) {
+            self.leave_transaction();
+            let mut out = BytesMut::new();
+            messages::command_complete(&mut out, "ROLLBACK");
+            messages::ready_for_query(&mut out, b'I');
+            self.client.buf.advance(unit.end);
+            let sent = self.client.stream.write_all(&out).await;
+            return sent.map_err(SessionError::ClientIo).map(|()| false);
+        }
+        let (code, message) = if first || ends {
+            (sqlstate::SERIALIZATION_FAILURE, lost)
+        } else {
+            let aborted = "current transaction is aborted, commands ignored until end of transaction block (its writer was lost in a switchyard writer failover)";
+            (sqlstate::IN_FAILED_SQL_TRANSACTION, aborted.to_owned())
+        };
+        let status = if ends { self.leave_transaction() } else { b'E' };
+        self.answer(unit.end, code, &message, status).await?;
+        Ok(false)
     }
 
     /// After work on the writer failed: a backend that died under it costs the client this
@@ -136,16 +142,21 @@ impl Session {
         if !failed.resumable || self.view.pinned_to_writer {
             return Err(SessionError::Failover { code, message });
         }
-        // A transaction left open stays open, failed, until the client ends it.
-        let closes = ends && unit.stmt.count == 1;
-        let status = if open && !closes {
+        // A transaction left open stays open, failed, until the client ends it (see
+        // `writer_in_transaction`).
+        let status = if open && !(ends && unit.stmt.count == 1) {
             b'E'
         } else {
-            self.view.in_transaction = None;
-            self.admission = None;
-            b'I'
+            self.leave_transaction()
         };
         self.answer(failed.held, code, &message, status).await
+    }
+
+    /// The session is out of its transaction: 'I'.
+    fn leave_transaction(&mut self) -> u8 {
+        self.view.in_transaction = None;
+        self.admission = None;
+        b'I'
     }
 
     /// Answers work here with an ErrorResponse and ReadyForQuery(`status`), dropping its
@@ -239,5 +250,41 @@ impl Session {
     fn drop_writer(&mut self) {
         self.writer = None;
         self.cancel.set_target(0, None);
+    }
+}
+
+/// Whether a statement that ends a transaction is a plain ROLLBACK or ABORT (not COMMIT or
+/// END, nor ROLLBACK AND CHAIN, which opens the next transaction).
+fn is_plain_rollback(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let chain = words.iter().any(|w| w == "chain") && !words.iter().any(|w| w == "no");
+    matches!(
+        words.first().map(String::as_str),
+        Some("rollback" | "abort")
+    ) && !chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_rollback;
+
+    #[test]
+    fn only_a_plain_rollback_ends_a_lost_transaction_without_an_error() {
+        let table = [
+            ("ROLLBACK", true),
+            ("  rollback work;", true),
+            ("ABORT", true),
+            ("ROLLBACK AND NO CHAIN", true),
+            ("ROLLBACK AND CHAIN", false),
+            ("COMMIT", false),
+            ("END", false),
+        ];
+        for (sql, want) in table {
+            assert_eq!(is_plain_rollback(sql), want, "{sql}");
+        }
     }
 }
