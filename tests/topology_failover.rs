@@ -147,7 +147,7 @@ impl Worker {
                         .map_err(failed)
                         .map(|_| false);
                 }
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     let tx = client.transaction().await.map_err(failed)?;
                     tx.execute(insert, &[&key]).await.map_err(failed)?;
                     tx.commit().await.map_err(failed)?;
@@ -164,7 +164,7 @@ impl Worker {
                     let _: Option<i64> = conn.query_first(read).await.map_err(failed)?;
                     return Ok(false);
                 }
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     let mut tx = conn
                         .start_transaction(TxOpts::default())
                         .await
@@ -342,7 +342,7 @@ async fn postgres_writes_follow_a_promoted_replica_and_nothing_acknowledged_is_l
     let db = cluster.create_database("failover").await;
     let primary = cluster.superuser(&cluster.primary, &db).await;
     primary
-        .batch_execute(&format!(
+        .batch_execute(
             "CREATE TABLE ledger (id bigserial PRIMARY KEY, client_key text UNIQUE NOT NULL);
              GRANT ALL ON ledger, ledger_id_seq TO app;
              CREATE TABLE aurora_topology (
@@ -350,8 +350,8 @@ async fn postgres_writes_follow_a_promoted_replica_and_nothing_acknowledged_is_l
                  last_update_timestamp timestamptz, replica_lag_in_msec float);
              INSERT INTO aurora_topology VALUES
                  ('1', 'MASTER_SESSION_ID', now(), 0),
-                 ('2', 'b7c1e2f0-0000-4000-8000-000000000002', now(), 0);"
-        ))
+                 ('2', 'b7c1e2f0-0000-4000-8000-000000000002', now(), 0);",
+        )
         .await
         .expect("create the tables");
     cluster.replicate_synchronously().await;
