@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Context;
 use crate::config::{DEFAULT_FAILOVER_TIMEOUT, Validated};
 use crate::metrics;
 use crate::shutdown::Shutdown;
@@ -158,49 +159,87 @@ impl WaitError {
     }
 }
 
-/// Waits until `cluster` (refreshed from `topology`) has a usable writer and `connect`
-/// opens a connection to it, for at most `timeout`; a writer that refuses the connection
-/// (not promoted yet, or the old one still down) is tried again until then. Returns the
-/// snapshot whose writer it connected to, and the connection. `connect` gets the time it
-/// may take: `connect_timeout`, or less near the end.
-pub async fn connect_writer<C, E: std::error::Error, F: Future<Output = Result<C, E>>>(
-    topology: &TopologyHandle,
-    mut cluster: Arc<Cluster>,
+/// A session's wait for a usable writer: where it looks, for how long, and its shutdown.
+pub struct WriterWait<'a> {
+    topology: &'a TopologyHandle,
     timeout: Duration,
     connect_timeout: Duration,
-    shutdown: &mut Shutdown,
-    mut connect: impl FnMut(Arc<Cluster>, Duration) -> F,
-) -> Result<(Arc<Cluster>, C), WaitError> {
-    let _waiting = metrics::waiting_for_writer(&cluster.name);
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        topology.refresh(&mut cluster);
-        let now = Instant::now();
-        let writer = Arc::clone(&cluster.writer);
-        if writer.load.status().is_usable() && !writer.load.is_down(now) {
-            let left = deadline.saturating_duration_since(now);
-            match connect(Arc::clone(&cluster), connect_timeout.min(left)).await {
-                Ok(conn) => return Ok((cluster, conn)),
-                Err(e) => {
-                    tracing::debug!(writer = %writer.addr, error = %super::chain(&e), "writer not reachable yet");
-                    writer.load.mark_down(Instant::now(), RETRY_AFTER);
-                    last = Some(super::chain(&e));
+    shutdown: &'a mut Shutdown,
+}
+
+impl<'a> WriterWait<'a> {
+    /// The wait of a session on `cluster`, with the cluster's `failover_timeout`.
+    pub fn new(ctx: &'a Context, cluster: &str, shutdown: &'a mut Shutdown) -> WriterWait<'a> {
+        WriterWait {
+            topology: &ctx.topology,
+            timeout: timeout(&ctx.config, cluster),
+            connect_timeout: ctx.config.raw.server.connect_timeout,
+            shutdown,
+        }
+    }
+
+    /// Waits until `cluster` (refreshed from the topology) has a usable writer and `connect`
+    /// opens a connection to it, for at most `failover_timeout`; a writer that refuses the
+    /// connection (not promoted yet, or the old one still down) is tried again until then.
+    /// With `first` (a session's first connection), a writer the topology shows usable is
+    /// connected to at once and the outcome returned as it is, success or not. Returns the
+    /// snapshot whose writer it connected to, and the outcome. `connect` gets the time it
+    /// may take: `connect_timeout`, or less near the end.
+    pub async fn connect<C, E: std::error::Error, F: Future<Output = Result<C, E>>>(
+        self,
+        mut cluster: Arc<Cluster>,
+        first: bool,
+        mut connect: impl FnMut(Arc<Cluster>, Duration) -> F,
+    ) -> Result<(Arc<Cluster>, Result<C, E>), WaitError> {
+        if first && cluster.writer.load.status().is_usable() {
+            let outcome = connect(Arc::clone(&cluster), self.connect_timeout).await;
+            return Ok((cluster, outcome));
+        }
+        let _waiting = metrics::waiting_for_writer(&cluster.name);
+        let deadline = Instant::now() + self.timeout;
+        let mut last = None;
+        loop {
+            self.topology.refresh(&mut cluster);
+            let now = Instant::now();
+            let writer = Arc::clone(&cluster.writer);
+            if writer.load.status().is_usable() && !writer.load.is_down(now) {
+                let left = deadline.saturating_duration_since(now);
+                match connect(Arc::clone(&cluster), self.connect_timeout.min(left)).await {
+                    Ok(conn) => return Ok((cluster, Ok(conn))),
+                    Err(e) => {
+                        tracing::debug!(writer = %writer.addr, error = %super::chain(&e), "writer not reachable yet");
+                        writer.load.mark_down(Instant::now(), RETRY_AFTER);
+                        last = Some(super::chain(&e));
+                    }
                 }
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout {
+                    cluster: cluster.name.clone(),
+                    timeout: self.timeout,
+                    last,
+                });
+            }
+            tokio::select! {
+                _ = self.shutdown.recv() => return Err(WaitError::Shutdown),
+                _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+            }
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(WaitError::Timeout {
-                cluster: cluster.name.clone(),
-                timeout,
-                last,
-            });
-        }
-        tokio::select! {
-            _ = shutdown.recv() => return Err(WaitError::Shutdown),
-            _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
-        }
+    }
+}
+
+/// The verdict on a session's writer connection (`held`: whether its server closed it, and
+/// its instance; `None` when it was lost) against `cluster` refreshed from `topology`.
+pub fn check(
+    topology: &TopologyHandle,
+    cluster: &mut Arc<Cluster>,
+    held: Option<(bool, Arc<Instance>)>,
+) -> Verdict {
+    topology.refresh(cluster);
+    match held {
+        Some((closed, instance)) => verdict(Some(&instance), closed, &cluster.writer),
+        None => Verdict::Move,
     }
 }
 

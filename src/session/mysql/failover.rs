@@ -25,19 +25,15 @@ use crate::protocol::mysql::constants::{
     ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
 };
 use crate::router::Target;
-use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError};
+use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
 use crate::topology::Cluster;
 
 impl Session {
     /// The verdict on the writer connection the session holds, against the cluster's
     /// current snapshot: one atomic load, and a read that does not wait.
     pub(super) fn writer_verdict(&mut self) -> Verdict {
-        self.ctx.topology.refresh(&mut self.cluster);
-        let Some(writer) = self.writer.as_mut() else {
-            return Verdict::Move;
-        };
-        let closed = writer.closed();
-        failover::verdict(Some(&writer.conn.instance), closed, &self.cluster.writer)
+        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
+        failover::check(&self.ctx.topology, &mut self.cluster, held)
     }
 
     /// Before a command. In a transaction whose writer connection closed: the transaction
@@ -95,12 +91,14 @@ impl Session {
         self.movable(MoveCause::Failover, &self.cluster.name)?;
         self.drop_writer();
         self.admission = None;
-        match self.connect_writer().await {
-            Ok((cluster, conn)) => {
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
                 self.install_writer(cluster, conn, MoveCause::Failover)
                     .await?;
                 Ok(true)
             }
+            // Only a first connection is returned refused; a wait retries until it times out.
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
             Err(e) => {
                 e.report();
@@ -152,14 +150,10 @@ impl Session {
     pub(super) async fn first_writer(
         &mut self,
     ) -> Result<Result<MysqlConn, ConnectError>, SessionError> {
-        let writer = Arc::clone(&self.cluster.writer);
-        if writer.load.status().is_usable() {
-            return Ok(self.connect(&writer).await);
-        }
-        match self.connect_writer().await {
-            Ok((cluster, conn)) => {
+        match self.connect_writer(true).await {
+            Ok((cluster, outcome)) => {
                 self.cluster = cluster;
-                Ok(Ok(conn))
+                Ok(outcome)
             }
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
             Err(e) => {
@@ -173,23 +167,19 @@ impl Session {
         }
     }
 
-    /// Waits for the cluster's writer to be usable and connects to it (see
-    /// [`failover::connect_writer`]).
-    async fn connect_writer(&mut self) -> Result<(Arc<Cluster>, MysqlConn), WaitError> {
-        let timeout = failover::timeout(&self.ctx.config, &self.cluster.name);
-        let connect_timeout = self.ctx.config.raw.server.connect_timeout;
+    /// Connects to the cluster's writer, waiting for a usable one (see
+    /// [`WriterWait::connect`]); `first` for the session's first connection.
+    async fn connect_writer(
+        &mut self,
+        first: bool,
+    ) -> Result<(Arc<Cluster>, Result<MysqlConn, ConnectError>), WaitError> {
         let (login, creds) = (&self.login, &self.creds);
-        failover::connect_writer(
-            &self.ctx.topology,
-            Arc::clone(&self.cluster),
-            timeout,
-            connect_timeout,
-            &mut self.shutdown,
-            |cluster: Arc<Cluster>, t| async move {
-                pool::connect(&cluster, &cluster.writer, login, creds, t).await
-            },
-        )
-        .await
+        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        let connect = |cluster: Arc<Cluster>, t| async move {
+            pool::connect(&cluster, &cluster.writer, login, creds, t).await
+        };
+        wait.connect(Arc::clone(&self.cluster), first, connect)
+            .await
     }
 
     fn drop_writer(&mut self) {

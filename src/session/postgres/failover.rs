@@ -18,7 +18,7 @@ use super::{Session, SessionError};
 use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity};
 use crate::protocol::postgres::sqlstate;
-use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError};
+use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
 use crate::sql::Class;
 use crate::topology::Cluster;
 
@@ -26,12 +26,8 @@ impl Session {
     /// The verdict on the writer connection the session holds, against the cluster's
     /// current snapshot: one atomic load, and a read that does not wait.
     pub(super) fn writer_verdict(&mut self) -> Verdict {
-        self.ctx.topology.refresh(&mut self.cluster);
-        let Some(writer) = self.writer.as_mut() else {
-            return Verdict::Move;
-        };
-        let closed = writer.closed();
-        failover::verdict(Some(&writer.conn.instance), closed, &self.cluster.writer)
+        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
+        failover::check(&self.ctx.topology, &mut self.cluster, held)
     }
 
     /// Moves the session, between transactions, to its cluster's writer once one is usable.
@@ -41,12 +37,14 @@ impl Session {
         self.movable(MoveCause::Failover, &self.cluster.name)?;
         self.drop_writer();
         self.admission = None;
-        match self.connect_writer().await {
-            Ok((cluster, conn)) => {
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
                 self.install_writer(cluster, conn, MoveCause::Failover)
                     .await?;
                 Ok(true)
             }
+            // Only a first connection is returned refused; a wait retries until it times out.
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
             Err(e) => self.timed_out(unit, e, b'I').await.map(|()| false),
         }
     }
@@ -205,14 +203,10 @@ impl Session {
     pub(super) async fn first_writer(
         &mut self,
     ) -> Result<Result<BackendConn, ConnectError>, SessionError> {
-        let writer = Arc::clone(&self.cluster.writer);
-        if writer.load.status().is_usable() {
-            return Ok(self.connect(&writer).await);
-        }
-        match self.connect_writer().await {
-            Ok((cluster, conn)) => {
+        match self.connect_writer(true).await {
+            Ok((cluster, outcome)) => {
                 self.cluster = cluster;
-                Ok(Ok(conn))
+                Ok(outcome)
             }
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
             Err(e) => {
@@ -226,25 +220,19 @@ impl Session {
         }
     }
 
-    /// Waits for the cluster's writer to be usable and connects to it (see
-    /// [`failover::connect_writer`]).
-    pub(super) async fn connect_writer(
+    /// Connects to the cluster's writer, waiting for a usable one (see
+    /// [`WriterWait::connect`]); `first` for the session's first connection.
+    async fn connect_writer(
         &mut self,
-    ) -> Result<(Arc<Cluster>, BackendConn), WaitError> {
-        let timeout = failover::timeout(&self.ctx.config, &self.cluster.name);
-        let connect_timeout = self.ctx.config.raw.server.connect_timeout;
+        first: bool,
+    ) -> Result<(Arc<Cluster>, Result<BackendConn, ConnectError>), WaitError> {
         let (params, creds) = (&self.params, &self.creds);
-        failover::connect_writer(
-            &self.ctx.topology,
-            Arc::clone(&self.cluster),
-            timeout,
-            connect_timeout,
-            &mut self.shutdown,
-            |cluster: Arc<Cluster>, t| async move {
-                pool::connect(&cluster, &cluster.writer, params, creds, t).await
-            },
-        )
-        .await
+        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        let connect = |cluster: Arc<Cluster>, t| async move {
+            pool::connect(&cluster, &cluster.writer, params, creds, t).await
+        };
+        wait.connect(Arc::clone(&self.cluster), first, connect)
+            .await
     }
 
     fn drop_writer(&mut self) {
