@@ -258,6 +258,17 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            for (name, cluster) in &c.raw.clusters {
+                let discovery = cluster
+                    .discovery
+                    .as_ref()
+                    .map_or("static", |d| d.kind.as_str());
+                println!(
+                    "  cluster {name}: writer {}, discovery {discovery}, failover_timeout {}",
+                    cluster.writer,
+                    humantime::format_duration(cluster.failover_timeout)
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e @ ConfigError::Read { .. }) => {

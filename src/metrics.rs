@@ -25,6 +25,9 @@ pub const CUTOVERS_TOTAL: &str = "switchyard_cutovers_total";
 pub const CUTOVER_PAUSE_SECONDS: &str = "switchyard_cutover_pause_seconds";
 pub const SESSIONS_MOVED_TOTAL: &str = "switchyard_sessions_moved_total";
 pub const INSTANCE_LAG_SECONDS: &str = "switchyard_instance_lag_seconds";
+pub const FAILOVERS_TOTAL: &str = "switchyard_failovers_total";
+pub const SESSIONS_WAITING_FOR_WRITER: &str = "switchyard_sessions_waiting_for_writer";
+pub const FAILOVER_ERRORS_TOTAL: &str = "switchyard_failover_errors_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -67,7 +70,19 @@ fn describe() {
     );
     describe_counter!(
         SESSIONS_MOVED_TOTAL,
-        "Client sessions moved to the new active cluster after a cutover, by result (moved, ended)."
+        "Client sessions moved to another writer, by cause (cutover, failover) and result (moved, ended)."
+    );
+    describe_counter!(
+        FAILOVERS_TOTAL,
+        "Writer changes discovery saw, by cluster (a replica promoted in place of the writer)."
+    );
+    describe_gauge!(
+        SESSIONS_WAITING_FOR_WRITER,
+        "Sessions whose work waits for a usable writer now (a failover in progress), by cluster."
+    );
+    describe_counter!(
+        FAILOVER_ERRORS_TOTAL,
+        "Statements failed by a writer failover, by cluster and kind (outcome_unknown, rolled_back, timeout)."
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted.");
@@ -152,15 +167,21 @@ pub fn write_refused(cluster: &str) {
 }
 
 /// Counts a transaction held by a pause for as long as the guard lives.
-pub fn transaction_held() -> HeldGuard {
-    let g = gauge!(HELD_TRANSACTIONS);
-    g.increment(1.0);
-    HeldGuard(g)
+pub fn transaction_held() -> GaugeGuard {
+    GaugeGuard::new(gauge!(HELD_TRANSACTIONS))
 }
 
-pub struct HeldGuard(Gauge);
+/// One more on a gauge for as long as it lives.
+pub struct GaugeGuard(Gauge);
 
-impl Drop for HeldGuard {
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
@@ -181,9 +202,27 @@ pub fn cutover_pause(seconds: f64) {
     histogram!(CUTOVER_PAUSE_SECONDS).record(seconds);
 }
 
-pub fn session_moved(moved: bool) {
+/// A session moved to another writer (`moved`) or ended because its state could not move;
+/// `cause` is `cutover` (a new active cluster) or `failover` (a new writer in its cluster).
+pub fn session_moved(cause: &'static str, moved: bool) {
     let result = if moved { "moved" } else { "ended" };
-    counter!(SESSIONS_MOVED_TOTAL, "result" => result).increment(1);
+    counter!(SESSIONS_MOVED_TOTAL, "cause" => cause, "result" => result).increment(1);
+}
+
+/// Discovery saw cluster `cluster` get a new writer.
+pub fn failover(cluster: &str) {
+    counter!(FAILOVERS_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+/// A statement failed by a writer failover; `kind` is `outcome_unknown`, `rolled_back` or
+/// `timeout`.
+pub fn failover_error(cluster: &str, kind: &'static str) {
+    counter!(FAILOVER_ERRORS_TOTAL, "cluster" => cluster.to_owned(), "kind" => kind).increment(1);
+}
+
+/// Counts a session waiting for a usable writer for as long as the guard lives.
+pub fn waiting_for_writer(cluster: &str) -> GaugeGuard {
+    GaugeGuard::new(gauge!(SESSIONS_WAITING_FOR_WRITER, "cluster" => cluster.to_owned()))
 }
 
 /// A session moved its reader connection to even the spread over the readers.

@@ -5,8 +5,19 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// What a read that does not wait found on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrived {
+    Nothing,
+    /// Bytes arrived; they were appended to the buffer.
+    Bytes,
+    /// The peer closed the connection, or it failed.
+    Closed,
+}
 
 pub enum Stream {
     Plain(TcpStream),
@@ -65,6 +76,30 @@ macro_rules! dispatch {
             }
         }
     };
+}
+
+impl Stream {
+    /// Appends to `buf` what has already arrived, without waiting: polls with a waker that
+    /// does nothing. Tokio answers from the readiness it has cached, so on a quiet
+    /// connection this costs no system call; a peer that died has sent its FIN (or its last
+    /// words and then its FIN), which shows as `Closed`.
+    pub fn read_arrived(&mut self, buf: &mut BytesMut) -> Arrived {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut arrived = Arrived::Nothing;
+        // A few reads at most: last words, then the end of the stream.
+        for _ in 0..4 {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(8192);
+            }
+            let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(self, buf));
+            match read.poll(&mut cx) {
+                Poll::Pending => return arrived,
+                Poll::Ready(Ok(0) | Err(_)) => return Arrived::Closed,
+                Poll::Ready(Ok(_)) => arrived = Arrived::Bytes,
+            }
+        }
+        arrived
+    }
 }
 
 impl AsyncRead for Stream {

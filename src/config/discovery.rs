@@ -78,7 +78,13 @@ pub(super) mod topology_defaults {
     pub fn slow_start() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn failover_timeout() -> Duration {
+        super::DEFAULT_FAILOVER_TIMEOUT
+    }
 }
+
+/// Aurora fails over in about 30 s: a replica promoted, the topology and DNS updated.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest `reader_weights` value: enough for any mix of instance sizes, and small
 /// enough that weighted sums never overflow.
@@ -129,6 +135,13 @@ pub(super) fn validate_topology(
     }
     if c.max_lag.is_zero() {
         problem(at("max_lag"), "must be more than 0".into());
+    }
+    if c.failover_timeout < c.health_interval || c.failover_timeout.is_zero() {
+        // A promoted writer is used once a health check has seen it writable.
+        problem(
+            at("failover_timeout"),
+            "must be more than 0 and at least health_interval".into(),
+        );
     }
     for (addr, &weight) in &c.reader_weights {
         let key = at(&format!("reader_weights.\"{addr}\""));

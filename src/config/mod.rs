@@ -192,6 +192,13 @@ pub struct ClusterConfig {
     /// Weight of a reader by its `host:port` (static, DNS or Aurora label); others weigh 1.
     #[serde(default)]
     pub reader_weights: BTreeMap<String, u32>,
+    /// During a writer failover, work for the writer waits this long for a usable writer
+    /// (a promoted replica, or the old writer back) before it fails with a clear error.
+    #[serde(
+        default = "topology_defaults::failover_timeout",
+        with = "humantime_serde"
+    )]
+    pub failover_timeout: Duration,
 }
 
 mod cutover;
@@ -201,7 +208,7 @@ mod routing;
 pub use cutover::{CatchUp, CutoverConfig, Fence};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
-pub use discovery::{DiscoveryConfig, DiscoveryKind, monitor_password};
+pub use discovery::{DEFAULT_FAILOVER_TIMEOUT, DiscoveryConfig, DiscoveryKind, monitor_password};
 use discovery::{topology_defaults, validate_topology};
 
 mod defaults {

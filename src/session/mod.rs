@@ -1,6 +1,7 @@
 //! Client sessions: one task per client connection, for each wire protocol, and the
 //! context they all share.
 
+mod failover;
 pub mod mysql;
 pub mod postgres;
 

@@ -232,10 +232,11 @@ impl Source {
                     // validate() requires monitor_user for aurora.
                     return Ok(Vec::new());
                 };
-                let known: Vec<Target<'_>> = std::iter::once(&current.writer)
-                    .chain(&current.readers)
-                    .map(|i| Target::of(i))
-                    .collect();
+                // Usable instances first: when the writer has died (a failover under way),
+                // the surviving instances answer without waiting on it.
+                let mut known: Vec<&Arc<Instance>> = instances(current).collect();
+                known.sort_by_key(|i| !i.load.status().is_usable());
+                let known: Vec<Target<'_>> = known.into_iter().map(|i| Target::of(i)).collect();
                 let rows = aurora::query(*protocol, login, &known, query, *timeout)
                     .await
                     .map_err(|source| MonitorError::Aurora { cluster, source })?;
@@ -295,6 +296,12 @@ impl DiscoveryTask {
             tracing::info!(cluster = %self.cluster, instance = %gone.addr, role = gone.role.as_str(), "instance left the topology");
         }
         let cluster = Arc::new(change.cluster);
+        if cluster.writer.addr != current.writer.addr {
+            // Sessions see the new writer through the snapshot and move to it once a health
+            // check finds it writable (`failover_timeout`).
+            tracing::warn!(cluster = %self.cluster, from = %current.writer.addr, to = %cluster.writer.addr, "the writer changed (failover)");
+            metrics::failover(&self.cluster);
+        }
         for new in instances(&cluster).filter(|i| !instances(current).any(|o| Arc::ptr_eq(i, o))) {
             tracing::info!(cluster = %self.cluster, instance = %new.addr, role = new.role.as_str(), "instance joined the topology");
         }
@@ -541,6 +548,15 @@ mod tests {
                 "clusters.main.reader_weights.\"nothost\"",
                 "clusters.main.reader_weights.\"nothost\"",
             ]
+        );
+        assert_eq!(
+            paths("failover_timeout = \"0s\""),
+            ["clusters.main.failover_timeout"]
+        );
+        assert_eq!(
+            paths("health_interval = \"5s\"\nfailover_timeout = \"2s\""),
+            ["clusters.main.failover_timeout"],
+            "a promoted writer must have time to pass a health check"
         );
         let unknown = toml::from_str::<Config>(
             "[server]\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\n[clusters.main]\nwriter = \"a:1\"\n[clusters.main.discovery]\nkind = \"dns\"\nreader = \"x\"\n[routing]\nactive = \"main\"",

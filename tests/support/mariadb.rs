@@ -8,9 +8,11 @@
 //! and [`REPL`] as they get everything else. The harness logs in as `root` from 127.0.0.1
 //! without a password, an account that `mariadb-install-db` (with
 //! `--auth-root-authentication-method=normal`) creates on every server.
-//! [`cross_cluster`] makes one cluster's primary a replica of another's.
+//! [`cross_cluster`] makes one cluster's primary a replica of another's; [`failover`] replicates
+//! semi-synchronously and promotes a replica.
 
 mod cross_cluster;
+mod failover;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -131,40 +133,39 @@ impl MariaCluster {
 
     /// Like [`MariaCluster::start`], with the servers' ids taken from `ids`.
     pub fn start_with_ids(ids: ClusterIds, replicas: usize) -> MariaCluster {
-        MariaCluster::launch(ids, &vec![None; replicas + 1])
+        let mut servers = start_side_by_side(ids, 0, &vec![(HOST, None, None); replicas + 1]);
+        let primary = servers.remove(0);
+        MariaCluster::replicating(primary, servers)
+    }
+
+    /// Like [`MariaCluster::start`], but each server listens on its own address (`hosts[0]`
+    /// the primary, one replica per further host, e.g. `127.0.0.2`), all on one port, as
+    /// Aurora's instances do.
+    pub fn start_on(hosts: &[&str]) -> MariaCluster {
+        let (primary, replicas) = hosts.split_first().expect("at least the primary's host");
+        let ids = ClusterIds::OLD;
+        let primary = start_side_by_side(ids, 0, &[(primary, None, None)]).remove(0);
+        let binds: Vec<_> = replicas
+            .iter()
+            .map(|h| (*h, Some(primary.port), None))
+            .collect();
+        let replicas = start_side_by_side(ids, 1, &binds);
+        MariaCluster::replicating(primary, replicas)
     }
 
     /// Like [`MariaCluster::start`], with TLS: the primary with `certs[0]`, one replica with
     /// each further certificate.
     pub fn start_with_tls(certs: &[ServerCert]) -> MariaCluster {
-        let certs: Vec<Option<&ServerCert>> = certs.iter().map(Some).collect();
-        MariaCluster::launch(ClusterIds::OLD, &certs)
+        let binds: Vec<_> = certs.iter().map(|c| (HOST, None, Some(c))).collect();
+        let mut servers = start_side_by_side(ClusterIds::OLD, 0, &binds);
+        let primary = servers.remove(0);
+        MariaCluster::replicating(primary, servers)
     }
 
-    /// One server per entry of `certs` (the first the primary), each with TLS when it has a
-    /// certificate.
-    fn launch(ids: ClusterIds, certs: &[Option<&ServerCert>]) -> MariaCluster {
-        let owner = mysql_account();
-        let mut servers = thread::scope(|scope| {
-            let starting: Vec<_> = certs
-                .iter()
-                .enumerate()
-                .map(|(number, &cert)| {
-                    scope.spawn(move || MariaServer::start(number, ids, cert, owner))
-                })
-                .collect();
-            let join = |handle: thread::ScopedJoinHandle<'_, MariaServer>| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            };
-            starting.into_iter().map(join).collect::<Vec<_>>()
-        });
-        let primary = servers.remove(0);
-        let cluster = MariaCluster {
-            primary,
-            replicas: servers,
-        };
+    /// Creates the accounts on `primary`, points every replica at its binlog from the start
+    /// and waits until they have applied all of it.
+    fn replicating(primary: MariaServer, replicas: Vec<MariaServer>) -> MariaCluster {
+        let cluster = MariaCluster { primary, replicas };
         block_on(async {
             create_accounts(&cluster.primary).await;
             for replica in &cluster.replicas {
@@ -210,6 +211,11 @@ impl MariaCluster {
         admin(server).await
     }
 
+    /// `server`'s `@@gtid_binlog_pos`.
+    pub async fn binlog_position(&self, server: &MariaServer) -> String {
+        binlog_position(server).await
+    }
+
     fn servers_mut(&mut self) -> impl Iterator<Item = &mut MariaServer> {
         std::iter::once(&mut self.primary).chain(&mut self.replicas)
     }
@@ -229,7 +235,7 @@ impl Drop for MariaCluster {
 impl MariaServer {
     /// Connection options for `login` over TCP (never the socket), to database `db` if given.
     pub fn opts(&self, login: Login, db: Option<&str>) -> OptsBuilder {
-        tcp_opts(self.port, login, db)
+        tcp_opts(&self.host, self.port, login, db)
     }
 
     /// The server's process id (for fault tests that kill it).
@@ -243,13 +249,14 @@ impl MariaServer {
     }
 
     /// Server `number` 0 is the primary, the rest are read-only replicas: copies a freshly
-    /// installed data directory and starts mariadbd on it, retrying on a fresh port when
-    /// another process took the one it was given.
+    /// installed data directory and starts mariadbd on it at `host` and `port`, or on a free
+    /// port, retrying on a fresh one when another process took the one it was given; with
+    /// TLS when it has a certificate.
     fn start(
         number: usize,
         ids: ClusterIds,
-        cert: Option<&ServerCert>,
         owner: RunAs,
+        (host, port, cert): Bind<'_>,
     ) -> MariaServer {
         let name = match number {
             0 => "primary".to_string(),
@@ -266,8 +273,9 @@ impl MariaServer {
             }
         }
         for attempt in 1..=START_ATTEMPTS {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let server = Spawn {
+                host,
                 port,
                 server_id,
                 gtid_domain_id: ids.gtid_domain_id,
@@ -276,10 +284,10 @@ impl MariaServer {
             };
             let mut process = spawn(dir.path(), &server, owner);
             let log = dir.path().join(LOG_FILE);
-            match block_on(wait_accepting(&mut process, port)) {
+            match block_on(wait_accepting(&mut process, host, port)) {
                 Ok(()) => {
                     return MariaServer {
-                        host: HOST.to_string(),
+                        host: host.to_string(),
                         port,
                         server_id,
                         name,
@@ -366,8 +374,30 @@ fn create_dir(path: &Path, owner: RunAs) {
     owner.chown(path);
 }
 
+/// Where one server listens (a free port when `None`) and the certificate it serves, if any.
+type Bind<'a> = (&'a str, Option<u16>, Option<&'a ServerCert>);
+
+/// Starts servers `first`, `first + 1` … (0 is the primary) side by side, one per bind.
+fn start_side_by_side(ids: ClusterIds, first: usize, binds: &[Bind<'_>]) -> Vec<MariaServer> {
+    let owner = mysql_account();
+    thread::scope(|scope| {
+        let starting: Vec<_> = binds
+            .iter()
+            .enumerate()
+            .map(|(i, &bind)| scope.spawn(move || MariaServer::start(first + i, ids, owner, bind)))
+            .collect();
+        let join = |handle: thread::ScopedJoinHandle<'_, MariaServer>| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        starting.into_iter().map(join).collect()
+    })
+}
+
 /// What one mariadbd is started with, beyond what every server gets.
-struct Spawn {
+struct Spawn<'a> {
+    host: &'a str,
     port: u16,
     server_id: u32,
     gtid_domain_id: u32,
@@ -388,9 +418,9 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
         format!("--server-id={}", server.server_id),
         format!("--gtid-domain-id={}", server.gtid_domain_id),
         format!("--read-only={}", u8::from(server.read_only)),
+        format!("--bind-address={}", server.host),
     ]);
     command.args([
-        "--bind-address=127.0.0.1",
         "--skip-name-resolve",
         "--max-connections=300",
         "--log-bin=mariadb-bin",
@@ -418,10 +448,10 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
         .unwrap_or_else(|e| panic!("spawn {}: {e}", mariadbd.display()))
 }
 
-fn tcp_opts(port: u16, login: Login, db: Option<&str>) -> OptsBuilder {
+fn tcp_opts(host: &str, port: u16, login: Login, db: Option<&str>) -> OptsBuilder {
     let password = (!login.password.is_empty()).then_some(login.password);
     OptsBuilder::default()
-        .ip_or_hostname(HOST)
+        .ip_or_hostname(host)
         .tcp_port(port)
         .user(Some(login.user))
         .pass(password)
@@ -431,8 +461,8 @@ fn tcp_opts(port: u16, login: Login, db: Option<&str>) -> OptsBuilder {
 }
 
 /// Polls by connecting until the server accepts connections, exits, or [`READY_TIMEOUT`] passes.
-async fn wait_accepting(process: &mut ServerProcess, port: u16) -> Result<(), String> {
-    let opts = tcp_opts(port, ROOT, None);
+async fn wait_accepting(process: &mut ServerProcess, host: &str, port: u16) -> Result<(), String> {
+    let opts = tcp_opts(host, port, ROOT, None);
     let mut backoff = Backoff::new(READY_TIMEOUT);
     loop {
         if !process.is_running() {

@@ -7,9 +7,11 @@
 //! primary has the roles in [`APP`], [`MD5_USER`], [`PLAIN_USER`] and [`TRUST_USER`]; replicas
 //! are `pg_basebackup -R` copies of it, so they have the same roles and `pg_hba.conf`.
 //! [`cross_cluster`] subscribes one cluster to another with logical replication; [`ssl`]
-//! turns SSL on in a running server.
+//! turns SSL on in a running server; [`failover`] replicates synchronously and promotes a
+//! replica.
 
 mod cross_cluster;
+mod failover;
 mod ssl;
 
 use std::fs::{self, OpenOptions};

@@ -32,6 +32,7 @@ pub mod tag {
     pub const NOTICE_RESPONSE: u8 = b'N';
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const COMMAND_COMPLETE: u8 = b'C';
     pub const COPY_IN_RESPONSE: u8 = b'G';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
@@ -93,6 +94,11 @@ pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
         b.put_i32(pid);
         b.put_i32(secret);
     });
+}
+
+/// CommandComplete with `tag` (e.g. `ROLLBACK`).
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    tagged(out, tag::COMMAND_COMPLETE, |b| put_cstr(b, tag.as_bytes()));
 }
 
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
@@ -192,6 +198,22 @@ pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
     cstr(body).map(|(portal, _)| portal)
 }
 
+/// Whether an ErrorResponse body says the server ends the connection (severity FATAL or
+/// PANIC: shutdown, termination, a postmaster that died).
+pub fn ends_connection(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        let Some((value, next)) = cstr(tail).filter(|_| field != 0) else {
+            return false;
+        };
+        if field == b'V' || field == b'S' {
+            return value == b"FATAL" || value == b"PANIC";
+        }
+        rest = next;
+    }
+    false
+}
+
 /// The code and message fields of an ErrorResponse or NoticeResponse body, for logs.
 pub fn error_fields(body: &[u8]) -> (String, String) {
     let (mut code, mut message) = (String::new(), String::new());
@@ -234,6 +256,17 @@ mod tests {
             error_fields(body),
             ("28P01".into(), "password authentication failed".into())
         );
+    }
+
+    #[test]
+    fn fatal_and_panic_errors_end_the_connection() {
+        let fatal = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection\0\0";
+        let error = b"SERROR\0VERROR\0C42P01\0Mno such table\0\0";
+        assert!(ends_connection(fatal));
+        assert!(ends_connection(b"SPANIC\0\0"));
+        assert!(!ends_connection(error));
+        assert!(!ends_connection(b"C57P01\0"));
+        assert!(!ends_connection(b""));
     }
 
     #[test]

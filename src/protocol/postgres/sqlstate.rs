@@ -12,3 +12,13 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const QUERY_CANCELED: &str = "57014";
+/// No usable writer within `failover_timeout`: PostgreSQL's own code while a server starts
+/// up or recovers; the statement did not run, and a later try may work.
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// The writer died while a statement ran: whether it committed is unknown.
+pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
+/// The writer died under an open transaction, none of which committed: the class-40 code
+/// that drivers and frameworks treat as "roll back and run the transaction again".
+pub const SERIALIZATION_FAILURE: &str = "40001";
+/// A statement in a transaction that already failed.
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::SessionError;
 use super::startup::Client;
 use crate::metrics::BackendMetrics;
+use crate::net::Arrived;
 use crate::pool::mysql::MysqlConn;
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
@@ -63,6 +64,13 @@ impl Backend {
             addr: self.conn.instance.addr.clone(),
             detail,
         }
+    }
+
+    /// Whether the server has closed this connection or is closing it, judged from what has
+    /// already arrived, without waiting. Between commands a server speaks only to say
+    /// goodbye (an ERR just before it closes), so anything that arrived counts.
+    pub fn closed(&mut self) -> bool {
+        self.conn.stream.read_arrived(&mut self.conn.buf) != Arrived::Nothing
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {

@@ -33,6 +33,8 @@ pub enum SessionError {
     },
     #[error("backend {addr} broke the protocol: {detail}")]
     BackendProtocol { addr: String, detail: String },
+    #[error("writer failover: {message}")]
+    Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
 }
@@ -46,7 +48,7 @@ impl SessionError {
             ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
-            Refused { code, message } => (*code, message.clone()),
+            Refused { code, message } | Failover { code, message } => (*code, message.clone()),
             Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
             BackendLost { addr, .. } => (
                 ER_SERVER_SHUTDOWN,
@@ -78,7 +80,9 @@ impl SessionError {
             }
             AuthFailed { .. } => Some(ErrorKind::Auth),
             Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
+            BackendLost { .. } | BackendProtocol { .. } | Failover { .. } => {
+                Some(ErrorKind::BackendLost)
+            }
         }
     }
 }

@@ -4,8 +4,10 @@
 
 mod backend;
 mod error;
+mod failover;
 mod migration;
 mod prepared;
+mod replay;
 mod reset;
 mod startup;
 mod statements;
@@ -24,7 +26,6 @@ use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
-use crate::protocol::mysql::constants::command::*;
 use crate::protocol::mysql::constants::{
     ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
     StatusFlags,
@@ -37,6 +38,7 @@ use crate::sql::{self, Class, Dialect, Statement};
 use crate::topology::{Cluster, Instance, pick_reader};
 use backend::Backend;
 pub use error::SessionError;
+use replay::{Replay, replay};
 use startup::Client;
 use statements::Statements;
 
@@ -45,27 +47,6 @@ const MAX_REPLAYS: usize = 256;
 
 /// Connection ids the proxy hands out in its greetings.
 static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
-
-/// A session-state command, replayed in order on a reader connection.
-#[derive(Debug, Clone)]
-enum Replay {
-    Query(Vec<u8>),
-    InitDb(Vec<u8>),
-    SetOption(u16),
-}
-
-impl Replay {
-    fn write(&self, out: &mut BytesMut) {
-        out.clear();
-        match self {
-            Replay::Query(sql) => command::write_text_command(out, COM_QUERY, sql),
-            Replay::InitDb(schema) => command::write_text_command(out, COM_INIT_DB, schema),
-            Replay::SetOption(option) => {
-                command::write_text_command(out, COM_SET_OPTION, &option.to_le_bytes())
-            }
-        };
-    }
-}
 
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
@@ -176,7 +157,7 @@ impl Session {
 
     /// Opens the writer connection and ends the client's login with OK (or the writer's ERR).
     async fn start(&mut self, ok_seq: u8) -> Result<(), SessionError> {
-        let writer = match self.connect(&Arc::clone(&self.cluster.writer)).await {
+        let writer = match self.first_writer().await? {
             Ok(conn) => conn,
             Err(ConnectError::Refused {
                 payload, message, ..
@@ -262,6 +243,9 @@ impl Session {
         };
         if self.between_transactions() && !matches!(cmd, Command::Quit | Command::Ping) {
             self.follow_active().await?;
+        }
+        if !self.before_command(&cmd).await? {
+            return Ok(true);
         }
         match cmd {
             Command::Quit => return Ok(false),
@@ -447,6 +431,7 @@ impl Session {
     ) -> Result<backend::Relayed, SessionError> {
         let command = packet_bytes.get(HEADER_LEN).copied().unwrap_or(0);
         let started = Instant::now();
+        let written = self.client.written;
         let mut rewrite = BytesMut::new();
         let Session {
             client,
@@ -467,7 +452,12 @@ impl Session {
             Err(e) => Err(e),
         };
         backend.conn.instance.load.end();
-        let relayed = relayed?;
+        let relayed = match relayed {
+            Err(e) if target == Target::Writer && e.backend_failed() => {
+                return self.writer_failed(e, written).await;
+            }
+            other => other?,
+        };
         backend.metrics.queries.increment(1);
         backend
             .metrics
@@ -552,24 +542,6 @@ impl Session {
             self.statements.forget_backend(Target::Reader);
         }
     }
-}
-
-/// Replays the session's recorded state on `backend` from where it left off;
-/// `Ok(Err(message))` when the backend refused a statement.
-async fn replay(
-    backend: &mut Backend,
-    replays: &[Replay],
-) -> Result<Result<(), String>, SessionError> {
-    let mut out = BytesMut::new();
-    while backend.applied < replays.len() {
-        out.clear();
-        replays[backend.applied].write(&mut out);
-        match backend.run_silently(&out).await? {
-            (_, None) => backend.applied += 1,
-            (_, Some(message)) => return Ok(Err(message)),
-        }
-    }
-    Ok(Ok(()))
 }
 
 fn classify(sql: &[u8]) -> Statement {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::SessionError;
 use super::scan::Prepared;
 use crate::metrics::BackendMetrics;
-use crate::net::Stream;
+use crate::net::{Arrived, Stream};
 use crate::pool::postgres::BackendConn;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, tag};
@@ -161,6 +161,33 @@ impl Backend {
         result.map_err(|e| self.lost(e))
     }
 
+    /// Whether the server has closed this connection or is closing it, judged from what has
+    /// already arrived, without waiting: the end of the stream, or an ErrorResponse while no
+    /// work runs (a server sends one unasked only as it ends the connection: FATAL on
+    /// shutdown, termination, or a postmaster that died). Anything else that arrived
+    /// (a notice, a parameter status) stays buffered for the next relay.
+    pub fn closed(&mut self) -> bool {
+        if self.conn.stream.read_arrived(&mut self.conn.buf) == Arrived::Closed {
+            return true;
+        }
+        let mut pos = 0;
+        let buf = &self.conn.buf;
+        while let Ok(Some(h)) =
+            frame::header(buf.get(pos..).unwrap_or_default(), MAX_BACKEND_MESSAGE)
+        {
+            if h.tag == tag::ERROR_RESPONSE {
+                return true;
+            }
+            pos += h.total;
+        }
+        false
+    }
+
+    /// Whether the last relay stopped inside a message (the client has part of it).
+    pub fn mid_message(&self) -> bool {
+        self.forward_remaining > 0
+    }
+
     /// Waits for bytes from the backend (cancel-safe: only reads into the buffer).
     pub async fn fill(&mut self) -> Result<(), SessionError> {
         if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
@@ -194,7 +221,15 @@ impl Backend {
             };
             let whole = buf.len() - pos >= h.total;
             match h.tag {
-                tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE | tag::READY_FOR_QUERY if !whole => break,
+                // Small messages the relay looks into: wait until each is whole.
+                tag::PARSE_COMPLETE
+                | tag::CLOSE_COMPLETE
+                | tag::READY_FOR_QUERY
+                | tag::ERROR_RESPONSE
+                    if !whole =>
+                {
+                    break;
+                }
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
@@ -214,6 +249,19 @@ impl Backend {
                     seen.ready = Some(buf[pos + frame::HEADER_LEN]);
                     pos += h.total;
                     break;
+                }
+                tag::ERROR_RESPONSE
+                    if messages::ends_connection(&buf[pos + frame::HEADER_LEN..pos + h.total]) =>
+                {
+                    // The server is closing the connection (it dies, or shuts down): not an
+                    // answer to relay, but a lost backend, which the session answers for.
+                    let (code, message) =
+                        messages::error_fields(&buf[pos + frame::HEADER_LEN..pos + h.total]);
+                    let said = format!("the server ended the connection: {code} {message}");
+                    return Err(self.lost(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        said,
+                    )));
                 }
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared.

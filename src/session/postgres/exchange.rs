@@ -20,6 +20,11 @@ const CLIENT_AHEAD_LIMIT: usize = 2 << 20;
 pub struct Failed {
     pub error: SessionError,
     pub retryable: bool,
+    /// The backend failed where the client can take an ErrorResponse and a ReadyForQuery:
+    /// its batch was complete (no COPY or open batch under way) and no message was cut.
+    pub resumable: bool,
+    /// Bytes at the front of the client buffer that belong to the failed unit.
+    pub held: usize,
 }
 
 pub struct Exchange<'a> {
@@ -77,8 +82,12 @@ impl Exchange<'_> {
                     error,
                     SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
                 );
+                let resumable =
+                    backend_side && !self.backend.mid_message() && !sent.open && !sent.copy_in;
                 Err(Failed {
                     retryable: backend_side && relayed == 0 && !sent.consumed,
+                    resumable,
+                    held: sent.held,
                     error,
                 })
             }

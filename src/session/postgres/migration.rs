@@ -1,21 +1,20 @@
 //! What a session does about migration control: the gate before work on the writer (wait
-//! out a pause, follow read-only mode, refuse writes to a read-only cluster) and the move to
-//! a new active cluster after a cutover.
+//! out a pause, follow read-only mode, refuse writes to a read-only cluster), and the move
+//! to another writer: the new active cluster's after a cutover, or its own cluster's new
+//! writer after a failover (see `failover.rs`).
 
 use std::sync::Arc;
-
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::backend::Backend;
 use super::scan::{self, Ending};
 use super::{Session, SessionError, cancel_target};
 use crate::cutover::{Entry, Mode};
 use crate::metrics;
-use crate::pool::postgres as pool;
-use crate::protocol::postgres::messages::{self, Severity};
+use crate::pool::postgres::{self as pool, BackendConn};
 use crate::protocol::postgres::sqlstate;
+use crate::session::failover::{MoveCause, Verdict};
 use crate::sql::Class;
+use crate::topology::Cluster;
 
 impl Session {
     /// Applies the cluster's migration mode to a unit that starts a transaction on the
@@ -27,7 +26,17 @@ impl Session {
         let (mode, admission) = loop {
             let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
             match entry.ok_or(SessionError::Shutdown)? {
-                Entry::Admitted(mode, admission) => break (mode, admission),
+                Entry::Admitted(mode, admission) if self.writer_verdict() == Verdict::Keep => {
+                    break (mode, admission);
+                }
+                Entry::Admitted(_, admission) => {
+                    // The writer is gone: wait for a usable one without holding up a
+                    // cutover's drain, then pass the gate again.
+                    drop(admission);
+                    if !self.follow_writer(unit).await? {
+                        return Ok(false);
+                    }
+                }
                 Entry::Moved => self.follow_active().await?,
             }
         };
@@ -47,26 +56,19 @@ impl Session {
             self.admission = Some(admission);
             return Ok(true);
         }
-        metrics::write_refused(&self.cluster.name);
-        let mut out = BytesMut::new();
+        self.ctx.routing.write_refused(&self.cluster.name);
         let message = format!(
             "cannot execute a write: cluster \"{}\" is read-only for a database migration (switchyard)",
             self.cluster.name
         );
-        messages::error_response(
-            &mut out,
-            Severity::Error,
+        self.answer(
+            unit.end,
             sqlstate::READ_ONLY_SQL_TRANSACTION,
             &message,
-        );
-        messages::ready_for_query(&mut out, b'I');
-        self.client.buf.advance(unit.end);
-        self.client
-            .stream
-            .write_all(&out)
-            .await
-            .map_err(SessionError::ClientIo)
-            .map(|()| false)
+            b'I',
+        )
+        .await
+        .map(|()| false)
     }
 
     /// Moves the session to the active cluster when a cutover changed it: a writer
@@ -85,17 +87,7 @@ impl Session {
                 message: format!("active cluster {:?} is not in the topology", state.active),
             });
         };
-        let moved = || SessionError::Refused {
-            code: sqlstate::ADMIN_SHUTDOWN,
-            message: format!(
-                "terminating connection: the database moved to cluster \"{}\" (switchyard cutover) and this session holds state that cannot move with it; reconnect",
-                state.active
-            ),
-        };
-        if self.view.pinned_to_writer {
-            metrics::session_moved(false);
-            return Err(moved());
-        }
+        self.movable(MoveCause::Cutover, &cluster.name)?;
         let timeout = self.ctx.config.raw.server.connect_timeout;
         let conn = pool::connect(
             &cluster,
@@ -106,22 +98,64 @@ impl Session {
         )
         .await
         .map_err(SessionError::Connect)?;
+        self.install_writer(cluster, conn, MoveCause::Cutover)
+            .await?;
+        self.admission = None;
+        Ok(())
+    }
+
+    /// Ends a session that holds state that cannot be replayed on another writer (LISTEN,
+    /// temporary tables, SQL `PREPARE` …) rather than move it without that state.
+    pub(super) fn movable(&self, cause: MoveCause, to: &str) -> Result<(), SessionError> {
+        if !self.view.pinned_to_writer {
+            return Ok(());
+        }
+        cause.record(&self.ctx.routing, false);
+        Err(cannot_move(cause, to))
+    }
+
+    /// Makes `conn`, a connection to `cluster`'s writer, the session's writer, with the
+    /// session's SETs replayed on it; prepared statements follow lazily, and the reader too
+    /// when the cluster changed.
+    pub(super) async fn install_writer(
+        &mut self,
+        cluster: Arc<Cluster>,
+        conn: BackendConn,
+        cause: MoveCause,
+    ) -> Result<(), SessionError> {
         let mut writer = Backend::new(conn);
         if !self.sets.is_empty() {
             let sql = self.sets.join(";\n");
             if let Some(message) = writer.run_silently(&sql, &mut self.scratch).await? {
                 tracing::warn!(%message, "session settings do not replay on the new writer");
-                metrics::session_moved(false);
-                return Err(moved());
+                cause.record(&self.ctx.routing, false);
+                return Err(cannot_move(cause, &cluster.name));
             }
         }
-        tracing::debug!(from = %self.cluster.name, to = %cluster.name, "session moved to the active cluster");
+        tracing::debug!(from = %self.cluster.name, to = %cluster.name, writer = %cluster.writer.addr, cause = cause.as_str(), "session moved to another writer");
         self.cancel.set_target(0, cancel_target(&writer.conn));
         self.writer = Some(writer);
-        self.drop_reader(false);
+        if cluster.name != self.cluster.name {
+            self.drop_reader(false);
+        }
         self.cluster = cluster;
-        self.admission = None;
-        metrics::session_moved(true);
+        cause.record(&self.ctx.routing, true);
         Ok(())
+    }
+}
+
+/// The FATAL error of a session that holds state that cannot move to `to`'s writer.
+fn cannot_move(cause: MoveCause, to: &str) -> SessionError {
+    let message = match cause {
+        MoveCause::Cutover => format!(
+            "terminating connection: the database moved to cluster \"{to}\" (switchyard cutover) and this session holds state that cannot move with it; reconnect"
+        ),
+        MoveCause::Failover => format!(
+            "terminating connection: the writer of cluster \"{to}\" changed (switchyard writer failover) and this session holds state that cannot move to the new writer; reconnect"
+        ),
+    };
+    SessionError::Refused {
+        code: sqlstate::ADMIN_SHUTDOWN,
+        message,
     }
 }

@@ -5,6 +5,7 @@
 
 mod backend;
 mod exchange;
+mod failover;
 mod migration;
 mod scan;
 mod startup;
@@ -63,6 +64,8 @@ pub enum SessionError {
     },
     #[error("backend {addr} broke the protocol: {detail}")]
     BackendProtocol { addr: String, detail: String },
+    #[error("writer failover: {message}")]
+    Failover { code: &'static str, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
 }
@@ -87,7 +90,7 @@ impl SessionError {
             ),
             Scram(e) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
             AuthFailed { .. } => (sqlstate::INVALID_PASSWORD, self.to_string()),
-            Refused { code, message } => (code, message.clone()),
+            Refused { code, message } | Failover { code, message } => (code, message.clone()),
             Connect(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 crate::session::chain(e),
@@ -111,7 +114,9 @@ impl SessionError {
             }
             Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
             Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } => Some(ErrorKind::BackendLost),
+            BackendLost { .. } | BackendProtocol { .. } | Failover { .. } => {
+                Some(ErrorKind::BackendLost)
+            }
         }
     }
 }
@@ -231,7 +236,7 @@ struct Session {
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
     async fn start(&mut self, key: (i32, i32)) -> Result<(), SessionError> {
-        let writer = match self.connect(&Arc::clone(&self.cluster.writer)).await {
+        let writer = match self.first_writer().await? {
             Ok(conn) => conn,
             Err(ConnectError::Server {
                 raw, code, message, ..
@@ -295,12 +300,10 @@ impl Session {
     /// Waits for the client's next bytes, relaying anything the writer sends meanwhile
     /// (notifications, notices, a FATAL before it closes).
     async fn idle(&mut self) -> Result<(), SessionError> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(SessionError::ClientGone);
-        };
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
-        let watch_writer = self.view.pinned_to_writer;
+        let pinned = self.view.pinned_to_writer;
+        let watched = self.writer.as_mut().filter(|_| pinned);
         tokio::select! {
             _ = self.shutdown.recv() => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
@@ -308,9 +311,8 @@ impl Session {
                 Ok(_) => Ok(()),
                 Err(e) => Err(SessionError::ClientIo(e)),
             },
-            filled = writer.fill(), if watch_writer => {
-                filled?;
-                writer.relay(&mut self.client.stream).await.map(|_| ())
+            filled = writer_bytes(watched) => {
+                filled?.relay(&mut self.client.stream).await.map(|_| ())
             }
         }
     }
@@ -339,10 +341,13 @@ impl Session {
             metrics::reader_fallback();
             target = Target::Writer;
         }
-        if target == Target::Writer
-            && self.view.in_transaction.is_none()
-            && !self.migration_gate(&unit).await?
-        {
+        let open = self.view.in_transaction == Some(Target::Writer);
+        let admitted = match (target, self.view.in_transaction) {
+            (Target::Writer, None) => self.migration_gate(&unit).await?,
+            (Target::Writer, Some(Target::Writer)) => self.writer_in_transaction(&unit).await?,
+            _ => true,
+        };
+        if !admitted {
             self.scanner.recycle(unit.refs);
             return Ok(());
         }
@@ -352,6 +357,7 @@ impl Session {
             Err(exchange::Failed {
                 error,
                 retryable: true,
+                ..
             }) if target == Target::Reader => {
                 // Nothing reached the client: run it again on another reader, else the writer.
                 self.drop_reader(true);
@@ -363,6 +369,11 @@ impl Session {
                 tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
                 let status = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
                 (status, retry)
+            }
+            Err(failed) if target == Target::Writer => {
+                self.writer_failed(&unit, failed, open).await?;
+                self.scanner.recycle(unit.refs);
+                return Ok(());
             }
             Err(failed) => return Err(failed.error),
         };
@@ -393,6 +404,8 @@ impl Session {
             return Err(exchange::Failed {
                 error: SessionError::ClientGone,
                 retryable: false,
+                resumable: false,
+                held: 0,
             });
         };
         self.cancel.set_active(slot);
@@ -480,6 +493,14 @@ impl Session {
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.cancel.set_target(1, None);
+    }
+}
+
+/// Waits for bytes from `writer`; forever when there is none to watch.
+async fn writer_bytes(writer: Option<&mut Backend>) -> Result<&mut Backend, SessionError> {
+    match writer {
+        Some(w) => w.fill().await.map(|()| w),
+        None => std::future::pending().await,
     }
 }
 

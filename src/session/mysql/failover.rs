@@ -1,0 +1,196 @@
+//! Writer failover in a MySQL session. Between transactions, work for a writer that is gone
+//! waits for a usable one (`failover_timeout`) and moves there, with no error; past the
+//! timeout it fails with ERR 1927. A statement whose writer died under it fails with ERR
+//! 1053 (outcome unknown); a transaction whose writer connection closed before the next
+//! statement was sent fails with ERR 1213 (rolled back). The session goes on after the ERR,
+//! outside any transaction, as after those errors from a server.
+//!
+//! Why these codes: they are what MariaDB and MySQL themselves say in the same situations,
+//! so drivers already do the right thing with them. A server that goes away answers a
+//! statement it was running with 1053 `ER_SERVER_SHUTDOWN` (SQLSTATE 08S01, a
+//! communication failure: the outcome is unknown, and no driver re-runs it), and tells
+//! idle connections 1927 `ER_CONNECTION_KILLED` (nothing of theirs was running: here, the
+//! statement did not run). 1213 `ER_LOCK_DEADLOCK` (40001) is the error after which the
+//! server has rolled the whole transaction back and the session is outside a transaction;
+//! drivers and frameworks run the transaction again on it (Galera clusters use it the same
+//! way for transactions the cluster rolled back).
+
+use std::sync::Arc;
+
+use super::backend::Relayed;
+use super::{Session, SessionError};
+use crate::pool::mysql::{self as pool, ConnectError, MysqlConn};
+use crate::protocol::mysql::command::Command;
+use crate::protocol::mysql::constants::{
+    ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
+};
+use crate::router::Target;
+use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
+use crate::topology::Cluster;
+
+impl Session {
+    /// The verdict on the writer connection the session holds, against the cluster's
+    /// current snapshot: one atomic load, and a read that does not wait.
+    pub(super) fn writer_verdict(&mut self) -> Verdict {
+        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
+        failover::check(&self.ctx.topology, &mut self.cluster, held)
+    }
+
+    /// Before a command. In a transaction whose writer connection closed: the transaction
+    /// is lost, and the command is answered with ERR 1213 before anything is sent. A session
+    /// whose writer was lost takes a new one first, for the commands that do not pass the
+    /// migration gate (which does that for the others, and lets reads go to a reader).
+    /// `false` when the command was answered here.
+    pub(super) async fn before_command(&mut self, cmd: &Command<'_>) -> Result<bool, SessionError> {
+        use Command::*;
+        match cmd {
+            // No response is expected (or the proxy answers, or it reconnects anyway).
+            Quit | Ping | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. } => {
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if !self.between_transactions() && self.view.in_transaction == Some(Target::Writer) {
+            let Some(writer) = self.writer.as_mut() else {
+                return Ok(true);
+            };
+            if !writer.closed() {
+                return Ok(true);
+            }
+            let addr = writer.conn.instance.addr.clone();
+            self.drop_writer();
+            self.forget_transaction();
+            failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
+            let message = Loss::RolledBack.message(&self.cluster.name);
+            if self.view.pinned_to_writer {
+                let code = ER_LOCK_DEADLOCK;
+                return Err(SessionError::Failover { code, message });
+            }
+            self.client.send_error(1, ER_LOCK_DEADLOCK, &message).await;
+            return Ok(false);
+        }
+        let gated = matches!(
+            cmd,
+            Query { .. }
+                | InitDb { .. }
+                | SetOption { .. }
+                | FieldList { .. }
+                | StmtPrepare { .. }
+                | StmtExecute { .. }
+        );
+        if self.writer.is_none() && !gated {
+            return self.follow_writer().await;
+        }
+        Ok(true)
+    }
+
+    /// Moves the session, between transactions, to its cluster's writer once one is usable.
+    /// `false` when the command was answered here instead: no usable writer within
+    /// `failover_timeout` (ERR 1927; the command did not run).
+    pub(super) async fn follow_writer(&mut self) -> Result<bool, SessionError> {
+        self.movable(MoveCause::Failover, &self.cluster.name)?;
+        self.drop_writer();
+        self.admission = None;
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
+                self.install_writer(cluster, conn, MoveCause::Failover)
+                    .await?;
+                Ok(true)
+            }
+            // Only a first connection is returned refused; a wait retries until it times out.
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                self.client
+                    .send_error(1, ER_CONNECTION_KILLED, &e.to_string())
+                    .await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a command on the writer failed because the writer died under it: the client
+    /// gets ERR 1053 (the outcome is unknown: MySQL commits implicitly, on DDL among
+    /// others, so any statement sent may have committed), the session leaves its
+    /// transaction and goes on without a writer until its next work for one. When part of
+    /// the answer had reached the client already, the session ends with that error.
+    pub(super) async fn writer_failed(
+        &mut self,
+        error: SessionError,
+        written_before: u64,
+    ) -> Result<Relayed, SessionError> {
+        let addr = self
+            .writer
+            .as_ref()
+            .map(|w| w.conn.instance.addr.clone())
+            .unwrap_or_default();
+        self.drop_writer();
+        self.forget_transaction();
+        let loss = Loss::OutcomeUnknown;
+        failover::report_loss(&self.cluster.name, loss, &addr);
+        tracing::debug!(error = %crate::session::chain(&error), "writer lost");
+        let message = loss.message(&self.cluster.name);
+        if self.client.written != written_before || self.view.pinned_to_writer {
+            let code = ER_SERVER_SHUTDOWN;
+            return Err(SessionError::Failover { code, message });
+        }
+        self.client
+            .send_error(1, ER_SERVER_SHUTDOWN, &message)
+            .await;
+        Ok(Relayed {
+            failed: true,
+            ..Relayed::default()
+        })
+    }
+
+    /// The session's first writer connection: to the cluster's writer, or, while the
+    /// topology shows no usable writer (a failover under way), to the next one once it is
+    /// usable, within `failover_timeout`.
+    pub(super) async fn first_writer(
+        &mut self,
+    ) -> Result<Result<MysqlConn, ConnectError>, SessionError> {
+        match self.connect_writer(true).await {
+            Ok((cluster, outcome)) => {
+                self.cluster = cluster;
+                Ok(outcome)
+            }
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                let code = ER_CONNECTION_KILLED;
+                Err(SessionError::Failover {
+                    code,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Connects to the cluster's writer, waiting for a usable one (see
+    /// [`WriterWait::connect`]); `first` for the session's first connection.
+    async fn connect_writer(
+        &mut self,
+        first: bool,
+    ) -> Result<(Arc<Cluster>, Result<MysqlConn, ConnectError>), WaitError> {
+        let (login, creds) = (&self.login, &self.creds);
+        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        let connect = |cluster: Arc<Cluster>, t| async move {
+            pool::connect(&cluster, &cluster.writer, login, creds, t).await
+        };
+        wait.connect(Arc::clone(&self.cluster), first, connect)
+            .await
+    }
+
+    fn drop_writer(&mut self) {
+        self.writer = None;
+        self.statements.forget_backend(Target::Writer);
+    }
+
+    /// The transaction the client had is gone with its writer.
+    fn forget_transaction(&mut self) {
+        self.view.in_transaction = None;
+        self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+        self.admission = None;
+    }
+}

@@ -1,0 +1,278 @@
+//! Writer failover in a PostgreSQL session. Between transactions, work for a writer that is
+//! gone waits for a usable one (`failover_timeout`) and moves there, with no error; past the
+//! timeout it fails with `57P03` (PostgreSQL's own code while a server cannot take
+//! connections yet; the work did not run). Work whose writer died under it fails with
+//! `08007` (outcome unknown: it may have committed) or `40001` (a transaction rolled back,
+//! none of it committed), then ReadyForQuery, and the session goes on. A client left in a
+//! lost transaction ('E') is answered by the proxy until it ends it; its next work outside
+//! a transaction moves to the new writer.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::exchange::Failed;
+use super::scan::Unit;
+use super::{Session, SessionError};
+use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
+use crate::protocol::postgres::messages::{self, Severity};
+use crate::protocol::postgres::sqlstate;
+use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
+use crate::sql::Class;
+use crate::topology::Cluster;
+
+impl Session {
+    /// The verdict on the writer connection the session holds, against the cluster's
+    /// current snapshot: one atomic load, and a read that does not wait.
+    pub(super) fn writer_verdict(&mut self) -> Verdict {
+        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
+        failover::check(&self.ctx.topology, &mut self.cluster, held)
+    }
+
+    /// Moves the session, between transactions, to its cluster's writer once one is usable.
+    /// `false` when `unit` was answered here instead: no usable writer within
+    /// `failover_timeout`.
+    pub(super) async fn follow_writer(&mut self, unit: &Unit) -> Result<bool, SessionError> {
+        self.movable(MoveCause::Failover, &self.cluster.name)?;
+        self.drop_writer();
+        self.admission = None;
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
+                self.install_writer(cluster, conn, MoveCause::Failover)
+                    .await?;
+                Ok(true)
+            }
+            // Only a first connection is returned refused; a wait retries until it times out.
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+            Err(e) => self.timed_out(unit, e, b'I').await.map(|()| false),
+        }
+    }
+
+    /// Before work in a transaction on the writer; `false` when `unit` was answered here. A
+    /// writer connection found closed before anything was sent: the transaction is lost
+    /// (`40001`). Until the client ends it, the proxy answers for the lost transaction as
+    /// PostgreSQL does for a failed one: `25P02` for its work, and ROLLBACK ends it. Unlike
+    /// PostgreSQL, which answers a COMMIT there with the tag ROLLBACK, a COMMIT fails
+    /// (`40001`): drivers take any answer without an error for a commit, and the client may
+    /// not have seen the first error (it may have gone to a message whose answer it
+    /// ignores, such as the Close of a statement).
+    pub(super) async fn writer_in_transaction(
+        &mut self,
+        unit: &Unit,
+    ) -> Result<bool, SessionError> {
+        let first = match self.writer.as_mut() {
+            Some(writer) => {
+                if !writer.closed() {
+                    return Ok(true);
+                }
+                let addr = writer.conn.instance.addr.clone();
+                self.drop_writer();
+                failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
+                true
+            }
+            None => false,
+        };
+        let lost = Loss::RolledBack.message(&self.cluster.name);
+        if self.view.pinned_to_writer {
+            let code = sqlstate::SERIALIZATION_FAILURE;
+            return Err(SessionError::Failover {
+                code,
+                message: lost,
+            });
+        }
+        let ends = unit.stmt.class == Class::End && unit.stmt.count == 1;
+        if ends && unit.simple_sql.as_deref().is_some_and(is_plain_rollback) {
+            self.leave_transaction();
+            let mut out = BytesMut::new();
+            messages::command_complete(&mut out, "ROLLBACK");
+            messages::ready_for_query(&mut out, b'I');
+            self.client.buf.advance(unit.end);
+            let sent = self.client.stream.write_all(&out).await;
+            return sent.map_err(SessionError::ClientIo).map(|()| false);
+        }
+        let (code, message) = if first || ends {
+            (sqlstate::SERIALIZATION_FAILURE, lost)
+        } else {
+            let aborted = "current transaction is aborted, commands ignored until end of transaction block (its writer was lost in a switchyard writer failover)";
+            (sqlstate::IN_FAILED_SQL_TRANSACTION, aborted.to_owned())
+        };
+        let status = if ends { self.leave_transaction() } else { b'E' };
+        self.answer(unit.end, code, &message, status).await?;
+        Ok(false)
+    }
+
+    /// After work on the writer failed: a backend that died under it costs the client this
+    /// work (an ErrorResponse naming the loss, then ReadyForQuery) and the session goes on
+    /// without a writer until its next work for one. Where the protocol cannot take an
+    /// error now (a COPY or an open batch under way, a message cut), the session ends.
+    pub(super) async fn writer_failed(
+        &mut self,
+        unit: &Unit,
+        failed: Failed,
+        open: bool,
+    ) -> Result<(), SessionError> {
+        if !matches!(
+            failed.error,
+            SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
+        ) {
+            return Err(failed.error);
+        }
+        let addr = self
+            .writer
+            .as_ref()
+            .map(|w| w.conn.instance.addr.clone())
+            .unwrap_or_default();
+        self.drop_writer();
+        // PostgreSQL commits only at COMMIT (its DDL too); one statement inside a
+        // transaction that is not COMMIT cannot have committed anything.
+        let ends = unit.stmt.class == Class::End;
+        let may_commit = ends || unit.stmt.count != 1;
+        let loss = Loss::of(open, true, may_commit);
+        failover::report_loss(&self.cluster.name, loss, &addr);
+        tracing::debug!(error = %crate::session::chain(&failed.error), "writer lost");
+        let code = match loss {
+            Loss::RolledBack => sqlstate::SERIALIZATION_FAILURE,
+            Loss::Nothing | Loss::OutcomeUnknown => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+        };
+        let message = loss.message(&self.cluster.name);
+        // A pinned session's state (LISTEN, temporary tables …) died with the writer.
+        if !failed.resumable || self.view.pinned_to_writer {
+            return Err(SessionError::Failover { code, message });
+        }
+        // A transaction left open stays open, failed, until the client ends it (see
+        // `writer_in_transaction`).
+        let status = if open && !(ends && unit.stmt.count == 1) {
+            b'E'
+        } else {
+            self.leave_transaction()
+        };
+        self.answer(failed.held, code, &message, status).await
+    }
+
+    /// The session is out of its transaction: 'I'.
+    fn leave_transaction(&mut self) -> u8 {
+        self.view.in_transaction = None;
+        self.admission = None;
+        b'I'
+    }
+
+    /// Answers work here with an ErrorResponse and ReadyForQuery(`status`), dropping its
+    /// `len` bytes from the client buffer.
+    pub(super) async fn answer(
+        &mut self,
+        len: usize,
+        code: &str,
+        message: &str,
+        status: u8,
+    ) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        messages::error_response(&mut out, Severity::Error, code, message);
+        messages::ready_for_query(&mut out, status);
+        self.client.buf.advance(len);
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)
+    }
+
+    /// No usable writer in time: `unit` fails with `57P03` and did not run.
+    async fn timed_out(
+        &mut self,
+        unit: &Unit,
+        e: WaitError,
+        status: u8,
+    ) -> Result<(), SessionError> {
+        if let WaitError::Shutdown = e {
+            return Err(SessionError::Shutdown);
+        }
+        e.report();
+        self.answer(
+            unit.end,
+            sqlstate::CANNOT_CONNECT_NOW,
+            &e.to_string(),
+            status,
+        )
+        .await
+    }
+
+    /// The session's first writer connection: to the cluster's writer, or, while the
+    /// topology shows no usable writer (a failover under way), to the next one once it is
+    /// usable, within `failover_timeout`.
+    pub(super) async fn first_writer(
+        &mut self,
+    ) -> Result<Result<BackendConn, ConnectError>, SessionError> {
+        match self.connect_writer(true).await {
+            Ok((cluster, outcome)) => {
+                self.cluster = cluster;
+                Ok(outcome)
+            }
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                let code = sqlstate::CANNOT_CONNECT_NOW;
+                Err(SessionError::Failover {
+                    code,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Connects to the cluster's writer, waiting for a usable one (see
+    /// [`WriterWait::connect`]); `first` for the session's first connection.
+    async fn connect_writer(
+        &mut self,
+        first: bool,
+    ) -> Result<(Arc<Cluster>, Result<BackendConn, ConnectError>), WaitError> {
+        let (params, creds) = (&self.params, &self.creds);
+        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        let connect = |cluster: Arc<Cluster>, t| async move {
+            pool::connect(&cluster, &cluster.writer, params, creds, t).await
+        };
+        wait.connect(Arc::clone(&self.cluster), first, connect)
+            .await
+    }
+
+    fn drop_writer(&mut self) {
+        self.writer = None;
+        self.cancel.set_target(0, None);
+    }
+}
+
+/// Whether a statement that ends a transaction is a plain ROLLBACK or ABORT (not COMMIT or
+/// END, nor ROLLBACK AND CHAIN, which opens the next transaction).
+fn is_plain_rollback(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let chain = words.iter().any(|w| w == "chain") && !words.iter().any(|w| w == "no");
+    matches!(
+        words.first().map(String::as_str),
+        Some("rollback" | "abort")
+    ) && !chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_rollback;
+
+    #[test]
+    fn only_a_plain_rollback_ends_a_lost_transaction_without_an_error() {
+        let table = [
+            ("ROLLBACK", true),
+            ("  rollback work;", true),
+            ("ABORT", true),
+            ("ROLLBACK AND NO CHAIN", true),
+            ("ROLLBACK AND CHAIN", false),
+            ("COMMIT", false),
+            ("END", false),
+        ];
+        for (sql, want) in table {
+            assert_eq!(is_plain_rollback(sql), want, "{sql}");
+        }
+    }
+}
