@@ -11,7 +11,6 @@ use super::backend::Backend;
 use super::error::SessionError;
 use super::{Session, replay};
 use crate::cutover::{Entry, Mode};
-use crate::metrics;
 use crate::pool::mysql::{self as pool, MysqlConn};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;

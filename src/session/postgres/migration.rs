@@ -9,7 +9,6 @@ use super::backend::Backend;
 use super::scan::{self, Ending};
 use super::{Session, SessionError, cancel_target};
 use crate::cutover::{Entry, Mode};
-use crate::metrics;
 use crate::pool::postgres::{self as pool, BackendConn};
 use crate::protocol::postgres::sqlstate;
 use crate::session::failover::{MoveCause, Verdict};
