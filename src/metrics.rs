@@ -14,6 +14,8 @@ pub const QUERY_DURATION_SECONDS: &str = "switchyard_query_duration_seconds";
 pub const ERRORS_TOTAL: &str = "switchyard_errors_total";
 pub const READER_FALLBACKS_TOTAL: &str = "switchyard_reader_fallbacks_total";
 pub const READER_MOVES_TOTAL: &str = "switchyard_reader_moves_total";
+pub const READ_RETRIES_TOTAL: &str = "switchyard_read_retries_total";
+pub const READERS_DRAINED_TOTAL: &str = "switchyard_readers_drained_total";
 pub const WRITES_REFUSED_TOTAL: &str = "switchyard_writes_refused_total";
 pub const HELD_TRANSACTIONS: &str = "switchyard_held_transactions";
 pub const INSTANCES: &str = "switchyard_instances";
@@ -99,6 +101,14 @@ fn describe() {
         "Time from sending a statement to its ReadyForQuery, by route."
     );
     describe_counter!(ERRORS_TOTAL, "Errors by kind.");
+    describe_counter!(
+        READ_RETRIES_TOTAL,
+        "Reads run again on another backend after their reader failed before answering."
+    );
+    describe_counter!(
+        READERS_DRAINED_TOTAL,
+        "Reader connections closed between transactions because their instance left (removed, unhealthy or lagging)."
+    );
     describe_counter!(
         READER_MOVES_TOTAL,
         "Sessions that moved their reader connection to even the spread over the readers."
@@ -223,6 +233,16 @@ pub fn failover_error(cluster: &str, kind: &'static str) {
 /// Counts a session waiting for a usable writer for as long as the guard lives.
 pub fn waiting_for_writer(cluster: &str) -> GaugeGuard {
     GaugeGuard::new(gauge!(SESSIONS_WAITING_FOR_WRITER, "cluster" => cluster.to_owned()))
+}
+
+/// A read failed on its reader before anything reached the client and runs again.
+pub fn read_retried(cluster: &str) {
+    counter!(READ_RETRIES_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+/// A session left a reader that is no longer usable.
+pub fn reader_drained(cluster: &str) {
+    counter!(READERS_DRAINED_TOTAL, "cluster" => cluster.to_owned()).increment(1);
 }
 
 /// A session moved its reader connection to even the spread over the readers.

@@ -833,6 +833,37 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .await
             .expect("a read after the cut");
     }
+    let metrics = proxy.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_read_retries_total{") && !l.ends_with(" 0")),
+        "the retry is counted:\n{metrics}"
+    );
+
+    // Inside a read-only transaction on the reader, a statement cannot run elsewhere
+    // without leaving the transaction: the client gets an error instead of a silent retry.
+    let relay = support::fault::Relay::start(
+        format!("{}:{}", replica.host, replica.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let proxy = Proxy::from_config(&with_readers(&base, &[relay.addr.to_string()])).await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .expect("begin a read-only transaction");
+    assert!(
+        in_recovery(&client).await,
+        "the read-only transaction runs on the replica"
+    );
+    relay.cut();
+    assert!(
+        client.simple_query("SELECT 1").await.is_err(),
+        "a statement of a transaction whose reader died fails"
+    );
 
     // With another replica configured, the retry stays on replicas.
     let other = &cluster.replicas[1];

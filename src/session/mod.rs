@@ -132,6 +132,7 @@ impl ReaderSpread {
         now: std::time::Instant,
     ) -> Leave {
         if !current.load.status().is_usable() {
+            crate::metrics::reader_drained(&current.cluster);
             return Leave::For(None);
         }
         if now.saturating_duration_since(self.last) < RESPREAD_EVERY {

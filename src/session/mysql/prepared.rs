@@ -105,6 +105,7 @@ impl Session {
                     && e.backend_failed()
                     && self.client.written == before =>
             {
+                crate::metrics::read_retried(&self.cluster.name);
                 self.drop_failed_reader();
                 let retry = self.retry_target().await?;
                 tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");

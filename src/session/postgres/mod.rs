@@ -358,8 +358,10 @@ impl Session {
                 error,
                 retryable: true,
                 ..
-            }) if target == Target::Reader => {
-                // Nothing reached the client: run it again on another reader, else the writer.
+            }) if target == Target::Reader && self.view.in_transaction.is_none() => {
+                // Nothing reached the client, and no transaction was open on the reader: run
+                // it again on another reader, else the writer.
+                metrics::read_retried(&self.cluster.name);
                 self.drop_reader(true);
                 let retry = if self.prepare_reader().await? {
                     Target::Reader
