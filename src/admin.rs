@@ -234,6 +234,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
                     "state": i.load.status().as_str(),
                     "lag_seconds": i.load.lag().map(|l| l.as_secs_f64()),
                     "weight": i.weight,
+                    "problem": i.load.problem(),
                 })
             };
             let readers: Vec<_> = c.readers.iter().map(|r| instance(r)).collect();

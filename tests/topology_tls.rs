@@ -182,8 +182,14 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
     replica2_gets_no_reads(&proxy, &db, &replica2, "replica2.cluster.test").await;
 
     // A pattern whose hosts no certificate names: once discovery makes the writer
-    // primary.wrong.cluster.test, a new client is told its writer failed verification.
-    let wrong = config.replace("?.cluster.test", "?.wrong.cluster.test");
+    // primary.wrong.cluster.test, a new client waits out failover_timeout for a usable
+    // writer and is then told why there is none: its certificate.
+    let wrong = config
+        .replace("?.cluster.test", "?.wrong.cluster.test")
+        .replace(
+            &monitor_database,
+            &format!("{monitor_database}\nfailover_timeout = \"1s\""),
+        );
     let proxy = Proxy::with_monitors(&wrong).await;
     let writer = format!("primary.wrong.cluster.test:{port}");
     let switched = support::retry(FOLLOW_TIMEOUT, async || {

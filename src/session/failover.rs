@@ -224,6 +224,13 @@ impl<'a> WriterWait<'a> {
             }
             let now = Instant::now();
             if now >= deadline {
+                // Never connected: say why the topology's writer is not usable.
+                let last = last.or_else(|| {
+                    let w = &cluster.writer;
+                    w.load
+                        .problem()
+                        .map(|p| format!("health check of {}: {p}", w.addr))
+                });
                 return Err(WaitError::Timeout {
                     cluster: cluster.name.clone(),
                     timeout: self.timeout,

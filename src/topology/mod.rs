@@ -142,6 +142,8 @@ pub struct Load {
     in_flight: AtomicUsize,
     /// Sessions holding a connection to it (see [`Attachment`]).
     attached: AtomicUsize,
+    /// Why its last health check failed, if it did (for errors and `/status`).
+    problem: std::sync::Mutex<Option<String>>,
     /// Milliseconds after `epoch` until which new connections skip this instance.
     down_until_ms: AtomicU64,
     epoch: Instant,
@@ -160,6 +162,7 @@ impl Load {
         Load {
             in_flight: AtomicUsize::new(0),
             attached: AtomicUsize::new(0),
+            problem: std::sync::Mutex::new(None),
             down_until_ms: AtomicU64::new(0),
             epoch,
             status: AtomicU8::new(Status::Healthy as u8),
@@ -223,6 +226,18 @@ impl Load {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Why its last health check failed; `None` when it passed (or none ran yet).
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     /// Sessions holding a connection to it now.
