@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use support::ledger::Ledger;
 use support::mariadb::MariaCluster;
 use support::postgres::PgCluster;
-use support::proxy::{ADMIN_TOKEN, Proxy};
+use support::proxy::{Proxy, config_header};
 use support::topology::status;
 
 const HOSTS: [&str; 2] = ["127.0.0.1", "127.0.0.2"];
@@ -43,20 +43,9 @@ const READERS: usize = 2;
 /// The proxy's config: cluster `main` with `aurora` discovery by `query` (on a table with
 /// Aurora's columns), fast health checks, and `monitor` (the monitor account's keys).
 fn config(protocol: &str, port: u16, monitor: &str, query: &str) -> String {
+    let header = config_header(protocol);
     format!(
-        r#"
-[server]
-protocol = "{protocol}"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
+        r#"{header}
 [clusters.main]
 writer = "{}:{port}"
 {monitor}

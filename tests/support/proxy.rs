@@ -150,6 +150,26 @@ pub struct ClusterAddrs {
     pub reader: String,
 }
 
+/// The `[server]`, `[admin]` and `[[users]]` sections every test config starts with: a
+/// `protocol` proxy on free ports, the admin token [`ADMIN_TOKEN`], and user `app`.
+pub fn config_header(protocol: &str) -> String {
+    format!(
+        r#"
+[server]
+protocol = "{protocol}"
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[[users]]
+name = "app"
+password = "app-secret"
+"#
+    )
+}
+
 /// A cutover test's config: clusters `old` (active) and `new`, each with `monitor_user`
 /// (which the cutover's database steps use), the routing state kept in `state_dir`, and
 /// `cutover` as the body of `[cutover]`.
@@ -168,19 +188,7 @@ pub fn cutover_config(
         )
     };
     format!(
-        r#"
-[server]
-protocol = "{protocol}"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
+        r#"{}
 {}
 {}
 [routing]
@@ -193,6 +201,7 @@ drain_timeout = "2s"
 catch_up_timeout = "2s"
 {cutover}
 "#,
+        config_header(protocol),
         cluster(&old, "old"),
         cluster(&new, "new"),
         state_dir.display()

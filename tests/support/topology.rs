@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::{FromRow, Queryable};
 
-use super::proxy::{ADMIN_TOKEN, Proxy};
+use super::proxy::{Proxy, config_header};
 
 /// A PostgreSQL proxy config for a discovered cluster `main`: `writer` (`host:port`) until
 /// discovery answers, the monitor account `postgres`, health checks every 100 ms that flip
@@ -14,20 +14,9 @@ use super::proxy::{ADMIN_TOKEN, Proxy};
 /// `[clusters.main.discovery]` (100 ms rounds, an instance drained after 2). Routing tests
 /// check where each read goes: no read-your-writes window.
 pub fn discovery_config(writer: &str, cluster: &str, discovery: &str) -> String {
+    let header = config_header("postgres");
     format!(
-        r#"
-[server]
-protocol = "postgres"
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[[users]]
-name = "app"
-password = "app-secret"
-
+        r#"{header}
 [clusters.main]
 writer = "{writer}"
 monitor_user = "postgres"
