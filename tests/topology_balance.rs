@@ -138,6 +138,20 @@ where
     }
 }
 
+/// Starts a proxy with `config`, runs the read load on database `db` with `read` (given the
+/// proxy and the database, it says which port answered), and checks the spread over
+/// `replicas`.
+async fn reads_spread<R, Fut>(config: &str, db: &str, replicas: [u16; 2], read: R)
+where
+    R: Fn(Arc<Proxy>, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<u16, String>> + Send,
+{
+    let proxy = Arc::new(Proxy::with_monitors(config).await);
+    let db = db.to_owned();
+    let counts = read_load(move || read(Arc::clone(&proxy), db.clone())).await;
+    assert_spread(&counts, replicas);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_reads_spread_over_two_equal_replicas() {
     let cluster = PgCluster::shared();
@@ -146,17 +160,11 @@ async fn postgres_reads_spread_over_two_equal_replicas() {
         &proxy::config_text(cluster, ""),
         &format!("monitor_user = \"postgres\"\n{CHECKS}"),
     );
-    let proxy = Arc::new(Proxy::with_monitors(&config).await);
     let replicas = [cluster.replicas[0].port, cluster.replicas[1].port];
-    let read = {
-        let (proxy, db) = (Arc::clone(&proxy), db.clone());
-        move || {
-            let (proxy, db) = (Arc::clone(&proxy), db.clone());
-            async move { pg_read_port(&proxy, &db).await }
-        }
-    };
-    let counts = read_load(read).await;
-    assert_spread(&counts, replicas);
+    reads_spread(&config, &db, replicas, async |proxy, db| {
+        pg_read_port(&proxy, &db).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,17 +175,11 @@ async fn mysql_reads_spread_over_two_equal_replicas() {
         &proxy::mysql_config_text(cluster, ""),
         &format!("monitor_user = \"app\"\nmonitor_password = \"app-secret\"\n{CHECKS}"),
     );
-    let proxy = Arc::new(Proxy::with_monitors(&config).await);
     let replicas = [cluster.replicas[0].port, cluster.replicas[1].port];
-    let read = {
-        let (proxy, db) = (Arc::clone(&proxy), db.clone());
-        move || {
-            let (proxy, db) = (Arc::clone(&proxy), db.clone());
-            async move { topology::mysql_read_port(&proxy, &db).await }
-        }
-    };
-    let counts = read_load(read).await;
-    assert_spread(&counts, replicas);
+    reads_spread(&config, &db, replicas, async |proxy, db| {
+        topology::mysql_read_port(&proxy, &db).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,3 +158,34 @@ pub(crate) enum Leave {
     /// Drop the reader; open the one given next (else pick as usual).
     For(Option<Arc<crate::topology::Instance>>),
 }
+
+/// Opens a connection to a reader for a session: `next` first when given, else weighted
+/// power-of-two picks among the usable `readers`. A reader that refuses is skipped for
+/// `retry` (by every session) and the next one tried. `None` when no reader can be used
+/// now (reads then go to the writer).
+pub(crate) async fn open_reader<C, E, Fut>(
+    readers: &[Arc<crate::topology::Instance>],
+    mut next: Option<Arc<crate::topology::Instance>>,
+    retry: std::time::Duration,
+    now: std::time::Instant,
+    mut connect: impl FnMut(Arc<crate::topology::Instance>) -> Fut,
+) -> Option<C>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<C, E>>,
+{
+    for _ in 0..readers.len() {
+        let instance = next.take().or_else(|| {
+            crate::topology::pick_reader(readers, now, None, |n| rand::random_range(0..n))
+        })?;
+        match connect(Arc::clone(&instance)).await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                crate::metrics::error(crate::metrics::ErrorKind::BackendConnect);
+                tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
+                instance.load.mark_down(now, retry);
+            }
+        }
+    }
+    None
+}

@@ -20,9 +20,9 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Context, Leave, ReaderSpread, chain};
+use super::{Context, Leave, ReaderSpread, chain, open_reader};
 use crate::cutover::Admission;
-use crate::metrics::{self, ErrorKind};
+use crate::metrics;
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
@@ -35,7 +35,7 @@ use crate::protocol::mysql::packet::{self, HEADER_LEN};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::{self, Class, Dialect, Statement};
-use crate::topology::{Cluster, Instance, pick_reader};
+use crate::topology::{Cluster, Instance};
 use backend::Backend;
 pub use error::SessionError;
 use replay::{Replay, replay};
@@ -493,26 +493,12 @@ impl Session {
         }
         if self.reader.is_none() {
             let retry = self.ctx.config.raw.server.backend_retry;
-            for _ in 0..self.cluster.readers.len() {
-                let Some(instance) = next.take().or_else(|| {
-                    pick_reader(&self.cluster.readers, now, None, |n| {
-                        rand::random_range(0..n)
-                    })
-                }) else {
-                    break;
-                };
-                match self.connect(&instance).await {
-                    Ok(conn) => {
-                        self.statements.forget_backend(Target::Reader);
-                        self.reader = Some(Backend::new(conn));
-                        break;
-                    }
-                    Err(e) => {
-                        metrics::error(ErrorKind::BackendConnect);
-                        tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
-                        instance.load.mark_down(now, retry);
-                    }
-                }
+            let this = &*self;
+            let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
+            let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
+            if let Some(conn) = opened {
+                self.statements.forget_backend(Target::Reader);
+                self.reader = Some(Backend::new(conn));
             }
         }
         let Some(reader) = self.reader.as_mut() else {

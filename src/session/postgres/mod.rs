@@ -17,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Context, Leave, ReaderSpread};
+use super::{Context, Leave, ReaderSpread, open_reader};
 use crate::cancel::{CancelTarget, SessionCancel};
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
@@ -28,7 +28,7 @@ use crate::protocol::postgres::scram::ScramError;
 use crate::protocol::postgres::sqlstate;
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
-use crate::topology::{Cluster, pick_reader};
+use crate::topology::{Cluster, Instance};
 use backend::Backend;
 use scan::{Scanner, Statements};
 use startup::{Client, Outcome};
@@ -266,10 +266,7 @@ impl Session {
         Ok(())
     }
 
-    async fn connect(
-        &self,
-        instance: &Arc<crate::topology::Instance>,
-    ) -> Result<BackendConn, ConnectError> {
+    async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
         let timeout = self.ctx.config.raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
@@ -438,26 +435,12 @@ impl Session {
         }
         if self.reader.is_none() {
             let retry = self.ctx.config.raw.server.backend_retry;
-            for _ in 0..self.cluster.readers.len() {
-                let Some(instance) = next.take().or_else(|| {
-                    pick_reader(&self.cluster.readers, now, None, |n| {
-                        rand::random_range(0..n)
-                    })
-                }) else {
-                    break;
-                };
-                match self.connect(&instance).await {
-                    Ok(conn) => {
-                        self.cancel.set_target(1, cancel_target(&conn));
-                        self.reader = Some(Backend::new(conn));
-                        break;
-                    }
-                    Err(e) => {
-                        metrics::error(ErrorKind::BackendConnect);
-                        tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
-                        instance.load.mark_down(now, retry);
-                    }
-                }
+            let this = &*self;
+            let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
+            let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
+            if let Some(conn) = opened {
+                self.cancel.set_target(1, cancel_target(&conn));
+                self.reader = Some(Backend::new(conn));
             }
         }
         let Some(reader) = self.reader.as_mut() else {
