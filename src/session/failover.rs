@@ -75,6 +75,40 @@ pub fn verdict(held: Option<&Arc<Instance>>, closed: bool, writer: &Arc<Instance
     }
 }
 
+/// What ended a session's writer connection, as far as the session can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Only this connection: the writer is up and still the cluster's writer, and the
+    /// server ended this session (terminated by an administrator — `pg_terminate_backend`,
+    /// `KILL` —, an idle timeout …). The session ends as a direct client's would.
+    Connection,
+    /// The writer itself failed or changed: the failover path.
+    Writer,
+}
+
+/// Judges a writer connection to `held` that ended (found closed, or failed under work),
+/// the same for both protocols. The rule: the writer failed unless the topology (refreshed
+/// into `cluster`) still names `held` as the cluster's writer and health checks find it
+/// usable, and a new connection to it (`probe`, given the refreshed cluster; it should
+/// take at most `connect_timeout`) succeeds. Health checks see a failed writer only after
+/// their interval and thresholds; the probe sees it at once: a writer killed refuses the
+/// connection, one shutting down or recovering refuses the login.
+pub async fn judge_end<C, E, F: Future<Output = Result<C, E>>>(
+    topology: &TopologyHandle,
+    cluster: &mut Arc<Cluster>,
+    held: &Arc<Instance>,
+    probe: impl FnOnce(Arc<Cluster>) -> F,
+) -> Ended {
+    topology.refresh(cluster);
+    if verdict(Some(held), false, &cluster.writer) == Verdict::Move {
+        return Ended::Writer;
+    }
+    match probe(Arc::clone(cluster)).await {
+        Ok(_) => Ended::Connection,
+        Err(_) => Ended::Writer,
+    }
+}
+
 /// What losing the writer cost the client's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
