@@ -952,7 +952,10 @@ async fn until_ready(c: &mut RawClient) -> Vec<(u8, Vec<u8>)> {
     let read = async {
         let mut seen = Vec::new();
         loop {
-            let m = c.read_message().await.expect("a message before ReadyForQuery");
+            let m = c
+                .read_message()
+                .await
+                .expect("a message before ReadyForQuery");
             let ready = m.0 == b'Z';
             seen.push(m);
             if ready {
@@ -970,7 +973,10 @@ fn tags(messages: &[(u8, Vec<u8>)]) -> String {
 }
 
 fn cstrs(parts: &[&[u8]]) -> Vec<u8> {
-    parts.iter().flat_map(|p| p.iter().copied().chain([0])).collect()
+    parts
+        .iter()
+        .flat_map(|p| p.iter().copied().chain([0]))
+        .collect()
 }
 
 /// Parse of an unnamed statement without parameter types.
@@ -993,7 +999,10 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     c.send(b'D', b"S\0").await;
     c.send(b'H', b"").await;
     for want in [b'1', b't', b'T'] {
-        let (tag, _) = c.read_message().await.expect("answer to the described batch");
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described batch");
         assert_eq!(tag as char, want as char);
     }
     // … then a simple-query binary COPY, which must run where a write can.
@@ -1073,7 +1082,11 @@ async fn the_client_is_told_its_writer_connections_pid() {
     let (pid, secret) = backend_key(&client).await;
 
     let tx = client.transaction().await.unwrap();
-    let in_transaction: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let in_transaction: i32 = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     tx.commit().await.unwrap();
     assert_eq!(in_transaction, pid, "pg_backend_pid() in a transaction");
     let hinted: i32 = client
@@ -1099,7 +1112,11 @@ async fn the_client_is_told_its_writer_connections_pid() {
         .unwrap();
     let n = notifications.recv().await.expect("a notification");
     assert_eq!((n.channel(), n.payload()), ("ch", "hello"));
-    assert_eq!(n.process_id(), pid, "the pid of a notification this session sent");
+    assert_eq!(
+        n.process_id(),
+        pid,
+        "the pid of a notification this session sent"
+    );
 
     // The secret is the proxy's: the key works through the proxy, for the statement's
     // connection, here the writer in a transaction.
@@ -1110,7 +1127,10 @@ async fn the_client_is_told_its_writer_connections_pid() {
     let cancel = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            token.cancel_query(tokio_postgres::NoTls).await.expect("cancel");
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel");
         }
     };
     let result = tokio::select! {
@@ -1166,7 +1186,13 @@ async fn a_backend_connection_the_server_ended_ends_the_session() {
             .await
     });
     let running = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'";
-    while primary.query_one(running, &[&pid]).await.unwrap().get::<_, i64>(0) == 0 {
+    while primary
+        .query_one(running, &[&pid])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     terminate(pid).await;
@@ -1174,21 +1200,29 @@ async fn a_backend_connection_the_server_ended_ends_the_session() {
 
     // Other sessions go on.
     let client = proxy.connect(&db).await;
-    client.batch_execute("CREATE TABLE t2 (i int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t2 (i int)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn queries_in_any_client_encoding() {
     let (cluster, proxy, db) = setup("encoding").await;
     let client = proxy.connect(&db).await;
-    client.batch_execute("CREATE TABLE e (s text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE e (s text)")
+        .await
+        .unwrap();
     // psql with a LATIN1 client: 'é' is the single byte 0xE9.
     let out = Command::new("psql")
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
         .arg(proxy.conninfo("app", "app-secret", &db))
         .env("PGCLIENTENCODING", "LATIN1")
         .arg("-c")
-        .arg(std::ffi::OsStr::from_bytes(b"INSERT INTO e VALUES ('caf\xe9')"))
+        .arg(std::ffi::OsStr::from_bytes(
+            b"INSERT INTO e VALUES ('caf\xe9')",
+        ))
         .arg("-c")
         .arg(std::ffi::OsStr::from_bytes(
             b"SELECT s FROM e WHERE s = 'caf\xe9' AND pg_is_in_recovery() IS NOT NULL",
