@@ -1042,6 +1042,26 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     c.send(b'Q', b"SELECT 1\0").await;
     assert_eq!(tags(&until_ready(&mut c).await), "TDCZ");
     assert_eq!(rows_on_primary(cluster, &db, "f").await, 3);
+    // A SET sent after an open batch is session state like any other: replayed on readers.
+    c.send(b'P', &parse_body("SELECT 1")).await;
+    c.send(b'D', b"S\0").await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b't', b'T'] {
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described batch");
+        assert_eq!(tag as char, want as char);
+    }
+    c.send(b'Q', b"SET application_name = 'flushed'\0").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "CSZ");
+    c.send(
+        b'Q',
+        b"SELECT current_setting('application_name') || pg_is_in_recovery()\0",
+    )
+    .await;
+    let answer = until_ready(&mut c).await;
+    assert!(answer[1].1.ends_with(b"flushedtrue"), "{answer:?}");
 }
 
 /// The (pid, secret) of BackendKeyData, as tokio-postgres holds it: its cancel token writes

@@ -9,6 +9,7 @@ use super::backend::Backend;
 use super::scan::{Ending, Scanner, Statements, Unit};
 use super::startup::Client;
 use crate::protocol::postgres::messages::tag;
+use crate::sql::Statement;
 
 /// Bytes of COPY data or held client messages after which the client is not read further
 /// until the backend catches up (on top of one maximum-size message).
@@ -25,6 +26,23 @@ pub struct Failed {
     pub resumable: bool,
     /// Bytes at the front of the client buffer that belong to the failed unit.
     pub held: usize,
+}
+
+/// A simple Query (or FunctionCall) the client sent after a batch it left open, which ran
+/// on the same backend within the exchange: its class and text, so that the session
+/// records the state it changes (a SET, a LISTEN …) as for a Query of its own.
+#[derive(Debug)]
+pub struct Absorbed {
+    pub stmt: Statement,
+    pub simple_sql: Option<String>,
+}
+
+/// How an exchange ended: the transaction status of the final ReadyForQuery, and the Query
+/// it absorbed, if any.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u8,
+    pub absorbed: Option<Absorbed>,
 }
 
 pub struct Exchange<'a> {
@@ -44,6 +62,7 @@ struct Sent {
     flow: Flow,
     /// Part of the client buffer was dropped: the unit can no longer be replayed.
     consumed: bool,
+    absorbed: Option<Absorbed>,
 }
 
 /// Where the backend stands in the client's message stream, as far as the exchange must
@@ -125,9 +144,9 @@ impl Flow {
 }
 
 impl Exchange<'_> {
-    /// Runs `unit` (the bytes `..unit.end` of the client buffer); returns the transaction
-    /// status of the final ReadyForQuery.
-    pub async fn run(&mut self, unit: &Unit) -> Result<u8, Failed> {
+    /// Runs `unit` (the bytes `..unit.end` of the client buffer) up to the final
+    /// ReadyForQuery.
+    pub async fn run(&mut self, unit: &Unit) -> Result<Answer, Failed> {
         let load = &self.backend.conn.instance.load;
         load.begin();
         let started = std::time::Instant::now();
@@ -136,6 +155,7 @@ impl Exchange<'_> {
             held: unit.end,
             flow: Flow::Idle.step(sent_step(unit)),
             consumed: false,
+            absorbed: None,
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
@@ -147,7 +167,10 @@ impl Exchange<'_> {
                     .metrics
                     .duration
                     .record(started.elapsed().as_secs_f64());
-                Ok(status)
+                Ok(Answer {
+                    status,
+                    absorbed: sent.absorbed.take(),
+                })
             }
             Err(error) => {
                 let backend_side = matches!(
@@ -242,7 +265,7 @@ impl Exchange<'_> {
                 .scanner
                 .next(rest, self.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
-            let Some(unit) = next else { return Ok(()) };
+            let Some(mut unit) = next else { return Ok(()) };
             let copy_message = matches!(
                 unit.first_tag,
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
@@ -262,7 +285,15 @@ impl Exchange<'_> {
             match unit.first_tag {
                 tag::COPY_DATA => {}
                 tag::COPY_DONE | tag::COPY_FAIL => sent.flow = sent.flow.step(Step::CopyEnd),
-                _ => sent.flow = sent.flow.step(sent_step(&unit)),
+                _ => {
+                    if matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL) {
+                        sent.absorbed = Some(Absorbed {
+                            stmt: unit.stmt,
+                            simple_sql: unit.simple_sql.take(),
+                        });
+                    }
+                    sent.flow = sent.flow.step(sent_step(&unit));
+                }
             }
             self.scanner.recycle(unit.refs);
             if sent.held > CLIENT_AHEAD_LIMIT || copy_message {

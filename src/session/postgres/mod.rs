@@ -356,14 +356,7 @@ impl Session {
         if open_batch && self.view.in_transaction.is_none() {
             target = Target::Writer;
         }
-        match router::effect(&unit.stmt, self.view) {
-            Effect::None => {}
-            Effect::Record => match &unit.simple_sql {
-                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.clone()),
-                _ => self.pin(),
-            },
-            Effect::Pin => self.pin(),
-        }
+        self.record_effect(&unit.stmt, unit.simple_sql.as_deref());
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             target = Target::Writer;
@@ -382,8 +375,8 @@ impl Session {
             return Ok(());
         }
         let result = self.exchange(target, &unit).await;
-        let (status, ran_on) = match result {
-            Ok(status) => (status, target),
+        let (answer, ran_on) = match result {
+            Ok(answer) => (answer, target),
             Err(exchange::Failed {
                 error,
                 retryable: true,
@@ -399,8 +392,8 @@ impl Session {
                     Target::Writer
                 };
                 tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
-                let status = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
-                (status, retry)
+                let answer = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
+                (answer, retry)
             }
             Err(failed) if target == Target::Writer => {
                 self.writer_failed(&unit, failed, open).await?;
@@ -409,7 +402,12 @@ impl Session {
             }
             Err(failed) => return Err(failed.error),
         };
-        self.view.in_transaction = (status != b'I').then_some(ran_on);
+        if let Some(query) = answer.absorbed {
+            // A Query after a batch left open ran with it (the transaction state is still
+            // the one it started in): the state it changes counts.
+            self.record_effect(&query.stmt, query.simple_sql.as_deref());
+        }
+        self.view.in_transaction = (answer.status != b'I').then_some(ran_on);
         if self.view.in_transaction.is_none() {
             self.admission = None;
         }
@@ -423,11 +421,24 @@ impl Session {
         Ok(())
     }
 
+    /// Records what `stmt` (a simple Query's `sql`) does to the session's state: a SET to
+    /// replay on readers, or state that keeps the session on the writer.
+    fn record_effect(&mut self, stmt: &crate::sql::Statement, sql: Option<&str>) {
+        match router::effect(stmt, self.view) {
+            Effect::None => {}
+            Effect::Record => match sql {
+                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.to_owned()),
+                _ => self.pin(),
+            },
+            Effect::Pin => self.pin(),
+        }
+    }
+
     async fn exchange(
         &mut self,
         target: Target,
         unit: &scan::Unit,
-    ) -> Result<u8, exchange::Failed> {
+    ) -> Result<exchange::Answer, exchange::Failed> {
         let (backend, slot) = match target {
             Target::Writer => (self.writer.as_mut(), 0),
             Target::Reader => (self.reader.as_mut(), 1),
