@@ -1218,6 +1218,23 @@ async fn a_backend_connection_the_server_ended_ends_the_session() {
     terminate(pid).await;
     expect_ended(sleeper.await.unwrap());
 
+    // A session kept on its writer (LISTEN) hears it at once, while idle.
+    let (client, connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let connection = tokio::spawn(connection);
+    client.batch_execute("LISTEN ch").await.unwrap();
+    let (pid, _) = backend_key(&client).await;
+    terminate(pid).await;
+    let ended = connection
+        .await
+        .unwrap()
+        .expect_err("the server ended the session");
+    assert_eq!(ended.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{ended:?}");
+
     // Other sessions go on.
     let client = proxy.connect(&db).await;
     client
