@@ -327,6 +327,57 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn only_a_connection_ended_while_its_writer_stays_up_and_takes_a_new_one() {
+        use crate::config::BackendTlsMode;
+        use crate::topology::{ReadPolicy, Topology};
+        let cluster = |writer: &Arc<Instance>| {
+            Arc::new(Cluster {
+                name: "c".into(),
+                writer: Arc::clone(writer),
+                readers: Vec::new(),
+                tls_mode: BackendTlsMode::Disable,
+                tls: None,
+                policy: Arc::new(ReadPolicy::default()),
+            })
+        };
+        let writer = instance("w", Status::Healthy);
+        let promoted = instance("r", Status::Healthy);
+        let down = instance("d", Status::Unhealthy);
+        // (held, the topology's writer, the probe connects) → judged
+        let table = [
+            (&writer, &writer, true, Ended::Connection),
+            (&writer, &writer, false, Ended::Writer),
+            (&writer, &promoted, true, Ended::Writer),
+            (&down, &down, true, Ended::Writer),
+        ];
+        for (held, now, connects, want) in table {
+            let published = cluster(now);
+            let topology = TopologyHandle::new(Topology {
+                clusters: [("c".to_owned(), Arc::clone(&published))].into(),
+            });
+            let mut session_view = cluster(held);
+            let probe = |c: Arc<Cluster>| async move {
+                assert!(Arc::ptr_eq(&c.writer, held), "probes the held instance");
+                if connects {
+                    Ok(())
+                } else {
+                    Err(std::fmt::Error)
+                }
+            };
+            let got = judge_end(&topology, &mut session_view, held, probe).await;
+            assert_eq!(
+                got, want,
+                "held {} writer {} connects {connects}",
+                held.addr, now.addr
+            );
+            assert!(
+                Arc::ptr_eq(&session_view, &published),
+                "the cluster is refreshed"
+            );
+        }
+    }
+
     #[test]
     fn a_loss_is_unknown_whenever_the_work_may_have_committed() {
         use Loss::*;
