@@ -1,5 +1,8 @@
 //! CancelRequest: the proxy hands each client its own key and forwards a cancel to the
-//! backend that is running that client's statement at the moment.
+//! backend that is running that client's statement at the moment. The key's process id is
+//! the session's writer connection's own (what `pg_backend_pid()` answers there); its
+//! secret is the proxy's, so a cancel works only through the proxy, and a client that
+//! sends its key to a server directly cancels nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -74,15 +77,22 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    /// Registers a new session under a fresh random key, returned as (pid, secret).
-    pub fn register(self: &Arc<Self>) -> Registration {
-        let cancel = Arc::new(SessionCancel::default());
+    /// Registers a session's `cancel` under `pid` (its writer connection's process id; a
+    /// random one when the server sent none) and a fresh random secret, returned as
+    /// (pid, secret). Two sessions may show the same pid (writers of two clusters); their
+    /// secrets tell them apart.
+    pub fn register(
+        self: &Arc<Self>,
+        cancel: Arc<SessionCancel>,
+        pid: Option<i32>,
+    ) -> Registration {
         let mut sessions = match self.sessions.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         let key = loop {
-            let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
+            let pid = pid.unwrap_or_else(|| rand::random::<i32>() & 0x7fff_ffff);
+            let key = (pid, rand::random::<i32>());
             if !sessions.contains_key(&key) {
                 break key;
             }

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::os::unix::ffi::OsStrExt;
+
 use tokio::process::Command;
 
 use support::postgres::PgCluster;
@@ -942,4 +944,358 @@ async fn a_session_reads_its_own_writes_from_the_primary() {
     assert_eq!(n, 1);
     // … while other sessions keep reading from replicas.
     assert!(in_recovery(&other_session).await);
+}
+
+/// Reads messages up to and including ReadyForQuery; returns their tags and bodies. A
+/// proxy that never answers fails the test instead of hanging it.
+async fn until_ready(c: &mut RawClient) -> Vec<(u8, Vec<u8>)> {
+    let read = async {
+        let mut seen = Vec::new();
+        loop {
+            let m = c
+                .read_message()
+                .await
+                .expect("a message before ReadyForQuery");
+            let ready = m.0 == b'Z';
+            seen.push(m);
+            if ready {
+                return seen;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("an answer (the proxy hung)")
+}
+
+fn tags(messages: &[(u8, Vec<u8>)]) -> String {
+    messages.iter().map(|(t, _)| *t as char).collect()
+}
+
+fn cstrs(parts: &[&[u8]]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter().copied().chain([0]))
+        .collect()
+}
+
+/// Parse of an unnamed statement without parameter types.
+fn parse_body(sql: &str) -> Vec<u8> {
+    parse_body_bytes(sql.as_bytes())
+}
+
+#[tokio::test]
+async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
+    let (cluster, proxy, db) = setup("flush").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE f (i int); GRANT ALL ON f TO PUBLIC")
+        .await
+        .unwrap();
+    cluster.wait_replicated().await;
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    // As asyncpg's copy_records_to_table: describe a statement, Flush, no Sync …
+    c.send(b'P', &parse_body("SELECT i FROM f")).await;
+    c.send(b'D', b"S\0").await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b't', b'T'] {
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described batch");
+        assert_eq!(tag as char, want as char);
+    }
+    // … then a simple-query binary COPY, which must run where a write can.
+    c.send(b'Q', b"COPY f FROM STDIN (FORMAT binary)\0").await;
+    let (tag, body) = c.read_message().await.expect("CopyInResponse");
+    assert_eq!(tag, b'G', "{}", String::from_utf8_lossy(&body));
+    let mut data = b"PGCOPY\n\xff\r\n\0".to_vec();
+    data.extend_from_slice(&[0; 8]);
+    for i in [7i32, 8] {
+        data.extend_from_slice(&1i16.to_be_bytes());
+        data.extend_from_slice(&4i32.to_be_bytes());
+        data.extend_from_slice(&i.to_be_bytes());
+    }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    c.send(b'd', &data).await;
+    c.send(b'c', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    // The next query gets its own answer.
+    c.send(b'Q', b"SELECT count(*) FROM f\0").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "TDCZ");
+    assert!(answer[1].1.ends_with(b"2"), "{answer:?}");
+    // A read batch up to Flush, a simple query, then Sync: each answered as a server does.
+    c.send(b'P', &parse_body("SELECT 1")).await;
+    c.send(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    c.send(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b'2', b'D', b'C'] {
+        let (tag, _) = c.read_message().await.expect("answer to the flushed batch");
+        assert_eq!(tag as char, want as char);
+    }
+    c.send(b'Q', b"INSERT INTO f VALUES (9)\0").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "CZ");
+    c.send(b'S', b"").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "Z");
+    c.send(b'Q', b"SELECT 1\0").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "TDCZ");
+    assert_eq!(rows_on_primary(cluster, &db, "f").await, 3);
+    // A SET sent after an open batch is session state like any other: replayed on readers.
+    c.send(b'P', &parse_body("SELECT 1")).await;
+    c.send(b'D', b"S\0").await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b't', b'T'] {
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described batch");
+        assert_eq!(tag as char, want as char);
+    }
+    c.send(b'Q', b"SET application_name = 'flushed'\0").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "CSZ");
+    c.send(
+        b'Q',
+        b"SELECT current_setting('application_name') || pg_is_in_recovery()\0",
+    )
+    .await;
+    let answer = until_ready(&mut c).await;
+    assert!(answer[1].1.ends_with(b"flushedtrue"), "{answer:?}");
+}
+
+/// The (pid, secret) of BackendKeyData, as tokio-postgres holds it: its cancel token writes
+/// them into a CancelRequest.
+async fn backend_key(client: &tokio_postgres::Client) -> (i32, i32) {
+    use tokio::io::AsyncReadExt;
+    let (mut ours, theirs) = tokio::io::duplex(64);
+    client
+        .cancel_token()
+        .cancel_query_raw(theirs, tokio_postgres::NoTls)
+        .await
+        .expect("write a CancelRequest");
+    let mut packet = [0u8; 16];
+    ours.read_exact(&mut packet).await.expect("CancelRequest");
+    let word = |at: usize| i32::from_be_bytes(packet[at..at + 4].try_into().unwrap());
+    (word(8), word(12))
+}
+
+#[tokio::test]
+async fn the_client_is_told_its_writer_connections_pid() {
+    use futures_util::StreamExt;
+    let (cluster, proxy, db) = setup("pid").await;
+    let (mut client, mut connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let (notify, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = notify.send(n);
+            }
+        }
+    });
+    let (pid, secret) = backend_key(&client).await;
+
+    let tx = client.transaction().await.unwrap();
+    let in_transaction: i32 = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(in_transaction, pid, "pg_backend_pid() in a transaction");
+    let hinted: i32 = client
+        .query_one("/* switchyard:writer */ SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hinted, pid, "pg_backend_pid() with a writer hint");
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    let seen: i64 = primary
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND usename = 'app'",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1, "the primary has a connection of app with that pid");
+
+    client
+        .batch_execute("LISTEN ch; NOTIFY ch, 'hello'")
+        .await
+        .unwrap();
+    let n = notifications.recv().await.expect("a notification");
+    assert_eq!((n.channel(), n.payload()), ("ch", "hello"));
+    assert_eq!(
+        n.process_id(),
+        pid,
+        "the pid of a notification this session sent"
+    );
+
+    // The secret is the proxy's: the key works through the proxy, for the statement's
+    // connection, here the writer in a transaction.
+    assert_ne!(secret, 0);
+    let token = client.cancel_token();
+    let tx = client.transaction().await.unwrap();
+    let sleep = tx.simple_query("SELECT pg_sleep(60)");
+    let cancel = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel");
+        }
+    };
+    let result = tokio::select! {
+        r = sleep => r,
+        _ = cancel => unreachable!(),
+    };
+    assert_eq!(
+        result.expect_err("canceled").code(),
+        Some(&SqlState::QUERY_CANCELED)
+    );
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_connection_the_server_ended_ends_the_session() {
+    let (cluster, proxy, db) = setup("terminated").await;
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    let terminate = async |pid: i32| {
+        let done: bool = primary
+            .query_one("SELECT pg_terminate_backend($1, 30000)", &[&pid])
+            .await
+            .expect("pg_terminate_backend")
+            .get(0);
+        assert!(done, "backend {pid} terminated");
+    };
+    let expect_ended = |result: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>| {
+        let err = result.expect_err("the session was ended");
+        assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    };
+
+    // Between transactions.
+    let client = proxy.connect(&db).await;
+    let (pid, _) = backend_key(&client).await;
+    terminate(pid).await;
+    expect_ended(client.simple_query("CREATE TABLE t1 (i int)").await);
+    let after = client.simple_query("SELECT 1").await.expect_err("closed");
+    assert!(after.is_closed(), "{after:?}");
+
+    // In a transaction.
+    let client = proxy.connect(&db).await;
+    let (pid, _) = backend_key(&client).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    terminate(pid).await;
+    expect_ended(client.simple_query("SELECT 1").await);
+
+    // While a statement runs.
+    let client = proxy.connect(&db).await;
+    let (pid, _) = backend_key(&client).await;
+    let sleeper = tokio::spawn(async move {
+        client
+            .simple_query("/* switchyard:writer */ SELECT pg_sleep(60)")
+            .await
+    });
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'";
+    while primary
+        .query_one(running, &[&pid])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    terminate(pid).await;
+    expect_ended(sleeper.await.unwrap());
+
+    // A session kept on its writer (LISTEN) hears it at once, while idle.
+    let (client, connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let connection = tokio::spawn(connection);
+    client.batch_execute("LISTEN ch").await.unwrap();
+    let (pid, _) = backend_key(&client).await;
+    terminate(pid).await;
+    let ended = connection
+        .await
+        .unwrap()
+        .expect_err("the server ended the session");
+    assert_eq!(ended.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{ended:?}");
+
+    // Other sessions go on.
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE t2 (i int)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn queries_in_any_client_encoding() {
+    let (cluster, proxy, db) = setup("encoding").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE e (s text)")
+        .await
+        .unwrap();
+    // psql with a LATIN1 client: 'é' is the single byte 0xE9.
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(proxy.conninfo("app", "app-secret", &db))
+        .env("PGCLIENTENCODING", "LATIN1")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(
+            b"INSERT INTO e VALUES ('caf\xe9')",
+        ))
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(
+            b"SELECT s FROM e WHERE s = 'caf\xe9' AND pg_is_in_recovery() IS NOT NULL",
+        ))
+        .output()
+        .await
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"INSERT 0 1\ncaf\xe9\n");
+    let stored: String = client
+        .query_one("/* switchyard:writer */ SELECT s FROM e", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "café");
+    assert_eq!(rows_on_primary(cluster, &db, "e").await, 1);
+    // Bytes that are not UTF-8 in a UTF-8 session: the server's error, and the session goes on.
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    c.send(b'P', &parse_body_bytes(b"SELECT 'caf\xe9'")).await;
+    c.send(b'S', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "EZ");
+    assert_eq!(support::proxy::sqlstate(&answer[0].1), "22021");
+    c.send(b'Q', b"SELECT 'caf\xe9'\0").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "EZ");
+    c.send(b'Q', b"SELECT 1\0").await;
+    assert_eq!(tags(&until_ready(&mut c).await), "TDCZ");
+}
+
+fn parse_body_bytes(sql: &[u8]) -> Vec<u8> {
+    let mut body = cstrs(&[b"", sql]);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body
 }

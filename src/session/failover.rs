@@ -75,6 +75,40 @@ pub fn verdict(held: Option<&Arc<Instance>>, closed: bool, writer: &Arc<Instance
     }
 }
 
+/// What ended a session's writer connection, as far as the session can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Only this connection: the writer is up and still the cluster's writer, and the
+    /// server ended this session (terminated by an administrator — `pg_terminate_backend`,
+    /// `KILL` —, an idle timeout …). The session ends as a direct client's would.
+    Connection,
+    /// The writer itself failed or changed: the failover path.
+    Writer,
+}
+
+/// Judges a writer connection to `held` that ended (found closed, or failed under work),
+/// the same for both protocols. The rule: the writer failed unless the topology (refreshed
+/// into `cluster`) still names `held` as the cluster's writer and health checks find it
+/// usable, and a new connection to it (`probe`, given the refreshed cluster; it should
+/// take at most `connect_timeout`) succeeds. Health checks see a failed writer only after
+/// their interval and thresholds; the probe sees it at once: a writer killed refuses the
+/// connection, one shutting down or recovering refuses the login.
+pub async fn judge_end<C, E, F: Future<Output = Result<C, E>>>(
+    topology: &TopologyHandle,
+    cluster: &mut Arc<Cluster>,
+    held: &Arc<Instance>,
+    probe: impl FnOnce(Arc<Cluster>) -> F,
+) -> Ended {
+    topology.refresh(cluster);
+    if verdict(Some(held), false, &cluster.writer) == Verdict::Move {
+        return Ended::Writer;
+    }
+    match probe(Arc::clone(cluster)).await {
+        Ok(_) => Ended::Connection,
+        Err(_) => Ended::Writer,
+    }
+}
+
 /// What losing the writer cost the client's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
@@ -289,6 +323,57 @@ mod tests {
                 want,
                 "held {:?} closed {closed}",
                 held.map(|h| &h.addr)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_connection_ended_while_its_writer_stays_up_and_takes_a_new_one() {
+        use crate::config::BackendTlsMode;
+        use crate::topology::{ReadPolicy, Topology};
+        let cluster = |writer: &Arc<Instance>| {
+            Arc::new(Cluster {
+                name: "c".into(),
+                writer: Arc::clone(writer),
+                readers: Vec::new(),
+                tls_mode: BackendTlsMode::Disable,
+                tls: None,
+                policy: Arc::new(ReadPolicy::default()),
+            })
+        };
+        let writer = instance("w", Status::Healthy);
+        let promoted = instance("r", Status::Healthy);
+        let down = instance("d", Status::Unhealthy);
+        // (held, the topology's writer, the probe connects) → judged
+        let table = [
+            (&writer, &writer, true, Ended::Connection),
+            (&writer, &writer, false, Ended::Writer),
+            (&writer, &promoted, true, Ended::Writer),
+            (&down, &down, true, Ended::Writer),
+        ];
+        for (held, now, connects, want) in table {
+            let published = cluster(now);
+            let topology = TopologyHandle::new(Topology {
+                clusters: [("c".to_owned(), Arc::clone(&published))].into(),
+            });
+            let mut session_view = cluster(held);
+            let probe = |c: Arc<Cluster>| async move {
+                assert!(Arc::ptr_eq(&c.writer, held), "probes the held instance");
+                if connects {
+                    Ok(())
+                } else {
+                    Err(std::fmt::Error)
+                }
+            };
+            let got = judge_end(&topology, &mut session_view, held, probe).await;
+            assert_eq!(
+                got, want,
+                "held {} writer {} connects {connects}",
+                held.addr, now.addr
+            );
+            assert!(
+                Arc::ptr_eq(&session_view, &published),
+                "the cluster is refreshed"
             );
         }
     }

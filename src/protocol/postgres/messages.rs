@@ -166,17 +166,17 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     tagged(out, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 
-/// The SQL text of a Query message body.
-pub fn query_text(body: &[u8]) -> Option<&str> {
-    let (sql, _) = cstr(body)?;
-    std::str::from_utf8(sql).ok()
+/// The SQL text of a Query message body, as bytes in the client's encoding (which need not
+/// be UTF-8: `client_encoding` may be LATIN1, SJIS …).
+pub fn query_text(body: &[u8]) -> Option<&[u8]> {
+    cstr(body).map(|(sql, _)| sql)
 }
 
-/// Name and SQL text of a Parse message body.
-pub fn parse_fields(body: &[u8]) -> Option<(&[u8], &str)> {
+/// Name and SQL text (bytes in the client's encoding) of a Parse message body.
+pub fn parse_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (name, rest) = cstr(body)?;
     let (sql, _) = cstr(rest)?;
-    Some((name, std::str::from_utf8(sql).ok()?))
+    Some((name, sql))
 }
 
 /// Portal and statement names of a Bind message body.
@@ -273,12 +273,14 @@ mod tests {
     fn client_message_fields() {
         assert_eq!(
             parse_fields(b"s1\0SELECT 1\0\0\0"),
-            Some((&b"s1"[..], "SELECT 1"))
+            Some((&b"s1"[..], &b"SELECT 1"[..]))
         );
         assert_eq!(bind_fields(b"p\0s1\0\0\0"), Some((&b"p"[..], &b"s1"[..])));
         assert_eq!(target_fields(b"Ss1\0"), Some((b'S', &b"s1"[..])));
         assert_eq!(execute_portal(b"\0\0\0\0\0"), Some(&b""[..]));
-        assert_eq!(query_text(b"SELECT 1\0"), Some("SELECT 1"));
+        assert_eq!(query_text(b"SELECT 1\0"), Some(&b"SELECT 1"[..]));
+        // Not UTF-8 (LATIN1 'é'): still a query.
+        assert_eq!(query_text(b"SELECT '\xe9'\0"), Some(&b"SELECT '\xe9'"[..]));
         assert_eq!(parse_fields(b"s1"), None);
         assert_eq!(target_fields(b""), None);
     }

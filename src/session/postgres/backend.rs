@@ -49,6 +49,9 @@ pub struct Relayed {
     pub copy_in: bool,
     /// Bytes written to the client.
     pub bytes: usize,
+    /// The server ended the connection: its FATAL ErrorResponse is left unrelayed in front
+    /// of the buffer. [`Backend::ended`] is the error to return.
+    pub ended: bool,
 }
 
 impl Backend {
@@ -183,6 +186,41 @@ impl Backend {
         false
     }
 
+    /// The error for a connection the server ended with the FATAL in front of the buffer.
+    pub fn ended(&self) -> SessionError {
+        let said = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE)
+            .ok()
+            .flatten()
+            .map(|(_, body)| {
+                let (code, message) = messages::error_fields(body);
+                format!("the server ended the connection: {code} {message}")
+            })
+            .unwrap_or_else(|| "the server ended the connection".to_owned());
+        self.lost(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            said,
+        ))
+    }
+
+    /// The FATAL ErrorResponse with which the server ended this connection, whole, if it
+    /// arrived; `None` too when the last relay stopped inside a message (the client could
+    /// not take another now).
+    pub fn take_fatal(&mut self) -> Option<Vec<u8>> {
+        if self.mid_message() {
+            return None;
+        }
+        self.conn.stream.read_arrived(&mut self.conn.buf);
+        let buf = &self.conn.buf;
+        let mut pos = 0;
+        while let Ok(Some((h, body))) = frame::message(&buf[pos..], MAX_BACKEND_MESSAGE) {
+            if h.tag == tag::ERROR_RESPONSE && messages::ends_connection(body) {
+                return Some(buf[pos..pos + h.total].to_vec());
+            }
+            pos += h.total;
+        }
+        None
+    }
+
     /// Whether the last relay stopped inside a message (the client has part of it).
     pub fn mid_message(&self) -> bool {
         self.forward_remaining > 0
@@ -253,15 +291,12 @@ impl Backend {
                 tag::ERROR_RESPONSE
                     if messages::ends_connection(&buf[pos + frame::HEADER_LEN..pos + h.total]) =>
                 {
-                    // The server is closing the connection (it dies, or shuts down): not an
-                    // answer to relay, but a lost backend, which the session answers for.
-                    let (code, message) =
-                        messages::error_fields(&buf[pos + frame::HEADER_LEN..pos + h.total]);
-                    let said = format!("the server ended the connection: {code} {message}");
-                    return Err(self.lost(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        said,
-                    )));
+                    // The server is closing the connection (it dies, shuts down, or ended this
+                    // session): not an answer to relay, but a lost backend, which the session
+                    // answers for. What came before is relayed; the FATAL stays in front
+                    // (see `take_fatal`).
+                    seen.ended = true;
+                    break;
                 }
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared.

@@ -9,6 +9,7 @@ use super::backend::Backend;
 use super::scan::{Ending, Scanner, Statements, Unit};
 use super::startup::Client;
 use crate::protocol::postgres::messages::tag;
+use crate::sql::Statement;
 
 /// Bytes of COPY data or held client messages after which the client is not read further
 /// until the backend catches up (on top of one maximum-size message).
@@ -27,6 +28,23 @@ pub struct Failed {
     pub held: usize,
 }
 
+/// A simple Query (or FunctionCall) the client sent after a batch it left open, which ran
+/// on the same backend within the exchange: its class and text, so that the session
+/// records the state it changes (a SET, a LISTEN …) as for a Query of its own.
+#[derive(Debug)]
+pub struct Absorbed {
+    pub stmt: Statement,
+    pub simple_sql: Option<String>,
+}
+
+/// How an exchange ended: the transaction status of the final ReadyForQuery, and the Query
+/// it absorbed, if any.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u8,
+    pub absorbed: Option<Absorbed>,
+}
+
 pub struct Exchange<'a> {
     pub client: &'a mut Client,
     pub backend: &'a mut Backend,
@@ -40,30 +58,104 @@ pub struct Exchange<'a> {
 struct Sent {
     /// Bytes at the front of the client buffer that were sent and not yet dropped.
     held: usize,
-    /// More of the batch follows on this backend (after Flush or a large batch).
-    open: bool,
-    /// The backend is in COPY FROM STDIN: client copy messages go straight through.
-    copy_in: bool,
-    /// The batch was extended-protocol, so after CopyDone a Sync still follows.
-    extended: bool,
+    /// Where the backend stands in the client's messages.
+    flow: Flow,
     /// Part of the client buffer was dropped: the unit can no longer be replayed.
     consumed: bool,
+    absorbed: Option<Absorbed>,
+}
+
+/// Where the backend stands in the client's message stream, as far as the exchange must
+/// know to end where the server's answer ends: exactly when the backend owes nothing and
+/// no more client messages are bound for it. A server answers each simple Query (and
+/// FunctionCall) with one ReadyForQuery, and each Sync with one unless it arrives during
+/// COPY FROM STDIN (then it is ignored). A simple Query after an extended batch left open
+/// by Flush runs on the same connection and ends the batch's implicit transaction: its
+/// ReadyForQuery ends the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Nothing owed: the backend is ready for the next unit.
+    Idle,
+    /// An extended batch was sent up to a Flush (or in part, being large): the client's next
+    /// messages belong to it and go to this backend.
+    Open,
+    /// One ReadyForQuery is owed, for a simple Query (`simple`) or a Sync.
+    Owed { simple: bool },
+    /// The backend is in COPY FROM STDIN and takes the client's copy messages. `simple`: a
+    /// simple Query started it, so its ReadyForQuery follows CopyDone/CopyFail; else the
+    /// client sends a Sync after them. `answered`: the backend already sent that
+    /// ReadyForQuery (it failed the COPY).
+    CopyIn { simple: bool, answered: bool },
+}
+
+/// What moves a [`Flow`] on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A unit went to the backend: `ready` if it asks for a ReadyForQuery (Query,
+    /// FunctionCall, Sync), `simple` for a Query or FunctionCall.
+    Sent { ready: bool, simple: bool },
+    /// CopyDone or CopyFail went to the backend.
+    CopyEnd,
+    /// The backend sent CopyInResponse.
+    CopyIn,
+    /// The backend sent ReadyForQuery.
+    Ready,
+}
+
+impl Flow {
+    pub fn step(self, step: Step) -> Flow {
+        use Flow::*;
+        match (self, step) {
+            // During COPY the backend ignores Flush and Sync; copy data changes nothing.
+            (CopyIn { .. }, Step::Sent { .. }) => self,
+            (
+                _,
+                Step::Sent {
+                    ready: true,
+                    simple,
+                },
+            ) => Owed { simple },
+            (Idle | Open, Step::Sent { ready: false, .. }) => Open,
+            (CopyIn { simple: false, .. }, Step::CopyEnd) => Open,
+            (CopyIn { answered: true, .. }, Step::CopyEnd) => Idle,
+            (CopyIn { .. }, Step::CopyEnd) => Owed { simple: true },
+            // A Sync sent with the Execute that started the COPY was ignored.
+            (Owed { simple }, Step::CopyIn) => CopyIn {
+                simple,
+                answered: false,
+            },
+            (Open, Step::CopyIn) => CopyIn {
+                simple: false,
+                answered: false,
+            },
+            (Owed { .. }, Step::Ready) => Idle,
+            (CopyIn { simple, .. }, Step::Ready) => CopyIn {
+                simple,
+                answered: true,
+            },
+            (other, _) => other,
+        }
+    }
+
+    /// Whether client messages that follow go to this backend.
+    fn takes_client(self) -> bool {
+        matches!(self, Flow::Open | Flow::CopyIn { .. })
+    }
 }
 
 impl Exchange<'_> {
-    /// Runs `unit` (the bytes `..unit.end` of the client buffer); returns the transaction
-    /// status of the final ReadyForQuery.
-    pub async fn run(&mut self, unit: &Unit) -> Result<u8, Failed> {
+    /// Runs `unit` (the bytes `..unit.end` of the client buffer) up to the final
+    /// ReadyForQuery.
+    pub async fn run(&mut self, unit: &Unit) -> Result<Answer, Failed> {
         let load = &self.backend.conn.instance.load;
         load.begin();
         let started = std::time::Instant::now();
         let mut relayed = 0usize;
         let mut sent = Sent {
             held: unit.end,
-            open: unit.ending == Ending::Open,
-            copy_in: false,
-            extended: unit.first_tag != tag::QUERY,
+            flow: Flow::Idle.step(sent_step(unit)),
             consumed: false,
+            absorbed: None,
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
@@ -75,15 +167,19 @@ impl Exchange<'_> {
                     .metrics
                     .duration
                     .record(started.elapsed().as_secs_f64());
-                Ok(status)
+                Ok(Answer {
+                    status,
+                    absorbed: sent.absorbed.take(),
+                })
             }
             Err(error) => {
                 let backend_side = matches!(
                     error,
                     SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
                 );
-                let resumable =
-                    backend_side && !self.backend.mid_message() && !sent.open && !sent.copy_in;
+                let resumable = backend_side
+                    && !self.backend.mid_message()
+                    && matches!(sent.flow, Flow::Owed { .. });
                 Err(Failed {
                     retryable: backend_side && relayed == 0 && !sent.consumed,
                     resumable,
@@ -104,12 +200,13 @@ impl Exchange<'_> {
             .forward(&self.client.buf[..unit.end], &unit.refs, self.scratch)
             .await?;
         // Relay anything already buffered (e.g. a notification that arrived before).
-        let mut ready = self.relay(sent, relayed).await?;
+        let mut ready = None;
+        self.relay(sent, relayed, &mut ready).await?;
         loop {
-            if sent.open || sent.copy_in {
+            if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
             }
-            if let Some(status) = ready.filter(|_| !sent.open && !sent.copy_in) {
+            if let Some(status) = ready.filter(|_| sent.flow == Flow::Idle) {
                 return Ok(status);
             }
             // The client is read only when more of its messages belong to this exchange: an
@@ -117,7 +214,7 @@ impl Exchange<'_> {
             // the answer is written to it.
             let waiting = self.client.buf.len() - sent.held;
             let read_client =
-                (sent.open || sent.copy_in) && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
+                sent.flow.takes_client() && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
             tokio::select! {
                 read = self.client.fill(), if read_client => match read {
                     Ok(0) => return Err(SessionError::ClientGone),
@@ -126,28 +223,38 @@ impl Exchange<'_> {
                 },
                 filled = self.backend.fill() => {
                     filled?;
-                    if let Some(status) = self.relay(sent, relayed).await? {
-                        ready = Some(status);
-                    }
+                    self.relay(sent, relayed, &mut ready).await?;
                 }
             }
         }
     }
 
+    /// Relays what the backend sent, up to the ReadyForQuery that leaves it idle; `ready`
+    /// takes the status of the last ReadyForQuery seen.
     async fn relay(
         &mut self,
         sent: &mut Sent,
         relayed: &mut usize,
-    ) -> Result<Option<u8>, SessionError> {
-        if self.backend.conn.buf.is_empty() {
-            return Ok(None);
+        ready: &mut Option<u8>,
+    ) -> Result<(), SessionError> {
+        while !self.backend.conn.buf.is_empty() {
+            let seen = self.backend.relay(&mut self.client.stream).await?;
+            *relayed += seen.bytes;
+            if seen.ended {
+                return Err(self.backend.ended());
+            }
+            // A relay step ends at a ReadyForQuery, so a CopyInResponse it saw came before.
+            if seen.copy_in {
+                sent.flow = sent.flow.step(Step::CopyIn);
+            }
+            let Some(status) = seen.ready else { break };
+            sent.flow = sent.flow.step(Step::Ready);
+            *ready = Some(status);
+            if sent.flow == Flow::Idle {
+                break;
+            }
         }
-        let seen = self.backend.relay(&mut self.client.stream).await?;
-        *relayed += seen.bytes;
-        if seen.copy_in {
-            sent.copy_in = true;
-        }
-        Ok(seen.ready)
+        Ok(())
     }
 
     /// Forwards whole client messages that follow: the rest of an open batch, or COPY data.
@@ -158,7 +265,7 @@ impl Exchange<'_> {
                 .scanner
                 .next(rest, self.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
-            let Some(unit) = next else { return Ok(()) };
+            let Some(mut unit) = next else { return Ok(()) };
             let copy_message = matches!(
                 unit.first_tag,
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
@@ -175,12 +282,18 @@ impl Exchange<'_> {
                 )
                 .await?;
             sent.held += unit.end;
-            if copy_message && unit.first_tag != tag::COPY_DATA {
-                sent.copy_in = false;
-                // After an extended-protocol COPY the client still sends the Sync.
-                sent.open = sent.extended;
-            } else if !copy_message {
-                sent.open = unit.ending == Ending::Open;
+            match unit.first_tag {
+                tag::COPY_DATA => {}
+                tag::COPY_DONE | tag::COPY_FAIL => sent.flow = sent.flow.step(Step::CopyEnd),
+                _ => {
+                    if matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL) {
+                        sent.absorbed = Some(Absorbed {
+                            stmt: unit.stmt,
+                            simple_sql: unit.simple_sql.take(),
+                        });
+                    }
+                    sent.flow = sent.flow.step(sent_step(&unit));
+                }
             }
             self.scanner.recycle(unit.refs);
             if sent.held > CLIENT_AHEAD_LIMIT || copy_message {
@@ -189,9 +302,73 @@ impl Exchange<'_> {
                 sent.held = 0;
                 sent.consumed = true;
             }
-            if !sent.open && !sent.copy_in {
+            if !sent.flow.takes_client() {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The flow step of sending `unit` (not a copy message).
+fn sent_step(unit: &Unit) -> Step {
+    Step::Sent {
+        ready: unit.ending == Ending::Ready,
+        simple: matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Flow, Step};
+
+    const QUERY: Step = Step::Sent {
+        ready: true,
+        simple: true,
+    };
+    const SYNC: Step = Step::Sent {
+        ready: true,
+        simple: false,
+    };
+    const FLUSH: Step = Step::Sent {
+        ready: false,
+        simple: false,
+    };
+
+    fn run(steps: &[Step]) -> Flow {
+        steps.iter().fold(Flow::Idle, |f, &s| f.step(s))
+    }
+
+    #[test]
+    fn an_exchange_ends_where_the_server_answer_ends() {
+        use Step::*;
+        let copy_in = |simple, answered| Flow::CopyIn { simple, answered };
+        let table: &[(&[Step], Flow)] = &[
+            (&[QUERY], Flow::Owed { simple: true }),
+            (&[QUERY, Ready], Flow::Idle),
+            (&[SYNC, Ready], Flow::Idle),
+            (&[FLUSH], Flow::Open),
+            (&[FLUSH, FLUSH], Flow::Open),
+            (&[FLUSH, SYNC, Ready], Flow::Idle),
+            // Parse/Describe/Flush, then a simple Query: its ReadyForQuery ends it all.
+            (&[FLUSH, QUERY, Ready], Flow::Idle),
+            // … and that Query is a COPY FROM STDIN.
+            (&[FLUSH, QUERY, CopyIn], copy_in(true, false)),
+            (
+                &[FLUSH, QUERY, CopyIn, FLUSH, CopyEnd],
+                Flow::Owed { simple: true },
+            ),
+            (&[FLUSH, QUERY, CopyIn, CopyEnd, Ready], Flow::Idle),
+            // The COPY failed before the client finished sending.
+            (&[QUERY, CopyIn, Ready], copy_in(true, true)),
+            (&[QUERY, CopyIn, Ready, CopyEnd], Flow::Idle),
+            // Extended COPY: the Sync sent with the Execute is ignored; one follows CopyDone.
+            (&[SYNC, CopyIn, SYNC], copy_in(false, false)),
+            (&[SYNC, CopyIn, CopyEnd], Flow::Open),
+            (&[SYNC, CopyIn, CopyEnd, SYNC, Ready], Flow::Idle),
+            (&[FLUSH, CopyIn, CopyEnd, SYNC, Ready], Flow::Idle),
+        ];
+        for (steps, want) in table {
+            assert_eq!(run(steps), *want, "{steps:?}");
         }
     }
 }

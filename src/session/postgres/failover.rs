@@ -6,6 +6,10 @@
 //! none of it committed), then ReadyForQuery, and the session goes on. A client left in a
 //! lost transaction ('E') is answered by the proxy until it ends it; its next work outside
 //! a transaction moves to the new writer.
+//!
+//! A writer connection that ends while the writer itself stays up (`pg_terminate_backend`,
+//! `idle_session_timeout` …; see [`failover::judge_end`] for the rule) is no failover: the
+//! server's FATAL is relayed and the client connection closes, as the server's would.
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use super::{Session, SessionError};
 use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity};
 use crate::protocol::postgres::sqlstate;
-use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
+use crate::session::failover::{self, Ended, Loss, MoveCause, Verdict, WaitError, WriterWait};
 use crate::sql::Class;
 use crate::topology::Cluster;
 
@@ -28,6 +32,45 @@ impl Session {
     pub(super) fn writer_verdict(&mut self) -> Verdict {
         let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
         failover::check(&self.ctx.topology, &mut self.cluster, held)
+    }
+
+    /// Ends the session as the server ended its writer connection, when only that
+    /// connection ended and the writer stays up: the server's FATAL (`57P01` after
+    /// `pg_terminate_backend`, `57P05` after `idle_session_timeout` …) goes to the client,
+    /// then the connection closes. `Ok` when the writer itself failed or changed (or there
+    /// is no writer connection): the caller takes the failover path.
+    pub(super) async fn end_if_only_connection(&mut self) -> Result<(), SessionError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let instance = Arc::clone(&writer.conn.instance);
+        let fatal = writer.take_fatal();
+        let mid_message = writer.mid_message();
+        let (params, creds) = (&self.params, &self.creds);
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let probe = |cluster: Arc<Cluster>| {
+            let instance = Arc::clone(&instance);
+            async move { pool::connect(&cluster, &instance, params, creds, timeout).await }
+        };
+        let ended =
+            failover::judge_end(&self.ctx.topology, &mut self.cluster, &instance, probe).await;
+        if ended == Ended::Writer {
+            return Ok(());
+        }
+        tracing::info!(writer = %instance.addr, "the server ended this session's writer connection; ending the session");
+        self.drop_writer();
+        let told = match fatal {
+            Some(fatal) => {
+                // The session ends right after, so a failed write changes nothing.
+                let _ = self.client.stream.write_all(&fatal).await;
+                true
+            }
+            None => mid_message,
+        };
+        Err(SessionError::ConnectionEnded {
+            addr: instance.addr.clone(),
+            told,
+        })
     }
 
     /// Moves the session, between transactions, to its cluster's writer once one is usable.
@@ -67,6 +110,7 @@ impl Session {
                     return Ok(true);
                 }
                 let addr = writer.conn.instance.addr.clone();
+                self.end_if_only_connection().await?;
                 self.drop_writer();
                 failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
                 true
@@ -117,6 +161,9 @@ impl Session {
             SessionError::BackendLost { .. } | SessionError::BackendProtocol { .. }
         ) {
             return Err(failed.error);
+        }
+        if let SessionError::BackendLost { .. } = failed.error {
+            self.end_if_only_connection().await?;
         }
         let addr = self
             .writer

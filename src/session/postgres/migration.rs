@@ -30,8 +30,10 @@ impl Session {
                 }
                 Entry::Admitted(_, admission) => {
                     // The writer is gone: wait for a usable one without holding up a
-                    // cutover's drain, then pass the gate again.
+                    // cutover's drain, then pass the gate again. Unless only this session's
+                    // connection ended: then the session ends, as the server ended it.
                     drop(admission);
+                    self.end_if_only_connection().await?;
                     if !self.follow_writer(unit).await? {
                         return Ok(false);
                     }

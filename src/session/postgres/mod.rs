@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, open_reader};
-use crate::cancel::{CancelTarget, SessionCancel};
+use crate::cancel::{CancelTarget, Registration, SessionCancel};
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -30,7 +30,7 @@ use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target}
 use crate::shutdown::Shutdown;
 use crate::topology::{Cluster, Instance};
 use backend::Backend;
-use scan::{Scanner, Statements};
+use scan::{Ending, Scanner, Statements};
 use startup::{Client, Outcome};
 
 /// A session replays at most this many SET statements on a reader, then stays on the writer.
@@ -64,6 +64,10 @@ pub enum SessionError {
     },
     #[error("backend {addr} broke the protocol: {detail}")]
     BackendProtocol { addr: String, detail: String },
+    /// The server ended this session's writer connection while the writer stays up (see
+    /// `failover::judge_end`); `told`: its FATAL was relayed (or nothing more can be sent).
+    #[error("the server at {addr} ended this session's connection")]
+    ConnectionEnded { addr: String, told: bool },
     #[error("writer failover: {message}")]
     Failover { code: &'static str, message: String },
     #[error("switchyard is shutting down")]
@@ -100,6 +104,8 @@ impl SessionError {
                 format!("switchyard lost its connection to the database at {addr}"),
             ),
             BackendProtocol { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
+            ConnectionEnded { told: true, .. } => return None,
+            ConnectionEnded { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
             Shutdown => (sqlstate::ADMIN_SHUTDOWN, self.to_string()),
         })
     }
@@ -114,9 +120,10 @@ impl SessionError {
             }
             Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
             Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } | Failover { .. } => {
-                Some(ErrorKind::BackendLost)
-            }
+            BackendLost { .. }
+            | BackendProtocol { .. }
+            | Failover { .. }
+            | ConnectionEnded { .. } => Some(ErrorKind::BackendLost),
         }
     }
 }
@@ -160,7 +167,6 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         })?;
     let read_your_writes =
         ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, params.database());
-    let registration = ctx.cancels.register();
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
@@ -185,14 +191,15 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         writes_until: None,
         admission: None,
         spread: ReaderSpread::new(),
-        cancel: Arc::clone(&registration.cancel),
+        cancel: Arc::new(SessionCancel::default()),
         scratch: BytesMut::new(),
         shutdown,
     };
     let _connected = metrics::client_connected();
-    let result = session.start(registration.key()).await;
-    let result = match result {
-        Ok(()) => session.serve().await,
+    // Lives as long as the session: the client's cancel key.
+    let registration = session.start().await;
+    let result = match registration {
+        Ok(_registration) => session.serve().await,
         Err(e) => Err(e),
     };
     if let Err(e) = &result
@@ -235,7 +242,12 @@ struct Session {
 
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
-    async fn start(&mut self, key: (i32, i32)) -> Result<(), SessionError> {
+    /// BackendKeyData carries the writer connection's own process id, so that
+    /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
+    /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
+    /// works only through the proxy, which sends it to the connection running the client's
+    /// statement (see `crate::cancel`).
+    async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
             Err(ConnectError::Server {
@@ -250,12 +262,15 @@ impl Session {
             Err(e) => return Err(SessionError::Connect(e)),
         };
         self.cancel.set_target(0, cancel_target(&writer));
+        let pid = writer.key.map(|k| k.pid);
+        let registration = self.ctx.cancels.register(Arc::clone(&self.cancel), pid);
+        let (pid, secret) = registration.key();
         let mut out = BytesMut::new();
         messages::authentication(&mut out, messages::auth::OK, &[]);
         for m in writer.parameter_status.iter().chain(writer.notices.iter()) {
             out.extend_from_slice(m);
         }
-        messages::backend_key_data(&mut out, key.0, key.1);
+        messages::backend_key_data(&mut out, pid, secret);
         messages::ready_for_query(&mut out, b'I');
         self.client
             .stream
@@ -263,7 +278,7 @@ impl Session {
             .await
             .map_err(SessionError::ClientIo)?;
         self.writer = Some(Backend::new(writer));
-        Ok(())
+        Ok(registration)
     }
 
     async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
@@ -301,17 +316,27 @@ impl Session {
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
         let watched = self.writer.as_mut().filter(|_| pinned);
-        tokio::select! {
+        let result = tokio::select! {
             _ = self.shutdown.recv() => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
                 Err(e) => Err(SessionError::ClientIo(e)),
             },
-            filled = writer_bytes(watched) => {
-                filled?.relay(&mut self.client.stream).await.map(|_| ())
+            filled = writer_bytes(watched) => match filled {
+                Ok(w) => match w.relay(&mut self.client.stream).await {
+                    Ok(seen) if seen.ended => Err(w.ended()),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             }
+        };
+        if let Err(SessionError::BackendLost { .. }) = &result {
+            // The server ended the connection of this pinned session, or the writer died.
+            self.end_if_only_connection().await?;
         }
+        result
     }
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
@@ -323,14 +348,15 @@ impl Session {
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let mut target = router::route(&unit.stmt, self.view, settings);
-        match router::effect(&unit.stmt, self.view) {
-            Effect::None => {}
-            Effect::Record => match &unit.simple_sql {
-                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.clone()),
-                _ => self.pin(),
-            },
-            Effect::Pin => self.pin(),
+        // A batch left open (Flush, or one too large to hold) is followed on its connection
+        // by whatever the client sends next — more of the batch, a simple Query, a COPY — as
+        // on a server. Only the writer can run anything, so it goes there (in a transaction
+        // it stays where the transaction runs).
+        let open_batch = unit.ending == Ending::Open;
+        if open_batch && self.view.in_transaction.is_none() {
+            target = Target::Writer;
         }
+        self.record_effect(&unit.stmt, unit.simple_sql.as_deref());
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             target = Target::Writer;
@@ -349,8 +375,8 @@ impl Session {
             return Ok(());
         }
         let result = self.exchange(target, &unit).await;
-        let (status, ran_on) = match result {
-            Ok(status) => (status, target),
+        let (answer, ran_on) = match result {
+            Ok(answer) => (answer, target),
             Err(exchange::Failed {
                 error,
                 retryable: true,
@@ -366,8 +392,8 @@ impl Session {
                     Target::Writer
                 };
                 tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
-                let status = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
-                (status, retry)
+                let answer = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
+                (answer, retry)
             }
             Err(failed) if target == Target::Writer => {
                 self.writer_failed(&unit, failed, open).await?;
@@ -376,11 +402,16 @@ impl Session {
             }
             Err(failed) => return Err(failed.error),
         };
-        self.view.in_transaction = (status != b'I').then_some(ran_on);
+        if let Some(query) = answer.absorbed {
+            // A Query after a batch left open ran with it (the transaction state is still
+            // the one it started in): the state it changes counts.
+            self.record_effect(&query.stmt, query.simple_sql.as_deref());
+        }
+        self.view.in_transaction = (answer.status != b'I').then_some(ran_on);
         if self.view.in_transaction.is_none() {
             self.admission = None;
         }
-        if ran_on == Target::Writer && router::may_write(&unit.stmt) {
+        if ran_on == Target::Writer && (open_batch || router::may_write(&unit.stmt)) {
             let cluster = &self.cluster;
             self.writes_until = self
                 .read_your_writes
@@ -390,11 +421,24 @@ impl Session {
         Ok(())
     }
 
+    /// Records what `stmt` (a simple Query's `sql`) does to the session's state: a SET to
+    /// replay on readers, or state that keeps the session on the writer.
+    fn record_effect(&mut self, stmt: &crate::sql::Statement, sql: Option<&str>) {
+        match router::effect(stmt, self.view) {
+            Effect::None => {}
+            Effect::Record => match sql {
+                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.to_owned()),
+                _ => self.pin(),
+            },
+            Effect::Pin => self.pin(),
+        }
+    }
+
     async fn exchange(
         &mut self,
         target: Target,
         unit: &scan::Unit,
-    ) -> Result<u8, exchange::Failed> {
+    ) -> Result<exchange::Answer, exchange::Failed> {
         let (backend, slot) = match target {
             Target::Writer => (self.writer.as_mut(), 0),
             Target::Reader => (self.reader.as_mut(), 1),

@@ -174,13 +174,10 @@ impl Scanner {
                 }
                 tag::QUERY => {
                     let sql = messages::query_text(body).ok_or(ScanError::Malformed('Q'))?;
-                    self.stmt = Some(sql::classify(sql, Dialect::Postgres));
-                    return Ok(Some(self.take(
-                        h.total,
-                        Ending::Ready,
-                        h.tag,
-                        Some(sql.to_owned()),
-                    )));
+                    self.stmt = Some(classify(sql));
+                    // Text that is not UTF-8 is not recorded (a SET of it pins instead).
+                    let text = std::str::from_utf8(sql).ok().map(str::to_owned);
+                    return Ok(Some(self.take(h.total, Ending::Ready, h.tag, text)));
                 }
                 tag::FUNCTION_CALL => {
                     self.stmt = Some(Statement {
@@ -193,7 +190,7 @@ impl Scanner {
                 tag::PARSE => {
                     let (name, sql) =
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
-                    let class = sql::classify(sql, Dialect::Postgres);
+                    let class = classify(sql);
                     self.add(class);
                     self.refs.push(Some(statements.parse(name, message, class)));
                 }
@@ -239,6 +236,25 @@ impl Scanner {
                 other => return Err(ScanError::Unexpected(other as char)),
             }
             self.pos += h.total;
+        }
+    }
+}
+
+/// Classifies SQL text in the client's encoding, which need not be UTF-8 (`client_encoding`
+/// LATIN1, WIN1252, SJIS …): the classifier looks only at ASCII keywords and punctuation,
+/// so invalid sequences become U+FFFD and the rest is classified as it is. One exception
+/// keeps this safe: in SJIS, BIG5, GBK and the like the second byte of a character may be
+/// a backslash, which would end an `E'…'` string early or late for the lexer; a non-UTF-8
+/// text with a backslash is therefore never taken for a read.
+fn classify(sql: &[u8]) -> Statement {
+    match std::str::from_utf8(sql) {
+        Ok(text) => sql::classify(text, Dialect::Postgres),
+        Err(_) => {
+            let mut stmt = sql::classify(&String::from_utf8_lossy(sql), Dialect::Postgres);
+            if stmt.class == Class::Read && sql.contains(&b'\\') {
+                stmt.class = Class::Write;
+            }
+            stmt
         }
     }
 }
@@ -338,6 +354,40 @@ mod tests {
             sc.next(b"Q\0\0\0\x05x", &mut st).is_err(),
             "query without NUL"
         );
+    }
+
+    #[test]
+    fn text_in_any_client_encoding_is_classified() {
+        let mut st = Statements::default();
+        let table: [(&[u8], Class, bool); 5] = [
+            (b"SELECT 'caf\xe9'", Class::Read, false),
+            (b"INSERT INTO t VALUES ('caf\xe9')", Class::Write, false),
+            // SJIS: the second byte of this character is a backslash.
+            (b"SELECT E'\x83\\'; DELETE FROM t", Class::Write, false),
+            (
+                b"SET application_name = 'caf\xc3\xa9'",
+                Class::SessionSet,
+                true,
+            ),
+            (
+                b"SET application_name = 'caf\xe9'",
+                Class::SessionSet,
+                false,
+            ),
+        ];
+        for (sql, class, recorded) in table {
+            let mut sc = Scanner::new(1 << 20);
+            let mut buf = BytesMut::new();
+            msg(&mut buf, b'Q', &[sql, b"\0"].concat());
+            let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+            assert_eq!(unit.stmt.class, class, "{}", String::from_utf8_lossy(sql));
+            assert_eq!(unit.simple_sql.is_some(), recorded);
+            let mut buf = BytesMut::new();
+            msg(&mut buf, b'P', &[b"\0", sql, b"\0\0\0"].concat());
+            msg(&mut buf, b'S', b"");
+            let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+            assert_eq!(unit.stmt.class, class, "{}", String::from_utf8_lossy(sql));
+        }
     }
 
     #[test]
