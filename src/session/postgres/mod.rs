@@ -139,9 +139,17 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
     let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
     let (client, params, user) = match startup::handshake(tcp, ctx, deadline).await? {
-        Outcome::Cancel { pid, secret } => {
+        Outcome::Cancel {
+            pid,
+            secret,
+            mut client,
+        } => {
             if let Err(e) = ctx.cancels.cancel(pid, secret).await {
                 tracing::warn!(error = %e, "could not forward a cancel request");
+            }
+            // As the server does: close the connection properly once the cancel is sent.
+            if let Err(e) = client.stream.shutdown().await {
+                tracing::debug!(error = %e, "closing a cancel request's connection");
             }
             return Ok(());
         }
