@@ -18,6 +18,8 @@ use support::proxy::{Proxy, config_text, mysql_config_text};
 
 /// The Python that scripts/install-deps.sh installs the drivers for.
 const PYTHON: &str = "python3";
+/// How long one run of a driver script may take.
+const SCRIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
@@ -72,8 +74,17 @@ async fn run_script(script: &str, db: &str, target: Target<'_>) {
         .env("SY_TARGET", target.kind)
         .env("SY_SSLMODE", target.ssl)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // Each check ends itself after a minute (printing every thread's stack); this is the
+    // backstop for a script that hangs anyway.
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, output)
         .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{script} against the {} did not end in {SCRIPT_TIMEOUT:?}",
+                target.kind
+            )
+        })
         .unwrap_or_else(|e| panic!("run {PYTHON} {script}: {e}; run scripts/install-deps.sh"));
     assert!(
         output.status.success(),

@@ -1021,7 +1021,8 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     c.send(b'c', b"").await;
     let answer = until_ready(&mut c).await;
     assert_eq!(tags(&answer), "CZ", "{answer:?}");
-    // The next query gets its own answer.
+    // The next query gets its own answer (from a replica, once it has the rows).
+    cluster.wait_replicated().await;
     c.send(b'Q', b"SELECT count(*) FROM f\0").await;
     let answer = until_ready(&mut c).await;
     assert_eq!(tags(&answer), "TDCZ");
@@ -1062,6 +1063,28 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     .await;
     let answer = until_ready(&mut c).await;
     assert!(answer[1].1.ends_with(b"flushedtrue"), "{answer:?}");
+    // As asyncpg runs every query: Parse/Describe/Flush, then Bind/Execute/Sync. A read
+    // runs on a replica, like any other read.
+    c.send(b'P', &parse_body("SELECT pg_is_in_recovery()"))
+        .await;
+    c.send(b'D', b"S\0").await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b't', b'T'] {
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described read");
+        assert_eq!(tag as char, want as char);
+    }
+    c.send(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    c.send(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send(b'S', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "2DCZ", "{answer:?}");
+    assert!(
+        answer[1].1.ends_with(b"t"),
+        "the read ran on a replica: {answer:?}"
+    );
 }
 
 /// The (pid, secret) of BackendKeyData, as tokio-postgres holds it: its cancel token writes

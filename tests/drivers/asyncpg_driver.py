@@ -13,12 +13,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from common import (DB, KNOWN_FAILURES, CheckFailed, HOST, PASSWORD, PORT, SSLMODE,
+from common import (DB, CheckFailed, HOST, PASSWORD, PORT, SSLMODE,
                     THROUGH_PROXY, USER, expect, expect_eq, run_checks)
-
-KNOWN_FAILURES["reads_on_replicas"] = (
-    "asyncpg sends Parse/Describe/Flush before Bind/Execute/Sync, and switchyard sends every "
-    "batch left open with Flush to the writer, so no asyncpg read reaches a replica")
 
 
 async def connect(**kwargs):

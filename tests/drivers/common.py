@@ -11,6 +11,7 @@ with the reason and does not fail the script, and once it passes the script
 fails, asking for the entry to be removed.
 """
 
+import faulthandler
 import os
 import sys
 import time
@@ -25,6 +26,9 @@ SSLMODE = os.environ.get("SY_SSLMODE", "")
 # "proxy": through switchyard (reads go to replicas); "server": the primary itself.
 TARGET = os.environ.get("SY_TARGET", "proxy")
 THROUGH_PROXY = TARGET == "proxy"
+
+# A check still running after this long prints every thread's stack and ends the script.
+CHECK_TIMEOUT = 60
 
 # check name -> why it fails through the proxy (filled by each script).
 KNOWN_FAILURES = {}
@@ -51,6 +55,7 @@ def run_checks(driver, checks):
     for name, check in checks:
         known = KNOWN_FAILURES.get(name) if THROUGH_PROXY else None
         started = time.monotonic()
+        faulthandler.dump_traceback_later(CHECK_TIMEOUT, exit=True, file=sys.stdout)
         try:
             check()
         except Exception as e:  # every failure is reported, then the next check runs
@@ -68,6 +73,8 @@ def run_checks(driver, checks):
                       "remove it from KNOWN_FAILURES", flush=True)
                 continue
             print(f"  ok   {name} ({time.monotonic() - started:.2f}s)", flush=True)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
     if failed:
         print(f"{driver}: {len(failed)} of {len(checks)} checks FAILED: {', '.join(failed)}", flush=True)
         return 1

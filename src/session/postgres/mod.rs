@@ -359,9 +359,12 @@ impl Session {
         // A batch left open (Flush, or one too large to hold) is followed on its connection
         // by whatever the client sends next — more of the batch, a simple Query, a COPY — as
         // on a server. Only the writer can run anything, so it goes there (in a transaction
-        // it stays where the transaction runs).
+        // it stays where the transaction runs). One that only prepares and describes a read
+        // (asyncpg's Parse/Describe/Flush before every query) may go to a reader: the
+        // exchange ends it there if what follows must run elsewhere.
         let open_batch = unit.ending == Ending::Open;
-        if open_batch && self.view.in_transaction.is_none() {
+        let describes_read = open_batch && !unit.executes && target == Target::Reader;
+        if open_batch && self.view.in_transaction.is_none() && !describes_read {
             target = Target::Writer;
         }
         self.record_effect(&unit.stmt, unit.simple_sql.as_deref());
@@ -460,6 +463,11 @@ impl Session {
             });
         };
         self.cancel.set_active(slot);
+        let settings = Settings {
+            read_write_split: self.ctx.config.raw.routing.read_write_split,
+        };
+        let open_on_reader = (target == Target::Reader && unit.ending == Ending::Open)
+            .then_some((self.view, settings));
         let mut ex = exchange::Exchange {
             client: &mut self.client,
             backend,
@@ -467,6 +475,7 @@ impl Session {
             statements: &mut self.statements,
             scratch: &mut self.scratch,
             message_limit: self.ctx.config.raw.server.max_message_bytes,
+            open_on_reader,
         };
         ex.run(unit).await
     }

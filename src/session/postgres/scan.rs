@@ -72,6 +72,9 @@ pub struct Unit {
     /// The SQL text when the unit is one simple Query (for recording SETs).
     pub simple_sql: Option<String>,
     pub refs: Vec<Option<Arc<Prepared>>>,
+    /// It holds a Bind or Execute: it runs something, rather than only preparing and
+    /// describing statements.
+    pub executes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,8 @@ pub struct Scanner {
     /// Batches larger than this are sent on before their Sync arrives.
     hold_limit: usize,
     max_message: usize,
+    /// The unit so far holds a Bind or Execute.
+    executes: bool,
 }
 
 const READ_ONLY: Statement = Statement {
@@ -109,6 +114,7 @@ impl Scanner {
             refs: Vec::new(),
             hold_limit: 1 << 20,
             max_message,
+            executes: false,
         }
     }
 
@@ -124,6 +130,7 @@ impl Scanner {
     fn reset(&mut self) {
         self.pos = 0;
         self.stmt = None;
+        self.executes = false;
     }
 
     fn take(
@@ -140,6 +147,7 @@ impl Scanner {
             stmt: self.stmt.unwrap_or(READ_ONLY),
             simple_sql,
             refs: std::mem::take(&mut self.refs),
+            executes: self.executes,
         };
         self.reset();
         unit
@@ -195,6 +203,7 @@ impl Scanner {
                     self.refs.push(Some(statements.parse(name, message, class)));
                 }
                 tag::BIND => {
+                    self.executes = true;
                     let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
                     let p = statements.get(name).cloned();
                     self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
@@ -219,6 +228,7 @@ impl Scanner {
                     }
                 }
                 tag::EXECUTE => {
+                    self.executes = true;
                     messages::execute_portal(body).ok_or(ScanError::Malformed('E'))?;
                 }
                 tag::SYNC => {
