@@ -14,8 +14,7 @@ import mysql_common
 from common import (DB, HOST, KNOWN_FAILURES, PASSWORD, PORT, SSLMODE, THROUGH_PROXY, USER, CheckFailed,
                     expect, expect_eq, run_checks)
 
-KNOWN_FAILURES["greeting_version"] = mysql_common.GREETING
-KNOWN_FAILURES["thread_id"] = mysql_common.THREAD_ID
+KNOWN_FAILURES.update(mysql_common.PENDING_MYSQLWIRE)
 COLLATION = ("Connector/Python picks utf8mb4_0900_ai_ci for the greeting's 8.0.36 and MariaDB "
              "refuses it (1273): issue 11 item 2, fixed on branch mysqlwire")
 

@@ -13,8 +13,7 @@ import mysql_common
 from common import (DB, HOST, KNOWN_FAILURES, PASSWORD, PORT, SSLMODE, USER, expect_eq,
                     run_checks)
 
-KNOWN_FAILURES["greeting_version"] = mysql_common.GREETING
-KNOWN_FAILURES["thread_id"] = mysql_common.THREAD_ID
+KNOWN_FAILURES.update(mysql_common.PENDING_MYSQLWIRE)
 
 
 class Errors:
