@@ -13,7 +13,6 @@ mod startup;
 mod statements;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -24,7 +23,7 @@ use super::{Context, Leave, ReaderSpread, chain, open_reader};
 use crate::cutover::Admission;
 use crate::metrics;
 use crate::pool::Credentials;
-use crate::pool::mysql::{self as pool, ConnectError, Login};
+use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::{
     ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
@@ -45,9 +44,6 @@ use statements::Statements;
 /// A session replays at most this many session-state commands on a reader.
 const MAX_REPLAYS: usize = 256;
 
-/// Connection ids the proxy hands out in its greetings.
-static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
-
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
@@ -56,19 +52,28 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
+async fn serve(
+    tcp: TcpStream,
+    ctx: &Arc<Context>,
+    mut shutdown: Shutdown,
+) -> Result<(), SessionError> {
     let topology = ctx.topology.load();
     let routing = ctx.routing.load();
     let active = &routing.active;
     let Some(cluster) = topology.clusters.get(active).cloned() else {
-        return Err(SessionError::Refused {
+        let error = SessionError::Refused {
             code: ER_HANDSHAKE_ERROR,
             message: format!("active cluster {active:?} is not in the topology"),
-        });
+        };
+        return Err(startup::refuse(tcp, error).await);
     };
+    // The writer connection comes first: the client is greeted with what its writer said.
+    let (cluster, greeted) = match failover::open_writer(ctx, cluster, &mut shutdown).await {
+        Ok(opened) => opened,
+        Err(error) => return Err(startup::refuse(tcp, error).await),
+    };
+    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let auth = startup::handshake(tcp, ctx, &greeted.greeting, deadline).await?;
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
     let mut session = Session {
         ctx: Arc::clone(ctx),
@@ -99,7 +104,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         shutdown,
     };
     let _connected = metrics::client_connected();
-    let result = match session.start(auth.ok_seq).await {
+    let result = match session.start(auth.ok_seq, Some(greeted)).await {
         Ok(()) => session.serve().await,
         Err(e) => Err(e),
     };
@@ -155,9 +160,34 @@ impl Session {
         pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
-    /// Opens the writer connection and ends the client's login with OK (or the writer's ERR).
-    async fn start(&mut self, ok_seq: u8) -> Result<(), SessionError> {
-        let writer = match self.first_writer().await? {
+    /// Logs in on the writer connection the client was greeted with, and ends the client's
+    /// login with OK (or the writer's ERR). When that connection ended while the client
+    /// logged in (the server's own `connect_timeout`, or its writer failed), the session
+    /// takes a new one: its connection id is then not the one the greeting gave. Without
+    /// `greeted` (COM_CHANGE_USER) it opens a new one.
+    async fn start(&mut self, ok_seq: u8, greeted: Option<Greeted>) -> Result<(), SessionError> {
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let logged_in = match greeted {
+            Some(greeted) => {
+                greeted
+                    .login(&self.cluster, &self.login, &self.creds, timeout)
+                    .await
+            }
+            None => self.first_writer().await?,
+        };
+        let writer = match logged_in {
+            Ok(conn) => Ok(conn),
+            Err(
+                e @ (ConnectError::Io { .. }
+                | ConnectError::Protocol { .. }
+                | ConnectError::Timeout { .. }),
+            ) => {
+                tracing::info!(error = %chain(&e), "the writer connection of the greeting ended before the login; opening another");
+                self.first_writer().await?
+            }
+            Err(e) => Err(e),
+        };
+        let writer = match writer {
             Ok(conn) => conn,
             Err(ConnectError::Refused {
                 payload, message, ..

@@ -11,21 +11,16 @@ use tokio::net::TcpStream;
 use super::SessionError;
 use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
 use crate::net::{Stream, UpgradeError};
-use crate::pool::mysql::Login;
+use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
-use crate::protocol::mysql::constants::{
-    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode, StatusFlags, UTF8MB4_GENERAL_CI,
-};
-use crate::protocol::mysql::handshake::{self, ClientReply, Greeting};
+use crate::protocol::mysql::constants::{CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode};
+use crate::protocol::mysql::handshake::{self, ClientReply, Greeting, ServerGreeting};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
 use crate::router::ReadYourWrites;
 use crate::session::Context;
-
-/// The version the proxy announces; clients read the leading number to pick features.
-pub const SERVER_VERSION: &str = "8.0.36-switchyard";
 
 /// Largest packet accepted before the client is authenticated.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
@@ -206,11 +201,35 @@ pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWr
     ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
 }
 
-/// Greets the client and authenticates it within `deadline`.
+/// Answers a client that cannot be served with an ERR in place of the greeting, as a server
+/// does (or with the writer's own ERR, when the writer refused the proxy's connection), and
+/// returns the error.
+pub async fn refuse(mut tcp: TcpStream, error: SessionError) -> SessionError {
+    let mut out = BytesMut::new();
+    match &error {
+        SessionError::Connect(ConnectError::Refused { payload, .. }) if !payload.is_empty() => {
+            packet::write_packet(&mut out, 0, payload);
+        }
+        _ => {
+            let Some((code, message)) = error.client_message() else {
+                return error;
+            };
+            let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+            messages::err_packet(&mut out, 0, caps, code, &message);
+        }
+    }
+    // The connection closes either way.
+    let _ = tcp.write_all(&out).await;
+    error
+}
+
+/// Greets the client as its writer greeted the proxy (`writer`: the version, the collation,
+/// the connection id, and of the capabilities those the relay passes through) and
+/// authenticates it within `deadline`.
 pub async fn handshake(
     tcp: TcpStream,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, SessionError> {
     let client = Client {
@@ -219,7 +238,7 @@ pub async fn handshake(
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
         written: 0,
     };
-    match authenticate(client, ctx, connection_id, deadline).await {
+    match authenticate(client, ctx, writer, deadline).await {
         Ok(done) => Ok(done),
         Err(Failure {
             error,
@@ -245,7 +264,7 @@ struct Failure {
 async fn authenticate(
     mut c: Client,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
@@ -254,7 +273,7 @@ async fn authenticate(
         .tls
         .clone()
         .filter(|_| server.tls_mode != ClientTlsMode::Disable);
-    let mut offered = handshake::offered_capabilities();
+    let mut offered = handshake::offered_capabilities() & writer.capabilities;
     if tls.is_some() {
         offered |= CapabilityFlags::CLIENT_SSL;
     }
@@ -263,12 +282,12 @@ async fn authenticate(
     handshake::write_greeting(
         &mut out,
         &Greeting {
-            server_version: SERVER_VERSION,
-            connection_id,
+            server_version: &writer.server_version,
+            connection_id: writer.connection_id,
             scramble,
             capabilities: offered,
-            charset: UTF8MB4_GENERAL_CI,
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            charset: writer.charset,
+            status: writer.status,
             auth_plugin: Plugin::MysqlNativePassword.name(),
         },
     );

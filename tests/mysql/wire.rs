@@ -1,0 +1,237 @@
+//! What a MySQL client learns of the server through the proxy: the greeting (the writer's
+//! version, collation and connection id), compression, the connection limit, and how a
+//! killed server connection ends the client's, each with the client that showed the defect.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use switchyard::protocol::mysql::handshake::{ServerGreeting, parse_greeting};
+use tokio::io::AsyncReadExt;
+
+use super::support::mariadb::{MariaCluster, MariaServer};
+use super::support::proxy::{Proxy, mysql_config_text};
+use super::{connect, opts, setup};
+
+/// The greeting a server (or the proxy) at `addr` sends a new connection.
+async fn greeting(addr: SocketAddr) -> ServerGreeting {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = [0u8; 4];
+    tcp.read_exact(&mut head).await.expect("greeting header");
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let mut payload = vec![0; len];
+    tcp.read_exact(&mut payload).await.expect("greeting");
+    parse_greeting(&payload).expect("a greeting")
+}
+
+fn addr(server: &MariaServer) -> SocketAddr {
+    format!("{}:{}", server.host, server.port)
+        .parse()
+        .expect("server address")
+}
+
+#[tokio::test]
+async fn the_greeting_is_the_writers_version_collation_and_connection_id() {
+    let (cluster, proxy, db) = setup("greeting").await;
+    let direct = greeting(addr(&cluster.primary)).await;
+    let through = greeting(proxy.addr).await;
+    assert_eq!(through.server_version, direct.server_version);
+    assert_eq!(
+        through.charset, direct.charset,
+        "the writer's default collation"
+    );
+    let mut primary = cluster.admin(&cluster.primary).await;
+    let version: Option<String> = primary.query_first("SELECT VERSION()").await.unwrap();
+    let version = version.expect("a version");
+    assert_eq!(
+        through.server_version.trim_start_matches("5.5.5-"),
+        version,
+        "the greeting carries the writer's version (MariaDB prefixes 5.5.5- for old clients)"
+    );
+
+    let mut conn = connect(&proxy, &db).await;
+    let id: Option<u32> = conn
+        .query_first("SELECT /* switchyard:writer */ CONNECTION_ID()")
+        .await
+        .unwrap();
+    assert_eq!(
+        id,
+        Some(conn.id()),
+        "the greeting's connection id is the writer connection's"
+    );
+}
+
+/// Waits until the primary runs `text` on connection `id` (a readiness check, not a delay).
+async fn until_running(primary: &mut Conn, id: u32, text: &str) {
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id} AND INFO LIKE '%{text}%'"
+    );
+    for _ in 0..500 {
+        let n: Option<i64> = primary.query_first(&sql).await.unwrap();
+        if n == Some(1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connection {id} never ran {text}");
+}
+
+#[tokio::test]
+async fn kill_query_through_the_proxy_interrupts_that_clients_query() {
+    let (cluster, proxy, db) = setup("killquery").await;
+    let mut sleeper = connect(&proxy, &db).await;
+    let id = sleeper.id();
+    let running = tokio::spawn(async move {
+        let answer: Result<Option<i64>, _> = sleeper
+            .query_first("SELECT /* switchyard:writer */ SLEEP(30)")
+            .await;
+        (sleeper, answer)
+    });
+    let mut primary = cluster.admin(&cluster.primary).await;
+    until_running(&mut primary, id, "SLEEP(30)").await;
+    let mut other = connect(&proxy, &db).await;
+    other
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY of the client's own connection id");
+    let (mut sleeper, answer) = running.await.unwrap();
+    match answer {
+        // An interrupted SLEEP() returns 1; some versions report 1317 instead.
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
+    }
+    let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the client's session goes on");
+}
+
+#[tokio::test]
+async fn a_killed_server_connection_ends_the_client_connection_as_the_server_would() {
+    let (_, proxy, db) = setup("killconn").await;
+    let mut victim = connect(&proxy, &db).await;
+    victim
+        .query_drop("CREATE TABLE k (i INT)")
+        .await
+        .expect("a write");
+    let id = victim.id();
+    let mut other = connect(&proxy, &db).await;
+    other
+        .query_drop(format!("KILL {id}"))
+        .await
+        .expect("KILL of the client's own connection id");
+    let err = victim
+        .query_drop("INSERT INTO k VALUES (1)")
+        .await
+        .expect_err("the connection was killed");
+    let text = err.to_string();
+    assert!(
+        !text.contains("1053") && !text.contains("failover"),
+        "not reported as a writer failover: {text}"
+    );
+    // The proxy closed the client's connection, as the server closed its own.
+    assert!(
+        victim.query_drop("SELECT 1").await.is_err(),
+        "the client connection is closed"
+    );
+    let mut next = connect(&proxy, &db).await;
+    next.query_drop("INSERT INTO k VALUES (2)")
+        .await
+        .expect("other sessions go on");
+}
+
+#[tokio::test]
+async fn a_client_over_max_client_connections_gets_1040() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("limit").await;
+    let config = mysql_config_text(cluster, "max_client_connections = 1");
+    let proxy = Proxy::from_config(&config).await;
+    let _first = connect(&proxy, &db).await;
+    let err = Conn::new(opts(&proxy, &db))
+        .await
+        .expect_err("a second client is over the limit");
+    assert!(err.to_string().contains("1040"), "{err}");
+}
+
+/// Rows of `width` bytes, enough of them that the result spans many packets.
+const WIDE: &str = "SELECT REPEAT(CHAR(65 + seq % 26), 1000) FROM seq_1_to_3000";
+
+#[tokio::test]
+async fn compressing_clients_are_served() {
+    let (_, proxy, db) = setup("compress").await;
+    for level in [
+        mysql_async::Compression::fast(),
+        mysql_async::Compression::best(),
+    ] {
+        let opts: OptsBuilder = opts(&proxy, &db).compression(Some(level));
+        let mut conn = Conn::new(opts).await.expect("a compressing client logs in");
+        let rows: Vec<String> = conn.query(WIDE).await.expect("a large result, compressed");
+        assert_eq!(rows.len(), 3000);
+        assert!(rows.iter().all(|r| r.len() == 1000));
+        let big = "x".repeat(200_000);
+        let echoed: Option<String> = conn
+            .exec_first("SELECT ?", (big.clone(),))
+            .await
+            .expect("a large parameter, compressed");
+        assert_eq!(echoed.as_deref(), Some(big.as_str()));
+        conn.query_drop("CREATE TABLE IF NOT EXISTS c (s LONGTEXT)")
+            .await
+            .unwrap();
+        conn.exec_drop("INSERT INTO c VALUES (?)", (big,))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_mariadb_client_compresses() {
+    let (_, proxy, db) = setup("compresscli").await;
+    let out = tokio::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &proxy.addr.port().to_string()])
+        .args(["-u", "app", "-papp-secret", "--compress", "--batch"])
+        .args(["--skip-column-names", &db])
+        .args([
+            "-e",
+            &format!("SELECT COUNT(*), SUM(LENGTH(r)) FROM ({WIDE}) AS t(r)"),
+        ])
+        .output()
+        .await
+        .expect("run mariadb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mariadb --compress failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "3000\t3000000");
+}
+
+#[tokio::test]
+async fn mysql_connector_python_connects_to_mariadb_through_the_proxy() {
+    let (_, proxy, db) = setup("connpy").await;
+    let script = r#"
+import sys
+import mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+conn = mysql.connector.connect(host="127.0.0.1", port=port, user="app",
+                               password="app-secret", database=db)
+cur = conn.cursor()
+cur.execute("CREATE TABLE t (s VARCHAR(20))")
+cur.execute("INSERT INTO t VALUES (%s)", ("ünïcode",))
+conn.commit()
+cur.execute("SELECT /* switchyard:writer */ s, @@collation_connection FROM t")
+print(cur.fetchall())
+conn.close()
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &proxy.addr.port().to_string(), &db])
+        .output()
+        .await
+        .expect("run python3 (scripts/install-deps.sh installs mysql-connector-python)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Connector/Python failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ünïcode"), "{stdout}");
+}
