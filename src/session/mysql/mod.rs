@@ -3,6 +3,7 @@
 //! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
 
 mod backend;
+mod compressed;
 mod error;
 mod failover;
 mod migration;
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, chain, open_reader};
@@ -26,8 +26,8 @@ use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::{
-    ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
-    StatusFlags,
+    CapabilityFlags, ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_UNKNOWN_COM_ERROR, StatusFlags,
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
@@ -196,7 +196,7 @@ impl Session {
                 let mut out = BytesMut::new();
                 packet::write_packet(&mut out, ok_seq, &payload);
                 // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.stream.write_all(&out).await;
+                let _ = self.client.write_all(&out).await;
                 return Err(SessionError::ClientGone);
             }
             Err(e) => return Err(SessionError::Connect(e)),
@@ -209,10 +209,18 @@ impl Session {
         };
         messages::ok_packet(&mut out, ok_seq, &ok, false);
         self.client
-            .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)?;
+        // The compressed protocol starts right after the login's OK.
+        if self
+            .client
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_COMPRESS)
+            && self.client.compressed.is_none()
+        {
+            self.client.compressed = Some(compressed::Compressed::new());
+        }
         self.writer = Some(Backend::new(writer));
         Ok(())
     }
@@ -332,7 +340,6 @@ impl Session {
         };
         messages::ok_packet(&mut out, 1, &ok, false);
         self.client
-            .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)

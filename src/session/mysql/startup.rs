@@ -9,13 +9,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
+use super::compressed::Compressed;
 use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
 use crate::net::{Stream, UpgradeError};
 use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
-use crate::protocol::mysql::constants::{CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode};
+use crate::protocol::mysql::constants::{
+    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ErrorCode,
+};
 use crate::protocol::mysql::handshake::{self, ClientReply, Greeting, ServerGreeting};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
@@ -32,15 +35,29 @@ pub struct Client {
     pub capabilities: CapabilityFlags,
     /// Bytes relayed to the client so far: a failed read is retried only while unchanged.
     pub written: u64,
+    /// Set once the client's login ends, when it asked for the compressed protocol.
+    pub compressed: Option<Compressed>,
 }
 
 impl Client {
-    /// Reads more bytes; `Ok(0)` means the client closed the connection.
+    /// Reads more bytes; `Ok(0)` means the client closed the connection. With compression,
+    /// `buf` gets the packets one compressed packet carried.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        let Some(c) = self.compressed.as_mut() else {
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            return self.stream.read_buf(&mut self.buf).await;
+        };
+        c.fill(&mut self.stream, &mut self.buf).await
+    }
+
+    /// Writes bytes of whole packets to the client, compressed when it asked for that.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.compressed.as_mut() {
+            None => self.stream.write_all(bytes).await,
+            Some(c) => c.write_all(&mut self.stream, bytes).await,
         }
-        self.stream.read_buf(&mut self.buf).await
     }
 
     /// Sends an ERR packet the proxy made (best effort: the client may be gone).
@@ -48,7 +65,7 @@ impl Client {
         let mut out = BytesMut::new();
         let caps = self.capabilities | CapabilityFlags::CLIENT_PROTOCOL_41;
         messages::err_packet(&mut out, seq, caps, error, message);
-        if let Err(e) = self.stream.write_all(&out).await {
+        if let Err(e) = self.write_all(&out).await {
             tracing::debug!(error = %e, "could not send an error to the client");
         }
     }
@@ -154,8 +171,7 @@ impl Client {
                     if let Some(request) = before_ok {
                         out.clear();
                         next = request.write(&mut out, next);
-                        self.stream
-                            .write_all(&out)
+                        self.write_all(&out)
                             .await
                             .map_err(|e| (SessionError::ClientIo(e), 0))?;
                     }
@@ -164,8 +180,7 @@ impl Client {
                 Ok(ServerStep::Send(request)) => {
                     out.clear();
                     request.write(&mut out, next);
-                    self.stream
-                        .write_all(&out)
+                    self.write_all(&out)
                         .await
                         .map_err(|e| (SessionError::ClientIo(e), 0))?;
                     let (seq, answer) = self.read_packet(deadline).await.map_err(|e| (e, 0))?;
@@ -237,6 +252,7 @@ pub async fn handshake(
         buf: BytesMut::with_capacity(1024),
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
         written: 0,
+        compressed: None,
     };
     match authenticate(client, ctx, writer, deadline).await {
         Ok(done) => Ok(done),
@@ -273,7 +289,9 @@ async fn authenticate(
         .tls
         .clone()
         .filter(|_| server.tls_mode != ClientTlsMode::Disable);
-    let mut offered = handshake::offered_capabilities() & writer.capabilities;
+    // Compression is the proxy's own, on the client side only (zlib; no zstd).
+    let mut offered = (handshake::offered_capabilities() & writer.capabilities)
+        | CapabilityFlags::CLIENT_COMPRESS;
     if tls.is_some() {
         offered |= CapabilityFlags::CLIENT_SSL;
     }
@@ -335,6 +353,9 @@ async fn authenticate(
             Some(c),
         ));
     };
+    if let Some(error) = unoffered_compression(hello.head.capabilities) {
+        return Err(fail(error, seq.wrapping_add(1), Some(c)));
+    }
     c.capabilities = hello.head.capabilities & offered;
     let is_tls = c.stream.is_tls();
     let mut next = seq.wrapping_add(1);
@@ -367,7 +388,9 @@ async fn authenticate(
         }
     };
     let login = Login {
-        capabilities: c.capabilities - CapabilityFlags::CLIENT_SSL,
+        capabilities: c.capabilities
+            - CapabilityFlags::CLIENT_SSL
+            - CapabilityFlags::CLIENT_COMPRESS,
         charset: hello.head.charset,
         max_packet_size: hello.head.max_packet_size,
         database: hello.database.filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
@@ -380,6 +403,17 @@ async fn authenticate(
         ok_seq: next,
         scramble,
     })
+}
+
+/// A client asking for a compression the proxy did not offer (zstd) is refused at once,
+/// with the reason, rather than left to hang on a stream it cannot read.
+fn unoffered_compression(asked: CapabilityFlags) -> Option<SessionError> {
+    asked
+        .contains(CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+        .then(|| SessionError::Refused {
+            code: ER_HANDSHAKE_ERROR,
+            message: "switchyard offers zlib compression only (CLIENT_COMPRESS), not zstd; connect with compression-algorithms=zlib or without compression".into(),
+        })
 }
 
 async fn upgrade(
@@ -401,5 +435,6 @@ async fn upgrade(
         buf: client.buf,
         capabilities: client.capabilities,
         written: client.written,
+        compressed: None,
     })
 }
