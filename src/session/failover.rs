@@ -75,6 +75,17 @@ pub fn verdict(held: Option<&Arc<Instance>>, closed: bool, writer: &Arc<Instance
     }
 }
 
+/// Whether a writer connection that ended may have ended alone — the server killed it
+/// (`KILL`, `pg_terminate_backend`), or closed it after `wait_timeout` — rather than with
+/// its writer: the topology still names `held` the cluster's writer (`writer`) and finds it
+/// usable. This is the first half of the decision, from the snapshot alone; the second is
+/// whether `held` accepts a new login now (a writer that failed, or is shutting down, does
+/// not). A connection that ended alone ends its client's connection the way the server
+/// ended it (its last error relayed), rather than as a failover that the session survives.
+pub fn may_have_ended_alone(held: &Arc<Instance>, writer: &Arc<Instance>) -> bool {
+    Arc::ptr_eq(held, writer) && held.load.status().is_usable()
+}
+
 /// What losing the writer cost the client's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
@@ -291,6 +302,22 @@ mod tests {
                 held.map(|h| &h.addr)
             );
         }
+    }
+
+    #[test]
+    fn a_connection_ends_alone_only_on_the_usable_writer() {
+        let writer = instance("w", Status::Healthy);
+        let promoted = instance("r", Status::Healthy);
+        let down = instance("d", Status::Unhealthy);
+        assert!(may_have_ended_alone(&writer, &writer));
+        assert!(
+            !may_have_ended_alone(&writer, &promoted),
+            "another writer now"
+        );
+        assert!(
+            !may_have_ended_alone(&down, &down),
+            "health checks find it down"
+        );
     }
 
     #[test]

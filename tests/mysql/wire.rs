@@ -108,34 +108,66 @@ async fn kill_query_through_the_proxy_interrupts_that_clients_query() {
     assert_eq!(one, Some(1), "the client's session goes on");
 }
 
-#[tokio::test]
-async fn a_killed_server_connection_ends_the_client_connection_as_the_server_would() {
-    let (_, proxy, db) = setup("killconn").await;
-    let mut victim = connect(&proxy, &db).await;
-    victim
-        .query_drop("CREATE TABLE k (i INT)")
-        .await
-        .expect("a write");
+/// What a client sees when its connection is killed: idle (`KILL` then a statement), or
+/// while a statement runs. `killer` runs the KILL; `victim` is the connection killed.
+async fn killed(mut victim: Conn, killer: &mut Conn, running: bool) -> String {
     let id = victim.id();
-    let mut other = connect(&proxy, &db).await;
-    other
-        .query_drop(format!("KILL {id}"))
-        .await
-        .expect("KILL of the client's own connection id");
-    let err = victim
-        .query_drop("INSERT INTO k VALUES (1)")
-        .await
-        .expect_err("the connection was killed");
-    let text = err.to_string();
-    assert!(
-        !text.contains("1053") && !text.contains("failover"),
-        "not reported as a writer failover: {text}"
-    );
-    // The proxy closed the client's connection, as the server closed its own.
+    let err = if running {
+        let statement = tokio::spawn(async move {
+            let err = victim
+                .query_drop("SELECT /* switchyard:writer */ SLEEP(30)")
+                .await
+                .expect_err("the connection was killed under its statement");
+            (victim, err)
+        });
+        let mut primary = MariaCluster::shared()
+            .admin(&MariaCluster::shared().primary)
+            .await;
+        until_running(&mut primary, id, "SLEEP(30)").await;
+        killer.query_drop(format!("KILL {id}")).await.expect("KILL");
+        let (v, err) = statement.await.unwrap();
+        victim = v;
+        err
+    } else {
+        killer.query_drop(format!("KILL {id}")).await.expect("KILL");
+        victim
+            .query_drop("INSERT INTO k VALUES (1)")
+            .await
+            .expect_err("the connection was killed")
+    };
     assert!(
         victim.query_drop("SELECT 1").await.is_err(),
-        "the client connection is closed"
+        "the connection is closed after: {err}"
     );
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_killed_server_connection_ends_the_client_connection_as_the_server_would() {
+    let (cluster, proxy, db) = setup("killconn").await;
+    let direct_opts = cluster
+        .primary
+        .opts(super::support::mariadb::APP, Some(&db));
+    let mut setup_conn = connect(&proxy, &db).await;
+    setup_conn
+        .query_drop("CREATE TABLE k (i INT)")
+        .await
+        .unwrap();
+    for running in [false, true] {
+        let mut killer = connect(&proxy, &db).await;
+        let victim = connect(&proxy, &db).await;
+        let through = killed(victim, &mut killer, running).await;
+        let mut killer = Conn::new(direct_opts.clone()).await.unwrap();
+        let victim = Conn::new(direct_opts.clone()).await.unwrap();
+        let direct = killed(victim, &mut killer, running).await;
+        assert_eq!(
+            through,
+            direct,
+            "killed {}: the proxy's client sees what the server's does",
+            if running { "while running" } else { "idle" }
+        );
+        assert!(!through.contains("failover"), "{through}");
+    }
     let mut next = connect(&proxy, &db).await;
     next.query_drop("INSERT INTO k VALUES (2)")
         .await

@@ -17,6 +17,8 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use super::backend::Relayed;
 use super::{Session, SessionError};
 use crate::pool::mysql::{self as pool, ConnectError, Greeted, MysqlConn};
@@ -24,11 +26,12 @@ use crate::protocol::mysql::command::Command;
 use crate::protocol::mysql::constants::{
     ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
 };
+use crate::protocol::mysql::packet;
 use crate::router::Target;
 use crate::session::Context;
 use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
 use crate::shutdown::Shutdown;
-use crate::topology::Cluster;
+use crate::topology::{Cluster, Instance};
 
 /// The writer connection a new session greets its client with, opened as far as the
 /// server's greeting: to the cluster's writer, or, while the topology shows no usable writer
@@ -71,11 +74,23 @@ impl Session {
     pub(super) async fn before_command(&mut self, cmd: &Command<'_>) -> Result<bool, SessionError> {
         use Command::*;
         match cmd {
-            // No response is expected (or the proxy answers, or it reconnects anyway).
-            Quit | Ping | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. } => {
+            // No response is expected (or it reconnects anyway).
+            Quit | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. } => {
                 return Ok(true);
             }
             _ => {}
+        }
+        if let Some(writer) = self.writer.as_mut()
+            && writer.closed()
+        {
+            let held = Arc::clone(&writer.conn.instance);
+            if let Some(ended) = self.end_if_alone(&held).await {
+                return Err(ended);
+            }
+        }
+        if matches!(cmd, Ping) {
+            // The proxy answers it.
+            return Ok(true);
         }
         if !self.between_transactions() && self.view.in_transaction == Some(Target::Writer) {
             let Some(writer) = self.writer.as_mut() else {
@@ -147,6 +162,13 @@ impl Session {
         error: SessionError,
         written_before: u64,
     ) -> Result<Relayed, SessionError> {
+        let held = self.writer.as_ref().map(|w| Arc::clone(&w.conn.instance));
+        if let Some(held) = held
+            && let Some(ended) = self.end_if_alone(&held).await
+        {
+            tracing::debug!(error = %crate::session::chain(&error), "writer connection ended alone");
+            return Err(ended);
+        }
         let addr = self
             .writer
             .as_ref()
@@ -209,6 +231,36 @@ impl Session {
             .await
     }
 
+    /// After the session's writer connection (to `held`) ended: when it ended alone — the
+    /// writer is still the cluster's usable writer (see [`failover::may_have_ended_alone`])
+    /// and accepts a new login now — the session ends as the server ended that connection:
+    /// the server's last ERR, if it left one unread (1927 after KILL, 4031 after MySQL's
+    /// `wait_timeout`), answers the client's command, and the client connection closes.
+    /// `None` when the writer itself failed: the failover path goes on.
+    async fn end_if_alone(&mut self, held: &Arc<Instance>) -> Option<SessionError> {
+        self.ctx.topology.refresh(&mut self.cluster);
+        if !failover::may_have_ended_alone(held, &self.cluster.writer) {
+            return None;
+        }
+        if let Err(e) = self.connect(held).await {
+            tracing::debug!(writer = %held.addr, error = %crate::session::chain(&e), "writer refuses logins: a failover");
+            return None;
+        }
+        let words = self.writer.as_ref().and_then(|w| last_error(&w.conn.buf));
+        self.drop_writer();
+        tracing::info!(writer = %held.addr, "the server ended this session's writer connection; ending the client's");
+        if let Some(payload) = words {
+            let mut out = BytesMut::new();
+            packet::write_packet(&mut out, 1, &payload);
+            if let Err(e) = self.client.write_all(&out).await {
+                tracing::debug!(error = %e, "could not relay the server's last error");
+            }
+        }
+        Some(SessionError::ConnectionEnded {
+            addr: held.addr.clone(),
+        })
+    }
+
     fn drop_writer(&mut self) {
         self.writer = None;
         self.statements.forget_backend(Target::Writer);
@@ -220,4 +272,17 @@ impl Session {
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.admission = None;
     }
+}
+
+/// The payload of the first ERR packet among the whole packets in `buf`: what a server said
+/// before it closed a connection between commands.
+fn last_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0;
+    while let Ok(Some((h, payload))) = packet::packet(&buf[at..], packet::MAX_PHYSICAL_PAYLOAD) {
+        if payload.first() == Some(&crate::protocol::mysql::constants::header::ERR) {
+            return Some(payload.to_vec());
+        }
+        at += packet::HEADER_LEN + h.len;
+    }
+    None
 }
