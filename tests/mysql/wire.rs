@@ -262,7 +262,9 @@ async fn compressing_clients_are_served_compressed() {
             .await
             .unwrap();
         let mut results = conn
-            .query_iter("SELECT 1; SELECT LENGTH(s) FROM c LIMIT 1; SELECT 3")
+            .query_iter(
+                "SELECT /* switchyard:writer */ 1; SELECT LENGTH(s) FROM c LIMIT 1; SELECT 3",
+            )
             .await
             .expect("several result sets, compressed");
         let counts: Vec<i64> = results.collect().await.unwrap();

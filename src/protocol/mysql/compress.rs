@@ -87,12 +87,12 @@ impl Codec {
         } else {
             let start = dst.len();
             dst.reserve(plain_len);
-            let mut writer = (&mut *dst).writer();
+            // One byte more than announced is read, so that a stream inflating to more
+            // than it said is caught; never more than that.
             let copied = std::io::copy(
                 &mut ZlibDecoder::new(body).take(plain_len as u64 + 1),
-                &mut writer,
+                &mut (&mut *dst).writer(),
             );
-            drop(writer);
             let inflated = dst.len() - start;
             let failed = match copied {
                 Err(e) => Some(e),

@@ -21,42 +21,15 @@ use bytes::BytesMut;
 
 use super::backend::Relayed;
 use super::{Session, SessionError};
-use crate::pool::mysql::{self as pool, ConnectError, Greeted, MysqlConn};
+use crate::pool::mysql::{self as pool, ConnectError, MysqlConn};
 use crate::protocol::mysql::command::Command;
 use crate::protocol::mysql::constants::{
     ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
 };
 use crate::protocol::mysql::packet;
 use crate::router::Target;
-use crate::session::Context;
 use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
-use crate::shutdown::Shutdown;
 use crate::topology::{Cluster, Instance};
-
-/// The writer connection a new session greets its client with, opened as far as the
-/// server's greeting: to the cluster's writer, or, while the topology shows no usable writer
-/// (a failover under way), to the next one once it is usable, within `failover_timeout`.
-pub(super) async fn open_writer(
-    ctx: &Context,
-    cluster: Arc<Cluster>,
-    shutdown: &mut Shutdown,
-) -> Result<(Arc<Cluster>, Greeted), SessionError> {
-    let wait = WriterWait::new(ctx, &cluster.name, shutdown);
-    let open = |cluster: Arc<Cluster>, t| async move { pool::open(&cluster.writer, t).await };
-    match wait.connect(cluster, true, open).await {
-        Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
-        Ok((_, Err(e))) => Err(SessionError::Connect(e)),
-        Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
-        Err(e) => {
-            e.report();
-            let code = ER_CONNECTION_KILLED;
-            Err(SessionError::Failover {
-                code,
-                message: e.to_string(),
-            })
-        }
-    }
-}
 
 impl Session {
     /// The verdict on the writer connection the session holds, against the cluster's

@@ -6,6 +6,7 @@ mod backend;
 mod compressed;
 mod error;
 mod failover;
+mod greeted;
 mod migration;
 mod prepared;
 mod replay;
@@ -68,12 +69,18 @@ async fn serve(
         return Err(startup::refuse(tcp, error).await);
     };
     // The writer connection comes first: the client is greeted with what its writer said.
-    let (cluster, greeted) = match failover::open_writer(ctx, cluster, &mut shutdown).await {
+    let (cluster, greeted) = match greeted::open_writer(ctx, cluster, &mut shutdown).await {
         Ok(opened) => opened,
         Err(error) => return Err(startup::refuse(tcp, error).await),
     };
     let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let auth = startup::handshake(tcp, ctx, &greeted.greeting, deadline).await?;
+    let auth = match startup::handshake(tcp, ctx, &greeted.greeting, deadline).await {
+        Ok(auth) => auth,
+        Err(e) => {
+            greeted::settle(ctx, &cluster, greeted).await;
+            return Err(e);
+        }
+    };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
     let mut session = Session {
         ctx: Arc::clone(ctx),
