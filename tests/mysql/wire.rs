@@ -300,6 +300,33 @@ async fn the_mariadb_client_compresses() {
         sent < 300_000,
         "3 MB of rows reached the client in {sent} bytes"
     );
+
+    // LOAD DATA LOCAL INFILE: the client's file travels compressed too.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.tsv");
+    let rows: String = (0..5000).map(|i| format!("{i}\t{}\n", "y".repeat(100))).collect();
+    std::fs::write(&data, rows).unwrap();
+    let sql = format!(
+        "CREATE TABLE f (i INT, s TEXT); LOAD DATA LOCAL INFILE '{}' INTO TABLE f; \
+         SELECT /* switchyard:writer */ COUNT(*), SUM(LENGTH(s)) FROM f",
+        data.display()
+    );
+    let out = tokio::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &relay.addr.port().to_string()])
+        .args(["-u", "app", "-papp-secret", "--compress", "--batch"])
+        // --comments: the client strips the routing hint otherwise.
+        .args(["--comments", "--local-infile=1", "--skip-column-names", &db])
+        .args(["-e", &sql])
+        .output()
+        .await
+        .expect("run mariadb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "LOAD DATA LOCAL INFILE with --compress failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "5000\t500000");
 }
 
 #[tokio::test]

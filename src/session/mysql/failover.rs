@@ -5,6 +5,11 @@
 //! statement was sent fails with ERR 1213 (rolled back). The session goes on after the ERR,
 //! outside any transaction, as after those errors from a server.
 //!
+//! Only when the writer really failed, though: a writer connection the server ended by
+//! itself (`KILL`, `wait_timeout`) while the writer stays up — the topology still finds it
+//! the usable writer, and it takes a new login — ends the client's connection the way the
+//! server ended it, with the server's last ERR relayed if it left one.
+//!
 //! Why these codes: they are what MariaDB and MySQL themselves say in the same situations,
 //! so drivers already do the right thing with them. A server that goes away answers a
 //! statement it was running with 1053 `ER_SERVER_SHUTDOWN` (SQLSTATE 08S01, a
@@ -39,8 +44,10 @@ impl Session {
         failover::check(&self.ctx.topology, &mut self.cluster, held)
     }
 
-    /// Before a command. In a transaction whose writer connection closed: the transaction
-    /// is lost, and the command is answered with ERR 1213 before anything is sent. A session
+    /// Before a command. A writer connection the server ended alone ends the session (see
+    /// [`Session::end_if_alone`]). In a transaction whose writer connection closed with its
+    /// writer: the transaction is lost, and the command is answered with ERR 1213 before
+    /// anything is sent. A session
     /// whose writer was lost takes a new one first, for the commands that do not pass the
     /// migration gate (which does that for the others, and lets reads go to a reader).
     /// `false` when the command was answered here.

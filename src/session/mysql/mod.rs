@@ -1,6 +1,8 @@
-//! One MySQL client connection: authenticate, open the writer connection, then route each
-//! command — COM_QUERY by the SQL classifier, prepared statements by what they prepared —
-//! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
+//! One MySQL client connection: open the writer connection as far as its greeting, greet
+//! the client with it (see `greeted.rs`), authenticate, log in on the writer, then route
+//! each command — COM_QUERY by the SQL classifier, prepared statements by what they
+//! prepared — to the writer or a reader, and relay the answer. Session mode, as for
+//! PostgreSQL.
 
 mod backend;
 mod compressed;
