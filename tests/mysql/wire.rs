@@ -304,7 +304,9 @@ async fn the_mariadb_client_compresses() {
     // LOAD DATA LOCAL INFILE: the client's file travels compressed too.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("rows.tsv");
-    let rows: String = (0..5000).map(|i| format!("{i}\t{}\n", "y".repeat(100))).collect();
+    let rows: String = (0..5000)
+        .map(|i| format!("{i}\t{}\n", "y".repeat(100)))
+        .collect();
     std::fs::write(&data, rows).unwrap();
     let sql = format!(
         "CREATE TABLE f (i INT, s TEXT); LOAD DATA LOCAL INFILE '{}' INTO TABLE f; \
@@ -345,6 +347,14 @@ conn.commit()
 cur.execute("SELECT /* switchyard:writer */ s, @@collation_connection FROM t")
 print(cur.fetchall())
 conn.close()
+# The compressed protocol, with a result of many packets.
+conn = mysql.connector.connect(host="127.0.0.1", port=port, user="app",
+                               password="app-secret", database=db, compress=True)
+cur = conn.cursor()
+cur.execute("SELECT REPEAT(CHAR(65 + seq % 26), 1000) FROM seq_1_to_3000")
+rows = cur.fetchall()
+print("compressed rows:", len(rows), sum(len(r[0]) for r in rows))
+conn.close()
 "#;
     let out = tokio::process::Command::new("python3")
         .args(["-c", script, &proxy.addr.port().to_string(), &db])
@@ -358,4 +368,5 @@ conn.close()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ünïcode"), "{stdout}");
+    assert!(stdout.contains("compressed rows: 3000 3000000"), "{stdout}");
 }
