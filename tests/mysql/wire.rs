@@ -9,6 +9,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use switchyard::protocol::mysql::constants::CapabilityFlags;
 use switchyard::protocol::mysql::handshake::{ServerGreeting, parse_greeting};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,14 @@ async fn the_greeting_is_the_writers_version_collation_and_connection_id() {
     assert_eq!(
         through.charset, direct.charset,
         "the writer's default collation"
+    );
+    let own = CapabilityFlags::CLIENT_COMPRESS | CapabilityFlags::CLIENT_SSL;
+    assert!(
+        (through.capabilities - own)
+            .difference(direct.capabilities)
+            .is_empty(),
+        "no capability the writer lacks: {:?}",
+        through.capabilities - own - direct.capabilities
     );
     let mut primary = cluster.admin(&cluster.primary).await;
     let version: Option<String> = primary.query_first("SELECT VERSION()").await.unwrap();
@@ -272,6 +281,26 @@ async fn compressing_clients_are_served_compressed() {
         let last: Vec<i64> = results.collect().await.unwrap();
         assert_eq!((counts, lengths, last), (vec![1], vec![200_000], vec![3]));
     }
+}
+
+#[tokio::test]
+async fn a_client_asking_for_zstd_is_refused_at_once() {
+    let (_, proxy, db) = setup("zstd").await;
+    let mut c = super::RawMysql::connect(&proxy).await;
+    // PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | CONNECT_WITH_DB | ZSTD
+    let caps: u32 = 0x200 | 0x8000 | 0x80000 | 0x8 | 0x0400_0000;
+    let mut p = caps.to_le_bytes().to_vec();
+    p.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    p.push(45);
+    p.extend_from_slice(&[0; 23]);
+    p.extend_from_slice(b"trustuser\0\0");
+    p.extend_from_slice(db.as_bytes());
+    p.extend_from_slice(b"\0mysql_native_password\0");
+    c.send(1, &p).await;
+    let (_, err) = c.read_packet().await.expect("an answer, not a hang");
+    assert_eq!(&err[..3], &[0xFF, 0x13, 0x04], "ERR 1043");
+    assert!(String::from_utf8_lossy(&err).contains("zstd"));
+    assert!(c.closed().await);
 }
 
 #[tokio::test]
