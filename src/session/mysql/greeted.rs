@@ -12,18 +12,94 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::SessionError;
+use super::backend::Backend;
+use super::{Session, SessionError, compressed};
 use crate::pool::Credentials;
-use crate::pool::mysql::{self as pool, Greeted, Login};
+use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_CONNECTION_KILLED, UTF8MB4_GENERAL_CI,
 };
+use crate::protocol::mysql::messages::{self, OkPacket};
+use crate::protocol::mysql::packet;
 use crate::session::Context;
+use crate::session::chain;
 use crate::session::failover::{WaitError, WriterWait};
 use crate::shutdown::Shutdown;
 use crate::topology::Cluster;
+
+impl Session {
+    /// Logs in on the writer connection the client was greeted with, and ends the client's
+    /// login with OK (or the writer's ERR). When that connection ended while the client
+    /// logged in (the server's own `connect_timeout`, or its writer failed), the session
+    /// takes a new one: its connection id is then not the one the greeting gave. Without
+    /// `greeted` (COM_CHANGE_USER) it opens a new one.
+    pub(super) async fn start(
+        &mut self,
+        ok_seq: u8,
+        greeted: Option<Greeted>,
+    ) -> Result<(), SessionError> {
+        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let logged_in = match greeted {
+            Some(greeted) => {
+                greeted
+                    .login(&self.cluster, &self.login, &self.creds, timeout)
+                    .await
+            }
+            None => self.first_writer().await?,
+        };
+        let writer = match logged_in {
+            Ok(conn) => Ok(conn),
+            Err(
+                e @ (ConnectError::Io { .. }
+                | ConnectError::Protocol { .. }
+                | ConnectError::Timeout { .. }),
+            ) => {
+                tracing::info!(error = %chain(&e), "the writer connection of the greeting ended before the login; opening another");
+                self.first_writer().await?
+            }
+            Err(e) => Err(e),
+        };
+        let writer = match writer {
+            Ok(conn) => conn,
+            Err(ConnectError::Refused {
+                payload, message, ..
+            }) if !payload.is_empty() => {
+                tracing::info!(%message, "writer refused the session");
+                let mut out = BytesMut::new();
+                packet::write_packet(&mut out, ok_seq, &payload);
+                // The session ends right after, so a failed write changes nothing.
+                let _ = self.client.write_all(&out).await;
+                return Err(SessionError::ClientGone);
+            }
+            Err(e) => return Err(SessionError::Connect(e)),
+        };
+        self.status = writer.status;
+        let mut out = BytesMut::new();
+        let ok = OkPacket {
+            status: self.status,
+            ..OkPacket::default()
+        };
+        messages::ok_packet(&mut out, ok_seq, &ok, false);
+        self.client
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        // The compressed protocol starts right after the login's OK.
+        if self
+            .client
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_COMPRESS)
+            && self.client.compressed.is_none()
+        {
+            self.client.compressed = Some(compressed::Compressed::new());
+        }
+        self.writer = Some(Backend::new(writer));
+        Ok(())
+    }
+}
 
 /// The writer connection a new session greets its client with, opened as far as the
 /// server's greeting: to the cluster's writer, or, while the topology shows no usable writer
