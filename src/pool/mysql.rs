@@ -297,6 +297,19 @@ async fn login_inner(
 }
 
 impl MysqlConn {
+    /// Ends the connection with COM_QUIT, so the server counts no aborted connection.
+    pub async fn quit(mut self) {
+        let quit = [
+            1,
+            0,
+            0,
+            0,
+            crate::protocol::mysql::constants::command::COM_QUIT,
+        ];
+        // The connection closes either way.
+        let _ = self.stream.write_all(&quit).await;
+    }
+
     fn protocol(&self, detail: String) -> ConnectError {
         ConnectError::Protocol {
             addr: self.instance.addr.clone(),

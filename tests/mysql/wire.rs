@@ -148,7 +148,18 @@ async fn killed(mut victim: Conn, killer: &mut Conn, running: bool) -> String {
         victim.query_drop("SELECT 1").await.is_err(),
         "the connection is closed after: {err}"
     );
-    err.to_string()
+    outcome(&err)
+}
+
+/// What a client can tell of a failure: the server's error code, or that the connection
+/// ended (closed, or reset by the kernel when the client wrote into a socket the server had
+/// closed: which of the two is a race).
+fn outcome(err: &mysql_async::Error) -> String {
+    match err {
+        mysql_async::Error::Server(e) => format!("server error {}: {}", e.code, e.message),
+        mysql_async::Error::Io(_) => "connection ended".into(),
+        other => format!("other: {other}"),
+    }
 }
 
 #[tokio::test]
@@ -181,6 +192,45 @@ async fn a_killed_server_connection_ends_the_client_connection_as_the_server_wou
     next.query_drop("INSERT INTO k VALUES (2)")
         .await
         .expect("other sessions go on");
+}
+
+#[tokio::test]
+async fn a_connection_the_server_timed_out_ends_the_client_connection_as_the_server_would() {
+    let (cluster, proxy, db) = setup("waittimeout").await;
+    let direct = cluster
+        .primary
+        .opts(super::support::mariadb::APP, Some(&db));
+    let mut primary = cluster.admin(&cluster.primary).await;
+    let mut seen = Vec::new();
+    for mut victim in [connect(&proxy, &db).await, Conn::new(direct).await.unwrap()] {
+        let id = victim.id();
+        victim
+            .query_drop("SET SESSION wait_timeout = 1")
+            .await
+            .unwrap();
+        // Wait until the server has closed the connection (a readiness check).
+        let sql = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
+        for _ in 0..500 {
+            let n: Option<i64> = primary.query_first(&sql).await.unwrap();
+            if n == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let err = victim
+            .query_drop("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect_err("the server closed the connection");
+        assert!(
+            victim.query_drop("SELECT 1").await.is_err(),
+            "closed: {err}"
+        );
+        seen.push(outcome(&err));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the proxy's client sees what the server's does"
+    );
 }
 
 #[tokio::test]

@@ -222,9 +222,12 @@ impl Session {
         if !failover::may_have_ended_alone(held, &self.cluster.writer) {
             return None;
         }
-        if let Err(e) = self.connect(held).await {
-            tracing::debug!(writer = %held.addr, error = %crate::session::chain(&e), "writer refuses logins: a failover");
-            return None;
+        match self.connect(held).await {
+            Ok(probe) => probe.quit().await,
+            Err(e) => {
+                tracing::debug!(writer = %held.addr, error = %crate::session::chain(&e), "writer refuses logins: a failover");
+                return None;
+            }
         }
         let words = self.writer.as_ref().and_then(|w| last_error(&w.conn.buf));
         self.drop_writer();

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
 use super::backend::Backend;
 use super::{Session, SessionError, compressed};
@@ -144,10 +143,7 @@ pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
     };
     let timeout = ctx.config.raw.server.connect_timeout;
     match greeted.login(cluster, &login, &creds, timeout).await {
-        Ok(mut conn) => {
-            // COM_QUIT; the connection closes either way.
-            let _ = conn.stream.write_all(&[1, 0, 0, 0, 1]).await;
-        }
+        Ok(conn) => conn.quit().await,
         Err(e) => {
             tracing::debug!(error = %crate::session::chain(&e), "could not finish an unused writer handshake");
         }
