@@ -1,5 +1,7 @@
-//! The client's side of a MySQL connection's start: the proxy's greeting, the TLS upgrade,
-//! the HandshakeResponse41, and password authentication against the configured users.
+//! The client's side of a MySQL connection's start: the proxy's greeting (the writer's, see
+//! `greeted.rs`), the TLS upgrade, the HandshakeResponse41 (compression negotiated there),
+//! and password authentication against the configured users; and the client connection's
+//! reads and writes, compressed when the client asked for that.
 
 use std::sync::Arc;
 use std::time::Instant;
