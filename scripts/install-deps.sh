@@ -23,7 +23,23 @@ has_program mariadbd || missing+=(mariadb-server)
 has_program mariadb || missing+=(mariadb-client)
 has_program sysbench || missing+=(sysbench)
 
+# Python drivers that regression tests run, from PyPI, for the python3 on PATH.
+pip_missing=()
+python3 -c 'import mysql.connector' 2>/dev/null || pip_missing+=(mysql-connector-python)
+if ((${#pip_missing[@]} > 0)) && ! python3 -m pip --version >/dev/null 2>&1; then
+    missing+=(python3-pip)
+fi
+# pip_install: installs what pip_missing lists (Debian's own python3 is marked as
+# externally managed; these tests need the drivers there all the same).
+pip_install() {
+    ((${#pip_missing[@]} == 0)) && return 0
+    echo "install-deps: pip installing ${pip_missing[*]}" >&2
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        "${pip_missing[@]}"
+}
+
 if ((${#missing[@]} == 0)); then
+    pip_install
     exit 0
 fi
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -55,3 +71,4 @@ echo "install-deps: installing ${missing[*]}" >&2
 apt update
 apt install -y --no-install-recommends "${missing[@]}"
 rm -f "$log"
+pip_install

@@ -9,7 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::config::Protocol;
 use crate::metrics::{self, ErrorKind};
+use crate::protocol::mysql;
+use crate::protocol::mysql::constants::{CapabilityFlags, ER_CON_COUNT_ERROR};
 use crate::protocol::postgres::messages::{self, Severity};
 use crate::protocol::postgres::sqlstate;
 use crate::session::{self, Context};
@@ -46,20 +49,33 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: Shutdow
             }
             Err(_) => {
                 metrics::error(ErrorKind::TooManyConnections);
-                tokio::spawn(refuse(tcp));
+                tokio::spawn(refuse(tcp, ctx.config.raw.server.protocol));
             }
         }
     }
 }
 
-async fn refuse(mut tcp: TcpStream) {
+/// Turns away a client over `max_client_connections` as its server would: PostgreSQL with
+/// FATAL 53300, MySQL with ERR 1040 in place of the greeting.
+async fn refuse(mut tcp: TcpStream, protocol: Protocol) {
     let mut out = BytesMut::new();
-    messages::error_response(
-        &mut out,
-        Severity::Fatal,
-        sqlstate::TOO_MANY_CONNECTIONS,
-        "sorry, too many clients already (switchyard max_client_connections)",
-    );
+    match protocol {
+        Protocol::Postgres => messages::error_response(
+            &mut out,
+            Severity::Fatal,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already (switchyard max_client_connections)",
+        ),
+        Protocol::Mysql => {
+            mysql::messages::err_packet(
+                &mut out,
+                0,
+                CapabilityFlags::CLIENT_PROTOCOL_41,
+                ER_CON_COUNT_ERROR,
+                "Too many connections (switchyard max_client_connections)",
+            );
+        }
+    }
     // The connection is closed either way.
     let _ = tcp.write_all(&out).await;
 }

@@ -2,6 +2,8 @@
 //! shared by every test of this binary; each test uses its own database.
 
 mod support;
+#[path = "mysql/wire.rs"]
+mod wire;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};

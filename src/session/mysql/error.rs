@@ -33,6 +33,10 @@ pub enum SessionError {
     },
     #[error("backend {addr} broke the protocol: {detail}")]
     BackendProtocol { addr: String, detail: String },
+    /// The server ended this session's writer connection by itself (KILL, `wait_timeout`)
+    /// while the writer stayed up; the client was told what the server said, if anything.
+    #[error("the server at {addr} ended this session's connection")]
+    ConnectionEnded { addr: String },
     #[error("writer failover: {message}")]
     Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
@@ -44,7 +48,7 @@ impl SessionError {
     pub(super) fn client_message(&self) -> Option<(ErrorCode, String)> {
         use SessionError::*;
         Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) => return None,
+            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } => return None,
             ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
@@ -80,9 +84,10 @@ impl SessionError {
             }
             AuthFailed { .. } => Some(ErrorKind::Auth),
             Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } | Failover { .. } => {
-                Some(ErrorKind::BackendLost)
-            }
+            BackendLost { .. }
+            | BackendProtocol { .. }
+            | Failover { .. }
+            | ConnectionEnded { .. } => Some(ErrorKind::BackendLost),
         }
     }
 }

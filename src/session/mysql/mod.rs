@@ -1,10 +1,14 @@
-//! One MySQL client connection: authenticate, open the writer connection, then route each
-//! command — COM_QUERY by the SQL classifier, prepared statements by what they prepared —
-//! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
+//! One MySQL client connection: open the writer connection as far as its greeting, greet
+//! the client with it (see `greeted.rs`), authenticate, log in on the writer, then route
+//! each command — COM_QUERY by the SQL classifier, prepared statements by what they
+//! prepared — to the writer or a reader, and relay the answer. Session mode, as for
+//! PostgreSQL.
 
 mod backend;
+mod compressed;
 mod error;
 mod failover;
+mod greeted;
 mod migration;
 mod prepared;
 mod replay;
@@ -13,11 +17,9 @@ mod startup;
 mod statements;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, chain, open_reader};
@@ -45,9 +47,6 @@ use statements::Statements;
 /// A session replays at most this many session-state commands on a reader.
 const MAX_REPLAYS: usize = 256;
 
-/// Connection ids the proxy hands out in its greetings.
-static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
-
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
@@ -56,18 +55,33 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
+async fn serve(
+    tcp: TcpStream,
+    ctx: &Arc<Context>,
+    mut shutdown: Shutdown,
+) -> Result<(), SessionError> {
     let topology = ctx.topology.load();
     let routing = ctx.routing.load();
     let active = &routing.active;
     let Some(cluster) = topology.clusters.get(active).cloned() else {
-        return Err(SessionError::Refused {
+        let error = SessionError::Refused {
             code: ER_HANDSHAKE_ERROR,
             message: format!("active cluster {active:?} is not in the topology"),
-        });
+        };
+        return Err(startup::refuse(tcp, error).await);
+    };
+    // The writer connection comes first: the client is greeted with what its writer said.
+    let (cluster, greeted) = match greeted::open_writer(ctx, cluster, &mut shutdown).await {
+        Ok(opened) => opened,
+        Err(error) => return Err(startup::refuse(tcp, error).await),
+    };
+    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let auth = match startup::handshake(tcp, ctx, &greeted.greeting, deadline).await {
+        Ok(auth) => auth,
+        Err(e) => {
+            greeted::settle(ctx, &cluster, greeted).await;
+            return Err(e);
+        }
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
     let mut session = Session {
@@ -99,7 +113,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         shutdown,
     };
     let _connected = metrics::client_connected();
-    let result = match session.start(auth.ok_seq).await {
+    let result = match session.start(auth.ok_seq, Some(greeted)).await {
         Ok(()) => session.serve().await,
         Err(e) => Err(e),
     };
@@ -153,38 +167,6 @@ impl Session {
     ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
         let timeout = self.ctx.config.raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
-    }
-
-    /// Opens the writer connection and ends the client's login with OK (or the writer's ERR).
-    async fn start(&mut self, ok_seq: u8) -> Result<(), SessionError> {
-        let writer = match self.first_writer().await? {
-            Ok(conn) => conn,
-            Err(ConnectError::Refused {
-                payload, message, ..
-            }) if !payload.is_empty() => {
-                tracing::info!(%message, "writer refused the session");
-                let mut out = BytesMut::new();
-                packet::write_packet(&mut out, ok_seq, &payload);
-                // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.stream.write_all(&out).await;
-                return Err(SessionError::ClientGone);
-            }
-            Err(e) => return Err(SessionError::Connect(e)),
-        };
-        self.status = writer.status;
-        let mut out = BytesMut::new();
-        let ok = OkPacket {
-            status: self.status,
-            ..OkPacket::default()
-        };
-        messages::ok_packet(&mut out, ok_seq, &ok, false);
-        self.client
-            .stream
-            .write_all(&out)
-            .await
-            .map_err(SessionError::ClientIo)?;
-        self.writer = Some(Backend::new(writer));
-        Ok(())
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
@@ -302,7 +284,6 @@ impl Session {
         };
         messages::ok_packet(&mut out, 1, &ok, false);
         self.client
-            .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)

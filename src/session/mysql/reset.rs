@@ -59,7 +59,7 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
-        self.start(ok_seq).await?;
+        self.start(ok_seq, None).await?;
         Ok(true)
     }
 

@@ -1,5 +1,7 @@
-//! The client's side of a MySQL connection's start: the proxy's greeting, the TLS upgrade,
-//! the HandshakeResponse41, and password authentication against the configured users.
+//! The client's side of a MySQL connection's start: the proxy's greeting (the writer's, see
+//! `greeted.rs`), the TLS upgrade, the HandshakeResponse41 (compression negotiated there),
+//! and password authentication against the configured users; and the client connection's
+//! reads and writes, compressed when the client asked for that.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,23 +11,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
+use super::compressed::Compressed;
 use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
 use crate::net::{Stream, UpgradeError};
-use crate::pool::mysql::Login;
+use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{
-    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode, StatusFlags, UTF8MB4_GENERAL_CI,
+    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ErrorCode,
 };
-use crate::protocol::mysql::handshake::{self, ClientReply, Greeting};
+use crate::protocol::mysql::handshake::{self, ClientReply, Greeting, ServerGreeting};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
 use crate::router::ReadYourWrites;
 use crate::session::Context;
-
-/// The version the proxy announces; clients read the leading number to pick features.
-pub const SERVER_VERSION: &str = "8.0.36-switchyard";
 
 /// Largest packet accepted before the client is authenticated.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
@@ -37,15 +37,29 @@ pub struct Client {
     pub capabilities: CapabilityFlags,
     /// Bytes relayed to the client so far: a failed read is retried only while unchanged.
     pub written: u64,
+    /// Set once the client's login ends, when it asked for the compressed protocol.
+    pub compressed: Option<Compressed>,
 }
 
 impl Client {
-    /// Reads more bytes; `Ok(0)` means the client closed the connection.
+    /// Reads more bytes; `Ok(0)` means the client closed the connection. With compression,
+    /// `buf` gets the packets one compressed packet carried.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        let Some(c) = self.compressed.as_mut() else {
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            return self.stream.read_buf(&mut self.buf).await;
+        };
+        c.fill(&mut self.stream, &mut self.buf).await
+    }
+
+    /// Writes bytes of whole packets to the client, compressed when it asked for that.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.compressed.as_mut() {
+            None => self.stream.write_all(bytes).await,
+            Some(c) => c.write_all(&mut self.stream, bytes).await,
         }
-        self.stream.read_buf(&mut self.buf).await
     }
 
     /// Sends an ERR packet the proxy made (best effort: the client may be gone).
@@ -53,7 +67,7 @@ impl Client {
         let mut out = BytesMut::new();
         let caps = self.capabilities | CapabilityFlags::CLIENT_PROTOCOL_41;
         messages::err_packet(&mut out, seq, caps, error, message);
-        if let Err(e) = self.stream.write_all(&out).await {
+        if let Err(e) = self.write_all(&out).await {
             tracing::debug!(error = %e, "could not send an error to the client");
         }
     }
@@ -159,8 +173,7 @@ impl Client {
                     if let Some(request) = before_ok {
                         out.clear();
                         next = request.write(&mut out, next);
-                        self.stream
-                            .write_all(&out)
+                        self.write_all(&out)
                             .await
                             .map_err(|e| (SessionError::ClientIo(e), 0))?;
                     }
@@ -169,8 +182,7 @@ impl Client {
                 Ok(ServerStep::Send(request)) => {
                     out.clear();
                     request.write(&mut out, next);
-                    self.stream
-                        .write_all(&out)
+                    self.write_all(&out)
                         .await
                         .map_err(|e| (SessionError::ClientIo(e), 0))?;
                     let (seq, answer) = self.read_packet(deadline).await.map_err(|e| (e, 0))?;
@@ -206,11 +218,35 @@ pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWr
     ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
 }
 
-/// Greets the client and authenticates it within `deadline`.
+/// Answers a client that cannot be served with an ERR in place of the greeting, as a server
+/// does (or with the writer's own ERR, when the writer refused the proxy's connection), and
+/// returns the error.
+pub async fn refuse(mut tcp: TcpStream, error: SessionError) -> SessionError {
+    let mut out = BytesMut::new();
+    match &error {
+        SessionError::Connect(ConnectError::Refused { payload, .. }) if !payload.is_empty() => {
+            packet::write_packet(&mut out, 0, payload);
+        }
+        _ => {
+            let Some((code, message)) = error.client_message() else {
+                return error;
+            };
+            let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+            messages::err_packet(&mut out, 0, caps, code, &message);
+        }
+    }
+    // The connection closes either way.
+    let _ = tcp.write_all(&out).await;
+    error
+}
+
+/// Greets the client as its writer greeted the proxy (`writer`: the version, the collation,
+/// the connection id, and of the capabilities those the relay passes through) and
+/// authenticates it within `deadline`.
 pub async fn handshake(
     tcp: TcpStream,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, SessionError> {
     let client = Client {
@@ -218,8 +254,9 @@ pub async fn handshake(
         buf: BytesMut::with_capacity(1024),
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
         written: 0,
+        compressed: None,
     };
-    match authenticate(client, ctx, connection_id, deadline).await {
+    match authenticate(client, ctx, writer, deadline).await {
         Ok(done) => Ok(done),
         Err(Failure {
             error,
@@ -245,7 +282,7 @@ struct Failure {
 async fn authenticate(
     mut c: Client,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
@@ -254,7 +291,9 @@ async fn authenticate(
         .tls
         .clone()
         .filter(|_| server.tls_mode != ClientTlsMode::Disable);
-    let mut offered = handshake::offered_capabilities();
+    // Compression is the proxy's own, on the client side only (zlib; no zstd).
+    let mut offered = (handshake::offered_capabilities() & writer.capabilities)
+        | CapabilityFlags::CLIENT_COMPRESS;
     if tls.is_some() {
         offered |= CapabilityFlags::CLIENT_SSL;
     }
@@ -263,12 +302,12 @@ async fn authenticate(
     handshake::write_greeting(
         &mut out,
         &Greeting {
-            server_version: SERVER_VERSION,
-            connection_id,
+            server_version: &writer.server_version,
+            connection_id: writer.connection_id,
             scramble,
             capabilities: offered,
-            charset: UTF8MB4_GENERAL_CI,
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            charset: writer.charset,
+            status: writer.status,
             auth_plugin: Plugin::MysqlNativePassword.name(),
         },
     );
@@ -316,6 +355,9 @@ async fn authenticate(
             Some(c),
         ));
     };
+    if let Some(error) = unoffered_compression(hello.head.capabilities) {
+        return Err(fail(error, seq.wrapping_add(1), Some(c)));
+    }
     c.capabilities = hello.head.capabilities & offered;
     let is_tls = c.stream.is_tls();
     let mut next = seq.wrapping_add(1);
@@ -348,7 +390,9 @@ async fn authenticate(
         }
     };
     let login = Login {
-        capabilities: c.capabilities - CapabilityFlags::CLIENT_SSL,
+        capabilities: c.capabilities
+            - CapabilityFlags::CLIENT_SSL
+            - CapabilityFlags::CLIENT_COMPRESS,
         charset: hello.head.charset,
         max_packet_size: hello.head.max_packet_size,
         database: hello.database.filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
@@ -361,6 +405,17 @@ async fn authenticate(
         ok_seq: next,
         scramble,
     })
+}
+
+/// A client asking for a compression the proxy did not offer (zstd) is refused at once,
+/// with the reason, rather than left to hang on a stream it cannot read.
+fn unoffered_compression(asked: CapabilityFlags) -> Option<SessionError> {
+    asked
+        .contains(CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+        .then(|| SessionError::Refused {
+            code: ER_HANDSHAKE_ERROR,
+            message: "switchyard offers zlib compression only (CLIENT_COMPRESS), not zstd; connect with compression-algorithms=zlib or without compression".into(),
+        })
 }
 
 async fn upgrade(
@@ -382,5 +437,6 @@ async fn upgrade(
         buf: client.buf,
         capabilities: client.capabilities,
         written: client.written,
+        compressed: None,
     })
 }
