@@ -12,7 +12,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Credentials;
+use super::{Credentials, PassThrough};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
@@ -184,9 +184,13 @@ async fn connect_inner(
                                 detail: format!("SASL {}", String::from_utf8_lossy(data)),
                             });
                         }
-                        let password = conn.password(creds)?;
-                        let (s, first) =
-                            ScramClient::new(password.as_bytes(), &scram::random_nonce());
+                        let nonce = scram::random_nonce();
+                        let (s, first) = match (&creds.password, creds.pass_through) {
+                            (None, Some(PassThrough::Scram(keys))) => {
+                                ScramClient::with_keys(keys, &nonce)
+                            }
+                            _ => ScramClient::new(conn.password(creds)?.as_bytes(), &nonce),
+                        };
                         frontend::sasl_initial_response(
                             scram::MECHANISM,
                             first.as_bytes(),

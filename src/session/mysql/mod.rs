@@ -2,6 +2,7 @@
 //! command — COM_QUERY by the SQL classifier, prepared statements by what they prepared —
 //! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
 
+mod auth;
 mod backend;
 mod error;
 mod failover;
@@ -78,6 +79,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             user: auth.user.backend_user.clone(),
             password: auth.user.backend_password.clone(),
             salted: Arc::clone(&ctx.salted),
+            pass_through: auth.pass_through,
         },
         login: auth.login,
         writer: None,
