@@ -173,11 +173,10 @@ impl MockSecret {
         MockSecret(rand::random())
     }
 
-    /// `len` bytes derived from the secret, `purpose` and `user`.
+    /// `N` bytes derived from the secret, `purpose` and `user`.
     pub fn derive<const N: usize>(&self, purpose: &str, user: &str) -> [u8; N] {
         let mut out = [0u8; N];
-        let mut counter = 0u32;
-        for chunk in out.chunks_mut(32) {
+        for (counter, chunk) in (0u32..).zip(out.chunks_mut(32)) {
             let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
                 .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
             mac.update(purpose.as_bytes());
@@ -185,7 +184,6 @@ impl MockSecret {
             mac.update(user.as_bytes());
             let block = mac.finalize().into_bytes();
             chunk.copy_from_slice(&block[..chunk.len()]);
-            counter += 1;
         }
         out
     }

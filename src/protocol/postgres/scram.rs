@@ -169,7 +169,7 @@ impl ScramServer {
         {
             *k = p ^ s;
         }
-        let computed: [u8; 32] = Sha256::digest(&client_key).into();
+        let computed: [u8; 32] = Sha256::digest(client_key).into();
         let diff = computed
             .iter()
             .zip(verifier.stored_key.iter())

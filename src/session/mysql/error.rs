@@ -27,7 +27,7 @@ pub enum SessionError {
         using_password: bool,
     },
     #[error("could not look up the user")]
-    Lookup(#[source] crate::session::auth_query::LookupError),
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
     #[error("could not open the writer connection")]

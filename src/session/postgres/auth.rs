@@ -82,7 +82,11 @@ async fn account(ctx: &Context, name: &str) -> Result<Account, SessionError> {
     if let Some(user) = ctx.config.user(name) {
         return Ok(Account::Configured(user.clone()));
     }
-    let Some(text) = ctx.look_up(name).await.map_err(SessionError::Lookup)? else {
+    let Some(text) = ctx
+        .look_up(name)
+        .await
+        .map_err(|e| SessionError::Lookup(Box::new(e)))?
+    else {
         return Ok(Account::Unknown);
     };
     match Verifier::parse(&text) {

@@ -55,7 +55,7 @@ pub enum SessionError {
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
     #[error("could not look up the user")]
-    Lookup(#[source] crate::session::auth_query::LookupError),
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("refused: {message}")]
     Refused { code: &'static str, message: String },
     #[error("could not open the writer connection")]

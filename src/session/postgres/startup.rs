@@ -103,7 +103,7 @@ pub async fn handshake(
 enum Reply {
     Session {
         params: StartupParams,
-        verified: super::auth::Verified,
+        verified: Box<super::auth::Verified>,
     },
     Cancel {
         pid: i32,
@@ -178,7 +178,7 @@ async fn handshake_inner(
             message: "no PostgreSQL user name specified in startup packet".into(),
         })?
         .to_owned();
-    let verified = super::auth::authenticate(client, ctx, &name, deadline).await?;
+    let verified = Box::new(super::auth::authenticate(client, ctx, &name, deadline).await?);
     Ok(Some(Reply::Session { params, verified }))
 }
 
