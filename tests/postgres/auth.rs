@@ -211,3 +211,33 @@ async fn a_role_created_at_run_time_logs_in_through_auth_query() {
     // The configured users are unaffected.
     assert!(in_recovery(&proxy.connect(&db).await).await);
 }
+
+#[tokio::test]
+async fn a_configured_scram_verifier_passes_through_without_a_backend_password() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("verifier").await;
+    let admin = cluster.superuser(&cluster.primary, "postgres").await;
+    let verifier: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+            &[],
+        )
+        .await
+        .expect("app's verifier")
+        .get(0);
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let text = config_text(cluster, "").replacen(
+        "password = \"app-secret\"",
+        &format!("password = \"{verifier}\""),
+        1,
+    );
+    assert!(text.contains(&verifier), "app's password is the verifier");
+    let proxy = Proxy::from_config(&text).await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE v (i int); INSERT INTO v VALUES (1)")
+        .await
+        .expect("a write on the primary, logged in with the client's keys");
+    cluster.wait_replicated().await;
+    assert!(in_recovery(&client).await, "and a read on a replica");
+}
