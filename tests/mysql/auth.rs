@@ -173,6 +173,20 @@ async fn an_account_created_at_run_time_logs_in_through_auth_query() {
     let n: Option<i64> = conn.query_first("SELECT count(*) FROM t").await.unwrap();
     assert_eq!(n, Some(2));
 
+    // COM_CHANGE_USER to it from another login looks it up the same way.
+    let mut other = Conn::new(opts(&proxy, &db)).await.expect("app logs in");
+    let change = mysql_async::ChangeUserOpts::default()
+        .with_user(Some(user.clone()))
+        .with_pass(Some("rt-secret".into()))
+        .with_db_name(Some(db.clone()));
+    other
+        .change_user(change)
+        .await
+        .expect("COM_CHANGE_USER to the new account");
+    let me: Option<String> = other.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(me, Some(format!("{user}@%")));
+    other.disconnect().await.expect("close");
+
     let wrong = Conn::new(login("wrong")).await.expect_err("wrong password");
     assert!(
         wrong.to_string().contains(&format!(
