@@ -19,6 +19,10 @@ use crate::topology::probe::{self, MonitorLogin, MonitorTls, ProbeError, Target}
 /// names must not grow it without bound).
 const CACHE_LIMIT: usize = 10_000;
 
+/// At most this many lookups run at once: many clients of one user logging in together (a
+/// pool starting, a restart) make one lookup, the others find its answer in the cache.
+const CONCURRENT_LOOKUPS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     #[error("look up user {user:?} as {account:?}")]
@@ -38,11 +42,42 @@ struct Entry {
     until: Instant,
 }
 
+/// Answers of the lookup query by user name, each until its time runs out.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Entry>,
+}
+
+impl Cache {
+    /// The answer for `user` if one is still fresh at `now`.
+    fn get(&self, user: &str, now: Instant) -> Option<Option<Arc<str>>> {
+        self.entries
+            .get(user)
+            .filter(|e| now < e.until)
+            .map(|e| e.verifier.clone())
+    }
+
+    /// Keeps `verifier` for `user` for `ttl` from `now` (nothing when `ttl` is zero).
+    fn put(&mut self, user: &str, verifier: Option<Arc<str>>, now: Instant, ttl: Duration) {
+        if self.entries.len() >= CACHE_LIMIT {
+            self.entries.clear();
+        }
+        if ttl.is_zero() {
+            self.entries.remove(user);
+        } else {
+            let until = now + ttl;
+            self.entries
+                .insert(user.to_owned(), Entry { verifier, until });
+        }
+    }
+}
+
 /// The lookup account, its query and the cache of answers.
 pub struct Lookup {
     config: AuthQuery,
     protocol: Protocol,
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: Mutex<Cache>,
+    gate: tokio::sync::Semaphore,
 }
 
 impl Lookup {
@@ -51,6 +86,7 @@ impl Lookup {
             config: config.auth_query.clone()?,
             protocol: config.raw.server.protocol,
             cache: Mutex::default(),
+            gate: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
         })
     }
 
@@ -63,24 +99,21 @@ impl Lookup {
         ca_file: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<Option<Arc<str>>, LookupError> {
+        if let Some(answer) = self.lock().get(user, Instant::now()) {
+            return Ok(answer);
+        }
+        // Never closed, so acquiring only waits; on the way, another lookup may answer.
+        let _turn = self.gate.acquire().await;
         let now = Instant::now();
-        if let Some(e) = self.lock().get(user).filter(|e| now < e.until) {
-            return Ok(e.verifier.clone());
+        if let Some(answer) = self.lock().get(user, now) {
+            return Ok(answer);
         }
         let verifier = self.query(user, cluster, ca_file, timeout).await?;
         let ttl = match verifier {
             Some(_) => self.config.cache_ttl,
             None => self.config.negative_cache_ttl,
         };
-        let mut cache = self.lock();
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        if !ttl.is_zero() {
-            let until = now + ttl;
-            let verifier = verifier.clone();
-            cache.insert(user.to_owned(), Entry { verifier, until });
-        }
+        self.lock().put(user, verifier.clone(), now, ttl);
         Ok(verifier)
     }
 
@@ -158,7 +191,7 @@ impl Lookup {
             .map(Arc::from))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -192,6 +225,32 @@ impl MockSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_kept_for_their_ttl_and_the_cache_is_bounded() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut cache = Cache::default();
+        let found: Option<Arc<str>> = Some(Arc::from("SCRAM-SHA-256$x"));
+        cache.put("rt", found.clone(), t0, s(60));
+        cache.put("nobody", None, t0, s(5));
+        assert_eq!(cache.get("rt", t0 + s(59)), Some(found.clone()));
+        assert_eq!(cache.get("nobody", t0 + s(4)), Some(None));
+        assert_eq!(
+            cache.get("nobody", t0 + s(5)),
+            None,
+            "a miss is asked again"
+        );
+        assert_eq!(cache.get("rt", t0 + s(60)), None, "so is a hit, later");
+        assert_eq!(cache.get("other", t0), None);
+        // A zero TTL keeps nothing, and forgets what was kept.
+        cache.put("rt", None, t0, Duration::ZERO);
+        assert_eq!(cache.get("rt", t0), None);
+        for i in 0..CACHE_LIMIT + 1 {
+            cache.put(&format!("u{i}"), None, t0, s(5));
+        }
+        assert!(cache.entries.len() <= CACHE_LIMIT);
+    }
 
     #[test]
     fn mock_secrets_are_stable_per_name_and_differ_between_names() {
