@@ -163,6 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn routes_may_name_users_that_only_the_lookup_knows() {
+        let route = "\n[[routing.routes]]\nuser = \"created_later\"\nconsistency = \"eventual\"\n";
+        let base = BASE.replace("PROTOCOL", "postgres");
+        let without: Config = toml::from_str(&format!("{base}{route}")).expect("parse");
+        let problems = validate(without, &|_| None).expect_err("an unknown user");
+        assert!(problems.iter().any(|p| p.path == "routing.routes[0].user"));
+        let with = format!("{base}{route}\n[auth]\nquery_user = \"q\"\n");
+        let raw: Config = toml::from_str(&with).expect("parse");
+        assert!(validate(raw, &|_| None).is_ok());
+    }
+
+    #[test]
     fn problems_are_reported_with_their_keys() {
         let problems = check(
             "postgres",
