@@ -27,6 +27,8 @@ pub struct Credentials {
 pub enum PassThrough {
     /// PostgreSQL SCRAM-SHA-256: ClientKey and ServerKey.
     Scram(Keys),
+    /// PostgreSQL md5: the stored hash, which answers any salt.
+    Md5(crate::protocol::postgres::md5::StoredMd5),
     /// mysql_native_password: SHA1(password), recovered from the client's answer.
     MysqlNative(crate::protocol::mysql::auth::NativeStage1),
 }

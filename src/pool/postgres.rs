@@ -166,12 +166,17 @@ async fn connect_inner(
                         frontend::password_message(password.as_bytes(), &mut out).map_err(io)?;
                     }
                     auth::MD5_PASSWORD => {
-                        let password = conn.password(creds)?;
                         let salt: [u8; 4] = data
                             .get(..4)
                             .and_then(|s| s.try_into().ok())
                             .ok_or_else(|| conn.protocol("short md5 salt"))?;
-                        let hash = md5_hash(creds.user.as_bytes(), password.as_bytes(), salt);
+                        let hash = match (&creds.password, creds.pass_through) {
+                            (None, Some(PassThrough::Md5(stored))) => stored.answer(salt),
+                            _ => {
+                                let password = conn.password(creds)?;
+                                md5_hash(creds.user.as_bytes(), password.as_bytes(), salt)
+                            }
+                        };
                         frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
                     }
                     auth::SASL => {

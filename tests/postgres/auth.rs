@@ -241,3 +241,39 @@ async fn a_configured_scram_verifier_passes_through_without_a_backend_password()
     cluster.wait_replicated().await;
     assert!(in_recovery(&client).await, "and a read on a replica");
 }
+
+#[tokio::test]
+async fn an_md5_password_found_by_auth_query_passes_through() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("authmd5").await;
+    let listed = "[[users]]\nname = \"md5user\"\npassword = \"md5-secret\"\nauth = \"md5\"\n";
+    let text = format!(
+        "{}\n[auth]\nquery_user = \"postgres\"\n",
+        config_text(cluster, "").replace(listed, "")
+    );
+    assert!(!text.contains("md5-secret"), "md5user is not listed");
+    let proxy = Proxy::from_config(&text).await;
+    // md5user's password is stored as md5, and the servers check it with md5.
+    let (client, conn) = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "md5-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("md5user logs in through the lookup");
+    tokio::spawn(conn);
+    assert!(in_recovery(&client).await, "a read on a replica");
+    let written: i32 = client
+        .query_one("SELECT count(*)::int FROM (SELECT txid_current()) t", &[])
+        .await
+        .expect("a statement for the primary")
+        .get(0);
+    assert_eq!(written, 1);
+    let wrong = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "wrong", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("wrong password refused");
+    assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+}

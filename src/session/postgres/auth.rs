@@ -1,6 +1,6 @@
 //! Password authentication of a PostgreSQL client: against `[[users]]`, against a verifier
 //! looked up with `[auth]` (then the proxy logs in to the backends with the keys the
-//! client's SCRAM proof revealed), and — for a user that does not exist — the same SCRAM
+//! client's SCRAM proof revealed, or with the stored md5 hash), and — for a user that does not exist — the same SCRAM
 //! exchange against a made-up verifier, so that the answer cannot tell the two apart.
 
 use std::time::Instant;
@@ -12,6 +12,7 @@ use super::startup::{Client, read_password, write};
 use crate::config::{AuthMethod, Secret, User};
 use crate::pool::PassThrough;
 use crate::protocol::postgres::frame::cstr;
+use crate::protocol::postgres::md5::StoredMd5;
 use crate::protocol::postgres::messages::{self, auth};
 use crate::protocol::postgres::scram::{self, Keys, ScramServer, Verifier};
 use crate::session::Context;
@@ -32,6 +33,8 @@ enum Account {
     Configured(User),
     /// Found by the `[auth]` query, with its stored verifier.
     LookedUp(User, Verifier),
+    /// Found by the `[auth]` query, with an md5 password.
+    LookedUpMd5(User, StoredMd5),
     /// Not found: checked against a made-up verifier, and refused.
     Unknown,
 }
@@ -68,6 +71,21 @@ pub async fn authenticate(
                 pass_through: Some(PassThrough::Scram(keys)),
             })
         }
+        Account::LookedUpMd5(user, stored) => {
+            let salt: [u8; 4] = rand::random();
+            let mut out = BytesMut::new();
+            messages::authentication(&mut out, auth::MD5_PASSWORD, &salt);
+            write(client, &out).await?;
+            let answer = read_password(client, deadline).await?;
+            let given = cstr(&answer).map(|(p, _)| p).unwrap_or(&answer);
+            if !stored.verify(salt, given) {
+                return Err(failed());
+            }
+            Ok(Verified {
+                user,
+                pass_through: Some(PassThrough::Md5(stored)),
+            })
+        }
         Account::Unknown => {
             let verifier = mock_verifier(ctx, name);
             scram_exchange(client, verifier, deadline)
@@ -89,18 +107,18 @@ async fn account(ctx: &Context, name: &str) -> Result<Account, SessionError> {
     else {
         return Ok(Account::Unknown);
     };
-    match Verifier::parse(&text) {
-        Some(verifier) => Ok(Account::LookedUp(looked_up_user(name), verifier)),
-        None => {
-            tracing::warn!(
-                user = name,
-                "the [auth] query found a password that is not a SCRAM-SHA-256 verifier; \
-                 only those can pass through (set password_encryption = 'scram-sha-256' \
-                 and reset the password)"
-            );
-            Ok(Account::Unknown)
-        }
+    if let Some(verifier) = Verifier::parse(&text) {
+        return Ok(Account::LookedUp(looked_up_user(name), verifier));
     }
+    if let Some(stored) = StoredMd5::parse(&text) {
+        return Ok(Account::LookedUpMd5(looked_up_user(name), stored));
+    }
+    tracing::warn!(
+        user = name,
+        "the [auth] query found a password that is neither a SCRAM-SHA-256 verifier nor an \
+         md5 hash; it cannot pass through"
+    );
+    Ok(Account::Unknown)
 }
 
 /// A user found by the `[auth]` query: itself on the backend, logged in by pass-through.
