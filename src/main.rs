@@ -269,6 +269,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     humantime::format_duration(cluster.failover_timeout)
                 );
             }
+            if let Some(a) = &c.auth_query {
+                println!(
+                    "  auth: other users looked up as {:?} on the active writer, cached {} (misses {})",
+                    a.user,
+                    humantime::format_duration(a.cache_ttl),
+                    humantime::format_duration(a.negative_cache_ttl)
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e @ ConfigError::Read { .. }) => {

@@ -1,6 +1,8 @@
 //! The MySQL proxy against real MariaDB servers: a primary with two binlog replicas,
 //! shared by every test of this binary; each test uses its own database.
 
+#[path = "mysql/auth.rs"]
+mod auth;
 mod support;
 #[path = "mysql/wire.rs"]
 mod wire;

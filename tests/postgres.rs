@@ -1,6 +1,8 @@
 //! The PostgreSQL proxy against real servers: a primary with two streaming replicas,
 //! shared by every test of this binary; each test uses its own database.
 
+#[path = "postgres/auth.rs"]
+mod auth;
 mod support;
 
 use std::os::unix::ffi::OsStrExt;

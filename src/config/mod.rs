@@ -28,6 +28,8 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub routing: RoutingConfig,
     pub cutover: Option<CutoverConfig>,
+    /// Pass-through login for users not in `[[users]]` (see [`AuthConfig`]).
+    pub auth: Option<AuthConfig>,
 }
 
 /// Whether the client listener offers TLS.
@@ -201,10 +203,12 @@ pub struct ClusterConfig {
     pub failover_timeout: Duration,
 }
 
+mod auth;
 mod cutover;
 mod discovery;
 mod routing;
 
+pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUERY};
 pub use cutover::{CatchUp, CutoverConfig, Fence};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
@@ -293,6 +297,8 @@ pub struct Validated {
     pub raw: Config,
     pub users: Vec<User>,
     pub admin_token: Option<String>,
+    /// `[auth]`, resolved: how users not in `[[users]]` are looked up, if they may log in.
+    pub auth_query: Option<AuthQuery>,
 }
 
 impl Validated {
@@ -448,10 +454,11 @@ pub fn validate(
             backend_password,
         });
     }
-    if users.is_empty() {
+    let auth_query = auth::validate_auth(&raw, env, &mut problem);
+    if users.is_empty() && auth_query.is_none() {
         problem(
             "users".into(),
-            "no [[users]] entry: no client could log in".into(),
+            "no [[users]] entry and no [auth] query_user: no client could log in".into(),
         );
     }
 
@@ -495,6 +502,7 @@ pub fn validate(
             raw,
             users,
             admin_token,
+            auth_query,
         })
     } else {
         Err(problems)

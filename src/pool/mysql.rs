@@ -10,10 +10,12 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Credentials;
+use super::{Credentials, PassThrough};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
-use crate::protocol::mysql::auth::client::{BackendAuthError, ClientAuth, ClientStep};
+use crate::protocol::mysql::auth::client::{
+    BackendAuthError, BackendSecret, ClientAuth, ClientStep,
+};
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
 use crate::protocol::mysql::handshake::{self, ClientHello, ServerGreeting};
 use crate::protocol::mysql::packet::{self, write_packet};
@@ -239,9 +241,12 @@ async fn login_inner(
         conn = conn.into_tls(Arc::clone(config)).await?;
         capabilities |= CapabilityFlags::CLIENT_SSL;
     }
-    let password = creds.password.as_deref().unwrap_or("");
-    let (mut auth, plugin, response) = ClientAuth::start(
-        password.as_bytes(),
+    let secret = match (&creds.password, creds.pass_through) {
+        (None, Some(PassThrough::MysqlNative(stage1))) => BackendSecret::NativeStage1(stage1),
+        (password, _) => BackendSecret::Password(password.as_deref().unwrap_or("").into()),
+    };
+    let (mut auth, plugin, response) = ClientAuth::start_with(
+        secret,
         tls,
         greeting.auth_plugin.as_deref(),
         &greeting.scramble,

@@ -1,6 +1,7 @@
 //! Client sessions: one task per client connection, for each wire protocol, and the
 //! context they all share.
 
+mod auth_query;
 mod failover;
 pub mod mysql;
 pub mod postgres;
@@ -30,6 +31,10 @@ pub struct Context {
     verifiers: HashMap<String, Verifier>,
     /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
     pub salted: Arc<SaltedPasswords>,
+    /// `[auth]`: verifiers of users not in `[[users]]`, looked up on the writer.
+    lookup: Option<auth_query::Lookup>,
+    /// Made-up verifiers for unknown users come from this.
+    pub(crate) mock: auth_query::MockSecret,
 }
 
 impl Context {
@@ -49,6 +54,7 @@ impl Context {
             })
             .collect();
         Context {
+            lookup: auth_query::Lookup::new(&config),
             config,
             topology,
             routing,
@@ -56,7 +62,32 @@ impl Context {
             tls,
             verifiers,
             salted: Arc::default(),
+            mock: auth_query::MockSecret::random(),
         }
+    }
+
+    /// The stored verifier of `user`, who is not in `[[users]]`, from the active cluster's
+    /// writer (or the cache); `None` when there is no such user or no `[auth]` section.
+    pub(crate) async fn look_up(
+        &self,
+        user: &str,
+    ) -> Result<Option<Arc<str>>, auth_query::LookupError> {
+        let Some(lookup) = &self.lookup else {
+            return Ok(None);
+        };
+        let routing = self.routing.load();
+        let topology = self.topology.load();
+        let Some(cluster) = topology.clusters.get(&routing.active) else {
+            return Ok(None);
+        };
+        let ca_file = self
+            .config
+            .raw
+            .clusters
+            .get(&routing.active)
+            .and_then(|c| c.ca_file.as_deref());
+        let timeout = self.config.raw.server.connect_timeout;
+        lookup.verifier(user, cluster, ca_file, timeout).await
     }
 
     pub(crate) fn verifier(&self, user: &User) -> Option<Verifier> {

@@ -19,8 +19,15 @@ pub enum SessionError {
     StartupTimeout,
     #[error("TLS handshake with client failed")]
     Tls(#[source] std::io::Error),
-    #[error("Access denied for user '{user}' (using password: {})", if *using_password { "YES" } else { "NO" })]
-    AuthFailed { user: String, using_password: bool },
+    /// As the server words it, for a wrong password and an unknown user alike.
+    #[error("Access denied for user '{user}'@'{host}' (using password: {})", if *using_password { "YES" } else { "NO" })]
+    AuthFailed {
+        user: String,
+        host: String,
+        using_password: bool,
+    },
+    #[error("could not look up the user")]
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
     #[error("could not open the writer connection")]
@@ -54,6 +61,7 @@ impl SessionError {
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
             Refused { code, message } | Failover { code, message } => (*code, message.clone()),
             Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
+            Lookup(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
             BackendLost { addr, .. } => (
                 ER_SERVER_SHUTDOWN,
                 format!("switchyard lost its connection to the database at {addr}"),
@@ -83,7 +91,7 @@ impl SessionError {
                 Some(ErrorKind::ClientProtocol)
             }
             AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) => Some(ErrorKind::BackendConnect),
+            Connect(_) | Lookup(_) => Some(ErrorKind::BackendConnect),
             BackendLost { .. }
             | BackendProtocol { .. }
             | Failover { .. }

@@ -169,5 +169,6 @@ fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
         user,
         password,
         salted: Arc::clone(&ctx.salted),
+        pass_through: None,
     })
 }

@@ -4,6 +4,7 @@
 //! prepared — to the writer or a reader, and relay the answer. Session mode, as for
 //! PostgreSQL.
 
+mod auth;
 mod backend;
 mod compressed;
 mod error;
@@ -92,6 +93,7 @@ async fn serve(
             user: auth.user.backend_user.clone(),
             password: auth.user.backend_password.clone(),
             salted: Arc::clone(&ctx.salted),
+            pass_through: auth.pass_through,
         },
         login: auth.login,
         writer: None,

@@ -1,7 +1,7 @@
 //! The client's side of a MySQL connection's start: the proxy's greeting (the writer's, see
-//! `greeted.rs`), the TLS upgrade, the HandshakeResponse41 (compression negotiated there),
-//! and password authentication against the configured users; and the client connection's
-//! reads and writes, compressed when the client asked for that.
+//! `greeted.rs`), the TLS upgrade and the HandshakeResponse41 (compression negotiated
+//! there); password authentication is [`super::auth`]'s. Also the client connection's reads
+//! and writes, compressed when the client asked for that.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,12 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
+use super::auth::Attempt;
 use super::compressed::Compressed;
-use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
+use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
+use crate::pool::PassThrough;
 use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
-use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ErrorCode,
@@ -105,7 +106,10 @@ impl Client {
     }
 
     /// Reads one physical packet before `deadline`: (sequence id, payload).
-    async fn read_packet(&mut self, deadline: Instant) -> Result<(u8, Bytes), SessionError> {
+    pub(super) async fn read_packet(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(u8, Bytes), SessionError> {
         loop {
             let found = packet::packet(&self.buf, MAX_LOGIN_PACKET)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?
@@ -125,86 +129,12 @@ impl Client {
     }
 }
 
-/// A password check: a login's or a COM_CHANGE_USER's.
-pub struct Password<'a> {
-    pub user: &'a User,
-    /// The scramble of the proxy's greeting.
-    pub scramble: [u8; SCRAMBLE_LEN],
-    /// The plugin the client answered with, if it said.
-    pub plugin: Option<&'a [u8]>,
-    pub response: &'a [u8],
-}
-
-impl Client {
-    /// Runs the password exchange for `check`, starting at sequence id `next`; returns the
-    /// sequence id of the OK packet, or the error with the sequence id to report it under.
-    pub async fn verify(
-        &mut self,
-        check: Password<'_>,
-        mut next: u8,
-        deadline: Instant,
-    ) -> Result<u8, (SessionError, u8)> {
-        let user = check.user;
-        let denied = SessionError::AuthFailed {
-            user: user.name.clone(),
-            using_password: !check.response.is_empty(),
-        };
-        if user.auth == AuthMethod::Trust {
-            return Ok(next);
-        }
-        let Secret::Plain(password) = &user.secret else {
-            return Err((denied, next));
-        };
-        let plugin = match user.auth {
-            AuthMethod::CachingSha2Password => Plugin::CachingSha2Password,
-            _ => Plugin::MysqlNativePassword,
-        };
-        let credential = Credential {
-            plugin,
-            password: password.as_bytes().to_vec(),
-        };
-        let switch = handshake::new_scramble(&mut rand::rng());
-        let mut auth = ServerAuth::new(credential, check.scramble, switch, self.stream.is_tls());
-        let mut step = auth.start(check.plugin, check.response);
-        let mut out = BytesMut::new();
-        loop {
-            match step {
-                Ok(ServerStep::Accepted { before_ok }) => {
-                    if let Some(request) = before_ok {
-                        out.clear();
-                        next = request.write(&mut out, next);
-                        self.write_all(&out)
-                            .await
-                            .map_err(|e| (SessionError::ClientIo(e), 0))?;
-                    }
-                    return Ok(next);
-                }
-                Ok(ServerStep::Send(request)) => {
-                    out.clear();
-                    request.write(&mut out, next);
-                    self.write_all(&out)
-                        .await
-                        .map_err(|e| (SessionError::ClientIo(e), 0))?;
-                    let (seq, answer) = self.read_packet(deadline).await.map_err(|e| (e, 0))?;
-                    next = seq.wrapping_add(1);
-                    step = auth.client_packet(&answer);
-                }
-                Err(e) => {
-                    let error = SessionError::Refused {
-                        code: e.error_code(),
-                        message: format!("Access denied for user '{}' ({e})", user.name),
-                    };
-                    return Err((error, next));
-                }
-            }
-        }
-    }
-}
-
 /// An authenticated client, before the OK packet.
 pub struct Authenticated {
     pub client: Client,
     pub user: User,
+    /// How to log in to the backends as `user` without a configured password.
+    pub pass_through: Option<PassThrough>,
     pub login: Login,
     /// Sequence id of the OK packet that ends the login.
     pub ok_seq: u8,
@@ -360,7 +290,7 @@ async fn authenticate(
     }
     c.capabilities = hello.head.capabilities & offered;
     let is_tls = c.stream.is_tls();
-    let mut next = seq.wrapping_add(1);
+    let next = seq.wrapping_add(1);
     if server.tls_mode == ClientTlsMode::Require && !is_tls {
         let e = SessionError::Refused {
             code: ER_ACCESS_DENIED_ERROR,
@@ -369,21 +299,14 @@ async fn authenticate(
         return Err(fail(e, next, Some(c)));
     }
     let name = String::from_utf8_lossy(hello.username).into_owned();
-    let denied = |using_password: bool| SessionError::AuthFailed {
-        user: name.clone(),
-        using_password,
-    };
-    let Some(user) = ctx.config.user(&name).cloned() else {
-        return Err(fail(denied(!hello.auth_response.is_empty()), next, Some(c)));
-    };
-    let check = Password {
-        user: &user,
+    let attempt = Attempt {
+        name: &name,
         scramble,
         plugin: hello.auth_plugin,
         response: hello.auth_response,
     };
-    next = match c.verify(check, next, deadline).await {
-        Ok(next) => next,
+    let verified = match c.authenticate(ctx, attempt, next, deadline).await {
+        Ok(verified) => verified,
         Err((error, seq)) => {
             let client = (!matches!(error, SessionError::ClientIo(_))).then_some(c);
             return Err(fail(error, seq, client));
@@ -400,9 +323,10 @@ async fn authenticate(
     };
     Ok(Authenticated {
         client: c,
-        user,
+        user: verified.user,
+        pass_through: verified.pass_through,
         login,
-        ok_seq: next,
+        ok_seq: verified.ok_seq,
         scramble,
     })
 }

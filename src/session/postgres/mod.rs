@@ -3,6 +3,7 @@
 //! writer or a reader and relay the answer. Session mode: the session owns one writer
 //! connection and, once it reads, one reader connection.
 
+mod auth;
 mod backend;
 mod exchange;
 mod failover;
@@ -50,8 +51,11 @@ pub enum SessionError {
     Tls(#[source] std::io::Error),
     #[error("SCRAM authentication failed")]
     Scram(#[source] ScramError),
-    #[error("password authentication failed for user {user:?}")]
+    /// As PostgreSQL words it, for a wrong password and an unknown user alike.
+    #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
+    #[error("could not look up the user")]
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("refused: {message}")]
     Refused { code: &'static str, message: String },
     #[error("could not open the writer connection")]
@@ -99,6 +103,10 @@ impl SessionError {
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 crate::session::chain(e),
             ),
+            Lookup(e) => (
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("switchyard: {}", crate::session::chain(e)),
+            ),
             BackendLost { addr, .. } => (
                 sqlstate::CONNECTION_FAILURE,
                 format!("switchyard lost its connection to the database at {addr}"),
@@ -119,7 +127,7 @@ impl SessionError {
                 Some(ErrorKind::ClientProtocol)
             }
             Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) => Some(ErrorKind::BackendConnect),
+            Connect(_) | Lookup(_) => Some(ErrorKind::BackendConnect),
             BackendLost { .. }
             | BackendProtocol { .. }
             | Failover { .. }
@@ -138,7 +146,7 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
     let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let (client, params, user) = match startup::handshake(tcp, ctx, deadline).await? {
+    let (client, params, user, pass_through) = match startup::handshake(tcp, ctx, deadline).await? {
         Outcome::Cancel { pid, secret } => {
             if let Err(e) = ctx.cancels.cancel(pid, secret).await {
                 tracing::warn!(error = %e, "could not forward a cancel request");
@@ -150,8 +158,9 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
                 client,
                 params,
                 user,
+                pass_through,
             } = *session;
-            (client, params, user)
+            (client, params, user, pass_through)
         }
     };
     let topology = ctx.topology.load();
@@ -175,6 +184,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             user: user.backend_user.clone(),
             password: user.backend_password.clone(),
             salted: Arc::clone(&ctx.salted),
+            pass_through,
         },
         params: params.params,
         writer: None,
