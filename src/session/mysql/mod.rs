@@ -57,7 +57,7 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 }
 
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
     let topology = ctx.topology.load();
@@ -151,7 +151,7 @@ impl Session {
         &self,
         instance: &Arc<Instance>,
     ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
@@ -188,7 +188,7 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let max = self.ctx.config.raw.server.max_message_bytes;
+        let max = self.ctx.config().raw.server.max_message_bytes;
         loop {
             let logical = packet::logical(&self.client.buf, max).map_err(|e| match e {
                 packet::FrameError::TooLarge { .. } => SessionError::Refused {
@@ -223,9 +223,12 @@ impl Session {
         }
     }
 
+    /// Waits for the client's next bytes. A drain (SIGTERM) ends the session here, but only
+    /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
+        let between_transactions = self.view.in_transaction.is_none();
         tokio::select! {
-            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -380,7 +383,7 @@ impl Session {
     /// Forgets a reader connection that failed and skips its instance for `backend_retry`.
     fn drop_failed_reader(&mut self) {
         if let Some(reader) = self.reader.take() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.statements.forget_backend(Target::Reader);
@@ -389,7 +392,7 @@ impl Session {
     /// Where a statement runs now, with a reader prepared when it is one.
     async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let target = router::route(stmt, self.view, settings);
@@ -492,7 +495,7 @@ impl Session {
             self.statements.forget_backend(Target::Reader);
         }
         if self.reader.is_none() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
@@ -513,7 +516,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reader failed while replaying session settings");
-                let retry = self.ctx.config.raw.server.backend_retry;
+                let retry = self.ctx.config().raw.server.backend_retry;
                 reader.conn.instance.load.mark_down(Instant::now(), retry);
                 self.reader = None;
                 self.statements.forget_backend(Target::Reader);

@@ -18,13 +18,13 @@ impl Session {
         let change = command::parse_change_user(body, self.client.capabilities)
             .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         let name = String::from_utf8_lossy(change.user).into_owned();
-        let Some(user) = self.ctx.config.user(&name).cloned() else {
+        let Some(user) = self.ctx.config().user(&name).cloned() else {
             return Err(SessionError::AuthFailed {
                 user: name,
                 using_password: !change.auth_response.is_empty(),
             });
         };
-        let deadline = Instant::now() + self.ctx.config.raw.server.auth_timeout;
+        let deadline = Instant::now() + self.ctx.config().raw.server.auth_timeout;
         let check = startup::Password {
             user: &user,
             scramble: self.scramble,

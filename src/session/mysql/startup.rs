@@ -203,7 +203,7 @@ pub struct Authenticated {
 /// What the route of `user`'s login to `login.database` says its reads see after its writes.
 pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWrites {
     let database = login.database.as_deref().map(String::from_utf8_lossy);
-    ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
+    ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, database.as_deref())
 }
 
 /// Greets the client and authenticates it within `deadline`.
@@ -249,7 +249,8 @@ async fn authenticate(
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
-    let server = &ctx.config.raw.server;
+    let config = ctx.config();
+    let server = &config.raw.server;
     let tls = ctx
         .tls
         .clone()
@@ -331,7 +332,7 @@ async fn authenticate(
         user: name.clone(),
         using_password,
     };
-    let Some(user) = ctx.config.user(&name).cloned() else {
+    let Some(user) = ctx.config().user(&name).cloned() else {
         return Err(fail(denied(!hello.auth_response.is_empty()), next, Some(c)));
     };
     let check = Password {

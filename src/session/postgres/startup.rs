@@ -115,7 +115,7 @@ async fn handshake_inner(
     ctx: &Context,
     deadline: Instant,
 ) -> Result<Option<Reply>, SessionError> {
-    let tls_mode = ctx.config.raw.server.tls_mode;
+    let tls_mode = ctx.config().raw.server.tls_mode;
     let params = loop {
         let Some(packet) = read_startup(client, deadline).await? else {
             return Ok(None);
@@ -176,7 +176,7 @@ async fn handshake_inner(
         })?
         .to_owned();
     let password_failed = || SessionError::AuthFailed { user: name.clone() };
-    let Some(user) = ctx.config.user(&name).cloned() else {
+    let Some(user) = ctx.config().user(&name).cloned() else {
         return Err(password_failed());
     };
     match user.auth {
