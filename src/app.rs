@@ -59,6 +59,8 @@ impl App {
     /// newest cutover record in the clusters' databases (read here, each cluster bounded by
     /// `connect_timeout`), whichever is newest.
     pub async fn start(config: Arc<Validated>) -> Result<App, StartError> {
+        // Before anything records a metric (the cutover controller sets its phase gauge).
+        crate::metrics::install();
         let topology = Arc::new(TopologyHandle::new(
             Topology::from_config(&config).map_err(StartError::BackendTls)?,
         ));

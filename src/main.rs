@@ -352,15 +352,10 @@ async fn serve(path: PathBuf, config: Validated, log_level: LogLevelHook) -> Res
     let mut tasks = tokio::task::JoinSet::new();
     app.spawn(listeners, true, &shutdown, &mut tasks)?;
 
-    loop {
-        match signals.next().await {
-            Signal::Reload => {
-                tracing::info!("SIGHUP: reloading the config");
-                // The reload task logs the outcome and counts it.
-                let _ = app.reload.reload().await;
-            }
-            Signal::Stop => break,
-        }
+    while let Signal::Reload = signals.next().await {
+        tracing::info!("SIGHUP: reloading the config");
+        // The reload task logs the outcome and counts it.
+        let _ = app.reload.reload().await;
     }
     // Stop accepting, fail readiness, and let each session end at its next transaction
     // boundary; up to shutdown_timeout, or until a second signal.

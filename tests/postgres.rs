@@ -1,6 +1,7 @@
 //! The PostgreSQL proxy against real servers: a primary with two streaming replicas,
 //! shared by every test of this binary; each test uses its own database.
 
+mod ops;
 mod support;
 
 use tokio::process::Command;
