@@ -202,7 +202,11 @@ async fn sigterm_under_a_writing_load_finishes_transactions_and_loses_no_acknowl
         .batch_execute("CREATE TABLE ledger (k text PRIMARY KEY); GRANT ALL ON ledger TO app")
         .await
         .expect("create the ledger table");
-    let mut proxy = Served::start(&config_text(cluster, "shutdown_timeout = \"60s\"")).await;
+    let mut proxy = Served::start(&config_text(
+        cluster,
+        "shutdown_timeout = \"60s\"\nlog_format = \"json\"",
+    ))
+    .await;
     let conninfo = proxy.conninfo("app", "app-secret", &db);
 
     // A client in the middle of a transaction when the signal comes.
@@ -283,11 +287,15 @@ async fn sigterm_under_a_writing_load_finishes_transactions_and_loses_no_acknowl
         acknowledged.len(),
         "every acknowledged write is on the writer"
     );
-    assert!(
-        proxy.log().contains("every session closed"),
-        "{}",
-        proxy.log()
-    );
+    let log = proxy.log();
+    assert!(log.contains("every session closed"), "{log}");
+    // log_format = "json": one object per line.
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        assert!(event.get("level").is_some(), "{line}");
+    }
+    assert!(!log.contains("app-secret"), "a password in the log:\n{log}");
 }
 
 /// The shared test config plus a user `rotated` with `password`, logging in to the
@@ -400,6 +408,25 @@ async fn sighup_applies_a_new_reader_list_and_password_without_dropping_a_sessio
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+
+    // Every session this test opened is closed: the open-connections gauge comes back to 0.
+    drop((app, rotated));
+    let mut backoff = Backoff::new(Duration::from_secs(30));
+    loop {
+        let metrics = proxy.get("/metrics").await.expect("metrics").1;
+        let open = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_client_connections "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if open == Some(0.0) {
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "switchyard_client_connections stays at {open:?} with no client"
+        );
+    }
+    assert!(!proxy.log().contains("app-secret"), "a password in the log");
 }
 
 /// `new` with the two `listen` lines of `running` (the ports the proxy was started on).
