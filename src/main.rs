@@ -54,6 +54,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Make a running proxy re-read its config file and apply what can change live (as
+    /// SIGHUP does); a config with a problem or a change that needs a restart is refused
+    /// whole.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Release held transactions.
     Resume {
         #[arg(long)]
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
         Command::Pause { cluster, admin } => {
             admin_command(|| admin.resolve()?.pause(cluster.as_deref()))
         }
+        Command::Reload { admin } => admin_command(|| admin.resolve()?.reload()),
         Command::Resume { cluster, admin } => {
             admin_command(|| admin.resolve()?.resume(cluster.as_deref()))
         }

@@ -401,10 +401,19 @@ async fn sighup_applies_a_new_reader_list_and_password_without_dropping_a_sessio
     app.batch_execute("SELECT 1")
         .await
         .expect("app's session after a refused reload");
+    // The same through the CLI: a clear message and a failing exit status.
+    let cli = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["reload", "--admin", &format!("http://{}", proxy.admin)])
+        .args(["--token", ADMIN_TOKEN])
+        .output()
+        .expect("run switchyard reload");
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success(), "a refused reload fails the CLI");
+    assert!(stderr.contains("server.listen"), "{stderr}");
     let metrics = proxy.get("/metrics").await.expect("metrics").1;
     for line in [
         "switchyard_config_reloads_total{result=\"ok\"} 1",
-        "switchyard_config_reloads_total{result=\"refused\"} 1",
+        "switchyard_config_reloads_total{result=\"refused\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
