@@ -517,3 +517,68 @@ async fn the_dashboard_and_alerts_query_only_metrics_the_proxy_exports() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_sigterm_lets_the_open_transaction_commit_then_ends_the_session() {
+    use mysql_async::prelude::Queryable;
+
+    let cluster = crate::support::MariaCluster::start(0);
+    let db = cluster.create_database("sigterm").await;
+    let mut root = cluster.admin(&cluster.primary).await;
+    root.query_drop(format!(
+        "CREATE TABLE `{db}`.ledger (k varchar(64) PRIMARY KEY)"
+    ))
+    .await
+    .expect("create the ledger table");
+    let mut proxy = Served::start(&crate::support::proxy::mysql_config_text(
+        &cluster,
+        "shutdown_timeout = \"60s\"",
+    ))
+    .await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db.clone()))
+        .prefer_socket(false);
+    let mut holder = mysql_async::Conn::new(opts)
+        .await
+        .expect("connect the holder");
+    holder.query_drop("BEGIN").await.expect("BEGIN");
+    holder
+        .query_drop("INSERT INTO ledger VALUES ('held-1')")
+        .await
+        .expect("first insert");
+
+    proxy.signal(libc::SIGTERM);
+    let mut backoff = Backoff::new(Duration::from_secs(30));
+    while !matches!(proxy.get("/readyz").await, Some((503, _))) {
+        assert!(backoff.wait().await, "readyz never failed during the drain");
+    }
+    holder
+        .query_drop("INSERT INTO ledger VALUES ('held-2')")
+        .await
+        .expect("the transaction open at SIGTERM goes on");
+    holder
+        .query_drop("COMMIT")
+        .await
+        .expect("the transaction open at SIGTERM commits");
+    let after = holder.query_drop("SELECT 1").await;
+    match after {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1053, "{e}"),
+        Err(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => {}
+        other => panic!("the session should end at its transaction boundary: {other:?}"),
+    }
+    let exit = proxy.wait_exit().await;
+    assert!(
+        exit.contains("exit status: 0"),
+        "exit: {exit}\n{}",
+        proxy.log()
+    );
+    let rows: Option<i64> = root
+        .query_first(format!("SELECT COUNT(*) FROM `{db}`.ledger"))
+        .await
+        .expect("count");
+    assert_eq!(rows, Some(2), "both acknowledged writes are on the writer");
+}
