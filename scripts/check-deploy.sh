@@ -3,7 +3,8 @@
 # each check can fail: a copy of deploy/ with one file broken per target must be refused.
 #
 #   docker/Dockerfile          hadolint
-#   kubernetes/ (kustomize)    kubectl kustomize, kubernetes-validate --strict, and the
+#   kubernetes/ (kustomize)    kubectl kustomize, kubernetes-validate --strict (which has no
+#                              schema for the ServiceMonitor CRD: checked here instead), and the
 #                              drain settings (probes, preStop, grace > shutdown_timeout)
 #   terraform/                 python-hcl2 (parse), checkov (scan), the NLB settings
 #   systemd/switchyard.service systemd-analyze verify (any warning fails)
@@ -25,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 say() { printf 'check-deploy: %s\n' "$*" >&2; }
 
 check_docker() { # DIR
-    hadolint "$1/docker/Dockerfile"
+    hadolint --no-color "$1/docker/Dockerfile"
 }
 
 check_kubernetes() { # DIR
@@ -224,6 +225,6 @@ for t in "${targets[@]}"; do
         say "self-test: a broken $t file passed its check"
         exit 1
     fi
-    say "self-test: a broken $t file is refused"
+    say "self-test: a broken $t file is refused: $(grep -v '^\s*$' "$work/broken.log" | tail -n 1)"
 done
 say "every deploy/ file passed"
