@@ -113,6 +113,19 @@ impl Admin {
         )?))
     }
 
+    /// Asks the proxy to re-read its config file; the summary of what it applied.
+    pub fn reload(&self) -> Result<String> {
+        let v = self.call("POST", "/v1/reload", None)?;
+        let r = v.get("reloaded").cloned().unwrap_or_default();
+        Ok(format!(
+            "reloaded {}: {} user(s), {} reader(s), log level {}\n",
+            r.get("file").and_then(Value::as_str).unwrap_or("?"),
+            r.get("users").and_then(Value::as_u64).unwrap_or(0),
+            r.get("readers").and_then(Value::as_u64).unwrap_or(0),
+            r.get("log_level").and_then(Value::as_str).unwrap_or("?"),
+        ))
+    }
+
     pub fn read_only(&self, cluster: &str, enabled: bool) -> Result<String> {
         let body = serde_json::json!({ "enabled": enabled });
         let path = format!("/v1/clusters/{cluster}/read-only");

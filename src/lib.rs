@@ -14,7 +14,9 @@
 //! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
 //! - `session`   — one client connection: startup, auth, the relay loop
 //! - `server`    — accept loop and connection limit
+//! - `lifecycle` — serving or draining, open sessions, readiness
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
+//! - `reload`    — SIGHUP and `POST /v1/reload`: re-read the config, apply what can change live
 //! - `app`       — wires all of the above into one running proxy
 
 pub mod admin;
@@ -22,10 +24,12 @@ pub mod app;
 pub mod cancel;
 pub mod config;
 pub mod cutover;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -3,6 +3,7 @@
 
 #[path = "postgres/auth.rs"]
 mod auth;
+mod ops;
 mod support;
 
 use std::os::unix::ffi::OsStrExt;

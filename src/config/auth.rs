@@ -15,7 +15,7 @@ pub const DEFAULT_POSTGRES_QUERY: &str = "SELECT usename, passwd FROM pg_shadow 
 pub const DEFAULT_MYSQL_QUERY: &str = "SELECT user, authentication_string FROM mysql.user \
      WHERE user = ? ORDER BY host = '%' DESC LIMIT 1";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The account that runs `query` (PostgreSQL: a superuser, or a role allowed to call a

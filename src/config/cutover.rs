@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{Config, Protocol};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CutoverConfig {
     pub catch_up: CatchUp,

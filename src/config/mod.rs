@@ -17,7 +17,7 @@ pub enum Protocol {
     Mysql,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -45,7 +45,7 @@ pub enum ClientTlsMode {
     Require,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub protocol: Protocol,
@@ -68,9 +68,30 @@ pub struct ServerConfig {
     /// How long a backend that refused a connection is skipped for reads.
     #[serde(default = "defaults::backend_retry", with = "humantime_serde")]
     pub backend_retry: Duration,
+    /// On SIGTERM/SIGINT, how long sessions get to finish their transaction before the
+    /// process exits.
+    #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Which log lines are written: a level (`info`) or `tracing` directives
+    /// (`info,switchyard::topology=debug`). `SWITCHYARD_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields (session, cluster, …) as keys.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -124,7 +145,7 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -154,7 +175,7 @@ pub enum BackendTlsMode {
     VerifyFull,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub writer: String,
@@ -206,9 +227,12 @@ pub struct ClusterConfig {
 mod auth;
 mod cutover;
 mod discovery;
+mod live;
 mod routing;
 
 pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUERY};
+pub use live::fixed_changes;
+
 pub use cutover::{CatchUp, CutoverConfig, Fence};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
@@ -231,6 +255,12 @@ mod defaults {
     }
     pub fn backend_retry() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
     }
 }
 
@@ -356,6 +386,12 @@ pub fn validate(
         problem(
             "server.max_message_bytes".into(),
             "must be at least 1024".into(),
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.server.log_level) {
+        problem(
+            "server.log_level".into(),
+            format!("not a log level or filter: {e}"),
         );
     }
     if raw.server.max_client_connections == 0 {

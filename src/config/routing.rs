@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::Config;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub active: String,
@@ -57,7 +57,7 @@ impl Consistency {
 }
 
 /// `[[routing.routes]]`: the sessions of a client user and/or database, and what they get.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// A `[[users]]` name, as the client logs in.

@@ -179,7 +179,7 @@ enum Exchange {
 }
 
 async fn account(ctx: &Context, name: &str) -> Result<Account, SessionError> {
-    if let Some(user) = ctx.config.user(name) {
+    if let Some(user) = ctx.config().user(name) {
         return Ok(Account::Configured(user.clone()));
     }
     let Some(text) = ctx

@@ -218,7 +218,7 @@ impl Session {
     /// MySQL's `wait_timeout`), answers the client's command, and the client connection
     /// closes. `None` when the writer itself failed: the failover path goes on.
     async fn end_if_alone(&mut self, held: &Arc<Instance>) -> Option<SessionError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         let (login, creds) = (&self.login, &self.creds);
         let probe = |cluster: Arc<Cluster>| {
             let held = Arc::clone(held);

@@ -40,7 +40,7 @@ impl Session {
         ok_seq: u8,
         greeted: Option<Greeted>,
     ) -> Result<(), SessionError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         let logged_in = match greeted {
             Some(greeted) => {
                 greeted
@@ -141,7 +141,7 @@ pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
         database: None,
         connect_attrs: None,
     };
-    let timeout = ctx.config.raw.server.connect_timeout;
+    let timeout = ctx.config().raw.server.connect_timeout;
     match greeted.login(cluster, &login, &creds, timeout).await {
         Ok(conn) => conn.quit().await,
         Err(e) => {
@@ -152,8 +152,8 @@ pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
 
 /// The cluster's monitor account, else the first configured user's backend login.
 fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
-    let monitor = ctx
-        .config
+    let config = ctx.config();
+    let monitor = config
         .raw
         .clusters
         .get(cluster)
@@ -161,7 +161,7 @@ fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
     let (user, password) = match monitor {
         Some(m) => (m.user, m.password),
         None => {
-            let u = ctx.config.users.first()?;
+            let u = config.users.first()?;
             (u.backend_user.clone(), u.backend_password.clone())
         }
     };

@@ -76,7 +76,7 @@ async fn serve(
         Ok(opened) => opened,
         Err(error) => return Err(startup::refuse(tcp, error).await),
     };
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
     let auth = match startup::handshake(tcp, ctx, &greeted.greeting, deadline).await {
         Ok(auth) => auth,
         Err(e) => {
@@ -167,12 +167,12 @@ impl Session {
         &self,
         instance: &Arc<Instance>,
     ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let max = self.ctx.config.raw.server.max_message_bytes;
+        let max = self.ctx.config().raw.server.max_message_bytes;
         loop {
             let logical = packet::logical(&self.client.buf, max).map_err(|e| match e {
                 packet::FrameError::TooLarge { .. } => SessionError::Refused {
@@ -207,9 +207,12 @@ impl Session {
         }
     }
 
+    /// Waits for the client's next bytes. A drain (SIGTERM) ends the session here, but only
+    /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
+        let between_transactions = self.view.in_transaction.is_none();
         tokio::select! {
-            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -363,7 +366,7 @@ impl Session {
     /// Forgets a reader connection that failed and skips its instance for `backend_retry`.
     fn drop_failed_reader(&mut self) {
         if let Some(reader) = self.reader.take() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.statements.forget_backend(Target::Reader);
@@ -372,7 +375,7 @@ impl Session {
     /// Where a statement runs now, with a reader prepared when it is one.
     async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let target = router::route(stmt, self.view, settings);
@@ -475,7 +478,7 @@ impl Session {
             self.statements.forget_backend(Target::Reader);
         }
         if self.reader.is_none() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
@@ -496,7 +499,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reader failed while replaying session settings");
-                let retry = self.ctx.config.raw.server.backend_retry;
+                let retry = self.ctx.config().raw.server.backend_retry;
                 reader.conn.instance.load.mark_down(Instant::now(), retry);
                 self.reader = None;
                 self.statements.forget_backend(Target::Reader);

@@ -19,7 +19,7 @@ impl Session {
         let change = command::parse_change_user(body, self.client.capabilities)
             .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         let name = String::from_utf8_lossy(change.user).into_owned();
-        let deadline = Instant::now() + self.ctx.config.raw.server.auth_timeout;
+        let deadline = Instant::now() + self.ctx.config().raw.server.auth_timeout;
         let attempt = Attempt {
             name: &name,
             scramble: self.scramble,

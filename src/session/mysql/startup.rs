@@ -145,7 +145,7 @@ pub struct Authenticated {
 /// What the route of `user`'s login to `login.database` says its reads see after its writes.
 pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWrites {
     let database = login.database.as_deref().map(String::from_utf8_lossy);
-    ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
+    ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, database.as_deref())
 }
 
 /// Answers a client that cannot be served with an ERR in place of the greeting, as a server
@@ -216,7 +216,8 @@ async fn authenticate(
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
-    let server = &ctx.config.raw.server;
+    let config = ctx.config();
+    let server = &config.raw.server;
     let tls = ctx
         .tls
         .clone()

@@ -145,7 +145,7 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 }
 
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
+    let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
     let (client, params, user, pass_through) = match startup::handshake(tcp, ctx, deadline).await? {
         Outcome::Cancel { pid, secret } => {
             if let Err(e) = ctx.cancels.cancel(pid, secret).await {
@@ -175,7 +175,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             message: format!("active cluster {active:?} is not in the topology"),
         })?;
     let read_your_writes =
-        ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, params.database());
+        ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, params.database());
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
@@ -190,7 +190,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         writer: None,
         reader: None,
         statements: Statements::default(),
-        scanner: Scanner::new(ctx.config.raw.server.max_message_bytes),
+        scanner: Scanner::new(ctx.config().raw.server.max_message_bytes),
         sets: Vec::new(),
         view: SessionView {
             in_transaction: None,
@@ -292,7 +292,7 @@ impl Session {
     }
 
     async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
 
@@ -320,14 +320,16 @@ impl Session {
     }
 
     /// Waits for the client's next bytes, relaying anything the writer sends meanwhile
-    /// (notifications, notices, a FATAL before it closes).
+    /// (notifications, notices, a FATAL before it closes). A drain (SIGTERM) ends the
+    /// session here, but only between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
+        let between_transactions = self.view.in_transaction.is_none();
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
-            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -354,7 +356,7 @@ impl Session {
             self.follow_active().await?;
         }
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let mut target = router::route(&unit.stmt, self.view, settings);
@@ -468,7 +470,7 @@ impl Session {
             scanner: &mut self.scanner,
             statements: &mut self.statements,
             scratch: &mut self.scratch,
-            message_limit: self.ctx.config.raw.server.max_message_bytes,
+            message_limit: self.ctx.config().raw.server.max_message_bytes,
         };
         ex.run(unit).await
     }
@@ -488,7 +490,7 @@ impl Session {
             self.drop_reader(false);
         }
         if self.reader.is_none() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
@@ -528,7 +530,7 @@ impl Session {
         if let Some(reader) = self.reader.take()
             && failed
         {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.cancel.set_target(1, None);

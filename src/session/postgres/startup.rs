@@ -118,7 +118,7 @@ async fn handshake_inner(
     ctx: &Context,
     deadline: Instant,
 ) -> Result<Option<Reply>, SessionError> {
-    let tls_mode = ctx.config.raw.server.tls_mode;
+    let tls_mode = ctx.config().raw.server.tls_mode;
     let params = loop {
         let Some(packet) = read_startup(client, deadline).await? else {
             return Ok(None);
