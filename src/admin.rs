@@ -89,6 +89,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/clusters/{name}/read-only", post(read_only))
         .route("/v1/cutover", post(cutover).get(cutover_progress))
         .route("/v1/cutover/step", post(cutover_step))
+        .route("/v1/fleet", get(fleet))
         .with_state(state)
 }
 
@@ -212,6 +213,15 @@ async fn cutover_step(
         .await
         .map(Json)
         .map_err(ApiError::Step)
+}
+
+/// The fleet as this proxy sees it (members, liveness, what each serves); an empty list
+/// without `[fleet]`.
+async fn fleet(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    match state.cutover.fleet() {
+        Some(f) => Json(json!(f.view())),
+        None => Json(json!({ "self": null, "members": [] })),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -79,7 +79,7 @@ enum Command {
     },
     /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
     /// Moves every client to another cluster: pause, drain, fence, catch up, switch.
-    /// Give --admin once per proxy behind the load balancer.
+    /// Reaches every live member of the proxy's [fleet]; --admin adds proxies (repeatable).
     Cutover {
         /// The cluster to make active.
         #[arg(long)]
@@ -258,6 +258,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            for warning in config::warnings(&c.raw) {
+                println!("  warning: {warning}");
+            }
             for (name, cluster) in &c.raw.clusters {
                 let discovery = cluster
                     .discovery

@@ -28,6 +28,7 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub routing: RoutingConfig,
     pub cutover: Option<CutoverConfig>,
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Whether the client listener offers TLS.
@@ -203,9 +204,11 @@ pub struct ClusterConfig {
 
 mod cutover;
 mod discovery;
+mod fleet;
 mod routing;
 
 pub use cutover::{CatchUp, CutoverConfig, Fence};
+pub use fleet::{FleetConfig, warnings};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
 pub use discovery::{DEFAULT_FAILOVER_TIMEOUT, DiscoveryConfig, DiscoveryKind, monitor_password};
@@ -489,6 +492,7 @@ pub fn validate(
     }
     routing::validate_routing(&raw, &mut problem);
     cutover::validate_cutover(&raw, &mut problem);
+    fleet::validate_fleet(&raw, &mut problem);
 
     if problems.is_empty() {
         Ok(Validated {

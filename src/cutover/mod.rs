@@ -6,12 +6,15 @@
 mod catch_up;
 mod control;
 pub mod driver;
+pub mod fleet;
+mod lock;
 mod plan;
 mod record;
 mod store;
 
 pub use catch_up::{Databases, DbError};
 pub use control::{Controller, Progress, Settings, StartError};
+pub use fleet::Fleet;
 pub use plan::Phase;
 pub use record::{Record, now_ms};
 
@@ -64,6 +67,10 @@ pub struct RoutingState {
     /// A cutover record in the database newer than this takes precedence at start.
     #[serde(default)]
     pub updated_ms: u64,
+    /// The epoch of the newest cutover record this state follows (0: none). A record with a
+    /// higher epoch, read by the fleet poller, is a cutover this proxy has not applied yet.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +97,7 @@ impl RoutingState {
             generation: 0,
             before_pause: BTreeMap::new(),
             updated_ms: 0,
+            epoch: 0,
         }
     }
 
@@ -155,7 +163,12 @@ impl RoutingState {
     /// The cutover's switch, in one snapshot: `to` becomes the active, read-write cluster
     /// and `from` (paused) becomes read-only. Sessions held by the pause wake up, see the new
     /// active cluster and move to it.
-    pub fn with_switch(&self, from: &str, to: &str) -> Result<RoutingState, RoutingError> {
+    pub fn with_switch(
+        &self,
+        from: &str,
+        to: &str,
+        epoch: u64,
+    ) -> Result<RoutingState, RoutingError> {
         self.known(from)?;
         self.known(to)?;
         if self.active != from {
@@ -175,6 +188,7 @@ impl RoutingState {
         s.before_pause.remove(to);
         s.modes.insert(from.to_owned(), Mode::ReadOnly);
         s.modes.insert(to.to_owned(), Mode::ReadWrite);
+        s.epoch = s.epoch.max(epoch);
         Ok(s)
     }
 
@@ -193,6 +207,7 @@ impl RoutingState {
         }
         s.modes.insert(record.fenced.clone(), Mode::ReadOnly);
         s.updated_ms = record.at_ms;
+        s.epoch = s.epoch.max(record.epoch);
         Ok(s)
     }
 
@@ -264,7 +279,7 @@ impl Routing {
             },
             None => initial,
         };
-        if let Some(r) = record.filter(|r| r.at_ms > state.updated_ms) {
+        if let Some(r) = record.filter(|r| r.at_ms > state.updated_ms || r.epoch > state.epoch) {
             match state.with_record(r) {
                 Ok(recorded) => {
                     tracing::info!(active = %r.active, fenced = %r.fenced, source = %r.source, "routing state from the cutover record, newer than the state file");
@@ -459,8 +474,24 @@ impl Routing {
         self.apply(|s| s.with_fence(cluster))
     }
 
-    pub fn switch(&self, from: &str, to: &str) -> Result<Arc<RoutingState>, ControlError> {
-        self.apply(|s| s.with_switch(from, to))
+    pub fn switch(
+        &self,
+        from: &str,
+        to: &str,
+        epoch: u64,
+    ) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_switch(from, to, epoch))
+    }
+
+    /// Applies a cutover `record` newer (by epoch) than this proxy's state: the proxy
+    /// missed that cutover, or its coordinator died after recording the switch. `None` when
+    /// the state already follows it.
+    pub fn converge(&self, record: &Record) -> Result<Option<Arc<RoutingState>>, ControlError> {
+        if record.epoch <= self.load().epoch {
+            return Ok(None);
+        }
+        tracing::warn!(epoch = record.epoch, active = %record.active, fenced = %record.fenced, source = %record.source, "a newer cutover record: following it");
+        self.apply(|s| s.with_record(record)).map(Some)
     }
 
     pub fn abort(&self, cluster: &str, restore: Mode) -> Result<Arc<RoutingState>, ControlError> {
@@ -659,6 +690,7 @@ mod tests {
             active: "new".into(),
             fenced: "old".into(),
             at_ms,
+            epoch: 1,
             source: "test".into(),
         }
     }
