@@ -207,6 +207,9 @@ impl Databases {
             for sql in c.fence_statements(self.protocol(), true) {
                 old.exec(&sql).await?;
             }
+            if self.protocol() == Protocol::Postgres {
+                old.end_older_transactions(c.drain_timeout).await?;
+            }
         }
         let mark = match c.catch_up {
             CatchUp::Lsn => old.one("SELECT pg_current_wal_lsn()::text").await?,
@@ -409,6 +412,30 @@ impl Writer {
             Conn::Mysql(c) => c.query_drop(sql).await.map_err(|e| e.to_string()),
         };
         result.map_err(|e| self.error(sql, std::io::Error::other(e)))
+    }
+
+    /// PostgreSQL's fence (`default_transaction_read_only`) applies to transactions that
+    /// start after it: one a straggling proxy began before it could still commit after the
+    /// position is taken. Waits up to `wait` for those to end, then ends their sessions.
+    async fn end_older_transactions(&mut self, wait: Duration) -> Result<(), DbError> {
+        let fenced_at = self.one("SELECT clock_timestamp()::text").await?;
+        let older = format!(
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < '{fenced_at}'::timestamptz"
+        );
+        let deadline = Instant::now() + wait;
+        while self.one(&format!("SELECT count(*) {older}")).await? != "0" {
+            if Instant::now() >= deadline {
+                let ended = self
+                    .one(&format!(
+                        "SELECT count(pg_terminate_backend(pid)) {older}"
+                    ))
+                    .await?;
+                tracing::warn!(sessions = %ended, writer = %self.addr, "fence: ended sessions whose transactions began before it");
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     async fn check_writable(&mut self) -> Result<(), DbError> {

@@ -685,12 +685,36 @@ mod tests {
         assert_eq!(again.load().mode("new"), Mode::ReadWrite);
     }
 
+    #[test]
+    fn a_newer_epoch_is_followed_once() {
+        let r = Routing::open(state(), None, Duration::from_secs(5), None).unwrap();
+        let paused = r.pause("old").unwrap();
+        assert_eq!(paused.epoch, 0);
+        let newer = Record {
+            epoch: 3,
+            ..record(1)
+        };
+        let followed = r.converge(&newer).unwrap().expect("a newer epoch is applied");
+        assert_eq!(followed.active, "new");
+        assert_eq!(followed.mode("old"), Mode::ReadOnly);
+        assert_eq!(followed.epoch, 3);
+        assert!(r.converge(&newer).unwrap().is_none(), "applied once");
+        // An epoch at or below this proxy's is history, whatever its time.
+        let older = Record {
+            epoch: 2,
+            active: "old".into(),
+            fenced: "new".into(),
+            ..record(u64::MAX)
+        };
+        assert!(r.converge(&older).unwrap().is_none());
+    }
+
     fn record(at_ms: u64) -> Record {
         Record {
             active: "new".into(),
             fenced: "old".into(),
             at_ms,
-            epoch: 1,
+            epoch: 0,
             source: "test".into(),
         }
     }
