@@ -59,11 +59,12 @@ const SCHEMA: &str =
 async fn replicated_database(prefix: &str) -> String {
     let p = pair();
     let old = p.old.superuser(&p.old.primary, "postgres").await;
-    old.batch_execute(
-        "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
-    )
-    .await
-    .unwrap();
+    for sql in [
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        old.batch_execute(sql).await.unwrap();
+    }
     let mut backoff = Backoff::new(Duration::from_secs(10));
     loop {
         let fresh = p.old.superuser(&p.old.primary, "postgres").await;
