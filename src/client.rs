@@ -239,11 +239,7 @@ fn holder() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "someone".into());
-    format!(
-        "{user}@{} pid {}",
-        fleet::host_name(),
-        std::process::id()
-    )
+    format!("{user}@{} pid {}", fleet::host_name(), std::process::id())
 }
 
 /// Test-only: `SWITCHYARD_CUTOVER_HOLD_AFTER=<phase>` makes the CLI stop after that phase
@@ -353,7 +349,10 @@ pub fn cutover(admins: Vec<Admin>, to: &str, dry_run: bool) -> Result<bool> {
         );
         if hold_after.as_deref() == Some(step.phase.as_str()) {
             use std::io::{BufRead as _, Write as _};
-            println!("holding after {} ({HOLD_AFTER}, test only)", step.phase.as_str());
+            println!(
+                "holding after {} ({HOLD_AFTER}, test only)",
+                step.phase.as_str()
+            );
             let _ = std::io::stdout().flush();
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);
@@ -397,7 +396,15 @@ fn render_fleet(v: &fleet::View) -> String {
     }
     let mut out = format!(
         "\nFLEET (this proxy: {}, poll every {} ms)\n{:<24} {:<30} {:<8} {:<8} {:>6} {:>9}  {}\n",
-        v.this, v.poll_interval_ms, "MEMBER", "ADMIN", "VERSION", "ACTIVE", "EPOCH", "SEEN", "STATE"
+        v.this,
+        v.poll_interval_ms,
+        "MEMBER",
+        "ADMIN",
+        "VERSION",
+        "ACTIVE",
+        "EPOCH",
+        "SEEN",
+        "STATE"
     );
     for m in &v.members {
         let seen = m

@@ -148,7 +148,10 @@ async fn worker(
         .await;
         match result {
             Ok(()) => ledger.ack(key),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
+            Err(e)
+                if e.code()
+                    == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) =>
+            {
                 refused.fetch_add(1, Ordering::SeqCst);
                 // Pacing, not readiness: the member follows the record on its own.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -213,7 +216,10 @@ async fn wait_for_members(proxy: &Proxy, n: usize) {
         if live >= n {
             return;
         }
-        assert!(backoff.wait().await, "the fleet never had {n} members: {view}");
+        assert!(
+            backoff.wait().await,
+            "the fleet never had {n} members: {view}"
+        );
     }
 }
 
@@ -314,7 +320,9 @@ async fn a_member_the_operator_cannot_reach_is_fenced_by_the_database_and_follow
         "the report names the unreachable member: {out}"
     );
     assert_eq!(
-        out.lines().filter(|l| l.contains("switched to new")).count(),
+        out.lines()
+            .filter(|l| l.contains("switched to new"))
+            .count(),
         2,
         "{out}"
     );
@@ -330,7 +338,11 @@ async fn a_member_the_operator_cannot_reach_is_fenced_by_the_database_and_follow
         l.stop();
         assert_eq!(l.errors(), Vec::<String>::new());
     }
-    assert_eq!(refused_a.load(Ordering::SeqCst), 0, "a member in the cutover refused writes");
+    assert_eq!(
+        refused_a.load(Ordering::SeqCst),
+        0,
+        "a member in the cutover refused writes"
+    );
     println!(
         "straggler: {} writes refused with 25006 before it followed the record",
         refused_s.load(Ordering::SeqCst)
@@ -339,7 +351,10 @@ async fn a_member_the_operator_cannot_reach_is_fenced_by_the_database_and_follow
     let on_old = keys_on(&p.old, &db).await;
     let on_new = keys_on(&p.new, &db).await;
     let only_old: Vec<_> = on_old.difference(&on_new).collect();
-    assert!(only_old.is_empty(), "writes landed on old only: {only_old:?}");
+    assert!(
+        only_old.is_empty(),
+        "writes landed on old only: {only_old:?}"
+    );
 }
 
 #[tokio::test]
@@ -357,8 +372,7 @@ async fn two_cutovers_at_once_one_runs_and_the_other_is_refused_naming_the_holde
     let (ok, out) = finish(cli(&b, None)).await;
     assert!(!ok, "a second cutover ran beside the first: {out}");
     assert!(
-        out.contains("another cutover is running")
-            && out.contains(&format!("pid {first_pid}")),
+        out.contains("another cutover is running") && out.contains(&format!("pid {first_pid}")),
         "the refusal names the holder: {out}"
     );
     let status = b.admin_get("/status").await;

@@ -73,7 +73,10 @@ pub(super) fn validate_fleet(raw: &Config, problem: &mut dyn FnMut(String, Strin
     if !super::cutover::is_table_name(&f.table) {
         problem(
             "fleet.table".into(),
-            format!("{:?} is not a table name: letters, digits and _, optionally qualified as schema.table", f.table),
+            format!(
+                "{:?} is not a table name: letters, digits and _, optionally qualified as schema.table",
+                f.table
+            ),
         );
     }
     if raw.admin.is_none() {
@@ -91,7 +94,9 @@ pub(super) fn validate_fleet(raw: &Config, problem: &mut dyn FnMut(String, Strin
         }
     }
     if let Some(dns) = &f.peers_dns
-        && dns.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        && dns
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
     {
         problem(
             "fleet.peers_dns".into(),
@@ -120,7 +125,8 @@ pub(super) fn validate_fleet(raw: &Config, problem: &mut dyn FnMut(String, Strin
             if cluster.monitor_user.is_none() {
                 problem(
                     format!("clusters.{name}.monitor_user"),
-                    "[fleet] register = true connects to each writer with the monitor account".into(),
+                    "[fleet] register = true connects to each writer with the monitor account"
+                        .into(),
                 );
             }
         }

@@ -227,9 +227,9 @@ impl Databases {
                 // The database fence refuses this session's writes too, unless it says
                 // otherwise for this one transaction.
                 let sql = match (fence, self.protocol()) {
-                    (Fence::Database, Protocol::Postgres) => format!(
-                        "BEGIN; SET TRANSACTION READ WRITE; {sql}; COMMIT"
-                    ),
+                    (Fence::Database, Protocol::Postgres) => {
+                        format!("BEGIN; SET TRANSACTION READ WRITE; {sql}; COMMIT")
+                    }
                     _ => sql,
                 };
                 old.exec(&sql).await?;
@@ -426,9 +426,7 @@ impl Writer {
         while self.one(&format!("SELECT count(*) {older}")).await? != "0" {
             if Instant::now() >= deadline {
                 let ended = self
-                    .one(&format!(
-                        "SELECT count(pg_terminate_backend(pid)) {older}"
-                    ))
+                    .one(&format!("SELECT count(pg_terminate_backend(pid)) {older}"))
                     .await?;
                 tracing::warn!(sessions = %ended, writer = %self.addr, "fence: ended sessions whose transactions began before it");
                 break;

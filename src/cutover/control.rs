@@ -262,7 +262,9 @@ impl Controller {
                 // The fleet poller may have followed the record already.
                 let state = self.routing.load();
                 if !(state.active == to && state.epoch >= epoch && epoch > 0) {
-                    self.routing.switch(&from, &to, epoch).map_err(|e| err(&e))?;
+                    self.routing
+                        .switch(&from, &to, epoch)
+                        .map_err(|e| err(&e))?;
                 }
                 // The record stays: the cutover is done. Its connections are not needed.
                 self.databases.release();
@@ -339,7 +341,11 @@ impl Controller {
                         .as_ref()
                         .map_or(Fence::Proxy, |c| c.fence_for(false))
                 });
-                let mark = self.databases.mark(&from, fence).await.map_err(|e| err(&e))?;
+                let mark = self
+                    .databases
+                    .mark(&from, fence)
+                    .await
+                    .map_err(|e| err(&e))?;
                 Ok(StepOutcome {
                     detail: if mark.is_empty() {
                         "no position to wait for".into()

@@ -240,24 +240,24 @@ pub async fn run<P: Participant>(
                 .await
                 .map(|outcomes| join_details(&outcomes))
             }
-            Phase::Fence => match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did)
-                .await
-            {
-                Ok(_) => {
-                    db_fenced = true;
-                    first
-                        .step(StepRequest::DbMark {
-                            from: from.clone(),
-                            fence: Some(plan.fence),
-                        })
-                        .await
-                        .map(|o| {
-                            mark = o.mark;
-                            o.detail
-                        })
+            Phase::Fence => {
+                match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did).await {
+                    Ok(_) => {
+                        db_fenced = true;
+                        first
+                            .step(StepRequest::DbMark {
+                                from: from.clone(),
+                                fence: Some(plan.fence),
+                            })
+                            .await
+                            .map(|o| {
+                                mark = o.mark;
+                                o.detail
+                            })
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Phase::CatchUp => first
                 .step(StepRequest::DbCatchUp {
                     from: from.clone(),
@@ -412,10 +412,9 @@ fn describe(request: &StepRequest, o: &StepOutcome) -> String {
         StepRequest::Pause { from } => format!("paused {from}"),
         StepRequest::Drain { .. } => format!("paused, drained ({})", o.detail),
         StepRequest::Fence { from } => format!("paused, fenced {from}"),
-        StepRequest::Switch { to, .. } => format!(
-            "switched to {to}: {} held, {} aborted",
-            o.held, o.aborted
-        ),
+        StepRequest::Switch { to, .. } => {
+            format!("switched to {to}: {} held, {} aborted", o.held, o.aborted)
+        }
         _ => o.detail.clone(),
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use super::Routing;
 use super::catch_up::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
 use super::record::{Record, read_newest};
-use super::Routing;
 use crate::config::FleetConfig;
 use crate::shutdown::Shutdown;
 
@@ -133,8 +133,15 @@ impl Fleet {
         if self.config.register {
             let me = self.id();
             for (cluster, mut w) in conns {
-                let sql = format!("DELETE FROM {} WHERE id = {}", self.table(), literal(&w, &me));
-                if tokio::time::timeout(Duration::from_secs(1), w.exec(&sql)).await.is_err() {
+                let sql = format!(
+                    "DELETE FROM {} WHERE id = {}",
+                    self.table(),
+                    literal(&w, &me)
+                );
+                if tokio::time::timeout(Duration::from_secs(1), w.exec(&sql))
+                    .await
+                    .is_err()
+                {
                     tracing::debug!(%cluster, "could not leave the members table in time");
                 }
             }
@@ -154,7 +161,11 @@ impl Fleet {
         for cluster in self.databases.config.raw.clusters.keys() {
             let (this, cluster, me) = (Arc::clone(self), cluster.clone(), me.clone());
             let kept = conns.remove(&cluster);
-            let bound = self.config.poll_interval.max(Duration::from_secs(1)).min(CONNECT_TIMEOUT);
+            let bound = self
+                .config
+                .poll_interval
+                .max(Duration::from_secs(1))
+                .min(CONNECT_TIMEOUT);
             reads.spawn(async move {
                 let visit = tokio::time::timeout(bound, this.visit(&cluster, kept, &me)).await;
                 (cluster, visit)
@@ -163,7 +174,9 @@ impl Fleet {
         let mut newest: Option<Record> = None;
         let mut members: BTreeMap<String, Member> = BTreeMap::new();
         while let Some(joined) = reads.join_next().await {
-            let Ok((cluster, visit)) = joined else { continue };
+            let Ok((cluster, visit)) = joined else {
+                continue;
+            };
             let (w, record, found) = match visit {
                 Ok(Ok(v)) => v,
                 Ok(Err(DbError::NoLogin(_))) => continue,
@@ -178,14 +191,16 @@ impl Fleet {
             };
             conns.insert(cluster, w);
             if let Some(r) = record
-                && newest.as_ref().is_none_or(|n| (r.epoch, r.at_ms) > (n.epoch, n.at_ms))
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| (r.epoch, r.at_ms) > (n.epoch, n.at_ms))
             {
                 newest = Some(r);
             }
             for m in found {
-                let keep = members
-                    .get(&m.id)
-                    .is_none_or(|k| m.seen_ago_s.unwrap_or(f64::MAX) < k.seen_ago_s.unwrap_or(f64::MAX));
+                let keep = members.get(&m.id).is_none_or(|k| {
+                    m.seen_ago_s.unwrap_or(f64::MAX) < k.seen_ago_s.unwrap_or(f64::MAX)
+                });
                 if keep {
                     members.insert(m.id.clone(), m);
                 }
@@ -240,7 +255,14 @@ impl Fleet {
         {
             tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused (a fenced writer)");
         }
-        let record = match self.databases.config.raw.cutover.as_ref().filter(|c| c.record) {
+        let record = match self
+            .databases
+            .config
+            .raw
+            .cutover
+            .as_ref()
+            .filter(|c| c.record)
+        {
             Some(c) => {
                 let table = c.record_table.clone();
                 read_newest(&mut w, self.databases.protocol(), cluster, &table).await?
@@ -254,15 +276,15 @@ impl Fleet {
     async fn read_members(&self, w: &mut Writer) -> Result<Vec<Member>, DbError> {
         let t = self.table();
         let exists = match w.conn {
-            Conn::Postgres(_) => format!(
-                "SELECT (to_regclass('{t}') IS NOT NULL)::int"
-            ),
+            Conn::Postgres(_) => format!("SELECT (to_regclass('{t}') IS NOT NULL)::int"),
             Conn::Mysql(_) => {
                 let (schema, name) = match t.split_once('.') {
                     Some((s, n)) => (format!("'{s}'"), n),
                     None => ("DATABASE()".to_owned(), t),
                 };
-                format!("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {schema} AND table_name = '{name}'")
+                format!(
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {schema} AND table_name = '{name}'"
+                )
             }
         };
         if w.one(&exists).await? != "1" {
@@ -422,7 +444,8 @@ mod tests {
 
     #[test]
     fn a_member_is_live_within_stale_after_intervals() {
-        let config: FleetConfig = toml::from_str("poll_interval = \"1s\"\nstale_after = 3").unwrap();
+        let config: FleetConfig =
+            toml::from_str("poll_interval = \"1s\"\nstale_after = 3").unwrap();
         assert_eq!(config.stale(), Duration::from_secs(3));
     }
 }

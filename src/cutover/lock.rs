@@ -55,14 +55,14 @@ impl Databases {
         lease: Duration,
     ) -> Result<String, DbError> {
         let held_here = self.lock.slot().take();
-        if let Some(h) = held_here {
-            if !h.task.is_finished() {
-                let holder = h.holder.clone();
-                *self.lock.slot() = Some(h);
-                return Err(DbError::Refused(format!(
-                    "another cutover is running: the cutover lock is held by {holder} through this proxy"
-                )));
-            }
+        if let Some(h) = held_here
+            && !h.task.is_finished()
+        {
+            let holder = h.holder.clone();
+            *self.lock.slot() = Some(h);
+            return Err(DbError::Refused(format!(
+                "another cutover is running: the cutover lock is held by {holder} through this proxy"
+            )));
         }
         let mut w = self.connect(to).await?;
         let addr = w.addr.clone();

@@ -694,7 +694,10 @@ mod tests {
             epoch: 3,
             ..record(1)
         };
-        let followed = r.converge(&newer).unwrap().expect("a newer epoch is applied");
+        let followed = r
+            .converge(&newer)
+            .unwrap()
+            .expect("a newer epoch is applied");
         assert_eq!(followed.active, "new");
         assert_eq!(followed.mode("old"), Mode::ReadOnly);
         assert_eq!(followed.epoch, 3);

@@ -173,8 +173,12 @@ impl Databases {
             match read.await {
                 Ok(Ok(Some(r))) => newest = newest.max(r.epoch),
                 Ok(Ok(None)) | Ok(Err(DbError::NoLogin(_))) => {}
-                Ok(Err(e)) => tracing::warn!(%cluster, error = %crate::session::chain(&e), "could not read the cutover record's epoch"),
-                Err(_) => tracing::warn!(%cluster, "could not read the cutover record's epoch in time"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%cluster, error = %crate::session::chain(&e), "could not read the cutover record's epoch")
+                }
+                Err(_) => {
+                    tracing::warn!(%cluster, "could not read the cutover record's epoch in time")
+                }
             }
         }
         newest
