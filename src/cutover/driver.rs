@@ -271,28 +271,38 @@ pub async fn run<P: Participant>(
                     o.detail
                 }),
             Phase::Switch => {
-                let switched = all(
-                    proxies,
-                    StepRequest::Switch {
-                        from: from.clone(),
-                        to: to.clone(),
-                        epoch: report.epoch,
-                    },
-                    &mut did,
-                )
-                .await;
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                match switched {
-                    Ok(outcomes) => {
-                        report.held = outcomes.iter().map(|o| o.held).sum();
-                        report.aborted = outcomes.iter().map(|o| o.aborted).sum();
-                        report.active = to.clone();
-                        Ok(format!(
-                            "{to} is active; {} held transactions released onto it",
-                            report.held
-                        ))
+                // Every proxy, even when one fails: the record is written, so each one
+                // switched is one less waiting to follow it.
+                let request = StepRequest::Switch {
+                    from: from.clone(),
+                    to: to.clone(),
+                    epoch: report.epoch,
+                };
+                let mut problems = Vec::new();
+                for (p, did) in proxies.iter().zip(did.iter_mut()) {
+                    match p.step(request.clone()).await {
+                        Ok(o) => {
+                            report.held += o.held;
+                            report.aborted += o.aborted;
+                            *did = describe(&request, &o);
+                        }
+                        Err(e) => {
+                            *did = format!(
+                                "switch FAILED: {e}; follows the record within its poll_interval"
+                            );
+                            problems.push(format!("{}: {e}", p.name()));
+                        }
                     }
-                    Err(e) => Err(e),
+                }
+                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+                if problems.is_empty() {
+                    report.active = to.clone();
+                    Ok(format!(
+                        "{to} is active; {} held transactions released onto it",
+                        report.held
+                    ))
+                } else {
+                    Err(problems.join("; "))
                 }
             }
             Phase::Abort => {
