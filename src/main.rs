@@ -258,6 +258,17 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            if let Some(f) = &c.raw.fleet {
+                println!(
+                    "  fleet: {}, re-read every {}",
+                    if f.register {
+                        format!("members register in {}", f.table)
+                    } else {
+                        "no registration".to_owned()
+                    },
+                    humantime::format_duration(f.poll_interval)
+                );
+            }
             for warning in config::warnings(&c.raw) {
                 println!("  warning: {warning}");
             }

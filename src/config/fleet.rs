@@ -145,3 +145,67 @@ pub fn warnings(raw: &Config) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// The problem paths and warnings `switchyard check` gives a PostgreSQL migration with
+    /// `extra` appended.
+    fn check(extra: &str) -> (Vec<String>, Vec<String>) {
+        let text = format!(
+            r#"
+            [server]
+            protocol = "postgres"
+            listen = "127.0.0.1:6432"
+            [admin]
+            listen = "127.0.0.1:9187"
+            [[users]]
+            name = "app"
+            password = "secret"
+            [clusters.old]
+            writer = "10.0.0.1:5432"
+            monitor_user = "m"
+            [clusters.new]
+            writer = "10.0.0.2:5432"
+            monitor_user = "m"
+            [routing]
+            active = "old"
+            {extra}
+            "#
+        );
+        let raw: crate::config::Config = toml::from_str(&text).expect("parse");
+        let warnings = super::warnings(&raw);
+        match crate::config::validate(raw, &|_| None) {
+            Ok(_) => (Vec::new(), warnings),
+            Err(problems) => (problems.into_iter().map(|p| p.path).collect(), warnings),
+        }
+    }
+
+    const CUTOVER: &str = "[cutover]\ncatch_up = \"none\"\n";
+
+    #[test]
+    fn a_fleet_registers_through_the_cutover_database() {
+        assert_eq!(check(&format!("{CUTOVER}[fleet]")), (vec![], vec![]));
+        assert_eq!(
+            check("[fleet]").0,
+            ["fleet.register"],
+            "registration needs [cutover]"
+        );
+        assert!(check("[fleet]\nregister = false").0.is_empty());
+        assert_eq!(
+            check(&format!(
+                "{CUTOVER}[fleet]\npeers = [\"10.0.0.9:9187\"]\npeers_dns = \"x\""
+            ))
+            .0,
+            ["fleet.peers[0]", "fleet.peers_dns"]
+        );
+    }
+
+    #[test]
+    fn check_warns_about_a_proxy_only_fence_in_a_fleet() {
+        let (problems, warnings) = check(&format!("{CUTOVER}fence = \"proxy\"\n[fleet]"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("cutover.fence"), "{warnings:?}");
+        assert!(check(&format!("{CUTOVER}fence = \"proxy\"")).1.is_empty());
+    }
+}
