@@ -207,9 +207,7 @@ impl Databases {
             for sql in c.fence_statements(self.protocol(), true) {
                 old.exec(&sql).await?;
             }
-            if self.protocol() == Protocol::Postgres {
-                old.end_older_transactions(c.drain_timeout).await?;
-            }
+            old.end_older_transactions(c.drain_timeout).await?;
         }
         let mark = match c.catch_up {
             CatchUp::Lsn => old.one("SELECT pg_current_wal_lsn()::text").await?,
@@ -414,20 +412,41 @@ impl Writer {
         result.map_err(|e| self.error(sql, std::io::Error::other(e)))
     }
 
-    /// PostgreSQL's fence (`default_transaction_read_only`) applies to transactions that
-    /// start after it: one a straggling proxy began before it could still commit after the
-    /// position is taken. Waits up to `wait` for those to end, then ends their sessions.
+    /// A database fence holds transactions that start after it: one a straggling proxy
+    /// began before it (PostgreSQL's `default_transaction_read_only`), or that wrote before
+    /// it and commits after (MariaDB's `read_only`), could still commit after the position is
+    /// taken. Waits up to `wait` for those to end, then ends their sessions.
     async fn end_older_transactions(&mut self, wait: Duration) -> Result<(), DbError> {
-        let fenced_at = self.one("SELECT clock_timestamp()::text").await?;
-        let older = format!(
-            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < '{fenced_at}'::timestamptz"
-        );
+        let postgres = matches!(self.conn, Conn::Postgres(_));
+        let (now, older, end) = if postgres {
+            (
+                "SELECT clock_timestamp()::text",
+                "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < '{t}'::timestamptz",
+                "SELECT count(pg_terminate_backend(pid)) ",
+            )
+        } else {
+            (
+                "SELECT NOW(6)",
+                "FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_started < '{t}'",
+                "SELECT trx_mysql_thread_id ",
+            )
+        };
+        let fenced_at = self.one(now).await?;
+        let older = older.replace("{t}", &fenced_at);
         let deadline = Instant::now() + wait;
         while self.one(&format!("SELECT count(*) {older}")).await? != "0" {
             if Instant::now() >= deadline {
-                let ended = self
-                    .one(&format!("SELECT count(pg_terminate_backend(pid)) {older}"))
-                    .await?;
+                let ended = if postgres {
+                    self.one(&format!("{end}{older}")).await?
+                } else {
+                    let ids = self.rows(&format!("{end}{older}")).await?;
+                    for id in ids.iter().filter_map(|r| r.first()) {
+                        if let Err(e) = self.exec(&format!("KILL CONNECTION {id}")).await {
+                            tracing::warn!(error = %crate::session::chain(&e), "fence: could not end a session");
+                        }
+                    }
+                    ids.len().to_string()
+                };
                 tracing::warn!(sessions = %ended, writer = %self.addr, "fence: ended sessions whose transactions began before it");
                 break;
             }

@@ -1,9 +1,10 @@
 //! The fleet: the proxies behind one load balancer, with the databases as their shared
-//! truth. Every `poll_interval` each proxy heartbeats into a members table on every
+//! truth. Every `poll_interval` each proxy heartbeats into a members table on its active
 //! cluster's writer (id, admin URL, version, active cluster, epoch, last seen by the
-//! database's clock), reads the members back, resolves `peers` / `peers_dns`, and re-reads
-//! the newest cutover record: one with a higher epoch than its own is a cutover it missed,
-//! and it follows it at once.
+//! database's clock), reads the members back from every cluster, resolves `peers` /
+//! `peers_dns`, and re-reads the newest cutover record: one with a higher epoch than its
+//! own is a cutover it missed, and it follows it at once. Writing on the active cluster only
+//! keeps the table from conflicting with replication old → new, which may carry it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -132,7 +133,8 @@ impl Fleet {
         }
         if self.config.register {
             let me = self.id();
-            for (cluster, mut w) in conns {
+            let active = routing.load().active.clone();
+            for (cluster, mut w) in conns.into_iter().filter(|(c, _)| *c == active) {
                 let sql = format!(
                     "DELETE FROM {} WHERE id = {}",
                     self.table(),
@@ -160,6 +162,7 @@ impl Fleet {
         let mut reads = JoinSet::new();
         for cluster in self.databases.config.raw.clusters.keys() {
             let (this, cluster, me) = (Arc::clone(self), cluster.clone(), me.clone());
+            let register = self.config.register && cluster == state.active;
             let kept = conns.remove(&cluster);
             let bound = self
                 .config
@@ -167,7 +170,8 @@ impl Fleet {
                 .max(Duration::from_secs(1))
                 .min(CONNECT_TIMEOUT);
             reads.spawn(async move {
-                let visit = tokio::time::timeout(bound, this.visit(&cluster, kept, &me)).await;
+                let visit =
+                    tokio::time::timeout(bound, this.visit(&cluster, kept, &me, register)).await;
                 (cluster, visit)
             });
         }
@@ -206,8 +210,10 @@ impl Fleet {
                 }
             }
         }
+        let drain = (self.databases.config.raw.cutover.as_ref())
+            .map_or(Duration::from_secs(2), |c| c.drain_timeout);
         if let Some(r) = &newest
-            && let Err(e) = routing.converge(r)
+            && let Err(e) = routing.converge_drained(r, drain).await
         {
             tracing::error!(error = %crate::session::chain(&e), source = %r.source, "could not follow the cutover record");
         }
@@ -236,24 +242,23 @@ impl Fleet {
         cluster: &str,
         kept: Option<Writer>,
         me: &Heartbeat,
+        register: bool,
     ) -> Result<(Writer, Option<Record>, Vec<Member>), DbError> {
         let mut w = match kept {
             Some(w) => w,
-            None => {
-                let mut w = self.databases.connect(cluster).await?;
-                if self.config.register {
-                    // A fenced (read-only) writer refuses this; the other cluster has it.
-                    if let Err(e) = w.exec(&create_members(&w, self.table())).await {
-                        tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: members table not created");
-                    }
-                }
-                w
-            }
+            None => self.databases.connect(cluster).await?,
         };
-        if self.config.register
-            && let Err(e) = w.exec(&upsert(&w, self.table(), me)).await
-        {
-            tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused (a fenced writer)");
+        if register {
+            // A fenced (read-only) writer refuses these: a straggler's heartbeat is missing
+            // until it follows the record to the other cluster.
+            let create = create_members(&w, self.table());
+            let beat = upsert(&w, self.table(), me);
+            for sql in [create, beat] {
+                if let Err(e) = w.exec(&sql).await {
+                    tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused");
+                    break;
+                }
+            }
         }
         let record = match self
             .databases

@@ -483,6 +483,31 @@ impl Routing {
         self.apply(|s| s.with_switch(from, to, epoch))
     }
 
+    /// Like [`Routing::converge`], but first as a cutover does: the cluster this proxy
+    /// serves is paused and the transactions in flight on it get up to `drain` to finish, so
+    /// none is cut in two by the move.
+    pub async fn converge_drained(
+        &self,
+        record: &Record,
+        drain: Duration,
+    ) -> Result<Option<Arc<RoutingState>>, ControlError> {
+        let state = self.load();
+        if record.epoch <= state.epoch {
+            return Ok(None);
+        }
+        let serving = state.active.clone();
+        if serving != record.active
+            && state.mode(&serving) != Mode::Paused
+            && self.pause(&serving).is_ok()
+            && let Err(busy) = self
+                .drained(&serving, tokio::time::Instant::now() + drain)
+                .await
+        {
+            tracing::warn!(cluster = %serving, busy, ?drain, "following the cutover record with transactions still open");
+        }
+        self.converge(record)
+    }
+
     /// Applies a cutover `record` newer (by epoch) than this proxy's state: the proxy
     /// missed that cutover, or its coordinator died after recording the switch. `None` when
     /// the state already follows it.
