@@ -246,19 +246,31 @@ impl Fleet {
     ) -> Result<(Writer, Option<Record>, Vec<Member>), DbError> {
         let mut w = match kept {
             Some(w) => w,
-            None => self.databases.connect(cluster).await?,
-        };
-        if register {
-            // A fenced (read-only) writer refuses these: a straggler's heartbeat is missing
-            // until it follows the record to the other cluster.
-            let create = create_members(&w, self.table());
-            let beat = upsert(&w, self.table(), me);
-            for sql in [create, beat] {
-                if let Err(e) = w.exec(&sql).await {
-                    tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused");
-                    break;
+            None => {
+                let mut w = self.databases.connect(cluster).await?;
+                // On every cluster, so that replication of the active one's rows (a
+                // PostgreSQL publication FOR ALL TABLES, MySQL's binlog) finds the table.
+                if self.config.register
+                    && let Err(e) = w.exec(&create_members(&w, self.table())).await
+                {
+                    tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: members table not created (a fenced writer)");
                 }
+                w
             }
+        };
+        // MySQL's read_only lets the monitor account (SUPER) write: do not, on a fenced
+        // writer, so a row written there never meets the same row written on the other side.
+        let fenced = match w.conn {
+            Conn::Mysql(_) => w.one("SELECT @@GLOBAL.read_only").await? == "1",
+            Conn::Postgres(_) => false,
+        };
+        if register
+            && !fenced
+            && let Err(e) = w.exec(&upsert(&w, self.table(), me)).await
+        {
+            // PostgreSQL's fence refuses it: a straggler's heartbeat is missing until it
+            // follows the record to the other cluster.
+            tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused");
         }
         let record = match self
             .databases

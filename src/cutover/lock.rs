@@ -87,14 +87,44 @@ impl Databases {
                 let got = w
                     .one(&format!("SELECT GET_LOCK('{MYSQL_NAME}', 0)"))
                     .await?;
+                // MySQL has no application name to show: the holder writes its name in a
+                // table beside the record, which a refused operator reads.
+                let names = self.record_table().map(|t| format!("{t}_lock"));
                 if got != "1" {
-                    let who = w
-                        .one(&format!(
+                    let who = match &names {
+                        Some(t) => w
+                            .one(&format!(
+                                "SELECT CONCAT(holder, ' (since ', since, ')') FROM {t} WHERE id = 1"
+                            ))
+                            .await
+                            .unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    let who = if who.is_empty() {
+                        w.one(&format!(
                             "SELECT CONCAT('connection ', ID, ' of ', USER, '@', HOST) FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK('{MYSQL_NAME}')"
                         ))
                         .await
-                        .unwrap_or_default();
+                        .unwrap_or_default()
+                    } else {
+                        who
+                    };
                     return Err(refused(&who, &addr));
+                }
+                if let Some(t) = &names {
+                    let name = format!("switchyard cutover by {holder}").replace(['\\', '\''], "");
+                    for sql in [
+                        format!(
+                            "CREATE TABLE IF NOT EXISTS {t} (id INT PRIMARY KEY, holder VARCHAR(255) NOT NULL, since DATETIME(3) NOT NULL)"
+                        ),
+                        format!(
+                            "REPLACE INTO {t} (id, holder, since) VALUES (1, '{name}', NOW(3))"
+                        ),
+                    ] {
+                        if let Err(e) = w.exec(&sql).await {
+                            tracing::warn!(error = %crate::session::chain(&e), "could not write the cutover lock's holder");
+                        }
+                    }
                 }
             }
         }

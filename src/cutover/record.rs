@@ -90,7 +90,7 @@ fn table_exists(protocol: Protocol, table: &str) -> String {
 }
 
 impl Databases {
-    fn record_table(&self) -> Option<&str> {
+    pub(super) fn record_table(&self) -> Option<&str> {
         self.cutover()
             .filter(|c| c.record)
             .map(|c| c.record_table.as_str())
