@@ -407,3 +407,74 @@ async fn a_fleet_member_the_operator_cannot_reach_is_fenced_by_the_database_and_
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn two_cutovers_at_once_one_runs_and_the_other_is_refused_naming_the_holder() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("twice").await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two proxies listed by hand (no [fleet]), each fencing at the proxy only.
+    let text =
+        |dir: &Path| config(&db, dir).replace("[cutover]\n", "[cutover]\nfence = \"proxy\"\n");
+    let a = Proxy::from_config(&text(dirs[0].path())).await;
+    let b = Proxy::from_config(&text(dirs[1].path())).await;
+    let cli = |first: &Proxy, hold: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["cutover", "--to", "new", "--token", ADMIN_TOKEN])
+            .args(["--admin", &format!("http://{}", first.admin)])
+            .args([
+                "--admin",
+                &format!(
+                    "http://{}",
+                    if first.admin == a.admin {
+                        b.admin
+                    } else {
+                        a.admin
+                    }
+                ),
+            ])
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if hold {
+            cmd.env("SWITCHYARD_CUTOVER_HOLD_AFTER", "preflight");
+        }
+        cmd.spawn().expect("run switchyard cutover")
+    };
+    let mut first = cli(&a, true);
+    let first_pid = first.id().expect("the first CLI runs");
+    let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the first CLI holds");
+        if line.starts_with("holding after") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let second = cli(&b, false).wait_with_output().await.unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    println!("{out}");
+    assert!(!second.status.success(), "{out}");
+    assert!(
+        out.contains("another cutover is running") && out.contains(&format!("pid {first_pid}")),
+        "the refusal names the holder: {out}"
+    );
+    first.stdin.take().unwrap().write_all(b"\n").await.unwrap();
+    let done = first.wait_with_output().await.unwrap();
+    assert!(done.status.success(), "the first cutover failed");
+    for p in [&a, &b] {
+        let status = p.admin_get("/status").await;
+        assert!(status.contains(r#""active":"new""#), "{status}");
+    }
+}

@@ -531,6 +531,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_switch_that_fails_on_one_proxy_still_reaches_the_others_and_says_which() {
+        let proxies = [fake(None), fake(Some("switch")), fake(None)];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Failed);
+        assert_eq!(proxies[2].seen.borrow().last().unwrap(), "switch");
+        let did: Vec<&str> = report.members.iter().map(|m| m.did.as_str()).collect();
+        assert!(did[0].starts_with("switched to new"), "{did:?}");
+        assert!(did[1].starts_with("switch FAILED"), "{did:?}");
+        assert!(did[2].starts_with("switched to new"), "{did:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lock_taken_by_a_preflight_that_fails_later_is_given_back() {
+        let proxies = [fake(None), fake(Some("check"))];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Aborted);
+        assert_eq!(
+            *proxies[0].seen.borrow(),
+            ["db_preflight", "check", "db_release"]
+        );
+        assert_eq!(report.members[1].did, "check FAILED: check failed");
+    }
+
+    #[tokio::test]
     async fn a_failed_preflight_touches_nothing() {
         let proxies = [fake(Some("db_preflight"))];
         let report = run(&proxies, &plan(false), |_, _| {}).await;
