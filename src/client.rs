@@ -498,6 +498,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fleet_and_the_report_name_every_member() {
+        let view: fleet::View = serde_json::from_value(serde_json::json!({
+            "self": "vm:9187", "poll_interval_ms": 2000,
+            "members": [
+                { "id": "vm:9187", "admin_url": "http://10.0.0.1:9187", "version": "0.1.0", "active": "old", "epoch": 0, "seen_ago_s": 0.4, "live": true, "source": "database" },
+                { "id": "vm2:9187", "admin_url": "http://10.0.0.2:9187", "version": "0.1.0", "active": "old", "epoch": 0, "seen_ago_s": 42.0, "live": false, "source": "database" },
+                { "id": "10.0.0.3:9187", "admin_url": "http://10.0.0.3:9187", "seen_ago_s": null, "live": true, "source": "dns" }
+            ]
+        }))
+        .unwrap();
+        let table = render_fleet(&view);
+        assert!(table.contains("FLEET (this proxy: vm:9187"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("vm2:9187") && l.ends_with("42.0s ago  stale")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("10.0.0.3:9187") && l.ends_with("-  live")),
+            "{table}"
+        );
+        assert_eq!(
+            render_fleet(&fleet::View {
+                this: String::new(),
+                poll_interval_ms: 0,
+                members: vec![]
+            }),
+            ""
+        );
+    }
+
+    #[test]
     fn status_renders_as_a_table() {
         let v = serde_json::json!({
             "routing": { "active": "old", "modes": { "old": "read_only", "new": "read_write" } },
