@@ -478,3 +478,124 @@ async fn two_cutovers_at_once_one_runs_and_the_other_is_refused_naming_the_holde
         assert!(status.contains(r#""active":"new""#), "{status}");
     }
 }
+
+#[tokio::test]
+async fn a_coordinator_killed_after_the_fence_leaves_the_fleet_on_one_cluster_and_a_rerun_finishes()
+{
+    use tokio::io::AsyncBufReadExt;
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("killed").await;
+    let p = pair();
+    let mut admin = p.old.admin(&p.old.primary).await;
+    admin
+        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
+        .await
+        .unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut proxies = Vec::new();
+    for dir in &dirs {
+        let mut text = config(&db, dir.path());
+        text.push_str("\n[fleet]\npoll_interval = \"300ms\"\nstale_after = 5\n");
+        proxies.push(Proxy::from_config(&text).await);
+    }
+    let mut loads = Vec::new();
+    for proxy in &proxies {
+        let ledger = Arc::new(Ledger::default());
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 0..2 {
+            let (l, r) = (Arc::clone(&ledger), Arc::clone(&refused));
+            tokio::spawn(fleet_worker(proxy.addr, db.clone(), l, r, n));
+        }
+        ledger.wait_for_writes(20).await;
+        loads.push(ledger);
+    }
+    // The fleet is known (three live members) before the coordinator starts.
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let view = json_body(&proxies[0].admin_get("/v1/fleet").await);
+        let live = view["members"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["live"] == true).count());
+        if live == 3 {
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "the fleet never had 3 members: {view}"
+        );
+    }
+    let cli = |hold: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["cutover", "--to", "new", "--token", ADMIN_TOKEN, "--admin"])
+            .arg(format!("http://{}", proxies[0].admin))
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if hold {
+            cmd.env("SWITCHYARD_CUTOVER_HOLD_AFTER", "fence");
+        }
+        cmd.spawn().expect("run switchyard cutover")
+    };
+    let mut coordinator = cli(true);
+    let mut lines = tokio::io::BufReader::new(coordinator.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next_line().await.unwrap().expect("the CLI holds");
+        if line.starts_with("holding after") {
+            break;
+        }
+    }
+    coordinator.kill().await.expect("kill the coordinator");
+
+    // No record: each member's watchdog ends its pause with old fenced; all stay on old.
+    for proxy in &proxies {
+        let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+        loop {
+            let routing = json_body(&proxy.admin_get("/status").await)["routing"].clone();
+            if routing["modes"]["old"] == "read_only" {
+                assert_eq!(routing["active"], "old", "{routing}");
+                break;
+            }
+            assert!(backoff.wait().await, "the pause never ended: {routing}");
+        }
+    }
+    // The lock frees with its lease; a new cutover moves the fleet as one.
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let out = cli(false).wait_with_output().await.unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            println!("{text}");
+            // Every member is live although the cluster it served is fenced.
+            assert!(text.contains("on 3 proxies"), "{text}");
+            break;
+        }
+        assert!(text.contains("another cutover is running"), "{text}");
+        assert!(backoff.wait().await, "the cutover lock never freed: {text}");
+    }
+    for proxy in &proxies {
+        let status = proxy.admin_get("/status").await;
+        assert!(status.contains(r#""active":"new""#), "{status}");
+    }
+    for ledger in &loads {
+        ledger.wait_for_writes(10).await;
+        ledger.stop();
+        assert_eq!(ledger.errors(), Vec::<String>::new());
+    }
+    let acknowledged: Vec<String> = loads.iter().flat_map(|l| l.acknowledged()).collect();
+    let on_new = keys_on(&p.new, &db).await;
+    let missing: Vec<_> = acknowledged
+        .into_iter()
+        .filter(|k| !on_new.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "not on the new writer: {missing:?}");
+    admin
+        .query_drop("GRANT READ_ONLY ADMIN ON *.* TO 'app'@'%'")
+        .await
+        .unwrap();
+}

@@ -207,8 +207,11 @@ impl Controller {
             detail,
             ..StepOutcome::default()
         };
-        // Any step is the coordinator saying it is still there.
-        self.databases.renew_lock();
+        // A step of the running cutover is its coordinator saying it is still there (a new
+        // cutover's preflight is not: it must not keep a dead one's lock alive).
+        if !matches!(request, StepRequest::DbPreflight { .. }) {
+            self.databases.renew_lock();
+        }
         match request {
             StepRequest::Check { from, to } => {
                 let state = self.routing.load();

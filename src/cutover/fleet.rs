@@ -177,11 +177,12 @@ impl Fleet {
         }
         let mut newest: Option<Record> = None;
         let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        let mut beat_active = false;
         while let Some(joined) = reads.join_next().await {
             let Ok((cluster, visit)) = joined else {
                 continue;
             };
-            let (w, record, found) = match visit {
+            let (w, record, found, beat) = match visit {
                 Ok(Ok(v)) => v,
                 Ok(Err(DbError::NoLogin(_))) => continue,
                 Ok(Err(e)) => {
@@ -193,6 +194,7 @@ impl Fleet {
                     continue;
                 }
             };
+            beat_active |= beat;
             conns.insert(cluster, w);
             if let Some(r) = record
                 && newest
@@ -207,6 +209,17 @@ impl Fleet {
                 });
                 if keep {
                     members.insert(m.id.clone(), m);
+                }
+            }
+        }
+        if self.config.register && !beat_active {
+            // The active cluster is fenced (a cutover paused or died after its fence, or
+            // this proxy is a straggler): heartbeat where writes are accepted, so a live
+            // member never looks stale.
+            for (cluster, w) in conns.iter_mut().filter(|(c, _)| **c != state.active) {
+                if heartbeat(w, self.table(), &me).await {
+                    tracing::debug!(%cluster, "fleet: heartbeat on another cluster than the active one (it is fenced)");
+                    break;
                 }
             }
         }
@@ -243,7 +256,7 @@ impl Fleet {
         kept: Option<Writer>,
         me: &Heartbeat,
         register: bool,
-    ) -> Result<(Writer, Option<Record>, Vec<Member>), DbError> {
+    ) -> Result<(Writer, Option<Record>, Vec<Member>, bool), DbError> {
         let mut w = match kept {
             Some(w) => w,
             None => {
@@ -258,20 +271,7 @@ impl Fleet {
                 w
             }
         };
-        // MySQL's read_only lets the monitor account (SUPER) write: do not, on a fenced
-        // writer, so a row written there never meets the same row written on the other side.
-        let fenced = match w.conn {
-            Conn::Mysql(_) => w.one("SELECT @@GLOBAL.read_only").await? == "1",
-            Conn::Postgres(_) => false,
-        };
-        if register
-            && !fenced
-            && let Err(e) = w.exec(&upsert(&w, self.table(), me)).await
-        {
-            // PostgreSQL's fence refuses it: a straggler's heartbeat is missing until it
-            // follows the record to the other cluster.
-            tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: heartbeat refused");
-        }
+        let beat = register && heartbeat(&mut w, self.table(), me).await;
         let record = match self
             .databases
             .config
@@ -287,7 +287,7 @@ impl Fleet {
             None => None,
         };
         let members = self.read_members(&mut w).await?;
-        Ok((w, record, members))
+        Ok((w, record, members, beat))
     }
 
     async fn read_members(&self, w: &mut Writer) -> Result<Vec<Member>, DbError> {
@@ -351,6 +351,30 @@ impl Fleet {
             }
         }
         out
+    }
+}
+
+/// Writes this proxy's row on `w`'s writer; `false` when the writer is fenced. MySQL's
+/// read_only lets the monitor account (SUPER) write: it is not used on a read-only writer,
+/// so a row written there never meets the same row written on the other side.
+async fn heartbeat(w: &mut Writer, table: &str, me: &Heartbeat) -> bool {
+    let fenced = match w.conn {
+        Conn::Mysql(_) => w
+            .one("SELECT @@GLOBAL.read_only")
+            .await
+            .is_ok_and(|v| v == "1"),
+        Conn::Postgres(_) => false,
+    };
+    if fenced {
+        return false;
+    }
+    match w.exec(&upsert(w, table, me)).await {
+        Ok(()) => true,
+        Err(e) => {
+            // PostgreSQL's fence refuses it.
+            tracing::debug!(error = %crate::session::chain(&e), "fleet: heartbeat refused");
+            false
+        }
     }
 }
 
