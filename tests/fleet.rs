@@ -477,3 +477,74 @@ async fn a_proxy_started_during_a_cutover_ends_on_the_new_cluster() {
     }
     assert_all_on_new(&[&ledger_a, &ledger_late], &db).await;
 }
+
+#[tokio::test]
+async fn members_listed_by_peers_and_by_dns_are_reached_without_registering() {
+    let _one = exclusive().await;
+    let db = replicated_database("peers").await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two proxies with no [fleet] at all, found by the third's static list and DNS name.
+    let plain = |dir: &std::path::Path| {
+        let text = config(&db, dir, None);
+        text[..text.find("\n[fleet]").unwrap()].to_owned()
+    };
+    let b = Proxy::from_config(&plain(dirs[1].path())).await;
+    let c = Proxy::from_config(&plain(dirs[2].path())).await;
+    let mut text = config(&db, dirs[0].path(), None);
+    text.push_str(&format!(
+        "register = false\npeers = [\"http://{}\"]\npeers_dns = \"localhost:{}\"\n",
+        b.admin,
+        c.admin.port()
+    ));
+    let a = Proxy::from_config(&text).await;
+    let mut backoff = Backoff::new(Duration::from_secs(30));
+    let view = loop {
+        let view = json_body(&a.admin_get("/v1/fleet").await);
+        let members = view["members"].as_array().cloned().unwrap_or_default();
+        let from = |source: &str, url: String| {
+            members
+                .iter()
+                .any(|m| m["source"] == source && m["admin_url"] == url.as_str())
+        };
+        if from("peers", format!("http://{}", b.admin))
+            && from("dns", format!("http://{}", c.admin))
+        {
+            break view;
+        }
+        assert!(backoff.wait().await, "the peers never showed: {view}");
+    };
+    assert!(
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["source"] != "database"),
+        "nothing registered: {view}"
+    );
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args([
+        "cutover",
+        "--to",
+        "new",
+        "--dry-run",
+        "--token",
+        ADMIN_TOKEN,
+    ])
+    .arg("--admin")
+    .arg(format!("http://{}", a.admin))
+    .env_remove("SWITCHYARD_CONFIG")
+    .kill_on_drop(true);
+    let out = cmd.output().await.expect("run switchyard cutover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("dry_run: active cluster old"), "{text}");
+    for p in [&a, &b, &c] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&p.admin.to_string()) && l.contains("checked")),
+            "every member took part: {text}"
+        );
+    }
+}
