@@ -127,6 +127,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/v1/cutover", get(cutover_progress))
+        .route("/v1/fleet", get(fleet))
         .merge(guarded)
         .with_state(state)
 }
@@ -247,6 +248,15 @@ async fn cutover_step(
         .await
         .map(Json)
         .map_err(ApiError::Step)
+}
+
+/// The fleet as this proxy sees it (members, liveness, what each serves); an empty list
+/// without `[fleet]`.
+async fn fleet(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    match state.cutover.fleet() {
+        Some(f) => Json(json!(f.view())),
+        None => Json(json!({ "self": null, "members": [] })),
+    }
 }
 
 /// Liveness: the process runs and answers.

@@ -154,6 +154,12 @@ impl App {
             Arc::clone(&self.routing),
             shutdown.clone(),
         ));
+        if let Some(fleet) = self.cutover.fleet() {
+            if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+                fleet.set_admin(addr);
+            }
+            tasks.spawn(Arc::clone(fleet).run(Arc::clone(&self.routing), shutdown.clone()));
+        }
         if let Some(listener) = listeners.admin {
             let state = Arc::new(AdminState {
                 metrics: metrics.clone(),

@@ -9,7 +9,8 @@
 //!   DNS, Aurora), health checks and lag, weighted reader balancing with slow start
 //! - `router`    — pure decision: statement class + session state → route
 //! - `cutover`   — the routing state (active cluster, read-only and paused modes), its
-//!   state file and database record, and the cutover: phases, driver, database steps
+//!   state file and database record, and the cutover: phases, driver, database steps,
+//!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
 //! - `pool`      — backend connections: connect, TLS, authenticate
 //! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
 //! - `session`   — one client connection: startup, auth, the relay loop

@@ -87,7 +87,7 @@ enum Command {
     },
     /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
     /// Moves every client to another cluster: pause, drain, fence, catch up, switch.
-    /// Give --admin once per proxy behind the load balancer.
+    /// Reaches every live member of the proxy's [fleet]; --admin adds proxies (repeatable).
     Cutover {
         /// The cluster to make active.
         #[arg(long)]
@@ -274,6 +274,20 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            if let Some(f) = &c.raw.fleet {
+                println!(
+                    "  fleet: {}, re-read every {}",
+                    if f.register {
+                        format!("members register in {}", f.table)
+                    } else {
+                        "no registration".to_owned()
+                    },
+                    humantime::format_duration(f.poll_interval)
+                );
+            }
+            for warning in config::warnings(&c.raw) {
+                println!("  warning: {warning}");
+            }
             for (name, cluster) in &c.raw.clusters {
                 let discovery = cluster
                     .discovery

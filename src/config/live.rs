@@ -6,7 +6,7 @@
 //! consistency, the log level, discovery and health-check settings. Fixed: the listen
 //! addresses, the protocol, client TLS, the admin section, the log format, the set of
 //! clusters and each one's writer and TLS, the routing state (`active`, `read_only`,
-//! `max_pause`, `state_dir`, which the cutover controller owns) and `[cutover]`.
+//! `max_pause`, `state_dir`, which the cutover controller owns), `[cutover]` and `[fleet]`.
 
 use super::{Config, Problem};
 
@@ -51,6 +51,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<Problem> {
     fixed("routing.max_pause", o.max_pause != n.max_pause);
     fixed("routing.state_dir", o.state_dir != n.state_dir);
     fixed("cutover", old.cutover != new.cutover);
+    fixed("fleet", old.fleet != new.fleet);
     problems
 }
 

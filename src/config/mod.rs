@@ -30,6 +30,7 @@ pub struct Config {
     pub cutover: Option<CutoverConfig>,
     /// Pass-through login for users not in `[[users]]` (see [`AuthConfig`]).
     pub auth: Option<AuthConfig>,
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Whether the client listener offers TLS.
@@ -227,6 +228,7 @@ pub struct ClusterConfig {
 mod auth;
 mod cutover;
 mod discovery;
+mod fleet;
 mod live;
 mod routing;
 
@@ -234,6 +236,7 @@ pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUER
 pub use live::fixed_changes;
 
 pub use cutover::{CatchUp, CutoverConfig, Fence};
+pub use fleet::{FleetConfig, warnings};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
 pub use discovery::{DEFAULT_FAILOVER_TIMEOUT, DiscoveryConfig, DiscoveryKind, monitor_password};
@@ -532,6 +535,7 @@ pub fn validate(
     }
     routing::validate_routing(&raw, &mut problem);
     cutover::validate_cutover(&raw, &mut problem);
+    fleet::validate_fleet(&raw, &mut problem);
 
     if problems.is_empty() {
         Ok(Validated {
