@@ -129,9 +129,8 @@ mod tests {
 
     fn stmt(class: Class, hint: Option<Hint>) -> Statement {
         Statement {
-            class,
             hint,
-            count: 1,
+            ..Statement::of(class)
         }
     }
 
@@ -176,6 +175,10 @@ mod tests {
                 Writer,
             ),
             (stmt(Class::Pin, None), IDLE, SPLIT, Writer),
+            // About the node: the session's own writer, unless a hint says otherwise.
+            (stmt(Class::Node, None), IDLE, SPLIT, Writer),
+            (stmt(Class::Node, Some(Hint::Reader)), IDLE, SPLIT, Reader),
+            (stmt(Class::Node, None), in_tx(Reader), SPLIT, Reader),
             (stmt(Class::Read, Some(Hint::Writer)), IDLE, SPLIT, Writer),
             (stmt(Class::Write, Some(Hint::Reader)), IDLE, SPLIT, Reader),
             (stmt(Class::Read, None), in_tx(Writer), SPLIT, Writer),

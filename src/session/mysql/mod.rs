@@ -532,33 +532,18 @@ impl Session {
 }
 
 fn classify(sql: &[u8]) -> Statement {
-    match std::str::from_utf8(sql) {
-        Ok(text) => sql::classify(text, Dialect::MySql),
-        // Text the classifier cannot read is not provably a read.
-        Err(_) => write_statement(),
-    }
+    // Raw bytes in the connection's character set: the classifier reads only ASCII.
+    sql::classify_bytes(sql, Dialect::MySql)
 }
 
 fn write_statement() -> Statement {
-    Statement {
-        class: Class::Write,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Write)
 }
 
 fn read_statement() -> Statement {
-    Statement {
-        class: Class::Read,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Read)
 }
 
 fn session_set() -> Statement {
-    Statement {
-        class: Class::SessionSet,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::SessionSet)
 }
