@@ -30,6 +30,8 @@ pub struct Context {
     verifiers: HashMap<String, Verifier>,
     /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
     pub salted: Arc<SaltedPasswords>,
+    /// Which user-defined functions only read, per cluster, database and backend user.
+    pub catalog: Arc<crate::catalog::Catalog>,
 }
 
 impl Context {
@@ -56,11 +58,28 @@ impl Context {
             tls,
             verifiers,
             salted: Arc::default(),
+            catalog: Arc::default(),
         }
     }
 
     pub(crate) fn verifier(&self, user: &User) -> Option<Verifier> {
         self.verifiers.get(&user.name).cloned()
+    }
+
+    /// A session's view of the function catalog, as its backend login sees `database`.
+    pub(crate) fn functions(
+        &self,
+        creds: &crate::pool::Credentials,
+        database: Option<String>,
+        shutdown: &Shutdown,
+    ) -> crate::catalog::SessionFunctions {
+        let login = crate::catalog::Login {
+            config: Arc::clone(&self.config),
+            user: creds.user.clone(),
+            password: creds.password.clone(),
+            database,
+        };
+        crate::catalog::SessionFunctions::new(Arc::clone(&self.catalog), login, shutdown.clone())
     }
 }
 

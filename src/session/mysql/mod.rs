@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, chain, open_reader};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics;
 use crate::pool::Credentials;
@@ -70,15 +71,19 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         });
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
+    let creds = Credentials {
+        user: auth.user.backend_user.clone(),
+        password: auth.user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+    };
+    let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
+    let functions = ctx.functions(&creds, database.map(|d| d.into_owned()), &shutdown);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client: auth.client,
-        creds: Credentials {
-            user: auth.user.backend_user.clone(),
-            password: auth.user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-        },
+        creds,
+        functions,
         login: auth.login,
         writer: None,
         reader: None,
@@ -119,6 +124,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     login: Login,
     writer: Option<Backend>,
     reader: Option<Backend>,
@@ -338,6 +345,8 @@ impl Session {
     /// Starts the read-your-writes window after a statement that may have written ran on
     /// the writer.
     fn note_write(&mut self, target: Target, stmt: &Statement) {
+        let in_transaction = !self.between_transactions();
+        self.functions.ran(stmt, in_transaction, &self.cluster.name);
         if target == Target::Writer && router::may_write(stmt) {
             let cluster = &self.cluster;
             self.writes_until = self
@@ -392,7 +401,8 @@ impl Session {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let target = router::route(stmt, self.view, settings);
+        let stmt = self.functions.resolve(stmt, &self.cluster);
+        let target = router::route(&stmt, self.view, settings);
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             return Ok(Target::Writer);

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, open_reader};
 use crate::cancel::{CancelTarget, SessionCancel};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -161,15 +162,18 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     let read_your_writes =
         ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, params.database());
     let registration = ctx.cancels.register();
+    let creds = Credentials {
+        user: user.backend_user.clone(),
+        password: user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+    };
+    let functions = ctx.functions(&creds, params.database().map(str::to_owned), &shutdown);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client,
-        creds: Credentials {
-            user: user.backend_user.clone(),
-            password: user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-        },
+        creds,
+        functions,
         params: params.params,
         writer: None,
         reader: None,
@@ -211,6 +215,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     /// The client's startup parameters, sent to every backend connection.
     params: Vec<(String, String)>,
     writer: Option<Backend>,
@@ -322,7 +328,8 @@ impl Session {
             read_write_split: self.ctx.config.raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let mut target = router::route(&unit.stmt, self.view, settings);
+        let stmt = self.functions.resolve(&unit.stmt, &self.cluster);
+        let mut target = router::route(&stmt, self.view, settings);
         match router::effect(&unit.stmt, self.view) {
             Effect::None => {}
             Effect::Record => match &unit.simple_sql {
@@ -380,7 +387,10 @@ impl Session {
         if self.view.in_transaction.is_none() {
             self.admission = None;
         }
-        if ran_on == Target::Writer && router::may_write(&unit.stmt) {
+        let in_transaction = self.view.in_transaction.is_some();
+        self.functions
+            .ran(&unit.stmt, in_transaction, &self.cluster.name);
+        if ran_on == Target::Writer && router::may_write(&stmt) {
             let cluster = &self.cluster;
             self.writes_until = self
                 .read_your_writes
