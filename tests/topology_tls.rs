@@ -77,7 +77,8 @@ fn pg_config(servers: &PgServers, cluster: &str, discovery: &str) -> String {
 
 /// The server that answered one read on a new connection, and whether it came over TLS.
 async fn pg_read_once(proxy: &Proxy, db: &str) -> Result<(Ipv4Addr, bool), String> {
-    let sql = "SELECT host(inet_server_addr()) || ' ' || ssl::text \
+    // About the node (pg_stat_ssl, pg_backend_pid()), so the hint asks for a reader.
+    let sql = "/* switchyard:reader */ SELECT host(inet_server_addr()) || ' ' || ssl::text \
                FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let answer = topology::read_once(proxy, db, sql).await?;
     let (addr, ssl) = answer.split_once(' ').ok_or(answer.clone())?;
