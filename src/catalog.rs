@@ -178,6 +178,26 @@ impl Entry {
 }
 
 impl Catalog {
+    /// Installs `rows` (function name, whether that definition only reads) as the loaded
+    /// catalog of `database` on `cluster` as `user` sees it, as a load from the writer
+    /// would: for benchmarks and tests of the cached path.
+    pub fn install(
+        &self,
+        cluster: &str,
+        database: &str,
+        user: &str,
+        rows: impl IntoIterator<Item = (Vec<u8>, bool)>,
+    ) -> CachedFunctions {
+        let entry = self.entry(&Key {
+            cluster: cluster.to_owned(),
+            database: database.to_owned(),
+            user: user.to_owned(),
+        });
+        let snapshot = Snapshot::from_rows(rows, Instant::now());
+        entry.snapshot.store(Some(Arc::new(snapshot)));
+        CachedFunctions(entry)
+    }
+
     fn entry(&self, key: &Key) -> Arc<Entry> {
         // A poisoned lock only means another session panicked mid-insert: the map is intact.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -187,6 +207,33 @@ impl Catalog {
         let entry = Arc::new(Entry::new(key.clone()));
         entries.insert(key.clone(), Arc::clone(&entry));
         entry
+    }
+}
+
+/// One key's cache, as [`Catalog::install`] returns it.
+#[derive(Debug, Clone)]
+pub struct CachedFunctions(Arc<Entry>);
+
+impl CachedFunctions {
+    /// `stmt` as routing should see it by this cache alone, starting no load: what
+    /// [`SessionFunctions::resolve`] does when the cache has the answer.
+    pub fn resolve(&self, stmt: &Statement) -> Statement {
+        if stmt.class != Class::Read || stmt.functions.is_empty() {
+            return *stmt;
+        }
+        let (answer, _) = self.0.answer(stmt, Instant::now());
+        routed_as(stmt, answer)
+    }
+}
+
+/// `stmt` with the cache's answer applied: a read only when every call reads.
+fn routed_as(stmt: &Statement, answer: Answer) -> Statement {
+    match answer {
+        Answer::Reads => *stmt,
+        Answer::Writes | Answer::Unknown => Statement {
+            class: Class::Write,
+            ..*stmt
+        },
     }
 }
 
@@ -275,13 +322,7 @@ impl SessionFunctions {
         if load {
             self.start_load(entry, Arc::clone(cluster));
         }
-        match answer {
-            Answer::Reads => *stmt,
-            Answer::Writes | Answer::Unknown => Statement {
-                class: Class::Write,
-                ..*stmt
-            },
-        }
+        routed_as(stmt, answer)
     }
 
     /// Notes a statement that ran; once the session is outside a transaction after DDL,

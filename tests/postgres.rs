@@ -1124,4 +1124,16 @@ async fn serializable_transactions_stay_on_the_primary() {
         assert_eq!(level, "serializable");
         client.batch_execute("COMMIT").await.unwrap();
     }
+
+    // The same default given at startup.
+    let conninfo = proxy.conninfo("app", "app-secret", &db)
+        + " options='-c default_transaction_isolation=serializable'";
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect with a serializable default");
+    tokio::spawn(connection);
+    assert!(
+        !in_recovery(&client).await,
+        "a serializable session stays on the primary"
+    );
 }

@@ -168,6 +168,8 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         salted: Arc::clone(&ctx.salted),
     };
     let functions = ctx.functions(&creds, params.database().map(str::to_owned), &shutdown);
+    // A hot standby refuses every read of a serializable-by-default session.
+    let serializable = router::serializable_by_default(&params.params);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
@@ -182,7 +184,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         sets: Vec::new(),
         view: SessionView {
             in_transaction: None,
-            pinned_to_writer: false,
+            pinned_to_writer: serializable,
             wrote_recently: false,
         },
         read_your_writes,
