@@ -98,11 +98,17 @@ impl Functions {
 /// Asking *which* server answered (`pg_is_in_recovery()`, `inet_server_addr()`,
 /// `@@hostname`, `@@read_only`, `version()`) is not in the rule: it is a read answered by the
 /// server that runs it, which is how one sees where a read went.
-#[inline]
+#[inline(always)]
 pub(crate) fn describes_node(name: &[u8], dialect: Dialect) -> bool {
+    // Called for every word: most are ruled out here by their first byte and length.
+    let first = name.first().map_or(0, |b| b | 0x20);
     match dialect {
-        Dialect::Postgres => postgres_node(name),
-        Dialect::MySql => mysql_node(name),
+        Dialect::Postgres => (first == b'p' || first == b't') && postgres_node(name),
+        Dialect::MySql => {
+            matches!(first, b'c' | b'g' | b'i' | b'm' | b'p' | b's')
+                && (10..=18).contains(&name.len())
+                && mysql_node(name)
+        }
     }
 }
 

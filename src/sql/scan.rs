@@ -164,6 +164,7 @@ impl<'a> Scan<'a> {
     }
 }
 
+#[inline(always)]
 fn is_serializable(word: &[u8]) -> bool {
     word.len() == 12 && word.eq_ignore_ascii_case(b"serializable")
 }
