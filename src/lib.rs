@@ -8,24 +8,32 @@
 //! - `topology`  — clusters and instances as an immutable snapshot; discovery (static,
 //!   DNS, Aurora), health checks and lag, weighted reader balancing with slow start
 //! - `router`    — pure decision: statement class + session state → route
+//! - `catalog`   — the function catalog cache: do the unknown functions a read calls only
+//!   read? Loaded in the background from the writer; sessions consult it per statement
 //! - `cutover`   — the routing state (active cluster, read-only and paused modes), its
-//!   state file and database record, and the cutover: phases, driver, database steps
+//!   state file and database record, and the cutover: phases, driver, database steps,
+//!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
 //! - `pool`      — backend connections: connect, TLS, authenticate
 //! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
 //! - `session`   — one client connection: startup, auth, the relay loop
 //! - `server`    — accept loop and connection limit
+//! - `lifecycle` — serving or draining, open sessions, readiness
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
+//! - `reload`    — SIGHUP and `POST /v1/reload`: re-read the config, apply what can change live
 //! - `app`       — wires all of the above into one running proxy
 
 pub mod admin;
 pub mod app;
 pub mod cancel;
+pub mod catalog;
 pub mod config;
 pub mod cutover;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;

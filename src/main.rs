@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use switchyard::app::{App, Listeners};
-use switchyard::config::{self, ConfigError};
+use switchyard::config::{self, ConfigError, Validated};
+use switchyard::reload::LogLevelHook;
 use switchyard::shutdown;
 
 #[derive(Parser)]
@@ -53,6 +54,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Make a running proxy re-read its config file and apply what can change live (as
+    /// SIGHUP does); a config with a problem or a change that needs a restart is refused
+    /// whole.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Release held transactions.
     Resume {
         #[arg(long)]
@@ -79,7 +87,7 @@ enum Command {
     },
     /// Refuse (on) or allow (off) writes to a cluster, e.g. the old one of a migration.
     /// Moves every client to another cluster: pause, drain, fence, catch up, switch.
-    /// Give --admin once per proxy behind the load balancer.
+    /// Reaches every live member of the proxy's [fleet]; --admin adds proxies (repeatable).
     Cutover {
         /// The cluster to make active.
         #[arg(long)]
@@ -169,6 +177,7 @@ fn main() -> ExitCode {
         Command::Pause { cluster, admin } => {
             admin_command(|| admin.resolve()?.pause(cluster.as_deref()))
         }
+        Command::Reload { admin } => admin_command(|| admin.resolve()?.reload()),
         Command::Resume { cluster, admin } => {
             admin_command(|| admin.resolve()?.resume(cluster.as_deref()))
         }
@@ -184,8 +193,15 @@ fn main() -> ExitCode {
             cluster,
             admin,
         } => admin_command(|| admin.resolve()?.read_only(&cluster, state == "on")),
-        Command::Serve { config } => {
-            init_tracing();
+        Command::Serve { config: path } => {
+            let config = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("switchyard: {}", switchyard::session::chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            let log_level = init_tracing(&config.raw.server);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -193,7 +209,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config)) {
+            match runtime.block_on(serve(path, config, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard: {e:#}");
@@ -258,6 +274,20 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            if let Some(f) = &c.raw.fleet {
+                println!(
+                    "  fleet: {}, re-read every {}",
+                    if f.register {
+                        format!("members register in {}", f.table)
+                    } else {
+                        "no registration".to_owned()
+                    },
+                    humantime::format_duration(f.poll_interval)
+                );
+            }
+            for warning in config::warnings(&c.raw) {
+                println!("  warning: {warning}");
+            }
             for (name, cluster) in &c.raw.clusters {
                 let discovery = cluster
                     .discovery
@@ -267,6 +297,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     "  cluster {name}: writer {}, discovery {discovery}, failover_timeout {}",
                     cluster.writer,
                     humantime::format_duration(cluster.failover_timeout)
+                );
+            }
+            if let Some(a) = &c.auth_query {
+                println!(
+                    "  auth: other users looked up as {:?} on the active writer, cached {} (misses {})",
+                    a.user,
+                    humantime::format_duration(a.cache_ttl),
+                    humantime::format_duration(a.negative_cache_ttl)
                 );
             }
             ExitCode::SUCCESS
@@ -287,18 +325,46 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+/// Installs the log subscriber: `server.log_format`, and `SWITCHYARD_LOG` or else
+/// `server.log_level` as the filter. Returns the hook a reload changes the level with (a
+/// no-op while `SWITCHYARD_LOG` is set, which wins).
+fn init_tracing(server: &config::ServerConfig) -> LogLevelHook {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+
+    let from_env = std::env::var("SWITCHYARD_LOG").ok();
+    let directives = from_env.clone().unwrap_or_else(|| server.log_level.clone());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match server.log_format {
+        config::LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
+        config::LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_target(false)
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .init(),
+    }
+    Arc::new(move |level: &str| {
+        if from_env.is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
-async fn serve(path: PathBuf) -> Result<()> {
-    let config = Arc::new(config::load(&path)?);
-    let app = App::start(Arc::clone(&config)).await?;
+async fn serve(path: PathBuf, config: Validated, log_level: LogLevelHook) -> Result<()> {
+    let config = Arc::new(config);
+    let mut app = App::start(Arc::clone(&config)).await?;
+    app.config_file = Some(path);
+    app.log_level = Some(log_level);
     let listen = config.raw.server.listen;
     let listeners = Listeners {
         clients: bind(listen).await?,
@@ -307,6 +373,7 @@ async fn serve(path: PathBuf) -> Result<()> {
             None => None,
         },
     };
+    let mut signals = Signals::new()?;
     tracing::info!(%listen, protocol = ?config.raw.server.protocol, active = %app.routing.load().active, "listening for clients");
     if let Some(admin) = &config.raw.admin {
         tracing::info!(listen = %admin.listen, "admin API listening");
@@ -315,10 +382,38 @@ async fn serve(path: PathBuf) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     app.spawn(listeners, true, &shutdown, &mut tasks)?;
 
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    while let Signal::Reload = signals.next().await {
+        tracing::info!("SIGHUP: reloading the config");
+        // The reload task logs the outcome and counts it.
+        let _ = app.reload.reload().await;
+    }
+    // Stop accepting, fail readiness, and let each session end at its next transaction
+    // boundary; up to shutdown_timeout, or until a second signal.
+    let timeout = app.ctx.config().raw.server.shutdown_timeout;
+    tracing::info!(sessions = app.lifecycle.open_sessions(), timeout = %humantime::format_duration(timeout), "draining: no new clients; sessions close at their next transaction boundary");
+    app.lifecycle.drain();
+    let drained = tokio::select! {
+        _ = app.lifecycle.drained() => true,
+        _ = tokio::time::sleep(timeout) => {
+            tracing::warn!(sessions = app.lifecycle.open_sessions(), "shutdown_timeout reached: closing the remaining sessions");
+            false
+        }
+        _ = signals.stop() => {
+            tracing::warn!(sessions = app.lifecycle.open_sessions(), "second signal: exiting now");
+            return Ok(());
+        }
+    };
+    if drained {
+        tracing::info!("every session closed");
+    }
     trigger.trigger();
-    while tasks.join_next().await.is_some() {}
+    // Background tasks end promptly; an admin client holding a connection open does not
+    // keep the process alive.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -328,23 +423,44 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("listen on {addr}"))
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
+/// What a signal asks of the process.
+enum Signal {
+    /// SIGTERM or SIGINT: drain and stop (a second one: stop now).
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// The signals `serve` listens to, registered once so none is missed between waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("listen for SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Completes at the next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -30,6 +30,8 @@ pub const INSTANCE_LAG_SECONDS: &str = "switchyard_instance_lag_seconds";
 pub const FAILOVERS_TOTAL: &str = "switchyard_failovers_total";
 pub const SESSIONS_WAITING_FOR_WRITER: &str = "switchyard_sessions_waiting_for_writer";
 pub const FAILOVER_ERRORS_TOTAL: &str = "switchyard_failover_errors_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+pub const DRAINING: &str = "switchyard_draining";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -87,6 +89,24 @@ fn describe() {
         "Statements failed by a writer failover, by cluster and kind (outcome_unknown, rolled_back, timeout)."
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
+    describe_gauge!(
+        MAX_CLIENT_CONNECTIONS,
+        "The configured server.max_client_connections."
+    );
+    describe_gauge!(MAX_LAG_SECONDS, "The configured max_lag of each cluster.");
+    describe_gauge!(
+        CLUSTER_MODE,
+        "1 for each cluster's routing mode (read_write, read_only, paused), else 0."
+    );
+    describe_gauge!(ACTIVE_CLUSTER, "1 for the active cluster, else 0.");
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Config reloads (SIGHUP, POST /v1/reload) by result (ok, refused)."
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 while the proxy drains for shutdown (SIGTERM): no new clients, sessions close at a transaction boundary."
+    );
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted.");
     describe_gauge!(
         BACKEND_CONNECTIONS,
@@ -148,6 +168,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    const ALL: [ErrorKind; 6] = [
+        ErrorKind::ClientProtocol,
+        ErrorKind::Auth,
+        ErrorKind::BackendConnect,
+        ErrorKind::BackendLost,
+        ErrorKind::ClientLost,
+        ErrorKind::TooManyConnections,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             ErrorKind::ClientProtocol => "client_protocol",
@@ -164,11 +193,20 @@ pub fn error(kind: ErrorKind) {
     counter!(ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-pub fn client_connected() -> Gauge {
+/// Counts a client connection as open for as long as the guard lives.
+pub fn client_connected() -> GaugeGuard {
     counter!(CLIENT_CONNECTIONS_TOTAL).increment(1);
-    let g = gauge!(CLIENT_CONNECTIONS);
-    g.increment(1.0);
-    g
+    GaugeGuard::new(gauge!(CLIENT_CONNECTIONS))
+}
+
+/// A config reload ended with `result` (`ok` or `refused`).
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
+}
+
+/// The proxy started draining (`true`) or serves (`false`).
+pub fn draining(draining: bool) {
+    gauge!(DRAINING).set(if draining { 1.0 } else { 0.0 });
 }
 
 /// A write refused because its cluster is read-only.
@@ -313,4 +351,86 @@ pub fn instance_lag(cluster: &str, instance: &str, lag: Option<std::time::Durati
         ("instance", instance.to_owned()),
     ];
     gauge!(INSTANCE_LAG_SECONDS, &labels).set(lag.map_or(-1.0, |l| l.as_secs_f64()));
+}
+
+/// Creates every series whose labels are known at start (or after a reload), at zero, so
+/// that `/metrics` lists each metric before its first event: dashboards and alerts then
+/// find the name, and `increase()` sees the first event. `clusters` are the configured
+/// cluster names; the limits are the current config's.
+pub fn register(clusters: &[&str], settings: &Settings<'_>) {
+    for kind in ErrorKind::ALL {
+        counter!(ERRORS_TOTAL, "kind" => kind.as_str()).absolute(0);
+    }
+    counter!(CLIENT_CONNECTIONS_TOTAL).absolute(0);
+    gauge!(CLIENT_CONNECTIONS).increment(0.0);
+    gauge!(HELD_TRANSACTIONS).increment(0.0);
+    counter!(READER_FALLBACKS_TOTAL).absolute(0);
+    gauge!(DRAINING).increment(0.0);
+    for result in ["ok", "refused"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
+    for outcome in ["switched", "aborted", "failed", "dry_run"] {
+        counter!(CUTOVERS_TOTAL, "outcome" => outcome).absolute(0);
+    }
+    drop(histogram!(CUTOVER_PAUSE_SECONDS));
+    for route in ["writer", "reader"] {
+        drop(histogram!(QUERY_DURATION_SECONDS, "route" => route));
+    }
+    for cause in ["cutover", "failover"] {
+        for result in ["moved", "ended"] {
+            counter!(SESSIONS_MOVED_TOTAL, "cause" => cause, "result" => result).absolute(0);
+        }
+    }
+    for cluster in clusters {
+        let c = || (*cluster).to_owned();
+        counter!(WRITES_REFUSED_TOTAL, "cluster" => c()).absolute(0);
+        counter!(READ_RETRIES_TOTAL, "cluster" => c()).absolute(0);
+        counter!(READERS_DRAINED_TOTAL, "cluster" => c()).absolute(0);
+        counter!(READER_MOVES_TOTAL, "cluster" => c()).absolute(0);
+        counter!(FAILOVERS_TOTAL, "cluster" => c()).absolute(0);
+        gauge!(SESSIONS_WAITING_FOR_WRITER, "cluster" => c()).increment(0.0);
+        for kind in ["outcome_unknown", "rolled_back", "timeout"] {
+            counter!(FAILOVER_ERRORS_TOTAL, "cluster" => c(), "kind" => kind).absolute(0);
+        }
+    }
+    publish_settings(settings);
+}
+
+pub const MAX_CLIENT_CONNECTIONS: &str = "switchyard_max_client_connections";
+pub const MAX_LAG_SECONDS: &str = "switchyard_max_lag_seconds";
+pub const CLUSTER_MODE: &str = "switchyard_cluster_mode";
+pub const ACTIVE_CLUSTER: &str = "switchyard_active_cluster";
+
+/// The configured limits that dashboards and alerts compare live values with.
+pub struct Settings<'a> {
+    pub max_client_connections: usize,
+    /// `max_lag` of each cluster.
+    pub max_lag: Vec<(&'a str, std::time::Duration)>,
+}
+
+/// Publishes the limits of the current config (at start and after each reload).
+pub fn publish_settings(settings: &Settings<'_>) {
+    gauge!(MAX_CLIENT_CONNECTIONS).set(settings.max_client_connections as f64);
+    for (cluster, max_lag) in &settings.max_lag {
+        gauge!(MAX_LAG_SECONDS, "cluster" => (*cluster).to_owned()).set(max_lag.as_secs_f64());
+    }
+}
+
+/// Publishes the routing state: 1 for each cluster's mode (`read_write`, `read_only`,
+/// `paused`) and 0 for the others; 1 for the active cluster.
+pub fn routing_state<'a>(active: &str, modes: impl Iterator<Item = (&'a str, &'static str)>) {
+    for (cluster, mode) in modes {
+        for m in ["read_write", "read_only", "paused"] {
+            gauge!(CLUSTER_MODE, "cluster" => cluster.to_owned(), "mode" => m).set(if m == mode {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        gauge!(ACTIVE_CLUSTER, "cluster" => cluster.to_owned()).set(if cluster == active {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }

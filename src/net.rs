@@ -41,6 +41,15 @@ impl Stream {
         !matches!(self, Stream::Plain(_))
     }
 
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(tcp) => tcp.peer_addr(),
+            Stream::TlsServer(tls) => tls.get_ref().0.peer_addr(),
+            Stream::TlsClient(tls) => tls.get_ref().0.peer_addr(),
+        }
+    }
+
     /// Runs the server side of a TLS handshake on a plain client stream before `deadline`.
     pub async fn accept_tls(
         self,

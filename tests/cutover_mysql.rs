@@ -1,7 +1,8 @@
 //! Cutover of MariaDB: an old cluster (primary + replica) whose binlog the new cluster's
 //! primary replicates by GTID, with a load of reads and ledgered writes running through the
 //! proxy the whole time: zero client errors and every acknowledged write on the new writer;
-//! an abort when the new cluster cannot catch up leaves the clients on the old one.
+//! an abort when the new cluster cannot catch up leaves the clients on the old one; a
+//! fleet of three proxies, one of which the operator cannot reach, cut over as one.
 
 mod support;
 
@@ -11,10 +12,11 @@ use std::thread;
 
 use mysql_async::prelude::Queryable;
 
-use support::MariaCluster;
+use support::fault::BlackHole;
 use support::ledger::Ledger;
 use support::mariadb::ClusterIds;
-use support::proxy::{ClusterAddrs, Proxy, cutover_config, json_body};
+use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
+use support::{Backoff, MariaCluster};
 
 /// The abort test blocks the new primary's (single) replication thread, which would stall
 /// the other test's catch-up: the tests of this binary take turns.
@@ -42,10 +44,18 @@ fn pair() -> &'static Pair {
 }
 
 /// A database created on the old primary (replication brings it and its table to new).
+/// Lifts a database fence an earlier test left on old, and restarts replication into new
+/// where one stopped it.
 async fn replicated_database(prefix: &str) -> String {
     let p = pair();
-    let db = p.old.create_database(prefix).await;
     let mut admin = p.old.admin(&p.old.primary).await;
+    admin
+        .query_drop("SET GLOBAL read_only = OFF")
+        .await
+        .unwrap();
+    let mut new_admin = p.new.admin(&p.new.primary).await;
+    new_admin.query_drop("START SLAVE").await.unwrap();
+    let db = p.old.create_database(prefix).await;
     admin
         .query_drop(format!(
             "CREATE TABLE `{db}`.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, client_key VARCHAR(64) NOT NULL UNIQUE)"
@@ -210,4 +220,382 @@ async fn a_cutover_that_cannot_catch_up_aborts_and_clients_stay_on_old() {
     let fresh = Proxy::from_config(&config(&db, empty.path())).await;
     let routing = json_body(&fresh.admin_get("/status").await)["routing"].clone();
     assert_eq!(routing["active"], "old", "{routing}");
+}
+
+/// A fleet member's load: writes, each in a transaction or not. A write refused with the
+/// standard read-only error (1290, or 1792 inside a transaction) is counted and the client
+/// goes on; any other error fails the test.
+async fn fleet_worker(
+    proxy: std::net::SocketAddr,
+    db: String,
+    ledger: Arc<Ledger>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+) {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db))
+        .prefer_socket(false);
+    let mut conn = match mysql_async::Conn::new(opts).await {
+        Ok(c) => c,
+        Err(e) => return ledger.error(format!("connect: {e}")),
+    };
+    let mut i = 0;
+    while !ledger.stopped() {
+        i += 1;
+        let key = format!("{}-w{n}-{i}", proxy.port());
+        let result: Result<(), mysql_async::Error> = async {
+            if i % 2 == 0 {
+                conn.query_drop("BEGIN").await?;
+                let insert = conn
+                    .exec_drop("INSERT INTO ledger (client_key) VALUES (?)", (&key,))
+                    .await;
+                if insert.is_err() {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                }
+                insert?;
+                conn.query_drop("COMMIT").await?;
+            } else {
+                conn.exec_drop("INSERT INTO ledger (client_key) VALUES (?)", (&key,))
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => ledger.ack(key),
+            Err(mysql_async::Error::Server(e)) if e.code == 1290 || e.code == 1792 => {
+                refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Pacing, not readiness: the member follows the record on its own.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return ledger.error(format!("{key}: {e}")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_member_the_operator_cannot_reach_is_fenced_by_the_database_and_follows_the_record()
+{
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("fleet").await;
+    let p = pair();
+    // `GRANT ALL` includes READ_ONLY ADMIN, which writes through read_only: the application
+    // account of a migration does not have it.
+    let mut admin = p.old.admin(&p.old.primary).await;
+    admin
+        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
+        .await
+        .unwrap();
+    let hole = BlackHole::start().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fleet = |dir: &Path, advertise: Option<String>| {
+        let mut text = config(&db, dir);
+        text.push_str("\n[fleet]\npoll_interval = \"300ms\"\nstale_after = 5\n");
+        if let Some(url) = advertise {
+            text.push_str(&format!("advertise = \"{url}\"\n"));
+        }
+        text
+    };
+    let a = Proxy::from_config(&fleet(dirs[0].path(), None)).await;
+    let b = Proxy::from_config(&fleet(dirs[1].path(), None)).await;
+    let straggler = Proxy::from_config(&fleet(
+        dirs[2].path(),
+        Some(format!("http://{}", hole.addr)),
+    ))
+    .await;
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let view = json_body(&a.admin_get("/v1/fleet").await);
+        let live = view["members"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["live"] == true).count());
+        if live == 3 {
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "the fleet never had 3 members: {view}"
+        );
+    }
+    let mut loads = Vec::new();
+    for proxy in [&a, &b, &straggler] {
+        let ledger = Arc::new(Ledger::default());
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 0..2 {
+            tokio::spawn(fleet_worker(
+                proxy.addr,
+                db.clone(),
+                Arc::clone(&ledger),
+                Arc::clone(&refused),
+                n,
+            ));
+        }
+        ledger.wait_for_writes(20).await;
+        loads.push((ledger, refused));
+    }
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["cutover", "--to", "new", "--token", ADMIN_TOKEN, "--admin"])
+        .arg(format!("http://{}", a.admin))
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .await
+        .expect("run switchyard cutover");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "the cutover failed: {text}");
+    assert!(text.contains("fence database"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&hole.addr.to_string()) && l.contains("left out")),
+        "{text}"
+    );
+    // From here on nothing written on old reaches new.
+    let mut new_admin = p.new.admin(&p.new.primary).await;
+    new_admin.query_drop("STOP SLAVE").await.unwrap();
+
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let routing = json_body(&straggler.admin_get("/status").await)["routing"].clone();
+        if routing["active"] == "new" {
+            assert_eq!(routing["modes"]["old"], "read_only", "{routing}");
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "the straggler never followed: {routing}"
+        );
+    }
+    for (ledger, _) in &loads {
+        ledger.wait_for_writes(20).await;
+        ledger.stop();
+        assert_eq!(ledger.errors(), Vec::<String>::new());
+    }
+    assert_eq!(loads[0].1.load(std::sync::atomic::Ordering::SeqCst), 0);
+    println!(
+        "straggler: {} writes refused before it followed the record",
+        loads[2].1.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // What was acknowledged first: a client stopping may still get an answer after this.
+    let acknowledged: Vec<String> = loads.iter().flat_map(|(l, _)| l.acknowledged()).collect();
+    let on_new = keys_on(&p.new, &db).await;
+    let on_old = keys_on(&p.old, &db).await;
+    let missing: Vec<_> = acknowledged
+        .into_iter()
+        .filter(|k| !on_new.contains(k))
+        .collect();
+    let on_old_too: Vec<bool> = missing.iter().map(|k| on_old.contains(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "not on the new writer: {missing:?} (on old: {on_old_too:?})"
+    );
+    let only_old: Vec<_> = on_old.difference(&on_new).collect();
+    assert!(
+        only_old.is_empty(),
+        "writes landed on old only: {only_old:?}"
+    );
+    admin
+        .query_drop("GRANT READ_ONLY ADMIN ON *.* TO 'app'@'%'")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_cutovers_at_once_one_runs_and_the_other_is_refused_naming_the_holder() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("twice").await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two proxies listed by hand (no [fleet]), each fencing at the proxy only.
+    let text =
+        |dir: &Path| config(&db, dir).replace("[cutover]\n", "[cutover]\nfence = \"proxy\"\n");
+    let a = Proxy::from_config(&text(dirs[0].path())).await;
+    let b = Proxy::from_config(&text(dirs[1].path())).await;
+    let cli = |first: &Proxy, hold: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["cutover", "--to", "new", "--token", ADMIN_TOKEN])
+            .args(["--admin", &format!("http://{}", first.admin)])
+            .args([
+                "--admin",
+                &format!(
+                    "http://{}",
+                    if first.admin == a.admin {
+                        b.admin
+                    } else {
+                        a.admin
+                    }
+                ),
+            ])
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if hold {
+            cmd.env("SWITCHYARD_CUTOVER_HOLD_AFTER", "preflight");
+        }
+        cmd.spawn().expect("run switchyard cutover")
+    };
+    let mut first = cli(&a, true);
+    let first_pid = first.id().expect("the first CLI runs");
+    let mut lines = tokio::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the first CLI holds");
+        if line.starts_with("holding after") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let second = cli(&b, false).wait_with_output().await.unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    println!("{out}");
+    assert!(!second.status.success(), "{out}");
+    assert!(
+        out.contains("another cutover is running") && out.contains(&format!("pid {first_pid}")),
+        "the refusal names the holder: {out}"
+    );
+    first.stdin.take().unwrap().write_all(b"\n").await.unwrap();
+    let done = first.wait_with_output().await.unwrap();
+    assert!(done.status.success(), "the first cutover failed");
+    for p in [&a, &b] {
+        let status = p.admin_get("/status").await;
+        assert!(status.contains(r#""active":"new""#), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_coordinator_killed_after_the_fence_leaves_the_fleet_on_one_cluster_and_a_rerun_finishes()
+{
+    use tokio::io::AsyncBufReadExt;
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("killed").await;
+    let p = pair();
+    let mut admin = p.old.admin(&p.old.primary).await;
+    admin
+        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
+        .await
+        .unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut proxies = Vec::new();
+    for dir in &dirs {
+        let mut text = config(&db, dir.path());
+        text.push_str("\n[fleet]\npoll_interval = \"300ms\"\nstale_after = 5\n");
+        proxies.push(Proxy::from_config(&text).await);
+    }
+    let mut loads = Vec::new();
+    for proxy in &proxies {
+        let ledger = Arc::new(Ledger::default());
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 0..2 {
+            let (l, r) = (Arc::clone(&ledger), Arc::clone(&refused));
+            tokio::spawn(fleet_worker(proxy.addr, db.clone(), l, r, n));
+        }
+        ledger.wait_for_writes(20).await;
+        loads.push(ledger);
+    }
+    // The fleet is known (three live members) before the coordinator starts.
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let view = json_body(&proxies[0].admin_get("/v1/fleet").await);
+        let live = view["members"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["live"] == true).count());
+        if live == 3 {
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "the fleet never had 3 members: {view}"
+        );
+    }
+    let cli = |hold: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["cutover", "--to", "new", "--token", ADMIN_TOKEN, "--admin"])
+            .arg(format!("http://{}", proxies[0].admin))
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if hold {
+            cmd.env("SWITCHYARD_CUTOVER_HOLD_AFTER", "fence");
+        }
+        cmd.spawn().expect("run switchyard cutover")
+    };
+    let mut coordinator = cli(true);
+    let mut lines = tokio::io::BufReader::new(coordinator.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next_line().await.unwrap().expect("the CLI holds");
+        if line.starts_with("holding after") {
+            break;
+        }
+    }
+    coordinator.kill().await.expect("kill the coordinator");
+
+    // No record: each member's watchdog ends its pause with old fenced; all stay on old.
+    for proxy in &proxies {
+        let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+        loop {
+            let routing = json_body(&proxy.admin_get("/status").await)["routing"].clone();
+            if routing["modes"]["old"] == "read_only" {
+                assert_eq!(routing["active"], "old", "{routing}");
+                break;
+            }
+            assert!(backoff.wait().await, "the pause never ended: {routing}");
+        }
+    }
+    // The lock frees with its lease; a new cutover moves the fleet as one.
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(30));
+    loop {
+        let out = cli(false).wait_with_output().await.unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            println!("{text}");
+            // Every member is live although the cluster it served is fenced.
+            assert!(text.contains("on 3 proxies"), "{text}");
+            break;
+        }
+        assert!(text.contains("another cutover is running"), "{text}");
+        assert!(backoff.wait().await, "the cutover lock never freed: {text}");
+    }
+    for proxy in &proxies {
+        let status = proxy.admin_get("/status").await;
+        assert!(status.contains(r#""active":"new""#), "{status}");
+    }
+    for ledger in &loads {
+        ledger.wait_for_writes(10).await;
+        ledger.stop();
+        assert_eq!(ledger.errors(), Vec::<String>::new());
+    }
+    let acknowledged: Vec<String> = loads.iter().flat_map(|l| l.acknowledged()).collect();
+    let on_new = keys_on(&p.new, &db).await;
+    let missing: Vec<_> = acknowledged
+        .into_iter()
+        .filter(|k| !on_new.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "not on the new writer: {missing:?}");
+    admin
+        .query_drop("GRANT READ_ONLY ADMIN ON *.* TO 'app'@'%'")
+        .await
+        .unwrap();
 }

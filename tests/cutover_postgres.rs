@@ -296,7 +296,10 @@ async fn three_proxies_cut_over_together_with_the_cli() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut proxies = Vec::new();
     for dir in &dirs {
-        proxies.push(Proxy::from_config(&config(&db, dir.path(), "catch_up = \"sentinel\"")).await);
+        // Three proxies make a fleet, whose default fence is the database: server-wide, and
+        // this binary's other tests share the old server.
+        let cutover = "catch_up = \"sentinel\"\nfence = \"proxy\"";
+        proxies.push(Proxy::from_config(&config(&db, dir.path(), cutover)).await);
     }
     let refs: Vec<&Proxy> = proxies.iter().collect();
     let ledger = start_load(&refs, &db, 6);

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{Config, Protocol};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CutoverConfig {
     pub catch_up: CatchUp,
@@ -41,9 +41,9 @@ pub struct CutoverConfig {
     #[serde(default = "defaults::catch_up_timeout", with = "humantime_serde")]
     pub catch_up_timeout: Duration,
     /// `proxy`: the old cluster refuses writes at the proxy. `database`: also in the
-    /// database, with `fence_sql` (undone with `unfence_sql` on abort).
-    #[serde(default)]
-    pub fence: Fence,
+    /// database, with `fence_sql` (undone with `unfence_sql` on abort). Unset: `database`
+    /// when more than one proxy is known (a fleet), else `proxy`.
+    pub fence: Option<Fence>,
     /// Default per engine: `SET GLOBAL read_only = ON` (MySQL);
     /// `ALTER SYSTEM SET default_transaction_read_only = on` + reload (PostgreSQL).
     pub fence_sql: Option<Vec<String>>,
@@ -75,7 +75,7 @@ impl CatchUp {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fence {
     #[default]
@@ -84,6 +84,13 @@ pub enum Fence {
 }
 
 impl CutoverConfig {
+    /// The fence a cutover uses: the configured one, else `database` when `fleet` (more
+    /// than one proxy is known), else `proxy`.
+    pub fn fence_for(&self, fleet: bool) -> Fence {
+        self.fence
+            .unwrap_or(if fleet { Fence::Database } else { Fence::Proxy })
+    }
+
     /// The statements that fence (`true`) or unfence the old writer in the database.
     pub fn fence_statements(&self, protocol: Protocol, on: bool) -> Vec<String> {
         let configured = if on {
@@ -181,10 +188,10 @@ pub(super) fn validate_cutover(raw: &Config, problem: &mut dyn FnMut(String, Str
             "fence_sql and unfence_sql are set together (an abort must undo the fence)".into(),
         );
     }
-    if (c.fence_sql.is_some() || c.unfence_sql.is_some()) && c.fence != Fence::Database {
+    if (c.fence_sql.is_some() || c.unfence_sql.is_some()) && c.fence == Some(Fence::Proxy) {
         problem(
             "cutover.fence_sql".into(),
-            "is only used with fence = \"database\"".into(),
+            "is only used with fence = \"database\" (or unset, in a fleet)".into(),
         );
     }
     for (key, d) in [
@@ -225,7 +232,7 @@ pub(super) fn validate_cutover(raw: &Config, problem: &mut dyn FnMut(String, Str
 }
 
 /// A plain, optionally qualified table name (it is written into SQL as it is).
-fn is_table_name(name: &str) -> bool {
+pub(super) fn is_table_name(name: &str) -> bool {
     let part = |p: &str| {
         p.chars()
             .next()

@@ -11,7 +11,7 @@ use super::{ClusterConfig, parse_host_port, resolve_secret};
 
 /// `[clusters.NAME.discovery]`: a source that finds the cluster's instances while running.
 /// The configured `writer` is used until the first round answers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
     pub kind: DiscoveryKind,

@@ -17,7 +17,7 @@ pub enum Protocol {
     Mysql,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -28,6 +28,9 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub routing: RoutingConfig,
     pub cutover: Option<CutoverConfig>,
+    /// Pass-through login for users not in `[[users]]` (see [`AuthConfig`]).
+    pub auth: Option<AuthConfig>,
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Whether the client listener offers TLS.
@@ -43,7 +46,7 @@ pub enum ClientTlsMode {
     Require,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub protocol: Protocol,
@@ -66,9 +69,30 @@ pub struct ServerConfig {
     /// How long a backend that refused a connection is skipped for reads.
     #[serde(default = "defaults::backend_retry", with = "humantime_serde")]
     pub backend_retry: Duration,
+    /// On SIGTERM/SIGINT, how long sessions get to finish their transaction before the
+    /// process exits.
+    #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Which log lines are written: a level (`info`) or `tracing` directives
+    /// (`info,switchyard::topology=debug`). `SWITCHYARD_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields (session, cluster, …) as keys.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -122,7 +146,7 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -152,7 +176,7 @@ pub enum BackendTlsMode {
     VerifyFull,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub writer: String,
@@ -201,11 +225,18 @@ pub struct ClusterConfig {
     pub failover_timeout: Duration,
 }
 
+mod auth;
 mod cutover;
 mod discovery;
+mod fleet;
+mod live;
 mod routing;
 
+pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUERY};
+pub use live::fixed_changes;
+
 pub use cutover::{CatchUp, CutoverConfig, Fence};
+pub use fleet::{FleetConfig, warnings};
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
 pub use discovery::{DEFAULT_FAILOVER_TIMEOUT, DiscoveryConfig, DiscoveryKind, monitor_password};
@@ -227,6 +258,12 @@ mod defaults {
     }
     pub fn backend_retry() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
     }
 }
 
@@ -293,6 +330,8 @@ pub struct Validated {
     pub raw: Config,
     pub users: Vec<User>,
     pub admin_token: Option<String>,
+    /// `[auth]`, resolved: how users not in `[[users]]` are looked up, if they may log in.
+    pub auth_query: Option<AuthQuery>,
 }
 
 impl Validated {
@@ -350,6 +389,12 @@ pub fn validate(
         problem(
             "server.max_message_bytes".into(),
             "must be at least 1024".into(),
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.server.log_level) {
+        problem(
+            "server.log_level".into(),
+            format!("not a log level or filter: {e}"),
         );
     }
     if raw.server.max_client_connections == 0 {
@@ -448,10 +493,11 @@ pub fn validate(
             backend_password,
         });
     }
-    if users.is_empty() {
+    let auth_query = auth::validate_auth(&raw, env, &mut problem);
+    if users.is_empty() && auth_query.is_none() {
         problem(
             "users".into(),
-            "no [[users]] entry: no client could log in".into(),
+            "no [[users]] entry and no [auth] query_user: no client could log in".into(),
         );
     }
 
@@ -489,12 +535,14 @@ pub fn validate(
     }
     routing::validate_routing(&raw, &mut problem);
     cutover::validate_cutover(&raw, &mut problem);
+    fleet::validate_fleet(&raw, &mut problem);
 
     if problems.is_empty() {
         Ok(Validated {
             raw,
             users,
             admin_token,
+            auth_query,
         })
     } else {
         Err(problems)

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::Config;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub active: String,
@@ -57,7 +57,7 @@ impl Consistency {
 }
 
 /// `[[routing.routes]]`: the sessions of a client user and/or database, and what they get.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// A `[[users]]` name, as the client logs in.
@@ -156,7 +156,8 @@ pub(super) fn validate_routing(raw: &Config, problem: &mut dyn FnMut(String, Str
         }
         match route.user.as_deref() {
             Some("") => problem(at(".user"), "must not be empty".into()),
-            Some(user) if !raw.users.iter().any(|u| u.name == user) => {
+            // With [auth], users not listed log in too.
+            Some(user) if raw.auth.is_none() && !raw.users.iter().any(|u| u.name == user) => {
                 problem(at(".user"), format!("no [[users]] entry is named {user:?}"))
             }
             _ => {}

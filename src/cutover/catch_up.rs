@@ -9,6 +9,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 
+use super::lock::CutoverLock;
 use super::record::Written;
 use crate::config::{CatchUp, CutoverConfig, Fence, Protocol, Validated};
 use crate::topology::probe::{self, MonitorLogin, ProbeError, Target};
@@ -17,7 +18,7 @@ use crate::topology::{TopologyHandle, monitor_login};
 /// How often a wait asks the database again.
 const POLL: Duration = Duration::from_millis(5);
 /// How long connecting to a writer for a check may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -64,6 +65,12 @@ pub struct Databases {
     kept: Mutex<BTreeMap<String, Writer>>,
     /// The record this cutover wrote, until it switched or aborted.
     pub(super) written: Mutex<Option<Written>>,
+    /// The newest record's epoch that preflight saw; the record this cutover writes has the
+    /// next one.
+    pub(super) seen_epoch: Mutex<u64>,
+    /// Whether this cutover fenced the old writer in the database (an abort undoes it).
+    fenced: Mutex<bool>,
+    pub(super) lock: CutoverLock,
 }
 
 impl Databases {
@@ -73,6 +80,9 @@ impl Databases {
             topology,
             kept: Mutex::new(BTreeMap::new()),
             written: Mutex::new(None),
+            seen_epoch: Mutex::new(0),
+            fenced: Mutex::new(false),
+            lock: CutoverLock::default(),
         }
     }
 
@@ -105,6 +115,7 @@ impl Databases {
     /// Closes the kept connections and forgets the record written: the cutover ended.
     pub(super) fn release(&self) {
         self.kept_lock().clear();
+        *self.fenced.lock().unwrap_or_else(|p| p.into_inner()) = false;
         *self.written.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -179,17 +190,25 @@ impl Databases {
         Ok(found.join("; "))
     }
 
-    /// Takes the old writer's last position once nothing more can be written through the
-    /// proxy (for `sentinel`, writes the sentinel row), then fences the old writer in the
-    /// database when configured. Returns the position to wait for.
-    pub async fn mark(&self, from: &str) -> Result<String, DbError> {
+    /// Fences the old writer in the database when `fence` says so (before the position, so
+    /// a straggling proxy's write cannot commit after it unnoticed), then takes the old
+    /// writer's last position once nothing more can be written through the proxy (for
+    /// `sentinel`, writes the sentinel row). Returns the position to wait for.
+    pub async fn mark(&self, from: &str, fence: Fence) -> Result<String, DbError> {
         let Some(c) = self.cutover() else {
             return Ok(String::new());
         };
-        if c.catch_up == CatchUp::None && c.fence == Fence::Proxy {
+        if c.catch_up == CatchUp::None && fence == Fence::Proxy {
             return Ok(String::new());
         }
         let mut old = self.writer(from).await?;
+        if fence == Fence::Database {
+            *self.fenced.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            for sql in c.fence_statements(self.protocol(), true) {
+                old.exec(&sql).await?;
+            }
+            old.end_older_transactions(c.drain_timeout).await?;
+        }
         let mark = match c.catch_up {
             CatchUp::Lsn => old.one("SELECT pg_current_wal_lsn()::text").await?,
             CatchUp::Gtid => old.gtid_position().await?,
@@ -203,16 +222,19 @@ impl Databases {
                     "INSERT INTO {} (id, written_at) VALUES ('{id}', CURRENT_TIMESTAMP)",
                     c.sentinel_table
                 );
+                // The database fence refuses this session's writes too, unless it says
+                // otherwise for this one transaction.
+                let sql = match (fence, self.protocol()) {
+                    (Fence::Database, Protocol::Postgres) => {
+                        format!("BEGIN; SET TRANSACTION READ WRITE; {sql}; COMMIT")
+                    }
+                    _ => sql,
+                };
                 old.exec(&sql).await?;
                 id
             }
             CatchUp::None => String::new(),
         };
-        if c.fence == Fence::Database {
-            for sql in c.fence_statements(self.protocol(), true) {
-                old.exec(&sql).await?;
-            }
-        }
         self.keep(from, old);
         Ok(mark)
     }
@@ -226,9 +248,9 @@ impl Databases {
         to: &str,
         mark: &str,
         deadline: Instant,
-    ) -> Result<String, DbError> {
+    ) -> Result<(String, u64), DbError> {
         let Some(c) = self.cutover() else {
-            return Ok("nothing to wait for".into());
+            return Ok(("nothing to wait for".into(), 0));
         };
         let started = Instant::now();
         let timeout = |mark: &str| DbError::CatchUpTimeout {
@@ -292,15 +314,17 @@ impl Databases {
             self.keep(from, old);
             self.keep(to, new);
         }
-        found.push(self.write_record(from, to).await?);
-        Ok(found.join("; "))
+        let (recorded, epoch) = self.write_record(from, to).await?;
+        found.push(recorded);
+        Ok((found.join("; "), epoch))
     }
 
     /// Undoes the database side of an aborted cutover: the fence on the old writer and the
     /// record on the new one.
     pub async fn unfence(&self, from: &str) -> Result<(), DbError> {
         let erased = self.erase_record().await;
-        if let Some(c) = self.cutover().filter(|c| c.fence == Fence::Database) {
+        let fenced = std::mem::take(&mut *self.fenced.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(c) = self.cutover().filter(|_| fenced) {
             let mut old = self.writer(from).await?;
             for sql in c.fence_statements(self.protocol(), false) {
                 old.exec(&sql).await?;
@@ -386,6 +410,49 @@ impl Writer {
             Conn::Mysql(c) => c.query_drop(sql).await.map_err(|e| e.to_string()),
         };
         result.map_err(|e| self.error(sql, std::io::Error::other(e)))
+    }
+
+    /// A database fence holds transactions that start after it: one a straggling proxy
+    /// began before it (PostgreSQL's `default_transaction_read_only`), or that wrote before
+    /// it and commits after (MariaDB's `read_only`), could still commit after the position is
+    /// taken. Waits up to `wait` for those to end, then ends their sessions.
+    async fn end_older_transactions(&mut self, wait: Duration) -> Result<(), DbError> {
+        let postgres = matches!(self.conn, Conn::Postgres(_));
+        let (now, older, end) = if postgres {
+            (
+                "SELECT clock_timestamp()::text",
+                "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < '{t}'::timestamptz",
+                "SELECT count(pg_terminate_backend(pid)) ",
+            )
+        } else {
+            (
+                "SELECT NOW(6)",
+                "FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_started < '{t}'",
+                "SELECT trx_mysql_thread_id ",
+            )
+        };
+        let fenced_at = self.one(now).await?;
+        let older = older.replace("{t}", &fenced_at);
+        let deadline = Instant::now() + wait;
+        while self.one(&format!("SELECT count(*) {older}")).await? != "0" {
+            if Instant::now() >= deadline {
+                let ended = if postgres {
+                    self.one(&format!("{end}{older}")).await?
+                } else {
+                    let ids = self.rows(&format!("{end}{older}")).await?;
+                    for id in ids.iter().filter_map(|r| r.first()) {
+                        if let Err(e) = self.exec(&format!("KILL CONNECTION {id}")).await {
+                            tracing::warn!(error = %crate::session::chain(&e), "fence: could not end a session");
+                        }
+                    }
+                    ids.len().to_string()
+                };
+                tracing::warn!(sessions = %ended, writer = %self.addr, "fence: ended sessions whose transactions began before it");
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     async fn check_writable(&mut self) -> Result<(), DbError> {

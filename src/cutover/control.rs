@@ -9,9 +9,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::driver::{self, Participant, Plan, Report, StepOutcome, StepRecord, StepRequest};
+use super::fleet::Fleet;
 use super::plan::{ALL, Phase};
 use super::{Databases, Mode, Routing};
-use crate::config::Validated;
+use crate::config::{Fence, Validated};
 use crate::topology::TopologyHandle;
 
 /// What `GET /v1/cutover` shows: the run in progress or the last one.
@@ -31,6 +32,12 @@ pub struct Settings {
     pub drain_timeout_ms: u64,
     pub catch_up_timeout_ms: u64,
     pub max_pause_ms: u64,
+    /// `[cutover] fence` as configured (unset: `database` in a fleet, else `proxy`).
+    #[serde(default)]
+    pub fence: Option<Fence>,
+    /// The proxy has a `[cutover]` section: it can fence in the database and take the lock.
+    #[serde(default)]
+    pub database_steps: bool,
 }
 
 /// This cutover's pause on this proxy: the mode to restore on abort, and the held
@@ -45,7 +52,8 @@ struct Hold {
 
 pub struct Controller {
     routing: Arc<Routing>,
-    databases: Databases,
+    databases: Arc<Databases>,
+    fleet: Option<Arc<Fleet>>,
     config: Arc<Validated>,
     progress: Mutex<Progress>,
     hold: Mutex<Option<Hold>>,
@@ -68,8 +76,15 @@ impl Controller {
         routing: Arc<Routing>,
     ) -> Controller {
         crate::metrics::cutover_phase("idle", &phase_names());
+        let databases = Arc::new(Databases::new(Arc::clone(&config), topology));
+        let fleet = config
+            .raw
+            .fleet
+            .as_ref()
+            .map(|f| Arc::new(Fleet::new(f.clone(), Arc::clone(&databases))));
         Controller {
-            databases: Databases::new(Arc::clone(&config), topology),
+            databases,
+            fleet,
             routing,
             config,
             progress: Mutex::new(Progress::default()),
@@ -89,6 +104,11 @@ impl Controller {
         self.progress_lock().clone()
     }
 
+    /// This proxy's view of its fleet, when `[fleet]` is configured.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
     pub fn settings(&self) -> Settings {
         let c = self.config.raw.cutover.as_ref();
         let default =
@@ -97,6 +117,8 @@ impl Controller {
             drain_timeout_ms: default(c.map(|c| c.drain_timeout), 2000),
             catch_up_timeout_ms: default(c.map(|c| c.catch_up_timeout), 5000),
             max_pause_ms: self.routing.max_pause().as_millis() as u64,
+            fence: c.and_then(|c| c.fence),
+            database_steps: c.is_some(),
         }
     }
 
@@ -144,6 +166,13 @@ impl Controller {
             drain_timeout: Duration::from_millis(settings.drain_timeout_ms),
             catch_up_timeout: Duration::from_millis(settings.catch_up_timeout_ms),
             max_pause: Duration::from_millis(settings.max_pause_ms),
+            holder: format!(
+                "POST /v1/cutover on {}",
+                self.fleet.as_ref().map_or("this proxy".into(), |f| f.id())
+            ),
+            fence: self.config.raw.cutover.as_ref().map_or(Fence::Proxy, |c| {
+                c.fence_for(self.fleet.as_ref().is_some_and(|f| f.known() > 1))
+            }),
         };
         let this = Arc::clone(self);
         let run = tokio::spawn(async move {
@@ -178,6 +207,11 @@ impl Controller {
             detail,
             ..StepOutcome::default()
         };
+        // A step of the running cutover is its coordinator saying it is still there (a new
+        // cutover's preflight is not: it must not keep a dead one's lock alive).
+        if !matches!(request, StepRequest::DbPreflight { .. }) {
+            self.databases.renew_lock();
+        }
         match request {
             StepRequest::Check { from, to } => {
                 let state = self.routing.load();
@@ -226,11 +260,18 @@ impl Controller {
                 self.routing.fence(&from).map_err(|e| err(&e))?;
                 Ok(outcome(format!("{from} read-only at the proxy")))
             }
-            StepRequest::Switch { from, to } => {
+            StepRequest::Switch { from, to, epoch } => {
                 self.show(Phase::Switch);
-                self.routing.switch(&from, &to).map_err(|e| err(&e))?;
+                // The fleet poller may have followed the record already.
+                let state = self.routing.load();
+                if !(state.active == to && state.epoch >= epoch && epoch > 0) {
+                    self.routing
+                        .switch(&from, &to, epoch)
+                        .map_err(|e| err(&e))?;
+                }
                 // The record stays: the cutover is done. Its connections are not needed.
                 self.databases.release();
+                self.databases.unlock().await;
                 let hold = self.hold_lock().take();
                 if let Some(h) = &hold {
                     crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
@@ -247,6 +288,7 @@ impl Controller {
             }
             StepRequest::Abort { from } => {
                 self.show(Phase::Abort);
+                self.databases.unlock().await;
                 let hold = self.hold_lock().take();
                 match hold {
                     Some(h) if h.cluster == from => {
@@ -262,14 +304,51 @@ impl Controller {
                     _ => Ok(outcome("nothing to undo".into())),
                 }
             }
-            StepRequest::DbPreflight { from, to } => self
-                .databases
-                .preflight(&from, &to)
-                .await
-                .map(outcome)
-                .map_err(|e| err(&e)),
-            StepRequest::DbMark { from } => {
-                let mark = self.databases.mark(&from).await.map_err(|e| err(&e))?;
+            StepRequest::DbPreflight {
+                from,
+                to,
+                holder,
+                lease_ms,
+            } => {
+                let mut found = Vec::new();
+                if let (Some(holder), true) = (holder, self.config.raw.cutover.is_some()) {
+                    let lease = Duration::from_millis(lease_ms.max(1000));
+                    match self.databases.lock(&to, &holder, lease).await {
+                        Ok(detail) => found.push(detail),
+                        Err(super::DbError::NoLogin(_)) => {
+                            found.push("no cutover lock (no monitor_user)".into())
+                        }
+                        Err(e) => return Err(err(&e)),
+                    }
+                }
+                match self.databases.preflight(&from, &to).await {
+                    Ok(detail) => {
+                        found.push(detail);
+                        Ok(outcome(found.join("; ")))
+                    }
+                    Err(e) => {
+                        self.databases.unlock().await;
+                        Err(err(&e))
+                    }
+                }
+            }
+            StepRequest::DbRelease => {
+                self.databases.unlock().await;
+                Ok(outcome("cutover lock given back".into()))
+            }
+            StepRequest::DbMark { from, fence } => {
+                let fence = fence.unwrap_or_else(|| {
+                    self.config
+                        .raw
+                        .cutover
+                        .as_ref()
+                        .map_or(Fence::Proxy, |c| c.fence_for(false))
+                });
+                let mark = self
+                    .databases
+                    .mark(&from, fence)
+                    .await
+                    .map_err(|e| err(&e))?;
                 Ok(StepOutcome {
                     detail: if mark.is_empty() {
                         "no position to wait for".into()
@@ -288,11 +367,16 @@ impl Controller {
             } => {
                 self.show(Phase::CatchUp);
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                self.databases
+                let (detail, epoch) = self
+                    .databases
                     .catch_up(&from, &to, &mark, deadline)
                     .await
-                    .map(outcome)
-                    .map_err(|e| err(&e))
+                    .map_err(|e| err(&e))?;
+                Ok(StepOutcome {
+                    detail,
+                    epoch,
+                    ..StepOutcome::default()
+                })
             }
             StepRequest::DbUnfence { from } => {
                 self.databases.unfence(&from).await.map_err(|e| err(&e))?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::plan::Phase;
+use crate::config::Fence;
 
 /// One step asked of one proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,21 +31,36 @@ pub enum StepRequest {
     Fence {
         from: String,
     },
+    /// `to` becomes active; `epoch` is the record's (0: none written).
     Switch {
         from: String,
         to: String,
+        #[serde(default)]
+        epoch: u64,
     },
     /// Undoes this proxy's pause and fence.
     Abort {
         from: String,
     },
+    /// Takes the cutover lock on the new writer for `holder` (kept while steps come, each
+    /// renewing it for `lease_ms`), then checks both databases.
     DbPreflight {
         from: String,
         to: String,
+        #[serde(default)]
+        holder: Option<String>,
+        #[serde(default)]
+        lease_ms: u64,
     },
+    /// Fences the old writer in the database when `fence` is `database` (unset: as the
+    /// proxy's config says, `proxy` when it says nothing), then takes its last position.
     DbMark {
         from: String,
+        #[serde(default)]
+        fence: Option<Fence>,
     },
+    /// Gives the cutover lock back (a preflight that took it failed further on).
+    DbRelease,
     DbCatchUp {
         from: String,
         to: String,
@@ -69,6 +85,9 @@ pub struct StepOutcome {
     /// DbMark: the old writer's last position.
     #[serde(default)]
     pub mark: String,
+    /// DbCatchUp: the epoch of the record written (0: none).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A proxy taking part in a cutover: in this process, or behind an admin URL.
@@ -87,6 +106,17 @@ pub struct Plan {
     pub catch_up_timeout: Duration,
     /// Bounds the pause from its start to the switch.
     pub max_pause: Duration,
+    /// Who runs it, for the cutover lock (a second operator is told this name).
+    pub holder: String,
+    /// Where the old cluster is fenced.
+    pub fence: Fence,
+}
+
+/// What one proxy did in a cutover, for the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub name: String,
+    pub did: String,
 }
 
 /// One step as it went.
@@ -114,6 +144,12 @@ pub struct Report {
     pub proxies: usize,
     pub steps: Vec<StepRecord>,
     pub error: Option<String>,
+    /// Every member and what it did (or why it was left out).
+    #[serde(default)]
+    pub members: Vec<MemberReport>,
+    /// The record's epoch when one was written.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The share of `max_pause` kept for the switch after the catch-up.
@@ -136,7 +172,11 @@ pub async fn run<P: Participant>(
         proxies: proxies.len(),
         steps: Vec::new(),
         error: None,
+        members: Vec::new(),
+        epoch: 0,
     };
+    let mut did: Vec<String> = vec!["untouched".to_owned(); proxies.len()];
+    let mut locked = false;
     let Some(first) = proxies.first() else {
         report.outcome = Phase::Aborted;
         report.error = Some("no proxy to cut over".into());
@@ -157,24 +197,33 @@ pub async fn run<P: Participant>(
         let started = Instant::now();
         let result: Result<String, String> = match phase {
             Phase::Preflight => {
-                let check = StepRequest::Check {
-                    from: from.clone(),
-                    to: to.clone(),
-                };
-                match all(proxies, check).await {
-                    Ok(_) => first
-                        .step(StepRequest::DbPreflight {
+                // The lock first: a second operator is refused before touching anything.
+                let db = first
+                    .step(StepRequest::DbPreflight {
+                        from: from.clone(),
+                        to: to.clone(),
+                        holder: Some(plan.holder.clone()),
+                        lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
+                    })
+                    .await;
+                match db {
+                    Ok(db) => {
+                        locked = true;
+                        let check = StepRequest::Check {
                             from: from.clone(),
                             to: to.clone(),
-                        })
-                        .await
-                        .map(|o| o.detail),
+                        };
+                        match all(proxies, check, &mut did).await {
+                            Ok(_) => Ok(db.detail),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 }
             }
             Phase::Pause => {
                 paused_at = Some(Instant::now());
-                all(proxies, StepRequest::Pause { from: from.clone() })
+                all(proxies, StepRequest::Pause { from: from.clone() }, &mut did)
                     .await
                     .map(|_| format!("new transactions on {from} wait"))
             }
@@ -186,23 +235,29 @@ pub async fn run<P: Participant>(
                         from: from.clone(),
                         timeout_ms,
                     },
+                    &mut did,
                 )
                 .await
                 .map(|outcomes| join_details(&outcomes))
             }
-            Phase::Fence => match all(proxies, StepRequest::Fence { from: from.clone() }).await {
-                Ok(_) => {
-                    db_fenced = true;
-                    first
-                        .step(StepRequest::DbMark { from: from.clone() })
-                        .await
-                        .map(|o| {
-                            mark = o.mark;
-                            o.detail
-                        })
+            Phase::Fence => {
+                match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did).await {
+                    Ok(_) => {
+                        db_fenced = true;
+                        first
+                            .step(StepRequest::DbMark {
+                                from: from.clone(),
+                                fence: Some(plan.fence),
+                            })
+                            .await
+                            .map(|o| {
+                                mark = o.mark;
+                                o.detail
+                            })
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Phase::CatchUp => first
                 .step(StepRequest::DbCatchUp {
                     from: from.clone(),
@@ -211,28 +266,43 @@ pub async fn run<P: Participant>(
                     timeout_ms: left(paused_at, plan.catch_up_timeout),
                 })
                 .await
-                .map(|o| o.detail),
+                .map(|o| {
+                    report.epoch = o.epoch;
+                    o.detail
+                }),
             Phase::Switch => {
-                let switched = all(
-                    proxies,
-                    StepRequest::Switch {
-                        from: from.clone(),
-                        to: to.clone(),
-                    },
-                )
-                .await;
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                match switched {
-                    Ok(outcomes) => {
-                        report.held = outcomes.iter().map(|o| o.held).sum();
-                        report.aborted = outcomes.iter().map(|o| o.aborted).sum();
-                        report.active = to.clone();
-                        Ok(format!(
-                            "{to} is active; {} held transactions released onto it",
-                            report.held
-                        ))
+                // Every proxy, even when one fails: the record is written, so each one
+                // switched is one less waiting to follow it.
+                let request = StepRequest::Switch {
+                    from: from.clone(),
+                    to: to.clone(),
+                    epoch: report.epoch,
+                };
+                let mut problems = Vec::new();
+                for (p, did) in proxies.iter().zip(did.iter_mut()) {
+                    match p.step(request.clone()).await {
+                        Ok(o) => {
+                            report.held += o.held;
+                            report.aborted += o.aborted;
+                            *did = describe(&request, &o);
+                        }
+                        Err(e) => {
+                            *did = format!(
+                                "switch FAILED: {e}; follows the record within its poll_interval"
+                            );
+                            problems.push(format!("{}: {e}", p.name()));
+                        }
                     }
-                    Err(e) => Err(e),
+                }
+                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+                if problems.is_empty() {
+                    report.active = to.clone();
+                    Ok(format!(
+                        "{to} is active; {} held transactions released onto it",
+                        report.held
+                    ))
+                } else {
+                    Err(problems.join("; "))
                 }
             }
             Phase::Abort => {
@@ -245,12 +315,19 @@ pub async fn run<P: Participant>(
                     problems.push(format!("unfence {from}: {e}"));
                 }
                 // Every proxy, even when one fails: each one resumed is one less stuck.
-                for p in proxies {
+                for (p, did) in proxies.iter().zip(did.iter_mut()) {
                     match p.step(StepRequest::Abort { from: from.clone() }).await {
-                        Ok(o) => report.aborted += o.aborted,
-                        Err(e) => problems.push(format!("{}: {e}", p.name())),
+                        Ok(o) => {
+                            report.aborted += o.aborted;
+                            *did = format!("resumed on {from}: {}", o.detail);
+                        }
+                        Err(e) => {
+                            *did = format!("abort FAILED: {e}");
+                            problems.push(format!("{}: {e}", p.name()));
+                        }
                     }
                 }
+                locked = false;
                 report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
                 if problems.is_empty() {
                     Ok(format!("{from} resumed as before"))
@@ -277,24 +354,79 @@ pub async fn run<P: Participant>(
         progress(&record, phase);
         report.steps.push(record);
     }
+    // A preflight that took the lock and then failed (or a dry run) gives it back; a switch
+    // or an abort has given it back already.
+    if locked
+        && matches!(phase, Phase::Aborted | Phase::DryRun)
+        && let Err(e) = first.step(StepRequest::DbRelease).await
+    {
+        tracing::warn!(error = %e, "could not give the cutover lock back; it frees with its lease");
+    }
     report.outcome = phase;
+    report.members = proxies
+        .iter()
+        .zip(did)
+        .map(|(p, did)| MemberReport {
+            name: p.name(),
+            did,
+        })
+        .collect();
     report
 }
 
-/// The same step on every proxy, in order; the first failure names its proxy.
+/// How much longer than `max_pause` the cutover lock outlives the last step it heard of.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The same step on every proxy, in order; the first failure names its proxy. `did` gets
+/// what each proxy did.
 async fn all<P: Participant>(
     proxies: &[P],
     request: StepRequest,
+    did: &mut [String],
 ) -> Result<Vec<StepOutcome>, String> {
     let mut outcomes = Vec::with_capacity(proxies.len());
-    for p in proxies {
+    for (p, did) in proxies.iter().zip(did.iter_mut()) {
         match p.step(request.clone()).await {
-            Ok(o) => outcomes.push(o),
-            Err(e) if proxies.len() == 1 => return Err(e),
-            Err(e) => return Err(format!("{}: {e}", p.name())),
+            Ok(o) => {
+                *did = describe(&request, &o);
+                outcomes.push(o);
+            }
+            Err(e) => {
+                *did = format!("{} FAILED: {e}", step_name(&request));
+                if proxies.len() == 1 {
+                    return Err(e);
+                }
+                return Err(format!("{}: {e}", p.name()));
+            }
         }
     }
     Ok(outcomes)
+}
+
+fn step_name(request: &StepRequest) -> &'static str {
+    match request {
+        StepRequest::Check { .. } => "check",
+        StepRequest::Pause { .. } => "pause",
+        StepRequest::Drain { .. } => "drain",
+        StepRequest::Fence { .. } => "fence",
+        StepRequest::Switch { .. } => "switch",
+        StepRequest::Abort { .. } => "abort",
+        _ => "database step",
+    }
+}
+
+/// What a proxy did at `request`, in the words of the report.
+fn describe(request: &StepRequest, o: &StepOutcome) -> String {
+    match request {
+        StepRequest::Check { .. } => format!("checked ({})", o.detail),
+        StepRequest::Pause { from } => format!("paused {from}"),
+        StepRequest::Drain { .. } => format!("paused, drained ({})", o.detail),
+        StepRequest::Fence { from } => format!("paused, fenced {from}"),
+        StepRequest::Switch { to, .. } => {
+            format!("switched to {to}: {} held, {} aborted", o.held, o.aborted)
+        }
+        _ => o.detail.clone(),
+    }
 }
 
 fn join_details(outcomes: &[StepOutcome]) -> String {
@@ -348,6 +480,8 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             catch_up_timeout: Duration::from_secs(1),
             max_pause: Duration::from_secs(2),
+            holder: "test".into(),
+            fence: Fence::Proxy,
         }
     }
 
@@ -368,8 +502,8 @@ mod tests {
         assert_eq!(
             *proxies[0].seen.borrow(),
             [
-                "check",
                 "db_preflight",
+                "check",
                 "pause",
                 "drain",
                 "fence",
@@ -397,11 +531,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_switch_that_fails_on_one_proxy_still_reaches_the_others_and_says_which() {
+        let proxies = [fake(None), fake(Some("switch")), fake(None)];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Failed);
+        assert_eq!(proxies[2].seen.borrow().last().unwrap(), "switch");
+        let did: Vec<&str> = report.members.iter().map(|m| m.did.as_str()).collect();
+        assert!(did[0].starts_with("switched to new"), "{did:?}");
+        assert!(did[1].starts_with("switch FAILED"), "{did:?}");
+        assert!(did[2].starts_with("switched to new"), "{did:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lock_taken_by_a_preflight_that_fails_later_is_given_back() {
+        let proxies = [fake(None), fake(Some("check"))];
+        let report = run(&proxies, &plan(false), |_, _| {}).await;
+        assert_eq!(report.outcome, Phase::Aborted);
+        assert_eq!(
+            *proxies[0].seen.borrow(),
+            ["db_preflight", "check", "db_release"]
+        );
+        assert_eq!(report.members[1].did, "check FAILED: check failed");
+    }
+
+    #[tokio::test]
     async fn a_failed_preflight_touches_nothing() {
         let proxies = [fake(Some("db_preflight"))];
         let report = run(&proxies, &plan(false), |_, _| {}).await;
         assert_eq!(report.outcome, Phase::Aborted);
-        assert_eq!(*proxies[0].seen.borrow(), ["check", "db_preflight"]);
+        assert_eq!(*proxies[0].seen.borrow(), ["db_preflight"]);
         assert_eq!(report.pause_ms, None);
     }
 
@@ -410,6 +568,9 @@ mod tests {
         let proxies = [fake(None)];
         let report = run(&proxies, &plan(true), |_, _| {}).await;
         assert_eq!(report.outcome, Phase::DryRun);
-        assert_eq!(*proxies[0].seen.borrow(), ["check", "db_preflight"]);
+        assert_eq!(
+            *proxies[0].seen.borrow(),
+            ["db_preflight", "check", "db_release"]
+        );
     }
 }

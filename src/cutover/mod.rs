@@ -6,12 +6,15 @@
 mod catch_up;
 mod control;
 pub mod driver;
+pub mod fleet;
+mod lock;
 mod plan;
 mod record;
 mod store;
 
 pub use catch_up::{Databases, DbError};
 pub use control::{Controller, Progress, Settings, StartError};
+pub use fleet::Fleet;
 pub use plan::Phase;
 pub use record::{Record, now_ms};
 
@@ -64,6 +67,10 @@ pub struct RoutingState {
     /// A cutover record in the database newer than this takes precedence at start.
     #[serde(default)]
     pub updated_ms: u64,
+    /// The epoch of the newest cutover record this state follows (0: none). A record with a
+    /// higher epoch, read by the fleet poller, is a cutover this proxy has not applied yet.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +97,7 @@ impl RoutingState {
             generation: 0,
             before_pause: BTreeMap::new(),
             updated_ms: 0,
+            epoch: 0,
         }
     }
 
@@ -155,7 +163,12 @@ impl RoutingState {
     /// The cutover's switch, in one snapshot: `to` becomes the active, read-write cluster
     /// and `from` (paused) becomes read-only. Sessions held by the pause wake up, see the new
     /// active cluster and move to it.
-    pub fn with_switch(&self, from: &str, to: &str) -> Result<RoutingState, RoutingError> {
+    pub fn with_switch(
+        &self,
+        from: &str,
+        to: &str,
+        epoch: u64,
+    ) -> Result<RoutingState, RoutingError> {
         self.known(from)?;
         self.known(to)?;
         if self.active != from {
@@ -175,6 +188,7 @@ impl RoutingState {
         s.before_pause.remove(to);
         s.modes.insert(from.to_owned(), Mode::ReadOnly);
         s.modes.insert(to.to_owned(), Mode::ReadWrite);
+        s.epoch = s.epoch.max(epoch);
         Ok(s)
     }
 
@@ -193,6 +207,7 @@ impl RoutingState {
         }
         s.modes.insert(record.fenced.clone(), Mode::ReadOnly);
         s.updated_ms = record.at_ms;
+        s.epoch = s.epoch.max(record.epoch);
         Ok(s)
     }
 
@@ -264,7 +279,7 @@ impl Routing {
             },
             None => initial,
         };
-        if let Some(r) = record.filter(|r| r.at_ms > state.updated_ms) {
+        if let Some(r) = record.filter(|r| r.at_ms > state.updated_ms || r.epoch > state.epoch) {
             match state.with_record(r) {
                 Ok(recorded) => {
                     tracing::info!(active = %r.active, fenced = %r.fenced, source = %r.source, "routing state from the cutover record, newer than the state file");
@@ -459,8 +474,49 @@ impl Routing {
         self.apply(|s| s.with_fence(cluster))
     }
 
-    pub fn switch(&self, from: &str, to: &str) -> Result<Arc<RoutingState>, ControlError> {
-        self.apply(|s| s.with_switch(from, to))
+    pub fn switch(
+        &self,
+        from: &str,
+        to: &str,
+        epoch: u64,
+    ) -> Result<Arc<RoutingState>, ControlError> {
+        self.apply(|s| s.with_switch(from, to, epoch))
+    }
+
+    /// Like [`Routing::converge`], but first as a cutover does: the cluster this proxy
+    /// serves is paused and the transactions in flight on it get up to `drain` to finish, so
+    /// none is cut in two by the move.
+    pub async fn converge_drained(
+        &self,
+        record: &Record,
+        drain: Duration,
+    ) -> Result<Option<Arc<RoutingState>>, ControlError> {
+        let state = self.load();
+        if record.epoch <= state.epoch {
+            return Ok(None);
+        }
+        let serving = state.active.clone();
+        if serving != record.active
+            && state.mode(&serving) != Mode::Paused
+            && self.pause(&serving).is_ok()
+            && let Err(busy) = self
+                .drained(&serving, tokio::time::Instant::now() + drain)
+                .await
+        {
+            tracing::warn!(cluster = %serving, busy, ?drain, "following the cutover record with transactions still open");
+        }
+        self.converge(record)
+    }
+
+    /// Applies a cutover `record` newer (by epoch) than this proxy's state: the proxy
+    /// missed that cutover, or its coordinator died after recording the switch. `None` when
+    /// the state already follows it.
+    pub fn converge(&self, record: &Record) -> Result<Option<Arc<RoutingState>>, ControlError> {
+        if record.epoch <= self.load().epoch {
+            return Ok(None);
+        }
+        tracing::warn!(epoch = record.epoch, active = %record.active, fenced = %record.fenced, source = %record.source, "a newer cutover record: following it");
+        self.apply(|s| s.with_record(record)).map(Some)
     }
 
     pub fn abort(&self, cluster: &str, restore: Mode) -> Result<Arc<RoutingState>, ControlError> {
@@ -654,11 +710,39 @@ mod tests {
         assert_eq!(again.load().mode("new"), Mode::ReadWrite);
     }
 
+    #[test]
+    fn a_newer_epoch_is_followed_once() {
+        let r = Routing::open(state(), None, Duration::from_secs(5), None).unwrap();
+        let paused = r.pause("old").unwrap();
+        assert_eq!(paused.epoch, 0);
+        let newer = Record {
+            epoch: 3,
+            ..record(1)
+        };
+        let followed = r
+            .converge(&newer)
+            .unwrap()
+            .expect("a newer epoch is applied");
+        assert_eq!(followed.active, "new");
+        assert_eq!(followed.mode("old"), Mode::ReadOnly);
+        assert_eq!(followed.epoch, 3);
+        assert!(r.converge(&newer).unwrap().is_none(), "applied once");
+        // An epoch at or below this proxy's is history, whatever its time.
+        let older = Record {
+            epoch: 2,
+            active: "old".into(),
+            fenced: "new".into(),
+            ..record(u64::MAX)
+        };
+        assert!(r.converge(&older).unwrap().is_none());
+    }
+
     fn record(at_ms: u64) -> Record {
         Record {
             active: "new".into(),
             fenced: "old".into(),
             at_ms,
+            epoch: 0,
             source: "test".into(),
         }
     }

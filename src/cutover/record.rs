@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 
-use super::catch_up::{Conn, Databases, DbError, Writer};
+use super::catch_up::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
 use crate::config::Protocol;
 
 /// One switch, as recorded on the cluster that became active.
@@ -21,6 +21,9 @@ pub struct Record {
     pub fenced: String,
     /// When, in milliseconds since the Unix epoch (the proxy's clock, as the state file's).
     pub at_ms: u64,
+    /// One more than the newest record's when it was written (compare-and-set: a unique
+    /// index refuses a second record with the same epoch).
+    pub epoch: u64,
     /// Where it was read from, for the log.
     pub source: String,
 }
@@ -49,14 +52,21 @@ fn literal(protocol: Protocol, text: &str) -> String {
     format!("'{quoted}'")
 }
 
-fn create_table(protocol: Protocol, table: &str) -> String {
+fn create_table(protocol: Protocol, table: &str) -> Vec<String> {
     let name = match protocol {
         Protocol::Postgres => "text",
         Protocol::Mysql => "VARCHAR(255)",
     };
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (switched_at_ms BIGINT NOT NULL, active {name} NOT NULL, fenced {name} NOT NULL, PRIMARY KEY (switched_at_ms, active))"
-    )
+    let index = format!("{}_epoch", table.rsplit('.').next().unwrap_or(table));
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (switched_at_ms BIGINT NOT NULL, active {name} NOT NULL, fenced {name} NOT NULL, epoch BIGINT NULL, PRIMARY KEY (switched_at_ms, active))"
+        ),
+        // Tables from before epochs: their rows keep a NULL epoch, which the unique index
+        // allows any number of times.
+        format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS epoch BIGINT NULL"),
+        format!("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (epoch)"),
+    ]
 }
 
 /// A query answering `1` when `table` exists (qualified or in the current schema/database).
@@ -80,7 +90,7 @@ fn table_exists(protocol: Protocol, table: &str) -> String {
 }
 
 impl Databases {
-    fn record_table(&self) -> Option<&str> {
+    pub(super) fn record_table(&self) -> Option<&str> {
         self.cutover()
             .filter(|c| c.record)
             .map(|c| c.record_table.as_str())
@@ -104,31 +114,45 @@ impl Databases {
             }
             other => other?,
         };
-        if let Err(e) = new.exec(&create_table(self.protocol(), table)).await {
-            return Err(DbError::Refused(format!(
-                "the record table {table} cannot be created on the new writer {}: {}",
-                new.addr,
-                crate::session::chain(&e)
-            )));
+        for sql in create_table(self.protocol(), table) {
+            if let Err(e) = new.exec(&sql).await {
+                return Err(DbError::Refused(format!(
+                    "the record table {table} cannot be created on the new writer {}: {}",
+                    new.addr,
+                    crate::session::chain(&e)
+                )));
+            }
         }
-        let detail = format!("record table {table} ready on {}", new.addr);
         self.keep(to, new);
-        Ok(detail)
+        let seen = self.newest_epoch(table).await;
+        *self.seen_epoch.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        Ok(format!(
+            "record table {table} ready on the new writer, epoch {seen}"
+        ))
     }
 
-    /// Records on the new writer that `to` is active and `from` fenced.
-    pub(super) async fn write_record(&self, from: &str, to: &str) -> Result<String, DbError> {
+    /// Records on the new writer that `to` is active and `from` fenced, with the epoch after
+    /// the newest one preflight saw (compare-and-set: a record with that epoch written
+    /// meanwhile makes the insert fail). Returns what was done and the epoch (0: none).
+    pub(super) async fn write_record(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<(String, u64), DbError> {
         let Some(table) = self.record_table() else {
-            return Ok("no record written (record = false)".into());
+            return Ok(("no record written (record = false)".into(), 0));
         };
         let mut new = match self.writer(to).await {
-            Err(DbError::NoLogin(_)) => return Ok("no record written (no monitor_user)".into()),
+            Err(DbError::NoLogin(_)) => {
+                return Ok(("no record written (no monitor_user)".into(), 0));
+            }
             other => other?,
         };
         let at_ms = now_ms();
+        let epoch = *self.seen_epoch.lock().unwrap_or_else(|p| p.into_inner()) + 1;
         let p = self.protocol();
         new.exec(&format!(
-            "INSERT INTO {table} (switched_at_ms, active, fenced) VALUES ({at_ms}, {}, {})",
+            "INSERT INTO {table} (switched_at_ms, active, fenced, epoch) VALUES ({at_ms}, {}, {}, {epoch})",
             literal(p, to),
             literal(p, from)
         ))
@@ -138,7 +162,26 @@ impl Databases {
             at_ms,
         });
         self.keep(to, new);
-        Ok(format!("recorded in {table}"))
+        Ok((format!("recorded in {table}, epoch {epoch}"), epoch))
+    }
+
+    /// The highest epoch recorded on any cluster this proxy can read (0: none).
+    async fn newest_epoch(&self, table: &str) -> u64 {
+        let mut newest = 0;
+        for cluster in self.config.raw.clusters.keys() {
+            let read = tokio::time::timeout(CONNECT_TIMEOUT, self.read_record(cluster, table));
+            match read.await {
+                Ok(Ok(Some(r))) => newest = newest.max(r.epoch),
+                Ok(Ok(None)) | Ok(Err(DbError::NoLogin(_))) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%cluster, error = %crate::session::chain(&e), "could not read the cutover record's epoch")
+                }
+                Err(_) => {
+                    tracing::warn!(%cluster, "could not read the cutover record's epoch in time")
+                }
+            }
+        }
+        newest
     }
 
     /// Erases the record this cutover wrote (it aborted after writing it).
@@ -160,28 +203,8 @@ impl Databases {
 
     /// The newest record on `cluster`'s writer; `None` when it has no record table or no row.
     async fn read_record(&self, cluster: &str, table: &str) -> Result<Option<Record>, DbError> {
-        let p = self.protocol();
         let mut w = self.connect(cluster).await?;
-        if w.one(&table_exists(p, table)).await? != "1" {
-            return Ok(None);
-        }
-        let row = w
-            .row(&format!(
-                "SELECT switched_at_ms, active, fenced FROM {table} ORDER BY switched_at_ms DESC LIMIT 1"
-            ))
-            .await?;
-        let [at, active, fenced] = row.as_slice() else {
-            return Ok(None);
-        };
-        let at_ms = at
-            .parse::<u64>()
-            .map_err(|e| w.error(&format!("read {table}.switched_at_ms {at:?}"), e))?;
-        Ok(Some(Record {
-            active: active.clone(),
-            fenced: fenced.clone(),
-            at_ms,
-            source: format!("{table} on {} ({cluster})", w.addr),
-        }))
+        read_newest(&mut w, self.protocol(), cluster, table).await
     }
 
     /// The newest cutover record over every cluster with a monitor account, each read
@@ -203,7 +226,11 @@ impl Databases {
                 continue;
             };
             match read {
-                Ok(Ok(Some(r))) if newest.as_ref().is_none_or(|n| r.at_ms > n.at_ms) => {
+                Ok(Ok(Some(r)))
+                    if newest
+                        .as_ref()
+                        .is_none_or(|n| (r.epoch, r.at_ms) > (n.epoch, n.at_ms)) =>
+                {
                     newest = Some(r);
                 }
                 Ok(Ok(_)) | Ok(Err(DbError::NoLogin(_))) => {}
@@ -221,6 +248,38 @@ impl Databases {
         }
         newest
     }
+}
+
+/// The newest record in `table` on `w` (`cluster`'s writer); `None` when it has no
+/// record table or no row. Orders by epoch, then time (rows from before epochs have none).
+pub(super) async fn read_newest(
+    w: &mut Writer,
+    protocol: Protocol,
+    cluster: &str,
+    table: &str,
+) -> Result<Option<Record>, DbError> {
+    if w.one(&table_exists(protocol, table)).await? != "1" {
+        return Ok(None);
+    }
+    let row = w
+        .row(&format!(
+            "SELECT switched_at_ms, active, fenced, COALESCE(epoch, 0) FROM {table} ORDER BY COALESCE(epoch, 0) DESC, switched_at_ms DESC LIMIT 1"
+        ))
+        .await?;
+    let [at, active, fenced, epoch] = row.as_slice() else {
+        return Ok(None);
+    };
+    let number = |what: &str, text: &str| {
+        text.parse::<u64>()
+            .map_err(|e| w.error(&format!("read {table}.{what} {text:?}"), e))
+    };
+    Ok(Some(Record {
+        active: active.clone(),
+        fenced: fenced.clone(),
+        at_ms: number("switched_at_ms", at)?,
+        epoch: number("epoch", epoch)?,
+        source: format!("{table} on {} ({cluster})", w.addr),
+    }))
 }
 
 impl Writer {

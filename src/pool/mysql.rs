@@ -10,12 +10,14 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Credentials;
+use super::{Credentials, PassThrough};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
-use crate::protocol::mysql::auth::client::{BackendAuthError, ClientAuth, ClientStep};
+use crate::protocol::mysql::auth::client::{
+    BackendAuthError, BackendSecret, ClientAuth, ClientStep,
+};
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
-use crate::protocol::mysql::handshake::{self, ClientHello};
+use crate::protocol::mysql::handshake::{self, ClientHello, ServerGreeting};
 use crate::protocol::mysql::packet::{self, write_packet};
 use crate::topology::{Attachment, Cluster, Instance};
 
@@ -115,7 +117,55 @@ pub async fn connect(
     creds: &Credentials,
     timeout: Duration,
 ) -> Result<MysqlConn, ConnectError> {
-    match tokio::time::timeout(timeout, connect_inner(cluster, instance, login, creds)).await {
+    let started = tokio::time::Instant::now();
+    let greeted = open(instance, timeout).await?;
+    let left = timeout.saturating_sub(started.elapsed());
+    greeted.login(cluster, login, creds, left).await
+}
+
+/// Opens a connection to `instance` and reads its greeting within `timeout`, without
+/// logging in yet: a MySQL session greets its client with what its writer said (version,
+/// capabilities, collation, connection id), so it opens the writer connection this far
+/// before it knows who the client is.
+pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted, ConnectError> {
+    let opened = async {
+        let addr = instance.addr.clone();
+        let tcp = TcpStream::connect((instance.host.as_str(), instance.port))
+            .await
+            .map_err(|source| ConnectError::Io {
+                addr: addr.clone(),
+                source,
+            })?;
+        tcp.set_nodelay(true).map_err(|source| ConnectError::Io {
+            addr: addr.clone(),
+            source,
+        })?;
+        let mut conn = MysqlConn {
+            instance: Arc::clone(instance),
+            _attached: Attachment::new(instance),
+            stream: Stream::Plain(tcp),
+            buf: BytesMut::with_capacity(8192),
+            connection_id: 0,
+            capabilities: CapabilityFlags::empty(),
+            status: StatusFlags::empty(),
+        };
+        let (_, payload) = conn.read_packet().await?;
+        let greeting = handshake::parse_greeting(&payload).map_err(|e| match e {
+            handshake::HandshakeError::ServerRefused { message, .. } => ConnectError::Refused {
+                addr: addr.clone(),
+                message,
+                payload: payload.clone(),
+            },
+            other => ConnectError::Protocol {
+                addr: addr.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+        conn.connection_id = greeting.connection_id;
+        conn.status = greeting.status;
+        Ok(Greeted { conn, greeting })
+    };
+    match tokio::time::timeout(timeout, opened).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout {
             addr: instance.addr.clone(),
@@ -124,45 +174,46 @@ pub async fn connect(
     }
 }
 
-async fn connect_inner(
+/// A backend connection whose server has greeted the proxy, not logged in yet.
+pub struct Greeted {
+    conn: MysqlConn,
+    pub greeting: ServerGreeting,
+}
+
+impl Greeted {
+    /// The instance it is connected to.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.conn.instance
+    }
+
+    /// Logs in (TLS first where the cluster says) within `timeout`.
+    pub async fn login(
+        self,
+        cluster: &Cluster,
+        login: &Login,
+        creds: &Credentials,
+        timeout: Duration,
+    ) -> Result<MysqlConn, ConnectError> {
+        let addr = self.conn.instance.addr.clone();
+        match tokio::time::timeout(timeout, login_inner(self, cluster, login, creds)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout { addr, timeout }),
+        }
+    }
+}
+
+async fn login_inner(
+    greeted: Greeted,
     cluster: &Cluster,
-    instance: &Arc<Instance>,
     login: &Login,
     creds: &Credentials,
 ) -> Result<MysqlConn, ConnectError> {
-    let addr = instance.addr.clone();
+    let Greeted { mut conn, greeting } = greeted;
+    let addr = conn.instance.addr.clone();
     let io = |source| ConnectError::Io {
         addr: addr.clone(),
         source,
     };
-    let protocol = |detail: String| ConnectError::Protocol {
-        addr: addr.clone(),
-        detail,
-    };
-    let tcp = TcpStream::connect((instance.host.as_str(), instance.port))
-        .await
-        .map_err(io)?;
-    tcp.set_nodelay(true).map_err(io)?;
-    let mut conn = MysqlConn {
-        instance: Arc::clone(instance),
-        _attached: Attachment::new(instance),
-        stream: Stream::Plain(tcp),
-        buf: BytesMut::with_capacity(8192),
-        connection_id: 0,
-        capabilities: CapabilityFlags::empty(),
-        status: StatusFlags::empty(),
-    };
-    let (_, greeting) = conn.read_packet().await?;
-    let greeting = handshake::parse_greeting(&greeting).map_err(|e| match e {
-        handshake::HandshakeError::ServerRefused { message, .. } => ConnectError::Refused {
-            addr: addr.clone(),
-            message,
-            payload: Bytes::new(),
-        },
-        other => protocol(other.to_string()),
-    })?;
-    conn.connection_id = greeting.connection_id;
-    conn.status = greeting.status;
     let shaping = shaping_capabilities() & login.capabilities;
     let missing = shaping & !greeting.capabilities;
     if !missing.is_empty() {
@@ -190,9 +241,12 @@ async fn connect_inner(
         conn = conn.into_tls(Arc::clone(config)).await?;
         capabilities |= CapabilityFlags::CLIENT_SSL;
     }
-    let password = creds.password.as_deref().unwrap_or("");
-    let (mut auth, plugin, response) = ClientAuth::start(
-        password.as_bytes(),
+    let secret = match (&creds.password, creds.pass_through) {
+        (None, Some(PassThrough::MysqlNative(stage1))) => BackendSecret::NativeStage1(stage1),
+        (password, _) => BackendSecret::Password(password.as_deref().unwrap_or("").into()),
+    };
+    let (mut auth, plugin, response) = ClientAuth::start_with(
+        secret,
         tls,
         greeting.auth_plugin.as_deref(),
         &greeting.scramble,
@@ -248,6 +302,19 @@ async fn connect_inner(
 }
 
 impl MysqlConn {
+    /// Ends the connection with COM_QUIT, so the server counts no aborted connection.
+    pub async fn quit(mut self) {
+        let quit = [
+            1,
+            0,
+            0,
+            0,
+            crate::protocol::mysql::constants::command::COM_QUIT,
+        ];
+        // The connection closes either way.
+        let _ = self.stream.write_all(&quit).await;
+    }
+
     fn protocol(&self, detail: String) -> ConnectError {
         ConnectError::Protocol {
             addr: self.instance.addr.clone(),

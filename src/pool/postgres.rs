@@ -12,7 +12,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Credentials;
+use super::{Credentials, PassThrough};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
@@ -166,12 +166,17 @@ async fn connect_inner(
                         frontend::password_message(password.as_bytes(), &mut out).map_err(io)?;
                     }
                     auth::MD5_PASSWORD => {
-                        let password = conn.password(creds)?;
                         let salt: [u8; 4] = data
                             .get(..4)
                             .and_then(|s| s.try_into().ok())
                             .ok_or_else(|| conn.protocol("short md5 salt"))?;
-                        let hash = md5_hash(creds.user.as_bytes(), password.as_bytes(), salt);
+                        let hash = match (&creds.password, creds.pass_through) {
+                            (None, Some(PassThrough::Md5(stored))) => stored.answer(salt),
+                            _ => {
+                                let password = conn.password(creds)?;
+                                md5_hash(creds.user.as_bytes(), password.as_bytes(), salt)
+                            }
+                        };
                         frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
                     }
                     auth::SASL => {
@@ -184,9 +189,13 @@ async fn connect_inner(
                                 detail: format!("SASL {}", String::from_utf8_lossy(data)),
                             });
                         }
-                        let password = conn.password(creds)?;
-                        let (s, first) =
-                            ScramClient::new(password.as_bytes(), &scram::random_nonce());
+                        let nonce = scram::random_nonce();
+                        let (s, first) = match (&creds.password, creds.pass_through) {
+                            (None, Some(PassThrough::Scram(keys))) => {
+                                ScramClient::with_keys(keys, &nonce)
+                            }
+                            _ => ScramClient::new(conn.password(creds)?.as_bytes(), &nonce),
+                        };
                         frontend::sasl_initial_response(
                             scram::MECHANISM,
                             first.as_bytes(),

@@ -215,8 +215,8 @@ impl<'a> WriterWait<'a> {
     pub fn new(ctx: &'a Context, cluster: &str, shutdown: &'a mut Shutdown) -> WriterWait<'a> {
         WriterWait {
             topology: &ctx.topology,
-            timeout: timeout(&ctx.config, cluster),
-            connect_timeout: ctx.config.raw.server.connect_timeout,
+            timeout: timeout(&ctx.config(), cluster),
+            connect_timeout: ctx.config().raw.server.connect_timeout,
             shutdown,
         }
     }

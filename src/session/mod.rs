@@ -1,6 +1,7 @@
 //! Client sessions: one task per client connection, for each wire protocol, and the
 //! context they all share.
 
+mod auth_query;
 mod failover;
 pub mod mysql;
 pub mod postgres;
@@ -8,6 +9,7 @@ pub mod postgres;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
 use crate::cancel::CancelRegistry;
@@ -20,25 +22,35 @@ use crate::topology::TopologyHandle;
 
 /// What every session shares.
 pub struct Context {
-    pub config: Arc<Validated>,
+    /// The reloadable part: the current config and what is derived from its users. The one
+    /// owner of it (see [`Context::reconfigure`]); sessions read the snapshot current at
+    /// each use, so a reload reaches open sessions at their next step.
+    live: ArcSwap<Live>,
     pub topology: Arc<TopologyHandle>,
     /// The active cluster and each cluster's mode (read-write, read-only, paused).
     pub routing: Arc<Routing>,
     pub cancels: Arc<CancelRegistry>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// SCRAM verifiers computed once from plain passwords (4096 PBKDF2 rounds each).
-    verifiers: HashMap<String, Verifier>,
     /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
     pub salted: Arc<SaltedPasswords>,
+    /// Made-up verifiers for unknown users come from this.
+    pub(crate) mock: auth_query::MockSecret,
+    /// Which user-defined functions only read, per cluster, database and backend user.
+    pub catalog: Arc<crate::catalog::Catalog>,
 }
 
-impl Context {
-    pub fn new(
-        config: Arc<Validated>,
-        topology: Arc<TopologyHandle>,
-        routing: Arc<Routing>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Context {
+/// One config, the SCRAM verifiers computed from its plain passwords (4096 PBKDF2 rounds
+/// each, so once per config, not per login) and its `[auth]` lookup.
+struct Live {
+    config: Arc<Validated>,
+    verifiers: HashMap<String, Verifier>,
+    /// `[auth]`: verifiers of users not in `[[users]]`, looked up on the writer (its cache
+    /// starts empty with each config).
+    lookup: Option<auth_query::Lookup>,
+}
+
+impl Live {
+    fn new(config: Arc<Validated>) -> Live {
         let verifiers = config
             .users
             .iter()
@@ -48,25 +60,94 @@ impl Context {
                 Secret::None => None,
             })
             .collect();
-        Context {
+        let lookup = auth_query::Lookup::new(&config);
+        Live {
             config,
+            verifiers,
+            lookup,
+        }
+    }
+}
+
+impl Context {
+    pub fn new(
+        config: Arc<Validated>,
+        topology: Arc<TopologyHandle>,
+        routing: Arc<Routing>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Context {
+        Context {
+            live: ArcSwap::from_pointee(Live::new(config)),
             topology,
             routing,
             cancels: Arc::new(CancelRegistry::default()),
             tls,
-            verifiers,
             salted: Arc::default(),
+            mock: auth_query::MockSecret::random(),
+            catalog: Arc::default(),
         }
     }
 
+    /// The config as of now (the last one loaded or reloaded).
+    pub fn config(&self) -> Arc<Validated> {
+        Arc::clone(&self.live.load().config)
+    }
+
+    /// Makes `config` the current one for every session: new logins check its users and
+    /// passwords, and open sessions use its limits and routes from their next statement.
+    pub fn reconfigure(&self, config: Arc<Validated>) {
+        self.live.store(Arc::new(Live::new(config)));
+    }
+
+    /// The stored verifier of `user`, who is not in `[[users]]`, from the active cluster's
+    /// writer (or the cache); `None` when there is no such user or no `[auth]` section.
+    pub(crate) async fn look_up(
+        &self,
+        user: &str,
+    ) -> Result<Option<Arc<str>>, auth_query::LookupError> {
+        let live = self.live.load_full();
+        let Some(lookup) = &live.lookup else {
+            return Ok(None);
+        };
+        let routing = self.routing.load();
+        let topology = self.topology.load();
+        let Some(cluster) = topology.clusters.get(&routing.active) else {
+            return Ok(None);
+        };
+        let ca_file = live
+            .config
+            .raw
+            .clusters
+            .get(&routing.active)
+            .and_then(|c| c.ca_file.as_deref());
+        let timeout = live.config.raw.server.connect_timeout;
+        lookup.verifier(user, cluster, ca_file, timeout).await
+    }
+
     pub(crate) fn verifier(&self, user: &User) -> Option<Verifier> {
-        self.verifiers.get(&user.name).cloned()
+        self.live.load().verifiers.get(&user.name).cloned()
+    }
+
+    /// A session's view of the function catalog, as its backend login sees `database`.
+    pub(crate) fn functions(
+        &self,
+        creds: &crate::pool::Credentials,
+        database: Option<String>,
+        shutdown: &Shutdown,
+    ) -> crate::catalog::SessionFunctions {
+        let login = crate::catalog::Login {
+            config: self.config(),
+            user: creds.user.clone(),
+            password: creds.password.clone(),
+            database,
+        };
+        crate::catalog::SessionFunctions::new(Arc::clone(&self.catalog), login, shutdown.clone())
     }
 }
 
 /// Serves one client connection with the configured protocol until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
-    match ctx.config.raw.server.protocol {
+    match ctx.config().raw.server.protocol {
         Protocol::Postgres => postgres::run(tcp, ctx, shutdown).await,
         Protocol::Mysql => mysql::run(tcp, ctx, shutdown).await,
     }

@@ -134,8 +134,8 @@ mod tests {
             port: 1,
             tls_name: "h".into(),
             role: Role::Reader,
-            weight,
-            slow_start: Duration::from_secs(30),
+            weight: weight.into(),
+            slow_start_ms: 30_000.into(),
             load: Load::new(epoch),
         })
     }

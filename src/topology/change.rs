@@ -175,9 +175,13 @@ mod tests {
         assert!(Arc::ptr_eq(&change.cluster.readers[0], &c.readers[0]));
         assert_eq!(change.cluster.readers[0].load.in_flight(), 1);
         assert_eq!(change.cluster.readers[1].load.status(), Status::Joining);
-        assert_eq!(change.cluster.readers[1].weight, 3, "its configured weight");
         assert_eq!(
-            change.cluster.readers[1].slow_start,
+            change.cluster.readers[1].weight(),
+            3,
+            "its configured weight"
+        );
+        assert_eq!(
+            change.cluster.readers[1].slow_start(),
             Duration::from_secs(30)
         );
         assert!(Arc::ptr_eq(&change.cluster.policy, &c.policy));

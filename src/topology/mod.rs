@@ -12,10 +12,11 @@ mod lag;
 mod monitor;
 mod postgres_tls;
 pub(crate) mod probe;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -62,9 +63,10 @@ pub struct Instance {
     pub tls_name: String,
     pub role: Role,
     /// Its share of reads relative to the cluster's other readers (`reader_weights`; 1).
-    pub weight: u32,
+    /// Atomic, like `slow_start_ms`, so that a reload changes it in place.
+    weight: AtomicU32,
     /// How long its share ramps up after it becomes usable (the cluster's `slow_start`).
-    pub slow_start: Duration,
+    slow_start_ms: AtomicU64,
     pub load: Load,
 }
 
@@ -89,17 +91,58 @@ impl Instance {
             port,
             tls_name: host.to_owned(),
             role,
-            weight: 1,
-            slow_start: Duration::ZERO,
+            weight: AtomicU32::new(1),
+            slow_start_ms: AtomicU64::new(0),
             load,
         }
     }
 
+    /// An instance listed in the config (`writer`, `readers`), in use from the start.
+    fn listed(
+        cluster: &str,
+        addr: &str,
+        role: Role,
+        policy: &ReadPolicy,
+        epoch: Instant,
+    ) -> Instance {
+        // validate() has already checked every address.
+        let (host, port) = parse_host_port(addr).unwrap_or_else(|_| (addr.to_owned(), 0));
+        Instance {
+            cluster: cluster.to_owned(),
+            addr: addr.to_owned(),
+            tls_name: host.clone(),
+            host,
+            port,
+            role,
+            weight: AtomicU32::new(1),
+            slow_start_ms: AtomicU64::new(0),
+            load: Load::new(epoch),
+        }
+        .with_policy(policy)
+    }
+
     /// The instance with the weight and slow start `policy` gives it.
-    pub fn with_policy(mut self, policy: &ReadPolicy) -> Instance {
-        self.weight = policy.weight(&self.addr, self.role);
-        self.slow_start = policy.slow_start;
+    pub fn with_policy(self, policy: &ReadPolicy) -> Instance {
+        self.set_policy(policy);
         self
+    }
+
+    /// Takes the weight and slow start `policy` gives it now (a reload changed them).
+    pub fn set_policy(&self, policy: &ReadPolicy) {
+        self.weight
+            .store(policy.weight(&self.addr, self.role), Ordering::Relaxed);
+        let ms = u64::try_from(policy.slow_start.as_millis()).unwrap_or(u64::MAX);
+        self.slow_start_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Its share of reads relative to the cluster's other readers.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// How long its share ramps up after it becomes usable.
+    pub fn slow_start(&self) -> Duration {
+        Duration::from_millis(self.slow_start_ms.load(Ordering::Relaxed))
     }
 
     /// The instance, verified by TLS as `name` (a host name or an IP address).
@@ -111,7 +154,7 @@ impl Instance {
     /// The weight it competes for reads with at `now`: [`effective_weight`] of its weight,
     /// ramped over `slow_start` since it last became usable.
     pub fn effective_weight(&self, now: Instant) -> u64 {
-        effective_weight(self.weight, self.load.usable_for(now), self.slow_start)
+        effective_weight(self.weight(), self.load.usable_for(now), self.slow_start())
     }
 }
 
@@ -356,19 +399,7 @@ impl Topology {
     pub fn from_config(config: &Validated) -> Result<Topology, TlsError> {
         let epoch = Instant::now();
         let instance = |cluster: &str, addr: &str, role, policy: &ReadPolicy| {
-            // validate() has already checked every address.
-            let (host, port) = parse_host_port(addr).unwrap_or_else(|_| (addr.to_owned(), 0));
-            Arc::new(Instance {
-                cluster: cluster.to_owned(),
-                addr: addr.to_owned(),
-                tls_name: host.clone(),
-                host,
-                port,
-                role,
-                weight: policy.weight(addr, role),
-                slow_start: policy.slow_start,
-                load: Load::new(epoch),
-            })
+            Arc::new(Instance::listed(cluster, addr, role, policy, epoch))
         };
         let mut clusters = BTreeMap::new();
         for (name, c) in &config.raw.clusters {
@@ -501,9 +532,9 @@ mod tests {
         );
         let topology = Topology::from_config(&config).expect("topology");
         let main = &topology.clusters["main"];
-        let weights: Vec<u32> = main.readers.iter().map(|r| r.weight).collect();
+        let weights: Vec<u32> = main.readers.iter().map(|r| r.weight()).collect();
         assert_eq!(weights, [1, 3]);
-        assert_eq!(main.readers[0].slow_start, Duration::from_secs(30));
+        assert_eq!(main.readers[0].slow_start(), Duration::from_secs(30));
         // Listed in the config: in use from the start, with no ramp.
         assert_eq!(main.readers[1].effective_weight(Instant::now()), 3000);
     }

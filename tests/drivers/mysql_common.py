@@ -237,13 +237,3 @@ def checks(connect, errors, server_info):
         ("thread_id", check_thread_id),
         ("routing", check_routing),
     ]
-
-
-# Checks that fail through the proxy until branch mysqlwire (issue 11 items 2 and 4) is
-# merged; every MySQL driver script lists them as known failures. Empty it after that merge.
-PENDING_MYSQLWIRE = {
-    "greeting_version": "the greeting says 8.0.36-switchyard, not the server's version: "
-                        "issue 11 item 2, fixed on branch mysqlwire",
-    "thread_id": "the greeting's connection id is the proxy's counter: issue 11 item 4, "
-                 "fixed on branch mysqlwire",
-}

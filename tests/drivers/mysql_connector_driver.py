@@ -11,12 +11,8 @@ import mysql.connector
 from mysql.connector import errors
 
 import mysql_common
-from common import (DB, HOST, KNOWN_FAILURES, PASSWORD, PORT, SSLMODE, THROUGH_PROXY, USER, CheckFailed,
+from common import (DB, HOST, PASSWORD, PORT, SSLMODE, USER, CheckFailed,
                     expect, expect_eq, run_checks)
-
-KNOWN_FAILURES.update(mysql_common.PENDING_MYSQLWIRE)
-COLLATION = ("Connector/Python picks utf8mb4_0900_ai_ci for the greeting's 8.0.36 and MariaDB "
-             "refuses it (1273): issue 11 item 2, fixed on branch mysqlwire")
 
 
 def connect(use_pure=not mysql.connector.HAVE_CEXT, **overrides):
@@ -105,17 +101,6 @@ def check_collation():
         conn.close()
 
 
-def connects_at_all():
-    """False when MariaDB refuses the collation Connector/Python picked (the known failure)."""
-    try:
-        connect().close()
-    except errors.DatabaseError as e:
-        if e.errno == 1273 and THROUGH_PROXY:
-            print(f"  KNOWN FAILURE every check: {e}\n    (not counted: {COLLATION})", flush=True)
-            return False
-    return True
-
-
 CHECKS = mysql_common.checks(connect, errors, lambda c: c.server_info) + [
     ("prepared_statements", check_prepared_statements),
     ("multi_statements", check_multi_statements),
@@ -124,7 +109,5 @@ CHECKS = mysql_common.checks(connect, errors, lambda c: c.server_info) + [
 ]
 
 if __name__ == "__main__":
-    if not connects_at_all():
-        sys.exit(0)
     sys.exit(run_checks(f"mysql-connector-python {mysql.connector.__version__} "
                         f"(C extension: {mysql.connector.HAVE_CEXT})", CHECKS))

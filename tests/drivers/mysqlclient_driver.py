@@ -10,10 +10,9 @@ import MySQLdb.cursors
 from MySQLdb.constants import CLIENT
 
 import mysql_common
-from common import (DB, HOST, KNOWN_FAILURES, PASSWORD, PORT, SSLMODE, USER, expect_eq,
+from common import (DB, HOST, PASSWORD, PORT, SSLMODE, USER, expect_eq,
                     run_checks)
 
-KNOWN_FAILURES.update(mysql_common.PENDING_MYSQLWIRE)
 
 
 class Errors:

@@ -12,11 +12,8 @@ from decimal import Decimal
 import psycopg
 from psycopg import errors
 
-from common import (DB, KNOWN_FAILURES, CheckFailed, HOST, PASSWORD, PORT, SSLMODE,
+from common import (DB, CheckFailed, HOST, PASSWORD, PORT, SSLMODE,
                     THROUGH_PROXY, USER, expect, expect_eq, run_checks)
-
-KNOWN_FAILURES["node_functions"] = (
-    "pg_current_wal_lsn() runs on a replica: issue 11 item 5, fixed on branch classify")
 
 
 def connect(**kwargs):

@@ -9,10 +9,9 @@ import pymysql
 from pymysql.constants import CLIENT
 
 import mysql_common
-from common import (DB, HOST, KNOWN_FAILURES, PASSWORD, PORT, SSLMODE, USER, expect_eq,
+from common import (DB, HOST, PASSWORD, PORT, SSLMODE, USER, expect_eq,
                     run_checks)
 
-KNOWN_FAILURES.update(mysql_common.PENDING_MYSQLWIRE)
 
 
 def connect(**overrides):

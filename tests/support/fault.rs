@@ -41,3 +41,25 @@ impl Relay {
         self.cuts.send_modify(|n| *n += 1);
     }
 }
+
+/// An address that accepts connections and never answers: a member whose network the
+/// operator cannot reach (the connection hangs rather than being refused).
+pub struct BlackHole {
+    pub addr: SocketAddr,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind black hole");
+        let addr = listener.local_addr().expect("black hole address");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        BlackHole { addr }
+    }
+}

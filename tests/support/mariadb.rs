@@ -428,6 +428,8 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
         "--binlog-format=ROW",
         "--log-slave-updates",
         "--gtid-strict-mode=1",
+        // Lets the application account (no SUPER) create stored functions with binlogging on.
+        "--log-bin-trust-function-creators=1",
     ]);
     command.args(STORAGE);
     if server.tls {

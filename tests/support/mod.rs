@@ -383,7 +383,8 @@ impl Drop for ServerProcess {
     }
 }
 
-fn signal(pid: u32, signal: c_int) {
+/// Sends `signal` to process `pid` (a child of this test process).
+pub fn signal(pid: u32, signal: c_int) {
     // SAFETY: kill has no memory-safety preconditions; pid is a child we have not reaped.
     unsafe { libc::kill(pid as libc::pid_t, signal) };
 }

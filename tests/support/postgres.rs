@@ -75,6 +75,7 @@ hot_standby = on
 fsync = off
 shared_buffers = 32MB
 max_connections = 200
+max_prepared_transactions = 10
 logging_collector = off
 ";
 

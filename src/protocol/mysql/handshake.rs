@@ -65,8 +65,10 @@ pub struct Greeting<'a> {
     pub auth_plugin: &'a str,
 }
 
-/// The capabilities the proxy offers clients: what the relay can pass through unchanged.
-/// Left out on purpose: COMPRESS (frames would need rewriting), QUERY_ATTRIBUTES (changes
+/// The capabilities the proxy offers clients (of those the writer offers it) and asks
+/// backends for: what the relay can pass through unchanged. Left out on purpose: COMPRESS
+/// (the session offers it to clients and compresses itself; backends never compress),
+/// QUERY_ATTRIBUTES (changes
 /// the COM_QUERY layout the classifier reads), OPTIONAL_RESULTSET_METADATA and the MariaDB
 /// metadata-cache extension (change result-set shapes), PROGRESS (mid-query ERR-shaped
 /// packets) and SSL, which the caller adds when it has a TLS acceptor.

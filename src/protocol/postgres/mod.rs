@@ -2,6 +2,7 @@
 //! the messages routing needs, and SQLSTATE codes.
 
 pub mod frame;
+pub mod md5;
 pub mod messages;
 pub mod scram;
 pub mod scram_client;

@@ -122,8 +122,9 @@ impl ScramServer {
         Ok(server_first)
     }
 
-    /// Handles SASLResponse data; checks the proof and returns the server-final-message.
-    pub fn client_final(&mut self, data: &[u8]) -> Result<String, ScramError> {
+    /// Handles SASLResponse data; checks the proof and returns the server-final-message
+    /// with the ClientKey the proof revealed.
+    pub fn client_final(&mut self, data: &[u8]) -> Result<ServerFinal, ScramError> {
         let ScramServer::AwaitClientFinal {
             verifier,
             gs2_header,
@@ -161,12 +162,14 @@ impl ScramServer {
         }
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let client_signature = hmac(&verifier.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(client_signature.iter())
-            .map(|(p, s)| p ^ s)
-            .collect();
-        let computed: [u8; 32] = Sha256::digest(&client_key).into();
+        let mut client_key = [0u8; 32];
+        for (k, (p, s)) in client_key
+            .iter_mut()
+            .zip(proof.iter().zip(client_signature.iter()))
+        {
+            *k = p ^ s;
+        }
+        let computed: [u8; 32] = Sha256::digest(client_key).into();
         let diff = computed
             .iter()
             .zip(verifier.stored_key.iter())
@@ -175,7 +178,36 @@ impl ScramServer {
             return Err(ScramError::BadProof);
         }
         let server_signature = hmac(&verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        Ok(ServerFinal {
+            message: format!("v={}", B64.encode(server_signature)),
+            keys: Keys {
+                client_key,
+                server_key: verifier.server_key,
+            },
+        })
+    }
+}
+
+/// A verified client's last step: the server-final-message to send, and the keys that
+/// let the proxy log in to a backend as this user without its password (SCRAM
+/// pass-through: the backend stores the same StoredKey = H(ClientKey) and ServerKey).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFinal {
+    pub message: String,
+    pub keys: Keys,
+}
+
+/// ClientKey and ServerKey of one user: what a SCRAM client needs besides the salted
+/// password, and all it needs when the server's verifier is the one they came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    pub client_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
     }
 }
 
@@ -208,7 +240,7 @@ mod tests {
             .expect("client accepts server-first");
         let last = server.client_final(client.message())?;
         client
-            .finish(last.as_bytes())
+            .finish(last.message.as_bytes())
             .expect("client verifies the server signature");
         Ok(())
     }

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::scram::ScramError;
+use super::scram::{Keys, ScramError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -55,12 +55,22 @@ impl SaltedPasswords {
     }
 }
 
+/// What the client proves it knows.
+#[derive(Debug)]
+pub enum ClientSecret {
+    /// The password (SASLprep applied); keys are derived with the server's salt.
+    Password(Vec<u8>),
+    /// The keys of a user this proxy verified (SCRAM pass-through): they fit any server
+    /// that stores the verifier they came from, whatever its salt.
+    Keys(Keys),
+}
+
 /// Where one client-side exchange stands.
 #[derive(Debug)]
 pub enum ScramClient {
     /// The client-first-message went out; the server's first message is next.
     AwaitServerFirst {
-        password: Vec<u8>,
+        secret: ClientSecret,
         nonce: String,
         client_first_bare: String,
     },
@@ -76,10 +86,19 @@ impl ScramClient {
     /// client-first-message for SASLInitialResponse. `nonce` must be printable ASCII
     /// without commas.
     pub fn new(password: &[u8], nonce: &str) -> (ScramClient, String) {
+        ScramClient::start(ClientSecret::Password(normalize(password)), nonce)
+    }
+
+    /// Like [`ScramClient::new`], proving knowledge of `keys` instead of a password.
+    pub fn with_keys(keys: Keys, nonce: &str) -> (ScramClient, String) {
+        ScramClient::start(ClientSecret::Keys(keys), nonce)
+    }
+
+    fn start(secret: ClientSecret, nonce: &str) -> (ScramClient, String) {
         let client_first_bare = format!("n=,r={nonce}");
         let message = format!("n,,{client_first_bare}");
         let state = ScramClient::AwaitServerFirst {
-            password: normalize(password),
+            secret,
             nonce: nonce.to_owned(),
             client_first_bare,
         };
@@ -93,7 +112,7 @@ impl ScramClient {
         cache: &SaltedPasswords,
     ) -> Result<String, ScramError> {
         let ScramClient::AwaitServerFirst {
-            password,
+            secret,
             nonce,
             client_first_bare,
         } = std::mem::replace(self, ScramClient::Done)
@@ -113,11 +132,22 @@ impl ScramClient {
             .and_then(|i| i.parse::<u32>().ok())
             .filter(|i| *i > 0)
             .ok_or(ScramError::Malformed("iteration count"))?;
-        let salted = cache.get_or_compute(&password, &salt, iterations);
+        let Keys {
+            client_key,
+            server_key,
+        } = match secret {
+            ClientSecret::Password(password) => {
+                let salted = cache.get_or_compute(&password, &salt, iterations);
+                Keys {
+                    client_key: hmac(&salted, b"Client Key"),
+                    server_key: hmac(&salted, b"Server Key"),
+                }
+            }
+            ClientSecret::Keys(keys) => keys,
+        };
         // "biws" is base64 of the gs2 header "n,,".
         let without_proof = format!("c=biws,r={server_nonce}");
         let auth_message = format!("{client_first_bare},{text},{without_proof}");
-        let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key
@@ -125,7 +155,6 @@ impl ScramClient {
             .zip(signature.iter())
             .map(|(k, s)| k ^ s)
             .collect();
-        let server_key = hmac(&salted, b"Server Key");
         *self = ScramClient::AwaitServerFinal {
             server_signature: hmac(&server_key, auth_message.as_bytes()),
         };
@@ -206,7 +235,43 @@ mod tests {
         let server_first = server.client_first(first.as_bytes(), "servernonce")?;
         let client_final = client.server_first(server_first.as_bytes(), cache)?;
         let server_final = server.client_final(client_final.as_bytes())?;
-        client.server_final(server_final.as_bytes())
+        client.server_final(server_final.message.as_bytes())
+    }
+
+    #[test]
+    fn keys_a_proxy_verified_log_in_to_a_server_with_the_same_verifier() {
+        // The client logs in to the proxy with its password; the proxy keeps the keys.
+        let verifier = Verifier::from_password("runtime-secret");
+        let cache = SaltedPasswords::default();
+        let mut proxy = ScramServer::new(verifier.clone());
+        let (mut client, first) = ScramClient::new(b"runtime-secret", "c1");
+        let server_first = proxy.client_first(first.as_bytes(), "p1").unwrap();
+        let client_final = client
+            .server_first(server_first.as_bytes(), &cache)
+            .unwrap();
+        let done = proxy.client_final(client_final.as_bytes()).unwrap();
+        client.server_final(done.message.as_bytes()).unwrap();
+        // The proxy logs in to the backend (same verifier) with the keys alone.
+        let mut backend = ScramServer::new(verifier);
+        let (mut proxy_client, first) = ScramClient::with_keys(done.keys, "c2");
+        let server_first = backend.client_first(first.as_bytes(), "b2").unwrap();
+        let client_final = proxy_client
+            .server_first(server_first.as_bytes(), &SaltedPasswords::default())
+            .unwrap();
+        let last = backend.client_final(client_final.as_bytes()).unwrap();
+        assert_eq!(last.keys, done.keys);
+        assert_eq!(proxy_client.server_final(last.message.as_bytes()), Ok(()));
+        // Keys of another verifier (same password, other salt) do not fit.
+        let mut other = ScramServer::new(Verifier::from_password("runtime-secret"));
+        let (mut proxy_client, first) = ScramClient::with_keys(done.keys, "c3");
+        let server_first = other.client_first(first.as_bytes(), "b3").unwrap();
+        let client_final = proxy_client
+            .server_first(server_first.as_bytes(), &cache)
+            .unwrap();
+        assert_eq!(
+            other.client_final(client_final.as_bytes()),
+            Err(ScramError::BadProof)
+        );
     }
 
     #[test]

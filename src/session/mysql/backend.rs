@@ -271,7 +271,6 @@ async fn write_client(
         return Ok(());
     }
     client
-        .stream
         .write_all(bytes)
         .await
         .map_err(SessionError::ClientIo)?;

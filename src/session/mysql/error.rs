@@ -19,8 +19,15 @@ pub enum SessionError {
     StartupTimeout,
     #[error("TLS handshake with client failed")]
     Tls(#[source] std::io::Error),
-    #[error("Access denied for user '{user}' (using password: {})", if *using_password { "YES" } else { "NO" })]
-    AuthFailed { user: String, using_password: bool },
+    /// As the server words it, for a wrong password and an unknown user alike.
+    #[error("Access denied for user '{user}'@'{host}' (using password: {})", if *using_password { "YES" } else { "NO" })]
+    AuthFailed {
+        user: String,
+        host: String,
+        using_password: bool,
+    },
+    #[error("could not look up the user")]
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
     #[error("could not open the writer connection")]
@@ -33,6 +40,10 @@ pub enum SessionError {
     },
     #[error("backend {addr} broke the protocol: {detail}")]
     BackendProtocol { addr: String, detail: String },
+    /// The server ended this session's writer connection by itself (KILL, `wait_timeout`)
+    /// while the writer stayed up; the client was told what the server said, if anything.
+    #[error("the server at {addr} ended this session's connection")]
+    ConnectionEnded { addr: String },
     #[error("writer failover: {message}")]
     Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
@@ -44,12 +55,13 @@ impl SessionError {
     pub(super) fn client_message(&self) -> Option<(ErrorCode, String)> {
         use SessionError::*;
         Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) => return None,
+            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } => return None,
             ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
             Refused { code, message } | Failover { code, message } => (*code, message.clone()),
             Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
+            Lookup(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
             BackendLost { addr, .. } => (
                 ER_SERVER_SHUTDOWN,
                 format!("switchyard lost its connection to the database at {addr}"),
@@ -79,10 +91,11 @@ impl SessionError {
                 Some(ErrorKind::ClientProtocol)
             }
             AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. } | BackendProtocol { .. } | Failover { .. } => {
-                Some(ErrorKind::BackendLost)
-            }
+            Connect(_) | Lookup(_) => Some(ErrorKind::BackendConnect),
+            BackendLost { .. }
+            | BackendProtocol { .. }
+            | Failover { .. }
+            | ConnectionEnded { .. } => Some(ErrorKind::BackendLost),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! statement was sent fails with ERR 1213 (rolled back). The session goes on after the ERR,
 //! outside any transaction, as after those errors from a server.
 //!
+//! Only when the writer really failed, though: a writer connection the server ended by
+//! itself (`KILL`, `wait_timeout`) while the writer stays up — the topology still finds it
+//! the usable writer, and it takes a new login — ends the client's connection the way the
+//! server ended it, with the server's last ERR relayed if it left one.
+//!
 //! Why these codes: they are what MariaDB and MySQL themselves say in the same situations,
 //! so drivers already do the right thing with them. A server that goes away answers a
 //! statement it was running with 1053 `ER_SERVER_SHUTDOWN` (SQLSTATE 08S01, a
@@ -17,6 +22,8 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use super::backend::Relayed;
 use super::{Session, SessionError};
 use crate::pool::mysql::{self as pool, ConnectError, MysqlConn};
@@ -24,9 +31,10 @@ use crate::protocol::mysql::command::Command;
 use crate::protocol::mysql::constants::{
     ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
 };
+use crate::protocol::mysql::packet;
 use crate::router::Target;
 use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
-use crate::topology::Cluster;
+use crate::topology::{Cluster, Instance};
 
 impl Session {
     /// The verdict on the writer connection the session holds, against the cluster's
@@ -36,19 +44,33 @@ impl Session {
         failover::check(&self.ctx.topology, &mut self.cluster, held)
     }
 
-    /// Before a command. In a transaction whose writer connection closed: the transaction
-    /// is lost, and the command is answered with ERR 1213 before anything is sent. A session
+    /// Before a command. A writer connection the server ended alone ends the session (see
+    /// [`Session::end_if_alone`]). In a transaction whose writer connection closed with its
+    /// writer: the transaction is lost, and the command is answered with ERR 1213 before
+    /// anything is sent. A session
     /// whose writer was lost takes a new one first, for the commands that do not pass the
     /// migration gate (which does that for the others, and lets reads go to a reader).
     /// `false` when the command was answered here.
     pub(super) async fn before_command(&mut self, cmd: &Command<'_>) -> Result<bool, SessionError> {
         use Command::*;
         match cmd {
-            // No response is expected (or the proxy answers, or it reconnects anyway).
-            Quit | Ping | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. } => {
+            // No response is expected (or it reconnects anyway).
+            Quit | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. } => {
                 return Ok(true);
             }
             _ => {}
+        }
+        if let Some(writer) = self.writer.as_mut()
+            && writer.closed()
+        {
+            let held = Arc::clone(&writer.conn.instance);
+            if let Some(ended) = self.end_if_alone(&held).await {
+                return Err(ended);
+            }
+        }
+        if matches!(cmd, Ping) {
+            // The proxy answers it.
+            return Ok(true);
         }
         if !self.between_transactions() && self.view.in_transaction == Some(Target::Writer) {
             let Some(writer) = self.writer.as_mut() else {
@@ -120,6 +142,13 @@ impl Session {
         error: SessionError,
         written_before: u64,
     ) -> Result<Relayed, SessionError> {
+        let held = self.writer.as_ref().map(|w| Arc::clone(&w.conn.instance));
+        if let Some(held) = held
+            && let Some(ended) = self.end_if_alone(&held).await
+        {
+            tracing::debug!(error = %crate::session::chain(&error), "writer connection ended alone");
+            return Err(ended);
+        }
         let addr = self
             .writer
             .as_ref()
@@ -182,6 +211,42 @@ impl Session {
             .await
     }
 
+    /// After the session's writer connection (to `held`) ended: when it ended alone (the
+    /// shared rule, [`failover::judge_end`]: the topology still names `held` the usable
+    /// writer and it accepts a new login now), the session ends as the server ended that
+    /// connection: the server's last ERR, if it left one unread (1927 after KILL, 4031 after
+    /// MySQL's `wait_timeout`), answers the client's command, and the client connection
+    /// closes. `None` when the writer itself failed: the failover path goes on.
+    async fn end_if_alone(&mut self, held: &Arc<Instance>) -> Option<SessionError> {
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        let (login, creds) = (&self.login, &self.creds);
+        let probe = |cluster: Arc<Cluster>| {
+            let held = Arc::clone(held);
+            async move {
+                let conn = pool::connect(&cluster, &held, login, creds, timeout).await?;
+                conn.quit().await;
+                Ok::<(), ConnectError>(())
+            }
+        };
+        let ended = failover::judge_end(&self.ctx.topology, &mut self.cluster, held, probe).await;
+        if ended == failover::Ended::Writer {
+            return None;
+        }
+        let words = self.writer.as_ref().and_then(|w| last_error(&w.conn.buf));
+        self.drop_writer();
+        tracing::info!(writer = %held.addr, "the server ended this session's writer connection; ending the client's");
+        if let Some(payload) = words {
+            let mut out = BytesMut::new();
+            packet::write_packet(&mut out, 1, &payload);
+            if let Err(e) = self.client.write_all(&out).await {
+                tracing::debug!(error = %e, "could not relay the server's last error");
+            }
+        }
+        Some(SessionError::ConnectionEnded {
+            addr: held.addr.clone(),
+        })
+    }
+
     fn drop_writer(&mut self) {
         self.writer = None;
         self.statements.forget_backend(Target::Writer);
@@ -193,4 +258,17 @@ impl Session {
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.admission = None;
     }
+}
+
+/// The payload of the first ERR packet among the whole packets in `buf`: what a server said
+/// before it closed a connection between commands.
+fn last_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0;
+    while let Ok(Some((h, payload))) = packet::packet(&buf[at..], packet::MAX_PHYSICAL_PAYLOAD) {
+        if payload.first() == Some(&crate::protocol::mysql::constants::header::ERR) {
+            return Some(payload.to_vec());
+        }
+        at += packet::HEADER_LEN + h.len;
+    }
+    None
 }

@@ -97,7 +97,7 @@ impl Session {
             });
         };
         self.movable(MoveCause::Cutover, &cluster.name)?;
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         let conn = pool::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
             .await
             .map_err(SessionError::Connect)?;

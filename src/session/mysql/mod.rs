@@ -1,10 +1,15 @@
-//! One MySQL client connection: authenticate, open the writer connection, then route each
-//! command — COM_QUERY by the SQL classifier, prepared statements by what they prepared —
-//! to the writer or a reader, and relay the answer. Session mode, as for PostgreSQL.
+//! One MySQL client connection: open the writer connection as far as its greeting, greet
+//! the client with it (see `greeted.rs`), authenticate, log in on the writer, then route
+//! each command — COM_QUERY by the SQL classifier, prepared statements by what they
+//! prepared — to the writer or a reader, and relay the answer. Session mode, as for
+//! PostgreSQL.
 
+mod auth;
 mod backend;
+mod compressed;
 mod error;
 mod failover;
+mod greeted;
 mod migration;
 mod prepared;
 mod replay;
@@ -13,14 +18,13 @@ mod startup;
 mod statements;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, chain, open_reader};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics;
 use crate::pool::Credentials;
@@ -45,9 +49,6 @@ use statements::Statements;
 /// A session replays at most this many session-state commands on a reader.
 const MAX_REPLAYS: usize = 256;
 
-/// Connection ids the proxy hands out in its greetings.
-static NEXT_CONNECTION_ID: AtomicU32 = AtomicU32::new(1);
-
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
@@ -56,29 +57,49 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let auth = startup::handshake(tcp, ctx, connection_id, deadline).await?;
+async fn serve(
+    tcp: TcpStream,
+    ctx: &Arc<Context>,
+    mut shutdown: Shutdown,
+) -> Result<(), SessionError> {
     let topology = ctx.topology.load();
     let routing = ctx.routing.load();
     let active = &routing.active;
     let Some(cluster) = topology.clusters.get(active).cloned() else {
-        return Err(SessionError::Refused {
+        let error = SessionError::Refused {
             code: ER_HANDSHAKE_ERROR,
             message: format!("active cluster {active:?} is not in the topology"),
-        });
+        };
+        return Err(startup::refuse(tcp, error).await);
+    };
+    // The writer connection comes first: the client is greeted with what its writer said.
+    let (cluster, greeted) = match greeted::open_writer(ctx, cluster, &mut shutdown).await {
+        Ok(opened) => opened,
+        Err(error) => return Err(startup::refuse(tcp, error).await),
+    };
+    let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
+    let auth = match startup::handshake(tcp, ctx, &greeted.greeting, deadline).await {
+        Ok(auth) => auth,
+        Err(e) => {
+            greeted::settle(ctx, &cluster, greeted).await;
+            return Err(e);
+        }
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
+    let creds = Credentials {
+        user: auth.user.backend_user.clone(),
+        password: auth.user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+        pass_through: auth.pass_through,
+    };
+    let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
+    let functions = ctx.functions(&creds, database.map(|d| d.into_owned()), &shutdown);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client: auth.client,
-        creds: Credentials {
-            user: auth.user.backend_user.clone(),
-            password: auth.user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-        },
+        creds,
+        functions,
         login: auth.login,
         writer: None,
         reader: None,
@@ -99,7 +120,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         shutdown,
     };
     let _connected = metrics::client_connected();
-    let result = match session.start(auth.ok_seq).await {
+    let result = match session.start(auth.ok_seq, Some(greeted)).await {
         Ok(()) => session.serve().await,
         Err(e) => Err(e),
     };
@@ -119,6 +140,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     login: Login,
     writer: Option<Backend>,
     reader: Option<Backend>,
@@ -151,44 +174,12 @@ impl Session {
         &self,
         instance: &Arc<Instance>,
     ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
-    /// Opens the writer connection and ends the client's login with OK (or the writer's ERR).
-    async fn start(&mut self, ok_seq: u8) -> Result<(), SessionError> {
-        let writer = match self.first_writer().await? {
-            Ok(conn) => conn,
-            Err(ConnectError::Refused {
-                payload, message, ..
-            }) if !payload.is_empty() => {
-                tracing::info!(%message, "writer refused the session");
-                let mut out = BytesMut::new();
-                packet::write_packet(&mut out, ok_seq, &payload);
-                // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.stream.write_all(&out).await;
-                return Err(SessionError::ClientGone);
-            }
-            Err(e) => return Err(SessionError::Connect(e)),
-        };
-        self.status = writer.status;
-        let mut out = BytesMut::new();
-        let ok = OkPacket {
-            status: self.status,
-            ..OkPacket::default()
-        };
-        messages::ok_packet(&mut out, ok_seq, &ok, false);
-        self.client
-            .stream
-            .write_all(&out)
-            .await
-            .map_err(SessionError::ClientIo)?;
-        self.writer = Some(Backend::new(writer));
-        Ok(())
-    }
-
     async fn serve(&mut self) -> Result<(), SessionError> {
-        let max = self.ctx.config.raw.server.max_message_bytes;
+        let max = self.ctx.config().raw.server.max_message_bytes;
         loop {
             let logical = packet::logical(&self.client.buf, max).map_err(|e| match e {
                 packet::FrameError::TooLarge { .. } => SessionError::Refused {
@@ -223,9 +214,12 @@ impl Session {
         }
     }
 
+    /// Waits for the client's next bytes. A drain (SIGTERM) ends the session here, but only
+    /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
+        let between_transactions = self.view.in_transaction.is_none();
         tokio::select! {
-            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -302,7 +296,6 @@ impl Session {
         };
         messages::ok_packet(&mut out, 1, &ok, false);
         self.client
-            .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)
@@ -338,6 +331,8 @@ impl Session {
     /// Starts the read-your-writes window after a statement that may have written ran on
     /// the writer.
     fn note_write(&mut self, target: Target, stmt: &Statement) {
+        let in_transaction = !self.between_transactions();
+        self.functions.ran(stmt, in_transaction, &self.cluster.name);
         if target == Target::Writer && router::may_write(stmt) {
             let cluster = &self.cluster;
             self.writes_until = self
@@ -380,7 +375,7 @@ impl Session {
     /// Forgets a reader connection that failed and skips its instance for `backend_retry`.
     fn drop_failed_reader(&mut self) {
         if let Some(reader) = self.reader.take() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.statements.forget_backend(Target::Reader);
@@ -389,10 +384,11 @@ impl Session {
     /// Where a statement runs now, with a reader prepared when it is one.
     async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let target = router::route(stmt, self.view, settings);
+        let stmt = self.functions.resolve(stmt, &self.cluster);
+        let target = router::route(&stmt, self.view, settings);
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             return Ok(Target::Writer);
@@ -492,7 +488,7 @@ impl Session {
             self.statements.forget_backend(Target::Reader);
         }
         if self.reader.is_none() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
@@ -513,7 +509,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reader failed while replaying session settings");
-                let retry = self.ctx.config.raw.server.backend_retry;
+                let retry = self.ctx.config().raw.server.backend_retry;
                 reader.conn.instance.load.mark_down(Instant::now(), retry);
                 self.reader = None;
                 self.statements.forget_backend(Target::Reader);
@@ -532,33 +528,18 @@ impl Session {
 }
 
 fn classify(sql: &[u8]) -> Statement {
-    match std::str::from_utf8(sql) {
-        Ok(text) => sql::classify(text, Dialect::MySql),
-        // Text the classifier cannot read is not provably a read.
-        Err(_) => write_statement(),
-    }
+    // Raw bytes in the connection's character set: the classifier reads only ASCII.
+    sql::classify_bytes(sql, Dialect::MySql)
 }
 
 fn write_statement() -> Statement {
-    Statement {
-        class: Class::Write,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Write)
 }
 
 fn read_statement() -> Statement {
-    Statement {
-        class: Class::Read,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Read)
 }
 
 fn session_set() -> Statement {
-    Statement {
-        class: Class::SessionSet,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::SessionSet)
 }

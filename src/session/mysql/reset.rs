@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::auth::Attempt;
 use super::{Session, SessionError, startup};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_RESET_CONNECTION;
@@ -18,30 +19,34 @@ impl Session {
         let change = command::parse_change_user(body, self.client.capabilities)
             .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         let name = String::from_utf8_lossy(change.user).into_owned();
-        let Some(user) = self.ctx.config.user(&name).cloned() else {
-            return Err(SessionError::AuthFailed {
-                user: name,
-                using_password: !change.auth_response.is_empty(),
-            });
-        };
-        let deadline = Instant::now() + self.ctx.config.raw.server.auth_timeout;
-        let check = startup::Password {
-            user: &user,
+        let deadline = Instant::now() + self.ctx.config().raw.server.auth_timeout;
+        let attempt = Attempt {
+            name: &name,
             scramble: self.scramble,
             plugin: change.auth_plugin,
             response: change.auth_response,
         };
-        let ok_seq = match self.client.verify(check, 1, deadline).await {
-            Ok(seq) => seq,
+        let verified = match self
+            .client
+            .authenticate(&self.ctx, attempt, 1, deadline)
+            .await
+        {
+            Ok(verified) => verified,
             Err((error, seq)) => {
                 if let Some((code, message)) = error.client_message() {
                     self.client.send_error(seq, code, &message).await;
                 }
+                // Told already: end quietly, counted under the error's kind.
+                if let Some(kind) = error.kind() {
+                    crate::metrics::error(kind);
+                }
                 return Err(SessionError::ClientGone);
             }
         };
+        let (user, ok_seq) = (verified.user, verified.ok_seq);
         self.creds.user = user.backend_user.clone();
         self.creds.password = user.backend_password.clone();
+        self.creds.pass_through = verified.pass_through;
         self.login.database = Some(change.database.to_vec()).filter(|d| !d.is_empty());
         if let Some(charset) = change.charset {
             self.login.charset = charset;
@@ -59,7 +64,7 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
-        self.start(ok_seq).await?;
+        self.start(ok_seq, None).await?;
         Ok(true)
     }
 

@@ -1,5 +1,7 @@
-//! The client's side of a MySQL connection's start: the proxy's greeting, the TLS upgrade,
-//! the HandshakeResponse41, and password authentication against the configured users.
+//! The client's side of a MySQL connection's start: the proxy's greeting (the writer's, see
+//! `greeted.rs`), the TLS upgrade and the HandshakeResponse41 (compression negotiated
+//! there); password authentication is [`super::auth`]'s. Also the client connection's reads
+//! and writes, compressed when the client asked for that.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,23 +11,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
-use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
+use super::auth::Attempt;
+use super::compressed::Compressed;
+use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
-use crate::pool::mysql::Login;
+use crate::pool::PassThrough;
+use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
-use crate::protocol::mysql::auth::server::{Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{
-    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ErrorCode, StatusFlags, UTF8MB4_GENERAL_CI,
+    CapabilityFlags, ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ErrorCode,
 };
-use crate::protocol::mysql::handshake::{self, ClientReply, Greeting};
+use crate::protocol::mysql::handshake::{self, ClientReply, Greeting, ServerGreeting};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
 use crate::router::ReadYourWrites;
 use crate::session::Context;
-
-/// The version the proxy announces; clients read the leading number to pick features.
-pub const SERVER_VERSION: &str = "8.0.36-switchyard";
 
 /// Largest packet accepted before the client is authenticated.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
@@ -37,15 +38,29 @@ pub struct Client {
     pub capabilities: CapabilityFlags,
     /// Bytes relayed to the client so far: a failed read is retried only while unchanged.
     pub written: u64,
+    /// Set once the client's login ends, when it asked for the compressed protocol.
+    pub compressed: Option<Compressed>,
 }
 
 impl Client {
-    /// Reads more bytes; `Ok(0)` means the client closed the connection.
+    /// Reads more bytes; `Ok(0)` means the client closed the connection. With compression,
+    /// `buf` gets the packets one compressed packet carried.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        let Some(c) = self.compressed.as_mut() else {
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            return self.stream.read_buf(&mut self.buf).await;
+        };
+        c.fill(&mut self.stream, &mut self.buf).await
+    }
+
+    /// Writes bytes of whole packets to the client, compressed when it asked for that.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.compressed.as_mut() {
+            None => self.stream.write_all(bytes).await,
+            Some(c) => c.write_all(&mut self.stream, bytes).await,
         }
-        self.stream.read_buf(&mut self.buf).await
     }
 
     /// Sends an ERR packet the proxy made (best effort: the client may be gone).
@@ -53,7 +68,7 @@ impl Client {
         let mut out = BytesMut::new();
         let caps = self.capabilities | CapabilityFlags::CLIENT_PROTOCOL_41;
         messages::err_packet(&mut out, seq, caps, error, message);
-        if let Err(e) = self.stream.write_all(&out).await {
+        if let Err(e) = self.write_all(&out).await {
             tracing::debug!(error = %e, "could not send an error to the client");
         }
     }
@@ -91,7 +106,10 @@ impl Client {
     }
 
     /// Reads one physical packet before `deadline`: (sequence id, payload).
-    async fn read_packet(&mut self, deadline: Instant) -> Result<(u8, Bytes), SessionError> {
+    pub(super) async fn read_packet(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(u8, Bytes), SessionError> {
         loop {
             let found = packet::packet(&self.buf, MAX_LOGIN_PACKET)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?
@@ -111,88 +129,12 @@ impl Client {
     }
 }
 
-/// A password check: a login's or a COM_CHANGE_USER's.
-pub struct Password<'a> {
-    pub user: &'a User,
-    /// The scramble of the proxy's greeting.
-    pub scramble: [u8; SCRAMBLE_LEN],
-    /// The plugin the client answered with, if it said.
-    pub plugin: Option<&'a [u8]>,
-    pub response: &'a [u8],
-}
-
-impl Client {
-    /// Runs the password exchange for `check`, starting at sequence id `next`; returns the
-    /// sequence id of the OK packet, or the error with the sequence id to report it under.
-    pub async fn verify(
-        &mut self,
-        check: Password<'_>,
-        mut next: u8,
-        deadline: Instant,
-    ) -> Result<u8, (SessionError, u8)> {
-        let user = check.user;
-        let denied = SessionError::AuthFailed {
-            user: user.name.clone(),
-            using_password: !check.response.is_empty(),
-        };
-        if user.auth == AuthMethod::Trust {
-            return Ok(next);
-        }
-        let Secret::Plain(password) = &user.secret else {
-            return Err((denied, next));
-        };
-        let plugin = match user.auth {
-            AuthMethod::CachingSha2Password => Plugin::CachingSha2Password,
-            _ => Plugin::MysqlNativePassword,
-        };
-        let credential = Credential {
-            plugin,
-            password: password.as_bytes().to_vec(),
-        };
-        let switch = handshake::new_scramble(&mut rand::rng());
-        let mut auth = ServerAuth::new(credential, check.scramble, switch, self.stream.is_tls());
-        let mut step = auth.start(check.plugin, check.response);
-        let mut out = BytesMut::new();
-        loop {
-            match step {
-                Ok(ServerStep::Accepted { before_ok }) => {
-                    if let Some(request) = before_ok {
-                        out.clear();
-                        next = request.write(&mut out, next);
-                        self.stream
-                            .write_all(&out)
-                            .await
-                            .map_err(|e| (SessionError::ClientIo(e), 0))?;
-                    }
-                    return Ok(next);
-                }
-                Ok(ServerStep::Send(request)) => {
-                    out.clear();
-                    request.write(&mut out, next);
-                    self.stream
-                        .write_all(&out)
-                        .await
-                        .map_err(|e| (SessionError::ClientIo(e), 0))?;
-                    let (seq, answer) = self.read_packet(deadline).await.map_err(|e| (e, 0))?;
-                    next = seq.wrapping_add(1);
-                    step = auth.client_packet(&answer);
-                }
-                Err(e) => {
-                    let error = SessionError::Refused {
-                        code: e.error_code(),
-                        message: format!("Access denied for user '{}' ({e})", user.name),
-                    };
-                    return Err((error, next));
-                }
-            }
-        }
-    }
-}
-
 /// An authenticated client, before the OK packet.
 pub struct Authenticated {
     pub client: Client,
     pub user: User,
+    /// How to log in to the backends as `user` without a configured password.
+    pub pass_through: Option<PassThrough>,
     pub login: Login,
     /// Sequence id of the OK packet that ends the login.
     pub ok_seq: u8,
@@ -203,14 +145,38 @@ pub struct Authenticated {
 /// What the route of `user`'s login to `login.database` says its reads see after its writes.
 pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWrites {
     let database = login.database.as_deref().map(String::from_utf8_lossy);
-    ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, database.as_deref())
+    ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, database.as_deref())
 }
 
-/// Greets the client and authenticates it within `deadline`.
+/// Answers a client that cannot be served with an ERR in place of the greeting, as a server
+/// does (or with the writer's own ERR, when the writer refused the proxy's connection), and
+/// returns the error.
+pub async fn refuse(mut tcp: TcpStream, error: SessionError) -> SessionError {
+    let mut out = BytesMut::new();
+    match &error {
+        SessionError::Connect(ConnectError::Refused { payload, .. }) if !payload.is_empty() => {
+            packet::write_packet(&mut out, 0, payload);
+        }
+        _ => {
+            let Some((code, message)) = error.client_message() else {
+                return error;
+            };
+            let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+            messages::err_packet(&mut out, 0, caps, code, &message);
+        }
+    }
+    // The connection closes either way.
+    let _ = tcp.write_all(&out).await;
+    error
+}
+
+/// Greets the client as its writer greeted the proxy (`writer`: the version, the collation,
+/// the connection id, and of the capabilities those the relay passes through) and
+/// authenticates it within `deadline`.
 pub async fn handshake(
     tcp: TcpStream,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, SessionError> {
     let client = Client {
@@ -218,8 +184,9 @@ pub async fn handshake(
         buf: BytesMut::with_capacity(1024),
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
         written: 0,
+        compressed: None,
     };
-    match authenticate(client, ctx, connection_id, deadline).await {
+    match authenticate(client, ctx, writer, deadline).await {
         Ok(done) => Ok(done),
         Err(Failure {
             error,
@@ -245,16 +212,19 @@ struct Failure {
 async fn authenticate(
     mut c: Client,
     ctx: &Context,
-    connection_id: u32,
+    writer: &ServerGreeting,
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
-    let server = &ctx.config.raw.server;
+    let config = ctx.config();
+    let server = &config.raw.server;
     let tls = ctx
         .tls
         .clone()
         .filter(|_| server.tls_mode != ClientTlsMode::Disable);
-    let mut offered = handshake::offered_capabilities();
+    // Compression is the proxy's own, on the client side only (zlib; no zstd).
+    let mut offered = (handshake::offered_capabilities() & writer.capabilities)
+        | CapabilityFlags::CLIENT_COMPRESS;
     if tls.is_some() {
         offered |= CapabilityFlags::CLIENT_SSL;
     }
@@ -263,12 +233,12 @@ async fn authenticate(
     handshake::write_greeting(
         &mut out,
         &Greeting {
-            server_version: SERVER_VERSION,
-            connection_id,
+            server_version: &writer.server_version,
+            connection_id: writer.connection_id,
             scramble,
             capabilities: offered,
-            charset: UTF8MB4_GENERAL_CI,
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            charset: writer.charset,
+            status: writer.status,
             auth_plugin: Plugin::MysqlNativePassword.name(),
         },
     );
@@ -316,9 +286,12 @@ async fn authenticate(
             Some(c),
         ));
     };
+    if let Some(error) = unoffered_compression(hello.head.capabilities) {
+        return Err(fail(error, seq.wrapping_add(1), Some(c)));
+    }
     c.capabilities = hello.head.capabilities & offered;
     let is_tls = c.stream.is_tls();
-    let mut next = seq.wrapping_add(1);
+    let next = seq.wrapping_add(1);
     if server.tls_mode == ClientTlsMode::Require && !is_tls {
         let e = SessionError::Refused {
             code: ER_ACCESS_DENIED_ERROR,
@@ -327,28 +300,23 @@ async fn authenticate(
         return Err(fail(e, next, Some(c)));
     }
     let name = String::from_utf8_lossy(hello.username).into_owned();
-    let denied = |using_password: bool| SessionError::AuthFailed {
-        user: name.clone(),
-        using_password,
-    };
-    let Some(user) = ctx.config.user(&name).cloned() else {
-        return Err(fail(denied(!hello.auth_response.is_empty()), next, Some(c)));
-    };
-    let check = Password {
-        user: &user,
+    let attempt = Attempt {
+        name: &name,
         scramble,
         plugin: hello.auth_plugin,
         response: hello.auth_response,
     };
-    next = match c.verify(check, next, deadline).await {
-        Ok(next) => next,
+    let verified = match c.authenticate(ctx, attempt, next, deadline).await {
+        Ok(verified) => verified,
         Err((error, seq)) => {
             let client = (!matches!(error, SessionError::ClientIo(_))).then_some(c);
             return Err(fail(error, seq, client));
         }
     };
     let login = Login {
-        capabilities: c.capabilities - CapabilityFlags::CLIENT_SSL,
+        capabilities: c.capabilities
+            - CapabilityFlags::CLIENT_SSL
+            - CapabilityFlags::CLIENT_COMPRESS,
         charset: hello.head.charset,
         max_packet_size: hello.head.max_packet_size,
         database: hello.database.filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
@@ -356,11 +324,23 @@ async fn authenticate(
     };
     Ok(Authenticated {
         client: c,
-        user,
+        user: verified.user,
+        pass_through: verified.pass_through,
         login,
-        ok_seq: next,
+        ok_seq: verified.ok_seq,
         scramble,
     })
+}
+
+/// A client asking for a compression the proxy did not offer (zstd) is refused at once,
+/// with the reason, rather than left to hang on a stream it cannot read.
+fn unoffered_compression(asked: CapabilityFlags) -> Option<SessionError> {
+    asked
+        .contains(CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+        .then(|| SessionError::Refused {
+            code: ER_HANDSHAKE_ERROR,
+            message: "switchyard offers zlib compression only (CLIENT_COMPRESS), not zstd; connect with compression-algorithms=zlib or without compression".into(),
+        })
 }
 
 async fn upgrade(
@@ -382,5 +362,6 @@ async fn upgrade(
         buf: client.buf,
         capabilities: client.capabilities,
         written: client.written,
+        compressed: None,
     })
 }

@@ -47,7 +47,7 @@ impl Session {
         let fatal = writer.take_fatal();
         let mid_message = writer.mid_message();
         let (params, creds) = (&self.params, &self.creds);
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         let probe = |cluster: Arc<Cluster>| {
             let instance = Arc::clone(&instance);
             async move { pool::connect(&cluster, &instance, params, creds, timeout).await }

@@ -3,6 +3,7 @@
 //! writer or a reader and relay the answer. Session mode: the session owns one writer
 //! connection and, once it reads, one reader connection.
 
+mod auth;
 mod backend;
 mod exchange;
 mod failover;
@@ -19,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, open_reader};
 use crate::cancel::{CancelTarget, Registration, SessionCancel};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -50,8 +52,11 @@ pub enum SessionError {
     Tls(#[source] std::io::Error),
     #[error("SCRAM authentication failed")]
     Scram(#[source] ScramError),
-    #[error("password authentication failed for user {user:?}")]
+    /// As PostgreSQL words it, for a wrong password and an unknown user alike.
+    #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
+    #[error("could not look up the user")]
+    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
     #[error("refused: {message}")]
     Refused { code: &'static str, message: String },
     #[error("could not open the writer connection")]
@@ -99,6 +104,10 @@ impl SessionError {
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 crate::session::chain(e),
             ),
+            Lookup(e) => (
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("switchyard: {}", crate::session::chain(e)),
+            ),
             BackendLost { addr, .. } => (
                 sqlstate::CONNECTION_FAILURE,
                 format!("switchyard lost its connection to the database at {addr}"),
@@ -119,7 +128,7 @@ impl SessionError {
                 Some(ErrorKind::ClientProtocol)
             }
             Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) => Some(ErrorKind::BackendConnect),
+            Connect(_) | Lookup(_) => Some(ErrorKind::BackendConnect),
             BackendLost { .. }
             | BackendProtocol { .. }
             | Failover { .. }
@@ -137,8 +146,8 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 }
 
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
-    let deadline = Instant::now() + ctx.config.raw.server.auth_timeout;
-    let (client, params, user) = match startup::handshake(tcp, ctx, deadline).await? {
+    let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
+    let (client, params, user, pass_through) = match startup::handshake(tcp, ctx, deadline).await? {
         Outcome::Cancel {
             pid,
             secret,
@@ -158,8 +167,9 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
                 client,
                 params,
                 user,
+                pass_through,
             } = *session;
-            (client, params, user)
+            (client, params, user, pass_through)
         }
     };
     let topology = ctx.topology.load();
@@ -174,25 +184,31 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             message: format!("active cluster {active:?} is not in the topology"),
         })?;
     let read_your_writes =
-        ReadYourWrites::for_session(&ctx.config.raw.routing, &user.name, params.database());
+        ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, params.database());
+    let creds = Credentials {
+        user: user.backend_user.clone(),
+        password: user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+        pass_through,
+    };
+    let functions = ctx.functions(&creds, params.database().map(str::to_owned), &shutdown);
+    // A hot standby refuses every read of a serializable-by-default session.
+    let serializable = router::serializable_by_default(&params.params);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client,
-        creds: Credentials {
-            user: user.backend_user.clone(),
-            password: user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-        },
+        creds,
+        functions,
         params: params.params,
         writer: None,
         reader: None,
         statements: Statements::default(),
-        scanner: Scanner::new(ctx.config.raw.server.max_message_bytes),
+        scanner: Scanner::new(ctx.config().raw.server.max_message_bytes),
         sets: Vec::new(),
         view: SessionView {
             in_transaction: None,
-            pinned_to_writer: false,
+            pinned_to_writer: serializable,
             wrote_recently: false,
         },
         read_your_writes,
@@ -226,6 +242,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     /// The client's startup parameters, sent to every backend connection.
     params: Vec<(String, String)>,
     writer: Option<Backend>,
@@ -290,7 +308,7 @@ impl Session {
     }
 
     async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
-        let timeout = self.ctx.config.raw.server.connect_timeout;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
         pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
 
@@ -318,14 +336,16 @@ impl Session {
     }
 
     /// Waits for the client's next bytes, relaying anything the writer sends meanwhile
-    /// (notifications, notices, a FATAL before it closes).
+    /// (notifications, notices, a FATAL before it closes). A drain (SIGTERM) ends the
+    /// session here, but only between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
+        let between_transactions = self.view.in_transaction.is_none();
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
-            _ = self.shutdown.recv() => Err(SessionError::Shutdown),
+            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -352,10 +372,11 @@ impl Session {
             self.follow_active().await?;
         }
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let mut target = router::route(&unit.stmt, self.view, settings);
+        let stmt = self.functions.resolve(&unit.stmt, &self.cluster);
+        let mut target = router::route(&stmt, self.view, settings);
         // A batch left open (Flush, or one too large to hold) is followed on its connection
         // by whatever the client sends next — more of the batch, a simple Query, a COPY — as
         // on a server. Only the writer can run anything, so it goes there (in a transaction
@@ -417,12 +438,18 @@ impl Session {
             // A Query after a batch left open ran with it (the transaction state is still
             // the one it started in): the state it changes counts.
             self.record_effect(&query.stmt, query.simple_sql.as_deref());
+            let in_transaction = answer.status != b'I';
+            self.functions
+                .ran(&query.stmt, in_transaction, &self.cluster.name);
         }
         self.view.in_transaction = (answer.status != b'I').then_some(ran_on);
         if self.view.in_transaction.is_none() {
             self.admission = None;
         }
-        if ran_on == Target::Writer && (open_batch || router::may_write(&unit.stmt)) {
+        let in_transaction = self.view.in_transaction.is_some();
+        self.functions
+            .ran(&unit.stmt, in_transaction, &self.cluster.name);
+        if ran_on == Target::Writer && (open_batch || router::may_write(&stmt)) {
             let cluster = &self.cluster;
             self.writes_until = self
                 .read_your_writes
@@ -464,7 +491,7 @@ impl Session {
         };
         self.cancel.set_active(slot);
         let settings = Settings {
-            read_write_split: self.ctx.config.raw.routing.read_write_split,
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         let open_on_reader = (target == Target::Reader && unit.ending == Ending::Open)
             .then_some((self.view, settings));
@@ -474,7 +501,7 @@ impl Session {
             scanner: &mut self.scanner,
             statements: &mut self.statements,
             scratch: &mut self.scratch,
-            message_limit: self.ctx.config.raw.server.max_message_bytes,
+            message_limit: self.ctx.config().raw.server.max_message_bytes,
             open_on_reader,
         };
         ex.run(unit).await
@@ -495,7 +522,7 @@ impl Session {
             self.drop_reader(false);
         }
         if self.reader.is_none() {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
@@ -535,7 +562,7 @@ impl Session {
         if let Some(reader) = self.reader.take()
             && failed
         {
-            let retry = self.ctx.config.raw.server.backend_retry;
+            let retry = self.ctx.config().raw.server.backend_retry;
             reader.conn.instance.load.mark_down(Instant::now(), retry);
         }
         self.cancel.set_target(1, None);

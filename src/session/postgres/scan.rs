@@ -101,9 +101,8 @@ pub struct Scanner {
 }
 
 const READ_ONLY: Statement = Statement {
-    class: Class::Read,
-    hint: None,
     count: 0,
+    ..Statement::of(Class::Read)
 };
 
 impl Scanner {
@@ -188,11 +187,7 @@ impl Scanner {
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, text)));
                 }
                 tag::FUNCTION_CALL => {
-                    self.stmt = Some(Statement {
-                        class: Class::Write,
-                        hint: None,
-                        count: 1,
-                    });
+                    self.stmt = Some(Statement::of(Class::Write));
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, None)));
                 }
                 tag::PARSE => {
@@ -270,17 +265,14 @@ fn classify(sql: &[u8]) -> Statement {
 }
 
 /// Bind of a statement the session does not know: route it safely.
-const UNKNOWN: Statement = Statement {
-    class: Class::Write,
-    hint: None,
-    count: 1,
-};
+const UNKNOWN: Statement = Statement::of(Class::Write);
 
-/// Two statements of one batch: reads stay reads; a hint survives; anything else is a write
-/// unless it carries session state.
+/// Two statements of one batch: reads stay reads (about the node if one is); a hint
+/// survives; anything else is a write unless it carries session state.
 fn combine(a: Statement, b: Statement) -> Statement {
     let class = match (a.class, b.class) {
         (Class::Read, Class::Read) => Class::Read,
+        (Class::Read | Class::Node, Class::Read | Class::Node) => Class::Node,
         (Class::Pin | Class::SessionSet | Class::Autocommit(_), _)
         | (_, Class::Pin | Class::SessionSet | Class::Autocommit(_)) => Class::Pin,
         (x, y) if x == y => x,
@@ -290,6 +282,7 @@ fn combine(a: Statement, b: Statement) -> Statement {
         class,
         hint: a.hint.or(b.hint),
         count: a.count + b.count,
+        functions: a.functions.merge(&b.functions),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The client's side of connection startup: TLS negotiation, the startup packet,
-//! CancelRequest, and password authentication against the configured users.
+//! The client's side of connection startup: TLS negotiation, the startup packet and
+//! CancelRequest; password authentication is [`super::auth`]'s.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,11 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
-use crate::config::{AuthMethod, ClientTlsMode, Secret, User};
+use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
-use crate::protocol::postgres::frame::{self, cstr};
-use crate::protocol::postgres::messages::{self, Severity, auth, tag};
-use crate::protocol::postgres::scram::{self, ScramServer, Verifier};
+use crate::pool::PassThrough;
+use crate::protocol::postgres::frame;
+use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::sqlstate;
 use crate::protocol::postgres::startup::{self, MAX_STARTUP_PACKET, StartupPacket, StartupParams};
 use crate::session::Context;
@@ -51,6 +51,8 @@ pub struct Authenticated {
     pub client: Client,
     pub params: StartupParams,
     pub user: User,
+    /// How to log in to the backends as `user` without a configured password.
+    pub pass_through: Option<PassThrough>,
 }
 
 /// How startup ended.
@@ -79,11 +81,12 @@ pub async fn handshake(
     loop {
         let result = handshake_inner(&mut client, ctx, deadline).await;
         return match result {
-            Ok(Some(Reply::Session { params, user })) => {
+            Ok(Some(Reply::Session { params, verified })) => {
                 Ok(Outcome::Session(Box::new(Authenticated {
                     client,
                     params,
-                    user,
+                    user: verified.user,
+                    pass_through: verified.pass_through,
                 })))
             }
             Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel {
@@ -109,7 +112,7 @@ pub async fn handshake(
 enum Reply {
     Session {
         params: StartupParams,
-        user: User,
+        verified: Box<super::auth::Verified>,
     },
     Cancel {
         pid: i32,
@@ -124,7 +127,7 @@ async fn handshake_inner(
     ctx: &Context,
     deadline: Instant,
 ) -> Result<Option<Reply>, SessionError> {
-    let tls_mode = ctx.config.raw.server.tls_mode;
+    let tls_mode = ctx.config().raw.server.tls_mode;
     let params = loop {
         let Some(packet) = read_startup(client, deadline).await? else {
             return Ok(None);
@@ -184,83 +187,11 @@ async fn handshake_inner(
             message: "no PostgreSQL user name specified in startup packet".into(),
         })?
         .to_owned();
-    let password_failed = || SessionError::AuthFailed { user: name.clone() };
-    let Some(user) = ctx.config.user(&name).cloned() else {
-        return Err(password_failed());
-    };
-    match user.auth {
-        AuthMethod::Trust => {}
-        AuthMethod::Md5 => {
-            let Secret::Plain(password) = &user.secret else {
-                return Err(password_failed());
-            };
-            let salt: [u8; 4] = rand::random();
-            let mut out = BytesMut::new();
-            messages::authentication(&mut out, auth::MD5_PASSWORD, &salt);
-            write(client, &out).await?;
-            let answer = read_password(client, deadline).await?;
-            let expected = postgres_protocol::authentication::md5_hash(
-                name.as_bytes(),
-                password.as_bytes(),
-                salt,
-            );
-            let given = cstr(&answer).map(|(p, _)| p).unwrap_or(&answer);
-            if given != expected.as_bytes() {
-                return Err(password_failed());
-            }
-        }
-        // validate() allows MySQL methods only with protocol = "mysql".
-        AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
-            return Err(password_failed());
-        }
-        AuthMethod::ScramSha256 => {
-            let verifier = ctx.verifier(&user).ok_or_else(password_failed)?;
-            scram_exchange(client, verifier, deadline)
-                .await
-                .map_err(|e| match e {
-                    SessionError::Scram(scram::ScramError::BadProof) => password_failed(),
-                    other => other,
-                })?;
-        }
-    }
-    Ok(Some(Reply::Session { params, user }))
+    let verified = Box::new(super::auth::authenticate(client, ctx, &name, deadline).await?);
+    Ok(Some(Reply::Session { params, verified }))
 }
 
-async fn scram_exchange(
-    client: &mut Client,
-    verifier: Verifier,
-    deadline: Instant,
-) -> Result<(), SessionError> {
-    let mut out = BytesMut::new();
-    messages::authentication_sasl(&mut out, &[scram::MECHANISM]);
-    write(client, &out).await?;
-    let initial = read_password(client, deadline).await?;
-    let (mechanism, rest) = cstr(&initial)
-        .ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
-    if mechanism != scram::MECHANISM.as_bytes() {
-        let m = String::from_utf8_lossy(mechanism).into_owned();
-        return Err(SessionError::Scram(scram::ScramError::Mechanism(m)));
-    }
-    let data = rest
-        .get(4..)
-        .ok_or_else(|| SessionError::ClientProtocol("malformed SASLInitialResponse".into()))?;
-    let mut server = ScramServer::new(verifier);
-    let first = server
-        .client_first(data, &scram::random_nonce())
-        .map_err(SessionError::Scram)?;
-    out.clear();
-    messages::authentication(&mut out, auth::SASL_CONTINUE, first.as_bytes());
-    write(client, &out).await?;
-    let response = read_password(client, deadline).await?;
-    let last = server
-        .client_final(&response)
-        .map_err(SessionError::Scram)?;
-    out.clear();
-    messages::authentication(&mut out, auth::SASL_FINAL, last.as_bytes());
-    write(client, &out).await
-}
-
-async fn write(client: &mut Client, bytes: &[u8]) -> Result<(), SessionError> {
+pub(super) async fn write(client: &mut Client, bytes: &[u8]) -> Result<(), SessionError> {
     client
         .stream
         .write_all(bytes)
@@ -295,7 +226,10 @@ async fn read_startup(
 }
 
 /// Reads a PasswordMessage / SASL response and returns its body.
-async fn read_password(client: &mut Client, deadline: Instant) -> Result<BytesMut, SessionError> {
+pub(super) async fn read_password(
+    client: &mut Client,
+    deadline: Instant,
+) -> Result<BytesMut, SessionError> {
     loop {
         let head = frame::header(&client.buf, MAX_AUTH_MESSAGE)
             .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;

@@ -9,8 +9,8 @@ use super::super::constants::auth::{
 };
 use super::super::constants::header;
 use super::super::messages::{parse_auth_switch_request, parse_err};
-use super::Plugin;
 use super::rsa::{RsaError, ServerKey};
+use super::{NativeStage1, Plugin};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BackendAuthError {
@@ -30,6 +30,46 @@ pub enum BackendAuthError {
     Unexpected { header: u8, state: &'static str },
     #[error("malformed {what} from the backend")]
     Malformed { what: &'static str },
+    #[error(
+        "backend asked for {plugin}; a pass-through login (a user looked up with [auth]) \
+         can only answer mysql_native_password"
+    )]
+    NeedsPassword { plugin: String },
+}
+
+/// What the proxy logs in to a backend with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BackendSecret {
+    Password(Vec<u8>),
+    /// SHA1(password) of a client the proxy verified: answers mysql_native_password only.
+    NativeStage1(NativeStage1),
+}
+
+impl BackendSecret {
+    /// The answer to `scramble` in `plugin`.
+    fn answer(&self, plugin: Plugin, scramble: &[u8]) -> Result<Vec<u8>, BackendAuthError> {
+        match (self, plugin) {
+            (BackendSecret::Password(p), _) => Ok(plugin.scramble(scramble, p)),
+            (BackendSecret::NativeStage1(s), Plugin::MysqlNativePassword) => {
+                Ok(s.answer(scramble).to_vec())
+            }
+            (BackendSecret::NativeStage1(_), Plugin::CachingSha2Password) => {
+                Err(BackendAuthError::NeedsPassword {
+                    plugin: plugin.name().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// The password itself, for plugins that send it (over TLS or RSA-encrypted).
+    fn password(&self, plugin: &str) -> Result<&[u8], BackendAuthError> {
+        match self {
+            BackendSecret::Password(p) => Ok(p),
+            BackendSecret::NativeStage1(_) => Err(BackendAuthError::NeedsPassword {
+                plugin: plugin.to_owned(),
+            }),
+        }
+    }
 }
 
 /// Where the login stands.
@@ -73,7 +113,7 @@ pub enum ClientStep {
 
 /// One backend login.
 pub struct ClientAuth {
-    password: Vec<u8>,
+    secret: BackendSecret,
     tls: bool,
     oaep_seed: [u8; 20],
     state: State,
@@ -101,12 +141,30 @@ impl ClientAuth {
         scramble: &[u8],
         oaep_seed: [u8; 20],
     ) -> (ClientAuth, Plugin, Vec<u8>) {
-        let plugin = greeting_plugin
-            .and_then(|name| Plugin::from_name(name.as_bytes()))
-            .unwrap_or(Plugin::MysqlNativePassword);
-        let response = plugin.scramble(scramble, password);
+        let secret = BackendSecret::Password(password.to_vec());
+        ClientAuth::start_with(secret, tls, greeting_plugin, scramble, oaep_seed)
+    }
+
+    /// Like [`ClientAuth::start`] with either kind of secret; a [`BackendSecret::NativeStage1`]
+    /// answers in mysql_native_password whatever the greeting names.
+    pub fn start_with(
+        secret: BackendSecret,
+        tls: bool,
+        greeting_plugin: Option<&str>,
+        scramble: &[u8],
+        oaep_seed: [u8; 20],
+    ) -> (ClientAuth, Plugin, Vec<u8>) {
+        let plugin = match &secret {
+            BackendSecret::Password(_) => greeting_plugin
+                .and_then(|name| Plugin::from_name(name.as_bytes()))
+                .unwrap_or(Plugin::MysqlNativePassword),
+            BackendSecret::NativeStage1(_) => Plugin::MysqlNativePassword,
+        };
+        let response = secret
+            .answer(plugin, scramble)
+            .unwrap_or_else(|_| unreachable!("either secret answers its own plugin"));
         let auth = ClientAuth {
-            password: password.to_vec(),
+            secret,
             tls,
             oaep_seed,
             state: State::Await {
@@ -121,11 +179,12 @@ impl ClientAuth {
         self.state == State::Done
     }
 
-    fn password_nul(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.password.len() + 1);
-        out.extend_from_slice(&self.password);
+    fn password_nul(&self, plugin: &str) -> Result<Vec<u8>, BackendAuthError> {
+        let password = self.secret.password(plugin)?;
+        let mut out = Vec::with_capacity(password.len() + 1);
+        out.extend_from_slice(password);
         out.push(0);
-        out
+        Ok(out)
     }
 
     /// Handles one packet from the server during login.
@@ -172,14 +231,15 @@ impl ClientAuth {
                     plugin: MYSQL_CLEAR_PASSWORD,
                 });
             }
+            let password = self.password_nul(MYSQL_CLEAR_PASSWORD)?;
             self.state = State::AwaitResult;
-            return Ok(ClientStep::Send(self.password_nul()));
+            return Ok(ClientStep::Send(password));
         }
         let plugin =
             Plugin::from_name(name).ok_or_else(|| BackendAuthError::UnsupportedPlugin {
                 name: String::from_utf8_lossy(name).into_owned(),
             })?;
-        let response = plugin.scramble(data, &self.password);
+        let response = self.secret.answer(plugin, data)?;
         self.state = State::Await {
             plugin,
             scramble: data.to_vec(),
@@ -207,8 +267,9 @@ impl ClientAuth {
                 [PERFORM_FULL_AUTHENTICATION],
             ) => {
                 if self.tls {
+                    let password = self.password_nul(Plugin::CachingSha2Password.name())?;
                     self.state = State::AwaitResult;
-                    Ok(ClientStep::Send(self.password_nul()))
+                    Ok(ClientStep::Send(password))
                 } else {
                     self.state = State::AwaitPublicKey { scramble };
                     Ok(ClientStep::Send(vec![REQUEST_PUBLIC_KEY]))
@@ -216,7 +277,8 @@ impl ClientAuth {
             }
             (State::AwaitPublicKey { scramble }, pem) => {
                 let key = ServerKey::from_pem(pem)?;
-                let cipher = key.encrypt_password(&self.password, &scramble, self.oaep_seed)?;
+                let password = self.secret.password(Plugin::CachingSha2Password.name())?;
+                let cipher = key.encrypt_password(password, &scramble, self.oaep_seed)?;
                 self.state = State::AwaitResult;
                 Ok(ClientStep::Send(cipher))
             }
@@ -235,6 +297,7 @@ impl ClientAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::mysql::auth::NativeHash;
     use crate::protocol::mysql::auth::rsa::tests::{PUBLIC_PEM, decrypt};
     use crate::protocol::mysql::auth::server::{AuthRequest, Credential, ServerAuth, ServerStep};
     use crate::protocol::mysql::constants::{CapabilityFlags, ER_ACCESS_DENIED_ERROR};
@@ -457,10 +520,7 @@ mod tests {
             (Plugin::CachingSha2Password, "caching_sha2_password", ""),
             (Plugin::MysqlNativePassword, "mysql_native_password", ""),
         ] {
-            let credential = Credential {
-                plugin: configured,
-                password: pw.as_bytes().to_vec(),
-            };
+            let credential = Credential::password(configured, pw.as_bytes());
             let mut server = ServerAuth::new(credential, S1, S2, false);
             let (mut client, plugin, resp) =
                 ClientAuth::start(pw.as_bytes(), false, Some(greeting_plugin), &S1, SEED);
@@ -491,5 +551,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A client verified against the stored hash (as `[auth]` finds it) yields what logs the
+    /// proxy in to a backend storing the same hash, whatever the backend's scramble.
+    #[test]
+    fn pass_through_from_a_verified_client_to_a_backend() {
+        let hash = NativeHash::of_password(b"runtime-secret");
+        let mut proxy = ServerAuth::new(Credential::native_hash(hash), S1, S2, false);
+        let answer = scramble_native(&S1, b"runtime-secret").unwrap();
+        let step = proxy.start(Some(b"mysql_native_password"), &answer);
+        assert_eq!(step, Ok(ServerStep::Accepted { before_ok: None }));
+        let stage1 = proxy.native_stage1().expect("recovered");
+        // The backend greets with caching_sha2_password; the proxy answers natively.
+        let mut backend = ServerAuth::new(
+            Credential::password(Plugin::MysqlNativePassword, b"runtime-secret"),
+            S2,
+            S1,
+            false,
+        );
+        let secret = BackendSecret::NativeStage1(stage1);
+        let (_, plugin, resp) = ClientAuth::start_with(
+            secret.clone(),
+            false,
+            Some("caching_sha2_password"),
+            &S2,
+            SEED,
+        );
+        assert_eq!(plugin, Plugin::MysqlNativePassword);
+        assert_eq!(
+            backend.start(Some(plugin.name().as_bytes()), &resp),
+            Ok(ServerStep::Accepted { before_ok: None })
+        );
+        // A backend that switches to caching_sha2_password needs the password itself.
+        let (mut client, _, _) =
+            ClientAuth::start_with(secret, false, Some("mysql_native_password"), &S2, SEED);
+        let mut out = BytesMut::new();
+        auth_switch_request(&mut out, 2, "caching_sha2_password", &S1);
+        assert!(matches!(
+            client.server_packet(&payload(&out)),
+            Err(BackendAuthError::NeedsPassword { .. })
+        ));
+        // A wrong password recovers nothing.
+        let mut proxy = ServerAuth::new(Credential::native_hash(hash), S1, S2, false);
+        let wrong = scramble_native(&S1, b"wrong").unwrap();
+        assert!(proxy.start(Some(b"mysql_native_password"), &wrong).is_err());
+        assert_eq!(proxy.native_stage1(), None);
     }
 }

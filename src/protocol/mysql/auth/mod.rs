@@ -91,22 +91,81 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Checks a mysql_native_password answer the way the server does: from the stored
-/// SHA1(SHA1(password)), recover the candidate SHA1(password) and hash it again.
+/// SHA1(password): what a mysql_native_password answer is made from. Who holds it can log
+/// in as the user wherever the server stores [`NativeHash`] of the same password.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NativeStage1(pub [u8; 20]);
+
+impl std::fmt::Debug for NativeStage1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NativeStage1(<redacted>)")
+    }
+}
+
+impl NativeStage1 {
+    /// The answer to `scramble`, as [`native_scramble`] gives it from the password.
+    pub fn answer(&self, scramble: &[u8]) -> [u8; 20] {
+        let stage2: [u8; 20] = Sha1::digest(self.0).into();
+        let mut h = Sha1::new();
+        h.update(nonce(scramble));
+        h.update(stage2);
+        let mut out: [u8; 20] = h.finalize().into();
+        xor_into(&mut out, &self.0);
+        out
+    }
+}
+
+/// What a server stores for a mysql_native_password account: SHA1(SHA1(password)),
+/// written `*` and 40 hex digits in `mysql.user`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NativeHash(pub [u8; 20]);
+
+impl std::fmt::Debug for NativeHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NativeHash(<redacted>)")
+    }
+}
+
+impl NativeHash {
+    /// Parses `*` and 40 hex digits (either case); anything else is not this plugin's.
+    pub fn parse(text: &str) -> Option<NativeHash> {
+        let hex = text.strip_prefix('*')?.as_bytes();
+        if hex.len() != 40 {
+            return None;
+        }
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; 20];
+        for (o, pair) in out.iter_mut().zip(hex.chunks(2)) {
+            *o = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(NativeHash(out))
+    }
+
+    pub fn of_password(password: &[u8]) -> NativeHash {
+        NativeHash(Sha1::digest(Sha1::digest(password)).into())
+    }
+
+    /// Checks a mysql_native_password answer the way the server does: recover the
+    /// candidate SHA1(password) and hash it again; the recovered value when it fits.
+    pub fn verify(&self, scramble: &[u8], response: &[u8]) -> Option<NativeStage1> {
+        let response = <[u8; 20]>::try_from(response).ok()?;
+        let mut h = Sha1::new();
+        h.update(nonce(scramble));
+        h.update(self.0);
+        let mut candidate: [u8; 20] = h.finalize().into();
+        xor_into(&mut candidate, &response);
+        constant_time_eq(&Sha1::digest(candidate), &self.0).then_some(NativeStage1(candidate))
+    }
+}
+
+/// Checks a mysql_native_password answer against the plain password.
 pub(crate) fn verify_native(scramble: &[u8], password: &[u8], response: &[u8]) -> bool {
     if password.is_empty() {
         return is_empty_answer(response);
     }
-    let Ok(response) = <[u8; 20]>::try_from(response) else {
-        return false;
-    };
-    let stage2: [u8; 20] = Sha1::digest(Sha1::digest(password)).into();
-    let mut h = Sha1::new();
-    h.update(nonce(scramble));
-    h.update(stage2);
-    let mut candidate: [u8; 20] = h.finalize().into();
-    xor_into(&mut candidate, &response);
-    constant_time_eq(&Sha1::digest(candidate), &stage2)
+    NativeHash::of_password(password)
+        .verify(scramble, response)
+        .is_some()
 }
 
 /// Checks a caching_sha2_password fast-path answer from SHA256(SHA256(password)).
@@ -180,6 +239,43 @@ mod tests {
         assert!(verify_native(SCRAMBLE, b"", b""));
         assert!(verify_sha2(SCRAMBLE, b"", b"\0"));
         assert!(!verify_sha2(SCRAMBLE, b"", &sha2));
+    }
+
+    #[test]
+    fn a_stored_hash_verifies_and_yields_what_answers_another_scramble() {
+        let pw = b"runtime-secret";
+        // MariaDB's PASSWORD('runtime-secret'), as mysql.user shows it
+        let text = format!(
+            "*{}",
+            NativeHash::of_password(pw)
+                .0
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+        );
+        let hash = NativeHash::parse(&text).expect("parses");
+        assert_eq!(NativeHash::parse(&text.to_lowercase()), Some(hash));
+        let answer = scramble_native(SCRAMBLE, pw).unwrap();
+        let stage1 = hash.verify(SCRAMBLE, &answer).expect("right password");
+        let other = b"another scramble!!!!";
+        assert_eq!(Some(stage1.answer(other)), scramble_native(other, pw));
+        assert!(
+            hash.verify(SCRAMBLE, &scramble_native(SCRAMBLE, b"wrong").unwrap())
+                .is_none()
+        );
+        assert!(hash.verify(SCRAMBLE, b"").is_none());
+        for bad in [
+            "",
+            "*",
+            "*12",
+            "SCRAM-SHA-256$x",
+            &text[1..],
+            &format!("{text}0"),
+        ] {
+            assert_eq!(NativeHash::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(NativeHash::parse(&format!("*G{}", &text[2..])), None);
+        assert!(!format!("{hash:?}{stage1:?}").contains(&text[1..5]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Server side of password authentication: verifies a client of the proxy against the
-//! plain password configured for its user. A state enum with pure steps; the scrambles
-//! are injected so tests can replay an exchange.
+//! plain password configured for its user, or against the hash its server stores (a user
+//! looked up with `[auth]`, or a made-up one for a user that does not exist). A state enum
+//! with pure steps; the scrambles are injected so tests can replay an exchange.
 //!
 //! mysql_native_password and caching_sha2_password are verified from the password the
 //! way the server verifies from its stored hash. caching_sha2_password's full
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use super::super::constants::auth::{FAST_AUTH_SUCCESS, PERFORM_FULL_AUTHENTICATION, SCRAMBLE_LEN};
 use super::super::constants::{ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ErrorCode};
 use super::super::messages::{auth_more_data, auth_switch_request};
-use super::{Plugin, constant_time_eq, verify_native, verify_sha2};
+use super::{NativeHash, NativeStage1, Plugin, constant_time_eq, verify_native, verify_sha2};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -36,11 +37,67 @@ impl AuthError {
     }
 }
 
-/// The user as configured in the proxy.
+/// The user's password as the proxy knows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub plugin: Plugin,
-    pub password: Vec<u8>,
+    pub secret: Known,
+}
+
+/// What the proxy holds of a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Known {
+    /// The password itself (`[[users]]`).
+    Password(Vec<u8>),
+    /// Its mysql_native_password hash (as `mysql.user` stores it); `plugin` must be
+    /// mysql_native_password.
+    NativeHash(NativeHash),
+}
+
+impl Credential {
+    pub fn password(plugin: Plugin, password: &[u8]) -> Credential {
+        Credential {
+            plugin,
+            secret: Known::Password(password.to_vec()),
+        }
+    }
+
+    pub fn native_hash(hash: NativeHash) -> Credential {
+        Credential {
+            plugin: Plugin::MysqlNativePassword,
+            secret: Known::NativeHash(hash),
+        }
+    }
+
+    /// Whether this is the empty password.
+    fn is_empty(&self) -> bool {
+        matches!(&self.secret, Known::Password(p) if p.is_empty())
+    }
+
+    /// Checks a mysql_native_password answer; SHA1(password) when it fits.
+    fn verify_native(&self, scramble: &[u8], response: &[u8]) -> Option<NativeStage1> {
+        match &self.secret {
+            Known::Password(p) if p.is_empty() => {
+                verify_native(scramble, p, response).then_some(NativeStage1([0; 20]))
+            }
+            Known::Password(p) => NativeHash::of_password(p).verify(scramble, response),
+            Known::NativeHash(h) => h.verify(scramble, response),
+        }
+    }
+
+    fn verify_sha2(&self, scramble: &[u8], response: &[u8]) -> bool {
+        match &self.secret {
+            Known::Password(p) => verify_sha2(scramble, p, response),
+            Known::NativeHash(_) => false,
+        }
+    }
+
+    fn verify_cleartext(&self, password: &[u8]) -> bool {
+        match &self.secret {
+            Known::Password(p) => constant_time_eq(password, p),
+            Known::NativeHash(h) => constant_time_eq(&NativeHash::of_password(password).0, &h.0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
@@ -102,10 +159,9 @@ pub enum ServerAuth {
         tls: bool,
     },
     /// "Perform full authentication" was sent over TLS; waiting for the cleartext password.
-    AwaitCleartext {
-        credential: Credential,
-    },
-    Done,
+    AwaitCleartext { credential: Credential },
+    /// Finished; after a mysql_native_password check that passed, SHA1(password).
+    Done { stage1: Option<NativeStage1> },
 }
 
 impl ServerAuth {
@@ -131,7 +187,16 @@ impl ServerAuth {
             ServerAuth::Start { .. } => "Start",
             ServerAuth::AwaitSwitchResponse { .. } => "AwaitSwitchResponse",
             ServerAuth::AwaitCleartext { .. } => "AwaitCleartext",
-            ServerAuth::Done => "Done",
+            ServerAuth::Done { .. } => "Done",
+        }
+    }
+
+    /// SHA1(password), once a mysql_native_password answer was accepted: what logs in to
+    /// a backend that stores the same hash (pass-through).
+    pub fn native_stage1(&self) -> Option<NativeStage1> {
+        match self {
+            ServerAuth::Done { stage1 } => *stage1,
+            _ => None,
         }
     }
 
@@ -150,7 +215,7 @@ impl ServerAuth {
             scramble,
             switch_scramble,
             tls,
-        } = std::mem::replace(self, ServerAuth::Done)
+        } = std::mem::replace(self, ServerAuth::Done { stage1: None })
         else {
             return Err(AuthError::OutOfOrder { state });
         };
@@ -178,7 +243,7 @@ impl ServerAuth {
     /// AuthSwitchRequest, or the cleartext password after "perform full authentication").
     pub fn client_packet(&mut self, payload: &[u8]) -> Result<ServerStep, AuthError> {
         let state = self.state_name();
-        match std::mem::replace(self, ServerAuth::Done) {
+        match std::mem::replace(self, ServerAuth::Done { stage1: None }) {
             ServerAuth::AwaitSwitchResponse {
                 credential,
                 scramble,
@@ -190,7 +255,7 @@ impl ServerAuth {
             ServerAuth::AwaitCleartext { credential } => {
                 // the password comes NUL-terminated
                 let password = payload.strip_suffix(&[0]).unwrap_or(payload);
-                if constant_time_eq(password, &credential.password) {
+                if credential.verify_cleartext(password) {
                     Ok(ServerStep::Accepted { before_ok: None })
                 } else {
                     Err(AuthError::AccessDenied {
@@ -216,17 +281,19 @@ impl ServerAuth {
     ) -> Result<ServerStep, AuthError> {
         let using_password = !(response.is_empty() || response == [0]);
         match plugin {
-            Plugin::MysqlNativePassword => {
-                if verify_native(&scramble, &credential.password, response) {
+            Plugin::MysqlNativePassword => match credential.verify_native(&scramble, response) {
+                Some(stage1) => {
+                    *self = ServerAuth::Done {
+                        stage1: Some(stage1).filter(|_| !credential.is_empty()),
+                    };
                     Ok(ServerStep::Accepted { before_ok: None })
-                } else {
-                    Err(AuthError::AccessDenied { using_password })
                 }
-            }
+                None => Err(AuthError::AccessDenied { using_password }),
+            },
             Plugin::CachingSha2Password => {
-                if credential.password.is_empty() && !using_password {
+                if credential.is_empty() && !using_password {
                     Ok(ServerStep::Accepted { before_ok: None })
-                } else if verify_sha2(&scramble, &credential.password, response) {
+                } else if credential.verify_sha2(&scramble, response) {
                     Ok(ServerStep::Accepted {
                         before_ok: Some(AuthRequest::MoreData(FAST_AUTH_SUCCESS)),
                     })
@@ -259,10 +326,7 @@ mod tests {
     const SHA2: &[u8] = b"caching_sha2_password";
 
     fn cred(plugin: Plugin, pw: &str) -> Credential {
-        Credential {
-            plugin,
-            password: pw.as_bytes().to_vec(),
-        }
+        Credential::password(plugin, pw.as_bytes())
     }
 
     /// The client side, computed with mysql_common (an independent implementation).

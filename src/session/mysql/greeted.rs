@@ -1,0 +1,174 @@
+//! The writer connection a MySQL session greets its client with. A MySQL server speaks
+//! first, so the session opens its writer connection as far as the server's greeting before
+//! it greets the client, and greets with what that server said: its version, collation and
+//! capabilities, and the connection id that `CONNECTION_ID()` and `KILL` know it by. The
+//! login on it follows the client's.
+//!
+//! A client that leaves before its login is done would leave that server connection ended
+//! in the middle of its handshake, which MySQL and MariaDB count against the proxy's host
+//! (`max_connect_errors`: after that many in a row without a successful login, the host is
+//! blocked). So such a connection is logged in all the same, with the cluster's monitor
+//! account or else the first configured user's backend login, and closed with COM_QUIT.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::backend::Backend;
+use super::{Session, SessionError, compressed};
+use crate::pool::Credentials;
+use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
+use crate::protocol::mysql::constants::{
+    CapabilityFlags, ER_CONNECTION_KILLED, UTF8MB4_GENERAL_CI,
+};
+use crate::protocol::mysql::messages::{self, OkPacket};
+use crate::protocol::mysql::packet;
+use crate::session::Context;
+use crate::session::chain;
+use crate::session::failover::{WaitError, WriterWait};
+use crate::shutdown::Shutdown;
+use crate::topology::Cluster;
+
+impl Session {
+    /// Logs in on the writer connection the client was greeted with, and ends the client's
+    /// login with OK (or the writer's ERR). When that connection ended while the client
+    /// logged in (the server's own `connect_timeout`, or its writer failed), the session
+    /// takes a new one: its connection id is then not the one the greeting gave. Without
+    /// `greeted` (COM_CHANGE_USER) it opens a new one.
+    pub(super) async fn start(
+        &mut self,
+        ok_seq: u8,
+        greeted: Option<Greeted>,
+    ) -> Result<(), SessionError> {
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        let logged_in = match greeted {
+            Some(greeted) => {
+                greeted
+                    .login(&self.cluster, &self.login, &self.creds, timeout)
+                    .await
+            }
+            None => self.first_writer().await?,
+        };
+        let writer = match logged_in {
+            Ok(conn) => Ok(conn),
+            Err(
+                e @ (ConnectError::Io { .. }
+                | ConnectError::Protocol { .. }
+                | ConnectError::Timeout { .. }),
+            ) => {
+                tracing::info!(error = %chain(&e), "the writer connection of the greeting ended before the login; opening another");
+                self.first_writer().await?
+            }
+            Err(e) => Err(e),
+        };
+        let writer = match writer {
+            Ok(conn) => conn,
+            Err(ConnectError::Refused {
+                payload, message, ..
+            }) if !payload.is_empty() => {
+                tracing::info!(%message, "writer refused the session");
+                let mut out = BytesMut::new();
+                packet::write_packet(&mut out, ok_seq, &payload);
+                // The session ends right after, so a failed write changes nothing.
+                let _ = self.client.write_all(&out).await;
+                return Err(SessionError::ClientGone);
+            }
+            Err(e) => return Err(SessionError::Connect(e)),
+        };
+        self.status = writer.status;
+        let mut out = BytesMut::new();
+        let ok = OkPacket {
+            status: self.status,
+            ..OkPacket::default()
+        };
+        messages::ok_packet(&mut out, ok_seq, &ok, false);
+        self.client
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        // The compressed protocol starts right after the login's OK.
+        if self
+            .client
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_COMPRESS)
+            && self.client.compressed.is_none()
+        {
+            self.client.compressed = Some(compressed::Compressed::new());
+        }
+        self.writer = Some(Backend::new(writer));
+        Ok(())
+    }
+}
+
+/// The writer connection a new session greets its client with, opened as far as the
+/// server's greeting: to the cluster's writer, or, while the topology shows no usable writer
+/// (a failover under way), to the next one once it is usable, within `failover_timeout`.
+pub(super) async fn open_writer(
+    ctx: &Context,
+    cluster: Arc<Cluster>,
+    shutdown: &mut Shutdown,
+) -> Result<(Arc<Cluster>, Greeted), SessionError> {
+    let wait = WriterWait::new(ctx, &cluster.name, shutdown);
+    let open = |cluster: Arc<Cluster>, t| async move { pool::open(&cluster.writer, t).await };
+    match wait.connect(cluster, true, open).await {
+        Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
+        Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+        Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+        Err(e) => {
+            e.report();
+            let code = ER_CONNECTION_KILLED;
+            Err(SessionError::Failover {
+                code,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// Finishes the handshake of a greeted writer connection whose client never logged in (see
+/// the module's note), within `connect_timeout`, and closes it.
+pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
+    let Some(creds) = fallback_login(ctx, &cluster.name) else {
+        tracing::debug!(writer = %greeted.instance().addr, "no login to finish an unused writer handshake with");
+        return;
+    };
+    let login = Login {
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH,
+        charset: UTF8MB4_GENERAL_CI,
+        max_packet_size: 1 << 24,
+        database: None,
+        connect_attrs: None,
+    };
+    let timeout = ctx.config().raw.server.connect_timeout;
+    match greeted.login(cluster, &login, &creds, timeout).await {
+        Ok(conn) => conn.quit().await,
+        Err(e) => {
+            tracing::debug!(error = %crate::session::chain(&e), "could not finish an unused writer handshake");
+        }
+    }
+}
+
+/// The cluster's monitor account, else the first configured user's backend login.
+fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
+    let config = ctx.config();
+    let monitor = config
+        .raw
+        .clusters
+        .get(cluster)
+        .and_then(|c| crate::topology::monitor_login(c, None));
+    let (user, password) = match monitor {
+        Some(m) => (m.user, m.password),
+        None => {
+            let u = config.users.first()?;
+            (u.backend_user.clone(), u.backend_password.clone())
+        }
+    };
+    Some(Credentials {
+        user,
+        password,
+        salted: Arc::clone(&ctx.salted),
+        pass_through: None,
+    })
+}
