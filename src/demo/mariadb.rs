@@ -199,7 +199,7 @@ async fn start_server(
         command.args(STORAGE);
         let signals = Signals {
             stop: StopSignal::Term,
-            on_demo_death: libc::SIGKILL,
+            on_demo_death: testkit::Signal::KILL,
         };
         processes.spawn(name, command, &log, owner, signals)
     };

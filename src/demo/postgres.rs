@@ -199,7 +199,7 @@ async fn launch(
         ]);
         let signals = Signals {
             stop: StopSignal::Int,
-            on_demo_death: libc::SIGQUIT,
+            on_demo_death: testkit::Signal::QUIT,
         };
         processes.spawn(name, command, &log, owner, signals)
     };
