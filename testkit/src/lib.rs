@@ -4,14 +4,14 @@
 //! What both need lives here: free ports, scratch directories and the sweeping of those that
 //! killed runs left, where the servers' programs are, the OS account a server runs as, signals, tying a child to this
 //! process's life, log tails. [`server`] holds the synchronous process registry the tests
-//! use (stop on drop, at exit, or by the kernel). Every `unsafe` block of the project is in
+//! use (stop on drop, at exit, or by the kernel). The project's only `unsafe` blocks are in
 //! [`os`], each with its SAFETY comment; the proxy itself has none.
 
 pub mod os;
 pub mod programs;
 pub mod server;
 
-pub use os::{Account, process_exists, reap, signal, tie_to_this_thread};
+pub use os::{Account, at_exit, process_exists, reap, signal, tie_to_this_thread};
 pub use rustix::process::Signal;
 pub use server::{STOP_GRACE, ScratchDir, ServerProcess};
 

@@ -1,8 +1,9 @@
 //! The operating-system calls the harness makes: the account a server runs as, signals,
 //! reaping, and the parent-death signal that stops a child when this process dies.
 //!
-//! The calls go through rustix's safe wrappers; the one `unsafe` left is std's `pre_exec`,
-//! which has no safe form (see [`tie_to_this_thread`]).
+//! The calls go through rustix's safe wrappers. Two have no safe form and are the only
+//! `unsafe` of the project: std's `pre_exec` ([`tie_to_this_thread`]) and `atexit(3)`
+//! ([`at_exit`], which rustix does not wrap).
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -138,4 +139,19 @@ pub fn tie_to_this_thread(command: &mut Command, death_signal: Signal) {
     // only async-signal-safe work is allowed. `tie` only makes the prctl and getppid system
     // calls and builds an io::Error from an errno, none of which allocates or takes a lock.
     unsafe { command.pre_exec(tie) };
+}
+
+/// Registers `handler` to run when the process exits normally (after `main` returns, or
+/// when the test harness exits), where statics are never dropped.
+///
+/// `handler` must not unwind: catch every panic inside it.
+pub fn at_exit(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: atexit(3) only stores the function pointer, which is 'static. The handler
+    // takes no arguments, and the caller's contract (above) keeps a panic from unwinding
+    // into libc.
+    let rc = unsafe { libc::atexit(handler) };
+    if rc != 0 {
+        return Err(io::Error::other("atexit: no room for another handler"));
+    }
+    Ok(())
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::os::{Account, reap, signal, tie_to_this_thread};
+use crate::os::{Account, at_exit, reap, signal, tie_to_this_thread};
 
 /// How long a server may take to stop after its stop signal before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -199,15 +199,13 @@ fn forget_process(pid: u32) {
 fn register_at_exit() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
-        // SAFETY: atexit(3) only stores the pointer; `stop_leftovers` is a plain extern "C"
-        // fn with no arguments that catches every panic, so it never unwinds into libc.
-        let rc = unsafe { libc::atexit(stop_leftovers) };
-        assert_eq!(rc, 0, "register the test-server exit handler");
+        at_exit(stop_leftovers).expect("register the test-server exit handler");
     });
 }
 
 /// At exit: stop every server still running (all signalled first, so they stop in
-/// parallel) and remove every directory still recorded.
+/// parallel) and remove every directory still recorded. Catches every panic: it must not
+/// unwind out of an `extern "C"` fn (see [`at_exit`]).
 extern "C" fn stop_leftovers() {
     let cleanup = || {
         let Leftovers { processes, dirs } = std::mem::replace(
