@@ -4,7 +4,7 @@ use super::chain;
 use crate::metrics::ErrorKind;
 use crate::pool::mysql::ConnectError;
 use crate::protocol::mysql::constants::{
-    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
+    ER_ACCESS_DENIED_ERROR, ER_CONNECTION_KILLED, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,9 @@ pub enum SessionError {
     Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
+    /// Another client ran `KILL` naming this session's connection id.
+    #[error("Connection was killed")]
+    Killed,
 }
 
 impl SessionError {
@@ -67,6 +70,7 @@ impl SessionError {
                 format!("switchyard lost its connection to the database at {addr}"),
             ),
             BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, self.to_string()),
+            Killed => (ER_CONNECTION_KILLED, self.to_string()),
             Shutdown => (
                 ER_SERVER_SHUTDOWN,
                 "Server shutdown in progress (switchyard)".into(),
@@ -85,7 +89,7 @@ impl SessionError {
     pub(super) fn kind(&self) -> Option<ErrorKind> {
         use SessionError::*;
         match self {
-            ClientGone | Shutdown => None,
+            ClientGone | Shutdown | Killed => None,
             ClientIo(_) => Some(ErrorKind::ClientLost),
             ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
                 Some(ErrorKind::ClientProtocol)
