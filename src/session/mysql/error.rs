@@ -4,7 +4,7 @@ use super::chain;
 use crate::metrics::ErrorKind;
 use crate::pool::mysql::ConnectError;
 use crate::protocol::mysql::constants::{
-    ER_ACCESS_DENIED_ERROR, ER_CONNECTION_KILLED, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
+    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,8 @@ pub enum SessionError {
     Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
-    /// Another client ran `KILL` naming this session's connection id.
+    /// Another client ran `KILL` naming this session's connection id: the connection
+    /// closes without a word, as the server closes a killed idle connection.
     #[error("Connection was killed")]
     Killed,
 }
@@ -58,7 +59,7 @@ impl SessionError {
     pub(super) fn client_message(&self) -> Option<(ErrorCode, String)> {
         use SessionError::*;
         Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } => return None,
+            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } | Killed => return None,
             ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
@@ -70,7 +71,6 @@ impl SessionError {
                 format!("switchyard lost its connection to the database at {addr}"),
             ),
             BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, self.to_string()),
-            Killed => (ER_CONNECTION_KILLED, self.to_string()),
             Shutdown => (
                 ER_SERVER_SHUTDOWN,
                 "Server shutdown in progress (switchyard)".into(),

@@ -196,7 +196,13 @@ impl KillRegistry {
 impl Registration {
     /// Records that `target`'s connection `conn` (of `cluster`) runs the session's
     /// statement now, as backend user `user`.
-    pub fn running(&mut self, target: Target, conn: &MysqlConn, cluster: &Arc<Cluster>, user: &str) {
+    pub fn running(
+        &mut self,
+        target: Target,
+        conn: &MysqlConn,
+        cluster: &Arc<Cluster>,
+        user: &str,
+    ) {
         let slot = slot(target);
         let seen = (Arc::as_ptr(&conn.instance) as usize, conn.connection_id);
         if self.seen[slot] != Some(seen) {
@@ -257,13 +263,14 @@ impl Session {
         };
         let refused = answer.first() == Some(&0xff);
         if !kill.query && !refused {
-            // The server would close the connection: its reader's statement ends too.
+            // The server would close the connection: its reader's statement ends too. The
+            // session is marked first, so that it does not retry that read elsewhere.
+            session.end();
             if let Some(reader) = session.reader_running()
                 && let Err(e) = self.control(&reader, &kill.statement(reader.thread)).await
             {
                 tracing::info!(error = %e, "could not kill the reader connection of a killed session");
             }
-            session.end();
         }
         if refused {
             let mut out = BytesMut::new();
@@ -287,9 +294,15 @@ impl Session {
             ..self.login.clone()
         };
         let run = async {
-            let conn = pool::connect(&target.cluster, &target.instance, &login, &self.creds, timeout)
-                .await
-                .map_err(|e| crate::session::chain(&e))?;
+            let conn = pool::connect(
+                &target.cluster,
+                &target.instance,
+                &login,
+                &self.creds,
+                timeout,
+            )
+            .await
+            .map_err(|e| crate::session::chain(&e))?;
             let mut control = Backend::new(conn);
             let mut out = BytesMut::new();
             command::write_text_command(&mut out, COM_QUERY, sql.as_bytes());
@@ -309,7 +322,10 @@ impl Session {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(answer) => answer,
-            Err(_) => Err(format!("no answer from {} within {timeout:?}", target.instance.addr)),
+            Err(_) => Err(format!(
+                "no answer from {} within {timeout:?}",
+                target.instance.addr
+            )),
         }
     }
 }
@@ -349,6 +365,9 @@ mod tests {
             kill(Some("SOFT"), true, 3).unwrap().statement(11),
             "KILL SOFT QUERY 11"
         );
-        assert_eq!(kill(None, false, 3).unwrap().statement(11), "KILL CONNECTION 11");
+        assert_eq!(
+            kill(None, false, 3).unwrap().statement(11),
+            "KILL CONNECTION 11"
+        );
     }
 }
