@@ -517,6 +517,12 @@ async fn kill_query_reaches_a_read_running_on_a_replica() {
     );
     let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the client's session goes on");
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY of an idle client is a no-op, as on a server");
+    let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "and its next statement runs");
 }
 
 #[tokio::test]
@@ -554,10 +560,22 @@ async fn kill_of_a_proxy_client_ends_that_client_and_no_other() {
         .await
         .expect("KILL CONNECTION of a proxy client");
     let (mut busy, answer) = running.await.unwrap();
-    assert!(
-        answer.is_err(),
-        "the read of a killed client ends with an error: {answer:?}"
-    );
+    let err = answer.expect_err("the read of a killed client ends with an error");
+    // The same against the replica directly.
+    let replica = &cluster.replicas[0];
+    let direct_opts = replica.opts(super::support::mariadb::APP, Some(&db));
+    let victim = Conn::new(direct_opts.clone()).await.unwrap();
+    let victim_id = victim.id();
+    let direct = spawn_query(victim, "SELECT SLEEP(30) AS killed_direct");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS killed_direct").await;
+    let mut direct_killer = Conn::new(direct_opts).await.unwrap();
+    direct_killer
+        .query_drop(format!("KILL CONNECTION {victim_id}"))
+        .await
+        .unwrap();
+    let (_, direct) = direct.await.unwrap();
+    let direct = direct.expect_err("a killed connection's statement fails");
+    assert_eq!(outcome(&err), outcome(&direct), "as against the replica");
     assert!(
         busy.query_drop("SELECT 1").await.is_err(),
         "and it is closed"

@@ -285,6 +285,25 @@ impl Session {
         Ok(true)
     }
 
+    /// The session was killed while its reader connection ran its statement: the server's
+    /// last ERR there (1927) answers the client, and the session ends, as the server ends a
+    /// killed connection.
+    pub(super) async fn reader_killed(&mut self) -> SessionError {
+        let words = self
+            .reader
+            .take()
+            .and_then(|r| super::failover::last_error(&r.conn.buf));
+        self.statements.forget_backend(Target::Reader);
+        if let Some(payload) = words {
+            let mut out = BytesMut::new();
+            packet::write_packet(&mut out, 1, &payload);
+            if let Err(e) = self.client.write_all(&out).await {
+                tracing::debug!(error = %e, "could not relay the server's last error");
+            }
+        }
+        SessionError::Killed
+    }
+
     /// Runs `sql` on a new connection to `target`'s instance as this session's backend
     /// user, within `connect_timeout`, and returns the server's answer (OK or ERR payload).
     async fn control(&self, target: &KillTarget, sql: &str) -> Result<Vec<u8>, String> {

@@ -379,12 +379,14 @@ impl Session {
         let before = self.client.written;
         let idle = self.view.in_transaction.is_none();
         match self.run_on(target, packet, None).await {
+            Err(e) if target == Target::Reader && e.backend_failed() && self.kill.kill.killed() => {
+                Err(self.reader_killed().await)
+            }
             Err(e)
                 if target == Target::Reader
                     && idle
                     && e.backend_failed()
-                    && self.client.written == before
-                    && !self.kill.kill.killed() =>
+                    && self.client.written == before =>
             {
                 metrics::read_retried(&self.cluster.name);
                 self.drop_failed_reader();
