@@ -526,6 +526,38 @@ async fn kill_query_reaches_a_read_running_on_a_replica() {
 }
 
 #[tokio::test]
+async fn kill_query_by_connection_id_after_change_user() {
+    let (cluster, proxy, db) = setup("killchange").await;
+    let mut sleeper = connect(&proxy, &db).await;
+    let change = mysql_async::ChangeUserOpts::default()
+        .with_user(Some("app2".into()))
+        .with_pass(Some("app2-secret".into()))
+        .with_db_name(Some(db.clone()));
+    sleeper.change_user(change).await.expect("COM_CHANGE_USER");
+    // What a driver that asks the server for the id before its statement learns.
+    let id: Option<u32> = sleeper.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    let id = id.expect("an id");
+    assert_ne!(
+        id,
+        sleeper.id(),
+        "a new writer connection after COM_CHANGE_USER"
+    );
+    assert!(super::on_replica(&mut sleeper).await);
+    let running = spawn_query(sleeper, "SELECT SLEEP(30) AS after_change");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS after_change").await;
+    let mut killer = connect(&proxy, &db).await;
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY by the writer connection's id");
+    let (_, answer) = running.await.unwrap();
+    match answer {
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP on the replica was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
+    }
+}
+
+#[tokio::test]
 async fn kill_of_a_proxy_client_ends_that_client_and_no_other() {
     let (cluster, proxy, db) = setup("killclient").await;
     let mut killer = connect(&proxy, &db).await;

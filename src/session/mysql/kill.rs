@@ -156,7 +156,7 @@ impl SessionKill {
 }
 
 /// Every live MySQL session, by the writer it greeted its client with and that greeting's
-/// connection id.
+/// connection id (and by its writer connection's own id, once that is another).
 #[derive(Default)]
 pub struct KillRegistry {
     sessions: Mutex<HashMap<(String, u32), Arc<SessionKill>>>,
@@ -167,6 +167,9 @@ pub struct KillRegistry {
 pub(super) struct Registration {
     registry: Arc<KillRegistry>,
     key: (String, u32),
+    /// The session's writer connection's own key, once it is not the greeting's (the
+    /// writer was reopened): `CONNECTION_ID()` answers that id now.
+    alias: Option<(String, u32)>,
     pub kill: Arc<SessionKill>,
     seen: [Option<(usize, u32)>; 2],
 }
@@ -182,6 +185,7 @@ impl KillRegistry {
         Registration {
             registry: Arc::clone(self),
             key,
+            alias: None,
             kill,
             seen: [None, None],
         }
@@ -216,19 +220,52 @@ impl Registration {
                 instance: Arc::clone(&conn.instance),
                 thread: conn.connection_id,
             });
+            drop(state);
+            if target == Target::Writer {
+                self.alias_writer(conn);
+            }
         }
         self.kill.active.store(slot as u8, Ordering::Relaxed);
+    }
+}
+
+impl Registration {
+    /// Registers the session also under its writer connection's own id, when the writer was
+    /// reopened (a failover, a cutover, COM_CHANGE_USER).
+    fn alias_writer(&mut self, conn: &MysqlConn) {
+        let key = (conn.instance.addr.clone(), conn.connection_id);
+        let alias = (key != self.key).then_some(key);
+        if alias == self.alias {
+            return;
+        }
+        let mut sessions = lock(&self.registry.sessions);
+        if let Some(old) = self.alias.take() {
+            remove(&mut sessions, &old, &self.kill);
+        }
+        if let Some(alias) = alias {
+            sessions.insert(alias.clone(), Arc::clone(&self.kill));
+            self.alias = Some(alias);
+        }
+    }
+}
+
+/// Removes `key` if it is still `kill`'s (another session may have taken it over).
+fn remove(
+    sessions: &mut HashMap<(String, u32), Arc<SessionKill>>,
+    key: &(String, u32),
+    kill: &Arc<SessionKill>,
+) {
+    if sessions.get(key).is_some_and(|k| Arc::ptr_eq(k, kill)) {
+        sessions.remove(key);
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut sessions = lock(&self.registry.sessions);
-        if sessions
-            .get(&self.key)
-            .is_some_and(|k| Arc::ptr_eq(k, &self.kill))
-        {
-            sessions.remove(&self.key);
+        remove(&mut sessions, &self.key, &self.kill);
+        if let Some(alias) = &self.alias {
+            remove(&mut sessions, alias, &self.kill);
         }
     }
 }
