@@ -1,6 +1,7 @@
 //! What a MySQL client learns of the server through the proxy: the greeting (the writer's
-//! version, collation and connection id), compression, the connection limit, and how a
-//! killed server connection ends the client's, each with the client that showed the defect.
+//! version, collation and connection id), compression, the connection limit, how a killed
+//! server connection ends the client's, and `KILL [QUERY]` of a client through the proxy
+//! (writer or reader), each with the client that showed the defect.
 
 use std::net::SocketAddr;
 use std::time::Duration;
