@@ -30,6 +30,8 @@ pub struct Context {
     /// The active cluster and each cluster's mode (read-write, read-only, paused).
     pub routing: Arc<Routing>,
     pub cancels: Arc<CancelRegistry>,
+    /// Every live MySQL session, for `KILL` aimed at one of them.
+    pub mysql_kills: Arc<mysql::KillRegistry>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
     pub salted: Arc<SaltedPasswords>,
@@ -81,6 +83,7 @@ impl Context {
             topology,
             routing,
             cancels: Arc::new(CancelRegistry::default()),
+            mysql_kills: Arc::default(),
             tls,
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),

@@ -1,6 +1,7 @@
 //! What a MySQL client learns of the server through the proxy: the greeting (the writer's
-//! version, collation and connection id), compression, the connection limit, and how a
-//! killed server connection ends the client's, each with the client that showed the defect.
+//! version, collation and connection id), compression, the connection limit, how a killed
+//! server connection ends the client's, and `KILL [QUERY]` of a client through the proxy
+//! (writer or reader), each with the client that showed the defect.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -448,4 +449,212 @@ conn.close()
     );
     assert!(stdout.contains("ünïcode"), "{stdout}");
     assert!(stdout.contains("compressed rows: 3000 3000000"), "{stdout}");
+}
+
+/// Waits until one of the replicas runs a statement containing `text`; returns its index.
+async fn until_running_on_a_replica(cluster: &MariaCluster, text: &str) -> usize {
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{text}%' \
+         AND INFO NOT LIKE '%PROCESSLIST%'"
+    );
+    let mut replicas = Vec::new();
+    for replica in &cluster.replicas {
+        replicas.push(cluster.admin(replica).await);
+    }
+    for _ in 0..500 {
+        for (i, replica) in replicas.iter_mut().enumerate() {
+            let n: Option<i64> = replica.query_first(&sql).await.unwrap();
+            if n == Some(1) {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no replica ever ran {text}");
+}
+
+/// Runs `sql` (a SLEEP) on `conn` in a task, handing back the connection and its answer.
+fn spawn_query(
+    mut conn: Conn,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<(Conn, Result<Option<i64>, mysql_async::Error>)> {
+    tokio::spawn(async move {
+        let answer = conn.query_first(sql).await;
+        (conn, answer)
+    })
+}
+
+#[tokio::test]
+async fn kill_query_reaches_a_read_running_on_a_replica() {
+    let (cluster, proxy, db) = setup("killreader").await;
+    let mut sleeper = connect(&proxy, &db).await;
+    assert!(
+        super::on_replica(&mut sleeper).await,
+        "reads go to a replica"
+    );
+    let id = sleeper.id();
+    let mut bystander = connect(&proxy, &db).await;
+    assert!(super::on_replica(&mut bystander).await);
+    let running = spawn_query(sleeper, "SELECT SLEEP(30) AS victim");
+    let untouched = spawn_query(bystander, "SELECT SLEEP(3) AS bystander");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS victim").await;
+    until_running_on_a_replica(cluster, "SLEEP(3) AS bystander").await;
+    let mut killer = connect(&proxy, &db).await;
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY of the client's own connection id");
+    let (mut sleeper, answer) = running.await.unwrap();
+    match answer {
+        // An interrupted SLEEP() returns 1 in MariaDB; 1317 where the server says so.
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP on the replica was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
+    }
+    let (_, other) = untouched.await.unwrap();
+    assert_eq!(
+        other.unwrap(),
+        Some(0),
+        "another client's sleep ran to its end"
+    );
+    let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the client's session goes on");
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY of an idle client is a no-op, as on a server");
+    let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "and its next statement runs");
+}
+
+#[tokio::test]
+async fn kill_query_by_connection_id_after_change_user() {
+    let (cluster, proxy, db) = setup("killchange").await;
+    let mut sleeper = connect(&proxy, &db).await;
+    let change = mysql_async::ChangeUserOpts::default()
+        .with_user(Some("app2".into()))
+        .with_pass(Some("app2-secret".into()))
+        .with_db_name(Some(db.clone()));
+    sleeper.change_user(change).await.expect("COM_CHANGE_USER");
+    // What a driver that asks the server for the id before its statement learns.
+    let id: Option<u32> = sleeper.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    let id = id.expect("an id");
+    assert_ne!(
+        id,
+        sleeper.id(),
+        "a new writer connection after COM_CHANGE_USER"
+    );
+    assert!(super::on_replica(&mut sleeper).await);
+    let running = spawn_query(sleeper, "SELECT SLEEP(30) AS after_change");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS after_change").await;
+    let mut killer = connect(&proxy, &db).await;
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .expect("KILL QUERY by the writer connection's id");
+    let (_, answer) = running.await.unwrap();
+    match answer {
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP on the replica was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
+    }
+}
+
+#[tokio::test]
+async fn kill_of_a_proxy_client_ends_that_client_and_no_other() {
+    let (cluster, proxy, db) = setup("killclient").await;
+    let mut killer = connect(&proxy, &db).await;
+    let mut bystander = connect(&proxy, &db).await;
+    assert!(super::on_replica(&mut bystander).await);
+
+    // Idle, with a reader connection: its next read must fail as against a server.
+    let mut idle = connect(&proxy, &db).await;
+    assert!(super::on_replica(&mut idle).await, "reads go to a replica");
+    killer
+        .query_drop(format!("KILL {}", idle.id()))
+        .await
+        .expect("KILL of a proxy client");
+    let err = idle
+        .query_drop("SELECT 1")
+        .await
+        .expect_err("a killed client's next statement fails");
+    let seen = outcome(&err);
+    assert!(
+        seen.contains("1927") || seen == "connection ended",
+        "{seen}"
+    );
+
+    // Running a read on a replica: the read ends, and so does the connection.
+    let mut busy = connect(&proxy, &db).await;
+    assert!(super::on_replica(&mut busy).await);
+    let id = busy.id();
+    let running = spawn_query(busy, "SELECT SLEEP(30) AS killed_conn");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS killed_conn").await;
+    killer
+        .query_drop(format!("KILL CONNECTION {id}"))
+        .await
+        .expect("KILL CONNECTION of a proxy client");
+    let (mut busy, answer) = running.await.unwrap();
+    let err = answer.expect_err("the read of a killed client ends with an error");
+    // The same against the replica directly.
+    let replica = &cluster.replicas[0];
+    let direct_opts = replica.opts(super::support::mariadb::APP, Some(&db));
+    let victim = Conn::new(direct_opts.clone()).await.unwrap();
+    let victim_id = victim.id();
+    let direct = spawn_query(victim, "SELECT SLEEP(30) AS killed_direct");
+    until_running_on_a_replica(cluster, "SLEEP(30) AS killed_direct").await;
+    let mut direct_killer = Conn::new(direct_opts).await.unwrap();
+    direct_killer
+        .query_drop(format!("KILL CONNECTION {victim_id}"))
+        .await
+        .unwrap();
+    let (_, direct) = direct.await.unwrap();
+    let direct = direct.expect_err("a killed connection's statement fails");
+    assert_eq!(outcome(&err), outcome(&direct), "as against the replica");
+    assert!(
+        busy.query_drop("SELECT 1").await.is_err(),
+        "and it is closed"
+    );
+
+    let one: Option<i64> = bystander.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "other clients go on");
+    let one: Option<i64> = killer.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}
+
+#[tokio::test]
+async fn kill_query_by_another_user_is_refused_as_the_server_would() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("killother").await;
+    let other = format!("ko_{db}");
+    let mut admin = cluster.admin(&cluster.primary).await;
+    for statement in [
+        format!("CREATE USER '{other}'@'%' IDENTIFIED BY 'ko-secret'"),
+        format!("GRANT SELECT ON `{db}`.* TO '{other}'@'%'"),
+    ] {
+        admin.query_drop(&statement).await.unwrap();
+    }
+    cluster.wait_replicated().await;
+    let text = format!(
+        "{}\n[[users]]\nname = \"{other}\"\npassword = \"ko-secret\"\n\
+         backend_user = \"{other}\"\nbackend_password = \"ko-secret\"\n",
+        mysql_config_text(cluster, "")
+    );
+    let proxy = Proxy::from_config(&text).await;
+    let mut victim = connect(&proxy, &db).await;
+    assert!(super::on_replica(&mut victim).await);
+    let mut intruder = Conn::new(
+        opts(&proxy, &db)
+            .user(Some(other.clone()))
+            .pass(Some("ko-secret")),
+    )
+    .await
+    .expect("the other user logs in");
+    for kill in ["KILL QUERY", "KILL"] {
+        let err = intruder
+            .query_drop(format!("{kill} {}", victim.id()))
+            .await
+            .expect_err("another user's session may not be killed");
+        assert!(outcome(&err).contains("1095"), "{kill}: {}", outcome(&err));
+    }
+    let one: Option<i64> = victim.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the victim goes on");
 }

@@ -82,7 +82,7 @@ impl Backend {
         result.map_err(|e| self.lost(e))
     }
 
-    async fn fill(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn fill(&mut self) -> Result<(), SessionError> {
         if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
             self.conn.buf.reserve(64 * 1024);
         }

@@ -48,6 +48,10 @@ pub enum SessionError {
     Failover { code: ErrorCode, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
+    /// Another client ran `KILL` naming this session's connection id: the connection
+    /// closes without a word, as the server closes a killed idle connection.
+    #[error("Connection was killed")]
+    Killed,
 }
 
 impl SessionError {
@@ -55,7 +59,7 @@ impl SessionError {
     pub(super) fn client_message(&self) -> Option<(ErrorCode, String)> {
         use SessionError::*;
         Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } => return None,
+            ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } | Killed => return None,
             ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
             StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
             AuthFailed { .. } => (ER_ACCESS_DENIED_ERROR, self.to_string()),
@@ -85,7 +89,7 @@ impl SessionError {
     pub(super) fn kind(&self) -> Option<ErrorKind> {
         use SessionError::*;
         match self {
-            ClientGone | Shutdown => None,
+            ClientGone | Shutdown | Killed => None,
             ClientIo(_) => Some(ErrorKind::ClientLost),
             ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
                 Some(ErrorKind::ClientProtocol)

@@ -262,7 +262,7 @@ impl Session {
 
 /// The payload of the first ERR packet among the whole packets in `buf`: what a server said
 /// before it closed a connection between commands.
-fn last_error(buf: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn last_error(buf: &[u8]) -> Option<Vec<u8>> {
     let mut at = 0;
     while let Ok(Some((h, payload))) = packet::packet(&buf[at..], packet::MAX_PHYSICAL_PAYLOAD) {
         if payload.first() == Some(&crate::protocol::mysql::constants::header::ERR) {

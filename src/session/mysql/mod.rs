@@ -10,6 +10,7 @@ mod compressed;
 mod error;
 mod failover;
 mod greeted;
+mod kill;
 mod migration;
 mod prepared;
 mod replay;
@@ -42,6 +43,7 @@ use crate::sql::{self, Class, Dialect, Statement};
 use crate::topology::{Cluster, Instance};
 use backend::Backend;
 pub use error::SessionError;
+pub use kill::KillRegistry;
 use replay::{Replay, replay};
 use startup::Client;
 use statements::Statements;
@@ -52,7 +54,10 @@ const MAX_REPLAYS: usize = 256;
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
-        let normal = matches!(e, SessionError::ClientGone | SessionError::Shutdown);
+        let normal = matches!(
+            e,
+            SessionError::ClientGone | SessionError::Shutdown | SessionError::Killed
+        );
         super::report_end(e.kind(), normal, &e);
     }
 }
@@ -94,6 +99,9 @@ async fn serve(
     };
     let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
     let functions = ctx.functions(&creds, database.map(|d| d.into_owned()), &shutdown);
+    let kill = ctx
+        .mysql_kills
+        .register(&greeted.instance().addr, greeted.greeting.connection_id);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
@@ -117,11 +125,15 @@ async fn serve(
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         scramble: auth.scramble,
         scratch: BytesMut::new(),
+        kill,
         shutdown,
     };
     let _connected = metrics::client_connected();
     let result = match session.start(auth.ok_seq, Some(greeted)).await {
-        Ok(()) => session.serve().await,
+        Ok(()) => {
+            session.note_writer();
+            session.serve().await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = &result
@@ -161,6 +173,8 @@ struct Session {
     /// The greeting's scramble, which COM_CHANGE_USER answers.
     scramble: [u8; 20],
     scratch: BytesMut,
+    /// Where a `KILL` naming this session's connection id reaches its statement.
+    kill: kill::Registration,
     shutdown: Shutdown,
 }
 
@@ -168,6 +182,15 @@ impl Session {
     /// Sequence id for an error sent when the session ends (after a command: 1).
     fn next_seq(&self) -> u8 {
         if self.writer.is_some() { 1 } else { 2 }
+    }
+
+    /// Records the writer connection for `KILL`, as the one running the session's statement.
+    fn note_writer(&mut self) {
+        if let Some(writer) = &self.writer {
+            let user = &self.creds.user;
+            self.kill
+                .running(Target::Writer, &writer.conn, &self.cluster, user);
+        }
     }
 
     async fn connect(
@@ -220,6 +243,7 @@ impl Session {
         let between_transactions = self.view.in_transaction.is_none();
         tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
+            _ = self.kill.kill.ended() => Err(SessionError::Killed),
             read = self.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -246,6 +270,14 @@ impl Session {
             Command::Ping => self.reply_ok().await?,
             Command::Query { sql } => {
                 let stmt = classify(sql);
+                // Only a lone statement the classifier calls a write can be a KILL.
+                if stmt.class == Class::Write
+                    && stmt.count == 1
+                    && let Some(kill) = kill::Kill::parse(sql)
+                    && self.kill(kill).await?
+                {
+                    return Ok(true);
+                }
                 let record = Replay::Query(sql.to_vec());
                 self.routed(packet, stmt, Some(record)).await?;
             }
@@ -347,6 +379,9 @@ impl Session {
         let before = self.client.written;
         let idle = self.view.in_transaction.is_none();
         match self.run_on(target, packet, None).await {
+            Err(e) if target == Target::Reader && e.backend_failed() && self.kill.kill.killed() => {
+                Err(self.reader_killed().await)
+            }
             Err(e)
                 if target == Target::Reader
                     && idle
@@ -434,6 +469,9 @@ impl Session {
             client,
             writer,
             reader,
+            kill,
+            cluster,
+            creds,
             ..
         } = self;
         let backend = match target {
@@ -441,6 +479,7 @@ impl Session {
             Target::Reader => reader.as_mut(),
         }
         .ok_or(SessionError::ClientGone)?;
+        kill.running(target, &backend.conn, cluster, &creds.user);
         let load = &backend.conn.instance.load;
         load.begin();
         let sent = backend.send(packet_bytes).await;
