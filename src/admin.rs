@@ -65,7 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::Cutover(StartError::UnknownCluster(_)) => StatusCode::NOT_FOUND,
             ApiError::Cutover(_) | ApiError::Step(_) | ApiError::Reload(_) => StatusCode::CONFLICT,
         };
-        let message = crate::session::chain(&self);
+        let message = crate::error::chain(&self);
         (status, Json(json!({ "error": message }))).into_response()
     }
 }

@@ -1,6 +1,7 @@
 //! switchyard: a PostgreSQL and MySQL proxy for moving a production database to a new
 //! cluster with no downtime. Layers, lowest first (a lower one never imports a higher one):
 //!
+//! - `error`     — error helpers every layer may use (`chain`)
 //! - `protocol`  — wire framing and the few messages the proxy writes or reads itself
 //! - `sql`       — lexer and classifier: statement text → read / write / session state
 //! - `config`    — TOML config: load, validate, resolve secrets
@@ -25,6 +26,7 @@ pub mod app;
 pub mod cancel;
 pub mod config;
 pub mod cutover;
+pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;

@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             let config = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("switchyard: {}", switchyard::session::chain(&e));
+                    eprintln!("switchyard: {}", switchyard::error::chain(&e));
                     return ExitCode::from(2);
                 }
             };

@@ -442,7 +442,7 @@ impl Writer {
                     let ids = self.rows(&format!("{end}{older}")).await?;
                     for id in ids.iter().filter_map(|r| r.first()) {
                         if let Err(e) = self.exec(&format!("KILL CONNECTION {id}")).await {
-                            tracing::warn!(error = %crate::session::chain(&e), "fence: could not end a session");
+                            tracing::warn!(error = %crate::error::chain(&e), "fence: could not end a session");
                         }
                     }
                     ids.len().to_string()
@@ -478,7 +478,7 @@ impl Writer {
                 DbError::Refused(format!(
                     "sentinel table {table} is not usable on {}: {}",
                     self.addr,
-                    crate::session::chain(&e)
+                    crate::error::chain(&e)
                 ))
             })
     }

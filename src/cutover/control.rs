@@ -202,7 +202,7 @@ impl Controller {
 
     /// Runs one step on this proxy.
     pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
-        let err = |e: &dyn std::error::Error| crate::session::chain(e);
+        let err = |e: &dyn std::error::Error| crate::error::chain(e);
         let outcome = |detail: String| StepOutcome {
             detail,
             ..StepOutcome::default()

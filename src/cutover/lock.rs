@@ -122,7 +122,7 @@ impl Databases {
                         ),
                     ] {
                         if let Err(e) = w.exec(&sql).await {
-                            tracing::warn!(error = %crate::session::chain(&e), "could not write the cutover lock's holder");
+                            tracing::warn!(error = %crate::error::chain(&e), "could not write the cutover lock's holder");
                         }
                     }
                 }
@@ -192,6 +192,6 @@ async fn hold(
         Conn::Mysql(_) => format!("SELECT RELEASE_LOCK('{MYSQL_NAME}')"),
     };
     if let Err(e) = w.one(&sql).await {
-        tracing::warn!(error = %crate::session::chain(&e), "unlock the cutover lock (closing its connection frees it)");
+        tracing::warn!(error = %crate::error::chain(&e), "unlock the cutover lock (closing its connection frees it)");
     }
 }

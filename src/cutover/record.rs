@@ -119,7 +119,7 @@ impl Databases {
                 return Err(DbError::Refused(format!(
                     "the record table {table} cannot be created on the new writer {}: {}",
                     new.addr,
-                    crate::session::chain(&e)
+                    crate::error::chain(&e)
                 )));
             }
         }
@@ -174,7 +174,7 @@ impl Databases {
                 Ok(Ok(Some(r))) => newest = newest.max(r.epoch),
                 Ok(Ok(None)) | Ok(Err(DbError::NoLogin(_))) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(%cluster, error = %crate::session::chain(&e), "could not read the cutover record's epoch")
+                    tracing::warn!(%cluster, error = %crate::error::chain(&e), "could not read the cutover record's epoch")
                 }
                 Err(_) => {
                     tracing::warn!(%cluster, "could not read the cutover record's epoch in time")
@@ -236,7 +236,7 @@ impl Databases {
                 Ok(Ok(_)) | Ok(Err(DbError::NoLogin(_))) => {}
                 Ok(Err(e)) => tracing::warn!(
                     %cluster,
-                    error = %crate::session::chain(&e),
+                    error = %crate::error::chain(&e),
                     "could not read the cutover record"
                 ),
                 Err(_) => tracing::warn!(

@@ -101,11 +101,11 @@ impl SessionError {
             Refused { code, message } | Failover { code, message } => (code, message.clone()),
             Connect(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                crate::session::chain(e),
+                crate::error::chain(e),
             ),
             Lookup(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!("switchyard: {}", crate::session::chain(e)),
+                format!("switchyard: {}", crate::error::chain(e)),
             ),
             BackendLost { addr, .. } => (
                 sqlstate::CONNECTION_FAILURE,
