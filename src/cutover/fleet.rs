@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::Routing;
-use super::catch_up::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
+use super::database::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
 use super::record::{Record, read_newest};
 use crate::config::FleetConfig;
 use crate::shutdown::Shutdown;

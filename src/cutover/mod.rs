@@ -5,6 +5,7 @@
 
 mod catch_up;
 mod control;
+mod database;
 pub mod driver;
 pub mod fleet;
 mod lock;
@@ -12,8 +13,8 @@ mod plan;
 mod record;
 mod store;
 
-pub use catch_up::{Databases, DbError};
 pub use control::{Controller, Progress, Settings, StartError};
+pub use database::{Databases, DbError};
 pub use fleet::Fleet;
 pub use plan::Phase;
 pub use record::{Record, now_ms};
