@@ -13,8 +13,8 @@
 //!   state file and database record, and the cutover: phases, driver, database steps,
 //!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
 //! - `pool`      — backend connections: connect, TLS, authenticate
-//! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
-//! - `session`   — one client connection: startup, auth, the relay loop
+//! - `session`   — one client connection: startup, auth, the relay loop (and, for
+//!   PostgreSQL, `session::postgres::cancel`: cancel keys and CancelRequest forwarding)
 //! - `server`    — accept loop and connection limit
 //! - `lifecycle` — serving or draining, open sessions, readiness
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
@@ -23,7 +23,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod cancel;
 pub mod config;
 pub mod cutover;
 pub mod error;

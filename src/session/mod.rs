@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
-use crate::cancel::CancelRegistry;
+use self::postgres::cancel::CancelRegistry;
 use crate::config::{Protocol, Secret, User, Validated};
 use crate::cutover::Routing;
 use crate::protocol::postgres::scram::Verifier;

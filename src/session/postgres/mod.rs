@@ -5,6 +5,7 @@
 
 mod auth;
 mod backend;
+pub mod cancel;
 mod exchange;
 mod failover;
 mod migration;
@@ -18,8 +19,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use self::cancel::{CancelTarget, Registration, SessionCancel};
 use super::{Context, Leave, ReaderSpread, open_reader};
-use crate::cancel::{CancelTarget, Registration, SessionCancel};
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -256,7 +257,7 @@ impl Session {
     /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
     /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
     /// works only through the proxy, which sends it to the connection running the client's
-    /// statement (see `crate::cancel`).
+    /// statement (see `cancel`).
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
