@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::cutover::driver::{StepOutcome, StepRequest};
 use crate::cutover::{
-    ControlError, Controller, Phase, Routing, RoutingError, RoutingState, StartError,
+    ControlError, Controller, Phase, Routing, RoutingError, RoutingState, StartError, StepError,
 };
 use crate::lifecycle::Lifecycle;
 use crate::reload::{ReloadError, ReloadHandle};
@@ -46,8 +46,8 @@ pub enum ApiError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Cutover(#[from] StartError),
-    #[error("{0}")]
-    Step(String),
+    #[error(transparent)]
+    Step(#[from] StepError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
 }

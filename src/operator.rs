@@ -177,17 +177,33 @@ impl Participant for Remote {
         self.0.url.clone()
     }
 
-    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+    type Error = RemoteStepError;
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, RemoteStepError> {
         let admin = std::sync::Arc::clone(&self.0);
         let call = tokio::task::spawn_blocking(move || {
-            let body = serde_json::to_value(&request).map_err(|e| e.to_string())?;
+            let body = serde_json::to_value(&request).map_err(RemoteStepError::Encode)?;
             let answer = admin
                 .call("POST", "/v1/cutover/step", Some(body))
-                .map_err(|e| format!("{e:#}"))?;
-            serde_json::from_value(answer).map_err(|e| e.to_string())
+                .map_err(RemoteStepError::Call)?;
+            serde_json::from_value(answer).map_err(RemoteStepError::Decode)
         });
-        call.await.map_err(|e| e.to_string())?
+        call.await.map_err(RemoteStepError::Task)?
     }
+}
+
+/// Why a step sent to a proxy's admin API failed.
+#[derive(Debug, thiserror::Error)]
+enum RemoteStepError {
+    #[error("encode the step request: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The proxy refused the step, or could not be reached: its message as it gave it.
+    #[error("{0:#}")]
+    Call(anyhow::Error),
+    #[error("decode the step's outcome: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("the step's HTTP call did not finish")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// The proxies a cutover drives: the ones given, every live member of their fleet, and the

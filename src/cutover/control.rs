@@ -11,9 +11,31 @@ use tokio::time::Instant;
 use super::driver::{self, Participant, Plan, Report, StepOutcome, StepRecord, StepRequest};
 use super::fleet::Fleet;
 use super::plan::{ALL, Phase};
-use super::{Databases, Mode, Routing};
+use super::{ControlError, Databases, DbError, Mode, Routing};
 use crate::config::{Fence, Validated};
 use crate::topology::TopologyHandle;
+
+/// Why this proxy refused or failed one step of a cutover. A routing or database error
+/// keeps its own message (and its causes): the coordinator reports it as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("this proxy serves cluster {serving:?}, not {from:?}")]
+    ServesOther { serving: String, from: String },
+    #[error("no other cluster named {0:?}")]
+    NoOtherCluster(String),
+    #[error("cluster {0:?} is paused")]
+    Paused(String),
+    #[error("{left} transactions still open on {from} after {timeout_ms} ms (drain_timeout)")]
+    NotDrained {
+        left: usize,
+        from: String,
+        timeout_ms: u64,
+    },
+    #[error(transparent)]
+    Routing(#[from] ControlError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
 
 /// What `GET /v1/cutover` shows: the run in progress or the last one.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -201,8 +223,7 @@ impl Controller {
     }
 
     /// Runs one step on this proxy.
-    pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
-        let err = |e: &dyn std::error::Error| crate::error::chain(e);
+    pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, StepError> {
         let outcome = |detail: String| StepOutcome {
             detail,
             ..StepOutcome::default()
@@ -216,16 +237,16 @@ impl Controller {
             StepRequest::Check { from, to } => {
                 let state = self.routing.load();
                 if state.active != from {
-                    return Err(format!(
-                        "this proxy serves cluster {:?}, not {from:?}",
-                        state.active
-                    ));
+                    return Err(StepError::ServesOther {
+                        serving: state.active.clone(),
+                        from,
+                    });
                 }
                 if !state.modes.contains_key(&to) || to == from {
-                    return Err(format!("no other cluster named {to:?}"));
+                    return Err(StepError::NoOtherCluster(to));
                 }
                 if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
-                    return Err(format!("cluster {name:?} is paused"));
+                    return Err(StepError::Paused(name.clone()));
                 }
                 Ok(outcome(format!("serving {from}")))
             }
@@ -234,7 +255,7 @@ impl Controller {
                 let restore = self.routing.load().mode(&from);
                 let held_before = self.routing.held_total();
                 let refused_before = self.routing.refused_total();
-                self.routing.pause(&from).map_err(|e| err(&e))?;
+                self.routing.pause(&from)?;
                 *self.hold_lock() = Some(Hold {
                     cluster: from.clone(),
                     restore,
@@ -250,14 +271,16 @@ impl Controller {
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
                 match self.routing.drained(&from, deadline).await {
                     Ok(()) => Ok(outcome(format!("{busy} in flight finished"))),
-                    Err(left) => Err(format!(
-                        "{left} transactions still open on {from} after {timeout_ms} ms (drain_timeout)"
-                    )),
+                    Err(left) => Err(StepError::NotDrained {
+                        left,
+                        from,
+                        timeout_ms,
+                    }),
                 }
             }
             StepRequest::Fence { from } => {
                 self.show(Phase::Fence);
-                self.routing.fence(&from).map_err(|e| err(&e))?;
+                self.routing.fence(&from)?;
                 Ok(outcome(format!("{from} read-only at the proxy")))
             }
             StepRequest::Switch { from, to, epoch } => {
@@ -265,9 +288,7 @@ impl Controller {
                 // The fleet poller may have followed the record already.
                 let state = self.routing.load();
                 if !(state.active == to && state.epoch >= epoch && epoch > 0) {
-                    self.routing
-                        .switch(&from, &to, epoch)
-                        .map_err(|e| err(&e))?;
+                    self.routing.switch(&from, &to, epoch)?;
                 }
                 // The record stays: the cutover is done. Its connections are not needed.
                 self.databases.release();
@@ -292,7 +313,7 @@ impl Controller {
                 let hold = self.hold_lock().take();
                 match hold {
                     Some(h) if h.cluster == from => {
-                        self.routing.abort(&from, h.restore).map_err(|e| err(&e))?;
+                        self.routing.abort(&from, h.restore)?;
                         crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
                         crate::metrics::cutover_ended("aborted");
                         Ok(StepOutcome {
@@ -315,10 +336,10 @@ impl Controller {
                     let lease = Duration::from_millis(lease_ms.max(1000));
                     match self.databases.lock(&to, &holder, lease).await {
                         Ok(detail) => found.push(detail),
-                        Err(super::DbError::NoLogin(_)) => {
+                        Err(DbError::NoLogin(_)) => {
                             found.push("no cutover lock (no monitor_user)".into())
                         }
-                        Err(e) => return Err(err(&e)),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 match self.databases.preflight(&from, &to).await {
@@ -328,7 +349,7 @@ impl Controller {
                     }
                     Err(e) => {
                         self.databases.unlock().await;
-                        Err(err(&e))
+                        Err(e.into())
                     }
                 }
             }
@@ -344,11 +365,7 @@ impl Controller {
                         .as_ref()
                         .map_or(Fence::Proxy, |c| c.fence_for(false))
                 });
-                let mark = self
-                    .databases
-                    .mark(&from, fence)
-                    .await
-                    .map_err(|e| err(&e))?;
+                let mark = self.databases.mark(&from, fence).await?;
                 Ok(StepOutcome {
                     detail: if mark.is_empty() {
                         "no position to wait for".into()
@@ -367,11 +384,7 @@ impl Controller {
             } => {
                 self.show(Phase::CatchUp);
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                let (detail, epoch) = self
-                    .databases
-                    .catch_up(&from, &to, &mark, deadline)
-                    .await
-                    .map_err(|e| err(&e))?;
+                let (detail, epoch) = self.databases.catch_up(&from, &to, &mark, deadline).await?;
                 Ok(StepOutcome {
                     detail,
                     epoch,
@@ -379,7 +392,7 @@ impl Controller {
                 })
             }
             StepRequest::DbUnfence { from } => {
-                self.databases.unfence(&from).await.map_err(|e| err(&e))?;
+                self.databases.unfence(&from).await?;
                 Ok(outcome(format!("{from} unfenced in the database")))
             }
         }
@@ -404,7 +417,9 @@ impl Participant for Local {
         "this proxy".into()
     }
 
-    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+    type Error = StepError;
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, StepError> {
         self.0.step(request).await
     }
 }

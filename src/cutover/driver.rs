@@ -92,8 +92,16 @@ pub struct StepOutcome {
 
 /// A proxy taking part in a cutover: in this process, or behind an admin URL.
 pub trait Participant {
+    /// Why a step failed on this proxy (the driver reports it with its causes).
+    type Error: std::error::Error;
+
     fn name(&self) -> String;
-    fn step(&self, request: StepRequest) -> impl Future<Output = Result<StepOutcome, String>>;
+    fn step(&self, request: StepRequest) -> impl Future<Output = Result<StepOutcome, Self::Error>>;
+}
+
+/// One step on one proxy, its failure as one line (with causes) for the report.
+async fn step<P: Participant>(p: &P, request: StepRequest) -> Result<StepOutcome, String> {
+    p.step(request).await.map_err(|e| crate::error::chain(&e))
 }
 
 /// What to do and the time each part may take.
@@ -198,14 +206,16 @@ pub async fn run<P: Participant>(
         let result: Result<String, String> = match phase {
             Phase::Preflight => {
                 // The lock first: a second operator is refused before touching anything.
-                let db = first
-                    .step(StepRequest::DbPreflight {
+                let db = step(
+                    first,
+                    StepRequest::DbPreflight {
                         from: from.clone(),
                         to: to.clone(),
                         holder: Some(plan.holder.clone()),
                         lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
-                    })
-                    .await;
+                    },
+                )
+                .await;
                 match db {
                     Ok(db) => {
                         locked = true;
@@ -244,32 +254,36 @@ pub async fn run<P: Participant>(
                 match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did).await {
                     Ok(_) => {
                         db_fenced = true;
-                        first
-                            .step(StepRequest::DbMark {
+                        step(
+                            first,
+                            StepRequest::DbMark {
                                 from: from.clone(),
                                 fence: Some(plan.fence),
-                            })
-                            .await
-                            .map(|o| {
-                                mark = o.mark;
-                                o.detail
-                            })
+                            },
+                        )
+                        .await
+                        .map(|o| {
+                            mark = o.mark;
+                            o.detail
+                        })
                     }
                     Err(e) => Err(e),
                 }
             }
-            Phase::CatchUp => first
-                .step(StepRequest::DbCatchUp {
+            Phase::CatchUp => step(
+                first,
+                StepRequest::DbCatchUp {
                     from: from.clone(),
                     to: to.clone(),
                     mark: mark.clone(),
                     timeout_ms: left(paused_at, plan.catch_up_timeout),
-                })
-                .await
-                .map(|o| {
-                    report.epoch = o.epoch;
-                    o.detail
-                }),
+                },
+            )
+            .await
+            .map(|o| {
+                report.epoch = o.epoch;
+                o.detail
+            }),
             Phase::Switch => {
                 // Every proxy, even when one fails: the record is written, so each one
                 // switched is one less waiting to follow it.
@@ -280,7 +294,7 @@ pub async fn run<P: Participant>(
                 };
                 let mut problems = Vec::new();
                 for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match p.step(request.clone()).await {
+                    match step(p, request.clone()).await {
                         Ok(o) => {
                             report.held += o.held;
                             report.aborted += o.aborted;
@@ -308,15 +322,13 @@ pub async fn run<P: Participant>(
             Phase::Abort => {
                 let mut problems = Vec::new();
                 if db_fenced
-                    && let Err(e) = first
-                        .step(StepRequest::DbUnfence { from: from.clone() })
-                        .await
+                    && let Err(e) = step(first, StepRequest::DbUnfence { from: from.clone() }).await
                 {
                     problems.push(format!("unfence {from}: {e}"));
                 }
                 // Every proxy, even when one fails: each one resumed is one less stuck.
                 for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match p.step(StepRequest::Abort { from: from.clone() }).await {
+                    match step(p, StepRequest::Abort { from: from.clone() }).await {
                         Ok(o) => {
                             report.aborted += o.aborted;
                             *did = format!("resumed on {from}: {}", o.detail);
@@ -358,7 +370,7 @@ pub async fn run<P: Participant>(
     // or an abort has given it back already.
     if locked
         && matches!(phase, Phase::Aborted | Phase::DryRun)
-        && let Err(e) = first.step(StepRequest::DbRelease).await
+        && let Err(e) = step(first, StepRequest::DbRelease).await
     {
         tracing::warn!(error = %e, "could not give the cutover lock back; it frees with its lease");
     }
@@ -386,7 +398,7 @@ async fn all<P: Participant>(
 ) -> Result<Vec<StepOutcome>, String> {
     let mut outcomes = Vec::with_capacity(proxies.len());
     for (p, did) in proxies.iter().zip(did.iter_mut()) {
-        match p.step(request.clone()).await {
+        match step(p, request.clone()).await {
             Ok(o) => {
                 *did = describe(&request, &o);
                 outcomes.push(o);
@@ -452,17 +464,19 @@ mod tests {
     }
 
     impl Participant for Fake {
+        type Error = std::io::Error;
+
         fn name(&self) -> String {
             "fake".into()
         }
-        async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+        async fn step(&self, request: StepRequest) -> Result<StepOutcome, std::io::Error> {
             let name = serde_json::to_value(&request).unwrap()["step"]
                 .as_str()
                 .unwrap()
                 .to_owned();
             self.seen.borrow_mut().push(name.clone());
             if self.fail == Some(name.as_str()) {
-                return Err(format!("{name} failed"));
+                return Err(std::io::Error::other(format!("{name} failed")));
             }
             Ok(StepOutcome {
                 held: 2,

@@ -13,7 +13,7 @@ mod plan;
 mod record;
 mod store;
 
-pub use control::{Controller, Progress, Settings, StartError};
+pub use control::{Controller, Progress, Settings, StartError, StepError};
 pub use database::{Databases, DbError};
 pub use fleet::Fleet;
 pub use plan::Phase;
