@@ -204,33 +204,7 @@ pub async fn run<P: Participant>(
     while !phase.is_final() {
         let started = Instant::now();
         let result: Result<String, String> = match phase {
-            Phase::Preflight => {
-                // The lock first: a second operator is refused before touching anything.
-                let db = step(
-                    first,
-                    StepRequest::DbPreflight {
-                        from: from.clone(),
-                        to: to.clone(),
-                        holder: Some(plan.holder.clone()),
-                        lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
-                    },
-                )
-                .await;
-                match db {
-                    Ok(db) => {
-                        locked = true;
-                        let check = StepRequest::Check {
-                            from: from.clone(),
-                            to: to.clone(),
-                        };
-                        match all(proxies, check, &mut did).await {
-                            Ok(_) => Ok(db.detail),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Phase::Preflight => preflight(proxies, plan, &mut did, &mut locked).await,
             Phase::Pause => {
                 paused_at = Some(Instant::now());
                 all(proxies, StepRequest::Pause { from: from.clone() }, &mut did)
@@ -284,68 +258,10 @@ pub async fn run<P: Participant>(
                 report.epoch = o.epoch;
                 o.detail
             }),
-            Phase::Switch => {
-                // Every proxy, even when one fails: the record is written, so each one
-                // switched is one less waiting to follow it.
-                let request = StepRequest::Switch {
-                    from: from.clone(),
-                    to: to.clone(),
-                    epoch: report.epoch,
-                };
-                let mut problems = Vec::new();
-                for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match step(p, request.clone()).await {
-                        Ok(o) => {
-                            report.held += o.held;
-                            report.aborted += o.aborted;
-                            *did = describe(&request, &o);
-                        }
-                        Err(e) => {
-                            *did = format!(
-                                "switch FAILED: {e}; follows the record within its poll_interval"
-                            );
-                            problems.push(format!("{}: {e}", p.name()));
-                        }
-                    }
-                }
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                if problems.is_empty() {
-                    report.active = to.clone();
-                    Ok(format!(
-                        "{to} is active; {} held transactions released onto it",
-                        report.held
-                    ))
-                } else {
-                    Err(problems.join("; "))
-                }
-            }
+            Phase::Switch => switch(proxies, &to, &mut did, &mut report, paused_at).await,
             Phase::Abort => {
-                let mut problems = Vec::new();
-                if db_fenced
-                    && let Err(e) = step(first, StepRequest::DbUnfence { from: from.clone() }).await
-                {
-                    problems.push(format!("unfence {from}: {e}"));
-                }
-                // Every proxy, even when one fails: each one resumed is one less stuck.
-                for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match step(p, StepRequest::Abort { from: from.clone() }).await {
-                        Ok(o) => {
-                            report.aborted += o.aborted;
-                            *did = format!("resumed on {from}: {}", o.detail);
-                        }
-                        Err(e) => {
-                            *did = format!("abort FAILED: {e}");
-                            problems.push(format!("{}: {e}", p.name()));
-                        }
-                    }
-                }
                 locked = false;
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                if problems.is_empty() {
-                    Ok(format!("{from} resumed as before"))
-                } else {
-                    Err(problems.join("; "))
-                }
+                abort(proxies, &from, db_fenced, &mut did, &mut report, paused_at).await
             }
             done => Ok(format!("{} already", done.as_str())),
         };
@@ -384,6 +300,136 @@ pub async fn run<P: Participant>(
         })
         .collect();
     report
+}
+
+/// Preflight: the cutover lock and the database checks on the first proxy, then every
+/// proxy checks it serves `from`. `locked` says whether the lock was taken.
+async fn preflight<P: Participant>(
+    proxies: &[P],
+    plan: &Plan,
+    did: &mut [String],
+    locked: &mut bool,
+) -> Result<String, String> {
+    let (first, from, to) = (&proxies[0], &plan.from, &plan.to);
+    // The lock first: a second operator is refused before touching anything.
+    let db = step(
+        first,
+        StepRequest::DbPreflight {
+            from: from.clone(),
+            to: to.clone(),
+            holder: Some(plan.holder.clone()),
+            lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
+        },
+    )
+    .await;
+    match db {
+        Ok(db) => {
+            *locked = true;
+            let check = StepRequest::Check {
+                from: from.clone(),
+                to: to.clone(),
+            };
+            match all(proxies, check, did).await {
+                Ok(_) => Ok(db.detail),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Switch: every proxy, even when one fails (the record is written, so each one switched
+/// is one less waiting to follow it).
+async fn switch<P: Participant>(
+    proxies: &[P],
+    to: &str,
+    did: &mut [String],
+    report: &mut Report,
+    paused_at: Option<Instant>,
+) -> Result<String, String> {
+    let from = report.from.clone();
+    // Every proxy, even when one fails: the record is written, so each one
+    // switched is one less waiting to follow it.
+    let request = StepRequest::Switch {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        epoch: report.epoch,
+    };
+    let mut problems = Vec::new();
+    for (p, did) in proxies.iter().zip(did.iter_mut()) {
+        match step(p, request.clone()).await {
+            Ok(o) => {
+                report.held += o.held;
+                report.aborted += o.aborted;
+                *did = describe(&request, &o);
+            }
+            Err(e) => {
+                *did = format!("switch FAILED: {e}; follows the record within its poll_interval");
+                problems.push(format!("{}: {e}", p.name()));
+            }
+        }
+    }
+    report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+    if problems.is_empty() {
+        report.active = to.to_owned();
+        Ok(format!(
+            "{to} is active; {} held transactions released onto it",
+            report.held
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Abort: the database fence undone (when this cutover set it), then every proxy resumes,
+/// even when one fails (each one resumed is one less stuck).
+async fn abort<P: Participant>(
+    proxies: &[P],
+    from: &str,
+    db_fenced: bool,
+    did: &mut [String],
+    report: &mut Report,
+    paused_at: Option<Instant>,
+) -> Result<String, String> {
+    let first = &proxies[0];
+    let mut problems = Vec::new();
+    if db_fenced
+        && let Err(e) = step(
+            first,
+            StepRequest::DbUnfence {
+                from: from.to_owned(),
+            },
+        )
+        .await
+    {
+        problems.push(format!("unfence {from}: {e}"));
+    }
+    // Every proxy, even when one fails: each one resumed is one less stuck.
+    for (p, did) in proxies.iter().zip(did.iter_mut()) {
+        match step(
+            p,
+            StepRequest::Abort {
+                from: from.to_owned(),
+            },
+        )
+        .await
+        {
+            Ok(o) => {
+                report.aborted += o.aborted;
+                *did = format!("resumed on {from}: {}", o.detail);
+            }
+            Err(e) => {
+                *did = format!("abort FAILED: {e}");
+                problems.push(format!("{}: {e}", p.name()));
+            }
+        }
+    }
+    report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+    if problems.is_empty() {
+        Ok(format!("{from} resumed as before"))
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// How much longer than `max_pause` the cutover lock outlives the last step it heard of.
