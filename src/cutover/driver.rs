@@ -169,20 +169,7 @@ pub async fn run<P: Participant>(
     plan: &Plan,
     mut progress: impl FnMut(&StepRecord, Phase),
 ) -> Report {
-    let mut report = Report {
-        outcome: Phase::Preflight,
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        active: plan.from.clone(),
-        pause_ms: None,
-        held: 0,
-        aborted: 0,
-        proxies: proxies.len(),
-        steps: Vec::new(),
-        error: None,
-        members: Vec::new(),
-        epoch: 0,
-    };
+    let mut report = Report::start(plan, proxies.len());
     let mut did: Vec<String> = vec!["untouched".to_owned(); proxies.len()];
     let mut locked = false;
     let Some(first) = proxies.first() else {
@@ -225,24 +212,12 @@ pub async fn run<P: Participant>(
                 .map(|outcomes| join_details(&outcomes))
             }
             Phase::Fence => {
-                match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did).await {
-                    Ok(_) => {
-                        db_fenced = true;
-                        step(
-                            first,
-                            StepRequest::DbMark {
-                                from: from.clone(),
-                                fence: Some(plan.fence),
-                            },
-                        )
-                        .await
-                        .map(|o| {
-                            mark = o.mark;
-                            o.detail
-                        })
-                    }
-                    Err(e) => Err(e),
-                }
+                fence(proxies, plan, &mut did, &mut db_fenced)
+                    .await
+                    .map(|(marked, detail)| {
+                        mark = marked;
+                        detail
+                    })
             }
             Phase::CatchUp => step(
                 first,
@@ -300,6 +275,30 @@ pub async fn run<P: Participant>(
         })
         .collect();
     report
+}
+
+/// Fence: every proxy refuses writes on `from`; then the first one fences the old writer
+/// in the database (as the plan says) and takes its last position. `db_fenced` is set once
+/// the database step was asked for (an abort undoes it). `Ok` holds the position and what
+/// was done.
+async fn fence<P: Participant>(
+    proxies: &[P],
+    plan: &Plan,
+    did: &mut [String],
+    db_fenced: &mut bool,
+) -> Result<(String, String), String> {
+    let from = &plan.from;
+    all(proxies, StepRequest::Fence { from: from.clone() }, did).await?;
+    *db_fenced = true;
+    step(
+        &proxies[0],
+        StepRequest::DbMark {
+            from: from.clone(),
+            fence: Some(plan.fence),
+        },
+    )
+    .await
+    .map(|o| (o.mark, o.detail))
 }
 
 /// Preflight: the cutover lock and the database checks on the first proxy, then every
@@ -470,6 +469,26 @@ fn step_name(request: &StepRequest) -> &'static str {
         StepRequest::Switch { .. } => "switch",
         StepRequest::Abort { .. } => "abort",
         _ => "database step",
+    }
+}
+
+impl Report {
+    /// The report of a cutover that has not started: `from` still active.
+    fn start(plan: &Plan, proxies: usize) -> Report {
+        Report {
+            outcome: Phase::Preflight,
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            active: plan.from.clone(),
+            pause_ms: None,
+            held: 0,
+            aborted: 0,
+            proxies,
+            steps: Vec::new(),
+            error: None,
+            members: Vec::new(),
+            epoch: 0,
+        }
     }
 }
 
