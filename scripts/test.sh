@@ -16,7 +16,7 @@ if [[ -z ${TMPDIR:-} && -d /dev/shm && -w /dev/shm && ${shm_free_kb:-0} -gt 2000
     export TMPDIR=/dev/shm
 fi
 
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 shopt -s nullglob
 for config in config/*.toml; do

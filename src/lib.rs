@@ -9,6 +9,8 @@
 //! - `topology`  — clusters and instances as an immutable snapshot; discovery (static,
 //!   DNS, Aurora), health checks and lag, weighted reader balancing with slow start
 //! - `router`    — pure decision: statement class + session state → route
+//! - `catalog`   — the function catalog cache: do the unknown functions a read calls only
+//!   read? Loaded in the background from the writer; sessions consult it per statement
 //! - `cutover`   — the routing state (active cluster, read-only and paused modes), its
 //!   state file and database record, and the cutover: phases, driver, database steps,
 //!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
@@ -23,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod catalog;
 pub mod config;
 pub mod cutover;
 pub mod error;

@@ -49,6 +49,23 @@ pub fn route(stmt: &Statement, session: SessionView, settings: Settings) -> Targ
     }
 }
 
+/// Whether a PostgreSQL session's startup parameters make its transactions serializable by
+/// default (`default_transaction_isolation` given directly or in `options`): a hot standby
+/// would refuse every read, so such a session stays on the writer.
+pub fn serializable_by_default(params: &[(String, String)]) -> bool {
+    const SETTING: &str = "default_transaction_isolation";
+    params.iter().any(|(key, value)| {
+        let value = value.to_ascii_lowercase();
+        match key.as_str() {
+            SETTING => value.trim() == "serializable",
+            "options" => value
+                .match_indices(SETTING)
+                .any(|(at, _)| value[at + SETTING.len()..].starts_with("=serializable")),
+            _ => false,
+        }
+    })
+}
+
 /// Whether a statement may have written data when it ran on the writer: it starts the
 /// session's read-your-writes window. Session settings do not.
 pub fn may_write(stmt: &Statement) -> bool {
@@ -129,9 +146,8 @@ mod tests {
 
     fn stmt(class: Class, hint: Option<Hint>) -> Statement {
         Statement {
-            class,
             hint,
-            count: 1,
+            ..Statement::of(class)
         }
     }
 
@@ -176,6 +192,10 @@ mod tests {
                 Writer,
             ),
             (stmt(Class::Pin, None), IDLE, SPLIT, Writer),
+            // About the node: the session's own writer, unless a hint says otherwise.
+            (stmt(Class::Node, None), IDLE, SPLIT, Writer),
+            (stmt(Class::Node, Some(Hint::Reader)), IDLE, SPLIT, Reader),
+            (stmt(Class::Node, None), in_tx(Reader), SPLIT, Reader),
             (stmt(Class::Read, Some(Hint::Writer)), IDLE, SPLIT, Writer),
             (stmt(Class::Write, Some(Hint::Reader)), IDLE, SPLIT, Reader),
             (stmt(Class::Read, None), in_tx(Writer), SPLIT, Writer),
@@ -233,6 +253,32 @@ mod tests {
         );
         let unasked = || -> Duration { unreachable!("eventual never asks for the lag") };
         assert_eq!(ReadYourWrites::Off.writer_until(now, unasked), None);
+    }
+
+    #[test]
+    fn serializable_startup_defaults() {
+        let p = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert!(serializable_by_default(&p(
+            "default_transaction_isolation",
+            "SERIALIZABLE"
+        )));
+        assert!(serializable_by_default(&p(
+            "options",
+            "-c default_transaction_isolation=serializable"
+        )));
+        assert!(serializable_by_default(&p(
+            "options",
+            "--default_transaction_isolation=Serializable -c x=y"
+        )));
+        assert!(!serializable_by_default(&p(
+            "options",
+            "-c default_transaction_isolation=repeatable\\ read"
+        )));
+        assert!(!serializable_by_default(&p(
+            "application_name",
+            "serializable"
+        )));
+        assert!(!serializable_by_default(&[]));
     }
 
     #[test]

@@ -937,3 +937,92 @@ async fn a_session_reads_its_own_writes_from_the_primary() {
         "other sessions keep reading from replicas"
     );
 }
+
+/// Statements about the server itself (its threads, status, `CONNECTION_ID()`) run on the
+/// session's own writer connection.
+#[tokio::test]
+async fn statements_about_the_node_run_on_the_session_writer() {
+    let (_, proxy, db) = setup("node_state").await;
+    let mut conn = connect(&proxy, &db).await;
+    let id: Option<u64> = conn.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    conn.query_drop("START TRANSACTION").await.unwrap();
+    let in_transaction: Option<u64> = conn.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    conn.query_drop("COMMIT").await.unwrap();
+    assert_eq!(
+        id, in_transaction,
+        "CONNECTION_ID() is the writer connection's"
+    );
+    // The class, not single statements: each of these ran on a replica before.
+    for sql in [
+        "SELECT @@read_only FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+        "SELECT @@read_only + 0 * COUNT(*) FROM information_schema.INNODB_TRX",
+        "SELECT @@read_only + 0 * COUNT(*) FROM performance_schema.setup_instruments",
+    ] {
+        let ro: Option<i64> = conn
+            .query_first(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(ro, Some(0), "{sql} runs on the primary");
+    }
+    let processes: Vec<mysql_async::Row> = conn.query("SHOW PROCESSLIST").await.unwrap();
+    let mine = processes
+        .iter()
+        .any(|row| row.get::<Option<u64>, _>("Id").flatten() == id);
+    assert!(
+        mine,
+        "SHOW PROCESSLIST lists this session's writer connection"
+    );
+    assert!(
+        on_replica(&mut conn).await,
+        "other reads still go to replicas"
+    );
+}
+
+/// `SELECT f()` of a stored function: one that modifies data (`MODIFIES SQL DATA`, even
+/// declared `DETERMINISTIC`) runs on the primary, from the first call and once the catalog
+/// is loaded; a `READS SQL DATA` one runs on a replica once the catalog is loaded.
+#[tokio::test]
+async fn stored_functions_that_modify_data_run_on_the_primary() {
+    let (cluster, proxy, db) = setup("functions").await;
+    let mut conn = connect(&proxy, &db).await;
+    for ddl in [
+        "CREATE TABLE calls (n INT)",
+        "CREATE FUNCTION record_call() RETURNS INT DETERMINISTIC MODIFIES SQL DATA \
+         BEGIN INSERT INTO calls VALUES (1); RETURN (SELECT COUNT(*) FROM calls); END",
+        "CREATE FUNCTION where_am_i() RETURNS INT READS SQL DATA RETURN @@read_only",
+    ] {
+        conn.query_drop(ddl)
+            .await
+            .unwrap_or_else(|e| panic!("{ddl}: {e}"));
+    }
+    cluster.wait_replicated().await;
+    let first: Option<i64> = conn
+        .query_first("SELECT record_call()")
+        .await
+        .expect("a writing function's first call");
+    assert_eq!(first, Some(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ro: Option<i64> = conn.query_first("SELECT where_am_i()").await.unwrap();
+        if ro == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a READS SQL DATA function never reached a replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for expected in 2..5i64 {
+        let n: Option<i64> = conn
+            .query_first("SELECT record_call()")
+            .await
+            .expect("a writing function after the catalog loaded");
+        assert_eq!(n, Some(expected));
+    }
+    let n: Option<i64> = conn
+        .exec_first(format!("SELECT `{db}`.record_call() + ?"), (0,))
+        .await
+        .expect("a prepared call");
+    assert_eq!(n, Some(5));
+}

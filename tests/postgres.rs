@@ -1024,7 +1024,8 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     c.send(b'c', b"").await;
     let answer = until_ready(&mut c).await;
     assert_eq!(tags(&answer), "CZ", "{answer:?}");
-    // The next query gets its own answer.
+    // The next query gets its own answer (from a replica, once it has the rows).
+    cluster.wait_replicated().await;
     c.send(b'Q', b"SELECT count(*) FROM f\0").await;
     let answer = until_ready(&mut c).await;
     assert_eq!(tags(&answer), "TDCZ");
@@ -1065,6 +1066,28 @@ async fn flush_terminated_batches_mix_with_simple_queries_and_copy() {
     .await;
     let answer = until_ready(&mut c).await;
     assert!(answer[1].1.ends_with(b"flushedtrue"), "{answer:?}");
+    // As asyncpg runs every query: Parse/Describe/Flush, then Bind/Execute/Sync. A read
+    // runs on a replica, like any other read.
+    c.send(b'P', &parse_body("SELECT pg_is_in_recovery()"))
+        .await;
+    c.send(b'D', b"S\0").await;
+    c.send(b'H', b"").await;
+    for want in [b'1', b't', b'T'] {
+        let (tag, _) = c
+            .read_message()
+            .await
+            .expect("answer to the described read");
+        assert_eq!(tag as char, want as char);
+    }
+    c.send(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    c.send(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send(b'S', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "2DCZ", "{answer:?}");
+    assert!(
+        answer[1].1.ends_with(b"t"),
+        "the read ran on a replica: {answer:?}"
+    );
 }
 
 /// The (pid, secret) of BackendKeyData, as tokio-postgres holds it: its cancel token writes
@@ -1301,4 +1324,198 @@ fn parse_body_bytes(sql: &[u8]) -> Vec<u8> {
     let mut body = cstrs(&[b"", sql]);
     body.extend_from_slice(&0i16.to_be_bytes());
     body
+}
+
+/// Statements about the server itself (its activity, locks, prepared transactions,
+/// replication, transaction ids, this backend) run on the session's own writer connection:
+/// two-phase-commit clean-up sees the transactions it prepared, `pg_backend_pid()` is the
+/// backend its transactions run on.
+#[tokio::test]
+async fn statements_about_the_node_run_on_the_session_writer() {
+    let (_, proxy, db) = setup("node_state").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE t (i int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'switchyard_gid'")
+        .await
+        .unwrap();
+    let pending = "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'switchyard_gid'";
+    let seen: i64 = client.query_one(pending, &[]).await.unwrap().get(0);
+    assert_eq!(
+        seen, 1,
+        "the prepared transaction is seen through the proxy"
+    );
+    // A replica does not list it: the rule is what makes the clean-up work.
+    let hinted = format!("/* switchyard:reader */ {pending}");
+    let on_replica: i64 = client.query_one(&hinted, &[]).await.unwrap().get(0);
+    assert_eq!(on_replica, 0, "a replica lists no prepared transaction");
+    client
+        .batch_execute("ROLLBACK PREPARED 'switchyard_gid'")
+        .await
+        .unwrap();
+
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("BEGIN").await.unwrap();
+    let in_transaction: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        pid, in_transaction,
+        "pg_backend_pid() is the writer's backend"
+    );
+
+    // The class, not single statements: each of these ran on a replica before.
+    for sql in [
+        "SELECT pg_is_in_recovery() FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        "SELECT pg_is_in_recovery() FROM pg_locks LIMIT 1",
+        "SELECT pg_is_in_recovery(), count(*) FROM pg_stat_replication",
+        "SELECT pg_is_in_recovery(), count(*) FROM pg_catalog.pg_stat_user_tables",
+        "SELECT pg_is_in_recovery(), txid_current_if_assigned()",
+        "SELECT pg_is_in_recovery(), pg_postmaster_start_time()",
+        "SELECT pg_is_in_recovery(), count(*) FROM pg_replication_slots",
+        "SELECT pg_is_in_recovery(), pg_current_wal_lsn()",
+    ] {
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!row.get::<_, bool>(0), "{sql} runs on the primary");
+        let simple = client.simple_query(sql).await.unwrap();
+        assert_eq!(column(&simple), ["f"], "{sql} (simple query)");
+    }
+    assert!(
+        in_recovery(&client).await,
+        "other reads still go to replicas"
+    );
+}
+
+/// `SELECT f()` of a user-defined function: a VOLATILE one (which may write) runs on the
+/// primary, from the first call (the catalog is not loaded yet) and after (it says
+/// volatile); a STABLE one runs on a replica once the catalog is loaded, and on the primary
+/// again once DDL passing through the proxy made it volatile.
+#[tokio::test]
+async fn functions_that_may_write_run_on_the_primary() {
+    let (cluster, proxy, db) = setup("functions").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (n int);
+             CREATE FUNCTION record_call() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+               BEGIN INSERT INTO calls VALUES (1); RETURN (SELECT count(*) FROM calls); END $$;
+             CREATE FUNCTION where_am_i() RETURNS bool LANGUAGE sql STABLE
+               AS 'SELECT pg_is_in_recovery()'",
+        )
+        .await
+        .unwrap();
+    cluster.wait_replicated().await;
+    let first: i64 = client
+        .query_one("SELECT record_call()", &[])
+        .await
+        .expect("a writing function's first call")
+        .get(0);
+    assert_eq!(first, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let on_replica: bool = client
+            .query_one("SELECT where_am_i()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if on_replica {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a STABLE function never reached a replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The catalog is loaded now: the volatile function keeps going to the primary.
+    for expected in 2..5i64 {
+        let n: i64 = client
+            .query_one("SELECT record_call()", &[])
+            .await
+            .expect("a writing function after the catalog loaded")
+            .get(0);
+        assert_eq!(n, expected);
+    }
+    let simple = client.simple_query("SELECT public.record_call()").await;
+    assert_eq!(column(&simple.expect("simple query")), ["5"]);
+    assert_eq!(rows_on_primary(cluster, &db, "calls").await, 5);
+
+    // DDL through the proxy drops the cached answer: volatile now, so the primary.
+    client
+        .batch_execute("ALTER FUNCTION where_am_i() VOLATILE")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let on_replica: bool = client
+            .query_one("SELECT where_am_i()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!on_replica, "a function made volatile runs on the primary");
+    }
+}
+
+/// A hot standby refuses serializable transactions: `BEGIN ISOLATION LEVEL SERIALIZABLE,
+/// READ ONLY` and a serializable session default keep the work on the primary.
+#[tokio::test]
+async fn serializable_transactions_stay_on_the_primary() {
+    let (_, proxy, db) = setup("serializable").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        .await
+        .expect("a serializable read-only transaction starts");
+    assert!(!in_recovery(&client).await);
+    client.batch_execute("COMMIT").await.unwrap();
+    let one = client
+        .simple_query("START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; SELECT 1; COMMIT")
+        .await
+        .expect("in one query string");
+    assert_eq!(column(&one), ["1"]);
+    assert!(
+        in_recovery(&client).await,
+        "other read-only work still goes to replicas"
+    );
+
+    for default in [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET default_transaction_isolation = 'serializable'",
+    ] {
+        let client = proxy.connect(&db).await;
+        client.batch_execute(default).await.unwrap();
+        assert!(!in_recovery(&client).await, "after {default}");
+        client.batch_execute("BEGIN READ ONLY").await.unwrap();
+        let level: String = client
+            .query_one("SHOW transaction_isolation", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(level, "serializable");
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+
+    // The same default given at startup.
+    let conninfo = proxy.conninfo("app", "app-secret", &db)
+        + " options='-c default_transaction_isolation=serializable'";
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect with a serializable default");
+    tokio::spawn(connection);
+    assert!(
+        !in_recovery(&client).await,
+        "a serializable session stays on the primary"
+    );
 }

@@ -77,7 +77,9 @@ async fn backend_connections_use_verified_tls() {
     };
     let proxy = Proxy::from_config(&with_tls("verify-full", Some(&pki.ca))).await;
     let client = proxy.connect(&db).await;
-    let ssl = "SELECT ssl AND pg_is_in_recovery() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    // pg_stat_ssl and pg_backend_pid() describe the node, which routes to the writer: the
+    // hint asks the reader.
+    let ssl = "/* switchyard:reader */ SELECT ssl AND pg_is_in_recovery() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let on_reader: bool = client.query_one(ssl, &[]).await.unwrap().get(0);
     assert!(on_reader, "the reader connection is TLS");
     client.batch_execute("BEGIN").await.unwrap();

@@ -83,8 +83,7 @@ drain_after = 2
     assert_eq!(main["readers"][0]["state"], "healthy", "{main}");
 
     // Killed: marked unhealthy, and reads fall back to the writer without an error.
-    // SAFETY: kill(2) on a server process this test started.
-    unsafe { libc::kill(replica.pid() as libc::pid_t, libc::SIGKILL) };
+    support::signal(replica.pid(), libc::SIGKILL);
     let marked = support::retry(FOLLOW_TIMEOUT, async || {
         read_once(&proxy, &db).await.expect("reads never fail");
         let main = status(&proxy, "main").await;

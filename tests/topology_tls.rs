@@ -77,7 +77,8 @@ fn pg_config(servers: &PgServers, cluster: &str, discovery: &str) -> String {
 
 /// The server that answered one read on a new connection, and whether it came over TLS.
 async fn pg_read_once(proxy: &Proxy, db: &str) -> Result<(Ipv4Addr, bool), String> {
-    let sql = "SELECT host(inet_server_addr()) || ' ' || ssl::text \
+    // About the node (pg_stat_ssl, pg_backend_pid()), so the hint asks for a reader.
+    let sql = "/* switchyard:reader */ SELECT host(inet_server_addr()) || ' ' || ssl::text \
                FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let answer = topology::read_once(proxy, db, sql).await?;
     let (addr, ssl) = answer.split_once(' ').ok_or(answer.clone())?;
@@ -223,8 +224,9 @@ async fn postgres_aurora_instances_are_verified_as_their_pattern_hosts() {
 /// The port of the MariaDB server that answered one read on a new connection through the
 /// proxy, and the TLS cipher of its connection from the proxy (empty without TLS).
 async fn mysql_read_once(proxy: &Proxy, db: &str) -> Result<(u16, String), String> {
-    let sql = "SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
-               WHERE VARIABLE_NAME = 'Ssl_cipher'";
+    // SESSION_STATUS describes the node, which routes to the writer: the hint asks a reader.
+    let sql = "/* switchyard:reader */ SELECT @@port, VARIABLE_VALUE \
+               FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'";
     topology::mysql_read_once(proxy, db, sql).await
 }
 

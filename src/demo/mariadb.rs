@@ -62,16 +62,7 @@ pub struct MariaClusters {
 
 /// The path of a MariaDB program, as Debian's packages install them.
 fn program(name: &str) -> Result<PathBuf> {
-    ["/usr/sbin", "/usr/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file())
-        .with_context(|| {
-            format!(
-                "MariaDB is not installed ({name} is not in /usr/sbin or /usr/bin).\n\
-                 Install it with `bash scripts/install-deps.sh` (Debian package mariadb-server)."
-            )
-        })
+    Ok(testkit::programs::mariadb_program(name)?)
 }
 
 /// Checks that the programs exist before anything starts.
@@ -199,7 +190,7 @@ async fn start_server(
         command.args(STORAGE);
         let signals = Signals {
             stop: StopSignal::Term,
-            on_demo_death: libc::SIGKILL,
+            on_demo_death: testkit::Signal::KILL,
         };
         processes.spawn(name, command, &log, owner, signals)
     };

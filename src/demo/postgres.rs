@@ -74,42 +74,13 @@ pub struct PgClusters {
 
 /// Where PostgreSQL's programs are: `$PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
 fn bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Ok(PathBuf::from(dir));
-    }
-    let version = |name: &str| -> Option<Vec<u32>> {
-        name.split('.').map(|part| part.parse().ok()).collect()
-    };
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let bin = entry.path().join("bin");
-            let version = version(entry.file_name().to_str()?)?;
-            bin.join("postgres").is_file().then_some((version, bin))
-        })
-        .max();
-    match newest {
-        Some((_, bin)) => Ok(bin),
-        None => bail!(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres).\n\
-             Install it with `bash scripts/install-deps.sh` (Debian packages postgresql and \
-             postgresql-contrib), or point PG_BIN at a directory holding initdb and postgres."
-        ),
-    }
+    Ok(testkit::programs::postgres_bin_dir()?)
 }
 
 /// Checks that the programs exist before anything starts.
 pub fn check_installed() -> Result<()> {
-    let bin = bin_dir()?;
     for program in ["initdb", "postgres", "pg_basebackup"] {
-        if !bin.join(program).is_file() {
-            bail!(
-                "{} is missing; install PostgreSQL with `bash scripts/install-deps.sh`",
-                bin.join(program).display()
-            );
-        }
+        testkit::programs::postgres_program(program)?;
     }
     Ok(())
 }
@@ -199,7 +170,7 @@ async fn launch(
         ]);
         let signals = Signals {
             stop: StopSignal::Int,
-            on_demo_death: libc::SIGQUIT,
+            on_demo_death: testkit::Signal::QUIT,
         };
         processes.spawn(name, command, &log, owner, signals)
     };

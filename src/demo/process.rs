@@ -1,4 +1,5 @@
-//! The demo's servers and proxy as child processes in one scratch directory.
+//! The demo's servers and proxy as child processes in one scratch directory (the OS calls
+//! are testkit's, the harness the demo shares with the tests).
 //!
 //! Each runs as the database's own account (PostgreSQL and MariaDB refuse root), in a
 //! process group of its own (so Ctrl-C reaches only the demo, which then stops them in
@@ -15,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use testkit::Signal;
 use tokio::process::{Child, Command};
 
 /// How long a process may take to stop after its stop signal before it is killed.
@@ -43,10 +45,10 @@ pub enum StopSignal {
 }
 
 impl StopSignal {
-    fn number(self) -> libc::c_int {
+    fn signal(self) -> Signal {
         match self {
-            StopSignal::Int => libc::SIGINT,
-            StopSignal::Term => libc::SIGTERM,
+            StopSignal::Int => Signal::INT,
+            StopSignal::Term => Signal::TERM,
         }
     }
 
@@ -64,70 +66,36 @@ pub struct Signals {
     pub stop: StopSignal,
     /// Sent by the kernel when the demo dies (PostgreSQL: SIGQUIT, an immediate shutdown
     /// that also ends the postmaster's children).
-    pub on_demo_death: libc::c_int,
+    pub on_demo_death: Signal,
 }
 
 /// The OS account a server runs as: its own when the demo runs as root, else the demo's.
 #[derive(Debug, Clone, Copy)]
-pub struct Account {
-    ids: Option<(u32, u32)>,
-}
+pub struct Account(testkit::Account);
 
 impl Account {
     /// The demo's own account.
     pub fn current() -> Account {
-        Account { ids: None }
+        Account(testkit::Account::current())
     }
 
     pub async fn named(name: &str) -> Result<Account> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Ok(Account { ids: None });
-        }
-        let id = async |flag: &str| -> Result<u32> {
-            let output = Command::new("id")
-                .args([flag, name])
-                .output()
-                .await
-                .with_context(|| format!("run `id {flag} {name}`"))?;
-            if !output.status.success() {
-                bail!(
-                    "the OS account `{name}` does not exist ({}); it comes with the server \
-                     packages: run scripts/install-deps.sh",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-            let text = String::from_utf8_lossy(&output.stdout);
-            text.trim()
-                .parse()
-                .with_context(|| format!("`id {flag} {name}` printed {text:?}"))
-        };
-        Ok(Account {
-            ids: Some((id("-u").await?, id("-g").await?)),
-        })
+        let name = name.to_owned();
+        let account = tokio::task::spawn_blocking(move || testkit::Account::named(&name))
+            .await
+            .context("look up an OS account")??;
+        Ok(Account(account))
     }
 
     /// A command for `program` that runs as this account in `dir`, without the caller's
     /// libpq (`PG*`) environment, which could point clients elsewhere.
     pub fn command(self, program: &Path, dir: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.current_dir(dir);
-        for (key, _) in std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("PG")) {
-            command.env_remove(key);
-        }
-        if let Some((uid, gid)) = self.ids {
-            command.uid(uid).gid(gid);
-        }
-        command
+        Command::from(self.0.command(program, dir))
     }
 
     /// Hands `path` to this account.
     pub fn chown(self, path: &Path) -> Result<()> {
-        if let Some((uid, gid)) = self.ids {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .with_context(|| format!("chown {} to uid {uid}", path.display()))?;
-        }
-        Ok(())
+        Ok(self.0.chown(path)?)
     }
 
     /// Creates directory `path`, owned by this account.
@@ -168,40 +136,15 @@ impl Scratch {
     }
 }
 
+/// Removes the directories of demos that were killed: their process is gone and they left
+/// no stop script.
 fn sweep_killed_runs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(demo_pid) else {
-            continue;
-        };
-        let alive = Path::new("/proc").join(pid.to_string()).exists();
-        if !alive && !entry.path().join(STOP_SCRIPT).exists() {
-            // Best effort: another demo may be sweeping it at the same moment.
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                eprintln!("note: could not remove {}: {e}", entry.path().display());
-            }
-        }
-    }
-}
-
-/// The pid of the demo that made a scratch directory named `name`.
-fn demo_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(DIR_PREFIX)?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+    testkit::sweep_killed_runs(base, DIR_PREFIX, |dir| dir.join(STOP_SCRIPT).exists());
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (whoever binds it retries on failure).
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener
-        .local_addr()
-        .context("address of a bound socket")?
-        .port())
+    testkit::free_port().context("bind 127.0.0.1:0 to find a free port")
 }
 
 /// Runs a set-up program to completion; its output is in the error when it fails.
@@ -225,18 +168,7 @@ pub async fn run(mut command: Command, what: &str) -> Result<()> {
 
 /// The last lines of a log, with a header naming the file.
 pub fn log_tail(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(log) => {
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-            format!(
-                "--- last lines of {} ---\n{}",
-                path.display(),
-                tail.join("\n")
-            )
-        }
-        Err(e) => format!("--- no log at {}: {e} ---", path.display()),
-    }
+    testkit::log_tail(path, LOG_TAIL_LINES)
 }
 
 struct Running {
@@ -280,7 +212,7 @@ impl Processes {
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         command.process_group(0);
         if self.tie_to_demo {
-            tie_to_this_process(&mut command, signals.on_demo_death);
+            testkit::tie_to_this_thread(command.as_std_mut(), signals.on_demo_death);
         }
         let child = command
             .spawn()
@@ -379,7 +311,7 @@ impl Processes {
         let mut running = std::mem::take(&mut *self.running());
         for process in &running {
             if let Some(pid) = process.child.id() {
-                signal(pid, process.stop.number());
+                testkit::signal(pid, process.stop.signal());
             }
         }
         for process in &mut running {
@@ -439,46 +371,9 @@ enum NotReady {
     Timeout(Duration, String),
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) on our own child, which we have not reaped yet.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
-}
-
-/// Makes the kernel send `death_signal` to the child when this thread (the runtime's, which
-/// lives as long as the process) dies.
-fn tie_to_this_process(command: &mut Command, death_signal: libc::c_int) {
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // Runs in the forked child after std switched uid/gid (a credential change would clear
-    // the death signal), and makes only async-signal-safe system calls.
-    let tie = move || {
-        // SAFETY: plain system calls.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong) } == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // If the demo died between fork and prctl, the signal will never come: give up.
-        if unsafe { libc::getppid() } != parent {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(())
-    };
-    // SAFETY: see above.
-    unsafe { command.pre_exec(tie) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scratch_directories_name_their_demo() {
-        assert_eq!(
-            demo_pid("switchyard-demo.4242.postgres.0a1b2c3d"),
-            Some(4242)
-        );
-        assert_eq!(demo_pid("switchyard-demo.x.mysql.00000000"), None);
-        assert_eq!(demo_pid("switchyard-pg.4242.abc"), None);
-    }
 
     #[test]
     fn the_stop_script_stops_what_was_left_running() {

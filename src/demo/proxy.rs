@@ -130,7 +130,7 @@ pub async fn start(plan: &Plan, dir: &Path, processes: &Processes) -> Result<Pro
         command.env("SWITCHYARD_LOG", "info").env("NO_COLOR", "1");
         let signals = Signals {
             stop: StopSignal::Term,
-            on_demo_death: libc::SIGTERM,
+            on_demo_death: testkit::Signal::TERM,
         };
         processes.spawn("switchyard", command, &log, owner, signals)
     };

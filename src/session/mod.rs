@@ -35,6 +35,8 @@ pub struct Context {
     pub salted: Arc<SaltedPasswords>,
     /// Made-up verifiers for unknown users come from this.
     pub(crate) mock: auth_query::MockSecret,
+    /// Which user-defined functions only read, per cluster, database and backend user.
+    pub catalog: Arc<crate::catalog::Catalog>,
 }
 
 /// One config, the SCRAM verifiers computed from its plain passwords (4096 PBKDF2 rounds
@@ -82,6 +84,7 @@ impl Context {
             tls,
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),
+            catalog: Arc::default(),
         }
     }
 
@@ -123,6 +126,22 @@ impl Context {
 
     pub(crate) fn verifier(&self, user: &User) -> Option<Verifier> {
         self.live.load().verifiers.get(&user.name).cloned()
+    }
+
+    /// A session's view of the function catalog, as its backend login sees `database`.
+    pub(crate) fn functions(
+        &self,
+        creds: &crate::pool::Credentials,
+        database: Option<String>,
+        shutdown: &Shutdown,
+    ) -> crate::catalog::SessionFunctions {
+        let login = crate::catalog::Login {
+            config: self.config(),
+            user: creds.user.clone(),
+            password: creds.password.clone(),
+            database,
+        };
+        crate::catalog::SessionFunctions::new(Arc::clone(&self.catalog), login, shutdown.clone())
     }
 }
 

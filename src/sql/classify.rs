@@ -3,6 +3,7 @@
 //! options, COPY direction, transaction modes, ...), and the `Scan` of all its tokens
 //! says whether it writes or pins the session after all.
 
+use super::function::Functions;
 use super::keyword::Kw;
 use super::lexer::{Lexer, Token};
 use super::scan::Scan;
@@ -13,15 +14,23 @@ pub(crate) struct Statements<'a> {
     lexer: Lexer<'a>,
     dialect: Dialect,
     done: bool,
+    /// The unknown calls and DDL of the statements read so far.
+    functions: Functions,
 }
 
 impl<'a> Statements<'a> {
-    pub(crate) fn new(sql: &'a str, dialect: Dialect) -> Self {
+    pub(crate) fn new(sql: &'a [u8], dialect: Dialect) -> Self {
         Statements {
             lexer: Lexer::new(sql, dialect),
             dialect,
             done: false,
+            functions: Functions::NONE,
         }
+    }
+
+    /// The unknown calls and DDL of the statements read so far.
+    pub(crate) fn functions(&self) -> Functions {
+        self.functions
     }
 
     /// The routing hint in the comments read so far.
@@ -38,6 +47,9 @@ impl Iterator for Statements<'_> {
             let mut cursor = Cursor::new(&mut self.lexer, self.dialect);
             let class = cursor.statement();
             self.done = cursor.input_done;
+            if !cursor.scan.functions.is_empty() || cursor.scan.functions.ddl {
+                self.functions = self.functions.merge(&cursor.scan.functions);
+            }
             if class.is_some() {
                 return class;
             }
@@ -187,7 +199,8 @@ impl<'l, 'a> Cursor<'l, 'a> {
         let pg = self.postgres();
         let verdict = match first.kw() {
             Kw::Select | Kw::Values | Kw::Table | Kw::With => Scanned(Class::Read),
-            Kw::Show => Fixed(Class::Read),
+            Kw::Show if pg => Fixed(Class::Read),
+            Kw::Show => self.show_mysql(),
             Kw::Explain if pg => self.explain_postgres(),
             Kw::Explain | Kw::Describe | Kw::Desc if !pg => self.explain_mysql(),
             Kw::Copy if pg => self.copy(),
@@ -198,10 +211,20 @@ impl<'l, 'a> Cursor<'l, 'a> {
             Kw::Set => self.set(),
             Kw::Reset if pg => Scanned(Class::SessionSet),
             Kw::Use if !pg => Scanned(Class::SessionSet),
-            Kw::Create => self.create(),
+            Kw::Create => {
+                self.scan.functions.ddl = true;
+                self.create()
+            }
+            Kw::Drop | Kw::Alter => {
+                self.scan.functions.ddl = true;
+                if !pg && first.is(Kw::Drop) && self.peek_is(Kw::Prepare) {
+                    Fixed(Class::Pin)
+                } else {
+                    Scanned(Class::Write)
+                }
+            }
             Kw::Prepare => self.prepare(),
             Kw::Deallocate => Fixed(Class::Pin),
-            Kw::Drop if !pg && self.peek_is(Kw::Prepare) => Fixed(Class::Pin),
             Kw::Declare if pg => self.declare(),
             Kw::Listen | Kw::Unlisten | Kw::Discard if pg => Fixed(Class::Pin),
             Kw::Lock | Kw::Unlock | Kw::Handler if !pg => Fixed(Class::Pin),
@@ -334,7 +357,8 @@ impl<'l, 'a> Cursor<'l, 'a> {
         })
     }
 
-    /// Reads transaction modes to the end: whether they say READ ONLY and not READ WRITE.
+    /// Reads transaction modes to the end: whether they say READ ONLY and not READ WRITE,
+    /// and, in PostgreSQL, not SERIALIZABLE, which a hot standby refuses.
     fn read_only_modes(&mut self) -> bool {
         let (mut only, mut write) = (false, false);
         let mut prev = Kw::Other;
@@ -345,7 +369,46 @@ impl<'l, 'a> Cursor<'l, 'a> {
             }
             prev = tok.kw();
         }
-        only && !write
+        let standby_refuses = self.postgres() && self.scan.serializable;
+        only && !write && !standby_refuses
+    }
+
+    /// MySQL SHOW: the statements about the server itself (its threads, status counters,
+    /// engines, binary logs and replication, open tables, a thread's plan) are `Node`;
+    /// the rest (tables, columns, variables, grants, ...) are reads.
+    fn show_mysql(&mut self) -> Verdict {
+        const NODE: &[&[u8]] = &[
+            b"processlist",
+            b"status",
+            b"engine",
+            b"master",
+            b"binary",
+            b"binlog",
+            b"slave",
+            b"slaves",
+            b"replica",
+            b"replicas",
+            b"relaylog",
+            b"open",
+            b"profile",
+            b"profiles",
+            b"explain",
+            b"analyze",
+        ];
+        const SKIP: &[&[u8]] = &[b"full", b"global", b"session", b"all", b"local"];
+        while let Some(tok) = self.next() {
+            let Token::Word(word, _) = tok else {
+                break;
+            };
+            if SKIP.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+                continue;
+            }
+            if NODE.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+                return Fixed(Class::Node);
+            }
+            break;
+        }
+        Fixed(Class::Read)
     }
 
     /// COMMIT / ROLLBACK / END / ABORT. `ROLLBACK TO SAVEPOINT`, two-phase
@@ -417,6 +480,8 @@ impl<'l, 'a> Cursor<'l, 'a> {
 fn explained(inner: Class, analyze: bool) -> Class {
     match inner {
         Class::Read => Class::Read,
+        Class::Node if analyze => Class::Node,
+        Class::Node => Class::Read,
         Class::Pin if analyze => Class::Pin,
         _ => Class::Write,
     }

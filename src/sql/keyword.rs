@@ -146,6 +146,7 @@ impl Kw {
 
 keywords! {
     Abort = b"abort",
+    Alter = b"alter",
     Analyse = b"analyse",
     Analyze = b"analyze",
     And = b"and",

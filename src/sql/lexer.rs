@@ -2,7 +2,7 @@
 //! string bodies, quoted identifiers and dollar-quoted bodies so that no keyword inside
 //! them is ever seen, and picking routing hints out of comments on the way.
 //!
-//! It works on bytes and never slices the `str`, so no input can make it panic; an
+//! It works on bytes (in any client encoding), so no input can make it panic; an
 //! unterminated string or comment simply runs to the end of the input.
 
 use super::keyword::{Kw, keyword_at};
@@ -57,9 +57,9 @@ pub(crate) struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
-    pub(crate) fn new(sql: &'a str, dialect: Dialect) -> Self {
+    pub(crate) fn new(sql: &'a [u8], dialect: Dialect) -> Self {
         Lexer {
-            src: sql.as_bytes(),
+            src: sql,
             pos: 0,
             dialect,
             in_version_comment: false,
@@ -420,11 +420,11 @@ mod tests {
     use super::*;
 
     fn pg(sql: &str) -> Vec<Token<'_>> {
-        Lexer::new(sql, Dialect::Postgres).collect()
+        Lexer::new(sql.as_bytes(), Dialect::Postgres).collect()
     }
 
     fn my(sql: &str) -> Vec<Token<'_>> {
-        Lexer::new(sql, Dialect::MySql).collect()
+        Lexer::new(sql.as_bytes(), Dialect::MySql).collect()
     }
 
     fn w(text: &[u8]) -> Token<'_> {
@@ -544,8 +544,8 @@ mod tests {
 
     #[test]
     fn hints_come_from_comments_only() {
-        let hint = |sql, dialect| {
-            let mut lexer = Lexer::new(sql, dialect);
+        let hint = |sql: &str, dialect| {
+            let mut lexer = Lexer::new(sql.as_bytes(), dialect);
             lexer.by_ref().for_each(drop);
             lexer.hint()
         };

@@ -7,6 +7,8 @@
 //! - `classify`: splits statements and classifies each by its first keyword.
 //! - `scan`: one pass over a statement's tokens for what makes a read a write.
 //! - `set`: SET statements (session, transaction, global, autocommit).
+//! - `function`: the node-state rule, builtin functions known to read, and the calls of
+//!   unknown functions left for the catalog cache (`crate::catalog`) to judge.
 //!
 //! Anything the classifier cannot prove is a read is a `Write`: the writer can run
 //! everything, a replica cannot.
@@ -14,12 +16,14 @@
 mod classify;
 #[cfg(test)]
 mod corpus;
+mod function;
 mod keyword;
 mod lexer;
 mod scan;
 mod set;
 
 use classify::Statements;
+pub use function::{FunctionId, Functions, MAX_CALLS};
 
 /// The SQL dialect, which decides how quotes and comments are lexed and which
 /// statements and functions are known.
@@ -34,6 +38,10 @@ pub enum Dialect {
 pub enum Class {
     /// Provably read-only: may run on a replica.
     Read,
+    /// A read about the server itself, not the data (its activity, locks, prepared
+    /// transactions, replication, transaction ids, this backend): runs on the session's own
+    /// writer connection, where its transactions and locks are.
+    Node,
     /// Writes, DDL, side-effect functions, SELECT ... FOR UPDATE/SHARE, SELECT ... INTO,
     /// data-modifying CTEs, and anything not provably a read (the safe default).
     Write,
@@ -68,14 +76,46 @@ pub struct Statement {
     pub hint: Option<Hint>,
     /// The number of non-empty statements in the string.
     pub count: u32,
+    /// Functions called that the classifier cannot judge (a `Read` calling one is a read
+    /// only if the catalog says the function is), and whether the string has DDL.
+    pub functions: Functions,
+}
+
+impl Statement {
+    /// One statement of this class, with no hint and no unknown calls.
+    pub const fn of(class: Class) -> Statement {
+        Statement {
+            class,
+            hint: None,
+            count: 1,
+            functions: Functions::NONE,
+        }
+    }
+}
+
+/// A read, possibly about the node: may run without a writer's transaction.
+pub fn is_read(class: Class) -> bool {
+    matches!(class, Class::Read | Class::Node)
+}
+
+/// A class that carries session state.
+pub fn pins(class: Class) -> bool {
+    matches!(class, Class::Pin | Class::SessionSet | Class::Autocommit(_))
 }
 
 /// Classify a whole query string (which may hold several `;`-separated statements).
 ///
-/// Several statements combine: all `Read` → `Read`; any `Pin` → `Pin`; any
-/// `SessionSet` or `Autocommit` together with anything else → `Pin` (a batch cannot be
-/// partly replayed); otherwise → `Write`. An empty string is a `Read` with count 0.
+/// Several statements combine: all `Read` → `Read`; all `Read` or `Node` → `Node`; any
+/// `Pin` → `Pin`; any `SessionSet` or `Autocommit` together with anything else → `Pin` (a
+/// batch cannot be partly replayed); otherwise → `Write`. An empty string is a `Read` with
+/// count 0.
 pub fn classify(sql: &str, dialect: Dialect) -> Statement {
+    classify_bytes(sql.as_bytes(), dialect)
+}
+
+/// [`classify`] of raw query bytes in any client encoding: the classifier reads only ASCII
+/// keywords and punctuation, so bytes that are not UTF-8 are simply parts of words or strings.
+pub fn classify_bytes(sql: &[u8], dialect: Dialect) -> Statement {
     let mut statements = Statements::new(sql, dialect);
     let mut combined = Combined::new();
     for class in statements.by_ref() {
@@ -85,6 +125,7 @@ pub fn classify(sql: &str, dialect: Dialect) -> Statement {
         class: combined.class(),
         hint: statements.hint(),
         count: combined.count,
+        functions: statements.functions(),
     }
 }
 
@@ -92,7 +133,9 @@ pub fn classify(sql: &str, dialect: Dialect) -> Statement {
 struct Combined {
     count: u32,
     first: Class,
+    /// Every statement is a `Read` or a `Node`.
     all_read: bool,
+    any_node: bool,
     /// Some statement pins the session or changes session state.
     pins: bool,
 }
@@ -103,23 +146,30 @@ impl Combined {
             count: 0,
             first: Class::Read,
             all_read: true,
+            any_node: false,
             pins: false,
         }
     }
 
     fn add(&mut self, class: Class) {
+        self.add_class(class, 1);
+        self.all_read &= is_read(class);
+        self.any_node |= class == Class::Node;
+        self.pins |= pins(class);
+    }
+
+    fn add_class(&mut self, class: Class, count: u32) {
         if self.count == 0 {
             self.first = class;
         }
-        self.count = self.count.saturating_add(1);
-        self.all_read &= class == Class::Read;
-        self.pins |= matches!(class, Class::Pin | Class::SessionSet | Class::Autocommit(_));
+        self.count = self.count.saturating_add(count);
     }
 
     fn class(&self) -> Class {
         match self.count {
             0 => Class::Read,
             1 => self.first,
+            _ if self.all_read && self.any_node => Class::Node,
             _ if self.all_read => Class::Read,
             _ if self.pins => Class::Pin,
             _ => Class::Write,

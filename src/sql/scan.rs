@@ -1,7 +1,9 @@
 //! One pass over all the tokens of a statement, whatever the statement is, noting what
 //! turns a read into a write (FOR UPDATE, INTO, data-modifying CTEs, side-effect
-//! functions) or pins the session (session-level locks).
+//! functions) or pins the session (session-level locks), names what describes the node,
+//! and collects the calls of functions only the catalog can judge.
 
+use super::function::{FunctionId, Functions, describes_node, known_read};
 use super::keyword::{Effect, Kw, function_effect};
 use super::lexer::Token;
 use super::{Class, Dialect};
@@ -31,6 +33,16 @@ pub(super) struct Scan<'a> {
     pub(super) assigns: bool,
     /// A function that takes session-level state.
     pins: bool,
+    /// A relation or function that describes the node itself.
+    node: bool,
+    /// The word `serializable` (a PostgreSQL hot standby refuses serializable transactions).
+    pub(super) serializable: bool,
+    /// The previous token was `AS` or `::`, so a name after it is an alias or a type.
+    after_as_or_cast: bool,
+    /// `prev_name` may be a function name: not an alias, a type or a keyword.
+    prev_may_call: bool,
+    /// Unknown functions called, and whether the statement is DDL.
+    pub(super) functions: Functions,
 }
 
 impl<'a> Scan<'a> {
@@ -48,6 +60,11 @@ impl<'a> Scan<'a> {
             side_effect: false,
             assigns: false,
             pins: false,
+            node: false,
+            serializable: false,
+            after_as_or_cast: false,
+            prev_may_call: false,
+            functions: Functions::NONE,
         }
     }
 
@@ -81,20 +98,39 @@ impl<'a> Scan<'a> {
                     self.side_effect |= word.len() == 19
                         && self.dialect == Dialect::MySql
                         && word.eq_ignore_ascii_case(b"sql_calc_found_rows");
+                    self.serializable |= is_serializable(word);
+                    self.node |= describes_node(word, self.dialect);
                 }
                 _ => {}
             },
+            Token::QuotedIdent(name) => self.node |= describes_node(name, self.dialect),
+            Token::String(text) => self.serializable |= is_serializable(text),
             Token::Punct(b'(') => match function_effect(self.prev_name, self.dialect) {
                 Some(Effect::Write) => self.side_effect = true,
                 Some(Effect::Pin) => self.pins = true,
+                None if self.prev_may_call && !describes_node(self.prev_name, self.dialect) => {
+                    let id = FunctionId::of(self.prev_name);
+                    if !known_read(id, self.dialect) {
+                        self.functions.add(id);
+                    }
+                }
                 None => {}
             },
             Token::Assign => self.assigns |= self.dialect == Dialect::MySql,
             _ => {}
         }
-        self.prev_name = match tok {
-            Token::Word(name, _) | Token::QuotedIdent(name) => name,
-            _ => &[],
+        let after_as_or_cast = std::mem::replace(
+            &mut self.after_as_or_cast,
+            match tok {
+                Token::Word(word, _) => word.len() == 2 && word.eq_ignore_ascii_case(b"as"),
+                Token::Punct(b':') => true,
+                _ => false,
+            },
+        );
+        (self.prev_name, self.prev_may_call) = match tok {
+            Token::Word(name, Kw::Other) | Token::QuotedIdent(name) => (name, !after_as_or_cast),
+            Token::Word(name, _) => (name, false),
+            _ => (&[][..], false),
         };
         self.prev_kw = tok.kw();
     }
@@ -117,8 +153,18 @@ impl<'a> Scan<'a> {
         match class {
             Class::Read if self.into_temp => Class::Pin,
             Class::Read if self.writes() => Class::Write,
+            Class::Read if self.node => Class::Node,
             Class::SessionSet | Class::Autocommit(_) if self.writes() => Class::Pin,
+            // A serializable session default: every later read would fail on a standby.
+            Class::SessionSet if self.serializable && self.dialect == Dialect::Postgres => {
+                Class::Pin
+            }
             other => other,
         }
     }
+}
+
+#[inline(always)]
+fn is_serializable(word: &[u8]) -> bool {
+    word.len() == 12 && word.eq_ignore_ascii_case(b"serializable")
 }

@@ -17,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use crate::support::ledger::Ledger;
 use crate::support::postgres::PgCluster;
 use crate::support::proxy::{ADMIN_TOKEN, Proxy, config_text, with_readers};
-use crate::support::{Backoff, ServerProcess, free_port, signal};
+use crate::support::{Backoff, ServerProcess, Signal, free_port, signal};
 
 /// `switchyard serve -c FILE` as a child process, on free ports; killed when dropped.
 struct Served {
@@ -60,7 +60,7 @@ impl Served {
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);
-            let process = ServerProcess::spawn(command, libc::SIGTERM, libc::SIGKILL)
+            let process = ServerProcess::spawn(command, Signal::TERM, Signal::KILL)
                 .expect("spawn switchyard serve");
             let mut served = Served {
                 process,

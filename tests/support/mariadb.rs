@@ -26,8 +26,8 @@ use mysql_async::{Conn, OptsBuilder, Row};
 
 use super::pki::ServerCert;
 use super::{
-    Backoff, Login, RunAs, ScratchDir, ServerProcess, block_on, create_log, free_port, log_tail,
-    run, unique_database_name,
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, Signal, block_on, create_log, free_port,
+    log_tail, run, unique_database_name,
 };
 
 const HOST: &str = "127.0.0.1";
@@ -269,7 +269,7 @@ impl MariaServer {
             for (from, to) in [(&cert.cert, TLS_CERT), (&cert.key, TLS_KEY)] {
                 let to = dir.path().join(to);
                 fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-                owner.chown(&to);
+                super::chown(owner, &to);
             }
         }
         for attempt in 1..=START_ATTEMPTS {
@@ -314,18 +314,12 @@ impl MariaServer {
 /// moment it is spawned, and gets no `--user`.
 fn mysql_account() -> RunAs {
     static ACCOUNT: OnceLock<RunAs> = OnceLock::new();
-    *ACCOUNT.get_or_init(|| RunAs::account("mysql"))
+    *ACCOUNT.get_or_init(|| super::account("mysql"))
 }
 
 /// The path of a MariaDB program, as Debian's packages install them.
 fn program(name: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!("MariaDB program {name} not found in /usr/sbin or /usr/bin; run scripts/install-deps.sh")
-        })
+    testkit::programs::mariadb_program(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Where a server keeps its data and its temporary files, for `mariadb-install-db` and mariadbd.
@@ -371,7 +365,7 @@ fn install(dir: &Path, owner: RunAs) {
 
 fn create_dir(path: &Path, owner: RunAs) {
     fs::create_dir(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    owner.chown(path);
+    super::chown(owner, path);
 }
 
 /// Where one server listens (a free port when `None`) and the certificate it serves, if any.
@@ -428,6 +422,8 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
         "--binlog-format=ROW",
         "--log-slave-updates",
         "--gtid-strict-mode=1",
+        // Lets the application account (no SUPER) create stored functions with binlogging on.
+        "--log-bin-trust-function-creators=1",
     ]);
     command.args(STORAGE);
     if server.tls {
@@ -444,7 +440,7 @@ fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
     command.stdin(Stdio::null()).stdout(log).stderr(log_err);
     // SIGTERM: clean shutdown. SIGKILL if we die: mariadbd is one process with no children to
     // orphan, and its data is thrown away, so there is nothing a clean shutdown would save.
-    ServerProcess::spawn(command, libc::SIGTERM, libc::SIGKILL)
+    ServerProcess::spawn(command, Signal::TERM, Signal::KILL)
         .unwrap_or_else(|e| panic!("spawn {}: {e}", mariadbd.display()))
 }
 

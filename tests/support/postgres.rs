@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{
-    Backoff, Login, RunAs, ScratchDir, ServerProcess, bin, block_on, create_log, free_port,
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, Signal, bin, block_on, create_log, free_port,
     log_tail, retry, run, unique_database_name,
 };
 
@@ -75,6 +75,7 @@ hot_standby = on
 fsync = off
 shared_buffers = 32MB
 max_connections = 200
+max_prepared_transactions = 10
 logging_collector = off
 ";
 
@@ -336,7 +337,7 @@ impl PgServer {
     /// it die and end too.
     pub fn kill(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+        testkit::signal(self.pid(), testkit::Signal::KILL);
         self.process.wait_stopped();
     }
 
@@ -352,7 +353,7 @@ impl PgServer {
             let socket_dir = dir.join(format!("{name}.sockets"));
             fs::create_dir(&socket_dir)
                 .unwrap_or_else(|e| panic!("create {}: {e}", socket_dir.display()));
-            owner.chown(&socket_dir);
+            super::chown(owner, &socket_dir);
             socket_dir
         } else {
             dir.to_owned()
@@ -405,7 +406,7 @@ impl PgServer {
             .expect("duplicate the server log's file handle");
         command.stdin(Stdio::null()).stdout(log).stderr(log_err);
         // SIGINT: fast shutdown. SIGQUIT if we die: immediate shutdown, children included.
-        let process = ServerProcess::spawn(command, libc::SIGINT, libc::SIGQUIT)
+        let process = ServerProcess::spawn(command, Signal::INT, Signal::QUIT)
             .unwrap_or_else(|e| panic!("spawn {} for {name}: {e}", bin("postgres").display()));
         PgServer {
             host: bind.host.to_string(),
@@ -459,7 +460,7 @@ pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
 
 fn postgres_account() -> RunAs {
     static ACCOUNT: OnceLock<RunAs> = OnceLock::new();
-    *ACCOUNT.get_or_init(|| RunAs::account("postgres"))
+    *ACCOUNT.get_or_init(|| super::account("postgres"))
 }
 
 /// Where one server listens.

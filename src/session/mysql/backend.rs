@@ -74,7 +74,11 @@ impl Backend {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        let result = self.conn.stream.write_all(bytes).await;
+        // Flushed: over TLS a write may leave records buffered when the socket is full.
+        let result = match self.conn.stream.write_all(bytes).await {
+            Ok(()) => self.conn.stream.flush().await,
+            Err(e) => Err(e),
+        };
         result.map_err(|e| self.lost(e))
     }
 
@@ -268,6 +272,13 @@ async fn write_client(
     }
     client
         .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    // Over TLS a write may leave records buffered when the socket is full: send them now,
+    // or the client waits for the end of an answer that never leaves.
+    client
+        .stream
+        .flush()
         .await
         .map_err(SessionError::ClientIo)?;
     seen.bytes += bytes.len();

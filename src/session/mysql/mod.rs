@@ -24,6 +24,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, open_reader};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics;
 use crate::pool::Credentials;
@@ -85,16 +86,20 @@ async fn serve(
         }
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
+    let creds = Credentials {
+        user: auth.user.backend_user.clone(),
+        password: auth.user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+        pass_through: auth.pass_through,
+    };
+    let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
+    let functions = ctx.functions(&creds, database.map(|d| d.into_owned()), &shutdown);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client: auth.client,
-        creds: Credentials {
-            user: auth.user.backend_user.clone(),
-            password: auth.user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-            pass_through: auth.pass_through,
-        },
+        creds,
+        functions,
         login: auth.login,
         writer: None,
         reader: None,
@@ -135,6 +140,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     login: Login,
     writer: Option<Backend>,
     reader: Option<Backend>,
@@ -324,6 +331,8 @@ impl Session {
     /// Starts the read-your-writes window after a statement that may have written ran on
     /// the writer.
     fn note_write(&mut self, target: Target, stmt: &Statement) {
+        let in_transaction = !self.between_transactions();
+        self.functions.ran(stmt, in_transaction, &self.cluster.name);
         if target == Target::Writer && router::may_write(stmt) {
             let cluster = &self.cluster;
             self.writes_until = self
@@ -378,7 +387,8 @@ impl Session {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let target = router::route(stmt, self.view, settings);
+        let stmt = self.functions.resolve(stmt, &self.cluster);
+        let target = router::route(&stmt, self.view, settings);
         self.ctx.topology.refresh(&mut self.cluster);
         if target == Target::Reader && self.cluster.readers.is_empty() {
             return Ok(Target::Writer);
@@ -518,33 +528,18 @@ impl Session {
 }
 
 fn classify(sql: &[u8]) -> Statement {
-    match std::str::from_utf8(sql) {
-        Ok(text) => sql::classify(text, Dialect::MySql),
-        // Text the classifier cannot read is not provably a read.
-        Err(_) => write_statement(),
-    }
+    // Raw bytes in the connection's character set: the classifier reads only ASCII.
+    sql::classify_bytes(sql, Dialect::MySql)
 }
 
 fn write_statement() -> Statement {
-    Statement {
-        class: Class::Write,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Write)
 }
 
 fn read_statement() -> Statement {
-    Statement {
-        class: Class::Read,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::Read)
 }
 
 fn session_set() -> Statement {
-    Statement {
-        class: Class::SessionSet,
-        hint: None,
-        count: 1,
-    }
+    Statement::of(Class::SessionSet)
 }

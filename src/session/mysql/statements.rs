@@ -177,11 +177,7 @@ mod tests {
     fn stmt(params: u16) -> Stmt {
         let mut s = Statements::default();
         let id = s.reserve_id();
-        let class = Statement {
-            class: Class::Read,
-            hint: None,
-            count: 1,
-        };
+        let class = Statement::of(Class::Read);
         s.insert(id, b"SELECT ?".to_vec(), class, params, Target::Reader, 77);
         s.remove(id).unwrap()
     }

@@ -160,7 +160,11 @@ impl Backend {
         if bytes.is_empty() {
             return Ok(());
         }
-        let result = self.conn.stream.write_all(bytes).await;
+        // Flushed: over TLS a write may leave records buffered when the socket is full.
+        let result = match self.conn.stream.write_all(bytes).await {
+            Ok(()) => self.conn.stream.flush().await,
+            Err(e) => Err(e),
+        };
         result.map_err(|e| self.lost(e))
     }
 
@@ -325,8 +329,54 @@ impl Backend {
                 .map_err(SessionError::ClientIo)?;
             seen.bytes += pos - run_start;
         }
+        if seen.bytes > 0 {
+            // Over TLS a write may leave records buffered when the socket is full: send them
+            // now, or the client waits for the end of an answer that never leaves.
+            client.flush().await.map_err(SessionError::ClientIo)?;
+        }
         self.conn.consume(pos);
         Ok(seen)
+    }
+
+    /// Ends a batch the client left open with Flush by sending a Sync of the proxy's own:
+    /// relays the rest of the batch's answers to `client` and swallows the ReadyForQuery
+    /// that answers the Sync, whose transaction status it returns. For a batch that only
+    /// prepared and described statements, which leaves nothing behind on a server that a
+    /// Sync would change.
+    pub async fn end_open_batch(&mut self, client: &mut Stream) -> Result<u8, SessionError> {
+        self.write(&[tag::SYNC, 0, 0, 0, 4]).await?;
+        loop {
+            if let Some((at, total, status)) = self.whole_ready_for_query() {
+                let tail = self.conn.buf.split_off(at);
+                let seen = self.relay(client).await;
+                self.conn.buf.unsplit(tail);
+                let seen = seen?;
+                if seen.ended {
+                    return Err(self.ended());
+                }
+                // Everything before the ReadyForQuery was whole, so it was all relayed.
+                self.conn.consume(total);
+                return Ok(status);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Where the first whole ReadyForQuery is buffered (offset, length, status), once every
+    /// message before it is whole and none is being streamed through.
+    fn whole_ready_for_query(&self) -> Option<(usize, usize, u8)> {
+        if self.forward_remaining > 0 {
+            return None;
+        }
+        let buf = &self.conn.buf;
+        let mut pos = 0;
+        while let Ok(Some((h, body))) = frame::message(&buf[pos..], MAX_BACKEND_MESSAGE) {
+            if h.tag == tag::READY_FOR_QUERY {
+                return Some((pos, h.total, body.first().copied().unwrap_or(b'I')));
+            }
+            pos += h.total;
+        }
+        None
     }
 
     /// Runs `sql` (session SETs) and drains its responses without relaying them.

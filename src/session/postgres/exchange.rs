@@ -9,6 +9,7 @@ use super::backend::Backend;
 use super::scan::{Ending, Scanner, Statements, Unit};
 use super::startup::Client;
 use crate::protocol::postgres::messages::tag;
+use crate::router::{self, SessionView, Settings, Target};
 use crate::sql::Statement;
 
 /// Bytes of COPY data or held client messages after which the client is not read further
@@ -52,6 +53,11 @@ pub struct Exchange<'a> {
     pub statements: &'a mut Statements,
     pub scratch: &'a mut BytesMut,
     pub message_limit: usize,
+    /// Set when this exchange runs, on a reader, a batch left open that only prepares and
+    /// describes statements: the client's next messages follow it there only when they
+    /// would be routed to a reader (the session's view and settings); anything else ends
+    /// the batch with a Sync of the proxy's own and is left for the next exchange.
+    pub open_on_reader: Option<(SessionView, Settings)>,
 }
 
 /// Progress of the client side of an exchange.
@@ -63,6 +69,9 @@ struct Sent {
     /// Part of the client buffer was dropped: the unit can no longer be replayed.
     consumed: bool,
     absorbed: Option<Absorbed>,
+    /// The proxy ended an open batch on a reader: the status of the ReadyForQuery it
+    /// swallowed.
+    ended_by_proxy: Option<u8>,
 }
 
 /// Where the backend stands in the client's message stream, as far as the exchange must
@@ -156,6 +165,7 @@ impl Exchange<'_> {
             flow: Flow::Idle.step(sent_step(unit)),
             consumed: false,
             absorbed: None,
+            ended_by_proxy: None,
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
@@ -205,6 +215,9 @@ impl Exchange<'_> {
         loop {
             if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
+            }
+            if let Some(status) = sent.ended_by_proxy {
+                return Ok(status);
             }
             if let Some(status) = ready.filter(|_| sent.flow == Flow::Idle) {
                 return Ok(status);
@@ -272,6 +285,18 @@ impl Exchange<'_> {
             );
             if unit.first_tag == tag::TERMINATE {
                 return Err(SessionError::ClientGone);
+            }
+            if let Some((view, settings)) = self.open_on_reader
+                && sent.flow == Flow::Open
+                && !copy_message
+                && router::route(&unit.stmt, view, settings) != Target::Reader
+            {
+                // It must run elsewhere: end the batch here; the session routes it anew.
+                self.scanner.recycle(unit.refs);
+                let status = self.backend.end_open_batch(&mut self.client.stream).await?;
+                sent.flow = Flow::Idle;
+                sent.ended_by_proxy = Some(status);
+                return Ok(());
             }
             // During COPY the backend ignores Flush/Sync; they pass on like the data.
             self.backend

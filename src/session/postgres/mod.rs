@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use self::cancel::{CancelTarget, Registration, SessionCancel};
 use super::{Context, Leave, ReaderSpread, open_reader};
+use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
 use crate::pool::Credentials;
@@ -148,9 +149,17 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
     let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
     let (client, params, user, pass_through) = match startup::handshake(tcp, ctx, deadline).await? {
-        Outcome::Cancel { pid, secret } => {
+        Outcome::Cancel {
+            pid,
+            secret,
+            mut client,
+        } => {
             if let Err(e) = ctx.cancels.cancel(pid, secret).await {
                 tracing::warn!(error = %e, "could not forward a cancel request");
+            }
+            // As the server does: close the connection properly once the cancel is sent.
+            if let Err(e) = client.stream.shutdown().await {
+                tracing::debug!(error = %e, "closing a cancel request's connection");
             }
             return Ok(());
         }
@@ -177,16 +186,21 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         })?;
     let read_your_writes =
         ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, params.database());
+    let creds = Credentials {
+        user: user.backend_user.clone(),
+        password: user.backend_password.clone(),
+        salted: Arc::clone(&ctx.salted),
+        pass_through,
+    };
+    let functions = ctx.functions(&creds, params.database().map(str::to_owned), &shutdown);
+    // A hot standby refuses every read of a serializable-by-default session.
+    let serializable = router::serializable_by_default(&params.params);
     let mut session = Session {
         ctx: Arc::clone(ctx),
         cluster,
         client,
-        creds: Credentials {
-            user: user.backend_user.clone(),
-            password: user.backend_password.clone(),
-            salted: Arc::clone(&ctx.salted),
-            pass_through,
-        },
+        creds,
+        functions,
         params: params.params,
         writer: None,
         reader: None,
@@ -195,7 +209,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         sets: Vec::new(),
         view: SessionView {
             in_transaction: None,
-            pinned_to_writer: false,
+            pinned_to_writer: serializable,
             wrote_recently: false,
         },
         read_your_writes,
@@ -229,6 +243,8 @@ struct Session {
     cluster: Arc<Cluster>,
     client: Client,
     creds: Credentials,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    functions: SessionFunctions,
     /// The client's startup parameters, sent to every backend connection.
     params: Vec<(String, String)>,
     writer: Option<Backend>,
@@ -360,13 +376,17 @@ impl Session {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let mut target = router::route(&unit.stmt, self.view, settings);
+        let stmt = self.functions.resolve(&unit.stmt, &self.cluster);
+        let mut target = router::route(&stmt, self.view, settings);
         // A batch left open (Flush, or one too large to hold) is followed on its connection
         // by whatever the client sends next — more of the batch, a simple Query, a COPY — as
         // on a server. Only the writer can run anything, so it goes there (in a transaction
-        // it stays where the transaction runs).
+        // it stays where the transaction runs). One that only prepares and describes a read
+        // (asyncpg's Parse/Describe/Flush before every query) may go to a reader: the
+        // exchange ends it there if what follows must run elsewhere.
         let open_batch = unit.ending == Ending::Open;
-        if open_batch && self.view.in_transaction.is_none() {
+        let describes_read = open_batch && !unit.executes && target == Target::Reader;
+        if open_batch && self.view.in_transaction.is_none() && !describes_read {
             target = Target::Writer;
         }
         self.record_effect(&unit.stmt, unit.simple_sql.as_deref());
@@ -419,12 +439,18 @@ impl Session {
             // A Query after a batch left open ran with it (the transaction state is still
             // the one it started in): the state it changes counts.
             self.record_effect(&query.stmt, query.simple_sql.as_deref());
+            let in_transaction = answer.status != b'I';
+            self.functions
+                .ran(&query.stmt, in_transaction, &self.cluster.name);
         }
         self.view.in_transaction = (answer.status != b'I').then_some(ran_on);
         if self.view.in_transaction.is_none() {
             self.admission = None;
         }
-        if ran_on == Target::Writer && (open_batch || router::may_write(&unit.stmt)) {
+        let in_transaction = self.view.in_transaction.is_some();
+        self.functions
+            .ran(&unit.stmt, in_transaction, &self.cluster.name);
+        if ran_on == Target::Writer && (open_batch || router::may_write(&stmt)) {
             let cluster = &self.cluster;
             self.writes_until = self
                 .read_your_writes
@@ -465,6 +491,11 @@ impl Session {
             });
         };
         self.cancel.set_active(slot);
+        let settings = Settings {
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
+        };
+        let open_on_reader = (target == Target::Reader && unit.ending == Ending::Open)
+            .then_some((self.view, settings));
         let mut ex = exchange::Exchange {
             client: &mut self.client,
             backend,
@@ -472,6 +503,7 @@ impl Session {
             statements: &mut self.statements,
             scratch: &mut self.scratch,
             message_limit: self.ctx.config().raw.server.max_message_bytes,
+            open_on_reader,
         };
         ex.run(unit).await
     }

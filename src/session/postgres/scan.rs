@@ -72,6 +72,9 @@ pub struct Unit {
     /// The SQL text when the unit is one simple Query (for recording SETs).
     pub simple_sql: Option<String>,
     pub refs: Vec<Option<Arc<Prepared>>>,
+    /// It holds a Bind or Execute: it runs something, rather than only preparing and
+    /// describing statements.
+    pub executes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +96,13 @@ pub struct Scanner {
     /// Batches larger than this are sent on before their Sync arrives.
     hold_limit: usize,
     max_message: usize,
+    /// The unit so far holds a Bind or Execute.
+    executes: bool,
 }
 
 const READ_ONLY: Statement = Statement {
-    class: Class::Read,
-    hint: None,
     count: 0,
+    ..Statement::of(Class::Read)
 };
 
 impl Scanner {
@@ -109,6 +113,7 @@ impl Scanner {
             refs: Vec::new(),
             hold_limit: 1 << 20,
             max_message,
+            executes: false,
         }
     }
 
@@ -124,6 +129,7 @@ impl Scanner {
     fn reset(&mut self) {
         self.pos = 0;
         self.stmt = None;
+        self.executes = false;
     }
 
     fn take(
@@ -140,6 +146,7 @@ impl Scanner {
             stmt: self.stmt.unwrap_or(READ_ONLY),
             simple_sql,
             refs: std::mem::take(&mut self.refs),
+            executes: self.executes,
         };
         self.reset();
         unit
@@ -180,11 +187,7 @@ impl Scanner {
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, text)));
                 }
                 tag::FUNCTION_CALL => {
-                    self.stmt = Some(Statement {
-                        class: Class::Write,
-                        hint: None,
-                        count: 1,
-                    });
+                    self.stmt = Some(Statement::of(Class::Write));
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, None)));
                 }
                 tag::PARSE => {
@@ -195,6 +198,7 @@ impl Scanner {
                     self.refs.push(Some(statements.parse(name, message, class)));
                 }
                 tag::BIND => {
+                    self.executes = true;
                     let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
                     let p = statements.get(name).cloned();
                     self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
@@ -219,6 +223,7 @@ impl Scanner {
                     }
                 }
                 tag::EXECUTE => {
+                    self.executes = true;
                     messages::execute_portal(body).ok_or(ScanError::Malformed('E'))?;
                 }
                 tag::SYNC => {
@@ -260,17 +265,14 @@ fn classify(sql: &[u8]) -> Statement {
 }
 
 /// Bind of a statement the session does not know: route it safely.
-const UNKNOWN: Statement = Statement {
-    class: Class::Write,
-    hint: None,
-    count: 1,
-};
+const UNKNOWN: Statement = Statement::of(Class::Write);
 
-/// Two statements of one batch: reads stay reads; a hint survives; anything else is a write
-/// unless it carries session state.
+/// Two statements of one batch: reads stay reads (about the node if one is); a hint
+/// survives; anything else is a write unless it carries session state.
 fn combine(a: Statement, b: Statement) -> Statement {
     let class = match (a.class, b.class) {
         (Class::Read, Class::Read) => Class::Read,
+        (Class::Read | Class::Node, Class::Read | Class::Node) => Class::Node,
         (Class::Pin | Class::SessionSet | Class::Autocommit(_), _)
         | (_, Class::Pin | Class::SessionSet | Class::Autocommit(_)) => Class::Pin,
         (x, y) if x == y => x,
@@ -280,6 +282,7 @@ fn combine(a: Statement, b: Statement) -> Statement {
         class,
         hint: a.hint.or(b.hint),
         count: a.count + b.count,
+        functions: a.functions.merge(&b.functions),
     }
 }
 

@@ -59,8 +59,13 @@ pub struct Authenticated {
 pub enum Outcome {
     /// An authenticated client (AuthenticationOk not yet sent).
     Session(Box<Authenticated>),
-    /// A CancelRequest, which closes its connection.
-    Cancel { pid: i32, secret: i32 },
+    /// A CancelRequest; its connection is closed once the cancel is forwarded (over TLS
+    /// with a close_notify, which libpq's TLS cancel waits for).
+    Cancel {
+        pid: i32,
+        secret: i32,
+        client: Client,
+    },
 }
 
 /// Runs startup until the client is authenticated, within `deadline`.
@@ -84,7 +89,11 @@ pub async fn handshake(
                     pass_through: verified.pass_through,
                 })))
             }
-            Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel { pid, secret }),
+            Ok(Some(Reply::Cancel { pid, secret })) => Ok(Outcome::Cancel {
+                pid,
+                secret,
+                client,
+            }),
             Ok(Some(Reply::UpgradeTls(config))) => {
                 client = upgrade(client, config, deadline).await?;
                 continue;

@@ -86,7 +86,7 @@ impl MariaServer {
     /// Kills the server as `kill -9` does and waits until it is gone.
     pub fn kill(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+        testkit::signal(self.pid(), testkit::Signal::KILL);
         self.process.wait_stopped();
     }
 }

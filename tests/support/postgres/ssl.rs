@@ -21,7 +21,7 @@ impl PgCluster {
             std::fs::copy(from, &to).expect("copy certificate");
             std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .expect("chmod");
-            owner.chown(&to);
+            super::super::chown(owner, &to);
         };
         copy(&cert.cert, "test-server.crt");
         copy(&cert.key, "test-server.key");
