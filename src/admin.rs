@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::cutover::driver::{StepOutcome, StepRequest};
 use crate::cutover::{
-    ControlError, Controller, Phase, Routing, RoutingError, RoutingState, StartError,
+    ControlError, Controller, Phase, Routing, RoutingError, RoutingState, StartError, StepError,
 };
 use crate::lifecycle::Lifecycle;
 use crate::reload::{ReloadError, ReloadHandle};
@@ -46,8 +46,8 @@ pub enum ApiError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Cutover(#[from] StartError),
-    #[error("{0}")]
-    Step(String),
+    #[error(transparent)]
+    Step(#[from] StepError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
 }
@@ -65,7 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::Cutover(StartError::UnknownCluster(_)) => StatusCode::NOT_FOUND,
             ApiError::Cutover(_) | ApiError::Step(_) | ApiError::Reload(_) => StatusCode::CONFLICT,
         };
-        let message = crate::session::chain(&self);
+        let message = crate::error::chain(&self);
         (status, Json(json!({ "error": message }))).into_response()
     }
 }

@@ -367,7 +367,7 @@ impl SessionFunctions {
                         database: entry.key.database.clone(),
                         source,
                     };
-                    tracing::warn!(error = %crate::session::chain(&e),
+                    tracing::warn!(error = %crate::error::chain(&e),
                         "calls of unknown functions go to the writer until the catalog loads");
                     entry.set_failed(Some(Instant::now()));
                 }

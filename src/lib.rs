@@ -1,6 +1,7 @@
 //! switchyard: a PostgreSQL and MySQL proxy for moving a production database to a new
 //! cluster with no downtime. Layers, lowest first (a lower one never imports a higher one):
 //!
+//! - `error`     — error helpers every layer may use (`chain`)
 //! - `protocol`  — wire framing and the few messages the proxy writes or reads itself
 //! - `sql`       — lexer and classifier: statement text → read / write / session state
 //! - `config`    — TOML config: load, validate, resolve secrets
@@ -14,8 +15,8 @@
 //!   state file and database record, and the cutover: phases, driver, database steps,
 //!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
 //! - `pool`      — backend connections: connect, TLS, authenticate
-//! - `cancel`    — the proxy's cancel keys and forwarding of CancelRequest
-//! - `session`   — one client connection: startup, auth, the relay loop
+//! - `session`   — one client connection: startup, auth, the relay loop (and, for
+//!   PostgreSQL, `session::postgres::cancel`: cancel keys and CancelRequest forwarding)
 //! - `server`    — accept loop and connection limit
 //! - `lifecycle` — serving or draining, open sessions, readiness
 //! - `admin`, `metrics` — the HTTP admin listener and Prometheus metrics
@@ -24,10 +25,10 @@
 
 pub mod admin;
 pub mod app;
-pub mod cancel;
 pub mod catalog;
 pub mod config;
 pub mod cutover;
+pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;

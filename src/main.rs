@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod client;
 mod demo;
+mod operator;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -128,7 +128,7 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn resolve(self) -> Result<client::Admin> {
+    fn resolve(self) -> Result<operator::Admin> {
         let loaded = match &self.config {
             Some(path) => Some(config::load(path)?),
             None => None,
@@ -142,7 +142,7 @@ impl AdminArgs {
             (None, None) => "http://127.0.0.1:9187".to_owned(),
         };
         let token = self.token.or_else(|| loaded.and_then(|c| c.admin_token));
-        Ok(client::Admin { url, token })
+        Ok(operator::Admin { url, token })
     }
 }
 
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             let config = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("switchyard: {}", switchyard::session::chain(&e));
+                    eprintln!("switchyard: {}", switchyard::error::chain(&e));
                     return ExitCode::from(2);
                 }
             };
@@ -250,7 +250,7 @@ fn cutover(
                 })
                 .collect::<Result<Vec<_>>>()?
         };
-        client::cutover(targets, to, dry_run)
+        operator::cutover(targets, to, dry_run)
     };
     match run() {
         Ok(true) => ExitCode::SUCCESS,

@@ -174,7 +174,7 @@ impl Reloader {
                     tracing::info!(file = %r.file.display(), users = r.users, readers = r.readers, "config reloaded")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::session::chain(e), "config reload refused")
+                    tracing::warn!(error = %crate::error::chain(e), "config reload refused")
                 }
             }
             // The caller may have gone (a closed HTTP connection); the reload happened anyway.

@@ -154,9 +154,18 @@ pub(super) fn validate_topology(
             problem(key, format!("must be from 1 to {MAX_READER_WEIGHT}"));
         }
     }
-    let Some(d) = &c.discovery else {
-        return;
-    };
+    if let Some(d) = &c.discovery {
+        validate_discovery(name, c, d, problem);
+    }
+}
+
+/// `[clusters.NAME.discovery]`: intervals, the keys each kind uses, and what each kind needs.
+fn validate_discovery(
+    name: &str,
+    c: &ClusterConfig,
+    d: &DiscoveryConfig,
+    problem: &mut dyn FnMut(String, String),
+) {
     let at = |key: &str| format!("clusters.{name}.discovery.{key}");
     if d.interval.is_zero() {
         problem(at("interval"), "must be more than 0".into());

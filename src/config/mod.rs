@@ -231,6 +231,7 @@ mod discovery;
 mod fleet;
 mod live;
 mod routing;
+mod users;
 
 pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUERY};
 pub use live::fixed_changes;
@@ -364,6 +365,46 @@ pub fn validate(
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push(Problem { path, message });
 
+    validate_server(&raw, &mut problem);
+
+    let admin_token = match &raw.admin {
+        None => None,
+        Some(admin) => resolve_secret(&admin.token, &admin.token_env, "token", env).unwrap_or_else(
+            |(key, message)| {
+                problem(format!("admin.{key}"), message);
+                None
+            },
+        ),
+    };
+
+    let users = users::validate_users(&raw, env, &mut problem);
+    let auth_query = auth::validate_auth(&raw, env, &mut problem);
+    if users.is_empty() && auth_query.is_none() {
+        problem(
+            "users".into(),
+            "no [[users]] entry and no [auth] query_user: no client could log in".into(),
+        );
+    }
+
+    validate_clusters(&raw, env, &mut problem);
+    routing::validate_routing(&raw, &mut problem);
+    cutover::validate_cutover(&raw, &mut problem);
+    fleet::validate_fleet(&raw, &mut problem);
+
+    if problems.is_empty() {
+        Ok(Validated {
+            raw,
+            users,
+            admin_token,
+            auth_query,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// `[server]`: client TLS files, message size, log filter, connection limit.
+fn validate_server(raw: &Config, problem: &mut dyn FnMut(String, String)) {
     match (&raw.server.tls_cert, &raw.server.tls_key) {
         (Some(cert), Some(key)) => {
             for (key_path, file) in [("server.tls_cert", cert), ("server.tls_key", key)] {
@@ -403,104 +444,14 @@ pub fn validate(
             "must be at least 1".into(),
         );
     }
+}
 
-    let admin_token = match &raw.admin {
-        None => None,
-        Some(admin) => resolve_secret(&admin.token, &admin.token_env, "token", env).unwrap_or_else(
-            |(key, message)| {
-                problem(format!("admin.{key}"), message);
-                None
-            },
-        ),
-    };
-
-    let mut users = Vec::new();
-    for (i, u) in raw.users.iter().enumerate() {
-        let at = |key: &str| format!("users[{i}].{key}");
-        if u.name.is_empty() {
-            problem(at("name"), "must not be empty".into());
-        }
-        if raw.users[..i].iter().any(|other| other.name == u.name) {
-            problem(at("name"), format!("user {:?} is listed twice", u.name));
-        }
-        let password = resolve_secret(&u.password, &u.password_env, "password", env)
-            .unwrap_or_else(|(key, message)| {
-                problem(at(&key), message);
-                None
-            });
-        let secret = match password {
-            None => Secret::None,
-            Some(p) if p.starts_with("SCRAM-SHA-256$") => Secret::ScramVerifier(p),
-            Some(p) => Secret::Plain(p),
-        };
-        let protocol = raw.server.protocol;
-        let auth = u.auth.unwrap_or(AuthMethod::default_for(protocol));
-        if !auth.fits(protocol) {
-            problem(
-                at("auth"),
-                format!(
-                    "\"{}\" is not a method of protocol {protocol:?}",
-                    auth.as_str()
-                ),
-            );
-        }
-        match (auth, &secret) {
-            (AuthMethod::Trust, _) => {}
-            (_, Secret::None) => problem(
-                at("password"),
-                format!(
-                    "auth = \"{}\" needs password or password_env",
-                    auth.as_str()
-                ),
-            ),
-            (
-                AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password,
-                Secret::ScramVerifier(_),
-            ) => problem(
-                at("auth"),
-                "MySQL authentication needs the plain password".into(),
-            ),
-            (AuthMethod::Md5, Secret::ScramVerifier(_)) => problem(
-                at("auth"),
-                "md5 needs the plain password, not a SCRAM verifier".into(),
-            ),
-            (AuthMethod::ScramSha256, Secret::ScramVerifier(v))
-                if crate::protocol::postgres::scram::Verifier::parse(v).is_none() =>
-            {
-                problem(at("password"), "malformed SCRAM-SHA-256 verifier".into())
-            }
-            _ => {}
-        }
-        let backend_password = resolve_secret(
-            &u.backend_password,
-            &u.backend_password_env,
-            "backend_password",
-            env,
-        )
-        .unwrap_or_else(|(key, message)| {
-            problem(at(&key), message);
-            None
-        })
-        .or_else(|| match &secret {
-            Secret::Plain(p) => Some(p.clone()),
-            _ => None,
-        });
-        users.push(User {
-            name: u.name.clone(),
-            auth,
-            secret,
-            backend_user: u.backend_user.clone().unwrap_or_else(|| u.name.clone()),
-            backend_password,
-        });
-    }
-    let auth_query = auth::validate_auth(&raw, env, &mut problem);
-    if users.is_empty() && auth_query.is_none() {
-        problem(
-            "users".into(),
-            "no [[users]] entry and no [auth] query_user: no client could log in".into(),
-        );
-    }
-
+/// `[clusters.NAME]`: at least one, each with its discovery, addresses and CA file.
+fn validate_clusters(
+    raw: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    problem: &mut dyn FnMut(String, String),
+) {
     if raw.clusters.is_empty() {
         problem(
             "clusters".into(),
@@ -509,7 +460,7 @@ pub fn validate(
     }
     for (name, c) in &raw.clusters {
         let at = |key: &str| format!("clusters.{name}.{key}");
-        validate_topology(name, c, env, &mut problem);
+        validate_topology(name, c, env, problem);
         if let Err(e) = parse_host_port(&c.writer) {
             problem(at("writer"), e);
         }
@@ -532,20 +483,6 @@ pub fn validate(
                 );
             }
         }
-    }
-    routing::validate_routing(&raw, &mut problem);
-    cutover::validate_cutover(&raw, &mut problem);
-    fleet::validate_fleet(&raw, &mut problem);
-
-    if problems.is_empty() {
-        Ok(Validated {
-            raw,
-            users,
-            admin_token,
-            auth_query,
-        })
-    } else {
-        Err(problems)
     }
 }
 

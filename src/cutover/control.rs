@@ -11,9 +11,31 @@ use tokio::time::Instant;
 use super::driver::{self, Participant, Plan, Report, StepOutcome, StepRecord, StepRequest};
 use super::fleet::Fleet;
 use super::plan::{ALL, Phase};
-use super::{Databases, Mode, Routing};
+use super::{ControlError, Databases, DbError, Mode, Routing};
 use crate::config::{Fence, Validated};
 use crate::topology::TopologyHandle;
+
+/// Why this proxy refused or failed one step of a cutover. A routing or database error
+/// keeps its own message (and its causes): the coordinator reports it as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("this proxy serves cluster {serving:?}, not {from:?}")]
+    ServesOther { serving: String, from: String },
+    #[error("no other cluster named {0:?}")]
+    NoOtherCluster(String),
+    #[error("cluster {0:?} is paused")]
+    Paused(String),
+    #[error("{left} transactions still open on {from} after {timeout_ms} ms (drain_timeout)")]
+    NotDrained {
+        left: usize,
+        from: String,
+        timeout_ms: u64,
+    },
+    #[error(transparent)]
+    Routing(#[from] ControlError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
 
 /// What `GET /v1/cutover` shows: the run in progress or the last one.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -201,188 +223,214 @@ impl Controller {
     }
 
     /// Runs one step on this proxy.
-    pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
-        let err = |e: &dyn std::error::Error| crate::session::chain(e);
-        let outcome = |detail: String| StepOutcome {
-            detail,
-            ..StepOutcome::default()
-        };
+    pub async fn step(&self, request: StepRequest) -> Result<StepOutcome, StepError> {
         // A step of the running cutover is its coordinator saying it is still there (a new
         // cutover's preflight is not: it must not keep a dead one's lock alive).
         if !matches!(request, StepRequest::DbPreflight { .. }) {
             self.databases.renew_lock();
         }
         match request {
-            StepRequest::Check { from, to } => {
-                let state = self.routing.load();
-                if state.active != from {
-                    return Err(format!(
-                        "this proxy serves cluster {:?}, not {from:?}",
-                        state.active
-                    ));
-                }
-                if !state.modes.contains_key(&to) || to == from {
-                    return Err(format!("no other cluster named {to:?}"));
-                }
-                if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
-                    return Err(format!("cluster {name:?} is paused"));
-                }
-                Ok(outcome(format!("serving {from}")))
-            }
-            StepRequest::Pause { from } => {
-                self.show(Phase::Pause);
-                let restore = self.routing.load().mode(&from);
-                let held_before = self.routing.held_total();
-                let refused_before = self.routing.refused_total();
-                self.routing.pause(&from).map_err(|e| err(&e))?;
-                *self.hold_lock() = Some(Hold {
-                    cluster: from.clone(),
-                    restore,
-                    held_before,
-                    refused_before,
-                    paused_at: Instant::now(),
-                });
-                Ok(outcome(format!("{from} paused")))
-            }
+            StepRequest::Check { from, to } => self.check(from, to).await,
+            StepRequest::Pause { from } => self.pause(from).await,
             StepRequest::Drain { from, timeout_ms } => {
                 self.show(Phase::Drain);
                 let busy = self.routing.busy(&from);
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
                 match self.routing.drained(&from, deadline).await {
                     Ok(()) => Ok(outcome(format!("{busy} in flight finished"))),
-                    Err(left) => Err(format!(
-                        "{left} transactions still open on {from} after {timeout_ms} ms (drain_timeout)"
-                    )),
+                    Err(left) => Err(StepError::NotDrained {
+                        left,
+                        from,
+                        timeout_ms,
+                    }),
                 }
             }
             StepRequest::Fence { from } => {
                 self.show(Phase::Fence);
-                self.routing.fence(&from).map_err(|e| err(&e))?;
+                self.routing.fence(&from)?;
                 Ok(outcome(format!("{from} read-only at the proxy")))
             }
-            StepRequest::Switch { from, to, epoch } => {
-                self.show(Phase::Switch);
-                // The fleet poller may have followed the record already.
-                let state = self.routing.load();
-                if !(state.active == to && state.epoch >= epoch && epoch > 0) {
-                    self.routing
-                        .switch(&from, &to, epoch)
-                        .map_err(|e| err(&e))?;
-                }
-                // The record stays: the cutover is done. Its connections are not needed.
-                self.databases.release();
-                self.databases.unlock().await;
-                let hold = self.hold_lock().take();
-                if let Some(h) = &hold {
-                    crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
-                }
-                crate::metrics::cutover_ended("switched");
-                let (held_before, refused_before) =
-                    hold.map_or((0, 0), |h| (h.held_before, h.refused_before));
-                Ok(StepOutcome {
-                    detail: format!("{to} active"),
-                    held: self.routing.held_total() - held_before,
-                    aborted: self.routing.refused_total() - refused_before,
-                    ..StepOutcome::default()
-                })
-            }
-            StepRequest::Abort { from } => {
-                self.show(Phase::Abort);
-                self.databases.unlock().await;
-                let hold = self.hold_lock().take();
-                match hold {
-                    Some(h) if h.cluster == from => {
-                        self.routing.abort(&from, h.restore).map_err(|e| err(&e))?;
-                        crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
-                        crate::metrics::cutover_ended("aborted");
-                        Ok(StepOutcome {
-                            detail: format!("{from} back to {}", h.restore.as_str()),
-                            aborted: self.routing.refused_total() - h.refused_before,
-                            ..StepOutcome::default()
-                        })
-                    }
-                    _ => Ok(outcome("nothing to undo".into())),
-                }
-            }
+            StepRequest::Switch { from, to, epoch } => self.switch(from, to, epoch).await,
+            StepRequest::Abort { from } => self.abort(from).await,
             StepRequest::DbPreflight {
                 from,
                 to,
                 holder,
                 lease_ms,
-            } => {
-                let mut found = Vec::new();
-                if let (Some(holder), true) = (holder, self.config.raw.cutover.is_some()) {
-                    let lease = Duration::from_millis(lease_ms.max(1000));
-                    match self.databases.lock(&to, &holder, lease).await {
-                        Ok(detail) => found.push(detail),
-                        Err(super::DbError::NoLogin(_)) => {
-                            found.push("no cutover lock (no monitor_user)".into())
-                        }
-                        Err(e) => return Err(err(&e)),
-                    }
-                }
-                match self.databases.preflight(&from, &to).await {
-                    Ok(detail) => {
-                        found.push(detail);
-                        Ok(outcome(found.join("; ")))
-                    }
-                    Err(e) => {
-                        self.databases.unlock().await;
-                        Err(err(&e))
-                    }
-                }
-            }
+            } => self.db_preflight(from, to, holder, lease_ms).await,
             StepRequest::DbRelease => {
                 self.databases.unlock().await;
                 Ok(outcome("cutover lock given back".into()))
             }
-            StepRequest::DbMark { from, fence } => {
-                let fence = fence.unwrap_or_else(|| {
-                    self.config
-                        .raw
-                        .cutover
-                        .as_ref()
-                        .map_or(Fence::Proxy, |c| c.fence_for(false))
-                });
-                let mark = self
-                    .databases
-                    .mark(&from, fence)
-                    .await
-                    .map_err(|e| err(&e))?;
-                Ok(StepOutcome {
-                    detail: if mark.is_empty() {
-                        "no position to wait for".into()
-                    } else {
-                        format!("old writer at {mark}")
-                    },
-                    mark,
-                    ..StepOutcome::default()
-                })
-            }
+            StepRequest::DbMark { from, fence } => self.db_mark(from, fence).await,
             StepRequest::DbCatchUp {
                 from,
                 to,
                 mark,
                 timeout_ms,
-            } => {
-                self.show(Phase::CatchUp);
-                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                let (detail, epoch) = self
-                    .databases
-                    .catch_up(&from, &to, &mark, deadline)
-                    .await
-                    .map_err(|e| err(&e))?;
-                Ok(StepOutcome {
-                    detail,
-                    epoch,
-                    ..StepOutcome::default()
-                })
-            }
+            } => self.db_catch_up(from, to, mark, timeout_ms).await,
             StepRequest::DbUnfence { from } => {
-                self.databases.unfence(&from).await.map_err(|e| err(&e))?;
+                self.databases.unfence(&from).await?;
                 Ok(outcome(format!("{from} unfenced in the database")))
             }
         }
+    }
+
+    /// Check: this proxy serves `from`, `to` is another cluster, and nothing is paused.
+    async fn check(&self, from: String, to: String) -> Result<StepOutcome, StepError> {
+        let state = self.routing.load();
+        if state.active != from {
+            return Err(StepError::ServesOther {
+                serving: state.active.clone(),
+                from,
+            });
+        }
+        if !state.modes.contains_key(&to) || to == from {
+            return Err(StepError::NoOtherCluster(to));
+        }
+        if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
+            return Err(StepError::Paused(name.clone()));
+        }
+        Ok(outcome(format!("serving {from}")))
+    }
+
+    /// Pause: new writer work on `from` waits; remembers what to restore on abort.
+    async fn pause(&self, from: String) -> Result<StepOutcome, StepError> {
+        self.show(Phase::Pause);
+        let restore = self.routing.load().mode(&from);
+        let held_before = self.routing.held_total();
+        let refused_before = self.routing.refused_total();
+        self.routing.pause(&from)?;
+        *self.hold_lock() = Some(Hold {
+            cluster: from.clone(),
+            restore,
+            held_before,
+            refused_before,
+            paused_at: Instant::now(),
+        });
+        Ok(outcome(format!("{from} paused")))
+    }
+
+    /// Switch: `to` becomes active (unless the fleet poller followed the record already); the cutover's connections and lock are given back.
+    async fn switch(&self, from: String, to: String, epoch: u64) -> Result<StepOutcome, StepError> {
+        self.show(Phase::Switch);
+        // The fleet poller may have followed the record already.
+        let state = self.routing.load();
+        if !(state.active == to && state.epoch >= epoch && epoch > 0) {
+            self.routing.switch(&from, &to, epoch)?;
+        }
+        // The record stays: the cutover is done. Its connections are not needed.
+        self.databases.release();
+        self.databases.unlock().await;
+        let hold = self.hold_lock().take();
+        if let Some(h) = &hold {
+            crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
+        }
+        crate::metrics::cutover_ended("switched");
+        let (held_before, refused_before) =
+            hold.map_or((0, 0), |h| (h.held_before, h.refused_before));
+        Ok(StepOutcome {
+            detail: format!("{to} active"),
+            held: self.routing.held_total() - held_before,
+            aborted: self.routing.refused_total() - refused_before,
+            ..StepOutcome::default()
+        })
+    }
+
+    /// Abort: `from` goes back to the mode it had before the pause.
+    async fn abort(&self, from: String) -> Result<StepOutcome, StepError> {
+        self.show(Phase::Abort);
+        self.databases.unlock().await;
+        let hold = self.hold_lock().take();
+        match hold {
+            Some(h) if h.cluster == from => {
+                self.routing.abort(&from, h.restore)?;
+                crate::metrics::cutover_pause(h.paused_at.elapsed().as_secs_f64());
+                crate::metrics::cutover_ended("aborted");
+                Ok(StepOutcome {
+                    detail: format!("{from} back to {}", h.restore.as_str()),
+                    aborted: self.routing.refused_total() - h.refused_before,
+                    ..StepOutcome::default()
+                })
+            }
+            _ => Ok(outcome("nothing to undo".into())),
+        }
+    }
+
+    /// DbPreflight: the cutover lock (with `[cutover]`), then the database checks.
+    async fn db_preflight(
+        &self,
+        from: String,
+        to: String,
+        holder: Option<String>,
+        lease_ms: u64,
+    ) -> Result<StepOutcome, StepError> {
+        let mut found = Vec::new();
+        if let (Some(holder), true) = (holder, self.config.raw.cutover.is_some()) {
+            let lease = Duration::from_millis(lease_ms.max(1000));
+            match self.databases.lock(&to, &holder, lease).await {
+                Ok(detail) => found.push(detail),
+                Err(DbError::NoLogin(_)) => found.push("no cutover lock (no monitor_user)".into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.databases.preflight(&from, &to).await {
+            Ok(detail) => {
+                found.push(detail);
+                Ok(outcome(found.join("; ")))
+            }
+            Err(e) => {
+                self.databases.unlock().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// DbMark: the database fence as configured, then the old writer's last position.
+    async fn db_mark(&self, from: String, fence: Option<Fence>) -> Result<StepOutcome, StepError> {
+        let fence = fence.unwrap_or_else(|| {
+            self.config
+                .raw
+                .cutover
+                .as_ref()
+                .map_or(Fence::Proxy, |c| c.fence_for(false))
+        });
+        let mark = self.databases.mark(&from, fence).await?;
+        Ok(StepOutcome {
+            detail: if mark.is_empty() {
+                "no position to wait for".into()
+            } else {
+                format!("old writer at {mark}")
+            },
+            mark,
+            ..StepOutcome::default()
+        })
+    }
+
+    /// DbCatchUp: waits for the new writer to apply `mark`, then writes the record.
+    async fn db_catch_up(
+        &self,
+        from: String,
+        to: String,
+        mark: String,
+        timeout_ms: u64,
+    ) -> Result<StepOutcome, StepError> {
+        self.show(Phase::CatchUp);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let (detail, epoch) = self.databases.catch_up(&from, &to, &mark, deadline).await?;
+        Ok(StepOutcome {
+            detail,
+            epoch,
+            ..StepOutcome::default()
+        })
+    }
+}
+
+/// A step's outcome that only says what was done.
+fn outcome(detail: String) -> StepOutcome {
+    StepOutcome {
+        detail,
+        ..StepOutcome::default()
     }
 }
 
@@ -404,7 +452,9 @@ impl Participant for Local {
         "this proxy".into()
     }
 
-    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+    type Error = StepError;
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, StepError> {
         self.0.step(request).await
     }
 }

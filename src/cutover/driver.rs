@@ -92,8 +92,16 @@ pub struct StepOutcome {
 
 /// A proxy taking part in a cutover: in this process, or behind an admin URL.
 pub trait Participant {
+    /// Why a step failed on this proxy (the driver reports it with its causes).
+    type Error: std::error::Error;
+
     fn name(&self) -> String;
-    fn step(&self, request: StepRequest) -> impl Future<Output = Result<StepOutcome, String>>;
+    fn step(&self, request: StepRequest) -> impl Future<Output = Result<StepOutcome, Self::Error>>;
+}
+
+/// One step on one proxy, its failure as one line (with causes) for the report.
+async fn step<P: Participant>(p: &P, request: StepRequest) -> Result<StepOutcome, String> {
+    p.step(request).await.map_err(|e| crate::error::chain(&e))
 }
 
 /// What to do and the time each part may take.
@@ -161,20 +169,7 @@ pub async fn run<P: Participant>(
     plan: &Plan,
     mut progress: impl FnMut(&StepRecord, Phase),
 ) -> Report {
-    let mut report = Report {
-        outcome: Phase::Preflight,
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        active: plan.from.clone(),
-        pause_ms: None,
-        held: 0,
-        aborted: 0,
-        proxies: proxies.len(),
-        steps: Vec::new(),
-        error: None,
-        members: Vec::new(),
-        epoch: 0,
-    };
+    let mut report = Report::start(plan, proxies.len());
     let mut did: Vec<String> = vec!["untouched".to_owned(); proxies.len()];
     let mut locked = false;
     let Some(first) = proxies.first() else {
@@ -196,31 +191,7 @@ pub async fn run<P: Participant>(
     while !phase.is_final() {
         let started = Instant::now();
         let result: Result<String, String> = match phase {
-            Phase::Preflight => {
-                // The lock first: a second operator is refused before touching anything.
-                let db = first
-                    .step(StepRequest::DbPreflight {
-                        from: from.clone(),
-                        to: to.clone(),
-                        holder: Some(plan.holder.clone()),
-                        lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
-                    })
-                    .await;
-                match db {
-                    Ok(db) => {
-                        locked = true;
-                        let check = StepRequest::Check {
-                            from: from.clone(),
-                            to: to.clone(),
-                        };
-                        match all(proxies, check, &mut did).await {
-                            Ok(_) => Ok(db.detail),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Phase::Preflight => preflight(proxies, plan, &mut did, &mut locked).await,
             Phase::Pause => {
                 paused_at = Some(Instant::now());
                 all(proxies, StepRequest::Pause { from: from.clone() }, &mut did)
@@ -241,99 +212,31 @@ pub async fn run<P: Participant>(
                 .map(|outcomes| join_details(&outcomes))
             }
             Phase::Fence => {
-                match all(proxies, StepRequest::Fence { from: from.clone() }, &mut did).await {
-                    Ok(_) => {
-                        db_fenced = true;
-                        first
-                            .step(StepRequest::DbMark {
-                                from: from.clone(),
-                                fence: Some(plan.fence),
-                            })
-                            .await
-                            .map(|o| {
-                                mark = o.mark;
-                                o.detail
-                            })
-                    }
-                    Err(e) => Err(e),
-                }
+                fence(proxies, plan, &mut did, &mut db_fenced)
+                    .await
+                    .map(|(marked, detail)| {
+                        mark = marked;
+                        detail
+                    })
             }
-            Phase::CatchUp => first
-                .step(StepRequest::DbCatchUp {
+            Phase::CatchUp => step(
+                first,
+                StepRequest::DbCatchUp {
                     from: from.clone(),
                     to: to.clone(),
                     mark: mark.clone(),
                     timeout_ms: left(paused_at, plan.catch_up_timeout),
-                })
-                .await
-                .map(|o| {
-                    report.epoch = o.epoch;
-                    o.detail
-                }),
-            Phase::Switch => {
-                // Every proxy, even when one fails: the record is written, so each one
-                // switched is one less waiting to follow it.
-                let request = StepRequest::Switch {
-                    from: from.clone(),
-                    to: to.clone(),
-                    epoch: report.epoch,
-                };
-                let mut problems = Vec::new();
-                for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match p.step(request.clone()).await {
-                        Ok(o) => {
-                            report.held += o.held;
-                            report.aborted += o.aborted;
-                            *did = describe(&request, &o);
-                        }
-                        Err(e) => {
-                            *did = format!(
-                                "switch FAILED: {e}; follows the record within its poll_interval"
-                            );
-                            problems.push(format!("{}: {e}", p.name()));
-                        }
-                    }
-                }
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                if problems.is_empty() {
-                    report.active = to.clone();
-                    Ok(format!(
-                        "{to} is active; {} held transactions released onto it",
-                        report.held
-                    ))
-                } else {
-                    Err(problems.join("; "))
-                }
-            }
+                },
+            )
+            .await
+            .map(|o| {
+                report.epoch = o.epoch;
+                o.detail
+            }),
+            Phase::Switch => switch(proxies, &to, &mut did, &mut report, paused_at).await,
             Phase::Abort => {
-                let mut problems = Vec::new();
-                if db_fenced
-                    && let Err(e) = first
-                        .step(StepRequest::DbUnfence { from: from.clone() })
-                        .await
-                {
-                    problems.push(format!("unfence {from}: {e}"));
-                }
-                // Every proxy, even when one fails: each one resumed is one less stuck.
-                for (p, did) in proxies.iter().zip(did.iter_mut()) {
-                    match p.step(StepRequest::Abort { from: from.clone() }).await {
-                        Ok(o) => {
-                            report.aborted += o.aborted;
-                            *did = format!("resumed on {from}: {}", o.detail);
-                        }
-                        Err(e) => {
-                            *did = format!("abort FAILED: {e}");
-                            problems.push(format!("{}: {e}", p.name()));
-                        }
-                    }
-                }
                 locked = false;
-                report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
-                if problems.is_empty() {
-                    Ok(format!("{from} resumed as before"))
-                } else {
-                    Err(problems.join("; "))
-                }
+                abort(proxies, &from, db_fenced, &mut did, &mut report, paused_at).await
             }
             done => Ok(format!("{} already", done.as_str())),
         };
@@ -358,7 +261,7 @@ pub async fn run<P: Participant>(
     // or an abort has given it back already.
     if locked
         && matches!(phase, Phase::Aborted | Phase::DryRun)
-        && let Err(e) = first.step(StepRequest::DbRelease).await
+        && let Err(e) = step(first, StepRequest::DbRelease).await
     {
         tracing::warn!(error = %e, "could not give the cutover lock back; it frees with its lease");
     }
@@ -374,6 +277,160 @@ pub async fn run<P: Participant>(
     report
 }
 
+/// Fence: every proxy refuses writes on `from`; then the first one fences the old writer
+/// in the database (as the plan says) and takes its last position. `db_fenced` is set once
+/// the database step was asked for (an abort undoes it). `Ok` holds the position and what
+/// was done.
+async fn fence<P: Participant>(
+    proxies: &[P],
+    plan: &Plan,
+    did: &mut [String],
+    db_fenced: &mut bool,
+) -> Result<(String, String), String> {
+    let from = &plan.from;
+    all(proxies, StepRequest::Fence { from: from.clone() }, did).await?;
+    *db_fenced = true;
+    step(
+        &proxies[0],
+        StepRequest::DbMark {
+            from: from.clone(),
+            fence: Some(plan.fence),
+        },
+    )
+    .await
+    .map(|o| (o.mark, o.detail))
+}
+
+/// Preflight: the cutover lock and the database checks on the first proxy, then every
+/// proxy checks it serves `from`. `locked` says whether the lock was taken.
+async fn preflight<P: Participant>(
+    proxies: &[P],
+    plan: &Plan,
+    did: &mut [String],
+    locked: &mut bool,
+) -> Result<String, String> {
+    let (first, from, to) = (&proxies[0], &plan.from, &plan.to);
+    // The lock first: a second operator is refused before touching anything.
+    let db = step(
+        first,
+        StepRequest::DbPreflight {
+            from: from.clone(),
+            to: to.clone(),
+            holder: Some(plan.holder.clone()),
+            lease_ms: (plan.max_pause + LEASE_MARGIN).as_millis() as u64,
+        },
+    )
+    .await;
+    match db {
+        Ok(db) => {
+            *locked = true;
+            let check = StepRequest::Check {
+                from: from.clone(),
+                to: to.clone(),
+            };
+            match all(proxies, check, did).await {
+                Ok(_) => Ok(db.detail),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Switch: every proxy, even when one fails (the record is written, so each one switched
+/// is one less waiting to follow it).
+async fn switch<P: Participant>(
+    proxies: &[P],
+    to: &str,
+    did: &mut [String],
+    report: &mut Report,
+    paused_at: Option<Instant>,
+) -> Result<String, String> {
+    let from = report.from.clone();
+    // Every proxy, even when one fails: the record is written, so each one
+    // switched is one less waiting to follow it.
+    let request = StepRequest::Switch {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        epoch: report.epoch,
+    };
+    let mut problems = Vec::new();
+    for (p, did) in proxies.iter().zip(did.iter_mut()) {
+        match step(p, request.clone()).await {
+            Ok(o) => {
+                report.held += o.held;
+                report.aborted += o.aborted;
+                *did = describe(&request, &o);
+            }
+            Err(e) => {
+                *did = format!("switch FAILED: {e}; follows the record within its poll_interval");
+                problems.push(format!("{}: {e}", p.name()));
+            }
+        }
+    }
+    report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+    if problems.is_empty() {
+        report.active = to.to_owned();
+        Ok(format!(
+            "{to} is active; {} held transactions released onto it",
+            report.held
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Abort: the database fence undone (when this cutover set it), then every proxy resumes,
+/// even when one fails (each one resumed is one less stuck).
+async fn abort<P: Participant>(
+    proxies: &[P],
+    from: &str,
+    db_fenced: bool,
+    did: &mut [String],
+    report: &mut Report,
+    paused_at: Option<Instant>,
+) -> Result<String, String> {
+    let first = &proxies[0];
+    let mut problems = Vec::new();
+    if db_fenced
+        && let Err(e) = step(
+            first,
+            StepRequest::DbUnfence {
+                from: from.to_owned(),
+            },
+        )
+        .await
+    {
+        problems.push(format!("unfence {from}: {e}"));
+    }
+    // Every proxy, even when one fails: each one resumed is one less stuck.
+    for (p, did) in proxies.iter().zip(did.iter_mut()) {
+        match step(
+            p,
+            StepRequest::Abort {
+                from: from.to_owned(),
+            },
+        )
+        .await
+        {
+            Ok(o) => {
+                report.aborted += o.aborted;
+                *did = format!("resumed on {from}: {}", o.detail);
+            }
+            Err(e) => {
+                *did = format!("abort FAILED: {e}");
+                problems.push(format!("{}: {e}", p.name()));
+            }
+        }
+    }
+    report.pause_ms = paused_at.map(|t| ms(t.elapsed()));
+    if problems.is_empty() {
+        Ok(format!("{from} resumed as before"))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// How much longer than `max_pause` the cutover lock outlives the last step it heard of.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -386,7 +443,7 @@ async fn all<P: Participant>(
 ) -> Result<Vec<StepOutcome>, String> {
     let mut outcomes = Vec::with_capacity(proxies.len());
     for (p, did) in proxies.iter().zip(did.iter_mut()) {
-        match p.step(request.clone()).await {
+        match step(p, request.clone()).await {
             Ok(o) => {
                 *did = describe(&request, &o);
                 outcomes.push(o);
@@ -412,6 +469,26 @@ fn step_name(request: &StepRequest) -> &'static str {
         StepRequest::Switch { .. } => "switch",
         StepRequest::Abort { .. } => "abort",
         _ => "database step",
+    }
+}
+
+impl Report {
+    /// The report of a cutover that has not started: `from` still active.
+    fn start(plan: &Plan, proxies: usize) -> Report {
+        Report {
+            outcome: Phase::Preflight,
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            active: plan.from.clone(),
+            pause_ms: None,
+            held: 0,
+            aborted: 0,
+            proxies,
+            steps: Vec::new(),
+            error: None,
+            members: Vec::new(),
+            epoch: 0,
+        }
     }
 }
 
@@ -452,17 +529,19 @@ mod tests {
     }
 
     impl Participant for Fake {
+        type Error = std::io::Error;
+
         fn name(&self) -> String {
             "fake".into()
         }
-        async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+        async fn step(&self, request: StepRequest) -> Result<StepOutcome, std::io::Error> {
             let name = serde_json::to_value(&request).unwrap()["step"]
                 .as_str()
                 .unwrap()
                 .to_owned();
             self.seen.borrow_mut().push(name.clone());
             if self.fail == Some(name.as_str()) {
-                return Err(format!("{name} failed"));
+                return Err(std::io::Error::other(format!("{name} failed")));
             }
             Ok(StepOutcome {
                 held: 2,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::Routing;
-use super::catch_up::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
+use super::database::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
 use super::record::{Record, read_newest};
 use crate::config::FleetConfig;
 use crate::shutdown::Shutdown;
@@ -186,7 +186,7 @@ impl Fleet {
                 Ok(Ok(v)) => v,
                 Ok(Err(DbError::NoLogin(_))) => continue,
                 Ok(Err(e)) => {
-                    tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: could not read the cluster");
+                    tracing::debug!(%cluster, error = %crate::error::chain(&e), "fleet: could not read the cluster");
                     continue;
                 }
                 Err(_) => {
@@ -228,7 +228,7 @@ impl Fleet {
         if let Some(r) = &newest
             && let Err(e) = routing.converge_drained(r, drain).await
         {
-            tracing::error!(error = %crate::session::chain(&e), source = %r.source, "could not follow the cutover record");
+            tracing::error!(error = %crate::error::chain(&e), source = %r.source, "could not follow the cutover record");
         }
         let mut list: Vec<Member> = members.into_values().collect();
         for (url, source) in self.peers().await {
@@ -266,7 +266,7 @@ impl Fleet {
                 if self.config.register
                     && let Err(e) = w.exec(&create_members(&w, self.table())).await
                 {
-                    tracing::debug!(%cluster, error = %crate::session::chain(&e), "fleet: members table not created (a fenced writer)");
+                    tracing::debug!(%cluster, error = %crate::error::chain(&e), "fleet: members table not created (a fenced writer)");
                 }
                 w
             }
@@ -372,7 +372,7 @@ async fn heartbeat(w: &mut Writer, table: &str, me: &Heartbeat) -> bool {
         Ok(()) => true,
         Err(e) => {
             // PostgreSQL's fence refuses it.
-            tracing::debug!(error = %crate::session::chain(&e), "fleet: heartbeat refused");
+            tracing::debug!(error = %crate::error::chain(&e), "fleet: heartbeat refused");
             false
         }
     }

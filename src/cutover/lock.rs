@@ -5,14 +5,12 @@
 //! came for a lease (the coordinator died). A second operator is refused with the holder's
 //! name.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::catch_up::{Conn, Databases, DbError, Writer};
+use super::database::{Conn, CutoverLock, Databases, DbError, Held, Writer};
 use crate::config::Protocol;
 
 /// The advisory lock key (PostgreSQL; any constant no one else uses: "SWYD").
@@ -20,23 +18,7 @@ const PG_KEY: i64 = 0x5357_5944;
 /// The named lock (MySQL).
 const MYSQL_NAME: &str = "switchyard_cutover";
 
-/// The lock while this proxy holds it.
-pub(super) struct Held {
-    holder: String,
-    lease: Duration,
-    renew: watch::Sender<Instant>,
-    release: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-#[derive(Default)]
-pub(super) struct CutoverLock(Mutex<Option<Held>>);
-
 impl CutoverLock {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Pushes the lease out: the coordinator is still there.
     pub(super) fn renew(&self) {
         if let Some(h) = self.slot().as_ref() {
@@ -122,7 +104,7 @@ impl Databases {
                         ),
                     ] {
                         if let Err(e) = w.exec(&sql).await {
-                            tracing::warn!(error = %crate::session::chain(&e), "could not write the cutover lock's holder");
+                            tracing::warn!(error = %crate::error::chain(&e), "could not write the cutover lock's holder");
                         }
                     }
                 }
@@ -192,6 +174,6 @@ async fn hold(
         Conn::Mysql(_) => format!("SELECT RELEASE_LOCK('{MYSQL_NAME}')"),
     };
     if let Err(e) = w.one(&sql).await {
-        tracing::warn!(error = %crate::session::chain(&e), "unlock the cutover lock (closing its connection frees it)");
+        tracing::warn!(error = %crate::error::chain(&e), "unlock the cutover lock (closing its connection frees it)");
     }
 }

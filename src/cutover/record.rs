@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 
-use super::catch_up::{CONNECT_TIMEOUT, Conn, Databases, DbError, Writer};
+use super::database::{CONNECT_TIMEOUT, Databases, DbError, Writer, Written};
 use crate::config::Protocol;
 
 /// One switch, as recorded on the cluster that became active.
@@ -26,13 +26,6 @@ pub struct Record {
     pub epoch: u64,
     /// Where it was read from, for the log.
     pub source: String,
-}
-
-/// The record this proxy wrote during the current cutover, to erase on abort.
-#[derive(Debug)]
-pub(super) struct Written {
-    cluster: String,
-    at_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -119,7 +112,7 @@ impl Databases {
                 return Err(DbError::Refused(format!(
                     "the record table {table} cannot be created on the new writer {}: {}",
                     new.addr,
-                    crate::session::chain(&e)
+                    crate::error::chain(&e)
                 )));
             }
         }
@@ -174,7 +167,7 @@ impl Databases {
                 Ok(Ok(Some(r))) => newest = newest.max(r.epoch),
                 Ok(Ok(None)) | Ok(Err(DbError::NoLogin(_))) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(%cluster, error = %crate::session::chain(&e), "could not read the cutover record's epoch")
+                    tracing::warn!(%cluster, error = %crate::error::chain(&e), "could not read the cutover record's epoch")
                 }
                 Err(_) => {
                     tracing::warn!(%cluster, "could not read the cutover record's epoch in time")
@@ -236,7 +229,7 @@ impl Databases {
                 Ok(Ok(_)) | Ok(Err(DbError::NoLogin(_))) => {}
                 Ok(Err(e)) => tracing::warn!(
                     %cluster,
-                    error = %crate::session::chain(&e),
+                    error = %crate::error::chain(&e),
                     "could not read the cutover record"
                 ),
                 Err(_) => tracing::warn!(
@@ -280,46 +273,6 @@ pub(super) async fn read_newest(
         epoch: number("epoch", epoch)?,
         source: format!("{table} on {} ({cluster})", w.addr),
     }))
-}
-
-impl Writer {
-    /// The first row's columns as text (empty when there is no row; NULL as "").
-    pub(super) async fn row(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
-        match &mut self.conn {
-            Conn::Postgres(c) => {
-                let messages = c.simple_query(sql).await;
-                let messages = messages.map_err(|e| self.error(sql, e))?;
-                Ok(messages
-                    .iter()
-                    .find_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                            (0..r.len())
-                                .map(|i| r.get(i).unwrap_or_default().to_owned())
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .unwrap_or_default())
-            }
-            Conn::Mysql(c) => {
-                use mysql_async::prelude::Queryable;
-                let row: Result<Option<mysql_async::Row>, _> = c.query_first(sql).await;
-                let row = row.map_err(|e| self.error(sql, e))?;
-                Ok(row
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| {
-                                r.get_opt::<Option<String>, _>(i)
-                                    .and_then(Result::ok)
-                                    .flatten()
-                                    .unwrap_or_default()
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

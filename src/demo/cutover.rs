@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::proxy::blocking;
-use crate::client::{Admin, error_message};
+use crate::operator::{Admin, error_message};
 
 /// One phase of a cutover as its report lists it.
 #[derive(Debug, Clone, PartialEq)]

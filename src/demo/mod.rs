@@ -35,7 +35,7 @@ use self::process::{Processes, STOP_SCRIPT, Scratch, log_tail};
 use self::report::{Summary, Verification};
 use self::servers::Clusters;
 use self::watch::{PerInstance, Watch, queries_by_instance};
-use crate::client::Admin;
+use crate::operator::Admin;
 
 /// The application's login and database, on every server and through switchyard.
 pub const APP_USER: &str = "app";

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Instance;
 use super::process::{Account, Processes, Signals, StopSignal, log_tail};
-use crate::client::Admin;
+use crate::operator::Admin;
 
 /// How long the proxy may take to answer on its admin API.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

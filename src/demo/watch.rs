@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::Instance;
 use super::load::stats::Stats;
 use super::proxy::blocking;
-use crate::client::Admin;
+use crate::operator::Admin;
 
 /// Statements per instance, as counted by `switchyard_queries_total`, by `host:port`.
 pub type PerInstance = BTreeMap<String, f64>;

@@ -157,83 +157,11 @@ async fn connect_inner(
         match msg[0] {
             tag::AUTHENTICATION => {
                 let code = read_i32(body).ok_or_else(|| conn.protocol("short Authentication"))?;
-                let data = &body[4..];
                 out.clear();
-                match code {
-                    auth::OK => continue,
-                    auth::CLEARTEXT_PASSWORD => {
-                        let password = conn.password(creds)?;
-                        frontend::password_message(password.as_bytes(), &mut out).map_err(io)?;
-                    }
-                    auth::MD5_PASSWORD => {
-                        let salt: [u8; 4] = data
-                            .get(..4)
-                            .and_then(|s| s.try_into().ok())
-                            .ok_or_else(|| conn.protocol("short md5 salt"))?;
-                        let hash = match (&creds.password, creds.pass_through) {
-                            (None, Some(PassThrough::Md5(stored))) => stored.answer(salt),
-                            _ => {
-                                let password = conn.password(creds)?;
-                                md5_hash(creds.user.as_bytes(), password.as_bytes(), salt)
-                            }
-                        };
-                        frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
-                    }
-                    auth::SASL => {
-                        let offers_scram = data
-                            .split(|&b| b == 0)
-                            .any(|m| m == scram::MECHANISM.as_bytes());
-                        if !offers_scram {
-                            return Err(ConnectError::UnsupportedAuth {
-                                addr: addr.to_owned(),
-                                detail: format!("SASL {}", String::from_utf8_lossy(data)),
-                            });
-                        }
-                        let nonce = scram::random_nonce();
-                        let (s, first) = match (&creds.password, creds.pass_through) {
-                            (None, Some(PassThrough::Scram(keys))) => {
-                                ScramClient::with_keys(keys, &nonce)
-                            }
-                            _ => ScramClient::new(conn.password(creds)?.as_bytes(), &nonce),
-                        };
-                        frontend::sasl_initial_response(
-                            scram::MECHANISM,
-                            first.as_bytes(),
-                            &mut out,
-                        )
-                        .map_err(io)?;
-                        scram = Some(s);
-                    }
-                    auth::SASL_CONTINUE => {
-                        let s = scram
-                            .as_mut()
-                            .ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
-                        let last = s.server_first(data, &creds.salted).map_err(|source| {
-                            ConnectError::Scram {
-                                addr: addr.to_owned(),
-                                source,
-                            }
-                        })?;
-                        frontend::sasl_response(last.as_bytes(), &mut out).map_err(io)?;
-                    }
-                    auth::SASL_FINAL => {
-                        let mut s = scram
-                            .take()
-                            .ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
-                        s.server_final(data).map_err(|source| ConnectError::Scram {
-                            addr: addr.to_owned(),
-                            source,
-                        })?;
-                        continue;
-                    }
-                    other => {
-                        return Err(ConnectError::UnsupportedAuth {
-                            addr: addr.to_owned(),
-                            detail: format!("method {other}"),
-                        });
-                    }
+                answer_auth(&conn, code, &body[4..], creds, &mut scram, &mut out)?;
+                if !out.is_empty() {
+                    conn.stream.write_all(&out).await.map_err(io)?;
                 }
-                conn.stream.write_all(&out).await.map_err(io)?;
             }
             tag::PARAMETER_STATUS => conn.parameter_status.push(msg),
             tag::NOTICE_RESPONSE => conn.notices.push(msg),
@@ -263,6 +191,91 @@ async fn connect_inner(
             }
         }
     }
+}
+
+/// Answers one Authentication request of the server into `out` (left empty when there is
+/// nothing to send: AuthenticationOk, SASLFinal). `scram` carries the SCRAM exchange
+/// between requests.
+fn answer_auth(
+    conn: &BackendConn,
+    code: i32,
+    data: &[u8],
+    creds: &Credentials,
+    scram: &mut Option<ScramClient>,
+    out: &mut BytesMut,
+) -> Result<(), ConnectError> {
+    let addr = conn.instance.addr.as_str();
+    let io = |source| ConnectError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    match code {
+        auth::OK => {}
+        auth::CLEARTEXT_PASSWORD => {
+            let password = conn.password(creds)?;
+            frontend::password_message(password.as_bytes(), out).map_err(io)?;
+        }
+        auth::MD5_PASSWORD => {
+            let salt: [u8; 4] = data
+                .get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| conn.protocol("short md5 salt"))?;
+            let hash = match (&creds.password, creds.pass_through) {
+                (None, Some(PassThrough::Md5(stored))) => stored.answer(salt),
+                _ => {
+                    let password = conn.password(creds)?;
+                    md5_hash(creds.user.as_bytes(), password.as_bytes(), salt)
+                }
+            };
+            frontend::password_message(hash.as_bytes(), out).map_err(io)?;
+        }
+        auth::SASL => {
+            let offers_scram = data
+                .split(|&b| b == 0)
+                .any(|m| m == scram::MECHANISM.as_bytes());
+            if !offers_scram {
+                return Err(ConnectError::UnsupportedAuth {
+                    addr: addr.to_owned(),
+                    detail: format!("SASL {}", String::from_utf8_lossy(data)),
+                });
+            }
+            let nonce = scram::random_nonce();
+            let (s, first) = match (&creds.password, creds.pass_through) {
+                (None, Some(PassThrough::Scram(keys))) => ScramClient::with_keys(keys, &nonce),
+                _ => ScramClient::new(conn.password(creds)?.as_bytes(), &nonce),
+            };
+            frontend::sasl_initial_response(scram::MECHANISM, first.as_bytes(), out).map_err(io)?;
+            *scram = Some(s);
+        }
+        auth::SASL_CONTINUE => {
+            let s = scram
+                .as_mut()
+                .ok_or_else(|| conn.protocol("unexpected SASLContinue"))?;
+            let last =
+                s.server_first(data, &creds.salted)
+                    .map_err(|source| ConnectError::Scram {
+                        addr: addr.to_owned(),
+                        source,
+                    })?;
+            frontend::sasl_response(last.as_bytes(), out).map_err(io)?;
+        }
+        auth::SASL_FINAL => {
+            let mut s = scram
+                .take()
+                .ok_or_else(|| conn.protocol("unexpected SASLFinal"))?;
+            s.server_final(data).map_err(|source| ConnectError::Scram {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        }
+        other => {
+            return Err(ConnectError::UnsupportedAuth {
+                addr: addr.to_owned(),
+                detail: format!("method {other}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn start_tls(

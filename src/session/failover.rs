@@ -250,9 +250,9 @@ impl<'a> WriterWait<'a> {
                 match connect(Arc::clone(&cluster), self.connect_timeout.min(left)).await {
                     Ok(conn) => return Ok((cluster, Ok(conn))),
                     Err(e) => {
-                        tracing::debug!(writer = %writer.addr, error = %super::chain(&e), "writer not reachable yet");
+                        tracing::debug!(writer = %writer.addr, error = %crate::error::chain(&e), "writer not reachable yet");
                         writer.load.mark_down(Instant::now(), RETRY_AFTER);
-                        last = Some(super::chain(&e));
+                        last = Some(crate::error::chain(&e));
                     }
                 }
             }

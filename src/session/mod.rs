@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
-use crate::cancel::CancelRegistry;
+use self::postgres::cancel::CancelRegistry;
 use crate::config::{Protocol, Secret, User, Validated};
 use crate::cutover::Routing;
 use crate::protocol::postgres::scram::Verifier;
@@ -156,19 +156,6 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-/// An error and its causes on one line (`connect to db:5432: tls: invalid certificate`),
-/// for the messages clients see.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// Records how a session ended: counts its kind of error, and logs anything but a normal
 /// end (the client left, or the proxy shut down).
 pub(crate) fn report_end(
@@ -180,7 +167,7 @@ pub(crate) fn report_end(
         crate::metrics::error(kind);
     }
     if !normal {
-        tracing::info!(error = %chain(error), "session ended");
+        tracing::info!(error = %crate::error::chain(error), "session ended");
     }
 }
 

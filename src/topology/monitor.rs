@@ -436,7 +436,7 @@ impl HealthTask {
             Err(_) => Probe::Fail,
         };
         i.load.set_problem(match (result, probe) {
-            (Err(e), _) => Some(error_chain(e)),
+            (Err(e), _) => Some(crate::error::chain(e)),
             (_, Probe::WrongRole) => Some(format!(
                 "the server is not in the {} role the topology gives it",
                 i.role.as_str()
@@ -479,18 +479,6 @@ impl HealthTask {
         metrics::instance_healthy(&self.cluster, &i.addr, after.is_usable());
         metrics::instance_lag(&self.cluster, &i.addr, lag);
     }
-}
-
-/// An error and its sources, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
-use switchyard::session::chain;
+use switchyard::error::chain;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::stats::Stats;

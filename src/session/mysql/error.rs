@@ -1,6 +1,6 @@
 //! The ways a MySQL session ends, and the ERR packet the client gets for each.
 
-use super::chain;
+use crate::error::chain;
 use crate::metrics::ErrorKind;
 use crate::pool::mysql::ConnectError;
 use crate::protocol::mysql::constants::{

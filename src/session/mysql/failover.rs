@@ -146,7 +146,7 @@ impl Session {
         if let Some(held) = held
             && let Some(ended) = self.end_if_alone(&held).await
         {
-            tracing::debug!(error = %crate::session::chain(&error), "writer connection ended alone");
+            tracing::debug!(error = %crate::error::chain(&error), "writer connection ended alone");
             return Err(ended);
         }
         let addr = self
@@ -158,7 +158,7 @@ impl Session {
         self.forget_transaction();
         let loss = Loss::OutcomeUnknown;
         failover::report_loss(&self.cluster.name, loss, &addr);
-        tracing::debug!(error = %crate::session::chain(&error), "writer lost");
+        tracing::debug!(error = %crate::error::chain(&error), "writer lost");
         let message = loss.message(&self.cluster.name);
         if self.client.written != written_before || self.view.pinned_to_writer {
             let code = ER_SERVER_SHUTDOWN;

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 
 use super::backend::Backend;
 use super::{Session, SessionError, compressed};
+use crate::error::chain;
 use crate::pool::Credentials;
 use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
 use crate::protocol::mysql::constants::{
@@ -24,7 +25,6 @@ use crate::protocol::mysql::constants::{
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet;
 use crate::session::Context;
-use crate::session::chain;
 use crate::session::failover::{WaitError, WriterWait};
 use crate::shutdown::Shutdown;
 use crate::topology::Cluster;
@@ -145,7 +145,7 @@ pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
     match greeted.login(cluster, &login, &creds, timeout).await {
         Ok(conn) => conn.quit().await,
         Err(e) => {
-            tracing::debug!(error = %crate::session::chain(&e), "could not finish an unused writer handshake");
+            tracing::debug!(error = %crate::error::chain(&e), "could not finish an unused writer handshake");
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::{Context, Leave, ReaderSpread, chain, open_reader};
+use super::{Context, Leave, ReaderSpread, open_reader};
 use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics;

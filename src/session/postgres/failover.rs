@@ -177,7 +177,7 @@ impl Session {
         let may_commit = ends || unit.stmt.count != 1;
         let loss = Loss::of(open, true, may_commit);
         failover::report_loss(&self.cluster.name, loss, &addr);
-        tracing::debug!(error = %crate::session::chain(&failed.error), "writer lost");
+        tracing::debug!(error = %crate::error::chain(&failed.error), "writer lost");
         let code = match loss {
             Loss::RolledBack => sqlstate::SERIALIZATION_FAILURE,
             Loss::Nothing | Loss::OutcomeUnknown => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod backend;
+pub mod cancel;
 mod exchange;
 mod failover;
 mod migration;
@@ -18,8 +19,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use self::cancel::{CancelTarget, Registration, SessionCancel};
 use super::{Context, Leave, ReaderSpread, open_reader};
-use crate::cancel::{CancelTarget, Registration, SessionCancel};
 use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
@@ -102,11 +103,11 @@ impl SessionError {
             Refused { code, message } | Failover { code, message } => (code, message.clone()),
             Connect(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                crate::session::chain(e),
+                crate::error::chain(e),
             ),
             Lookup(e) => (
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!("switchyard: {}", crate::session::chain(e)),
+                format!("switchyard: {}", crate::error::chain(e)),
             ),
             BackendLost { addr, .. } => (
                 sqlstate::CONNECTION_FAILURE,
@@ -272,7 +273,7 @@ impl Session {
     /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
     /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
     /// works only through the proxy, which sends it to the connection running the client's
-    /// statement (see `crate::cancel`).
+    /// statement (see `cancel`).
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,

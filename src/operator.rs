@@ -177,17 +177,33 @@ impl Participant for Remote {
         self.0.url.clone()
     }
 
-    async fn step(&self, request: StepRequest) -> Result<StepOutcome, String> {
+    type Error = RemoteStepError;
+
+    async fn step(&self, request: StepRequest) -> Result<StepOutcome, RemoteStepError> {
         let admin = std::sync::Arc::clone(&self.0);
         let call = tokio::task::spawn_blocking(move || {
-            let body = serde_json::to_value(&request).map_err(|e| e.to_string())?;
+            let body = serde_json::to_value(&request).map_err(RemoteStepError::Encode)?;
             let answer = admin
                 .call("POST", "/v1/cutover/step", Some(body))
-                .map_err(|e| format!("{e:#}"))?;
-            serde_json::from_value(answer).map_err(|e| e.to_string())
+                .map_err(RemoteStepError::Call)?;
+            serde_json::from_value(answer).map_err(RemoteStepError::Decode)
         });
-        call.await.map_err(|e| e.to_string())?
+        call.await.map_err(RemoteStepError::Task)?
     }
+}
+
+/// Why a step sent to a proxy's admin API failed.
+#[derive(Debug, thiserror::Error)]
+enum RemoteStepError {
+    #[error("encode the step request: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The proxy refused the step, or could not be reached: its message as it gave it.
+    #[error("{0:#}")]
+    Call(anyhow::Error),
+    #[error("decode the step's outcome: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("the step's HTTP call did not finish")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// The proxies a cutover drives: the ones given, every live member of their fleet, and the
@@ -295,31 +311,7 @@ pub fn cutover(admins: Vec<Admin>, to: &str, dry_run: bool) -> Result<bool> {
         (true, None) if fleet => Fence::Database,
         (true, None) => Fence::Proxy,
     };
-    if !unreachable.is_empty() {
-        let names: Vec<String> = unreachable
-            .iter()
-            .map(|m| format!("{} ({})", m.name, m.did))
-            .collect();
-        if fence == Fence::Proxy {
-            bail!(
-                "preflight: fleet member(s) unreachable with fence = \"proxy\": {}. Their writes would go on to the old cluster; bring them back, leave them out of the fleet, or fence in the database (fence = \"database\")",
-                names.join("; ")
-            );
-        }
-        eprintln!(
-            "switchyard: left out (the database fence refuses their writes until they follow the record): {}",
-            names.join("; ")
-        );
-        for m in unreachable {
-            left_out.push(MemberReport {
-                name: m.name,
-                did: format!(
-                    "left out, {}; fenced by the database, follows the record within its poll_interval",
-                    m.did
-                ),
-            });
-        }
-    }
+    leave_out(unreachable, fence, &mut left_out)?;
     let plan = Plan {
         from: from.clone(),
         to: to.to_owned(),
@@ -352,24 +344,7 @@ pub fn cutover(admins: Vec<Admin>, to: &str, dry_run: bool) -> Result<bool> {
     let hold_after = std::env::var(HOLD_AFTER).ok();
     let started = std::time::Instant::now();
     let mut report = runtime.block_on(driver::run(&proxies, &plan, |step, _| {
-        println!(
-            "  {:>9.1} ms  {:<9}  {:<4} {:>8.1} ms  {}",
-            started.elapsed().as_secs_f64() * 1000.0 - step.ms,
-            step.phase.as_str(),
-            if step.ok { "ok" } else { "FAIL" },
-            step.ms,
-            step.detail
-        );
-        if hold_after.as_deref() == Some(step.phase.as_str()) {
-            use std::io::{BufRead as _, Write as _};
-            println!(
-                "holding after {} ({HOLD_AFTER}, test only)",
-                step.phase.as_str()
-            );
-            let _ = std::io::stdout().flush();
-            let mut line = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut line);
-        }
+        print_step(step, started, hold_after.as_deref())
     }));
     report.members.extend(left_out);
     print!("{}", render_report(&report));
@@ -377,6 +352,65 @@ pub fn cutover(admins: Vec<Admin>, to: &str, dry_run: bool) -> Result<bool> {
         report.outcome,
         switchyard::cutover::Phase::Switched | switchyard::cutover::Phase::DryRun
     ))
+}
+
+/// Members that could not be reached: refused with the proxy fence (their writes would go
+/// on to the old cluster), else left out of the cutover and listed in the report.
+fn leave_out(
+    unreachable: Vec<MemberReport>,
+    fence: Fence,
+    left_out: &mut Vec<MemberReport>,
+) -> Result<()> {
+    if unreachable.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unreachable
+        .iter()
+        .map(|m| format!("{} ({})", m.name, m.did))
+        .collect();
+    if fence == Fence::Proxy {
+        bail!(
+            "preflight: fleet member(s) unreachable with fence = \"proxy\": {}. Their writes would go on to the old cluster; bring them back, leave them out of the fleet, or fence in the database (fence = \"database\")",
+            names.join("; ")
+        );
+    }
+    eprintln!(
+        "switchyard: left out (the database fence refuses their writes until they follow the record): {}",
+        names.join("; ")
+    );
+    for m in unreachable {
+        left_out.push(MemberReport {
+            name: m.name,
+            did: format!(
+                "left out, {}; fenced by the database, follows the record within its poll_interval",
+                m.did
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One finished step as a line of progress; holds there when `SWITCHYARD_CUTOVER_HOLD_AFTER`
+/// names its phase (tests only).
+fn print_step(step: &driver::StepRecord, started: std::time::Instant, hold_after: Option<&str>) {
+    println!(
+        "  {:>9.1} ms  {:<9}  {:<4} {:>8.1} ms  {}",
+        started.elapsed().as_secs_f64() * 1000.0 - step.ms,
+        step.phase.as_str(),
+        if step.ok { "ok" } else { "FAIL" },
+        step.ms,
+        step.detail
+    );
+    if hold_after == Some(step.phase.as_str()) {
+        use std::io::{BufRead as _, Write as _};
+        println!(
+            "holding after {} ({HOLD_AFTER}, test only)",
+            step.phase.as_str()
+        );
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    }
 }
 
 pub fn render_report(r: &Report) -> String {
