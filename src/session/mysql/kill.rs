@@ -358,7 +358,7 @@ impl Session {
                 timeout,
             )
             .await
-            .map_err(|e| crate::session::chain(&e))?;
+            .map_err(|e| crate::error::chain(&e))?;
             let mut control = Backend::new(conn);
             let mut out = BytesMut::new();
             command::write_text_command(&mut out, COM_QUERY, sql.as_bytes());
