@@ -239,7 +239,8 @@ async fn fleet_worker(
         .pass(Some("app-secret"))
         .db_name(Some(db))
         .prefer_socket(false);
-    let mut conn = match mysql_async::Conn::new(opts).await {
+    let connect = || mysql_async::Conn::new(opts.clone());
+    let mut conn = match connect().await {
         Ok(c) => c,
         Err(e) => return ledger.error(format!("connect: {e}")),
     };
@@ -271,6 +272,16 @@ async fn fleet_worker(
                 refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 // Pacing, not readiness: the member follows the record on its own.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // The database fence ends the old writer's sessions whose transactions began
+            // before it (a straggler's): the connection closes, as it would on the server,
+            // and the write was never acknowledged. The application connects again.
+            Err(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => {
+                ledger.connection_ended();
+                conn = match connect().await {
+                    Ok(c) => c,
+                    Err(e) => return ledger.error(format!("reconnect: {e}")),
+                };
             }
             Err(e) => return ledger.error(format!("{key}: {e}")),
         }
@@ -380,6 +391,9 @@ async fn a_fleet_member_the_operator_cannot_reach_is_fenced_by_the_database_and_
         assert_eq!(ledger.errors(), Vec::<String>::new());
     }
     assert_eq!(loads[0].1.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Members the cutover reached drained before the fence: none of their clients lost a
+    // connection (only the straggler's transactions may be ended by the database fence).
+    assert_eq!(loads[0].0.ended() + loads[1].0.ended(), 0);
     println!(
         "straggler: {} writes refused before it followed the record",
         loads[2].1.load(std::sync::atomic::Ordering::SeqCst)

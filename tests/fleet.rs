@@ -111,7 +111,8 @@ fn config(db: &str, state_dir: &std::path::Path, advertise: Option<String>) -> S
 
 /// The load on one proxy: writes (in a transaction or not), each read back. A write refused
 /// with the standard read-only error (25006: the old cluster fenced, in the database or at a
-/// proxy) is counted in `refused` and the client goes on; any other error fails the test.
+/// proxy) is counted in `refused` and the client goes on; a connection the server ended is
+/// counted in the ledger and the client connects again; any other error fails the test.
 async fn worker(
     proxy: std::net::SocketAddr,
     db: String,
@@ -123,11 +124,15 @@ async fn worker(
         "host=127.0.0.1 port={} user=app password=app-secret dbname={db}",
         proxy.port()
     );
-    let (mut client, conn) = match tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok::<_, tokio_postgres::Error>(client)
+    };
+    let mut client = match connect().await {
         Ok(c) => c,
         Err(e) => return ledger.error(format!("connect: {e}")),
     };
-    tokio::spawn(conn);
     let mut i = 0;
     while !ledger.stopped() {
         i += 1;
@@ -155,6 +160,19 @@ async fn worker(
                 refused.fetch_add(1, Ordering::SeqCst);
                 // Pacing, not readiness: the member follows the record on its own.
                 tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The database fence ends the old writer's sessions whose transactions began
+            // before it (a straggler's): FATAL 57P01 and the connection closes, as on the
+            // server; the write was never acknowledged. The application connects again.
+            Err(e)
+                if e.is_closed()
+                    || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) =>
+            {
+                ledger.connection_ended();
+                client = match connect().await {
+                    Ok(c) => c,
+                    Err(e) => return ledger.error(format!("reconnect: {e}")),
+                };
             }
             Err(e) => {
                 ledger.error(format!("{key}: {e}"));

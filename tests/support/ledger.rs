@@ -12,6 +12,9 @@ pub struct Ledger {
     acknowledged: Mutex<Vec<String>>,
     errors: Mutex<Vec<String>>,
     writes: AtomicUsize,
+    /// Client connections the server (or the proxy, as the server would) ended, after which
+    /// the client connected again, as an application's pool does.
+    ended: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -24,6 +27,16 @@ impl Ledger {
 
     pub fn error(&self, what: String) {
         self.errors.lock().unwrap().push(what);
+    }
+
+    /// A client connection was ended under the client (its transaction, never acknowledged,
+    /// is gone with it); the client connects again.
+    pub fn connection_ended(&self) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
     }
 
     pub fn writes(&self) -> usize {
