@@ -228,13 +228,18 @@ impl Writer {
 
     /// The first row's columns as text (empty when there is no row; NULL as "").
     pub(super) async fn row(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
+        Ok(self.rows(sql).await?.into_iter().next().unwrap_or_default())
+    }
+
+    /// Every row's columns as text (NULL as "").
+    pub(super) async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>, DbError> {
         match &mut self.conn {
             Conn::Postgres(c) => {
                 let messages = c.simple_query(sql).await;
                 let messages = messages.map_err(|e| self.error(sql, e))?;
                 Ok(messages
                     .iter()
-                    .find_map(|m| match m {
+                    .filter_map(|m| match m {
                         tokio_postgres::SimpleQueryMessage::Row(r) => Some(
                             (0..r.len())
                                 .map(|i| r.get(i).unwrap_or_default().to_owned())
@@ -242,13 +247,14 @@ impl Writer {
                         ),
                         _ => None,
                     })
-                    .unwrap_or_default())
+                    .collect())
             }
             Conn::Mysql(c) => {
                 use mysql_async::prelude::Queryable;
-                let row: Result<Option<mysql_async::Row>, _> = c.query_first(sql).await;
-                let row = row.map_err(|e| self.error(sql, e))?;
-                Ok(row
+                let rows: Result<Vec<mysql_async::Row>, _> = c.query(sql).await;
+                let rows = rows.map_err(|e| self.error(sql, e))?;
+                Ok(rows
+                    .into_iter()
                     .map(|r| {
                         (0..r.len())
                             .map(|i| {
@@ -259,7 +265,7 @@ impl Writer {
                             })
                             .collect()
                     })
-                    .unwrap_or_default())
+                    .collect())
             }
         }
     }

@@ -438,47 +438,6 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-impl Writer {
-    /// Every row's columns as text (NULL as "").
-    pub(super) async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>, DbError> {
-        match &mut self.conn {
-            Conn::Postgres(c) => {
-                let messages = c.simple_query(sql).await;
-                let messages = messages.map_err(|e| self.error(sql, e))?;
-                Ok(messages
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                            (0..r.len())
-                                .map(|i| r.get(i).unwrap_or_default().to_owned())
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .collect())
-            }
-            Conn::Mysql(c) => {
-                use mysql_async::prelude::Queryable;
-                let rows: Result<Vec<mysql_async::Row>, _> = c.query(sql).await;
-                let rows = rows.map_err(|e| self.error(sql, e))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| {
-                                r.get_opt::<Option<String>, _>(i)
-                                    .and_then(Result::ok)
-                                    .flatten()
-                                    .unwrap_or_default()
-                            })
-                            .collect()
-                    })
-                    .collect())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
