@@ -9,36 +9,12 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::thread;
+use std::sync::Arc;
 
 use support::PgCluster;
 use support::ledger::Ledger;
+use support::postgres::pair;
 use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
-
-/// One old/new pair for every test of this binary; each test has its own database and
-/// subscription.
-struct Pair {
-    old: PgCluster,
-    new: PgCluster,
-}
-
-fn pair() -> &'static Pair {
-    static PAIR: OnceLock<Pair> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        thread::scope(|s| {
-            let old = s.spawn(|| PgCluster::start(1));
-            let new = s.spawn(|| PgCluster::start(1));
-            let join = |h: thread::ScopedJoinHandle<'_, PgCluster>| {
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            };
-            Pair {
-                old: join(old),
-                new: join(new),
-            }
-        })
-    })
-}
 
 const SCHEMA: &str =
     "CREATE TABLE ledger (id bigserial PRIMARY KEY, client_key text UNIQUE NOT NULL);

@@ -10,9 +10,8 @@
 mod support;
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -20,30 +19,9 @@ use tokio::process::{Child, Command};
 
 use support::fault::BlackHole;
 use support::ledger::Ledger;
+use support::postgres::pair;
 use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
 use support::{Backoff, PgCluster};
-
-struct Pair {
-    old: PgCluster,
-    new: PgCluster,
-}
-
-fn pair() -> &'static Pair {
-    static PAIR: OnceLock<Pair> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        thread::scope(|s| {
-            let old = s.spawn(|| PgCluster::start(1));
-            let new = s.spawn(|| PgCluster::start(1));
-            let join = |h: thread::ScopedJoinHandle<'_, PgCluster>| {
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            };
-            Pair {
-                old: join(old),
-                new: join(new),
-            }
-        })
-    })
-}
 
 /// One test at a time: the database fence is server-wide.
 async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {

@@ -41,6 +41,16 @@ pub struct Context {
     pub catalog: Arc<crate::catalog::Catalog>,
 }
 
+/// Where the user a client logs in as comes from ([`Context::find_user`]).
+pub(crate) enum FoundUser {
+    /// In `[[users]]`.
+    Configured(User),
+    /// Found by the `[auth]` query: the secret its database stores, as text.
+    Stored(Arc<str>),
+    /// Nowhere: the client goes through the exchange against a made-up secret.
+    Unknown,
+}
+
 /// One config, the SCRAM verifiers computed from its plain passwords (4096 PBKDF2 rounds
 /// each, so once per config, not per login) and its `[auth]` lookup.
 struct Live {
@@ -102,12 +112,21 @@ impl Context {
         self.live.store(Arc::new(Live::new(config)));
     }
 
+    /// Who logs in as `name`: a `[[users]]` entry, else a user the `[auth]` query finds on
+    /// the active cluster's writer (with the secret it stores, as text), else nobody.
+    pub(crate) async fn find_user(&self, name: &str) -> Result<FoundUser, auth_query::LookupError> {
+        if let Some(user) = self.config().user(name) {
+            return Ok(FoundUser::Configured(user.clone()));
+        }
+        Ok(match self.look_up(name).await? {
+            Some(stored) => FoundUser::Stored(stored),
+            None => FoundUser::Unknown,
+        })
+    }
+
     /// The stored verifier of `user`, who is not in `[[users]]`, from the active cluster's
     /// writer (or the cache); `None` when there is no such user or no `[auth]` section.
-    pub(crate) async fn look_up(
-        &self,
-        user: &str,
-    ) -> Result<Option<Arc<str>>, auth_query::LookupError> {
+    async fn look_up(&self, user: &str) -> Result<Option<Arc<str>>, auth_query::LookupError> {
         let live = self.live.load_full();
         let Some(lookup) = &live.lookup else {
             return Ok(None);

@@ -14,6 +14,9 @@ mod cross_cluster;
 mod failover;
 mod ssl;
 
+#[allow(unused_imports)] // Only the binaries that cut over use it.
+pub use cross_cluster::{PgPair, pair};
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use crate::protocol::mysql::auth::server::{AuthError, Credential, ServerAuth, Se
 use crate::protocol::mysql::auth::{NativeHash, Plugin};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::handshake;
-use crate::session::Context;
+use crate::session::{Context, FoundUser};
 
 /// One password check.
 pub struct Attempt<'a> {
@@ -179,15 +179,11 @@ enum Exchange {
 }
 
 async fn account(ctx: &Context, name: &str) -> Result<Account, SessionError> {
-    if let Some(user) = ctx.config().user(name) {
-        return Ok(Account::Configured(user.clone()));
-    }
-    let Some(text) = ctx
-        .look_up(name)
-        .await
-        .map_err(|e| SessionError::Lookup(Box::new(e)))?
-    else {
-        return Ok(Account::Unknown);
+    let found = ctx.find_user(name).await;
+    let text = match found.map_err(|e| SessionError::Lookup(Box::new(e)))? {
+        FoundUser::Configured(user) => return Ok(Account::Configured(user)),
+        FoundUser::Unknown => return Ok(Account::Unknown),
+        FoundUser::Stored(text) => text,
     };
     match NativeHash::parse(&text) {
         Some(hash) => Ok(Account::LookedUp(looked_up_user(name), hash)),

@@ -15,7 +15,7 @@ use crate::protocol::postgres::frame::cstr;
 use crate::protocol::postgres::md5::StoredMd5;
 use crate::protocol::postgres::messages::{self, auth};
 use crate::protocol::postgres::scram::{self, Keys, ScramServer, Verifier};
-use crate::session::Context;
+use crate::session::{Context, FoundUser};
 
 /// PostgreSQL's default iteration count, which a made-up verifier uses too.
 const MOCK_ITERATIONS: u32 = 4096;
@@ -97,15 +97,11 @@ pub async fn authenticate(
 }
 
 async fn account(ctx: &Context, name: &str) -> Result<Account, SessionError> {
-    if let Some(user) = ctx.config().user(name) {
-        return Ok(Account::Configured(user.clone()));
-    }
-    let Some(text) = ctx
-        .look_up(name)
-        .await
-        .map_err(|e| SessionError::Lookup(Box::new(e)))?
-    else {
-        return Ok(Account::Unknown);
+    let found = ctx.find_user(name).await;
+    let text = match found.map_err(|e| SessionError::Lookup(Box::new(e)))? {
+        FoundUser::Configured(user) => return Ok(Account::Configured(user)),
+        FoundUser::Unknown => return Ok(Account::Unknown),
+        FoundUser::Stored(text) => text,
     };
     if let Some(verifier) = Verifier::parse(&text) {
         return Ok(Account::LookedUp(looked_up_user(name), verifier));

@@ -257,3 +257,28 @@ impl PgCluster {
         }
     }
 }
+
+/// An old and a new cluster (a primary each), started together once per test binary and
+/// shared by its tests; each test has its own database and subscription.
+pub struct PgPair {
+    pub old: PgCluster,
+    pub new: PgCluster,
+}
+
+/// This binary's old/new pair, started on first use.
+pub fn pair() -> &'static PgPair {
+    static PAIR: std::sync::OnceLock<PgPair> = std::sync::OnceLock::new();
+    PAIR.get_or_init(|| {
+        std::thread::scope(|s| {
+            let old = s.spawn(|| PgCluster::start(1));
+            let new = s.spawn(|| PgCluster::start(1));
+            let join = |h: std::thread::ScopedJoinHandle<'_, PgCluster>| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            };
+            PgPair {
+                old: join(old),
+                new: join(new),
+            }
+        })
+    })
+}
