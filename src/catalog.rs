@@ -400,14 +400,7 @@ async fn load(
     probe::bounded(t.addr, timeout, async {
         match protocol {
             Protocol::Postgres => {
-                let client = probe::postgres(t, login).await?;
-                let rows = client
-                    .query(POSTGRES_FUNCTIONS, &[])
-                    .await
-                    .map_err(|source| ProbeError::Postgres {
-                        addr: t.addr.to_owned(),
-                        source,
-                    })?;
+                let rows = probe::postgres_rows(t, login, POSTGRES_FUNCTIONS).await?;
                 Ok(rows
                     .iter()
                     .filter_map(|row| {

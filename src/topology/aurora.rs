@@ -154,14 +154,7 @@ async fn postgres_rows(
     login: &MonitorLogin,
     sql: &str,
 ) -> Result<Result<Vec<Row>, BadColumn>, ProbeError> {
-    let client = probe::postgres(t, login).await?;
-    let rows = client
-        .query(sql, &[])
-        .await
-        .map_err(|source| ProbeError::Postgres {
-            addr: t.addr.to_owned(),
-            source,
-        })?;
+    let rows = probe::postgres_rows(t, login, sql).await?;
     Ok(rows
         .iter()
         .enumerate()

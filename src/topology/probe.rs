@@ -157,6 +157,22 @@ pub async fn postgres(
     }
 }
 
+/// The rows of `sql` on a new PostgreSQL connection as the monitor account.
+pub async fn postgres_rows(
+    t: Target<'_>,
+    login: &MonitorLogin,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::Row>, ProbeError> {
+    let client = postgres(t, login).await?;
+    client
+        .query(sql, &[])
+        .await
+        .map_err(|source| ProbeError::Postgres {
+            addr: t.addr.to_owned(),
+            source,
+        })
+}
+
 /// Runs a monitor connection until its client is dropped; an error here is the server going
 /// away, which the next check reports.
 async fn drive(connection: impl Future<Output = Result<(), tokio_postgres::Error>>) {

@@ -103,17 +103,15 @@ async fn kill_query_through_the_proxy_interrupts_that_clients_query() {
     });
     let mut primary = cluster.admin(&cluster.primary).await;
     until_running(&mut primary, id, "SLEEP(30)").await;
-    let mut other = connect(&proxy, &db).await;
-    other
-        .query_drop(format!("KILL QUERY {id}"))
-        .await
-        .expect("KILL QUERY of the client's own connection id");
+    kill_query(
+        &proxy,
+        &db,
+        id,
+        "KILL QUERY of the client's own connection id",
+    )
+    .await;
     let (mut sleeper, answer) = running.await.unwrap();
-    match answer {
-        // An interrupted SLEEP() returns 1; some versions report 1317 instead.
-        Ok(v) => assert_eq!(v, Some(1), "SLEEP was interrupted"),
-        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
-    }
+    assert_interrupted(answer, "SLEEP was interrupted");
     let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the client's session goes on");
 }
@@ -499,17 +497,15 @@ async fn kill_query_reaches_a_read_running_on_a_replica() {
     let untouched = spawn_query(bystander, "SELECT SLEEP(3) AS bystander");
     until_running_on_a_replica(cluster, "SLEEP(30) AS victim").await;
     until_running_on_a_replica(cluster, "SLEEP(3) AS bystander").await;
-    let mut killer = connect(&proxy, &db).await;
-    killer
-        .query_drop(format!("KILL QUERY {id}"))
-        .await
-        .expect("KILL QUERY of the client's own connection id");
+    kill_query(
+        &proxy,
+        &db,
+        id,
+        "KILL QUERY of the client's own connection id",
+    )
+    .await;
     let (mut sleeper, answer) = running.await.unwrap();
-    match answer {
-        // An interrupted SLEEP() returns 1 in MariaDB; 1317 where the server says so.
-        Ok(v) => assert_eq!(v, Some(1), "SLEEP on the replica was interrupted"),
-        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
-    }
+    assert_interrupted(answer, "SLEEP on the replica was interrupted");
     let (_, other) = untouched.await.unwrap();
     assert_eq!(
         other.unwrap(),
@@ -518,10 +514,13 @@ async fn kill_query_reaches_a_read_running_on_a_replica() {
     );
     let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the client's session goes on");
-    killer
-        .query_drop(format!("KILL QUERY {id}"))
-        .await
-        .expect("KILL QUERY of an idle client is a no-op, as on a server");
+    kill_query(
+        &proxy,
+        &db,
+        id,
+        "KILL QUERY of an idle client is a no-op, as on a server",
+    )
+    .await;
     let one: Option<i64> = sleeper.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "and its next statement runs");
 }
@@ -546,16 +545,9 @@ async fn kill_query_by_connection_id_after_change_user() {
     assert!(super::on_replica(&mut sleeper).await);
     let running = spawn_query(sleeper, "SELECT SLEEP(30) AS after_change");
     until_running_on_a_replica(cluster, "SLEEP(30) AS after_change").await;
-    let mut killer = connect(&proxy, &db).await;
-    killer
-        .query_drop(format!("KILL QUERY {id}"))
-        .await
-        .expect("KILL QUERY by the writer connection's id");
+    kill_query(&proxy, &db, id, "KILL QUERY by the writer connection's id").await;
     let (_, answer) = running.await.unwrap();
-    match answer {
-        Ok(v) => assert_eq!(v, Some(1), "SLEEP on the replica was interrupted"),
-        Err(e) => assert!(e.to_string().contains("1317"), "{e}"),
-    }
+    assert_interrupted(answer, "SLEEP on the replica was interrupted");
 }
 
 #[tokio::test]
@@ -657,4 +649,22 @@ async fn kill_query_by_another_user_is_refused_as_the_server_would() {
     }
     let one: Option<i64> = victim.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the victim goes on");
+}
+
+/// `KILL QUERY <id>` sent by another client through the proxy (`why`: what it must do).
+async fn kill_query(proxy: &Proxy, db: &str, id: u32, why: &str) {
+    let mut killer = connect(proxy, db).await;
+    killer
+        .query_drop(format!("KILL QUERY {id}"))
+        .await
+        .unwrap_or_else(|e| panic!("{why}: {e}"));
+}
+
+/// A `SLEEP()` that `KILL QUERY` interrupted: it returns 1 in MariaDB, or the server reports
+/// 1317 (query execution was interrupted).
+fn assert_interrupted(answer: Result<Option<i64>, mysql_async::Error>, what: &str) {
+    match answer {
+        Ok(v) => assert_eq!(v, Some(1), "{what}"),
+        Err(e) => assert!(e.to_string().contains("1317"), "{what}: {e}"),
+    }
 }
