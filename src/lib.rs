@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backend;
 pub mod catalog;
 pub mod config;
 pub mod cutover;
@@ -32,7 +33,6 @@ pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
-pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod router;

@@ -153,7 +153,7 @@ impl Context {
     /// A session's view of the function catalog, as its backend login sees `database`.
     pub(crate) fn functions(
         &self,
-        creds: &crate::pool::Credentials,
+        creds: &crate::backend::Credentials,
         database: Option<String>,
         shutdown: &Shutdown,
     ) -> crate::catalog::SessionFunctions {

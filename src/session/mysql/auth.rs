@@ -10,8 +10,8 @@ use bytes::BytesMut;
 
 use super::SessionError;
 use super::startup::Client;
+use crate::backend::PassThrough;
 use crate::config::{AuthMethod, Secret, User};
-use crate::pool::PassThrough;
 use crate::protocol::mysql::auth::server::{AuthError, Credential, ServerAuth, ServerStep};
 use crate::protocol::mysql::auth::{NativeHash, Plugin};
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;

@@ -7,9 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
 use super::startup::Client;
+use crate::backend::mysql::MysqlConn;
 use crate::metrics::BackendMetrics;
 use crate::net::Arrived;
-use crate::pool::mysql::MysqlConn;
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags};
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
 use crate::protocol::mysql::response::{Prepared, Response, Step};

@@ -1,8 +1,8 @@
 //! The ways a MySQL session ends, and the ERR packet the client gets for each.
 
+use crate::backend::mysql::ConnectError;
 use crate::error::chain;
 use crate::metrics::ErrorKind;
-use crate::pool::mysql::ConnectError;
 use crate::protocol::mysql::constants::{
     ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_SERVER_SHUTDOWN, ErrorCode,
 };

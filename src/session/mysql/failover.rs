@@ -26,7 +26,7 @@ use bytes::BytesMut;
 
 use super::backend::Relayed;
 use super::{Session, SessionError};
-use crate::pool::mysql::{self as pool, ConnectError, MysqlConn};
+use crate::backend::mysql::{self as connector, ConnectError, MysqlConn};
 use crate::protocol::mysql::command::Command;
 use crate::protocol::mysql::constants::{
     ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
@@ -205,7 +205,7 @@ impl Session {
         let (login, creds) = (&self.login, &self.creds);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, t| async move {
-            pool::connect(&cluster, &cluster.writer, login, creds, t).await
+            connector::connect(&cluster, &cluster.writer, login, creds, t).await
         };
         wait.connect(Arc::clone(&self.cluster), first, connect)
             .await
@@ -223,7 +223,7 @@ impl Session {
         let probe = |cluster: Arc<Cluster>| {
             let held = Arc::clone(held);
             async move {
-                let conn = pool::connect(&cluster, &held, login, creds, timeout).await?;
+                let conn = connector::connect(&cluster, &held, login, creds, timeout).await?;
                 conn.quit().await;
                 Ok::<(), ConnectError>(())
             }

@@ -16,9 +16,9 @@ use bytes::BytesMut;
 
 use super::backend::Backend;
 use super::{Session, SessionError, compressed};
+use crate::backend::Credentials;
+use crate::backend::mysql::{self as connector, ConnectError, Greeted, Login};
 use crate::error::chain;
-use crate::pool::Credentials;
-use crate::pool::mysql::{self as pool, ConnectError, Greeted, Login};
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_CONNECTION_KILLED, UTF8MB4_GENERAL_CI,
 };
@@ -109,7 +109,7 @@ pub(super) async fn open_writer(
     shutdown: &mut Shutdown,
 ) -> Result<(Arc<Cluster>, Greeted), SessionError> {
     let wait = WriterWait::new(ctx, &cluster.name, shutdown);
-    let open = |cluster: Arc<Cluster>, t| async move { pool::open(&cluster.writer, t).await };
+    let open = |cluster: Arc<Cluster>, t| async move { connector::open(&cluster.writer, t).await };
     match wait.connect(cluster, true, open).await {
         Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
         Ok((_, Err(e))) => Err(SessionError::Connect(e)),

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::backend::Backend;
 use super::{Session, SessionError};
-use crate::pool::mysql::{self as pool, MysqlConn};
+use crate::backend::mysql::{self as connector, MysqlConn};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
@@ -345,12 +345,12 @@ impl Session {
     /// user, within `connect_timeout`, and returns the server's answer (OK or ERR payload).
     async fn control(&self, target: &KillTarget, sql: &str) -> Result<Vec<u8>, String> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let login = pool::Login {
+        let login = connector::Login {
             database: None,
             ..self.login.clone()
         };
         let run = async {
-            let conn = pool::connect(
+            let conn = connector::connect(
                 &target.cluster,
                 &target.instance,
                 &login,

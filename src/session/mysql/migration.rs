@@ -10,8 +10,8 @@ use bytes::BytesMut;
 use super::backend::Backend;
 use super::error::SessionError;
 use super::{Session, replay};
+use crate::backend::mysql::{self as connector, MysqlConn};
 use crate::cutover::{Entry, Mode};
-use crate::pool::mysql::{self as pool, MysqlConn};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{
@@ -98,7 +98,7 @@ impl Session {
         };
         self.movable(MoveCause::Cutover, &cluster.name)?;
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let conn = pool::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
+        let conn = connector::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
             .await
             .map_err(SessionError::Connect)?;
         self.install_writer(cluster, conn, MoveCause::Cutover)

@@ -25,11 +25,11 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::{Context, Leave, ReaderSpread, open_reader};
+use crate::backend::Credentials;
+use crate::backend::mysql::{self as connector, ConnectError, Login};
 use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics;
-use crate::pool::Credentials;
-use crate::pool::mysql::{self as pool, ConnectError, Login};
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::{
     ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
@@ -196,9 +196,9 @@ impl Session {
     async fn connect(
         &self,
         instance: &Arc<Instance>,
-    ) -> Result<crate::pool::mysql::MysqlConn, ConnectError> {
+    ) -> Result<crate::backend::mysql::MysqlConn, ConnectError> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        pool::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
+        connector::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {

@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 use super::SessionError;
 use super::auth::Attempt;
 use super::compressed::Compressed;
+use crate::backend::PassThrough;
+use crate::backend::mysql::{ConnectError, Login};
 use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
-use crate::pool::PassThrough;
-use crate::pool::mysql::{ConnectError, Login};
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{

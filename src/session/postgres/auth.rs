@@ -9,8 +9,8 @@ use bytes::BytesMut;
 
 use super::SessionError;
 use super::startup::{Client, read_password, write};
+use crate::backend::PassThrough;
 use crate::config::{AuthMethod, Secret, User};
-use crate::pool::PassThrough;
 use crate::protocol::postgres::frame::cstr;
 use crate::protocol::postgres::md5::StoredMd5;
 use crate::protocol::postgres::messages::{self, auth};

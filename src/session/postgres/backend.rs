@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
 use super::scan::Prepared;
+use crate::backend::postgres::BackendConn;
 use crate::metrics::BackendMetrics;
 use crate::net::{Arrived, Stream};
-use crate::pool::postgres::BackendConn;
 use crate::protocol::postgres::frame::{self, cstr};
 use crate::protocol::postgres::messages::{self, tag};
 

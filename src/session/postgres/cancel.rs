@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::pool::postgres::BackendKey;
+use crate::backend::postgres::BackendKey;
 use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
 
 /// A backend connection a cancel can be sent to.

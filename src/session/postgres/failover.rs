@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use super::exchange::Failed;
 use super::scan::Unit;
 use super::{Session, SessionError};
-use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
+use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity};
 use crate::protocol::postgres::sqlstate;
 use crate::session::failover::{self, Ended, Loss, MoveCause, Verdict, WaitError, WriterWait};
@@ -50,7 +50,7 @@ impl Session {
         let timeout = self.ctx.config().raw.server.connect_timeout;
         let probe = |cluster: Arc<Cluster>| {
             let instance = Arc::clone(&instance);
-            async move { pool::connect(&cluster, &instance, params, creds, timeout).await }
+            async move { connector::connect(&cluster, &instance, params, creds, timeout).await }
         };
         let ended =
             failover::judge_end(&self.ctx.topology, &mut self.cluster, &instance, probe).await;
@@ -276,7 +276,7 @@ impl Session {
         let (params, creds) = (&self.params, &self.creds);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, t| async move {
-            pool::connect(&cluster, &cluster.writer, params, creds, t).await
+            connector::connect(&cluster, &cluster.writer, params, creds, t).await
         };
         wait.connect(Arc::clone(&self.cluster), first, connect)
             .await

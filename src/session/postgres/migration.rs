@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::backend::Backend;
 use super::scan::{self, Ending};
 use super::{Session, SessionError, cancel_target};
+use crate::backend::postgres::{self as connector, BackendConn};
 use crate::cutover::{Entry, Mode};
-use crate::pool::postgres::{self as pool, BackendConn};
 use crate::protocol::postgres::sqlstate;
 use crate::session::failover::{MoveCause, Verdict};
 use crate::sql::Class;
@@ -90,7 +90,7 @@ impl Session {
         };
         self.movable(MoveCause::Cutover, &cluster.name)?;
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let conn = pool::connect(
+        let conn = connector::connect(
             &cluster,
             &cluster.writer,
             &self.params,

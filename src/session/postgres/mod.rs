@@ -21,11 +21,11 @@ use tokio::net::TcpStream;
 
 use self::cancel::{CancelTarget, Registration, SessionCancel};
 use super::{Context, Leave, ReaderSpread, open_reader};
+use crate::backend::Credentials;
+use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
 use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
 use crate::metrics::{self, ErrorKind};
-use crate::pool::Credentials;
-use crate::pool::postgres::{self as pool, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::scram::ScramError;
 use crate::protocol::postgres::sqlstate;
@@ -310,7 +310,7 @@ impl Session {
 
     async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        pool::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
+        connector::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {

@@ -9,9 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SessionError;
+use crate::backend::PassThrough;
 use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
-use crate::pool::PassThrough;
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::sqlstate;

@@ -1,5 +1,5 @@
-//! Backend connections for each protocol: connect, TLS, authenticate. In session mode a
-//! session owns its connections; pooling across sessions comes later.
+//! Backend connections for each protocol: connect, TLS, authenticate. The pool that
+//! keeps them between clients is `crate::pool`.
 
 pub mod mysql;
 pub mod postgres;
