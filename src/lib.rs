@@ -14,7 +14,9 @@
 //! - `cutover`   — the routing state (active cluster, read-only and paused modes), its
 //!   state file and database record, and the cutover: phases, driver, database steps,
 //!   the cutover lock, and the fleet (members, heartbeat, following a newer record)
-//! - `pool`      — backend connections: connect, TLS, authenticate
+//! - `backend`   — backend connections: connect, TLS, authenticate, reset
+//! - `pool`      — the backend connection pool: leases per (instance, user, database), sizes,
+//!   idle timeout, max lifetime, checkout wait
 //! - `session`   — one client connection: startup, auth, the relay loop (and, for
 //!   PostgreSQL, `session::postgres::cancel`: cancel keys and CancelRequest forwarding)
 //! - `server`    — accept loop and connection limit
@@ -33,6 +35,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod router;

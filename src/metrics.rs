@@ -32,6 +32,12 @@ pub const SESSIONS_WAITING_FOR_WRITER: &str = "switchyard_sessions_waiting_for_w
 pub const FAILOVER_ERRORS_TOTAL: &str = "switchyard_failover_errors_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 pub const DRAINING: &str = "switchyard_draining";
+pub const POOL_CONNECTIONS: &str = "switchyard_pool_connections";
+pub const POOL_WAITING: &str = "switchyard_pool_waiting";
+pub const POOL_CHECKOUT_WAIT_SECONDS: &str = "switchyard_pool_checkout_wait_seconds";
+pub const POOL_CHECKOUT_TIMEOUTS_TOTAL: &str = "switchyard_pool_checkout_timeouts_total";
+pub const POOL_OPENED_TOTAL: &str = "switchyard_pool_opened_total";
+pub const POOL_CLOSED_TOTAL: &str = "switchyard_pool_closed_total";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -149,6 +155,30 @@ fn describe() {
     describe_gauge!(
         INSTANCE_HEALTHY,
         "1 when the instance passes its health checks, else 0."
+    );
+    describe_gauge!(
+        POOL_CONNECTIONS,
+        "Pooled backend connections by state (idle, in_use, opening, resetting), per cluster, instance, user and database."
+    );
+    describe_gauge!(
+        POOL_WAITING,
+        "Checkouts waiting for a pooled connection (the pool is full), per pool."
+    );
+    describe_histogram!(
+        POOL_CHECKOUT_WAIT_SECONDS,
+        "Time a checkout took to get an idle connection or a free slot (not counting the login a new connection needs), per pool."
+    );
+    describe_counter!(
+        POOL_CHECKOUT_TIMEOUTS_TOTAL,
+        "Checkouts that gave up after checkout_timeout because the pool stayed full, per pool."
+    );
+    describe_counter!(
+        POOL_OPENED_TOTAL,
+        "Backend connections the pool opened (logins), per pool."
+    );
+    describe_counter!(
+        POOL_CLOSED_TOTAL,
+        "Backend connections the pool closed, per pool and reason (idle_timeout, max_lifetime, reset_failed, broken, dropped, pool_size, detached)."
     );
     describe_gauge!(
         INSTANCE_LAG_SECONDS,
@@ -319,6 +349,75 @@ impl BackendMetrics {
 impl Drop for BackendMetrics {
     fn drop(&mut self) {
         self.connections.decrement(1.0);
+    }
+}
+
+/// Handles for one pool (one cluster, instance, backend user and database), looked up once
+/// when the pool is created.
+pub struct PoolMetrics {
+    pub idle: Gauge,
+    pub in_use: Gauge,
+    pub opening: Gauge,
+    pub resetting: Gauge,
+    pub waiting: Gauge,
+    pub checkout_wait: Histogram,
+    pub checkout_timeouts: Counter,
+    pub opened: Counter,
+    labels: [(&'static str, String); 4],
+}
+
+impl PoolMetrics {
+    /// Creates the pool's series at zero (without resetting them: pools that differ only in
+    /// login options share their series), with a closed counter for each of `close_reasons`.
+    pub fn new(
+        cluster: &str,
+        instance: &str,
+        user: &str,
+        database: &str,
+        close_reasons: &[&'static str],
+    ) -> PoolMetrics {
+        let labels = [
+            ("cluster", cluster.to_owned()),
+            ("instance", instance.to_owned()),
+            ("user", user.to_owned()),
+            ("database", database.to_owned()),
+        ];
+        let state = |state: &'static str| {
+            let mut with_state = labels.to_vec();
+            with_state.push(("state", state.to_owned()));
+            let gauge = gauge!(POOL_CONNECTIONS, &with_state);
+            gauge.increment(0.0);
+            gauge
+        };
+        let waiting = gauge!(POOL_WAITING, &labels);
+        waiting.increment(0.0);
+        for reason in close_reasons {
+            let mut with_reason = labels.to_vec();
+            with_reason.push(("reason", (*reason).to_owned()));
+            counter!(POOL_CLOSED_TOTAL, &with_reason).increment(0);
+        }
+        let checkout_timeouts = counter!(POOL_CHECKOUT_TIMEOUTS_TOTAL, &labels);
+        checkout_timeouts.increment(0);
+        let opened = counter!(POOL_OPENED_TOTAL, &labels);
+        opened.increment(0);
+        PoolMetrics {
+            idle: state("idle"),
+            in_use: state("in_use"),
+            opening: state("opening"),
+            resetting: state("resetting"),
+            waiting,
+            checkout_wait: histogram!(POOL_CHECKOUT_WAIT_SECONDS, &labels),
+            checkout_timeouts,
+            opened,
+            labels,
+        }
+    }
+
+    /// The pool closed a connection; `reason` is one of the pool's close reasons.
+    pub fn closed(&self, reason: &'static str) {
+        let mut labels = self.labels.to_vec();
+        labels.push(("reason", reason.to_owned()));
+        counter!(POOL_CLOSED_TOTAL, &labels).increment(1);
     }
 }
 

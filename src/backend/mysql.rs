@@ -1,6 +1,9 @@
 //! MySQL backend connections: TCP (and TLS), the backend's greeting, a HandshakeResponse41
 //! carrying the client's result-shaping capabilities (so responses relay unchanged), and
-//! login with mysql_native_password or caching_sha2_password.
+//! login with mysql_native_password or caching_sha2_password. `crate::pool` keeps them
+//! between clients; `reset` readies one for its next client.
+
+mod reset;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,8 @@ use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
 use crate::protocol::mysql::handshake::{self, ClientHello, ServerGreeting};
 use crate::protocol::mysql::packet::{self, write_packet};
 use crate::topology::{Attachment, Cluster, Instance};
+
+pub use reset::ResetError;
 
 /// Largest packet accepted from a backend during login.
 const MAX_LOGIN_PACKET: usize = 1 << 20;
@@ -59,6 +64,8 @@ pub struct MysqlConn {
     pub connection_id: u32,
     pub capabilities: CapabilityFlags,
     pub status: StatusFlags,
+    /// The default database the login named, which a reset selects again.
+    pub database: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +155,7 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             connection_id: 0,
             capabilities: CapabilityFlags::empty(),
             status: StatusFlags::empty(),
+            database: None,
         };
         let (_, payload) = conn.read_packet().await?;
         let greeting = handshake::parse_greeting(&payload).map_err(|e| match e {
@@ -264,6 +272,7 @@ async fn login_inner(
         connect_attrs: login.connect_attrs.as_deref(),
     };
     conn.capabilities = hello.effective_capabilities();
+    conn.database = login.database.clone().filter(|d| !d.is_empty());
     handshake::write_handshake_response(&mut out, seq, &hello);
     conn.stream.write_all(&out).await.map_err(io)?;
     loop {

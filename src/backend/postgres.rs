@@ -1,6 +1,8 @@
 //! PostgreSQL backend connections: open TCP (and TLS), send the startup message, authenticate
 //! (SCRAM-SHA-256, md5, cleartext, trust) and collect what the server announces.
-//! In session mode a session owns its connections; pooling across sessions comes later.
+//! `crate::pool` keeps them between clients; `reset` readies one for its next client.
+
+mod reset;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,8 @@ use crate::protocol::postgres::scram::{self, ScramError};
 use crate::protocol::postgres::scram_client::ScramClient;
 use crate::protocol::postgres::startup::SSL_REQUEST_CODE;
 use crate::topology::{Attachment, Cluster, Instance};
+
+pub use reset::ResetError;
 
 /// Largest message accepted from a backend during startup.
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;

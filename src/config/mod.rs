@@ -79,6 +79,26 @@ pub struct ServerConfig {
     pub log_level: String,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Most backend connections per pool (instance, backend user, database and login
+    /// options); default: `max_client_connections` (see [`ServerConfig::pool_size`]).
+    pub pool_size: Option<usize>,
+    /// A pooled connection idle for longer is closed.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A pooled connection older than this is closed instead of being handed out again.
+    #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// How long a client waits for a pooled connection when its pool is full.
+    #[serde(default = "defaults::checkout_timeout", with = "humantime_serde")]
+    pub checkout_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// `pool_size`, or `max_client_connections` when unset: in session mode each client
+    /// holds its connections for its whole life, so a smaller pool would make clients wait.
+    pub fn pool_size(&self) -> usize {
+        self.pool_size.unwrap_or(self.max_client_connections)
+    }
 }
 
 /// How log lines are written to standard error.
@@ -263,6 +283,15 @@ mod defaults {
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+    pub fn checkout_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn log_level() -> String {
         "info".to_owned()
     }
@@ -444,6 +473,27 @@ fn validate_server(raw: &Config, problem: &mut dyn FnMut(String, String)) {
             "must be at least 1".into(),
         );
     }
+    validate_pool(&raw.server, problem);
+}
+
+/// `[server]` pool keys: a pool of no connections, or timeouts of zero, would refuse every
+/// client.
+fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String)) {
+    if server.pool_size == Some(0) {
+        problem(
+            "server.pool_size".into(),
+            "must be at least 1 (leave it out to use max_client_connections)".into(),
+        );
+    }
+    for (key, value) in [
+        ("idle_timeout", server.idle_timeout),
+        ("max_lifetime", server.max_lifetime),
+        ("checkout_timeout", server.checkout_timeout),
+    ] {
+        if value.is_zero() {
+            problem(format!("server.{key}"), "must be longer than 0s".into());
+        }
+    }
 }
 
 /// `[clusters.NAME]`: at least one, each with its discovery, addresses and CA file.
@@ -582,6 +632,28 @@ mod tests {
                 "routing.active"
             ]
         );
+    }
+
+    #[test]
+    fn pool_keys_default_and_refuse_zero() {
+        let v = check(EXAMPLE).expect("valid");
+        let server = &v.raw.server;
+        assert_eq!(server.pool_size(), server.max_client_connections);
+        assert_eq!(server.checkout_timeout, Duration::from_secs(5));
+        let text = EXAMPLE.replace(
+            "listen = \"127.0.0.1:6432\"",
+            "listen = \"127.0.0.1:6432\"\npool_size = 0\nidle_timeout = \"90s\"\n\
+             checkout_timeout = \"0s\"",
+        );
+        let problems = check(&text).expect_err("invalid");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["server.pool_size", "server.checkout_timeout"]);
+        let text = text
+            .replace("pool_size = 0", "pool_size = 7")
+            .replace("\"0s\"", "\"1s\"");
+        let server = check(&text).expect("valid").raw.server;
+        assert_eq!(server.pool_size(), 7);
+        assert_eq!(server.idle_timeout, Duration::from_secs(90));
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! The backend connection pool: logged-in connections kept per (cluster, instance, backend
+//! user, database, login options), lent out as [`Lease`]s and given back clean, so that a
+//! login is paid once per connection instead of once per client. Protocol-agnostic: a
+//! connection type only says how to reset itself and whether it is still open
+//! ([`Pooled`]); the caller says how to open one (the `connect` of [`Pools::checkout`]).
+//!
+//! Idle connections are handed out newest first (LIFO): the connections in use stay a small
+//! hot set, the ones a quieter hour no longer needs stay idle until `idle_timeout` closes
+//! them (oldest first would keep every connection busy just enough never to time out), and
+//! the newest is the least likely to have been cut by a firewall or server timeout.
+
+mod backends;
+mod lease;
+mod pools;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use lease::{Lease, Release};
+pub use pools::Pools;
+
+use crate::config::ServerConfig;
+
+/// A connection the pool can keep between clients.
+pub trait Pooled: Send + 'static {
+    /// Why a reset failed (the connection is then closed).
+    type ResetError: std::error::Error + Send + Sync + 'static;
+
+    /// Makes the connection indistinguishable from a fresh login with the same [`Key`]: no
+    /// transaction, no session settings, temporary tables, prepared statements or locks.
+    fn reset(&mut self) -> impl Future<Output = Result<(), Self::ResetError>> + Send;
+
+    /// Whether the server has closed the connection (or is closing it), judged from what
+    /// has already arrived, without waiting; checked before an idle one is handed out.
+    fn is_closed(&mut self) -> bool;
+
+    /// Ends the connection politely (PostgreSQL Terminate, MySQL COM_QUIT).
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move { drop(self) }
+    }
+}
+
+/// What makes two backend connections interchangeable: same instance, same login.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub cluster: String,
+    /// The instance's `host:port` (its metrics label).
+    pub instance: String,
+    /// The backend user the connection logged in as.
+    pub user: String,
+    /// The database of the login; empty for a MySQL login without one.
+    pub database: String,
+    /// A fingerprint of the login options that cannot change after login (PostgreSQL
+    /// startup parameters; MySQL capability flags, character set, connection attributes),
+    /// computed by the caller.
+    pub options: u64,
+}
+
+/// The pool settings of the live config, read at each checkout (so a reload applies to
+/// the next checkout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Most connections open per [`Key`] (idle, in use, opening or being reset).
+    pub size: usize,
+    /// An idle connection unused for longer is closed.
+    pub idle_timeout: Duration,
+    /// A connection older than this is not handed out again: it is closed when idle or
+    /// when given back.
+    pub max_lifetime: Duration,
+    /// How long a checkout waits for a connection when the pool is full.
+    pub checkout_timeout: Duration,
+}
+
+impl Settings {
+    /// The `[server]` pool keys (`pool_size`, `idle_timeout`, `max_lifetime`,
+    /// `checkout_timeout`).
+    pub fn from_config(server: &ServerConfig) -> Settings {
+        Settings {
+            size: server.pool_size(),
+            idle_timeout: server.idle_timeout,
+            max_lifetime: server.max_lifetime,
+            checkout_timeout: server.checkout_timeout,
+        }
+    }
+}
+
+/// Why a checkout gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError<E> {
+    /// The pool stayed full for `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
+    #[error(
+        "no connection to {instance} for user {user:?} came free within {timeout:?} \
+         (pool_size {size})"
+    )]
+    Timeout {
+        instance: String,
+        user: String,
+        size: usize,
+        timeout: Duration,
+    },
+    /// Opening a new connection failed (the caller's `connect` error).
+    #[error("open a pooled connection")]
+    Connect(#[source] E),
+}
+
+/// Why the pool closed a connection: the `reason` label of `switchyard_pool_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Idle longer than `idle_timeout`.
+    IdleTimeout,
+    /// Older than `max_lifetime`.
+    MaxLifetime,
+    /// `reset()` failed or timed out.
+    ResetFailed,
+    /// The server had closed it (found before handing it out).
+    Broken,
+    /// The lease was dropped without a release: its state was unknown.
+    Dropped,
+    /// Given back while more connections were open than `pool_size` allows (a reload
+    /// lowered it).
+    PoolSize,
+    /// Taken out of the pool with [`Lease::detach`] (the caller closes it).
+    Detached,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::IdleTimeout,
+        CloseReason::MaxLifetime,
+        CloseReason::ResetFailed,
+        CloseReason::Broken,
+        CloseReason::Dropped,
+        CloseReason::PoolSize,
+        CloseReason::Detached,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxLifetime => "max_lifetime",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::Broken => "broken",
+            CloseReason::Dropped => "dropped",
+            CloseReason::PoolSize => "pool_size",
+            CloseReason::Detached => "detached",
+        }
+    }
+}

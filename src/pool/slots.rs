@@ -1,0 +1,266 @@
+//! One pool's bookkeeping, without I/O: its idle connections, how many are in use, opening
+//! or being reset, and the checkouts waiting in line. Each change is one method here, run
+//! under the pool's lock; the pool does the I/O (connect, reset, close) outside it.
+
+use std::collections::VecDeque;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{CloseReason, Settings};
+
+/// A pooled connection and its age.
+pub(super) struct Entry<C> {
+    pub conn: C,
+    pub born: Instant,
+    /// When it last became idle.
+    pub since: Instant,
+}
+
+impl<C> Entry<C> {
+    pub fn new(conn: C, now: Instant) -> Entry<C> {
+        Entry {
+            conn,
+            born: now,
+            since: now,
+        }
+    }
+
+    fn past_lifetime(&self, settings: &Settings, now: Instant) -> bool {
+        now.saturating_duration_since(self.born) > settings.max_lifetime
+    }
+
+    /// Why this idle connection must not be handed out at `now`, if it must not.
+    pub fn expired(&self, settings: &Settings, now: Instant) -> Option<CloseReason> {
+        if self.past_lifetime(settings, now) {
+            Some(CloseReason::MaxLifetime)
+        } else if now.saturating_duration_since(self.since) > settings.idle_timeout {
+            Some(CloseReason::IdleTimeout)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a connection that is not idle is doing; each holds a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Busy {
+    /// Lent out.
+    InUse,
+    /// Being opened by a checkout.
+    Opening,
+    /// Given back with `Release::Reset`, the reset still running.
+    Resetting,
+}
+
+/// What a waiting checkout is handed: a connection, or a free slot to open one in.
+pub(super) enum Grant<C> {
+    Idle(Entry<C>),
+    Slot,
+}
+
+/// What a checkout does next.
+pub(super) enum Take<C> {
+    /// Use this idle connection (now counted in use).
+    Idle(Entry<C>),
+    /// Open a connection in the slot reserved for it.
+    Open,
+    /// Wait in line (number `id`) for a grant.
+    Wait(u64, oneshot::Receiver<Grant<C>>),
+}
+
+/// How many connections are in each state, and how many checkouts wait.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub idle: usize,
+    pub in_use: usize,
+    pub opening: usize,
+    pub resetting: usize,
+    pub waiting: usize,
+}
+
+pub(super) struct Slots<C> {
+    /// The settings of the latest checkout.
+    pub settings: Settings,
+    /// Oldest first: handed out from the back, expired from the front.
+    idle: VecDeque<Entry<C>>,
+    in_use: usize,
+    opening: usize,
+    resetting: usize,
+    waiters: VecDeque<(u64, oneshot::Sender<Grant<C>>)>,
+    next_id: u64,
+    /// The counts last published to the metrics.
+    pub published: Counts,
+}
+
+impl<C> Slots<C> {
+    pub fn new(settings: Settings) -> Slots<C> {
+        Slots {
+            settings,
+            idle: VecDeque::new(),
+            in_use: 0,
+            opening: 0,
+            resetting: 0,
+            waiters: VecDeque::new(),
+            next_id: 0,
+            published: Counts::default(),
+        }
+    }
+
+    /// Connections holding a slot: idle, in use, opening or resetting.
+    pub fn open(&self) -> usize {
+        self.idle.len() + self.in_use + self.opening + self.resetting
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            idle: self.idle.len(),
+            in_use: self.in_use,
+            opening: self.opening,
+            resetting: self.resetting,
+            waiting: self.waiters.len(),
+        }
+    }
+
+    /// Nothing open and nobody waiting: the pool can be forgotten.
+    pub fn is_unused(&self) -> bool {
+        self.open() == 0 && self.waiters.is_empty()
+    }
+
+    /// A checkout with `settings` (which become the pool's): the newest idle connection,
+    /// else a slot to open one if the pool has room, else a place at the end of the line.
+    /// Nobody overtakes a waiting checkout.
+    pub fn take(&mut self, settings: Settings) -> Take<C> {
+        self.settings = settings;
+        self.grant_slots();
+        if self.waiters.is_empty() {
+            if let Some(entry) = self.idle.pop_back() {
+                self.in_use += 1;
+                return Take::Idle(entry);
+            }
+            if self.open() < self.settings.size {
+                self.opening += 1;
+                return Take::Open;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push_back((id, tx));
+        Take::Wait(id, rx)
+    }
+
+    /// A connection opened in its reserved slot is now in use.
+    pub fn opened(&mut self) {
+        self.leave(Busy::Opening);
+        self.in_use += 1;
+    }
+
+    /// A connection in use goes to be reset.
+    pub fn reset_started(&mut self) {
+        self.leave(Busy::InUse);
+        self.resetting += 1;
+    }
+
+    /// A waiter was granted a connection it cannot use (broken, expired): it opens a new one
+    /// in that connection's slot instead of queueing again.
+    pub fn reopen(&mut self) {
+        self.leave(Busy::InUse);
+        self.opening += 1;
+    }
+
+    /// A `busy` connection's slot is freed (it was closed, detached, or failed to open):
+    /// the first waiter gets it.
+    pub fn free(&mut self, busy: Busy) {
+        self.leave(busy);
+        self.grant_slots();
+    }
+
+    /// A `busy` connection comes back healthy at `now`: to the first waiter, else idle.
+    /// Returned with why to close it instead when it is past `max_lifetime` or the pool
+    /// has more connections than `pool_size` allows.
+    pub fn give_back(
+        &mut self,
+        busy: Busy,
+        mut entry: Entry<C>,
+        now: Instant,
+    ) -> Option<(Entry<C>, CloseReason)> {
+        if entry.past_lifetime(&self.settings, now) {
+            self.free(busy);
+            return Some((entry, CloseReason::MaxLifetime));
+        }
+        self.leave(busy);
+        while let Some((_, tx)) = self.waiters.pop_front() {
+            match tx.send(Grant::Idle(entry)) {
+                Ok(()) => {
+                    self.in_use += 1;
+                    return None;
+                }
+                Err(Grant::Idle(back)) => entry = back,
+                Err(Grant::Slot) => return None,
+            }
+        }
+        if self.open() >= self.settings.size {
+            return Some((entry, CloseReason::PoolSize));
+        }
+        entry.since = now;
+        self.idle.push_back(entry);
+        None
+    }
+
+    /// Takes waiter `id` out of the line; false when it is no longer in it (it was granted
+    /// something, which its receiver holds).
+    pub fn leave_line(&mut self, id: u64) -> bool {
+        match self.waiters.iter().position(|(w, _)| *w == id) {
+            Some(at) => {
+                self.waiters.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes out the idle connections to close at `now`: expired ones, and the oldest while
+    /// more are open than `pool_size` allows.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Entry<C>, CloseReason)> {
+        let mut closing = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.idle.len());
+        for entry in self.idle.drain(..) {
+            match entry.expired(&self.settings, now) {
+                Some(reason) => closing.push((entry, reason)),
+                None => kept.push_back(entry),
+            }
+        }
+        self.idle = kept;
+        while self.open() > self.settings.size {
+            let Some(entry) = self.idle.pop_front() else {
+                break;
+            };
+            closing.push((entry, CloseReason::PoolSize));
+        }
+        self.grant_slots();
+        closing
+    }
+
+    fn leave(&mut self, busy: Busy) {
+        let count = match busy {
+            Busy::InUse => &mut self.in_use,
+            Busy::Opening => &mut self.opening,
+            Busy::Resetting => &mut self.resetting,
+        };
+        *count = count.saturating_sub(1);
+    }
+
+    /// Grants free slots to the waiters, first come first served.
+    fn grant_slots(&mut self) {
+        while self.open() < self.settings.size {
+            let Some((_, tx)) = self.waiters.pop_front() else {
+                break;
+            };
+            self.opening += 1;
+            if tx.send(Grant::Slot).is_err() {
+                self.opening -= 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The pool's bookkeeping with an in-test connection type: sizes, the line of waiters,
+//! timeouts, releases, and the idle timeout and max lifetime in paused time.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+/// A connection that only remembers whether a session dirtied it.
+struct Fake {
+    id: u32,
+    dirty: bool,
+    /// The server closed it.
+    closed: bool,
+    /// Its next reset fails.
+    refuse_reset: bool,
+    alive: Arc<AtomicUsize>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reset refused")]
+struct Refused;
+
+impl Pooled for Fake {
+    type ResetError = Refused;
+
+    fn reset(&mut self) -> impl Future<Output = Result<(), Refused>> + Send {
+        let result = if self.refuse_reset {
+            Err(Refused)
+        } else {
+            self.dirty = false;
+            Ok(())
+        };
+        async move { result }
+    }
+
+    fn is_closed(&mut self) -> bool {
+        self.closed
+    }
+}
+
+/// Pools of fakes, and how many fakes were opened and are alive.
+struct Bench {
+    pools: Pools<Fake>,
+    opened: Arc<AtomicU32>,
+    alive: Arc<AtomicUsize>,
+    _stop: crate::shutdown::Trigger,
+}
+
+fn key() -> Key {
+    Key {
+        cluster: "main".into(),
+        instance: "db:5432".into(),
+        user: "app".into(),
+        database: "shop".into(),
+        options: 7,
+    }
+}
+
+fn settings(size: usize) -> Settings {
+    Settings {
+        size,
+        idle_timeout: Duration::from_secs(60),
+        max_lifetime: Duration::from_secs(600),
+        checkout_timeout: Duration::from_secs(5),
+    }
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let (stop, shutdown) = crate::shutdown::channel();
+        Bench {
+            pools: Pools::new(shutdown),
+            opened: Arc::new(AtomicU32::new(0)),
+            alive: Arc::new(AtomicUsize::new(0)),
+            _stop: stop,
+        }
+    }
+
+    fn checkout(
+        &self,
+        settings: Settings,
+    ) -> impl Future<Output = Result<Lease<Fake>, CheckoutError<Refused>>> + Send + 'static {
+        let (pools, opened, alive) = (
+            self.pools.clone(),
+            Arc::clone(&self.opened),
+            Arc::clone(&self.alive),
+        );
+        async move {
+            pools
+                .checkout(&key(), &settings, || async move {
+                    alive.fetch_add(1, Ordering::SeqCst);
+                    Ok(Fake {
+                        id: opened.fetch_add(1, Ordering::SeqCst) + 1,
+                        dirty: false,
+                        closed: false,
+                        refuse_reset: false,
+                        alive,
+                    })
+                })
+                .await
+        }
+    }
+
+    async fn lease(&self, settings: Settings) -> Lease<Fake> {
+        self.checkout(settings).await.expect("checkout")
+    }
+
+    fn counts(&self) -> slots::Counts {
+        self.pools.counts(&key()).unwrap_or_default()
+    }
+
+    /// Lets spawned tasks (resets, closes, checkouts) run until `done` holds.
+    async fn until(&self, what: &str, done: impl Fn(&Bench) -> bool) {
+        for _ in 0..1000 {
+            if done(self) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never happened: {what}; counts {:?}", self.counts());
+    }
+
+    fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_reused_newest_first() {
+    let bench = Bench::new();
+    let (a, b) = (
+        bench.lease(settings(2)).await,
+        bench.lease(settings(2)).await,
+    );
+    assert_eq!((a.id, b.id), (1, 2));
+    a.release(Release::Clean);
+    b.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 2);
+    let again = bench.lease(settings(2)).await;
+    assert_eq!(again.id, 2, "the newest idle connection first");
+    assert_eq!(bench.counts().in_use, 1);
+    assert_eq!(bench.counts().idle, 1);
+}
+
+#[tokio::test]
+async fn a_full_pool_serves_its_waiters_in_order() {
+    let bench = Bench::new();
+    let held = bench.lease(settings(1)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for waiter in 1..=3 {
+        let checkout = bench.checkout(settings(1));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let lease = checkout.await.expect("checkout");
+            tx.send((waiter, lease.id)).expect("send");
+            lease.release(Release::Clean);
+        });
+        bench
+            .until("the waiter queues", |b| b.counts().waiting == waiter)
+            .await;
+    }
+    held.release(Release::Clean);
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(rx.recv().await.expect("served"));
+    }
+    assert_eq!(served, [(1, 1), (2, 1), (3, 1)], "first come, first served");
+    assert_eq!(
+        bench.opened.load(Ordering::SeqCst),
+        1,
+        "never over pool_size"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_that_waits_too_long_gets_a_timeout() {
+    let bench = Bench::new();
+    let _held = bench.lease(settings(1)).await;
+    match bench.checkout(settings(1)).await {
+        Err(CheckoutError::Timeout { size, timeout, .. }) => {
+            assert_eq!((size, timeout), (1, Duration::from_secs(5)));
+        }
+        Err(other) => panic!("expected a timeout, got {other}"),
+        Ok(_) => panic!("expected a timeout, got a connection"),
+    }
+    assert_eq!(
+        bench.counts().waiting,
+        0,
+        "the timed-out checkout left the line"
+    );
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_leaves_the_line() {
+    let bench = Bench::new();
+    let held = bench.lease(settings(1)).await;
+    let waiter = tokio::spawn(bench.checkout(settings(1)));
+    bench
+        .until("the waiter queues", |b| b.counts().waiting == 1)
+        .await;
+    waiter.abort();
+    bench
+        .until("the waiter left", |b| b.counts().waiting == 0)
+        .await;
+    held.release(Release::Clean);
+    assert_eq!(
+        bench.counts().idle,
+        1,
+        "the connection went idle, not to a gone waiter"
+    );
+}
+
+#[tokio::test]
+async fn reset_cleans_a_connection_before_it_is_reused() {
+    let bench = Bench::new();
+    let mut lease = bench.lease(settings(1)).await;
+    lease.dirty = true;
+    lease.release(Release::Reset);
+    // The slot stays taken while the reset runs: this checkout waits for it.
+    let again = bench.lease(settings(1)).await;
+    assert_eq!(again.id, 1);
+    assert!(!again.dirty, "reset before reuse");
+}
+
+#[tokio::test]
+async fn a_failed_reset_closes_the_connection() {
+    let bench = Bench::new();
+    let mut lease = bench.lease(settings(1)).await;
+    lease.refuse_reset = true;
+    lease.release(Release::Reset);
+    let again = bench.lease(settings(1)).await;
+    assert_eq!(again.id, 2, "a new connection in the freed slot");
+    bench
+        .until("the first one closed", |b| b.alive() == 1)
+        .await;
+}
+
+#[tokio::test]
+async fn a_dropped_lease_closes_its_connection_and_frees_its_slot() {
+    let bench = Bench::new();
+    drop(bench.lease(settings(1)).await);
+    assert_eq!(bench.counts(), slots::Counts::default());
+    let again = bench.lease(settings(1)).await;
+    assert_eq!(again.id, 2);
+    bench
+        .until("the dropped one closed", |b| b.alive() == 1)
+        .await;
+}
+
+#[tokio::test]
+async fn a_detached_connection_leaves_the_pool() {
+    let bench = Bench::new();
+    let conn = bench.lease(settings(1)).await.detach();
+    assert_eq!(conn.id, 1);
+    let other = bench.lease(settings(1)).await;
+    assert_eq!(other.id, 2, "the slot was freed at once");
+    assert_eq!(bench.alive(), 2, "the detached one is the caller's");
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_is_not_handed_out() {
+    let bench = Bench::new();
+    let mut lease = bench.lease(settings(1)).await;
+    lease.closed = true;
+    lease.release(Release::Clean);
+    let again = bench.lease(settings(1)).await;
+    assert_eq!(again.id, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_close_after_idle_timeout() {
+    let bench = Bench::new();
+    bench.lease(settings(1)).await.release(Release::Clean);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let lease = bench.lease(settings(1)).await;
+    assert_eq!(lease.id, 1, "idle for less than idle_timeout: reused");
+    lease.release(Release::Clean);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // Lazily, at checkout:
+    assert_eq!(bench.lease(settings(1)).await.id, 2);
+    bench
+        .until("the expired one closed", |b| b.alive() == 1)
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_closes_expired_idle_connections() {
+    let bench = Bench::new();
+    bench.lease(settings(1)).await.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 1);
+    // The sweep task ticks every few seconds; let a minute and more pass.
+    for _ in 0..14 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+    }
+    bench.until("the sweep closed it", |b| b.alive() == 0).await;
+    assert_eq!(bench.counts(), slots::Counts::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_past_max_lifetime_are_not_reused() {
+    let bench = Bench::new();
+    let s = Settings {
+        max_lifetime: Duration::from_secs(100),
+        ..settings(1)
+    };
+    let lease = bench.lease(s).await;
+    tokio::time::advance(Duration::from_secs(50)).await;
+    lease.release(Release::Clean);
+    let lease = bench.lease(s).await;
+    assert_eq!(lease.id, 1, "younger than max_lifetime");
+    tokio::time::advance(Duration::from_secs(51)).await;
+    // Given back past its lifetime: closed, not idle.
+    lease.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 0);
+    bench.until("closed on return", |b| b.alive() == 0).await;
+    assert_eq!(bench.lease(s).await.id, 2);
+}
+
+#[tokio::test]
+async fn settings_apply_from_the_next_checkout() {
+    let bench = Bench::new();
+    let first = bench.lease(settings(1)).await;
+    let waiter = tokio::spawn(bench.checkout(settings(1)));
+    bench
+        .until("the waiter queues", |b| b.counts().waiting == 1)
+        .await;
+    // A reload raised pool_size to 3: the waiter gets a slot (first), and so does this
+    // checkout; each opens its connection.
+    let third = bench.lease(settings(3)).await;
+    let second = waiter.await.expect("waiter").expect("checkout");
+    let mut ids = [first.id, second.id, third.id];
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(bench.counts().in_use, 3);
+    for lease in [first, second, third] {
+        lease.release(Release::Clean);
+    }
+    // A reload lowered it to 1: the extra idle connections close.
+    let one = bench.lease(settings(1)).await;
+    bench.pools.sweep();
+    assert_eq!(bench.counts().idle, 0);
+    one.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 1);
+    bench.until("two closed", |b| b.alive() == 1).await;
+}
