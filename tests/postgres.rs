@@ -4,6 +4,8 @@
 #[path = "postgres/auth.rs"]
 mod auth;
 mod ops;
+#[path = "postgres/pool.rs"]
+mod pool;
 mod support;
 
 use std::os::unix::ffi::OsStrExt;

@@ -1,0 +1,165 @@
+//! The pool with real PostgreSQL connections: a connection given back with
+//! `Release::Reset` comes out again as the same server process, with none of what the
+//! last session left on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use switchyard::backend::Credentials;
+use switchyard::backend::postgres::{self, BackendConn};
+use switchyard::pool::{Key, Lease, Pools, Release, Settings};
+use switchyard::protocol::postgres::frame;
+use switchyard::protocol::postgres::messages::{self, tag};
+use switchyard::topology::{Cluster, Topology};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::postgres::{APP, PgCluster};
+use crate::support::proxy::config_text;
+
+/// The writer of the shared cluster as the proxy sees it, with the pool settings of a
+/// config whose `[server]` has `pool_size = 1`.
+fn topology(cluster: &PgCluster) -> (Arc<Cluster>, Settings) {
+    let text = config_text(cluster, "pool_size = 1");
+    let raw = toml::from_str(&text).expect("config parses");
+    let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
+    let topology = Topology::from_config(&config).expect("topology");
+    let main = Arc::clone(&topology.clusters["main"]);
+    (main, Settings::from_config(&config.raw.server))
+}
+
+async fn checkout(
+    pools: &Pools<BackendConn>,
+    cluster: &Arc<Cluster>,
+    db: &str,
+    settings: &Settings,
+) -> Lease<BackendConn> {
+    let key = Key {
+        cluster: cluster.name.clone(),
+        instance: cluster.writer.addr.clone(),
+        user: APP.user.into(),
+        database: db.into(),
+        options: 0,
+    };
+    let params = vec![
+        ("database".to_owned(), db.to_owned()),
+        ("application_name".to_owned(), "pool-test".to_owned()),
+    ];
+    let creds = Credentials {
+        user: APP.user.into(),
+        password: Some(APP.password.into()),
+        salted: Default::default(),
+        pass_through: None,
+    };
+    pools
+        .checkout(&key, settings, || {
+            postgres::connect(
+                cluster,
+                &cluster.writer,
+                &params,
+                &creds,
+                Duration::from_secs(10),
+            )
+        })
+        .await
+        .expect("checkout")
+}
+
+/// Runs `sql` as a simple query: the first column of each row (NULL as `None`), or the
+/// error message.
+async fn query(conn: &mut BackendConn, sql: &str) -> Result<Vec<Option<String>>, String> {
+    let mut out = BytesMut::new();
+    messages::query(&mut out, sql);
+    conn.stream.write_all(&out).await.expect("send query");
+    let mut rows = Vec::new();
+    let mut failed = None;
+    loop {
+        let Some((h, body)) = frame::message(&conn.buf, 1 << 20).expect("framing") else {
+            let n = conn.stream.read_buf(&mut conn.buf).await.expect("read");
+            assert!(n > 0, "the server closed the connection");
+            continue;
+        };
+        match h.tag {
+            b'D' => {
+                let mut b = &body[2..];
+                let len = b.get_i32();
+                rows.push(
+                    (len >= 0).then(|| String::from_utf8_lossy(&b[..len as usize]).into_owned()),
+                );
+            }
+            tag::ERROR_RESPONSE => failed = Some(messages::error_fields(body).1),
+            tag::READY_FOR_QUERY => {
+                conn.consume(h.total);
+                return failed.map_or(Ok(rows), Err);
+            }
+            _ => {}
+        }
+        conn.consume(h.total);
+    }
+}
+
+async fn one(conn: &mut BackendConn, sql: &str) -> Option<String> {
+    let rows = query(conn, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter().next().flatten()
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_the_same_process_with_none_of_the_last_session_left() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pool_reset").await;
+    let (main, settings) = topology(cluster);
+    let (_stop, shutdown) = switchyard::shutdown::channel();
+    let pools = Pools::new(shutdown);
+
+    let mut lease = checkout(&pools, &main, &db, &settings).await;
+    let pid = one(&mut lease, "SELECT pg_backend_pid()").await;
+    let key = lease.key.expect("BackendKeyData");
+    let startup_params = lease.parameter_status.clone();
+    for sql in [
+        "CREATE TABLE kept (x int)",
+        "SET statement_timeout = '123s'",
+        "SET application_name = 'dirty'",
+        "CREATE TEMP TABLE scratch (x int)",
+        "PREPARE stmt AS SELECT 1",
+        "SELECT pg_advisory_lock(42)",
+        "LISTEN news",
+        "BEGIN",
+        "INSERT INTO kept VALUES (1)",
+    ] {
+        query(&mut lease, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    lease.release(Release::Reset);
+
+    // pool_size = 1: this waits for the reset, then gets that same connection.
+    let mut lease = checkout(&pools, &main, &db, &settings).await;
+    assert_eq!(one(&mut lease, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(lease.key, Some(key));
+    assert_eq!(lease.parameter_status, startup_params);
+    let checks = [
+        ("SHOW statement_timeout", "0"),
+        ("SHOW application_name", "pool-test"),
+        (
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'scratch'",
+            "0",
+        ),
+        ("SELECT count(*) FROM pg_prepared_statements", "0"),
+        (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            "0",
+        ),
+        ("SELECT count(*) FROM pg_listening_channels()", "0"),
+        ("SELECT count(*) FROM kept", "0"),
+    ];
+    for (sql, expected) in checks {
+        assert_eq!(
+            one(&mut lease, sql).await.as_deref(),
+            Some(expected),
+            "{sql}"
+        );
+    }
+    lease.release(Release::Clean);
+}
