@@ -3,6 +3,8 @@
 
 #[path = "mysql/auth.rs"]
 mod auth;
+#[path = "mysql/pool.rs"]
+mod pool;
 mod support;
 #[path = "mysql/wire.rs"]
 mod wire;

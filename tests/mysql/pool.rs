@@ -1,0 +1,208 @@
+//! The pool with real MariaDB connections: a connection given back with `Release::Reset`
+//! comes out again as the same server connection, with none of what the last session
+//! left on it, and a login without a database is not reused once one was selected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use switchyard::backend::Credentials;
+use switchyard::backend::mysql::{self, Login, MysqlConn, ResetError};
+use switchyard::pool::{Key, Lease, Pools, Release, Settings};
+use switchyard::protocol::mysql::command::write_text_command;
+use switchyard::protocol::mysql::constants::command::COM_QUERY;
+use switchyard::protocol::mysql::constants::{CapabilityFlags, UTF8MB4_GENERAL_CI};
+use switchyard::protocol::mysql::handshake::offered_capabilities;
+use switchyard::protocol::mysql::messages::{lenenc_str, parse_err};
+use switchyard::protocol::mysql::packet;
+use switchyard::protocol::mysql::response::{Response, Step};
+use switchyard::topology::{Cluster, Topology};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::mariadb::{APP, MariaCluster};
+use crate::support::proxy::mysql_config_text;
+
+/// The writer of the shared cluster as the proxy sees it, with the pool settings of a
+/// config whose `[server]` has `pool_size = 1`.
+fn topology(cluster: &MariaCluster) -> (Arc<Cluster>, Settings) {
+    let text = mysql_config_text(cluster, "pool_size = 1");
+    let raw = toml::from_str(&text).expect("config parses");
+    let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
+    let topology = Topology::from_config(&config).expect("topology");
+    let main = Arc::clone(&topology.clusters["main"]);
+    (main, Settings::from_config(&config.raw.server))
+}
+
+fn login(db: Option<&str>) -> Login {
+    Login {
+        capabilities: offered_capabilities(),
+        charset: UTF8MB4_GENERAL_CI,
+        max_packet_size: 1 << 24,
+        database: db.map(|d| d.as_bytes().to_vec()),
+        connect_attrs: None,
+    }
+}
+
+fn creds() -> Credentials {
+    Credentials {
+        user: APP.user.into(),
+        password: Some(APP.password.into()),
+        salted: Default::default(),
+        pass_through: None,
+    }
+}
+
+async fn connect(cluster: &Cluster, db: Option<&str>) -> MysqlConn {
+    mysql::connect(
+        cluster,
+        &cluster.writer,
+        &login(db),
+        &creds(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect")
+}
+
+async fn checkout(
+    pools: &Pools<MysqlConn>,
+    cluster: &Arc<Cluster>,
+    db: &str,
+    settings: &Settings,
+) -> Lease<MysqlConn> {
+    let key = Key {
+        cluster: cluster.name.clone(),
+        instance: cluster.writer.addr.clone(),
+        user: APP.user.into(),
+        database: db.into(),
+        options: 0,
+    };
+    pools
+        .checkout(&key, settings, || async {
+            Ok::<_, std::convert::Infallible>(connect(cluster, Some(db)).await)
+        })
+        .await
+        .expect("checkout")
+}
+
+/// Runs `sql` with COM_QUERY: the first column of the first row (NULL as `None`; `None`
+/// too for a statement without rows), or the error message.
+async fn query(conn: &mut MysqlConn, sql: &str) -> Result<Option<String>, String> {
+    let mut out = BytesMut::new();
+    write_text_command(&mut out, COM_QUERY, sql.as_bytes());
+    conn.stream.write_all(&out).await.expect("send query");
+    let deprecate_eof = conn
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let mut response = Response::new(COM_QUERY, deprecate_eof);
+    let mut packets = Vec::new();
+    loop {
+        let Some((h, payload)) = packet::packet(&conn.buf, 1 << 20).expect("framing") else {
+            let n = conn.stream.read_buf(&mut conn.buf).await.expect("read");
+            assert!(n > 0, "the server closed the connection");
+            continue;
+        };
+        let payload = payload.to_vec();
+        conn.buf.advance(packet::HEADER_LEN + h.len);
+        match response.feed(&payload).expect("response") {
+            Step::More => packets.push(payload),
+            Step::Done { .. } => {
+                // A result set: count, one column, (EOF,) rows; the first row follows the
+                // column definitions.
+                let first_row = if deprecate_eof { 2 } else { 3 };
+                let Some(row) = packets.get(first_row) else {
+                    return Ok(None);
+                };
+                if row.first() == Some(&0xFB) {
+                    return Ok(None);
+                }
+                let (value, _) = lenenc_str(row).expect("a text value");
+                return Ok(Some(String::from_utf8_lossy(value).into_owned()));
+            }
+            Step::Failed { .. } => {
+                let err = parse_err(&payload).expect("ERR");
+                return Err(String::from_utf8_lossy(err.message).into_owned());
+            }
+            Step::LocalInfile => panic!("unexpected LOCAL INFILE"),
+        }
+    }
+}
+
+async fn one(conn: &mut MysqlConn, sql: &str) -> Option<String> {
+    query(conn, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_the_same_connection_with_none_of_the_last_session_left() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("pool_reset").await;
+    let other = cluster.create_database("pool_other").await;
+    let (main, settings) = topology(cluster);
+    let (_stop, shutdown) = switchyard::shutdown::channel();
+    let pools = Pools::new(shutdown);
+
+    let mut lease = checkout(&pools, &main, &db, &settings).await;
+    let id = one(&mut lease, "SELECT CONNECTION_ID()").await;
+    assert_eq!(id, Some(lease.connection_id.to_string()));
+    for sql in [
+        "CREATE TABLE kept (x int) ENGINE=InnoDB",
+        "SET @v = 5",
+        "SET SESSION sql_mode = 'ANSI_QUOTES'",
+        "CREATE TEMPORARY TABLE scratch (x int)",
+        "PREPARE stmt FROM 'SELECT 1'",
+        "SELECT GET_LOCK('pool_test', 0)",
+        "SET autocommit = 0",
+        "INSERT INTO kept VALUES (1)",
+        &format!("USE `{other}`"),
+    ] {
+        one(&mut lease, sql).await;
+    }
+    lease.release(Release::Reset);
+
+    // pool_size = 1: this waits for the reset, then gets that same connection.
+    let mut lease = checkout(&pools, &main, &db, &settings).await;
+    assert_eq!(one(&mut lease, "SELECT CONNECTION_ID()").await, id);
+    assert_eq!(one(&mut lease, "SELECT DATABASE()").await, Some(db.clone()));
+    assert_eq!(one(&mut lease, "SELECT @v").await, None);
+    assert_eq!(
+        one(&mut lease, "SELECT @@autocommit").await.as_deref(),
+        Some("1")
+    );
+    assert_ne!(
+        one(&mut lease, "SELECT @@sql_mode").await.as_deref(),
+        Some("ANSI_QUOTES")
+    );
+    assert_eq!(
+        one(&mut lease, "SELECT IS_USED_LOCK('pool_test')").await,
+        None
+    );
+    assert_eq!(
+        one(&mut lease, "SELECT count(*) FROM kept")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    let gone = query(&mut lease, "SELECT * FROM scratch").await;
+    assert!(gone.is_err(), "the temporary table is gone: {gone:?}");
+    let gone = query(&mut lease, "EXECUTE stmt").await;
+    assert!(gone.is_err(), "the prepared statement is gone: {gone:?}");
+    lease.release(Release::Clean);
+}
+
+#[tokio::test]
+async fn a_login_without_a_database_resets_only_while_none_is_selected() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("pool_nodb").await;
+    let (main, _) = topology(cluster);
+    let mut conn = connect(&main, None).await;
+    one(&mut conn, "SET @v = 1").await;
+    conn.reset().await.expect("nothing selected: reset");
+    assert_eq!(one(&mut conn, "SELECT @v").await, None);
+    one(&mut conn, &format!("USE `{db}`")).await;
+    match conn.reset().await {
+        Err(ResetError::DatabaseSelected { .. }) => {}
+        other => panic!("expected DatabaseSelected, got {other:?}"),
+    }
+}
