@@ -56,8 +56,9 @@ pub struct Login {
 /// An authenticated backend connection, ready for commands.
 pub struct MysqlConn {
     pub instance: Arc<Instance>,
-    /// Counts this connection in the instance's attached sessions while it lives.
-    _attached: Attachment,
+    /// Counts this connection in the instance's attached sessions while a session holds it
+    /// (not while it is idle in the pool: see `set_attached`).
+    attached: Option<Attachment>,
     pub stream: Stream,
     pub buf: BytesMut,
     /// The backend's own connection id (for KILL QUERY).
@@ -149,7 +150,7 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
         })?;
         let mut conn = MysqlConn {
             instance: Arc::clone(instance),
-            _attached: Attachment::new(instance),
+            attached: Some(Attachment::new(instance)),
             stream: Stream::Plain(tcp),
             buf: BytesMut::with_capacity(8192),
             connection_id: 0,

@@ -39,8 +39,9 @@ pub struct BackendKey {
 /// An authenticated backend connection, ready for queries.
 pub struct BackendConn {
     pub instance: Arc<Instance>,
-    /// Counts this connection in the instance's attached sessions while it lives.
-    _attached: Attachment,
+    /// Counts this connection in the instance's attached sessions while a session holds it
+    /// (not while it is idle in the pool: see `set_attached`).
+    attached: Option<Attachment>,
     pub stream: Stream,
     /// Bytes read from the backend and not yet handled.
     pub buf: BytesMut,
@@ -147,7 +148,7 @@ async fn connect_inner(
 
     let mut conn = BackendConn {
         instance: Arc::clone(instance),
-        _attached: Attachment::new(instance),
+        attached: Some(Attachment::new(instance)),
         stream,
         buf: BytesMut::with_capacity(8192),
         key: None,

@@ -18,6 +18,10 @@ impl Pooled for BackendConn {
         BackendConn::is_closed(self)
     }
 
+    fn set_leased(&mut self, leased: bool) {
+        self.set_attached(leased);
+    }
+
     fn close(self) -> impl Future<Output = ()> + Send {
         self.terminate()
     }
@@ -32,6 +36,10 @@ impl Pooled for MysqlConn {
 
     fn is_closed(&mut self) -> bool {
         MysqlConn::is_closed(self)
+    }
+
+    fn set_leased(&mut self, leased: bool) {
+        self.set_attached(leased);
     }
 
     fn close(self) -> impl Future<Output = ()> + Send {

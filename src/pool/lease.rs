@@ -31,7 +31,8 @@ pub struct Lease<C: Pooled> {
 }
 
 impl<C: Pooled> Lease<C> {
-    pub(super) fn new(pool: Arc<Pool<C>>, entry: Entry<C>) -> Lease<C> {
+    pub(super) fn new(pool: Arc<Pool<C>>, mut entry: Entry<C>) -> Lease<C> {
+        entry.conn.set_leased(true);
         Lease {
             entry: Some(entry),
             pool,

@@ -17,6 +17,7 @@ mod slots;
 mod tests;
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 pub use lease::{Lease, Release};
@@ -36,6 +37,10 @@ pub trait Pooled: Send + 'static {
     /// Whether the server has closed the connection (or is closing it), judged from what
     /// has already arrived, without waiting; checked before an idle one is handed out.
     fn is_closed(&mut self) -> bool;
+
+    /// Told `true` when the connection is lent to a session and `false` when it goes back
+    /// to the pool (to count only lent connections as an instance's load, for example).
+    fn set_leased(&mut self, _leased: bool) {}
 
     /// Ends the connection politely (PostgreSQL Terminate, MySQL COM_QUIT).
     fn close(self) -> impl Future<Output = ()> + Send
@@ -60,6 +65,14 @@ pub struct Key {
     /// startup parameters; MySQL capability flags, character set, connection attributes),
     /// computed by the caller.
     pub options: u64,
+}
+
+/// A fingerprint of login options for [`Key::options`] (for instance the startup
+/// parameters as a list of pairs): equal options give equal fingerprints in one process.
+pub fn fingerprint(options: &impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    options.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The pool settings of the live config, read at each checkout (so a reload applies to

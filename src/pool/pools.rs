@@ -239,7 +239,8 @@ impl<C: Pooled> Pool<C> {
 
     /// A `busy` connection comes back healthy: to a waiter, idle, or closed when past its
     /// lifetime or over the pool's size.
-    pub fn give_back(&self, busy: Busy, entry: Entry<C>) {
+    pub fn give_back(&self, busy: Busy, mut entry: Entry<C>) {
+        entry.conn.set_leased(false);
         if let Some((entry, reason)) = self.with(|s| s.give_back(busy, entry, Instant::now())) {
             self.close(entry.conn, reason);
         }

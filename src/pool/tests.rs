@@ -17,6 +17,9 @@ struct Fake {
     /// Its next reset fails.
     refuse_reset: bool,
     alive: Arc<AtomicUsize>,
+    leased: bool,
+    /// How many fakes are lent out now, as the pool says.
+    lent: Arc<AtomicUsize>,
 }
 
 impl Drop for Fake {
@@ -45,6 +48,16 @@ impl Pooled for Fake {
     fn is_closed(&mut self) -> bool {
         self.closed
     }
+
+    fn set_leased(&mut self, leased: bool) {
+        if leased != self.leased {
+            self.leased = leased;
+            match leased {
+                true => self.lent.fetch_add(1, Ordering::SeqCst),
+                false => self.lent.fetch_sub(1, Ordering::SeqCst),
+            };
+        }
+    }
 }
 
 /// Pools of fakes, and how many fakes were opened and are alive.
@@ -52,6 +65,7 @@ struct Bench {
     pools: Pools<Fake>,
     opened: Arc<AtomicU32>,
     alive: Arc<AtomicUsize>,
+    lent: Arc<AtomicUsize>,
     _stop: crate::shutdown::Trigger,
 }
 
@@ -81,6 +95,7 @@ impl Bench {
             pools: Pools::new(shutdown),
             opened: Arc::new(AtomicU32::new(0)),
             alive: Arc::new(AtomicUsize::new(0)),
+            lent: Arc::new(AtomicUsize::new(0)),
             _stop: stop,
         }
     }
@@ -89,10 +104,11 @@ impl Bench {
         &self,
         settings: Settings,
     ) -> impl Future<Output = Result<Lease<Fake>, CheckoutError<Refused>>> + Send + 'static {
-        let (pools, opened, alive) = (
+        let (pools, opened, alive, lent) = (
             self.pools.clone(),
             Arc::clone(&self.opened),
             Arc::clone(&self.alive),
+            Arc::clone(&self.lent),
         );
         async move {
             pools
@@ -104,6 +120,8 @@ impl Bench {
                         closed: false,
                         refuse_reset: false,
                         alive,
+                        leased: false,
+                        lent,
                     })
                 })
                 .await
@@ -145,10 +163,16 @@ async fn idle_connections_are_reused_newest_first() {
     a.release(Release::Clean);
     b.release(Release::Clean);
     assert_eq!(bench.counts().idle, 2);
+    assert_eq!(
+        bench.lent.load(Ordering::SeqCst),
+        0,
+        "idle ones are not lent"
+    );
     let again = bench.lease(settings(2)).await;
     assert_eq!(again.id, 2, "the newest idle connection first");
     assert_eq!(bench.counts().in_use, 1);
     assert_eq!(bench.counts().idle, 1);
+    assert_eq!(bench.lent.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

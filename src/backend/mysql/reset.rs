@@ -13,6 +13,7 @@ use crate::protocol::mysql::constants::{CapabilityFlags, header};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
 use crate::protocol::mysql::response::{Response, Step};
+use crate::topology::Attachment;
 
 /// A NULL column value in a text result row.
 const NULL: u8 = 0xFB;
@@ -56,6 +57,17 @@ impl MysqlConn {
                 addr: self.instance.addr.clone(),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Counts the connection in its instance's attached sessions (`true`: a session holds
+    /// it) or not (`false`: idle in the pool), so idle connections do not skew the spread of
+    /// sessions over readers.
+    pub fn set_attached(&mut self, attached: bool) {
+        match (attached, self.attached.is_some()) {
+            (true, false) => self.attached = Some(Attachment::new(&self.instance)),
+            (false, true) => self.attached = None,
+            _ => {}
         }
     }
 

@@ -9,6 +9,7 @@ use super::BackendConn;
 use crate::net::Arrived;
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
+use crate::topology::Attachment;
 
 /// Largest message read while resetting: the replies are a few small messages, unless
 /// the session left a result unread (then the reset fails and the connection closes).
@@ -94,6 +95,17 @@ impl BackendConn {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Counts the connection in its instance's attached sessions (`true`: a session holds
+    /// it) or not (`false`: idle in the pool), so idle connections do not skew the spread of
+    /// sessions over readers.
+    pub fn set_attached(&mut self, attached: bool) {
+        match (attached, self.attached.is_some()) {
+            (true, false) => self.attached = Some(Attachment::new(&self.instance)),
+            (false, true) => self.attached = None,
+            _ => {}
         }
     }
 
