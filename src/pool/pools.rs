@@ -53,7 +53,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<C: Pooled> Pools<C> {
-    /// No pools yet, and the task that sweeps them every few seconds.
+    /// No pools yet, and the task that sweeps them every few seconds (spawned here: call
+    /// it inside a Tokio runtime).
     pub fn new(mut shutdown: Shutdown) -> Pools<C> {
         let shared = Arc::new(Shared {
             pools: Mutex::new(HashMap::new()),
