@@ -4,10 +4,10 @@
 //!
 //! Live: users and passwords, readers and their weights, limits and timeouts (the pool's
 //! too, from its next checkout), routes and consistency, the log level, discovery and
-//! health-check settings. Fixed: the listen
-//! addresses, the protocol, client TLS, the admin section, the log format, the set of
-//! clusters and each one's writer and TLS, the routing state (`active`, `read_only`,
-//! `max_pause`, `state_dir`, which the cutover controller owns), `[cutover]` and `[fleet]`.
+//! health-check settings. Fixed: the listen addresses, the protocol, client TLS, the admin
+//! section, the log format, the set of clusters and each one's writer and TLS, the routing
+//! state (`active`, `read_only`, `max_pause`, `state_dir`, which the cutover controller
+//! owns), `[cutover]` and `[fleet]`.
 
 use super::{Config, Problem};
 
