@@ -178,7 +178,7 @@ fn describe() {
     );
     describe_counter!(
         POOL_CLOSED_TOTAL,
-        "Backend connections the pool closed, per pool and reason (idle_timeout, max_lifetime, reset_failed, broken, dropped, pool_size, detached)."
+        "Backend connections the pool closed, per pool and reason (idle_timeout, max_lifetime, reset_failed, broken, dropped, pool_size, detached, retired)."
     );
     describe_gauge!(
         INSTANCE_LAG_SECONDS,

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub use lease::{Lease, Release};
 pub use pools::Pools;
+pub use slots::Counts;
 
 use crate::config::ServerConfig;
 
@@ -52,7 +53,7 @@ pub trait Pooled: Send + 'static {
 }
 
 /// What makes two backend connections interchangeable: same instance, same login.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     pub cluster: String,
     /// The instance's `host:port` (its metrics label).
@@ -140,10 +141,13 @@ pub enum CloseReason {
     PoolSize,
     /// Taken out of the pool with [`Lease::detach`] (the caller closes it).
     Detached,
+    /// Its pool was retired ([`Pools::retire`]: its instance left, or its cluster is no
+    /// longer used).
+    Retired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::IdleTimeout,
         CloseReason::MaxLifetime,
         CloseReason::ResetFailed,
@@ -151,6 +155,7 @@ impl CloseReason {
         CloseReason::Dropped,
         CloseReason::PoolSize,
         CloseReason::Detached,
+        CloseReason::Retired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +167,7 @@ impl CloseReason {
             CloseReason::Dropped => "dropped",
             CloseReason::PoolSize => "pool_size",
             CloseReason::Detached => "detached",
+            CloseReason::Retired => "retired",
         }
     }
 }

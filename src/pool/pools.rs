@@ -12,9 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::lease::Lease;
-#[cfg(test)]
-use super::slots::Counts;
-use super::slots::{Busy, Entry, Grant, Slots, Take};
+use super::slots::{Busy, Counts, Entry, Grant, Slots, Take};
 use super::{CheckoutError, CloseReason, Key, Pooled, Settings};
 use crate::metrics::PoolMetrics;
 use crate::shutdown::Shutdown;
@@ -152,11 +150,37 @@ impl<C: Pooled> Pools<C> {
         }
     }
 
-    /// How many connections each pool has in each state (pools with none are left out).
-    #[cfg(test)]
-    pub(super) fn counts(&self, key: &Key) -> Option<Counts> {
+    /// Each pool's key and how many connections it has in each state (for `/status`).
+    pub fn counts(&self) -> Vec<(Key, Counts)> {
         let pools = lock(&self.shared.pools);
-        pools.get(key).map(|p| lock(&p.slots).counts())
+        let mut all: Vec<_> = pools
+            .iter()
+            .map(|(key, pool)| (key.clone(), lock(&pool.slots).counts()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Retires the pools whose key `which` selects (an instance left, a cluster is no longer
+    /// used): their idle connections close now, the lent ones as they come back, and the
+    /// next checkout for such a key starts a new pool.
+    pub fn retire(&self, which: impl Fn(&Key) -> bool) {
+        let mut pools = lock(&self.shared.pools);
+        let retired: Vec<Arc<Pool<C>>> = pools
+            .extract_if(|key, _| which(key))
+            .map(|(_, pool)| pool)
+            .collect();
+        drop(pools);
+        let now = Instant::now();
+        for pool in retired {
+            let closing = pool.with(|s| {
+                s.retired = true;
+                s.expire(now)
+            });
+            for (entry, reason) in closing {
+                pool.close(entry.conn, reason);
+            }
+        }
     }
 
     /// Closes the idle connections past their time now (the sweep task does it every few

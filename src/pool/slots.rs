@@ -71,7 +71,7 @@ pub(super) enum Take<C> {
 
 /// How many connections are in each state, and how many checkouts wait.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Counts {
+pub struct Counts {
     pub idle: usize,
     pub in_use: usize,
     pub opening: usize,
@@ -91,6 +91,8 @@ pub(super) struct Slots<C> {
     next_id: u64,
     /// The counts last published to the metrics.
     pub published: Counts,
+    /// Set by `Pools::retire`: connections close as they come back.
+    pub retired: bool,
 }
 
 impl<C> Slots<C> {
@@ -104,6 +106,7 @@ impl<C> Slots<C> {
             waiters: VecDeque::new(),
             next_id: 0,
             published: Counts::default(),
+            retired: false,
         }
     }
 
@@ -185,6 +188,10 @@ impl<C> Slots<C> {
         mut entry: Entry<C>,
         now: Instant,
     ) -> Option<(Entry<C>, CloseReason)> {
+        if self.retired {
+            self.free(busy);
+            return Some((entry, CloseReason::Retired));
+        }
         if entry.past_lifetime(&self.settings, now) {
             self.free(busy);
             return Some((entry, CloseReason::MaxLifetime));
@@ -226,7 +233,11 @@ impl<C> Slots<C> {
         let mut closing = Vec::new();
         let mut kept = VecDeque::with_capacity(self.idle.len());
         for entry in self.idle.drain(..) {
-            match entry.expired(&self.settings, now) {
+            let expired = match self.retired {
+                true => Some(CloseReason::Retired),
+                false => entry.expired(&self.settings, now),
+            };
+            match expired {
                 Some(reason) => closing.push((entry, reason)),
                 None => kept.push_back(entry),
             }

@@ -132,8 +132,12 @@ impl Bench {
         self.checkout(settings).await.expect("checkout")
     }
 
-    fn counts(&self) -> slots::Counts {
-        self.pools.counts(&key()).unwrap_or_default()
+    fn counts(&self) -> Counts {
+        let all = self.pools.counts();
+        all.into_iter()
+            .find(|(k, _)| *k == key())
+            .map(|(_, counts)| counts)
+            .unwrap_or_default()
     }
 
     /// Lets spawned tasks (resets, closes, checkouts) run until `done` holds.
@@ -272,7 +276,7 @@ async fn a_failed_reset_closes_the_connection() {
 async fn a_dropped_lease_closes_its_connection_and_frees_its_slot() {
     let bench = Bench::new();
     drop(bench.lease(settings(1)).await);
-    assert_eq!(bench.counts(), slots::Counts::default());
+    assert_eq!(bench.counts(), Counts::default());
     let again = bench.lease(settings(1)).await;
     assert_eq!(again.id, 2);
     bench
@@ -326,7 +330,7 @@ async fn the_sweep_closes_expired_idle_connections() {
         tokio::time::advance(Duration::from_secs(5)).await;
     }
     bench.until("the sweep closed it", |b| b.alive() == 0).await;
-    assert_eq!(bench.counts(), slots::Counts::default());
+    assert_eq!(bench.counts(), Counts::default());
 }
 
 #[tokio::test(start_paused = true)]
@@ -375,4 +379,26 @@ async fn settings_apply_from_the_next_checkout() {
     one.release(Release::Clean);
     assert_eq!(bench.counts().idle, 1);
     bench.until("two closed", |b| b.alive() == 1).await;
+}
+
+#[tokio::test]
+async fn a_retired_pool_closes_its_connections_and_a_new_one_starts() {
+    let bench = Bench::new();
+    let (idle, lent) = (
+        bench.lease(settings(2)).await,
+        bench.lease(settings(2)).await,
+    );
+    idle.release(Release::Clean);
+    bench.pools.retire(|k| k.instance == "db:5432");
+    assert!(bench.pools.counts().is_empty(), "forgotten at once");
+    bench.until("the idle one closed", |b| b.alive() == 1).await;
+    lent.release(Release::Clean);
+    bench
+        .until("the lent one closed on return", |b| b.alive() == 0)
+        .await;
+    assert_eq!(
+        bench.lease(settings(2)).await.id,
+        3,
+        "a new pool, a new connection"
+    );
 }
