@@ -100,36 +100,20 @@ impl<C: Pooled> Pools<C> {
                 },
                 Take::Open => break Grant::Slot,
                 Take::Wait(id, rx) => {
-                    let waiting = Waiting {
-                        pool: Arc::clone(&pool),
-                        id,
-                        rx,
-                        done: false,
-                    };
                     let deadline = started + settings.checkout_timeout;
-                    match waiting.until(deadline).await {
-                        Some(Grant::Idle(entry)) => match pool.usable(entry, settings) {
-                            Ok(entry) => break Grant::Idle(entry),
-                            Err((conn, reason)) => {
-                                pool.with(|s| s.reopen());
-                                pool.close(conn, reason);
-                                break Grant::Slot;
-                            }
-                        },
-                        Some(Grant::Slot) => break Grant::Slot,
-                        None => {
-                            pool.metrics
-                                .checkout_wait
-                                .record(started.elapsed().as_secs_f64());
-                            pool.metrics.checkout_timeouts.increment(1);
-                            return Err(CheckoutError::Timeout {
-                                instance: key.instance.clone(),
-                                user: key.user.clone(),
-                                size: settings.size,
-                                timeout: settings.checkout_timeout,
-                            });
-                        }
+                    if let Some(grant) = pool.wait(id, rx, deadline, settings).await {
+                        break grant;
                     }
+                    pool.metrics
+                        .checkout_wait
+                        .record(started.elapsed().as_secs_f64());
+                    pool.metrics.checkout_timeouts.increment(1);
+                    return Err(CheckoutError::Timeout {
+                        instance: key.instance.clone(),
+                        user: key.user.clone(),
+                        size: settings.size,
+                        timeout: settings.checkout_timeout,
+                    });
                 }
             }
         };
@@ -245,6 +229,35 @@ impl<C: Pooled> Pool<C> {
             move_by(&m.waiting, before.waiting, now.waiting);
         }
         result
+    }
+
+    /// Waits in line (place `id`) until `deadline` for a usable connection, or a slot to
+    /// open one in (also when the connection granted turns out unusable: its slot is
+    /// reused rather than queueing again); `None` when nothing came in time.
+    async fn wait(
+        self: &Arc<Self>,
+        id: u64,
+        rx: oneshot::Receiver<Grant<C>>,
+        deadline: Instant,
+        settings: &Settings,
+    ) -> Option<Grant<C>> {
+        let waiting = Waiting {
+            pool: Arc::clone(self),
+            id,
+            rx,
+            done: false,
+        };
+        match waiting.until(deadline).await? {
+            Grant::Idle(entry) => match self.usable(entry, settings) {
+                Ok(entry) => Some(Grant::Idle(entry)),
+                Err((conn, reason)) => {
+                    self.with(|s| s.reopen());
+                    self.close(conn, reason);
+                    Some(Grant::Slot)
+                }
+            },
+            Grant::Slot => Some(Grant::Slot),
+        }
     }
 
     /// The idle connection `entry` if it may be handed out now, else it and why to close it.
