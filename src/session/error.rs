@@ -1,8 +1,9 @@
-//! The ways a session ends, once for both protocols. What differs by protocol is inside:
-//! the error code a refusal carries (`P::Code`: a SQLSTATE, or a MySQL error number) and
-//! the connector's error; each protocol maps an error to what its client is told
-//! (`postgres::client_message`, `mysql::client_message`).
+//! The ways a session ends, once for both protocols, and what the client is told of each.
+//! What differs by protocol is inside: the error code a refusal carries (`P::Code`: a
+//! SQLSTATE, or a MySQL error number), the connector's error, and the codes and words of
+//! each kind of end ([`Endings`]).
 
+use crate::error::chain;
 use crate::metrics::ErrorKind;
 use crate::protocol::postgres::scram::ScramError;
 use crate::session::flow::Protocol;
@@ -54,7 +55,53 @@ pub enum SessionError<P: Protocol> {
     Killed,
 }
 
+/// A protocol's codes and words for the ends of a session, for
+/// [`SessionError::client_message`].
+pub struct Endings<C: 'static> {
+    /// The client broke the protocol: the code, and the words before the detail.
+    pub protocol: (C, &'static str),
+    /// The client did not finish its startup in time.
+    pub startup_timeout: (C, &'static str),
+    /// A failed login.
+    pub auth: C,
+    /// No backend connection could be opened, or the user not looked up.
+    pub connect: C,
+    /// A backend connection was lost or broke the protocol.
+    pub backend: C,
+    /// The proxy shuts down.
+    pub shutdown: (C, &'static str),
+    /// Whether the client is told that the server ended the session's connection when
+    /// the server's own words could not be relayed (PostgreSQL: yes; MySQL closes
+    /// silently, as the server closes a killed connection).
+    pub explain_ended: bool,
+}
+
 impl<P: Protocol> SessionError<P> {
+    /// The error the client should see before the connection closes, if any, in its
+    /// protocol's codes and words.
+    pub fn client_message(&self) -> Option<(P::Code, String)> {
+        use SessionError::*;
+        let words = &P::ENDINGS;
+        Some(match self {
+            ClientGone | ClientIo(_) | Tls(_) | Killed => return None,
+            ConnectionEnded { told, .. } if *told || !words.explain_ended => return None,
+            ClientProtocol(m) => (words.protocol.0, format!("{}{m}", words.protocol.1)),
+            StartupTimeout => (words.startup_timeout.0, words.startup_timeout.1.into()),
+            Scram(ScramError::BadProof) => (words.auth, "password authentication failed".into()),
+            Scram(e) => (words.protocol.0, e.to_string()),
+            AuthFailed { message } => (words.auth, message.clone()),
+            Refused { code, message } | Failover { code, message } => (*code, message.clone()),
+            Connect(e) => (words.connect, format!("switchyard: {}", chain(e))),
+            Lookup(e) => (words.connect, format!("switchyard: {}", chain(e))),
+            BackendLost { addr, .. } => (
+                words.backend,
+                format!("switchyard lost its connection to the database at {addr}"),
+            ),
+            BackendProtocol { .. } | ConnectionEnded { .. } => (words.backend, self.to_string()),
+            Shutdown => (words.shutdown.0, words.shutdown.1.into()),
+        })
+    }
+
     /// The backend connection broke (not the client, not a refusal).
     pub fn backend_failed(&self) -> bool {
         matches!(

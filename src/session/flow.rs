@@ -49,13 +49,13 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// protocol tracks.
     type Side: Send;
 
-    /// Connects to `instance` of `cluster` and logs in.
+    /// The codes and words of the ways a session ends.
+    const ENDINGS: super::error::Endings<Self::Code>;
+
+    /// Connects to `instance` as `dial` says and logs in.
     fn connect(
-        cluster: &Cluster,
+        dial: Dial<'_, Self>,
         instance: &Arc<Instance>,
-        login: &Self::Login,
-        creds: &Credentials,
-        timeout: Duration,
     ) -> impl Future<Output = Result<Self::Conn, Self::ConnectError>> + Send;
 
     /// Closes a connection the session will not use (a probe).
@@ -97,7 +97,16 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     fn refusal(why: Why<'_>) -> (Self::Code, String);
 }
 
-/// What a session knows about a connection it holds, for the shared flow.
+/// How a session connects: to which cluster, as whom, within how long.
+pub struct Dial<'a, P: Protocol> {
+    pub cluster: &'a Cluster,
+    pub login: &'a P::Login,
+    pub creds: &'a Credentials,
+    pub timeout: Duration,
+}
+
+/// What a session knows about a connection it holds, for the shared flow; implemented
+/// with [`held!`] over the backend type's own fields and methods.
 pub trait Held {
     type Conn;
     fn new(conn: Self::Conn) -> Self;
@@ -109,6 +118,32 @@ pub trait Held {
     /// Whether the connection's transactions are read-only now.
     fn read_only(&mut self) -> &mut bool;
 }
+
+/// Implements [`Held`] for a protocol's `Backend`: a struct with `conn` (whose `instance`
+/// it is), `applied` and `read_only` fields, and `new(conn)` and `closed()` methods.
+macro_rules! held {
+    ($backend:ty, $conn:ty) => {
+        impl $crate::session::flow::Held for $backend {
+            type Conn = $conn;
+            fn new(conn: $conn) -> Self {
+                <$backend>::new(conn)
+            }
+            fn instance(&self) -> &std::sync::Arc<$crate::topology::Instance> {
+                &self.conn.instance
+            }
+            fn closed(&mut self) -> bool {
+                <$backend>::closed(self)
+            }
+            fn applied(&mut self) -> &mut usize {
+                &mut self.applied
+            }
+            fn read_only(&mut self) -> &mut bool {
+                &mut self.read_only
+            }
+        }
+    };
+}
+pub(crate) use held;
 
 /// The errors the shared flow raises, for [`Protocol::refusal`].
 #[derive(Debug, Clone, Copy)]
@@ -199,7 +234,17 @@ impl<P: Protocol> Session<P> {
         instance: &Arc<Instance>,
     ) -> Result<P::Conn, P::ConnectError> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        P::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
+        P::connect(self.dial(&self.cluster, timeout), instance).await
+    }
+
+    /// How this session connects to `cluster`.
+    pub(super) fn dial<'a>(&'a self, cluster: &'a Cluster, timeout: Duration) -> Dial<'a, P> {
+        Dial {
+            cluster,
+            login: &self.login,
+            creds: &self.creds,
+            timeout,
+        }
     }
 
     /// The router's target for `stmt`, given the session's view now (its read-your-writes

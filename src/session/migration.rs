@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::error::SessionError;
 use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
-use super::flow::{Held, Protocol, Session, Why};
+use super::flow::{Dial, Held, Protocol, Session, Why};
 use crate::cutover::{Entry, Mode};
 use crate::router::Target;
 use crate::topology::{Cluster, Instance};
@@ -96,7 +96,7 @@ impl<P: Protocol> Session<P> {
         };
         self.movable(MoveCause::Cutover, &cluster.name)?;
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let conn = P::connect(&cluster, &cluster.writer, &self.login, &self.creds, timeout)
+        let conn = P::connect(self.dial(&cluster, timeout), &cluster.writer)
             .await
             .map_err(SessionError::Connect)?;
         self.install_writer(cluster, conn, MoveCause::Cutover)
@@ -197,8 +197,14 @@ impl<P: Protocol> Session<P> {
     ) -> Result<(Arc<Cluster>, Result<P::Conn, P::ConnectError>), WaitError> {
         let (login, creds) = (&self.login, &self.creds);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
-        let connect = |cluster: Arc<Cluster>, t| async move {
-            P::connect(&cluster, &cluster.writer, login, creds, t).await
+        let connect = |cluster: Arc<Cluster>, timeout| async move {
+            let dial = Dial {
+                cluster: &cluster,
+                login,
+                creds,
+                timeout,
+            };
+            P::connect(dial, &cluster.writer).await
         };
         wait.connect(Arc::clone(&self.cluster), first, connect)
             .await
@@ -236,7 +242,13 @@ impl<P: Protocol> Session<P> {
         let probe = |cluster: Arc<Cluster>| {
             let held = Arc::clone(held);
             async move {
-                let conn = P::connect(&cluster, &held, login, creds, timeout).await?;
+                let dial = Dial {
+                    cluster: &cluster,
+                    login,
+                    creds,
+                    timeout,
+                };
+                let conn = P::connect(dial, &held).await?;
                 P::close(conn).await;
                 Ok::<(), P::ConnectError>(())
             }

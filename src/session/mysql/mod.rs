@@ -116,7 +116,7 @@ async fn serve(
         Err(e) => Err(e),
     };
     if let Err(e) = &result
-        && let Some((code, message)) = side::client_message(e)
+        && let Some((code, message)) = e.client_message()
     {
         session
             .side

@@ -34,7 +34,7 @@ impl Session {
         {
             Ok(verified) => verified,
             Err((error, seq)) => {
-                if let Some((code, message)) = super::side::client_message(&error) {
+                if let Some((code, message)) = error.client_message() {
                     self.side.client.send_error(seq, code, &message).await;
                 }
                 // Told already: end quietly, counted under the error's kind.

@@ -4,7 +4,6 @@
 //! when it ended a connection, and the error numbers and words of the flow's errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -14,9 +13,7 @@ use super::kill;
 use super::replay::Replay;
 use super::startup::Client;
 use super::statements::Statements;
-use crate::backend::Credentials;
 use crate::backend::mysql::{self as connector, ConnectError, Login, MysqlConn};
-use crate::error::chain;
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{
@@ -25,9 +22,10 @@ use crate::protocol::mysql::constants::{
 };
 use crate::protocol::mysql::packet;
 use crate::router::Target;
+use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
-use crate::session::flow::{Held, Protocol, Why};
-use crate::topology::{Cluster, Instance};
+use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::topology::Instance;
 
 /// The MySQL protocol, for `Session<Mysql>`.
 #[derive(Debug)]
@@ -57,14 +55,24 @@ impl Protocol for Mysql {
     type Login = Login;
     type Side = Side;
 
+    const ENDINGS: Endings<ErrorCode> = Endings {
+        protocol: (ER_HANDSHAKE_ERROR, "Bad packet: "),
+        startup_timeout: (ER_HANDSHAKE_ERROR, "Bad handshake: timed out"),
+        auth: ER_ACCESS_DENIED_ERROR,
+        connect: ER_HANDSHAKE_ERROR,
+        backend: ER_SERVER_SHUTDOWN,
+        shutdown: (
+            ER_SERVER_SHUTDOWN,
+            "Server shutdown in progress (switchyard)",
+        ),
+        explain_ended: false,
+    };
+
     async fn connect(
-        cluster: &Cluster,
+        d: Dial<'_, Self>,
         instance: &Arc<Instance>,
-        login: &Login,
-        creds: &Credentials,
-        timeout: Duration,
     ) -> Result<MysqlConn, ConnectError> {
-        connector::connect(cluster, instance, login, creds, timeout).await
+        connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
     }
 
     async fn close(conn: MysqlConn) {
@@ -151,50 +159,4 @@ impl Protocol for Mysql {
     }
 }
 
-impl Held for Backend {
-    type Conn = MysqlConn;
-
-    fn new(conn: MysqlConn) -> Backend {
-        Backend::new(conn)
-    }
-
-    fn instance(&self) -> &Arc<Instance> {
-        &self.conn.instance
-    }
-
-    fn closed(&mut self) -> bool {
-        Backend::closed(self)
-    }
-
-    fn applied(&mut self) -> &mut usize {
-        &mut self.applied
-    }
-
-    fn read_only(&mut self) -> &mut bool {
-        &mut self.read_only
-    }
-}
-
-/// The ERR the client should see before the connection closes, if any.
-pub(super) fn client_message(error: &SessionError) -> Option<(ErrorCode, String)> {
-    use crate::session::error::SessionError::*;
-    Some(match error {
-        ClientGone | ClientIo(_) | Tls(_) | ConnectionEnded { .. } | Killed => return None,
-        ClientProtocol(m) => (ER_HANDSHAKE_ERROR, format!("Bad packet: {m}")),
-        StartupTimeout => (ER_HANDSHAKE_ERROR, "Bad handshake: timed out".into()),
-        Scram(e) => (ER_HANDSHAKE_ERROR, e.to_string()),
-        AuthFailed { message } => (ER_ACCESS_DENIED_ERROR, message.clone()),
-        Refused { code, message } | Failover { code, message } => (*code, message.clone()),
-        Connect(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
-        Lookup(e) => (ER_HANDSHAKE_ERROR, format!("switchyard: {}", chain(e))),
-        BackendLost { addr, .. } => (
-            ER_SERVER_SHUTDOWN,
-            format!("switchyard lost its connection to the database at {addr}"),
-        ),
-        BackendProtocol { .. } => (ER_SERVER_SHUTDOWN, error.to_string()),
-        Shutdown => (
-            ER_SERVER_SHUTDOWN,
-            "Server shutdown in progress (switchyard)".into(),
-        ),
-    })
-}
+held!(Backend, MysqlConn);

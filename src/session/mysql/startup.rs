@@ -158,7 +158,7 @@ pub async fn refuse(mut tcp: TcpStream, error: SessionError) -> SessionError {
             packet::write_packet(&mut out, 0, payload);
         }
         _ => {
-            let Some((code, message)) = super::side::client_message(&error) else {
+            let Some((code, message)) = error.client_message() else {
                 return error;
             };
             let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
@@ -193,7 +193,7 @@ pub async fn handshake(
             seq,
             client: Some(mut c),
         }) => {
-            if let Some((code, message)) = super::side::client_message(&error) {
+            if let Some((code, message)) = error.client_message() {
                 c.send_error(seq, code, &message).await;
             }
             Err(error)

@@ -111,7 +111,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         Err(e) => Err(e),
     };
     if let Err(e) = &result
-        && let Some((code, message)) = side::client_message(e)
+        && let Some((code, message)) = e.client_message()
     {
         session
             .side

@@ -3,7 +3,6 @@
 //! when the server ended a connection, and the SQLSTATEs and words of the flow's errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -12,14 +11,13 @@ use super::backend::Backend;
 use super::cancel::{CancelTarget, SessionCancel};
 use super::scan::{Scanner, Statements};
 use super::startup::Client;
-use crate::backend::Credentials;
 use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
-use crate::protocol::postgres::scram::ScramError;
 use crate::protocol::postgres::sqlstate;
 use crate::router::Target;
+use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
-use crate::session::flow::{Held, Protocol, Why};
-use crate::topology::{Cluster, Instance};
+use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::topology::Instance;
 
 /// The PostgreSQL protocol, for `Session<Postgres>`.
 #[derive(Debug)]
@@ -47,14 +45,24 @@ impl Protocol for Postgres {
     type Login = Vec<(String, String)>;
     type Side = Side;
 
+    const ENDINGS: Endings<&'static str> = Endings {
+        protocol: (sqlstate::PROTOCOL_VIOLATION, "invalid message: "),
+        startup_timeout: (
+            sqlstate::PROTOCOL_VIOLATION,
+            "startup and authentication timed out",
+        ),
+        auth: sqlstate::INVALID_PASSWORD,
+        connect: sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        backend: sqlstate::CONNECTION_FAILURE,
+        shutdown: (sqlstate::ADMIN_SHUTDOWN, "switchyard is shutting down"),
+        explain_ended: true,
+    };
+
     async fn connect(
-        cluster: &Cluster,
+        d: Dial<'_, Self>,
         instance: &Arc<Instance>,
-        login: &Self::Login,
-        creds: &Credentials,
-        timeout: Duration,
     ) -> Result<BackendConn, ConnectError> {
-        connector::connect(cluster, instance, login, creds, timeout).await
+        connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
     }
 
     async fn close(conn: BackendConn) {
@@ -65,13 +73,13 @@ impl Protocol for Postgres {
         backend: &mut Backend,
         sets: &[String],
     ) -> Result<Result<(), String>, SessionError> {
-        if backend.applied_sets >= sets.len() {
+        if backend.applied >= sets.len() {
             return Ok(Ok(()));
         }
-        let sql = sets[backend.applied_sets..].join(";\n");
+        let sql = sets[backend.applied..].join(";\n");
         match backend.run_silently(&sql, &mut BytesMut::new()).await? {
             None => {
-                backend.applied_sets = sets.len();
+                backend.applied = sets.len();
                 Ok(Ok(()))
             }
             Some(message) => Ok(Err(message)),
@@ -143,73 +151,12 @@ impl Protocol for Postgres {
     }
 }
 
-impl Held for Backend {
-    type Conn = BackendConn;
-
-    fn new(conn: BackendConn) -> Backend {
-        Backend::new(conn)
-    }
-
-    fn instance(&self) -> &Arc<Instance> {
-        &self.conn.instance
-    }
-
-    fn closed(&mut self) -> bool {
-        Backend::closed(self)
-    }
-
-    fn applied(&mut self) -> &mut usize {
-        &mut self.applied_sets
-    }
-
-    fn read_only(&mut self) -> &mut bool {
-        &mut self.read_only
-    }
-}
+held!(Backend, BackendConn);
 
 pub(super) fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
     conn.key.map(|key| CancelTarget {
         host: conn.instance.host.clone(),
         port: conn.instance.port,
         key,
-    })
-}
-
-/// The FATAL error the client should see before the connection closes, if any.
-pub(super) fn client_message(error: &SessionError) -> Option<(&'static str, String)> {
-    use crate::session::error::SessionError::*;
-    Some(match error {
-        ClientGone | ClientIo(_) | Tls(_) | Killed => return None,
-        ClientProtocol(m) => (
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("invalid message: {m}"),
-        ),
-        StartupTimeout => (
-            sqlstate::PROTOCOL_VIOLATION,
-            "startup and authentication timed out".into(),
-        ),
-        Scram(ScramError::BadProof) => (
-            sqlstate::INVALID_PASSWORD,
-            "password authentication failed".into(),
-        ),
-        Scram(e) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
-        AuthFailed { message } => (sqlstate::INVALID_PASSWORD, message.clone()),
-        Refused { code, message } | Failover { code, message } => (*code, message.clone()),
-        Connect(e) => (
-            sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            crate::error::chain(e),
-        ),
-        Lookup(e) => (
-            sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            format!("switchyard: {}", crate::error::chain(e)),
-        ),
-        BackendLost { addr, .. } => (
-            sqlstate::CONNECTION_FAILURE,
-            format!("switchyard lost its connection to the database at {addr}"),
-        ),
-        BackendProtocol { .. } => (sqlstate::CONNECTION_FAILURE, error.to_string()),
-        ConnectionEnded { told: true, .. } => return None,
-        ConnectionEnded { .. } => (sqlstate::CONNECTION_FAILURE, error.to_string()),
-        Shutdown => (sqlstate::ADMIN_SHUTDOWN, error.to_string()),
     })
 }

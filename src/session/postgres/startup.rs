@@ -100,7 +100,7 @@ pub async fn handshake(
             }
             Ok(None) => Err(SessionError::ClientGone),
             Err(e) => {
-                if let Some((code, message)) = super::side::client_message(&e) {
+                if let Some((code, message)) = e.client_message() {
                     client.send_error(Severity::Fatal, code, &message).await;
                 }
                 Err(e)
