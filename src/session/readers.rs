@@ -142,4 +142,22 @@ impl<P: Protocol> Session<P> {
             }
         }
     }
+
+    /// Where a read runs again after its reader failed before any byte of the answer
+    /// reached the client, outside a transaction: another reader, else the writer. The
+    /// failed reader is skipped for `backend_retry` by every session.
+    pub(super) async fn retry_target(
+        &mut self,
+        error: &impl std::fmt::Display,
+    ) -> Result<Target, SessionError<P>> {
+        crate::metrics::read_retried(&self.cluster.name);
+        self.drop_reader(true);
+        let retry = if self.prepare_reader().await? {
+            Target::Reader
+        } else {
+            Target::Writer
+        };
+        tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
+        Ok(retry)
+    }
 }

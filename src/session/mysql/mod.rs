@@ -320,23 +320,11 @@ impl Session {
                     && e.backend_failed()
                     && self.side.client.written == before =>
             {
-                metrics::read_retried(&self.cluster.name);
-                self.drop_reader(true);
-                let retry = self.retry_target().await?;
-                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&e).await?;
                 self.run_on(retry, packet, None).await.map(|_| ())
             }
             other => other.map(|_| ()),
         }
-    }
-
-    /// Where a read goes after its reader failed: another reader, else the writer.
-    async fn retry_target(&mut self) -> Result<Target, SessionError> {
-        Ok(if self.prepare_reader().await? {
-            Target::Reader
-        } else {
-            Target::Writer
-        })
     }
 
     /// Where a statement runs now, with a reader prepared when it is one.

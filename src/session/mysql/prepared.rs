@@ -106,10 +106,7 @@ impl Session {
                     && e.backend_failed()
                     && self.side.client.written == before =>
             {
-                crate::metrics::read_retried(&self.cluster.name);
-                self.drop_reader(true);
-                let retry = self.retry_target().await?;
-                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&e).await?;
                 self.execute_on(retry, payload, id).await
             }
             other => other,

@@ -262,14 +262,7 @@ impl Session {
             }) if target == Target::Reader && self.view.in_transaction.is_none() => {
                 // Nothing reached the client, and no transaction was open on the reader: run
                 // it again on another reader, else the writer.
-                metrics::read_retried(&self.cluster.name);
-                self.drop_reader(true);
-                let retry = if self.prepare_reader().await? {
-                    Target::Reader
-                } else {
-                    Target::Writer
-                };
-                tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&error).await?;
                 let answer = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
                 (answer, retry)
             }
