@@ -2,9 +2,13 @@
 //! context they all share.
 
 mod auth_query;
+pub mod error;
 mod failover;
+pub mod flow;
+mod migration;
 pub mod mysql;
 pub mod postgres;
+mod readers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -173,109 +177,4 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
         Protocol::Postgres => postgres::run(tcp, ctx, shutdown).await,
         Protocol::Mysql => mysql::run(tcp, ctx, shutdown).await,
     }
-}
-
-/// Records how a session ended: counts its kind of error, and logs anything but a normal
-/// end (the client left, or the proxy shut down).
-pub(crate) fn report_end(
-    kind: Option<crate::metrics::ErrorKind>,
-    normal: bool,
-    error: &dyn std::error::Error,
-) {
-    if let Some(kind) = kind {
-        crate::metrics::error(kind);
-    }
-    if !normal {
-        tracing::info!(error = %crate::error::chain(error), "session ended");
-    }
-}
-
-/// How often, at most, a session between transactions asks whether its reader is one too
-/// many (see [`ReaderSpread`]).
-const RESPREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Keeps a session's reader choice in step with the cluster: a session holds one reader
-/// connection for many queries, so without this a long-lived pooled connection would never
-/// reach a replica added after it opened. At most once per [`RESPREAD_EVERY`], and only on
-/// a coin flip (so sessions seeing the same imbalance do not all move at once), it asks
-/// [`crate::topology::rebalance_target`] whether moving evens the spread of sessions over
-/// the readers by weight.
-#[derive(Debug)]
-pub(crate) struct ReaderSpread {
-    last: std::time::Instant,
-}
-
-impl ReaderSpread {
-    pub(crate) fn new() -> ReaderSpread {
-        ReaderSpread {
-            last: std::time::Instant::now(),
-        }
-    }
-
-    /// Between transactions, for a session holding a reader on `current`: whether to leave
-    /// it — because discovery removed it or health checks took it out (scale-in without
-    /// errors), or because moving evens the spread — and where to, when that was chosen.
-    pub(crate) fn leave(
-        &mut self,
-        current: &crate::topology::Instance,
-        readers: &[Arc<crate::topology::Instance>],
-        now: std::time::Instant,
-    ) -> Leave {
-        if !current.load.status().is_usable() {
-            crate::metrics::reader_drained(&current.cluster);
-            return Leave::For(None);
-        }
-        if now.saturating_duration_since(self.last) < RESPREAD_EVERY {
-            return Leave::Stay;
-        }
-        self.last = now;
-        if !rand::random::<bool>() {
-            return Leave::Stay;
-        }
-        match crate::topology::rebalance_target(current, readers, now) {
-            Some(to) => {
-                crate::metrics::reader_respread(&current.cluster);
-                Leave::For(Some(to))
-            }
-            None => Leave::Stay,
-        }
-    }
-}
-
-/// What [`ReaderSpread::leave`] decided.
-pub(crate) enum Leave {
-    Stay,
-    /// Drop the reader; open the one given next (else pick as usual).
-    For(Option<Arc<crate::topology::Instance>>),
-}
-
-/// Opens a connection to a reader for a session: `next` first when given, else weighted
-/// power-of-two picks among the usable `readers`. A reader that refuses is skipped for
-/// `retry` (by every session) and the next one tried. `None` when no reader can be used
-/// now (reads then go to the writer).
-pub(crate) async fn open_reader<C, E, Fut>(
-    readers: &[Arc<crate::topology::Instance>],
-    mut next: Option<Arc<crate::topology::Instance>>,
-    retry: std::time::Duration,
-    now: std::time::Instant,
-    mut connect: impl FnMut(Arc<crate::topology::Instance>) -> Fut,
-) -> Option<C>
-where
-    E: std::fmt::Display,
-    Fut: std::future::Future<Output = Result<C, E>>,
-{
-    for _ in 0..readers.len() {
-        let instance = next.take().or_else(|| {
-            crate::topology::pick_reader(readers, now, None, |n| rand::random_range(0..n))
-        })?;
-        match connect(Arc::clone(&instance)).await {
-            Ok(conn) => return Some(conn),
-            Err(e) => {
-                crate::metrics::error(crate::metrics::ErrorKind::BackendConnect);
-                tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
-                instance.load.mark_down(now, retry);
-            }
-        }
-    }
-    None
 }

@@ -61,9 +61,10 @@ impl Client {
         let name = attempt.name;
         let host = self.peer_host();
         let denied = |using_password: bool| SessionError::AuthFailed {
-            user: name.to_owned(),
-            host: host.clone(),
-            using_password,
+            message: format!(
+                "Access denied for user '{name}'@'{host}' (using password: {})",
+                if using_password { "YES" } else { "NO" }
+            ),
         };
         let account = account(ctx, name).await.map_err(|e| (e, next))?;
         let credential = match &account {

@@ -20,30 +20,15 @@
 //! drivers and frameworks run the transaction again on it (Galera clusters use it the same
 //! way for transactions the cluster rolled back).
 
-use std::sync::Arc;
-
-use bytes::BytesMut;
-
 use super::backend::Relayed;
 use super::{Session, SessionError};
-use crate::backend::mysql::{self as connector, ConnectError, MysqlConn};
 use crate::protocol::mysql::command::Command;
-use crate::protocol::mysql::constants::{
-    ER_CONNECTION_KILLED, ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags,
-};
+use crate::protocol::mysql::constants::{ER_LOCK_DEADLOCK, ER_SERVER_SHUTDOWN, StatusFlags};
 use crate::protocol::mysql::packet;
 use crate::router::Target;
-use crate::session::failover::{self, Loss, MoveCause, Verdict, WaitError, WriterWait};
-use crate::topology::{Cluster, Instance};
+use crate::session::failover::{self, Loss};
 
 impl Session {
-    /// The verdict on the writer connection the session holds, against the cluster's
-    /// current snapshot: one atomic load, and a read that does not wait.
-    pub(super) fn writer_verdict(&mut self) -> Verdict {
-        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
-        failover::check(&self.ctx.topology, &mut self.cluster, held)
-    }
-
     /// Before a command. A writer connection the server ended alone ends the session (see
     /// [`Session::end_if_alone`]). In a transaction whose writer connection closed with its
     /// writer: the transaction is lost, and the command is answered with ERR 1213 before
@@ -60,13 +45,8 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(writer) = self.writer.as_mut()
-            && writer.closed()
-        {
-            let held = Arc::clone(&writer.conn.instance);
-            if let Some(ended) = self.end_if_alone(&held).await {
-                return Err(ended);
-            }
+        if self.writer.as_mut().is_some_and(|w| w.closed()) {
+            self.end_if_alone().await?;
         }
         if matches!(cmd, Ping) {
             // The proxy answers it.
@@ -88,7 +68,10 @@ impl Session {
                 let code = ER_LOCK_DEADLOCK;
                 return Err(SessionError::Failover { code, message });
             }
-            self.client.send_error(1, ER_LOCK_DEADLOCK, &message).await;
+            self.side
+                .client
+                .send_error(1, ER_LOCK_DEADLOCK, &message)
+                .await;
             return Ok(false);
         }
         let gated = matches!(
@@ -101,35 +84,10 @@ impl Session {
                 | StmtExecute { .. }
         );
         if self.writer.is_none() && !gated {
-            return self.follow_writer().await;
+            let refusal = self.follow_writer().await?;
+            return Ok(self.answered(refusal).await);
         }
         Ok(true)
-    }
-
-    /// Moves the session, between transactions, to its cluster's writer once one is usable.
-    /// `false` when the command was answered here instead: no usable writer within
-    /// `failover_timeout` (ERR 1927; the command did not run).
-    pub(super) async fn follow_writer(&mut self) -> Result<bool, SessionError> {
-        self.movable(MoveCause::Failover, &self.cluster.name)?;
-        self.drop_writer();
-        self.admission = None;
-        match self.connect_writer(false).await {
-            Ok((cluster, Ok(conn))) => {
-                self.install_writer(cluster, conn, MoveCause::Failover)
-                    .await?;
-                Ok(true)
-            }
-            // Only a first connection is returned refused; a wait retries until it times out.
-            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
-            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
-            Err(e) => {
-                e.report();
-                self.client
-                    .send_error(1, ER_CONNECTION_KILLED, &e.to_string())
-                    .await;
-                Ok(false)
-            }
-        }
     }
 
     /// After a command on the writer failed because the writer died under it: the client
@@ -142,10 +100,7 @@ impl Session {
         error: SessionError,
         written_before: u64,
     ) -> Result<Relayed, SessionError> {
-        let held = self.writer.as_ref().map(|w| Arc::clone(&w.conn.instance));
-        if let Some(held) = held
-            && let Some(ended) = self.end_if_alone(&held).await
-        {
+        if let Err(ended) = self.end_if_alone().await {
             tracing::debug!(error = %crate::error::chain(&error), "writer connection ended alone");
             return Err(ended);
         }
@@ -160,11 +115,12 @@ impl Session {
         failover::report_loss(&self.cluster.name, loss, &addr);
         tracing::debug!(error = %crate::error::chain(&error), "writer lost");
         let message = loss.message(&self.cluster.name);
-        if self.client.written != written_before || self.view.pinned_to_writer {
+        if self.side.client.written != written_before || self.view.pinned_to_writer {
             let code = ER_SERVER_SHUTDOWN;
             return Err(SessionError::Failover { code, message });
         }
-        self.client
+        self.side
+            .client
             .send_error(1, ER_SERVER_SHUTDOWN, &message)
             .await;
         Ok(Relayed {
@@ -173,89 +129,10 @@ impl Session {
         })
     }
 
-    /// The session's first writer connection: to the cluster's writer, or, while the
-    /// topology shows no usable writer (a failover under way), to the next one once it is
-    /// usable, within `failover_timeout`.
-    pub(super) async fn first_writer(
-        &mut self,
-    ) -> Result<Result<MysqlConn, ConnectError>, SessionError> {
-        match self.connect_writer(true).await {
-            Ok((cluster, outcome)) => {
-                self.cluster = cluster;
-                Ok(outcome)
-            }
-            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
-            Err(e) => {
-                e.report();
-                let code = ER_CONNECTION_KILLED;
-                Err(SessionError::Failover {
-                    code,
-                    message: e.to_string(),
-                })
-            }
-        }
-    }
-
-    /// Connects to the cluster's writer, waiting for a usable one (see
-    /// [`WriterWait::connect`]); `first` for the session's first connection.
-    async fn connect_writer(
-        &mut self,
-        first: bool,
-    ) -> Result<(Arc<Cluster>, Result<MysqlConn, ConnectError>), WaitError> {
-        let (login, creds) = (&self.login, &self.creds);
-        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
-        let connect = |cluster: Arc<Cluster>, t| async move {
-            connector::connect(&cluster, &cluster.writer, login, creds, t).await
-        };
-        wait.connect(Arc::clone(&self.cluster), first, connect)
-            .await
-    }
-
-    /// After the session's writer connection (to `held`) ended: when it ended alone (the
-    /// shared rule, [`failover::judge_end`]: the topology still names `held` the usable
-    /// writer and it accepts a new login now), the session ends as the server ended that
-    /// connection: the server's last ERR, if it left one unread (1927 after KILL, 4031 after
-    /// MySQL's `wait_timeout`), answers the client's command, and the client connection
-    /// closes. `None` when the writer itself failed: the failover path goes on.
-    async fn end_if_alone(&mut self, held: &Arc<Instance>) -> Option<SessionError> {
-        let timeout = self.ctx.config().raw.server.connect_timeout;
-        let (login, creds) = (&self.login, &self.creds);
-        let probe = |cluster: Arc<Cluster>| {
-            let held = Arc::clone(held);
-            async move {
-                let conn = connector::connect(&cluster, &held, login, creds, timeout).await?;
-                conn.quit().await;
-                Ok::<(), ConnectError>(())
-            }
-        };
-        let ended = failover::judge_end(&self.ctx.topology, &mut self.cluster, held, probe).await;
-        if ended == failover::Ended::Writer {
-            return None;
-        }
-        let words = self.writer.as_ref().and_then(|w| last_error(&w.conn.buf));
-        self.drop_writer();
-        tracing::info!(writer = %held.addr, "the server ended this session's writer connection; ending the client's");
-        if let Some(payload) = words {
-            let mut out = BytesMut::new();
-            packet::write_packet(&mut out, 1, &payload);
-            if let Err(e) = self.client.write_all(&out).await {
-                tracing::debug!(error = %e, "could not relay the server's last error");
-            }
-        }
-        Some(SessionError::ConnectionEnded {
-            addr: held.addr.clone(),
-        })
-    }
-
-    fn drop_writer(&mut self) {
-        self.writer = None;
-        self.statements.forget_backend(Target::Writer);
-    }
-
     /// The transaction the client had is gone with its writer.
     fn forget_transaction(&mut self) {
         self.view.in_transaction = None;
-        self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+        self.side.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.admission = None;
     }
 }

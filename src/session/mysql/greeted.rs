@@ -70,30 +70,32 @@ impl Session {
                 let mut out = BytesMut::new();
                 packet::write_packet(&mut out, ok_seq, &payload);
                 // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.write_all(&out).await;
+                let _ = self.side.client.write_all(&out).await;
                 return Err(SessionError::ClientGone);
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        self.status = writer.status;
+        self.side.status = writer.status;
         let mut out = BytesMut::new();
         let ok = OkPacket {
-            status: self.status,
+            status: self.side.status,
             ..OkPacket::default()
         };
         messages::ok_packet(&mut out, ok_seq, &ok, false);
-        self.client
+        self.side
+            .client
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)?;
         // The compressed protocol starts right after the login's OK.
         if self
+            .side
             .client
             .capabilities
             .contains(CapabilityFlags::CLIENT_COMPRESS)
-            && self.client.compressed.is_none()
+            && self.side.client.compressed.is_none()
         {
-            self.client.compressed = Some(compressed::Compressed::new());
+            self.side.client.compressed = Some(compressed::Compressed::new());
         }
         self.writer = Some(Backend::new(writer));
         Ok(())

@@ -312,7 +312,8 @@ impl Session {
         if refused {
             let mut out = BytesMut::new();
             packet::write_packet(&mut out, 1, &answer);
-            self.client
+            self.side
+                .client
                 .write_all(&out)
                 .await
                 .map_err(SessionError::ClientIo)?;
@@ -330,11 +331,11 @@ impl Session {
             .reader
             .take()
             .and_then(|r| super::failover::last_error(&r.conn.buf));
-        self.statements.forget_backend(Target::Reader);
+        self.side.statements.forget_backend(Target::Reader);
         if let Some(payload) = words {
             let mut out = BytesMut::new();
             packet::write_packet(&mut out, 1, &payload);
-            if let Err(e) = self.client.write_all(&out).await {
+            if let Err(e) = self.side.client.write_all(&out).await {
                 tracing::debug!(error = %e, "could not relay the server's last error");
             }
         }

@@ -7,14 +7,13 @@
 mod auth;
 mod backend;
 mod compressed;
-mod error;
 mod failover;
 mod greeted;
 mod kill;
-mod migration;
 mod prepared;
 mod replay;
 mod reset;
+mod side;
 mod startup;
 mod statements;
 
@@ -24,41 +23,31 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::{Context, Leave, ReaderSpread, open_reader};
+use super::Context;
+use super::flow::{Start, Why};
+use super::migration::Refusal;
 use crate::backend::Credentials;
-use crate::backend::mysql::{self as connector, ConnectError, Login};
-use crate::catalog::SessionFunctions;
-use crate::cutover::Admission;
 use crate::metrics;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::{
-    ER_HANDSHAKE_ERROR, ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR,
-    StatusFlags,
+    ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR, StatusFlags,
 };
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet::{self, HEADER_LEN};
-use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
+use crate::router::{self, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::{self, Class, Dialect, Statement};
-use crate::topology::{Cluster, Instance};
 use backend::Backend;
-pub use error::SessionError;
 pub use kill::KillRegistry;
-use replay::{Replay, replay};
-use startup::Client;
+use replay::Replay;
+use side::Side;
+pub use side::{Mysql, SessionError};
 use statements::Statements;
-
-/// A session replays at most this many session-state commands on a reader.
-const MAX_REPLAYS: usize = 256;
 
 /// Serves one MySQL client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
-        let normal = matches!(
-            e,
-            SessionError::ClientGone | SessionError::Shutdown | SessionError::Killed
-        );
-        super::report_end(e.kind(), normal, &e);
+        e.report();
     }
 }
 
@@ -71,10 +60,7 @@ async fn serve(
     let routing = ctx.routing.load();
     let active = &routing.active;
     let Some(cluster) = topology.clusters.get(active).cloned() else {
-        let error = SessionError::Refused {
-            code: ER_HANDSHAKE_ERROR,
-            message: format!("active cluster {active:?} is not in the topology"),
-        };
+        let error = Session::refused(Why::NoActiveCluster { name: active });
         return Err(startup::refuse(tcp, error).await);
     };
     // The writer connection comes first: the client is greeted with what its writer said.
@@ -98,36 +84,29 @@ async fn serve(
         pass_through: auth.pass_through,
     };
     let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
-    let functions = ctx.functions(&creds, database.map(|d| d.into_owned()), &shutdown);
+    let database = database.map(|d| d.into_owned());
     let kill = ctx
         .mysql_kills
         .register(&greeted.instance().addr, greeted.greeting.connection_id);
-    let mut session = Session {
+    let start = Start {
         ctx: Arc::clone(ctx),
         cluster,
-        client: auth.client,
         creds,
-        functions,
         login: auth.login,
-        writer: None,
-        reader: None,
-        statements: Statements::default(),
-        replays: Vec::new(),
-        view: SessionView {
-            in_transaction: None,
-            pinned_to_writer: false,
-            wrote_recently: false,
-        },
+        database,
         read_your_writes,
-        writes_until: None,
-        admission: None,
-        spread: ReaderSpread::new(),
+        pinned: false,
+        shutdown,
+    };
+    let side = Side {
+        client: auth.client,
+        statements: Statements::default(),
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         scramble: auth.scramble,
         scratch: BytesMut::new(),
         kill,
-        shutdown,
     };
+    let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
     let result = match session.start(auth.ok_seq, Some(greeted)).await {
         Ok(()) => {
@@ -140,6 +119,7 @@ async fn serve(
         && let Some((code, message)) = e.client_message()
     {
         session
+            .side
             .client
             .send_error(session.next_seq(), code, &message)
             .await;
@@ -147,36 +127,7 @@ async fn serve(
     result
 }
 
-struct Session {
-    ctx: Arc<Context>,
-    cluster: Arc<Cluster>,
-    client: Client,
-    creds: Credentials,
-    /// Whether the unknown functions a read calls only read (the catalog cache).
-    functions: SessionFunctions,
-    login: Login,
-    writer: Option<Backend>,
-    reader: Option<Backend>,
-    statements: Statements,
-    replays: Vec<Replay>,
-    view: SessionView,
-    /// What this session's route says its reads see after its writes.
-    read_your_writes: ReadYourWrites,
-    /// Reads stay on the writer until then, after this session wrote (read-your-writes).
-    writes_until: Option<Instant>,
-    /// Held while this session has work on the writer (a cutover's drain waits for it).
-    admission: Option<Admission>,
-    /// When this session last looked at whether its reader should change.
-    spread: ReaderSpread,
-    /// The status flags of the last response, for the proxy's own OK packets.
-    status: StatusFlags,
-    /// The greeting's scramble, which COM_CHANGE_USER answers.
-    scramble: [u8; 20],
-    scratch: BytesMut,
-    /// Where a `KILL` naming this session's connection id reaches its statement.
-    kill: kill::Registration,
-    shutdown: Shutdown,
-}
+type Session = super::flow::Session<Mysql>;
 
 impl Session {
     /// Sequence id for an error sent when the session ends (after a command: 1).
@@ -188,23 +139,16 @@ impl Session {
     fn note_writer(&mut self) {
         if let Some(writer) = &self.writer {
             let user = &self.creds.user;
-            self.kill
+            self.side
+                .kill
                 .running(Target::Writer, &writer.conn, &self.cluster, user);
         }
-    }
-
-    async fn connect(
-        &self,
-        instance: &Arc<Instance>,
-    ) -> Result<crate::backend::mysql::MysqlConn, ConnectError> {
-        let timeout = self.ctx.config().raw.server.connect_timeout;
-        connector::connect(&self.cluster, instance, &self.login, &self.creds, timeout).await
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
         let max = self.ctx.config().raw.server.max_message_bytes;
         loop {
-            let logical = packet::logical(&self.client.buf, max).map_err(|e| match e {
+            let logical = packet::logical(&self.side.client.buf, max).map_err(|e| match e {
                 packet::FrameError::TooLarge { .. } => SessionError::Refused {
                     code: ER_NET_PACKET_TOO_LARGE,
                     message: "Got a packet bigger than 'max_allowed_packet' bytes (switchyard max_message_bytes)".into(),
@@ -223,7 +167,7 @@ impl Session {
                 });
             }
             // The command leaves the buffer without a copy; one of 16 MiB or more is joined.
-            let whole = self.client.buf.split_to(end).freeze();
+            let whole = self.side.client.buf.split_to(end).freeze();
             let joined: Vec<u8>;
             let payload: &[u8] = if logical.is_split() {
                 joined = packet::payload_chunks(&whole).flatten().copied().collect();
@@ -243,8 +187,8 @@ impl Session {
         let between_transactions = self.view.in_transaction.is_none();
         tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
-            _ = self.kill.kill.ended() => Err(SessionError::Killed),
-            read = self.client.fill() => match read {
+            _ = self.side.kill.kill.ended() => Err(SessionError::Killed),
+            read = self.side.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
                 Err(e) => Err(SessionError::ClientIo(e)),
@@ -312,7 +256,8 @@ impl Session {
             Command::Other { .. } => {
                 let name = payload.first().copied().unwrap_or(0);
                 let message = format!("command {name:#04x} is not supported through switchyard");
-                self.client
+                self.side
+                    .client
                     .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
                     .await;
             }
@@ -323,11 +268,12 @@ impl Session {
     async fn reply_ok(&mut self) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         let ok = OkPacket {
-            status: self.status,
+            status: self.side.status,
             ..OkPacket::default()
         };
         messages::ok_packet(&mut out, 1, &ok, false);
-        self.client
+        self.side
+            .client
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)
@@ -341,101 +287,78 @@ impl Session {
         record: Option<Replay>,
     ) -> Result<(), SessionError> {
         let target = self.choose(&stmt).await?;
-        if target == Target::Writer
-            && self.between_transactions()
-            && !self.migration_gate(&stmt).await?
-        {
+        if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(());
         }
-        match router::effect(&stmt, self.view) {
-            Effect::Record => match record {
-                Some(r) if self.replays.len() < MAX_REPLAYS => self.replays.push(r),
-                _ => self.pin(),
-            },
-            Effect::Pin => self.pin(),
-            Effect::None => {}
-        }
+        self.record_effect(&stmt, || record);
         let result = self.run_with_retry(target, payload).await;
         self.note_write(target, &stmt);
         result
     }
 
-    /// Starts the read-your-writes window after a statement that may have written ran on
-    /// the writer.
+    /// After `stmt` ran on `target` (see `Session::ran`).
     fn note_write(&mut self, target: Target, stmt: &Statement) {
-        let in_transaction = !self.between_transactions();
-        self.functions.ran(stmt, in_transaction, &self.cluster.name);
-        if target == Target::Writer && router::may_write(stmt) {
-            let cluster = &self.cluster;
-            self.writes_until = self
-                .read_your_writes
-                .writer_until(Instant::now(), || cluster.catch_up_window());
-        }
+        self.ran(stmt, target, router::may_write(stmt));
     }
 
     /// Runs a command on `target`. A read whose reader fails before anything reached the
     /// client runs again on the writer, so a replica that dies costs the client nothing.
     async fn run_with_retry(&mut self, target: Target, packet: &[u8]) -> Result<(), SessionError> {
-        let before = self.client.written;
+        let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         match self.run_on(target, packet, None).await {
-            Err(e) if target == Target::Reader && e.backend_failed() && self.kill.kill.killed() => {
+            Err(e)
+                if target == Target::Reader
+                    && e.backend_failed()
+                    && self.side.kill.kill.killed() =>
+            {
                 Err(self.reader_killed().await)
             }
             Err(e)
                 if target == Target::Reader
                     && idle
                     && e.backend_failed()
-                    && self.client.written == before =>
+                    && self.side.client.written == before =>
             {
-                metrics::read_retried(&self.cluster.name);
-                self.drop_failed_reader();
-                let retry = self.retry_target().await?;
-                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&e).await?;
                 self.run_on(retry, packet, None).await.map(|_| ())
             }
             other => other.map(|_| ()),
         }
     }
 
-    /// Where a read goes after its reader failed: another reader, else the writer.
-    async fn retry_target(&mut self) -> Result<Target, SessionError> {
-        Ok(if self.prepare_reader().await? {
-            Target::Reader
-        } else {
-            Target::Writer
-        })
-    }
-
-    /// Forgets a reader connection that failed and skips its instance for `backend_retry`.
-    fn drop_failed_reader(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            let retry = self.ctx.config().raw.server.backend_retry;
-            reader.conn.instance.load.mark_down(Instant::now(), retry);
-        }
-        self.statements.forget_backend(Target::Reader);
-    }
-
     /// Where a statement runs now, with a reader prepared when it is one.
     async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
-        let settings = Settings {
-            read_write_split: self.ctx.config().raw.routing.read_write_split,
-        };
-        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let stmt = self.functions.resolve(stmt, &self.cluster);
-        let target = router::route(&stmt, self.view, settings);
-        self.ctx.topology.refresh(&mut self.cluster);
-        if target == Target::Reader && self.cluster.readers.is_empty() {
-            return Ok(Target::Writer);
-        }
-        if target == Target::Reader && !self.prepare_reader().await? {
-            metrics::reader_fallback();
-            return Ok(Target::Writer);
-        }
-        Ok(target)
+        let (target, _) = self.route(stmt);
+        self.place(target).await
     }
 
-    fn backend(&mut self, target: Target) -> Result<&mut Backend, SessionError> {
+    /// The migration gate (`session::migration`) for a command that starts a transaction
+    /// on the writer; `false` when it was answered here with the gate's error.
+    async fn gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
+        let refusal = self.migration_gate(stmt.class == Class::Write).await?;
+        Ok(self.answered(refusal).await)
+    }
+
+    /// Sends the client the error of `refusal`, if any; `true` when there was none.
+    async fn answered(&mut self, refusal: Option<Refusal<Mysql>>) -> bool {
+        let Some(Refusal { code, message }) = refusal else {
+            return true;
+        };
+        self.side.client.send_error(1, code, &message).await;
+        false
+    }
+
+    /// No transaction is open on the writer (with autocommit off, the next statement
+    /// opens one): where the migration gate applies and a session may move.
+    fn between_transactions(&self) -> bool {
+        !self
+            .side
+            .status
+            .contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+    }
+
+    fn held(&mut self, target: Target) -> Result<&mut Backend, SessionError> {
         let b = match target {
             Target::Writer => self.writer.as_mut(),
             Target::Reader => self.reader.as_mut(),
@@ -463,13 +386,12 @@ impl Session {
     ) -> Result<backend::Relayed, SessionError> {
         let command = packet_bytes.get(HEADER_LEN).copied().unwrap_or(0);
         let started = Instant::now();
-        let written = self.client.written;
+        let written = self.side.client.written;
         let mut rewrite = BytesMut::new();
         let Session {
-            client,
+            side: Side { client, kill, .. },
             writer,
             reader,
-            kill,
             cluster,
             creds,
             ..
@@ -500,7 +422,7 @@ impl Session {
             .duration
             .record(started.elapsed().as_secs_f64());
         if let Some(status) = relayed.status {
-            self.status = status;
+            self.side.status = status;
             let open = status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
                 || !status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
             self.view.in_transaction = open.then_some(target);
@@ -509,60 +431,6 @@ impl Session {
             }
         }
         Ok(relayed)
-    }
-
-    /// Opens a reader connection if needed and replays the session's state on it; `false`
-    /// when no reader can be used now.
-    async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
-        let now = Instant::now();
-        let mut next = None;
-        if self.view.in_transaction.is_none()
-            && let Some(reader) = &self.reader
-            && let Leave::For(to) =
-                self.spread
-                    .leave(&reader.conn.instance, &self.cluster.readers, now)
-        {
-            next = to;
-            self.reader = None;
-            self.statements.forget_backend(Target::Reader);
-        }
-        if self.reader.is_none() {
-            let retry = self.ctx.config().raw.server.backend_retry;
-            let this = &*self;
-            let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
-            let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
-            if let Some(conn) = opened {
-                self.statements.forget_backend(Target::Reader);
-                self.reader = Some(Backend::new(conn));
-            }
-        }
-        let Some(reader) = self.reader.as_mut() else {
-            return Ok(false);
-        };
-        match replay(reader, &self.replays).await {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
-                self.pin();
-                return Ok(false);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reader failed while replaying session settings");
-                let retry = self.ctx.config().raw.server.backend_retry;
-                reader.conn.instance.load.mark_down(Instant::now(), retry);
-                self.reader = None;
-                self.statements.forget_backend(Target::Reader);
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    fn pin(&mut self) {
-        self.view.pinned_to_writer = true;
-        if self.reader.take().is_some() {
-            self.statements.forget_backend(Target::Reader);
-        }
     }
 }
 

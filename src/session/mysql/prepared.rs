@@ -24,17 +24,20 @@ impl Session {
             target
         };
         // A read-only server refuses to prepare a write too.
-        if target == Target::Writer
-            && self.between_transactions()
-            && !self.migration_gate(&stmt).await?
-        {
+        if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(());
         }
-        let id = self.statements.reserve_id();
+        let id = self.side.statements.reserve_id();
         let relayed = self.run_on(target, packet, Some(id)).await?;
         if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
-            self.statements
-                .insert(id, sql.to_vec(), stmt, p.num_params, target, p.statement_id);
+            self.side.statements.insert(
+                id,
+                sql.to_vec(),
+                stmt,
+                p.num_params,
+                target,
+                p.statement_id,
+            );
         }
         Ok(())
     }
@@ -46,7 +49,7 @@ impl Session {
         id: u32,
         target: Target,
     ) -> Result<Option<u32>, SessionError> {
-        let Some(stmt) = self.statements.get_mut(id) else {
+        let Some(stmt) = self.side.statements.get_mut(id) else {
             return Ok(None);
         };
         if let Some(backend_id) = stmt.backend_id(target) {
@@ -54,10 +57,10 @@ impl Session {
         }
         let mut out = BytesMut::new();
         command::write_text_command(&mut out, COM_STMT_PREPARE, &stmt.sql);
-        let (relayed, failure) = self.backend(target)?.run_silently(&out).await?;
+        let (relayed, failure) = self.held(target)?.run_silently(&out).await?;
         match (relayed.prepared, failure) {
             (Some(p), None) => {
-                if let Some(stmt) = self.statements.get_mut(id) {
+                if let Some(stmt) = self.side.statements.get_mut(id) {
                     stmt.set_backend_id(target, p.statement_id);
                 }
                 Ok(Some(p.statement_id))
@@ -65,7 +68,8 @@ impl Session {
             (_, failure) => {
                 let message = failure
                     .unwrap_or_else(|| "could not prepare the statement on this backend".into());
-                self.client
+                self.side
+                    .client
                     .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
                     .await;
                 Ok(None)
@@ -79,7 +83,7 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
-        let Some(stmt) = self.statements.get_mut(id) else {
+        let Some(stmt) = self.side.statements.get_mut(id) else {
             // Unknown to the proxy: the writer answers as a server would.
             return self.run_on(Target::Writer, packet, None).await.map(|_| ());
         };
@@ -89,13 +93,10 @@ impl Session {
             stmt.class
         };
         let target = self.choose(&class).await?;
-        if target == Target::Writer
-            && self.between_transactions()
-            && !self.migration_gate(&class).await?
-        {
+        if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
         }
-        let before = self.client.written;
+        let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);
         match self.execute_on(target, payload, id).await {
@@ -103,12 +104,9 @@ impl Session {
                 if target == Target::Reader
                     && idle
                     && e.backend_failed()
-                    && self.client.written == before =>
+                    && self.side.client.written == before =>
             {
-                crate::metrics::read_retried(&self.cluster.name);
-                self.drop_failed_reader();
-                let retry = self.retry_target().await?;
-                tracing::warn!(error = %e, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&e).await?;
                 self.execute_on(retry, payload, id).await
             }
             other => other,
@@ -125,13 +123,13 @@ impl Session {
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());
         };
-        let mut out = std::mem::take(&mut self.scratch);
-        if let Some(stmt) = self.statements.get_mut(id) {
+        let mut out = std::mem::take(&mut self.side.scratch);
+        if let Some(stmt) = self.side.statements.get_mut(id) {
             statements::rewrite_execute(stmt, target, backend_id, payload, &mut out);
             stmt.last = target;
         }
         let result = self.run_packet(target, &out, None).await;
-        self.scratch = out;
+        self.side.scratch = out;
         result.map(|_| ())
     }
 
@@ -141,7 +139,7 @@ impl Session {
         id: u32,
     ) -> Result<(), SessionError> {
         let target = self.view.in_transaction.unwrap_or(Target::Writer);
-        if let Some(stmt) = self.statements.get_mut(id) {
+        if let Some(stmt) = self.side.statements.get_mut(id) {
             stmt.long_data = true;
         }
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
@@ -149,18 +147,18 @@ impl Session {
         };
         let mut out = BytesMut::new();
         statements::rewrite_id(payload, backend_id, &mut out);
-        self.backend(target)?.send(&out).await
+        self.held(target)?.send(&out).await
     }
 
     pub(super) async fn close_statement(&mut self, id: u32) -> Result<(), SessionError> {
-        let Some(stmt) = self.statements.remove(id) else {
+        let Some(stmt) = self.side.statements.remove(id) else {
             return Ok(());
         };
         let mut out = BytesMut::new();
         for (target, backend_id) in stmt.prepared_on() {
             out.clear();
             command::write_statement_command(&mut out, COM_STMT_CLOSE, backend_id);
-            if let Ok(backend) = self.backend(target) {
+            if let Ok(backend) = self.held(target) {
                 backend.send(&out).await?;
             }
         }
@@ -173,7 +171,7 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
-        let target = match self.statements.get_mut(id) {
+        let target = match self.side.statements.get_mut(id) {
             Some(stmt) if stmt.backend_id(stmt.last).is_some() => stmt.last,
             Some(_) => Target::Writer,
             None => return self.run_on(Target::Writer, payload, None).await.map(|_| ()),

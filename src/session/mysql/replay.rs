@@ -12,7 +12,7 @@ use crate::protocol::mysql::constants::command::{COM_INIT_DB, COM_QUERY, COM_SET
 
 /// A session-state command, replayed in order on the session's other connections.
 #[derive(Debug, Clone)]
-pub(super) enum Replay {
+pub enum Replay {
     Query(Vec<u8>),
     InitDb(Vec<u8>),
     SetOption(u16),

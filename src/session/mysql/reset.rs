@@ -16,17 +16,18 @@ impl Session {
     /// replaces the backend connections with ones for that user; all session state is reset,
     /// as a server does. A failed check ends the connection.
     pub(super) async fn change_user(&mut self, body: &[u8]) -> Result<bool, SessionError> {
-        let change = command::parse_change_user(body, self.client.capabilities)
+        let change = command::parse_change_user(body, self.side.client.capabilities)
             .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
         let name = String::from_utf8_lossy(change.user).into_owned();
         let deadline = Instant::now() + self.ctx.config().raw.server.auth_timeout;
         let attempt = Attempt {
             name: &name,
-            scramble: self.scramble,
+            scramble: self.side.scramble,
             plugin: change.auth_plugin,
             response: change.auth_response,
         };
         let verified = match self
+            .side
             .client
             .authenticate(&self.ctx, attempt, 1, deadline)
             .await
@@ -34,7 +35,7 @@ impl Session {
             Ok(verified) => verified,
             Err((error, seq)) => {
                 if let Some((code, message)) = error.client_message() {
-                    self.client.send_error(seq, code, &message).await;
+                    self.side.client.send_error(seq, code, &message).await;
                 }
                 // Told already: end quietly, counted under the error's kind.
                 if let Some(kind) = error.kind() {
@@ -57,7 +58,7 @@ impl Session {
         self.read_your_writes = startup::read_your_writes(&self.ctx, &user, &self.login);
         self.writer = None;
         self.reader = None;
-        self.statements.clear();
+        self.side.statements.clear();
         self.replays.clear();
         self.view = SessionView {
             in_transaction: None,
@@ -69,7 +70,7 @@ impl Session {
     }
 
     pub(super) async fn reset_connection(&mut self, packet: &[u8]) -> Result<(), SessionError> {
-        self.statements.clear();
+        self.side.statements.clear();
         self.replays.clear();
         self.view = SessionView {
             in_transaction: None,

@@ -47,7 +47,7 @@ pub async fn authenticate(
     deadline: Instant,
 ) -> Result<Verified, SessionError> {
     let failed = || SessionError::AuthFailed {
-        user: name.to_owned(),
+        message: format!("password authentication failed for user \"{name}\""),
     };
     let not_proven = |e: SessionError| match e {
         SessionError::Scram(scram::ScramError::BadProof) => failed(),
@@ -147,7 +147,7 @@ async fn check_configured(
     deadline: Instant,
 ) -> Result<Option<Keys>, SessionError> {
     let failed = || SessionError::AuthFailed {
-        user: user.name.clone(),
+        message: format!("password authentication failed for user \"{}\"", user.name),
     };
     match user.auth {
         AuthMethod::Trust => Ok(None),

@@ -34,7 +34,7 @@ pub struct Backend {
     /// Bytes of a forwarded message still to arrive from the backend.
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
-    pub applied_sets: usize,
+    pub applied: usize,
     /// Whether this connection was set `default_transaction_read_only = on`.
     pub read_only: bool,
     pub metrics: BackendMetrics,
@@ -63,7 +63,7 @@ impl Backend {
             prepared: HashMap::new(),
             owed: VecDeque::new(),
             forward_remaining: 0,
-            applied_sets: 0,
+            applied: 0,
             read_only: false,
             metrics,
         }

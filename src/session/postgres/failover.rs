@@ -11,84 +11,30 @@
 //! `idle_session_timeout` …; see [`failover::judge_end`] for the rule) is no failover: the
 //! server's FATAL is relayed and the client connection closes, as the server's would.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::exchange::Failed;
-use super::scan::Unit;
+use super::scan::{Ending, Unit};
 use super::{Session, SessionError};
-use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
 use crate::protocol::postgres::messages::{self, Severity};
 use crate::protocol::postgres::sqlstate;
-use crate::session::failover::{self, Ended, Loss, MoveCause, Verdict, WaitError, WriterWait};
+use crate::session::failover::{self, Loss};
+use crate::session::migration::Refusal;
 use crate::sql::Class;
-use crate::topology::Cluster;
 
 impl Session {
-    /// The verdict on the writer connection the session holds, against the cluster's
-    /// current snapshot: one atomic load, and a read that does not wait.
-    pub(super) fn writer_verdict(&mut self) -> Verdict {
-        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(&w.conn.instance)));
-        failover::check(&self.ctx.topology, &mut self.cluster, held)
-    }
-
-    /// Ends the session as the server ended its writer connection, when only that
-    /// connection ended and the writer stays up: the server's FATAL (`57P01` after
-    /// `pg_terminate_backend`, `57P05` after `idle_session_timeout` …) goes to the client,
-    /// then the connection closes. `Ok` when the writer itself failed or changed (or there
-    /// is no writer connection): the caller takes the failover path.
-    pub(super) async fn end_if_only_connection(&mut self) -> Result<(), SessionError> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        let instance = Arc::clone(&writer.conn.instance);
-        let fatal = writer.take_fatal();
-        let mid_message = writer.mid_message();
-        let (params, creds) = (&self.params, &self.creds);
-        let timeout = self.ctx.config().raw.server.connect_timeout;
-        let probe = |cluster: Arc<Cluster>| {
-            let instance = Arc::clone(&instance);
-            async move { connector::connect(&cluster, &instance, params, creds, timeout).await }
-        };
-        let ended =
-            failover::judge_end(&self.ctx.topology, &mut self.cluster, &instance, probe).await;
-        if ended == Ended::Writer {
-            return Ok(());
-        }
-        tracing::info!(writer = %instance.addr, "the server ended this session's writer connection; ending the session");
-        self.drop_writer();
-        let told = match fatal {
-            Some(fatal) => {
-                // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.stream.write_all(&fatal).await;
-                true
+    /// The migration gate (`session::migration`) for `unit`, which starts a transaction on
+    /// the writer; `false` when it was answered here (a write to a read-only cluster, or no
+    /// usable writer within `failover_timeout`: `57P03`, the work did not run).
+    pub(super) async fn gate(&mut self, unit: &Unit) -> Result<bool, SessionError> {
+        let writes = unit.stmt.class == Class::Write && unit.ending == Ending::Ready;
+        match self.migration_gate(writes).await? {
+            None => Ok(true),
+            Some(Refusal { code, message }) => {
+                self.answer(unit.end, code, &message, b'I').await?;
+                Ok(false)
             }
-            None => mid_message,
-        };
-        Err(SessionError::ConnectionEnded {
-            addr: instance.addr.clone(),
-            told,
-        })
-    }
-
-    /// Moves the session, between transactions, to its cluster's writer once one is usable.
-    /// `false` when `unit` was answered here instead: no usable writer within
-    /// `failover_timeout`.
-    pub(super) async fn follow_writer(&mut self, unit: &Unit) -> Result<bool, SessionError> {
-        self.movable(MoveCause::Failover, &self.cluster.name)?;
-        self.drop_writer();
-        self.admission = None;
-        match self.connect_writer(false).await {
-            Ok((cluster, Ok(conn))) => {
-                self.install_writer(cluster, conn, MoveCause::Failover)
-                    .await?;
-                Ok(true)
-            }
-            // Only a first connection is returned refused; a wait retries until it times out.
-            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
-            Err(e) => self.timed_out(unit, e, b'I').await.map(|()| false),
         }
     }
 
@@ -110,7 +56,7 @@ impl Session {
                     return Ok(true);
                 }
                 let addr = writer.conn.instance.addr.clone();
-                self.end_if_only_connection().await?;
+                self.end_if_alone().await?;
                 self.drop_writer();
                 failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
                 true
@@ -131,8 +77,8 @@ impl Session {
             let mut out = BytesMut::new();
             messages::command_complete(&mut out, "ROLLBACK");
             messages::ready_for_query(&mut out, b'I');
-            self.client.buf.advance(unit.end);
-            let sent = self.client.stream.write_all(&out).await;
+            self.side.client.buf.advance(unit.end);
+            let sent = self.side.client.stream.write_all(&out).await;
             return sent.map_err(SessionError::ClientIo).map(|()| false);
         }
         let (code, message) = if first || ends {
@@ -163,7 +109,7 @@ impl Session {
             return Err(failed.error);
         }
         if let SessionError::BackendLost { .. } = failed.error {
-            self.end_if_only_connection().await?;
+            self.end_if_alone().await?;
         }
         let addr = self
             .writer
@@ -216,75 +162,13 @@ impl Session {
         let mut out = BytesMut::new();
         messages::error_response(&mut out, Severity::Error, code, message);
         messages::ready_for_query(&mut out, status);
-        self.client.buf.advance(len);
-        self.client
+        self.side.client.buf.advance(len);
+        self.side
+            .client
             .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)
-    }
-
-    /// No usable writer in time: `unit` fails with `57P03` and did not run.
-    async fn timed_out(
-        &mut self,
-        unit: &Unit,
-        e: WaitError,
-        status: u8,
-    ) -> Result<(), SessionError> {
-        if let WaitError::Shutdown = e {
-            return Err(SessionError::Shutdown);
-        }
-        e.report();
-        self.answer(
-            unit.end,
-            sqlstate::CANNOT_CONNECT_NOW,
-            &e.to_string(),
-            status,
-        )
-        .await
-    }
-
-    /// The session's first writer connection: to the cluster's writer, or, while the
-    /// topology shows no usable writer (a failover under way), to the next one once it is
-    /// usable, within `failover_timeout`.
-    pub(super) async fn first_writer(
-        &mut self,
-    ) -> Result<Result<BackendConn, ConnectError>, SessionError> {
-        match self.connect_writer(true).await {
-            Ok((cluster, outcome)) => {
-                self.cluster = cluster;
-                Ok(outcome)
-            }
-            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
-            Err(e) => {
-                e.report();
-                let code = sqlstate::CANNOT_CONNECT_NOW;
-                Err(SessionError::Failover {
-                    code,
-                    message: e.to_string(),
-                })
-            }
-        }
-    }
-
-    /// Connects to the cluster's writer, waiting for a usable one (see
-    /// [`WriterWait::connect`]); `first` for the session's first connection.
-    async fn connect_writer(
-        &mut self,
-        first: bool,
-    ) -> Result<(Arc<Cluster>, Result<BackendConn, ConnectError>), WaitError> {
-        let (params, creds) = (&self.params, &self.creds);
-        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
-        let connect = |cluster: Arc<Cluster>, t| async move {
-            connector::connect(&cluster, &cluster.writer, params, creds, t).await
-        };
-        wait.connect(Arc::clone(&self.cluster), first, connect)
-            .await
-    }
-
-    fn drop_writer(&mut self) {
-        self.writer = None;
-        self.cancel.set_target(0, None);
     }
 }
 

@@ -8,8 +8,8 @@ mod backend;
 pub mod cancel;
 mod exchange;
 mod failover;
-mod migration;
 mod scan;
+mod side;
 mod startup;
 
 use std::sync::Arc;
@@ -19,130 +19,25 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use self::cancel::{CancelTarget, Registration, SessionCancel};
-use super::{Context, Leave, ReaderSpread, open_reader};
+use self::cancel::{Registration, SessionCancel};
+use super::Context;
+use super::flow::{Start, Why};
 use crate::backend::Credentials;
-use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
-use crate::catalog::SessionFunctions;
-use crate::cutover::Admission;
-use crate::metrics::{self, ErrorKind};
+use crate::backend::postgres::ConnectError;
+use crate::metrics;
 use crate::protocol::postgres::messages::{self, Severity, tag};
-use crate::protocol::postgres::scram::ScramError;
-use crate::protocol::postgres::sqlstate;
-use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
+use crate::router::{self, ReadYourWrites, Settings, Target};
 use crate::shutdown::Shutdown;
-use crate::topology::{Cluster, Instance};
 use backend::Backend;
 use scan::{Ending, Scanner, Statements};
-use startup::{Client, Outcome};
-
-/// A session replays at most this many SET statements on a reader, then stays on the writer.
-const MAX_RECORDED_SETS: usize = 256;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client closed the connection")]
-    ClientGone,
-    #[error("client connection failed")]
-    ClientIo(#[source] std::io::Error),
-    #[error("client protocol violation: {0}")]
-    ClientProtocol(String),
-    #[error("client did not finish startup in time")]
-    StartupTimeout,
-    #[error("TLS handshake with client failed")]
-    Tls(#[source] std::io::Error),
-    #[error("SCRAM authentication failed")]
-    Scram(#[source] ScramError),
-    /// As PostgreSQL words it, for a wrong password and an unknown user alike.
-    #[error("password authentication failed for user \"{user}\"")]
-    AuthFailed { user: String },
-    #[error("could not look up the user")]
-    Lookup(#[source] Box<crate::session::auth_query::LookupError>),
-    #[error("refused: {message}")]
-    Refused { code: &'static str, message: String },
-    #[error("could not open the writer connection")]
-    Connect(#[source] ConnectError),
-    #[error("lost connection to backend {addr}")]
-    BackendLost {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("backend {addr} broke the protocol: {detail}")]
-    BackendProtocol { addr: String, detail: String },
-    /// The server ended this session's writer connection while the writer stays up (see
-    /// `failover::judge_end`); `told`: its FATAL was relayed (or nothing more can be sent).
-    #[error("the server at {addr} ended this session's connection")]
-    ConnectionEnded { addr: String, told: bool },
-    #[error("writer failover: {message}")]
-    Failover { code: &'static str, message: String },
-    #[error("switchyard is shutting down")]
-    Shutdown,
-}
-
-impl SessionError {
-    /// The FATAL error the client should see before the connection closes, if any.
-    fn client_message(&self) -> Option<(&'static str, String)> {
-        use SessionError::*;
-        Some(match self {
-            ClientGone | ClientIo(_) | Tls(_) => return None,
-            ClientProtocol(m) => (
-                sqlstate::PROTOCOL_VIOLATION,
-                format!("invalid message: {m}"),
-            ),
-            StartupTimeout => (
-                sqlstate::PROTOCOL_VIOLATION,
-                "startup and authentication timed out".into(),
-            ),
-            Scram(ScramError::BadProof) => (
-                sqlstate::INVALID_PASSWORD,
-                "password authentication failed".into(),
-            ),
-            Scram(e) => (sqlstate::PROTOCOL_VIOLATION, e.to_string()),
-            AuthFailed { .. } => (sqlstate::INVALID_PASSWORD, self.to_string()),
-            Refused { code, message } | Failover { code, message } => (code, message.clone()),
-            Connect(e) => (
-                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                crate::error::chain(e),
-            ),
-            Lookup(e) => (
-                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!("switchyard: {}", crate::error::chain(e)),
-            ),
-            BackendLost { addr, .. } => (
-                sqlstate::CONNECTION_FAILURE,
-                format!("switchyard lost its connection to the database at {addr}"),
-            ),
-            BackendProtocol { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
-            ConnectionEnded { told: true, .. } => return None,
-            ConnectionEnded { .. } => (sqlstate::CONNECTION_FAILURE, self.to_string()),
-            Shutdown => (sqlstate::ADMIN_SHUTDOWN, self.to_string()),
-        })
-    }
-
-    fn kind(&self) -> Option<ErrorKind> {
-        use SessionError::*;
-        match self {
-            ClientGone | Shutdown => None,
-            ClientIo(_) => Some(ErrorKind::ClientLost),
-            ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
-                Some(ErrorKind::ClientProtocol)
-            }
-            Scram(_) | AuthFailed { .. } => Some(ErrorKind::Auth),
-            Connect(_) | Lookup(_) => Some(ErrorKind::BackendConnect),
-            BackendLost { .. }
-            | BackendProtocol { .. }
-            | Failover { .. }
-            | ConnectionEnded { .. } => Some(ErrorKind::BackendLost),
-        }
-    }
-}
+use side::Side;
+pub use side::{Postgres, SessionError};
+use startup::Outcome;
 
 /// Serves one client connection until it ends.
 pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
     if let Err(e) = serve(tcp, &ctx, shutdown).await {
-        let normal = matches!(e, SessionError::ClientGone | SessionError::Shutdown);
-        super::report_end(e.kind(), normal, &e);
+        e.report();
     }
 }
 
@@ -180,10 +75,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         .clusters
         .get(active)
         .cloned()
-        .ok_or_else(|| SessionError::Refused {
-            code: sqlstate::INTERNAL_ERROR,
-            message: format!("active cluster {active:?} is not in the topology"),
-        })?;
+        .ok_or_else(|| Session::refused(Why::NoActiveCluster { name: active }))?;
     let read_your_writes =
         ReadYourWrites::for_session(&ctx.config().raw.routing, &user.name, params.database());
     let creds = Credentials {
@@ -192,34 +84,25 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         salted: Arc::clone(&ctx.salted),
         pass_through,
     };
-    let functions = ctx.functions(&creds, params.database().map(str::to_owned), &shutdown);
-    // A hot standby refuses every read of a serializable-by-default session.
-    let serializable = router::serializable_by_default(&params.params);
-    let mut session = Session {
+    let start = Start {
         ctx: Arc::clone(ctx),
         cluster,
-        client,
         creds,
-        functions,
-        params: params.params,
-        writer: None,
-        reader: None,
-        statements: Statements::default(),
-        scanner: Scanner::new(ctx.config().raw.server.max_message_bytes),
-        sets: Vec::new(),
-        view: SessionView {
-            in_transaction: None,
-            pinned_to_writer: serializable,
-            wrote_recently: false,
-        },
+        database: params.database().map(str::to_owned),
+        // A hot standby refuses every read of a serializable-by-default session.
+        pinned: router::serializable_by_default(&params.params),
+        login: params.params,
         read_your_writes,
-        writes_until: None,
-        admission: None,
-        spread: ReaderSpread::new(),
-        cancel: Arc::new(SessionCancel::default()),
-        scratch: BytesMut::new(),
         shutdown,
     };
+    let side = Side {
+        client,
+        statements: Statements::default(),
+        scanner: Scanner::new(ctx.config().raw.server.max_message_bytes),
+        cancel: Arc::new(SessionCancel::default()),
+        scratch: BytesMut::new(),
+    };
+    let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
     // Lives as long as the session: the client's cancel key.
     let registration = session.start().await;
@@ -231,6 +114,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         && let Some((code, message)) = e.client_message()
     {
         session
+            .side
             .client
             .send_error(Severity::Fatal, code, &message)
             .await;
@@ -238,34 +122,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     result
 }
 
-struct Session {
-    ctx: Arc<Context>,
-    cluster: Arc<Cluster>,
-    client: Client,
-    creds: Credentials,
-    /// Whether the unknown functions a read calls only read (the catalog cache).
-    functions: SessionFunctions,
-    /// The client's startup parameters, sent to every backend connection.
-    params: Vec<(String, String)>,
-    writer: Option<Backend>,
-    reader: Option<Backend>,
-    statements: Statements,
-    scanner: Scanner,
-    /// Session SET statements, replayed in order on a reader connection.
-    sets: Vec<String>,
-    view: SessionView,
-    /// What this session's route says its reads see after its writes.
-    read_your_writes: ReadYourWrites,
-    /// Reads stay on the writer until then, after this session wrote (read-your-writes).
-    writes_until: Option<Instant>,
-    /// Held while this session has work on the writer (a cutover's drain waits for it).
-    admission: Option<Admission>,
-    /// When this session last looked at whether its reader should change.
-    spread: ReaderSpread,
-    cancel: Arc<SessionCancel>,
-    scratch: BytesMut,
-    shutdown: Shutdown,
-}
+type Session = crate::session::flow::Session<Postgres>;
 
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
@@ -283,14 +140,16 @@ impl Session {
                 // The database refused this login (no such database, bad password …): say so verbatim.
                 tracing::info!(%code, %message, "writer refused the session");
                 // The session ends right after, so a failed write changes nothing.
-                let _ = self.client.stream.write_all(&raw).await;
+                let _ = self.side.client.stream.write_all(&raw).await;
                 return Err(SessionError::ClientGone);
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        self.cancel.set_target(0, cancel_target(&writer));
         let pid = writer.key.map(|k| k.pid);
-        let registration = self.ctx.cancels.register(Arc::clone(&self.cancel), pid);
+        let registration = self
+            .ctx
+            .cancels
+            .register(Arc::clone(&self.side.cancel), pid);
         let (pid, secret) = registration.key();
         let mut out = BytesMut::new();
         messages::authentication(&mut out, messages::auth::OK, &[]);
@@ -299,25 +158,22 @@ impl Session {
         }
         messages::backend_key_data(&mut out, pid, secret);
         messages::ready_for_query(&mut out, b'I');
-        self.client
+        self.side
+            .client
             .stream
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)?;
-        self.writer = Some(Backend::new(writer));
+        self.set_backend(Target::Writer, Some(Backend::new(writer)));
         Ok(registration)
-    }
-
-    async fn connect(&self, instance: &Arc<Instance>) -> Result<BackendConn, ConnectError> {
-        let timeout = self.ctx.config().raw.server.connect_timeout;
-        connector::connect(&self.cluster, instance, &self.params, &self.creds, timeout).await
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
         loop {
             let unit = self
+                .side
                 .scanner
-                .next(&self.client.buf, &mut self.statements)
+                .next(&self.side.client.buf, &mut self.side.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(unit) = unit else {
                 self.idle().await?;
@@ -327,7 +183,7 @@ impl Session {
                 tag::TERMINATE => return Ok(()),
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
                     // Outside COPY these are ignored, as PostgreSQL does.
-                    self.client.buf.advance(unit.end);
+                    self.side.client.buf.advance(unit.end);
                     continue;
                 }
                 _ => {}
@@ -347,13 +203,13 @@ impl Session {
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
-            read = self.client.fill() => match read {
+            read = self.side.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
                 Err(e) => Err(SessionError::ClientIo(e)),
             },
             filled = writer_bytes(watched) => match filled {
-                Ok(w) => match w.relay(&mut self.client.stream).await {
+                Ok(w) => match w.relay(&mut self.side.client.stream).await {
                     Ok(seen) if seen.ended => Err(w.ended()),
                     Ok(_) => Ok(()),
                     Err(e) => Err(e),
@@ -363,7 +219,7 @@ impl Session {
         };
         if let Err(SessionError::BackendLost { .. }) = &result {
             // The server ended the connection of this pinned session, or the writer died.
-            self.end_if_only_connection().await?;
+            self.end_if_alone().await?;
         }
         result
     }
@@ -372,12 +228,7 @@ impl Session {
         if self.view.in_transaction.is_none() {
             self.follow_active().await?;
         }
-        let settings = Settings {
-            read_write_split: self.ctx.config().raw.routing.read_write_split,
-        };
-        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
-        let stmt = self.functions.resolve(&unit.stmt, &self.cluster);
-        let mut target = router::route(&stmt, self.view, settings);
+        let (mut target, stmt) = self.route(&unit.stmt);
         // A batch left open (Flush, or one too large to hold) is followed on its connection
         // by whatever the client sends next — more of the batch, a simple Query, a COPY — as
         // on a server. Only the writer can run anything, so it goes there (in a transaction
@@ -389,22 +240,16 @@ impl Session {
         if open_batch && self.view.in_transaction.is_none() && !describes_read {
             target = Target::Writer;
         }
-        self.record_effect(&unit.stmt, unit.simple_sql.as_deref());
-        self.ctx.topology.refresh(&mut self.cluster);
-        if target == Target::Reader && self.cluster.readers.is_empty() {
-            target = Target::Writer;
-        } else if target == Target::Reader && !self.prepare_reader().await? {
-            metrics::reader_fallback();
-            target = Target::Writer;
-        }
+        self.record_effect(&unit.stmt, || unit.simple_sql.clone());
+        let target = self.place(target).await?;
         let open = self.view.in_transaction == Some(Target::Writer);
         let admitted = match (target, self.view.in_transaction) {
-            (Target::Writer, None) => self.migration_gate(&unit).await?,
+            (Target::Writer, None) => self.gate(&unit).await?,
             (Target::Writer, Some(Target::Writer)) => self.writer_in_transaction(&unit).await?,
             _ => true,
         };
         if !admitted {
-            self.scanner.recycle(unit.refs);
+            self.side.scanner.recycle(unit.refs);
             return Ok(());
         }
         let result = self.exchange(target, &unit).await;
@@ -417,20 +262,13 @@ impl Session {
             }) if target == Target::Reader && self.view.in_transaction.is_none() => {
                 // Nothing reached the client, and no transaction was open on the reader: run
                 // it again on another reader, else the writer.
-                metrics::read_retried(&self.cluster.name);
-                self.drop_reader(true);
-                let retry = if self.prepare_reader().await? {
-                    Target::Reader
-                } else {
-                    Target::Writer
-                };
-                tracing::warn!(error = %error, retry_on = ?retry, "reader failed before answering; retrying");
+                let retry = self.retry_target(&error).await?;
                 let answer = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
                 (answer, retry)
             }
             Err(failed) if target == Target::Writer => {
                 self.writer_failed(&unit, failed, open).await?;
-                self.scanner.recycle(unit.refs);
+                self.side.scanner.recycle(unit.refs);
                 return Ok(());
             }
             Err(failed) => return Err(failed.error),
@@ -438,39 +276,15 @@ impl Session {
         if let Some(query) = answer.absorbed {
             // A Query after a batch left open ran with it (the transaction state is still
             // the one it started in): the state it changes counts.
-            self.record_effect(&query.stmt, query.simple_sql.as_deref());
+            self.record_effect(&query.stmt, || query.simple_sql.clone());
             let in_transaction = answer.status != b'I';
             self.functions
                 .ran(&query.stmt, in_transaction, &self.cluster.name);
         }
-        self.view.in_transaction = (answer.status != b'I').then_some(ran_on);
-        if self.view.in_transaction.is_none() {
-            self.admission = None;
-        }
-        let in_transaction = self.view.in_transaction.is_some();
-        self.functions
-            .ran(&unit.stmt, in_transaction, &self.cluster.name);
-        if ran_on == Target::Writer && (open_batch || router::may_write(&stmt)) {
-            let cluster = &self.cluster;
-            self.writes_until = self
-                .read_your_writes
-                .writer_until(Instant::now(), || cluster.catch_up_window());
-        }
-        self.scanner.recycle(unit.refs);
+        self.transaction((answer.status != b'I').then_some(ran_on));
+        self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
+        self.side.scanner.recycle(unit.refs);
         Ok(())
-    }
-
-    /// Records what `stmt` (a simple Query's `sql`) does to the session's state: a SET to
-    /// replay on readers, or state that keeps the session on the writer.
-    fn record_effect(&mut self, stmt: &crate::sql::Statement, sql: Option<&str>) {
-        match router::effect(stmt, self.view) {
-            Effect::None => {}
-            Effect::Record => match sql {
-                Some(sql) if self.sets.len() < MAX_RECORDED_SETS => self.sets.push(sql.to_owned()),
-                _ => self.pin(),
-            },
-            Effect::Pin => self.pin(),
-        }
     }
 
     async fn exchange(
@@ -490,83 +304,22 @@ impl Session {
                 held: 0,
             });
         };
-        self.cancel.set_active(slot);
+        self.side.cancel.set_active(slot);
         let settings = Settings {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
         let open_on_reader = (target == Target::Reader && unit.ending == Ending::Open)
             .then_some((self.view, settings));
         let mut ex = exchange::Exchange {
-            client: &mut self.client,
+            client: &mut self.side.client,
             backend,
-            scanner: &mut self.scanner,
-            statements: &mut self.statements,
-            scratch: &mut self.scratch,
+            scanner: &mut self.side.scanner,
+            statements: &mut self.side.statements,
+            scratch: &mut self.side.scratch,
             message_limit: self.ctx.config().raw.server.max_message_bytes,
             open_on_reader,
         };
         ex.run(unit).await
-    }
-
-    /// Makes sure a reader connection is open and has the session's SETs; `false` when no
-    /// reader can be used now (the caller falls back to the writer).
-    async fn prepare_reader(&mut self) -> Result<bool, SessionError> {
-        let now = Instant::now();
-        let mut next = None;
-        if self.view.in_transaction.is_none()
-            && let Some(reader) = &self.reader
-            && let Leave::For(to) =
-                self.spread
-                    .leave(&reader.conn.instance, &self.cluster.readers, now)
-        {
-            next = to;
-            self.drop_reader(false);
-        }
-        if self.reader.is_none() {
-            let retry = self.ctx.config().raw.server.backend_retry;
-            let this = &*self;
-            let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
-            let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
-            if let Some(conn) = opened {
-                self.cancel.set_target(1, cancel_target(&conn));
-                self.reader = Some(Backend::new(conn));
-            }
-        }
-        let Some(reader) = self.reader.as_mut() else {
-            return Ok(false);
-        };
-        if reader.applied_sets < self.sets.len() {
-            let sql = self.sets[reader.applied_sets..].join(";\n");
-            match reader.run_silently(&sql, &mut self.scratch).await {
-                Ok(None) => reader.applied_sets = self.sets.len(),
-                Ok(Some(message)) => {
-                    tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
-                    self.pin();
-                    return Ok(false);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reader failed while replaying session settings");
-                    self.drop_reader(true);
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn pin(&mut self) {
-        self.view.pinned_to_writer = true;
-        self.drop_reader(false);
-    }
-
-    fn drop_reader(&mut self, failed: bool) {
-        if let Some(reader) = self.reader.take()
-            && failed
-        {
-            let retry = self.ctx.config().raw.server.backend_retry;
-            reader.conn.instance.load.mark_down(Instant::now(), retry);
-        }
-        self.cancel.set_target(1, None);
     }
 }
 
@@ -576,12 +329,4 @@ async fn writer_bytes(writer: Option<&mut Backend>) -> Result<&mut Backend, Sess
         Some(w) => w.fill().await.map(|()| w),
         None => std::future::pending().await,
     }
-}
-
-fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
-    conn.key.map(|key| CancelTarget {
-        host: conn.instance.host.clone(),
-        port: conn.instance.port,
-        key,
-    })
 }

@@ -1,0 +1,352 @@
+//! The session flow, written once for both protocols: a [`Session<P>`] holds what every
+//! session has (its cluster, backend login, writer and reader connections, the state it
+//! replays on them, its routing view, read-your-writes window, admission, reader spread)
+//! and decides, the same way for PostgreSQL and MySQL, where each unit runs: route,
+//! reader choice and fallback, session state to record or pin on, read-your-writes. The
+//! migration gate and the moves to another writer are in `migration.rs`, the reader
+//! connection in `readers.rs`.
+//!
+//! The protocol is chosen once, when the session starts (`session::run`), so the flow is
+//! monomorphic: `P` is a marker type (`postgres::Postgres`, `mysql::Mysql`) and
+//! [`Protocol`] is what each protocol supplies: connecting and logging in, replaying
+//! session state on a connection, setting one read-only, and the codes and words of the
+//! errors the flow itself raises. Framing units, relaying them and answering the client in
+//! its wire format stay in `session::{postgres,mysql}`, as `impl Session<Postgres>` /
+//! `impl Session<Mysql>` blocks over this same struct.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::readers::ReaderSpread;
+use super::{Context, error::SessionError};
+use crate::backend::Credentials;
+use crate::catalog::SessionFunctions;
+use crate::cutover::Admission;
+use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
+use crate::shutdown::Shutdown;
+use crate::sql::Statement;
+use crate::topology::{Cluster, Instance};
+
+/// A session records at most this many state changes to replay on its other connections;
+/// past that it stays on the writer.
+const MAX_REPLAYS: usize = 256;
+
+/// What a protocol supplies to the shared flow.
+pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
+    /// The code an error carries: a SQLSTATE, or a MySQL error number.
+    type Code: Copy + std::fmt::Debug + Send + Sync + 'static;
+    type ConnectError: std::error::Error + Send + Sync + 'static;
+    /// A backend connection as the connector returns it, logged in.
+    type Conn: Send;
+    /// A connection the session holds, with what the session tracks about it.
+    type Backend: Held<Conn = Self::Conn> + Send;
+    /// One change of session state, recorded to replay on other connections.
+    type Replay: Send + Sync;
+    /// What a backend login needs besides the credentials (startup parameters, the
+    /// client's capabilities and database).
+    type Login: Send + Sync;
+    /// The protocol's own half of a session: the client connection and what only this
+    /// protocol tracks.
+    type Side: Send;
+
+    /// The codes and words of the ways a session ends.
+    const ENDINGS: super::error::Endings<Self::Code>;
+
+    /// Connects to `instance` as `dial` says and logs in.
+    fn connect(
+        dial: Dial<'_, Self>,
+        instance: &Arc<Instance>,
+    ) -> impl Future<Output = Result<Self::Conn, Self::ConnectError>> + Send;
+
+    /// Closes a connection the session will not use (a probe).
+    fn close(conn: Self::Conn) -> impl Future<Output = ()> + Send;
+
+    /// Replays `replays[backend.applied()..]` on `backend`; `Ok(Err(message))` when the
+    /// server refused one.
+    fn replay(
+        backend: &mut Self::Backend,
+        replays: &[Self::Replay],
+    ) -> impl Future<Output = Result<Result<(), String>, SessionError<Self>>> + Send;
+
+    /// What else a new writer connection needs of the session's state (MySQL: autocommit
+    /// off); `Ok(Err(message))` when the server refused it.
+    fn prepare_writer(
+        side: &Self::Side,
+        backend: &mut Self::Backend,
+    ) -> impl Future<Output = Result<Result<(), String>, SessionError<Self>>> + Send;
+
+    /// Makes `backend`'s transactions read-only (or read-write again); `Some(message)`
+    /// when the server refused.
+    fn set_read_only(
+        backend: &mut Self::Backend,
+        read_only: bool,
+    ) -> impl Future<Output = Result<Option<String>, SessionError<Self>>> + Send;
+
+    /// The session's `target` connection changed (`None`: it has none now): what the
+    /// protocol keeps per connection (cancel targets, prepared statement ids) follows.
+    fn backend_changed(side: &mut Self::Side, target: Target, backend: Option<&Self::Backend>);
+
+    /// Relays to the client what the server said before it ended `writer` by itself (a
+    /// FATAL, an ERR), if it left anything unread; whether the client was told.
+    fn last_words(
+        side: &mut Self::Side,
+        writer: Self::Backend,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// The code and words of an error the shared flow raises.
+    fn refusal(why: Why<'_>) -> (Self::Code, String);
+}
+
+/// How a session connects: to which cluster, as whom, within how long.
+pub struct Dial<'a, P: Protocol> {
+    pub cluster: &'a Cluster,
+    pub login: &'a P::Login,
+    pub creds: &'a Credentials,
+    pub timeout: Duration,
+}
+
+/// What a session knows about a connection it holds, for the shared flow; implemented
+/// with [`held!`] over the backend type's own fields and methods.
+pub trait Held {
+    type Conn;
+    fn new(conn: Self::Conn) -> Self;
+    fn instance(&self) -> &Arc<Instance>;
+    /// Whether the server closed the connection (a read that does not wait).
+    fn closed(&mut self) -> bool;
+    /// How many of the session's replays this connection has had.
+    fn applied(&mut self) -> &mut usize;
+    /// Whether the connection's transactions are read-only now.
+    fn read_only(&mut self) -> &mut bool;
+}
+
+/// Implements [`Held`] for a protocol's `Backend`: a struct with `conn` (whose `instance`
+/// it is), `applied` and `read_only` fields, and `new(conn)` and `closed()` methods.
+macro_rules! held {
+    ($backend:ty, $conn:ty) => {
+        impl $crate::session::flow::Held for $backend {
+            type Conn = $conn;
+            fn new(conn: $conn) -> Self {
+                <$backend>::new(conn)
+            }
+            fn instance(&self) -> &std::sync::Arc<$crate::topology::Instance> {
+                &self.conn.instance
+            }
+            fn closed(&mut self) -> bool {
+                <$backend>::closed(self)
+            }
+            fn applied(&mut self) -> &mut usize {
+                &mut self.applied
+            }
+            fn read_only(&mut self) -> &mut bool {
+                &mut self.read_only
+            }
+        }
+    };
+}
+pub(crate) use held;
+
+/// The errors the shared flow raises, for [`Protocol::refusal`].
+#[derive(Debug, Clone, Copy)]
+pub enum Why<'a> {
+    /// A write to `cluster`, read-only for a migration.
+    ReadOnly { cluster: &'a str },
+    /// The session holds state that cannot move to `to`'s writer.
+    CannotMove {
+        cause: super::failover::MoveCause,
+        to: &'a str,
+    },
+    /// The active cluster is not in the topology.
+    NoActiveCluster { name: &'a str },
+    /// No usable writer within `failover_timeout`.
+    NoWriter(&'a super::failover::WaitError),
+}
+
+/// One client session. `P` picks the protocol; `side` is the protocol's own half.
+pub struct Session<P: Protocol> {
+    pub(super) ctx: Arc<Context>,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) creds: Credentials,
+    pub(super) login: P::Login,
+    /// Whether the unknown functions a read calls only read (the catalog cache).
+    pub(super) functions: SessionFunctions,
+    pub(super) writer: Option<P::Backend>,
+    pub(super) reader: Option<P::Backend>,
+    /// Session state (`SET`, `USE` …), replayed in order on the session's other connections.
+    pub(super) replays: Vec<P::Replay>,
+    pub(super) view: SessionView,
+    /// What this session's route says its reads see after its writes.
+    pub(super) read_your_writes: ReadYourWrites,
+    /// Reads stay on the writer until then, after this session wrote (read-your-writes).
+    pub(super) writes_until: Option<Instant>,
+    /// Held while this session has work on the writer (a cutover's drain waits for it).
+    pub(super) admission: Option<Admission>,
+    /// When this session last looked at whether its reader should change.
+    pub(super) spread: ReaderSpread,
+    pub(super) shutdown: Shutdown,
+    pub(super) side: P::Side,
+}
+
+/// What a session starts with, besides its protocol's half.
+pub struct Start<P: Protocol> {
+    pub ctx: Arc<Context>,
+    pub cluster: Arc<Cluster>,
+    pub creds: Credentials,
+    pub login: P::Login,
+    /// The database the client logged in to, for the function catalog.
+    pub database: Option<String>,
+    pub read_your_writes: ReadYourWrites,
+    /// Reads stay on the writer from the start (a serializable-by-default session).
+    pub pinned: bool,
+    pub shutdown: Shutdown,
+}
+
+impl<P: Protocol> Session<P> {
+    pub fn new(start: Start<P>, side: P::Side) -> Session<P> {
+        let functions = start
+            .ctx
+            .functions(&start.creds, start.database, &start.shutdown);
+        Session {
+            ctx: start.ctx,
+            cluster: start.cluster,
+            creds: start.creds,
+            login: start.login,
+            functions,
+            writer: None,
+            reader: None,
+            replays: Vec::new(),
+            view: SessionView {
+                in_transaction: None,
+                pinned_to_writer: start.pinned,
+                wrote_recently: false,
+            },
+            read_your_writes: start.read_your_writes,
+            writes_until: None,
+            admission: None,
+            spread: ReaderSpread::new(),
+            shutdown: start.shutdown,
+            side,
+        }
+    }
+
+    /// Connects to `instance` of the session's cluster as the session's backend login.
+    pub(super) async fn connect(
+        &self,
+        instance: &Arc<Instance>,
+    ) -> Result<P::Conn, P::ConnectError> {
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        P::connect(self.dial(&self.cluster, timeout), instance).await
+    }
+
+    /// How this session connects to `cluster`.
+    pub(super) fn dial<'a>(&'a self, cluster: &'a Cluster, timeout: Duration) -> Dial<'a, P> {
+        Dial {
+            cluster,
+            login: &self.login,
+            creds: &self.creds,
+            timeout,
+        }
+    }
+
+    /// The router's target for `stmt`, given the session's view now (its read-your-writes
+    /// window included), and the statement as the function catalog resolves its calls.
+    pub(super) fn route(&mut self, stmt: &Statement) -> (Target, Statement) {
+        let settings = Settings {
+            read_write_split: self.ctx.config().raw.routing.read_write_split,
+        };
+        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
+        let resolved = self.functions.resolve(stmt, &self.cluster);
+        (router::route(&resolved, self.view, settings), resolved)
+    }
+
+    /// Where work routed to `target` runs now: a reader only when one is usable and has
+    /// the session's state (opened and replayed here), else the writer.
+    pub(super) async fn place(&mut self, target: Target) -> Result<Target, SessionError<P>> {
+        self.ctx.topology.refresh(&mut self.cluster);
+        if target == Target::Reader && self.cluster.readers.is_empty() {
+            return Ok(Target::Writer);
+        }
+        if target == Target::Reader && !self.prepare_reader().await? {
+            crate::metrics::reader_fallback();
+            return Ok(Target::Writer);
+        }
+        Ok(target)
+    }
+
+    /// Records what `stmt` does to the session's state: `replay` (the change as this
+    /// protocol replays it, made only when needed) to apply on other connections, or state
+    /// that keeps the session on the writer.
+    pub(super) fn record_effect(
+        &mut self,
+        stmt: &Statement,
+        replay: impl FnOnce() -> Option<P::Replay>,
+    ) {
+        match router::effect(stmt, self.view) {
+            Effect::None => {}
+            Effect::Record => match replay() {
+                Some(r) if self.replays.len() < MAX_REPLAYS => self.replays.push(r),
+                _ => self.pin(),
+            },
+            Effect::Pin => self.pin(),
+        }
+    }
+
+    /// After `stmt` ran on `ran_on`: the function catalog learns from it, and work that may
+    /// have written on the writer (`wrote`) starts the read-your-writes window.
+    pub(super) fn ran(&mut self, stmt: &Statement, ran_on: Target, wrote: bool) {
+        let in_transaction = self.view.in_transaction.is_some();
+        self.functions.ran(stmt, in_transaction, &self.cluster.name);
+        if ran_on == Target::Writer && wrote {
+            let cluster = &self.cluster;
+            self.writes_until = self
+                .read_your_writes
+                .writer_until(Instant::now(), || cluster.catch_up_window());
+        }
+    }
+
+    /// The transaction state a response reported: open on `target`, or closed (which ends
+    /// the session's admission).
+    pub(super) fn transaction(&mut self, open: Option<Target>) {
+        self.view.in_transaction = open;
+        if open.is_none() {
+            self.admission = None;
+        }
+    }
+
+    /// Makes `conn` the session's `target` connection (`None`: drops it).
+    pub(super) fn set_backend(&mut self, target: Target, backend: Option<P::Backend>) {
+        P::backend_changed(&mut self.side, target, backend.as_ref());
+        match target {
+            Target::Writer => self.writer = backend,
+            Target::Reader => self.reader = backend,
+        }
+    }
+
+    /// Keeps the session on the writer from now on (its state cannot be replayed).
+    pub(super) fn pin(&mut self) {
+        self.view.pinned_to_writer = true;
+        self.drop_reader(false);
+    }
+
+    /// Drops the reader connection; `failed`: its instance is skipped for `backend_retry`.
+    pub(super) fn drop_reader(&mut self, failed: bool) {
+        if let Some(reader) = self.reader.as_ref()
+            && failed
+        {
+            let retry = self.ctx.config().raw.server.backend_retry;
+            reader.instance().load.mark_down(Instant::now(), retry);
+        }
+        if self.reader.is_some() {
+            self.set_backend(Target::Reader, None);
+        }
+    }
+
+    pub(super) fn drop_writer(&mut self) {
+        self.set_backend(Target::Writer, None);
+    }
+
+    /// A refusal of the shared flow as this protocol words it.
+    pub(super) fn refused(why: Why<'_>) -> SessionError<P> {
+        let (code, message) = P::refusal(why);
+        SessionError::Refused { code, message }
+    }
+}

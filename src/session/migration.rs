@@ -1,0 +1,259 @@
+//! What a session does about migration control and writer changes, once for both
+//! protocols: the gate before work on the writer (wait out a pause, follow read-only mode,
+//! refuse writes to a read-only cluster), and the moves to another writer — the new active
+//! cluster's after a cutover, or its own cluster's new writer after a failover — with the
+//! session's state replayed there. A session moves only between transactions; a session
+//! holding state that cannot be replayed ends instead.
+
+use std::sync::Arc;
+
+use super::error::SessionError;
+use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
+use super::flow::{Dial, Held, Protocol, Session, Why};
+use crate::cutover::{Entry, Mode};
+use crate::router::Target;
+use crate::topology::{Cluster, Instance};
+
+/// Work the session answers itself with an error, in its protocol's words; it did not run.
+pub struct Refusal<P: Protocol> {
+    pub code: P::Code,
+    pub message: String,
+}
+
+impl<P: Protocol> Refusal<P> {
+    fn of(why: Why<'_>) -> Refusal<P> {
+        let (code, message) = P::refusal(why);
+        Refusal { code, message }
+    }
+}
+
+impl<P: Protocol> Session<P> {
+    /// Applies the cluster's migration mode to work that starts a transaction on the
+    /// writer (`writes`: it is a write): waits out a pause, keeps the writer connection's
+    /// own read-only setting in step with the mode (so a write the classifier missed fails
+    /// in the database too), and refuses a write to a read-only cluster. A writer that is
+    /// gone is waited for (without holding up a cutover's drain). `Some` when the work is
+    /// to be answered with that error instead.
+    pub(super) async fn migration_gate(
+        &mut self,
+        writes: bool,
+    ) -> Result<Option<Refusal<P>>, SessionError<P>> {
+        let routing = Arc::clone(&self.ctx.routing);
+        let (mode, admission) = loop {
+            let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
+            match entry.ok_or(SessionError::Shutdown)? {
+                Entry::Admitted(mode, admission) if self.writer_verdict() == Verdict::Keep => {
+                    break (mode, admission);
+                }
+                Entry::Admitted(_, admission) => {
+                    // Unless only this session's connection ended (then the session ends,
+                    // as the server ended it), wait for a usable writer, then pass again.
+                    drop(admission);
+                    self.end_if_alone().await?;
+                    if let Some(refusal) = self.follow_writer().await? {
+                        return Ok(Some(refusal));
+                    }
+                }
+                Entry::Moved => self.follow_active().await?,
+            }
+        };
+        let read_only = mode == Mode::ReadOnly;
+        if let Some(writer) = self.writer.as_mut()
+            && *writer.read_only() != read_only
+        {
+            if let Some(message) = P::set_read_only(writer, read_only).await? {
+                tracing::warn!(%message, "could not set the writer connection's read-only mode");
+            }
+            *writer.read_only() = read_only;
+        }
+        if !(read_only && writes) {
+            self.admission = Some(admission);
+            return Ok(None);
+        }
+        self.ctx.routing.write_refused(&self.cluster.name);
+        let cluster = &self.cluster.name;
+        Ok(Some(Refusal::of(Why::ReadOnly { cluster })))
+    }
+
+    /// The verdict on the writer connection the session holds, against the cluster's
+    /// current snapshot: one atomic load, and a read that does not wait.
+    pub(super) fn writer_verdict(&mut self) -> Verdict {
+        let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(w.instance())));
+        failover::check(&self.ctx.topology, &mut self.cluster, held)
+    }
+
+    /// Moves the session to the active cluster when a cutover changed it: a writer
+    /// connection to the new writer with the session's state replayed; readers and prepared
+    /// statements follow lazily. Called only between transactions.
+    pub(super) async fn follow_active(&mut self) -> Result<(), SessionError<P>> {
+        let state = self.ctx.routing.load();
+        if state.active == self.cluster.name {
+            return Ok(());
+        }
+        let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
+            let name = &state.active;
+            return Err(Self::refused(Why::NoActiveCluster { name }));
+        };
+        self.movable(MoveCause::Cutover, &cluster.name)?;
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        let conn = P::connect(self.dial(&cluster, timeout), &cluster.writer)
+            .await
+            .map_err(SessionError::Connect)?;
+        self.install_writer(cluster, conn, MoveCause::Cutover)
+            .await?;
+        self.admission = None;
+        Ok(())
+    }
+
+    /// Ends a session that holds state that cannot be replayed on another writer (LISTEN,
+    /// temporary tables, locks …) rather than move it without that state.
+    pub(super) fn movable(&self, cause: MoveCause, to: &str) -> Result<(), SessionError<P>> {
+        if !self.view.pinned_to_writer {
+            return Ok(());
+        }
+        cause.record(&self.ctx.routing, false);
+        Err(Self::refused(Why::CannotMove { cause, to }))
+    }
+
+    /// Makes `conn`, a connection to `cluster`'s writer, the session's writer, with the
+    /// session's state replayed on it; prepared statements follow lazily, and the reader
+    /// too when the cluster changed.
+    pub(super) async fn install_writer(
+        &mut self,
+        cluster: Arc<Cluster>,
+        conn: P::Conn,
+        cause: MoveCause,
+    ) -> Result<(), SessionError<P>> {
+        let mut writer = P::Backend::new(conn);
+        let mut replayed = P::replay(&mut writer, &self.replays).await?;
+        if replayed.is_ok() {
+            replayed = P::prepare_writer(&self.side, &mut writer).await?;
+        }
+        if let Err(message) = replayed {
+            tracing::warn!(%message, "session state does not replay on the new writer");
+            cause.record(&self.ctx.routing, false);
+            let to = &cluster.name;
+            return Err(Self::refused(Why::CannotMove { cause, to }));
+        }
+        tracing::debug!(from = %self.cluster.name, to = %cluster.name, writer = %cluster.writer.addr, cause = cause.as_str(), "session moved to another writer");
+        self.set_backend(Target::Writer, Some(writer));
+        if cluster.name != self.cluster.name {
+            self.drop_reader(false);
+        }
+        self.cluster = cluster;
+        cause.record(&self.ctx.routing, true);
+        Ok(())
+    }
+
+    /// Moves the session, between transactions, to its cluster's writer once one is usable.
+    /// `Some` when the work is to be answered with that error instead: no usable writer
+    /// within `failover_timeout` (the work did not run).
+    pub(super) async fn follow_writer(&mut self) -> Result<Option<Refusal<P>>, SessionError<P>> {
+        self.movable(MoveCause::Failover, &self.cluster.name)?;
+        self.drop_writer();
+        self.admission = None;
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
+                self.install_writer(cluster, conn, MoveCause::Failover)
+                    .await?;
+                Ok(None)
+            }
+            // Only a first connection is returned refused; a wait retries until it times out.
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                Ok(Some(Refusal::of(Why::NoWriter(&e))))
+            }
+        }
+    }
+
+    /// The session's first writer connection: to the cluster's writer, or, while the
+    /// topology shows no usable writer (a failover under way), to the next one once it is
+    /// usable, within `failover_timeout`. A refused login is returned as the connector's
+    /// error, for the protocol to relay.
+    pub(super) async fn first_writer(
+        &mut self,
+    ) -> Result<Result<P::Conn, P::ConnectError>, SessionError<P>> {
+        match self.connect_writer(true).await {
+            Ok((cluster, outcome)) => {
+                self.cluster = cluster;
+                Ok(outcome)
+            }
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                let (code, message) = P::refusal(Why::NoWriter(&e));
+                Err(SessionError::Failover { code, message })
+            }
+        }
+    }
+
+    /// Connects to the cluster's writer, waiting for a usable one (see
+    /// [`WriterWait::connect`]); `first` for the session's first connection.
+    async fn connect_writer(
+        &mut self,
+        first: bool,
+    ) -> Result<(Arc<Cluster>, Result<P::Conn, P::ConnectError>), WaitError> {
+        let (login, creds) = (&self.login, &self.creds);
+        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        let connect = |cluster: Arc<Cluster>, timeout| async move {
+            let dial = Dial {
+                cluster: &cluster,
+                login,
+                creds,
+                timeout,
+            };
+            P::connect(dial, &cluster.writer).await
+        };
+        wait.connect(Arc::clone(&self.cluster), first, connect)
+            .await
+    }
+
+    /// Ends the session as the server ended its writer connection, when only that
+    /// connection ended and the writer stays up (the shared rule,
+    /// [`failover::judge_end`]): the server's last words (a FATAL, an ERR) go to the
+    /// client, then the connection closes. `Ok` when the writer itself failed or changed
+    /// (or there is no writer connection): the caller takes the failover path.
+    pub(super) async fn end_if_alone(&mut self) -> Result<(), SessionError<P>> {
+        let Some(held) = self.writer.as_ref().map(|w| Arc::clone(w.instance())) else {
+            return Ok(());
+        };
+        if !self.ended_alone(&held).await {
+            return Ok(());
+        }
+        tracing::info!(writer = %held.addr, "the server ended this session's writer connection; ending the session");
+        let told = match self.writer.take() {
+            Some(writer) => P::last_words(&mut self.side, writer).await,
+            None => false,
+        };
+        self.drop_writer();
+        Err(SessionError::ConnectionEnded {
+            addr: held.addr.clone(),
+            told,
+        })
+    }
+
+    /// Whether the writer connection to `held`, found ended, ended alone: the topology
+    /// still names `held` the usable writer and it takes a new login now.
+    async fn ended_alone(&mut self, held: &Arc<Instance>) -> bool {
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        let (login, creds) = (&self.login, &self.creds);
+        let probe = |cluster: Arc<Cluster>| {
+            let held = Arc::clone(held);
+            async move {
+                let dial = Dial {
+                    cluster: &cluster,
+                    login,
+                    creds,
+                    timeout,
+                };
+                let conn = P::connect(dial, &held).await?;
+                P::close(conn).await;
+                Ok::<(), P::ConnectError>(())
+            }
+        };
+        let ended = failover::judge_end(&self.ctx.topology, &mut self.cluster, held, probe).await;
+        ended == Ended::Connection
+    }
+}

@@ -1,0 +1,162 @@
+//! What MySQL supplies to the shared session flow (`session::flow::Protocol`): its
+//! connector, the replay of session-state commands (and autocommit on a new writer),
+//! read-only mode, prepared statement ids per connection, the server's last ERR relayed
+//! when it ended a connection, and the error numbers and words of the flow's errors.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::backend::Backend;
+use super::failover::last_error;
+use super::kill;
+use super::replay::Replay;
+use super::startup::Client;
+use super::statements::Statements;
+use crate::backend::mysql::{self as connector, ConnectError, Login, MysqlConn};
+use crate::protocol::mysql::command;
+use crate::protocol::mysql::constants::command::COM_QUERY;
+use crate::protocol::mysql::constants::{
+    ER_ACCESS_DENIED_ERROR, ER_CONNECTION_KILLED, ER_HANDSHAKE_ERROR, ER_OPTION_PREVENTS_STATEMENT,
+    ER_SERVER_SHUTDOWN, ErrorCode, StatusFlags,
+};
+use crate::protocol::mysql::packet;
+use crate::router::Target;
+use crate::session::error::Endings;
+use crate::session::failover::MoveCause;
+use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::topology::Instance;
+
+/// The MySQL protocol, for `Session<Mysql>`.
+#[derive(Debug)]
+pub struct Mysql;
+
+pub type SessionError = crate::session::error::SessionError<Mysql>;
+
+/// MySQL's half of a session.
+pub struct Side {
+    pub(super) client: Client,
+    pub(super) statements: Statements,
+    /// The status flags of the last response, for the proxy's own OK packets.
+    pub(super) status: StatusFlags,
+    /// The greeting's scramble, which COM_CHANGE_USER answers.
+    pub(super) scramble: [u8; 20],
+    pub(super) scratch: BytesMut,
+    /// Where a `KILL` naming this session's connection id reaches its statement.
+    pub(super) kill: kill::Registration,
+}
+
+impl Protocol for Mysql {
+    type Code = ErrorCode;
+    type ConnectError = ConnectError;
+    type Conn = MysqlConn;
+    type Backend = Backend;
+    type Replay = Replay;
+    type Login = Login;
+    type Side = Side;
+
+    const ENDINGS: Endings<ErrorCode> = Endings {
+        protocol: (ER_HANDSHAKE_ERROR, "Bad packet: "),
+        startup_timeout: (ER_HANDSHAKE_ERROR, "Bad handshake: timed out"),
+        auth: ER_ACCESS_DENIED_ERROR,
+        connect: ER_HANDSHAKE_ERROR,
+        backend: ER_SERVER_SHUTDOWN,
+        shutdown: (
+            ER_SERVER_SHUTDOWN,
+            "Server shutdown in progress (switchyard)",
+        ),
+        explain_ended: false,
+    };
+
+    async fn connect(
+        d: Dial<'_, Self>,
+        instance: &Arc<Instance>,
+    ) -> Result<MysqlConn, ConnectError> {
+        connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
+    }
+
+    async fn close(conn: MysqlConn) {
+        conn.quit().await;
+    }
+
+    async fn replay(
+        backend: &mut Backend,
+        replays: &[Replay],
+    ) -> Result<Result<(), String>, SessionError> {
+        super::replay::replay(backend, replays).await
+    }
+
+    async fn prepare_writer(
+        side: &Side,
+        writer: &mut Backend,
+    ) -> Result<Result<(), String>, SessionError> {
+        if side.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
+            return Ok(Ok(()));
+        }
+        let mut out = BytesMut::new();
+        command::write_text_command(&mut out, COM_QUERY, b"SET autocommit = 0");
+        Ok(match writer.run_silently(&out).await? {
+            (_, Some(message)) => Err(message),
+            (_, None) => Ok(()),
+        })
+    }
+
+    async fn set_read_only(
+        writer: &mut Backend,
+        read_only: bool,
+    ) -> Result<Option<String>, SessionError> {
+        let sql: &[u8] = if read_only {
+            b"SET SESSION TRANSACTION READ ONLY"
+        } else {
+            b"SET SESSION TRANSACTION READ WRITE"
+        };
+        let mut out = BytesMut::new();
+        command::write_text_command(&mut out, COM_QUERY, sql);
+        Ok(writer.run_silently(&out).await?.1)
+    }
+
+    fn backend_changed(side: &mut Side, target: Target, _: Option<&Backend>) {
+        side.statements.forget_backend(target);
+    }
+
+    async fn last_words(side: &mut Side, writer: Backend) -> bool {
+        let Some(payload) = last_error(&writer.conn.buf) else {
+            return false;
+        };
+        let mut out = BytesMut::new();
+        packet::write_packet(&mut out, 1, &payload);
+        if let Err(e) = side.client.write_all(&out).await {
+            tracing::debug!(error = %e, "could not relay the server's last error");
+        }
+        true
+    }
+
+    fn refusal(why: Why<'_>) -> (ErrorCode, String) {
+        match why {
+            Why::ReadOnly { cluster } => (
+                ER_OPTION_PREVENTS_STATEMENT,
+                format!(
+                    "The MySQL server is running with the --read-only option so it cannot execute this statement: cluster '{cluster}' is read-only for a database migration (switchyard)"
+                ),
+            ),
+            Why::CannotMove { cause, to } => (
+                ER_SERVER_SHUTDOWN,
+                match cause {
+                    MoveCause::Cutover => format!(
+                        "the database moved to cluster '{to}' (switchyard cutover) and this session holds state that cannot move with it; reconnect"
+                    ),
+                    MoveCause::Failover => format!(
+                        "the writer of cluster '{to}' changed (switchyard writer failover) and this session holds state that cannot move to the new writer; reconnect"
+                    ),
+                },
+            ),
+            Why::NoActiveCluster { name } => (
+                ER_HANDSHAKE_ERROR,
+                format!("active cluster {name:?} is not in the topology"),
+            ),
+            Why::NoWriter(e) => (ER_CONNECTION_KILLED, e.to_string()),
+        }
+    }
+}
+
+held!(Backend, MysqlConn);

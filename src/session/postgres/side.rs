@@ -1,0 +1,162 @@
+//! What PostgreSQL supplies to the shared session flow (`session::flow::Protocol`): its
+//! connector, SET replay, read-only mode, cancel targets per connection, a FATAL relayed
+//! when the server ended a connection, and the SQLSTATEs and words of the flow's errors.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::backend::Backend;
+use super::cancel::{CancelTarget, SessionCancel};
+use super::scan::{Scanner, Statements};
+use super::startup::Client;
+use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
+use crate::protocol::postgres::sqlstate;
+use crate::router::Target;
+use crate::session::error::Endings;
+use crate::session::failover::MoveCause;
+use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::topology::Instance;
+
+/// The PostgreSQL protocol, for `Session<Postgres>`.
+#[derive(Debug)]
+pub struct Postgres;
+
+pub type SessionError = crate::session::error::SessionError<Postgres>;
+
+/// PostgreSQL's half of a session.
+pub struct Side {
+    pub(super) client: Client,
+    pub(super) statements: Statements,
+    pub(super) scanner: Scanner,
+    pub(super) cancel: Arc<SessionCancel>,
+    pub(super) scratch: BytesMut,
+}
+
+impl Protocol for Postgres {
+    type Code = &'static str;
+    type ConnectError = ConnectError;
+    type Conn = BackendConn;
+    type Backend = Backend;
+    /// A SET statement as the client sent it.
+    type Replay = String;
+    /// The client's startup parameters, sent to every backend connection.
+    type Login = Vec<(String, String)>;
+    type Side = Side;
+
+    const ENDINGS: Endings<&'static str> = Endings {
+        protocol: (sqlstate::PROTOCOL_VIOLATION, "invalid message: "),
+        startup_timeout: (
+            sqlstate::PROTOCOL_VIOLATION,
+            "startup and authentication timed out",
+        ),
+        auth: sqlstate::INVALID_PASSWORD,
+        connect: sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        backend: sqlstate::CONNECTION_FAILURE,
+        shutdown: (sqlstate::ADMIN_SHUTDOWN, "switchyard is shutting down"),
+        explain_ended: true,
+    };
+
+    async fn connect(
+        d: Dial<'_, Self>,
+        instance: &Arc<Instance>,
+    ) -> Result<BackendConn, ConnectError> {
+        connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
+    }
+
+    async fn close(conn: BackendConn) {
+        drop(conn);
+    }
+
+    async fn replay(
+        backend: &mut Backend,
+        sets: &[String],
+    ) -> Result<Result<(), String>, SessionError> {
+        if backend.applied >= sets.len() {
+            return Ok(Ok(()));
+        }
+        let sql = sets[backend.applied..].join(";\n");
+        match backend.run_silently(&sql, &mut BytesMut::new()).await? {
+            None => {
+                backend.applied = sets.len();
+                Ok(Ok(()))
+            }
+            Some(message) => Ok(Err(message)),
+        }
+    }
+
+    async fn prepare_writer(_: &Side, _: &mut Backend) -> Result<Result<(), String>, SessionError> {
+        Ok(Ok(()))
+    }
+
+    async fn set_read_only(
+        backend: &mut Backend,
+        read_only: bool,
+    ) -> Result<Option<String>, SessionError> {
+        let sql = if read_only {
+            "SET default_transaction_read_only = on"
+        } else {
+            "SET default_transaction_read_only = off"
+        };
+        backend.run_silently(sql, &mut BytesMut::new()).await
+    }
+
+    fn backend_changed(side: &mut Side, target: Target, backend: Option<&Backend>) {
+        let slot = match target {
+            Target::Writer => 0,
+            Target::Reader => 1,
+        };
+        side.cancel
+            .set_target(slot, backend.and_then(|b| cancel_target(&b.conn)));
+    }
+
+    async fn last_words(side: &mut Side, mut writer: Backend) -> bool {
+        match writer.take_fatal() {
+            Some(fatal) => {
+                // The session ends right after, so a failed write changes nothing.
+                let _ = side.client.stream.write_all(&fatal).await;
+                true
+            }
+            // Cut in the middle of a message: nothing more can be sent.
+            None => writer.mid_message(),
+        }
+    }
+
+    fn refusal(why: Why<'_>) -> (&'static str, String) {
+        match why {
+            Why::ReadOnly { cluster } => (
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "cannot execute a write: cluster \"{cluster}\" is read-only for a database migration (switchyard)"
+                ),
+            ),
+            Why::CannotMove { cause, to } => (
+                sqlstate::ADMIN_SHUTDOWN,
+                match cause {
+                    MoveCause::Cutover => format!(
+                        "terminating connection: the database moved to cluster \"{to}\" (switchyard cutover) and this session holds state that cannot move with it; reconnect"
+                    ),
+                    MoveCause::Failover => format!(
+                        "terminating connection: the writer of cluster \"{to}\" changed (switchyard writer failover) and this session holds state that cannot move to the new writer; reconnect"
+                    ),
+                },
+            ),
+            Why::NoActiveCluster { name } => (
+                sqlstate::INTERNAL_ERROR,
+                format!("active cluster {name:?} is not in the topology"),
+            ),
+            Why::NoWriter(e) => (sqlstate::CANNOT_CONNECT_NOW, e.to_string()),
+        }
+    }
+}
+
+held!(Backend, BackendConn);
+
+pub(super) fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
+    conn.key.map(|key| CancelTarget {
+        host: conn.instance.host.clone(),
+        port: conn.instance.port,
+        key,
+    })
+}
