@@ -134,6 +134,17 @@ impl<C: Pooled> Pools<C> {
         }
     }
 
+    /// Lends `conn`, opened by the caller outside the pool, as a connection of `key`'s
+    /// pool, to be given back like any other. It counts at once, even past `pool_size`: a
+    /// MySQL session's first writer connection is opened before the client logs in, so
+    /// that the client is greeted with its server's own greeting.
+    pub fn adopt(&self, key: &Key, settings: &Settings, conn: C) -> Lease<C> {
+        let pool = self.shared.pool(key, settings);
+        pool.with(|s| s.adopted());
+        pool.metrics.opened.increment(1);
+        Lease::new(pool, Entry::new(conn, Instant::now()))
+    }
+
     /// Each pool's key and how many connections it has in each state (for `/status`).
     pub fn counts(&self) -> Vec<(Key, Counts)> {
         let pools = lock(&self.shared.pools);

@@ -153,6 +153,12 @@ impl<C> Slots<C> {
         Take::Wait(id, rx)
     }
 
+    /// A connection opened outside the pool joins it, in use: counted even past
+    /// `pool_size` (the caller could not wait for a slot).
+    pub fn adopted(&mut self) {
+        self.in_use += 1;
+    }
+
     /// A connection opened in its reserved slot is now in use.
     pub fn opened(&mut self) {
         self.leave(Busy::Opening);

@@ -5,6 +5,7 @@
 
 use crate::error::chain;
 use crate::metrics::ErrorKind;
+use crate::pool::CheckoutError;
 use crate::protocol::postgres::scram::ScramError;
 use crate::session::flow::Protocol;
 
@@ -31,7 +32,7 @@ pub enum SessionError<P: Protocol> {
     #[error("{message}")]
     Refused { code: P::Code, message: String },
     #[error("could not open the writer connection")]
-    Connect(#[source] P::ConnectError),
+    Connect(#[source] crate::session::flow::OpenError<P>),
     #[error("lost connection to backend {addr}")]
     BackendLost {
         addr: String,
@@ -66,6 +67,8 @@ pub struct Endings<C: 'static> {
     pub auth: C,
     /// No backend connection could be opened, or the user not looked up.
     pub connect: C,
+    /// The pool stayed full for `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
+    pub pool_full: C,
     /// A backend connection was lost or broke the protocol.
     pub backend: C,
     /// The proxy shuts down.
@@ -91,7 +94,12 @@ impl<P: Protocol> SessionError<P> {
             Scram(e) => (words.protocol.0, e.to_string()),
             AuthFailed { message } => (words.auth, message.clone()),
             Refused { code, message } | Failover { code, message } => (*code, message.clone()),
-            Connect(e) => (words.connect, format!("switchyard: {}", chain(e))),
+            Connect(e @ CheckoutError::Timeout { .. }) => {
+                (words.pool_full, format!("switchyard: {e}"))
+            }
+            Connect(CheckoutError::Connect(e)) => {
+                (words.connect, format!("switchyard: {}", chain(e)))
+            }
             Lookup(e) => (words.connect, format!("switchyard: {}", chain(e))),
             BackendLost { addr, .. } => (
                 words.backend,

@@ -22,6 +22,7 @@ use super::{Context, error::SessionError};
 use crate::backend::Credentials;
 use crate::catalog::SessionFunctions;
 use crate::cutover::Admission;
+use crate::pool::{self, CheckoutError, Key, Lease, Pooled, Pools, Release};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::Statement;
@@ -36,10 +37,11 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// The code an error carries: a SQLSTATE, or a MySQL error number.
     type Code: Copy + std::fmt::Debug + Send + Sync + 'static;
     type ConnectError: std::error::Error + Send + Sync + 'static;
-    /// A backend connection as the connector returns it, logged in.
-    type Conn: Send;
-    /// A connection the session holds, with what the session tracks about it.
-    type Backend: Held<Conn = Self::Conn> + Send;
+    /// A backend connection as the connector returns it, logged in; kept in a pool.
+    type Conn: Pooled + Send;
+    /// A connection the session holds (lent by the pool), with what the session tracks
+    /// about it.
+    type Backend: Held<Conn = Lease<Self::Conn>> + Send;
     /// One change of session state, recorded to replay on other connections.
     type Replay: Send + Sync;
     /// What a backend login needs besides the credentials (startup parameters, the
@@ -57,6 +59,13 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
         dial: Dial<'_, Self>,
         instance: &Arc<Instance>,
     ) -> impl Future<Output = Result<Self::Conn, Self::ConnectError>> + Send;
+
+    /// The pools of this protocol's connections.
+    fn pools(ctx: &Context) -> &Pools<Self::Conn>;
+
+    /// The pool a connection to `instance` as `dial` says belongs to: the same instance,
+    /// backend user, database and login options.
+    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key;
 
     /// Closes a connection the session will not use (a probe).
     fn close(conn: Self::Conn) -> impl Future<Output = ()> + Send;
@@ -105,6 +114,30 @@ pub struct Dial<'a, P: Protocol> {
     pub timeout: Duration,
 }
 
+impl<P: Protocol> Clone for Dial<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: Protocol> Copy for Dial<'_, P> {}
+
+/// Why no connection could be had: the pool stayed full, or opening one failed.
+pub type OpenError<P> = CheckoutError<<P as Protocol>::ConnectError>;
+
+/// A connection to `instance` as `dial` says, from its pool: an idle one, else one opened
+/// and logged in now, else the first one given back within `checkout_timeout`.
+pub async fn checkout<P: Protocol>(
+    ctx: &Context,
+    dial: Dial<'_, P>,
+    instance: &Arc<Instance>,
+) -> Result<Lease<P::Conn>, OpenError<P>> {
+    let key = P::key(&dial, instance);
+    let settings = pool::Settings::from_config(&ctx.config().raw.server);
+    let connect = || P::connect(dial, instance);
+    P::pools(ctx).checkout(&key, &settings, connect).await
+}
+
 /// What a session knows about a connection it holds, for the shared flow; implemented
 /// with [`held!`] over the backend type's own fields and methods.
 pub trait Held {
@@ -117,6 +150,8 @@ pub trait Held {
     fn applied(&mut self) -> &mut usize;
     /// Whether the connection's transactions are read-only now.
     fn read_only(&mut self) -> &mut bool;
+    /// The connection, to give back to its pool.
+    fn into_conn(self) -> Self::Conn;
 }
 
 /// Implements [`Held`] for a protocol's `Backend`: a struct with `conn` (whose `instance`
@@ -139,6 +174,9 @@ macro_rules! held {
             }
             fn read_only(&mut self) -> &mut bool {
                 &mut self.read_only
+            }
+            fn into_conn(self) -> $conn {
+                self.conn
             }
         }
     };
@@ -228,13 +266,23 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Connects to `instance` of the session's cluster as the session's backend login.
-    pub(super) async fn connect(
+    /// A connection to `instance` of the session's cluster as the session's backend login,
+    /// from the pool.
+    pub(super) async fn lease(
         &self,
         instance: &Arc<Instance>,
-    ) -> Result<P::Conn, P::ConnectError> {
+    ) -> Result<Lease<P::Conn>, OpenError<P>> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        P::connect(self.dial(&self.cluster, timeout), instance).await
+        checkout(&self.ctx, self.dial(&self.cluster, timeout), instance).await
+    }
+
+    /// Lends `conn`, a connection to `instance` of the session's cluster opened outside
+    /// the pool (a MySQL session's greeting), as one of its pool's.
+    pub(super) fn adopt(&self, instance: &Instance, conn: P::Conn) -> Lease<P::Conn> {
+        let timeout = self.ctx.config().raw.server.connect_timeout;
+        let key = P::key(&self.dial(&self.cluster, timeout), instance);
+        let settings = pool::Settings::from_config(&self.ctx.config().raw.server);
+        P::pools(&self.ctx).adopt(&key, &settings, conn)
     }
 
     /// How this session connects to `cluster`.
@@ -327,16 +375,28 @@ impl<P: Protocol> Session<P> {
         self.drop_reader(false);
     }
 
-    /// Drops the reader connection; `failed`: its instance is skipped for `backend_retry`.
+    /// Lets the reader connection go: back to its pool, reset, between units; closed when
+    /// it `failed` (and its instance skipped for `backend_retry`).
     pub(super) fn drop_reader(&mut self, failed: bool) {
-        if let Some(reader) = self.reader.as_ref()
-            && failed
-        {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        P::backend_changed(&mut self.side, Target::Reader, None);
+        if failed {
             let retry = self.ctx.config().raw.server.backend_retry;
             reader.instance().load.mark_down(Instant::now(), retry);
+        } else {
+            reader.into_conn().release(Release::Reset);
         }
-        if self.reader.is_some() {
-            self.set_backend(Target::Reader, None);
+    }
+
+    /// Gives the session's connections back to their pools, reset for the next client: the
+    /// client left, or the proxy shuts down, between units (nothing is in flight on them).
+    pub(super) fn release_backends(&mut self) {
+        self.drop_reader(false);
+        if let Some(writer) = self.writer.take() {
+            P::backend_changed(&mut self.side, Target::Writer, None);
+            writer.into_conn().release(Release::Reset);
         }
     }
 

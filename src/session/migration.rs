@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use super::error::SessionError;
 use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
-use super::flow::{Dial, Held, Protocol, Session, Why};
+use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout};
 use crate::cutover::{Entry, Mode};
+use crate::pool::Lease;
 use crate::router::Target;
 use crate::topology::{Cluster, Instance};
 
@@ -96,7 +97,8 @@ impl<P: Protocol> Session<P> {
         };
         self.movable(MoveCause::Cutover, &cluster.name)?;
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let conn = P::connect(self.dial(&cluster, timeout), &cluster.writer)
+        let dial = self.dial(&cluster, timeout);
+        let conn = checkout(&self.ctx, dial, &cluster.writer)
             .await
             .map_err(SessionError::Connect)?;
         self.install_writer(cluster, conn, MoveCause::Cutover)
@@ -121,7 +123,7 @@ impl<P: Protocol> Session<P> {
     pub(super) async fn install_writer(
         &mut self,
         cluster: Arc<Cluster>,
-        conn: P::Conn,
+        conn: Lease<P::Conn>,
         cause: MoveCause,
     ) -> Result<(), SessionError<P>> {
         let mut writer = P::Backend::new(conn);
@@ -174,7 +176,7 @@ impl<P: Protocol> Session<P> {
     /// error, for the protocol to relay.
     pub(super) async fn first_writer(
         &mut self,
-    ) -> Result<Result<P::Conn, P::ConnectError>, SessionError<P>> {
+    ) -> Result<Result<Lease<P::Conn>, OpenError<P>>, SessionError<P>> {
         match self.connect_writer(true).await {
             Ok((cluster, outcome)) => {
                 self.cluster = cluster;
@@ -194,17 +196,17 @@ impl<P: Protocol> Session<P> {
     async fn connect_writer(
         &mut self,
         first: bool,
-    ) -> Result<(Arc<Cluster>, Result<P::Conn, P::ConnectError>), WaitError> {
-        let (login, creds) = (&self.login, &self.creds);
+    ) -> Result<(Arc<Cluster>, Result<Lease<P::Conn>, OpenError<P>>), WaitError> {
+        let (ctx, login, creds) = (&self.ctx, &self.login, &self.creds);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, timeout| async move {
-            let dial = Dial {
+            let dial: Dial<'_, P> = Dial {
                 cluster: &cluster,
                 login,
                 creds,
                 timeout,
             };
-            P::connect(dial, &cluster.writer).await
+            checkout(ctx, dial, &cluster.writer).await
         };
         wait.connect(Arc::clone(&self.cluster), first, connect)
             .await
@@ -242,7 +244,7 @@ impl<P: Protocol> Session<P> {
         let probe = |cluster: Arc<Cluster>| {
             let held = Arc::clone(held);
             async move {
-                let dial = Dial {
+                let dial: Dial<'_, P> = Dial {
                     cluster: &cluster,
                     login,
                     creds,

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use self::postgres::cancel::CancelRegistry;
 use crate::config::{Protocol, Secret, User, Validated};
 use crate::cutover::Routing;
+use crate::pool::Pools;
 use crate::protocol::postgres::scram::Verifier;
 use crate::protocol::postgres::scram_client::SaltedPasswords;
 use crate::shutdown::Shutdown;
@@ -43,6 +44,11 @@ pub struct Context {
     pub(crate) mock: auth_query::MockSecret,
     /// Which user-defined functions only read, per cluster, database and backend user.
     pub catalog: Arc<crate::catalog::Catalog>,
+    /// The backend connections kept between clients, per protocol (a proxy serves one).
+    pub postgres_pools: Pools<crate::backend::postgres::BackendConn>,
+    pub mysql_pools: Pools<crate::backend::mysql::MysqlConn>,
+    /// Dropped with the context, which ends the pools' sweep task.
+    _pools_sweep: crate::shutdown::Trigger,
 }
 
 /// Where the user a client logs in as comes from ([`Context::find_user`]).
@@ -92,6 +98,7 @@ impl Context {
         routing: Arc<Routing>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Context {
+        let (pools_sweep, sweep) = crate::shutdown::channel();
         Context {
             live: ArcSwap::from_pointee(Live::new(config)),
             topology,
@@ -102,6 +109,9 @@ impl Context {
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),
             catalog: Arc::default(),
+            postgres_pools: Pools::new(sweep.clone()),
+            mysql_pools: Pools::new(sweep),
+            _pools_sweep: pools_sweep,
         }
     }
 

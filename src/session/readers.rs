@@ -119,7 +119,7 @@ impl<P: Protocol> Session<P> {
         if self.reader.is_none() {
             let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
-            let connect = |i: Arc<Instance>| async move { this.connect(&i).await };
+            let connect = |i: Arc<Instance>| async move { this.lease(&i).await };
             let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
             if let Some(conn) = opened {
                 self.set_backend(Target::Reader, Some(P::Backend::new(conn)));

@@ -2,6 +2,7 @@
 //! packet by packet (bytes unchanged, except the statement id of a prepare-OK, which is
 //! the proxy's), forward LOCAL INFILE data, and run commands silently for replays.
 
+use crate::pool::Lease;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,7 +19,7 @@ use crate::protocol::mysql::response::{Prepared, Response, Step};
 const MAX_PACKET: usize = MAX_PHYSICAL_PAYLOAD;
 
 pub struct Backend {
-    pub conn: MysqlConn,
+    pub conn: Lease<MysqlConn>,
     pub deprecate_eof: bool,
     /// How many recorded session replays this connection has run.
     pub applied: usize,
@@ -38,7 +39,7 @@ pub struct Relayed {
 }
 
 impl Backend {
-    pub fn new(conn: MysqlConn) -> Backend {
+    pub fn new(conn: Lease<MysqlConn>) -> Backend {
         let i = &conn.instance;
         let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
         Backend {
@@ -70,7 +71,8 @@ impl Backend {
     /// already arrived, without waiting. Between commands a server speaks only to say
     /// goodbye (an ERR just before it closes), so anything that arrived counts.
     pub fn closed(&mut self) -> bool {
-        self.conn.stream.read_arrived(&mut self.conn.buf) != Arrived::Nothing
+        let conn = &mut *self.conn;
+        conn.stream.read_arrived(&mut conn.buf) != Arrived::Nothing
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
@@ -86,7 +88,8 @@ impl Backend {
         if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
             self.conn.buf.reserve(64 * 1024);
         }
-        match self.conn.stream.read_buf(&mut self.conn.buf).await {
+        let conn = &mut *self.conn;
+        match conn.stream.read_buf(&mut conn.buf).await {
             Ok(0) => Err(self.lost(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => Ok(()),
             Err(e) => Err(self.lost(e)),

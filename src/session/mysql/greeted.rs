@@ -19,6 +19,7 @@ use super::{Session, SessionError, compressed};
 use crate::backend::Credentials;
 use crate::backend::mysql::{self as connector, ConnectError, Greeted, Login};
 use crate::error::chain;
+use crate::pool::CheckoutError;
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_CONNECTION_KILLED, UTF8MB4_GENERAL_CI,
 };
@@ -43,19 +44,22 @@ impl Session {
         let timeout = self.ctx.config().raw.server.connect_timeout;
         let logged_in = match greeted {
             Some(greeted) => {
-                greeted
+                let instance = Arc::clone(greeted.instance());
+                let conn = greeted
                     .login(&self.cluster, &self.login, &self.creds, timeout)
-                    .await
+                    .await;
+                conn.map(|c| self.adopt(&instance, c))
+                    .map_err(CheckoutError::Connect)
             }
             None => self.first_writer().await?,
         };
         let writer = match logged_in {
             Ok(conn) => Ok(conn),
-            Err(
+            Err(CheckoutError::Connect(
                 e @ (ConnectError::Io { .. }
                 | ConnectError::Protocol { .. }
                 | ConnectError::Timeout { .. }),
-            ) => {
+            )) => {
                 tracing::info!(error = %chain(&e), "the writer connection of the greeting ended before the login; opening another");
                 self.first_writer().await?
             }
@@ -63,9 +67,9 @@ impl Session {
         };
         let writer = match writer {
             Ok(conn) => conn,
-            Err(ConnectError::Refused {
+            Err(CheckoutError::Connect(ConnectError::Refused {
                 payload, message, ..
-            }) if !payload.is_empty() => {
+            })) if !payload.is_empty() => {
                 tracing::info!(%message, "writer refused the session");
                 let mut out = BytesMut::new();
                 packet::write_packet(&mut out, ok_seq, &payload);
@@ -114,7 +118,7 @@ pub(super) async fn open_writer(
     let open = |cluster: Arc<Cluster>, t| async move { connector::open(&cluster.writer, t).await };
     match wait.connect(cluster, true, open).await {
         Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
-        Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+        Ok((_, Err(e))) => Err(SessionError::Connect(CheckoutError::Connect(e))),
         Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
         Err(e) => {
             e.report();

@@ -18,10 +18,12 @@ use tokio::sync::Notify;
 use super::backend::Backend;
 use super::{Session, SessionError};
 use crate::backend::mysql::{self as connector, MysqlConn};
+use crate::pool::Release;
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
 use crate::router::Target;
+use crate::session::flow::{Dial, checkout};
 use crate::topology::{Cluster, Instance};
 
 /// What a `KILL` statement asks for, when it names one connection id.
@@ -350,16 +352,16 @@ impl Session {
             database: None,
             ..self.login.clone()
         };
+        let dial: Dial<'_, super::Mysql> = Dial {
+            cluster: &target.cluster,
+            login: &login,
+            creds: &self.creds,
+            timeout,
+        };
         let run = async {
-            let conn = connector::connect(
-                &target.cluster,
-                &target.instance,
-                &login,
-                &self.creds,
-                timeout,
-            )
-            .await
-            .map_err(|e| crate::error::chain(&e))?;
+            let conn = checkout(&self.ctx, dial, &target.instance)
+                .await
+                .map_err(|e| crate::error::chain(&e))?;
             let mut control = Backend::new(conn);
             let mut out = BytesMut::new();
             command::write_text_command(&mut out, COM_QUERY, sql.as_bytes());
@@ -374,7 +376,8 @@ impl Session {
                 }
                 control.fill().await.map_err(|e| e.to_string())?;
             };
-            control.conn.quit().await;
+            // A KILL changes nothing on the connection that sent it.
+            control.conn.release(Release::Clean);
             Ok(answer)
         };
         match tokio::time::timeout(timeout, run).await {

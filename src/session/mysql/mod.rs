@@ -176,6 +176,7 @@ impl Session {
                 &whole[HEADER_LEN..]
             };
             if !self.command(&whole, payload).await? {
+                self.release_backends();
                 return Ok(());
             }
         }
@@ -185,7 +186,7 @@ impl Session {
     /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
         let between_transactions = self.view.in_transaction.is_none();
-        tokio::select! {
+        let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             _ = self.side.kill.kill.ended() => Err(SessionError::Killed),
             read = self.side.client.fill() => match read {
@@ -193,7 +194,12 @@ impl Session {
                 Ok(_) => Ok(()),
                 Err(e) => Err(SessionError::ClientIo(e)),
             },
+        };
+        if let Err(SessionError::ClientGone | SessionError::Shutdown) = &result {
+            // Between commands: nothing is in flight on the backend connections.
+            self.release_backends();
         }
+        result
     }
 
     /// Runs one client command (`packet`: its bytes as received; `payload`: the command);

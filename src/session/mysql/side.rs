@@ -14,14 +14,16 @@ use super::replay::Replay;
 use super::startup::Client;
 use super::statements::Statements;
 use crate::backend::mysql::{self as connector, ConnectError, Login, MysqlConn};
+use crate::pool::{self, Key, Lease, Pools};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{
-    ER_ACCESS_DENIED_ERROR, ER_CONNECTION_KILLED, ER_HANDSHAKE_ERROR, ER_OPTION_PREVENTS_STATEMENT,
-    ER_SERVER_SHUTDOWN, ErrorCode, StatusFlags,
+    ER_ACCESS_DENIED_ERROR, ER_CON_COUNT_ERROR, ER_CONNECTION_KILLED, ER_HANDSHAKE_ERROR,
+    ER_OPTION_PREVENTS_STATEMENT, ER_SERVER_SHUTDOWN, ErrorCode, StatusFlags,
 };
 use crate::protocol::mysql::packet;
 use crate::router::Target;
+use crate::session::Context;
 use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
 use crate::session::flow::{Dial, Protocol, Why, held};
@@ -60,6 +62,7 @@ impl Protocol for Mysql {
         startup_timeout: (ER_HANDSHAKE_ERROR, "Bad handshake: timed out"),
         auth: ER_ACCESS_DENIED_ERROR,
         connect: ER_HANDSHAKE_ERROR,
+        pool_full: ER_CON_COUNT_ERROR,
         backend: ER_SERVER_SHUTDOWN,
         shutdown: (
             ER_SERVER_SHUTDOWN,
@@ -73,6 +76,32 @@ impl Protocol for Mysql {
         instance: &Arc<Instance>,
     ) -> Result<MysqlConn, ConnectError> {
         connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
+    }
+
+    fn pools(ctx: &Context) -> &Pools<MysqlConn> {
+        &ctx.mysql_pools
+    }
+
+    /// Besides the database, the capabilities, character set, packet size and connection
+    /// attributes the client's login agreed: a connection only serves a client that agreed
+    /// the same, since its bytes are relayed as they are.
+    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key {
+        let login = dial.login;
+        let database = login.database.as_deref().unwrap_or_default();
+        let options = (
+            login.capabilities.bits(),
+            login.charset,
+            login.max_packet_size,
+            &login.database,
+            &login.connect_attrs,
+        );
+        Key {
+            cluster: dial.cluster.name.clone(),
+            instance: instance.addr.clone(),
+            user: dial.creds.user.clone(),
+            database: String::from_utf8_lossy(database).into_owned(),
+            options: pool::fingerprint(&options),
+        }
     }
 
     async fn close(conn: MysqlConn) {
@@ -159,4 +188,4 @@ impl Protocol for Mysql {
     }
 }
 
-held!(Backend, MysqlConn);
+held!(Backend, Lease<MysqlConn>);

@@ -17,6 +17,7 @@ use crate::backend::PassThrough;
 use crate::backend::mysql::{ConnectError, Login};
 use crate::config::{ClientTlsMode, User};
 use crate::net::{Stream, UpgradeError};
+use crate::pool::CheckoutError;
 use crate::protocol::mysql::auth::Plugin;
 use crate::protocol::mysql::constants::auth::SCRAMBLE_LEN;
 use crate::protocol::mysql::constants::{
@@ -154,7 +155,9 @@ pub fn read_your_writes(ctx: &Context, user: &User, login: &Login) -> ReadYourWr
 pub async fn refuse(mut tcp: TcpStream, error: SessionError) -> SessionError {
     let mut out = BytesMut::new();
     match &error {
-        SessionError::Connect(ConnectError::Refused { payload, .. }) if !payload.is_empty() => {
+        SessionError::Connect(CheckoutError::Connect(ConnectError::Refused {
+            payload, ..
+        })) if !payload.is_empty() => {
             packet::write_packet(&mut out, 0, payload);
         }
         _ => {

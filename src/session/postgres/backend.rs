@@ -2,6 +2,7 @@
 //! prepared on it, the replies to swallow (those to messages the proxy injected), and the
 //! relay of its responses to the client as runs of bytes.
 
+use crate::pool::Lease;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ struct Owed {
 }
 
 pub struct Backend {
-    pub conn: BackendConn,
+    pub conn: Lease<BackendConn>,
     /// Statement name → id of the client's Parse it was prepared from.
     prepared: HashMap<Vec<u8>, u64>,
     owed: VecDeque<Owed>,
@@ -55,7 +56,7 @@ pub struct Relayed {
 }
 
 impl Backend {
-    pub fn new(conn: BackendConn) -> Backend {
+    pub fn new(conn: Lease<BackendConn>) -> Backend {
         let i = &conn.instance;
         let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
         Backend {
@@ -174,7 +175,8 @@ impl Backend {
     /// shutdown, termination, or a postmaster that died). Anything else that arrived
     /// (a notice, a parameter status) stays buffered for the next relay.
     pub fn closed(&mut self) -> bool {
-        if self.conn.stream.read_arrived(&mut self.conn.buf) == Arrived::Closed {
+        let conn = &mut *self.conn;
+        if conn.stream.read_arrived(&mut conn.buf) == Arrived::Closed {
             return true;
         }
         let mut pos = 0;
@@ -213,7 +215,8 @@ impl Backend {
         if self.mid_message() {
             return None;
         }
-        self.conn.stream.read_arrived(&mut self.conn.buf);
+        let conn = &mut *self.conn;
+        conn.stream.read_arrived(&mut conn.buf);
         let buf = &self.conn.buf;
         let mut pos = 0;
         while let Ok(Some((h, body))) = frame::message(&buf[pos..], MAX_BACKEND_MESSAGE) {
@@ -235,7 +238,8 @@ impl Backend {
         if self.conn.buf.capacity() - self.conn.buf.len() < 4096 {
             self.conn.buf.reserve(64 * 1024);
         }
-        match self.conn.stream.read_buf(&mut self.conn.buf).await {
+        let conn = &mut *self.conn;
+        match conn.stream.read_buf(&mut conn.buf).await {
             Ok(0) => Err(self.lost(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => Ok(()),
             Err(e) => Err(self.lost(e)),

@@ -25,6 +25,7 @@ use super::flow::{Start, Why};
 use crate::backend::Credentials;
 use crate::backend::postgres::ConnectError;
 use crate::metrics;
+use crate::pool::CheckoutError;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::router::{self, ReadYourWrites, Settings, Target};
 use crate::shutdown::Shutdown;
@@ -134,9 +135,9 @@ impl Session {
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
-            Err(ConnectError::Server {
+            Err(CheckoutError::Connect(ConnectError::Server {
                 raw, code, message, ..
-            }) => {
+            })) => {
                 // The database refused this login (no such database, bad password …): say so verbatim.
                 tracing::info!(%code, %message, "writer refused the session");
                 // The session ends right after, so a failed write changes nothing.
@@ -180,7 +181,10 @@ impl Session {
                 continue;
             };
             match unit.first_tag {
-                tag::TERMINATE => return Ok(()),
+                tag::TERMINATE => {
+                    self.release_backends();
+                    return Ok(());
+                }
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
                     // Outside COPY these are ignored, as PostgreSQL does.
                     self.side.client.buf.advance(unit.end);
@@ -217,6 +221,10 @@ impl Session {
                 Err(e) => Err(e),
             }
         };
+        if let Err(SessionError::ClientGone | SessionError::Shutdown) = &result {
+            // Between units: nothing is in flight on the backend connections.
+            self.release_backends();
+        }
         if let Err(SessionError::BackendLost { .. }) = &result {
             // The server ended the connection of this pinned session, or the writer died.
             self.end_if_alone().await?;

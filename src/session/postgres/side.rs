@@ -12,8 +12,10 @@ use super::cancel::{CancelTarget, SessionCancel};
 use super::scan::{Scanner, Statements};
 use super::startup::Client;
 use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
+use crate::pool::{self, Key, Lease, Pools};
 use crate::protocol::postgres::sqlstate;
 use crate::router::Target;
+use crate::session::Context;
 use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
 use crate::session::flow::{Dial, Protocol, Why, held};
@@ -53,6 +55,7 @@ impl Protocol for Postgres {
         ),
         auth: sqlstate::INVALID_PASSWORD,
         connect: sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+        pool_full: sqlstate::TOO_MANY_CONNECTIONS,
         backend: sqlstate::CONNECTION_FAILURE,
         shutdown: (sqlstate::ADMIN_SHUTDOWN, "switchyard is shutting down"),
         explain_ended: true,
@@ -63,6 +66,23 @@ impl Protocol for Postgres {
         instance: &Arc<Instance>,
     ) -> Result<BackendConn, ConnectError> {
         connector::connect(d.cluster, instance, d.login, d.creds, d.timeout).await
+    }
+
+    fn pools(ctx: &Context) -> &Pools<BackendConn> {
+        &ctx.postgres_pools
+    }
+
+    /// The startup parameters name the database (and the user, which the backend login
+    /// replaces with its own) and every setting a fresh connection starts with.
+    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key {
+        let database = dial.login.iter().find(|(k, _)| k == "database");
+        Key {
+            cluster: dial.cluster.name.clone(),
+            instance: instance.addr.clone(),
+            user: dial.creds.user.clone(),
+            database: database.map_or(&dial.creds.user, |(_, v)| v).clone(),
+            options: pool::fingerprint(dial.login),
+        }
     }
 
     async fn close(conn: BackendConn) {
@@ -151,7 +171,7 @@ impl Protocol for Postgres {
     }
 }
 
-held!(Backend, BackendConn);
+held!(Backend, Lease<BackendConn>);
 
 pub(super) fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
     conn.key.map(|key| CancelTarget {
