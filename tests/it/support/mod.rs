@@ -1,12 +1,11 @@
 //! Test support: real database servers in temporary directories, tied to the test process's life.
 //!
-//! Integration tests use it with `mod support;`. PostgreSQL lives in [`postgres`], MariaDB in
-//! [`mariadb`]; what both need (ports, logs, waiting) lives here.
+//! The integration tests' modules use it as `crate::support`. PostgreSQL lives in
+//! [`postgres`], MariaDB in [`mariadb`]; what both need (ports, logs, waiting) lives here.
 //!
 //! Starting and stopping the server processes, scratch directories, accounts and signals
 //! are testkit's (the harness the tests share with `switchyard demo`); its `server` module
 //! says why no server outlives the test binary.
-#![allow(dead_code)]
 
 pub mod dns;
 pub mod fault;
@@ -17,12 +16,9 @@ pub mod postgres;
 pub mod proxy;
 pub mod topology;
 
-#[allow(unused_imports)] // not every test binary names them all
 pub use mariadb::{MariaCluster, MariaServer};
-#[allow(unused_imports)]
 pub use postgres::{PgCluster, PgServer};
 
-#[allow(unused_imports)] // not every test binary names them all
 pub use testkit::{ScratchDir, ServerProcess, Signal};
 /// The account a server runs as (see [`testkit::Account`]).
 pub type RunAs = testkit::Account;

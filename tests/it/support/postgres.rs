@@ -14,7 +14,6 @@ mod cross_cluster;
 mod failover;
 mod ssl;
 
-#[allow(unused_imports)] // Only the binaries that cut over use it.
 pub use cross_cluster::{PgPair, pair};
 
 use std::fs::{self, OpenOptions};
@@ -100,7 +99,8 @@ const PORT_TAKEN: [&str; 2] = ["Address already in use", ".lock\" already exists
 pub struct PgCluster {
     pub primary: PgServer,
     pub replicas: Vec<PgServer>,
-    dir: ScratchDir,
+    /// Removed when the cluster drops, after its servers have stopped.
+    _dir: ScratchDir,
 }
 
 /// One running PostgreSQL server.
@@ -124,7 +124,7 @@ impl PgCluster {
         let cluster = PgCluster {
             primary,
             replicas,
-            dir,
+            _dir: dir,
         };
         block_on(cluster.wait_streaming());
         cluster
@@ -147,13 +147,14 @@ impl PgCluster {
         let cluster = PgCluster {
             primary,
             replicas,
-            dir,
+            _dir: dir,
         };
         block_on(cluster.wait_streaming());
         cluster
     }
 
-    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    /// The cluster, with 2 replicas, that the tests share (those that change a
+    /// server's settings or stop one start their own).
     pub fn shared() -> &'static PgCluster {
         static SHARED: OnceLock<PgCluster> = OnceLock::new();
         SHARED.get_or_init(|| PgCluster::start(2))
@@ -292,7 +293,7 @@ impl Drop for PgCluster {
             .for_each(|server| server.process.request_stop());
         self.servers_mut()
             .for_each(|server| server.process.wait_stopped());
-        // Then `dir` removes the directory.
+        // Then `_dir` removes the directory.
     }
 }
 
@@ -318,17 +319,6 @@ impl PgServer {
             config.password(login.password);
         }
         config
-    }
-
-    /// A `postgres://` URL for one of the cluster's roles, for psql, pgbench or sqlx.
-    pub fn url(&self, login: Login, db: &str) -> String {
-        let Login { user, password } = login;
-        let credentials = if password.is_empty() {
-            user.to_string()
-        } else {
-            format!("{user}:{password}")
-        };
-        format!("postgres://{credentials}@{}:{}/{db}", self.host, self.port)
     }
 
     /// The postmaster's process id (for fault tests that kill it).

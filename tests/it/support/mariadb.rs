@@ -111,8 +111,6 @@ impl ClusterIds {
 pub struct MariaServer {
     pub host: String,
     pub port: u16,
-    /// [`ClusterIds::first_server_id`] for the primary, the next ones for the replicas.
-    pub server_id: u32,
     /// `primary`, `replica1`, …
     pub name: String,
     /// Declared before `dir`: fields drop in order, and the server must stop before its
@@ -176,7 +174,8 @@ impl MariaCluster {
         cluster
     }
 
-    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    /// The cluster, with 2 replicas, that the tests share (those that change a
+    /// server's settings or stop one start their own).
     pub fn shared() -> &'static MariaCluster {
         static SHARED: OnceLock<MariaCluster> = OnceLock::new();
         SHARED.get_or_init(|| MariaCluster::start(2))
@@ -209,11 +208,6 @@ impl MariaCluster {
     /// A connection to `server` as `root`, over TCP.
     pub async fn admin(&self, server: &MariaServer) -> Conn {
         admin(server).await
-    }
-
-    /// `server`'s `@@gtid_binlog_pos`.
-    pub async fn binlog_position(&self, server: &MariaServer) -> String {
-        binlog_position(server).await
     }
 
     fn servers_mut(&mut self) -> impl Iterator<Item = &mut MariaServer> {
@@ -289,7 +283,6 @@ impl MariaServer {
                     return MariaServer {
                         host: host.to_string(),
                         port,
-                        server_id,
                         name,
                         process,
                         dir,
