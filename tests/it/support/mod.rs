@@ -26,8 +26,7 @@ pub type RunAs = testkit::Account;
 use std::ffi::c_int;
 use std::fs::File;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,12 +48,6 @@ pub fn free_port() -> u16 {
     testkit::free_port().expect("bind 127.0.0.1:0 to find a free port")
 }
 
-/// The path of a PostgreSQL program (`initdb`, `pg_basebackup`, …): from `$PG_BIN`, else the
-/// newest `/usr/lib/postgresql/<version>/bin`.
-pub fn bin(name: &str) -> PathBuf {
-    testkit::programs::postgres_program(name).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The account a server of `name`'s kind runs as: that account when we are root.
 pub fn account(name: &str) -> RunAs {
     RunAs::named(name).unwrap_or_else(|e| panic!("{e}"))
@@ -63,20 +56,6 @@ pub fn account(name: &str) -> RunAs {
 /// Hands `path` to `owner`.
 pub fn chown(owner: RunAs, path: &Path) {
     owner.chown(path).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Runs a set-up program to completion; panics with its output if it fails.
-pub fn run(mut command: Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {command:?}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
 }
 
 /// Creates (or truncates) a server's log file, owned by the server's account.
