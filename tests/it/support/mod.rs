@@ -3,9 +3,10 @@
 //! The integration tests' modules use it as `crate::support`. PostgreSQL lives in
 //! [`postgres`], MariaDB in [`mariadb`]; what both need (ports, logs, waiting) lives here.
 //!
-//! Starting and stopping the server processes, scratch directories, accounts and signals
-//! are testkit's (the harness the tests share with `switchyard demo`); its `server` module
-//! says why no server outlives the test binary.
+//! How a server is set up (initdb, base backups, MariaDB installs, command lines), starting
+//! and stopping the server processes, scratch directories, accounts and signals are
+//! testkit's (the harness the tests share with `switchyard demo`); its `server` module says
+//! why no server outlives the test binary.
 
 pub mod dns;
 pub mod fault;
