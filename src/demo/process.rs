@@ -87,6 +87,11 @@ impl Account {
         Ok(Account(account))
     }
 
+    /// The account as testkit knows it, for the servers' set-up there.
+    pub fn os(self) -> testkit::Account {
+        self.0
+    }
+
     /// A command for `program` that runs as this account in `dir`, without the caller's
     /// libpq (`PG*`) environment, which could point clients elsewhere.
     pub fn command(self, program: &Path, dir: &Path) -> Command {
@@ -147,23 +152,14 @@ pub fn free_port() -> Result<u16> {
     testkit::free_port().context("bind 127.0.0.1:0 to find a free port")
 }
 
-/// Runs a set-up program to completion; its output is in the error when it fails.
-pub async fn run(mut command: Command, what: &str) -> Result<()> {
-    command.kill_on_drop(true).stdin(Stdio::null());
-    let output = command
-        .output()
+/// Runs blocking set-up work (initdb, a base backup, an install) off the runtime's one
+/// thread, so that servers set up side by side.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(work)
         .await
-        .with_context(|| format!("{what}: could not run {:?}", command.as_std()))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}): {:?}\n{}{}",
-            output.status,
-            command.as_std(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+        .context("a set-up task panicked")??)
 }
 
 /// The last lines of a log, with a header naming the file.

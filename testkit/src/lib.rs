@@ -2,12 +2,16 @@
 //! as child processes, shared by switchyard's integration tests and `switchyard demo`.
 //!
 //! What both need lives here: free ports, scratch directories and the sweeping of those that
-//! killed runs left, where the servers' programs are, the OS account a server runs as, signals, tying a child to this
-//! process's life, log tails. [`server`] holds the synchronous process registry the tests
-//! use (stop on drop, at exit, or by the kernel). The project's only `unsafe` blocks are in
+//! killed runs left, where the servers' programs are, the OS account a server runs as,
+//! signals, tying a child to this process's life, log tails, and how a server is set up
+//! ([`postgres`]: initdb, settings, base backup, command line; [`mariadb`]: install, command
+//! line, replication). [`server`] holds the synchronous process registry the tests use
+//! (stop on drop, at exit, or by the kernel). The project's only `unsafe` blocks are in
 //! [`os`], each with its SAFETY comment; the proxy itself has none.
 
+pub mod mariadb;
 pub mod os;
+pub mod postgres;
 pub mod programs;
 pub mod server;
 
@@ -18,12 +22,36 @@ pub use server::{STOP_GRACE, ScratchDir, ServerProcess};
 use std::io;
 use std::net::TcpListener;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, let go.
 ///
 /// Someone else may take it before it is used, so whoever binds it must retry on failure.
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs a set-up program (initdb, pg_basebackup, mariadb-install-db, ...) to completion; when
+/// it fails, the error holds its output.
+pub fn run(mut command: Command, what: &str) -> io::Result<()> {
+    command.stdin(Stdio::null());
+    let output = command
+        .output()
+        .map_err(|e| context(e, format!("{what}: could not run {command:?}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{what} failed ({}): {command:?}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )))
+}
+
+/// `e` with `what` was being done in front of its message.
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// The last `lines` lines of a log, with a header naming the file.

@@ -6,7 +6,7 @@
 //! restarted proxy that stays on the new cluster, with its state file or from the record
 //! on the new writer.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -273,7 +273,7 @@ async fn three_proxies_cut_over_together_with_the_cli() {
     let mut proxies = Vec::new();
     for dir in &dirs {
         // Three proxies make a fleet, whose default fence is the database: server-wide, and
-        // this binary's other tests share the old server.
+        // the other cutover tests share the old server.
         let cutover = "catch_up = \"sentinel\"\nfence = \"proxy\"";
         proxies.push(Proxy::from_config(&config(&db, dir.path(), cutover)).await);
     }

@@ -14,22 +14,21 @@ mod cross_cluster;
 mod failover;
 mod ssl;
 
-#[allow(unused_imports)] // Only the binaries that cut over use it.
 pub use cross_cluster::{PgPair, pair};
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
+use testkit::postgres;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{
-    Backoff, Login, RunAs, ScratchDir, ServerProcess, Signal, bin, block_on, create_log, free_port,
-    log_tail, retry, run, unique_database_name,
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, block_on, create_log, free_port, log_tail,
+    retry, unique_database_name,
 };
 
 const HOST: &str = "127.0.0.1";
@@ -65,23 +64,6 @@ pub const TRUST_USER: Login = Login {
     password: "",
 };
 
-/// Appended to the `postgresql.conf` that initdb writes (replicas copy it).
-const SETTINGS: &str = "
-# switchyard test harness
-listen_addresses = '127.0.0.1'
-wal_level = logical
-max_wal_senders = 20
-max_replication_slots = 20
-max_logical_replication_workers = 16
-max_worker_processes = 32
-hot_standby = on
-fsync = off
-shared_buffers = 32MB
-max_connections = 200
-max_prepared_transactions = 10
-logging_collector = off
-";
-
 const HBA: &str = "\
 # TYPE  DATABASE     USER       ADDRESS       METHOD
 local   all          all                      trust
@@ -100,7 +82,8 @@ const PORT_TAKEN: [&str; 2] = ["Address already in use", ".lock\" already exists
 pub struct PgCluster {
     pub primary: PgServer,
     pub replicas: Vec<PgServer>,
-    dir: ScratchDir,
+    /// Removed when the cluster drops, after its servers have stopped.
+    _dir: ScratchDir,
 }
 
 /// One running PostgreSQL server.
@@ -124,7 +107,7 @@ impl PgCluster {
         let cluster = PgCluster {
             primary,
             replicas,
-            dir,
+            _dir: dir,
         };
         block_on(cluster.wait_streaming());
         cluster
@@ -147,13 +130,14 @@ impl PgCluster {
         let cluster = PgCluster {
             primary,
             replicas,
-            dir,
+            _dir: dir,
         };
         block_on(cluster.wait_streaming());
         cluster
     }
 
-    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    /// The cluster, with 2 replicas, that the tests share (those that change a
+    /// server's settings or stop one start their own).
     pub fn shared() -> &'static PgCluster {
         static SHARED: OnceLock<PgCluster> = OnceLock::new();
         SHARED.get_or_init(|| PgCluster::start(2))
@@ -292,7 +276,7 @@ impl Drop for PgCluster {
             .for_each(|server| server.process.request_stop());
         self.servers_mut()
             .for_each(|server| server.process.wait_stopped());
-        // Then `dir` removes the directory.
+        // Then `_dir` removes the directory.
     }
 }
 
@@ -318,17 +302,6 @@ impl PgServer {
             config.password(login.password);
         }
         config
-    }
-
-    /// A `postgres://` URL for one of the cluster's roles, for psql, pgbench or sqlx.
-    pub fn url(&self, login: Login, db: &str) -> String {
-        let Login { user, password } = login;
-        let credentials = if password.is_empty() {
-            user.to_string()
-        } else {
-            format!("{user}:{password}")
-        };
-        format!("postgres://{credentials}@{}:{}/{db}", self.host, self.port)
     }
 
     /// The postmaster's process id (for fault tests that kill it).
@@ -391,26 +364,19 @@ impl PgServer {
         let port = bind.port.unwrap_or_else(free_port);
         // Truncated: a replica's data directory holds a copy of the primary's log.
         let log = create_log(&data_dir.join(LOG_FILE), owner);
-        let mut command = owner.command(&bin("postgres"), socket_dir);
-        command
-            .arg("-D")
-            .arg(&data_dir)
-            .arg("-p")
-            .arg(port.to_string());
-        command
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", socket_dir.display()));
-        command.arg("-c").arg(format!("cluster_name={name}"));
-        command
-            .arg("-c")
-            .arg(format!("listen_addresses={}", bind.host));
+        let listen = postgres::Listen {
+            host: &bind.host,
+            port,
+            socket_dir,
+        };
+        let mut command =
+            postgres::server(owner, &data_dir, name, &listen).unwrap_or_else(|e| panic!("{e}"));
         let log_err = log
             .try_clone()
             .expect("duplicate the server log's file handle");
         command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        // SIGINT: fast shutdown. SIGQUIT if we die: immediate shutdown, children included.
-        let process = ServerProcess::spawn(command, Signal::INT, Signal::QUIT)
-            .unwrap_or_else(|e| panic!("spawn {} for {name}: {e}", bin("postgres").display()));
+        let process = ServerProcess::spawn(command, postgres::STOP_SIGNAL, postgres::DEATH_SIGNAL)
+            .unwrap_or_else(|e| panic!("spawn postgres for {name}: {e}"));
         PgServer {
             host: bind.host.to_string(),
             port,
@@ -496,9 +462,7 @@ impl Bind {
 
 fn start_primary(dir: &Path, owner: RunAs, bind: Bind) -> PgServer {
     let data_dir = dir.join("primary");
-    initdb(&data_dir, dir, owner);
-    append(&data_dir.join("postgresql.conf"), SETTINGS);
-    fs::write(data_dir.join("pg_hba.conf"), HBA).expect("write pg_hba.conf");
+    postgres::init(owner, &data_dir, dir, HBA).unwrap_or_else(|e| panic!("{e}"));
     let primary = PgServer::launch("primary", data_dir, dir, owner, &bind);
     block_on(create_roles(&primary));
     primary
@@ -512,7 +476,13 @@ fn start_replicas(dir: &Path, owner: RunAs, primary: &PgServer, binds: &[Bind]) 
     block_on(reserve_slots(primary, &names));
     let start_one = |name: &str, bind: &Bind| {
         let data_dir = dir.join(name);
-        base_backup(primary, &data_dir, name, dir, owner);
+        let source = postgres::Source {
+            host: &primary.host,
+            port: primary.port,
+            slot: name,
+            create_slot: false,
+        };
+        postgres::base_backup(owner, &data_dir, dir, &source).unwrap_or_else(|e| panic!("{e}"));
         PgServer::launch(name, data_dir, dir, owner, bind)
     };
     thread::scope(|scope| {
@@ -528,39 +498,6 @@ fn start_replicas(dir: &Path, owner: RunAs, primary: &PgServer, binds: &[Bind]) 
         };
         starting.into_iter().map(join).collect()
     })
-}
-
-fn initdb(data_dir: &Path, dir: &Path, owner: RunAs) {
-    let mut command = owner.command(&bin("initdb"), dir);
-    command.arg("--pgdata").arg(data_dir);
-    command.args([
-        "--username=postgres",
-        "--auth=trust",
-        "--encoding=UTF8",
-        "--locale=C",
-    ]);
-    command.args(["--no-sync", "--no-instructions"]);
-    run(command, "initdb");
-}
-
-fn base_backup(primary: &PgServer, data_dir: &Path, slot: &str, dir: &Path, owner: RunAs) {
-    let mut command = owner.command(&bin("pg_basebackup"), dir);
-    command.arg("--pgdata").arg(data_dir);
-    command.args([
-        "--host",
-        &primary.host,
-        "--port",
-        &primary.port.to_string(),
-        "--username=postgres",
-    ]);
-    command.args([
-        "--write-recovery-conf",
-        "--wal-method=stream",
-        "--checkpoint=fast",
-        "--no-sync",
-    ]);
-    command.args(["--slot", slot]);
-    run(command, &format!("pg_basebackup for {slot}"));
 }
 
 async fn create_roles(primary: &PgServer) {
@@ -603,13 +540,4 @@ async fn reserve_slots(primary: &PgServer, names: &[String]) {
             .await
             .unwrap_or_else(|e| panic!("create replication slot {name}: {e}"));
     }
-}
-
-fn append(path: &Path, text: &str) {
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    file.write_all(text.as_bytes())
-        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
 }

@@ -11,7 +11,7 @@
 //!
 //! Each test has its own cluster (it kills a server).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;

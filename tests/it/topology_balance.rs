@@ -2,11 +2,12 @@
 //! healthy replicas (neither gets more than 65%), and a replica whose replication lag goes
 //! over `max_lag` gets no reads until it has caught up. Every read runs on a new connection
 //! (a new session picks its reader from the current topology) and says which server answered
-//! it; no read may fail. The lag tests have their own clusters (they hold replication back).
-//! Connections an application keeps open spread onto a replica that becomes usable after
-//! they opened.
+//! it; no read may fail. Connections an application keeps open spread onto a replica that
+//! becomes usable after they opened. Every test has its own cluster: the lag tests hold
+//! replication back, and the spread tests' `max_lag` must not see the lag that other
+//! modules' writes cause on the shared clusters.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,7 +155,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_reads_spread_over_two_equal_replicas() {
-    let cluster = PgCluster::shared();
+    let cluster = &PgCluster::start(2);
     let db = cluster.create_database("spread").await;
     let config = with_cluster(
         &proxy::config_text(cluster, ""),
@@ -169,7 +170,7 @@ async fn postgres_reads_spread_over_two_equal_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_reads_spread_over_two_equal_replicas() {
-    let cluster = MariaCluster::shared();
+    let cluster = &MariaCluster::start(2);
     let db = cluster.create_database("spread").await;
     let config = with_cluster(
         &proxy::mysql_config_text(cluster, ""),

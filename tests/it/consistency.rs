@@ -5,7 +5,7 @@
 //! misses it, which shows the route is in effect. Each test has its own cluster, since it
 //! holds replication back.
 
-mod support;
+use crate::support;
 
 use mysql_async::prelude::Queryable;
 

@@ -15,7 +15,7 @@ mod cross_cluster;
 mod failover;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::thread;
@@ -23,11 +23,12 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
+use testkit::mariadb;
 
 use super::pki::ServerCert;
 use super::{
-    Backoff, Login, RunAs, ScratchDir, ServerProcess, Signal, block_on, create_log, free_port,
-    log_tail, run, unique_database_name,
+    Backoff, Login, RunAs, ScratchDir, ServerProcess, block_on, create_log, free_port, log_tail,
+    unique_database_name,
 };
 
 const HOST: &str = "127.0.0.1";
@@ -41,8 +42,6 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 const START_ATTEMPTS: usize = 5;
 /// Every server's directory, and the installed template's, is a `switchyard-maria.<pid>.*`.
 const DIR_KIND: &str = "switchyard-maria";
-const DATA_DIR: &str = "data";
-const TMP_DIR: &str = "tmp";
 const LOG_FILE: &str = "error.log";
 /// A server's TLS certificate and key, in its directory.
 const TLS_CERT: &str = "server.crt";
@@ -66,14 +65,6 @@ const ROOT: Login = Login {
     user: "root",
     password: "",
 };
-
-/// Settings that both `mariadb-install-db` and the server get: small, and no fsync per commit
-/// (the data is thrown away).
-const STORAGE: [&str; 3] = [
-    "--innodb-buffer-pool-size=32M",
-    "--innodb-log-file-size=16M",
-    "--innodb-flush-log-at-trx-commit=2",
-];
 
 /// A primary and its replicas; dropping it stops them and removes their directories.
 pub struct MariaCluster {
@@ -111,8 +102,6 @@ impl ClusterIds {
 pub struct MariaServer {
     pub host: String,
     pub port: u16,
-    /// [`ClusterIds::first_server_id`] for the primary, the next ones for the replicas.
-    pub server_id: u32,
     /// `primary`, `replica1`, …
     pub name: String,
     /// Declared before `dir`: fields drop in order, and the server must stop before its
@@ -176,7 +165,8 @@ impl MariaCluster {
         cluster
     }
 
-    /// The cluster, with 2 replicas, that every test of one test binary shares.
+    /// The cluster, with 2 replicas, that the tests share (those that change a
+    /// server's settings or stop one start their own).
     pub fn shared() -> &'static MariaCluster {
         static SHARED: OnceLock<MariaCluster> = OnceLock::new();
         SHARED.get_or_init(|| MariaCluster::start(2))
@@ -209,11 +199,6 @@ impl MariaCluster {
     /// A connection to `server` as `root`, over TCP.
     pub async fn admin(&self, server: &MariaServer) -> Conn {
         admin(server).await
-    }
-
-    /// `server`'s `@@gtid_binlog_pos`.
-    pub async fn binlog_position(&self, server: &MariaServer) -> String {
-        binlog_position(server).await
     }
 
     fn servers_mut(&mut self) -> impl Iterator<Item = &mut MariaServer> {
@@ -289,7 +274,6 @@ impl MariaServer {
                     return MariaServer {
                         host: host.to_string(),
                         port,
-                        server_id,
                         name,
                         process,
                         dir,
@@ -317,55 +301,16 @@ fn mysql_account() -> RunAs {
     *ACCOUNT.get_or_init(|| super::account("mysql"))
 }
 
-/// The path of a MariaDB program, as Debian's packages install them.
-fn program(name: &str) -> PathBuf {
-    testkit::programs::mariadb_program(name).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Where a server keeps its data and its temporary files, for `mariadb-install-db` and mariadbd.
-///
-/// The temp dir must be the server's own: at start-up mariadbd deletes every `#sql*` file in
-/// its temp dir, which are other servers' temporary tables when they share one (with the
-/// default, /tmp, servers starting side by side fail at random).
-fn directories(dir: &Path) -> [String; 2] {
-    let [data, tmp] = [DATA_DIR, TMP_DIR].map(|name| dir.join(name).display().to_string());
-    [format!("--datadir={data}"), format!("--tmpdir={tmp}")]
-}
-
 /// Gives the server in `dir` a data directory fresh from `mariadb-install-db`: a copy of one
-/// installed once per process, since installing takes a second or more and copying a tenth
-/// of that. (MariaDB keeps no server identity in its data directory, so copies may replicate.)
+/// installed once per process, since installing takes a second or more.
 fn copy_installed(dir: &Path, owner: RunAs) {
     static INSTALLED: OnceLock<ScratchDir> = OnceLock::new();
     let installed = INSTALLED.get_or_init(|| {
         let installed = ScratchDir::new(DIR_KIND, owner);
-        install(installed.path(), owner);
+        mariadb::install(owner, installed.path()).unwrap_or_else(|e| panic!("{e}"));
         installed
     });
-    let mut copy = owner.command(Path::new("cp"), dir);
-    copy.arg("-a")
-        .arg(installed.path().join(DATA_DIR))
-        .arg(dir.join(DATA_DIR));
-    run(copy, "copy the installed data directory");
-    create_dir(&dir.join(TMP_DIR), owner);
-}
-
-fn install(dir: &Path, owner: RunAs) {
-    create_dir(&dir.join(TMP_DIR), owner);
-    let mut command = owner.command(&program("mariadb-install-db"), dir);
-    command.arg("--no-defaults").args(directories(dir));
-    command.args([
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-        "--skip-name-resolve",
-    ]);
-    command.args(STORAGE);
-    run(command, "mariadb-install-db");
-}
-
-fn create_dir(path: &Path, owner: RunAs) {
-    fs::create_dir(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    super::chown(owner, path);
+    mariadb::copy_installed(owner, installed.path(), dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Where one server listens (a free port when `None`) and the certificate it serves, if any.
@@ -401,47 +346,25 @@ struct Spawn<'a> {
 }
 
 fn spawn(dir: &Path, server: &Spawn, owner: RunAs) -> ServerProcess {
-    let mariadbd = program("mariadbd");
-    let path = |name: &str| dir.join(name).display().to_string();
-    let mut command = owner.command(&mariadbd, dir);
-    command.arg("--no-defaults").args(directories(dir)); // --no-defaults must come first
-    command.args([
-        format!("--socket={}", path("sock")),
-        format!("--log-error={}", path(LOG_FILE)),
-        format!("--port={}", server.port),
-        format!("--server-id={}", server.server_id),
-        format!("--gtid-domain-id={}", server.gtid_domain_id),
-        format!("--read-only={}", u8::from(server.read_only)),
-        format!("--bind-address={}", server.host),
-    ]);
-    command.args([
-        "--skip-name-resolve",
-        "--max-connections=300",
-        "--log-bin=mariadb-bin",
-        "--relay-log=relay-bin",
-        "--binlog-format=ROW",
-        "--log-slave-updates",
-        "--gtid-strict-mode=1",
-        // Lets the application account (no SUPER) create stored functions with binlogging on.
-        "--log-bin-trust-function-creators=1",
-    ]);
-    command.args(STORAGE);
-    if server.tls {
-        command.args([
-            format!("--ssl-cert={}", path(TLS_CERT)),
-            format!("--ssl-key={}", path(TLS_KEY)),
-        ]);
-    }
+    let log = dir.join(LOG_FILE);
+    let options = mariadb::Server {
+        host: server.host,
+        port: server.port,
+        server_id: server.server_id,
+        gtid_domain_id: server.gtid_domain_id,
+        read_only: server.read_only,
+        log: &log,
+        tls: server.tls.then(|| (dir.join(TLS_CERT), dir.join(TLS_KEY))),
+    };
+    let mut command = mariadb::server(owner, dir, &options).unwrap_or_else(|e| panic!("{e}"));
     // What mariadbd prints before it opens --log-error (bad options, say) goes to the same file.
-    let log = create_log(&dir.join(LOG_FILE), owner);
+    let log = create_log(&log, owner);
     let log_err = log
         .try_clone()
         .expect("duplicate the server log's file handle");
     command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-    // SIGTERM: clean shutdown. SIGKILL if we die: mariadbd is one process with no children to
-    // orphan, and its data is thrown away, so there is nothing a clean shutdown would save.
-    ServerProcess::spawn(command, Signal::TERM, Signal::KILL)
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", mariadbd.display()))
+    ServerProcess::spawn(command, mariadb::STOP_SIGNAL, mariadb::DEATH_SIGNAL)
+        .unwrap_or_else(|e| panic!("spawn mariadbd: {e}"))
 }
 
 fn tcp_opts(host: &str, port: u16, login: Login, db: Option<&str>) -> OptsBuilder {
@@ -532,15 +455,7 @@ async fn close(conn: Conn) {
 /// the start of the source's binlog) and waits until both replication threads run.
 async fn replicate(replica: &MariaServer, source: &MariaServer) {
     let mut conn = admin(replica).await;
-    let change = format!(
-        "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {port},
-            MASTER_USER = '{user}', MASTER_PASSWORD = '{password}',
-            MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-        host = source.host,
-        port = source.port,
-        user = REPL.user,
-        password = REPL.password,
-    );
+    let change = mariadb::change_master(&source.host, source.port, REPL.user, REPL.password);
     conn.query_drop(&change)
         .await
         .unwrap_or_else(|e| panic!("{change} on {}: {e}", replica.name));

@@ -4,7 +4,7 @@
 //! server ids `1`, `2`, `3` into those addresses (no DNS needed). Reads follow the table,
 //! including the lag it reports, with no client error.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -10,7 +10,7 @@
 //! their instance and endpoint names (as RDS certificates do); replica 2's names another host.
 //! MariaDB: a primary and a replica on 127.0.0.1, each behind an endpoint of its own.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

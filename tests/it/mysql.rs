@@ -1,13 +1,11 @@
 //! The MySQL proxy against real MariaDB servers: a primary with two binlog replicas,
-//! shared by every test of this binary; each test uses its own database.
+//! shared with the other modules of the test binary; each test uses its own database.
 
-#[path = "mysql/auth.rs"]
 mod auth;
-#[path = "mysql/pool.rs"]
 mod pool;
-mod support;
-#[path = "mysql/wire.rs"]
 mod wire;
+
+use crate::support;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};

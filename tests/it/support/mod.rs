@@ -1,12 +1,12 @@
 //! Test support: real database servers in temporary directories, tied to the test process's life.
 //!
-//! Integration tests use it with `mod support;`. PostgreSQL lives in [`postgres`], MariaDB in
-//! [`mariadb`]; what both need (ports, logs, waiting) lives here.
+//! The integration tests' modules use it as `crate::support`. PostgreSQL lives in
+//! [`postgres`], MariaDB in [`mariadb`]; what both need (ports, logs, waiting) lives here.
 //!
-//! Starting and stopping the server processes, scratch directories, accounts and signals
-//! are testkit's (the harness the tests share with `switchyard demo`); its `server` module
-//! says why no server outlives the test binary.
-#![allow(dead_code)]
+//! How a server is set up (initdb, base backups, MariaDB installs, command lines), starting
+//! and stopping the server processes, scratch directories, accounts and signals are
+//! testkit's (the harness the tests share with `switchyard demo`); its `server` module says
+//! why no server outlives the test binary.
 
 pub mod dns;
 pub mod fault;
@@ -17,12 +17,9 @@ pub mod postgres;
 pub mod proxy;
 pub mod topology;
 
-#[allow(unused_imports)] // not every test binary names them all
 pub use mariadb::{MariaCluster, MariaServer};
-#[allow(unused_imports)]
 pub use postgres::{PgCluster, PgServer};
 
-#[allow(unused_imports)] // not every test binary names them all
 pub use testkit::{ScratchDir, ServerProcess, Signal};
 /// The account a server runs as (see [`testkit::Account`]).
 pub type RunAs = testkit::Account;
@@ -30,8 +27,7 @@ pub type RunAs = testkit::Account;
 use std::ffi::c_int;
 use std::fs::File;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,12 +49,6 @@ pub fn free_port() -> u16 {
     testkit::free_port().expect("bind 127.0.0.1:0 to find a free port")
 }
 
-/// The path of a PostgreSQL program (`initdb`, `pg_basebackup`, …): from `$PG_BIN`, else the
-/// newest `/usr/lib/postgresql/<version>/bin`.
-pub fn bin(name: &str) -> PathBuf {
-    testkit::programs::postgres_program(name).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The account a server of `name`'s kind runs as: that account when we are root.
 pub fn account(name: &str) -> RunAs {
     RunAs::named(name).unwrap_or_else(|e| panic!("{e}"))
@@ -67,20 +57,6 @@ pub fn account(name: &str) -> RunAs {
 /// Hands `path` to `owner`.
 pub fn chown(owner: RunAs, path: &Path) {
     owner.chown(path).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Runs a set-up program to completion; panics with its output if it fails.
-pub fn run(mut command: Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: could not run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {command:?}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
 }
 
 /// Creates (or truncates) a server's log file, owned by the server's account.

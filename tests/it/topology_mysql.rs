@@ -8,7 +8,7 @@
 //! "127.0.0.?:PORT"` with server id `1` names replica 1; the table has no writer row, so the
 //! configured writer stays.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

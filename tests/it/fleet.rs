@@ -5,9 +5,10 @@
 //! during a cutover ends on the new cluster. Every acknowledged write ends on the new writer.
 //!
 //! The database fence (`ALTER SYSTEM SET default_transaction_read_only`) holds the whole old
-//! server, so these tests have their own clusters and run one at a time.
+//! server, so these tests have a pair of their own (not the cutover tests') and run one at
+//! a time.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,9 +20,15 @@ use tokio::process::{Child, Command};
 
 use support::fault::BlackHole;
 use support::ledger::Ledger;
-use support::postgres::pair;
+use support::postgres::PgPair;
 use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
 use support::{Backoff, PgCluster};
+
+/// This module's old/new pair: the database fence would refuse the cutover tests' writes.
+fn pair() -> &'static PgPair {
+    static PAIR: std::sync::OnceLock<PgPair> = std::sync::OnceLock::new();
+    PAIR.get_or_init(PgPair::start)
+}
 
 /// One test at a time: the database fence is server-wide.
 async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {

@@ -2,7 +2,7 @@
 //! reads keep working with no client error. This cluster is the test's own (it kills a
 //! server), and the checks are TCP-only (no `monitor_user`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

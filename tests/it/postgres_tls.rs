@@ -1,15 +1,22 @@
 //! TLS on both sides of the proxy against real servers: clients that must use TLS, and
-//! backend connections verified against a CA. Its own binary, because it turns on SSL in
-//! the servers of its shared cluster.
+//! backend connections verified against a CA. Its tests share a cluster of their own,
+//! because they turn on SSL in its servers.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use support::pki::{Pki, make_pki};
 use support::postgres::PgCluster;
 use support::proxy::{Proxy, config_text};
 use tokio::process::Command;
+
+/// This module's cluster, started on first use: the others' must not see SSL turned on.
+fn cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| PgCluster::start(2))
+}
 
 /// Turns SSL on in every server of the cluster with `pki`'s certificate.
 async fn enable_server_ssl(cluster: &PgCluster, pki: &Pki) {
@@ -35,7 +42,7 @@ async fn psql(conninfo: &str, sql: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn clients_must_use_tls_when_required() {
-    let cluster = PgCluster::shared();
+    let cluster = cluster();
     let db = cluster.create_database("client_tls").await;
     let pki = make_pki("client");
     let extra = format!(
@@ -64,7 +71,7 @@ async fn clients_must_use_tls_when_required() {
 
 #[tokio::test]
 async fn backend_connections_use_verified_tls() {
-    let cluster = PgCluster::shared();
+    let cluster = cluster();
     let db = cluster.create_database("backend_tls").await;
     let pki = make_pki("backend");
     enable_server_ssl(cluster, &pki).await;

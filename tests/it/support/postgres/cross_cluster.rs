@@ -258,17 +258,22 @@ impl PgCluster {
     }
 }
 
-/// An old and a new cluster (a primary each), started together once per test binary and
-/// shared by its tests; each test has its own database and subscription.
+/// An old and a new cluster (a primary each), started together and shared by the tests of
+/// a module; each test has its own database and subscription.
 pub struct PgPair {
     pub old: PgCluster,
     pub new: PgCluster,
 }
 
-/// This binary's old/new pair, started on first use.
+/// The cutover tests' old/new pair, started on first use.
 pub fn pair() -> &'static PgPair {
     static PAIR: std::sync::OnceLock<PgPair> = std::sync::OnceLock::new();
-    PAIR.get_or_init(|| {
+    PAIR.get_or_init(PgPair::start)
+}
+
+impl PgPair {
+    /// Starts both clusters side by side, with a replica each.
+    pub fn start() -> PgPair {
         std::thread::scope(|s| {
             let old = s.spawn(|| PgCluster::start(1));
             let new = s.spawn(|| PgCluster::start(1));
@@ -280,5 +285,5 @@ pub fn pair() -> &'static PgPair {
                 new: join(new),
             }
         })
-    })
+    }
 }

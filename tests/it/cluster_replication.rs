@@ -4,7 +4,7 @@
 //! primary reach the new primary and, through it, the new replica; pausing replication stops
 //! them, and resuming it brings them.
 
-mod support;
+use crate::support;
 
 use std::thread;
 

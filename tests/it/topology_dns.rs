@@ -2,7 +2,7 @@
 //! 127.0.0.3, all on one port as Aurora instances are, and an in-process DNS server whose
 //! reader endpoint the test changes. Reads follow the endpoint with no client error.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -4,7 +4,7 @@
 //! an abort when the new cluster cannot catch up leaves the clients on the old one; a
 //! fleet of three proxies, one of which the operator cannot reach, cut over as one.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -19,7 +19,7 @@ use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body
 use support::{Backoff, MariaCluster};
 
 /// The abort test blocks the new primary's (single) replication thread, which would stall
-/// the other test's catch-up: the tests of this binary take turns.
+/// the other test's catch-up: the tests of this module take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Pair {

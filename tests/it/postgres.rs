@@ -1,12 +1,10 @@
 //! The PostgreSQL proxy against real servers: a primary with two streaming replicas,
-//! shared by every test of this binary; each test uses its own database.
+//! shared with the other modules of the test binary; each test uses its own database.
 
-#[path = "postgres/auth.rs"]
 mod auth;
-mod ops;
-#[path = "postgres/pool.rs"]
 mod pool;
-mod support;
+
+use crate::support;
 
 use std::os::unix::ffi::OsStrExt;
 

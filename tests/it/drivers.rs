@@ -4,7 +4,7 @@
 //! the primary first (which proves the script right), then through the proxy, where it must
 //! behave the same (its reads going to replicas). A failing script's output is shown.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -22,7 +22,7 @@ const PYTHON: &str = "python3";
 const SCRIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/drivers")
 }
 
 /// A test config with client TLS offered (`prefer`), and read-your-writes and the message
