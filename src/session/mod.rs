@@ -3,6 +3,8 @@
 
 mod auth_query;
 mod failover;
+#[cfg(test)]
+mod flow_tests;
 pub mod mysql;
 pub mod postgres;
 
