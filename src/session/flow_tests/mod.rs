@@ -15,14 +15,14 @@ mod postgres_server;
 mod server;
 mod world;
 
-use server::Fault::*;
-use world::Setup;
 use Error::*;
 use Event::*;
 use Expect::*;
 use Step::*;
 use Stmt::*;
 use Where::*;
+use server::Fault::*;
+use world::Setup;
 
 /// Turns each row of the table below into a module per case with a test per protocol.
 macro_rules! table {
@@ -76,6 +76,17 @@ table! {
         Run(Commit, On(W)),
         Run(Read, On(R1)),
     ];
+    a_read_only_transaction_runs_on_a_reader: ONE_READER, [
+        Run(BeginReadOnly, On(R1)),
+        Run(Read, On(R1)),
+        Run(Commit, On(R1)),
+    ];
+    a_set_inside_a_transaction_pins_the_session_to_the_writer: ONE_READER, [
+        Run(Begin, On(W)),
+        Run(Set, On(W)),
+        Run(Commit, On(W)),
+        Run(Read, On(W)),
+    ];
     a_read_right_after_a_write_stays_on_the_writer: Setup { read_your_writes: true, ..ONE_READER }, [
         Run(Write, On(W)),
         Run(Read, On(W)),
@@ -92,6 +103,11 @@ table! {
         Run(Read, On(AnyReader)),
         Then(Break(SameReader, CloseBeforeAnswer)),
         Run(Read, Retried { from: SameReader, to: OtherReader }),
+    ];
+    a_read_whose_only_reader_closes_before_answering_is_retried_on_the_writer: ONE_READER, [
+        Run(Read, On(R1)),
+        Then(Break(R1, CloseBeforeAnswer)),
+        Run(Read, Retried { from: R1, to: W }),
     ];
     a_reader_that_fails_mid_answer_fails_the_read: ONE_READER, [
         Run(Read, On(R1)),
@@ -127,6 +143,14 @@ table! {
         Run(Write, OnAfterSet(NW)),
         Run(Read, OnAfterSet(NR)),
     ];
+    a_write_held_by_the_cutover_pause_runs_on_the_new_writer: TWO_CLUSTERS, [
+        Run(Set, On(W)),
+        Then(Pause),
+        Send(Write),
+        Held,
+        Then(Switch),
+        Await(OnAfterSet(NW)),
+    ];
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
         Then(Cutover),
@@ -159,6 +183,11 @@ table! {
         Then(Promote(R1)),
         Run(Rollback, Succeeds),
         Run(Write, On(R1)),
+    ];
+    a_writer_connection_the_server_ended_alone_ends_the_session: ONE_READER, [
+        Run(Write, On(W)),
+        Then(Disconnect(W)),
+        Run(Write, Refused(ConnectionLost)),
     ];
     no_usable_writer_within_failover_timeout_fails_the_write: Setup { short_failover: true, ..ONE_READER }, [
         Then(Crash(W)),
@@ -198,6 +227,8 @@ enum Stmt {
     Read,
     Write,
     Begin,
+    /// `BEGIN READ ONLY` / `START TRANSACTION READ ONLY`.
+    BeginReadOnly,
     Commit,
     Rollback,
     /// A session setting the proxy records and replays (search_path, a user variable).
@@ -230,6 +261,9 @@ enum Event {
     Break(Where, server::Fault),
     /// Discovery removes the reader from `old`.
     Remove(Where),
+    /// The server closes every connection it has (an administrator's kill, an idle
+    /// timeout) and stays up.
+    Disconnect(Where),
     /// The server dies: its connections close and it takes no new one (health checks have
     /// not noticed yet).
     Crash(Where),
@@ -239,8 +273,10 @@ enum Event {
     ReadOnly,
     Pause,
     Resume,
-    /// The cutover's switch: `new` becomes the active cluster (`old` paused, then fenced).
+    /// A cutover's pause, fence and switch: `new` becomes the active cluster.
     Cutover,
+    /// A cutover's fence and switch, `old` already paused.
+    Switch,
 }
 
 /// What a statement's outcome must be.
@@ -299,6 +335,8 @@ impl Proto {
             (Read, _) => "SELECT name FROM who",
             (Write, _) => "INSERT INTO t VALUES (1)",
             (Begin, _) => "BEGIN",
+            (BeginReadOnly, Proto::Postgres) => "BEGIN READ ONLY",
+            (BeginReadOnly, Proto::Mysql) => "START TRANSACTION READ ONLY",
             (Commit, _) => "COMMIT",
             (Rollback, _) => "ROLLBACK",
             (Set, Proto::Postgres) => "SET search_path TO app",

@@ -106,8 +106,7 @@ impl Shared {
     pub fn received(&self, sql: &str) -> Reply {
         self.journal.push(self.name, sql);
         let is_set = sql.trim_start().to_ascii_uppercase().starts_with("SET");
-        if !is_set
-            && let Some(fault) = self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
+        if !is_set && let Some(fault) = self.fault.lock().unwrap_or_else(|p| p.into_inner()).take()
         {
             return Reply::Fault(fault);
         }
@@ -160,21 +159,22 @@ impl Server {
         *self.shared.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
     }
 
+    /// Closes every connection and waits until they are closed; new ones are welcome.
+    pub async fn disconnect(&self) {
+        let mut conns =
+            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        conns.shutdown().await;
+    }
+
     /// Kills the server and waits until its listener and every connection are closed.
     pub async fn kill(&self) {
         self.shared.crash();
-        let accept = self
-            .accept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let accept = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(accept) = accept {
             accept.abort();
             let _ = accept.await;
         }
-        let mut conns =
-            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|p| p.into_inner()));
-        conns.shutdown().await;
+        self.disconnect().await;
     }
 }
 

@@ -228,6 +228,7 @@ read_your_writes = "{read_your_writes}"
         match event {
             Event::Break(at, fault) => self.server(self.name(at)).arm(fault),
             Event::Crash(at) => self.server(self.name(at)).kill().await,
+            Event::Disconnect(at) => self.server(self.name(at)).disconnect().await,
             Event::Remove(at) => {
                 let old = self.ctx.topology.cluster("old").expect("cluster old");
                 let reader = self.instance(&old, self.name(at));
@@ -265,6 +266,10 @@ read_your_writes = "{read_your_writes}"
                 routing.fence("old").expect("fence");
                 routing.switch("old", "new", 1).expect("switch");
             }
+            Event::Switch => {
+                routing.fence("old").expect("fence");
+                routing.switch("old", "new", 1).expect("switch");
+            }
         }
     }
 
@@ -280,7 +285,10 @@ read_your_writes = "{read_your_writes}"
             .unwrap_or_else(|_| panic!("{at}: nothing was held within {HUNG:?}"));
         let seen = self.journal.since(mark);
         let reached = seen.iter().any(|r| r.sql == sql);
-        assert!(!reached, "{at}: a held statement reached a server: {seen:?}");
+        assert!(
+            !reached,
+            "{at}: a held statement reached a server: {seen:?}"
+        );
     }
 
     /// Checks the outcome of one statement: `answer` and what the servers received since
