@@ -121,7 +121,7 @@ table! {
     ];
     a_server_error_reaches_the_client_and_the_session_goes_on: ONE_READER, [
         Then(Break(W, AnswerError)),
-        Run(Write, Fails(ServerError)),
+        Run(Write, Fails(Relayed)),
         Run(Write, On(W)),
     ];
     a_read_only_cluster_refuses_writes_before_the_backend: ONE_READER, [
@@ -312,7 +312,7 @@ enum Error {
     /// The connection broke under the statement.
     ConnectionLost,
     /// The server's own error, relayed.
-    ServerError,
+    Relayed,
 }
 
 /// The protocol a case runs with.
@@ -356,7 +356,7 @@ impl Proto {
             NoWriter => ("57P03", "1927"),
             CannotMove => ("57P01", "1053"),
             ConnectionLost => ("08006", ""),
-            ServerError => ("42P01", "1146"),
+            Relayed => ("42P01", "1146"),
         };
         let code = match self {
             Proto::Postgres => postgres,
