@@ -143,6 +143,21 @@ table! {
         Run(Write, OnAfterSet(NW)),
         Run(Read, OnAfterSet(NR)),
     ];
+    a_pause_does_not_hold_reads: ONE_READER, [
+        Then(Pause),
+        Run(Read, On(R1)),
+        Then(Resume),
+    ];
+    a_pause_lets_an_open_transaction_finish: ONE_READER, [
+        Run(Begin, On(W)),
+        Then(Pause),
+        Run(Write, On(W)),
+        Run(Commit, On(W)),
+        Send(Write),
+        Held,
+        Then(Resume),
+        Await(On(W)),
+    ];
     a_write_held_by_the_cutover_pause_runs_on_the_new_writer: TWO_CLUSTERS, [
         Run(Set, On(W)),
         Then(Pause),
@@ -150,6 +165,12 @@ table! {
         Held,
         Then(Switch),
         Await(OnAfterSet(NW)),
+    ];
+    after_a_cutover_reads_go_to_the_new_cluster_readers: TWO_CLUSTERS, [
+        Run(Set, On(W)),
+        Run(Read, OnAfterSet(R1)),
+        Then(Cutover),
+        Run(Read, OnAfterSet(NR)),
     ];
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
@@ -167,6 +188,19 @@ table! {
         Run(Set, On(W)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
+    ];
+    a_write_waits_for_a_promoted_writer_without_error: ONE_READER, [
+        Run(Set, On(W)),
+        Then(Crash(W)),
+        Send(Write),
+        Then(Promote(R1)),
+        Await(OnAfterSet(R1)),
+    ];
+    after_a_failover_reads_go_to_the_promoted_writer_when_no_reader_is_left: ONE_READER, [
+        Run(Read, On(R1)),
+        Then(Promote(R1)),
+        Run(Read, On(R1)),
+        Run(Write, On(R1)),
     ];
     a_writer_that_crashes_under_a_write_leaves_its_outcome_unknown: ONE_READER, [
         Run(Set, On(W)),
