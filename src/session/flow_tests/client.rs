@@ -33,9 +33,10 @@ impl Client {
     pub async fn connect(proto: Proto, addr: SocketAddr) -> Client {
         let (requests, rx) = mpsc::unbounded_channel();
         match proto {
-            Proto::Postgres => {
+            Proto::Postgres | Proto::PostgresExtended => {
                 let client = postgres(addr).await;
-                tokio::spawn(run_postgres(client, rx));
+                let extended = proto == Proto::PostgresExtended;
+                tokio::spawn(run_postgres(client, extended, rx));
             }
             Proto::Mysql => {
                 let conn = mysql(addr).await;
@@ -70,27 +71,46 @@ async fn postgres(addr: SocketAddr) -> tokio_postgres::Client {
     client
 }
 
-async fn run_postgres(client: tokio_postgres::Client, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run_postgres(
+    client: tokio_postgres::Client,
+    extended: bool,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     while let Some((sql, answer)) = rx.recv().await {
-        let got = match client.simple_query(&sql).await {
-            Ok(messages) => Answer::Rows(
-                messages
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(row) => {
-                            Some(row.get(0).unwrap_or_default().to_owned())
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            Err(e) => Answer::Error {
-                code: e.code().map(|c| c.code().to_owned()),
-                message: format!("{e:?}"),
-            },
+        let got = if extended {
+            match client.query(&sql, &[]).await {
+                Ok(rows) => Answer::Rows(rows.iter().map(|r| r.get(0)).collect()),
+                Err(e) => postgres_error(e),
+            }
+        } else {
+            simple_query(&client, &sql).await
         };
         // The test may have stopped waiting (it failed already).
         let _ = answer.send(got);
+    }
+}
+
+async fn simple_query(client: &tokio_postgres::Client, sql: &str) -> Answer {
+    match client.simple_query(sql).await {
+        Ok(messages) => Answer::Rows(
+            messages
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).unwrap_or_default().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Err(e) => postgres_error(e),
+    }
+}
+
+fn postgres_error(e: tokio_postgres::Error) -> Answer {
+    Answer::Error {
+        code: e.code().map(|c| c.code().to_owned()),
+        message: format!("{e:?}"),
     }
 }
 

@@ -24,9 +24,11 @@ use Where::*;
 use server::Fault::*;
 use world::Setup;
 
-/// Turns each row of the table below into a module per case with a test per protocol.
+/// Turns each row of the table below into a module per case with a test per protocol. A
+/// row may end with `known: "why"`: its extended-protocol variant differs today, and is
+/// ignored with that reason (`cargo test -- --ignored` shows how).
 macro_rules! table {
-    ($($name:ident: $setup:expr, [$($step:expr),* $(,)?];)*) => {
+    ($($name:ident: $setup:expr, [$($step:expr),* $(,)?] $(known: $why:literal)?;)*) => {
         $(
             mod $name {
                 use super::*;
@@ -36,6 +38,12 @@ macro_rules! table {
                 #[tokio::test]
                 async fn postgres() {
                     world::run(Proto::Postgres, &CASE).await;
+                }
+
+                #[tokio::test]
+                $(#[ignore = $why])?
+                async fn postgres_extended() {
+                    world::run(Proto::PostgresExtended, &CASE).await;
                 }
 
                 #[tokio::test]
@@ -98,7 +106,7 @@ table! {
     a_set_is_replayed_on_the_reader_before_a_read: ONE_READER, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     a_reader_that_closes_before_answering_is_retried_on_another: TWO_READERS, [
         Run(Read, On(AnyReader)),
         Then(Break(SameReader, CloseBeforeAnswer)),
@@ -142,7 +150,7 @@ table! {
         Then(Cutover),
         Run(Write, OnAfterSet(NW)),
         Run(Read, OnAfterSet(NR)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     a_pause_does_not_hold_reads: ONE_READER, [
         Then(Pause),
         Run(Read, On(R1)),
@@ -165,13 +173,13 @@ table! {
         Held,
         Then(Switch),
         Await(OnAfterSet(NW)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     after_a_cutover_reads_go_to_the_new_cluster_readers: TWO_CLUSTERS, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
         Then(Cutover),
         Run(Read, OnAfterSet(NR)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
         Then(Cutover),
@@ -183,19 +191,19 @@ table! {
         Run(Pin, On(W)),
         Then(Cutover),
         Run(Write, Refused(CannotMove)),
-    ];
+    ] known: "the FATAL answers the Close of the previous statement, which the driver ignores";
     after_a_writer_failover_the_session_moves_to_the_promoted_writer: ONE_READER, [
         Run(Set, On(W)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     a_write_waits_for_a_promoted_writer_without_error: ONE_READER, [
         Run(Set, On(W)),
         Then(Crash(W)),
         Send(Write),
         Then(Promote(R1)),
         Await(OnAfterSet(R1)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     after_a_failover_reads_go_to_the_promoted_writer_when_no_reader_is_left: ONE_READER, [
         Run(Read, On(R1)),
         Then(Promote(R1)),
@@ -208,7 +216,7 @@ table! {
         Run(Write, Fails(OutcomeUnknown)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ];
+    ] known: "a SET sent with the extended protocol pins the session to the writer";
     a_transaction_whose_writer_crashed_is_rolled_back: ONE_READER, [
         Run(Begin, On(W)),
         Run(Write, On(W)),
@@ -217,7 +225,7 @@ table! {
         Then(Promote(R1)),
         Run(Rollback, Succeeds),
         Run(Write, On(R1)),
-    ];
+    ] known: "the 40001 answers the Close of the previous statement; the driver sees 25P02";
     a_writer_connection_the_server_ended_alone_ends_the_session: ONE_READER, [
         Run(Write, On(W)),
         Then(Disconnect(W)),
@@ -349,10 +357,14 @@ enum Error {
     Relayed,
 }
 
-/// The protocol a case runs with.
+/// The protocol a case runs with, and how its client sends statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
+    /// PostgreSQL, simple Query messages.
     Postgres,
+    /// PostgreSQL, the extended protocol: each statement prepared (Parse, Describe, Sync),
+    /// then bound and executed (Bind, Execute, Sync).
+    PostgresExtended,
     Mysql,
 }
 
@@ -360,23 +372,33 @@ impl Proto {
     pub fn name(self) -> &'static str {
         match self {
             Proto::Postgres => "postgres",
+            Proto::PostgresExtended => "postgres-extended",
+            Proto::Mysql => "mysql",
+        }
+    }
+
+    /// The `protocol` of the proxy's config.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Proto::Postgres | Proto::PostgresExtended => "postgres",
             Proto::Mysql => "mysql",
         }
     }
 
     pub fn sql(self, stmt: Stmt) -> &'static str {
-        match (stmt, self) {
+        let postgres = self.protocol() == "postgres";
+        match (stmt, postgres) {
             (Read, _) => "SELECT name FROM who",
             (Write, _) => "INSERT INTO t VALUES (1)",
             (Begin, _) => "BEGIN",
-            (BeginReadOnly, Proto::Postgres) => "BEGIN READ ONLY",
-            (BeginReadOnly, Proto::Mysql) => "START TRANSACTION READ ONLY",
+            (BeginReadOnly, true) => "BEGIN READ ONLY",
+            (BeginReadOnly, false) => "START TRANSACTION READ ONLY",
             (Commit, _) => "COMMIT",
             (Rollback, _) => "ROLLBACK",
-            (Set, Proto::Postgres) => "SET search_path TO app",
-            (Set, Proto::Mysql) => "SET @x = 1",
-            (Pin, Proto::Postgres) => "CREATE TEMP TABLE tmp (id int)",
-            (Pin, Proto::Mysql) => "CREATE TEMPORARY TABLE tmp (id INT)",
+            (Set, true) => "SET search_path TO app",
+            (Set, false) => "SET @x = 1",
+            (Pin, true) => "CREATE TEMP TABLE tmp (id int)",
+            (Pin, false) => "CREATE TEMPORARY TABLE tmp (id INT)",
         }
     }
 
@@ -392,9 +414,9 @@ impl Proto {
             ConnectionLost => ("08006", ""),
             Relayed => ("42P01", "1146"),
         };
-        let code = match self {
-            Proto::Postgres => postgres,
-            Proto::Mysql => mysql,
+        let code = match self.protocol() {
+            "postgres" => postgres,
+            _ => mysql,
         };
         (!code.is_empty()).then_some(code)
     }

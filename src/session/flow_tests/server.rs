@@ -200,7 +200,9 @@ async fn accept(proto: Proto, listener: TcpListener, shared: Arc<Shared>) {
 async fn serve(proto: Proto, tcp: TcpStream, shared: Arc<Shared>) {
     // A connection ends when its peer leaves or a fault closes it; either is fine here.
     let _ = match proto {
-        Proto::Postgres => super::postgres_server::serve(tcp, &shared).await,
+        Proto::Postgres | Proto::PostgresExtended => {
+            super::postgres_server::serve(tcp, &shared).await
+        }
         Proto::Mysql => super::mysql_server::serve(tcp, &shared).await,
     };
 }

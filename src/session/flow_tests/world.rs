@@ -143,7 +143,7 @@ readers = [{}]
 active = "old"
 read_your_writes = "{read_your_writes}"
 "#,
-            proto.name(),
+            proto.protocol(),
             addr("w"),
             old_readers.join(", "),
         );
