@@ -38,9 +38,10 @@ impl Client {
                 let extended = proto == Proto::PostgresExtended;
                 tokio::spawn(run_postgres(client, extended, rx));
             }
-            Proto::Mysql => {
+            Proto::Mysql | Proto::MysqlPrepared => {
                 let conn = mysql(addr).await;
-                tokio::spawn(run_mysql(conn, rx));
+                let prepared = proto == Proto::MysqlPrepared;
+                tokio::spawn(run_mysql(conn, prepared, rx));
             }
         }
         Client { requests }
@@ -130,10 +131,19 @@ async fn mysql(addr: SocketAddr) -> mysql_async::Conn {
         .expect("mysql_async logs in through the proxy")
 }
 
-async fn run_mysql(mut conn: mysql_async::Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run_mysql(
+    mut conn: mysql_async::Conn,
+    prepared: bool,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     use mysql_async::prelude::Queryable;
     while let Some((sql, answer)) = rx.recv().await {
-        let got = match conn.query::<String, _>(sql.as_str()).await {
+        let rows = if prepared {
+            conn.exec::<String, _, _>(sql.as_str(), ()).await
+        } else {
+            conn.query::<String, _>(sql.as_str()).await
+        };
+        let got = match rows {
             Ok(rows) => Answer::Rows(rows),
             Err(mysql_async::Error::Server(e)) => Answer::Error {
                 code: Some(e.code.to_string()),

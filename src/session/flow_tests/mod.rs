@@ -25,10 +25,12 @@ use server::Fault::*;
 use world::Setup;
 
 /// Turns each row of the table below into a module per case with a test per protocol. A
-/// row may end with `known: "why"`: its extended-protocol variant differs today, and is
-/// ignored with that reason (`cargo test -- --ignored` shows how).
+/// row may end with `extended: "why"` or `prepared: "why"`: its variant with PostgreSQL's
+/// extended protocol or MySQL's prepared statements differs today, and is ignored with
+/// that reason (`cargo test -- --ignored` shows how).
 macro_rules! table {
-    ($($name:ident: $setup:expr, [$($step:expr),* $(,)?] $(known: $why:literal)?;)*) => {
+    ($($name:ident: $setup:expr, [$($step:expr),* $(,)?]
+        $(extended: $why:literal)? $(prepared: $prepared:literal)?;)*) => {
         $(
             mod $name {
                 use super::*;
@@ -49,6 +51,12 @@ macro_rules! table {
                 #[tokio::test]
                 async fn mysql() {
                     world::run(Proto::Mysql, &CASE).await;
+                }
+
+                #[tokio::test]
+                $(#[ignore = $prepared])?
+                async fn mysql_prepared() {
+                    world::run(Proto::MysqlPrepared, &CASE).await;
                 }
             }
         )*
@@ -106,7 +114,8 @@ table! {
     a_set_is_replayed_on_the_reader_before_a_read: ONE_READER, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     a_reader_that_closes_before_answering_is_retried_on_another: TWO_READERS, [
         Run(Read, On(AnyReader)),
         Then(Break(SameReader, CloseBeforeAnswer)),
@@ -150,7 +159,8 @@ table! {
         Then(Cutover),
         Run(Write, OnAfterSet(NW)),
         Run(Read, OnAfterSet(NR)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     a_pause_does_not_hold_reads: ONE_READER, [
         Then(Pause),
         Run(Read, On(R1)),
@@ -173,13 +183,15 @@ table! {
         Held,
         Then(Switch),
         Await(OnAfterSet(NW)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     after_a_cutover_reads_go_to_the_new_cluster_readers: TWO_CLUSTERS, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
         Then(Cutover),
         Run(Read, OnAfterSet(NR)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
         Then(Cutover),
@@ -191,19 +203,21 @@ table! {
         Run(Pin, On(W)),
         Then(Cutover),
         Run(Write, Refused(CannotMove)),
-    ] known: "the FATAL answers the Close of the previous statement, which the driver ignores";
+    ] extended: "the FATAL answers the Close of the previous statement, which the driver ignores";
     after_a_writer_failover_the_session_moves_to_the_promoted_writer: ONE_READER, [
         Run(Set, On(W)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     a_write_waits_for_a_promoted_writer_without_error: ONE_READER, [
         Run(Set, On(W)),
         Then(Crash(W)),
         Send(Write),
         Then(Promote(R1)),
         Await(OnAfterSet(R1)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     after_a_failover_reads_go_to_the_promoted_writer_when_no_reader_is_left: ONE_READER, [
         Run(Read, On(R1)),
         Then(Promote(R1)),
@@ -216,7 +230,8 @@ table! {
         Run(Write, Fails(OutcomeUnknown)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ] known: "a SET sent with the extended protocol pins the session to the writer";
+    ] extended: "a SET sent with the extended protocol pins the session to the writer"
+        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
     a_transaction_whose_writer_crashed_is_rolled_back: ONE_READER, [
         Run(Begin, On(W)),
         Run(Write, On(W)),
@@ -225,7 +240,7 @@ table! {
         Then(Promote(R1)),
         Run(Rollback, Succeeds),
         Run(Write, On(R1)),
-    ] known: "the 40001 answers the Close of the previous statement; the driver sees 25P02";
+    ] extended: "the 40001 answers the Close of the previous statement; the driver sees 25P02";
     a_writer_connection_the_server_ended_alone_ends_the_session: ONE_READER, [
         Run(Write, On(W)),
         Then(Disconnect(W)),
@@ -366,6 +381,8 @@ enum Proto {
     /// then bound and executed (Bind, Execute, Sync).
     PostgresExtended,
     Mysql,
+    /// MySQL, each statement prepared (COM_STMT_PREPARE) and executed (COM_STMT_EXECUTE).
+    MysqlPrepared,
 }
 
 impl Proto {
@@ -374,6 +391,7 @@ impl Proto {
             Proto::Postgres => "postgres",
             Proto::PostgresExtended => "postgres-extended",
             Proto::Mysql => "mysql",
+            Proto::MysqlPrepared => "mysql-prepared",
         }
     }
 
@@ -381,7 +399,7 @@ impl Proto {
     pub fn protocol(self) -> &'static str {
         match self {
             Proto::Postgres | Proto::PostgresExtended => "postgres",
-            Proto::Mysql => "mysql",
+            Proto::Mysql | Proto::MysqlPrepared => "mysql",
         }
     }
 

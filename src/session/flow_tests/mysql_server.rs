@@ -1,8 +1,11 @@
 //! The MySQL wire side of a scripted server: a HandshakeV10 greeting offering what the
-//! proxy relays (mysql_native_password), OK to any HandshakeResponse, then COM_QUERY
-//! answered by [`Reply`] as text result sets or OK packets, with SERVER_STATUS_IN_TRANS
-//! kept in the status flags; result sets end with EOF or, under CLIENT_DEPRECATE_EOF, an
-//! OK terminator, as the login negotiated.
+//! proxy relays (mysql_native_password), OK to any HandshakeResponse, then COM_QUERY and
+//! prepared statements (COM_STMT_PREPARE, then COM_STMT_EXECUTE, where the statement
+//! counts as received) answered by [`Reply`] as text or binary result sets or OK packets,
+//! with SERVER_STATUS_IN_TRANS kept in the status flags; result sets end with EOF or,
+//! under CLIENT_DEPRECATE_EOF, an OK terminator, as the login negotiated.
+
+use std::collections::HashMap;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +42,8 @@ pub(super) async fn serve(mut tcp: TcpStream, shared: &Shared) -> std::io::Resul
     let deprecate_eof =
         CapabilityFlags::from_bits_truncate(bits).contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let mut status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+    let mut prepared: HashMap<u32, String> = HashMap::new();
+    let mut next_id = 0;
     out.clear();
     ok(&mut out, 2, status);
     tcp.write_all(&out).await?;
@@ -51,11 +56,40 @@ pub(super) async fn serve(mut tcp: TcpStream, shared: &Shared) -> std::io::Resul
             Some(command::COM_QUERY) => {
                 let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
                 let reply = shared.received(&sql);
-                let go_on = answer(reply, shared, deprecate_eof, &mut status, &mut out);
+                let rows = Rows::Text;
+                let go_on = answer(reply, shared, deprecate_eof, rows, &mut status, &mut out);
                 tcp.write_all(&out).await?;
                 if !go_on {
                     return Ok(());
                 }
+            }
+            Some(command::COM_STMT_PREPARE) => {
+                let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+                next_id += 1;
+                let id = next_id;
+                let columns = Reply::to(&sql) == Reply::Row;
+                prepared.insert(id, sql);
+                prepare_ok(id, columns, deprecate_eof, status, &mut out);
+                tcp.write_all(&out).await?;
+            }
+            Some(command::COM_STMT_EXECUTE) => {
+                let id = payload
+                    .get(1..5)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let sql = prepared.get(&id).cloned().unwrap_or_default();
+                let reply = shared.received(&sql);
+                let rows = Rows::Binary;
+                let go_on = answer(reply, shared, deprecate_eof, rows, &mut status, &mut out);
+                tcp.write_all(&out).await?;
+                if !go_on {
+                    return Ok(());
+                }
+            }
+            Some(command::COM_STMT_CLOSE) => {
+                let id = payload
+                    .get(1..5)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                prepared.remove(&id);
             }
             Some(_) => {
                 ok(&mut out, 1, status);
@@ -71,12 +105,13 @@ fn answer(
     reply: Reply,
     shared: &Shared,
     deprecate_eof: bool,
+    rows: Rows,
     status: &mut StatusFlags,
     out: &mut BytesMut,
 ) -> bool {
     match reply {
         Reply::Row => {
-            let seq = head_and_row(shared.name, deprecate_eof, *status, out);
+            let seq = head_and_row(shared.name, deprecate_eof, rows, *status, out);
             if deprecate_eof {
                 let terminator = OkPacket {
                     status: *status,
@@ -101,7 +136,7 @@ fn answer(
         }
         Reply::Done => ok(out, 1, *status),
         Reply::Fault(Fault::CloseAfterFirstRow) => {
-            head_and_row(shared.name, deprecate_eof, *status, out);
+            head_and_row(shared.name, deprecate_eof, rows, *status, out);
             return false;
         }
         Reply::Fault(Fault::CloseBeforeAnswer) => return false,
@@ -129,11 +164,46 @@ fn ok(out: &mut BytesMut, seq: u8, status: StatusFlags) {
     messages::ok_packet(out, seq, &ok, false);
 }
 
-/// A text result set's column count, its one column (`name`) and one row holding `value`;
-/// returns the next sequence id (for the terminator).
-fn head_and_row(value: &str, deprecate_eof: bool, status: StatusFlags, out: &mut BytesMut) -> u8 {
-    let mut seq = packet::write_with(out, 1, |b| messages::put_lenenc_int(b, 1));
-    seq = packet::write_with(out, seq, |b| {
+/// How a result set's rows are encoded: COM_QUERY's text rows, or COM_STMT_EXECUTE's
+/// binary ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Text,
+    Binary,
+}
+
+/// COM_STMT_PREPARE's answer: the statement's id, no parameters, and one column (`name`)
+/// when it returns rows.
+fn prepare_ok(
+    id: u32,
+    columns: bool,
+    deprecate_eof: bool,
+    status: StatusFlags,
+    out: &mut BytesMut,
+) {
+    let mut seq = packet::write_with(out, 1, |b| {
+        b.put_u8(0);
+        b.put_u32_le(id);
+        b.put_u16_le(u16::from(columns));
+        b.put_u16_le(0);
+        b.put_u8(0);
+        b.put_u16_le(0);
+    });
+    if columns {
+        seq = column(out, seq);
+        if !deprecate_eof {
+            let eof = EofPacket {
+                warnings: 0,
+                status,
+            };
+            messages::eof_packet(out, seq, eof);
+        }
+    }
+}
+
+/// The definition of the one column, `name`; returns the next sequence id.
+fn column(out: &mut BytesMut, seq: u8) -> u8 {
+    packet::write_with(out, seq, |b| {
         for s in ["def", "", "", "", "name", ""] {
             messages::put_lenenc_str(b, s.as_bytes());
         }
@@ -144,7 +214,20 @@ fn head_and_row(value: &str, deprecate_eof: bool, status: StatusFlags, out: &mut
         b.put_u16_le(0);
         b.put_u8(0);
         b.put_u16_le(0);
-    });
+    })
+}
+
+/// A result set's column count, its one column (`name`) and one row holding `value`;
+/// returns the next sequence id (for the terminator).
+fn head_and_row(
+    value: &str,
+    deprecate_eof: bool,
+    rows: Rows,
+    status: StatusFlags,
+    out: &mut BytesMut,
+) -> u8 {
+    let mut seq = packet::write_with(out, 1, |b| messages::put_lenenc_int(b, 1));
+    seq = column(out, seq);
     if !deprecate_eof {
         let eof = EofPacket {
             warnings: 0,
@@ -152,7 +235,14 @@ fn head_and_row(value: &str, deprecate_eof: bool, status: StatusFlags, out: &mut
         };
         seq = messages::eof_packet(out, seq, eof);
     }
-    packet::write_with(out, seq, |b| messages::put_lenenc_str(b, value.as_bytes()))
+    packet::write_with(out, seq, |b| {
+        if rows == Rows::Binary {
+            // The row's header, and its NULL bitmap (no NULLs).
+            b.put_u8(0);
+            b.put_u8(0);
+        }
+        messages::put_lenenc_str(b, value.as_bytes());
+    })
 }
 
 /// Reads one packet: (sequence id, payload).

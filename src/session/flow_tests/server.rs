@@ -203,6 +203,6 @@ async fn serve(proto: Proto, tcp: TcpStream, shared: Arc<Shared>) {
         Proto::Postgres | Proto::PostgresExtended => {
             super::postgres_server::serve(tcp, &shared).await
         }
-        Proto::Mysql => super::mysql_server::serve(tcp, &shared).await,
+        Proto::Mysql | Proto::MysqlPrepared => super::mysql_server::serve(tcp, &shared).await,
     };
 }
