@@ -3,7 +3,9 @@
 //! accepted socket) without real database servers: scripted servers that record every
 //! statement they receive (`server.rs`), a real driver as the client (`client.rs`), and a
 //! world the test changes between steps as discovery, health checks and the cutover
-//! controller would (`world.rs`). One table of cases, each run for both protocols.
+//! controller would (`world.rs`). One table of cases, each run for both protocols, each
+//! protocol two ways: PostgreSQL with simple Queries and with the extended protocol, MySQL
+//! with COM_QUERY and with prepared statements.
 //!
 //! Reading a row: a setup, then steps in protocol-neutral words. `Run(stmt, expect)` sends a
 //! statement and checks what happened to it; `Then(event)` changes the world between
