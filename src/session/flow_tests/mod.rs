@@ -252,6 +252,10 @@ table! {
         Then(Crash(W)),
         Run(Write, Refused(NoWriter)),
     ];
+    a_hint_sends_a_read_to_the_writer: ONE_READER, [
+        Run(ReadOnWriter, On(W)),
+        Run(Read, On(R1)),
+    ];
     a_pinned_session_reads_on_the_writer: ONE_READER, [
         Run(Read, On(R1)),
         Run(Pin, On(W)),
@@ -284,6 +288,8 @@ enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stmt {
     Read,
+    /// A read with the hint `/* switchyard:writer */`.
+    ReadOnWriter,
     Write,
     Begin,
     /// `BEGIN READ ONLY` / `START TRANSACTION READ ONLY`.
@@ -409,6 +415,7 @@ impl Proto {
         let postgres = self.protocol() == "postgres";
         match (stmt, postgres) {
             (Read, _) => "SELECT name FROM who",
+            (ReadOnWriter, _) => "/* switchyard:writer */ SELECT name FROM who",
             (Write, _) => "INSERT INTO t VALUES (1)",
             (Begin, _) => "BEGIN",
             (BeginReadOnly, true) => "BEGIN READ ONLY",

@@ -75,8 +75,12 @@ pub(super) enum Reply {
 }
 
 impl Reply {
-    /// The answer to one statement by its first word.
+    /// The answer to one statement by its first word (after a leading comment).
     pub fn to(sql: &str) -> Reply {
+        let sql = match sql.trim_start().strip_prefix("/*") {
+            Some(comment) => comment.split_once("*/").map_or("", |(_, rest)| rest),
+            None => sql,
+        };
         let word = sql
             .split_whitespace()
             .next()

@@ -355,7 +355,7 @@ read_your_writes = "{read_your_writes}"
 
     /// A read's row names the server it ran on.
     fn came_from(&self, stmt: Stmt, answer: &Answer, on: &str, context: &str) {
-        if stmt == Stmt::Read {
+        if matches!(stmt, Stmt::Read | Stmt::ReadOnWriter) {
             assert_eq!(answer, &Answer::Rows(vec![on.to_owned()]), "{context}");
         }
     }
