@@ -5,6 +5,8 @@ mod auth_query;
 pub mod error;
 mod failover;
 pub mod flow;
+#[cfg(test)]
+mod flow_tests;
 mod migration;
 pub mod mysql;
 pub mod postgres;
