@@ -95,6 +95,11 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// protocol keeps per connection (cancel targets, prepared statement ids) follows.
     fn backend_changed(side: &mut Self::Side, target: Target, backend: Option<&Self::Backend>);
 
+    /// Whether the session's writer connection may serve another session once this one
+    /// ends (MySQL: not the connection the client was greeted with, which no later client
+    /// can be greeted with; it is closed instead).
+    fn reusable_writer(side: &Self::Side) -> bool;
+
     /// Relays to the client what the server said before it ended `writer` by itself (a
     /// FATAL, an ERR), if it left anything unread; whether the client was told.
     fn last_words(
@@ -394,9 +399,16 @@ impl<P: Protocol> Session<P> {
     /// client left, or the proxy shuts down, between units (nothing is in flight on them).
     pub(super) fn release_backends(&mut self) {
         self.drop_reader(false);
-        if let Some(writer) = self.writer.take() {
-            P::backend_changed(&mut self.side, Target::Writer, None);
-            writer.into_conn().release(Release::Reset);
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let reuse = P::reusable_writer(&self.side);
+        P::backend_changed(&mut self.side, Target::Writer, None);
+        let conn = writer.into_conn();
+        if reuse {
+            conn.release(Release::Reset);
+        } else {
+            tokio::spawn(conn.detach().close());
         }
     }
 

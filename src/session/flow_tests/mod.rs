@@ -116,8 +116,7 @@ table! {
     a_set_is_replayed_on_the_reader_before_a_read: ONE_READER, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     a_reader_that_closes_before_answering_is_retried_on_another: TWO_READERS, [
         Run(Read, On(AnyReader)),
         Then(Break(SameReader, CloseBeforeAnswer)),
@@ -161,8 +160,7 @@ table! {
         Then(Cutover),
         Run(Write, OnAfterSet(NW)),
         Run(Read, OnAfterSet(NR)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     a_pause_does_not_hold_reads: ONE_READER, [
         Then(Pause),
         Run(Read, On(R1)),
@@ -185,15 +183,13 @@ table! {
         Held,
         Then(Switch),
         Await(OnAfterSet(NW)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     after_a_cutover_reads_go_to_the_new_cluster_readers: TWO_CLUSTERS, [
         Run(Set, On(W)),
         Run(Read, OnAfterSet(R1)),
         Then(Cutover),
         Run(Read, OnAfterSet(NR)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
         Then(Cutover),
@@ -210,16 +206,14 @@ table! {
         Run(Set, On(W)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     a_write_waits_for_a_promoted_writer_without_error: ONE_READER, [
         Run(Set, On(W)),
         Then(Crash(W)),
         Send(Write),
         Then(Promote(R1)),
         Await(OnAfterSet(R1)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     after_a_failover_reads_go_to_the_promoted_writer_when_no_reader_is_left: ONE_READER, [
         Run(Read, On(R1)),
         Then(Promote(R1)),
@@ -232,8 +226,7 @@ table! {
         Run(Write, Fails(OutcomeUnknown)),
         Then(Promote(R1)),
         Run(Write, OnAfterSet(R1)),
-    ] extended: "a SET sent with the extended protocol pins the session to the writer"
-        prepared: "a prepared SET is neither replayed nor pinned: its state is lost on other connections";
+    ];
     a_transaction_whose_writer_crashed_is_rolled_back: ONE_READER, [
         Run(Begin, On(W)),
         Run(Write, On(W)),

@@ -42,6 +42,8 @@ impl Session {
         greeted: Option<Greeted>,
     ) -> Result<(), SessionError> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
+        // The client was greeted with this connection's greeting (else one from the pool).
+        let mut greeting_conn = greeted.is_some();
         let logged_in = match greeted {
             Some(greeted) => {
                 let instance = Arc::clone(greeted.instance());
@@ -60,6 +62,7 @@ impl Session {
                 | ConnectError::Protocol { .. }
                 | ConnectError::Timeout { .. }),
             )) => {
+                greeting_conn = false;
                 tracing::info!(error = %chain(&e), "the writer connection of the greeting ended before the login; opening another");
                 self.first_writer().await?
             }
@@ -102,6 +105,7 @@ impl Session {
             self.side.client.compressed = Some(compressed::Compressed::new());
         }
         self.writer = Some(Backend::new(writer));
+        self.side.greeted_writer = greeting_conn;
         Ok(())
     }
 }

@@ -105,6 +105,7 @@ async fn serve(
         scramble: auth.scramble,
         scratch: BytesMut::new(),
         kill,
+        greeted_writer: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();

@@ -4,6 +4,7 @@
 
 use bytes::BytesMut;
 
+use super::replay::Replay;
 use super::statements;
 use super::{Session, SessionError, classify, write_statement};
 use crate::protocol::mysql::command;
@@ -15,6 +16,8 @@ impl Session {
     pub(super) async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
         let stmt = classify(sql);
         let target = self.choose(&stmt).await?;
+        // Preparing changes no state; executing does (see `execute`). A statement that
+        // pins keeps the session on the writer from now on, where it will run.
         if matches!(router::effect(&stmt, self.view), Effect::Pin) {
             self.pin();
         }
@@ -92,10 +95,13 @@ impl Session {
         } else {
             stmt.class
         };
+        // A SET without parameters replays as its text; one with parameters pins.
+        let replay = (stmt.params == 0).then(|| Replay::Query(stmt.sql.clone()));
         let target = self.choose(&class).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
         }
+        self.record_effect(&class, || replay);
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);

@@ -46,6 +46,8 @@ pub struct Side {
     pub(super) scratch: BytesMut,
     /// Where a `KILL` naming this session's connection id reaches its statement.
     pub(super) kill: kill::Registration,
+    /// The writer connection is the one the client was greeted with.
+    pub(super) greeted_writer: bool,
 }
 
 impl Protocol for Mysql {
@@ -82,18 +84,19 @@ impl Protocol for Mysql {
         &ctx.mysql_pools
     }
 
-    /// Besides the database, the capabilities, character set, packet size and connection
-    /// attributes the client's login agreed: a connection only serves a client that agreed
-    /// the same, since its bytes are relayed as they are.
+    /// Besides the database, the capabilities, character set and packet size the client's
+    /// login agreed: a connection only serves a client that agreed the same, since its
+    /// bytes are relayed as they are.
     fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key {
         let login = dial.login;
         let database = login.database.as_deref().unwrap_or_default();
+        // Not the connection attributes: they name the client's process, and only the
+        // server's performance_schema shows them.
         let options = (
             login.capabilities.bits(),
             login.charset,
             login.max_packet_size,
             &login.database,
-            &login.connect_attrs,
         );
         Key {
             cluster: dial.cluster.name.clone(),
@@ -146,6 +149,13 @@ impl Protocol for Mysql {
 
     fn backend_changed(side: &mut Side, target: Target, _: Option<&Backend>) {
         side.statements.forget_backend(target);
+        if target == Target::Writer {
+            side.greeted_writer = false;
+        }
+    }
+
+    fn reusable_writer(side: &Side) -> bool {
+        !side.greeted_writer
     }
 
     async fn last_words(side: &mut Side, writer: Backend) -> bool {

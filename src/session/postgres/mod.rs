@@ -248,7 +248,10 @@ impl Session {
         if open_batch && self.view.in_transaction.is_none() && !describes_read {
             target = Target::Writer;
         }
-        self.record_effect(&unit.stmt, || unit.simple_sql.clone());
+        // A batch that only parses and describes changes no state yet; its Bind will.
+        if unit.first_tag == tag::QUERY || unit.executes {
+            self.record_effect(&unit.stmt, || unit.simple_sql.clone());
+        }
         let target = self.place(target).await?;
         let open = self.view.in_transaction == Some(Target::Writer);
         let admitted = match (target, self.view.in_transaction) {

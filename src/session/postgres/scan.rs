@@ -23,6 +23,18 @@ pub struct Prepared {
     pub class: Statement,
 }
 
+impl Prepared {
+    /// The SQL text of a SET statement (PostgreSQL takes no parameters in a SET, so the
+    /// text replays as it is); `None` for anything else, or text that is not UTF-8.
+    fn set_text(&self) -> Option<&str> {
+        if self.class.class != Class::SessionSet {
+            return None;
+        }
+        let (_, sql) = messages::parse_fields(self.parse.get(5..)?)?;
+        std::str::from_utf8(sql).ok()
+    }
+}
+
 /// The client's prepared statements by name.
 #[derive(Debug, Default)]
 pub struct Statements {
@@ -69,7 +81,8 @@ pub struct Unit {
     pub ending: Ending,
     pub first_tag: u8,
     pub stmt: Statement,
-    /// The SQL text when the unit is one simple Query (for recording SETs).
+    /// The SQL text of what the unit runs, for recording SETs: a simple Query's, or the
+    /// SET statements a batch binds (a batch of only SETs), in order.
     pub simple_sql: Option<String>,
     pub refs: Vec<Option<Arc<Prepared>>>,
     /// It holds a Bind or Execute: it runs something, rather than only preparing and
@@ -98,6 +111,8 @@ pub struct Scanner {
     max_message: usize,
     /// The unit so far holds a Bind or Execute.
     executes: bool,
+    /// The text of the SET statements the unit binds so far.
+    bound_sets: String,
 }
 
 const READ_ONLY: Statement = Statement {
@@ -114,6 +129,7 @@ impl Scanner {
             hold_limit: 1 << 20,
             max_message,
             executes: false,
+            bound_sets: String::new(),
         }
     }
 
@@ -130,6 +146,7 @@ impl Scanner {
         self.pos = 0;
         self.stmt = None;
         self.executes = false;
+        self.bound_sets.clear();
     }
 
     fn take(
@@ -139,12 +156,15 @@ impl Scanner {
         first_tag: u8,
         simple_sql: Option<String>,
     ) -> Unit {
+        let stmt = self.stmt.unwrap_or(READ_ONLY);
+        let sets = (stmt.class == Class::SessionSet && !self.bound_sets.is_empty())
+            .then(|| self.bound_sets.clone());
         let unit = Unit {
             end,
             ending,
             first_tag,
-            stmt: self.stmt.unwrap_or(READ_ONLY),
-            simple_sql,
+            stmt,
+            simple_sql: simple_sql.or(sets),
             refs: std::mem::take(&mut self.refs),
             executes: self.executes,
         };
@@ -202,6 +222,12 @@ impl Scanner {
                     let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
                     let p = statements.get(name).cloned();
                     self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
+                    if let Some(sql) = p.as_ref().and_then(|p| p.set_text()) {
+                        if !self.bound_sets.is_empty() {
+                            self.bound_sets.push_str(";\n");
+                        }
+                        self.bound_sets.push_str(sql);
+                    }
                     self.refs.push(p);
                 }
                 tag::DESCRIBE => {

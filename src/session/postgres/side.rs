@@ -131,6 +131,10 @@ impl Protocol for Postgres {
             .set_target(slot, backend.and_then(|b| cancel_target(&b.conn)));
     }
 
+    fn reusable_writer(_: &Side) -> bool {
+        true
+    }
+
     async fn last_words(side: &mut Side, mut writer: Backend) -> bool {
         match writer.take_fatal() {
             Some(fatal) => {
