@@ -248,8 +248,10 @@ impl Session {
         if open_batch && self.view.in_transaction.is_none() && !describes_read {
             target = Target::Writer;
         }
-        // A batch that only parses and describes changes no state yet; its Bind will.
-        if unit.first_tag == tag::QUERY || unit.executes {
+        // A batch that only parses and describes changes no state yet; its Bind will. One
+        // left open is the exception: what follows it (its Bind, Execute) runs within this
+        // exchange, so its effect counts now.
+        if unit.first_tag == tag::QUERY || unit.executes || open_batch {
             self.record_effect(&unit.stmt, || unit.simple_sql.clone());
         }
         let target = self.place(target).await?;

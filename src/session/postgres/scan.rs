@@ -113,6 +113,8 @@ pub struct Scanner {
     executes: bool,
     /// The text of the SET statements the unit binds so far.
     bound_sets: String,
+    /// The text of the SET statements the unit parses so far.
+    parsed_sets: String,
 }
 
 const READ_ONLY: Statement = Statement {
@@ -130,6 +132,7 @@ impl Scanner {
             max_message,
             executes: false,
             bound_sets: String::new(),
+            parsed_sets: String::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Scanner {
         self.stmt = None;
         self.executes = false;
         self.bound_sets.clear();
+        self.parsed_sets.clear();
     }
 
     fn take(
@@ -157,8 +161,14 @@ impl Scanner {
         simple_sql: Option<String>,
     ) -> Unit {
         let stmt = self.stmt.unwrap_or(READ_ONLY);
-        let sets = (stmt.class == Class::SessionSet && !self.bound_sets.is_empty())
-            .then(|| self.bound_sets.clone());
+        // What runs: the SETs bound, or, in a batch left open (whose Bind follows within
+        // the same exchange), the SETs parsed.
+        let sets = match (&self.bound_sets, ending) {
+            (bound, _) if !bound.is_empty() => bound,
+            (_, Ending::Open) => &self.parsed_sets,
+            _ => &self.bound_sets,
+        };
+        let sets = (stmt.class == Class::SessionSet && !sets.is_empty()).then(|| sets.clone());
         let unit = Unit {
             end,
             ending,
@@ -215,7 +225,11 @@ impl Scanner {
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
                     let class = classify(sql);
                     self.add(class);
-                    self.refs.push(Some(statements.parse(name, message, class)));
+                    let p = statements.parse(name, message, class);
+                    if let Some(sql) = p.set_text() {
+                        append(&mut self.parsed_sets, sql);
+                    }
+                    self.refs.push(Some(p));
                 }
                 tag::BIND => {
                     self.executes = true;
@@ -223,10 +237,7 @@ impl Scanner {
                     let p = statements.get(name).cloned();
                     self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
                     if let Some(sql) = p.as_ref().and_then(|p| p.set_text()) {
-                        if !self.bound_sets.is_empty() {
-                            self.bound_sets.push_str(";\n");
-                        }
-                        self.bound_sets.push_str(sql);
+                        append(&mut self.bound_sets, sql);
                     }
                     self.refs.push(p);
                 }
@@ -288,6 +299,14 @@ fn classify(sql: &[u8]) -> Statement {
             stmt
         }
     }
+}
+
+/// Adds one statement's text to a list of them.
+fn append(sets: &mut String, sql: &str) {
+    if !sets.is_empty() {
+        sets.push_str(";\n");
+    }
+    sets.push_str(sql);
 }
 
 /// Bind of a statement the session does not know: route it safely.

@@ -206,3 +206,44 @@ async fn a_login_without_a_database_resets_only_while_none_is_selected() {
         other => panic!("expected DatabaseSelected, got {other:?}"),
     }
 }
+
+/// Through the proxy, with one reader: a client that leaves gives its reader connection
+/// back to the pool, reset, and the next client's reads use it without the first one's
+/// user variable. (Each client's writer connection is the one it was greeted with, opened
+/// for it and closed after it.)
+#[tokio::test]
+async fn sessions_give_their_reader_back_to_the_pool_clean() {
+    use mysql_async::prelude::*;
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("pool_sessions").await;
+    let reader = format!("127.0.0.1:{}", cluster.replicas[0].port);
+    let config = crate::support::proxy::with_readers(
+        &mysql_config_text(cluster, "pool_size = 1"),
+        std::slice::from_ref(&reader),
+    );
+    let proxy = crate::support::proxy::Proxy::from_config(&config).await;
+    let opts = |db: &str| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(proxy.addr.port())
+            .user(Some(APP.user))
+            .pass(Some(APP.password))
+            .db_name(Some(db))
+            .prefer_socket(false)
+    };
+    let mut first = mysql_async::Conn::new(opts(&db))
+        .await
+        .expect("first client");
+    first.query_drop("SET @leftover = 5").await.expect("set");
+    let seen: Option<i64> = first.query_first("SELECT @leftover").await.expect("read");
+    assert_eq!(seen, Some(5), "the SET is replayed on the reader");
+    first.disconnect().await.expect("disconnect");
+    let mut second = mysql_async::Conn::new(opts(&db))
+        .await
+        .expect("second client");
+    let seen: Option<Option<i64>> = second.query_first("SELECT @leftover").await.expect("read");
+    assert_eq!(seen, Some(None), "the first client's variable is gone");
+    second.disconnect().await.expect("disconnect");
+    let opened = proxy.pool_opened(&reader, &db).await;
+    assert_eq!(opened, 1.0, "one reader login for both clients");
+}

@@ -163,3 +163,51 @@ async fn a_reset_connection_is_the_same_process_with_none_of_the_last_session_le
     }
     lease.release(Release::Clean);
 }
+
+/// Through the proxy: a client that leaves gives its writer connection back to the pool,
+/// reset, and the next client gets that same server process with none of the first one's
+/// state. `pool_size = 1`, so the second login waits for the reset to finish rather than
+/// open another connection.
+#[tokio::test]
+async fn sessions_take_their_connections_from_the_pool_and_give_them_back_clean() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pool_sessions").await;
+    let proxy =
+        crate::support::proxy::Proxy::from_config(&config_text(cluster, "pool_size = 1")).await;
+    let pid = |client: tokio_postgres::Client| async move {
+        let row = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid");
+        (row.get::<_, i32>(0), client)
+    };
+    let (first_pid, first) = pid(proxy.connect(&db).await).await;
+    first
+        .batch_execute("SET statement_timeout = '17s'; CREATE TEMP TABLE leftover (x int)")
+        .await
+        .expect("session state");
+    drop(first);
+    let (second_pid, second) = pid(proxy.connect(&db).await).await;
+    assert_eq!(first_pid, second_pid, "the pooled connection is reused");
+    let timeout: String = second
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(timeout, "0", "the first session's SET is gone");
+    let leftover: Option<String> = second
+        .query_one("SELECT to_regclass('leftover')::text", &[])
+        .await
+        .expect("to_regclass")
+        .get(0);
+    assert_eq!(
+        leftover, None,
+        "the first session's temporary table is gone"
+    );
+    let writer = format!("127.0.0.1:{}", cluster.primary.port);
+    assert_eq!(
+        proxy.pool_opened(&writer, &db).await,
+        1.0,
+        "one login for both"
+    );
+}

@@ -330,6 +330,20 @@ impl Proxy {
         }
     }
 
+    /// The `switchyard_pool_opened_total` (logins) of the pools for `instance` and `db`.
+    pub async fn pool_opened(&self, instance: &str, db: &str) -> f64 {
+        let text = self.admin_get("/metrics").await;
+        let wanted = [
+            format!("instance=\"{instance}\""),
+            format!("database=\"{db}\""),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with("switchyard_pool_opened_total{"))
+            .filter(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// GET a path of the admin API and return the body.
     pub async fn admin_get(&self, path: &str) -> String {
         let mut tcp = TcpStream::connect(self.admin).await.expect("connect admin");
