@@ -24,7 +24,7 @@ use crate::protocol::mysql::handshake::{self, ClientHello, ServerGreeting};
 use crate::protocol::mysql::packet::{self, write_packet};
 use crate::topology::{Attachment, Cluster, Instance};
 
-pub use reset::ResetError;
+pub use super::ResetError;
 
 /// Largest packet accepted from a backend during login.
 const MAX_LOGIN_PACKET: usize = 1 << 20;

@@ -24,7 +24,7 @@ use crate::protocol::postgres::scram_client::ScramClient;
 use crate::protocol::postgres::startup::SSL_REQUEST_CODE;
 use crate::topology::{Attachment, Cluster, Instance};
 
-pub use reset::ResetError;
+pub use super::ResetError;
 
 /// Largest message accepted from a backend during startup.
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;

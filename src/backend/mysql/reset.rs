@@ -2,8 +2,9 @@
 //! (COM_RESET_CONNECTION, then the login's default database back), and a check that the
 //! server has not closed it.
 
+use crate::backend::ResetError;
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{MAX_LOGIN_PACKET, MysqlConn};
 use crate::net::Arrived;
@@ -13,31 +14,9 @@ use crate::protocol::mysql::constants::{CapabilityFlags, header};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet;
 use crate::protocol::mysql::response::{Response, Step};
-use crate::topology::Attachment;
 
 /// A NULL column value in a text result row.
 const NULL: u8 = 0xFB;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResetError {
-    #[error("reset connection to {addr}")]
-    Io {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reset connection to {addr}: protocol violation: {detail}")]
-    Protocol { addr: String, detail: String },
-    #[error("reset connection to {addr}: server said {code}: {message}")]
-    Refused {
-        addr: String,
-        code: u16,
-        message: String,
-    },
-    /// The login named no database, and one is selected now: no command unselects it.
-    #[error("reset connection to {addr}: a default database is selected and the login had none")]
-    DatabaseSelected { addr: String },
-}
 
 impl MysqlConn {
     /// Makes the connection what its login left: COM_RESET_CONNECTION (rolls back, drops
@@ -48,7 +27,10 @@ impl MysqlConn {
     /// the pool closes the connection).
     pub async fn reset(&mut self) -> Result<(), ResetError> {
         if !self.buf.is_empty() {
-            return Err(self.reset_protocol("bytes left unread from an earlier command"));
+            return Err(ResetError::protocol(
+                &self.instance.addr,
+                "bytes left unread from an earlier command",
+            ));
         }
         self.reset_command(COM_RESET_CONNECTION, &[]).await?;
         match self.database.clone() {
@@ -64,11 +46,7 @@ impl MysqlConn {
     /// it) or not (`false`: idle in the pool), so idle connections do not skew the spread of
     /// sessions over readers.
     pub fn set_attached(&mut self, attached: bool) {
-        match (attached, self.attached.is_some()) {
-            (true, false) => self.attached = Some(Attachment::new(&self.instance)),
-            (false, true) => self.attached = None,
-            _ => {}
-        }
+        crate::backend::attach(&mut self.attached, &self.instance, attached);
     }
 
     /// Whether the server has closed the connection or is closing it, from what has already
@@ -89,7 +67,10 @@ impl MysqlConn {
                 Ok(())
             }
             Some(&header::ERR) => Err(self.reset_refused(&payload)),
-            _ => Err(self.reset_protocol("expected OK or ERR")),
+            _ => Err(ResetError::protocol(
+                &self.instance.addr,
+                "expected OK or ERR",
+            )),
         }
     }
 
@@ -106,12 +87,17 @@ impl MysqlConn {
             let payload = self.reset_packet().await?;
             let step = response
                 .feed(&payload)
-                .map_err(|e| self.reset_protocol(&e.to_string()))?;
+                .map_err(|e| ResetError::protocol(&self.instance.addr, &e.to_string()))?;
             match step {
                 Step::More => previous = payload,
                 Step::Done { .. } => return Ok(previous.first().is_some_and(|&b| b != NULL)),
                 Step::Failed { .. } => return Err(self.reset_refused(&payload)),
-                Step::LocalInfile => return Err(self.reset_protocol("unexpected LOCAL INFILE")),
+                Step::LocalInfile => {
+                    return Err(ResetError::protocol(
+                        &self.instance.addr,
+                        "unexpected LOCAL INFILE",
+                    ));
+                }
             }
         }
     }
@@ -123,7 +109,7 @@ impl MysqlConn {
             Ok(()) => self.stream.flush().await,
             Err(e) => Err(e),
         };
-        sent.map_err(|source| self.reset_io(source))
+        sent.map_err(|source| ResetError::io(&self.instance.addr, source))
     }
 
     /// Reads one whole packet's payload.
@@ -136,30 +122,10 @@ impl MysqlConn {
                     return Ok(whole.freeze());
                 }
                 Ok(None) => {}
-                Err(e) => return Err(self.reset_protocol(&e.to_string())),
+                Err(e) => return Err(ResetError::protocol(&self.instance.addr, &e.to_string())),
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| self.reset_io(source))?;
-            if n == 0 {
-                return Err(self.reset_io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
-    }
-
-    fn reset_io(&self, source: std::io::Error) -> ResetError {
-        ResetError::Io {
-            addr: self.instance.addr.clone(),
-            source,
-        }
-    }
-
-    fn reset_protocol(&self, detail: &str) -> ResetError {
-        ResetError::Protocol {
-            addr: self.instance.addr.clone(),
-            detail: detail.to_owned(),
+            crate::backend::reset_read(&mut self.stream, &mut self.buf, &self.instance.addr)
+                .await?;
         }
     }
 
@@ -170,7 +136,7 @@ impl MysqlConn {
         };
         ResetError::Refused {
             addr: self.instance.addr.clone(),
-            code,
+            code: code.to_string(),
             message,
         }
     }

@@ -2,14 +2,14 @@
 //! it (no transaction, `DISCARD ALL`), a check that the server has not closed it, and a
 //! polite end (Terminate).
 
+use crate::backend::ResetError;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::BackendConn;
 use crate::net::Arrived;
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
-use crate::topology::Attachment;
 
 /// Largest message read while resetting: the replies are a few small messages, unless
 /// the session left a result unread (then the reset fails and the connection closes).
@@ -20,26 +20,6 @@ const DISCARD_ALL: &[u8] = b"DISCARD ALL\0";
 
 /// ReadyForQuery messages the reset waits for: one for its Sync, one per query.
 const READY_COUNT: usize = 3;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResetError {
-    #[error("reset connection to {addr}")]
-    Io {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reset connection to {addr}: protocol violation: {detail}")]
-    Protocol { addr: String, detail: String },
-    #[error("reset connection to {addr}: server said {code}: {message}")]
-    Refused {
-        addr: String,
-        code: String,
-        message: String,
-    },
-    #[error("reset connection to {addr}: still in a transaction (status {status:?})")]
-    InTransaction { addr: String, status: char },
-}
 
 impl BackendConn {
     /// Makes the connection what a fresh login with the same parameters would be. Sends at
@@ -57,11 +37,11 @@ impl BackendConn {
         self.stream
             .write_all(&out)
             .await
-            .map_err(|source| self.reset_io(source))?;
+            .map_err(|source| ResetError::io(&self.instance.addr, source))?;
         self.stream
             .flush()
             .await
-            .map_err(|source| self.reset_io(source))?;
+            .map_err(|source| ResetError::io(&self.instance.addr, source))?;
         let mut ready = 0;
         let mut discarded = false;
         let mut refused = None;
@@ -87,9 +67,10 @@ impl BackendConn {
                                 status: char::from(status),
                             }),
                             (false, Some((code, message))) => Err(self.refused(code, message)),
-                            (false, None) => {
-                                Err(self.reset_protocol("DISCARD ALL did not complete"))
-                            }
+                            (false, None) => Err(ResetError::protocol(
+                                &self.instance.addr,
+                                "DISCARD ALL did not complete",
+                            )),
                         };
                     }
                 }
@@ -102,11 +83,7 @@ impl BackendConn {
     /// it) or not (`false`: idle in the pool), so idle connections do not skew the spread of
     /// sessions over readers.
     pub fn set_attached(&mut self, attached: bool) {
-        match (attached, self.attached.is_some()) {
-            (true, false) => self.attached = Some(Attachment::new(&self.instance)),
-            (false, true) => self.attached = None,
-            _ => {}
-        }
+        crate::backend::attach(&mut self.attached, &self.instance, attached);
     }
 
     /// Whether the server has closed the connection or is closing it, from what has already
@@ -146,30 +123,10 @@ impl BackendConn {
                     return Ok((h.tag, body));
                 }
                 Ok(_) => {}
-                Err(e) => return Err(self.reset_protocol(&e.to_string())),
+                Err(e) => return Err(ResetError::protocol(&self.instance.addr, &e.to_string())),
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| self.reset_io(source))?;
-            if n == 0 {
-                return Err(self.reset_io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
-    }
-
-    fn reset_io(&self, source: std::io::Error) -> ResetError {
-        ResetError::Io {
-            addr: self.instance.addr.clone(),
-            source,
-        }
-    }
-
-    fn reset_protocol(&self, detail: &str) -> ResetError {
-        ResetError::Protocol {
-            addr: self.instance.addr.clone(),
-            detail: detail.to_owned(),
+            crate::backend::reset_read(&mut self.stream, &mut self.buf, &self.instance.addr)
+                .await?;
         }
     }
 
