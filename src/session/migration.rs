@@ -101,9 +101,13 @@ impl<P: Protocol> Session<P> {
         let conn = checkout(&self.ctx, dial, &cluster.writer)
             .await
             .map_err(SessionError::Connect)?;
+        let old = self.cluster.name.clone();
         self.install_writer(cluster, conn, MoveCause::Cutover)
             .await?;
         self.admission = None;
+        // The old cluster serves nobody now: its idle connections close, lent ones as they
+        // come back (every session that moves says so; the first one does it).
+        P::pools(&self.ctx).retire(|key| key.cluster == old);
         Ok(())
     }
 
