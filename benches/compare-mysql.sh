@@ -29,6 +29,9 @@
 #   SWITCHYARD_BIN     switchyard binary [<repo>/target/release/switchyard];
 #                      when not set and the default is missing, the script runs
 #                      `cargo build --release` in the repo root first.
+#   BASELINE_BIN       another switchyard build (say, of the commit before a
+#                      change), run as the extra target "baseline" in the same
+#                      rounds [none]
 #   STARTUP_TIMEOUT [60] seconds to wait for each server to accept a login
 #   MARIADBD [/usr/sbin/mariadbd], MARIADB_INSTALL_DB [mariadb-install-db],
 #   HAPROXY [/usr/sbin/haproxy]
@@ -132,7 +135,7 @@ log "work dir $TMP"
 # switchyard: build it if the default binary is missing, else use what is given.
 resolve_switchyard
 
-read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT <<<"$(free_ports 4)"
+read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT BASE_PORT BASE_ADMIN_PORT <<<"$(free_ports 6)"
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: mariadb=$DB_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) haproxy=$HAPROXY_PORT"
 
@@ -177,10 +180,12 @@ sysbench oltp_point_select "${direct_conn[@]}" prepare >"$TMP/sysbench-prepare.l
 # HAProxy, a bare TCP hop; switchyard with the server as its only backend.
 write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$DB_PORT"
 write_switchyard_config "$TMP/switchyard.toml" mysql "$SY_PORT" "$SY_ADMIN_PORT" "$DB_PORT" "$APP_USER" "$APP_PASSWORD"
+write_switchyard_config "$TMP/baseline.toml" mysql "$BASE_PORT" "$BASE_ADMIN_PORT" "$DB_PORT" "$APP_USER" "$APP_PASSWORD"
 
 PORT=([direct]=$DB_PORT)
 TARGETS=(direct)
 start_switchyard "$TMP/switchyard.toml" "$SY_PORT" app_login
+start_baseline "$TMP/baseline.toml" "$BASE_PORT" app_login
 start_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT" app_login
 
 # ---------------------------------------------------------------- bench -----
@@ -244,7 +249,8 @@ cat <<EOF
 - sysbench per run: \`${run_line% }\` (${ROUNDS} round(s), order rotated each round, ${WARMUP}s direct warm-up)
 - Machine: $(machine_line)
 - Versions: MariaDB ${mariadb_version} (mariadbd ${STORAGE[*]} --max-connections=300); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, defaults, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
+$(baseline_note)
 - Medians over the rounds; errors = sysbench's ignored errors, summed over the rounds
 
 EOF
-report_table 1 direct switchyard haproxy
+report_table 1 direct switchyard baseline haproxy

@@ -23,6 +23,9 @@
 #   SWITCHYARD_BIN     switchyard binary [<repo>/target/release/switchyard];
 #                      when not set and the default is missing, the script runs
 #                      `cargo build --release` in the repo root first.
+#   BASELINE_BIN       another switchyard build (say, of the commit before a
+#                      change), run as the extra target "baseline" in the same
+#                      rounds [none]
 #   STARTUP_TIMEOUT [30] seconds to wait for each server to accept connections
 #   PG_BIN [/usr/lib/postgresql/15/bin]
 #
@@ -122,7 +125,7 @@ log "work dir $TMP"
 # switchyard: build it if the default binary is missing, else use what is given.
 resolve_switchyard
 
-read -r PG_PORT SY_PORT SY_ADMIN_PORT BOUNCER_PORT HAPROXY_PORT <<<"$(free_ports 5)"
+read -r PG_PORT SY_PORT SY_ADMIN_PORT BOUNCER_PORT HAPROXY_PORT BASE_PORT BASE_ADMIN_PORT <<<"$(free_ports 7)"
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: postgres=$PG_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) pgbouncer=$BOUNCER_PORT haproxy=$HAPROXY_PORT"
 
@@ -193,6 +196,7 @@ EOF
 # HAProxy, a bare TCP hop; switchyard with the primary as its only backend.
 write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$PG_PORT"
 write_switchyard_config "$TMP/switchyard.toml" postgres "$SY_PORT" "$SY_ADMIN_PORT" "$PG_PORT" "$APP_USER" "$APP_PASSWORD"
+write_switchyard_config "$TMP/baseline.toml" postgres "$BASE_PORT" "$BASE_ADMIN_PORT" "$PG_PORT" "$APP_USER" "$APP_PASSWORD"
 chown postgres: "$TMP"/userlist.txt "$TMP"/pgbouncer.ini "$TMP"/haproxy.cfg "$TMP"/switchyard.toml
 chmod 0600 "$TMP/userlist.txt"
 
@@ -200,6 +204,7 @@ PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT)
 TARGETS=(direct)
 
 start_switchyard "$TMP/switchyard.toml" "$SY_PORT" app_login
+start_baseline "$TMP/baseline.toml" "$BASE_PORT" app_login
 
 log "starting pgbouncer"
 "$PGBOUNCER" -u postgres "$TMP/pgbouncer.ini" </dev/null >>"$TMP/pgbouncer.out" 2>&1 &
@@ -256,7 +261,8 @@ cat <<EOF
 - pgbench per run: \`pgbench -h 127.0.0.1 -p PORT -U $APP_USER $(printf '%s ' "${PGBENCH_ARGS[@]}")$DB\` (scale $SCALE, ${ROUNDS} round(s), order rotated each round, ${WARMUP}s direct warm-up)
 - Machine: $(machine_line)
 - Versions: ${pg_version}; ${pgbench_version}; ${bouncer_version} (session pooling, default_pool_size 20, SCRAM); ${haproxy_version} (mode tcp, defaults, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
+$(baseline_note)
 - Medians over the rounds; errors = pgbench's failed transactions, summed over the rounds
 
 EOF
-report_table 0 direct switchyard pgbouncer haproxy
+report_table 0 direct switchyard baseline pgbouncer haproxy

@@ -262,6 +262,28 @@ start_switchyard() {
     return 0
 }
 
+# start_baseline CONFIG PORT PROBE...: with BASELINE_BIN set (another switchyard
+# build, such as the commit before a change), start it as the target "baseline",
+# so one run compares both builds under the same load; dies if it does not start.
+start_baseline() {
+    local config=$1 port=$2
+    shift 2
+    [[ -n ${BASELINE_BIN:-} ]] || return 0
+    log "starting baseline switchyard ($BASELINE_BIN)"
+    "$BASELINE_BIN" serve -c "$config" </dev/null >"$TMP/baseline.log" 2>&1 &
+    PIDS[baseline]=$!
+    PORT[baseline]=$port
+    wait_for baseline "${PIDS[baseline]}" "$@" "$port" ||
+        { tail -n 20 "$TMP/baseline.log" >&2; die "the baseline switchyard did not start"; }
+    TARGETS+=(baseline)
+}
+
+# baseline_note: the report line naming the baseline build, when there is one.
+baseline_note() {
+    [[ -n ${BASELINE_BIN:-} ]] || return 0
+    echo "- baseline: \`$BASELINE_BIN\` ($("$BASELINE_BIN" --version 2>/dev/null | head -n 1)), another switchyard build run as its own target in the same rounds"
+}
+
 # start_haproxy CONFIG PORT PROBE...: like start_switchyard, but dies on failure.
 start_haproxy() {
     local config=$1 port=$2

@@ -34,6 +34,8 @@ pub struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     /// `None` when this proxy cannot reload (`POST /v1/reload` then answers 409).
     pub reload: Option<ReloadHandle>,
+    /// The sessions' context, for its backend connection pools in `/status`.
+    pub sessions: Option<Arc<crate::session::Context>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -340,9 +342,13 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
         })
         .collect();
     let routing = state.routing.load();
-    Json(
-        json!({ "active": routing.active, "routing": routing_json(&routing), "clusters": clusters }),
-    )
+    let pools = state.sessions.as_ref().map(|ctx| ctx.pool_status());
+    Json(json!({
+        "active": routing.active,
+        "routing": routing_json(&routing),
+        "clusters": clusters,
+        "pools": pools.unwrap_or_default(),
+    }))
 }
 
 /// Serves the admin API until shutdown.
@@ -411,6 +417,7 @@ mod tests {
             token: token.map(str::to_owned),
             lifecycle: Arc::default(),
             reload: None,
+            sessions: None,
         })
     }
 

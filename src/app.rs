@@ -169,6 +169,7 @@ impl App {
                 token: self.config.admin_token.clone(),
                 lifecycle: Arc::clone(&self.lifecycle),
                 reload: Some(self.reload.clone()),
+                sessions: Some(Arc::clone(&self.ctx)),
             });
             let shutdown = shutdown.clone();
             tasks.spawn(async move {

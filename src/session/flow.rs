@@ -63,9 +63,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// The pools of this protocol's connections.
     fn pools(ctx: &Context) -> &Pools<Self::Conn>;
 
-    /// The pool a connection to `instance` as `dial` says belongs to: the same instance,
-    /// backend user, database and login options.
-    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key;
+    /// What tells apart the pools of one instance and backend `user` for a login: its
+    /// database, and a fingerprint of the options that cannot change after login
+    /// (`pool::fingerprint`).
+    fn pool_login(login: &Self::Login, user: &str) -> (String, u64);
 
     /// Closes a connection the session will not use (a probe).
     fn close(conn: Self::Conn) -> impl Future<Output = ()> + Send;
@@ -130,6 +131,19 @@ impl<P: Protocol> Copy for Dial<'_, P> {}
 /// Why no connection could be had: the pool stayed full, or opening one failed.
 pub type OpenError<P> = CheckoutError<<P as Protocol>::ConnectError>;
 
+/// The pool a connection to `instance` as `dial` says belongs to: the same instance,
+/// backend user, database and login options.
+fn key<P: Protocol>(dial: &Dial<'_, P>, instance: &Instance) -> Key {
+    let (database, options) = P::pool_login(dial.login, &dial.creds.user);
+    Key {
+        cluster: dial.cluster.name.clone(),
+        instance: instance.addr.clone(),
+        user: dial.creds.user.clone(),
+        database,
+        options,
+    }
+}
+
 /// A connection to `instance` as `dial` says, from its pool: an idle one, else one opened
 /// and logged in now, else the first one given back within `checkout_timeout`.
 pub async fn checkout<P: Protocol>(
@@ -137,7 +151,7 @@ pub async fn checkout<P: Protocol>(
     dial: Dial<'_, P>,
     instance: &Arc<Instance>,
 ) -> Result<Lease<P::Conn>, OpenError<P>> {
-    let key = P::key(&dial, instance);
+    let key = key(&dial, instance);
     let settings = pool::Settings::from_config(&ctx.config().raw.server);
     let connect = || P::connect(dial, instance);
     P::pools(ctx).checkout(&key, &settings, connect).await
@@ -285,7 +299,7 @@ impl<P: Protocol> Session<P> {
     /// the pool (a MySQL session's greeting), as one of its pool's.
     pub(super) fn adopt(&self, instance: &Instance, conn: P::Conn) -> Lease<P::Conn> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let key = P::key(&self.dial(&self.cluster, timeout), instance);
+        let key = key(&self.dial(&self.cluster, timeout), instance);
         let settings = pool::Settings::from_config(&self.ctx.config().raw.server);
         P::pools(&self.ctx).adopt(&key, &settings, conn)
     }

@@ -117,6 +117,43 @@ impl Context {
         }
     }
 
+    /// Every backend connection pool with its counts, for `/status`: one entry per cluster,
+    /// instance, backend user and database (pools that differ only in login options are
+    /// added up).
+    pub fn pool_status(&self) -> serde_json::Value {
+        use std::collections::BTreeMap;
+        let mut all: BTreeMap<(String, String, String, String), crate::pool::Counts> =
+            BTreeMap::new();
+        let counts = self.postgres_pools.counts().into_iter();
+        for (key, c) in counts.chain(self.mysql_pools.counts()) {
+            let sum = all
+                .entry((key.cluster, key.instance, key.user, key.database))
+                .or_default();
+            sum.idle += c.idle;
+            sum.in_use += c.in_use;
+            sum.opening += c.opening;
+            sum.resetting += c.resetting;
+            sum.waiting += c.waiting;
+        }
+        let pools: Vec<_> = all
+            .into_iter()
+            .map(|((cluster, instance, user, database), c)| {
+                serde_json::json!({
+                    "cluster": cluster,
+                    "instance": instance,
+                    "user": user,
+                    "database": database,
+                    "idle": c.idle,
+                    "in_use": c.in_use,
+                    "opening": c.opening,
+                    "resetting": c.resetting,
+                    "waiting": c.waiting,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(pools)
+    }
+
     /// The config as of now (the last one loaded or reloaded).
     pub fn config(&self) -> Arc<Validated> {
         Arc::clone(&self.live.load().config)

@@ -14,7 +14,7 @@ use super::replay::Replay;
 use super::startup::Client;
 use super::statements::Statements;
 use crate::backend::mysql::{self as connector, ConnectError, Login, MysqlConn};
-use crate::pool::{self, Key, Lease, Pools};
+use crate::pool::{self, Lease, Pools};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{
@@ -87,8 +87,7 @@ impl Protocol for Mysql {
     /// Besides the database, the capabilities, character set and packet size the client's
     /// login agreed: a connection only serves a client that agreed the same, since its
     /// bytes are relayed as they are.
-    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key {
-        let login = dial.login;
+    fn pool_login(login: &Login, _: &str) -> (String, u64) {
         let database = login.database.as_deref().unwrap_or_default();
         // Not the connection attributes: they name the client's process, and only the
         // server's performance_schema shows them.
@@ -98,13 +97,8 @@ impl Protocol for Mysql {
             login.max_packet_size,
             &login.database,
         );
-        Key {
-            cluster: dial.cluster.name.clone(),
-            instance: instance.addr.clone(),
-            user: dial.creds.user.clone(),
-            database: String::from_utf8_lossy(database).into_owned(),
-            options: pool::fingerprint(&options),
-        }
+        let database = String::from_utf8_lossy(database).into_owned();
+        (database, pool::fingerprint(&options))
     }
 
     async fn close(conn: MysqlConn) {

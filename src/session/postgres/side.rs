@@ -12,7 +12,7 @@ use super::cancel::{CancelTarget, SessionCancel};
 use super::scan::{Scanner, Statements};
 use super::startup::Client;
 use crate::backend::postgres::{self as connector, BackendConn, ConnectError};
-use crate::pool::{self, Key, Lease, Pools};
+use crate::pool::{self, Lease, Pools};
 use crate::protocol::postgres::sqlstate;
 use crate::router::Target;
 use crate::session::Context;
@@ -72,17 +72,12 @@ impl Protocol for Postgres {
         &ctx.postgres_pools
     }
 
-    /// The startup parameters name the database (and the user, which the backend login
-    /// replaces with its own) and every setting a fresh connection starts with.
-    fn key(dial: &Dial<'_, Self>, instance: &Instance) -> Key {
-        let database = dial.login.iter().find(|(k, _)| k == "database");
-        Key {
-            cluster: dial.cluster.name.clone(),
-            instance: instance.addr.clone(),
-            user: dial.creds.user.clone(),
-            database: database.map_or(&dial.creds.user, |(_, v)| v).clone(),
-            options: pool::fingerprint(dial.login),
-        }
+    /// The startup parameters name the database (by default the user's name) and every
+    /// setting a fresh connection starts with.
+    fn pool_login(params: &Self::Login, user: &str) -> (String, u64) {
+        let database = params.iter().find(|(k, _)| k == "database");
+        let database = database.map_or(user, |(_, v)| v).to_owned();
+        (database, pool::fingerprint(params))
     }
 
     async fn close(conn: BackendConn) {
