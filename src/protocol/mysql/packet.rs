@@ -221,8 +221,30 @@ pub fn check_seq(expected: u8, got: u8) -> Result<(), FrameError> {
     }
 }
 
+/// The sequence id of the last of the whole packets in `bytes`; `None` when there is none.
+pub fn last_seq(bytes: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    let mut last = None;
+    while let Some(header) = bytes.get(at..at + HEADER_LEN) {
+        let len =
+            usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+        last = Some(header[3]);
+        at += HEADER_LEN + len;
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn last_seq_is_the_sequence_id_of_the_last_whole_packet() {
+        let mut bytes = vec![1, 0, 0, 3, 0xfe];
+        bytes.extend_from_slice(&[2, 0, 0, 4, 1, 2]);
+        assert_eq!(super::last_seq(&bytes), Some(4));
+        assert_eq!(super::last_seq(&bytes[..5]), Some(3));
+        assert_eq!(super::last_seq(&[]), None);
+    }
     use super::*;
 
     const MAX: usize = MAX_PHYSICAL_PAYLOAD;

@@ -130,7 +130,7 @@ table! {
     a_reader_that_fails_mid_answer_fails_the_read: ONE_READER, [
         Run(Read, On(R1)),
         Then(Break(R1, CloseAfterFirstRow)),
-        Run(Read, Fails(ConnectionLost)),
+        Run(Read, Fails(LostMidAnswer)),
     ];
     a_reader_removed_by_discovery_gets_no_more_reads: TWO_READERS, [
         Run(Read, On(AnyReader)),
@@ -369,6 +369,9 @@ enum Error {
     CannotMove,
     /// The connection broke under the statement.
     ConnectionLost,
+    /// The reader's connection broke after part of the answer reached the client: the
+    /// proxy's error follows what was relayed (MySQL: with the next sequence id).
+    LostMidAnswer,
     /// The server's own error, relayed.
     Relayed,
 }
@@ -432,6 +435,7 @@ impl Proto {
             NoWriter => ("57P03", "1927"),
             CannotMove => ("57P01", "1053"),
             ConnectionLost => ("08006", ""),
+            LostMidAnswer => ("08006", "1053"),
             Relayed => ("42P01", "1146"),
         };
         let code = match self.protocol() {

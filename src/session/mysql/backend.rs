@@ -286,5 +286,6 @@ async fn write_client(
         .map_err(SessionError::ClientIo)?;
     seen.bytes += bytes.len();
     client.written += bytes.len() as u64;
+    client.last_seq = packet::last_seq(bytes).or(client.last_seq);
     Ok(())
 }

@@ -131,9 +131,14 @@ async fn serve(
 type Session = super::flow::Session<Mysql>;
 
 impl Session {
-    /// Sequence id for an error sent when the session ends (after a command: 1).
+    /// Sequence id for an error sent when the session ends: after what was relayed of the
+    /// current command's answer, else 1 (2 during the login).
     fn next_seq(&self) -> u8 {
-        if self.writer.is_some() { 1 } else { 2 }
+        match self.side.client.last_seq {
+            Some(seq) => seq.wrapping_add(1),
+            None if self.writer.is_some() => 1,
+            None => 2,
+        }
     }
 
     /// Records the writer connection for `KILL`, as the one running the session's statement.
@@ -206,6 +211,7 @@ impl Session {
     /// Runs one client command (`packet`: its bytes as received; `payload`: the command);
     /// `false` once the client quit.
     async fn command(&mut self, packet: &[u8], payload: &[u8]) -> Result<bool, SessionError> {
+        self.side.client.last_seq = None;
         let cmd = match command::parse_command(payload) {
             Ok(c) => c,
             Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),

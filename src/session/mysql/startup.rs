@@ -39,6 +39,9 @@ pub struct Client {
     pub capabilities: CapabilityFlags,
     /// Bytes relayed to the client so far: a failed read is retried only while unchanged.
     pub written: u64,
+    /// The sequence id of the last packet relayed in answer to the current command: an
+    /// error that ends the session halfway through an answer follows it.
+    pub last_seq: Option<u8>,
     /// Set once the client's login ends, when it asked for the compressed protocol.
     pub compressed: Option<Compressed>,
 }
@@ -187,6 +190,7 @@ pub async fn handshake(
         buf: BytesMut::with_capacity(1024),
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41,
         written: 0,
+        last_seq: None,
         compressed: None,
     };
     match authenticate(client, ctx, writer, deadline).await {
@@ -365,6 +369,7 @@ async fn upgrade(
         buf: client.buf,
         capabilities: client.capabilities,
         written: client.written,
+        last_seq: None,
         compressed: None,
     })
 }
