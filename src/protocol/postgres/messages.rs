@@ -101,6 +101,27 @@ pub fn command_complete(out: &mut BytesMut, tag: &str) {
     tagged(out, tag::COMMAND_COMPLETE, |b| put_cstr(b, tag.as_bytes()));
 }
 
+pub fn close_complete(out: &mut BytesMut) {
+    tagged(out, tag::CLOSE_COMPLETE, |_| {});
+}
+
+pub fn parse_complete(out: &mut BytesMut) {
+    tagged(out, tag::PARSE_COMPLETE, |_| {});
+}
+
+pub fn bind_complete(out: &mut BytesMut) {
+    tagged(out, b'2', |_| {});
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters(out: &mut BytesMut) {
+    tagged(out, b't', |b| b.put_i16(0));
+}
+
+pub fn no_data(out: &mut BytesMut) {
+    tagged(out, b'n', |_| {});
+}
+
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
     tagged(out, tag::READY_FOR_QUERY, |b| b.put_u8(status));
 }

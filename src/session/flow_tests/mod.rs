@@ -235,7 +235,7 @@ table! {
         Then(Promote(R1)),
         Run(Rollback, Succeeds),
         Run(Write, On(R1)),
-    ] extended: "the 40001 answers the Close of the previous statement; the driver sees 25P02";
+    ];
     a_writer_connection_the_server_ended_alone_ends_the_session: ONE_READER, [
         Run(Write, On(W)),
         Then(Disconnect(W)),

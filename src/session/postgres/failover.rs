@@ -15,9 +15,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::exchange::Failed;
-use super::scan::{Ending, Unit};
+use super::scan::{self, Ending, Unit};
 use super::{Session, SessionError};
-use crate::protocol::postgres::messages::{self, Severity};
+use crate::protocol::postgres::frame;
+use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::sqlstate;
 use crate::session::failover::{self, Loss};
 use crate::session::migration::Refusal;
@@ -61,8 +62,13 @@ impl Session {
                 failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
                 true
             }
-            None => false,
+            None => std::mem::take(&mut self.side.loss_untold),
         };
+        let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
+        if let Some(closes) = closes.filter(|_| !self.view.pinned_to_writer) {
+            self.side.loss_untold |= first;
+            return self.answer_closes(unit.end, closes).await.map(|()| false);
+        }
         let lost = Loss::RolledBack.message(&self.cluster.name);
         if self.view.pinned_to_writer {
             let code = sqlstate::SERIALIZATION_FAILURE;
@@ -72,6 +78,14 @@ impl Session {
             });
         }
         let ends = unit.stmt.class == Class::End && unit.stmt.count == 1;
+        let rollback = |p: &Option<std::sync::Arc<scan::Prepared>>| {
+            p.as_ref()
+                .and_then(|p| p.sql())
+                .is_some_and(is_plain_rollback)
+        };
+        if ends && unit.simple_sql.is_none() && unit.refs.iter().all(rollback) {
+            return self.answer_rollback(unit).await.map(|()| false);
+        }
         if ends && unit.simple_sql.as_deref().is_some_and(is_plain_rollback) {
             self.leave_transaction();
             let mut out = BytesMut::new();
@@ -117,6 +131,19 @@ impl Session {
             .map(|w| w.conn.instance.addr.clone())
             .unwrap_or_default();
         self.drop_writer();
+        let closes = scan::only_closes(&self.side.client.buf[..failed.held]);
+        if let Some(closes) = closes.filter(|_| open && failed.resumable) {
+            // Closing statements commits nothing: the transaction is lost, and the next
+            // real work is told (see `writer_in_transaction`).
+            failover::report_loss(&self.cluster.name, Loss::RolledBack, &addr);
+            if self.view.pinned_to_writer {
+                let code = sqlstate::SERIALIZATION_FAILURE;
+                let message = Loss::RolledBack.message(&self.cluster.name);
+                return Err(SessionError::Failover { code, message });
+            }
+            self.side.loss_untold = true;
+            return self.answer_closes(failed.held, closes).await;
+        }
         // PostgreSQL commits only at COMMIT (its DDL too); one statement inside a
         // transaction that is not COMMIT cannot have committed anything.
         let ends = unit.stmt.class == Class::End;
@@ -141,6 +168,53 @@ impl Session {
             self.leave_transaction()
         };
         self.answer(failed.held, code, &message, status).await
+    }
+
+    /// Answers a unit of `closes` Close messages (`len` bytes) in a lost transaction as its
+    /// server would: CloseComplete each, then ReadyForQuery 'E'. Drivers send the Close of
+    /// a statement they are done with in a batch of its own and ignore its errors
+    /// (tokio-postgres, JDBC), so the loss is told to the next real work instead.
+    async fn answer_closes(&mut self, len: usize, closes: usize) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        (0..closes).for_each(|_| messages::close_complete(&mut out));
+        messages::ready_for_query(&mut out, b'E');
+        self.side.client.buf.advance(len);
+        let sent = self.side.client.stream.write_all(&out).await;
+        sent.map_err(SessionError::ClientIo)
+    }
+
+    /// Answers a plain ROLLBACK sent with the extended protocol in a lost transaction, as
+    /// PostgreSQL answers it in a failed one: its Parse, Describe and Bind succeed, and its
+    /// Execute ends the transaction (ReadyForQuery 'I' from then on, 'E' before).
+    async fn answer_rollback(&mut self, unit: &Unit) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        let bytes = &self.side.client.buf[..unit.end];
+        let (mut at, mut status) = (0, b'E');
+        while let Ok(Some((h, body))) = frame::message(&bytes[at..], usize::MAX) {
+            match h.tag {
+                tag::PARSE => messages::parse_complete(&mut out),
+                tag::BIND => messages::bind_complete(&mut out),
+                tag::DESCRIBE if body.first() == Some(&b'S') => {
+                    messages::no_parameters(&mut out);
+                    messages::no_data(&mut out);
+                }
+                tag::DESCRIBE => messages::no_data(&mut out),
+                tag::EXECUTE => {
+                    messages::command_complete(&mut out, "ROLLBACK");
+                    status = b'I';
+                }
+                tag::CLOSE => messages::close_complete(&mut out),
+                tag::SYNC => messages::ready_for_query(&mut out, status),
+                _ => {}
+            }
+            at += h.total;
+        }
+        if status == b'I' {
+            self.leave_transaction();
+        }
+        self.side.client.buf.advance(unit.end);
+        let sent = self.side.client.stream.write_all(&out).await;
+        sent.map_err(SessionError::ClientIo)
     }
 
     /// The session is out of its transaction: 'I'.

@@ -102,6 +102,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         scanner: Scanner::new(ctx.config().raw.server.max_message_bytes),
         cancel: Arc::new(SessionCancel::default()),
         scratch: BytesMut::new(),
+        loss_untold: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();

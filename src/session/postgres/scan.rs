@@ -24,14 +24,19 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The statement's SQL text, when it is UTF-8.
+    pub fn sql(&self) -> Option<&str> {
+        let (_, sql) = messages::parse_fields(self.parse.get(5..)?)?;
+        std::str::from_utf8(sql).ok()
+    }
+
     /// The SQL text of a SET statement (PostgreSQL takes no parameters in a SET, so the
     /// text replays as it is); `None` for anything else, or text that is not UTF-8.
     fn set_text(&self) -> Option<&str> {
         if self.class.class != Class::SessionSet {
             return None;
         }
-        let (_, sql) = messages::parse_fields(self.parse.get(5..)?)?;
-        std::str::from_utf8(sql).ok()
+        self.sql()
     }
 }
 
@@ -182,6 +187,12 @@ impl Scanner {
         unit
     }
 
+    /// Whether statement `p` is in the unit already (parsed, bound or described in it): a
+    /// statement counts once however many messages name it.
+    fn counted(&self, p: Option<&Arc<Prepared>>) -> bool {
+        p.is_some_and(|p| self.refs.iter().flatten().any(|r| Arc::ptr_eq(r, p)))
+    }
+
     fn add(&mut self, s: Statement) {
         self.stmt = Some(match self.stmt {
             None => s,
@@ -235,7 +246,9 @@ impl Scanner {
                     self.executes = true;
                     let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
                     let p = statements.get(name).cloned();
-                    self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
+                    if !self.counted(p.as_ref()) {
+                        self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
+                    }
                     if let Some(sql) = p.as_ref().and_then(|p| p.set_text()) {
                         append(&mut self.bound_sets, sql);
                     }
@@ -246,7 +259,7 @@ impl Scanner {
                         messages::target_fields(body).ok_or(ScanError::Malformed('D'))?;
                     if kind == b'S' {
                         let p = statements.get(name).cloned();
-                        if let Some(p) = &p {
+                        if let Some(p) = p.as_ref().filter(|p| !self.counted(Some(p))) {
                             self.add(p.class);
                         }
                         self.refs.push(p);
@@ -299,6 +312,22 @@ fn classify(sql: &[u8]) -> Statement {
             stmt
         }
     }
+}
+
+/// How many Close messages a unit's bytes hold when it holds nothing else but its Sync (a
+/// driver closing statements it no longer needs, in a batch of their own); `None` for any
+/// other unit.
+pub fn only_closes(bytes: &[u8]) -> Option<usize> {
+    let (mut at, mut closes) = (0, 0);
+    while let Ok(Some((h, _))) = frame::message(&bytes[at..], usize::MAX) {
+        match h.tag {
+            tag::CLOSE => closes += 1,
+            tag::SYNC => {}
+            _ => return None,
+        }
+        at += h.total;
+    }
+    (closes > 0 && at == bytes.len()).then_some(closes)
 }
 
 /// Adds one statement's text to a list of them.

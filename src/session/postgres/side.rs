@@ -34,6 +34,9 @@ pub struct Side {
     pub(super) scanner: Scanner,
     pub(super) cancel: Arc<SessionCancel>,
     pub(super) scratch: BytesMut,
+    /// The client's transaction was lost with its writer and it has not been told yet (the
+    /// units since only closed statements, whose errors drivers ignore).
+    pub(super) loss_untold: bool,
 }
 
 impl Protocol for Postgres {
