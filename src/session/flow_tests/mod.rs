@@ -201,7 +201,7 @@ table! {
         Run(Pin, On(W)),
         Then(Cutover),
         Run(Write, Refused(CannotMove)),
-    ] extended: "the FATAL answers the Close of the previous statement, which the driver ignores";
+    ];
     after_a_writer_failover_the_session_moves_to_the_promoted_writer: ONE_READER, [
         Run(Set, On(W)),
         Then(Promote(R1)),

@@ -67,7 +67,10 @@ impl Session {
         let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
         if let Some(closes) = closes.filter(|_| !self.view.pinned_to_writer) {
             self.side.loss_untold |= first;
-            return self.answer_closes(unit.end, closes).await.map(|()| false);
+            return self
+                .answer_closes(unit.end, closes, b'E')
+                .await
+                .map(|()| false);
         }
         let lost = Loss::RolledBack.message(&self.cluster.name);
         if self.view.pinned_to_writer {
@@ -142,7 +145,7 @@ impl Session {
                 return Err(SessionError::Failover { code, message });
             }
             self.side.loss_untold = true;
-            return self.answer_closes(failed.held, closes).await;
+            return self.answer_closes(failed.held, closes, b'E').await;
         }
         // PostgreSQL commits only at COMMIT (its DDL too); one statement inside a
         // transaction that is not COMMIT cannot have committed anything.
@@ -170,14 +173,19 @@ impl Session {
         self.answer(failed.held, code, &message, status).await
     }
 
-    /// Answers a unit of `closes` Close messages (`len` bytes) in a lost transaction as its
-    /// server would: CloseComplete each, then ReadyForQuery 'E'. Drivers send the Close of
-    /// a statement they are done with in a batch of its own and ignore its errors
-    /// (tokio-postgres, JDBC), so the loss is told to the next real work instead.
-    async fn answer_closes(&mut self, len: usize, closes: usize) -> Result<(), SessionError> {
+    /// Answers a unit of `closes` Close messages (`len` bytes) here: CloseComplete each,
+    /// then ReadyForQuery(`status`; 'E' in a lost transaction, as its server would).
+    /// Drivers send the Close of a statement they are done with in a batch of its own and
+    /// ignore its errors (tokio-postgres, JDBC), so a loss is told to the next real work.
+    pub(super) async fn answer_closes(
+        &mut self,
+        len: usize,
+        closes: usize,
+        status: u8,
+    ) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         (0..closes).for_each(|_| messages::close_complete(&mut out));
-        messages::ready_for_query(&mut out, b'E');
+        messages::ready_for_query(&mut out, status);
         self.side.client.buf.advance(len);
         let sent = self.side.client.stream.write_all(&out).await;
         sent.map_err(SessionError::ClientIo)

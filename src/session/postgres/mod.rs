@@ -235,6 +235,17 @@ impl Session {
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
         if self.view.in_transaction.is_none() {
+            // A session that cannot follow a cutover ends at its next real work, whose
+            // error the driver reports: a batch that only closes statements (whose answer
+            // drivers ignore) is answered here first.
+            let moved = self.ctx.routing.load().active != self.cluster.name;
+            if moved && self.view.pinned_to_writer {
+                let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
+                if let Some(closes) = closes {
+                    self.side.scanner.recycle(unit.refs);
+                    return self.answer_closes(unit.end, closes, b'I').await;
+                }
+            }
             self.follow_active().await?;
         }
         let (mut target, stmt) = self.route(&unit.stmt);
