@@ -219,3 +219,38 @@ async fn sessions_take_their_connections_from_the_pool_and_give_them_back_clean(
     assert_eq!(pool["in_use"], 1, "the second client holds it: {pool}");
     assert_eq!(pool["idle"], 0, "{pool}");
 }
+
+/// A client that finds its pool full waits `checkout_timeout`, then gets the standard
+/// "too many connections" error (53300) instead of a hang; the first client is unaffected,
+/// and once it leaves the next client gets the connection.
+#[tokio::test]
+async fn a_full_pool_answers_too_many_connections_after_checkout_timeout() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pool_full").await;
+    let extra = "pool_size = 1\ncheckout_timeout = \"2s\"";
+    let proxy = crate::support::proxy::Proxy::from_config(&config_text(cluster, extra)).await;
+    let first = proxy.connect(&db).await;
+    first
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the first client");
+    let refused = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("no connection came free for the second client");
+    let code = refused.code().map(|c| c.code().to_owned());
+    assert_eq!(code.as_deref(), Some("53300"), "{refused}");
+    first
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the first client goes on");
+    drop(first);
+    let third = proxy.connect(&db).await;
+    third
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the freed connection serves the next client");
+}
