@@ -87,6 +87,7 @@ impl App {
             Arc::clone(&topology),
             Arc::clone(&routing),
         ));
+        cutover.set_warm(Arc::clone(&ctx) as Arc<dyn crate::cutover::Warm>);
         let (reload, requests) = reload::channel();
         Ok(App {
             config,

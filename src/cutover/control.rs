@@ -72,7 +72,20 @@ struct Hold {
     paused_at: Instant,
 }
 
+/// Opens, ahead of a switch, the backend connections this proxy's sessions will take on the
+/// new cluster, so that the first statements after the switch pay for no login (the
+/// session layer's pools; set with [`Controller::set_warm`]).
+pub trait Warm: Send + Sync {
+    /// Opens them on cluster `to`; how many were opened.
+    fn warm<'a>(
+        &'a self,
+        to: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
+}
+
 pub struct Controller {
+    /// What opens the new cluster's connections during the check (preflight).
+    warm: std::sync::OnceLock<Arc<dyn Warm>>,
     routing: Arc<Routing>,
     databases: Arc<Databases>,
     fleet: Option<Arc<Fleet>>,
@@ -105,12 +118,20 @@ impl Controller {
             .as_ref()
             .map(|f| Arc::new(Fleet::new(f.clone(), Arc::clone(&databases))));
         Controller {
+            warm: std::sync::OnceLock::new(),
             databases,
             fleet,
             routing,
             config,
             progress: Mutex::new(Progress::default()),
             hold: Mutex::new(None),
+        }
+    }
+
+    /// Sets what opens the new cluster's backend connections during the check (once).
+    pub fn set_warm(&self, warm: Arc<dyn Warm>) {
+        if self.warm.set(warm).is_err() {
+            tracing::warn!("the cutover's warm-up was set twice; keeping the first");
         }
     }
 
@@ -291,7 +312,13 @@ impl Controller {
         if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
             return Err(StepError::Paused(name.clone()));
         }
-        Ok(outcome(format!("serving {from}")))
+        let opened = match self.warm.get() {
+            Some(warm) => warm.warm(&to).await,
+            None => 0,
+        };
+        Ok(outcome(format!(
+            "serving {from}; {opened} backend connections opened on {to}"
+        )))
     }
 
     /// Pause: new writer work on `from` waits; remembers what to restore on abort.

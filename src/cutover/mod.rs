@@ -14,7 +14,7 @@ mod record;
 mod state;
 mod store;
 
-pub use control::{Controller, Progress, Settings, StartError, StepError};
+pub use control::{Controller, Progress, Settings, StartError, StepError, Warm};
 pub use database::{Databases, DbError};
 pub use fleet::Fleet;
 pub use plan::Phase;

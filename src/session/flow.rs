@@ -46,7 +46,7 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     type Replay: Send + Sync;
     /// What a backend login needs besides the credentials (startup parameters, the
     /// client's capabilities and database).
-    type Login: Send + Sync;
+    type Login: Clone + Send + Sync;
     /// The protocol's own half of a session: the client connection and what only this
     /// protocol tracks.
     type Side: Send;
@@ -62,6 +62,9 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
 
     /// The pools of this protocol's connections.
     fn pools(ctx: &Context) -> &Pools<Self::Conn>;
+
+    /// The logins this protocol's sessions use, to open the same on another cluster.
+    fn logins(ctx: &Context) -> &super::warm::Logins<Self>;
 
     /// What tells apart the pools of one instance and backend `user` for a login: its
     /// database, and a fingerprint of the options that cannot change after login
@@ -133,7 +136,7 @@ pub type OpenError<P> = CheckoutError<<P as Protocol>::ConnectError>;
 
 /// The pool a connection to `instance` as `dial` says belongs to: the same instance,
 /// backend user, database and login options.
-fn key<P: Protocol>(dial: &Dial<'_, P>, instance: &Instance) -> Key {
+pub(super) fn key<P: Protocol>(dial: &Dial<'_, P>, instance: &Instance) -> Key {
     let (database, options) = P::pool_login(dial.login, &dial.creds.user);
     Key {
         cluster: dial.cluster.name.clone(),
@@ -153,6 +156,7 @@ pub async fn checkout<P: Protocol>(
 ) -> Result<Lease<P::Conn>, OpenError<P>> {
     let key = key(&dial, instance);
     let settings = pool::Settings::from_config(&ctx.config().raw.server);
+    P::logins(ctx).note(&key, dial);
     let connect = || P::connect(dial, instance);
     P::pools(ctx).checkout(&key, &settings, connect).await
 }

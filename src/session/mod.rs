@@ -11,6 +11,7 @@ mod migration;
 pub mod mysql;
 pub mod postgres;
 mod readers;
+pub(crate) mod warm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct Context {
     /// The backend connections kept between clients, per protocol (a proxy serves one).
     pub postgres_pools: Pools<crate::backend::postgres::BackendConn>,
     pub mysql_pools: Pools<crate::backend::mysql::MysqlConn>,
+    /// The logins sessions use, per protocol, to warm a new cluster's pools at a cutover.
+    postgres_logins: warm::Logins<postgres::Postgres>,
+    mysql_logins: warm::Logins<mysql::Mysql>,
     /// Dropped with the context, which ends the pools' sweep task.
     _pools_sweep: crate::shutdown::Trigger,
 }
@@ -113,6 +117,8 @@ impl Context {
             catalog: Arc::default(),
             postgres_pools: Pools::new(sweep.clone()),
             mysql_pools: Pools::new(sweep),
+            postgres_logins: warm::Logins::default(),
+            mysql_logins: warm::Logins::default(),
             _pools_sweep: pools_sweep,
         }
     }
@@ -152,6 +158,14 @@ impl Context {
             })
             .collect();
         serde_json::Value::Array(pools)
+    }
+
+    pub(crate) fn logins_postgres(&self) -> &warm::Logins<postgres::Postgres> {
+        &self.postgres_logins
+    }
+
+    pub(crate) fn logins_mysql(&self) -> &warm::Logins<mysql::Mysql> {
+        &self.mysql_logins
     }
 
     /// The config as of now (the last one loaded or reloaded).

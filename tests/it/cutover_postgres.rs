@@ -322,3 +322,46 @@ async fn a_dry_run_changes_nothing() {
         assert!(status.contains(r#""active":"old""#), "{status}");
     }
 }
+
+/// The cutover's check (its preflight) opens on the new writer as many connections as the
+/// proxy's sessions hold on the old one; the sessions that move at the switch take them,
+/// and log in to nothing then.
+#[tokio::test]
+async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
+    let db = replicated_database("warm").await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Proxy::from_config(&config(&db, state.path(), &lsn(&db))).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = proxy.connect(&db).await;
+        client.batch_execute("SELECT 1").await.expect("a session");
+        clients.push(client);
+    }
+    let p = pair();
+    let new_writer = format!("{}:{}", p.new.primary.host, p.new.primary.port);
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        0.0,
+        "nothing yet"
+    );
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        3.0,
+        "one connection per session, opened before the switch"
+    );
+    for (i, client) in clients.iter().enumerate() {
+        let insert = format!("INSERT INTO ledger (client_key) VALUES ('warm-{i}')");
+        client
+            .batch_execute(&insert)
+            .await
+            .expect("a write after the switch");
+    }
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        3.0,
+        "the sessions moved onto the warm connections"
+    );
+}

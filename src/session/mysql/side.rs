@@ -27,6 +27,7 @@ use crate::session::Context;
 use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
 use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::session::warm::Logins;
 use crate::topology::Instance;
 
 /// The MySQL protocol, for `Session<Mysql>`.
@@ -82,6 +83,10 @@ impl Protocol for Mysql {
 
     fn pools(ctx: &Context) -> &Pools<MysqlConn> {
         &ctx.mysql_pools
+    }
+
+    fn logins(ctx: &Context) -> &Logins<Self> {
+        ctx.logins_mysql()
     }
 
     /// Besides the database, the capabilities, character set and packet size the client's

@@ -19,6 +19,7 @@ use crate::session::Context;
 use crate::session::error::Endings;
 use crate::session::failover::MoveCause;
 use crate::session::flow::{Dial, Protocol, Why, held};
+use crate::session::warm::Logins;
 use crate::topology::Instance;
 
 /// The PostgreSQL protocol, for `Session<Postgres>`.
@@ -73,6 +74,10 @@ impl Protocol for Postgres {
 
     fn pools(ctx: &Context) -> &Pools<BackendConn> {
         &ctx.postgres_pools
+    }
+
+    fn logins(ctx: &Context) -> &Logins<Self> {
+        ctx.logins_postgres()
     }
 
     /// The startup parameters name the database (by default the user's name) and every
