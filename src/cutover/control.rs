@@ -251,7 +251,7 @@ impl Controller {
             self.databases.renew_lock();
         }
         match request {
-            StepRequest::Check { from, to } => self.check(from, to).await,
+            StepRequest::Check { from, to, warm } => self.check(from, to, warm).await,
             StepRequest::Pause { from } => self.pause(from).await,
             StepRequest::Drain { from, timeout_ms } => {
                 self.show(Phase::Drain);
@@ -298,7 +298,7 @@ impl Controller {
     }
 
     /// Check: this proxy serves `from`, `to` is another cluster, and nothing is paused.
-    async fn check(&self, from: String, to: String) -> Result<StepOutcome, StepError> {
+    async fn check(&self, from: String, to: String, warm: bool) -> Result<StepOutcome, StepError> {
         let state = self.routing.load();
         if state.active != from {
             return Err(StepError::ServesOther {
@@ -312,10 +312,10 @@ impl Controller {
         if let Some((name, _)) = state.modes.iter().find(|(_, m)| **m == Mode::Paused) {
             return Err(StepError::Paused(name.clone()));
         }
-        let opened = match self.warm.get() {
-            Some(warm) => warm.warm(&to).await,
-            None => 0,
+        let Some(warming) = self.warm.get().filter(|_| warm) else {
+            return Ok(outcome(format!("serving {from}")));
         };
+        let opened = warming.warm(&to).await;
         Ok(outcome(format!(
             "serving {from}; {opened} backend connections opened on {to}"
         )))

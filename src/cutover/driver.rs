@@ -15,10 +15,13 @@ use crate::config::Fence;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum StepRequest {
-    /// This proxy serves `from`, knows `to`, and nothing is paused.
+    /// This proxy serves `from`, knows `to`, and nothing is paused; with `warm`, it opens
+    /// its sessions' connections on `to`'s writer ahead of the switch (not in a dry run).
     Check {
         from: String,
         to: String,
+        #[serde(default)]
+        warm: bool,
     },
     Pause {
         from: String,
@@ -327,6 +330,7 @@ async fn preflight<P: Participant>(
             let check = StepRequest::Check {
                 from: from.clone(),
                 to: to.clone(),
+                warm: !plan.dry_run,
             };
             match all(proxies, check, did).await {
                 Ok(_) => Ok(db.detail),

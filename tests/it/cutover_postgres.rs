@@ -344,6 +344,15 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
         0.0,
         "nothing yet"
     );
+    let (code, body) = proxy
+        .admin_post("/v1/cutover", r#"{"to": "new", "dry_run": true}"#)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        0.0,
+        "a dry run opens nothing"
+    );
     let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
