@@ -613,3 +613,55 @@ async fn a_coordinator_killed_after_the_fence_leaves_the_fleet_on_one_cluster_an
         .await
         .unwrap();
 }
+
+/// The cutover's check opens on the new writer as many connections as the sessions hold on
+/// the old one (their writers are the connections they were greeted with, counted in their
+/// pools); the sessions that move at the switch take them.
+#[tokio::test]
+async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("warm").await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db.clone()))
+        .prefer_socket(false);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut conn = mysql_async::Conn::new(opts.clone())
+            .await
+            .expect("a client");
+        conn.query_drop("SELECT 1").await.expect("a session");
+        clients.push(conn);
+    }
+    let p = pair();
+    let new_writer = format!("{}:{}", p.new.primary.host, p.new.primary.port);
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        3.0,
+        "one connection per session, opened before the switch"
+    );
+    for (i, conn) in clients.iter_mut().enumerate() {
+        conn.exec_drop(
+            "INSERT INTO ledger (client_key) VALUES (?)",
+            (format!("warm-{i}"),),
+        )
+        .await
+        .expect("a write after the switch");
+    }
+    assert_eq!(
+        proxy.pool_opened(&new_writer, &db).await,
+        3.0,
+        "the sessions moved onto the warm connections"
+    );
+    for conn in clients {
+        conn.disconnect().await.expect("disconnect");
+    }
+}
