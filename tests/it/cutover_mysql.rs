@@ -66,6 +66,16 @@ async fn replicated_database(prefix: &str) -> String {
     db
 }
 
+/// `GRANT ALL` includes READ_ONLY ADMIN, which writes through `read_only`: the application
+/// account of a migration does not have it, so the database fence holds it too.
+async fn app_obeys_read_only(cluster: &MariaCluster) {
+    let mut admin = cluster.admin(&cluster.primary).await;
+    admin
+        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
+        .await
+        .expect("revoke READ_ONLY ADMIN from app");
+}
+
 fn config(db: &str, state_dir: &Path) -> String {
     let p = pair();
     let addrs = |c: &MariaCluster| ClusterAddrs {
@@ -294,13 +304,8 @@ async fn a_fleet_member_the_operator_cannot_reach_is_fenced_by_the_database_and_
     let _turn = SERIAL.lock().await;
     let db = replicated_database("fleet").await;
     let p = pair();
-    // `GRANT ALL` includes READ_ONLY ADMIN, which writes through read_only: the application
-    // account of a migration does not have it.
+    app_obeys_read_only(&p.old).await;
     let mut admin = p.old.admin(&p.old.primary).await;
-    admin
-        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
-        .await
-        .unwrap();
     let hole = BlackHole::start().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let fleet = |dir: &Path, advertise: Option<String>| {
@@ -500,11 +505,8 @@ async fn a_coordinator_killed_after_the_fence_leaves_the_fleet_on_one_cluster_an
     let _turn = SERIAL.lock().await;
     let db = replicated_database("killed").await;
     let p = pair();
+    app_obeys_read_only(&p.old).await;
     let mut admin = p.old.admin(&p.old.primary).await;
-    admin
-        .query_drop("REVOKE READ_ONLY ADMIN ON *.* FROM 'app'@'%'")
-        .await
-        .unwrap();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut proxies = Vec::new();
     for dir in &dirs {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use switchyard::backend::Credentials;
 use switchyard::backend::mysql::{self, Login, MysqlConn, ResetError};
-use switchyard::pool::{Key, Lease, Pools, Release, Settings};
+use switchyard::pool::{Lease, Pools, Release, Settings};
 use switchyard::protocol::mysql::command::write_text_command;
 use switchyard::protocol::mysql::constants::command::COM_QUERY;
 use switchyard::protocol::mysql::constants::{CapabilityFlags, UTF8MB4_GENERAL_CI};
@@ -70,13 +70,7 @@ async fn checkout(
     db: &str,
     settings: &Settings,
 ) -> Lease<MysqlConn> {
-    let key = Key {
-        cluster: cluster.name.clone(),
-        instance: cluster.writer.addr.clone(),
-        user: APP.user.into(),
-        database: db.into(),
-        options: 0,
-    };
+    let key = crate::support::proxy::app_pool_key(cluster, db);
     pools
         .checkout(&key, settings, || async {
             Ok::<_, std::convert::Infallible>(connect(cluster, Some(db)).await)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use switchyard::backend::Credentials;
 use switchyard::backend::postgres::{self, BackendConn};
-use switchyard::pool::{Key, Lease, Pools, Release, Settings};
+use switchyard::pool::{Lease, Pools, Release, Settings};
 use switchyard::protocol::postgres::frame;
 use switchyard::protocol::postgres::messages::{self, tag};
 use switchyard::topology::{Cluster, Topology};
@@ -34,13 +34,7 @@ async fn checkout(
     db: &str,
     settings: &Settings,
 ) -> Lease<BackendConn> {
-    let key = Key {
-        cluster: cluster.name.clone(),
-        instance: cluster.writer.addr.clone(),
-        user: APP.user.into(),
-        database: db.into(),
-        options: 0,
-    };
+    let key = crate::support::proxy::app_pool_key(cluster, db);
     let params = vec![
         ("database".to_owned(), db.to_owned()),
         ("application_name".to_owned(), "pool-test".to_owned()),

@@ -431,3 +431,15 @@ pub fn sqlstate(body: &[u8]) -> String {
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .unwrap_or_default()
 }
+
+/// The pool key of the application user's connections to `cluster`'s writer and `db`, as
+/// the pool tests check out with (login options 0).
+pub fn app_pool_key(cluster: &switchyard::topology::Cluster, db: &str) -> switchyard::pool::Key {
+    switchyard::pool::Key {
+        cluster: cluster.name.clone(),
+        instance: cluster.writer.addr.clone(),
+        user: super::postgres::APP.user.into(),
+        database: db.into(),
+        options: 0,
+    }
+}
