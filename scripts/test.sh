@@ -16,7 +16,12 @@ if [[ -z ${TMPDIR:-} && -d /dev/shm && -w /dev/shm && ${shm_free_kb:-0} -gt 2000
     export TMPDIR=/dev/shm
 fi
 
+# Every test runs with sessions in transaction mode (the default pool mode); the proxy,
+# driver and cutover tests run again in session mode (tests/it/support/proxy.rs applies
+# SWITCHYARD_TEST_POOL_MODE to every config that does not choose a mode itself).
 cargo test --workspace --all-targets
+SWITCHYARD_TEST_POOL_MODE=session cargo test --test it -- \
+    postgres:: mysql:: drivers:: cutover_ fleet:: consistency::
 
 shopt -s nullglob
 for config in config/*.toml; do

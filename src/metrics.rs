@@ -38,6 +38,9 @@ pub const POOL_CHECKOUT_WAIT_SECONDS: &str = "switchyard_pool_checkout_wait_seco
 pub const POOL_CHECKOUT_TIMEOUTS_TOTAL: &str = "switchyard_pool_checkout_timeouts_total";
 pub const POOL_OPENED_TOTAL: &str = "switchyard_pool_opened_total";
 pub const POOL_CLOSED_TOTAL: &str = "switchyard_pool_closed_total";
+pub const PREPARED_EVICTED_TOTAL: &str = "switchyard_prepared_statements_evicted_total";
+pub const PINS_TOTAL: &str = "switchyard_pins_total";
+pub const PINNED_SESSIONS: &str = "switchyard_pinned_sessions";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -127,6 +130,18 @@ fn describe() {
         "Time from sending a statement to its ReadyForQuery, by route."
     );
     describe_counter!(ERRORS_TOTAL, "Errors by kind.");
+    describe_counter!(
+        PREPARED_EVICTED_TOTAL,
+        "Prepared statements closed on a backend connection to stay under max_prepared_statements."
+    );
+    describe_counter!(
+        PINS_TOTAL,
+        "Transaction-mode sessions pinned to their backend connection, by reason."
+    );
+    describe_gauge!(
+        PINNED_SESSIONS,
+        "Transaction-mode sessions holding their backend connection because of state that cannot move, by reason."
+    );
     describe_counter!(
         READ_RETRIES_TOTAL,
         "Reads run again on another backend after their reader failed before answering."
@@ -306,6 +321,18 @@ pub fn waiting_for_writer(cluster: &str) -> GaugeGuard {
 /// A read failed on its reader before anything reached the client and runs again.
 pub fn read_retried(cluster: &str) {
     counter!(READ_RETRIES_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+/// A prepared statement was closed on a connection to `cluster` to make room for another.
+pub fn prepared_evicted(cluster: &str) {
+    counter!(PREPARED_EVICTED_TOTAL, "cluster" => cluster.to_owned()).increment(1);
+}
+
+/// A transaction-mode session was pinned to its connection for `reason`: counted now, and
+/// in the pinned gauge for as long as the guard lives.
+pub fn pinned(reason: &'static str) -> GaugeGuard {
+    counter!(PINS_TOTAL, "reason" => reason).increment(1);
+    GaugeGuard::new(gauge!(PINNED_SESSIONS, "reason" => reason))
 }
 
 /// A session left a reader that is no longer usable.

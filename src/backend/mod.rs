@@ -1,8 +1,11 @@
 //! Backend connections for each protocol: connect, TLS, authenticate. The pool that
 //! keeps them between clients is `crate::pool`.
 
+mod carried;
 pub mod mysql;
 pub mod postgres;
+
+pub use carried::{Carried, StatementCache};
 
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Credentials, PassThrough};
+use super::{Carried, Credentials, PassThrough, StatementCache};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
 use crate::protocol::mysql::auth::client::{
@@ -67,6 +67,18 @@ pub struct MysqlConn {
     pub status: StatusFlags,
     /// The default database the login named, which a reset selects again.
     pub database: Option<Vec<u8>>,
+    /// The statements prepared on it: SQL text → the server's statement id and parameter
+    /// count.
+    pub prepared: StatementCache<Vec<u8>, Prepared>,
+    /// What it carries from the sessions that used it.
+    pub carried: Carried,
+}
+
+/// A statement prepared on a MySQL server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    pub id: u32,
+    pub params: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +169,8 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             capabilities: CapabilityFlags::empty(),
             status: StatusFlags::empty(),
             database: None,
+            prepared: StatementCache::default(),
+            carried: Carried::default(),
         };
         let (_, payload) = conn.read_packet().await?;
         let greeting = handshake::parse_greeting(&payload).map_err(|e| match e {

@@ -14,7 +14,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Credentials, PassThrough};
+use super::{Carried, Credentials, PassThrough, StatementCache};
 use crate::config::BackendTlsMode;
 use crate::net::Stream;
 use crate::protocol::postgres::frame::{self, cstr};
@@ -50,6 +50,10 @@ pub struct BackendConn {
     pub parameter_status: Vec<Bytes>,
     /// NoticeResponse messages of startup, whole.
     pub notices: Vec<Bytes>,
+    /// The named and unnamed statements prepared on it: name → the Parse message.
+    pub prepared: StatementCache<Vec<u8>, Bytes>,
+    /// What it carries from the sessions that used it.
+    pub carried: Carried,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +158,8 @@ async fn connect_inner(
         key: None,
         parameter_status: Vec::new(),
         notices: Vec::new(),
+        prepared: StatementCache::default(),
+        carried: Carried::default(),
     };
     let mut scram: Option<ScramClient> = None;
     loop {

@@ -79,8 +79,14 @@ pub struct ServerConfig {
     pub log_level: String,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// How long a client holds a backend connection: for its whole session, or only while a
+    /// transaction (or a statement outside one) runs on it. `[[routing.routes]]` may say
+    /// otherwise for some clients.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
     /// Most backend connections per pool (instance, backend user, database and login
-    /// options); default: `max_client_connections` (see [`ServerConfig::pool_size`]).
+    /// options); default: 20 in transaction mode, `max_client_connections` in session mode
+    /// (see [`ServerConfig::pool_size`]).
     pub pool_size: Option<usize>,
     /// A pooled connection idle for longer is closed.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
@@ -91,13 +97,43 @@ pub struct ServerConfig {
     /// How long a client waits for a pooled connection when its pool is full.
     #[serde(default = "defaults::checkout_timeout", with = "humantime_serde")]
     pub checkout_timeout: Duration,
+    /// Most prepared statements kept on one backend connection; past it the least recently
+    /// used one is closed on the server.
+    #[serde(default = "defaults::max_prepared_statements")]
+    pub max_prepared_statements: usize,
 }
 
 impl ServerConfig {
-    /// `pool_size`, or `max_client_connections` when unset: in session mode each client
-    /// holds its connections for its whole life, so a smaller pool would make clients wait.
-    pub fn pool_size(&self) -> usize {
-        self.pool_size.unwrap_or(self.max_client_connections)
+    /// `pool_size`, else, for pools of sessions in `mode`: in session mode each client
+    /// holds its connections for its whole life, so `max_client_connections` (a smaller
+    /// pool would make clients wait); in transaction mode 20.
+    pub fn pool_size(&self, mode: PoolMode) -> usize {
+        self.pool_size.unwrap_or(match mode {
+            PoolMode::Session => self.max_client_connections,
+            PoolMode::Transaction => defaults::TRANSACTION_POOL_SIZE,
+        })
+    }
+}
+
+/// How long a client holds a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// From login to the end of the session.
+    Session,
+    /// While a transaction, a statement outside one, or an extended-protocol batch runs;
+    /// then the connection goes back to its pool for other clients. State that cannot move
+    /// between connections keeps the client on its connection while it lasts.
+    #[default]
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
     }
 }
 
@@ -289,6 +325,11 @@ mod defaults {
     pub fn max_lifetime() -> Duration {
         Duration::from_secs(60 * 60)
     }
+    pub fn max_prepared_statements() -> usize {
+        100
+    }
+    /// `pool_size` in transaction mode when unset.
+    pub const TRANSACTION_POOL_SIZE: usize = 20;
     pub fn checkout_timeout() -> Duration {
         Duration::from_secs(5)
     }
@@ -479,10 +520,16 @@ fn validate_server(raw: &Config, problem: &mut dyn FnMut(String, String)) {
 /// `[server]` pool keys: a pool of no connections, or timeouts of zero, would refuse every
 /// client.
 fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String)) {
+    if server.max_prepared_statements == 0 {
+        problem(
+            "server.max_prepared_statements".into(),
+            "must be at least 1".into(),
+        );
+    }
     if server.pool_size == Some(0) {
         problem(
             "server.pool_size".into(),
-            "must be at least 1 (leave it out to use max_client_connections)".into(),
+            "must be at least 1 (leave it out for the default: 20 in transaction mode, max_client_connections in session mode)".into(),
         );
     }
     for (key, value) in [
@@ -638,7 +685,12 @@ mod tests {
     fn pool_keys_default_and_refuse_zero() {
         let v = check(EXAMPLE).expect("valid");
         let server = &v.raw.server;
-        assert_eq!(server.pool_size(), server.max_client_connections);
+        assert_eq!(server.pool_mode, PoolMode::Transaction);
+        assert_eq!(server.pool_size(PoolMode::Transaction), 20);
+        assert_eq!(
+            server.pool_size(PoolMode::Session),
+            server.max_client_connections
+        );
         assert_eq!(server.checkout_timeout, Duration::from_secs(5));
         let text = EXAMPLE.replace(
             "listen = \"127.0.0.1:6432\"",
@@ -652,7 +704,8 @@ mod tests {
             .replace("pool_size = 0", "pool_size = 7")
             .replace("\"0s\"", "\"1s\"");
         let server = check(&text).expect("valid").raw.server;
-        assert_eq!(server.pool_size(), 7);
+        assert_eq!(server.pool_size(PoolMode::Session), 7);
+        assert_eq!(server.pool_size(PoolMode::Transaction), 7);
         assert_eq!(server.idle_timeout, Duration::from_secs(90));
     }
 

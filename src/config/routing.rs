@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Config;
+use super::{Config, PoolMode};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +64,10 @@ pub struct RouteConfig {
     pub user: Option<String>,
     /// The database the client asks for at login.
     pub database: Option<String>,
-    pub consistency: Consistency,
+    /// Unset: `routing.consistency`.
+    pub consistency: Option<Consistency>,
+    /// Unset: `server.pool_mode`.
+    pub pool_mode: Option<PoolMode>,
 }
 
 impl RouteConfig {
@@ -97,10 +100,28 @@ impl RoutingConfig {
     /// What a session of `user` (the client's login name) on `database` gets: the first
     /// matching route's consistency, else the default.
     pub fn consistency_for(&self, user: &str, database: Option<&str>) -> Consistency {
+        self.route_for(user, database, |r| r.consistency)
+            .unwrap_or_else(|| self.default_consistency())
+    }
+
+    /// How long a session of `user` on `database` holds its backend connections: the
+    /// first matching route's `pool_mode`, else `server` (`server.pool_mode`).
+    pub fn pool_mode_for(&self, user: &str, database: Option<&str>, server: PoolMode) -> PoolMode {
+        self.route_for(user, database, |r| r.pool_mode)
+            .unwrap_or(server)
+    }
+
+    /// What the first route that matches a session and says something about `key` says.
+    fn route_for<T>(
+        &self,
+        user: &str,
+        database: Option<&str>,
+        key: impl Fn(&RouteConfig) -> Option<T>,
+    ) -> Option<T> {
         self.routes
             .iter()
-            .find(|r| r.matches(user, database))
-            .map_or_else(|| self.default_consistency(), |r| r.consistency)
+            .filter(|r| r.matches(user, database))
+            .find_map(key)
     }
 }
 
@@ -165,9 +186,20 @@ pub(super) fn validate_routing(raw: &Config, problem: &mut dyn FnMut(String, Str
         if route.database.as_deref() == Some("") {
             problem(at(".database"), "must not be empty".into());
         }
-        // A route without matchers is reported above; it shadows nothing more.
-        let shadows =
-            |e: &RouteConfig| (e.user.is_some() || e.database.is_some()) && route.covered_by(e);
+        if route.consistency.is_none() && route.pool_mode.is_none() {
+            problem(
+                at(""),
+                "says nothing: set consistency, pool_mode or both".into(),
+            );
+        }
+        // A route without matchers is reported above; it shadows nothing more. An earlier
+        // route shadows a later one only for the keys it sets too.
+        let shadows = |e: &RouteConfig| {
+            (e.user.is_some() || e.database.is_some())
+                && route.covered_by(e)
+                && (route.consistency.is_none() || e.consistency.is_some())
+                && (route.pool_mode.is_none() || e.pool_mode.is_some())
+        };
         if let Some(j) = routing.routes[..i].iter().position(shadows) {
             problem(
                 at(""),
@@ -187,7 +219,8 @@ mod tests {
         RouteConfig {
             user: user.map(str::to_owned),
             database: database.map(str::to_owned),
-            consistency,
+            consistency: Some(consistency),
+            pool_mode: None,
         }
     }
 
@@ -255,6 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn each_key_comes_from_the_first_matching_route_that_sets_it() {
+        use PoolMode::*;
+        let mut pooled = route(Some("report"), None, Consistency::Eventual);
+        pooled.consistency = None;
+        pooled.pool_mode = Some(Session);
+        let r = routing(
+            None,
+            Duration::from_secs(1),
+            vec![pooled, route(Some("report"), None, Consistency::Eventual)],
+        );
+        assert_eq!(r.pool_mode_for("report", None, Transaction), Session);
+        assert_eq!(r.pool_mode_for("app", None, Transaction), Transaction);
+        assert_eq!(r.pool_mode_for("app", None, Session), Session);
+        assert_eq!(r.consistency_for("report", None), Consistency::Eventual);
+        assert_eq!(r.consistency_for("app", None), Consistency::Session);
+    }
+
+    #[test]
     fn a_route_is_covered_by_an_earlier_one_that_matches_all_it_matches() {
         use Consistency::*;
         let user_only = route(Some("a"), None, Eventual);
@@ -310,6 +361,14 @@ mod tests {
             [[routing.routes]]
             database = "analytics"
             consistency = "eventual"
+
+            [[routing.routes]]
+            database = "quiet"
+
+            [[routing.routes]]
+            user = "report"
+            database = "app"
+            pool_mode = "session"
         "#;
         let raw: Config = toml::from_str(text).expect("parse");
         let problems = super::super::validate(raw, &|_| None).expect_err("invalid");
@@ -321,6 +380,7 @@ mod tests {
                 "routing.routes[2].user",
                 "routing.routes[2].database",
                 "routing.routes[3]",
+                "routing.routes[5]",
             ],
             "{problems:?}"
         );

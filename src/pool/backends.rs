@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use super::Pooled;
+use super::{Carried, Pooled};
 use crate::backend::mysql::{self, MysqlConn};
 use crate::backend::postgres::{self, BackendConn};
 
@@ -16,6 +16,10 @@ impl Pooled for BackendConn {
 
     fn is_closed(&mut self) -> bool {
         BackendConn::is_closed(self)
+    }
+
+    fn carried(&mut self) -> &mut Carried {
+        &mut self.carried
     }
 
     fn set_leased(&mut self, leased: bool) {
@@ -36,6 +40,10 @@ impl Pooled for MysqlConn {
 
     fn is_closed(&mut self) -> bool {
         MysqlConn::is_closed(self)
+    }
+
+    fn carried(&mut self) -> &mut Carried {
+        &mut self.carried
     }
 
     fn set_leased(&mut self, leased: bool) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::pools::{Pool, spawn_or_run};
 use super::slots::{Busy, Entry};
-use super::{CloseReason, Key, Pooled};
+use super::{Carried, CloseReason, Key, Pooled};
 
 /// How long a reset may take before the connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +57,10 @@ impl<C: Pooled> Lease<C> {
                 spawn_or_run(async move {
                     let failed = match tokio::time::timeout(RESET_TIMEOUT, entry.conn.reset()).await
                     {
-                        Ok(Ok(())) => return pool.give_back(Busy::Resetting, entry),
+                        Ok(Ok(())) => {
+                            *entry.conn.carried() = Carried::default();
+                            return pool.give_back(Busy::Resetting, entry);
+                        }
                         Ok(Err(e)) => crate::error::chain(&e),
                         Err(_) => format!("no answer within {RESET_TIMEOUT:?}"),
                     };

@@ -20,11 +20,12 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+pub use crate::backend::Carried;
 pub use lease::{Lease, Release};
 pub use pools::Pools;
 pub use slots::Counts;
 
-use crate::config::ServerConfig;
+use crate::config::{PoolMode, ServerConfig};
 
 /// A connection the pool can keep between clients.
 pub trait Pooled: Send + 'static {
@@ -38,6 +39,10 @@ pub trait Pooled: Send + 'static {
     /// Whether the server has closed the connection (or is closing it), judged from what
     /// has already arrived, without waiting; checked before an idle one is handed out.
     fn is_closed(&mut self) -> bool;
+
+    /// What the connection carries from the sessions that used it (see [`Carried`]); a
+    /// successful [`Pooled::reset`] leaves it empty.
+    fn carried(&mut self) -> &mut Carried;
 
     /// Told `true` when the connection is lent to a session and `false` when it goes back
     /// to the pool (to count only lent connections as an instance's load, for example).
@@ -93,10 +98,10 @@ pub struct Settings {
 
 impl Settings {
     /// The `[server]` pool keys (`pool_size`, `idle_timeout`, `max_lifetime`,
-    /// `checkout_timeout`).
-    pub fn from_config(server: &ServerConfig) -> Settings {
+    /// `checkout_timeout`) for the pools of sessions in `mode`.
+    pub fn from_config(server: &ServerConfig, mode: PoolMode) -> Settings {
         Settings {
-            size: server.pool_size(),
+            size: server.pool_size(mode),
             idle_timeout: server.idle_timeout,
             max_lifetime: server.max_lifetime,
             checkout_timeout: server.checkout_timeout,

@@ -20,6 +20,7 @@ struct Fake {
     leased: bool,
     /// How many fakes are lent out now, as the pool says.
     lent: Arc<AtomicUsize>,
+    carried: super::Carried,
 }
 
 impl Drop for Fake {
@@ -47,6 +48,10 @@ impl Pooled for Fake {
 
     fn is_closed(&mut self) -> bool {
         self.closed
+    }
+
+    fn carried(&mut self) -> &mut super::Carried {
+        &mut self.carried
     }
 
     fn set_leased(&mut self, leased: bool) {
@@ -122,6 +127,7 @@ impl Bench {
                         alive,
                         leased: false,
                         lent,
+                        carried: super::Carried::default(),
                     })
                 })
                 .await

@@ -227,12 +227,14 @@ impl<'a> WriterWait<'a> {
     /// With `first` (a session's first connection), a writer the topology shows usable is
     /// connected to at once and the outcome returned as it is, success or not. Returns the
     /// snapshot whose writer it connected to, and the outcome. `connect` gets the time it
-    /// may take: `connect_timeout`, or less near the end.
+    /// may take: `connect_timeout`, or less near the end. An error `busy` says is not the
+    /// writer's (its pool stayed full) is returned at once, the writer left as it is.
     pub async fn connect<C, E: std::error::Error, F: Future<Output = Result<C, E>>>(
         self,
         mut cluster: Arc<Cluster>,
         first: bool,
         mut connect: impl FnMut(Arc<Cluster>, Duration) -> F,
+        busy: impl Fn(&E) -> bool,
     ) -> Result<(Arc<Cluster>, Result<C, E>), WaitError> {
         if first && cluster.writer.load.status().is_usable() {
             let outcome = connect(Arc::clone(&cluster), self.connect_timeout).await;
@@ -249,6 +251,7 @@ impl<'a> WriterWait<'a> {
                 let left = deadline.saturating_duration_since(now);
                 match connect(Arc::clone(&cluster), self.connect_timeout.min(left)).await {
                     Ok(conn) => return Ok((cluster, Ok(conn))),
+                    Err(e) if busy(&e) => return Ok((cluster, Err(e))),
                     Err(e) => {
                         tracing::debug!(writer = %writer.addr, error = %crate::error::chain(&e), "writer not reachable yet");
                         writer.load.mark_down(Instant::now(), RETRY_AFTER);

@@ -21,6 +21,7 @@ use super::readers::ReaderSpread;
 use super::{Context, error::SessionError};
 use crate::backend::Credentials;
 use crate::catalog::SessionFunctions;
+use crate::config::PoolMode;
 use crate::cutover::Admission;
 use crate::pool::{self, CheckoutError, Key, Lease, Pooled, Pools, Release};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
@@ -43,7 +44,7 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// about it.
     type Backend: Held<Conn = Lease<Self::Conn>> + Send;
     /// One change of session state, recorded to replay on other connections.
-    type Replay: Send + Sync;
+    type Replay: Send + Sync + std::hash::Hash;
     /// What a backend login needs besides the credentials (startup parameters, the
     /// client's capabilities and database).
     type Login: Clone + Send + Sync;
@@ -121,6 +122,9 @@ pub struct Dial<'a, P: Protocol> {
     pub login: &'a P::Login,
     pub creds: &'a Credentials,
     pub timeout: Duration,
+    /// Whose pools: those of session-mode or of transaction-mode sessions (their size
+    /// differs).
+    pub mode: PoolMode,
 }
 
 impl<P: Protocol> Clone for Dial<'_, P> {
@@ -155,10 +159,69 @@ pub async fn checkout<P: Protocol>(
     instance: &Arc<Instance>,
 ) -> Result<Lease<P::Conn>, OpenError<P>> {
     let key = key(&dial, instance);
-    let settings = pool::Settings::from_config(&ctx.config().raw.server);
+    let settings = pool::Settings::from_config(&ctx.config().raw.server, dial.mode);
     P::logins(ctx).note(&key, dial);
     let connect = || P::connect(dial, instance);
     P::pools(ctx).checkout(&key, &settings, connect).await
+}
+
+/// The session state a session recorded, in order, with a fingerprint of each: a pooled
+/// connection carries the fingerprints of what it ran (`Carried::state`), so the next
+/// session that takes it sees how much of its own state is there already.
+pub struct Replays<R> {
+    items: Vec<R>,
+    marks: Vec<u64>,
+    /// How many of the last ones were recorded for the unit about to run, while the session
+    /// held no writer: the writer it takes runs them with the unit.
+    unrun: usize,
+}
+
+impl<R> Default for Replays<R> {
+    fn default() -> Self {
+        Replays {
+            items: Vec::new(),
+            marks: Vec::new(),
+            unrun: 0,
+        }
+    }
+}
+
+impl<R: std::hash::Hash> Replays<R> {
+    pub fn push(&mut self, replay: R) {
+        self.marks.push(pool::fingerprint(&replay));
+        self.items.push(replay);
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.marks.clear();
+        self.unrun = 0;
+    }
+
+    /// What a writer taken for the unit about to run replays before it: all but what the
+    /// unit itself runs. The count is spent.
+    pub fn for_new_writer(&mut self) -> (&[R], usize) {
+        let unrun = std::mem::take(&mut self.unrun);
+        (&self.items[..self.items.len() - unrun], unrun)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn items(&self) -> &[R] {
+        &self.items
+    }
+
+    /// How many of these a connection carrying `state` has run already: all of `state`
+    /// when it is where this session's state starts, else `None` (it holds other state).
+    fn carried(&self, state: &[u64]) -> Option<usize> {
+        self.marks.starts_with(state).then_some(state.len())
+    }
 }
 
 /// What a session knows about a connection it holds, for the shared flow; implemented
@@ -171,14 +234,17 @@ pub trait Held {
     fn closed(&mut self) -> bool;
     /// How many of the session's replays this connection has had.
     fn applied(&mut self) -> &mut usize;
-    /// Whether the connection's transactions are read-only now.
-    fn read_only(&mut self) -> &mut bool;
+    /// What the connection carries between sessions: the state run on it, whether its
+    /// transactions are read-only now.
+    fn carried(&mut self) -> &mut crate::backend::Carried;
+    /// The pooled connection.
+    fn lease(&mut self) -> &mut Self::Conn;
     /// The connection, to give back to its pool.
     fn into_conn(self) -> Self::Conn;
 }
 
 /// Implements [`Held`] for a protocol's `Backend`: a struct with `conn` (whose `instance`
-/// it is), `applied` and `read_only` fields, and `new(conn)` and `closed()` methods.
+/// and `carried` it is) and `applied` fields, and `new(conn)` and `closed()` methods.
 macro_rules! held {
     ($backend:ty, $conn:ty) => {
         impl $crate::session::flow::Held for $backend {
@@ -195,8 +261,11 @@ macro_rules! held {
             fn applied(&mut self) -> &mut usize {
                 &mut self.applied
             }
-            fn read_only(&mut self) -> &mut bool {
-                &mut self.read_only
+            fn carried(&mut self) -> &mut $crate::backend::Carried {
+                &mut self.conn.carried
+            }
+            fn lease(&mut self) -> &mut $conn {
+                &mut self.conn
             }
             fn into_conn(self) -> $conn {
                 self.conn
@@ -205,6 +274,40 @@ macro_rules! held {
     };
 }
 pub(crate) use held;
+
+/// Why a session stays on its writer connection (a pin), for the metric by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// A statement left state that cannot move to another connection: a temporary table,
+    /// LISTEN, a session advisory lock or `GET_LOCK`, SQL `PREPARE`, `LOCK TABLES` …
+    Statement,
+    /// A `SET` inside a transaction (a rollback may undo it, so it cannot be replayed).
+    SetInTransaction,
+    /// A setting the proxy cannot replay (a prepared `SET` with parameters).
+    Unreplayable,
+    /// More settings than the proxy records.
+    TooManySettings,
+    /// A reader refused to replay the session's settings.
+    SettingsRefused,
+    /// A server-side cursor is open (MySQL `COM_STMT_EXECUTE` with a cursor).
+    Cursor,
+    /// Transactions serializable by default (a standby refuses them).
+    Serializable,
+}
+
+impl Pin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pin::Statement => "statement",
+            Pin::SetInTransaction => "set_in_transaction",
+            Pin::Unreplayable => "unreplayable_setting",
+            Pin::TooManySettings => "too_many_settings",
+            Pin::SettingsRefused => "settings_refused",
+            Pin::Cursor => "cursor",
+            Pin::Serializable => "serializable",
+        }
+    }
+}
 
 /// The errors the shared flow raises, for [`Protocol::refusal`].
 #[derive(Debug, Clone, Copy)]
@@ -228,12 +331,14 @@ pub struct Session<P: Protocol> {
     pub(super) cluster: Arc<Cluster>,
     pub(super) creds: Credentials,
     pub(super) login: P::Login,
+    /// Whether the session holds its connections throughout or per transaction.
+    pub(super) mode: PoolMode,
     /// Whether the unknown functions a read calls only read (the catalog cache).
     pub(super) functions: SessionFunctions,
     pub(super) writer: Option<P::Backend>,
     pub(super) reader: Option<P::Backend>,
     /// Session state (`SET`, `USE` …), replayed in order on the session's other connections.
-    pub(super) replays: Vec<P::Replay>,
+    pub(super) replays: Replays<P::Replay>,
     pub(super) view: SessionView,
     /// What this session's route says its reads see after its writes.
     pub(super) read_your_writes: ReadYourWrites,
@@ -241,6 +346,12 @@ pub struct Session<P: Protocol> {
     pub(super) writes_until: Option<Instant>,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     pub(super) admission: Option<Admission>,
+    /// Transaction mode: how many more units the session keeps its writer connection
+    /// after one whose answer is read on that connection only (MySQL: a statement that
+    /// gave an AUTO_INCREMENT value, which `LAST_INSERT_ID()` reads).
+    pub(super) keep_writer: u8,
+    /// Why the session stays on its writer connection, if it does.
+    pub(super) pinned: Option<(Pin, crate::metrics::GaugeGuard)>,
     /// When this session last looked at whether its reader should change.
     pub(super) spread: ReaderSpread,
     pub(super) shutdown: Shutdown,
@@ -253,6 +364,8 @@ pub struct Start<P: Protocol> {
     pub cluster: Arc<Cluster>,
     pub creds: Credentials,
     pub login: P::Login,
+    /// How long it holds its backend connections (`pool_mode`, per route).
+    pub mode: PoolMode,
     /// The database the client logged in to, for the function catalog.
     pub database: Option<String>,
     pub read_your_writes: ReadYourWrites,
@@ -271,10 +384,11 @@ impl<P: Protocol> Session<P> {
             cluster: start.cluster,
             creds: start.creds,
             login: start.login,
+            mode: start.mode,
             functions,
             writer: None,
             reader: None,
-            replays: Vec::new(),
+            replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,
                 pinned_to_writer: start.pinned,
@@ -283,6 +397,13 @@ impl<P: Protocol> Session<P> {
             read_your_writes: start.read_your_writes,
             writes_until: None,
             admission: None,
+            keep_writer: 0,
+            pinned: start.pinned.then(|| {
+                (
+                    Pin::Serializable,
+                    crate::metrics::pinned(Pin::Serializable.as_str()),
+                )
+            }),
             spread: ReaderSpread::new(),
             shutdown: start.shutdown,
             side,
@@ -304,7 +425,7 @@ impl<P: Protocol> Session<P> {
     pub(super) fn adopt(&self, instance: &Instance, conn: P::Conn) -> Lease<P::Conn> {
         let timeout = self.ctx.config().raw.server.connect_timeout;
         let key = key(&self.dial(&self.cluster, timeout), instance);
-        let settings = pool::Settings::from_config(&self.ctx.config().raw.server);
+        let settings = pool::Settings::from_config(&self.ctx.config().raw.server, self.mode);
         P::pools(&self.ctx).adopt(&key, &settings, conn)
     }
 
@@ -315,6 +436,7 @@ impl<P: Protocol> Session<P> {
             login: &self.login,
             creds: &self.creds,
             timeout,
+            mode: self.mode,
         }
     }
 
@@ -354,10 +476,25 @@ impl<P: Protocol> Session<P> {
         match router::effect(stmt, self.view) {
             Effect::None => {}
             Effect::Record => match replay() {
-                Some(r) if self.replays.len() < MAX_REPLAYS => self.replays.push(r),
-                _ => self.pin(),
+                None => self.pin(Pin::Unreplayable),
+                Some(r) if self.replays.len() < MAX_REPLAYS => {
+                    self.replays.push(r);
+                    // State changes run on the writer: one that had the session's state
+                    // has this one too once the unit ran. Without one (transaction mode),
+                    // the writer taken for this unit runs it with the unit, not before.
+                    let recorded = self.replays.len();
+                    match self.writer.as_mut().map(|w| w.applied()) {
+                        Some(applied) if *applied + 1 == recorded => *applied += 1,
+                        Some(_) => {}
+                        None => self.replays.unrun += 1,
+                    }
+                }
+                Some(_) => self.pin(Pin::TooManySettings),
             },
-            Effect::Pin => self.pin(),
+            Effect::Pin if stmt.class == crate::sql::Class::SessionSet => {
+                self.pin(Pin::SetInTransaction);
+            }
+            Effect::Pin => self.pin(Pin::Statement),
         }
     }
 
@@ -383,6 +520,69 @@ impl<P: Protocol> Session<P> {
         }
     }
 
+    /// Whether the session holds backend connections only while work runs on them
+    /// (transaction mode).
+    pub(super) fn pooled(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    /// Takes `conn`, just lent by its pool, as one of the session's connections. What it
+    /// carries from earlier sessions stays when that is where this session's state starts
+    /// (only the rest is replayed, by the caller); a connection holding other state is
+    /// reset first.
+    pub(super) async fn take(&self, conn: Lease<P::Conn>) -> Result<P::Backend, SessionError<P>> {
+        let mut backend = P::Backend::new(conn);
+        let carried = &backend.carried().state;
+        if let Some(applied) = self.replays.carried(carried) {
+            *backend.applied() = applied;
+            return Ok(backend);
+        }
+        let conn: &mut P::Conn = backend.lease();
+        if let Err(e) = conn.reset().await {
+            return Err(SessionError::BackendLost {
+                addr: backend.instance().addr.clone(),
+                source: std::io::Error::other(crate::error::chain(&e)),
+            });
+        }
+        *backend.carried() = crate::backend::Carried::default();
+        Ok(backend)
+    }
+
+    /// In transaction mode, after a unit, between transactions: the session's connections
+    /// go back to their pools as they are (what they carry says which of the session's
+    /// state they have), unless state that cannot move pins the session to its writer
+    /// connection. The next unit takes connections again.
+    pub(super) fn release_idle(&mut self) {
+        self.replays.unrun = 0;
+        if !self.pooled() || self.view.in_transaction.is_some() || self.view.pinned_to_writer {
+            return;
+        }
+        let keep = self.keep_writer > 0;
+        self.keep_writer = self.keep_writer.saturating_sub(1);
+        for target in [Target::Reader, Target::Writer] {
+            if target == Target::Writer && keep {
+                continue;
+            }
+            let held = match target {
+                Target::Writer => self.writer.take(),
+                Target::Reader => self.reader.take(),
+            };
+            let Some(mut backend) = held else { continue };
+            P::backend_changed(&mut self.side, target, None);
+            let applied = *backend.applied();
+            let carried = &mut backend.carried().state;
+            if carried.len() == applied {
+                backend.into_conn().release(Release::Clean);
+            } else if let Some(marks) = self.replays.marks.get(..applied) {
+                *carried = marks.to_vec();
+                backend.into_conn().release(Release::Clean);
+            } else {
+                // What it holds is not known: make it a fresh login again.
+                backend.into_conn().release(Release::Reset);
+            }
+        }
+    }
+
     /// Makes `conn` the session's `target` connection (`None`: drops it).
     pub(super) fn set_backend(&mut self, target: Target, backend: Option<P::Backend>) {
         P::backend_changed(&mut self.side, target, backend.as_ref());
@@ -392,8 +592,13 @@ impl<P: Protocol> Session<P> {
         }
     }
 
-    /// Keeps the session on the writer from now on (its state cannot be replayed).
-    pub(super) fn pin(&mut self) {
+    /// Keeps the session on its writer connection from now on: its state cannot be
+    /// replayed elsewhere, for `reason` (counted, and shown by the pinned gauge while the
+    /// session lasts).
+    pub(super) fn pin(&mut self, reason: Pin) {
+        if self.pinned.is_none() {
+            self.pinned = Some((reason, crate::metrics::pinned(reason.as_str())));
+        }
         self.view.pinned_to_writer = true;
         self.drop_reader(false);
     }

@@ -11,7 +11,7 @@ use super::error::SessionError;
 use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
 use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout};
 use crate::cutover::{Entry, Mode};
-use crate::pool::Lease;
+use crate::pool::{CheckoutError, Lease};
 use crate::router::Target;
 use crate::topology::{Cluster, Instance};
 
@@ -43,6 +43,14 @@ impl<P: Protocol> Session<P> {
         let (mode, admission) = loop {
             let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
             match entry.ok_or(SessionError::Shutdown)? {
+                Entry::Admitted(_, admission) if self.writer.is_none() && self.pooled() => {
+                    // Transaction mode between transactions: take a writer connection now,
+                    // past any pause, then pass again.
+                    drop(admission);
+                    if let Some(refusal) = self.take_writer().await? {
+                        return Ok(Some(refusal));
+                    }
+                }
                 Entry::Admitted(mode, admission) if self.writer_verdict() == Verdict::Keep => {
                     break (mode, admission);
                 }
@@ -60,12 +68,12 @@ impl<P: Protocol> Session<P> {
         };
         let read_only = mode == Mode::ReadOnly;
         if let Some(writer) = self.writer.as_mut()
-            && *writer.read_only() != read_only
+            && writer.carried().read_only != read_only
         {
             if let Some(message) = P::set_read_only(writer, read_only).await? {
                 tracing::warn!(%message, "could not set the writer connection's read-only mode");
             }
-            *writer.read_only() = read_only;
+            writer.carried().read_only = read_only;
         }
         if !(read_only && writes) {
             self.admission = Some(admission);
@@ -102,7 +110,7 @@ impl<P: Protocol> Session<P> {
             .await
             .map_err(SessionError::Connect)?;
         let old = self.cluster.name.clone();
-        self.install_writer(cluster, conn, MoveCause::Cutover)
+        self.install_writer(cluster, conn, Some(MoveCause::Cutover))
             .await?;
         self.admission = None;
         // The old cluster serves nobody now: its idle connections close, lent ones as they
@@ -123,32 +131,65 @@ impl<P: Protocol> Session<P> {
 
     /// Makes `conn`, a connection to `cluster`'s writer, the session's writer, with the
     /// session's state replayed on it; prepared statements follow lazily, and the reader
-    /// too when the cluster changed.
+    /// too when the cluster changed. `cause`: why the session moves (`None`: it only takes
+    /// a pooled connection to its writer, in transaction mode).
     pub(super) async fn install_writer(
         &mut self,
         cluster: Arc<Cluster>,
         conn: Lease<P::Conn>,
-        cause: MoveCause,
+        cause: Option<MoveCause>,
     ) -> Result<(), SessionError<P>> {
-        let mut writer = P::Backend::new(conn);
-        let mut replayed = P::replay(&mut writer, &self.replays).await?;
+        let mut writer = self.take(conn).await?;
+        let (replays, unrun) = self.replays.for_new_writer();
+        let mut replayed = P::replay(&mut writer, replays).await?;
+        *writer.applied() += unrun;
         if replayed.is_ok() {
             replayed = P::prepare_writer(&self.side, &mut writer).await?;
         }
         if let Err(message) = replayed {
             tracing::warn!(%message, "session state does not replay on the new writer");
-            cause.record(&self.ctx.routing, false);
             let to = &cluster.name;
+            let Some(cause) = cause else {
+                // It ran on another connection to this writer a moment ago.
+                return Err(SessionError::BackendProtocol {
+                    addr: cluster.writer.addr.clone(),
+                    detail: format!(
+                        "the session's state does not replay on a pooled connection: {message}"
+                    ),
+                });
+            };
+            cause.record(&self.ctx.routing, false);
             return Err(Self::refused(Why::CannotMove { cause, to }));
         }
-        tracing::debug!(from = %self.cluster.name, to = %cluster.name, writer = %cluster.writer.addr, cause = cause.as_str(), "session moved to another writer");
+        if let Some(cause) = cause {
+            tracing::debug!(from = %self.cluster.name, to = %cluster.name, writer = %cluster.writer.addr, cause = cause.as_str(), "session moved to another writer");
+            cause.record(&self.ctx.routing, true);
+        }
         self.set_backend(Target::Writer, Some(writer));
         if cluster.name != self.cluster.name {
             self.drop_reader(false);
         }
         self.cluster = cluster;
-        cause.record(&self.ctx.routing, true);
         Ok(())
+    }
+
+    /// Transaction mode, between transactions: a writer connection for the work about to
+    /// run, from the pool of the cluster's writer (waited for within `failover_timeout`
+    /// while there is no usable one), with the session's state. `Some` when the work is to
+    /// be answered with that error instead.
+    async fn take_writer(&mut self) -> Result<Option<Refusal<P>>, SessionError<P>> {
+        match self.connect_writer(false).await {
+            Ok((cluster, Ok(conn))) => {
+                self.install_writer(cluster, conn, None).await?;
+                Ok(None)
+            }
+            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
+            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(e) => {
+                e.report();
+                Ok(Some(Refusal::of(Why::NoWriter(&e))))
+            }
+        }
     }
 
     /// Moves the session, between transactions, to its cluster's writer once one is usable.
@@ -160,7 +201,7 @@ impl<P: Protocol> Session<P> {
         self.admission = None;
         match self.connect_writer(false).await {
             Ok((cluster, Ok(conn))) => {
-                self.install_writer(cluster, conn, MoveCause::Failover)
+                self.install_writer(cluster, conn, Some(MoveCause::Failover))
                     .await?;
                 Ok(None)
             }
@@ -201,7 +242,7 @@ impl<P: Protocol> Session<P> {
         &mut self,
         first: bool,
     ) -> Result<(Arc<Cluster>, Result<Lease<P::Conn>, OpenError<P>>), WaitError> {
-        let (ctx, login, creds) = (&self.ctx, &self.login, &self.creds);
+        let (ctx, login, creds, mode) = (&self.ctx, &self.login, &self.creds, self.mode);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, timeout| async move {
             let dial: Dial<'_, P> = Dial {
@@ -209,10 +250,12 @@ impl<P: Protocol> Session<P> {
                 login,
                 creds,
                 timeout,
+                mode,
             };
             checkout(ctx, dial, &cluster.writer).await
         };
-        wait.connect(Arc::clone(&self.cluster), first, connect)
+        let busy = |e: &OpenError<P>| matches!(e, CheckoutError::Timeout { .. });
+        wait.connect(Arc::clone(&self.cluster), first, connect, busy)
             .await
     }
 
@@ -244,7 +287,7 @@ impl<P: Protocol> Session<P> {
     /// still names `held` the usable writer and it takes a new login now.
     async fn ended_alone(&mut self, held: &Arc<Instance>) -> bool {
         let timeout = self.ctx.config().raw.server.connect_timeout;
-        let (login, creds) = (&self.login, &self.creds);
+        let (login, creds, mode) = (&self.login, &self.creds, self.mode);
         let probe = |cluster: Arc<Cluster>| {
             let held = Arc::clone(held);
             async move {
@@ -253,6 +296,7 @@ impl<P: Protocol> Session<P> {
                     login,
                     creds,
                     timeout,
+                    mode,
                 };
                 let conn = P::connect(dial, &held).await?;
                 P::close(conn).await;

@@ -98,6 +98,14 @@ impl Live {
 }
 
 impl Context {
+    /// How long a session of client `user` on `database` holds its backend connections:
+    /// its route's `pool_mode`, else `server.pool_mode`.
+    pub fn pool_mode(&self, user: &str, database: Option<&str>) -> crate::config::PoolMode {
+        let config = self.config();
+        let server = config.raw.server.pool_mode;
+        config.raw.routing.pool_mode_for(user, database, server)
+    }
+
     pub fn new(
         config: Arc<Validated>,
         topology: Arc<TopologyHandle>,

@@ -71,14 +71,16 @@ pub(crate) enum Leave {
 
 /// Opens a connection to a reader for a session: `next` first when given, else weighted
 /// power-of-two picks among the usable `readers`. A reader that refuses is skipped for
-/// `retry` (by every session) and the next one tried. `None` when no reader can be used
-/// now (reads then go to the writer).
+/// `retry` (by every session) and the next one tried; one whose pool stayed full (`busy`)
+/// is only skipped by this read. `None` when no reader can be used now (reads then go to
+/// the writer).
 pub(crate) async fn open_reader<C, E, Fut>(
     readers: &[Arc<Instance>],
     mut next: Option<Arc<Instance>>,
     retry: std::time::Duration,
     now: std::time::Instant,
     mut connect: impl FnMut(Arc<Instance>) -> Fut,
+    busy: impl Fn(&E) -> bool,
 ) -> Option<C>
 where
     E: std::fmt::Display,
@@ -90,6 +92,9 @@ where
         })?;
         match connect(Arc::clone(&instance)).await {
             Ok(conn) => return Some(conn),
+            Err(e) if busy(&e) => {
+                tracing::debug!(reader = %instance.addr, error = %e, "reader pool full; this read goes elsewhere");
+            }
             Err(e) => {
                 crate::metrics::error(crate::metrics::ErrorKind::BackendConnect);
                 tracing::warn!(reader = %instance.addr, error = %e, "reader unusable; skipping it for {retry:?}");
@@ -120,19 +125,28 @@ impl<P: Protocol> Session<P> {
             let retry = self.ctx.config().raw.server.backend_retry;
             let this = &*self;
             let connect = |i: Arc<Instance>| async move { this.lease(&i).await };
-            let opened = open_reader(&this.cluster.readers, next, retry, now, connect).await;
+            let busy = |e: &super::flow::OpenError<P>| {
+                matches!(e, crate::pool::CheckoutError::Timeout { .. })
+            };
+            let opened = open_reader(&this.cluster.readers, next, retry, now, connect, busy).await;
             if let Some(conn) = opened {
-                self.set_backend(Target::Reader, Some(P::Backend::new(conn)));
+                match self.take(conn).await {
+                    Ok(reader) => self.set_backend(Target::Reader, Some(reader)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a pooled reader connection failed its reset");
+                        return Ok(false);
+                    }
+                }
             }
         }
         let Some(reader) = self.reader.as_mut() else {
             return Ok(false);
         };
-        match P::replay(reader, &self.replays).await {
+        match P::replay(reader, self.replays.items()).await {
             Ok(Ok(())) => Ok(true),
             Ok(Err(message)) => {
                 tracing::info!(%message, "session settings do not replay on the reader; staying on the writer");
-                self.pin();
+                self.pin(super::flow::Pin::SettingsRefused);
                 Ok(false)
             }
             Err(e) => {

@@ -15,7 +15,7 @@ use mysql_async::prelude::Queryable;
 use support::fault::BlackHole;
 use support::ledger::Ledger;
 use support::mariadb::ClusterIds;
-use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
+use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, in_pool_mode, json_body};
 use support::{Backoff, MariaCluster};
 
 /// The abort test blocks the new primary's (single) replication thread, which would stall
@@ -624,7 +624,8 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
     let _turn = SERIAL.lock().await;
     let db = replicated_database("warm").await;
     let state = tempfile::tempdir().unwrap();
-    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    // Session mode: each session holds one writer connection.
+    let proxy = Proxy::from_config(&in_pool_mode(&config(&db, state.path()), "session")).await;
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(proxy.addr.port())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use support::PgCluster;
 use support::ledger::Ledger;
 use support::postgres::pair;
-use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, json_body};
+use support::proxy::{ADMIN_TOKEN, ClusterAddrs, Proxy, cutover_config, in_pool_mode, json_body};
 
 const SCHEMA: &str =
     "CREATE TABLE ledger (id bigserial PRIMARY KEY, client_key text UNIQUE NOT NULL);
@@ -330,7 +330,9 @@ async fn a_dry_run_changes_nothing() {
 async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
     let db = replicated_database("warm").await;
     let state = tempfile::tempdir().unwrap();
-    let proxy = Proxy::from_config(&config(&db, state.path(), &lsn(&db))).await;
+    // Session mode: each session holds one writer connection.
+    let config = in_pool_mode(&config(&db, state.path(), &lsn(&db)), "session");
+    let proxy = Proxy::from_config(&config).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let client = proxy.connect(&db).await;

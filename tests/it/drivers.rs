@@ -73,6 +73,10 @@ async fn run_script(script: &str, db: &str, target: Target<'_>) {
         .env("SY_DB", db)
         .env("SY_TARGET", target.kind)
         .env("SY_SSLMODE", target.ssl)
+        .env(
+            "SY_POOL_MODE",
+            std::env::var("SWITCHYARD_TEST_POOL_MODE").unwrap_or_else(|_| "transaction".into()),
+        )
         .kill_on_drop(true)
         .output();
     // Each check ends itself after a minute (printing every thread's stack); this is the

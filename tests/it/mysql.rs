@@ -3,6 +3,7 @@
 
 mod auth;
 mod pool;
+mod pooling;
 mod wire;
 
 use crate::support;
@@ -10,7 +11,7 @@ use crate::support;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use support::mariadb::MariaCluster;
-use support::proxy::{Proxy, mysql_config_text, with_readers};
+use support::proxy::{Proxy, in_pool_mode, mysql_config_text, with_readers};
 use tokio::process::Command;
 
 async fn setup(prefix: &str) -> (&'static MariaCluster, Proxy, String) {
@@ -18,6 +19,14 @@ async fn setup(prefix: &str) -> (&'static MariaCluster, Proxy, String) {
     let db = cluster.create_database(prefix).await;
     let proxy = Proxy::from_config(&mysql_config_text(cluster, "")).await;
     (cluster, proxy, db)
+}
+
+/// [`setup`] with sessions in session mode: for what a session holding its connections does.
+async fn setup_session_mode(prefix: &str) -> (&'static MariaCluster, Proxy, String) {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database(prefix).await;
+    let config = in_pool_mode(&mysql_config_text(cluster, ""), "session");
+    (cluster, Proxy::from_config(&config).await, db)
 }
 
 fn opts(proxy: &Proxy, db: &str) -> OptsBuilder {
@@ -842,7 +851,8 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let base = mysql_config_text(cluster, "");
+    // Sessions holding a reader connection that dies.
+    let base = in_pool_mode(&mysql_config_text(cluster, ""), "session");
     let config = with_readers(&base, &[relay.addr.to_string()]);
     let proxy = Proxy::from_config(&config).await;
     let mut conn = connect(&proxy, &db).await;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod pool;
+mod pooling;
 
 use crate::support;
 
@@ -11,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use tokio::process::Command;
 
 use support::postgres::PgCluster;
-use support::proxy::{Proxy, RawClient, config_text, with_readers, with_routing};
+use support::proxy::{Proxy, RawClient, config_text, in_pool_mode, with_readers, with_routing};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
@@ -20,6 +21,14 @@ async fn setup(prefix: &str) -> (&'static PgCluster, Proxy, String) {
     let db = cluster.create_database(prefix).await;
     let proxy = Proxy::start(cluster).await;
     (cluster, proxy, db)
+}
+
+/// [`setup`] with sessions in session mode: for what a session holding its connections does.
+async fn setup_session_mode(prefix: &str) -> (&'static PgCluster, Proxy, String) {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database(prefix).await;
+    let config = in_pool_mode(&config_text(cluster, ""), "session");
+    (cluster, Proxy::from_config(&config).await, db)
 }
 
 async fn in_recovery(client: &tokio_postgres::Client) -> bool {
@@ -399,30 +408,36 @@ async fn function_call_and_terminate() {
 
 #[tokio::test]
 async fn psql_works_unchanged() {
-    let (_, proxy, db) = setup("psql").await;
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .arg(proxy.conninfo("app", "app-secret", &db))
-        .args([
-            "-c",
-            "CREATE TABLE p (i int); INSERT INTO p VALUES (1), (2);",
-            "-c",
-            "BEGIN; SELECT count(*) FROM p; COMMIT;",
-            "-c",
-            "\\copy p FROM program 'seq 3 5'",
-            "-c",
-            "SELECT string_agg(i::text, ',' ORDER BY i) FROM p WHERE pg_is_in_recovery() OR true",
-        ])
-        .output()
-        .await
-        .expect("run psql");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psql failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cluster, proxy, db) = setup("psql").await;
+    let psql = async |commands: &[&str]| {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(proxy.conninfo("app", "app-secret", &db));
+        for c in commands {
+            cmd.args(["-c", c]);
+        }
+        let out = cmd.output().await.expect("run psql");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "psql failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let stdout = psql(&[
+        "CREATE TABLE p (i int); INSERT INTO p VALUES (1), (2);",
+        "BEGIN; SELECT count(*) FROM p; COMMIT;",
+        "\\copy p FROM program 'seq 3 5'",
+    ])
+    .await;
     assert!(stdout.contains('2'), "{stdout}");
+    // A read on a replica, once the replica has the rows.
+    cluster.wait_replicated().await;
+    let stdout =
+        psql(&["SELECT string_agg(i::text, ',' ORDER BY i) FROM p WHERE pg_is_in_recovery()"])
+            .await;
+    assert_eq!(stdout.trim(), "1,2,3,4,5", "{stdout}");
 }
 
 async fn pgbench(proxy: &Proxy, db: &str, args: &[&str]) -> String {
@@ -815,7 +830,8 @@ async fn a_reader_that_dies_costs_the_client_nothing() {
             .unwrap(),
     )
     .await;
-    let base = config_text(cluster, "");
+    // A session holding a reader connection that dies.
+    let base = in_pool_mode(&config_text(cluster, ""), "session");
     let config = with_readers(&base, &[relay.addr.to_string()]);
     let proxy = Proxy::from_config(&config).await;
     let client = proxy.connect(&db).await;
@@ -1192,7 +1208,7 @@ async fn the_client_is_told_its_writer_connections_pid() {
 
 #[tokio::test]
 async fn a_backend_connection_the_server_ended_ends_the_session() {
-    let (cluster, proxy, db) = setup("terminated").await;
+    let (cluster, proxy, db) = setup_session_mode("terminated").await;
     let primary = cluster.superuser(&cluster.primary, &db).await;
     let terminate = async |pid: i32| {
         let done: bool = primary

@@ -32,6 +32,8 @@ impl MysqlConn {
                 "bytes left unread from an earlier command",
             ));
         }
+        // Whatever happens next, the statements are gone: reset, or closed with it.
+        self.prepared.clear();
         self.reset_command(COM_RESET_CONNECTION, &[]).await?;
         match self.database.clone() {
             Some(database) => self.reset_command(COM_INIT_DB, &database).await,

@@ -30,6 +30,8 @@ impl BackendConn {
     /// after `DISCARD ALL`. ParameterStatus and notices on the way are dropped: the startup
     /// ParameterStatus kept in `parameter_status` are again what the server reports.
     pub async fn reset(&mut self) -> Result<(), ResetError> {
+        // Whatever happens next, the statements are gone: discarded, or closed with it.
+        self.prepared.clear();
         let mut out = BytesMut::new();
         messages::sync(&mut out);
         messages::query(&mut out, "ROLLBACK");

@@ -128,6 +128,8 @@ impl World {
 protocol = "{}"
 listen = "127.0.0.1:0"
 connect_timeout = "5s"
+# The table's cases follow one session's connections (transaction mode: tests/it).
+pool_mode = "session"
 
 [[users]]
 name = "app"

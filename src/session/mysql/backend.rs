@@ -11,7 +11,8 @@ use super::startup::Client;
 use crate::backend::mysql::MysqlConn;
 use crate::metrics::BackendMetrics;
 use crate::net::Arrived;
-use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags};
+use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
+use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
 use crate::protocol::mysql::response::{Prepared, Response, Step};
 
@@ -23,8 +24,6 @@ pub struct Backend {
     pub deprecate_eof: bool,
     /// How many recorded session replays this connection has run.
     pub applied: usize,
-    /// Whether this connection was set `SESSION TRANSACTION READ ONLY`.
-    pub read_only: bool,
     pub metrics: BackendMetrics,
 }
 
@@ -36,6 +35,8 @@ pub struct Relayed {
     pub failed: bool,
     /// Bytes written to the client.
     pub bytes: usize,
+    /// The final OK gave an AUTO_INCREMENT value (`LAST_INSERT_ID()` on this connection).
+    pub insert_id: bool,
 }
 
 impl Backend {
@@ -48,7 +49,6 @@ impl Backend {
                 .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
             conn,
             applied: 0,
-            read_only: false,
             metrics,
         }
     }
@@ -150,6 +150,7 @@ impl Backend {
                         break;
                     }
                     Step::Done { status } => {
+                        seen.insert_id = gave_insert_id(payload);
                         end = Some(Some((status, false)));
                         break;
                     }
@@ -288,4 +289,14 @@ async fn write_client(
     client.written += bytes.len() as u64;
     client.last_seq = packet::last_seq(bytes).or(client.last_seq);
     Ok(())
+}
+
+/// Whether `payload`, the last packet of a response, is an OK with a last insert id: its
+/// header, then the affected rows and the insert id as length-encoded integers.
+fn gave_insert_id(payload: &[u8]) -> bool {
+    let Some((&header::OK, rest)) = payload.split_first() else {
+        return false;
+    };
+    let id = messages::lenenc_int(rest).and_then(|(_, n)| messages::lenenc_int(rest.get(n..)?));
+    id.is_some_and(|(id, _)| id != 0)
 }

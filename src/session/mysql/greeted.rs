@@ -120,7 +120,7 @@ pub(super) async fn open_writer(
 ) -> Result<(Arc<Cluster>, Greeted), SessionError> {
     let wait = WriterWait::new(ctx, &cluster.name, shutdown);
     let open = |cluster: Arc<Cluster>, t| async move { connector::open(&cluster.writer, t).await };
-    match wait.connect(cluster, true, open).await {
+    match wait.connect(cluster, true, open, |_| false).await {
         Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
         Ok((_, Err(e))) => Err(SessionError::Connect(CheckoutError::Connect(e))),
         Err(WaitError::Shutdown) => Err(SessionError::Shutdown),

@@ -174,14 +174,24 @@ pub(super) struct Registration {
     alias: Option<(String, u32)>,
     pub kill: Arc<SessionKill>,
     seen: [Option<(usize, u32)>; 2],
+    /// Transaction mode: the session's connections change between statements and serve
+    /// other clients in between, so it is known by its greeting's id only.
+    pooled: bool,
 }
 
 impl KillRegistry {
     /// Registers a session greeted by `writer` with connection id `id`. A second session
     /// under the same key (the first one's writer was reopened and the server reused the
     /// id) takes the key over.
-    pub(super) fn register(self: &Arc<Self>, writer: &str, id: u32) -> Registration {
+    pub(super) fn register(
+        self: &Arc<Self>,
+        writer: &str,
+        id: u32,
+        user: &str,
+        pooled: bool,
+    ) -> Registration {
         let kill = Arc::new(SessionKill::default());
+        lock(&kill.state).user = user.to_owned();
         let key = (writer.to_owned(), id);
         lock(&self.sessions).insert(key.clone(), Arc::clone(&kill));
         Registration {
@@ -190,6 +200,7 @@ impl KillRegistry {
             alias: None,
             kill,
             seen: [None, None],
+            pooled,
         }
     }
 
@@ -223,11 +234,20 @@ impl Registration {
                 thread: conn.connection_id,
             });
             drop(state);
-            if target == Target::Writer {
+            if target == Target::Writer && !self.pooled {
                 self.alias_writer(conn);
             }
         }
         self.kill.active.store(slot as u8, Ordering::Relaxed);
+    }
+
+    /// The session no longer holds its `target` connection (transaction mode gave it back
+    /// to its pool): a `KILL` naming the session must not reach it.
+    pub fn released(&mut self, target: Target) {
+        let slot = slot(target);
+        if self.seen[slot].take().is_some() {
+            lock(&self.kill.state).backends[slot] = None;
+        }
     }
 }
 
@@ -277,21 +297,38 @@ impl Session {
     /// answers the client; `false` when it does not, and the statement goes to the writer
     /// as sent (the server then decides, as for any other id).
     pub(super) async fn kill(&mut self, kill: Kill) -> Result<bool, SessionError> {
-        let Some(writer) = &self.writer else {
-            return Ok(false);
+        let writer = match &self.writer {
+            Some(writer) => &writer.conn.instance,
+            // Transaction mode between statements: the cluster's writer greeted the client.
+            None => &self.cluster.writer,
         };
         let registry = &self.ctx.mysql_kills;
-        let Some(session) = registry.find(&writer.conn.instance.addr, kill.id) else {
+        let Some(session) = registry.find(&writer.addr, kill.id) else {
             return Ok(false);
         };
         let (user, running) = session.running();
+        if user != self.creds.user {
+            return Ok(false);
+        }
         let target = if kill.query {
             running
         } else {
             session.writer()
         };
-        let Some(target) = target.filter(|_| user == self.creds.user) else {
-            return Ok(false);
+        let Some(target) = target else {
+            // That client holds no writer connection (transaction mode): `KILL QUERY` of
+            // an idle one is a no-op, as on a server; `KILL` ends the client, and the read
+            // it runs on a reader, if any.
+            if !kill.query {
+                session.end();
+                if let Some(reader) = session.reader_running()
+                    && let Err(e) = self.control(&reader, &kill.statement(reader.thread)).await
+                {
+                    tracing::info!(error = %e, "could not kill the reader connection of a killed session");
+                }
+            }
+            self.reply_ok().await?;
+            return Ok(true);
         };
         let answer = match self.control(&target, &kill.statement(target.thread)).await {
             Ok(answer) => answer,
@@ -357,6 +394,7 @@ impl Session {
             login: &login,
             creds: &self.creds,
             timeout,
+            mode: self.mode,
         };
         let run = async {
             let conn = checkout(&self.ctx, dial, &target.instance)

@@ -27,6 +27,7 @@ use super::Context;
 use super::flow::{Start, Why};
 use super::migration::Refusal;
 use crate::backend::Credentials;
+use crate::config::PoolMode;
 use crate::metrics;
 use crate::protocol::mysql::command::{self, Command};
 use crate::protocol::mysql::constants::{
@@ -85,14 +86,19 @@ async fn serve(
     };
     let database = auth.login.database.as_deref().map(String::from_utf8_lossy);
     let database = database.map(|d| d.into_owned());
-    let kill = ctx
-        .mysql_kills
-        .register(&greeted.instance().addr, greeted.greeting.connection_id);
+    let mode = ctx.pool_mode(&auth.user.name, database.as_deref());
+    let kill = ctx.mysql_kills.register(
+        &greeted.instance().addr,
+        greeted.greeting.connection_id,
+        &creds.user,
+        mode == PoolMode::Transaction,
+    );
     let start = Start {
         ctx: Arc::clone(ctx),
         cluster,
         creds,
         login: auth.login,
+        mode,
         database,
         read_your_writes,
         pinned: false,
@@ -106,12 +112,16 @@ async fn serve(
         scratch: BytesMut::new(),
         kill,
         greeted_writer: false,
+        logged_in: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
     let result = match session.start(auth.ok_seq, Some(greeted)).await {
         Ok(()) => {
             session.note_writer();
+            session.side.logged_in = true;
+            // In transaction mode an idle client holds no connection.
+            session.release_idle();
             session.serve().await
         }
         Err(e) => Err(e),
@@ -130,13 +140,17 @@ async fn serve(
 
 type Session = super::flow::Session<Mysql>;
 
+/// Transaction mode: how many more commands a session keeps its writer connection after
+/// one that gave an AUTO_INCREMENT value.
+const KEEP_AFTER_INSERT_ID: u8 = 5;
+
 impl Session {
     /// Sequence id for an error sent when the session ends: after what was relayed of the
     /// current command's answer, else 1 (2 during the login).
     fn next_seq(&self) -> u8 {
         match self.side.client.last_seq {
             Some(seq) => seq.wrapping_add(1),
-            None if self.writer.is_some() => 1,
+            None if self.side.logged_in => 1,
             None => 2,
         }
     }
@@ -222,6 +236,24 @@ impl Session {
         if !self.before_command(&cmd).await? {
             return Ok(true);
         }
+        // Long data belongs to the statement's next execute, on the same connection.
+        let release = !matches!(cmd, Command::StmtSendLongData { .. });
+        if !self.run_command(cmd, packet, payload).await? {
+            return Ok(false);
+        }
+        if release {
+            self.release_idle();
+        }
+        Ok(true)
+    }
+
+    /// Runs one client command; `false` once the client quit.
+    async fn run_command(
+        &mut self,
+        cmd: Command<'_>,
+        packet: &[u8],
+        payload: &[u8],
+    ) -> Result<bool, SessionError> {
         match cmd {
             Command::Quit => return Ok(false),
             Command::Ping => self.reply_ok().await?,
@@ -261,7 +293,7 @@ impl Session {
             Command::StmtSendLongData { statement_id, .. } => {
                 self.send_long_data(payload, statement_id).await?
             }
-            Command::StmtClose { statement_id } => self.close_statement(statement_id).await?,
+            Command::StmtClose { statement_id } => self.close_statement(statement_id),
             Command::StmtReset { statement_id } | Command::StmtFetch { statement_id, .. } => {
                 self.statement_follow_up(payload, statement_id).await?
             }
@@ -397,6 +429,18 @@ impl Session {
         packet_bytes: &[u8],
         proxy_id: Option<u32>,
     ) -> Result<backend::Relayed, SessionError> {
+        if target == Target::Writer && self.writer.is_none() {
+            // Transaction mode between statements: a command that needs the writer (one
+            // the gate did not see: statistics, a reset, a statement unknown to the proxy)
+            // takes a connection first.
+            let refusal = self.migration_gate(false).await?;
+            if !self.answered(refusal).await {
+                return Ok(backend::Relayed {
+                    failed: true,
+                    ..backend::Relayed::default()
+                });
+            }
+        }
         let command = packet_bytes.get(HEADER_LEN).copied().unwrap_or(0);
         let started = Instant::now();
         let written = self.side.client.written;
@@ -429,6 +473,11 @@ impl Session {
             }
             other => other?,
         };
+        if relayed.insert_id && target == Target::Writer {
+            // `LAST_INSERT_ID()` reads it on this connection: keep it a while (transaction
+            // mode), as ProxySQL's `auto_increment_delay_multiplex` does.
+            self.keep_writer = KEEP_AFTER_INSERT_ID;
+        }
         backend.metrics.queries.increment(1);
         backend
             .metrics

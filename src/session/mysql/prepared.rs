@@ -7,6 +7,12 @@ use bytes::BytesMut;
 use super::replay::Replay;
 use super::statements;
 use super::{Session, SessionError, classify, write_statement};
+use crate::backend::mysql::Prepared;
+use crate::session::flow::Pin;
+
+/// Offset of the flags in a COM_STMT_EXECUTE payload, and the flags that open a cursor.
+const EXECUTE_FLAGS: usize = 5;
+const CURSOR_TYPES: u8 = 0x0F;
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::ER_UNKNOWN_COM_ERROR;
 use crate::protocol::mysql::constants::command::{COM_STMT_CLOSE, COM_STMT_PREPARE};
@@ -19,7 +25,7 @@ impl Session {
         // Preparing changes no state; executing does (see `execute`). A statement that
         // pins keeps the session on the writer from now on, where it will run.
         if matches!(router::effect(&stmt, self.view), Effect::Pin) {
-            self.pin();
+            self.pin(Pin::Statement);
         }
         let target = if self.view.pinned_to_writer && self.view.in_transaction.is_none() {
             Target::Writer
@@ -33,16 +39,59 @@ impl Session {
         let id = self.side.statements.reserve_id();
         let relayed = self.run_on(target, packet, Some(id)).await?;
         if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
-            self.side.statements.insert(
-                id,
-                sql.to_vec(),
-                stmt,
-                p.num_params,
-                target,
-                p.statement_id,
-            );
+            let backend_id = self
+                .keep_prepared(target, sql, p.statement_id, p.num_params)
+                .await?;
+            self.side
+                .statements
+                .insert(id, sql.to_vec(), stmt, p.num_params, target, backend_id);
         }
         Ok(())
+    }
+
+    /// Records statement `backend_id` (`sql`, with `params` parameters), just prepared on
+    /// `target`'s connection, in that connection's statements, shared by every session that
+    /// uses it; the id to use. One the connection already holds for the same SQL is used
+    /// instead (the new one is closed), and the least recently used ones past
+    /// `max_prepared_statements` are closed.
+    async fn keep_prepared(
+        &mut self,
+        target: Target,
+        sql: &[u8],
+        backend_id: u32,
+        params: u16,
+    ) -> Result<u32, SessionError> {
+        let cap = self.ctx.config().raw.server.max_prepared_statements;
+        let backend = self.held(target)?;
+        let sql = sql.to_vec();
+        let (id, closed) = match backend.conn.prepared.get(&sql) {
+            Some(held) if held.params == params => (held.id, vec![backend_id]),
+            _ => {
+                let kept = Prepared {
+                    id: backend_id,
+                    params,
+                };
+                let evicted = backend.conn.prepared.insert(sql, kept, cap);
+                (backend_id, evicted.into_iter().map(|(_, p)| p.id).collect())
+            }
+        };
+        let mut out = BytesMut::new();
+        let mut evicted = false;
+        for closed_id in closed {
+            if closed_id != backend_id {
+                evicted = true;
+                crate::metrics::prepared_evicted(&backend.conn.instance.cluster);
+            }
+            out.clear();
+            command::write_statement_command(&mut out, COM_STMT_CLOSE, closed_id);
+            backend.send(&out).await?;
+        }
+        if evicted {
+            // A statement of this session that used an evicted one prepares it again.
+            let held: Vec<u32> = backend.conn.prepared.values().map(|p| p.id).collect();
+            self.side.statements.keep_only(target, &held);
+        }
+        Ok(id)
     }
 
     /// Makes sure statement `id` is prepared on `target`; its backend id, or `None` (with the
@@ -52,21 +101,41 @@ impl Session {
         id: u32,
         target: Target,
     ) -> Result<Option<u32>, SessionError> {
+        if target == Target::Writer && self.writer.is_none() {
+            // Transaction mode between statements (long data, RESET): take a writer
+            // connection first.
+            let refusal = self.migration_gate(false).await?;
+            if !self.answered(refusal).await {
+                return Ok(None);
+            }
+        }
         let Some(stmt) = self.side.statements.get_mut(id) else {
             return Ok(None);
         };
         if let Some(backend_id) = stmt.backend_id(target) {
             return Ok(Some(backend_id));
         }
+        let sql = stmt.sql.clone();
+        let held = self.held(target)?.conn.prepared.get(&sql).copied();
+        if let Some(held) = held {
+            // Another session prepared it on this connection.
+            if let Some(stmt) = self.side.statements.get_mut(id) {
+                stmt.set_backend_id(target, held.id);
+            }
+            return Ok(Some(held.id));
+        }
         let mut out = BytesMut::new();
-        command::write_text_command(&mut out, COM_STMT_PREPARE, &stmt.sql);
+        command::write_text_command(&mut out, COM_STMT_PREPARE, &sql);
         let (relayed, failure) = self.held(target)?.run_silently(&out).await?;
         match (relayed.prepared, failure) {
             (Some(p), None) => {
+                let backend_id = self
+                    .keep_prepared(target, &sql, p.statement_id, p.num_params)
+                    .await?;
                 if let Some(stmt) = self.side.statements.get_mut(id) {
-                    stmt.set_backend_id(target, p.statement_id);
+                    stmt.set_backend_id(target, backend_id);
                 }
-                Ok(Some(p.statement_id))
+                Ok(Some(backend_id))
             }
             (_, failure) => {
                 let message = failure
@@ -97,6 +166,13 @@ impl Session {
         };
         // A SET without parameters replays as its text; one with parameters pins.
         let replay = (stmt.params == 0).then(|| Replay::Query(stmt.sql.clone()));
+        // A cursor stays open on the connection that runs it, for the FETCHes that follow.
+        let cursor = payload
+            .get(EXECUTE_FLAGS)
+            .is_some_and(|f| f & CURSOR_TYPES != 0);
+        if cursor && self.pooled() && self.view.in_transaction.is_none() {
+            self.pin(Pin::Cursor);
+        }
         let target = self.choose(&class).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
@@ -148,6 +224,7 @@ impl Session {
         if let Some(stmt) = self.side.statements.get_mut(id) {
             stmt.long_data = true;
         }
+
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());
         };
@@ -156,19 +233,10 @@ impl Session {
         self.held(target)?.send(&out).await
     }
 
-    pub(super) async fn close_statement(&mut self, id: u32) -> Result<(), SessionError> {
-        let Some(stmt) = self.side.statements.remove(id) else {
-            return Ok(());
-        };
-        let mut out = BytesMut::new();
-        for (target, backend_id) in stmt.prepared_on() {
-            out.clear();
-            command::write_statement_command(&mut out, COM_STMT_CLOSE, backend_id);
-            if let Ok(backend) = self.held(target) {
-                backend.send(&out).await?;
-            }
-        }
-        Ok(())
+    /// The client closed statement `id`: the proxy forgets it. What it was prepared as on
+    /// a connection stays there for the next session that needs it (see `keep_prepared`).
+    pub(super) fn close_statement(&mut self, id: u32) {
+        self.side.statements.remove(id);
     }
 
     /// COM_STMT_RESET and COM_STMT_FETCH go where the statement last ran.

@@ -11,7 +11,7 @@ use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::{COM_INIT_DB, COM_QUERY, COM_SET_OPTION};
 
 /// A session-state command, replayed in order on the session's other connections.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub enum Replay {
     Query(Vec<u8>),
     InitDb(Vec<u8>),

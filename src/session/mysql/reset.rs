@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::auth::Attempt;
+use super::backend::Backend;
 use super::{Session, SessionError, startup};
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::command::COM_RESET_CONNECTION;
@@ -65,6 +66,7 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
+        self.pinned = None;
         self.start(ok_seq, None).await?;
         Ok(true)
     }
@@ -77,14 +79,26 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
+        self.pinned = None;
         if let Some(mut reader) = self.reader.take() {
             let mut out = BytesMut::new();
             command::write_simple_command(&mut out, COM_RESET_CONNECTION);
             if matches!(reader.run_silently(&out).await, Ok((_, None))) {
-                reader.applied = 0;
+                forget_state(&mut reader);
                 self.reader = Some(reader);
             }
         }
-        self.run_on(Target::Writer, packet, None).await.map(|_| ())
+        let relayed = self.run_on(Target::Writer, packet, None).await?;
+        if let Some(writer) = self.writer.as_mut().filter(|_| !relayed.failed) {
+            forget_state(writer);
+        }
+        Ok(())
     }
+}
+
+/// The server reset `backend`'s connection: no session state, no prepared statements.
+fn forget_state(backend: &mut Backend) {
+    backend.applied = 0;
+    backend.conn.prepared.clear();
+    backend.conn.carried = crate::backend::Carried::default();
 }

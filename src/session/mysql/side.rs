@@ -49,6 +49,8 @@ pub struct Side {
     pub(super) kill: kill::Registration,
     /// The writer connection is the one the client was greeted with.
     pub(super) greeted_writer: bool,
+    /// The client's login ended (with OK): errors now answer commands.
+    pub(super) logged_in: bool,
 }
 
 impl Protocol for Mysql {
@@ -146,8 +148,11 @@ impl Protocol for Mysql {
         Ok(writer.run_silently(&out).await?.1)
     }
 
-    fn backend_changed(side: &mut Side, target: Target, _: Option<&Backend>) {
+    fn backend_changed(side: &mut Side, target: Target, backend: Option<&Backend>) {
         side.statements.forget_backend(target);
+        if backend.is_none() {
+            side.kill.released(target);
+        }
         if target == Target::Writer {
             side.greeted_writer = false;
         }

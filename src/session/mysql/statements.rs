@@ -48,13 +48,6 @@ impl Stmt {
         self.backend_ids[slot(t)] = Some(id);
         self.types_sent[slot(t)] = false;
     }
-
-    /// Backend ids to close when the client closes the statement.
-    pub fn prepared_on(&self) -> impl Iterator<Item = (Target, u32)> + '_ {
-        [Target::Writer, Target::Reader]
-            .into_iter()
-            .filter_map(|t| self.backend_id(t).map(|id| (t, id)))
-    }
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +96,19 @@ impl Statements {
 
     pub fn clear(&mut self) {
         self.by_id.clear();
+    }
+
+    /// Forgets the backend ids on `target` that are not in `held` (the connection's own
+    /// statements: the others were closed).
+    pub fn keep_only(&mut self, target: Target, held: &[u32]) {
+        for stmt in self.by_id.values_mut() {
+            if let Some(id) = stmt.backend_ids[slot(target)]
+                && !held.contains(&id)
+            {
+                stmt.backend_ids[slot(target)] = None;
+                stmt.types_sent[slot(target)] = false;
+            }
+        }
     }
 
     /// Forgets every backend id on `target` (its connection was replaced or reset).

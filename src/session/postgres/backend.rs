@@ -3,10 +3,10 @@
 //! relay of its responses to the client as runs of bytes.
 
 use crate::pool::Lease;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
@@ -14,30 +14,31 @@ use super::scan::Prepared;
 use crate::backend::postgres::BackendConn;
 use crate::metrics::BackendMetrics;
 use crate::net::{Arrived, Stream};
-use crate::protocol::postgres::frame::{self, cstr};
+use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 
 /// Backend messages are streamed, so this only bounds a declared length.
 const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
 
+/// A statement name no client uses: a client's Close of a statement is sent as a Close of
+/// this one, which the server answers with CloseComplete and nothing else.
+const NO_STATEMENT: &[u8] = b"switchyard: no statement";
+
 /// A ParseComplete or CloseComplete the backend owes, in order.
 #[derive(Debug)]
 struct Owed {
-    parse: Option<(Vec<u8>, u64)>,
+    /// The statement a Parse prepares here: its name and Parse message.
+    parse: Option<(Vec<u8>, Bytes)>,
     swallow: bool,
 }
 
 pub struct Backend {
     pub conn: Lease<BackendConn>,
-    /// Statement name → id of the client's Parse it was prepared from.
-    prepared: HashMap<Vec<u8>, u64>,
     owed: VecDeque<Owed>,
     /// Bytes of a forwarded message still to arrive from the backend.
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied: usize,
-    /// Whether this connection was set `default_transaction_read_only = on`.
-    pub read_only: bool,
     pub metrics: BackendMetrics,
 }
 
@@ -61,11 +62,9 @@ impl Backend {
         let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
         Backend {
             conn,
-            prepared: HashMap::new(),
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied: 0,
-            read_only: false,
             metrics,
         }
     }
@@ -79,12 +78,16 @@ impl Backend {
 
     /// Sends the client messages in `buf` (whole messages), preparing on this backend the
     /// statements they use that it lacks. `refs` holds, in order, the statement each
-    /// Parse/Bind/Describe-statement message refers to.
+    /// Parse/Bind/Describe-statement message refers to. The connection's statements are
+    /// shared by every session that uses it (`StatementCache`, at most `cap`): a name it
+    /// holds with other text is closed first, one it holds with the same text is used as
+    /// it is, and a client's Close of a statement leaves it prepared for the others.
     pub async fn forward(
         &mut self,
         buf: &[u8],
         refs: &[Option<Arc<Prepared>>],
         scratch: &mut BytesMut,
+        cap: usize,
     ) -> Result<(), SessionError> {
         let mut refs = refs.iter();
         let mut run_start = 0;
@@ -92,17 +95,20 @@ impl Backend {
         while let Ok(Some((h, body))) = frame::message(&buf[pos..], usize::MAX) {
             let at = pos;
             pos += h.total;
+            scratch.clear();
             match h.tag {
                 tag::PARSE => {
-                    let id = refs.next().and_then(|r| r.as_ref().map(|p| p.id));
-                    let name = cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
-                    if let Some(id) = id {
-                        self.prepared.insert(name.clone(), id);
-                        self.owed.push_back(Owed {
-                            parse: Some((name, id)),
-                            swallow: false,
-                        });
+                    let Some(Some(p)) = refs.next() else { continue };
+                    let held = self.conn.prepared.peek(&p.name).is_some();
+                    if held && !p.name.is_empty() {
+                        // Another statement of that name is prepared here: close it first.
+                        self.inject_close(scratch, &p.name);
                     }
+                    self.note_prepared(scratch, p, cap);
+                    self.owed.push_back(Owed {
+                        parse: Some((p.name.clone(), p.parse.clone())),
+                        swallow: false,
+                    });
                 }
                 tag::BIND | tag::DESCRIBE => {
                     let statement = h.tag == tag::BIND
@@ -111,50 +117,77 @@ impl Backend {
                         continue;
                     }
                     let Some(Some(p)) = refs.next() else { continue };
-                    if self.prepared.get(&p.name) == Some(&p.id) {
-                        continue;
+                    match self.conn.prepared.get(&p.name) {
+                        Some(parse) if *parse == p.parse => continue,
+                        Some(_) if !p.name.is_empty() => self.inject_close(scratch, &p.name),
+                        _ => {}
                     }
-                    scratch.clear();
-                    if !p.name.is_empty() {
-                        // A stale statement of that name may exist here: close it first.
-                        messages::close(scratch, b'S', &p.name);
-                        self.owed.push_back(Owed {
-                            parse: None,
-                            swallow: true,
-                        });
-                    }
+                    self.note_prepared(scratch, p, cap);
                     scratch.extend_from_slice(&p.parse);
                     self.owed.push_back(Owed {
-                        parse: Some((p.name.clone(), p.id)),
+                        parse: Some((p.name.clone(), p.parse.clone())),
                         swallow: true,
                     });
-                    self.prepared.insert(p.name.clone(), p.id);
-                    self.write(&buf[run_start..at]).await?;
-                    let injected = std::mem::take(scratch);
-                    let result = self.write(&injected).await;
-                    *scratch = injected;
-                    result?;
-                    run_start = at;
                 }
                 tag::CLOSE => {
-                    if let Some((kind, name)) = messages::target_fields(body)
-                        && kind == b'S'
-                    {
-                        self.prepared.remove(name);
-                    }
                     self.owed.push_back(Owed {
                         parse: None,
                         swallow: false,
                     });
+                    if let Some((kind, name)) = messages::target_fields(body)
+                        && kind == b'S'
+                        && !name.is_empty()
+                    {
+                        // Left prepared for the next client that needs it (the cache bounds
+                        // how many): closing a name the server does not know is not an
+                        // error, and answers the client's Close the same way.
+                        messages::close(scratch, b'S', NO_STATEMENT);
+                        self.write(&buf[run_start..at]).await?;
+                        run_start = pos;
+                    }
                 }
                 // A simple query destroys the unnamed statement.
                 tag::QUERY => {
-                    self.prepared.remove(&b""[..]);
+                    self.conn.prepared.remove(&Vec::new());
                 }
                 _ => {}
             }
+            if !scratch.is_empty() {
+                if h.tag != tag::CLOSE {
+                    self.write(&buf[run_start..at]).await?;
+                    run_start = at;
+                }
+                let injected = std::mem::take(scratch);
+                let result = self.write(&injected).await;
+                *scratch = injected;
+                result?;
+            }
         }
         self.write(&buf[run_start..pos]).await
+    }
+
+    /// Adds to `scratch` a Close of statement `name`, whose CloseComplete is swallowed.
+    fn inject_close(&mut self, scratch: &mut BytesMut, name: &[u8]) {
+        messages::close(scratch, b'S', name);
+        self.owed.push_back(Owed {
+            parse: None,
+            swallow: true,
+        });
+    }
+
+    /// Records `p` as prepared here, adding to `scratch` a Close of each statement that no
+    /// longer fits under `cap`.
+    fn note_prepared(&mut self, scratch: &mut BytesMut, p: &Prepared, cap: usize) {
+        let evicted = self
+            .conn
+            .prepared
+            .insert(p.name.clone(), p.parse.clone(), cap);
+        for (name, _) in evicted {
+            crate::metrics::prepared_evicted(&self.conn.instance.cluster);
+            if !name.is_empty() {
+                self.inject_close(scratch, &name);
+            }
+        }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
@@ -250,6 +283,8 @@ impl Backend {
     /// Messages are forwarded as byte runs; a message larger than the buffer streams through.
     pub async fn relay(&mut self, client: &mut Stream) -> Result<Relayed, SessionError> {
         let mut seen = Relayed::default();
+        // Statements whose Parse the backend skipped after an error: not prepared.
+        let mut failed_parses = Vec::new();
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -308,13 +343,7 @@ impl Backend {
                 }
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared.
-                    for o in self.owed.drain(..) {
-                        if let Some((name, id)) = o.parse
-                            && self.prepared.get(&name) == Some(&id)
-                        {
-                            self.prepared.remove(&name);
-                        }
-                    }
+                    failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
                 }
                 tag::COPY_IN_RESPONSE => seen.copy_in = true,
                 _ => {}
@@ -339,6 +368,11 @@ impl Backend {
             client.flush().await.map_err(SessionError::ClientIo)?;
         }
         self.conn.consume(pos);
+        for (name, parse) in failed_parses {
+            if self.conn.prepared.peek(&name) == Some(&parse) {
+                self.conn.prepared.remove(&name);
+            }
+        }
         Ok(seen)
     }
 

@@ -53,6 +53,8 @@ pub struct Exchange<'a> {
     pub statements: &'a mut Statements,
     pub scratch: &'a mut BytesMut,
     pub message_limit: usize,
+    /// `max_prepared_statements`: most statements kept prepared on the backend connection.
+    pub max_prepared: usize,
     /// Set when this exchange runs, on a reader, a batch left open that only prepares and
     /// describes statements: the client's next messages follow it there only when they
     /// would be routed to a reader (the session's view and settings); anything else ends
@@ -207,7 +209,12 @@ impl Exchange<'_> {
         relayed: &mut usize,
     ) -> Result<u8, SessionError> {
         self.backend
-            .forward(&self.client.buf[..unit.end], &unit.refs, self.scratch)
+            .forward(
+                &self.client.buf[..unit.end],
+                &unit.refs,
+                self.scratch,
+                self.max_prepared,
+            )
             .await?;
         // Relay anything already buffered (e.g. a notification that arrived before).
         let mut ready = None;
@@ -304,6 +311,7 @@ impl Exchange<'_> {
                     &self.client.buf[sent.held..sent.held + unit.end],
                     &unit.refs,
                     self.scratch,
+                    self.max_prepared,
                 )
                 .await?;
             sent.held += unit.end;

@@ -89,6 +89,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         ctx: Arc::clone(ctx),
         cluster,
         creds,
+        mode: ctx.pool_mode(&user.name, params.database()),
         database: params.database().map(str::to_owned),
         // A hot standby refuses every read of a serializable-by-default session.
         pinned: router::serializable_by_default(&params.params),
@@ -166,7 +167,10 @@ impl Session {
             .write_all(&out)
             .await
             .map_err(SessionError::ClientIo)?;
-        self.set_backend(Target::Writer, Some(Backend::new(writer)));
+        let writer = self.take(writer).await?;
+        self.set_backend(Target::Writer, Some(writer));
+        // In transaction mode an idle client holds no connection.
+        self.release_idle();
         Ok(registration)
     }
 
@@ -309,6 +313,7 @@ impl Session {
         self.transaction((answer.status != b'I').then_some(ran_on));
         self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
         self.side.scanner.recycle(unit.refs);
+        self.release_idle();
         Ok(())
     }
 
@@ -342,6 +347,7 @@ impl Session {
             statements: &mut self.side.statements,
             scratch: &mut self.side.scratch,
             message_limit: self.ctx.config().raw.server.max_message_bytes,
+            max_prepared: self.ctx.config().raw.server.max_prepared_statements,
             open_on_reader,
         };
         ex.run(unit).await

@@ -26,6 +26,10 @@ SSLMODE = os.environ.get("SY_SSLMODE", "")
 # "proxy": through switchyard (reads go to replicas); "server": the primary itself.
 TARGET = os.environ.get("SY_TARGET", "proxy")
 THROUGH_PROXY = TARGET == "proxy"
+# Whether a client's statements all run on one server connection: against the server, and
+# through a proxy in session mode. In transaction mode the connection, and so the server's
+# pid / connection id, changes between transactions.
+ONE_CONNECTION = not THROUGH_PROXY or os.environ.get("SY_POOL_MODE") == "session"
 
 # A check still running after this long prints every thread's stack and ends the script.
 CHECK_TIMEOUT = 60

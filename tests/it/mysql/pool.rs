@@ -30,7 +30,10 @@ fn topology(cluster: &MariaCluster) -> (Arc<Cluster>, Settings) {
     let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
     let topology = Topology::from_config(&config).expect("topology");
     let main = Arc::clone(&topology.clusters["main"]);
-    (main, Settings::from_config(&config.raw.server))
+    (
+        main,
+        Settings::from_config(&config.raw.server, config.raw.server.pool_mode),
+    )
 }
 
 fn login(db: Option<&str>) -> Login {

@@ -195,7 +195,7 @@ async fn a_killed_server_connection_ends_the_client_connection_as_the_server_wou
 
 #[tokio::test]
 async fn a_connection_the_server_timed_out_ends_the_client_connection_as_the_server_would() {
-    let (cluster, proxy, db) = setup("waittimeout").await;
+    let (cluster, proxy, db) = super::setup_session_mode("waittimeout").await;
     let direct = cluster
         .primary
         .opts(super::support::mariadb::APP, Some(&db));
@@ -527,7 +527,8 @@ async fn kill_query_reaches_a_read_running_on_a_replica() {
 
 #[tokio::test]
 async fn kill_query_by_connection_id_after_change_user() {
-    let (cluster, proxy, db) = setup("killchange").await;
+    // Session mode: CONNECTION_ID() names the client's own writer connection.
+    let (cluster, proxy, db) = super::setup_session_mode("killchange").await;
     let mut sleeper = connect(&proxy, &db).await;
     let change = mysql_async::ChangeUserOpts::default()
         .with_user(Some("app2".into()))

@@ -15,7 +15,7 @@ use switchyard::topology::{Cluster, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::postgres::{APP, PgCluster};
-use crate::support::proxy::config_text;
+use crate::support::proxy::{config_text, in_pool_mode};
 
 /// The writer of the shared cluster as the proxy sees it, with the pool settings of a
 /// config whose `[server]` has `pool_size = 1`.
@@ -25,7 +25,10 @@ fn topology(cluster: &PgCluster) -> (Arc<Cluster>, Settings) {
     let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
     let topology = Topology::from_config(&config).expect("topology");
     let main = Arc::clone(&topology.clusters["main"]);
-    (main, Settings::from_config(&config.raw.server))
+    (
+        main,
+        Settings::from_config(&config.raw.server, config.raw.server.pool_mode),
+    )
 }
 
 async fn checkout(
@@ -166,8 +169,8 @@ async fn a_reset_connection_is_the_same_process_with_none_of_the_last_session_le
 async fn sessions_take_their_connections_from_the_pool_and_give_them_back_clean() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("pool_sessions").await;
-    let proxy =
-        crate::support::proxy::Proxy::from_config(&config_text(cluster, "pool_size = 1")).await;
+    let config = in_pool_mode(&config_text(cluster, "pool_size = 1"), "session");
+    let proxy = crate::support::proxy::Proxy::from_config(&config).await;
     let pid = |client: tokio_postgres::Client| async move {
         let row = client
             .query_one("SELECT pg_backend_pid()", &[])
@@ -222,7 +225,8 @@ async fn a_full_pool_answers_too_many_connections_after_checkout_timeout() {
     let cluster = PgCluster::shared();
     let db = cluster.create_database("pool_full").await;
     let extra = "pool_size = 1\ncheckout_timeout = \"2s\"";
-    let proxy = crate::support::proxy::Proxy::from_config(&config_text(cluster, extra)).await;
+    let config = in_pool_mode(&config_text(cluster, extra), "session");
+    let proxy = crate::support::proxy::Proxy::from_config(&config).await;
     let first = proxy.connect(&db).await;
     first
         .batch_execute("SELECT 1")

@@ -138,6 +138,16 @@ pub fn with_readers(config: &str, readers: &[String]) -> String {
     )
 }
 
+/// `config` with its sessions in pool mode `mode` (`session`, `transaction`), for a test
+/// of what one mode does.
+pub fn in_pool_mode(config: &str, mode: &str) -> String {
+    config.replacen(
+        "[server]\n",
+        &format!("[server]\npool_mode = \"{mode}\"\n"),
+        1,
+    )
+}
+
 /// `config` with `lines` added to its `[routing]` table (later keys of the same name win
 /// nowhere: TOML refuses duplicates, so replace those with `str::replace`).
 pub fn with_routing(config: &str, lines: &str) -> String {
@@ -230,7 +240,18 @@ impl Proxy {
     }
 
     async fn launch(text: &str, monitors: bool) -> Proxy {
-        let raw: Config = toml::from_str(text).expect("test config parses");
+        let mut raw: Config = toml::from_str(text).expect("test config parses");
+        // The test matrix: every test whose config does not choose a pool mode runs in
+        // the one `SWITCHYARD_TEST_POOL_MODE` names (scripts/test.sh runs both).
+        if !text.contains("pool_mode")
+            && let Ok(mode) = std::env::var("SWITCHYARD_TEST_POOL_MODE")
+        {
+            raw.server.pool_mode = match mode.as_str() {
+                "session" => switchyard::config::PoolMode::Session,
+                "transaction" => switchyard::config::PoolMode::Transaction,
+                other => panic!("SWITCHYARD_TEST_POOL_MODE={other}: session or transaction"),
+            };
+        }
         let config = Arc::new(config::validate(raw, &|_| None).expect("test config is valid"));
         let app = App::start(config).await.expect("proxy parts");
         let clients = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");

@@ -1,0 +1,126 @@
+//! Transaction mode with real MariaDB servers and mysql_async clients: many clients over a
+//! pool of a few server connections, each with its own user variables, default database
+//! and binary-protocol prepared statements, and a transaction holding its connection.
+
+use mysql_async::prelude::*;
+
+use super::{connect, opts};
+use crate::support::mariadb::MariaCluster;
+use crate::support::proxy::{Proxy, in_pool_mode, mysql_config_text};
+
+/// A proxy in transaction mode with `server_extra` in `[server]`.
+async fn pooled(prefix: &str, server_extra: &str) -> (&'static MariaCluster, Proxy, String) {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database(prefix).await;
+    let config = in_pool_mode(&mysql_config_text(cluster, server_extra), "transaction");
+    (cluster, Proxy::from_config(&config).await, db)
+}
+
+/// How many connections user `app` has to database `db` on the primary now.
+async fn server_connections(cluster: &MariaCluster, db: &str) -> i64 {
+    let mut admin = cluster.admin(&cluster.primary).await;
+    let n: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app' AND DB = ?",
+            (db,),
+        )
+        .await
+        .expect("processlist");
+    n.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn many_clients_share_a_few_connections_with_their_own_statements_and_variables() {
+    let (cluster, proxy, db) = pooled("pooled_many", "pool_size = 2").await;
+    let mut setup = connect(&proxy, &db).await;
+    setup
+        .query_drop("CREATE TABLE t (id INT PRIMARY KEY, owner VARCHAR(20))")
+        .await
+        .expect("schema");
+    let mut clients = Vec::new();
+    for n in 0..12 {
+        let mut conn = connect(&proxy, &db).await;
+        clients.push(tokio::spawn(async move {
+            let name = format!("client{n}");
+            // As text: a prepared SET with parameters would pin the client.
+            conn.query_drop(format!("SET @me = '{name}'"))
+                .await
+                .expect("a user variable");
+            for i in 0..10 {
+                let id = n * 100 + i;
+                // Binary protocol: prepared once per client, executed on whichever
+                // connection the pool lends.
+                conn.exec_drop("INSERT INTO t VALUES (?, @me)", (id,))
+                    .await
+                    .expect("insert");
+                let me: Option<String> = conn
+                    .exec_first("SELECT /* switchyard:writer */ @me", ())
+                    .await
+                    .expect("read the variable");
+                assert_eq!(
+                    me.as_deref(),
+                    Some(name.as_str()),
+                    "the client's own variable"
+                );
+                let mut tx = conn
+                    .start_transaction(mysql_async::TxOpts::default())
+                    .await
+                    .expect("BEGIN");
+                let owner: Option<String> = tx
+                    .exec_first("SELECT owner FROM t WHERE id = ?", (id,))
+                    .await
+                    .expect("read in the transaction");
+                assert_eq!(owner.as_deref(), Some(name.as_str()));
+                tx.commit().await.expect("COMMIT");
+            }
+            conn
+        }));
+    }
+    let mut done = Vec::new();
+    for c in clients {
+        done.push(c.await.expect("client task"));
+    }
+    let rows: Option<i64> = setup
+        .query_first("SELECT /* switchyard:writer */ COUNT(*) FROM t")
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(120), "every acknowledged write is on the writer");
+    let seen = server_connections(cluster, &db).await;
+    assert!(
+        seen <= 2,
+        "13 clients, still connected, over at most pool_size = 2 connections to the primary: {seen}"
+    );
+    let mut fresh = connect(&proxy, &db).await;
+    let me: Option<Option<String>> = fresh
+        .query_first("SELECT /* switchyard:writer */ @me")
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        Some(None),
+        "a new client sees none of another's variables"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_holds_its_connection_and_a_full_pool_answers_too_many_connections() {
+    let (_, proxy, db) = pooled("pooled_full", "pool_size = 1\ncheckout_timeout = \"1s\"").await;
+    let mut first = connect(&proxy, &db).await;
+    let mut second = connect(&proxy, &db).await;
+    first.query_drop("BEGIN").await.unwrap();
+    first
+        .query_drop("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap();
+    let err = second
+        .query_drop("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect_err("the pool's one connection is in the first client's transaction");
+    assert!(err.to_string().contains("1040"), "{err}");
+    first.query_drop("COMMIT").await.unwrap();
+    let mut third = mysql_async::Conn::new(opts(&proxy, &db)).await.unwrap();
+    third
+        .query_drop("SELECT /* switchyard:writer */ 3")
+        .await
+        .expect("the connection is free again after COMMIT");
+}

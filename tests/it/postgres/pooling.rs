@@ -1,0 +1,191 @@
+//! Transaction mode with real PostgreSQL servers and tokio-postgres clients: many clients
+//! over a pool of a few server connections, each with its own settings and prepared
+//! statements, a transaction holding its connection, and state that pins a client.
+
+use tokio_postgres::error::SqlState;
+
+use crate::support::postgres::PgCluster;
+use crate::support::proxy::{Proxy, config_text, in_pool_mode};
+
+/// A proxy in transaction mode with `server_extra` in `[server]`.
+async fn pooled(prefix: &str, server_extra: &str) -> (&'static PgCluster, Proxy, String) {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database(prefix).await;
+    let config = in_pool_mode(&config_text(cluster, server_extra), "transaction");
+    (cluster, Proxy::from_config(&config).await, db)
+}
+
+/// How many connections user `app` has to database `db` on the primary now.
+async fn server_connections(cluster: &PgCluster, db: &str) -> i64 {
+    let admin = cluster.superuser(&cluster.primary, db).await;
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'app'",
+            &[&db],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test]
+async fn many_clients_share_a_few_connections_with_their_own_statements_and_settings() {
+    let (cluster, proxy, db) = pooled("pooled_many", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, owner text)")
+        .await
+        .expect("schema");
+    cluster.wait_replicated().await;
+    let mut clients = Vec::new();
+    for n in 0..16 {
+        let mut client = proxy.connect(&db).await;
+        clients.push(tokio::spawn(async move {
+            // Each client's own setting, prepared statements (with the driver's names,
+            // which repeat across clients) and transactions, interleaved with the others.
+            let name = format!("client{n}");
+            client
+                .batch_execute(&format!("SET application_name = '{name}'"))
+                .await
+                .expect("SET");
+            let insert = client
+                .prepare("INSERT INTO t VALUES ($1, $2)")
+                .await
+                .expect("prepare insert");
+            let mine = client
+                .prepare("SELECT current_setting('application_name')")
+                .await
+                .expect("prepare read");
+            for i in 0..10 {
+                let id = n * 100 + i;
+                client
+                    .execute(&insert, &[&id, &name])
+                    .await
+                    .expect("insert");
+                let seen: String = client.query_one(&mine, &[]).await.expect("read").get(0);
+                assert_eq!(seen, name, "the client's own setting, on any connection");
+                let tx = client.transaction().await.expect("BEGIN");
+                let owner: String = tx
+                    .query_one("SELECT owner FROM t WHERE id = $1", &[&id])
+                    .await
+                    .expect("read in the transaction")
+                    .get(0);
+                assert_eq!(owner, name);
+                tx.execute("UPDATE t SET owner = owner WHERE id = $1", &[&id])
+                    .await
+                    .expect("write in the transaction");
+                tx.commit().await.expect("COMMIT");
+            }
+            client
+        }));
+    }
+    let mut done = Vec::new();
+    for c in clients {
+        done.push(c.await.expect("client task"));
+    }
+    let rows: i64 = setup
+        .query_one("SELECT /* switchyard:writer */ count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 160, "every acknowledged write is on the writer");
+    let seen = server_connections(cluster, &db).await;
+    assert!(
+        seen <= 2,
+        "17 clients, still connected, over at most pool_size = 2 connections to the primary: {seen}"
+    );
+    let fresh = proxy.connect(&db).await;
+    let name: String = fresh
+        .query_one(
+            "SELECT /* switchyard:writer */ current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !name.starts_with("client"),
+        "a new client sees none of another's settings: {name:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_holds_its_connection_and_a_full_pool_answers_too_many_connections() {
+    let (_, proxy, db) = pooled("pooled_full", "pool_size = 1\ncheckout_timeout = \"1s\"").await;
+    let first = proxy.connect(&db).await;
+    let second = proxy.connect(&db).await;
+    // Idle clients hold nothing: both work one after the other.
+    for client in [&first, &second] {
+        client
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect("an idle client holds no connection");
+    }
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap();
+    let err = second
+        .batch_execute("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect_err("the pool's one connection is in the first client's transaction");
+    assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err:?}");
+    first.batch_execute("COMMIT").await.unwrap();
+    let third = proxy.connect(&db).await;
+    third
+        .batch_execute("SELECT /* switchyard:writer */ 3")
+        .await
+        .expect("the connection is free again after COMMIT");
+}
+
+#[tokio::test]
+async fn state_that_cannot_move_pins_the_client_to_its_connection() {
+    let (_, proxy, db) = pooled("pooled_pins", "pool_size = 2").await;
+    let pinned = proxy.connect(&db).await;
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (i int)")
+        .await
+        .expect("temporary table");
+    let other = proxy.connect(&db).await;
+    for i in 0..5 {
+        // Another client uses the pool meanwhile.
+        other
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap();
+        pinned
+            .execute("INSERT INTO scratch VALUES ($1)", &[&i])
+            .await
+            .expect("the temporary table is still there");
+    }
+    let n: i64 = pinned
+        .query_one("SELECT count(*) FROM scratch", &[])
+        .await
+        .expect("read of the temporary table")
+        .get(0);
+    assert_eq!(n, 5, "the temporary table survives across transactions");
+    let err = other
+        .batch_execute("SELECT * FROM scratch")
+        .await
+        .expect_err("another client does not see it");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err:?}");
+    let metrics = proxy.admin_get("/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("switchyard_pinned_sessions{reason=\"statement\"}")
+                && !l.ends_with(" 0")
+        ),
+        "the pin is visible by reason:\n{metrics}"
+    );
+    drop(pinned);
+    // The pinned client's connection goes back reset: its table is gone for the next one.
+    let next = proxy.connect(&db).await;
+    for _ in 0..3 {
+        let err = next
+            .batch_execute("SELECT /* switchyard:writer */ * FROM scratch")
+            .await
+            .expect_err("no later client sees the temporary table");
+        assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err:?}");
+    }
+}
