@@ -41,9 +41,10 @@ sysbench_conn() {
         --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE"
 }
 
-# maria_start MAX_CONNECTIONS: a fresh MariaDB on DB_PORT, run as mysql from the
-# start (mariadbd run as root wants --user), with its own temp dir and socket;
-# setpriv execs, so the pid is mariadbd's own. Then the app user and database.
+# maria_start MAX_CONNECTIONS [MARIADBD_OPTION...]: a fresh MariaDB on DB_PORT,
+# run as mysql from the start (mariadbd run as root wants --user), with its own
+# temp dir and socket; setpriv execs, so the pid is mariadbd's own. Then the app
+# user and database.
 maria_start() {
     local account anonymous
     MARIA_DIR=$TMP/mariadb
@@ -61,7 +62,7 @@ maria_start() {
         "$MARIADBD" --no-defaults --datadir="$MARIA_DIR/data" --tmpdir="$MARIA_DIR/tmp" \
         --socket="$MARIA_DIR/sock" --pid-file="$MARIA_DIR/mariadbd.pid" \
         --log-error="$MARIA_DIR/error.log" --port="$DB_PORT" --bind-address=127.0.0.1 \
-        --skip-name-resolve --max-connections="$1" "${STORAGE[@]}") \
+        --skip-name-resolve --max-connections="$1" "${STORAGE[@]}" "${@:2}") \
         </dev/null >"$TMP/mariadbd.out" 2>&1 &
     MARIADB_PID=$!
     wait_for mariadbd "$MARIADB_PID" maria_root -e 'select 1' ||

@@ -366,7 +366,8 @@ start_haproxy() {
 # ------------------------------------------------------------------ rounds ---
 # run_rounds ROUNDS DURATION OUTPREFIX: every target once per round, the order
 # rotated each round; the proxy's CPU time is read from /proc before and after.
-# Writes to RESULTS (emptied first) one line per successful run:
+# Writes to RESULTS (emptied first) one line per successful run, and to
+# RESULTS.failed "round target first-error-line" per failed one:
 #   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns
 # (pNN is LATENCY_PCT; peak_conns is NA unless SERVER_PORT is set).
 run_rounds() {
@@ -374,6 +375,7 @@ run_rounds() {
     local tps lat p95 tx errors peak
     RESULTS=$TMP/results.tsv
     : >"$RESULTS"
+    : >"$RESULTS.failed"
     for ((r = 0; r < rounds; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${TARGETS[$(((i + r) % n))]}
@@ -386,6 +388,8 @@ run_rounds() {
             if ! bench_run "${PORT[$t]}" "$duration" "$out"; then
                 log "$prefix against $t failed:"
                 tail -n 20 "$out" >&2
+                printf '%s\t%s\t%s\n' "$((r + 1))" "$t" \
+                    "$({ grep -m 1 -i 'error' "$out" || grep -m 1 -iE 'fatal|abort' "$out" || tail -n 1 "$out"; } | cut -c 1-200)" >>"$RESULTS.failed"
                 continue
             fi
             cpu=NA
@@ -521,6 +525,12 @@ report_table() {
     for t in "$@"; do
         has_target "$t" || [[ -z ${NOT_RUN[$t]:-} ]] || { echo "$t: not run (${NOT_RUN[$t]})"; echo; }
     done
+    if [[ -s $RESULTS.failed ]]; then
+        echo "Failed runs (left out above; round, target, first error line):"
+        echo
+        awk -F'\t' '{printf "- round %s, %s: `%s`\n", $1, $2, $3}' "$RESULTS.failed"
+        echo
+    fi
     local cols='1,2,3,4,6,7,8' header='round target tps avg_ms tx proxy_cpu_s errors'
     ((with_p95)) && cols='1-8' header="round target tps avg_ms p${LATENCY_PCT}_ms tx proxy_cpu_s errors"
     ((with_peak)) && cols+=',9' header+=' peak_conns'

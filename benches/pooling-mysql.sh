@@ -32,6 +32,10 @@
 #                      direct and HAProxy need one per thread, and a session-mode
 #                      switchyard keeps its connections idle in its pool while the
 #                      next target runs
+#   MAX_PREPARED_STMT_COUNT [max(16382, 100 * largest THREADS_LIST)]  mariadbd
+#                      --max-prepared-stmt-count: oltp_read_write prepares 38
+#                      statements per thread (4 tables), so 500 threads directly
+#                      (or through HAProxy) pass the server's default of 16382
 #   SWITCHYARD_BIN     switchyard binary [<repo>/target/release/switchyard];
 #                      when not set and the default is missing, the script runs
 #                      `cargo build --release` in the repo root first.
@@ -95,7 +99,8 @@ case $MODE in
     *) echo "error: MODE must be auto or disable (got '$MODE')" >&2; exit 2 ;;
 esac
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-$((2 * max_threads + 100))}
-require_uints DURATION ROUNDS TABLES TABLE_SIZE WARMUP STARTUP_TIMEOUT MAX_CONNECTIONS
+MAX_PREPARED_STMT_COUNT=${MAX_PREPARED_STMT_COUNT:-$((100 * max_threads > 16382 ? 100 * max_threads : 16382))}
+require_uints DURATION ROUNDS TABLES TABLE_SIZE WARMUP STARTUP_TIMEOUT MAX_CONNECTIONS MAX_PREPARED_STMT_COUNT
 ((DURATION > 0 && ROUNDS > 0 && TABLES > 0)) ||
     { echo "error: DURATION, ROUNDS and TABLES must be > 0" >&2; exit 2; }
 
@@ -122,7 +127,7 @@ read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT <<<"$(free_ports 4)"
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: mariadb=$DB_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) haproxy=$HAPROXY_PORT"
 
-maria_start "$MAX_CONNECTIONS"
+maria_start "$MAX_CONNECTIONS" --max-prepared-stmt-count="$MAX_PREPARED_STMT_COUNT"
 
 log "sysbench oltp_point_select prepare ($TABLES tables of $TABLE_SIZE rows)"
 mapfile -t direct_conn < <(sysbench_conn "$DB_PORT")
@@ -192,6 +197,7 @@ for w in "${workloads[@]}"; do
         log "cell $cell: sysbench $w --threads=$n (${TARGETS[*]})"
         run_rounds "$ROUNDS" "$DURATION" "sysbench-$cell"
         mv -- "$RESULTS" "$TMP/results-$cell.tsv"
+        mv -- "$RESULTS.failed" "$TMP/results-$cell.tsv.failed"
         CELLS+=("$cell")
     done
 done
@@ -216,7 +222,7 @@ cat <<EOF
 - Command: \`$env_prefix $INVOCATION\`
 - sysbench per run: \`${run_line% }\` (${ROUNDS} round(s) per cell, order rotated each round, ${WARMUP}s direct warm-up)
 - Machine: $(machine_line); open-files limit $NOFILE
-- Versions: MariaDB $(mariadb_version) (mariadbd ${STORAGE[*]} --max-connections=$MAX_CONNECTIONS); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
+- Versions: MariaDB $(mariadb_version) (mariadbd ${STORAGE[*]} --max-connections=$MAX_CONNECTIONS --max-prepared-stmt-count=$MAX_PREPARED_STMT_COUNT); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 - switchyard \`[server]\` pool settings: \`${pool_lines:-none}\`
 - Medians over the rounds; p99 = sysbench's 99th percentile latency (\`--percentile=99\`, from its histogram), median over rounds; peak server conns = most TCP connections to MariaDB the target's process held (sysbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = sysbench's ignored errors (deadlocks it retried), summed (a run sysbench aborts is left out and logged)
 EOF

@@ -208,7 +208,7 @@ fi
 # the reasons for targets left out, for the report.
 CELLS=()
 declare -A CELL_TARGETS=() CELL_NOT_RUN=()
-BOUNCER_NO_PREPARED="PgBouncer $BOUNCER_VERSION has no max_prepared_statements (1.21+): pgbench -M prepared fails in transaction mode once a client's next transaction lands on another server connection"
+BOUNCER_NO_PREPARED="PgBouncer $BOUNCER_VERSION has no max_prepared_statements (added in 1.21): before it, named prepared statements (pgbench -M prepared) are not supported in transaction mode"
 for w in "${workloads[@]}"; do
     mapfile -t CELL_FLAGS < <(workload_flags "$w")
     for c in "${clients_list[@]}"; do
@@ -226,6 +226,7 @@ for w in "${workloads[@]}"; do
         log "cell $cell: pgbench ${CELL_FLAGS[*]} -c $c (${TARGETS[*]})"
         run_rounds "$ROUNDS" "$DURATION" "pgbench-$cell"
         mv -- "$RESULTS" "$TMP/results-$cell.tsv"
+        mv -- "$RESULTS.failed" "$TMP/results-$cell.tsv.failed"
         CELLS+=("$cell")
         CELL_TARGETS[$cell]="${TARGETS[*]}"
         CELL_NOT_RUN[$cell]=${NOT_RUN[pgbouncer]:-}
@@ -258,7 +259,7 @@ cat <<EOF
 - Machine: $(machine_line); open-files limit $NOFILE
 - Versions: ${pg_version} (max_connections $PG_MAX_CONNECTIONS); ${pgbench_version}; PgBouncer ${BOUNCER_VERSION} (${bouncer_settings}, SCRAM); ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 - switchyard \`[server]\` pool settings: \`${pool_lines:-none}\`
-- Medians over the rounds; p99 = 99th percentile of the latencies pgbench logged (a $LOG_SAMPLING sample of the transactions), median over rounds; peak server conns = most TCP connections to PostgreSQL the target's process held (pgbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = pgbench's failed transactions, summed (a run pgbench aborts is left out and logged)
+- Medians over the rounds; avg = pgbench's latency average (clients × run time / transactions: it includes the time pgbench's own threads wait for a CPU); p99 = 99th percentile of the per-transaction latencies pgbench logged (query sent to result read; a $LOG_SAMPLING sample of the transactions), median over rounds; peak server conns = most TCP connections to PostgreSQL the target's process held (pgbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = pgbench's failed transactions, summed (a run pgbench aborts is left out and logged)
 EOF
 for cell in "${CELLS[@]}"; do
     w=${cell%-c*}
