@@ -178,7 +178,8 @@ rows = [
     ("then %d rounds of one SELECT 1 per client (%d at a time): time, failed" % (r["query_rounds"], concurrency),
      "%.1f s, %d" % (r["query_round_seconds"], r["query_round_failed"])),
     ("proxy CPU ms / 1k queries in those rounds", r["proxy_cpu_ms_per_1k_queries"]),
-    ("proxy RSS after all closed", mib("rss_after_close_kib") + " MiB"),
+    ("proxy RSS after all closed; server connections it then holds",
+     "%s MiB; %d" % (mib("rss_after_close_kib"), r["server_conns_after_close"])),
 ]
 print("| measure | value |")
 print("|---|---:|")

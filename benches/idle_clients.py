@@ -177,6 +177,7 @@ def main():
             pass
     time.sleep(args.settle)
     out["rss_after_close_kib"] = status_kib(pid, "VmRSS")
+    out["server_conns_after_close"] = conns_to_port(pid, args.server_port)
     print(json.dumps(out))
     return 0 if not errors and failed == 0 else 1
 
