@@ -130,9 +130,9 @@ EOF
     chmod 0600 "$TMP/userlist.txt"
     log "starting pgbouncer"
     "$PGBOUNCER" -u postgres "$TMP/pgbouncer.ini" </dev/null >>"$TMP/pgbouncer.out" 2>&1 &
-    PIDS[pgbouncer]=$!
-    PORT[pgbouncer]=$1
-    wait_for pgbouncer "${PIDS[pgbouncer]}" app_login "$1" ||
+    PIDS["pgbouncer"]=$!
+    PORT["pgbouncer"]=$1
+    wait_for pgbouncer "${PIDS["pgbouncer"]}" app_login "$1" ||
         { tail -n 20 "$TMP/pgbouncer.log" "$TMP/pgbouncer.out" >&2 || true; die "pgbouncer did not start"; }
     TARGETS+=(pgbouncer)
 }

@@ -144,7 +144,6 @@ start_switchyard "$TMP/switchyard.toml" "$SY_PORT" app_login
 start_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT" app_login
 SERVER_PORT=$DB_PORT
 LATENCY_PCT=99
-ALL_TARGETS=("${TARGETS[@]}")
 
 # ---------------------------------------------------------------- bench -----
 CELL_WORKLOAD=""
