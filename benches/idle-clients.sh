@@ -139,7 +139,7 @@ cat "$TMP/idle.err" >&2
 is_alive "$SY_PID" || die "switchyard exited during the run"
 
 # ---------------------------------------------------------------- report ----
-pool_lines=$(printf '%b' "$server_lines" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}')
+pool_lines=$(config_lines "$server_lines")
 if [[ $PROTOCOL == postgres ]]; then
     server_version=$("$PG_BIN/postgres" --version)
     driver=$(python3 -c 'import psycopg; print("psycopg", psycopg.__version__)')

@@ -434,6 +434,10 @@ machine_line() {
     echo "$(nproc) CPUs, ${model:-unknown}, $(uname -sr); client, proxies and server share these CPUs; load average (1/5/15 min) at start ${LOAD_AT_START:-?}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+config_lines() { # LINES (printf %b escapes) -> the non-empty lines joined by "; "
+    printf '%b' "$1" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}'
+}
+
 repo_revision() { # short commit of REPO_ROOT, "(dirty)" when it has changes
     local rev
     rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "no commit"; return 0; }

@@ -39,6 +39,12 @@
 #   SWITCHYARD_BIN     switchyard binary [<repo>/target/release/switchyard];
 #                      when not set and the default is missing, the script runs
 #                      `cargo build --release` in the repo root first.
+#   BASELINE_BIN       another switchyard build (or the same one), run as the
+#                      extra target "baseline" in the same rounds [none]
+#   BASELINE_POOL_CONFIG [SWITCHYARD_POOL_CONFIG]  the baseline's [server] pool
+#                      lines: BASELINE_BIN=<the same binary>
+#                      BASELINE_POOL_CONFIG='pool_mode = "session"\npool_size = 600'
+#                      compares session and transaction mode in one run
 #   STARTUP_TIMEOUT [60] seconds to wait for each server to accept a login
 #   MARIADBD [/usr/sbin/mariadbd], MARIADB_INSTALL_DB [mariadb-install-db],
 #   HAPROXY [/usr/sbin/haproxy]
@@ -80,6 +86,7 @@ TABLES=${TABLES:-4}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 WARMUP=${WARMUP:-3}
 SWITCHYARD_POOL_CONFIG=${SWITCHYARD_POOL_CONFIG-'pool_mode = "transaction"\npool_size = 10'}
+BASELINE_POOL_CONFIG=${BASELINE_POOL_CONFIG-$SWITCHYARD_POOL_CONFIG}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
 
 read -r -a workloads <<<"$WORKLOADS"
@@ -123,7 +130,7 @@ log "work dir $TMP"
 
 resolve_switchyard
 
-read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT <<<"$(free_ports 4)"
+read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT BASE_PORT BASE_ADMIN_PORT <<<"$(free_ports 6)"
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: mariadb=$DB_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) haproxy=$HAPROXY_PORT"
 
@@ -137,10 +144,13 @@ sysbench oltp_point_select "${direct_conn[@]}" prepare >"$TMP/sysbench-prepare.l
 write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$DB_PORT"
 write_switchyard_config "$TMP/switchyard.toml" mysql "$SY_PORT" "$SY_ADMIN_PORT" "$DB_PORT" \
     "$APP_USER" "$APP_PASSWORD" "$SWITCHYARD_POOL_CONFIG"
+write_switchyard_config "$TMP/baseline.toml" mysql "$BASE_PORT" "$BASE_ADMIN_PORT" "$DB_PORT" \
+    "$APP_USER" "$APP_PASSWORD" "$BASELINE_POOL_CONFIG"
 
 PORT=([direct]=$DB_PORT)
 TARGETS=(direct)
 start_switchyard "$TMP/switchyard.toml" "$SY_PORT" app_login
+start_baseline "$TMP/baseline.toml" "$BASE_PORT" app_login
 start_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT" app_login
 SERVER_PORT=$DB_PORT
 LATENCY_PCT=99
@@ -205,11 +215,13 @@ done
 sysbench_version=$(sysbench --version | sed -n 1p)
 client_lib=$(ldd "$(command -v sysbench)" 2>/dev/null | awk '/libmariadb|libmysqlclient/ {print $1; exit}')
 haproxy_version=$("$HAPROXY" -v 2>&1 | sed -n 1p)
-pool_lines=$(printf '%b' "$SWITCHYARD_POOL_CONFIG" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}')
+pool_note="\`$(config_lines "$SWITCHYARD_POOL_CONFIG")\`"
+[[ -n ${BASELINE_BIN:-} ]] && pool_note+="; baseline: \`$(config_lines "$BASELINE_POOL_CONFIG")\`"
 
 env_prefix="WORKLOADS='$WORKLOADS' THREADS_LIST='$THREADS_LIST' DURATION=$DURATION ROUNDS=$ROUNDS MODE=$MODE TABLES=$TABLES TABLE_SIZE=$TABLE_SIZE WARMUP=$WARMUP"
 env_prefix+=" SWITCHYARD_POOL_CONFIG=$(printf '%q' "$SWITCHYARD_POOL_CONFIG")"
 [[ -n $SWITCHYARD_BIN_SET ]] && env_prefix+=" SWITCHYARD_BIN=$(printf '%q' "$SWITCHYARD_BIN")"
+[[ -n ${BASELINE_BIN:-} ]] && env_prefix+=" BASELINE_BIN=$(printf '%q' "$BASELINE_BIN") BASELINE_POOL_CONFIG=$(printf '%q' "$BASELINE_POOL_CONFIG")"
 mapfile -t shown_conn < <(sysbench_conn PORT)
 run_line=$(printf '%s ' sysbench WORKLOAD "${shown_conn[@]}" --threads=THREADS --time="$DURATION" \
     --db-ps-mode="$MODE" --percentile=99 run)
@@ -222,7 +234,8 @@ cat <<EOF
 - sysbench per run: \`${run_line% }\` (${ROUNDS} round(s) per cell, order rotated each round, ${WARMUP}s direct warm-up)
 - Machine: $(machine_line); open-files limit $NOFILE
 - Versions: MariaDB $(mariadb_version) (mariadbd ${STORAGE[*]} --max-connections=$MAX_CONNECTIONS --max-prepared-stmt-count=$MAX_PREPARED_STMT_COUNT); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
-- switchyard \`[server]\` pool settings: \`${pool_lines:-none}\`
+- switchyard \`[server]\` pool settings: ${pool_note}
+$(baseline_note)
 - Medians over the rounds; p99 = sysbench's 99th percentile latency (\`--percentile=99\`, from its histogram), median over rounds; peak server conns = most TCP connections to MariaDB the target's process held (sysbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = sysbench's ignored errors (deadlocks it retried), summed (a run sysbench aborts is left out and logged)
 EOF
 for cell in "${CELLS[@]}"; do
@@ -230,5 +243,5 @@ for cell in "${CELLS[@]}"; do
     echo
     echo "#### sysbench ${cell%-t*}, ${cell##*-t} threads"
     echo
-    report_table 1 direct switchyard haproxy
+    report_table 1 direct switchyard baseline haproxy
 done

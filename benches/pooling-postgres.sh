@@ -42,6 +42,12 @@
 #   SWITCHYARD_BIN     switchyard binary [<repo>/target/release/switchyard];
 #                      when not set and the default is missing, the script runs
 #                      `cargo build --release` in the repo root first.
+#   BASELINE_BIN       another switchyard build (or the same one), run as the
+#                      extra target "baseline" in the same rounds [none]
+#   BASELINE_POOL_CONFIG [SWITCHYARD_POOL_CONFIG]  the baseline's [server] pool
+#                      lines: BASELINE_BIN=<the same binary>
+#                      BASELINE_POOL_CONFIG='pool_mode = "session"\npool_size = 600'
+#                      compares session and transaction mode in one run
 #   STARTUP_TIMEOUT [30] seconds to wait for each server to accept connections
 #   PG_BIN [/usr/lib/postgresql/15/bin], PGBOUNCER [/usr/sbin/pgbouncer],
 #   HAPROXY [/usr/sbin/haproxy]
@@ -83,6 +89,7 @@ SCALE=${SCALE:-10}
 WARMUP=${WARMUP:-3}
 LOG_SAMPLING=${LOG_SAMPLING:-0.1}
 SWITCHYARD_POOL_CONFIG=${SWITCHYARD_POOL_CONFIG-'pool_mode = "transaction"\npool_size = 10'}
+BASELINE_POOL_CONFIG=${BASELINE_POOL_CONFIG-$SWITCHYARD_POOL_CONFIG}
 PGBOUNCER_POOL_SIZE=${PGBOUNCER_POOL_SIZE:-10}
 PGBOUNCER_MAX_PREPARED=${PGBOUNCER_MAX_PREPARED:-200}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
@@ -124,7 +131,7 @@ log "work dir $TMP"
 
 resolve_switchyard
 
-read -r PG_PORT SY_PORT SY_ADMIN_PORT BOUNCER_PORT HAPROXY_PORT <<<"$(free_ports 5)"
+read -r PG_PORT SY_PORT SY_ADMIN_PORT BOUNCER_PORT HAPROXY_PORT BASE_PORT BASE_ADMIN_PORT <<<"$(free_ports 7)"
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: postgres=$PG_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) pgbouncer=$BOUNCER_PORT haproxy=$HAPROXY_PORT"
 
@@ -134,10 +141,13 @@ pgbench_init "$SCALE"
 write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$PG_PORT"
 write_switchyard_config "$TMP/switchyard.toml" postgres "$SY_PORT" "$SY_ADMIN_PORT" "$PG_PORT" \
     "$APP_USER" "$APP_PASSWORD" "$SWITCHYARD_POOL_CONFIG"
+write_switchyard_config "$TMP/baseline.toml" postgres "$BASE_PORT" "$BASE_ADMIN_PORT" "$PG_PORT" \
+    "$APP_USER" "$APP_PASSWORD" "$BASELINE_POOL_CONFIG"
 
 PORT=([direct]=$PG_PORT)
 TARGETS=(direct)
 start_switchyard "$TMP/switchyard.toml" "$SY_PORT" app_login
+start_baseline "$TMP/baseline.toml" "$BASE_PORT" app_login
 
 # PgBouncer in transaction mode; max_prepared_statements (1.21+) lets named
 # prepared statements follow the client from server connection to connection.
@@ -244,11 +254,13 @@ if ((BOUNCER_PREPARED)); then
 else
     bouncer_settings+=", no max_prepared_statements (needs 1.21+)"
 fi
-pool_lines=$(printf '%b' "$SWITCHYARD_POOL_CONFIG" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}')
+pool_note="\`$(config_lines "$SWITCHYARD_POOL_CONFIG")\`"
+[[ -n ${BASELINE_BIN:-} ]] && pool_note+="; baseline: \`$(config_lines "$BASELINE_POOL_CONFIG")\`"
 
 env_prefix="WORKLOADS='$WORKLOADS' CLIENTS_LIST='$CLIENTS_LIST' DURATION=$DURATION ROUNDS=$ROUNDS THREADS=$THREADS SCALE=$SCALE WARMUP=$WARMUP LOG_SAMPLING=$LOG_SAMPLING"
 env_prefix+=" SWITCHYARD_POOL_CONFIG=$(printf '%q' "$SWITCHYARD_POOL_CONFIG")"
 [[ -n $SWITCHYARD_BIN_SET ]] && env_prefix+=" SWITCHYARD_BIN=$(printf '%q' "$SWITCHYARD_BIN")"
+[[ -n ${BASELINE_BIN:-} ]] && env_prefix+=" BASELINE_BIN=$(printf '%q' "$BASELINE_BIN") BASELINE_POOL_CONFIG=$(printf '%q' "$BASELINE_POOL_CONFIG")"
 
 cat <<EOF
 ### PostgreSQL pooling: direct vs switchyard vs PgBouncer (transaction) vs HAProxy
@@ -258,7 +270,8 @@ cat <<EOF
 - pgbench per run: \`pgbench -h 127.0.0.1 -p PORT -U $APP_USER -n FLAGS -c CLIENTS -j $THREADS -T $DURATION --log --sampling-rate=$LOG_SAMPLING $DB\` (scale $SCALE, ${ROUNDS} round(s) per cell, order rotated each round, ${WARMUP}s direct warm-up)
 - Machine: $(machine_line); open-files limit $NOFILE
 - Versions: ${pg_version} (max_connections $PG_MAX_CONNECTIONS); ${pgbench_version}; PgBouncer ${BOUNCER_VERSION} (${bouncer_settings}, SCRAM); ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
-- switchyard \`[server]\` pool settings: \`${pool_lines:-none}\`
+- switchyard \`[server]\` pool settings: ${pool_note}
+$(baseline_note)
 - Medians over the rounds; avg = pgbench's latency average (clients × run time / transactions: it includes the time pgbench's own threads wait for a CPU); p99 = 99th percentile of the per-transaction latencies pgbench logged (query sent to result read; a $LOG_SAMPLING sample of the transactions), median over rounds; peak server conns = most TCP connections to PostgreSQL the target's process held (pgbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = pgbench's failed transactions, summed (a run pgbench aborts is left out and logged)
 EOF
 for cell in "${CELLS[@]}"; do
@@ -272,5 +285,5 @@ for cell in "${CELLS[@]}"; do
     echo
     echo "#### pgbench ${flags[*]}$([[ $w == tpcb ]] && printf ' (TPC-B-like)'), $c clients"
     echo
-    report_table 1 direct switchyard pgbouncer haproxy
+    report_table 1 direct switchyard baseline pgbouncer haproxy
 done
