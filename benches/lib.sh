@@ -271,11 +271,12 @@ active = "old"
 EOF
 }
 
-# write_haproxy_config FILE PORT DB_PORT: a bare TCP hop.
+# write_haproxy_config FILE PORT DB_PORT [MAXCONN]: a bare TCP hop; MAXCONN
+# (1000) client connections at most.
 write_haproxy_config() {
     cat >"$1" <<EOF
 global
-    maxconn 1000
+    maxconn ${4:-1000}
 
 defaults
     mode tcp
@@ -400,6 +401,8 @@ run_rounds() {
             if ! parsed=$(bench_parse "$out"); then
                 log "could not parse $prefix output for $t:"
                 cat "$out" >&2
+                printf '%s\t%s\t%s\n' "$((r + 1))" "$t" \
+                    "no result in the output, whose last line is: $(awk 'NF {l = $0} END {print substr(l, 1, 150)}' "$out")" >>"$RESULTS.failed"
                 continue
             fi
             IFS=$'\t' read -r tps lat p95 tx errors <<<"$parsed"

@@ -141,7 +141,7 @@ mapfile -t direct_conn < <(sysbench_conn "$DB_PORT")
 sysbench oltp_point_select "${direct_conn[@]}" prepare >"$TMP/sysbench-prepare.log" 2>&1 ||
     { tail -n 30 "$TMP/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
 
-write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$DB_PORT"
+write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$DB_PORT" $((max_threads + 1000))
 write_switchyard_config "$TMP/switchyard.toml" mysql "$SY_PORT" "$SY_ADMIN_PORT" "$DB_PORT" \
     "$APP_USER" "$APP_PASSWORD" "$SWITCHYARD_POOL_CONFIG"
 write_switchyard_config "$TMP/baseline.toml" mysql "$BASE_PORT" "$BASE_ADMIN_PORT" "$DB_PORT" \

@@ -138,7 +138,7 @@ log "ports: postgres=$PG_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) pgbounc
 pg_start "$PG_MAX_CONNECTIONS"
 pgbench_init "$SCALE"
 
-write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$PG_PORT"
+write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$PG_PORT" $((max_clients + 1000))
 write_switchyard_config "$TMP/switchyard.toml" postgres "$SY_PORT" "$SY_ADMIN_PORT" "$PG_PORT" \
     "$APP_USER" "$APP_PASSWORD" "$SWITCHYARD_POOL_CONFIG"
 write_switchyard_config "$TMP/baseline.toml" postgres "$BASE_PORT" "$BASE_ADMIN_PORT" "$PG_PORT" \
