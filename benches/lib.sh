@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # benches/lib.sh - what the bench scripts (compare-*.sh, pooling-*.sh,
-# idle-clients.sh) share: logging,
-# free ports, waiting for a server, stopping processes, the cleanup trap, CPU
-# accounting from /proc/PID/stat, switchyard and HAProxy set-up, the
-# interleaved rounds and the markdown table. Sourced, never run.
+# idle-clients.sh) share: logging, free ports, waiting for a server, stopping
+# processes, the cleanup trap, CPU accounting from /proc/PID/stat, the server
+# connections a process holds, switchyard and HAProxy set-up, the interleaved
+# rounds and the markdown table. Sourced, never run; the database set-up is in
+# lib-postgres.sh and lib-mysql.sh.
 #
 # The sourcing script sets REPO_ROOT, then sources this file (which declares
 # the shared state below), and defines:
