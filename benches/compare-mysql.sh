@@ -48,6 +48,8 @@ INVOCATION=${INVOCATION% }
 
 # shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
+# shellcheck source=lib-mysql.sh
+source "$SCRIPT_DIR/lib-mysql.sh"
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     usage "${BASH_SOURCE[0]}"
@@ -77,59 +79,21 @@ TABLES=${TABLES:-4}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 WARMUP=${WARMUP:-5}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
-MARIADBD=${MARIADBD:-/usr/sbin/mariadbd}
-MARIADB_INSTALL_DB=${MARIADB_INSTALL_DB:-mariadb-install-db}
 
 require_uints DURATION ROUNDS THREADS TABLES TABLE_SIZE WARMUP STARTUP_TIMEOUT
 ((DURATION > 0 && ROUNDS > 0 && THREADS > 0 && TABLES > 0)) ||
     { echo "error: DURATION, ROUNDS, THREADS and TABLES must be > 0" >&2; exit 2; }
 [[ $WORKLOAD =~ ^[A-Za-z0-9_./-]+$ ]] || { echo "error: bad WORKLOAD '$WORKLOAD'" >&2; exit 2; }
 
-APP_USER=app
-APP_PASSWORD=app-secret
-DB=bench
-# Both for mariadb-install-db and mariadbd: the data is thrown away, so no
-# fsync per commit, and a buffer pool that holds every table.
-STORAGE=(--innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2)
-
 require_tools "$MARIADBD" "$MARIADB_INSTALL_DB" mariadb sysbench setpriv runuser timeout python3 "$HAPROXY"
 [[ $(id -u) -eq 0 ]] || die "run as root (MariaDB is run as the mysql user)"
 id mysql >/dev/null 2>&1 || die "OS user mysql is missing"
 
-# ---------------------------------------------------------------- cleanup ---
-MARIADB_PID=""
-
-bench_cleanup_db() { # called by cleanup (lib.sh) after the proxies are stopped
-    # SIGTERM is mariadbd's clean shutdown; the data goes anyway, so 30s at most.
-    [[ -n $MARIADB_PID ]] && stop_pid "$MARIADB_PID" mariadbd 30
-    return 0
-}
 install_traps
-
-# ---------------------------------------------------------------- helpers ---
-maria_root() { # mariadb as root over the unix socket
-    mariadb --no-defaults --protocol=SOCKET -S "$MARIA_DIR/sock" -u root "$@"
-}
-
-app_login() { # port: an authenticated query as app through 127.0.0.1:PORT
-    timeout 5 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" --skip-ssl \
-        --connect-timeout=2 -u "$APP_USER" --password="$APP_PASSWORD" -D "$DB" -e 'select 1'
-}
-
-# sysbench's options for one target (its port), minus the workload and command.
-sysbench_conn() {
-    printf '%s\n' --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" \
-        --mysql-user="$APP_USER" --mysql-password="$APP_PASSWORD" --mysql-db="$DB" \
-        --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE"
-}
 
 # ------------------------------------------------------------------ setup ---
 TMP=$(mktemp -d -t switchyard-bench.XXXXXX)
 chmod 0755 "$TMP"
-MARIA_DIR=$TMP/mariadb
-mkdir -p "$MARIA_DIR/tmp"
-chown -R mysql: "$MARIA_DIR"
-chmod 0750 "$MARIA_DIR"
 log "work dir $TMP"
 
 # switchyard: build it if the default binary is missing, else use what is given.
@@ -139,38 +103,7 @@ read -r DB_PORT SY_PORT SY_ADMIN_PORT HAPROXY_PORT BASE_PORT BASE_ADMIN_PORT <<<
 [[ -n $HAPROXY_PORT ]] || die "could not pick free ports"
 log "ports: mariadb=$DB_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) haproxy=$HAPROXY_PORT"
 
-# MariaDB, freshly installed, run as mysql from the start (mariadbd run as root
-# wants --user), with its own temp dir and socket; setpriv execs, so the pid
-# is mariadbd's own.
-log "mariadb-install-db"
-(cd "$MARIA_DIR" && runuser -u mysql -- "$MARIADB_INSTALL_DB" --no-defaults \
-    --datadir="$MARIA_DIR/data" --tmpdir="$MARIA_DIR/tmp" \
-    --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
-    "${STORAGE[@]}") >"$TMP/install-db.log" 2>&1 ||
-    { tail -n 30 "$TMP/install-db.log" >&2; die "mariadb-install-db failed"; }
-log "starting mariadbd"
-(cd "$MARIA_DIR" && exec setpriv --reuid=mysql --regid=mysql --init-groups -- \
-    "$MARIADBD" --no-defaults --datadir="$MARIA_DIR/data" --tmpdir="$MARIA_DIR/tmp" \
-    --socket="$MARIA_DIR/sock" --pid-file="$MARIA_DIR/mariadbd.pid" \
-    --log-error="$MARIA_DIR/error.log" --port="$DB_PORT" --bind-address=127.0.0.1 \
-    --skip-name-resolve --max-connections=300 "${STORAGE[@]}") \
-    </dev/null >"$TMP/mariadbd.out" 2>&1 &
-MARIADB_PID=$!
-wait_for mariadbd "$MARIADB_PID" maria_root -e 'select 1' ||
-    { tail -n 20 "$MARIA_DIR/error.log" "$TMP/mariadbd.out" >&2 || true; die "mariadbd did not start on port $DB_PORT"; }
-
-# The anonymous accounts install-db makes (''@localhost, ...) would match
-# before app@'%' for connections from 127.0.0.1.
-mapfile -t anonymous < <(maria_root -N -B -e "SELECT CONCAT(QUOTE(user), '@', QUOTE(host)) FROM mysql.user WHERE user = ''")
-for account in "${anonymous[@]}"; do
-    maria_root -e "DROP USER $account"
-done
-maria_root <<EOF
-CREATE DATABASE \`$DB\`;
-CREATE USER '$APP_USER'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('$APP_PASSWORD');
-GRANT ALL PRIVILEGES ON \`$DB\`.* TO '$APP_USER'@'%';
-EOF
-wait_for mariadb "" app_login "$DB_PORT" || die "cannot log in as $APP_USER directly"
+maria_start 300
 
 log "sysbench oltp_point_select prepare ($TABLES tables of $TABLE_SIZE rows)"
 mapfile -t direct_conn < <(sysbench_conn "$DB_PORT")
@@ -228,9 +161,7 @@ fi
 run_rounds "$ROUNDS" "$DURATION" sysbench
 
 # ---------------------------------------------------------------- report ----
-mariadb_version=$("$MARIADBD" --version | sed -n 1p)
-mariadb_version=${mariadb_version#*Ver }
-mariadb_version=${mariadb_version%% *}
+mariadb_version=$(mariadb_version)
 sysbench_version=$(sysbench --version | sed -n 1p)
 client_lib=$(ldd "$(command -v sysbench)" 2>/dev/null | awk '/libmariadb|libmysqlclient/ {print $1; exit}')
 haproxy_version=$("$HAPROXY" -v 2>&1 | sed -n 1p)

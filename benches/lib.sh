@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# benches/lib.sh - what compare-postgres.sh and compare-mysql.sh share: logging,
-# free ports, waiting for a server, stopping processes, the cleanup trap, CPU
-# accounting from /proc/PID/stat, switchyard and HAProxy set-up, the
-# interleaved rounds and the markdown table. Sourced, never run.
+# benches/lib.sh - what the bench scripts (compare-*.sh, pooling-*.sh,
+# idle-clients.sh) share: logging, free ports, waiting for a server, stopping
+# processes, the cleanup trap, CPU accounting from /proc/PID/stat, the server
+# connections a process holds, switchyard and HAProxy set-up, the interleaved
+# rounds and the markdown table. Sourced, never run; the database set-up is in
+# lib-postgres.sh and lib-mysql.sh.
 #
 # The sourcing script sets REPO_ROOT, then sources this file (which declares
 # the shared state below), and defines:
@@ -12,6 +14,12 @@
 # and optionally:
 #   bench_cleanup_db                 stop the database (called by cleanup, after
 #                                    the proxies, before the temp dir is removed)
+# and may set, after sourcing:
+#   LATENCY_PCT    which percentile bench_parse's third field is (95)
+#   REPORT_VS      targets the report gives throughput ratios against (direct haproxy)
+#   SERVER_PORT    the database's port: run_rounds then samples the connections each
+#                  target holds to it (see sample_conns) and reports the peak
+#   NOT_RUN[t]     why target t is left out of the current rounds (shown in the report)
 
 # ------------------------------------------------------------------ state ---
 TMP=""                  # temp dir, removed on exit
@@ -29,6 +37,13 @@ SWITCHYARD_BIN_SET=${SWITCHYARD_BIN+set}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$DEFAULT_SWITCHYARD_BIN}
 RESULTS=""              # per-run TSV, see run_rounds
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)
+LATENCY_PCT=95          # the percentile in bench_parse's third field
+REPORT_VS=(direct haproxy)
+SERVER_PORT=""          # when set, the peak connections to it are sampled per run
+SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
+SAMPLE_PID=""           # the process whose connections are sampled (run_rounds)
+SAMPLER_PID=""          # the running sampler, if any
+declare -A NOT_RUN=()   # target name -> why it is not in the current rounds
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -49,6 +64,18 @@ require_tools() { # tool...
     for tool in "$@"; do
         command -v "$tool" >/dev/null || die "required tool not found: $tool"
     done
+}
+
+# raise_nofile WANT: raise this shell's open-files limit (inherited by what it
+# starts) to WANT, or to the hard limit when WANT is above it and the hard limit
+# cannot be raised (that needs CAP_SYS_RESOURCE, which a container may lack).
+raise_nofile() {
+    local want=$1 hard
+    hard=$(ulimit -Hn)
+    if [[ $hard != unlimited ]] && ((hard < want)); then
+        ulimit -Hn "$want" 2>/dev/null || want=$hard
+    fi
+    ulimit -Sn "$want"
 }
 
 # ---------------------------------------------------------------- processes --
@@ -81,6 +108,7 @@ cleanup() {
     trap - INT TERM
     set +e
     [[ -n $BENCH_PID ]] && stop_pid "$BENCH_PID" "load generator"
+    [[ -n $SAMPLER_PID ]] && stop_pid "$SAMPLER_PID" "connection sampler" 1
     for name in "${!PIDS[@]}"; do
         stop_pid "${PIDS[$name]}" "$name"
     done
@@ -104,15 +132,49 @@ install_traps() {
 
 # run_client OUTFILE CMD...: run CMD in the background with its output in
 # OUTFILE and wait for it, so that INT/TERM reach the traps at once and
-# cleanup can stop it.
+# cleanup can stop it. With SERVER_PORT set, the connections that SAMPLE_PID
+# (or, when empty, CMD itself: the direct target) holds to it are sampled
+# meanwhile into OUTFILE.conns.
 run_client() {
     local out=$1 rc=0
     shift
     "$@" </dev/null >"$out" 2>&1 &
     BENCH_PID=$!
+    if [[ -n $SERVER_PORT ]]; then
+        sample_conns "${SAMPLE_PID:-$BENCH_PID}" "$SERVER_PORT" >"$out.conns" &
+        SAMPLER_PID=$!
+    fi
     wait "$BENCH_PID" || rc=$?
     BENCH_PID=""
+    if [[ -n $SAMPLER_PID ]]; then
+        kill "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+        SAMPLER_PID=""
+    fi
     return "$rc"
+}
+
+# conns_to_port PID PORT: how many established TCP connections process PID (all
+# its threads) has to PORT on this host, from its socket fds and /proc/net/tcp*.
+# Counted on the client side, so each proxy's (or the load generator's) share of
+# the server's connections is its own, whatever the other targets keep idle.
+conns_to_port() {
+    local pid=$1 port
+    port=$(printf ':%04X' "$2")
+    find "/proc/$pid/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null |
+        awk -v port="$port" '
+            FILENAME == "-" { gsub(/[^0-9]/, ""); inode[$0] = 1; next }
+            $4 == "01" && substr($3, length($3) - 4) == port && ($10 in inode) { n++ }
+            END { print n + 0 }' - /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# sample_conns PID PORT: print conns_to_port every SAMPLE_INTERVAL seconds while
+# PID lives (run in the background and killed by run_client).
+sample_conns() {
+    while is_alive "$1"; do
+        conns_to_port "$1" "$2" || true
+        sleep "$SAMPLE_INTERVAL"
+    done
 }
 
 # ------------------------------------------------------------------ helpers --
@@ -183,12 +245,15 @@ resolve_switchyard() {
     return 0
 }
 
-# write_switchyard_config FILE PROTOCOL PORT ADMIN_PORT DB_PORT USER PASSWORD
+# write_switchyard_config FILE PROTOCOL PORT ADMIN_PORT DB_PORT USER PASSWORD [SERVER_LINES]
+# SERVER_LINES: more [server] keys, one per line (printf %b escapes such as \n
+# are expanded, so 'pool_mode = "transaction"\npool_size = 10' works).
 write_switchyard_config() {
     cat >"$1" <<EOF
 [server]
 protocol = "$2"
 listen = "127.0.0.1:$3"
+$(printf '%b' "${8:-}")
 
 [admin]
 listen = "127.0.0.1:$4"
@@ -207,11 +272,12 @@ active = "old"
 EOF
 }
 
-# write_haproxy_config FILE PORT DB_PORT: a bare TCP hop.
+# write_haproxy_config FILE PORT DB_PORT [MAXCONN]: a bare TCP hop; MAXCONN
+# (1000) client connections at most.
 write_haproxy_config() {
     cat >"$1" <<EOF
 global
-    maxconn 1000
+    maxconn ${4:-1000}
 
 defaults
     mode tcp
@@ -302,13 +368,16 @@ start_haproxy() {
 # ------------------------------------------------------------------ rounds ---
 # run_rounds ROUNDS DURATION OUTPREFIX: every target once per round, the order
 # rotated each round; the proxy's CPU time is read from /proc before and after.
-# Appends to RESULTS one line per successful run:
-#   round target tps avg_ms p95_ms transactions proxy_cpu_s errors
+# Writes to RESULTS (emptied first) one line per successful run, and to
+# RESULTS.failed "round target first-error-line" per failed one:
+#   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns
+# (pNN is LATENCY_PCT; peak_conns is NA unless SERVER_PORT is set).
 run_rounds() {
     local rounds=$1 duration=$2 prefix=$3 n=${#TARGETS[@]} r i t pid out before after cpu parsed
-    local tps lat p95 tx errors
+    local tps lat p95 tx errors peak
     RESULTS=$TMP/results.tsv
     : >"$RESULTS"
+    : >"$RESULTS.failed"
     for ((r = 0; r < rounds; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${TARGETS[$(((i + r) % n))]}
@@ -317,9 +386,12 @@ run_rounds() {
             log "round $((r + 1))/$rounds: $t (${duration}s)"
             before=""
             [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+            SAMPLE_PID=$pid
             if ! bench_run "${PORT[$t]}" "$duration" "$out"; then
                 log "$prefix against $t failed:"
                 tail -n 20 "$out" >&2
+                printf '%s\t%s\t%s\n' "$((r + 1))" "$t" \
+                    "$({ grep -m 1 -i 'error' "$out" || grep -m 1 -iE 'fatal|abort' "$out" || tail -n 1 "$out"; } | cut -c 1-200)" >>"$RESULTS.failed"
                 continue
             fi
             cpu=NA
@@ -330,12 +402,16 @@ run_rounds() {
             if ! parsed=$(bench_parse "$out"); then
                 log "could not parse $prefix output for $t:"
                 cat "$out" >&2
+                printf '%s\t%s\t%s\n' "$((r + 1))" "$t" \
+                    "no result in the output, whose last line is: $(awk 'NF {l = $0} END {print substr(l, 1, 150)}' "$out")" >>"$RESULTS.failed"
                 continue
             fi
             IFS=$'\t' read -r tps lat p95 tx errors <<<"$parsed"
             [[ $errors == 0 || $errors == NA ]] || log "warning: $errors errors against $t"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" >>"$RESULTS"
-            log "  tps=$tps latency=${lat}ms$([[ $p95 == NA ]] || printf ' p95=%sms' "$p95") tx=$tx proxy_cpu_s=$cpu errors=$errors"
+            peak=NA
+            [[ -s $out.conns ]] && peak=$(sort -n "$out.conns" | tail -n 1)
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" "$peak" >>"$RESULTS"
+            log "  tps=$tps latency=${lat}ms$([[ $p95 == NA ]] || printf ' p%s=%sms' "$LATENCY_PCT" "$p95") tx=$tx proxy_cpu_s=$cpu errors=$errors$([[ $peak == NA ]] || printf ' peak_server_conns=%s' "$peak")"
         done
     done
 }
@@ -362,6 +438,10 @@ machine_line() {
     echo "$(nproc) CPUs, ${model:-unknown}, $(uname -sr); client, proxies and server share these CPUs; load average (1/5/15 min) at start ${LOAD_AT_START:-?}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+config_lines() { # LINES (printf %b escapes) -> the non-empty lines joined by "; "
+    printf '%b' "$1" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}'
+}
+
 repo_revision() { # short commit of REPO_ROOT, "(dirty)" when it has changes
     local rev
     rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "no commit"; return 0; }
@@ -381,36 +461,48 @@ switchyard_version() { # "switchyard X.Y.Z", or "-" when it did not run
     echo "$v"
 }
 
-# report_table WITH_P95 TARGET...: the markdown table (medians over runs; errors
-# summed over runs) and the per-run lines, targets in the given order. Targets
-# that did not start are left out, except switchyard ("not available").
+# report_table WITH_PCT TARGET...: the markdown table (medians over runs; errors
+# summed over runs) and the per-run lines, targets in the given order; WITH_PCT:
+# show the LATENCY_PCT column. Ratios are against each of REPORT_VS; with
+# SERVER_PORT set, a column gives the median over runs of the peak connections
+# the target held to the server. Targets that did not start are left out, except
+# switchyard ("not available") and those NOT_RUN names ("not run").
 report_table() {
-    local with_p95=$1 t tps lat p95 added cpu errors
+    local with_p95=$1 t v tps lat p95 added cpu errors ncols
     shift
+    local with_peak=0
+    [[ -n $SERVER_PORT ]] && with_peak=1
     local -A med_tps=() med_lat=()
     for t in "$@"; do
         has_target "$t" || continue
         med_tps[$t]=$(col_median "$t" 3)
         med_lat[$t]=$(col_median "$t" 4)
     done
-    if ((with_p95)); then
-        echo "| target | median tps | vs direct | vs haproxy | avg latency ms | p95 latency ms | added latency ms | proxy CPU ms / 1k tx | errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    else
-        echo "| target | median tps | vs direct | vs haproxy | avg latency ms | added latency ms | proxy CPU ms / 1k tx | errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    fi
-    local blanks="| | | | | | |"
-    ((with_p95)) && blanks+=" |"
+    local head="| target | median tps |" rule="|---|---:|"
+    for v in "${REPORT_VS[@]}"; do head+=" vs $v |"; rule+="---:|"; done
+    head+=" avg latency ms |"; rule+="---:|"
+    ((with_p95)) && { head+=" p$LATENCY_PCT latency ms |"; rule+="---:|"; }
+    head+=" added latency ms | proxy CPU ms / 1k tx |"; rule+="---:|---:|"
+    ((with_peak)) && { head+=" peak server conns |"; rule+="---:|"; }
+    head+=" errors |"; rule+="---:|"
+    echo "$head"
+    echo "$rule"
+    ncols=$(($(tr -cd '|' <<<"$rule" | wc -c) - 1))
+    local blanks="" i
+    for ((i = 2; i < ncols; i++)); do blanks+=" |"; done
     for t in "$@"; do
         if ! has_target "$t"; then
-            [[ $t == switchyard ]] && echo "| switchyard | not available $blanks"
+            if [[ -n ${NOT_RUN[$t]:-} ]]; then
+                echo "| $t | not run |$blanks"
+            elif [[ $t == switchyard ]]; then
+                echo "| switchyard | not available |$blanks"
+            fi
             continue
         fi
         tps=${med_tps[$t]}
         lat=${med_lat[$t]}
         if [[ -z $tps ]]; then
-            echo "| $t | failed $blanks"
+            echo "| $t | failed |$blanks"
             continue
         fi
         added=""
@@ -418,28 +510,39 @@ report_table() {
         cpu=""
         [[ $t != direct ]] && cpu=$(cpu_per_1k_median "$t")
         errors=$(col_sum "$t" 8)
-        printf '| %s | %s | %s | %s | %s |' "$t" \
-            "$(fmt '%.0f' "$tps")" \
-            "$(fmt '%s' "$(ratio "$tps" "${med_tps[direct]:-}")")" \
-            "$(fmt '%s' "$(ratio "$tps" "${med_tps[haproxy]:-}")")" \
-            "$(fmt '%.3f' "$lat")"
+        printf '| %s | %s |' "$t" "$(fmt '%.0f' "$tps")"
+        for v in "${REPORT_VS[@]}"; do
+            printf ' %s |' "$(fmt '%s' "$(ratio "$tps" "${med_tps[$v]:-}")")"
+        done
+        printf ' %s |' "$(fmt '%.3f' "$lat")"
         if ((with_p95)); then
             p95=$(col_median "$t" 5)
             printf ' %s |' "$(fmt '%.3f' "$p95")"
         fi
-        printf ' %s | %s | %s |\n' \
+        printf ' %s | %s |' \
             "$(if [[ $t == direct ]]; then printf '0'; else fmt '%s' "$added"; fi)" \
-            "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; fi)" \
-            "$(fmt '%s' "$errors")"
+            "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; fi)"
+        ((with_peak)) && printf ' %s |' "$(fmt '%.0f' "$(col_median "$t" 9)")"
+        printf ' %s |\n' "$(fmt '%s' "$errors")"
     done
     echo
     if [[ -n $SWITCHYARD_STATUS ]]; then
         echo "switchyard: not available ($SWITCHYARD_STATUS)"
         echo
     fi
+    for t in "$@"; do
+        has_target "$t" || [[ -z ${NOT_RUN[$t]:-} ]] || { echo "$t: not run (${NOT_RUN[$t]})"; echo; }
+    done
+    if [[ -s $RESULTS.failed ]]; then
+        echo "Failed runs (left out above; round, target, first error line):"
+        echo
+        awk -F'\t' '{printf "- round %s, %s: `%s`\n", $1, $2, $3}' "$RESULTS.failed"
+        echo
+    fi
     local cols='1,2,3,4,6,7,8' header='round target tps avg_ms tx proxy_cpu_s errors'
-    ((with_p95)) && cols='1-8' header='round target tps avg_ms p95_ms tx proxy_cpu_s errors'
-    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p95 latency ms'), transactions, proxy CPU s, errors):"
+    ((with_p95)) && cols='1-8' header="round target tps avg_ms p${LATENCY_PCT}_ms tx proxy_cpu_s errors"
+    ((with_peak)) && cols+=',9' header+=' peak_conns'
+    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p%s latency ms' "$LATENCY_PCT"), transactions, proxy CPU s, errors$( ((with_peak)) && printf ', peak server connections')):"
     echo
     echo '```'
     { tr ' ' '\t' <<<"$header"; cut -f"$cols" "$RESULTS"; } | { column -t -s$'\t' 2>/dev/null || cat; }
