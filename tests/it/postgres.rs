@@ -1294,27 +1294,31 @@ async fn queries_in_any_client_encoding() {
         .await
         .unwrap();
     // psql with a LATIN1 client: 'é' is the single byte 0xE9.
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .arg(proxy.conninfo("app", "app-secret", &db))
-        .env("PGCLIENTENCODING", "LATIN1")
-        .arg("-c")
-        .arg(std::ffi::OsStr::from_bytes(
-            b"INSERT INTO e VALUES ('caf\xe9')",
-        ))
-        .arg("-c")
-        .arg(std::ffi::OsStr::from_bytes(
-            b"SELECT s FROM e WHERE s = 'caf\xe9' AND pg_is_in_recovery() IS NOT NULL",
-        ))
-        .output()
-        .await
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"INSERT 0 1\ncaf\xe9\n");
+    let latin1_psql = async |sql: &[u8]| {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(proxy.conninfo("app", "app-secret", &db))
+            .env("PGCLIENTENCODING", "LATIN1")
+            .arg("-c")
+            .arg(std::ffi::OsStr::from_bytes(sql))
+            .output()
+            .await
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let inserted = latin1_psql(b"INSERT INTO e VALUES ('caf\xe9')").await;
+    assert_eq!(inserted, b"INSERT 0 1\n");
+    // The read goes to a replica: once it has the row.
+    cluster.wait_replicated().await;
+    let read =
+        latin1_psql(b"SELECT s FROM e WHERE s = 'caf\xe9' AND pg_is_in_recovery() IS NOT NULL")
+            .await;
+    assert_eq!(read, b"caf\xe9\n");
     let stored: String = client
         .query_one("/* switchyard:writer */ SELECT s FROM e", &[])
         .await
