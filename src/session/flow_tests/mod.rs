@@ -26,13 +26,15 @@ use Where::*;
 use server::Fault::*;
 use world::Setup;
 
-/// Turns each row of the table below into a module per case with a test per protocol. A
-/// row may end with `extended: "why"` or `prepared: "why"`: its variant with PostgreSQL's
-/// extended protocol or MySQL's prepared statements differs today, and is ignored with
-/// that reason (`cargo test -- --ignored` shows how).
+/// Turns each row of the table below into a module per case with a test per protocol, and
+/// two more with the session in transaction mode (`*_pooled`: PostgreSQL extended, MySQL
+/// prepared). A row may end with `extended: "why"`, `prepared: "why"` or `pooled: "why"`:
+/// that variant differs, and is ignored with that reason (`cargo test -- --ignored` shows
+/// how).
 macro_rules! table {
     ($($name:ident: $setup:expr, [$($step:expr),* $(,)?]
-        $(extended: $why:literal)? $(prepared: $prepared:literal)?;)*) => {
+        $(extended: $why:literal)? $(prepared: $prepared:literal)?
+        $(pooled: $pooled:literal)?;)*) => {
         $(
             mod $name {
                 use super::*;
@@ -59,6 +61,18 @@ macro_rules! table {
                 $(#[ignore = $prepared])?
                 async fn mysql_prepared() {
                     world::run(Proto::MysqlPrepared, &CASE).await;
+                }
+
+                #[tokio::test]
+                $(#[ignore = $pooled])?
+                async fn postgres_pooled() {
+                    world::run_in(Proto::PostgresExtended, &CASE, "transaction").await;
+                }
+
+                #[tokio::test]
+                $(#[ignore = $pooled])?
+                async fn mysql_pooled() {
+                    world::run_in(Proto::MysqlPrepared, &CASE, "transaction").await;
                 }
             }
         )*
@@ -121,12 +135,12 @@ table! {
         Run(Read, On(AnyReader)),
         Then(Break(SameReader, CloseBeforeAnswer)),
         Run(Read, Retried { from: SameReader, to: OtherReader }),
-    ];
+    ] pooled: "transaction mode holds no reader between reads: the closed connection is found closed in the pool and the read runs on a new one";
     a_read_whose_only_reader_closes_before_answering_is_retried_on_the_writer: ONE_READER, [
         Run(Read, On(R1)),
         Then(Break(R1, CloseBeforeAnswer)),
         Run(Read, Retried { from: R1, to: W }),
-    ];
+    ] pooled: "transaction mode holds no reader between reads: the closed connection is found closed in the pool and the read runs on a new one";
     a_reader_that_fails_mid_answer_fails_the_read: ONE_READER, [
         Run(Read, On(R1)),
         Then(Break(R1, CloseAfterFirstRow)),
@@ -240,7 +254,7 @@ table! {
         Run(Write, On(W)),
         Then(Disconnect(W)),
         Run(Write, Refused(ConnectionLost)),
-    ];
+    ] pooled: "transaction mode holds no writer between statements: the ended connection is found closed in the pool and the write runs on a new one";
     no_usable_writer_within_failover_timeout_fails_the_write: Setup { short_failover: true, ..ONE_READER }, [
         Then(Crash(W)),
         Run(Write, Refused(NoWriter)),

@@ -38,7 +38,12 @@ pub(super) struct Setup {
 /// Runs `case` with `proto`: panics with the step and everything the servers received
 /// when an outcome is not the expected one.
 pub(super) async fn run(proto: Proto, case: &Case) {
-    let mut world = World::start(proto, case.setup).await;
+    run_in(proto, case, "session").await;
+}
+
+/// Runs `case` with its session in pool mode `mode` (`session`, `transaction`).
+pub(super) async fn run_in(proto: Proto, case: &Case, mode: &str) {
+    let mut world = World::start(proto, case.setup, mode).await;
     let client = Client::connect(proto, world.proxy).await;
     let mut sent: Option<(Stmt, usize, oneshot::Receiver<Answer>)> = None;
     for (n, step) in case.steps.iter().enumerate() {
@@ -90,7 +95,7 @@ struct World {
 }
 
 impl World {
-    async fn start(proto: Proto, setup: Setup) -> World {
+    async fn start(proto: Proto, setup: Setup, mode: &str) -> World {
         let journal = Arc::new(Journal::default());
         let readers = ["r1", "r2"][..setup.readers].to_vec();
         let mut names = vec!["w"];
@@ -128,8 +133,7 @@ impl World {
 protocol = "{}"
 listen = "127.0.0.1:0"
 connect_timeout = "5s"
-# The table's cases follow one session's connections (transaction mode: tests/it).
-pool_mode = "session"
+pool_mode = "{mode}"
 
 [[users]]
 name = "app"
