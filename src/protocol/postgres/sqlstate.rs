@@ -1,6 +1,7 @@
 //! SQLSTATE codes the proxy itself returns, named as in PostgreSQL's errcodes.txt.
 
 pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const CONNECTION_FAILURE: &str = "08006";
 pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
 pub const INVALID_PASSWORD: &str = "28P01";

@@ -186,9 +186,35 @@ impl Session {
         let mut out = BytesMut::new();
         (0..closes).for_each(|_| messages::close_complete(&mut out));
         messages::ready_for_query(&mut out, status);
+        self.answer_with(len, &out).await
+    }
+
+    /// Drops the client's unit of `len` bytes and sends `out` as its answer.
+    async fn answer_with(&mut self, len: usize, out: &[u8]) -> Result<(), SessionError> {
         self.side.client.buf.advance(len);
-        let sent = self.side.client.stream.write_all(&out).await;
+        let sent = self.side.client.stream.write_all(out).await;
         sent.map_err(SessionError::ClientIo)
+    }
+
+    /// Answers a simple query of `len` bytes between transactions: CommandComplete with
+    /// its tag, or an error `26000` (invalid statement name) with its message.
+    pub(super) async fn answer_command(
+        &mut self,
+        len: usize,
+        answer: Result<&str, String>,
+    ) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        match answer {
+            Ok(tag) => messages::command_complete(&mut out, tag),
+            Err(message) => messages::error_response(
+                &mut out,
+                Severity::Error,
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                &message,
+            ),
+        }
+        messages::ready_for_query(&mut out, b'I');
+        self.answer_with(len, &out).await
     }
 
     /// Answers a plain ROLLBACK sent with the extended protocol in a lost transaction, as

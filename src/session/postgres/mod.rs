@@ -26,6 +26,7 @@ use crate::backend::Credentials;
 use crate::backend::postgres::ConnectError;
 use crate::metrics;
 use crate::pool::CheckoutError;
+use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::router::{self, ReadYourWrites, Settings, Target};
 use crate::shutdown::Shutdown;
@@ -238,6 +239,28 @@ impl Session {
     }
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
+        if self.view.in_transaction.is_none() && unit.first_tag == tag::QUERY {
+            let bytes = &self.side.client.buf[..unit.end];
+            let sql = frame::message(bytes, usize::MAX).ok().flatten();
+            let target = sql
+                .and_then(|(_, body)| messages::query_text(body))
+                .and_then(scan::deallocate);
+            // A statement named in SQL `PREPARE` pins the session: those go to the server.
+            if let Some(target) = target.filter(|_| !self.view.pinned_to_writer) {
+                // The client's statement may live on connections other than the one this
+                // SQL would reach: forget it here and answer as the server does.
+                self.side.scanner.recycle(unit.refs);
+                let answer = match (&target, self.side.statements.deallocate(&target)) {
+                    (scan::Deallocate::All, _) => Ok("DEALLOCATE ALL"),
+                    (scan::Deallocate::Name(_), true) => Ok("DEALLOCATE"),
+                    (scan::Deallocate::Name(name), false) => Err(format!(
+                        "prepared statement \"{}\" does not exist",
+                        String::from_utf8_lossy(name)
+                    )),
+                };
+                return self.answer_command(unit.end, answer).await;
+            }
+        }
         if self.view.in_transaction.is_none() {
             // A session that cannot follow a cutover ends at its next real work, whose
             // error the driver reports: a batch that only closes statements (whose answer

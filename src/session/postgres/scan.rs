@@ -67,6 +67,58 @@ impl Statements {
     fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
         self.by_name.get(name)
     }
+
+    /// Forgets what a SQL `DEALLOCATE` names, when every statement it names is one of the
+    /// client's protocol-level statements; whether it did (then the proxy answers it: the
+    /// statement may live on connections other than the one the SQL would reach).
+    pub fn deallocate(&mut self, target: &Deallocate) -> bool {
+        match target {
+            Deallocate::All => {
+                self.by_name.clear();
+                true
+            }
+            Deallocate::Name(name) => self.by_name.remove(name.as_slice()).is_some(),
+        }
+    }
+}
+
+/// What a lone SQL `DEALLOCATE [PREPARE] name | ALL` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocate {
+    All,
+    Name(Vec<u8>),
+}
+
+/// The target of `sql` when it is one `DEALLOCATE` statement (as PHP PDO sends for the
+/// statements it prepared with Parse); `None` for anything else. An unquoted name folds
+/// to lower case, as PostgreSQL folds it.
+pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
+    let sql = sql.trim_ascii();
+    let sql = sql.strip_suffix(b";").unwrap_or(sql).trim_ascii_end();
+    let rest = strip_keyword(sql, b"deallocate")?;
+    let rest = strip_keyword(rest, b"prepare").unwrap_or(rest);
+    if rest.eq_ignore_ascii_case(b"all") {
+        return Some(Deallocate::All);
+    }
+    if let Some(quoted) = rest.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+        if quoted.is_empty() || quoted.contains(&b'"') {
+            return None;
+        }
+        return Some(Deallocate::Name(quoted.to_vec()));
+    }
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
+    if rest.is_empty() || !rest.iter().all(plain) || rest[0].is_ascii_digit() {
+        return None;
+    }
+    Some(Deallocate::Name(rest.to_ascii_lowercase()))
+}
+
+/// `sql` after the keyword `word` (any case) and the white space that follows it.
+fn strip_keyword<'a>(sql: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
+    let head = sql.get(..word.len())?;
+    let rest = &sql[word.len()..];
+    let separated = rest.first().is_some_and(u8::is_ascii_whitespace);
+    (head.eq_ignore_ascii_case(word) && separated).then(|| rest.trim_ascii_start())
 }
 
 /// How a unit ends, which decides what the proxy waits for after sending it.
@@ -477,5 +529,34 @@ mod tests {
         msg(&mut buf, b'Q', b"SELECT 2\0");
         let unit = sc.next(&buf, &mut st).unwrap().unwrap();
         assert_eq!((unit.end, unit.ending), (first, Ending::Open));
+    }
+
+    #[test]
+    fn a_lone_deallocate_is_recognised() {
+        use super::{Deallocate, deallocate};
+        let name = |n: &str| Some(Deallocate::Name(n.as_bytes().to_vec()));
+        assert_eq!(
+            deallocate(b"DEALLOCATE pdo_stmt_00000001"),
+            name("pdo_stmt_00000001")
+        );
+        assert_eq!(deallocate(b"  deallocate prepare S_1 ;"), name("s_1"));
+        assert_eq!(deallocate(b"DEALLOCATE \"S_1\""), name("S_1"));
+        assert_eq!(deallocate(b"DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(deallocate(b"DEALLOCATE PREPARE all"), Some(Deallocate::All));
+        for other in [
+            &b"DEALLOCATE"[..],
+            b"DEALLOCATE a; SELECT 1",
+            b"DEALLOCATEx y",
+            b"SELECT 1",
+            b"DEALLOCATE \"\"",
+            b"DEALLOCATE 1x",
+        ] {
+            assert_eq!(
+                deallocate(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::support::postgres::PgCluster;
-use crate::support::proxy::{Proxy, config_text, in_pool_mode};
+use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode};
 
 /// A proxy in transaction mode with `server_extra` in `[server]`.
 async fn pooled(prefix: &str, server_extra: &str) -> (&'static PgCluster, Proxy, String) {
@@ -188,4 +188,63 @@ async fn state_that_cannot_move_pins_the_client_to_its_connection() {
             .expect_err("no later client sees the temporary table");
         assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err:?}");
     }
+}
+
+#[tokio::test]
+async fn a_sql_deallocate_of_a_protocol_statement_works_on_any_connection() {
+    use super::{tags, until_ready};
+    let (_, proxy, db) = pooled("pooled_deallocate", "pool_size = 2").await;
+    let other = proxy.connect(&db).await;
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    let run = |sql: &str| {
+        let mut parse = cstr(b"pdo_stmt_1");
+        parse.extend(cstr(sql.as_bytes()));
+        parse.extend_from_slice(&0i16.to_be_bytes());
+        let mut bind = cstr(b"");
+        bind.extend(cstr(b"pdo_stmt_1"));
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        (parse, bind)
+    };
+    // As PHP PDO does: Parse a named statement, use it, then DEALLOCATE it in SQL — while
+    // another client's transaction holds a connection.
+    let (parse, bind) = run("SELECT /* switchyard:writer */ 41 + 1");
+    c.send(b'P', &parse).await;
+    c.send(b'B', &bind).await;
+    c.send(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send(b'S', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "12DCZ", "{answer:?}");
+    other.batch_execute("BEGIN").await.unwrap();
+    other
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap();
+    c.send(b'Q', b"DEALLOCATE pdo_stmt_1\0").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    other.batch_execute("COMMIT").await.unwrap();
+    // Gone, as on a server: a second DEALLOCATE fails with 26000.
+    c.send(b'Q', b"DEALLOCATE pdo_stmt_1\0").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "EZ", "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer[0].1).contains("26000"),
+        "{answer:?}"
+    );
+    // The name is free again, with other text, on whichever connection runs it.
+    let (parse, bind) = run("SELECT /* switchyard:writer */ 7");
+    c.send(b'P', &parse).await;
+    c.send(b'B', &bind).await;
+    c.send(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send(b'S', b"").await;
+    let answer = until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "12DCZ", "{answer:?}");
+    assert!(answer[2].1.ends_with(b"7"), "{answer:?}");
+}
+
+/// `s` as a C string.
+fn cstr(s: &[u8]) -> Vec<u8> {
+    let mut v = s.to_vec();
+    v.push(0);
+    v
 }
