@@ -274,6 +274,20 @@ fn check(path: &std::path::Path) -> ExitCode {
                 readers,
                 c.raw.routing.active
             );
+            let server = &c.raw.server;
+            let routes = c.raw.routing.routes.iter();
+            let per_route = routes.filter(|r| r.pool_mode.is_some()).count();
+            println!(
+                "  pools: {} mode{}, pool_size {} per instance, backend user and database, checkout_timeout {}, max_prepared_statements {}",
+                server.pool_mode.as_str(),
+                match per_route {
+                    0 => String::new(),
+                    n => format!(" ({n} route(s) choose their own)"),
+                },
+                server.pool_size(server.pool_mode),
+                humantime::format_duration(server.checkout_timeout),
+                server.max_prepared_statements
+            );
             if let Some(f) = &c.raw.fleet {
                 println!(
                     "  fleet: {}, re-read every {}",
