@@ -40,6 +40,8 @@ pub struct Context {
     pub cancels: Arc<CancelRegistry>,
     /// Every live MySQL session, for `KILL` aimed at one of them.
     pub mysql_kills: Arc<mysql::KillRegistry>,
+    /// The greetings MySQL writers sent, for greetings of the proxy's own.
+    pub mysql_greetings: mysql::Greetings,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Salted passwords of backend SCRAM logins, so a login costs no PBKDF2 after the first.
     pub salted: Arc<SaltedPasswords>,
@@ -119,6 +121,7 @@ impl Context {
             routing,
             cancels: Arc::new(CancelRegistry::default()),
             mysql_kills: Arc::default(),
+            mysql_greetings: mysql::Greetings::default(),
             tls,
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),

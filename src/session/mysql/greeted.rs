@@ -9,12 +9,19 @@
 //! (`max_connect_errors`: after that many in a row without a successful login, the host is
 //! blocked). So such a connection is logged in all the same, with the cluster's monitor
 //! account or else the first configured user's backend login, and closed with COM_QUIT.
+//!
+//! In transaction mode, when every user's password is the proxy's to check (no `[auth]`),
+//! a client is greeted by the proxy instead ([`Greetings::own`]): with what the writer said
+//! in its last greeting, a scramble of the proxy's and a connection id of the proxy's, and
+//! its session takes its connections from the pool — so a burst of logins opens no server
+//! connection of its own.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
 
-use super::backend::Backend;
 use super::{Session, SessionError, compressed};
 use crate::backend::Credentials;
 use crate::backend::mysql::{self as connector, ConnectError, Greeted, Login};
@@ -23,6 +30,7 @@ use crate::pool::CheckoutError;
 use crate::protocol::mysql::constants::{
     CapabilityFlags, ER_CONNECTION_KILLED, UTF8MB4_GENERAL_CI,
 };
+use crate::protocol::mysql::handshake::ServerGreeting;
 use crate::protocol::mysql::messages::{self, OkPacket};
 use crate::protocol::mysql::packet;
 use crate::session::Context;
@@ -82,7 +90,9 @@ impl Session {
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        self.side.status = writer.status;
+        // A pooled connection may carry another client's state.
+        let writer = self.take(writer).await?;
+        self.side.status = writer.conn.status;
         let mut out = BytesMut::new();
         let ok = OkPacket {
             status: self.side.status,
@@ -104,7 +114,7 @@ impl Session {
         {
             self.side.client.compressed = Some(compressed::Compressed::new());
         }
-        self.writer = Some(Backend::new(writer));
+        self.writer = Some(writer);
         self.side.greeted_writer = greeting_conn;
         Ok(())
     }
@@ -121,7 +131,11 @@ pub(super) async fn open_writer(
     let wait = WriterWait::new(ctx, &cluster.name, shutdown);
     let open = |cluster: Arc<Cluster>, t| async move { connector::open(&cluster.writer, t).await };
     match wait.connect(cluster, true, open, |_| false).await {
-        Ok((cluster, Ok(greeted))) => Ok((cluster, greeted)),
+        Ok((cluster, Ok(greeted))) => {
+            ctx.mysql_greetings
+                .remember(&greeted.instance().addr, &greeted.greeting);
+            Ok((cluster, greeted))
+        }
         Ok((_, Err(e))) => Err(SessionError::Connect(CheckoutError::Connect(e))),
         Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
         Err(e) => {
@@ -181,4 +195,59 @@ fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
         salted: Arc::clone(&ctx.salted),
         pass_through: None,
     })
+}
+
+/// Whether the proxy greets MySQL clients itself when it can (see the module's note): every
+/// session is in transaction mode (no session-mode route), and every password is the
+/// proxy's to check (no `[auth]`, whose pass-through answers the writer's own scramble).
+pub(super) fn greets_itself(config: &crate::config::Config) -> bool {
+    use crate::config::PoolMode::{Session, Transaction};
+    let routes = &config.routing.routes;
+    config.auth.is_none()
+        && config.server.pool_mode == Transaction
+        && routes.iter().all(|r| r.pool_mode != Some(Session))
+}
+
+/// Proxy-assigned connection ids start here, above the ids a server hands out for a long
+/// time, so that a `KILL` naming a server's own connection is not taken for a client's.
+const FIRST_PROXY_ID: u32 = 1 << 30;
+
+/// The last greeting each MySQL writer sent, and the connection ids of the proxy's own
+/// greetings.
+pub struct Greetings {
+    last: Mutex<HashMap<String, ServerGreeting>>,
+    next_id: AtomicU32,
+}
+
+impl Default for Greetings {
+    fn default() -> Self {
+        Greetings {
+            last: Mutex::default(),
+            next_id: AtomicU32::new(FIRST_PROXY_ID),
+        }
+    }
+}
+
+impl Greetings {
+    /// Remembers what the writer at `addr` greeted with.
+    pub fn remember(&self, addr: &str, greeting: &ServerGreeting) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.get(addr) != Some(greeting) {
+            last.insert(addr.to_owned(), greeting.clone());
+        }
+    }
+
+    /// A greeting of the proxy's own for a client of the writer at `addr`: the writer's
+    /// last greeting with a fresh scramble and a connection id of the proxy's; `None`
+    /// until that writer greeted once.
+    pub fn own(&self, addr: &str) -> Option<ServerGreeting> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut greeting = last.get(addr)?.clone();
+        drop(last);
+        // Printable bytes, never NUL (the scramble's second part is NUL-terminated).
+        greeting.scramble = (0..20).map(|_| rand::random_range(0x21u8..0x7f)).collect();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        greeting.connection_id = id.max(FIRST_PROXY_ID);
+        Some(greeting)
+    }
 }

@@ -39,6 +39,7 @@ use crate::router::{self, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::{self, Class, Dialect, Statement};
 use backend::Backend;
+pub use greeted::Greetings;
 pub use kill::KillRegistry;
 use replay::Replay;
 use side::Side;
@@ -64,18 +65,36 @@ async fn serve(
         let error = Session::refused(Why::NoActiveCluster { name: active });
         return Err(startup::refuse(tcp, error).await);
     };
-    // The writer connection comes first: the client is greeted with what its writer said.
-    let (cluster, greeted) = match greeted::open_writer(ctx, cluster, &mut shutdown).await {
-        Ok(opened) => opened,
-        Err(error) => return Err(startup::refuse(tcp, error).await),
+    // The client is greeted with what its writer said: by the writer connection opened for
+    // it, or, in transaction mode, by the proxy (see `greeted`).
+    let own = greeted::greets_itself(&ctx.config().raw)
+        .then(|| ctx.mysql_greetings.own(&cluster.writer.addr))
+        .flatten();
+    let (cluster, greeter) = match own {
+        Some(greeting) => (cluster, Greeter::Proxy(greeting)),
+        None => match greeted::open_writer(ctx, cluster, &mut shutdown).await {
+            Ok((cluster, greeted)) => (cluster, Greeter::Writer(greeted)),
+            Err(error) => return Err(startup::refuse(tcp, error).await),
+        },
     };
+    let (greeting, greeted_by) = match &greeter {
+        Greeter::Writer(greeted) => (&greeted.greeting, greeted.instance().addr.clone()),
+        Greeter::Proxy(greeting) => (greeting, cluster.writer.addr.clone()),
+    };
+    let connection_id = greeting.connection_id;
     let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
-    let auth = match startup::handshake(tcp, ctx, &greeted.greeting, deadline).await {
+    let auth = match startup::handshake(tcp, ctx, greeting, deadline).await {
         Ok(auth) => auth,
         Err(e) => {
-            greeted::settle(ctx, &cluster, greeted).await;
+            if let Greeter::Writer(greeted) = greeter {
+                greeted::settle(ctx, &cluster, greeted).await;
+            }
             return Err(e);
         }
+    };
+    let greeted = match greeter {
+        Greeter::Writer(greeted) => Some(greeted),
+        Greeter::Proxy(_) => None,
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
     let creds = Credentials {
@@ -88,8 +107,8 @@ async fn serve(
     let database = database.map(|d| d.into_owned());
     let mode = ctx.pool_mode(&auth.user.name, database.as_deref());
     let kill = ctx.mysql_kills.register(
-        &greeted.instance().addr,
-        greeted.greeting.connection_id,
+        &greeted_by,
+        connection_id,
         &creds.user,
         mode == PoolMode::Transaction,
     );
@@ -116,7 +135,7 @@ async fn serve(
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
-    let result = match session.start(auth.ok_seq, Some(greeted)).await {
+    let result = match session.start(auth.ok_seq, greeted).await {
         Ok(()) => {
             session.note_writer();
             session.side.logged_in = true;
@@ -139,6 +158,12 @@ async fn serve(
 }
 
 type Session = super::flow::Session<Mysql>;
+
+/// Who greets a new client: the writer connection opened for it, or the proxy.
+enum Greeter {
+    Writer(crate::backend::mysql::Greeted),
+    Proxy(crate::protocol::mysql::handshake::ServerGreeting),
+}
 
 /// Transaction mode: how many more commands a session keeps its writer connection after
 /// one that gave an AUTO_INCREMENT value.

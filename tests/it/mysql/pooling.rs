@@ -80,6 +80,13 @@ async fn many_clients_share_a_few_connections_with_their_own_statements_and_vari
     for c in clients {
         done.push(c.await.expect("client task"));
     }
+    // Once the writer greeted a client, the proxy greets the next ones itself, with
+    // connection ids of its own: their logins open no server connection.
+    assert!(
+        done.iter().all(|c| c.id() >= 1 << 30),
+        "proxy greetings: {:?}",
+        done.iter().map(|c| c.id()).collect::<Vec<_>>()
+    );
     let rows: Option<i64> = setup
         .query_first("SELECT /* switchyard:writer */ COUNT(*) FROM t")
         .await

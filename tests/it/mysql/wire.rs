@@ -38,7 +38,8 @@ fn addr(server: &MariaServer) -> SocketAddr {
 
 #[tokio::test]
 async fn the_greeting_is_the_writers_version_collation_and_connection_id() {
-    let (cluster, proxy, db) = setup("greeting").await;
+    // Session mode: the client is greeted by its own writer connection.
+    let (cluster, proxy, db) = super::setup_session_mode("greeting").await;
     let direct = greeting(addr(&cluster.primary)).await;
     let through = greeting(proxy.addr).await;
     assert_eq!(through.server_version, direct.server_version);
@@ -163,7 +164,8 @@ fn outcome(err: &mysql_async::Error) -> String {
 
 #[tokio::test]
 async fn a_killed_server_connection_ends_the_client_connection_as_the_server_would() {
-    let (cluster, proxy, db) = setup("killconn").await;
+    // Session mode: the client holds its server connection, which the server kills.
+    let (cluster, proxy, db) = super::setup_session_mode("killconn").await;
     let direct_opts = cluster
         .primary
         .opts(super::support::mariadb::APP, Some(&db));
