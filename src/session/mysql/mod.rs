@@ -73,7 +73,7 @@ async fn serve(
     let (cluster, greeter) = match own {
         Some(greeting) => (cluster, Greeter::Proxy(greeting)),
         None => match greeted::open_writer(ctx, cluster, &mut shutdown).await {
-            Ok((cluster, greeted)) => (cluster, Greeter::Writer(greeted)),
+            Ok((cluster, greeted)) => (cluster, Greeter::Writer(Box::new(greeted))),
             Err(error) => return Err(startup::refuse(tcp, error).await),
         },
     };
@@ -87,13 +87,13 @@ async fn serve(
         Ok(auth) => auth,
         Err(e) => {
             if let Greeter::Writer(greeted) = greeter {
-                greeted::settle(ctx, &cluster, greeted).await;
+                greeted::settle(ctx, &cluster, *greeted).await;
             }
             return Err(e);
         }
     };
     let greeted = match greeter {
-        Greeter::Writer(greeted) => Some(greeted),
+        Greeter::Writer(greeted) => Some(*greeted),
         Greeter::Proxy(_) => None,
     };
     let read_your_writes = startup::read_your_writes(ctx, &auth.user, &auth.login);
@@ -161,7 +161,7 @@ type Session = super::flow::Session<Mysql>;
 
 /// Who greets a new client: the writer connection opened for it, or the proxy.
 enum Greeter {
-    Writer(crate::backend::mysql::Greeted),
+    Writer(Box<crate::backend::mysql::Greeted>),
     Proxy(crate::protocol::mysql::handshake::ServerGreeting),
 }
 
