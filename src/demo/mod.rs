@@ -34,7 +34,9 @@ use self::load::stats::Stats;
 use self::process::{Processes, STOP_SCRIPT, Scratch, log_tail};
 use self::report::{Summary, Verification};
 use self::servers::Clusters;
-use self::watch::{PerInstance, Watch, queries_by_instance};
+use self::watch::{
+    PerInstance, PoolsByInstance, Watch, client_connections, pools_by_instance, queries_by_instance,
+};
 use crate::operator::Admin;
 
 /// The application's login and database, on every server and through switchyard.
@@ -226,9 +228,10 @@ async fn demo(
     let token = format!("{:016x}", rand::random::<u64>());
     let proxy = proxy::start(&clusters.plan(token.clone()), dir, processes).await?;
     println!(
-        "\nswitchyard is serving on {} (admin API {}); active cluster: old",
+        "\nswitchyard is serving on {} (admin API {}, pool_mode {}); active cluster: old",
         proxy.addr,
-        proxy.admin_url()
+        proxy.admin_url(),
+        proxy.pool_mode
     );
     if !proxy.cutover_configured {
         println!(
@@ -278,6 +281,9 @@ async fn demo(
         instances: instances.to_vec(),
         before: difference(&run.before, &baseline.per_instance),
         after: difference(&run.end, &run.after),
+        pool_mode: proxy.pool_mode.to_owned(),
+        client_connections: run.client_connections.map(|n| n as u64),
+        pools: run.pools,
         metrics_url: format!("{}/metrics", proxy.admin_url()),
     };
     print!("{}", summary.render());
@@ -295,6 +301,10 @@ struct Run {
     before: PerInstance,
     after: PerInstance,
     end: PerInstance,
+    /// Backend connections per instance at the end, once the application disconnected.
+    pools: PoolsByInstance,
+    /// Client connections switchyard accepted in all.
+    client_connections: Option<f64>,
 }
 
 /// Runs the application for the whole duration, printing progress every second, and asks
@@ -341,14 +351,18 @@ async fn run_application(
     let ((cutover, cutover_at, before, after), ()) = tokio::join!(cutover, progress);
     stop_load.trigger();
     let ledger = load.finish().await;
+    let ran = started.elapsed();
+    let end = metrics_text(&proxy.admin).await;
     Run {
         ledger,
-        ran: started.elapsed(),
+        ran,
         cutover,
         cutover_at,
         before,
         after,
-        end: metrics(&proxy.admin).await,
+        end: end.as_deref().map(queries_by_instance).unwrap_or_default(),
+        pools: end.as_deref().map(pools_by_instance).unwrap_or_default(),
+        client_connections: end.as_deref().and_then(client_connections),
     }
 }
 
@@ -379,11 +393,19 @@ fn short(outcome: &Outcome) -> String {
 
 /// Statements per instance so far (empty when `/metrics` does not answer).
 async fn metrics(admin: &Admin) -> PerInstance {
+    metrics_text(admin)
+        .await
+        .as_deref()
+        .map(queries_by_instance)
+        .unwrap_or_default()
+}
+
+/// switchyard's `/metrics` now, `None` when it does not answer.
+async fn metrics_text(admin: &Admin) -> Option<String> {
     let admin = admin.clone();
     proxy::blocking(move || admin.get_text("/metrics"))
         .await
-        .map(|text| queries_by_instance(&text))
-        .unwrap_or_default()
+        .ok()
 }
 
 fn difference(now: &PerInstance, then: &PerInstance) -> PerInstance {

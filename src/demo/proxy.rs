@@ -45,6 +45,8 @@ pub struct Proxy {
     pub log: PathBuf,
     /// Whether this build's config accepted `[cutover]` (see [`start`]).
     pub cutover_configured: bool,
+    /// `server.pool_mode` in the config it runs with.
+    pub pool_mode: &'static str,
 }
 
 /// The config file's text; `with_cutover` false leaves `[cutover]` out.
@@ -142,12 +144,19 @@ pub async fn start(plan: &Plan, dir: &Path, processes: &Processes) -> Result<Pro
     let [listen, admin] = processes
         .launch("switchyard", &log, READY_TIMEOUT, spawn, probe)
         .await?;
+    let pool_mode = switchyard::config::load(&config)
+        .with_context(|| format!("read back {}", config.display()))?
+        .raw
+        .server
+        .pool_mode
+        .as_str();
     let proxy = Proxy {
         addr: SocketAddr::from(([127, 0, 0, 1], listen)),
         admin: admin_client(admin, &plan.token),
         config,
         log,
         cutover_configured,
+        pool_mode,
     };
     proxy.wait_healthy().await?;
     Ok(proxy)

@@ -1,12 +1,13 @@
 //! The end report: what the application did, whether every acknowledged write is on the new
-//! writer, what the cutover cost, and where the statements went before and after it.
+//! writer, what the cutover cost, where the statements went before and after it, and how few
+//! server connections switchyard's pools carried the sessions on.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Instance;
 use super::cutover::{Outcome, Report as CutoverReport};
-use super::watch::PerInstance;
+use super::watch::{PerInstance, PoolsByInstance};
 
 /// The report lists this many distinct error texts, the most frequent first.
 const MAX_ERROR_TEXTS: usize = 10;
@@ -34,6 +35,13 @@ pub struct Summary {
     /// Statements per instance before the cutover was requested, and after it ended.
     pub before: PerInstance,
     pub after: PerInstance,
+    /// `server.pool_mode` as switchyard ran with it (`transaction`, `session`).
+    pub pool_mode: String,
+    /// Client connections switchyard accepted (the application's sessions, and the ones it
+    /// opened again after an error); `None` when `/metrics` did not say.
+    pub client_connections: Option<u64>,
+    /// Backend connections per instance at the end, once the application disconnected.
+    pub pools: PoolsByInstance,
     pub metrics_url: String,
 }
 
@@ -146,6 +154,7 @@ impl Summary {
                 self.p99.map(millis).unwrap_or_else(|| "-".into()),
             ),
         );
+        row("pooling", self.pooling_line());
         row("errors", thousands(self.errors));
         let mut texts: Vec<_> = self.error_texts.iter().collect();
         texts.sort_by(|a, b| b.1.cmp(a.1));
@@ -174,6 +183,7 @@ impl Summary {
             row(if i == 0 { "cutover" } else { "" }, line);
         }
         out.push_str(&self.placement_table());
+        out.push_str(&self.connections_table());
         out.push_str(&format!(
             "  {:<17}{} (Prometheus text, as served while the demo ran)\n",
             "metrics", self.metrics_url
@@ -269,6 +279,40 @@ impl Summary {
         lines
     }
 
+    fn pooling_line(&self) -> String {
+        let sessions = self.client_connections.unwrap_or(self.sessions as u64);
+        let open: f64 = self.pools.values().map(|p| p.open).sum();
+        let opened: f64 = self.pools.values().map(|p| p.opened).sum();
+        format!(
+            "{} mode: {} client sessions over {} server connections open at the end \
+             ({} opened in all)",
+            self.pool_mode,
+            thousands(sessions),
+            thousands(open as u64),
+            thousands(opened as u64)
+        )
+    }
+
+    /// Per instance: the backend connections open at the end and the logins it took.
+    fn connections_table(&self) -> String {
+        let mut out = format!(
+            "  {:<17}{:<13}{:<17}{:>15}{:>15}\n",
+            "connections", "instance", "address", "open at end", "opened"
+        );
+        for instance in &self.instances {
+            let pooled = self.pools.get(&instance.addr).copied().unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<17}{:<13}{:<17}{:>15}{:>15}\n",
+                "",
+                instance.name,
+                instance.addr,
+                thousands(pooled.open as u64),
+                thousands(pooled.opened as u64)
+            ));
+        }
+        out
+    }
+
     fn placement_table(&self) -> String {
         let mut out = format!(
             "  {:<17}{:<13}{:<17}{:>15}{:>15}\n",
@@ -309,6 +353,7 @@ fn steps(report: &CutoverReport) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::demo::cutover::Step;
+    use crate::demo::watch::Pooled;
 
     fn summary() -> Summary {
         let instances = vec![
@@ -358,6 +403,25 @@ mod tests {
             instances,
             before: [("127.0.0.1:5001".to_owned(), 40_000.0)].into(),
             after: [("127.0.0.1:5003".to_owned(), 38_000.0)].into(),
+            pool_mode: "transaction".into(),
+            client_connections: Some(16),
+            pools: [
+                (
+                    "127.0.0.1:5001".to_owned(),
+                    Pooled {
+                        open: 3.0,
+                        opened: 5.0,
+                    },
+                ),
+                (
+                    "127.0.0.1:5003".to_owned(),
+                    Pooled {
+                        open: 6.0,
+                        opened: 6.0,
+                    },
+                ),
+            ]
+            .into(),
             metrics_url: "http://127.0.0.1:9/metrics".into(),
         }
     }
@@ -373,6 +437,23 @@ mod tests {
         assert!(text.contains("all found on new-writer"), "{text}");
         assert!(text.contains("catch_up"), "{text}");
         assert!(text.contains("40,000"), "{text}");
+        assert!(
+            text.contains(
+                "transaction mode: 16 client sessions over 9 server connections open at the end \
+                 (11 opened in all)"
+            ),
+            "{text}"
+        );
+        let new_writer = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("connections"))
+            .find(|l| l.contains("new-writer"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            new_writer,
+            Some(vec!["new-writer", "127.0.0.1:5003", "6", "6"]),
+            "{text}"
+        );
         assert!(text.contains("PASS"), "{text}");
     }
 

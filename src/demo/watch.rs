@@ -1,5 +1,6 @@
 //! Live progress, one line a second: statements/s and errors (the application's own count),
-//! p99 and slowest latency (a pause shows in the slowest), statements per instance (from switchyard's `/metrics`), the active cluster
+//! p99 and slowest latency (a pause shows in the slowest), statements per instance and the
+//! backend connections open in the pools (from switchyard's `/metrics`), the active cluster
 //! (`/status`) and the cutover's phase (`/v1/cutover`).
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ pub struct Sample {
     pub p99: Option<Duration>,
     pub max: Option<Duration>,
     pub per_instance: PerInstance,
+    /// Backend connections open in switchyard's pools, all instances together.
+    pub server_connections: Option<f64>,
     pub active: Option<String>,
     pub phase: Option<String>,
 }
@@ -30,21 +33,66 @@ pub struct Sample {
 /// Sums `switchyard_queries_total` by its `instance` label.
 pub fn queries_by_instance(metrics: &str) -> PerInstance {
     let mut sums = PerInstance::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("switchyard_queries_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once('}') else {
-            continue;
-        };
-        let Some(instance) = label(labels, "instance") else {
-            continue;
-        };
-        if let Ok(value) = value.trim().parse::<f64>() {
+    for (labels, value) in series(metrics, "switchyard_queries_total") {
+        if let Some(instance) = label(labels, "instance") {
             *sums.entry(instance.to_owned()).or_default() += value;
         }
     }
     sums
+}
+
+/// One instance's backend connections, summed over its pools (users and databases).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pooled {
+    /// Open now: idle in the pool or in use by a session (`switchyard_pool_connections`).
+    pub open: f64,
+    /// Opened since switchyard started, that is logins (`switchyard_pool_opened_total`).
+    pub opened: f64,
+}
+
+/// Backend connections per instance, by `host:port`.
+pub type PoolsByInstance = BTreeMap<String, Pooled>;
+
+/// Sums the pool series by their `instance` label; connections still opening or being reset
+/// are not counted as open.
+pub fn pools_by_instance(metrics: &str) -> PoolsByInstance {
+    let mut pools = PoolsByInstance::new();
+    for (labels, value) in series(metrics, "switchyard_pool_connections") {
+        let (Some(instance), Some(state)) = (label(labels, "instance"), label(labels, "state"))
+        else {
+            continue;
+        };
+        if state == "idle" || state == "in_use" {
+            pools.entry(instance.to_owned()).or_default().open += value;
+        }
+    }
+    for (labels, value) in series(metrics, "switchyard_pool_opened_total") {
+        if let Some(instance) = label(labels, "instance") {
+            pools.entry(instance.to_owned()).or_default().opened += value;
+        }
+    }
+    pools
+}
+
+/// `switchyard_client_connections_total`: the client connections switchyard accepted.
+pub fn client_connections(metrics: &str) -> Option<f64> {
+    series(metrics, "switchyard_client_connections_total")
+        .map(|(_, value)| value)
+        .reduce(|a, b| a + b)
+}
+
+/// The samples of the metric `name` in a Prometheus text: its label list (empty when it has
+/// none) and value. Lines that do not parse are skipped.
+fn series<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    metrics.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once('}')?,
+            None if rest.starts_with(' ') => ("", rest),
+            None => return None,
+        };
+        Some((labels, value.trim().parse::<f64>().ok()?))
+    })
 }
 
 /// The value of `name="value"` in a Prometheus label list (values here hold no quotes).
@@ -91,7 +139,14 @@ impl Watch {
             errors: Stats::count(&self.stats.errors),
             p99,
             max,
-            per_instance: metrics.map(|m| queries_by_instance(&m)).unwrap_or_default(),
+            per_instance: metrics
+                .as_deref()
+                .map(queries_by_instance)
+                .unwrap_or_default(),
+            server_connections: metrics
+                .as_deref()
+                .ok()
+                .map(|m| pools_by_instance(m).values().map(|p| p.open).sum()),
             active: status
                 .ok()
                 .and_then(|s| s["routing"]["active"].as_str().map(str::to_owned)),
@@ -107,6 +162,7 @@ impl Watch {
         for instance in &self.instances {
             line.push_str(&format!(" {:>11}", instance.name));
         }
+        line.push_str(&format!(" {:>12}", "server conns"));
         line
     }
 
@@ -150,6 +206,8 @@ impl Watch {
                 .unwrap_or(0.0);
             line.push_str(&format!(" {:>11}", rate(now, before)));
         }
+        let conns = sample.server_connections.map(|n| n.to_string());
+        line.push_str(&format!(" {:>12}", conns.as_deref().unwrap_or("-")));
         self.last = sample;
         line
     }
@@ -166,6 +224,22 @@ switchyard_queries_total{cluster="old",instance="127.0.0.1:5002",route="reader"}
 switchyard_queries_total{cluster="old",instance="127.0.0.1:5001",route="reader"} 5
 switchyard_queries_totally_different{instance="127.0.0.1:5001"} 99
 switchyard_client_connections 16
+switchyard_client_connections_total 18
+# TYPE switchyard_pool_connections gauge
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5001",user="app",database="app",state="idle"} 3
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5001",user="app",database="app",state="in_use"} 2
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5001",user="app",database="app",state="opening"} 1
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5001",user="app",database="app",state="resetting"} 1
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5001",user="report",database="app",state="idle"} 1
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5002",user="app",database="app",state="idle"} 4
+switchyard_pool_connections{cluster="old",instance="127.0.0.1:5002",user="app",database="app",state="in_use"} 0
+switchyard_pool_connections_other{instance="127.0.0.1:5002",state="idle"} 50
+# TYPE switchyard_pool_opened_total counter
+switchyard_pool_opened_total{cluster="old",instance="127.0.0.1:5001",user="app",database="app"} 9
+switchyard_pool_opened_total{cluster="old",instance="127.0.0.1:5001",user="report",database="app"} 1
+switchyard_pool_opened_total{cluster="old",instance="127.0.0.1:5002",user="app",database="app"} 4
+switchyard_pool_opened_total{cluster="old",instance="127.0.0.1:5003",user="app",database="app"} 0
+switchyard_pool_waiting{cluster="old",instance="127.0.0.1:5001",user="app",database="app"} 0
 "#;
 
     #[test]
@@ -174,6 +248,27 @@ switchyard_client_connections 16
         assert_eq!(sums.len(), 2, "{sums:?}");
         assert_eq!(sums["127.0.0.1:5001"], 125.0);
         assert_eq!(sums["127.0.0.1:5002"], 300.0);
+    }
+
+    #[test]
+    fn pools_are_summed_by_instance() {
+        let pools = pools_by_instance(METRICS);
+        let pooled = |open, opened| Pooled { open, opened };
+        assert_eq!(
+            pools,
+            [
+                ("127.0.0.1:5001".to_owned(), pooled(6.0, 10.0)),
+                ("127.0.0.1:5002".to_owned(), pooled(4.0, 4.0)),
+                ("127.0.0.1:5003".to_owned(), pooled(0.0, 0.0)),
+            ]
+            .into()
+        );
+        assert_eq!(client_connections(METRICS), Some(18.0));
+        assert_eq!(
+            client_connections("switchyard_client_connections 16\n"),
+            None
+        );
+        assert!(pools_by_instance("").is_empty());
     }
 
     #[test]
@@ -194,6 +289,7 @@ switchyard_client_connections 16
             statements,
             per_instance: per,
             active: Some("old".into()),
+            server_connections: Some(9.0),
             ..Sample::default()
         };
         watch.line(sample(1, 1000, queries_by_instance(METRICS)));
@@ -203,7 +299,7 @@ switchyard_client_connections 16
         let columns: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
             columns,
-            ["3s", "1000", "0", "-", "-", "old", "-", "0", "300"]
+            ["3s", "1000", "0", "-", "-", "old", "-", "0", "300", "9"]
         );
     }
 }

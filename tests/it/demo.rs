@@ -24,7 +24,12 @@ fn demo(engine: &str) {
         "switchyard demo --engine {engine} exited with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         output.status
     );
-    for expected in ["switched old -> new", "all found on new-writer", "PASS"] {
+    for expected in [
+        "switched old -> new",
+        "all found on new-writer",
+        "transaction mode: 16 client sessions over",
+        "PASS",
+    ] {
         assert!(
             stdout.contains(expected),
             "the report lacks {expected:?}:\n{stdout}"
