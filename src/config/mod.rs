@@ -331,7 +331,7 @@ mod defaults {
     /// `pool_size` in transaction mode when unset.
     pub const TRANSACTION_POOL_SIZE: usize = 20;
     pub fn checkout_timeout() -> Duration {
-        Duration::from_secs(5)
+        Duration::from_secs(30)
     }
     pub fn log_level() -> String {
         "info".to_owned()
@@ -691,7 +691,7 @@ mod tests {
             server.pool_size(PoolMode::Session),
             server.max_client_connections
         );
-        assert_eq!(server.checkout_timeout, Duration::from_secs(5));
+        assert_eq!(server.checkout_timeout, Duration::from_secs(30));
         let text = EXAMPLE.replace(
             "listen = \"127.0.0.1:6432\"",
             "listen = \"127.0.0.1:6432\"\npool_size = 0\nidle_timeout = \"90s\"\n\
