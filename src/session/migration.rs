@@ -47,7 +47,7 @@ impl<P: Protocol> Session<P> {
                     // Transaction mode between transactions: take a writer connection now,
                     // past any pause, then pass again.
                     drop(admission);
-                    if let Some(refusal) = self.take_writer().await? {
+                    if let Some(refusal) = self.take_writer(None).await? {
                         return Ok(Some(refusal));
                     }
                 }
@@ -173,16 +173,22 @@ impl<P: Protocol> Session<P> {
         Ok(())
     }
 
-    /// Transaction mode, between transactions: a writer connection for the work about to
-    /// run, from the pool of the cluster's writer (waited for within `failover_timeout`
-    /// while there is no usable one), with the session's state. `Some` when the work is to
-    /// be answered with that error instead.
-    async fn take_writer(&mut self) -> Result<Option<Refusal<P>>, SessionError<P>> {
+    /// A writer connection for the work about to run, from the pool of the cluster's writer
+    /// (waited for within `failover_timeout` while there is no usable one), with the
+    /// session's state: after a failover (`cause`), or in transaction mode between
+    /// transactions (`None`). `Some` when the work is to be answered with that error
+    /// instead (the work did not run).
+    async fn take_writer(
+        &mut self,
+        cause: Option<MoveCause>,
+    ) -> Result<Option<Refusal<P>>, SessionError<P>> {
         match self.connect_writer(false).await {
             Ok((cluster, Ok(conn))) => {
-                self.install_writer(cluster, conn, None).await?;
+                self.install_writer(cluster, conn, cause).await?;
                 Ok(None)
             }
+            // Only a first connection, or a full pool, is returned failed; a wait retries
+            // until it times out.
             Ok((_, Err(e))) => Err(SessionError::Connect(e)),
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
             Err(e) => {
@@ -199,20 +205,7 @@ impl<P: Protocol> Session<P> {
         self.movable(MoveCause::Failover, &self.cluster.name)?;
         self.drop_writer();
         self.admission = None;
-        match self.connect_writer(false).await {
-            Ok((cluster, Ok(conn))) => {
-                self.install_writer(cluster, conn, Some(MoveCause::Failover))
-                    .await?;
-                Ok(None)
-            }
-            // Only a first connection is returned refused; a wait retries until it times out.
-            Ok((_, Err(e))) => Err(SessionError::Connect(e)),
-            Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
-            Err(e) => {
-                e.report();
-                Ok(Some(Refusal::of(Why::NoWriter(&e))))
-            }
-        }
+        self.take_writer(Some(MoveCause::Failover)).await
     }
 
     /// The session's first writer connection: to the cluster's writer, or, while the
