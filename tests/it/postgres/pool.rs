@@ -305,9 +305,9 @@ async fn min_idle_keeps_idle_connections_open_without_clients() {
 
 /// `max_backend_connections = 1`: while one client holds the writer's only connection in
 /// a transaction, a client of another database (another pool of the same instance) waits
-/// for the budget and gets 53300 after `checkout_timeout`; once the transaction ends, the
-/// idle connection of the first pool is closed to make room and the second client's
-/// statement runs.
+/// for the budget and gets 53300 after `checkout_timeout` (which ends that session, as for
+/// a full pool); once the transaction ends, the idle connection of the first pool is closed
+/// to make room and a new client of the second database runs its statement.
 #[tokio::test]
 async fn the_backend_budget_makes_another_pool_wait_then_answers_too_many_connections() {
     let cluster = PgCluster::shared();
@@ -332,7 +332,8 @@ async fn the_backend_budget_makes_another_pool_wait_then_answers_too_many_connec
         .batch_execute("COMMIT")
         .await
         .expect("the first client goes on");
-    second
+    let third = proxy.connect(&second_db).await;
+    third
         .batch_execute("CREATE TABLE waits (x int)")
         .await
         .expect("room was made for the second pool");
