@@ -4,7 +4,7 @@
 //! the ones `min_idle` asks for, and the per-instance budget the pools of one instance share
 //! (`max_backend_connections`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -238,18 +238,26 @@ impl<C: Pooled> Shared<C> {
 
     /// Takes the live settings (from the opener) for each pool, closes the idle connections
     /// past their time, and opens the ones `min_idle` asks for (in slots reserved as
-    /// opening, outside the lock, like a checkout).
+    /// opening, outside the lock, like a checkout), except on instances where checkouts wait.
     fn sweep(&self, now: Instant) {
         let all: Vec<Arc<Pool<C>>> = lock(&self.pools).values().cloned().collect();
         let opener = self.opener.get();
+        // Instances where checkouts wait (for a full pool or the budget): no idle connection
+        // is opened there, it would take a unit a waiter needs.
+        let starved: HashSet<String> = all
+            .iter()
+            .filter(|pool| lock(&pool.slots).counts().waiting > 0)
+            .map(|pool| pool.key.instance.clone())
+            .collect();
         for pool in &all {
+            let top_up = opener.is_some() && !starved.contains(&pool.key.instance);
             let live = opener.and_then(|o| o.settings(&pool.key));
             let (closing, opening) = pool.with(|s| {
                 if let Some(live) = live {
                     s.settings = live;
                 }
                 let closing = s.expire(now);
-                (closing, if opener.is_some() { s.top_up() } else { 0 })
+                (closing, if top_up { s.top_up() } else { 0 })
             });
             for (entry, reason) in closing {
                 pool.close(entry.conn, reason);
