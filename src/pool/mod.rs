@@ -132,15 +132,19 @@ pub trait Opener<C>: Send + Sync + 'static {
 /// Why a checkout gave no connection.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError<E> {
-    /// The pool stayed full for `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
+    /// The pool stayed full (or its instance at `max_backend_connections`) for
+    /// `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
     #[error(
         "no connection to {instance} for user {user:?} came free within {timeout:?} \
-         (pool_size {size})"
+         (pool_size {size}{})",
+        budget.map(|b| format!(", max_backend_connections {b}")).unwrap_or_default()
     )]
     Timeout {
         instance: String,
         user: String,
         size: usize,
+        /// The instance's `max_backend_connections`, if set.
+        budget: Option<usize>,
         timeout: Duration,
     },
     /// Opening a new connection failed (the caller's `connect` error).

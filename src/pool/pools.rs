@@ -139,6 +139,7 @@ impl<C: Pooled> Pools<C> {
                         instance: key.instance.clone(),
                         user: key.user.clone(),
                         size: settings.size,
+                        budget: settings.max_backend,
                         timeout: settings.checkout_timeout,
                     });
                 }

@@ -328,6 +328,12 @@ async fn the_backend_budget_makes_another_pool_wait_then_answers_too_many_connec
         .expect_err("no connection within the budget");
     let code = refused.code().map(|c| c.code().to_owned());
     assert_eq!(code.as_deref(), Some("53300"), "{refused}");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("max_backend_connections 1")),
+        "the message names the budget: {refused}"
+    );
     first
         .batch_execute("COMMIT")
         .await
