@@ -278,15 +278,19 @@ fn check(path: &std::path::Path) -> ExitCode {
             let routes = c.raw.routing.routes.iter();
             let per_route = routes.filter(|r| r.pool_mode.is_some()).count();
             println!(
-                "  pools: {} mode{}, pool_size {} per instance, backend user and database, checkout_timeout {}, max_prepared_statements {}",
+                "  pools: {} mode{}, pool_size {} per instance, backend user and database, min_idle {}, checkout_timeout {}, max_prepared_statements {}, max_backend_connections {}",
                 server.pool_mode.as_str(),
                 match per_route {
                     0 => String::new(),
                     n => format!(" ({n} route(s) choose their own)"),
                 },
                 server.pool_size(server.pool_mode),
+                server.min_idle,
                 humantime::format_duration(server.checkout_timeout),
-                server.max_prepared_statements
+                server.max_prepared_statements,
+                server
+                    .max_backend_connections
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
             );
             if let Some(f) = &c.raw.fleet {
                 println!(

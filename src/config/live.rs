@@ -97,7 +97,7 @@ mod tests {
                 )
             },
             &|t| {
-                t.replace("listen = \"127.0.0.1:6432\"", "listen = \"127.0.0.1:6432\"\nmax_client_connections = 5\nlog_level = \"debug\"\npool_size = 3\nidle_timeout = \"1m\"\nmax_lifetime = \"2h\"\ncheckout_timeout = \"1s\"")
+                t.replace("listen = \"127.0.0.1:6432\"", "listen = \"127.0.0.1:6432\"\nmax_client_connections = 5\nlog_level = \"debug\"\npool_size = 3\nidle_timeout = \"1m\"\nmax_lifetime = \"2h\"\ncheckout_timeout = \"1s\"\nmin_idle = 2\nmax_backend_connections = 40")
             },
             &|t| t.replace("[routing]", "[routing]\nread_write_split = false"),
             &|t| {

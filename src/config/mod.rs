@@ -101,6 +101,14 @@ pub struct ServerConfig {
     /// used one is closed on the server.
     #[serde(default = "defaults::max_prepared_statements")]
     pub max_prepared_statements: usize,
+    /// Idle connections each pool that has been used keeps open (opened by the pool's
+    /// sweep, never past `pool_size`), so that statements after a quiet period do not pay
+    /// for logins.
+    #[serde(default)]
+    pub min_idle: usize,
+    /// Most backend connections this proxy opens to one instance, across all its pools
+    /// (every backend user and database); unset: no limit beyond the pools' own sizes.
+    pub max_backend_connections: Option<usize>,
 }
 
 impl ServerConfig {
@@ -293,7 +301,7 @@ pub use auth::{AuthConfig, AuthQuery, DEFAULT_MYSQL_QUERY, DEFAULT_POSTGRES_QUER
 pub use live::fixed_changes;
 
 pub use cutover::{CatchUp, CutoverConfig, Fence};
-pub use fleet::{FleetConfig, warnings};
+pub use fleet::FleetConfig;
 pub use routing::{Consistency, RouteConfig, RoutingConfig};
 
 pub use discovery::{DEFAULT_FAILOVER_TIMEOUT, DiscoveryConfig, DiscoveryKind, monitor_password};
@@ -517,6 +525,36 @@ fn validate_server(raw: &Config, problem: &mut dyn FnMut(String, String)) {
     validate_pool(&raw.server, problem);
 }
 
+/// What `switchyard check` should point out without refusing the config.
+pub fn warnings(raw: &Config) -> Vec<String> {
+    let mut out = fleet::warnings(raw);
+    out.extend(pool_budget_warning(raw));
+    out
+}
+
+/// A `max_backend_connections` smaller than what the pools of one instance may open
+/// together: `pool_size` times the distinct backend users of `[[users]]` (at least one).
+/// Not an error: the pools then share the budget, and a checkout over it waits.
+fn pool_budget_warning(raw: &Config) -> Option<String> {
+    let budget = raw.server.max_backend_connections?;
+    let users: std::collections::BTreeSet<&str> = raw
+        .users
+        .iter()
+        .map(|u| u.backend_user.as_deref().unwrap_or(&u.name))
+        .collect();
+    let size = raw.server.pool_size(raw.server.pool_mode);
+    let pools = size.saturating_mul(users.len().max(1));
+    (pools > budget).then(|| {
+        format!(
+            "server.max_backend_connections: the pools of one instance may open {pools} \
+             connections (pool_size {size} x {} backend user(s)) but \
+             max_backend_connections is {budget}: checkouts over the budget wait up to \
+             checkout_timeout, then fail",
+            users.len().max(1)
+        )
+    })
+}
+
 /// `[server]` pool keys: a pool of no connections, or timeouts of zero, would refuse every
 /// client.
 fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String)) {
@@ -530,6 +568,12 @@ fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String))
         problem(
             "server.pool_size".into(),
             "must be at least 1 (leave it out for the default: 20 in transaction mode, max_client_connections in session mode)".into(),
+        );
+    }
+    if server.max_backend_connections == Some(0) {
+        problem(
+            "server.max_backend_connections".into(),
+            "must be at least 1 (leave it out for no limit)".into(),
         );
     }
     for (key, value) in [
@@ -707,6 +751,43 @@ mod tests {
         assert_eq!(server.pool_size(PoolMode::Session), 7);
         assert_eq!(server.pool_size(PoolMode::Transaction), 7);
         assert_eq!(server.idle_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn backend_budget_is_checked_against_the_pools() {
+        let v = check(EXAMPLE).expect("valid");
+        assert_eq!(v.raw.server.min_idle, 0);
+        assert_eq!(v.raw.server.max_backend_connections, None);
+        assert!(warnings(&v.raw).is_empty());
+        let with = |keys: &str| {
+            EXAMPLE.replace(
+                "listen = \"127.0.0.1:6432\"",
+                &format!("listen = \"127.0.0.1:6432\"\n{keys}"),
+            )
+        };
+        let problems = check(&with("max_backend_connections = 0")).expect_err("invalid");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["server.max_backend_connections"]);
+        // Two backend users (a second client user logging in as "app" adds none).
+        let users = "[[users]]\nname = \"b\"\npassword = \"x\"\n\
+                     [[users]]\nname = \"c\"\npassword = \"x\"\nbackend_user = \"app\"\n\
+                     [clusters.old]";
+        let text = with("pool_size = 10\nmax_backend_connections = 15\nmin_idle = 2")
+            .replace("[clusters.old]", users);
+        let v = check(&text).expect("a budget below the pools is valid");
+        assert_eq!(v.raw.server.min_idle, 2);
+        let warned = warnings(&v.raw);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("20") && warned[0].contains("is 15"),
+            "names both numbers: {}",
+            warned[0]
+        );
+        let enough = text.replace(
+            "max_backend_connections = 15",
+            "max_backend_connections = 20",
+        );
+        assert!(warnings(&check(&enough).expect("valid").raw).is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod tests;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::time::Duration;
 
 pub use crate::backend::Carried;
@@ -94,33 +95,56 @@ pub struct Settings {
     pub max_lifetime: Duration,
     /// How long a checkout waits for a connection when the pool is full.
     pub checkout_timeout: Duration,
+    /// Idle connections the sweep keeps open in the pool (within `size`).
+    pub min_idle: usize,
+    /// Most connections open to the key's instance across all its pools; `None`: no limit.
+    pub max_backend: Option<usize>,
 }
 
 impl Settings {
     /// The `[server]` pool keys (`pool_size`, `idle_timeout`, `max_lifetime`,
-    /// `checkout_timeout`) for the pools of sessions in `mode`.
+    /// `checkout_timeout`, `min_idle`, `max_backend_connections`) for the pools of sessions
+    /// in `mode`.
     pub fn from_config(server: &ServerConfig, mode: PoolMode) -> Settings {
         Settings {
             size: server.pool_size(mode),
             idle_timeout: server.idle_timeout,
             max_lifetime: server.max_lifetime,
             checkout_timeout: server.checkout_timeout,
+            min_idle: server.min_idle,
+            max_backend: server.max_backend_connections,
         }
     }
+}
+
+/// What the sweep needs to keep `min_idle` connections in a pool without a checkout: the
+/// pool's current settings, and a way to open a connection for its key. Given to
+/// [`Pools::set_opener`] by the layer that knows the logins.
+pub trait Opener<C>: Send + Sync + 'static {
+    /// The settings of the live config for `key`'s pools; `None` keeps those of its latest
+    /// checkout.
+    fn settings(&self, key: &Key) -> Option<Settings>;
+
+    /// Opens and logs in a connection for `key`; the error says why not, for the log.
+    fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<C, String>> + Send>>;
 }
 
 /// Why a checkout gave no connection.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError<E> {
-    /// The pool stayed full for `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
+    /// The pool stayed full (or its instance at `max_backend_connections`) for
+    /// `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
     #[error(
         "no connection to {instance} for user {user:?} came free within {timeout:?} \
-         (pool_size {size})"
+         (pool_size {size}{})",
+        budget.map(|b| format!(", max_backend_connections {b}")).unwrap_or_default()
     )]
     Timeout {
         instance: String,
         user: String,
         size: usize,
+        /// The instance's `max_backend_connections`, if set.
+        budget: Option<usize>,
         timeout: Duration,
     },
     /// Opening a new connection failed (the caller's `connect` error).
@@ -149,10 +173,13 @@ pub enum CloseReason {
     /// Its pool was retired ([`Pools::retire`]: its instance left, or its cluster is no
     /// longer used).
     Retired,
+    /// Idle, closed to let another pool of its instance open a connection within
+    /// `max_backend_connections`.
+    Budget,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::IdleTimeout,
         CloseReason::MaxLifetime,
         CloseReason::ResetFailed,
@@ -161,6 +188,7 @@ impl CloseReason {
         CloseReason::PoolSize,
         CloseReason::Detached,
         CloseReason::Retired,
+        CloseReason::Budget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,6 +201,7 @@ impl CloseReason {
             CloseReason::PoolSize => "pool_size",
             CloseReason::Detached => "detached",
             CloseReason::Retired => "retired",
+            CloseReason::Budget => "max_backend_connections",
         }
     }
 }

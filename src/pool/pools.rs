@@ -1,10 +1,12 @@
 //! The pools of one connection type, one per [`Key`], created on first checkout: the
 //! checkout itself (idle connection, new connection, or a fair wait in line bounded by
-//! `checkout_timeout`), and the sweep that closes idle connections past their time.
+//! `checkout_timeout`), the sweep that closes idle connections past their time and opens
+//! the ones `min_idle` asks for, and the per-instance budget the pools of one instance share
+//! (`max_backend_connections`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use metrics::Gauge;
@@ -12,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::lease::Lease;
-use super::slots::{Busy, Counts, Entry, Grant, Slots, Take};
-use super::{CheckoutError, CloseReason, Key, Pooled, Settings};
+use super::slots::{Budget, Busy, Counts, Entry, Grant, Slots, Take};
+use super::{CheckoutError, CloseReason, Key, Opener, Pooled, Settings};
 use crate::metrics::PoolMetrics;
 use crate::shutdown::Shutdown;
 
@@ -36,6 +38,10 @@ impl<C: Pooled> Clone for Pools<C> {
 
 struct Shared<C: Pooled> {
     pools: Mutex<HashMap<Key, Arc<Pool<C>>>>,
+    /// Each instance's budget, by `Key::instance`.
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    /// How the sweep opens connections for `min_idle` (none: it opens none).
+    opener: OnceLock<Arc<dyn Opener<C>>>,
 }
 
 /// One pool: the connections of one [`Key`].
@@ -43,6 +49,8 @@ pub(super) struct Pool<C: Pooled> {
     pub key: Key,
     slots: Mutex<Slots<C>>,
     pub metrics: PoolMetrics,
+    /// The other pools of its instance, woken when it gives back a unit of their budget.
+    shared: Weak<Shared<C>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +64,8 @@ impl<C: Pooled> Pools<C> {
     pub fn new(mut shutdown: Shutdown) -> Pools<C> {
         let shared = Arc::new(Shared {
             pools: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
+            opener: OnceLock::new(),
         });
         let weak: Weak<Shared<C>> = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -71,6 +81,20 @@ impl<C: Pooled> Pools<C> {
             }
         });
         Pools { shared }
+    }
+
+    /// Lets the sweep open connections (to keep `min_idle` idle ones in each pool) with
+    /// `opener`; the first one set stays.
+    pub fn set_opener(&self, opener: Arc<dyn Opener<C>>) {
+        let _ = self.shared.opener.set(opener);
+    }
+
+    /// How many connections are open to `instance` across its pools (what
+    /// `max_backend_connections` limits).
+    pub fn backend_connections(&self, instance: &str) -> usize {
+        lock(&self.shared.budgets)
+            .get(instance)
+            .map_or(0, |budget| budget.open())
     }
 
     /// Lends a connection for `key`: the newest idle one that is still open and young
@@ -100,6 +124,9 @@ impl<C: Pooled> Pools<C> {
                 },
                 Take::Open => break Grant::Slot,
                 Take::Wait(id, rx) => {
+                    if pool.with(|s| s.short_of_budget()) {
+                        self.shared.make_room(&pool);
+                    }
                     let deadline = started + settings.checkout_timeout;
                     if let Some(grant) = pool.wait(id, rx, deadline, settings).await {
                         break grant;
@@ -112,6 +139,7 @@ impl<C: Pooled> Pools<C> {
                         instance: key.instance.clone(),
                         user: key.user.clone(),
                         size: settings.size,
+                        budget: settings.max_backend,
                         timeout: settings.checkout_timeout,
                     });
                 }
@@ -186,11 +214,12 @@ impl<C: Pooled> Pools<C> {
 }
 
 impl<C: Pooled> Shared<C> {
-    fn pool(&self, key: &Key, settings: &Settings) -> Arc<Pool<C>> {
+    fn pool(self: &Arc<Self>, key: &Key, settings: &Settings) -> Arc<Pool<C>> {
         let mut pools = lock(&self.pools);
         if let Some(pool) = pools.get(key) {
             return Arc::clone(pool);
         }
+        let budget = Arc::clone(lock(&self.budgets).entry(key.instance.clone()).or_default());
         let reasons = CloseReason::ALL.map(CloseReason::as_str);
         let pool = Arc::new(Pool {
             metrics: PoolMetrics::new(
@@ -201,21 +230,69 @@ impl<C: Pooled> Shared<C> {
                 &reasons,
             ),
             key: key.clone(),
-            slots: Mutex::new(Slots::new(*settings)),
+            slots: Mutex::new(Slots::new(*settings, budget)),
+            shared: Arc::downgrade(self),
         });
         pools.insert(key.clone(), Arc::clone(&pool));
         pool
     }
 
+    /// Takes the live settings (from the opener) for each pool, closes the idle connections
+    /// past their time, and opens the ones `min_idle` asks for (in slots reserved as
+    /// opening, outside the lock, like a checkout), except on instances where checkouts wait.
     fn sweep(&self, now: Instant) {
-        let mut pools = lock(&self.pools);
-        for pool in pools.values() {
-            for (entry, reason) in pool.with(|s| s.expire(now)) {
+        let all: Vec<Arc<Pool<C>>> = lock(&self.pools).values().cloned().collect();
+        let opener = self.opener.get();
+        // Instances where checkouts wait (for a full pool or the budget): no idle connection
+        // is opened there, it would take a unit a waiter needs.
+        let starved: HashSet<String> = all
+            .iter()
+            .filter(|pool| lock(&pool.slots).counts().waiting > 0)
+            .map(|pool| pool.key.instance.clone())
+            .collect();
+        for pool in &all {
+            let top_up = opener.is_some() && !starved.contains(&pool.key.instance);
+            let live = opener.and_then(|o| o.settings(&pool.key));
+            let (closing, opening) = pool.with(|s| {
+                if let Some(live) = live {
+                    s.settings = live;
+                }
+                let closing = s.expire(now);
+                (closing, if top_up { s.top_up() } else { 0 })
+            });
+            for (entry, reason) in closing {
                 pool.close(entry.conn, reason);
             }
+            if let Some(opener) = opener {
+                for _ in 0..opening {
+                    pool.open_idle(opener.as_ref());
+                }
+            }
         }
+        drop(all);
         // A pool nobody holds (no lease, reset or checkout) with nothing open is forgotten.
-        pools.retain(|_, pool| Arc::strong_count(pool) > 1 || !pool.with(|s| s.is_unused()));
+        let mut pools = lock(&self.pools);
+        pools.retain(|_, pool| Arc::strong_count(pool) > 1 || !lock(&pool.slots).is_unused());
+    }
+
+    /// The other pools of `pool`'s instance.
+    fn siblings(&self, pool: &Pool<C>) -> Vec<Arc<Pool<C>>> {
+        lock(&self.pools)
+            .values()
+            .filter(|p| p.key.instance == pool.key.instance && !std::ptr::eq(Arc::as_ptr(p), pool))
+            .cloned()
+            .collect()
+    }
+
+    /// Closes one idle connection of another pool of `pool`'s instance, if one has any, so
+    /// that `pool`'s waiting checkout can open one within the budget.
+    fn make_room(&self, pool: &Arc<Pool<C>>) {
+        for other in self.siblings(pool) {
+            if let Some(entry) = other.with(|s| s.evict_idle()) {
+                other.close(entry.conn, CloseReason::Budget);
+                return;
+            }
+        }
     }
 }
 
@@ -224,6 +301,7 @@ impl<C: Pooled> Pool<C> {
     pub fn with<R>(&self, change: impl FnOnce(&mut Slots<C>) -> R) -> R {
         let mut slots = lock(&self.slots);
         let result = change(&mut slots);
+        let budgeted = slots.settle() && slots.settings.max_backend.is_some();
         let now = slots.counts();
         let before = std::mem::replace(&mut slots.published, now);
         if now != before {
@@ -239,7 +317,46 @@ impl<C: Pooled> Pool<C> {
             move_by(&m.resetting, before.resetting, now.resetting);
             move_by(&m.waiting, before.waiting, now.waiting);
         }
+        drop(slots);
+        if budgeted {
+            self.wake_siblings();
+        }
         result
+    }
+
+    /// This pool gave back units of its instance's budget: the other pools of the instance
+    /// grant them to their waiting checkouts.
+    fn wake_siblings(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        for other in shared.siblings(self) {
+            other.with(|s| s.grant_slots());
+        }
+    }
+
+    /// Opens a connection in a slot the sweep reserved, in a task of its own; it goes to a
+    /// waiting checkout or idle. A failure is logged; the next sweep tries again.
+    fn open_idle(self: &Arc<Self>, opener: &dyn Opener<C>) {
+        let slot = Opening {
+            pool: Arc::clone(self),
+            armed: true,
+        };
+        let open = opener.open(&self.key);
+        spawn_or_run(async move {
+            match open.await {
+                Ok(conn) => slot.idle(conn),
+                Err(e) => {
+                    let key = &slot.pool.key;
+                    tracing::warn!(
+                        cluster = %key.cluster,
+                        instance = %key.instance,
+                        user = %key.user,
+                        "could not open an idle connection for min_idle (the next sweep tries again): {e}"
+                    );
+                }
+            }
+        });
     }
 
     /// Waits in line (place `id`) until `deadline` for a usable connection, or a slot to
@@ -371,6 +488,14 @@ impl<C: Pooled> Opening<C> {
         self.armed = false;
         self.pool.with(|s| s.opened());
         self.pool.metrics.opened.increment(1);
+    }
+
+    /// Opened by the sweep: to a waiting checkout, else idle.
+    fn idle(mut self, conn: C) {
+        self.armed = false;
+        self.pool.metrics.opened.increment(1);
+        self.pool
+            .give_back(Busy::Opening, Entry::new(conn, Instant::now()));
     }
 }
 

@@ -3,6 +3,8 @@
 //! under the pool's lock; the pool does the I/O (connect, reset, close) outside it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -79,6 +81,38 @@ pub struct Counts {
     pub waiting: usize,
 }
 
+/// The connections open to one instance across all its pools (idle, in use, opening or
+/// being reset), held against `max_backend_connections`: a pool takes a unit before it
+/// opens a connection and gives it back once that connection is closed.
+#[derive(Debug, Default)]
+pub(super) struct Budget {
+    open: AtomicUsize,
+}
+
+impl Budget {
+    /// Takes a unit if fewer than `max` are taken (always, with no max).
+    fn try_take(&self, max: Option<usize>) -> bool {
+        let Some(max) = max else {
+            self.open.fetch_add(1, Ordering::SeqCst);
+            return true;
+        };
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, units: usize) {
+        self.open.fetch_sub(units, Ordering::SeqCst);
+    }
+
+    /// How many units are taken: the connections open to the instance.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
 pub(super) struct Slots<C> {
     /// The settings of the latest checkout.
     pub settings: Settings,
@@ -93,10 +127,14 @@ pub(super) struct Slots<C> {
     pub published: Counts,
     /// Set by `Pools::retire`: connections close as they come back.
     pub retired: bool,
+    /// The instance's budget, shared with its other pools.
+    budget: Arc<Budget>,
+    /// Units of `budget` this pool holds: `open()` once settled ([`Slots::settle`]).
+    reserved: usize,
 }
 
 impl<C> Slots<C> {
-    pub fn new(settings: Settings) -> Slots<C> {
+    pub fn new(settings: Settings, budget: Arc<Budget>) -> Slots<C> {
         Slots {
             settings,
             idle: VecDeque::new(),
@@ -107,6 +145,8 @@ impl<C> Slots<C> {
             next_id: 0,
             published: Counts::default(),
             retired: false,
+            budget,
+            reserved: 0,
         }
     }
 
@@ -141,8 +181,7 @@ impl<C> Slots<C> {
                 self.in_use += 1;
                 return Take::Idle(entry);
             }
-            if self.open() < self.settings.size {
-                self.opening += 1;
+            if self.claim() {
                 return Take::Open;
             }
         }
@@ -157,6 +196,48 @@ impl<C> Slots<C> {
     /// `pool_size` (the caller could not wait for a slot).
     pub fn adopted(&mut self) {
         self.in_use += 1;
+        if self.reserved < self.open() {
+            self.budget.try_take(None);
+            self.reserved += 1;
+        }
+    }
+
+    /// Whether a checkout that has to wait could open a connection but for the instance's
+    /// budget (another pool of the instance closing an idle connection would let it).
+    pub fn short_of_budget(&self) -> bool {
+        self.settings.max_backend.is_some() && self.open() < self.settings.size
+    }
+
+    /// Takes out the oldest idle connection, to close it so that another pool of the
+    /// instance can open one within the budget.
+    pub fn evict_idle(&mut self) -> Option<Entry<C>> {
+        self.idle.pop_front()
+    }
+
+    /// Reserves slots for the sweep to open idle connections in: up to `min_idle` idle or
+    /// opening, within `pool_size` and the budget. None for a retired pool, nor while
+    /// checkouts wait (a freed slot is theirs).
+    pub fn top_up(&mut self) -> usize {
+        if self.retired || !self.waiters.is_empty() {
+            return 0;
+        }
+        let mut reserved = 0;
+        while self.idle.len() + self.opening < self.settings.min_idle && self.claim() {
+            reserved += 1;
+        }
+        reserved
+    }
+
+    /// Gives back to the budget the units this pool holds for connections no longer open;
+    /// whether it gave any (another pool of the instance may now open one). Run after each
+    /// change.
+    pub fn settle(&mut self) -> bool {
+        let surplus = self.reserved.saturating_sub(self.open());
+        if surplus > 0 {
+            self.budget.give(surplus);
+            self.reserved -= surplus;
+        }
+        surplus > 0
     }
 
     /// A connection opened in its reserved slot is now in use.
@@ -268,13 +349,30 @@ impl<C> Slots<C> {
         *count = count.saturating_sub(1);
     }
 
+    /// Reserves room for one more connection, counted as opening: within `pool_size`, and
+    /// within the instance's budget unless this pool still holds a unit of a connection it
+    /// closed.
+    fn claim(&mut self) -> bool {
+        if self.open() >= self.settings.size {
+            return false;
+        }
+        if self.reserved <= self.open() {
+            if !self.budget.try_take(self.settings.max_backend) {
+                return false;
+            }
+            self.reserved += 1;
+        }
+        self.opening += 1;
+        true
+    }
+
     /// Grants free slots to the waiters, first come first served.
-    fn grant_slots(&mut self) {
-        while self.open() < self.settings.size {
+    pub fn grant_slots(&mut self) {
+        while !self.waiters.is_empty() && self.claim() {
             let Some((_, tx)) = self.waiters.pop_front() else {
+                self.opening -= 1;
                 break;
             };
-            self.opening += 1;
             if tx.send(Grant::Slot).is_err() {
                 self.opening -= 1;
             }

@@ -1,5 +1,6 @@
 //! The pool's bookkeeping with an in-test connection type: sizes, the line of waiters,
-//! timeouts, releases, and the idle timeout and max lifetime in paused time.
+//! timeouts, releases, the idle timeout and max lifetime in paused time, `min_idle` and the
+//! per-instance budget.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -90,6 +91,63 @@ fn settings(size: usize) -> Settings {
         idle_timeout: Duration::from_secs(60),
         max_lifetime: Duration::from_secs(600),
         checkout_timeout: Duration::from_secs(5),
+        min_idle: 0,
+        max_backend: None,
+    }
+}
+
+/// The pool of `key()`'s instance for another database.
+fn other_key() -> Key {
+    Key {
+        database: "books".into(),
+        ..key()
+    }
+}
+
+/// Counters shared by every fake a bench opens.
+#[derive(Clone, Default)]
+struct Counters {
+    opened: Arc<AtomicU32>,
+    alive: Arc<AtomicUsize>,
+    lent: Arc<AtomicUsize>,
+}
+
+impl Counters {
+    fn fake(&self) -> Fake {
+        self.alive.fetch_add(1, Ordering::SeqCst);
+        Fake {
+            id: self.opened.fetch_add(1, Ordering::SeqCst) + 1,
+            dirty: false,
+            closed: false,
+            refuse_reset: false,
+            alive: Arc::clone(&self.alive),
+            leased: false,
+            lent: Arc::clone(&self.lent),
+            carried: super::Carried::default(),
+        }
+    }
+}
+
+/// Opens fakes for the sweep, or fails while `failing` is set.
+struct FakeOpener {
+    counters: Counters,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Opener<Fake> for FakeOpener {
+    fn settings(&self, _key: &Key) -> Option<Settings> {
+        None
+    }
+
+    fn open(
+        &self,
+        _key: &Key,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Fake, String>> + Send>> {
+        let result = match self.failing.load(Ordering::SeqCst) {
+            true => Err("refused".to_owned()),
+            false => Ok(self.counters.fake()),
+        };
+        Box::pin(async move { result })
     }
 }
 
@@ -109,29 +167,48 @@ impl Bench {
         &self,
         settings: Settings,
     ) -> impl Future<Output = Result<Lease<Fake>, CheckoutError<Refused>>> + Send + 'static {
-        let (pools, opened, alive, lent) = (
-            self.pools.clone(),
-            Arc::clone(&self.opened),
-            Arc::clone(&self.alive),
-            Arc::clone(&self.lent),
-        );
+        self.checkout_for(key(), settings)
+    }
+
+    fn checkout_for(
+        &self,
+        key: Key,
+        settings: Settings,
+    ) -> impl Future<Output = Result<Lease<Fake>, CheckoutError<Refused>>> + Send + 'static {
+        let pools = self.pools.clone();
+        let counters = Counters {
+            opened: Arc::clone(&self.opened),
+            alive: Arc::clone(&self.alive),
+            lent: Arc::clone(&self.lent),
+        };
         async move {
             pools
-                .checkout(&key(), &settings, || async move {
-                    alive.fetch_add(1, Ordering::SeqCst);
-                    Ok(Fake {
-                        id: opened.fetch_add(1, Ordering::SeqCst) + 1,
-                        dirty: false,
-                        closed: false,
-                        refuse_reset: false,
-                        alive,
-                        leased: false,
-                        lent,
-                        carried: super::Carried::default(),
-                    })
-                })
+                .checkout(&key, &settings, || async move { Ok(counters.fake()) })
                 .await
         }
+    }
+
+    /// Lets the sweep open fakes; the flag makes them fail while set.
+    fn with_opener(self) -> (Bench, Arc<std::sync::atomic::AtomicBool>) {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.pools.set_opener(Arc::new(FakeOpener {
+            counters: Counters {
+                opened: Arc::clone(&self.opened),
+                alive: Arc::clone(&self.alive),
+                lent: Arc::clone(&self.lent),
+            },
+            failing: Arc::clone(&failing),
+        }));
+        (self, failing)
+    }
+
+    fn counts_of(&self, which: &Key) -> Counts {
+        self.pools
+            .counts()
+            .into_iter()
+            .find(|(k, _)| k == which)
+            .map(|(_, counts)| counts)
+            .unwrap_or_default()
     }
 
     async fn lease(&self, settings: Settings) -> Lease<Fake> {
@@ -407,4 +484,136 @@ async fn a_retired_pool_closes_its_connections_and_a_new_one_starts() {
         3,
         "a new pool, a new connection"
     );
+}
+
+fn with_min_idle(size: usize, min_idle: usize) -> Settings {
+    Settings {
+        min_idle,
+        ..settings(size)
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_opens_idle_connections_up_to_min_idle() {
+    let (bench, _) = Bench::new().with_opener();
+    let s = with_min_idle(3, 2);
+    bench.lease(s).await.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 1, "nothing opened before the sweep");
+    bench.pools.sweep();
+    bench
+        .until("min_idle reached", |b| b.counts().idle == 2)
+        .await;
+    bench.pools.sweep();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        bench.opened.load(Ordering::SeqCst),
+        2,
+        "no more than min_idle"
+    );
+    assert_eq!(bench.pools.backend_connections("db:5432"), 2);
+
+    // Both in use: the sweep may open only one more, pool_size is 3.
+    let (a, b) = (bench.lease(s).await, bench.lease(s).await);
+    bench.pools.sweep();
+    bench.until("one opened", |b| b.counts().idle == 1).await;
+    bench.pools.sweep();
+    tokio::task::yield_now().await;
+    let counts = bench.counts();
+    assert_eq!((counts.in_use, counts.idle, counts.opening), (2, 1, 0));
+    assert_eq!(
+        bench.opened.load(Ordering::SeqCst),
+        3,
+        "never over pool_size"
+    );
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn a_failed_idle_open_is_tried_again_at_the_next_sweep() {
+    let (bench, failing) = Bench::new().with_opener();
+    let s = with_min_idle(3, 1);
+    let lent = bench.lease(s).await;
+    failing.store(true, Ordering::SeqCst);
+    bench.pools.sweep();
+    bench
+        .until("the failed open freed its slot", |b| {
+            b.counts().opening == 0
+        })
+        .await;
+    assert_eq!(bench.counts().idle, 0);
+    failing.store(false, Ordering::SeqCst);
+    bench.pools.sweep();
+    bench
+        .until("opened at the next sweep", |b| b.counts().idle == 1)
+        .await;
+    drop(lent);
+}
+
+#[tokio::test]
+async fn a_retired_pool_gets_no_idle_connections() {
+    let (bench, _) = Bench::new().with_opener();
+    let lent = bench.lease(with_min_idle(3, 2)).await;
+    bench.pools.retire(|k| k.instance == "db:5432");
+    bench.pools.sweep();
+    tokio::task::yield_now().await;
+    assert_eq!(bench.opened.load(Ordering::SeqCst), 1, "none opened for it");
+    lent.release(Release::Clean);
+    bench.until("the lent one closed", |b| b.alive() == 0).await;
+    assert_eq!(bench.pools.backend_connections("db:5432"), 0);
+}
+
+fn budget(size: usize, max: usize) -> Settings {
+    Settings {
+        max_backend: Some(max),
+        ..settings(size)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_over_the_instance_budget_waits_then_times_out() {
+    let bench = Bench::new();
+    let s = budget(5, 1);
+    let _held = bench.lease(s).await;
+    match bench.checkout_for(other_key(), s).await {
+        Err(CheckoutError::Timeout { .. }) => {}
+        Err(other) => panic!("expected a timeout, got {other}"),
+        Ok(_) => panic!("expected a timeout, got a connection over the budget"),
+    }
+    assert_eq!(bench.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(bench.pools.backend_connections("db:5432"), 1);
+    // Without a budget the other pool opens its own.
+    let settings = settings(5);
+    assert!(bench.checkout_for(other_key(), settings).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_closed_connection_lets_another_pool_of_the_instance_open_one() {
+    let bench = Bench::new();
+    let s = budget(5, 1);
+    let held = bench.lease(s).await;
+    let waiter = tokio::spawn(bench.checkout_for(other_key(), s));
+    bench
+        .until("the other pool's checkout waits", |b| {
+            b.counts_of(&other_key()).waiting == 1
+        })
+        .await;
+    drop(held);
+    let lease = waiter.await.expect("waiter").expect("checkout");
+    assert_eq!(lease.id, 2);
+    assert_eq!(bench.pools.backend_connections("db:5432"), 1);
+}
+
+#[tokio::test]
+async fn an_idle_connection_of_another_pool_is_closed_to_make_room() {
+    let bench = Bench::new();
+    let s = budget(5, 2);
+    let (a, b) = (bench.lease(s).await, bench.lease(s).await);
+    a.release(Release::Clean);
+    let other = bench.checkout_for(other_key(), s).await.expect("room made");
+    assert_eq!(other.id, 3);
+    assert_eq!(bench.counts().idle, 0, "the idle one was closed");
+    bench.until("closed", |b| b.alive() == 2).await;
+    assert_eq!(bench.pools.backend_connections("db:5432"), 2);
+    drop((b, other));
+    assert_eq!(bench.pools.backend_connections("db:5432"), 0);
 }

@@ -33,7 +33,7 @@ pub struct Context {
     /// The reloadable part: the current config and what is derived from its users. The one
     /// owner of it (see [`Context::reconfigure`]); sessions read the snapshot current at
     /// each use, so a reload reaches open sessions at their next step.
-    live: ArcSwap<Live>,
+    live: Arc<ArcSwap<Live>>,
     pub topology: Arc<TopologyHandle>,
     /// The active cluster and each cluster's mode (read-write, read-only, paused).
     pub routing: Arc<Routing>,
@@ -53,8 +53,8 @@ pub struct Context {
     pub postgres_pools: Pools<crate::backend::postgres::BackendConn>,
     pub mysql_pools: Pools<crate::backend::mysql::MysqlConn>,
     /// The logins sessions use, per protocol, to warm a new cluster's pools at a cutover.
-    postgres_logins: warm::Logins<postgres::Postgres>,
-    mysql_logins: warm::Logins<mysql::Mysql>,
+    postgres_logins: Arc<warm::Logins<postgres::Postgres>>,
+    mysql_logins: Arc<warm::Logins<mysql::Mysql>>,
     /// Dropped with the context, which ends the pools' sweep task.
     _pools_sweep: crate::shutdown::Trigger,
 }
@@ -115,8 +115,23 @@ impl Context {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Context {
         let (pools_sweep, sweep) = crate::shutdown::channel();
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(config)));
+        let postgres_logins = Arc::new(warm::Logins::default());
+        let mysql_logins = Arc::new(warm::Logins::default());
+        let postgres_pools = Pools::new(sweep.clone());
+        postgres_pools.set_opener(Arc::new(warm::Refill {
+            live: Arc::clone(&live),
+            topology: Arc::clone(&topology),
+            logins: Arc::clone(&postgres_logins),
+        }));
+        let mysql_pools = Pools::new(sweep);
+        mysql_pools.set_opener(Arc::new(warm::Refill {
+            live: Arc::clone(&live),
+            topology: Arc::clone(&topology),
+            logins: Arc::clone(&mysql_logins),
+        }));
         Context {
-            live: ArcSwap::from_pointee(Live::new(config)),
+            live,
             topology,
             routing,
             cancels: Arc::new(CancelRegistry::default()),
@@ -126,10 +141,10 @@ impl Context {
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),
             catalog: Arc::default(),
-            postgres_pools: Pools::new(sweep.clone()),
-            mysql_pools: Pools::new(sweep),
-            postgres_logins: warm::Logins::default(),
-            mysql_logins: warm::Logins::default(),
+            postgres_pools,
+            mysql_pools,
+            postgres_logins,
+            mysql_logins,
             _pools_sweep: pools_sweep,
         }
     }

@@ -2,16 +2,21 @@
 //! preflight), each pool of the active cluster's writer gets as many connections opened on
 //! the new cluster's writer, with the same login, as it has open (in use, or idle between
 //! transactions in transaction mode); they wait idle, and the
-//! sessions that move at the switch take them instead of logging in then.
+//! sessions that move at the switch take them instead of logging in then. And the same
+//! logins let the pools' sweep keep `min_idle` connections open ([`Refill`]).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use super::Context;
 use super::flow::{Dial, Protocol, checkout, key};
 use crate::backend::Credentials;
 use crate::config::PoolMode;
-use crate::pool::{Key, Lease, Release};
+use crate::pool::{self, Key, Lease, Release};
+use crate::topology::TopologyHandle;
 
 /// The logins sessions have used, by backend user, database and login options: what it
 /// takes to open the same login on another cluster.
@@ -112,6 +117,49 @@ impl crate::cutover::Warm for Context {
                 Wire::Postgres => warm::<super::postgres::Postgres>(self, to).await,
                 Wire::Mysql => warm::<super::mysql::Mysql>(self, to).await,
             }
+        })
+    }
+}
+
+/// How the pools' sweep opens a connection without a session (to keep `min_idle` idle
+/// ones): with the login the pool's sessions used, on the instance of the current topology,
+/// under the live config.
+pub(super) struct Refill<P: Protocol> {
+    pub live: Arc<ArcSwap<super::Live>>,
+    pub topology: Arc<TopologyHandle>,
+    pub logins: Arc<Logins<P>>,
+}
+
+impl<P: Protocol> pool::Opener<P::Conn> for Refill<P> {
+    fn settings(&self, key: &Key) -> Option<pool::Settings> {
+        let (_, _, mode) = self.logins.get(key)?;
+        let config = Arc::clone(&self.live.load().config);
+        Some(pool::Settings::from_config(&config.raw.server, mode))
+    }
+
+    fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<P::Conn, String>> + Send>> {
+        let login = self.logins.get(key);
+        let cluster = self.topology.cluster(&key.cluster);
+        let timeout = self.live.load().config.raw.server.connect_timeout;
+        let addr = key.instance.clone();
+        Box::pin(async move {
+            let (login, creds, mode) = login.ok_or("no session used this login")?;
+            let cluster = cluster.ok_or("the cluster is gone")?;
+            let instance = std::iter::once(&cluster.writer)
+                .chain(&cluster.readers)
+                .find(|i| i.addr == addr)
+                .cloned()
+                .ok_or("the instance left the cluster")?;
+            let dial: Dial<'_, P> = Dial {
+                cluster: &cluster,
+                login: &login,
+                creds: &creds,
+                timeout,
+                mode,
+            };
+            P::connect(dial, &instance)
+                .await
+                .map_err(|e| crate::error::chain(&e))
         })
     }
 }

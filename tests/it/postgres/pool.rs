@@ -252,3 +252,108 @@ async fn a_full_pool_answers_too_many_connections_after_checkout_timeout() {
         .await
         .expect("the freed connection serves the next client");
 }
+
+/// How many server processes of the writer serve `db` for the app user, as the server
+/// itself counts them.
+async fn server_connections(cluster: &PgCluster, db: &str) -> i64 {
+    let admin = cluster.superuser(&cluster.primary, "postgres").await;
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+            &[&db, &APP.user],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+/// `min_idle = 2`: once a client has used the writer's pool and left, the pool's sweep
+/// logs in idle connections until two are open, with no client asking for them.
+#[tokio::test]
+async fn min_idle_keeps_idle_connections_open_without_clients() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pool_min_idle").await;
+    let config = in_pool_mode(&config_text(cluster, "min_idle = 2"), "transaction");
+    let proxy = crate::support::proxy::Proxy::from_config(&config).await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE touched (x int)")
+        .await
+        .expect("a statement on the writer");
+    drop(client);
+    let writer = format!("127.0.0.1:{}", cluster.primary.port);
+    let mut backoff = crate::support::Backoff::new(Duration::from_secs(30));
+    while proxy.pool_opened(&writer, &db).await < 2.0 {
+        assert!(
+            backoff.wait().await,
+            "the sweep never opened a second connection"
+        );
+    }
+    let mut backoff = crate::support::Backoff::new(Duration::from_secs(30));
+    while server_connections(cluster, &db).await < 2 {
+        assert!(backoff.wait().await, "the server never saw two connections");
+    }
+    let status = crate::support::proxy::json_body(&proxy.admin_get("/status").await);
+    let pools = status["pools"].as_array().expect("status lists the pools");
+    let pool = pools
+        .iter()
+        .find(|p| p["instance"] == writer.as_str() && p["database"] == db.as_str())
+        .unwrap_or_else(|| panic!("the writer's pool is in /status: {status}"));
+    assert_eq!(pool["in_use"], 0, "{pool}");
+    assert!(pool["idle"].as_u64() >= Some(2), "{pool}");
+}
+
+/// `max_backend_connections = 1`: while one client holds the writer's only connection in
+/// a transaction, a client of another database (another pool of the same instance) waits
+/// for the budget and gets 53300 after `checkout_timeout` (which ends that session, as for
+/// a full pool); once the transaction ends, the idle connection of the first pool is closed
+/// to make room and a new client of the second database runs its statement.
+#[tokio::test]
+async fn the_backend_budget_makes_another_pool_wait_then_answers_too_many_connections() {
+    let cluster = PgCluster::shared();
+    let first_db = cluster.create_database("pool_budget_a").await;
+    let second_db = cluster.create_database("pool_budget_b").await;
+    let extra = "max_backend_connections = 1\ncheckout_timeout = \"1s\"";
+    let config = in_pool_mode(&config_text(cluster, extra), "transaction");
+    let proxy = crate::support::proxy::Proxy::from_config(&config).await;
+    let first = proxy.connect(&first_db).await;
+    let second = proxy.connect(&second_db).await;
+    first
+        .batch_execute("BEGIN; CREATE TABLE held (x int)")
+        .await
+        .expect("the first client's transaction");
+    let refused = second
+        .batch_execute("CREATE TABLE waits (x int)")
+        .await
+        .expect_err("no connection within the budget");
+    let code = refused.code().map(|c| c.code().to_owned());
+    assert_eq!(code.as_deref(), Some("53300"), "{refused}");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("max_backend_connections 1")),
+        "the message names the budget: {refused}"
+    );
+    first
+        .batch_execute("COMMIT")
+        .await
+        .expect("the first client goes on");
+    let third = proxy.connect(&second_db).await;
+    third
+        .batch_execute("CREATE TABLE waits (x int)")
+        .await
+        .expect("room was made for the second pool");
+    // The connection closed to make room ends on the server shortly after.
+    let mut backoff = crate::support::Backoff::new(Duration::from_secs(30));
+    loop {
+        let open = server_connections(cluster, &first_db).await
+            + server_connections(cluster, &second_db).await;
+        if open <= 1 {
+            break;
+        }
+        assert!(
+            backoff.wait().await,
+            "{open} connections over a budget of 1"
+        );
+    }
+}
