@@ -350,6 +350,9 @@ pub struct Session<P: Protocol> {
     /// after one whose answer is read on that connection only (MySQL: a statement that
     /// gave an AUTO_INCREMENT value, which `LAST_INSERT_ID()` reads).
     pub(super) keep_writer: u8,
+    /// The writer connection was kept after the last unit (see `keep_writer`): a unit on
+    /// it does not keep it again, so a client that inserts in a loop still lets it go.
+    pub(super) kept_writer: bool,
     /// Why the session stays on its writer connection, if it does.
     pub(super) pinned: Option<(Pin, crate::metrics::GaugeGuard)>,
     /// When this session last looked at whether its reader should change.
@@ -398,6 +401,7 @@ impl<P: Protocol> Session<P> {
             writes_until: None,
             admission: None,
             keep_writer: 0,
+            kept_writer: false,
             pinned: start.pinned.then(|| {
                 (
                     Pin::Serializable,
@@ -557,8 +561,9 @@ impl<P: Protocol> Session<P> {
         if !self.pooled() || self.view.in_transaction.is_some() || self.view.pinned_to_writer {
             return;
         }
-        let keep = self.keep_writer > 0;
+        let keep = self.keep_writer > 0 && self.writer.is_some();
         self.keep_writer = self.keep_writer.saturating_sub(1);
+        self.kept_writer = keep;
         for target in [Target::Reader, Target::Writer] {
             if target == Target::Writer && keep {
                 continue;

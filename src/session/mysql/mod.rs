@@ -498,9 +498,16 @@ impl Session {
             }
             other => other?,
         };
-        if relayed.insert_id && target == Target::Writer {
-            // `LAST_INSERT_ID()` reads it on this connection: keep it a while (transaction
-            // mode), as ProxySQL's `auto_increment_delay_multiplex` does.
+        let autocommitted = relayed.status.is_some_and(|s| {
+            s.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+                && !s.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+        });
+        if relayed.insert_id && autocommitted && target == Target::Writer && !self.kept_writer {
+            // `LAST_INSERT_ID()` after an autocommitted insert reads it on this connection:
+            // keep it a while (transaction mode), as ProxySQL's
+            // `auto_increment_delay_multiplex` does — but not again while kept, so the
+            // connection goes back even to a client inserting in a loop. (In a transaction
+            // the client holds its connection until COMMIT anyway.)
             self.keep_writer = KEEP_AFTER_INSERT_ID;
         }
         backend.metrics.queries.increment(1);

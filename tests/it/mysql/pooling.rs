@@ -131,3 +131,41 @@ async fn a_transaction_holds_its_connection_and_a_full_pool_answers_too_many_con
         .await
         .expect("the connection is free again after COMMIT");
 }
+
+#[tokio::test]
+async fn last_insert_id_reads_the_clients_own_insert_on_a_shared_pool() {
+    let (_, proxy, db) = pooled("pooled_insert_id", "pool_size = 2").await;
+    let mut setup = connect(&proxy, &db).await;
+    setup
+        .query_drop("CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, owner INT)")
+        .await
+        .expect("schema");
+    let mut clients = Vec::new();
+    for n in 0..6 {
+        let mut conn = connect(&proxy, &db).await;
+        clients.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                // As an ORM does: an autocommitted insert, then the id it generated.
+                conn.exec_drop("INSERT INTO a (owner) VALUES (?)", (n,))
+                    .await
+                    .expect("insert");
+                let id: Option<i64> = conn
+                    .query_first("SELECT LAST_INSERT_ID()")
+                    .await
+                    .expect("LAST_INSERT_ID()");
+                let id = id.expect("an id");
+                let owner: Option<i64> = conn
+                    .exec_first(
+                        "SELECT /* switchyard:writer */ owner FROM a WHERE id = ?",
+                        (id,),
+                    )
+                    .await
+                    .expect("read the row");
+                assert_eq!(owner, Some(n), "LAST_INSERT_ID() {id} is this client's row");
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("client task");
+    }
+}
