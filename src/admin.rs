@@ -343,11 +343,13 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
         .collect();
     let routing = state.routing.load();
     let pools = state.sessions.as_ref().map(|ctx| ctx.pool_status());
+    let pins = state.sessions.as_ref().map(|ctx| ctx.pin_status());
     Json(json!({
         "active": routing.active,
         "routing": routing_json(&routing),
         "clusters": clusters,
         "pools": pools.unwrap_or_default(),
+        "pinned_sessions": pins.unwrap_or_default(),
     }))
 }
 

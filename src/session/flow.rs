@@ -295,7 +295,60 @@ pub enum Pin {
     Serializable,
 }
 
+/// How many sessions are pinned now, by reason, for `/status` (the metric says the same).
+#[derive(Debug, Default)]
+pub struct Pins([std::sync::atomic::AtomicUsize; Pin::ALL.len()]);
+
+impl Pins {
+    /// Counts a session pinned for `reason` for as long as the guard lives.
+    fn pin(self: &Arc<Self>, reason: Pin) -> PinGuard {
+        let at = Pin::ALL
+            .iter()
+            .position(|p| *p == reason)
+            .unwrap_or_default();
+        self.0[at].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PinGuard {
+            pins: Arc::clone(self),
+            at,
+            _gauge: crate::metrics::pinned(reason.as_str()),
+        }
+    }
+
+    /// The sessions pinned now, by reason.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        let load =
+            |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+        Pin::ALL
+            .iter()
+            .zip(&self.0)
+            .map(move |(p, c)| (p.as_str(), load(c)))
+    }
+}
+
+/// A pinned session, counted in [`Pins`] and the pinned gauge while it lives.
+pub struct PinGuard {
+    pins: Arc<Pins>,
+    at: usize,
+    _gauge: crate::metrics::GaugeGuard,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        self.pins.0[self.at].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Pin {
+    const ALL: [Pin; 7] = [
+        Pin::Statement,
+        Pin::SetInTransaction,
+        Pin::Unreplayable,
+        Pin::TooManySettings,
+        Pin::SettingsRefused,
+        Pin::Cursor,
+        Pin::Serializable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Pin::Statement => "statement",
@@ -354,7 +407,7 @@ pub struct Session<P: Protocol> {
     /// it does not keep it again, so a client that inserts in a loop still lets it go.
     pub(super) kept_writer: bool,
     /// Why the session stays on its writer connection, if it does.
-    pub(super) pinned: Option<(Pin, crate::metrics::GaugeGuard)>,
+    pub(super) pinned: Option<(Pin, PinGuard)>,
     /// When this session last looked at whether its reader should change.
     pub(super) spread: ReaderSpread,
     pub(super) shutdown: Shutdown,
@@ -382,6 +435,9 @@ impl<P: Protocol> Session<P> {
         let functions = start
             .ctx
             .functions(&start.creds, start.database, &start.shutdown);
+        let pinned = start
+            .pinned
+            .then(|| (Pin::Serializable, start.ctx.pins.pin(Pin::Serializable)));
         Session {
             ctx: start.ctx,
             cluster: start.cluster,
@@ -402,12 +458,7 @@ impl<P: Protocol> Session<P> {
             admission: None,
             keep_writer: 0,
             kept_writer: false,
-            pinned: start.pinned.then(|| {
-                (
-                    Pin::Serializable,
-                    crate::metrics::pinned(Pin::Serializable.as_str()),
-                )
-            }),
+            pinned,
             spread: ReaderSpread::new(),
             shutdown: start.shutdown,
             side,
@@ -602,7 +653,7 @@ impl<P: Protocol> Session<P> {
     /// session lasts).
     pub(super) fn pin(&mut self, reason: Pin) {
         if self.pinned.is_none() {
-            self.pinned = Some((reason, crate::metrics::pinned(reason.as_str())));
+            self.pinned = Some((reason, self.ctx.pins.pin(reason)));
         }
         self.view.pinned_to_writer = true;
         self.drop_reader(false);

@@ -40,6 +40,8 @@ pub struct Context {
     pub cancels: Arc<CancelRegistry>,
     /// Every live MySQL session, for `KILL` aimed at one of them.
     pub mysql_kills: Arc<mysql::KillRegistry>,
+    /// Sessions pinned to their writer connection now, by reason (for `/status`).
+    pub pins: Arc<flow::Pins>,
     /// The greetings MySQL writers sent, for greetings of the proxy's own.
     pub mysql_greetings: mysql::Greetings,
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -137,6 +139,7 @@ impl Context {
             cancels: Arc::new(CancelRegistry::default()),
             mysql_kills: Arc::default(),
             mysql_greetings: mysql::Greetings::default(),
+            pins: Arc::default(),
             tls,
             salted: Arc::default(),
             mock: auth_query::MockSecret::random(),
@@ -184,6 +187,15 @@ impl Context {
             })
             .collect();
         serde_json::Value::Array(pools)
+    }
+
+    /// The sessions pinned to their writer connection now, by reason, for `/status`.
+    pub fn pin_status(&self) -> serde_json::Value {
+        let pins = self
+            .pins
+            .counts()
+            .map(|(reason, n)| (reason.to_owned(), n.into()));
+        serde_json::Value::Object(pins.collect())
     }
 
     pub(crate) fn logins_postgres(&self) -> &warm::Logins<postgres::Postgres> {

@@ -5,7 +5,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::support::postgres::PgCluster;
-use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode};
+use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode, json_body};
 
 /// A proxy in transaction mode with `server_extra` in `[server]`.
 async fn pooled(prefix: &str, server_extra: &str) -> (&'static PgCluster, Proxy, String) {
@@ -177,6 +177,11 @@ async fn state_that_cannot_move_pins_the_client_to_its_connection() {
                 && !l.ends_with(" 0")
         ),
         "the pin is visible by reason:\n{metrics}"
+    );
+    let status = json_body(&proxy.admin_get("/status").await);
+    assert_eq!(
+        status["pinned_sessions"]["statement"], 1,
+        "and in /status: {status}"
     );
     drop(pinned);
     // The pinned client's connection goes back reset: its table is gone for the next one.
