@@ -72,6 +72,9 @@ pub struct MysqlConn {
     pub prepared: StatementCache<Vec<u8>, Prepared>,
     /// What it carries from the sessions that used it.
     pub carried: Carried,
+    /// Its metric handles, looked up once when it opens (a pooled connection serves many
+    /// sessions).
+    pub metrics: crate::metrics::BackendMetrics,
 }
 
 /// A statement prepared on a MySQL server connection.
@@ -171,6 +174,11 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             database: None,
             prepared: StatementCache::default(),
             carried: Carried::default(),
+            metrics: crate::metrics::BackendMetrics::new(
+                &instance.cluster,
+                &instance.addr,
+                instance.role.as_str(),
+            ),
         };
         let (_, payload) = conn.read_packet().await?;
         let greeting = handshake::parse_greeting(&payload).map_err(|e| match e {

@@ -54,6 +54,9 @@ pub struct BackendConn {
     pub prepared: StatementCache<Vec<u8>, Bytes>,
     /// What it carries from the sessions that used it.
     pub carried: Carried,
+    /// Its metric handles, looked up once when it opens (a pooled connection serves many
+    /// sessions).
+    pub metrics: crate::metrics::BackendMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,11 @@ async fn connect_inner(
         notices: Vec::new(),
         prepared: StatementCache::default(),
         carried: Carried::default(),
+        metrics: crate::metrics::BackendMetrics::new(
+            &instance.cluster,
+            &instance.addr,
+            instance.role.as_str(),
+        ),
     };
     let mut scram: Option<ScramClient> = None;
     loop {

@@ -9,7 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::SessionError;
 use super::startup::Client;
 use crate::backend::mysql::MysqlConn;
-use crate::metrics::BackendMetrics;
 use crate::net::Arrived;
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
 use crate::protocol::mysql::messages;
@@ -24,7 +23,6 @@ pub struct Backend {
     pub deprecate_eof: bool,
     /// How many recorded session replays this connection has run.
     pub applied: usize,
-    pub metrics: BackendMetrics,
 }
 
 /// How a relayed response ended.
@@ -41,15 +39,12 @@ pub struct Relayed {
 
 impl Backend {
     pub fn new(conn: Lease<MysqlConn>) -> Backend {
-        let i = &conn.instance;
-        let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
         Backend {
             deprecate_eof: conn
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
             conn,
             applied: 0,
-            metrics,
         }
     }
 

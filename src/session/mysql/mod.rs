@@ -510,8 +510,9 @@ impl Session {
             // the client holds its connection until COMMIT anyway.)
             self.keep_writer = KEEP_AFTER_INSERT_ID;
         }
-        backend.metrics.queries.increment(1);
+        backend.conn.metrics.queries.increment(1);
         backend
+            .conn
             .metrics
             .duration
             .record(started.elapsed().as_secs_f64());

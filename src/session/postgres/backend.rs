@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::SessionError;
 use super::scan::Prepared;
 use crate::backend::postgres::BackendConn;
-use crate::metrics::BackendMetrics;
 use crate::net::{Arrived, Stream};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
@@ -39,7 +38,6 @@ pub struct Backend {
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied: usize,
-    pub metrics: BackendMetrics,
 }
 
 /// What one relay step saw.
@@ -58,14 +56,11 @@ pub struct Relayed {
 
 impl Backend {
     pub fn new(conn: Lease<BackendConn>) -> Backend {
-        let i = &conn.instance;
-        let metrics = BackendMetrics::new(&i.cluster, &i.addr, i.role.as_str());
         Backend {
             conn,
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied: 0,
-            metrics,
         }
     }
 

@@ -174,8 +174,9 @@ impl Exchange<'_> {
         match result {
             Ok(status) => {
                 self.client.buf.advance(sent.held);
-                self.backend.metrics.queries.increment(1);
+                self.backend.conn.metrics.queries.increment(1);
                 self.backend
+                    .conn
                     .metrics
                     .duration
                     .record(started.elapsed().as_secs_f64());
