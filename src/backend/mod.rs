@@ -102,3 +102,8 @@ fn attach(
         _ => {}
     }
 }
+
+/// The metric handles of a new connection to `instance` (its cluster, address and role).
+fn connection_metrics(instance: &crate::topology::Instance) -> crate::metrics::BackendMetrics {
+    crate::metrics::BackendMetrics::new(&instance.cluster, &instance.addr, instance.role.as_str())
+}

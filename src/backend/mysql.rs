@@ -174,11 +174,7 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             database: None,
             prepared: StatementCache::default(),
             carried: Carried::default(),
-            metrics: crate::metrics::BackendMetrics::new(
-                &instance.cluster,
-                &instance.addr,
-                instance.role.as_str(),
-            ),
+            metrics: super::connection_metrics(instance),
         };
         let (_, payload) = conn.read_packet().await?;
         let greeting = handshake::parse_greeting(&payload).map_err(|e| match e {

@@ -163,11 +163,7 @@ async fn connect_inner(
         notices: Vec::new(),
         prepared: StatementCache::default(),
         carried: Carried::default(),
-        metrics: crate::metrics::BackendMetrics::new(
-            &instance.cluster,
-            &instance.addr,
-            instance.role.as_str(),
-        ),
+        metrics: super::connection_metrics(instance),
     };
     let mut scram: Option<ScramClient> = None;
     loop {
