@@ -643,14 +643,7 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
     }
     let p = pair();
     let new_writer = format!("{}:{}", p.new.primary.host, p.new.primary.port);
-    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
-    assert_eq!(
-        proxy.pool_opened(&new_writer, &db).await,
-        3.0,
-        "one connection per session, opened before the switch"
-    );
+    proxy.cut_over_warmed(&new_writer, &db, 3.0).await;
     for (i, conn) in clients.iter_mut().enumerate() {
         conn.exec_drop(
             "INSERT INTO ledger (client_key) VALUES (?)",

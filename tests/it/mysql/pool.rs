@@ -16,7 +16,7 @@ use switchyard::protocol::mysql::handshake::offered_capabilities;
 use switchyard::protocol::mysql::messages::{lenenc_str, parse_err};
 use switchyard::protocol::mysql::packet;
 use switchyard::protocol::mysql::response::{Response, Step};
-use switchyard::topology::{Cluster, Topology};
+use switchyard::topology::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::mariadb::{APP, MariaCluster};
@@ -25,15 +25,7 @@ use crate::support::proxy::mysql_config_text;
 /// The writer of the shared cluster as the proxy sees it, with the pool settings of a
 /// config whose `[server]` has `pool_size = 1`.
 fn topology(cluster: &MariaCluster) -> (Arc<Cluster>, Settings) {
-    let text = mysql_config_text(cluster, "pool_size = 1");
-    let raw = toml::from_str(&text).expect("config parses");
-    let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
-    let topology = Topology::from_config(&config).expect("topology");
-    let main = Arc::clone(&topology.clusters["main"]);
-    (
-        main,
-        Settings::from_config(&config.raw.server, config.raw.server.pool_mode),
-    )
+    crate::support::proxy::pool_topology(&mysql_config_text(cluster, "pool_size = 1"))
 }
 
 fn login(db: Option<&str>) -> Login {

@@ -11,7 +11,7 @@ use switchyard::backend::postgres::{self, BackendConn};
 use switchyard::pool::{Lease, Pools, Release, Settings};
 use switchyard::protocol::postgres::frame;
 use switchyard::protocol::postgres::messages::{self, tag};
-use switchyard::topology::{Cluster, Topology};
+use switchyard::topology::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::postgres::{APP, PgCluster};
@@ -20,15 +20,7 @@ use crate::support::proxy::{config_text, in_pool_mode};
 /// The writer of the shared cluster as the proxy sees it, with the pool settings of a
 /// config whose `[server]` has `pool_size = 1`.
 fn topology(cluster: &PgCluster) -> (Arc<Cluster>, Settings) {
-    let text = config_text(cluster, "pool_size = 1");
-    let raw = toml::from_str(&text).expect("config parses");
-    let config = switchyard::config::validate(raw, &|_| None).expect("config is valid");
-    let topology = Topology::from_config(&config).expect("topology");
-    let main = Arc::clone(&topology.clusters["main"]);
-    (
-        main,
-        Settings::from_config(&config.raw.server, config.raw.server.pool_mode),
-    )
+    crate::support::proxy::pool_topology(&config_text(cluster, "pool_size = 1"))
 }
 
 async fn checkout(

@@ -138,6 +138,25 @@ pub fn with_readers(config: &str, readers: &[String]) -> String {
     )
 }
 
+/// The writer of cluster `main` in config `text` as the proxy sees it, with the pool
+/// settings of that config.
+pub fn pool_topology(
+    text: &str,
+) -> (
+    Arc<switchyard::topology::Cluster>,
+    switchyard::pool::Settings,
+) {
+    let raw = toml::from_str(text).expect("config parses");
+    let config = config::validate(raw, &|_| None).expect("config is valid");
+    let topology = switchyard::topology::Topology::from_config(&config).expect("topology");
+    let main = Arc::clone(&topology.clusters["main"]);
+    let server = &config.raw.server;
+    (
+        main,
+        switchyard::pool::Settings::from_config(server, server.pool_mode),
+    )
+}
+
 /// `config` with its sessions in pool mode `mode` (`session`, `transaction`), for a test
 /// of what one mode does.
 pub fn in_pool_mode(config: &str, mode: &str) -> String {
@@ -349,6 +368,19 @@ impl Proxy {
             }
             assert!(backoff.wait().await, "{name} never reached {value}");
         }
+    }
+
+    /// Runs the cutover to cluster `new` and checks that its check opened `warmed`
+    /// connections on `new_writer` for `db` before the switch.
+    pub async fn cut_over_warmed(&self, new_writer: &str, db: &str, warmed: f64) {
+        let (code, body) = self.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
+        assert_eq!(
+            self.pool_opened(new_writer, db).await,
+            warmed,
+            "one connection per session, opened before the switch"
+        );
     }
 
     /// The `switchyard_pool_opened_total` (logins) of the pools for `instance` and `db`.
