@@ -137,21 +137,7 @@ bench_run() { # port seconds outfile
 #          avg:                                    0.32
 #          95th percentile:                        0.50
 #          sum:                                39871.55
-# avg has 2 decimals only, so the average is taken as sum / events when it can be.
-bench_parse() { # outfile -> tps, avg latency ms, p95 latency ms, transactions, ignored errors
-    awk '
-        /^ *transactions:/ { tx = $2; tps = $3; sub(/^\(/, "", tps) }
-        /^ *ignored errors:/ { errors = $3 }
-        /^ *total number of events:/ { events = $5 }
-        /^ *avg:/ { avg = $2 }
-        /^ *95th percentile:/ { p95 = $3 }
-        /^ *sum:/ { sum = $2 }
-        END {
-            if (tx == "" || tps == "" || avg == "") exit 1
-            if (sum != "" && events > 0) avg = sprintf("%.4f", sum / events)
-            printf "%s\t%s\t%s\t%s\t%s\n", tps, avg, (p95 == "" ? "NA" : p95), tx, (errors == "" ? "NA" : errors)
-        }' "$1"
-}
+bench_parse() { sysbench_parse "$1" 95; } # outfile -> tps, avg ms, p95 ms, transactions, ignored errors
 
 if ((WARMUP > 0)); then
     log "warm-up: ${WARMUP}s direct"

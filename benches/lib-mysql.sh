@@ -41,6 +41,24 @@ sysbench_conn() {
         --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE"
 }
 
+# sysbench_parse OUTFILE PERCENTILE -> tps, avg latency ms, the PERCENTILE-th
+# percentile latency ms, transactions, ignored errors (tab-separated) from sysbench's
+# report; avg has 2 decimals only there, so it is taken as sum / events when it can be.
+sysbench_parse() {
+    awk -v pct="$2" '
+        /^ *transactions:/ { tx = $2; tps = $3; sub(/^\(/, "", tps) }
+        /^ *ignored errors:/ { errors = $3 }
+        /^ *total number of events:/ { events = $5 }
+        /^ *avg:/ { avg = $2 }
+        $1 == pct "th" && $2 == "percentile:" { latency = $3 }
+        /^ *sum:/ { sum = $2 }
+        END {
+            if (tx == "" || tps == "" || avg == "") exit 1
+            if (sum != "" && events > 0) avg = sprintf("%.4f", sum / events)
+            printf "%s\t%s\t%s\t%s\t%s\n", tps, avg, (latency == "" ? "NA" : latency), tx, (errors == "" ? "NA" : errors)
+        }' "$1"
+}
+
 # maria_start MAX_CONNECTIONS [MARIADBD_OPTION...]: a fresh MariaDB on DB_PORT,
 # run as mysql from the start (mariadbd run as root wants --user), with its own
 # temp dir and socket; setpriv execs, so the pid is mariadbd's own. Then the app

@@ -52,6 +52,12 @@ usage() { # script: print the script's header comment
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$1"
 }
 
+no_arguments() { # script arg...: -h/--help prints the header and exits 0; any argument is an error
+    (($# == 1)) && return 0
+    usage "$1"
+    [[ $2 == -h || $2 == --help ]] && exit 0
+    exit 2
+}
 require_uints() { # VAR...: each must be a non-negative integer
     local v
     for v in "$@"; do

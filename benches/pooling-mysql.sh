@@ -71,11 +71,7 @@ source "$SCRIPT_DIR/lib.sh"
 # shellcheck source=lib-mysql.sh
 source "$SCRIPT_DIR/lib-mysql.sh"
 
-if [[ ${1:-} == -h || ${1:-} == --help || $# -gt 0 ]]; then
-    usage "${BASH_SOURCE[0]}"
-    [[ $# -eq 0 || $1 == -h || $1 == --help ]] && exit 0
-    exit 2
-fi
+no_arguments "${BASH_SOURCE[0]}" "$@"
 
 WORKLOADS=${WORKLOADS:-oltp_point_select oltp_read_write}
 THREADS_LIST=${THREADS_LIST:-8 500}
@@ -174,21 +170,7 @@ bench_run() { # port seconds outfile
 #          avg:                                    0.32
 #          99th percentile:                        0.50
 #          sum:                                39871.55
-# avg has 2 decimals only, so the average is taken as sum / events when it can be.
-bench_parse() { # outfile -> tps, avg latency ms, p99 latency ms, transactions, ignored errors
-    awk '
-        /^ *transactions:/ { tx = $2; tps = $3; sub(/^\(/, "", tps) }
-        /^ *ignored errors:/ { errors = $3 }
-        /^ *total number of events:/ { events = $5 }
-        /^ *avg:/ { avg = $2 }
-        /^ *99th percentile:/ { p99 = $3 }
-        /^ *sum:/ { sum = $2 }
-        END {
-            if (tx == "" || tps == "" || avg == "") exit 1
-            if (sum != "" && events > 0) avg = sprintf("%.4f", sum / events)
-            printf "%s\t%s\t%s\t%s\t%s\n", tps, avg, (p99 == "" ? "NA" : p99), tx, (errors == "" ? "NA" : errors)
-        }' "$1"
-}
+bench_parse() { sysbench_parse "$1" 99; } # outfile -> tps, avg ms, p99 ms, transactions, ignored errors
 
 if ((WARMUP > 0)); then
     log "warm-up: ${WARMUP}s direct"

@@ -74,11 +74,7 @@ source "$SCRIPT_DIR/lib.sh"
 # shellcheck source=lib-postgres.sh
 source "$SCRIPT_DIR/lib-postgres.sh"
 
-if [[ ${1:-} == -h || ${1:-} == --help || $# -gt 0 ]]; then
-    usage "${BASH_SOURCE[0]}"
-    [[ $# -eq 0 || $1 == -h || $1 == --help ]] && exit 0
-    exit 2
-fi
+no_arguments "${BASH_SOURCE[0]}" "$@"
 
 WORKLOADS=${WORKLOADS:-select tpcb}
 CLIENTS_LIST=${CLIENTS_LIST:-8 500}
