@@ -199,12 +199,7 @@ async fn sessions_take_their_connections_from_the_pool_and_give_them_back_clean(
         1.0,
         "one login for both"
     );
-    let status = crate::support::proxy::json_body(&proxy.admin_get("/status").await);
-    let pools = status["pools"].as_array().expect("status lists the pools");
-    let pool = pools
-        .iter()
-        .find(|p| p["instance"] == writer.as_str() && p["database"] == db.as_str())
-        .unwrap_or_else(|| panic!("the writer's pool is in /status: {status}"));
+    let pool = proxy.pool_status(&writer, &db).await;
     assert_eq!(pool["in_use"], 1, "the second client holds it: {pool}");
     assert_eq!(pool["idle"], 0, "{pool}");
 }
@@ -285,12 +280,7 @@ async fn min_idle_keeps_idle_connections_open_without_clients() {
     while server_connections(cluster, &db).await < 2 {
         assert!(backoff.wait().await, "the server never saw two connections");
     }
-    let status = crate::support::proxy::json_body(&proxy.admin_get("/status").await);
-    let pools = status["pools"].as_array().expect("status lists the pools");
-    let pool = pools
-        .iter()
-        .find(|p| p["instance"] == writer.as_str() && p["database"] == db.as_str())
-        .unwrap_or_else(|| panic!("the writer's pool is in /status: {status}"));
+    let pool = proxy.pool_status(&writer, &db).await;
     assert_eq!(pool["in_use"], 0, "{pool}");
     assert!(pool["idle"].as_u64() >= Some(2), "{pool}");
 }

@@ -383,6 +383,17 @@ impl Proxy {
         );
     }
 
+    /// The `/status` entry of the pool for `instance` and `db`.
+    pub async fn pool_status(&self, instance: &str, db: &str) -> serde_json::Value {
+        let status = json_body(&self.admin_get("/status").await);
+        let pools = status["pools"].as_array().expect("status lists the pools");
+        let pool = pools
+            .iter()
+            .find(|p| p["instance"] == instance && p["database"] == db);
+        pool.cloned()
+            .unwrap_or_else(|| panic!("the pool of {instance} for {db} is in /status: {status}"))
+    }
+
     /// The `switchyard_pool_opened_total` (logins) of the pools for `instance` and `db`.
     pub async fn pool_opened(&self, instance: &str, db: &str) -> f64 {
         let text = self.admin_get("/metrics").await;
