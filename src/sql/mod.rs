@@ -17,6 +17,7 @@ mod classify;
 #[cfg(test)]
 mod corpus;
 mod function;
+pub mod hold;
 mod keyword;
 mod lexer;
 mod scan;

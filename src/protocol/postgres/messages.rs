@@ -30,6 +30,8 @@ pub mod tag {
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
     pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const DATA_ROW: u8 = b'D';
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const CLOSE_COMPLETE: u8 = b'3';
     pub const COMMAND_COMPLETE: u8 = b'C';
@@ -217,6 +219,16 @@ pub fn target_fields(body: &[u8]) -> Option<(u8, &[u8])> {
 /// Portal name of an Execute message body.
 pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
     cstr(body).map(|(portal, _)| portal)
+}
+
+/// The first column of a DataRow body, as its bytes (`None`: NULL, or no column).
+pub fn first_column(body: &[u8]) -> Option<Vec<u8>> {
+    let columns = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    if columns < 1 || len < 0 {
+        return None;
+    }
+    body.get(6..6 + len as usize).map(<[u8]>::to_vec)
 }
 
 /// Whether an ErrorResponse body says the server ends the connection (severity FATAL or

@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::Context;
-use super::flow::{Start, Why};
+use super::flow::{Pin, Start, Why};
 use super::migration::Refusal;
 use crate::backend::Credentials;
 use crate::config::PoolMode;
@@ -267,6 +267,8 @@ impl Session {
             return Ok(false);
         }
         if release {
+            // Pins whose state the command gave back let go, between transactions.
+            self.track_holds(Vec::new(), false);
             self.release_idle();
         }
         Ok(true)
@@ -293,7 +295,8 @@ impl Session {
                     return Ok(true);
                 }
                 let record = Replay::Query(sql.to_vec());
-                self.routed(packet, stmt, Some(record)).await?;
+                let failed = self.routed(packet, stmt, Some(record)).await?;
+                self.note_holds(sql, &stmt, failed);
             }
             Command::InitDb { schema } => {
                 let stmt = session_set();
@@ -349,21 +352,37 @@ impl Session {
             .map_err(SessionError::ClientIo)
     }
 
-    /// Routes a text command by its class, records session state, runs it and relays.
+    /// Routes a text command by its class, records session state, runs it and relays;
+    /// whether it failed (an error reached the client).
     async fn routed(
         &mut self,
         payload: &[u8],
         stmt: Statement,
         record: Option<Replay>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         let target = self.choose(&stmt).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
-            return Ok(());
+            return Ok(true);
         }
         self.record_effect(&stmt, || record);
         let result = self.run_with_retry(target, payload).await;
         self.note_write(target, &stmt);
         result
+    }
+
+    /// What the SQL `sql` (classified as `stmt`), which ran and `failed` or not, did to the
+    /// state that pins the session (read only while something pins it: a statement that
+    /// gives state back need not pin itself, a `DROP TABLE` of a temporary table).
+    fn note_holds(&mut self, sql: &[u8], stmt: &Statement, failed: bool) {
+        if self.pooled() && stmt.class == Class::Write && calculates_found_rows(sql) {
+            // `FOUND_ROWS()` reads this on the same connection: keep it for one more.
+            self.keep_writer = self.keep_writer.max(1);
+        }
+        if self.pinned_by(Pin::Statement) {
+            let pins = stmt.class == Class::Pin;
+            let changes = sql::hold::changes(sql, Dialect::MySql, pins);
+            self.holds.apply(changes, failed);
+        }
     }
 
     /// After `stmt` ran on `target` (see `Session::ran`).
@@ -373,7 +392,12 @@ impl Session {
 
     /// Runs a command on `target`. A read whose reader fails before anything reached the
     /// client runs again on the writer, so a replica that dies costs the client nothing.
-    async fn run_with_retry(&mut self, target: Target, packet: &[u8]) -> Result<(), SessionError> {
+    /// Whether the command failed (an ERR reached the client).
+    async fn run_with_retry(
+        &mut self,
+        target: Target,
+        packet: &[u8],
+    ) -> Result<bool, SessionError> {
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         match self.run_on(target, packet, None).await {
@@ -391,9 +415,9 @@ impl Session {
                     && self.side.client.written == before =>
             {
                 let retry = self.retry_target(&e).await?;
-                self.run_on(retry, packet, None).await.map(|_| ())
+                self.run_on(retry, packet, None).await.map(|r| r.failed)
             }
-            other => other.map(|_| ()),
+            other => other.map(|r| r.failed),
         }
     }
 
@@ -527,6 +551,14 @@ impl Session {
         }
         Ok(relayed)
     }
+}
+
+/// Whether `sql` has `SQL_CALC_FOUND_ROWS` (anywhere: a false match only keeps a connection
+/// for one more command).
+fn calculates_found_rows(sql: &[u8]) -> bool {
+    const WORD: &[u8] = b"sql_calc_found_rows";
+    sql.windows(WORD.len())
+        .any(|w| w.eq_ignore_ascii_case(WORD))
 }
 
 fn classify(sql: &[u8]) -> Statement {

@@ -443,3 +443,49 @@ impl Backend {
         }
     }
 }
+
+impl Backend {
+    /// Runs `sql`, a query of one number, and returns it (`None`: the server refused it or
+    /// sent no number). Notifications and notices that arrive meanwhile (a LISTENing
+    /// session's) go on to `client`, as between statements.
+    pub async fn count(
+        &mut self,
+        sql: &str,
+        scratch: &mut BytesMut,
+        client: &mut Stream,
+    ) -> Result<Option<i64>, SessionError> {
+        scratch.clear();
+        messages::query(scratch, sql);
+        let out = std::mem::take(scratch);
+        let sent = self.write(&out).await;
+        *scratch = out;
+        sent?;
+        let mut value = None;
+        let mut refused = false;
+        loop {
+            while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
+                let total = h.total;
+                match h.tag {
+                    tag::DATA_ROW => value = messages::first_column(body),
+                    tag::ERROR_RESPONSE => refused = true,
+                    tag::NOTIFICATION_RESPONSE | tag::NOTICE_RESPONSE => {
+                        let message = &self.conn.buf[..total];
+                        client
+                            .write_all(message)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                    }
+                    tag::READY_FOR_QUERY => {
+                        self.conn.consume(total);
+                        client.flush().await.map_err(SessionError::ClientIo)?;
+                        let number = value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+                        return Ok(number.filter(|_| !refused));
+                    }
+                    _ => {}
+                }
+                self.conn.consume(total);
+            }
+            self.fill().await?;
+        }
+    }
+}

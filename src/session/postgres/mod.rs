@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use self::cancel::{Registration, SessionCancel};
 use super::Context;
-use super::flow::{Start, Why};
+use super::flow::{Pin, Start, Why};
 use crate::backend::Credentials;
 use crate::backend::postgres::ConnectError;
 use crate::metrics;
@@ -30,6 +30,8 @@ use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::router::{self, ReadYourWrites, Settings, Target};
 use crate::shutdown::Shutdown;
+use crate::sql::hold::{self, HoldChange};
+use crate::sql::{Class, Dialect};
 use backend::Backend;
 use scan::{Ending, Scanner, Statements};
 use side::Side;
@@ -105,6 +107,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         cancel: Arc::new(SessionCancel::default()),
         scratch: BytesMut::new(),
         loss_untold: false,
+        took_in_transaction: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -335,8 +338,39 @@ impl Session {
         }
         self.transaction((answer.status != b'I').then_some(ran_on));
         self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
+        if self.pinned_by(Pin::Statement) {
+            self.note_holds(&unit, answer.status).await?;
+        }
         self.side.scanner.recycle(unit.refs);
         self.release_idle();
+        Ok(())
+    }
+
+    /// What `unit`, answered with transaction status `status`, did to the state that pins
+    /// the session to its writer connection. PostgreSQL's catalogs list that state, so
+    /// after a unit that may have given some back, between transactions, the connection is
+    /// asked, and the pin lets go when it holds none. State they do not show (what a
+    /// statement the proxy does not follow did) keeps the pin.
+    async fn note_holds(&mut self, unit: &scan::Unit, status: u8) -> Result<(), SessionError> {
+        let changes = hold_changes(unit);
+        let takes = changes.iter().any(|c| matches!(c, HoldChange::Take(..)));
+        let gives = changes.iter().any(HoldChange::releases)
+            || (unit.stmt.class == Class::Pin && !takes)
+            || (unit.stmt.class == Class::End && self.side.took_in_transaction);
+        self.side.took_in_transaction |= takes && status != b'I';
+        self.holds.apply(changes, false);
+        if status != b'I' || self.holds.untracked() || !gives {
+            return Ok(());
+        }
+        self.side.took_in_transaction = false;
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let (scratch, client) = (&mut self.side.scratch, &mut self.side.client.stream);
+        if writer.count(HELD_STATE, scratch, client).await? == Some(0) {
+            self.holds.confirmed_empty();
+            self.track_holds(Vec::new(), false);
+        }
         Ok(())
     }
 
@@ -375,6 +409,44 @@ impl Session {
         };
         ex.run(unit).await
     }
+}
+
+/// How much state a connection holds that cannot move to another: LISTEN channels, SQL
+/// prepared statements, holdable cursors, session advisory locks, temporary relations.
+const HELD_STATE: &str = "SELECT (SELECT count(*) FROM pg_listening_channels()) \
+     + (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
+     + (SELECT count(*) FROM pg_cursors WHERE is_holdable) \
+     + (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+     + (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())";
+
+/// What the statements of `unit` do to the state that pins a session: a simple Query's
+/// text, or the texts of the statements a batch parses or binds (one statement each).
+fn hold_changes(unit: &scan::Unit) -> Vec<HoldChange> {
+    let pins = unit.stmt.class == Class::Pin;
+    if unit.first_tag == tag::QUERY {
+        return match &unit.simple_sql {
+            Some(sql) => hold::changes(sql.as_bytes(), Dialect::Postgres, pins),
+            None => [HoldChange::Untracked]
+                .into_iter()
+                .filter(|_| pins)
+                .collect(),
+        };
+    }
+    let mut changes = Vec::new();
+    let mut followed = !pins;
+    for p in unit.refs.iter().flatten() {
+        let pinning = p.class.class == Class::Pin;
+        match p.sql() {
+            Some(sql) => changes.extend(hold::changes(sql.as_bytes(), Dialect::Postgres, pinning)),
+            None if pinning => changes.push(HoldChange::Untracked),
+            None => {}
+        }
+        followed |= pinning;
+    }
+    if !followed {
+        changes.push(HoldChange::Untracked);
+    }
+    changes
 }
 
 /// Waits for bytes from `writer`; forever when there is none to watch.

@@ -169,3 +169,174 @@ async fn last_insert_id_reads_the_clients_own_insert_on_a_shared_pool() {
         c.await.expect("client task");
     }
 }
+
+#[tokio::test]
+async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
+    // One connection: while a client is pinned, nobody else can run anything.
+    let (_, proxy, db) = pooled("pooled_unpin", "pool_size = 1").await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    client
+        .query_drop("CREATE TABLE x (id INT PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["CREATE TEMPORARY TABLE scratch (i INT)"],
+            &["DROP TEMPORARY TABLE scratch"],
+        ),
+        (
+            &[
+                "CREATE TEMPORARY TABLE a (i INT)",
+                "CREATE TEMPORARY TABLE b (i INT)",
+            ],
+            &["DROP TABLE a", "DROP TABLE IF EXISTS b, missing"],
+        ),
+        (
+            &["SELECT GET_LOCK('job', 5)"],
+            &["SELECT RELEASE_LOCK('job')"],
+        ),
+        // Named locks nest (MariaDB 10.0.2+): held until released as often as taken.
+        (
+            &["SELECT GET_LOCK('job', 5)", "SELECT GET_LOCK('job', 5)"],
+            &["SELECT RELEASE_LOCK('job')", "SELECT RELEASE_LOCK('job')"],
+        ),
+        (
+            &["SELECT GET_LOCK('a', 5)", "SELECT GET_LOCK('b', 5)"],
+            &["SELECT RELEASE_ALL_LOCKS()"],
+        ),
+        (&["LOCK TABLES x READ"], &["UNLOCK TABLES"]),
+        (&["PREPARE s FROM 'SELECT 1'"], &["DEALLOCATE PREPARE s"]),
+        (
+            &["HANDLER x OPEN AS h", "HANDLER h READ FIRST"],
+            &["HANDLER h CLOSE"],
+        ),
+    ];
+    for (take, give_back) in cases {
+        for sql in *take {
+            client.query_drop(*sql).await.expect(sql);
+        }
+        let last = give_back.len() - 1;
+        for (i, sql) in give_back.iter().enumerate() {
+            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
+            client.query_drop(*sql).await.expect(sql);
+            // Answered only after the proxy is done with the statement before it.
+            client.query_drop("SELECT 1").await.unwrap();
+            if i < last {
+                assert_eq!(
+                    proxy.pinned("statement").await,
+                    1,
+                    "still pinned after {sql}"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.pinned("statement").await,
+            0,
+            "{take:?} then {give_back:?} unpins"
+        );
+        // The one connection is back in the pool: another client gets it.
+        other
+            .query_drop("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect("the connection went back to the pool");
+    }
+    // A failed release gives nothing back; a lock named by an expression cannot be
+    // followed, so it lasts.
+    client
+        .query_drop("CREATE TEMPORARY TABLE kept (i INT)")
+        .await
+        .unwrap();
+    client
+        .query_drop("DROP TABLE kept, missing")
+        .await
+        .expect_err("an unknown table fails the DROP");
+    client
+        .query_drop("SELECT GET_LOCK(CONCAT('a', 'b'), 5)")
+        .await
+        .unwrap();
+    client
+        .query_drop("SELECT RELEASE_ALL_LOCKS()")
+        .await
+        .unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("statement").await, 1, "untracked state lasts");
+}
+
+#[tokio::test]
+async fn found_rows_reads_the_clients_own_query_on_a_shared_pool() {
+    let (_, proxy, db) = pooled("pooled_found_rows", "pool_size = 2").await;
+    let mut a = connect(&proxy, &db).await;
+    let mut b = connect(&proxy, &db).await;
+    a.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .expect("schema");
+    a.query_drop("INSERT INTO t VALUES (1), (2), (3), (4), (5)")
+        .await
+        .expect("rows");
+    for _ in 0..3 {
+        a.query_drop("SELECT SQL_CALC_FOUND_ROWS id FROM t LIMIT 1")
+            .await
+            .unwrap();
+        // Another client's query meanwhile, on the connection a just used if a let it go.
+        b.query_drop("SELECT SQL_CALC_FOUND_ROWS id FROM t WHERE id < 3 LIMIT 1")
+            .await
+            .unwrap();
+        let b_rows: Option<i64> = b.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        let a_rows: Option<i64> = a.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        assert_eq!(
+            (a_rows, b_rows),
+            (Some(5), Some(2)),
+            "each client's own count"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_setting_made_in_a_transaction_follows_the_client_to_other_connections() {
+    let (_, proxy, db) = pooled("pooled_set_in_tx", "pool_size = 2").await;
+    let mut client = connect(&proxy, &db).await;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(connect(&proxy, &db).await);
+    }
+    // MySQL does not undo a SET at ROLLBACK: the setting stays, as on a server.
+    client.query_drop("START TRANSACTION").await.unwrap();
+    client.query_drop("SET @v = 7").await.unwrap();
+    client
+        .query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    client.query_drop("ROLLBACK").await.unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("set_in_transaction").await, 0, "nothing pins");
+    for _ in 0..3 {
+        for other in &mut others {
+            // Others use the pool's connections meanwhile.
+            other
+                .query_drop("SELECT /* switchyard:writer */ 1")
+                .await
+                .unwrap();
+        }
+        let (v, mode): (Option<i64>, String) = client
+            .query_first("SELECT @v, @@SESSION.sql_mode")
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(
+            (v, mode.as_str()),
+            (Some(7), "ANSI_QUOTES"),
+            "on any connection"
+        );
+        let (v, mode): (Option<i64>, String) = client
+            .query_first("SELECT /* switchyard:writer */ @v, @@SESSION.sql_mode")
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(
+            (v, mode.as_str()),
+            (Some(7), "ANSI_QUOTES"),
+            "on the writer too"
+        );
+    }
+}

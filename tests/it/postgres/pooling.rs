@@ -253,3 +253,87 @@ fn cstr(s: &[u8]) -> Vec<u8> {
     v.push(0);
     v
 }
+
+#[tokio::test]
+async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
+    // One connection: while a client is pinned, nobody else can run anything.
+    let (_, proxy, db) = pooled("pooled_unpin", "pool_size = 1").await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["CREATE TEMP TABLE scratch (i int)"],
+            &["DROP TABLE scratch"],
+        ),
+        (&["CREATE TEMP TABLE scratch (i int)"], &["DISCARD TEMP"]),
+        (&["LISTEN jobs"], &["UNLISTEN jobs"]),
+        (
+            &["LISTEN jobs", "LISTEN mail"],
+            &["UNLISTEN jobs", "UNLISTEN *"],
+        ),
+        (&["PREPARE q AS SELECT 1"], &["DEALLOCATE q"]),
+        (
+            &["SELECT pg_advisory_lock(42)"],
+            &["SELECT pg_advisory_unlock(42)"],
+        ),
+        // Advisory locks stack: taken twice, held until released twice; a release of a
+        // lock not held gives nothing back.
+        (
+            &["SELECT pg_advisory_lock(7)", "SELECT pg_advisory_lock(7)"],
+            &[
+                "SELECT pg_advisory_unlock(8)",
+                "SELECT pg_advisory_unlock(7)",
+                "SELECT pg_advisory_unlock(7)",
+            ],
+        ),
+        (
+            &["BEGIN", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "COMMIT"],
+            &["CLOSE c"],
+        ),
+        // Taken and given back within one transaction.
+        (
+            &["BEGIN", "CREATE TEMP TABLE t (i int) ON COMMIT DROP"],
+            &["COMMIT"],
+        ),
+    ];
+    for (take, give_back) in cases {
+        for sql in *take {
+            client.batch_execute(sql).await.expect(sql);
+        }
+        let last = give_back.len() - 1;
+        for (i, sql) in give_back.iter().enumerate() {
+            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
+            client.batch_execute(sql).await.expect(sql);
+            // Answered only after the proxy is done with the statement before it.
+            client.batch_execute("SELECT 1").await.unwrap();
+            if i < last {
+                assert_eq!(
+                    proxy.pinned("statement").await,
+                    1,
+                    "still pinned after {sql}"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.pinned("statement").await,
+            0,
+            "{take:?} then {give_back:?} unpins"
+        );
+        // The one connection is back in the pool: another client gets it.
+        other
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect("the connection went back to the pool");
+    }
+    // A connection that still holds what the proxy does not follow stays pinned.
+    client
+        .batch_execute("SELECT pg_advisory_lock(1); SELECT 1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("statement").await, 1, "untracked state lasts");
+}
