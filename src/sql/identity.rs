@@ -39,7 +39,9 @@ pub fn rewrite_identity(sql: &[u8], dialect: Dialect, id: u32) -> Option<Vec<u8>
     let mut copied = 0;
     for call in calls {
         out.extend_from_slice(&sql[copied..call.start]);
-        out.extend_from_slice(replacement(&sql[call.start..call.end], dialect, id, call.named).as_bytes());
+        out.extend_from_slice(
+            replacement(&sql[call.start..call.end], dialect, id, call.named).as_bytes(),
+        );
         copied = call.end;
     }
     out.extend_from_slice(&sql[copied..]);
@@ -211,8 +213,14 @@ mod tests {
     #[test]
     fn a_whole_select_item_keeps_its_column_name() {
         let cases = [
-            ("SELECT CONNECTION_ID()", "SELECT 1073741824 AS `CONNECTION_ID()`"),
-            ("select connection_id( );", "select 1073741824 AS `connection_id( )`;"),
+            (
+                "SELECT CONNECTION_ID()",
+                "SELECT 1073741824 AS `CONNECTION_ID()`",
+            ),
+            (
+                "select connection_id( );",
+                "select 1073741824 AS `connection_id( )`;",
+            ),
             (
                 "SELECT 1, CONNECTION_ID() FROM dual",
                 "SELECT 1, 1073741824 AS `CONNECTION_ID()` FROM dual",
@@ -276,8 +284,14 @@ mod tests {
     fn the_classifier_flags_the_statements_that_call_it() {
         let flagged = |sql: &str, d| crate::sql::classify(sql, d).functions.identity;
         assert!(flagged("SELECT CONNECTION_ID()", Dialect::MySql));
-        assert!(flagged("SELECT 1; INSERT INTO t VALUES (connection_id ())", Dialect::MySql));
-        assert!(flagged("SELECT x FROM t WHERE p = pg_backend_pid()", Dialect::Postgres));
+        assert!(flagged(
+            "SELECT 1; INSERT INTO t VALUES (connection_id ())",
+            Dialect::MySql
+        ));
+        assert!(flagged(
+            "SELECT x FROM t WHERE p = pg_backend_pid()",
+            Dialect::Postgres
+        ));
         assert!(!flagged("SELECT connection_id FROM t", Dialect::MySql));
         assert!(!flagged("SELECT 'connection_id()'", Dialect::MySql));
         assert!(!flagged("SELECT connection_id()", Dialect::Postgres));

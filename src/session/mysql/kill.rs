@@ -211,6 +211,11 @@ impl KillRegistry {
 }
 
 impl Registration {
+    /// The connection id the client was greeted with: its own, in SQL too.
+    pub fn id(&self) -> u32 {
+        self.key.1
+    }
+
     /// Records that `target`'s connection `conn` (of `cluster`) runs the session's
     /// statement now, as backend user `user`.
     pub fn running(

@@ -149,12 +149,20 @@ impl Session {
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        let pid = writer.key.map(|k| k.pid);
+        // In transaction mode the writer is lent to other clients from now on: the client
+        // gets a process id of its own, which its `pg_backend_pid()` answers (see `scan`).
+        let pid = match self.pooled() {
+            true => Some(self.ctx.cancels.own_pid()),
+            false => writer.key.map(|k| k.pid),
+        };
         let registration = self
             .ctx
             .cancels
             .register(Arc::clone(&self.side.cancel), pid);
         let (pid, secret) = registration.key();
+        if self.pooled() {
+            self.side.scanner.identity = Some(pid as u32);
+        }
         let mut out = BytesMut::new();
         messages::authentication(&mut out, messages::auth::OK, &[]);
         for m in writer.parameter_status.iter().chain(writer.notices.iter()) {
@@ -180,7 +188,7 @@ impl Session {
             let unit = self
                 .side
                 .scanner
-                .next(&self.side.client.buf, &mut self.side.statements)
+                .next_in(&mut self.side.client.buf, 0, &mut self.side.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(unit) = unit else {
                 self.idle().await?;
@@ -210,6 +218,10 @@ impl Session {
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
+        let client_pid = self.side.scanner.identity.map(|pid| pid as i32);
+        if let Some(writer) = self.writer.as_mut() {
+            writer.client_pid = client_pid;
+        }
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
@@ -358,6 +370,7 @@ impl Session {
             });
         };
         self.side.cancel.set_active(slot);
+        backend.client_pid = self.side.scanner.identity.map(|pid| pid as i32);
         let settings = Settings {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
