@@ -130,11 +130,18 @@ type Session = crate::session::flow::Session<Postgres>;
 
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
-    /// BackendKeyData carries the writer connection's own process id, so that
-    /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
-    /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
-    /// works only through the proxy, which sends it to the connection running the client's
-    /// statement (see `cancel`).
+    /// BackendKeyData carries, in session mode, the writer connection's own process id, so
+    /// that `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree
+    /// with what the client was told; in transaction mode, where that connection serves
+    /// other clients too, a pid of the proxy's, which the client's `pg_backend_pid()` calls
+    /// and its own notifications say instead (see `scan`, `backend`). The secret key is the
+    /// proxy's, so that a CancelRequest works only through the proxy, which sends it to the
+    /// connection running the client's statement (see `cancel`).
+    ///
+    /// Why not tell a pinned (LISTEN) client its pinned connection's pid: the key is given
+    /// at startup, before any pin, and a pid shared by clients would make one client take
+    /// another's notifications for its own. Renaming the pid of a notification raised by the
+    /// client's own connection costs one comparison per notification.
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
