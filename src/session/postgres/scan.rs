@@ -527,6 +527,47 @@ mod tests {
     }
 
     #[test]
+    fn a_client_with_its_own_pid_has_its_calls_rewritten_in_the_buffer() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        sc.identity = Some(1 << 30);
+        let mut buf = BytesMut::new();
+        // A batch left open before: the rewrite starts where the scan stands.
+        parse(&mut buf, "a", "SELECT 1");
+        let held = buf.len();
+        parse(&mut buf, "s", "SELECT pg_backend_pid()");
+        bind(&mut buf, "s");
+        msg(&mut buf, b'S', b"");
+        let unit = sc.next_in(&mut buf, held, &mut st).unwrap().unwrap();
+        let want = "SELECT 1073741824 AS pg_backend_pid";
+        let mut expected = BytesMut::new();
+        parse(&mut expected, "a", "SELECT 1");
+        parse(&mut expected, "s", want);
+        bind(&mut expected, "s");
+        msg(&mut expected, b'S', b"");
+        assert_eq!(&buf[..], &expected[..], "the Parse is rewritten in place");
+        assert_eq!(held + unit.end, buf.len());
+        assert_eq!(st.get(b"s").unwrap().sql(), Some(want), "and recorded so");
+        assert!(!unit.stmt.functions.identity);
+        let _ = buf.split_to(buf.len());
+        msg(&mut buf, b'Q', b"select pg_backend_pid() AS me, 1\0");
+        let unit = sc.next_in(&mut buf, 0, &mut st).unwrap().unwrap();
+        assert_eq!(&buf[5..unit.end], b"select 1073741824 AS me, 1\0");
+        assert_eq!(
+            unit.simple_sql.as_deref(),
+            Some("select 1073741824 AS me, 1")
+        );
+        // Without an identity of its own (session mode), bytes stay as they came.
+        let mut sc = Scanner::new(1 << 20);
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'Q', b"SELECT pg_backend_pid()\0");
+        let before = buf.clone();
+        let unit = sc.next_in(&mut buf, 0, &mut st).unwrap().unwrap();
+        assert_eq!(buf, before);
+        assert!(unit.stmt.functions.identity);
+    }
+
+    #[test]
     fn unknown_statements_and_garbage() {
         let mut st = Statements::default();
         let mut sc = Scanner::new(1 << 20);
