@@ -158,9 +158,10 @@ impl Session {
         };
         // In transaction mode the writer is lent to other clients from now on: the client
         // gets a process id of its own, which its `pg_backend_pid()` answers (see `scan`).
-        let pid = match self.pooled() {
-            true => Some(self.ctx.cancels.own_pid()),
-            false => writer.key.map(|k| k.pid),
+        let pid = if self.pooled() {
+            Some(self.ctx.cancels.own_pid())
+        } else {
+            writer.key.map(|k| k.pid)
         };
         let registration = self
             .ctx
