@@ -189,6 +189,29 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     tagged(out, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 
+/// A Query message of SQL text in the client's encoding.
+pub fn query_bytes(out: &mut BytesMut, sql: &[u8]) {
+    tagged(out, tag::QUERY, |b| put_cstr(b, sql));
+}
+
+/// The Parse message whose body is `body` with its SQL text replaced by `sql` (its name and
+/// parameter types kept); `None` when `body` is malformed.
+pub fn parse_with_text(out: &mut BytesMut, body: &[u8], sql: &[u8]) -> Option<()> {
+    let (name, rest) = cstr(body)?;
+    let (_, types) = cstr(rest)?;
+    tagged(out, tag::PARSE, |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_slice(types);
+    });
+    Some(())
+}
+
+/// The process id of the server connection that raised a NotificationResponse (its body).
+pub fn notification_pid(body: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(body.get(..4)?.try_into().ok()?))
+}
+
 /// The SQL text of a Query message body, as bytes in the client's encoding (which need not
 /// be UTF-8: `client_encoding` may be LATIN1, SJIS …).
 pub fn query_text(body: &[u8]) -> Option<&[u8]> {

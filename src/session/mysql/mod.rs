@@ -30,6 +30,7 @@ use crate::backend::Credentials;
 use crate::config::PoolMode;
 use crate::metrics;
 use crate::protocol::mysql::command::{self, Command};
+use crate::protocol::mysql::constants::command::{COM_QUERY, COM_STMT_PREPARE};
 use crate::protocol::mysql::constants::{
     ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR, StatusFlags,
 };
@@ -286,6 +287,11 @@ impl Session {
             Command::Ping => self.reply_ok().await?,
             Command::Query { sql } => {
                 let stmt = classify(sql);
+                let own = self.own_identity(&stmt, COM_QUERY, sql);
+                let (packet, sql) = match &own {
+                    Some((sql, packet)) => (&packet[..], &sql[..]),
+                    None => (packet, sql),
+                };
                 // Only a lone statement the classifier calls a write can be a KILL.
                 if stmt.class == Class::Write
                     && stmt.count == 1
@@ -314,7 +320,13 @@ impl Session {
                 self.run_on(Target::Writer, packet, None).await?;
             }
             Command::ResetConnection => self.reset_connection(packet).await?,
-            Command::StmtPrepare { sql } => self.prepare(packet, sql).await?,
+            Command::StmtPrepare { sql } => {
+                let own = self.own_identity(&classify(sql), COM_STMT_PREPARE, sql);
+                match &own {
+                    Some((sql, packet)) => self.prepare(packet, sql).await?,
+                    None => self.prepare(packet, sql).await?,
+                }
+            }
             Command::StmtExecute { statement_id, .. } => {
                 self.execute(packet, payload, statement_id).await?
             }
@@ -336,6 +348,26 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// In transaction mode, the text `sql` of a `command` (COM_QUERY, COM_STMT_PREPARE) with
+    /// its `CONNECTION_ID()` calls replaced by the client's own connection id, and the
+    /// command's packet with it: the server connection that runs it is not the client's
+    /// (see `sql::rewrite_identity`). `None` for any other statement, which is relayed as it
+    /// came.
+    fn own_identity(
+        &self,
+        stmt: &Statement,
+        command: u8,
+        sql: &[u8],
+    ) -> Option<(Vec<u8>, BytesMut)> {
+        if !stmt.functions.identity || !self.pooled() {
+            return None;
+        }
+        let sql = sql::rewrite_identity(sql, Dialect::MySql, self.side.kill.id())?;
+        let mut packet = BytesMut::new();
+        command::write_text_command(&mut packet, command, &sql);
+        Some((sql, packet))
     }
 
     async fn reply_ok(&mut self) -> Result<(), SessionError> {

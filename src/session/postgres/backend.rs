@@ -38,6 +38,9 @@ pub struct Backend {
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied: usize,
+    /// Transaction mode: the process id the client was given. A notification this
+    /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
+    pub client_pid: Option<i32>,
 }
 
 /// What one relay step saw.
@@ -61,6 +64,7 @@ impl Backend {
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied: 0,
+            client_pid: None,
         }
     }
 
@@ -306,6 +310,28 @@ impl Backend {
                 {
                     break;
                 }
+                tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
+                tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
+                    // The client's own NOTIFY, on the connection it is pinned to (LISTEN):
+                    // it says so with the pid the client knows as its own.
+                    if pos > run_start {
+                        client
+                            .write_all(&buf[run_start..pos])
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                    }
+                    let mut message = buf[pos..pos + h.total].to_vec();
+                    let pid = self.client_pid.unwrap_or_default().to_be_bytes();
+                    message[frame::HEADER_LEN..frame::HEADER_LEN + 4].copy_from_slice(&pid);
+                    client
+                        .write_all(&message)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    seen.bytes += pos + h.total - run_start;
+                    pos += h.total;
+                    run_start = pos;
+                    continue;
+                }
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
@@ -369,6 +395,16 @@ impl Backend {
             }
         }
         Ok(seen)
+    }
+
+    /// Whether the whole NotificationResponse `message` was raised by a NOTIFY on this
+    /// connection, while it serves a client that has a process id of its own.
+    fn raised_here(&self, message: &[u8]) -> bool {
+        let own = self.conn.key.map(|k| k.pid);
+        let pid = message
+            .get(frame::HEADER_LEN..)
+            .and_then(messages::notification_pid);
+        self.client_pid.is_some() && pid.is_some() && pid == own
     }
 
     /// Ends a batch the client left open with Flush by sending a Sync of the proxy's own:

@@ -133,11 +133,18 @@ type Session = crate::session::flow::Session<Postgres>;
 
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
-    /// BackendKeyData carries the writer connection's own process id, so that
-    /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
-    /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
-    /// works only through the proxy, which sends it to the connection running the client's
-    /// statement (see `cancel`).
+    /// BackendKeyData carries, in session mode, the writer connection's own process id, so
+    /// that `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree
+    /// with what the client was told; in transaction mode, where that connection serves
+    /// other clients too, a pid of the proxy's, which the client's `pg_backend_pid()` calls
+    /// and its own notifications say instead (see `scan`, `backend`). The secret key is the
+    /// proxy's, so that a CancelRequest works only through the proxy, which sends it to the
+    /// connection running the client's statement (see `cancel`).
+    ///
+    /// Why not tell a pinned (LISTEN) client its pinned connection's pid: the key is given
+    /// at startup, before any pin, and a pid shared by clients would make one client take
+    /// another's notifications for its own. Renaming the pid of a notification raised by the
+    /// client's own connection costs one comparison per notification.
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
@@ -152,12 +159,21 @@ impl Session {
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        let pid = writer.key.map(|k| k.pid);
+        // In transaction mode the writer is lent to other clients from now on: the client
+        // gets a process id of its own, which its `pg_backend_pid()` answers (see `scan`).
+        let pid = if self.pooled() {
+            Some(self.ctx.cancels.own_pid())
+        } else {
+            writer.key.map(|k| k.pid)
+        };
         let registration = self
             .ctx
             .cancels
             .register(Arc::clone(&self.side.cancel), pid);
         let (pid, secret) = registration.key();
+        if self.pooled() {
+            self.side.scanner.identity = Some(pid as u32);
+        }
         let mut out = BytesMut::new();
         messages::authentication(&mut out, messages::auth::OK, &[]);
         for m in writer.parameter_status.iter().chain(writer.notices.iter()) {
@@ -183,7 +199,7 @@ impl Session {
             let unit = self
                 .side
                 .scanner
-                .next(&self.side.client.buf, &mut self.side.statements)
+                .next_in(&mut self.side.client.buf, 0, &mut self.side.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(unit) = unit else {
                 self.idle().await?;
@@ -213,6 +229,10 @@ impl Session {
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
+        let client_pid = self.side.scanner.identity.map(|pid| pid as i32);
+        if let Some(writer) = self.writer.as_mut() {
+            writer.client_pid = client_pid;
+        }
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
@@ -392,6 +412,7 @@ impl Session {
             });
         };
         self.side.cancel.set_active(slot);
+        backend.client_pid = self.side.scanner.identity.map(|pid| pid as i32);
         let settings = Settings {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };

@@ -340,3 +340,91 @@ async fn a_setting_made_in_a_transaction_follows_the_client_to_other_connections
         );
     }
 }
+
+#[tokio::test]
+async fn connection_id_is_the_clients_own_and_kill_query_of_it_reaches_that_clients_statement() {
+    let (cluster, proxy, db) = pooled("pooled_identity", "pool_size = 2").await;
+    let mut clients = [connect(&proxy, &db).await, connect(&proxy, &db).await];
+    // Connected first: mysql_async's own statements at connect need a pooled connection.
+    let mut killer = connect(&proxy, &db).await;
+    let mut ids = Vec::new();
+    for conn in &mut clients {
+        let greeted = conn.id();
+        // Text protocol, with the column name the client would see from a server.
+        let mut result = conn.query_iter("SELECT CONNECTION_ID()").await.unwrap();
+        let column = result.columns_ref()[0].name_str().into_owned();
+        let text: Vec<u32> = result.collect().await.unwrap();
+        assert_eq!(column, "CONNECTION_ID()", "the column's name");
+        assert_eq!(text, [greeted], "CONNECTION_ID() is the greeting's id");
+        let prepared: Option<u32> = conn
+            .exec_first("SELECT CONNECTION_ID() AS id", ())
+            .await
+            .unwrap();
+        assert_eq!(prepared, Some(greeted), "also as a prepared statement");
+        ids.push(greeted);
+    }
+    assert_ne!(ids[0], ids[1], "each client has its own id");
+    // Both clients sleep, each on one of the pool's two connections; a third client kills
+    // the query of the id the first one read with SQL.
+    let mut running = Vec::new();
+    for (n, mut conn) in clients.into_iter().enumerate() {
+        running.push(tokio::spawn(async move {
+            let sql = format!("SELECT /* switchyard:writer */ SLEEP(30) AS sleeper{n}");
+            let answer: Result<Option<i64>, _> = conn.query_first(sql).await;
+            (conn, answer)
+        }));
+    }
+    let mut primary = cluster.admin(&cluster.primary).await;
+    for n in 0..2 {
+        until_sleeping(&mut primary, &format!("sleeper{n}")).await;
+    }
+    killer
+        .query_drop(format!("KILL QUERY {}", ids[0]))
+        .await
+        .expect("KILL QUERY of the first client's CONNECTION_ID()");
+    let second = running.pop().unwrap();
+    let (mut first, answer) = running.pop().unwrap().await.unwrap();
+    assert_interrupted(answer);
+    assert!(
+        sleeping(&mut primary, "sleeper1").await,
+        "the other client's statement runs on"
+    );
+    killer
+        .query_drop(format!("KILL QUERY {}", ids[1]))
+        .await
+        .expect("KILL QUERY of the second client's CONNECTION_ID()");
+    let (_, answer) = second.await.unwrap();
+    assert_interrupted(answer);
+    let again: Option<u32> = first.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    assert_eq!(again, Some(ids[0]), "the session goes on, with its id");
+}
+
+/// Whether a statement whose text holds `marker` runs on the primary now.
+async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE ID <> CONNECTION_ID() AND INFO LIKE '%SLEEP(30) AS {marker}%'"
+    );
+    let n: Option<i64> = primary.query_first(&sql).await.unwrap();
+    n == Some(1)
+}
+
+/// Waits until a statement whose text holds `marker` runs on the primary.
+async fn until_sleeping(primary: &mut mysql_async::Conn, marker: &str) {
+    for _ in 0..500 {
+        if sleeping(primary, marker).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{marker} never ran");
+}
+
+/// A `SLEEP()` that `KILL QUERY` interrupted: it returns 1 in MariaDB, or the server reports
+/// 1317 (query execution was interrupted).
+fn assert_interrupted(answer: Result<Option<i64>, mysql_async::Error>) {
+    match answer {
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "SLEEP was interrupted: {e}"),
+    }
+}

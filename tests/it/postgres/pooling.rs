@@ -337,3 +337,73 @@ async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
     client.batch_execute("SELECT 1").await.unwrap();
     assert_eq!(proxy.pinned("statement").await, 1, "untracked state lasts");
 }
+
+#[tokio::test]
+async fn pg_backend_pid_is_the_clients_own_pid_as_its_cancel_key_and_notifications_say() {
+    use futures_util::StreamExt;
+    use tokio_postgres::SimpleQueryMessage;
+    let (_, proxy, db) = pooled("pooled_identity", "pool_size = 2").await;
+    let other = proxy.connect(&db).await;
+    let (client, mut connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let (notify, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = notify.send(n);
+            }
+        }
+    });
+    let mut pids = Vec::new();
+    for c in [&client, &other] {
+        // The pid of the client's cancel key (BackendKeyData).
+        let (pid, _) = super::backend_key(c).await;
+        let extended: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(extended, pid, "pg_backend_pid() is the client's pid");
+        let simple = c.simple_query("SELECT pg_backend_pid()").await.unwrap();
+        let row = simple
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .expect("a row");
+        assert_eq!(
+            row.columns()[0].name(),
+            "pg_backend_pid",
+            "the column's name"
+        );
+        assert_eq!(
+            row.get(0),
+            Some(pid.to_string().as_str()),
+            "simple protocol"
+        );
+        pids.push(pid);
+    }
+    assert_ne!(pids[0], pids[1], "each client has its own pid");
+
+    // LISTEN pins the client to a connection; its own NOTIFY says it with the client's pid,
+    // which is how an application skips its own notifications.
+    client.batch_execute("LISTEN ch").await.unwrap();
+    client.batch_execute("NOTIFY ch, 'mine'").await.unwrap();
+    let n = notifications.recv().await.expect("a notification");
+    assert_eq!(n.payload(), "mine");
+    assert_eq!(n.process_id(), pids[0], "the client's own notification");
+    other.batch_execute("NOTIFY ch, 'theirs'").await.unwrap();
+    let n = notifications.recv().await.expect("a notification");
+    assert_eq!(n.payload(), "theirs");
+    assert!(
+        !pids.contains(&n.process_id()),
+        "another client's notification is not the client's own: {}",
+        n.process_id()
+    );
+}
