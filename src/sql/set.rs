@@ -224,3 +224,114 @@ impl AssignmentList {
         }
     }
 }
+
+/// The PostgreSQL settings `sql` changes, one per statement, when every statement is a
+/// plain `SET [SESSION] name {TO | =} …`, `SET TIME ZONE …`, `SET SCHEMA …`, `SET NAMES …`
+/// or `RESET name`: names lowercased unless quoted, as `current_setting()` takes them.
+/// `None` for anything else (`RESET ALL`, `SET ROLE`, `SET LOCAL` …), whose effect the
+/// caller cannot read back by name.
+pub fn postgres_settings(sql: &[u8]) -> Option<Vec<String>> {
+    let mut lexer = super::lexer::Lexer::new(sql, Dialect::Postgres);
+    let mut names = Vec::new();
+    let mut tokens = Vec::new();
+    loop {
+        tokens.clear();
+        let mut ended = true;
+        while let Some(tok) = lexer.next_token() {
+            if tok.is_punct(b';') {
+                ended = false;
+                break;
+            }
+            tokens.push(tok);
+        }
+        if !tokens.is_empty() {
+            names.push(setting_name(&tokens)?);
+        }
+        if ended {
+            break;
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+/// The setting one `SET`/`RESET` statement (its tokens) changes, if it is a plain one.
+fn setting_name(tokens: &[Token<'_>]) -> Option<String> {
+    let word = |i: usize, w: &str| matches!(tokens.get(i), Some(Token::Word(t, _)) if t.eq_ignore_ascii_case(w.as_bytes()));
+    let reset = word(0, "reset");
+    if !reset && !word(0, "set") {
+        return None;
+    }
+    let mut at = 1;
+    if !reset && word(at, "session") {
+        at += 1;
+        if word(at, "authorization") || word(at, "characteristics") {
+            return None;
+        }
+    }
+    if !reset && word(at, "time") && word(at + 1, "zone") {
+        return Some("timezone".into());
+    }
+    if !reset && word(at, "schema") {
+        return Some("search_path".into());
+    }
+    if !reset && word(at, "names") {
+        return Some("client_encoding".into());
+    }
+    if word(at, "all") || word(at, "role") || word(at, "local") || word(at, "session") {
+        return None;
+    }
+    let mut name = String::new();
+    loop {
+        match tokens.get(at)? {
+            Token::Word(w, _) => name.push_str(&std::str::from_utf8(w).ok()?.to_ascii_lowercase()),
+            Token::QuotedIdent(w) => name.push_str(std::str::from_utf8(w).ok()?),
+            _ => return None,
+        }
+        at += 1;
+        if tokens.get(at).is_some_and(|t| t.is_punct(b'.')) {
+            name.push('.');
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    let rest_ok = if reset {
+        tokens.len() == at
+    } else {
+        word(at, "to") || tokens.get(at).is_some_and(|t| t.is_punct(b'='))
+    };
+    rest_ok.then_some(name)
+}
+
+#[cfg(test)]
+mod setting_tests {
+    use super::postgres_settings;
+
+    #[test]
+    fn plain_sets_name_the_setting_they_change() {
+        let names = |sql: &str| postgres_settings(sql.as_bytes());
+        let some = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            names("SET search_path TO app, public"),
+            some(&["search_path"])
+        );
+        assert_eq!(names("set SESSION Work_Mem = '64MB'"), some(&["work_mem"]));
+        assert_eq!(names("SET TIME ZONE 'UTC'"), some(&["timezone"]));
+        assert_eq!(names("SET myapp.tenant = '7'"), some(&["myapp.tenant"]));
+        assert_eq!(names("RESET work_mem"), some(&["work_mem"]));
+        assert_eq!(
+            names("SET a TO 1;\nSET schema 'x'"),
+            some(&["a", "search_path"])
+        );
+        for sql in [
+            "RESET ALL",
+            "SET ROLE admin",
+            "SET SESSION AUTHORIZATION x",
+            "SET LOCAL a = 1",
+            "SET a = 1; SELECT 1",
+            "",
+        ] {
+            assert_eq!(names(sql), None, "{sql}");
+        }
+    }
+}

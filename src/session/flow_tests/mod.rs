@@ -113,12 +113,14 @@ table! {
         Run(Read, On(R1)),
         Run(Commit, On(R1)),
     ];
-    // A ROLLBACK undoes a PostgreSQL SET, not a MySQL one, which is replayed as usual.
-    a_set_inside_a_transaction_pins_a_postgres_session_to_the_writer: ONE_READER, [
+    // A ROLLBACK undoes a PostgreSQL SET, not a MySQL one, which is replayed as usual. The
+    // PostgreSQL session is pinned until the transaction ends, then the setting's value is
+    // read back and replayed (as `set_config`, which this scripted server answers too).
+    a_set_inside_a_transaction_follows_the_session_once_the_transaction_ends: ONE_READER, [
         Run(Begin, On(W)),
         Run(Set, On(W)),
         Run(Commit, On(W)),
-        Run(Read, ByDialect(&On(W), &OnAfterSet(R1))),
+        Run(Read, ByDialect(&On(R1), &OnAfterSet(R1))),
     ];
     a_read_right_after_a_write_stays_on_the_writer: Setup { read_your_writes: true, ..ONE_READER }, [
         Run(Write, On(W)),

@@ -490,6 +490,18 @@ impl Backend {
         scratch: &mut BytesMut,
         client: &mut Stream,
     ) -> Result<Option<i64>, SessionError> {
+        let value = self.value(sql, scratch, client).await?;
+        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    }
+
+    /// Runs `sql`, a query of one value, and returns it as text (`None`: the server refused
+    /// it, or it is NULL). Notifications and notices on the way go on to `client`.
+    pub async fn value(
+        &mut self,
+        sql: &str,
+        scratch: &mut BytesMut,
+        client: &mut Stream,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
         scratch.clear();
         messages::query(scratch, sql);
         let out = std::mem::take(scratch);
@@ -514,8 +526,7 @@ impl Backend {
                     tag::READY_FOR_QUERY => {
                         self.conn.consume(total);
                         client.flush().await.map_err(SessionError::ClientIo)?;
-                        let number = value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
-                        return Ok(number.filter(|_| !refused));
+                        return Ok(value.filter(|_| !refused));
                     }
                     _ => {}
                 }

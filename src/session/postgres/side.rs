@@ -41,6 +41,9 @@ pub struct Side {
     /// A transaction took state that pins the session (a temporary table `ON COMMIT DROP`,
     /// a LISTEN that a ROLLBACK undoes): its end may have given it back.
     pub(super) took_in_transaction: bool,
+    /// The settings a `SET` changed in the transaction open now (`Pin::SetInTransaction`),
+    /// to read back when it ends; `None` once one could not be named.
+    pub(super) set_in_transaction: Option<Vec<String>>,
 }
 
 impl Protocol for Postgres {

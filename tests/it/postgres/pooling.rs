@@ -414,3 +414,81 @@ async fn pg_backend_pid_is_the_clients_own_pid_as_its_cancel_key_and_notificatio
         n.process_id()
     );
 }
+
+#[tokio::test]
+async fn a_set_inside_a_transaction_follows_the_client_once_the_transaction_ends() {
+    let (cluster, proxy, db) = pooled("pooled_set_in_tx", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute(
+            "CREATE SCHEMA app; CREATE TABLE app.t (v text); INSERT INTO app.t VALUES ('app');
+             CREATE TABLE public.t (v text); INSERT INTO public.t VALUES ('public')",
+        )
+        .await
+        .expect("schema");
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let others = [proxy.connect(&db).await, proxy.connect(&db).await];
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET search_path TO app, public")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET myapp.tenant = '7'")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET application_name = 'it''s \\ mine'")
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.pinned("set_in_transaction").await,
+        1,
+        "pinned meanwhile"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    // Rolled back: the setting is what it was before.
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(
+        proxy.pinned("set_in_transaction").await,
+        0,
+        "the pin let go"
+    );
+    for hint in ["", "/* switchyard:writer */"] {
+        for _ in 0..3 {
+            for other in &others {
+                // Others use the pool's connections meanwhile.
+                other
+                    .batch_execute("SELECT /* switchyard:writer */ 1")
+                    .await
+                    .unwrap();
+            }
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT {hint} v, current_setting('myapp.tenant'), \
+                         current_setting('application_name'), current_setting('work_mem') FROM t"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("read");
+            let got: (String, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            assert_eq!(
+                got,
+                (
+                    "app".into(),
+                    "7".into(),
+                    "it's \\ mine".into(),
+                    "4MB".into()
+                ),
+                "on any connection ({hint})"
+            );
+        }
+    }
+}
