@@ -57,29 +57,13 @@ impl HoldChange {
 /// the proxy does not follow, or with more than one statement (what else it did to the
 /// session cannot be told apart), also takes `Untracked` state.
 pub fn changes(sql: &[u8], dialect: Dialect, pins: bool) -> Vec<HoldChange> {
-    let mut lexer = Lexer::new(sql, dialect);
     let mut out = Vec::new();
-    let mut statements = 0;
+    let statements = Lexer::new(sql, dialect).statements();
     let mut followed = true;
-    let mut tokens = Vec::new();
-    loop {
-        tokens.clear();
-        let mut ended = true;
-        while let Some(tok) = lexer.next_token() {
-            if tok.is_punct(b';') {
-                ended = false;
-                break;
-            }
-            tokens.push(tok);
-        }
-        if !tokens.is_empty() {
-            statements += 1;
-            followed &= statement(&tokens, dialect, &mut out);
-        }
-        if ended {
-            break;
-        }
+    for tokens in &statements {
+        followed &= statement(tokens, dialect, &mut out);
     }
+    let statements = statements.len();
     if pins && (statements > 1 || !followed) && !out.contains(&HoldChange::Untracked) {
         out.push(HoldChange::Untracked);
     }

@@ -85,6 +85,26 @@ impl<'a> Lexer<'a> {
         self.src.get(i).copied()
     }
 
+    /// The tokens of each statement of the input, split at `;` (empty statements left out).
+    /// For the few callers that read a whole statement at a time (not the classifier).
+    pub(crate) fn statements(mut self) -> Vec<Vec<Token<'a>>> {
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        while let Some(tok) = self.next_token() {
+            if tok.is_punct(b';') {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            } else {
+                current.push(tok);
+            }
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+        out
+    }
+
     /// The next token, or `None` at the end of the input.
     #[inline(always)]
     pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {

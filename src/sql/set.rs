@@ -231,26 +231,11 @@ impl AssignmentList {
 /// `None` for anything else (`RESET ALL`, `SET ROLE`, `SET LOCAL` …), whose effect the
 /// caller cannot read back by name.
 pub fn postgres_settings(sql: &[u8]) -> Option<Vec<String>> {
-    let mut lexer = super::lexer::Lexer::new(sql, Dialect::Postgres);
-    let mut names = Vec::new();
-    let mut tokens = Vec::new();
-    loop {
-        tokens.clear();
-        let mut ended = true;
-        while let Some(tok) = lexer.next_token() {
-            if tok.is_punct(b';') {
-                ended = false;
-                break;
-            }
-            tokens.push(tok);
-        }
-        if !tokens.is_empty() {
-            names.push(setting_name(&tokens)?);
-        }
-        if ended {
-            break;
-        }
-    }
+    let statements = super::lexer::Lexer::new(sql, Dialect::Postgres).statements();
+    let names = statements
+        .iter()
+        .map(|tokens| setting_name(tokens))
+        .collect::<Option<Vec<_>>>()?;
     (!names.is_empty()).then_some(names)
 }
 

@@ -1124,25 +1124,10 @@ async fn backend_key(client: &tokio_postgres::Client) -> (i32, i32) {
 
 #[tokio::test]
 async fn the_client_is_told_its_writer_connections_pid() {
-    use futures_util::StreamExt;
     // Session mode: the client owns its writer connection (for transaction mode, see
     // `pooling::pg_backend_pid_is_the_clients_own_...`).
     let (cluster, proxy, db) = setup_session_mode("pid").await;
-    let (mut client, mut connection) = tokio_postgres::connect(
-        &proxy.conninfo("app", "app-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect through the proxy");
-    let (notify, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(m)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = notify.send(n);
-            }
-        }
-    });
+    let (mut client, mut notifications) = proxy.connect_listening(&db).await;
     let (pid, secret) = backend_key(&client).await;
 
     let tx = client.transaction().await.unwrap();

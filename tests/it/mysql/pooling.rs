@@ -212,35 +212,14 @@ async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
             &["HANDLER h CLOSE"],
         ),
     ];
-    for (take, give_back) in cases {
-        for sql in *take {
-            client.query_drop(*sql).await.expect(sql);
-        }
-        let last = give_back.len() - 1;
-        for (i, sql) in give_back.iter().enumerate() {
-            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
-            client.query_drop(*sql).await.expect(sql);
-            // Answered only after the proxy is done with the statement before it.
-            client.query_drop("SELECT 1").await.unwrap();
-            if i < last {
-                assert_eq!(
-                    proxy.pinned("statement").await,
-                    1,
-                    "still pinned after {sql}"
-                );
-            }
-        }
-        assert_eq!(
-            proxy.pinned("statement").await,
-            0,
-            "{take:?} then {give_back:?} unpins"
-        );
-        // The one connection is back in the pool: another client gets it.
+    let run = async |sql: &str| client.query_drop(sql).await.expect(sql);
+    let writer = async || {
         other
             .query_drop("SELECT /* switchyard:writer */ 1")
             .await
             .expect("the connection went back to the pool");
-    }
+    };
+    proxy.check_pins_let_go(cases, run, writer).await;
     // A failed release gives nothing back; a lock named by an expression cannot be
     // followed, so it lasts.
     client
@@ -318,26 +297,15 @@ async fn a_setting_made_in_a_transaction_follows_the_client_to_other_connections
                 .await
                 .unwrap();
         }
-        let (v, mode): (Option<i64>, String) = client
-            .query_first("SELECT @v, @@SESSION.sql_mode")
-            .await
-            .unwrap()
-            .expect("a row");
-        assert_eq!(
-            (v, mode.as_str()),
-            (Some(7), "ANSI_QUOTES"),
-            "on any connection"
-        );
-        let (v, mode): (Option<i64>, String) = client
-            .query_first("SELECT /* switchyard:writer */ @v, @@SESSION.sql_mode")
-            .await
-            .unwrap()
-            .expect("a row");
-        assert_eq!(
-            (v, mode.as_str()),
-            (Some(7), "ANSI_QUOTES"),
-            "on the writer too"
-        );
+        for hint in ["", "/* switchyard:writer */"] {
+            let (v, mode): (Option<i64>, String) = client
+                .query_first(format!("SELECT {hint} @v, @@SESSION.sql_mode"))
+                .await
+                .unwrap()
+                .expect("a row");
+            let got = (v, mode.as_str());
+            assert_eq!(got, (Some(7), "ANSI_QUOTES"), "on any connection ({hint})");
+        }
     }
 }
 

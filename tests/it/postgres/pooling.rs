@@ -303,35 +303,14 @@ async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
             &["COMMIT"],
         ),
     ];
-    for (take, give_back) in cases {
-        for sql in *take {
-            client.batch_execute(sql).await.expect(sql);
-        }
-        let last = give_back.len() - 1;
-        for (i, sql) in give_back.iter().enumerate() {
-            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
-            client.batch_execute(sql).await.expect(sql);
-            // Answered only after the proxy is done with the statement before it.
-            client.batch_execute("SELECT 1").await.unwrap();
-            if i < last {
-                assert_eq!(
-                    proxy.pinned("statement").await,
-                    1,
-                    "still pinned after {sql}"
-                );
-            }
-        }
-        assert_eq!(
-            proxy.pinned("statement").await,
-            0,
-            "{take:?} then {give_back:?} unpins"
-        );
-        // The one connection is back in the pool: another client gets it.
+    let run = async |sql: &str| client.batch_execute(sql).await.expect(sql);
+    let writer = async || {
         other
             .batch_execute("SELECT /* switchyard:writer */ 1")
             .await
             .expect("the connection went back to the pool");
-    }
+    };
+    proxy.check_pins_let_go(cases, run, writer).await;
     // A connection that still holds what the proxy does not follow stays pinned.
     client
         .batch_execute("SELECT pg_advisory_lock(1); SELECT 1")
@@ -347,25 +326,10 @@ async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
 
 #[tokio::test]
 async fn pg_backend_pid_is_the_clients_own_pid_as_its_cancel_key_and_notifications_say() {
-    use futures_util::StreamExt;
     use tokio_postgres::SimpleQueryMessage;
     let (_, proxy, db) = pooled("pooled_identity", "pool_size = 2").await;
     let other = proxy.connect(&db).await;
-    let (client, mut connection) = tokio_postgres::connect(
-        &proxy.conninfo("app", "app-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect through the proxy");
-    let (notify, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(m)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = notify.send(n);
-            }
-        }
-    });
+    let (client, mut notifications) = proxy.connect_listening(&db).await;
     let mut pids = Vec::new();
     for c in [&client, &other] {
         // The pid of the client's cancel key (BackendKeyData).

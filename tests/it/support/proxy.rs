@@ -302,6 +302,33 @@ impl Proxy {
     }
 
     /// Connects tokio-postgres as `app` through the proxy.
+    /// A tokio-postgres client as `app`, with the notifications its connection receives.
+    pub async fn connect_listening(
+        &self,
+        db: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ) {
+        use futures_util::StreamExt;
+        let (client, mut connection) = tokio_postgres::connect(
+            &self.conninfo("app", "app-secret", db),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect through the proxy");
+        let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                    let _ = notify.send(n);
+                }
+            }
+        });
+        (client, notifications)
+    }
+
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
             &self.conninfo("app", "app-secret", db),
@@ -400,6 +427,43 @@ impl Proxy {
         status["pinned_sessions"][reason]
             .as_i64()
             .unwrap_or_else(|| panic!("/status counts pins for {reason}: {status}"))
+    }
+
+    /// For each case, runs its statements that take state (`run` sends one through the
+    /// pinned client), checks the client stays pinned for `statement` until the last of
+    /// the ones that give it back, and then that `other` (another client's statement on
+    /// the writer) gets the connection. `run` of `SELECT 1` after each statement makes
+    /// sure the proxy is done with the one before.
+    pub async fn check_pins_let_go(
+        &self,
+        cases: &[(&[&str], &[&str])],
+        mut run: impl AsyncFnMut(&str),
+        mut other: impl AsyncFnMut(),
+    ) {
+        for (take, give_back) in cases {
+            for sql in *take {
+                run(sql).await;
+            }
+            for (i, sql) in give_back.iter().enumerate() {
+                assert_eq!(self.pinned("statement").await, 1, "pinned before {sql}");
+                run(sql).await;
+                run("SELECT 1").await;
+                if i + 1 < give_back.len() {
+                    assert_eq!(
+                        self.pinned("statement").await,
+                        1,
+                        "still pinned after {sql}"
+                    );
+                }
+            }
+            assert_eq!(
+                self.pinned("statement").await,
+                0,
+                "{take:?} then {give_back:?} unpins"
+            );
+            // The connection is back in the pool: another client gets it.
+            other().await;
+        }
     }
 
     /// The `switchyard_pool_opened_total` (logins) of the pools for `instance` and `db`.
