@@ -240,7 +240,9 @@ impl<'a> WriterWait<'a> {
             let outcome = connect(Arc::clone(&cluster), self.connect_timeout).await;
             return Ok((cluster, outcome));
         }
-        let _waiting = metrics::waiting_for_writer(&cluster.name);
+        // Counted as waiting only once it does wait: in transaction mode every transaction
+        // passes here, and a usable writer is connected to at once.
+        let mut waiting = None;
         let deadline = Instant::now() + self.timeout;
         let mut last = None;
         loop {
@@ -259,6 +261,7 @@ impl<'a> WriterWait<'a> {
                     }
                 }
             }
+            waiting.get_or_insert_with(|| metrics::waiting_for_writer(&cluster.name));
             let now = Instant::now();
             if now >= deadline {
                 // Never connected: say why the topology's writer is not usable.

@@ -165,10 +165,22 @@ pub async fn checkout<P: Protocol>(
     instance: &Arc<Instance>,
 ) -> Result<Lease<P::Conn>, OpenError<P>> {
     let key = key(&dial, instance);
-    let settings = pool::Settings::from_config(&ctx.config().raw.server, dial.mode);
     P::logins(ctx).note(&key, dial);
+    checkout_keyed(ctx, dial, instance, &key).await
+}
+
+/// [`checkout`] from the pool of `key`, already known to be the one `dial` and `instance`
+/// give (a session's writer pool, from its last checkout; its login already noted): no key
+/// is built, and no login noted, per transaction.
+pub async fn checkout_keyed<P: Protocol>(
+    ctx: &Context,
+    dial: Dial<'_, P>,
+    instance: &Arc<Instance>,
+    key: &Key,
+) -> Result<Lease<P::Conn>, OpenError<P>> {
+    let settings = pool::Settings::from_config(&ctx.config().raw.server, dial.mode);
     let connect = || P::connect(dial, instance);
-    P::pools(ctx).checkout(&key, &settings, connect).await
+    P::pools(ctx).checkout(key, &settings, connect).await
 }
 
 /// The session state a session recorded, in order, with a fingerprint of each: a pooled
@@ -396,6 +408,9 @@ pub struct Session<P: Protocol> {
     pub(super) functions: SessionFunctions,
     pub(super) writer: Option<P::Backend>,
     pub(super) reader: Option<P::Backend>,
+    /// The pool key of the session's last writer connection: in transaction mode the next
+    /// transaction takes one from the same pool, without building the key again.
+    pub(super) writer_key: Option<Key>,
     /// Session state (`SET`, `USE` …), replayed in order on the session's other connections.
     pub(super) replays: Replays<P::Replay>,
     pub(super) view: SessionView,
@@ -458,6 +473,7 @@ impl<P: Protocol> Session<P> {
             functions,
             writer: None,
             reader: None,
+            writer_key: None,
             replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,

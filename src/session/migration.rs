@@ -6,10 +6,11 @@
 //! holding state that cannot be replayed ends instead.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::SessionError;
 use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
-use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout};
+use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout, checkout_keyed};
 use crate::cutover::{Entry, Mode};
 use crate::pool::{CheckoutError, Lease};
 use crate::router::Target;
@@ -236,6 +237,9 @@ impl<P: Protocol> Session<P> {
         first: bool,
     ) -> Result<(Arc<Cluster>, Result<Lease<P::Conn>, OpenError<P>>), WaitError> {
         let (ctx, login, creds, mode) = (&self.ctx, &self.login, &self.creds, self.mode);
+        let known = self.writer_key.as_ref();
+        // Set when the pool's key had to be built: the session keeps the new one.
+        let built = &AtomicBool::new(false);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, timeout| async move {
             let dial: Dial<'_, P> = Dial {
@@ -245,11 +249,27 @@ impl<P: Protocol> Session<P> {
                 timeout,
                 mode,
             };
-            checkout(ctx, dial, &cluster.writer).await
+            let writer = &cluster.writer;
+            // Only the cluster and instance can differ from the last writer's pool: the
+            // session's login and backend user are its own for good.
+            match known.filter(|k| k.cluster == cluster.name && k.instance == writer.addr) {
+                Some(key) => checkout_keyed(ctx, dial, writer, key).await,
+                None => {
+                    built.store(true, Ordering::Relaxed);
+                    checkout(ctx, dial, writer).await
+                }
+            }
         };
         let busy = |e: &OpenError<P>| matches!(e, CheckoutError::Timeout { .. });
-        wait.connect(Arc::clone(&self.cluster), first, connect, busy)
-            .await
+        let connected = wait
+            .connect(Arc::clone(&self.cluster), first, connect, busy)
+            .await;
+        if built.load(Ordering::Relaxed)
+            && let Ok((_, Ok(lease))) = &connected
+        {
+            self.writer_key = Some(lease.key().clone());
+        }
+        connected
     }
 
     /// Ends the session as the server ended its writer connection, when only that

@@ -117,7 +117,7 @@ impl Backend {
                     }
                     let Some(Some(p)) = refs.next() else { continue };
                     match self.conn.prepared.get(&p.name) {
-                        Some(parse) if *parse == p.parse => continue,
+                        Some(parse) if same_bytes(parse, &p.parse) => continue,
                         Some(_) if !p.name.is_empty() => self.inject_close(scratch, &p.name),
                         _ => {}
                     }
@@ -535,4 +535,10 @@ impl Backend {
             self.fill().await?;
         }
     }
+}
+
+/// Whether two Parse messages are equal; one Bytes shared by the session and the cache (a
+/// statement parsed in this batch or on this connection before) compares without a memcmp.
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
