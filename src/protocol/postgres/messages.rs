@@ -33,6 +33,9 @@ pub mod tag {
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const CLOSE_COMPLETE: u8 = b'3';
     pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const NO_DATA: u8 = b'n';
     pub const COPY_IN_RESPONSE: u8 = b'G';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
@@ -179,6 +182,14 @@ pub fn close(out: &mut BytesMut, kind: u8, name: &[u8]) {
     });
 }
 
+/// Describe of a prepared statement (`S`) or portal (`P`), as a client would send it.
+pub fn describe(out: &mut BytesMut, kind: u8, name: &[u8]) {
+    tagged(out, tag::DESCRIBE, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
 pub fn sync(out: &mut BytesMut) {
     tagged(out, tag::SYNC, |_| {});
 }
@@ -233,6 +244,23 @@ pub fn ends_connection(body: &[u8]) -> bool {
         rest = next;
     }
     false
+}
+
+/// One field of an ErrorResponse or NoticeResponse body (`C` the SQLSTATE, `R` the
+/// server's routine, which unlike the message is never translated).
+pub fn error_field(body: &[u8], wanted: u8) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            return None;
+        }
+        let (value, next) = cstr(tail)?;
+        if field == wanted {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
 }
 
 /// The code and message fields of an ErrorResponse or NoticeResponse body, for logs.

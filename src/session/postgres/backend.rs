@@ -10,14 +10,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
-use super::scan::Prepared;
+use super::scan::{Deallocate, Prepared};
 use crate::backend::postgres::BackendConn;
 use crate::net::{Arrived, Stream};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 
 /// Backend messages are streamed, so this only bounds a declared length.
-const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
+pub(super) const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
 
 /// A statement name no client uses: a client's Close of a statement is sent as a Close of
 /// this one, which the server answers with CloseComplete and nothing else.
@@ -38,6 +38,35 @@ pub struct Backend {
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied: usize,
+    /// The statements the unit being sent binds or describes as this connection already
+    /// held them (prepared here before, by this client or another): the ones a "cached
+    /// plan must not change result type" can be about (see `replan`).
+    pub(super) reused: Vec<Arc<Prepared>>,
+    /// Set while that error, should it answer the unit first, is held back for a retry
+    /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
+    pub(super) replan: bool,
+    /// The unit's Describe-statement messages not answered yet, in order, with the
+    /// statement each names: the RowDescription that answers one is what the client was
+    /// told of its columns (`Prepared::described`).
+    describing: VecDeque<Option<Arc<Prepared>>>,
+    /// The statement whose ParameterDescription just arrived: its RowDescription or
+    /// NoData follows.
+    described_now: Option<Arc<Prepared>>,
+    /// Set for a unit that may drop prepared statements on the server (SQL `DISCARD ALL`,
+    /// `DEALLOCATE`, which pin the session): its CommandComplete tags are watched so the
+    /// connection's cache follows what the server did. Holds the name a lone `DEALLOCATE
+    /// name` drops, when the unit is one.
+    pub(super) watch_drops: Option<Option<Vec<u8>>>,
+    /// What the server confirmed it dropped, for the session to forget as well.
+    pub(super) deallocated: Option<Deallocate>,
+}
+
+/// What a CommandComplete of SQL `DISCARD ALL`, `DEALLOCATE ALL` (`All`) or `DEALLOCATE`
+/// (`One`) says the server dropped.
+#[derive(Debug, Clone, Copy)]
+enum Dropped {
+    All,
+    One,
 }
 
 /// What one relay step saw.
@@ -45,6 +74,9 @@ pub struct Backend {
 pub struct Relayed {
     /// The transaction status of a ReadyForQuery, which ends the relay step.
     pub ready: Option<u8>,
+    /// The unit's first answer is a "cached plan must not change result type" error while
+    /// [`Backend::replan`] was set: it is left unrelayed in front of the buffer.
+    pub stale_plan: bool,
     /// The backend entered COPY FROM STDIN mode.
     pub copy_in: bool,
     /// Bytes written to the client.
@@ -61,6 +93,12 @@ impl Backend {
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied: 0,
+            reused: Vec::new(),
+            replan: false,
+            describing: VecDeque::new(),
+            described_now: None,
+            watch_drops: None,
+            deallocated: None,
         }
     }
 
@@ -94,6 +132,8 @@ impl Backend {
             match h.tag {
                 tag::PARSE => {
                     let Some(Some(p)) = refs.next() else { continue };
+                    // Prepared here by this very unit: fresh, whatever the cache held.
+                    self.reused.retain(|r| r.name != p.name);
                     let held = self.conn.prepared.peek(&p.name).is_some();
                     if held && !p.name.is_empty() {
                         // Another statement of that name is prepared here: close it first.
@@ -106,14 +146,23 @@ impl Backend {
                     });
                 }
                 tag::BIND | tag::DESCRIBE => {
-                    let statement = h.tag == tag::BIND
-                        || messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
-                    if !statement {
+                    let describes = h.tag == tag::DESCRIBE
+                        && messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
+                    if h.tag == tag::DESCRIBE && !describes {
                         continue;
                     }
-                    let Some(Some(p)) = refs.next() else { continue };
+                    let named = refs.next();
+                    if describes {
+                        self.describing.push_back(named.cloned().flatten());
+                    }
+                    let Some(Some(p)) = named else { continue };
                     match self.conn.prepared.get(&p.name) {
-                        Some(parse) if *parse == p.parse => continue,
+                        Some(parse) if *parse == p.parse => {
+                            if !self.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
+                                self.reused.push(Arc::clone(p));
+                            }
+                            continue;
+                        }
                         Some(_) if !p.name.is_empty() => self.inject_close(scratch, &p.name),
                         _ => {}
                     }
@@ -185,7 +234,7 @@ impl Backend {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -280,6 +329,8 @@ impl Backend {
         let mut seen = Relayed::default();
         // Statements whose Parse the backend skipped after an error: not prepared.
         let mut failed_parses = Vec::new();
+        // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
+        let mut dropped = Vec::new();
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -306,6 +357,10 @@ impl Backend {
                 {
                     break;
                 }
+                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.described_now.is_some() => {
+                    break;
+                }
+                tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
@@ -336,9 +391,44 @@ impl Backend {
                     seen.ended = true;
                     break;
                 }
+                tag::ERROR_RESPONSE
+                    if self.replan
+                        && seen.bytes == 0
+                        && pos == run_start
+                        && super::replan::is_stale_plan(
+                            &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        ) =>
+                {
+                    // Nothing of the unit reached the client yet: the exchange may prepare
+                    // the statement again and run the unit once more.
+                    seen.stale_plan = true;
+                    break;
+                }
                 tag::ERROR_RESPONSE => {
-                    // The backend skips to Sync: statements still owed were not prepared.
+                    // The backend skips to Sync: statements still owed were not prepared,
+                    // and descriptions still owed do not come.
                     failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
+                    self.describing.clear();
+                    self.described_now = None;
+                }
+                tag::PARAMETER_DESCRIPTION => {
+                    self.described_now = self.describing.pop_front().flatten();
+                }
+                tag::ROW_DESCRIPTION | tag::NO_DATA => {
+                    if let Some(p) = self.described_now.take() {
+                        let columns = &buf[pos + frame::HEADER_LEN..pos + h.total];
+                        let digest = super::replan::digest(columns);
+                        p.described
+                            .store(digest, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                tag::COMMAND_COMPLETE if self.watch_drops.is_some() => {
+                    let done = &buf[pos + frame::HEADER_LEN..pos + h.total];
+                    match done.strip_suffix(b"\0").unwrap_or(done) {
+                        b"DISCARD ALL" | b"DEALLOCATE ALL" => dropped.push(Dropped::All),
+                        b"DEALLOCATE" => dropped.push(Dropped::One),
+                        _ => {}
+                    }
                 }
                 tag::COPY_IN_RESPONSE => seen.copy_in = true,
                 _ => {}
@@ -358,17 +448,58 @@ impl Backend {
             seen.bytes += pos - run_start;
         }
         if seen.bytes > 0 {
+            self.replan = false;
             // Over TLS a write may leave records buffered when the socket is full: send them
             // now, or the client waits for the end of an answer that never leaves.
             client.flush().await.map_err(SessionError::ClientIo)?;
         }
         self.conn.consume(pos);
-        for (name, parse) in failed_parses {
+        self.forget_failed(failed_parses);
+        for d in dropped {
+            self.server_dropped(d);
+        }
+        Ok(seen)
+    }
+
+    /// Forgets the statements whose Parse the backend skipped after an error.
+    pub(super) fn forget_failed(&mut self, failed: Vec<(Vec<u8>, Bytes)>) {
+        for (name, parse) in failed {
             if self.conn.prepared.peek(&name) == Some(&parse) {
                 self.conn.prepared.remove(&name);
             }
         }
-        Ok(seen)
+    }
+
+    /// The statements still owed a ParseComplete, which a server that failed the batch
+    /// skipped: not prepared.
+    pub(super) fn owed_parses(&mut self) -> Vec<(Vec<u8>, Bytes)> {
+        self.describing.clear();
+        self.described_now = None;
+        self.owed.drain(..).filter_map(|o| o.parse).collect()
+    }
+
+    /// Makes the connection's cache follow what the server said it dropped: `DISCARD ALL`
+    /// and `DEALLOCATE ALL` dropped every statement; `DEALLOCATE` the one named, and when
+    /// the proxy does not know which, every one is marked as not to be trusted (its next
+    /// use closes and prepares it again).
+    fn server_dropped(&mut self, dropped: Dropped) {
+        match dropped {
+            Dropped::All => {
+                self.conn.prepared.clear();
+                self.deallocated = Some(Deallocate::All);
+            }
+            Dropped::One => match self.watch_drops.as_mut().and_then(Option::take) {
+                Some(name) => {
+                    self.conn.prepared.remove(&name);
+                    self.deallocated = Some(Deallocate::Name(name));
+                }
+                None => self
+                    .conn
+                    .prepared
+                    .values_mut()
+                    .for_each(|parse| *parse = Bytes::new()),
+            },
+        }
     }
 
     /// Ends a batch the client left open with Flush by sending a Sync of the proxy's own:
@@ -397,7 +528,7 @@ impl Backend {
 
     /// Where the first whole ReadyForQuery is buffered (offset, length, status), once every
     /// message before it is whole and none is being streamed through.
-    fn whole_ready_for_query(&self) -> Option<(usize, usize, u8)> {
+    pub(super) fn whole_ready_for_query(&self) -> Option<(usize, usize, u8)> {
         if self.forward_remaining > 0 {
             return None;
         }

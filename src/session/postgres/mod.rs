@@ -8,6 +8,7 @@ mod backend;
 pub mod cancel;
 mod exchange;
 mod failover;
+mod replan;
 mod scan;
 mod side;
 mod startup;
