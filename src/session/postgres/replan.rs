@@ -84,19 +84,24 @@ impl Backend {
         let skipped = self.owed_parses();
         self.forget_failed(skipped);
         let reused = std::mem::take(&mut self.reused);
-        if status != b'I' {
-            self.mark_stale(&reused);
-            return Ok(Replanned::Relay { answer, status });
-        }
-        if self.prepare_again(&reused, scratch, cap).await? {
-            tracing::debug!(
-                statements = reused.len(),
-                "prepared again after a change of result columns; the batch runs again"
-            );
-            Ok(Replanned::Retry)
+        let retry = if status == b'I' {
+            self.prepare_again(&reused, scratch, cap).await?
         } else {
-            Ok(Replanned::Relay { answer, status })
-        }
+            self.mark_stale(&reused);
+            false
+        };
+        let outcome = if retry { "retried" } else { "error" };
+        crate::metrics::prepared_replanned(&self.conn.instance.cluster, outcome);
+        tracing::debug!(
+            statements = reused.len(),
+            outcome,
+            "a statement prepared here before DDL changed its result columns"
+        );
+        Ok(if retry {
+            Replanned::Retry
+        } else {
+            Replanned::Relay { answer, status }
+        })
     }
 
     /// Closes and prepares `statements` again on this connection, describing each, in one

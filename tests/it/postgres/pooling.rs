@@ -303,6 +303,20 @@ fn error_code(answer: &[(u8, Vec<u8>)]) -> Option<String> {
     Some(crate::support::proxy::sqlstate(body))
 }
 
+/// `switchyard_prepared_statements_replanned_total` with `outcome`, from `/metrics`.
+async fn replanned(proxy: &Proxy, outcome: &str) -> u64 {
+    let metrics = proxy.admin_get("/metrics").await;
+    let label = format!("outcome=\"{outcome}\"");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_prepared_statements_replanned_total{") && l.contains(&label)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {outcome} count in:\n{metrics}"))
+}
+
 /// A proxy with `pool_size = 2` whose connections hold statement `stmt_1` ([`SELECT_ALL`])
 /// each as prepared on one side of `ALTER TABLE t ADD COLUMN note`: the first connection
 /// (the one last given back) by `fresh`, after it, which was told both columns; the other
@@ -374,6 +388,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
     );
     assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
     assert_eq!(tags(&answer), "2DCZ", "only the retried answer: {answer:?}");
+    assert_eq!(replanned(&proxy, "retried").await, 1);
     holder.query("COMMIT").await;
     for _ in 0..2 {
         assert_eq!(fields(&fresh.execute("stmt_1").await, b'D'), Some(2));
@@ -405,6 +420,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
 #[tokio::test]
 async fn a_client_told_the_old_columns_gets_the_servers_error() {
     let Stale {
+        proxy,
         mut holder,
         mut early,
         ..
@@ -419,6 +435,8 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
         "rows of two columns would not decode by the one it was told: {answer:?}"
     );
     holder.query("COMMIT").await;
+    assert_eq!(replanned(&proxy, "error").await, 1);
+    assert_eq!(replanned(&proxy, "retried").await, 0);
 }
 
 #[tokio::test]
