@@ -290,6 +290,16 @@ mod tests {
     use crate::protocol::postgres::frame;
 
     #[test]
+    fn error_fields_are_read_by_their_code() {
+        let body =
+            b"SERROR\0C0A000\0Mcached plan must not change result type\0RRevalidateCachedQuery\0\0";
+        assert_eq!(error_field(body, b'C'), Some(&b"0A000"[..]));
+        assert_eq!(error_field(body, b'R'), Some(&b"RevalidateCachedQuery"[..]));
+        assert_eq!(error_field(body, b'D'), None);
+        assert_eq!(error_field(b"C0A0", b'C'), None, "unterminated");
+    }
+
+    #[test]
     fn error_response_round_trips() {
         let mut out = BytesMut::new();
         error_response(

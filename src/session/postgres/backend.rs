@@ -44,7 +44,7 @@ pub struct Backend {
     pub(super) reused: Vec<Arc<Prepared>>,
     /// Set while that error, should it answer the unit first, is held back for a retry
     /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
-    pub(super) replan: bool,
+    pub(super) hold_stale_plan: bool,
     /// The unit's Describe-statement messages not answered yet, in order, with the
     /// statement each names: the RowDescription that answers one is what the client was
     /// told of its columns (`Prepared::described`).
@@ -75,7 +75,7 @@ pub struct Relayed {
     /// The transaction status of a ReadyForQuery, which ends the relay step.
     pub ready: Option<u8>,
     /// The unit's first answer is a "cached plan must not change result type" error while
-    /// [`Backend::replan`] was set: it is left unrelayed in front of the buffer.
+    /// [`Backend::hold_stale_plan`] was set: it is left unrelayed in front of the buffer.
     pub stale_plan: bool,
     /// The backend entered COPY FROM STDIN mode.
     pub copy_in: bool,
@@ -94,7 +94,7 @@ impl Backend {
             forward_remaining: 0,
             applied: 0,
             reused: Vec::new(),
-            replan: false,
+            hold_stale_plan: false,
             describing: VecDeque::new(),
             described_now: None,
             watch_drops: None,
@@ -392,7 +392,7 @@ impl Backend {
                     break;
                 }
                 tag::ERROR_RESPONSE
-                    if self.replan
+                    if self.hold_stale_plan
                         && seen.bytes == 0
                         && pos == run_start
                         && super::replan::is_stale_plan(
@@ -448,7 +448,7 @@ impl Backend {
             seen.bytes += pos - run_start;
         }
         if seen.bytes > 0 {
-            self.replan = false;
+            self.hold_stale_plan = false;
             // Over TLS a write may leave records buffered when the socket is full: send them
             // now, or the client waits for the end of an answer that never leaves.
             client.flush().await.map_err(SessionError::ClientIo)?;

@@ -174,7 +174,7 @@ impl Exchange<'_> {
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
-        self.backend.replan = false;
+        self.backend.hold_stale_plan = false;
         self.backend.reused.clear();
         self.backend.watch_drops = None;
         match result {
@@ -217,14 +217,14 @@ impl Exchange<'_> {
     ) -> Result<u8, SessionError> {
         let bytes = &self.client.buf[..unit.end];
         // SQL `DISCARD` and `DEALLOCATE` pin the session; the cache follows what they drop.
-        self.backend.watch_drops = (unit.stmt.class == Class::Pin).then(|| deallocated(bytes));
+        self.backend.watch_drops = (unit.stmt.class == Class::Pin).then(|| deallocate_name(bytes));
         self.backend.reused.clear();
         self.backend
             .forward(bytes, &unit.refs, self.scratch, self.max_prepared)
             .await?;
         // A stale statement's error may be held back for a retry (see `replan`) only in a
         // whole batch that reused one: its bytes stay in the client buffer until it ends.
-        self.backend.replan = unit.ending == Ending::Ready
+        self.backend.hold_stale_plan = unit.ending == Ending::Ready
             && !matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL)
             && !self.backend.reused.is_empty();
         // Relay anything already buffered (e.g. a notification that arrived before).
@@ -390,7 +390,7 @@ impl Exchange<'_> {
 }
 
 /// The statement name a unit's lone SQL `DEALLOCATE name` drops, when it is one.
-fn deallocated(bytes: &[u8]) -> Option<Vec<u8>> {
+fn deallocate_name(bytes: &[u8]) -> Option<Vec<u8>> {
     let (h, body) = frame::message(bytes, usize::MAX).ok().flatten()?;
     if h.tag != tag::QUERY {
         return None;

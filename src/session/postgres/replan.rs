@@ -24,7 +24,7 @@
 //!   rows it cannot read: it gets the error, as from a server of its own, and the
 //!   connection keeps the statement prepared again for the others.
 //!
-//! Once: the retry runs with `Backend::replan` off, so a second such error is relayed.
+//! Once: the retry runs with `Backend::hold_stale_plan` off, so a second such error is relayed.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ impl Backend {
         scratch: &mut BytesMut,
         cap: usize,
     ) -> Result<Replanned, SessionError> {
-        self.replan = false;
+        self.hold_stale_plan = false;
         let (at, total, status) = loop {
             if let Some(found) = self.whole_ready_for_query() {
                 break found;
