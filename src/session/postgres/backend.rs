@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
+use super::replan::Check;
 use super::scan::{Deallocate, Prepared};
-use crate::backend::postgres::BackendConn;
+use crate::backend::postgres::{BackendConn, Held};
 use crate::net::{Arrived, Stream};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
@@ -59,6 +60,12 @@ pub struct Backend {
     pub(super) watch_drops: Option<Option<Vec<u8>>>,
     /// What the server confirmed it dropped, for the session to forget as well.
     pub(super) deallocated: Option<Deallocate>,
+    /// Set while the first message of a unit is being sent: nothing of it was written yet,
+    /// so a statement can be prepared and described in a round trip of its own first.
+    pub(super) unit_start: bool,
+    /// A Bind or Describe of a statement whose columns changed since the client was told
+    /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
+    pub(super) stale_columns_sent: bool,
 }
 
 /// What a CommandComplete of SQL `DISCARD ALL`, `DEALLOCATE ALL` (`All`) or `DEALLOCATE`
@@ -99,6 +106,8 @@ impl Backend {
             described_now: None,
             watch_drops: None,
             deallocated: None,
+            unit_start: false,
+            stale_columns_sent: false,
         }
     }
 
@@ -156,15 +165,33 @@ impl Backend {
                         self.describing.push_back(named.cloned().flatten());
                     }
                     let Some(Some(p)) = named else { continue };
-                    match self.conn.prepared.get(&p.name) {
-                        Some(parse) if *parse == p.parse => {
+                    let first = at == 0 && self.unit_start;
+                    match self.columns_check(p, first, scratch, cap).await? {
+                        Check::Held => {
                             if !self.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
                                 self.reused.push(Arc::clone(p));
                             }
                             continue;
                         }
-                        Some(_) if !p.name.is_empty() => self.inject_close(scratch, &p.name),
-                        _ => {}
+                        Check::Fresh => continue,
+                        Check::Changed => {
+                            // Failed in its place, as the client's own server fails it.
+                            self.write(&buf[run_start..at]).await?;
+                            run_start = pos;
+                            scratch.clear();
+                            super::replan::fail_in_place(scratch, h.tag);
+                            self.stale_columns_sent = true;
+                            let poison = std::mem::take(scratch);
+                            let result = self.write(&poison).await;
+                            *scratch = poison;
+                            result?;
+                            scratch.clear();
+                            continue;
+                        }
+                        Check::Prepare => {}
+                    }
+                    if self.conn.prepared.peek(&p.name).is_some() && !p.name.is_empty() {
+                        self.inject_close(scratch, &p.name);
                     }
                     self.note_prepared(scratch, p, cap);
                     scratch.extend_from_slice(&p.parse);
@@ -225,7 +252,7 @@ impl Backend {
         let evicted = self
             .conn
             .prepared
-            .insert(p.name.clone(), p.parse.clone(), cap);
+            .insert(p.name.clone(), Held::new(p.parse.clone()), cap);
         for (name, _) in evicted {
             crate::metrics::prepared_evicted(&self.conn.instance.cluster);
             if !name.is_empty() {
@@ -331,6 +358,8 @@ impl Backend {
         let mut failed_parses = Vec::new();
         // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
         let mut dropped = Vec::new();
+        // The columns a Describe of a statement showed.
+        let mut learned = Vec::new();
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -392,6 +421,32 @@ impl Backend {
                     break;
                 }
                 tag::ERROR_RESPONSE
+                    if self.stale_columns_sent
+                        && super::replan::failed_in_place(
+                            &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        ) =>
+                {
+                    // The statement failed in its place: answered as its own server would.
+                    self.stale_columns_sent = false;
+                    failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
+                    self.describing.clear();
+                    self.described_now = None;
+                    let mut error = BytesMut::new();
+                    super::replan::stale_columns_error(&mut error);
+                    client
+                        .write_all(&buf[run_start..pos])
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    client
+                        .write_all(&error)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    seen.bytes += pos - run_start + error.len();
+                    pos += h.total;
+                    run_start = pos;
+                    continue;
+                }
+                tag::ERROR_RESPONSE
                     if self.hold_stale_plan
                         && seen.bytes == 0
                         && pos == run_start
@@ -407,6 +462,7 @@ impl Backend {
                 tag::ERROR_RESPONSE => {
                     // The backend skips to Sync: statements still owed were not prepared,
                     // and descriptions still owed do not come.
+                    self.stale_columns_sent = false;
                     failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
                     self.describing.clear();
                     self.described_now = None;
@@ -420,6 +476,7 @@ impl Backend {
                         let digest = super::replan::digest(columns);
                         p.described
                             .store(digest, std::sync::atomic::Ordering::Relaxed);
+                        learned.push((p, digest));
                     }
                 }
                 tag::COMMAND_COMPLETE if self.watch_drops.is_some() => {
@@ -458,13 +515,25 @@ impl Backend {
         for d in dropped {
             self.server_dropped(d);
         }
+        for (p, digest) in learned {
+            if let Some(held) = self.conn.prepared.peek_mut(&p.name)
+                && held.parse == p.parse
+            {
+                held.columns = digest;
+            }
+        }
         Ok(seen)
     }
 
     /// Forgets the statements whose Parse the backend skipped after an error.
     pub(super) fn forget_failed(&mut self, failed: Vec<(Vec<u8>, Bytes)>) {
         for (name, parse) in failed {
-            if self.conn.prepared.peek(&name) == Some(&parse) {
+            if self
+                .conn
+                .prepared
+                .peek(&name)
+                .is_some_and(|h| h.parse == parse)
+            {
                 self.conn.prepared.remove(&name);
             }
         }
@@ -497,7 +566,7 @@ impl Backend {
                     .conn
                     .prepared
                     .values_mut()
-                    .for_each(|parse| *parse = Bytes::new()),
+                    .for_each(|held| held.parse = Bytes::new()),
             },
         }
     }

@@ -175,6 +175,7 @@ impl Exchange<'_> {
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
         self.backend.hold_stale_plan = false;
+        self.backend.stale_columns_sent = false;
         self.backend.reused.clear();
         self.backend.watch_drops = None;
         match result {
@@ -219,9 +220,13 @@ impl Exchange<'_> {
         // SQL `DISCARD` and `DEALLOCATE` pin the session; the cache follows what they drop.
         self.backend.watch_drops = (unit.stmt.class == Class::Pin).then(|| deallocate_name(bytes));
         self.backend.reused.clear();
-        self.backend
+        self.backend.unit_start = true;
+        let sent_unit = self
+            .backend
             .forward(bytes, &unit.refs, self.scratch, self.max_prepared)
-            .await?;
+            .await;
+        self.backend.unit_start = false;
+        sent_unit?;
         // A stale statement's error may be held back for a retry (see `replan`) only in a
         // whole batch that reused one: its bytes stay in the client buffer until it ends.
         self.backend.hold_stale_plan = unit.ending == Ending::Ready

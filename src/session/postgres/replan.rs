@@ -35,12 +35,23 @@ use bytes::{Bytes, BytesMut};
 use super::SessionError;
 use super::backend::{Backend, MAX_BACKEND_MESSAGE};
 use super::scan::Prepared;
-use crate::protocol::postgres::messages::{self, tag};
+use crate::backend::postgres::Held;
+use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::{frame, sqlstate};
 
 /// The server routine that raises the error: its `R` field is never translated, unlike
 /// the message, and other errors share the SQLSTATE.
 const REVALIDATE: &[u8] = b"RevalidateCachedQuery";
+
+/// The server's words for the error, which the proxy gives when it fails a statement in
+/// its place.
+const STALE_PLAN_MESSAGE: &str = "cached plan must not change result type";
+
+/// A statement name no client uses, bound or described in place of a statement whose
+/// columns changed since its client was told them: the server fails it where it would
+/// have failed the client's own (the batch skipped to its Sync, the transaction failed),
+/// and the proxy answers that error as `0A000`.
+const STALE_COLUMNS: &[u8] = b"switchyard: columns changed";
 
 /// Whether an ErrorResponse body is "cached plan must not change result type".
 pub fn is_stale_plan(body: &[u8]) -> bool {
@@ -53,6 +64,56 @@ pub fn digest(columns: &[u8]) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     columns.hash(&mut hasher);
     hasher.finish() | 1
+}
+
+/// What a Bind or Describe of a client's statement meets on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The connection holds it with the client's text, and its columns are the ones the
+    /// client was told as far as the proxy knows: used as it is.
+    Held,
+    /// Prepared again just now, with the client's columns: used as it is.
+    Fresh,
+    /// Its columns here are not the ones the client was told (DDL came between): its own
+    /// server would fail it with `0A000`, so it is failed in place.
+    Changed,
+    /// To prepare here, as part of the unit.
+    Prepare,
+}
+
+/// Adds to `out` the message sent in place of a client's Bind (`tag` B) or Describe of a
+/// statement whose columns changed: one naming [`STALE_COLUMNS`], which fails.
+pub fn fail_in_place(out: &mut BytesMut, tag: u8) {
+    if tag == tag::BIND {
+        // Unnamed portal, no parameters, no result formats.
+        let mut body = Vec::with_capacity(STALE_COLUMNS.len() + 8);
+        body.push(0);
+        body.extend_from_slice(STALE_COLUMNS);
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[tag::BIND]);
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(&body);
+    } else {
+        messages::describe(out, b'S', STALE_COLUMNS);
+    }
+}
+
+/// Whether an ErrorResponse body answers [`fail_in_place`]'s message: the statement name
+/// appears quoted in the server's message, translated or not.
+pub fn failed_in_place(body: &[u8]) -> bool {
+    messages::error_field(body, b'C') == Some(sqlstate::INVALID_SQL_STATEMENT_NAME.as_bytes())
+        && messages::error_field(body, b'M')
+            .is_some_and(|m| m.windows(STALE_COLUMNS.len()).any(|w| w == STALE_COLUMNS))
+}
+
+/// The error a statement failed in place is answered with: the server's own.
+pub fn stale_columns_error(out: &mut BytesMut) {
+    messages::error_response(
+        out,
+        Severity::Error,
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        STALE_PLAN_MESSAGE,
+    );
 }
 
 /// What becomes of a unit whose first answer was that error.
@@ -85,7 +146,7 @@ impl Backend {
         self.forget_failed(skipped);
         let reused = std::mem::take(&mut self.reused);
         let retry = if status == b'I' {
-            self.prepare_again(&reused, scratch, cap).await?
+            self.prepare_again(&reused, scratch, cap).await? == Some(true)
         } else {
             self.mark_stale(&reused);
             false
@@ -104,14 +165,56 @@ impl Backend {
         })
     }
 
+    /// What a Bind or Describe of `p` meets here (see [`Check`]). The columns are checked
+    /// when the client was told them and the connection holds the statement with other
+    /// columns, with columns not seen yet, or not at all; then, for the unit's `first`
+    /// message only (nothing of the unit sent yet, nothing unread from the server), by
+    /// preparing and describing it in a round trip of its own, once: the columns seen are
+    /// kept with the statement. Otherwise it is used or prepared as the unit goes.
+    pub(super) async fn columns_check(
+        &mut self,
+        p: &Arc<Prepared>,
+        first: bool,
+        scratch: &mut BytesMut,
+        cap: usize,
+    ) -> Result<Check, SessionError> {
+        let told = p.described.load(Ordering::Relaxed);
+        let (same_text, known) = match self.conn.prepared.get(&p.name) {
+            Some(held) if held.parse == p.parse => (true, told == 0 || held.columns == told),
+            _ => (false, told == 0),
+        };
+        if known || !first || !self.conn.buf.is_empty() {
+            return Ok(if same_text {
+                Check::Held
+            } else {
+                Check::Prepare
+            });
+        }
+        Ok(
+            match self
+                .prepare_again(std::slice::from_ref(p), scratch, cap)
+                .await?
+            {
+                Some(true) => Check::Fresh,
+                Some(false) => {
+                    crate::metrics::prepared_replanned(&self.conn.instance.cluster, "error");
+                    Check::Changed
+                }
+                None => Check::Prepare,
+            },
+        )
+    }
+
     /// Closes and prepares `statements` again on this connection, describing each, in one
-    /// batch whose answers are swallowed; whether each has the columns its client was told.
+    /// batch whose answers are swallowed: whether each has the columns its client was told
+    /// (or was told none); `None` when the server refused (they are then marked stale).
+    /// Anything else that arrives meanwhile (a notice, a notification) is kept for the relay.
     async fn prepare_again(
         &mut self,
         statements: &[Arc<Prepared>],
         scratch: &mut BytesMut,
         cap: usize,
-    ) -> Result<bool, SessionError> {
+    ) -> Result<Option<bool>, SessionError> {
         scratch.clear();
         for p in statements {
             if !p.name.is_empty() {
@@ -119,10 +222,10 @@ impl Backend {
             }
             scratch.extend_from_slice(&p.parse);
             messages::describe(scratch, b'S', &p.name);
-            let evicted = self
-                .conn
-                .prepared
-                .insert(p.name.clone(), p.parse.clone(), cap);
+            let evicted =
+                self.conn
+                    .prepared
+                    .insert(p.name.clone(), Held::new(p.parse.clone()), cap);
             for (name, _) in evicted {
                 crate::metrics::prepared_evicted(&self.conn.instance.cluster);
                 if !name.is_empty() {
@@ -137,6 +240,8 @@ impl Backend {
         sent?;
         let mut described = statements.iter();
         let (mut same, mut failed) = (true, false);
+        let mut columns = Vec::with_capacity(statements.len());
+        let mut aside = Vec::new();
         loop {
             while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
                 let total = h.total;
@@ -147,19 +252,33 @@ impl Backend {
                     tag::ERROR_RESPONSE => failed = true,
                     tag::ROW_DESCRIPTION | tag::NO_DATA => {
                         if let Some(p) = described.next() {
+                            let now = digest(body);
                             let told = p.described.load(Ordering::Relaxed);
-                            same &= told == 0 || told == digest(body);
+                            same &= told == 0 || told == now;
+                            columns.push((p, now));
                         }
                     }
                     tag::READY_FOR_QUERY => {
                         self.conn.consume(total);
+                        if !aside.is_empty() {
+                            let rest = self.conn.buf.split();
+                            self.conn.buf.extend_from_slice(&aside);
+                            self.conn.buf.extend_from_slice(&rest);
+                        }
                         if failed {
                             // Closed, and perhaps not prepared again: trust none of them.
                             self.mark_stale(statements);
+                            return Ok(None);
                         }
-                        return Ok(same && !failed);
+                        for (p, now) in columns {
+                            if let Some(held) = self.conn.prepared.peek_mut(&p.name) {
+                                held.columns = now;
+                            }
+                        }
+                        return Ok(Some(same));
                     }
-                    _ => {}
+                    tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE | tag::PARAMETER_DESCRIPTION => {}
+                    _ => aside.extend_from_slice(&self.conn.buf[..total]),
                 }
                 self.conn.consume(total);
             }
@@ -171,8 +290,8 @@ impl Backend {
     /// them again (a Parse no client sends never matches an empty one).
     fn mark_stale(&mut self, statements: &[Arc<Prepared>]) {
         for p in statements {
-            if let Some(parse) = self.conn.prepared.peek_mut(&p.name) {
-                *parse = Bytes::new();
+            if let Some(held) = self.conn.prepared.peek_mut(&p.name) {
+                held.parse = Bytes::new();
             }
         }
     }

@@ -268,14 +268,17 @@ impl Named {
         super::until_ready(&mut self.0).await
     }
 
-    async fn prepare(&mut self, name: &str, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    /// Parse, Describe (when `describe`; PHP PDO describes nothing) and Sync.
+    async fn prepare(&mut self, name: &str, sql: &str, describe: bool) -> Vec<(u8, Vec<u8>)> {
         let mut parse = cstr(name.as_bytes());
         parse.extend(cstr(sql.as_bytes()));
         parse.extend_from_slice(&0i16.to_be_bytes());
         self.0.send(b'P', &parse).await;
-        self.0
-            .send(b'D', &[&b"S"[..], &cstr(name.as_bytes())].concat())
-            .await;
+        if describe {
+            self.0
+                .send(b'D', &[&b"S"[..], &cstr(name.as_bytes())].concat())
+                .await;
+        }
         self.0.send(b'S', b"").await;
         super::until_ready(&mut self.0).await
     }
@@ -319,14 +322,16 @@ async fn replanned(proxy: &Proxy, outcome: &str) -> u64 {
 
 /// A proxy with `pool_size = 2` whose connections hold statement `stmt_1` ([`SELECT_ALL`])
 /// each as prepared on one side of `ALTER TABLE t ADD COLUMN note`: the first connection
-/// (the one last given back) by `fresh`, after it, which was told both columns; the other
-/// by `early`, before it, which was told one. `holder` is a third client, idle.
+/// (the one last given back) after it, by `described` (told both columns) and `plain`
+/// (told none); the other by `early`, before it, which was told one. `holder` is a fourth
+/// client, idle.
 struct Stale {
     proxy: Proxy,
     db: String,
     holder: Named,
     early: Named,
-    fresh: Named,
+    described: Named,
+    plain: Named,
 }
 
 async fn stale(prefix: &str) -> Stale {
@@ -344,7 +349,7 @@ async fn stale(prefix: &str) -> Stale {
     holder.query("BEGIN").await;
     holder.query("SELECT /* switchyard:writer */ 1").await;
     let mut early = Named::connect(&proxy, &db).await;
-    let told = early.prepare("stmt_1", SELECT_ALL).await;
+    let told = early.prepare("stmt_1", SELECT_ALL, true).await;
     assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
     assert_eq!(fields(&early.execute("stmt_1").await, b'D'), Some(1));
     holder.query("COMMIT").await;
@@ -355,15 +360,19 @@ async fn stale(prefix: &str) -> Stale {
         .await
         .expect("DDL");
     // On the connection the holder's COMMIT gave back last, which lacks `stmt_1`.
-    let mut fresh = Named::connect(&proxy, &db).await;
-    let told = fresh.prepare("stmt_1", SELECT_ALL).await;
+    let mut described = Named::connect(&proxy, &db).await;
+    let told = described.prepare("stmt_1", SELECT_ALL, true).await;
     assert_eq!(fields(&told, b'T'), Some(2), "{told:?}");
+    let mut plain = Named::connect(&proxy, &db).await;
+    let answer = plain.prepare("stmt_1", SELECT_ALL, false).await;
+    assert_eq!(tags(&answer), "1Z", "{answer:?}");
     Stale {
         proxy,
         db,
         holder,
         early,
-        fresh,
+        described,
+        plain,
     }
 }
 
@@ -373,14 +382,15 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
         proxy,
         db,
         mut holder,
-        early: _early,
-        mut fresh,
+        mut plain,
+        ..
     } = stale("pooled_replan").await;
-    // The holder takes the connection `fresh` prepared on: `fresh` runs on the other,
-    // whose `stmt_1` of the same text predates the DDL.
+    // The holder takes the connection `plain` prepared on: `plain` runs on the other,
+    // whose `stmt_1` of the same text predates the DDL. The server fails it, and the proxy
+    // prepares it again there and runs the batch once more.
     holder.query("BEGIN").await;
     holder.query("SELECT /* switchyard:writer */ 1").await;
-    let answer = fresh.execute("stmt_1").await;
+    let answer = plain.execute("stmt_1").await;
     assert_eq!(
         error_code(&answer),
         None,
@@ -391,7 +401,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
     assert_eq!(replanned(&proxy, "retried").await, 1);
     holder.query("COMMIT").await;
     for _ in 0..2 {
-        assert_eq!(fields(&fresh.execute("stmt_1").await, b'D'), Some(2));
+        assert_eq!(fields(&plain.execute("stmt_1").await, b'D'), Some(2));
     }
     // Many tokio-postgres clients at once over both connections, after another change of
     // columns: each prepares again and runs with the new columns.
@@ -418,6 +428,34 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
 }
 
 #[tokio::test]
+async fn a_client_told_the_new_columns_runs_where_the_statement_is_stale_even_in_a_transaction() {
+    let Stale {
+        proxy,
+        mut holder,
+        mut described,
+        ..
+    } = stale("pooled_recheck").await;
+    // Its columns here are not the ones the client was told: prepared and described again
+    // first, in a round trip of the proxy's own, so no error comes at all.
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    described.query("BEGIN").await;
+    let answer = described.execute("stmt_1").await;
+    assert_eq!(
+        tags(&answer),
+        "2DCZ",
+        "as on a server of its own: {answer:?}"
+    );
+    assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
+    described.query("COMMIT").await;
+    holder.query("COMMIT").await;
+    assert_eq!(replanned(&proxy, "retried").await, 0);
+    for _ in 0..2 {
+        assert_eq!(fields(&described.execute("stmt_1").await, b'D'), Some(2));
+    }
+}
+
+#[tokio::test]
 async fn a_client_told_the_old_columns_gets_the_servers_error() {
     let Stale {
         proxy,
@@ -435,21 +473,89 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
         "rows of two columns would not decode by the one it was told: {answer:?}"
     );
     holder.query("COMMIT").await;
-    assert_eq!(replanned(&proxy, "error").await, 1);
+    // And on the connection the holder gave back, where `described` prepared it after the
+    // DDL.
+    let answer = early.execute("stmt_1").await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("0A000"),
+        "the same text prepared by another client after the DDL: {answer:?}"
+    );
+    assert_eq!(replanned(&proxy, "error").await, 2);
     assert_eq!(replanned(&proxy, "retried").await, 0);
+}
+
+#[tokio::test]
+async fn a_statement_prepared_before_ddl_fails_as_on_its_own_server_on_any_connection() {
+    let (cluster, proxy, db) = pooled("pooled_changed_columns", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .expect("schema");
+    // A transaction holds one connection while the client prepares on the other.
+    let holder = proxy.connect(&db).await;
+    let hold = async || {
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap();
+    };
+    hold().await;
+    let client = proxy.connect(&db).await;
+    let old = client.prepare(SELECT_ALL).await.expect("prepare");
+    assert_eq!(client.query(&old, &[]).await.expect("run")[0].len(), 1);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let direct = cluster.superuser(&cluster.primary, &db).await;
+    direct
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'added'")
+        .await
+        .expect("DDL");
+    // On the connection the holder gave back, which never held it: prepared there now it
+    // would have the new columns, which tokio-postgres cannot decode by the old ones.
+    let err = client
+        .query(&old, &[])
+        .await
+        .expect_err("prepared before the DDL");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    // On its own connection, where it is stale.
+    hold().await;
+    let err = client
+        .query(&old, &[])
+        .await
+        .expect_err("prepared before the DDL");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    // Prepared again, as a driver does after that error, it runs on either connection.
+    let new = client.prepare(SELECT_ALL).await.expect("prepare again");
+    for _ in 0..2 {
+        hold().await;
+        assert_eq!(client.query(&new, &[]).await.expect("run")[0].len(), 2);
+        holder.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(client.query(&new, &[]).await.expect("run")[0].len(), 2);
+    }
 }
 
 #[tokio::test]
 async fn in_a_transaction_a_changed_result_type_is_the_servers_error() {
     let Stale {
         mut holder,
-        mut fresh,
+        mut plain,
         ..
     } = stale("pooled_replan_tx").await;
     holder.query("BEGIN").await;
     holder.query("SELECT /* switchyard:writer */ 1").await;
-    fresh.query("BEGIN").await;
-    let answer = fresh.execute("stmt_1").await;
+    plain.query("BEGIN").await;
+    let answer = plain.execute("stmt_1").await;
     assert_eq!(
         error_code(&answer).as_deref(),
         Some("0A000"),
@@ -457,9 +563,9 @@ async fn in_a_transaction_a_changed_result_type_is_the_servers_error() {
     );
     assert_eq!(answer.last().map(|(_, s)| s.as_slice()), Some(&b"E"[..]));
     holder.query("COMMIT").await;
-    fresh.query("ROLLBACK").await;
+    plain.query("ROLLBACK").await;
     // Outside the transaction, on that same connection (the last given back), it runs.
-    let answer = fresh.execute("stmt_1").await;
+    let answer = plain.execute("stmt_1").await;
     assert_eq!(error_code(&answer), None, "{answer:?}");
     assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
 }
