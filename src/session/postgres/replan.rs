@@ -1,30 +1,38 @@
-//! "cached plan must not change result type" (SQLSTATE 0A000) from a statement a pooled
-//! connection kept for its clients: DDL such as `ALTER TABLE … ADD COLUMN` changes what a
-//! `SELECT *` returns, and a statement prepared before it then fails when it runs. A
-//! client of its own server connection sees that error only when it prepared the
-//! statement before the DDL; through the proxy it may also see it when it prepared the
-//! statement after the DDL (on another connection, or answered by one that held the same
-//! name and text) and runs it on a connection that still holds the old one. Then the
-//! proxy prepares it again there and runs the client's batch once more, as it
-//! would have run on a server of the client's own.
+//! Prepared statements whose result columns DDL changed (`ALTER TABLE … ADD COLUMN` under a
+//! `SELECT *`), on connections whose statements many clients share. A server fails a
+//! statement prepared before such DDL with "cached plan must not change result type"
+//! (SQLSTATE 0A000). The rule: a client gets that error exactly when its own server would,
+//! that is when the columns it was told (a digest of the RowDescription that answered its
+//! Describe, `Prepared::described`) are not the statement's now. Through the proxy a
+//! client's statement may instead be one prepared on the connection before the DDL by
+//! another client (same name and text: sqlx, pgx and PHP PDO name statements the same in
+//! every connection), or prepared lazily there after it.
 //!
-//! When (all must hold, else the error is relayed as the server sent it):
-//! - the error is the first answer of a whole extended-protocol batch (up to its Sync,
-//!   still in the client buffer): nothing of the batch ran or reached the client (a Bind
-//!   or Describe fails before any Execute does), and the batch reused a statement the
-//!   connection already held (`Backend::reused`);
-//! - the ReadyForQuery after it says `I`: no transaction block, so nothing is lost by
-//!   running again. In a transaction block the error is relayed (the transaction is
-//!   failed, as on a server) and the statements are marked so that their next use
-//!   prepares them again;
-//! - each statement prepared again has the result columns the client was told for it
-//!   (the RowDescription that answered its Describe, `Prepared::described`), or the client
-//!   was told none. A client told the columns from before the DDL (tokio-postgres
-//!   describes at prepare time and decodes rows by that description) would otherwise get
-//!   rows it cannot read: it gets the error, as from a server of its own, and the
-//!   connection keeps the statement prepared again for the others.
+//! Two ways, one before and one after the server answers:
+//! - **Check before** (`Backend::columns_check`): each statement on a connection keeps the
+//!   columns the server last described (`Held::columns`). At the first message of a unit,
+//!   when the client was told columns and those held differ, are unknown, or the
+//!   connection lacks the statement, it is prepared and described in a round trip of the
+//!   proxy's own (kept: once per statement and connection). The same columns: used. Others:
+//!   the client's Bind or Describe is replaced by one of [`STALE_COLUMNS`], which the server
+//!   fails in its place — the batch skips to its Sync and a transaction fails exactly as
+//!   they would — and the relay answers that error as `0A000`.
+//! - **Retry after** (`Backend::replan`), for a client told nothing, or a statement bound
+//!   later in a batch: the server's error is held back when it is the first answer of a
+//!   whole batch (up to its Sync, still in the client buffer: nothing of it ran or reached
+//!   the client) that reused a statement the connection held (`Backend::reused`). When
+//!   the ReadyForQuery after it says `I` (no transaction block: nothing is lost by running
+//!   again), the statements are prepared again and, when each has the columns its client
+//!   was told (or it was told none), the batch runs once more; a second such error is
+//!   relayed (`Backend::hold_stale_plan` is off for the retry). In a transaction block the
+//!   error is relayed (the transaction failed, as on a server) and the statements are
+//!   marked so that their next use prepares them again.
 //!
-//! Once: the retry runs with `Backend::hold_stale_plan` off, so a second such error is relayed.
+//! Why not only evict the stale statement: the client that prepared after the DDL did all a
+//! client can, and the error would be the proxy's making; and why not only retry: a client
+//! told the old columns must get the error (tokio-postgres reads rows by the columns it was
+//! told, and prepares again after that error), and one told the new columns must not, also
+//! inside a transaction, where no retry is possible.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

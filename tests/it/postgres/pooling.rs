@@ -306,18 +306,23 @@ fn error_code(answer: &[(u8, Vec<u8>)]) -> Option<String> {
     Some(crate::support::proxy::sqlstate(body))
 }
 
-/// `switchyard_prepared_statements_replanned_total` with `outcome`, from `/metrics`.
+/// `switchyard_prepared_statements_replanned_total` with `outcome`, from `/metrics` (0
+/// before the first). The recorder is the test process's: other tests running at the same
+/// time count in it too, so tests compare before and after.
 async fn replanned(proxy: &Proxy, outcome: &str) -> u64 {
     let metrics = proxy.admin_get("/metrics").await;
     let label = format!("outcome=\"{outcome}\"");
+    let cluster = "cluster=\"main\"";
     metrics
         .lines()
         .find(|l| {
-            l.starts_with("switchyard_prepared_statements_replanned_total{") && l.contains(&label)
+            l.starts_with("switchyard_prepared_statements_replanned_total{")
+                && l.contains(&label)
+                && l.contains(cluster)
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {outcome} count in:\n{metrics}"))
+        .unwrap_or(0)
 }
 
 /// A proxy with `pool_size = 2` whose connections hold statement `stmt_1` ([`SELECT_ALL`])
@@ -390,6 +395,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
     // prepares it again there and runs the batch once more.
     holder.query("BEGIN").await;
     holder.query("SELECT /* switchyard:writer */ 1").await;
+    let retried = replanned(&proxy, "retried").await;
     let answer = plain.execute("stmt_1").await;
     assert_eq!(
         error_code(&answer),
@@ -398,7 +404,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
     );
     assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
     assert_eq!(tags(&answer), "2DCZ", "only the retried answer: {answer:?}");
-    assert_eq!(replanned(&proxy, "retried").await, 1);
+    assert!(replanned(&proxy, "retried").await > retried);
     holder.query("COMMIT").await;
     for _ in 0..2 {
         assert_eq!(fields(&plain.execute("stmt_1").await, b'D'), Some(2));
@@ -430,7 +436,6 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
 #[tokio::test]
 async fn a_client_told_the_new_columns_runs_where_the_statement_is_stale_even_in_a_transaction() {
     let Stale {
-        proxy,
         mut holder,
         mut described,
         ..
@@ -449,7 +454,6 @@ async fn a_client_told_the_new_columns_runs_where_the_statement_is_stale_even_in
     assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
     described.query("COMMIT").await;
     holder.query("COMMIT").await;
-    assert_eq!(replanned(&proxy, "retried").await, 0);
     for _ in 0..2 {
         assert_eq!(fields(&described.execute("stmt_1").await, b'D'), Some(2));
     }
@@ -463,7 +467,9 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
         mut early,
         ..
     } = stale("pooled_replan_early").await;
-    // `early` runs on its own connection, whose `stmt_1` is its own, from before the DDL.
+    let errors = replanned(&proxy, "error").await;
+    // `early` runs on its own connection, whose `stmt_1` is its own, from before the DDL:
+    // the server fails it, and prepared again its columns are not the ones `early` knows.
     holder.query("BEGIN").await;
     holder.query("SELECT /* switchyard:writer */ 1").await;
     let answer = early.execute("stmt_1").await;
@@ -481,8 +487,7 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
         Some("0A000"),
         "the same text prepared by another client after the DDL: {answer:?}"
     );
-    assert_eq!(replanned(&proxy, "error").await, 2);
-    assert_eq!(replanned(&proxy, "retried").await, 0);
+    assert!(replanned(&proxy, "error").await >= errors + 2);
 }
 
 #[tokio::test]
