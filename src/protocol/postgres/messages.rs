@@ -182,6 +182,18 @@ pub fn close(out: &mut BytesMut, kind: u8, name: &[u8]) {
     });
 }
 
+/// Bind of prepared statement `statement` to the unnamed portal, without parameters or
+/// result formats.
+pub fn bind_plain(out: &mut BytesMut, statement: &[u8]) {
+    tagged(out, tag::BIND, |b| {
+        put_cstr(b, b"");
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+}
+
 /// Describe of a prepared statement (`S`) or portal (`P`), as a client would send it.
 pub fn describe(out: &mut BytesMut, kind: u8, name: &[u8]) {
     tagged(out, tag::DESCRIBE, |b| {

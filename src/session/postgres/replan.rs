@@ -93,14 +93,7 @@ pub enum Check {
 /// statement whose columns changed: one naming [`STALE_COLUMNS`], which fails.
 pub fn fail_in_place(out: &mut BytesMut, tag: u8) {
     if tag == tag::BIND {
-        // Unnamed portal, no parameters, no result formats.
-        let mut body = Vec::with_capacity(STALE_COLUMNS.len() + 8);
-        body.push(0);
-        body.extend_from_slice(STALE_COLUMNS);
-        body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&[tag::BIND]);
-        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        out.extend_from_slice(&body);
+        messages::bind_plain(out, STALE_COLUMNS);
     } else {
         messages::describe(out, b'S', STALE_COLUMNS);
     }
