@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
+use super::cache::Dropped;
 use super::replan::Check;
 use super::scan::{Deallocate, Prepared};
 use crate::backend::postgres::{BackendConn, Held};
@@ -26,15 +27,15 @@ const NO_STATEMENT: &[u8] = b"switchyard: no statement";
 
 /// A ParseComplete or CloseComplete the backend owes, in order.
 #[derive(Debug)]
-struct Owed {
+pub(super) struct Owed {
     /// The statement a Parse prepares here: its name and Parse message.
-    parse: Option<(Vec<u8>, Bytes)>,
+    pub(super) parse: Option<(Vec<u8>, Bytes)>,
     swallow: bool,
 }
 
 pub struct Backend {
     pub conn: Lease<BackendConn>,
-    owed: VecDeque<Owed>,
+    pub(super) owed: VecDeque<Owed>,
     /// Bytes of a forwarded message still to arrive from the backend.
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
@@ -49,10 +50,10 @@ pub struct Backend {
     /// The unit's Describe-statement messages not answered yet, in order, with the
     /// statement each names: the RowDescription that answers one is what the client was
     /// told of its columns (`Prepared::described`).
-    describing: VecDeque<Option<Arc<Prepared>>>,
+    pub(super) describing: VecDeque<Option<Arc<Prepared>>>,
     /// The statement whose ParameterDescription just arrived: its RowDescription or
     /// NoData follows.
-    described_now: Option<Arc<Prepared>>,
+    pub(super) described_now: Option<Arc<Prepared>>,
     /// Set for a unit that may drop prepared statements on the server (SQL `DISCARD ALL`,
     /// `DEALLOCATE`, which pin the session): its CommandComplete tags are watched so the
     /// connection's cache follows what the server did. Holds the name a lone `DEALLOCATE
@@ -66,14 +67,6 @@ pub struct Backend {
     /// A Bind or Describe of a statement whose columns changed since the client was told
     /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
     pub(super) stale_columns_sent: bool,
-}
-
-/// What a CommandComplete of SQL `DISCARD ALL`, `DEALLOCATE ALL` (`All`) or `DEALLOCATE`
-/// (`One`) says the server dropped.
-#[derive(Debug, Clone, Copy)]
-enum Dropped {
-    All,
-    One,
 }
 
 /// What one relay step saw.
@@ -481,11 +474,7 @@ impl Backend {
                 }
                 tag::COMMAND_COMPLETE if self.watch_drops.is_some() => {
                     let done = &buf[pos + frame::HEADER_LEN..pos + h.total];
-                    match done.strip_suffix(b"\0").unwrap_or(done) {
-                        b"DISCARD ALL" | b"DEALLOCATE ALL" => dropped.push(Dropped::All),
-                        b"DEALLOCATE" => dropped.push(Dropped::One),
-                        _ => {}
-                    }
+                    dropped.extend(Dropped::of(done));
                 }
                 tag::COPY_IN_RESPONSE => seen.copy_in = true,
                 _ => {}
@@ -523,52 +512,6 @@ impl Backend {
             }
         }
         Ok(seen)
-    }
-
-    /// Forgets the statements whose Parse the backend skipped after an error.
-    pub(super) fn forget_failed(&mut self, failed: Vec<(Vec<u8>, Bytes)>) {
-        for (name, parse) in failed {
-            if self
-                .conn
-                .prepared
-                .peek(&name)
-                .is_some_and(|h| h.parse == parse)
-            {
-                self.conn.prepared.remove(&name);
-            }
-        }
-    }
-
-    /// The statements still owed a ParseComplete, which a server that failed the batch
-    /// skipped: not prepared.
-    pub(super) fn owed_parses(&mut self) -> Vec<(Vec<u8>, Bytes)> {
-        self.describing.clear();
-        self.described_now = None;
-        self.owed.drain(..).filter_map(|o| o.parse).collect()
-    }
-
-    /// Makes the connection's cache follow what the server said it dropped: `DISCARD ALL`
-    /// and `DEALLOCATE ALL` dropped every statement; `DEALLOCATE` the one named, and when
-    /// the proxy does not know which, every one is marked as not to be trusted (its next
-    /// use closes and prepares it again).
-    fn server_dropped(&mut self, dropped: Dropped) {
-        match dropped {
-            Dropped::All => {
-                self.conn.prepared.clear();
-                self.deallocated = Some(Deallocate::All);
-            }
-            Dropped::One => match self.watch_drops.as_mut().and_then(Option::take) {
-                Some(name) => {
-                    self.conn.prepared.remove(&name);
-                    self.deallocated = Some(Deallocate::Name(name));
-                }
-                None => self
-                    .conn
-                    .prepared
-                    .values_mut()
-                    .for_each(|held| held.parse = Bytes::new()),
-            },
-        }
     }
 
     /// Ends a batch the client left open with Flush by sending a Sync of the proxy's own:

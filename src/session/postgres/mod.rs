@@ -5,6 +5,7 @@
 
 mod auth;
 mod backend;
+mod cache;
 pub mod cancel;
 mod exchange;
 mod failover;
