@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::holds::Holds;
 use super::readers::ReaderSpread;
 use super::{Context, error::SessionError};
 use crate::backend::Credentials;
@@ -27,6 +28,7 @@ use crate::pool::{self, CheckoutError, Key, Lease, Pooled, Pools, Release};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::Statement;
+use crate::sql::hold::HoldChange;
 use crate::topology::{Cluster, Instance};
 
 /// A session records at most this many state changes to replay on its other connections;
@@ -54,6 +56,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
 
     /// The codes and words of the ways a session ends.
     const ENDINGS: super::error::Endings<Self::Code>;
+
+    /// A ROLLBACK undoes a `SET` (PostgreSQL). MySQL's session settings and user variables
+    /// are not transactional: one set in a transaction stays, whatever ends it.
+    const TRANSACTIONAL_SETTINGS: bool;
 
     /// Connects to `instance` as `dial` says and logs in.
     fn connect(
@@ -406,8 +412,11 @@ pub struct Session<P: Protocol> {
     /// The writer connection was kept after the last unit (see `keep_writer`): a unit on
     /// it does not keep it again, so a client that inserts in a loop still lets it go.
     pub(super) kept_writer: bool,
-    /// Why the session stays on its writer connection, if it does.
-    pub(super) pinned: Option<(Pin, PinGuard)>,
+    /// Why the session stays on its writer connection, if it does: every reason that
+    /// holds now (each lets go on its own, see [`Session::unpin`]).
+    pub(super) pinned: Vec<(Pin, PinGuard)>,
+    /// The state behind `Pin::Statement` and `Pin::Cursor`, piece by piece.
+    pub(super) holds: Holds,
     /// When this session last looked at whether its reader should change.
     pub(super) spread: ReaderSpread,
     pub(super) shutdown: Shutdown,
@@ -437,7 +446,9 @@ impl<P: Protocol> Session<P> {
             .functions(&start.creds, start.database, &start.shutdown);
         let pinned = start
             .pinned
-            .then(|| (Pin::Serializable, start.ctx.pins.pin(Pin::Serializable)));
+            .then(|| (Pin::Serializable, start.ctx.pins.pin(Pin::Serializable)))
+            .into_iter()
+            .collect();
         Session {
             ctx: start.ctx,
             cluster: start.cluster,
@@ -459,6 +470,7 @@ impl<P: Protocol> Session<P> {
             keep_writer: 0,
             kept_writer: false,
             pinned,
+            holds: Holds::default(),
             spread: ReaderSpread::new(),
             shutdown: start.shutdown,
             side,
@@ -528,7 +540,19 @@ impl<P: Protocol> Session<P> {
         stmt: &Statement,
         replay: impl FnOnce() -> Option<P::Replay>,
     ) {
-        match router::effect(stmt, self.view) {
+        let effect = match router::effect(stmt, self.view) {
+            // Not undone by a rollback, so replayable like any other; in a transaction
+            // on the writer only, where recorded settings run.
+            Effect::Pin
+                if stmt.class == crate::sql::Class::SessionSet
+                    && !P::TRANSACTIONAL_SETTINGS
+                    && self.view.in_transaction == Some(Target::Writer) =>
+            {
+                Effect::Record
+            }
+            effect => effect,
+        };
+        match effect {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
@@ -652,11 +676,50 @@ impl<P: Protocol> Session<P> {
     /// replayed elsewhere, for `reason` (counted, and shown by the pinned gauge while the
     /// session lasts).
     pub(super) fn pin(&mut self, reason: Pin) {
-        if self.pinned.is_none() {
-            self.pinned = Some((reason, self.ctx.pins.pin(reason)));
+        if !self.pinned_by(reason) {
+            self.pinned.push((reason, self.ctx.pins.pin(reason)));
         }
         self.view.pinned_to_writer = true;
         self.drop_reader(false);
+    }
+
+    /// Whether `reason` keeps the session on its writer connection now.
+    pub(super) fn pinned_by(&self, reason: Pin) -> bool {
+        self.pinned.iter().any(|(r, _)| *r == reason)
+    }
+
+    /// The state `reason` stood for is gone from the writer connection: the session stays
+    /// on it only for the reasons left (none: its connections go back to their pools
+    /// between transactions again, in transaction mode).
+    pub(super) fn unpin(&mut self, reason: Pin) {
+        self.pinned.retain(|(r, _)| *r != reason);
+        self.view.pinned_to_writer = !self.pinned.is_empty();
+    }
+
+    /// After a unit that `failed` or not, what it did (`changes`) to the state that pins the
+    /// session; between transactions, `Pin::Statement` and `Pin::Cursor` let go once the
+    /// state they stand for is gone.
+    pub(super) fn track_holds(&mut self, changes: Vec<HoldChange>, failed: bool) {
+        if !changes.is_empty() {
+            self.holds.apply(changes, failed);
+        }
+        if self.view.in_transaction.is_some() {
+            return;
+        }
+        if self.pinned_by(Pin::Statement) && !self.holds.statement_state() {
+            self.unpin(Pin::Statement);
+        }
+        if self.pinned_by(Pin::Cursor) && !self.holds.cursors() {
+            self.unpin(Pin::Cursor);
+        }
+    }
+
+    /// The session's connection state was reset (MySQL COM_RESET_CONNECTION, a change of
+    /// user): nothing pins it any more.
+    pub(super) fn unpin_all(&mut self) {
+        self.pinned.clear();
+        self.holds.clear();
+        self.view.pinned_to_writer = false;
     }
 
     /// Lets the reader connection go: back to its pool, reset, between units; closed when

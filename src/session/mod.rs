@@ -7,6 +7,7 @@ mod failover;
 pub mod flow;
 #[cfg(test)]
 mod flow_tests;
+mod holds;
 mod migration;
 pub mod mysql;
 pub mod postgres;

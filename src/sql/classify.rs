@@ -47,7 +47,8 @@ impl Iterator for Statements<'_> {
             let mut cursor = Cursor::new(&mut self.lexer, self.dialect);
             let class = cursor.statement();
             self.done = cursor.input_done;
-            if !cursor.scan.functions.is_empty() || cursor.scan.functions.ddl {
+            let f = &cursor.scan.functions;
+            if !f.is_empty() || f.ddl || f.identity {
                 self.functions = self.functions.merge(&cursor.scan.functions);
             }
             if class.is_some() {

@@ -40,6 +40,9 @@ pub struct Functions {
     pub overflow: bool,
     /// A CREATE, ALTER or DROP statement (it may define, change or drop a function).
     pub ddl: bool,
+    /// A call of the function that tells a client its own connection (`CONNECTION_ID()`,
+    /// `pg_backend_pid()`), which a pooled session answers for itself (see `identity`).
+    pub identity: bool,
 }
 
 impl Functions {
@@ -48,6 +51,7 @@ impl Functions {
         len: 0,
         overflow: false,
         ddl: false,
+        identity: false,
     };
 
     /// The unknown functions called, each once.
@@ -79,6 +83,7 @@ impl Functions {
         }
         self.overflow |= other.overflow;
         self.ddl |= other.ddl;
+        self.identity |= other.identity;
         self
     }
 }
@@ -110,6 +115,16 @@ pub(crate) fn describes_node(name: &[u8], dialect: Dialect) -> bool {
                 && mysql_node(name)
         }
     }
+}
+
+/// Whether `name` is the function that tells a client the id of its own connection:
+/// MySQL's `CONNECTION_ID`, PostgreSQL's `pg_backend_pid`.
+pub(crate) fn is_identity(name: &[u8], dialect: Dialect) -> bool {
+    let identity: &[u8] = match dialect {
+        Dialect::Postgres => b"pg_backend_pid",
+        Dialect::MySql => b"connection_id",
+    };
+    name.eq_ignore_ascii_case(identity)
 }
 
 fn lowered<const N: usize>(name: &[u8]) -> Option<([u8; N], usize)> {

@@ -72,6 +72,11 @@ impl<'a> Lexer<'a> {
         self.hint
     }
 
+    /// Where the next token starts looking: the end of the last token returned.
+    pub(crate) fn offset(&self) -> usize {
+        self.pos
+    }
+
     fn mysql(&self) -> bool {
         self.dialect == Dialect::MySql
     }

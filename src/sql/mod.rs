@@ -9,6 +9,8 @@
 //! - `set`: SET statements (session, transaction, global, autocommit).
 //! - `function`: the node-state rule, builtin functions known to read, and the calls of
 //!   unknown functions left for the catalog cache (`crate::catalog`) to judge.
+//! - `identity`: `CONNECTION_ID()` / `pg_backend_pid()` replaced by the id the proxy gave
+//!   a pooled client.
 //!
 //! Anything the classifier cannot prove is a read is a `Write`: the writer can run
 //! everything, a replica cannot.
@@ -17,6 +19,8 @@ mod classify;
 #[cfg(test)]
 mod corpus;
 mod function;
+pub mod hold;
+mod identity;
 mod keyword;
 mod lexer;
 mod scan;
@@ -24,6 +28,7 @@ mod set;
 
 use classify::Statements;
 pub use function::{FunctionId, Functions, MAX_CALLS};
+pub use identity::rewrite_identity;
 
 /// The SQL dialect, which decides how quotes and comments are lexed and which
 /// statements and functions are known.

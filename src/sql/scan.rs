@@ -3,7 +3,7 @@
 //! functions) or pins the session (session-level locks), names what describes the node,
 //! and collects the calls of functions only the catalog can judge.
 
-use super::function::{FunctionId, Functions, describes_node, known_read};
+use super::function::{FunctionId, Functions, describes_node, is_identity, known_read};
 use super::keyword::{Effect, Kw, function_effect};
 use super::lexer::Token;
 use super::{Class, Dialect};
@@ -113,6 +113,9 @@ impl<'a> Scan<'a> {
                     if !known_read(id, self.dialect) {
                         self.functions.add(id);
                     }
+                }
+                None if self.prev_may_call => {
+                    self.functions.identity |= is_identity(self.prev_name, self.dialect);
                 }
                 None => {}
             },

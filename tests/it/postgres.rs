@@ -1125,7 +1125,9 @@ async fn backend_key(client: &tokio_postgres::Client) -> (i32, i32) {
 #[tokio::test]
 async fn the_client_is_told_its_writer_connections_pid() {
     use futures_util::StreamExt;
-    let (cluster, proxy, db) = setup("pid").await;
+    // Session mode: the client owns its writer connection (for transaction mode, see
+    // `pooling::pg_backend_pid_is_the_clients_own_...`).
+    let (cluster, proxy, db) = setup_session_mode("pid").await;
     let (mut client, mut connection) = tokio_postgres::connect(
         &proxy.conninfo("app", "app-secret", &db),
         tokio_postgres::NoTls,

@@ -30,6 +30,8 @@ pub mod tag {
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
     pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const DATA_ROW: u8 = b'D';
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const CLOSE_COMPLETE: u8 = b'3';
     pub const COMMAND_COMPLETE: u8 = b'C';
@@ -210,6 +212,29 @@ pub fn query(out: &mut BytesMut, sql: &str) {
     tagged(out, tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 
+/// A Query message of SQL text in the client's encoding.
+pub fn query_bytes(out: &mut BytesMut, sql: &[u8]) {
+    tagged(out, tag::QUERY, |b| put_cstr(b, sql));
+}
+
+/// The Parse message whose body is `body` with its SQL text replaced by `sql` (its name and
+/// parameter types kept); `None` when `body` is malformed.
+pub fn parse_with_text(out: &mut BytesMut, body: &[u8], sql: &[u8]) -> Option<()> {
+    let (name, rest) = cstr(body)?;
+    let (_, types) = cstr(rest)?;
+    tagged(out, tag::PARSE, |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_slice(types);
+    });
+    Some(())
+}
+
+/// The process id of the server connection that raised a NotificationResponse (its body).
+pub fn notification_pid(body: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(body.get(..4)?.try_into().ok()?))
+}
+
 /// The SQL text of a Query message body, as bytes in the client's encoding (which need not
 /// be UTF-8: `client_encoding` may be LATIN1, SJIS …).
 pub fn query_text(body: &[u8]) -> Option<&[u8]> {
@@ -240,6 +265,16 @@ pub fn target_fields(body: &[u8]) -> Option<(u8, &[u8])> {
 /// Portal name of an Execute message body.
 pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
     cstr(body).map(|(portal, _)| portal)
+}
+
+/// The first column of a DataRow body, as its bytes (`None`: NULL, or no column).
+pub fn first_column(body: &[u8]) -> Option<Vec<u8>> {
+    let columns = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    if columns < 1 || len < 0 {
+        return None;
+    }
+    body.get(6..6 + len as usize).map(<[u8]>::to_vec)
 }
 
 /// Whether an ErrorResponse body says the server ends the connection (severity FATAL or

@@ -308,6 +308,13 @@ read_your_writes = "{read_your_writes}"
             .map(|r| r.server)
             .collect();
         let context = format!("{at}: the client saw {answer:?}; the servers received {seen:?}");
+        let expect = match expect {
+            Expect::ByDialect(postgres, mysql) => match self.proto {
+                Proto::Postgres | Proto::PostgresExtended => *postgres,
+                Proto::Mysql | Proto::MysqlPrepared => *mysql,
+            },
+            other => other,
+        };
         match expect {
             Expect::On(want) | Expect::OnAfterSet(want) => {
                 assert!(matches!(answer, Answer::Rows(_)), "{context}");
@@ -347,6 +354,7 @@ read_your_writes = "{read_your_writes}"
             Expect::Succeeds => {
                 assert!(matches!(answer, Answer::Rows(_)), "{context}");
             }
+            Expect::ByDialect(..) => unreachable!("chosen above"),
         }
     }
 

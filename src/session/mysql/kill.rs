@@ -1,12 +1,13 @@
 //! `KILL QUERY <id>` and `KILL <id>` aimed at a client of this proxy. A client knows itself
-//! by its greeting's connection id (its writer connection's), but its statement may be
-//! running on its reader connection, and a writer that was reopened has another id. So the
-//! proxy keeps, for each live MySQL session, the backend connections it uses and which of
-//! them runs its statement now (as `cancel.rs` does for PostgreSQL), and runs the KILL on
-//! that connection's own thread id over a short-lived control connection, logged in as the
-//! killing client's backend user: the server checks that user's right to kill exactly as
-//! it would for a direct client. An id that is not one of ours, or a session of another
-//! backend user, is left to the writer, as sent.
+//! by its greeting's connection id (its writer connection's, or the proxy's own; in
+//! transaction mode its `CONNECTION_ID()` says it too: `sql::rewrite_identity`), but its
+//! statement may be running on its reader connection, and a writer that was reopened has
+//! another id. So the proxy keeps, for each live MySQL session, the backend connections it
+//! uses and which of them runs its statement now (as `cancel.rs` does for PostgreSQL), and
+//! runs the KILL on that connection's own thread id over a short-lived control connection,
+//! logged in as the killing client's backend user: the server checks that user's right to
+//! kill exactly as it would for a direct client. An id that is not one of ours, or a
+//! session of another backend user, is left to the writer, as sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -211,6 +212,11 @@ impl KillRegistry {
 }
 
 impl Registration {
+    /// The connection id the client was greeted with: its own, in SQL too.
+    pub fn id(&self) -> u32 {
+        self.key.1
+    }
+
     /// Records that `target`'s connection `conn` (of `cluster`) runs the session's
     /// statement now, as backend user `user`.
     pub fn running(

@@ -24,12 +24,13 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::Context;
-use super::flow::{Start, Why};
+use super::flow::{Pin, Start, Why};
 use super::migration::Refusal;
 use crate::backend::Credentials;
 use crate::config::PoolMode;
 use crate::metrics;
 use crate::protocol::mysql::command::{self, Command};
+use crate::protocol::mysql::constants::command::{COM_QUERY, COM_STMT_PREPARE};
 use crate::protocol::mysql::constants::{
     ER_NET_PACKET_TOO_LARGE, ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_COM_ERROR, StatusFlags,
 };
@@ -267,6 +268,8 @@ impl Session {
             return Ok(false);
         }
         if release {
+            // Pins whose state the command gave back let go, between transactions.
+            self.track_holds(Vec::new(), false);
             self.release_idle();
         }
         Ok(true)
@@ -284,6 +287,11 @@ impl Session {
             Command::Ping => self.reply_ok().await?,
             Command::Query { sql } => {
                 let stmt = classify(sql);
+                let own = self.own_identity(&stmt, COM_QUERY, sql);
+                let (packet, sql) = match &own {
+                    Some((sql, packet)) => (&packet[..], &sql[..]),
+                    None => (packet, sql),
+                };
                 // Only a lone statement the classifier calls a write can be a KILL.
                 if stmt.class == Class::Write
                     && stmt.count == 1
@@ -293,7 +301,8 @@ impl Session {
                     return Ok(true);
                 }
                 let record = Replay::Query(sql.to_vec());
-                self.routed(packet, stmt, Some(record)).await?;
+                let failed = self.routed(packet, stmt, Some(record)).await?;
+                self.note_holds(sql, &stmt, failed);
             }
             Command::InitDb { schema } => {
                 let stmt = session_set();
@@ -311,7 +320,13 @@ impl Session {
                 self.run_on(Target::Writer, packet, None).await?;
             }
             Command::ResetConnection => self.reset_connection(packet).await?,
-            Command::StmtPrepare { sql } => self.prepare(packet, sql).await?,
+            Command::StmtPrepare { sql } => {
+                let own = self.own_identity(&classify(sql), COM_STMT_PREPARE, sql);
+                match &own {
+                    Some((sql, packet)) => self.prepare(packet, sql).await?,
+                    None => self.prepare(packet, sql).await?,
+                }
+            }
             Command::StmtExecute { statement_id, .. } => {
                 self.execute(packet, payload, statement_id).await?
             }
@@ -335,6 +350,26 @@ impl Session {
         Ok(true)
     }
 
+    /// In transaction mode, the text `sql` of a `command` (COM_QUERY, COM_STMT_PREPARE) with
+    /// its `CONNECTION_ID()` calls replaced by the client's own connection id, and the
+    /// command's packet with it: the server connection that runs it is not the client's
+    /// (see `sql::rewrite_identity`). `None` for any other statement, which is relayed as it
+    /// came.
+    fn own_identity(
+        &self,
+        stmt: &Statement,
+        command: u8,
+        sql: &[u8],
+    ) -> Option<(Vec<u8>, BytesMut)> {
+        if !stmt.functions.identity || !self.pooled() {
+            return None;
+        }
+        let sql = sql::rewrite_identity(sql, Dialect::MySql, self.side.kill.id())?;
+        let mut packet = BytesMut::new();
+        command::write_text_command(&mut packet, command, &sql);
+        Some((sql, packet))
+    }
+
     async fn reply_ok(&mut self) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         let ok = OkPacket {
@@ -349,21 +384,37 @@ impl Session {
             .map_err(SessionError::ClientIo)
     }
 
-    /// Routes a text command by its class, records session state, runs it and relays.
+    /// Routes a text command by its class, records session state, runs it and relays;
+    /// whether it failed (an error reached the client).
     async fn routed(
         &mut self,
         payload: &[u8],
         stmt: Statement,
         record: Option<Replay>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         let target = self.choose(&stmt).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
-            return Ok(());
+            return Ok(true);
         }
         self.record_effect(&stmt, || record);
         let result = self.run_with_retry(target, payload).await;
         self.note_write(target, &stmt);
         result
+    }
+
+    /// What the SQL `sql` (classified as `stmt`), which ran and `failed` or not, did to the
+    /// state that pins the session (read only while something pins it: a statement that
+    /// gives state back need not pin itself, a `DROP TABLE` of a temporary table).
+    fn note_holds(&mut self, sql: &[u8], stmt: &Statement, failed: bool) {
+        if self.pooled() && stmt.class == Class::Write && calculates_found_rows(sql) {
+            // `FOUND_ROWS()` reads this on the same connection: keep it for one more.
+            self.keep_writer = self.keep_writer.max(1);
+        }
+        if self.pinned_by(Pin::Statement) {
+            let pins = stmt.class == Class::Pin;
+            let changes = sql::hold::changes(sql, Dialect::MySql, pins);
+            self.holds.apply(changes, failed);
+        }
     }
 
     /// After `stmt` ran on `target` (see `Session::ran`).
@@ -373,7 +424,12 @@ impl Session {
 
     /// Runs a command on `target`. A read whose reader fails before anything reached the
     /// client runs again on the writer, so a replica that dies costs the client nothing.
-    async fn run_with_retry(&mut self, target: Target, packet: &[u8]) -> Result<(), SessionError> {
+    /// Whether the command failed (an ERR reached the client).
+    async fn run_with_retry(
+        &mut self,
+        target: Target,
+        packet: &[u8],
+    ) -> Result<bool, SessionError> {
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         match self.run_on(target, packet, None).await {
@@ -391,9 +447,9 @@ impl Session {
                     && self.side.client.written == before =>
             {
                 let retry = self.retry_target(&e).await?;
-                self.run_on(retry, packet, None).await.map(|_| ())
+                self.run_on(retry, packet, None).await.map(|r| r.failed)
             }
-            other => other.map(|_| ()),
+            other => other.map(|r| r.failed),
         }
     }
 
@@ -527,6 +583,14 @@ impl Session {
         }
         Ok(relayed)
     }
+}
+
+/// Whether `sql` has `SQL_CALC_FOUND_ROWS` (anywhere: a false match only keeps a connection
+/// for one more command).
+fn calculates_found_rows(sql: &[u8]) -> bool {
+    const WORD: &[u8] = b"sql_calc_found_rows";
+    sql.windows(WORD.len())
+        .any(|w| w.eq_ignore_ascii_case(WORD))
 }
 
 fn classify(sql: &[u8]) -> Statement {

@@ -15,8 +15,12 @@ const EXECUTE_FLAGS: usize = 5;
 const CURSOR_TYPES: u8 = 0x0F;
 use crate::protocol::mysql::command;
 use crate::protocol::mysql::constants::ER_UNKNOWN_COM_ERROR;
-use crate::protocol::mysql::constants::command::{COM_STMT_CLOSE, COM_STMT_PREPARE};
+use crate::protocol::mysql::constants::command::{
+    COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_RESET,
+};
 use crate::router::{self, Effect, Target};
+use crate::sql::hold::{self, HeldKind, HoldChange};
+use crate::sql::{Class, Dialect};
 
 impl Session {
     pub(super) async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
@@ -155,6 +159,7 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
+        let track = self.pinned_by(Pin::Statement);
         let Some(stmt) = self.side.statements.get_mut(id) else {
             // Unknown to the proxy: the writer answers as a server would.
             return self.run_on(Target::Writer, packet, None).await.map(|_| ());
@@ -166,13 +171,19 @@ impl Session {
         };
         // A SET without parameters replays as its text; one with parameters pins.
         let replay = (stmt.params == 0).then(|| Replay::Query(stmt.sql.clone()));
+        // Its text says what it does to the state that pins the session.
+        let sql = (track || class.class == Class::Pin).then(|| stmt.sql.clone());
         // A cursor stays open on the connection that runs it, for the FETCHes that follow.
         let cursor = payload
             .get(EXECUTE_FLAGS)
             .is_some_and(|f| f & CURSOR_TYPES != 0);
         if cursor && self.pooled() && self.view.in_transaction.is_none() {
             self.pin(Pin::Cursor);
+            // Open until the client closes or resets the statement.
+            let held = HoldChange::Take(HeldKind::Cursor, id.to_le_bytes().to_vec());
+            self.holds.apply(vec![held], false);
         }
+
         let target = self.choose(&class).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
@@ -181,7 +192,7 @@ impl Session {
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);
-        match self.execute_on(target, payload, id).await {
+        let failed = match self.execute_on(target, payload, id).await {
             Err(e)
                 if target == Target::Reader
                     && idle
@@ -189,10 +200,17 @@ impl Session {
                     && self.side.client.written == before =>
             {
                 let retry = self.retry_target(&e).await?;
-                self.execute_on(retry, payload, id).await
+                self.execute_on(retry, payload, id).await?
             }
-            other => other,
+            other => other?,
+        };
+        // What it did to the state that pins the session, as its text says (a parameter
+        // where a name would be makes that state untracked).
+        if let Some(sql) = sql.filter(|_| self.pinned_by(Pin::Statement)) {
+            let changes = hold::changes(&sql, Dialect::MySql, class.class == Class::Pin);
+            self.holds.apply(changes, failed);
         }
+        Ok(())
     }
 
     /// Prepares statement `id` on `target` if needed and runs the client's EXECUTE there.
@@ -201,9 +219,9 @@ impl Session {
         target: Target,
         payload: &[u8],
         id: u32,
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
-            return Ok(());
+            return Ok(true);
         };
         let mut out = std::mem::take(&mut self.side.scratch);
         if let Some(stmt) = self.side.statements.get_mut(id) {
@@ -212,7 +230,7 @@ impl Session {
         }
         let result = self.run_packet(target, &out, None).await;
         self.side.scratch = out;
-        result.map(|_| ())
+        result.map(|r| r.failed)
     }
 
     pub(super) async fn send_long_data(
@@ -237,6 +255,15 @@ impl Session {
     /// a connection stays there for the next session that needs it (see `keep_prepared`).
     pub(super) fn close_statement(&mut self, id: u32) {
         self.side.statements.remove(id);
+        self.cursor_closed(id);
+    }
+
+    /// The server closed statement `id`'s cursor, if it had one open.
+    fn cursor_closed(&mut self, id: u32) {
+        if self.pinned_by(Pin::Cursor) {
+            let closed = HoldChange::Release(HeldKind::Cursor, id.to_le_bytes().to_vec());
+            self.holds.apply(vec![closed], false);
+        }
     }
 
     /// COM_STMT_RESET and COM_STMT_FETCH go where the statement last ran.
@@ -255,6 +282,10 @@ impl Session {
         };
         let mut out = BytesMut::new();
         statements::rewrite_id(payload, backend_id, &mut out);
-        self.run_packet(target, &out, None).await.map(|_| ())
+        let relayed = self.run_packet(target, &out, None).await?;
+        if payload.first() == Some(&COM_STMT_RESET) && !relayed.failed {
+            self.cursor_closed(id);
+        }
+        Ok(())
     }
 }

@@ -66,7 +66,7 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
-        self.pinned = None;
+        self.unpin_all();
         self.start(ok_seq, None).await?;
         Ok(true)
     }
@@ -79,7 +79,7 @@ impl Session {
             pinned_to_writer: false,
             wrote_recently: false,
         };
-        self.pinned = None;
+        self.unpin_all();
         if let Some(mut reader) = self.reader.take() {
             let mut out = BytesMut::new();
             command::write_simple_command(&mut out, COM_RESET_CONNECTION);

@@ -62,6 +62,7 @@ impl Protocol for Mysql {
     type Login = Login;
     type Side = Side;
 
+    const TRANSACTIONAL_SETTINGS: bool = false;
     const ENDINGS: Endings<ErrorCode> = Endings {
         protocol: (ER_HANDSHAKE_ERROR, "Bad packet: "),
         startup_timeout: (ER_HANDSHAKE_ERROR, "Bad handshake: timed out"),

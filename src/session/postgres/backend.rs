@@ -67,6 +67,9 @@ pub struct Backend {
     /// A Bind or Describe of a statement whose columns changed since the client was told
     /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
     pub(super) stale_columns_sent: bool,
+    /// Transaction mode: the process id the client was given. A notification this
+    /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
+    pub client_pid: Option<i32>,
 }
 
 /// What one relay step saw.
@@ -101,6 +104,7 @@ impl Backend {
             deallocated: None,
             unit_start: false,
             stale_columns_sent: false,
+            client_pid: None,
         }
     }
 
@@ -383,6 +387,28 @@ impl Backend {
                     break;
                 }
                 tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
+                tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
+                tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
+                    // The client's own NOTIFY, on the connection it is pinned to (LISTEN):
+                    // it says so with the pid the client knows as its own.
+                    if pos > run_start {
+                        client
+                            .write_all(&buf[run_start..pos])
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                    }
+                    let mut message = buf[pos..pos + h.total].to_vec();
+                    let pid = self.client_pid.unwrap_or_default().to_be_bytes();
+                    message[frame::HEADER_LEN..frame::HEADER_LEN + 4].copy_from_slice(&pid);
+                    client
+                        .write_all(&message)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    seen.bytes += pos + h.total - run_start;
+                    pos += h.total;
+                    run_start = pos;
+                    continue;
+                }
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
@@ -514,6 +540,16 @@ impl Backend {
         Ok(seen)
     }
 
+    /// Whether the whole NotificationResponse `message` was raised by a NOTIFY on this
+    /// connection, while it serves a client that has a process id of its own.
+    fn raised_here(&self, message: &[u8]) -> bool {
+        let own = self.conn.key.map(|k| k.pid);
+        let pid = message
+            .get(frame::HEADER_LEN..)
+            .and_then(messages::notification_pid);
+        self.client_pid.is_some() && pid.is_some() && pid == own
+    }
+
     /// Ends a batch the client left open with Flush by sending a Sync of the proxy's own:
     /// relays the rest of the batch's answers to `client` and swallows the ReadyForQuery
     /// that answers the Sync, whose transaction status it returns. For a batch that only
@@ -577,6 +613,52 @@ impl Backend {
                     tag::READY_FOR_QUERY => {
                         self.conn.consume(total);
                         return Ok(failure);
+                    }
+                    _ => {}
+                }
+                self.conn.consume(total);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+impl Backend {
+    /// Runs `sql`, a query of one number, and returns it (`None`: the server refused it or
+    /// sent no number). Notifications and notices that arrive meanwhile (a LISTENing
+    /// session's) go on to `client`, as between statements.
+    pub async fn count(
+        &mut self,
+        sql: &str,
+        scratch: &mut BytesMut,
+        client: &mut Stream,
+    ) -> Result<Option<i64>, SessionError> {
+        scratch.clear();
+        messages::query(scratch, sql);
+        let out = std::mem::take(scratch);
+        let sent = self.write(&out).await;
+        *scratch = out;
+        sent?;
+        let mut value = None;
+        let mut refused = false;
+        loop {
+            while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
+                let total = h.total;
+                match h.tag {
+                    tag::DATA_ROW => value = messages::first_column(body),
+                    tag::ERROR_RESPONSE => refused = true,
+                    tag::NOTIFICATION_RESPONSE | tag::NOTICE_RESPONSE => {
+                        let message = &self.conn.buf[..total];
+                        client
+                            .write_all(message)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                    }
+                    tag::READY_FOR_QUERY => {
+                        self.conn.consume(total);
+                        client.flush().await.map_err(SessionError::ClientIo)?;
+                        let number = value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+                        return Ok(number.filter(|_| !refused));
                     }
                     _ => {}
                 }

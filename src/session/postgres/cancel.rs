@@ -1,11 +1,13 @@
 //! CancelRequest: the proxy hands each client its own key and forwards a cancel to the
-//! backend that is running that client's statement at the moment. The key's process id is
-//! the session's writer connection's own (what `pg_backend_pid()` answers there); its
-//! secret is the proxy's, so a cancel works only through the proxy, and a client that
-//! sends its key to a server directly cancels nothing.
+//! backend that is running that client's statement at the moment. In session mode the key's
+//! process id is the session's writer connection's own (what `pg_backend_pid()` answers
+//! there); in transaction mode, where many clients share a connection, it is one of the
+//! proxy's ([`CancelRegistry::own_pid`]), which the client's `pg_backend_pid()` answers
+//! too. The secret is the proxy's, so a cancel works only through the proxy, and a client
+//! that sends its key to a server directly cancels nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -52,7 +54,14 @@ impl SessionCancel {
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     sessions: Mutex<HashMap<(i32, i32), Arc<SessionCancel>>>,
+    /// How many process ids of the proxy's were handed out.
+    own_pids: AtomicU32,
 }
+
+/// Process ids of the proxy's own are taken from 2^30 up (to 2^31 - 1, then again): far
+/// above the ids of server processes (Linux's `pid_max` is at most 2^22), so that one is
+/// never taken for a server connection's, nor a server's for a client's.
+const FIRST_OWN_PID: u32 = 1 << 30;
 
 /// Removes a session from the registry when dropped.
 pub struct Registration {
@@ -103,6 +112,13 @@ impl CancelRegistry {
             key,
             cancel,
         }
+    }
+
+    /// A process id of the proxy's for a client of a transaction-mode session: unique among
+    /// the clients until 2^30 more have come.
+    pub fn own_pid(&self) -> i32 {
+        let n = self.own_pids.fetch_add(1, Ordering::Relaxed);
+        (FIRST_OWN_PID | (n % FIRST_OWN_PID)) as i32
     }
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.

@@ -332,10 +332,9 @@ impl Exchange<'_> {
     /// Forwards whole client messages that follow: the rest of an open batch, or COPY data.
     async fn forward_more(&mut self, sent: &mut Sent) -> Result<(), SessionError> {
         loop {
-            let rest = &self.client.buf[sent.held..];
             let next = self
                 .scanner
-                .next(rest, self.statements)
+                .next_in(&mut self.client.buf, sent.held, self.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(mut unit) = next else { return Ok(()) };
             let copy_message = matches!(

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use self::cancel::{Registration, SessionCancel};
 use super::Context;
-use super::flow::{Start, Why};
+use super::flow::{Pin, Start, Why};
 use crate::backend::Credentials;
 use crate::backend::postgres::ConnectError;
 use crate::metrics;
@@ -32,6 +32,8 @@ use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::router::{self, ReadYourWrites, Settings, Target};
 use crate::shutdown::Shutdown;
+use crate::sql::hold::{self, HoldChange};
+use crate::sql::{Class, Dialect};
 use backend::Backend;
 use scan::{Ending, Scanner, Statements};
 use side::Side;
@@ -107,6 +109,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         cancel: Arc::new(SessionCancel::default()),
         scratch: BytesMut::new(),
         loss_untold: false,
+        took_in_transaction: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -132,11 +135,18 @@ type Session = crate::session::flow::Session<Postgres>;
 
 impl Session {
     /// Opens the writer connection and finishes the client's startup with its parameters.
-    /// BackendKeyData carries the writer connection's own process id, so that
-    /// `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree with
-    /// what the client was told, and a secret key of the proxy's, so that a CancelRequest
-    /// works only through the proxy, which sends it to the connection running the client's
-    /// statement (see `cancel`).
+    /// BackendKeyData carries, in session mode, the writer connection's own process id, so
+    /// that `pg_backend_pid()`, the pid of a notification and `pg_terminate_backend` agree
+    /// with what the client was told; in transaction mode, where that connection serves
+    /// other clients too, a pid of the proxy's, which the client's `pg_backend_pid()` calls
+    /// and its own notifications say instead (see `scan`, `backend`). The secret key is the
+    /// proxy's, so that a CancelRequest works only through the proxy, which sends it to the
+    /// connection running the client's statement (see `cancel`).
+    ///
+    /// Why not tell a pinned (LISTEN) client its pinned connection's pid: the key is given
+    /// at startup, before any pin, and a pid shared by clients would make one client take
+    /// another's notifications for its own. Renaming the pid of a notification raised by the
+    /// client's own connection costs one comparison per notification.
     async fn start(&mut self) -> Result<Registration, SessionError> {
         let writer = match self.first_writer().await? {
             Ok(conn) => conn,
@@ -151,12 +161,21 @@ impl Session {
             }
             Err(e) => return Err(SessionError::Connect(e)),
         };
-        let pid = writer.key.map(|k| k.pid);
+        // In transaction mode the writer is lent to other clients from now on: the client
+        // gets a process id of its own, which its `pg_backend_pid()` answers (see `scan`).
+        let pid = if self.pooled() {
+            Some(self.ctx.cancels.own_pid())
+        } else {
+            writer.key.map(|k| k.pid)
+        };
         let registration = self
             .ctx
             .cancels
             .register(Arc::clone(&self.side.cancel), pid);
         let (pid, secret) = registration.key();
+        if self.pooled() {
+            self.side.scanner.identity = Some(pid as u32);
+        }
         let mut out = BytesMut::new();
         messages::authentication(&mut out, messages::auth::OK, &[]);
         for m in writer.parameter_status.iter().chain(writer.notices.iter()) {
@@ -182,7 +201,7 @@ impl Session {
             let unit = self
                 .side
                 .scanner
-                .next(&self.side.client.buf, &mut self.side.statements)
+                .next_in(&mut self.side.client.buf, 0, &mut self.side.statements)
                 .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
             let Some(unit) = unit else {
                 self.idle().await?;
@@ -212,6 +231,10 @@ impl Session {
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
+        let client_pid = self.side.scanner.identity.map(|pid| pid as i32);
+        if let Some(writer) = self.writer.as_mut() {
+            writer.client_pid = client_pid;
+        }
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
@@ -337,8 +360,39 @@ impl Session {
         }
         self.transaction((answer.status != b'I').then_some(ran_on));
         self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
+        if self.pinned_by(Pin::Statement) {
+            self.note_holds(&unit, answer.status).await?;
+        }
         self.side.scanner.recycle(unit.refs);
         self.release_idle();
+        Ok(())
+    }
+
+    /// What `unit`, answered with transaction status `status`, did to the state that pins
+    /// the session to its writer connection. PostgreSQL's catalogs list that state, so
+    /// after a unit that may have given some back, between transactions, the connection is
+    /// asked, and the pin lets go when it holds none. State they do not show (what a
+    /// statement the proxy does not follow did) keeps the pin.
+    async fn note_holds(&mut self, unit: &scan::Unit, status: u8) -> Result<(), SessionError> {
+        let changes = hold_changes(unit);
+        let takes = changes.iter().any(|c| matches!(c, HoldChange::Take(..)));
+        let gives = changes.iter().any(HoldChange::releases)
+            || (unit.stmt.class == Class::Pin && !takes)
+            || (unit.stmt.class == Class::End && self.side.took_in_transaction);
+        self.side.took_in_transaction |= takes && status != b'I';
+        self.holds.apply(changes, false);
+        if status != b'I' || self.holds.untracked() || !gives {
+            return Ok(());
+        }
+        self.side.took_in_transaction = false;
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let (scratch, client) = (&mut self.side.scratch, &mut self.side.client.stream);
+        if writer.count(HELD_STATE, scratch, client).await? == Some(0) {
+            self.holds.confirmed_empty();
+            self.track_holds(Vec::new(), false);
+        }
         Ok(())
     }
 
@@ -360,6 +414,7 @@ impl Session {
             });
         };
         self.side.cancel.set_active(slot);
+        backend.client_pid = self.side.scanner.identity.map(|pid| pid as i32);
         let settings = Settings {
             read_write_split: self.ctx.config().raw.routing.read_write_split,
         };
@@ -377,6 +432,44 @@ impl Session {
         };
         ex.run(unit).await
     }
+}
+
+/// How much state a connection holds that cannot move to another: LISTEN channels, SQL
+/// prepared statements, holdable cursors, session advisory locks, temporary relations.
+const HELD_STATE: &str = "SELECT (SELECT count(*) FROM pg_listening_channels()) \
+     + (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
+     + (SELECT count(*) FROM pg_cursors WHERE is_holdable) \
+     + (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+     + (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())";
+
+/// What the statements of `unit` do to the state that pins a session: a simple Query's
+/// text, or the texts of the statements a batch parses or binds (one statement each).
+fn hold_changes(unit: &scan::Unit) -> Vec<HoldChange> {
+    let pins = unit.stmt.class == Class::Pin;
+    if unit.first_tag == tag::QUERY {
+        return match &unit.simple_sql {
+            Some(sql) => hold::changes(sql.as_bytes(), Dialect::Postgres, pins),
+            None => [HoldChange::Untracked]
+                .into_iter()
+                .filter(|_| pins)
+                .collect(),
+        };
+    }
+    let mut changes = Vec::new();
+    let mut followed = !pins;
+    for p in unit.refs.iter().flatten() {
+        let pinning = p.class.class == Class::Pin;
+        match p.sql() {
+            Some(sql) => changes.extend(hold::changes(sql.as_bytes(), Dialect::Postgres, pinning)),
+            None if pinning => changes.push(HoldChange::Untracked),
+            None => {}
+        }
+        followed |= pinning;
+    }
+    if !followed {
+        changes.push(HoldChange::Untracked);
+    }
+    changes
 }
 
 /// Waits for bytes from `writer`; forever when there is none to watch.

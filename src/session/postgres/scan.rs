@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::postgres::frame::{self, FrameError};
 use crate::protocol::postgres::messages::{self, tag};
@@ -179,6 +179,12 @@ pub struct Scanner {
     bound_sets: String,
     /// The text of the SET statements the unit parses so far.
     parsed_sets: String,
+    /// Transaction mode: the process id the client was given, which its statements' calls
+    /// of `pg_backend_pid()` answer (see `sql::rewrite_identity`).
+    pub identity: Option<u32>,
+    /// A Query or Parse message found to call `pg_backend_pid()`: where it starts, and the
+    /// message that replaces it (see [`Scanner::next_in`]).
+    rewrite: Option<(usize, BytesMut)>,
 }
 
 const READ_ONLY: Statement = Statement {
@@ -197,7 +203,52 @@ impl Scanner {
             executes: false,
             bound_sets: String::new(),
             parsed_sets: String::new(),
+            identity: None,
+            rewrite: None,
         }
+    }
+
+    /// The next whole unit of `buf[from..]` (see [`Scanner::next`]), with each Query or
+    /// Parse that calls `pg_backend_pid()` rewritten in `buf` first, when the client has an
+    /// identity of its own.
+    pub fn next_in(
+        &mut self,
+        buf: &mut BytesMut,
+        from: usize,
+        statements: &mut Statements,
+    ) -> Result<Option<Unit>, ScanError> {
+        loop {
+            let unit = self.next(&buf[from..], statements)?;
+            let Some((at, message)) = self.rewrite.take() else {
+                return Ok(unit);
+            };
+            // The message is scanned again from where it starts.
+            let at = from + at;
+            let old_len = frame::message(&buf[at..], usize::MAX)?.map_or(0, |(h, _)| h.total);
+            let tail = buf.split_off(at + old_len);
+            buf.truncate(at);
+            buf.extend_from_slice(&message);
+            buf.unsplit(tail);
+        }
+    }
+
+    /// The message to replace a Query or Parse (`tag`, `body`) of SQL text `sql`, classified
+    /// as `class`, when it calls `pg_backend_pid()` and the client has its own pid.
+    fn own_identity(
+        &self,
+        class: &Statement,
+        tag: u8,
+        body: &[u8],
+        sql: &[u8],
+    ) -> Option<BytesMut> {
+        let id = self.identity.filter(|_| class.functions.identity)?;
+        let sql = sql::rewrite_identity(sql, Dialect::Postgres, id)?;
+        let mut message = BytesMut::new();
+        match tag {
+            tag::QUERY => messages::query_bytes(&mut message, &sql),
+            _ => messages::parse_with_text(&mut message, body, &sql)?,
+        }
+        Some(message)
     }
 
     /// Gives back a unit's reference list so its allocation is reused.
@@ -281,7 +332,12 @@ impl Scanner {
                 }
                 tag::QUERY => {
                     let sql = messages::query_text(body).ok_or(ScanError::Malformed('Q'))?;
-                    self.stmt = Some(classify(sql));
+                    let class = classify(sql);
+                    if let Some(message) = self.own_identity(&class, h.tag, body, sql) {
+                        self.rewrite = Some((start, message));
+                        return Ok(None);
+                    }
+                    self.stmt = Some(class);
                     // Text that is not UTF-8 is not recorded (a SET of it pins instead).
                     let text = std::str::from_utf8(sql).ok().map(str::to_owned);
                     return Ok(Some(self.take(h.total, Ending::Ready, h.tag, text)));
@@ -294,6 +350,10 @@ impl Scanner {
                     let (name, sql) =
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
                     let class = classify(sql);
+                    if let Some(message) = self.own_identity(&class, h.tag, body, sql) {
+                        self.rewrite = Some((start, message));
+                        return Ok(None);
+                    }
                     self.add(class);
                     let p = statements.parse(name, message, class);
                     if let Some(sql) = p.set_text() {
@@ -471,6 +531,47 @@ mod tests {
         let unit = sc.next(&buf, &mut st).unwrap().unwrap();
         assert_eq!(unit.stmt.class, Class::Write);
         assert_eq!(unit.refs[0].as_ref().unwrap().name, b"w");
+    }
+
+    #[test]
+    fn a_client_with_its_own_pid_has_its_calls_rewritten_in_the_buffer() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        sc.identity = Some(1 << 30);
+        let mut buf = BytesMut::new();
+        // A batch left open before: the rewrite starts where the scan stands.
+        parse(&mut buf, "a", "SELECT 1");
+        let held = buf.len();
+        parse(&mut buf, "s", "SELECT pg_backend_pid()");
+        bind(&mut buf, "s");
+        msg(&mut buf, b'S', b"");
+        let unit = sc.next_in(&mut buf, held, &mut st).unwrap().unwrap();
+        let want = "SELECT 1073741824 AS pg_backend_pid";
+        let mut expected = BytesMut::new();
+        parse(&mut expected, "a", "SELECT 1");
+        parse(&mut expected, "s", want);
+        bind(&mut expected, "s");
+        msg(&mut expected, b'S', b"");
+        assert_eq!(&buf[..], &expected[..], "the Parse is rewritten in place");
+        assert_eq!(held + unit.end, buf.len());
+        assert_eq!(st.get(b"s").unwrap().sql(), Some(want), "and recorded so");
+        assert!(!unit.stmt.functions.identity);
+        let _ = buf.split_to(buf.len());
+        msg(&mut buf, b'Q', b"select pg_backend_pid() AS me, 1\0");
+        let unit = sc.next_in(&mut buf, 0, &mut st).unwrap().unwrap();
+        assert_eq!(&buf[5..unit.end], b"select 1073741824 AS me, 1\0");
+        assert_eq!(
+            unit.simple_sql.as_deref(),
+            Some("select 1073741824 AS me, 1")
+        );
+        // Without an identity of its own (session mode), bytes stay as they came.
+        let mut sc = Scanner::new(1 << 20);
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'Q', b"SELECT pg_backend_pid()\0");
+        let before = buf.clone();
+        let unit = sc.next_in(&mut buf, 0, &mut st).unwrap().unwrap();
+        assert_eq!(buf, before);
+        assert!(unit.stmt.functions.identity);
     }
 
     #[test]

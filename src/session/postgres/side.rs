@@ -38,6 +38,9 @@ pub struct Side {
     /// The client's transaction was lost with its writer and it has not been told yet (the
     /// units since only closed statements, whose errors drivers ignore).
     pub(super) loss_untold: bool,
+    /// A transaction took state that pins the session (a temporary table `ON COMMIT DROP`,
+    /// a LISTEN that a ROLLBACK undoes): its end may have given it back.
+    pub(super) took_in_transaction: bool,
 }
 
 impl Protocol for Postgres {
@@ -51,6 +54,7 @@ impl Protocol for Postgres {
     type Login = Vec<(String, String)>;
     type Side = Side;
 
+    const TRANSACTIONAL_SETTINGS: bool = true;
     const ENDINGS: Endings<&'static str> = Endings {
         protocol: (sqlstate::PROTOCOL_VIOLATION, "invalid message: "),
         startup_timeout: (

@@ -169,3 +169,262 @@ async fn last_insert_id_reads_the_clients_own_insert_on_a_shared_pool() {
         c.await.expect("client task");
     }
 }
+
+#[tokio::test]
+async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
+    // One connection: while a client is pinned, nobody else can run anything.
+    let (_, proxy, db) = pooled("pooled_unpin", "pool_size = 1").await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    client
+        .query_drop("CREATE TABLE x (id INT PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["CREATE TEMPORARY TABLE scratch (i INT)"],
+            &["DROP TEMPORARY TABLE scratch"],
+        ),
+        (
+            &[
+                "CREATE TEMPORARY TABLE a (i INT)",
+                "CREATE TEMPORARY TABLE b (i INT)",
+            ],
+            &["DROP TABLE a", "DROP TABLE IF EXISTS b, missing"],
+        ),
+        (
+            &["SELECT GET_LOCK('job', 5)"],
+            &["SELECT RELEASE_LOCK('job')"],
+        ),
+        // Named locks nest (MariaDB 10.0.2+): held until released as often as taken.
+        (
+            &["SELECT GET_LOCK('job', 5)", "SELECT GET_LOCK('job', 5)"],
+            &["SELECT RELEASE_LOCK('job')", "SELECT RELEASE_LOCK('job')"],
+        ),
+        (
+            &["SELECT GET_LOCK('a', 5)", "SELECT GET_LOCK('b', 5)"],
+            &["SELECT RELEASE_ALL_LOCKS()"],
+        ),
+        (&["LOCK TABLES x READ"], &["UNLOCK TABLES"]),
+        (&["PREPARE s FROM 'SELECT 1'"], &["DEALLOCATE PREPARE s"]),
+        (
+            &["HANDLER x OPEN AS h", "HANDLER h READ FIRST"],
+            &["HANDLER h CLOSE"],
+        ),
+    ];
+    for (take, give_back) in cases {
+        for sql in *take {
+            client.query_drop(*sql).await.expect(sql);
+        }
+        let last = give_back.len() - 1;
+        for (i, sql) in give_back.iter().enumerate() {
+            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
+            client.query_drop(*sql).await.expect(sql);
+            // Answered only after the proxy is done with the statement before it.
+            client.query_drop("SELECT 1").await.unwrap();
+            if i < last {
+                assert_eq!(
+                    proxy.pinned("statement").await,
+                    1,
+                    "still pinned after {sql}"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.pinned("statement").await,
+            0,
+            "{take:?} then {give_back:?} unpins"
+        );
+        // The one connection is back in the pool: another client gets it.
+        other
+            .query_drop("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect("the connection went back to the pool");
+    }
+    // A failed release gives nothing back; a lock named by an expression cannot be
+    // followed, so it lasts.
+    client
+        .query_drop("CREATE TEMPORARY TABLE kept (i INT)")
+        .await
+        .unwrap();
+    client
+        .query_drop("DROP TABLE kept, missing")
+        .await
+        .expect_err("an unknown table fails the DROP");
+    client
+        .query_drop("SELECT GET_LOCK(CONCAT('a', 'b'), 5)")
+        .await
+        .unwrap();
+    client
+        .query_drop("SELECT RELEASE_ALL_LOCKS()")
+        .await
+        .unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("statement").await, 1, "untracked state lasts");
+}
+
+#[tokio::test]
+async fn found_rows_reads_the_clients_own_query_on_a_shared_pool() {
+    let (_, proxy, db) = pooled("pooled_found_rows", "pool_size = 2").await;
+    let mut a = connect(&proxy, &db).await;
+    let mut b = connect(&proxy, &db).await;
+    a.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .expect("schema");
+    a.query_drop("INSERT INTO t VALUES (1), (2), (3), (4), (5)")
+        .await
+        .expect("rows");
+    for _ in 0..3 {
+        a.query_drop("SELECT SQL_CALC_FOUND_ROWS id FROM t LIMIT 1")
+            .await
+            .unwrap();
+        // Another client's query meanwhile, on the connection a just used if a let it go.
+        b.query_drop("SELECT SQL_CALC_FOUND_ROWS id FROM t WHERE id < 3 LIMIT 1")
+            .await
+            .unwrap();
+        let b_rows: Option<i64> = b.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        let a_rows: Option<i64> = a.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        assert_eq!(
+            (a_rows, b_rows),
+            (Some(5), Some(2)),
+            "each client's own count"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_setting_made_in_a_transaction_follows_the_client_to_other_connections() {
+    let (_, proxy, db) = pooled("pooled_set_in_tx", "pool_size = 2").await;
+    let mut client = connect(&proxy, &db).await;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(connect(&proxy, &db).await);
+    }
+    // MySQL does not undo a SET at ROLLBACK: the setting stays, as on a server.
+    client.query_drop("START TRANSACTION").await.unwrap();
+    client.query_drop("SET @v = 7").await.unwrap();
+    client
+        .query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    client.query_drop("ROLLBACK").await.unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("set_in_transaction").await, 0, "nothing pins");
+    for _ in 0..3 {
+        for other in &mut others {
+            // Others use the pool's connections meanwhile.
+            other
+                .query_drop("SELECT /* switchyard:writer */ 1")
+                .await
+                .unwrap();
+        }
+        let (v, mode): (Option<i64>, String) = client
+            .query_first("SELECT @v, @@SESSION.sql_mode")
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(
+            (v, mode.as_str()),
+            (Some(7), "ANSI_QUOTES"),
+            "on any connection"
+        );
+        let (v, mode): (Option<i64>, String) = client
+            .query_first("SELECT /* switchyard:writer */ @v, @@SESSION.sql_mode")
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(
+            (v, mode.as_str()),
+            (Some(7), "ANSI_QUOTES"),
+            "on the writer too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connection_id_is_the_clients_own_and_kill_query_of_it_reaches_that_clients_statement() {
+    let (cluster, proxy, db) = pooled("pooled_identity", "pool_size = 2").await;
+    let mut clients = [connect(&proxy, &db).await, connect(&proxy, &db).await];
+    // Connected first: mysql_async's own statements at connect need a pooled connection.
+    let mut killer = connect(&proxy, &db).await;
+    let mut ids = Vec::new();
+    for conn in &mut clients {
+        let greeted = conn.id();
+        // Text protocol, with the column name the client would see from a server.
+        let mut result = conn.query_iter("SELECT CONNECTION_ID()").await.unwrap();
+        let column = result.columns_ref()[0].name_str().into_owned();
+        let text: Vec<u32> = result.collect().await.unwrap();
+        assert_eq!(column, "CONNECTION_ID()", "the column's name");
+        assert_eq!(text, [greeted], "CONNECTION_ID() is the greeting's id");
+        let prepared: Option<u32> = conn
+            .exec_first("SELECT CONNECTION_ID() AS id", ())
+            .await
+            .unwrap();
+        assert_eq!(prepared, Some(greeted), "also as a prepared statement");
+        ids.push(greeted);
+    }
+    assert_ne!(ids[0], ids[1], "each client has its own id");
+    // Both clients sleep, each on one of the pool's two connections; a third client kills
+    // the query of the id the first one read with SQL.
+    let mut running = Vec::new();
+    for (n, mut conn) in clients.into_iter().enumerate() {
+        running.push(tokio::spawn(async move {
+            let sql = format!("SELECT /* switchyard:writer */ SLEEP(30) AS sleeper{n}");
+            let answer: Result<Option<i64>, _> = conn.query_first(sql).await;
+            (conn, answer)
+        }));
+    }
+    let mut primary = cluster.admin(&cluster.primary).await;
+    for n in 0..2 {
+        until_sleeping(&mut primary, &format!("sleeper{n}")).await;
+    }
+    killer
+        .query_drop(format!("KILL QUERY {}", ids[0]))
+        .await
+        .expect("KILL QUERY of the first client's CONNECTION_ID()");
+    let second = running.pop().unwrap();
+    let (mut first, answer) = running.pop().unwrap().await.unwrap();
+    assert_interrupted(answer);
+    assert!(
+        sleeping(&mut primary, "sleeper1").await,
+        "the other client's statement runs on"
+    );
+    killer
+        .query_drop(format!("KILL QUERY {}", ids[1]))
+        .await
+        .expect("KILL QUERY of the second client's CONNECTION_ID()");
+    let (_, answer) = second.await.unwrap();
+    assert_interrupted(answer);
+    let again: Option<u32> = first.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    assert_eq!(again, Some(ids[0]), "the session goes on, with its id");
+}
+
+/// Whether a statement whose text holds `marker` runs on the primary now.
+async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE ID <> CONNECTION_ID() AND INFO LIKE '%SLEEP(30) AS {marker}%'"
+    );
+    let n: Option<i64> = primary.query_first(&sql).await.unwrap();
+    n == Some(1)
+}
+
+/// Waits until a statement whose text holds `marker` runs on the primary.
+async fn until_sleeping(primary: &mut mysql_async::Conn, marker: &str) {
+    for _ in 0..500 {
+        if sleeping(primary, marker).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{marker} never ran");
+}
+
+/// A `SLEEP()` that `KILL QUERY` interrupted: it returns 1 in MariaDB, or the server reports
+/// 1317 (query execution was interrupted).
+fn assert_interrupted(answer: Result<Option<i64>, mysql_async::Error>) {
+    match answer {
+        Ok(v) => assert_eq!(v, Some(1), "SLEEP was interrupted"),
+        Err(e) => assert!(e.to_string().contains("1317"), "SLEEP was interrupted: {e}"),
+    }
+}

@@ -627,3 +627,157 @@ fn cstr(s: &[u8]) -> Vec<u8> {
     v.push(0);
     v
 }
+
+#[tokio::test]
+async fn a_pin_lets_go_once_the_state_behind_it_is_gone() {
+    // One connection: while a client is pinned, nobody else can run anything.
+    let (_, proxy, db) = pooled("pooled_unpin", "pool_size = 1").await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["CREATE TEMP TABLE scratch (i int)"],
+            &["DROP TABLE scratch"],
+        ),
+        (&["CREATE TEMP TABLE scratch (i int)"], &["DISCARD TEMP"]),
+        (&["LISTEN jobs"], &["UNLISTEN jobs"]),
+        (
+            &["LISTEN jobs", "LISTEN mail"],
+            &["UNLISTEN jobs", "UNLISTEN *"],
+        ),
+        (&["PREPARE q AS SELECT 1"], &["DEALLOCATE q"]),
+        (
+            &["SELECT pg_advisory_lock(42)"],
+            &["SELECT pg_advisory_unlock(42)"],
+        ),
+        // Advisory locks stack: taken twice, held until released twice; a release of a
+        // lock not held gives nothing back.
+        (
+            &["SELECT pg_advisory_lock(7)", "SELECT pg_advisory_lock(7)"],
+            &[
+                "SELECT pg_advisory_unlock(8)",
+                "SELECT pg_advisory_unlock(7)",
+                "SELECT pg_advisory_unlock(7)",
+            ],
+        ),
+        (
+            &["BEGIN", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "COMMIT"],
+            &["CLOSE c"],
+        ),
+        // Taken and given back within one transaction.
+        (
+            &["BEGIN", "CREATE TEMP TABLE t (i int) ON COMMIT DROP"],
+            &["COMMIT"],
+        ),
+    ];
+    for (take, give_back) in cases {
+        for sql in *take {
+            client.batch_execute(sql).await.expect(sql);
+        }
+        let last = give_back.len() - 1;
+        for (i, sql) in give_back.iter().enumerate() {
+            assert_eq!(proxy.pinned("statement").await, 1, "pinned before {sql}");
+            client.batch_execute(sql).await.expect(sql);
+            // Answered only after the proxy is done with the statement before it.
+            client.batch_execute("SELECT 1").await.unwrap();
+            if i < last {
+                assert_eq!(
+                    proxy.pinned("statement").await,
+                    1,
+                    "still pinned after {sql}"
+                );
+            }
+        }
+        assert_eq!(
+            proxy.pinned("statement").await,
+            0,
+            "{take:?} then {give_back:?} unpins"
+        );
+        // The one connection is back in the pool: another client gets it.
+        other
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .expect("the connection went back to the pool");
+    }
+    // A connection that still holds what the proxy does not follow stays pinned.
+    client
+        .batch_execute("SELECT pg_advisory_lock(1); SELECT 1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("statement").await, 1, "untracked state lasts");
+}
+
+#[tokio::test]
+async fn pg_backend_pid_is_the_clients_own_pid_as_its_cancel_key_and_notifications_say() {
+    use futures_util::StreamExt;
+    use tokio_postgres::SimpleQueryMessage;
+    let (_, proxy, db) = pooled("pooled_identity", "pool_size = 2").await;
+    let other = proxy.connect(&db).await;
+    let (client, mut connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let (notify, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = notify.send(n);
+            }
+        }
+    });
+    let mut pids = Vec::new();
+    for c in [&client, &other] {
+        // The pid of the client's cancel key (BackendKeyData).
+        let (pid, _) = super::backend_key(c).await;
+        let extended: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(extended, pid, "pg_backend_pid() is the client's pid");
+        let simple = c.simple_query("SELECT pg_backend_pid()").await.unwrap();
+        let row = simple
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .expect("a row");
+        assert_eq!(
+            row.columns()[0].name(),
+            "pg_backend_pid",
+            "the column's name"
+        );
+        assert_eq!(
+            row.get(0),
+            Some(pid.to_string().as_str()),
+            "simple protocol"
+        );
+        pids.push(pid);
+    }
+    assert_ne!(pids[0], pids[1], "each client has its own pid");
+
+    // LISTEN pins the client to a connection; its own NOTIFY says it with the client's pid,
+    // which is how an application skips its own notifications.
+    client.batch_execute("LISTEN ch").await.unwrap();
+    client.batch_execute("NOTIFY ch, 'mine'").await.unwrap();
+    let n = notifications.recv().await.expect("a notification");
+    assert_eq!(n.payload(), "mine");
+    assert_eq!(n.process_id(), pids[0], "the client's own notification");
+    other.batch_execute("NOTIFY ch, 'theirs'").await.unwrap();
+    let n = notifications.recv().await.expect("a notification");
+    assert_eq!(n.payload(), "theirs");
+    assert!(
+        !pids.contains(&n.process_id()),
+        "another client's notification is not the client's own: {}",
+        n.process_id()
+    );
+}

@@ -394,6 +394,14 @@ impl Proxy {
             .unwrap_or_else(|| panic!("the pool of {instance} for {db} is in /status: {status}"))
     }
 
+    /// How many sessions `/status` says are pinned for `reason` now.
+    pub async fn pinned(&self, reason: &str) -> i64 {
+        let status = json_body(&self.admin_get("/status").await);
+        status["pinned_sessions"][reason]
+            .as_i64()
+            .unwrap_or_else(|| panic!("/status counts pins for {reason}: {status}"))
+    }
+
     /// The `switchyard_pool_opened_total` (logins) of the pools for `instance` and `db`.
     pub async fn pool_opened(&self, instance: &str, db: &str) -> f64 {
         let text = self.admin_get("/metrics").await;
