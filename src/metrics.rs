@@ -40,6 +40,7 @@ pub const POOL_OPENED_TOTAL: &str = "switchyard_pool_opened_total";
 pub const POOL_CLOSED_TOTAL: &str = "switchyard_pool_closed_total";
 pub const PREPARED_EVICTED_TOTAL: &str = "switchyard_prepared_statements_evicted_total";
 pub const PREPARED_REPLANNED_TOTAL: &str = "switchyard_prepared_statements_replanned_total";
+pub const PREPARED_STATEMENTS: &str = "switchyard_prepared_statements";
 pub const PINS_TOTAL: &str = "switchyard_pins_total";
 pub const PINNED_SESSIONS: &str = "switchyard_pinned_sessions";
 
@@ -138,6 +139,10 @@ fn describe() {
     describe_counter!(
         PREPARED_EVICTED_TOTAL,
         "Prepared statements closed on a backend connection to stay under max_prepared_statements."
+    );
+    describe_gauge!(
+        PREPARED_STATEMENTS,
+        "Prepared statements held on the backend connections of an instance (divide by switchyard_backend_connections for a connection's)."
     );
     describe_counter!(
         PINS_TOTAL,
@@ -343,6 +348,16 @@ pub fn prepared_replanned(cluster: &str, outcome: &'static str) {
 
 /// A transaction-mode session was pinned to its connection for `reason`: counted now, and
 /// in the pinned gauge for as long as the guard lives.
+/// The statements held prepared on `instance`'s server connections (each connection's
+/// cache moves it).
+pub fn prepared_statements(instance: &crate::topology::Instance) -> Gauge {
+    gauge!(
+        PREPARED_STATEMENTS,
+        "cluster" => instance.cluster.clone(),
+        "instance" => instance.addr.clone()
+    )
+}
+
 pub fn pinned(reason: &'static str) -> GaugeGuard {
     counter!(PINS_TOTAL, "reason" => reason).increment(1);
     GaugeGuard::new(gauge!(PINNED_SESSIONS, "reason" => reason))

@@ -29,6 +29,8 @@ pub struct StatementCache<K, V> {
     by_key: HashMap<K, (V, u64)>,
     /// Bumped at each use; the entry with the lowest stamp is the least recently used.
     clock: u64,
+    /// The instance's `switchyard_prepared_statements`, kept at the statements held.
+    gauge: Option<metrics::Gauge>,
 }
 
 impl<K, V> Default for StatementCache<K, V> {
@@ -36,11 +38,37 @@ impl<K, V> Default for StatementCache<K, V> {
         StatementCache {
             by_key: HashMap::new(),
             clock: 0,
+            gauge: None,
+        }
+    }
+}
+
+impl<K, V> Drop for StatementCache<K, V> {
+    fn drop(&mut self) {
+        // The connection closes: its statements go with it.
+        if let Some(g) = &self.gauge {
+            g.decrement(self.by_key.len() as f64);
         }
     }
 }
 
 impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
+    /// An empty cache that keeps `gauge` at the number of statements it holds.
+    pub fn counted(gauge: metrics::Gauge) -> Self {
+        StatementCache {
+            by_key: HashMap::new(),
+            clock: 0,
+            gauge: Some(gauge),
+        }
+    }
+
+    /// Moves the gauge by how the count changed from `before`.
+    fn counted_from(&self, before: usize) {
+        if let Some(g) = &self.gauge {
+            g.increment(self.by_key.len() as f64 - before as f64);
+        }
+    }
+
     /// The statement under `key`, marked as just used.
     pub fn get(&mut self, key: &K) -> Option<&V> {
         self.clock += 1;
@@ -60,6 +88,7 @@ impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
     /// recently used others that no longer fit under `cap`, which the caller closes on the
     /// server.
     pub fn insert(&mut self, key: K, value: V, cap: usize) -> Vec<(K, V)> {
+        let before = self.by_key.len();
         self.clock += 1;
         self.by_key.insert(key.clone(), (value, self.clock));
         let mut evicted = Vec::new();
@@ -75,6 +104,7 @@ impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
                 evicted.push((oldest, v));
             }
         }
+        self.counted_from(before);
         evicted
     }
 
@@ -94,12 +124,17 @@ impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        self.by_key.remove(key).map(|(v, _)| v)
+        let before = self.by_key.len();
+        let removed = self.by_key.remove(key).map(|(v, _)| v);
+        self.counted_from(before);
+        removed
     }
 
     /// Forgets every statement (the server dropped them: a reset).
     pub fn clear(&mut self) {
+        let before = self.by_key.len();
         self.by_key.clear();
+        self.counted_from(before);
     }
 
     pub fn len(&self) -> usize {

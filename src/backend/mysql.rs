@@ -172,7 +172,7 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             capabilities: CapabilityFlags::empty(),
             status: StatusFlags::empty(),
             database: None,
-            prepared: StatementCache::default(),
+            prepared: StatementCache::counted(crate::metrics::prepared_statements(instance)),
             carried: Carried::default(),
             metrics: super::connection_metrics(instance),
         };

@@ -177,7 +177,7 @@ async fn connect_inner(
         key: None,
         parameter_status: Vec::new(),
         notices: Vec::new(),
-        prepared: StatementCache::default(),
+        prepared: StatementCache::counted(crate::metrics::prepared_statements(instance)),
         carried: Carried::default(),
         metrics: super::connection_metrics(instance),
     };

@@ -10,8 +10,7 @@
 //! blocked). So such a connection is logged in all the same, with the cluster's monitor
 //! account or else the first configured user's backend login, and closed with COM_QUIT.
 //!
-//! In transaction mode, when every user's password is the proxy's to check (no `[auth]`),
-//! a client is greeted by the proxy instead ([`Greetings::own`]): with what the writer said
+//! In transaction mode a client is greeted by the proxy instead ([`Greetings::own`]): with what the writer said
 //! in its last greeting, a scramble of the proxy's and a connection id of the proxy's, and
 //! its session takes its connections from the pool — so a burst of logins opens no server
 //! connection of its own.
@@ -198,14 +197,13 @@ fn fallback_login(ctx: &Context, cluster: &str) -> Option<Credentials> {
 }
 
 /// Whether the proxy greets MySQL clients itself when it can (see the module's note): every
-/// session is in transaction mode (no session-mode route), and every password is the
-/// proxy's to check (no `[auth]`, whose pass-through answers the writer's own scramble).
+/// session is in transaction mode (no session-mode route). Passwords are checked against
+/// the proxy's own scramble either way; an `[auth]` login logs in to the backends with the
+/// SHA1(password) its answer revealed, which answers any server's scramble.
 pub(super) fn greets_itself(config: &crate::config::Config) -> bool {
     use crate::config::PoolMode::{Session, Transaction};
     let routes = &config.routing.routes;
-    config.auth.is_none()
-        && config.server.pool_mode == Transaction
-        && routes.iter().all(|r| r.pool_mode != Some(Session))
+    config.server.pool_mode == Transaction && routes.iter().all(|r| r.pool_mode != Some(Session))
 }
 
 /// Proxy-assigned connection ids start here, above the ids a server hands out for a long

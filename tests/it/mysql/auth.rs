@@ -206,3 +206,61 @@ async fn an_account_created_at_run_time_logs_in_through_auth_query() {
     assert!(gone.to_string().contains("1045"), "{gone}");
     admin.disconnect().await.expect("close");
 }
+
+#[tokio::test]
+async fn auth_query_logins_in_transaction_mode_are_greeted_by_the_proxy() {
+    use super::support::proxy::in_pool_mode;
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("authgreet").await;
+    let text = format!(
+        "{}\n[auth]\nquery_user = \"app\"\nquery_password = \"app-secret\"\n",
+        mysql_config_text(cluster, "pool_size = 2")
+    );
+    let proxy = Proxy::from_config(&in_pool_mode(&text, "transaction")).await;
+    let user = format!("gr_{db}");
+    let mut admin = cluster.admin(&cluster.primary).await;
+    for statement in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'gr-secret'"),
+        format!("GRANT SELECT ON `{db}`.* TO '{user}'@'%'"),
+    ] {
+        admin.query_drop(&statement).await.expect("account");
+    }
+    cluster.wait_replicated().await;
+    let login = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some(user.clone()))
+        .pass(Some("gr-secret"))
+        .db_name(Some(db.clone()))
+        .prefer_socket(false);
+    // The first login of the writer is greeted by a writer connection; the later ones by
+    // the proxy, with ids of its own, over the pool's connections.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut conn = Conn::new(login.clone()).await.expect("login");
+        let me: Option<String> = conn
+            .query_first("SELECT /* switchyard:writer */ CURRENT_USER()")
+            .await
+            .unwrap();
+        assert_eq!(
+            me,
+            Some(format!("{user}@%")),
+            "logged in to the writer as itself"
+        );
+        clients.push(conn);
+    }
+    let proxy_ids = clients.iter().filter(|c| c.id() >= 1 << 30).count();
+    assert!(proxy_ids >= 7, "greeted by the proxy: {proxy_ids} of 8");
+    let open: Option<i64> = admin
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (&user,),
+        )
+        .await
+        .expect("processlist");
+    assert!(
+        open.unwrap_or_default() <= 2,
+        "8 clients over the pool's 2: {open:?}"
+    );
+    admin.disconnect().await.expect("close");
+}

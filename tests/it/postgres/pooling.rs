@@ -95,6 +95,13 @@ async fn many_clients_share_a_few_connections_with_their_own_statements_and_sett
         seen <= 2,
         "17 clients, still connected, over at most pool_size = 2 connections to the primary: {seen}"
     );
+    let metrics = proxy.admin_get("/metrics").await;
+    let held: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_prepared_statements{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(held >= 1.0, "the statements held are counted:\n{metrics}");
     let fresh = proxy.connect(&db).await;
     let name: String = fresh
         .query_one(
