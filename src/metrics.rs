@@ -39,6 +39,7 @@ pub const POOL_CHECKOUT_TIMEOUTS_TOTAL: &str = "switchyard_pool_checkout_timeout
 pub const POOL_OPENED_TOTAL: &str = "switchyard_pool_opened_total";
 pub const POOL_CLOSED_TOTAL: &str = "switchyard_pool_closed_total";
 pub const PREPARED_EVICTED_TOTAL: &str = "switchyard_prepared_statements_evicted_total";
+pub const PREPARED_REPLANNED_TOTAL: &str = "switchyard_prepared_statements_replanned_total";
 pub const PREPARED_STATEMENTS: &str = "switchyard_prepared_statements";
 pub const PINS_TOTAL: &str = "switchyard_pins_total";
 pub const PINNED_SESSIONS: &str = "switchyard_pinned_sessions";
@@ -131,6 +132,10 @@ fn describe() {
         "Time from sending a statement to its ReadyForQuery, by route."
     );
     describe_counter!(ERRORS_TOTAL, "Errors by kind.");
+    describe_counter!(
+        PREPARED_REPLANNED_TOTAL,
+        "PostgreSQL batches that met a statement stale after DDL on a shared connection, by outcome (retried, error)."
+    );
     describe_counter!(
         PREPARED_EVICTED_TOTAL,
         "Prepared statements closed on a backend connection to stay under max_prepared_statements."
@@ -333,6 +338,14 @@ pub fn prepared_evicted(cluster: &str) {
     counter!(PREPARED_EVICTED_TOTAL, "cluster" => cluster.to_owned()).increment(1);
 }
 
+/// A PostgreSQL batch on a connection to `cluster` met a statement that DDL left stale
+/// there ("cached plan must not change result type"): `outcome` says whether it was
+/// prepared again and the batch retried (`retried`) or the error relayed (`error`).
+pub fn prepared_replanned(cluster: &str, outcome: &'static str) {
+    counter!(PREPARED_REPLANNED_TOTAL, "cluster" => cluster.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// A transaction-mode session was pinned to its connection for `reason`: counted now, and
 /// in the pinned gauge for as long as the guard lives.
 /// The statements held prepared on `instance`'s server connections (each connection's
@@ -530,6 +543,11 @@ pub fn register(clusters: &[&str], settings: &Settings<'_>) {
         counter!(READER_MOVES_TOTAL, "cluster" => c()).absolute(0);
         counter!(FAILOVERS_TOTAL, "cluster" => c()).absolute(0);
         gauge!(SESSIONS_WAITING_FOR_WRITER, "cluster" => c()).increment(0.0);
+        // Created at 0 without resetting: a second proxy in one process (the tests) keeps
+        // the first one's counts.
+        for outcome in ["retried", "error"] {
+            counter!(PREPARED_REPLANNED_TOTAL, "cluster" => c(), "outcome" => outcome).increment(0);
+        }
         for kind in ["outcome_unknown", "rolled_back", "timeout"] {
             counter!(FAILOVER_ERRORS_TOTAL, "cluster" => c(), "kind" => kind).absolute(0);
         }

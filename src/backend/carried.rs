@@ -113,6 +113,16 @@ impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
         self.by_key.values().map(|(v, _)| v)
     }
 
+    /// The statement under `key`, to change in place, without marking it used.
+    pub fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.by_key.get_mut(key).map(|(v, _)| v)
+    }
+
+    /// Every statement held, to change in place, in no order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.by_key.values_mut().map(|(v, _)| v)
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let before = self.by_key.len();
         let removed = self.by_key.remove(key).map(|(v, _)| v);

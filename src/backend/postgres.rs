@@ -37,6 +37,22 @@ pub struct BackendKey {
 }
 
 /// An authenticated backend connection, ready for queries.
+/// A statement prepared on a connection: the Parse message it was prepared with (empty:
+/// not to be trusted, prepared again at its next use) and a digest of its result columns
+/// as the server last described them (0: not seen).
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub parse: Bytes,
+    pub columns: u64,
+}
+
+impl Held {
+    /// Prepared with `parse`; its columns not seen yet.
+    pub fn new(parse: Bytes) -> Held {
+        Held { parse, columns: 0 }
+    }
+}
+
 pub struct BackendConn {
     pub instance: Arc<Instance>,
     /// Counts this connection in the instance's attached sessions while a session holds it
@@ -50,8 +66,8 @@ pub struct BackendConn {
     pub parameter_status: Vec<Bytes>,
     /// NoticeResponse messages of startup, whole.
     pub notices: Vec<Bytes>,
-    /// The named and unnamed statements prepared on it: name → the Parse message.
-    pub prepared: StatementCache<Vec<u8>, Bytes>,
+    /// The named and unnamed statements prepared on it, by name.
+    pub prepared: StatementCache<Vec<u8>, Held>,
     /// What it carries from the sessions that used it.
     pub carried: Carried,
     /// Its metric handles, looked up once when it opens (a pooled connection serves many

@@ -35,6 +35,9 @@ pub mod tag {
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const CLOSE_COMPLETE: u8 = b'3';
     pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const NO_DATA: u8 = b'n';
     pub const COPY_IN_RESPONSE: u8 = b'G';
     pub const COPY_OUT_RESPONSE: u8 = b'H';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
@@ -181,6 +184,26 @@ pub fn close(out: &mut BytesMut, kind: u8, name: &[u8]) {
     });
 }
 
+/// Bind of prepared statement `statement` to the unnamed portal, without parameters or
+/// result formats.
+pub fn bind_plain(out: &mut BytesMut, statement: &[u8]) {
+    tagged(out, tag::BIND, |b| {
+        put_cstr(b, b"");
+        put_cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+}
+
+/// Describe of a prepared statement (`S`) or portal (`P`), as a client would send it.
+pub fn describe(out: &mut BytesMut, kind: u8, name: &[u8]) {
+    tagged(out, tag::DESCRIBE, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
 pub fn sync(out: &mut BytesMut) {
     tagged(out, tag::SYNC, |_| {});
 }
@@ -270,6 +293,23 @@ pub fn ends_connection(body: &[u8]) -> bool {
     false
 }
 
+/// One field of an ErrorResponse or NoticeResponse body (`C` the SQLSTATE, `R` the
+/// server's routine, which unlike the message is never translated).
+pub fn error_field(body: &[u8], wanted: u8) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            return None;
+        }
+        let (value, next) = cstr(tail)?;
+        if field == wanted {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
+}
+
 /// The code and message fields of an ErrorResponse or NoticeResponse body, for logs.
 pub fn error_fields(body: &[u8]) -> (String, String) {
     let (mut code, mut message) = (String::new(), String::new());
@@ -295,6 +335,16 @@ pub fn error_fields(body: &[u8]) -> (String, String) {
 mod tests {
     use super::*;
     use crate::protocol::postgres::frame;
+
+    #[test]
+    fn error_fields_are_read_by_their_code() {
+        let body =
+            b"SERROR\0C0A000\0Mcached plan must not change result type\0RRevalidateCachedQuery\0\0";
+        assert_eq!(error_field(body, b'C'), Some(&b"0A000"[..]));
+        assert_eq!(error_field(body, b'R'), Some(&b"RevalidateCachedQuery"[..]));
+        assert_eq!(error_field(body, b'D'), None);
+        assert_eq!(error_field(b"C0A0", b'C'), None, "unterminated");
+    }
 
     #[test]
     fn error_response_round_trips() {

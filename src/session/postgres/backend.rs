@@ -10,14 +10,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
-use super::scan::Prepared;
-use crate::backend::postgres::BackendConn;
+use super::cache::Dropped;
+use super::replan::Check;
+use super::scan::{Deallocate, Prepared};
+use crate::backend::postgres::{BackendConn, Held};
 use crate::net::{Arrived, Stream};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 
 /// Backend messages are streamed, so this only bounds a declared length.
-const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
+pub(super) const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
 
 /// A statement name no client uses: a client's Close of a statement is sent as a Close of
 /// this one, which the server answers with CloseComplete and nothing else.
@@ -25,19 +27,46 @@ const NO_STATEMENT: &[u8] = b"switchyard: no statement";
 
 /// A ParseComplete or CloseComplete the backend owes, in order.
 #[derive(Debug)]
-struct Owed {
+pub(super) struct Owed {
     /// The statement a Parse prepares here: its name and Parse message.
-    parse: Option<(Vec<u8>, Bytes)>,
+    pub(super) parse: Option<(Vec<u8>, Bytes)>,
     swallow: bool,
 }
 
 pub struct Backend {
     pub conn: Lease<BackendConn>,
-    owed: VecDeque<Owed>,
+    pub(super) owed: VecDeque<Owed>,
     /// Bytes of a forwarded message still to arrive from the backend.
     forward_remaining: usize,
     /// How many recorded session SETs this connection has run.
     pub applied: usize,
+    /// The statements the unit being sent binds or describes as this connection already
+    /// held them (prepared here before, by this client or another): the ones a "cached
+    /// plan must not change result type" can be about (see `replan`).
+    pub(super) reused: Vec<Arc<Prepared>>,
+    /// Set while that error, should it answer the unit first, is held back for a retry
+    /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
+    pub(super) hold_stale_plan: bool,
+    /// The unit's Describe-statement messages not answered yet, in order, with the
+    /// statement each names: the RowDescription that answers one is what the client was
+    /// told of its columns (`Prepared::described`).
+    pub(super) describing: VecDeque<Option<Arc<Prepared>>>,
+    /// The statement whose ParameterDescription just arrived: its RowDescription or
+    /// NoData follows.
+    pub(super) described_now: Option<Arc<Prepared>>,
+    /// Set for a unit that may drop prepared statements on the server (SQL `DISCARD ALL`,
+    /// `DEALLOCATE`, which pin the session): its CommandComplete tags are watched so the
+    /// connection's cache follows what the server did. Holds the name a lone `DEALLOCATE
+    /// name` drops, when the unit is one.
+    pub(super) watch_drops: Option<Option<Vec<u8>>>,
+    /// What the server confirmed it dropped, for the session to forget as well.
+    pub(super) deallocated: Option<Deallocate>,
+    /// Set while the first message of a unit is being sent: nothing of it was written yet,
+    /// so a statement can be prepared and described in a round trip of its own first.
+    pub(super) unit_start: bool,
+    /// A Bind or Describe of a statement whose columns changed since the client was told
+    /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
+    pub(super) stale_columns_sent: bool,
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
@@ -48,6 +77,9 @@ pub struct Backend {
 pub struct Relayed {
     /// The transaction status of a ReadyForQuery, which ends the relay step.
     pub ready: Option<u8>,
+    /// The unit's first answer is a "cached plan must not change result type" error while
+    /// [`Backend::hold_stale_plan`] was set: it is left unrelayed in front of the buffer.
+    pub stale_plan: bool,
     /// The backend entered COPY FROM STDIN mode.
     pub copy_in: bool,
     /// Bytes written to the client.
@@ -64,6 +96,14 @@ impl Backend {
             owed: VecDeque::new(),
             forward_remaining: 0,
             applied: 0,
+            reused: Vec::new(),
+            hold_stale_plan: false,
+            describing: VecDeque::new(),
+            described_now: None,
+            watch_drops: None,
+            deallocated: None,
+            unit_start: false,
+            stale_columns_sent: false,
             client_pid: None,
         }
     }
@@ -98,6 +138,8 @@ impl Backend {
             match h.tag {
                 tag::PARSE => {
                     let Some(Some(p)) = refs.next() else { continue };
+                    // Prepared here by this very unit: fresh, whatever the cache held.
+                    self.reused.retain(|r| r.name != p.name);
                     let held = self.conn.prepared.peek(&p.name).is_some();
                     if held && !p.name.is_empty() {
                         // Another statement of that name is prepared here: close it first.
@@ -110,16 +152,43 @@ impl Backend {
                     });
                 }
                 tag::BIND | tag::DESCRIBE => {
-                    let statement = h.tag == tag::BIND
-                        || messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
-                    if !statement {
+                    let describes = h.tag == tag::DESCRIBE
+                        && messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
+                    if h.tag == tag::DESCRIBE && !describes {
                         continue;
                     }
-                    let Some(Some(p)) = refs.next() else { continue };
-                    match self.conn.prepared.get(&p.name) {
-                        Some(parse) if same_bytes(parse, &p.parse) => continue,
-                        Some(_) if !p.name.is_empty() => self.inject_close(scratch, &p.name),
-                        _ => {}
+                    let named = refs.next();
+                    if describes {
+                        self.describing.push_back(named.cloned().flatten());
+                    }
+                    let Some(Some(p)) = named else { continue };
+                    let first = at == 0 && self.unit_start;
+                    match self.columns_check(p, first, scratch, cap).await? {
+                        Check::Held => {
+                            if !self.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
+                                self.reused.push(Arc::clone(p));
+                            }
+                            continue;
+                        }
+                        Check::Fresh => continue,
+                        Check::Changed => {
+                            // Failed in its place, as the client's own server fails it.
+                            self.write(&buf[run_start..at]).await?;
+                            run_start = pos;
+                            scratch.clear();
+                            super::replan::fail_in_place(scratch, h.tag);
+                            self.stale_columns_sent = true;
+                            let poison = std::mem::take(scratch);
+                            let result = self.write(&poison).await;
+                            *scratch = poison;
+                            result?;
+                            scratch.clear();
+                            continue;
+                        }
+                        Check::Prepare => {}
+                    }
+                    if self.conn.prepared.peek(&p.name).is_some() && !p.name.is_empty() {
+                        self.inject_close(scratch, &p.name);
                     }
                     self.note_prepared(scratch, p, cap);
                     scratch.extend_from_slice(&p.parse);
@@ -180,7 +249,7 @@ impl Backend {
         let evicted = self
             .conn
             .prepared
-            .insert(p.name.clone(), p.parse.clone(), cap);
+            .insert(p.name.clone(), Held::new(p.parse.clone()), cap);
         for (name, _) in evicted {
             crate::metrics::prepared_evicted(&self.conn.instance.cluster);
             if !name.is_empty() {
@@ -189,7 +258,7 @@ impl Backend {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -284,6 +353,10 @@ impl Backend {
         let mut seen = Relayed::default();
         // Statements whose Parse the backend skipped after an error: not prepared.
         let mut failed_parses = Vec::new();
+        // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
+        let mut dropped = Vec::new();
+        // The columns a Describe of a statement showed.
+        let mut learned = Vec::new();
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -310,6 +383,10 @@ impl Backend {
                 {
                     break;
                 }
+                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.described_now.is_some() => {
+                    break;
+                }
+                tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
                     // The client's own NOTIFY, on the connection it is pinned to (LISTEN):
@@ -362,9 +439,68 @@ impl Backend {
                     seen.ended = true;
                     break;
                 }
-                tag::ERROR_RESPONSE => {
-                    // The backend skips to Sync: statements still owed were not prepared.
+                tag::ERROR_RESPONSE
+                    if self.stale_columns_sent
+                        && super::replan::failed_in_place(
+                            &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        ) =>
+                {
+                    // The statement failed in its place: answered as its own server would.
+                    self.stale_columns_sent = false;
                     failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
+                    self.describing.clear();
+                    self.described_now = None;
+                    let mut error = BytesMut::new();
+                    super::replan::stale_columns_error(&mut error);
+                    client
+                        .write_all(&buf[run_start..pos])
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    client
+                        .write_all(&error)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    seen.bytes += pos - run_start + error.len();
+                    pos += h.total;
+                    run_start = pos;
+                    continue;
+                }
+                tag::ERROR_RESPONSE
+                    if self.hold_stale_plan
+                        && seen.bytes == 0
+                        && pos == run_start
+                        && super::replan::is_stale_plan(
+                            &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        ) =>
+                {
+                    // Nothing of the unit reached the client yet: the exchange may prepare
+                    // the statement again and run the unit once more.
+                    seen.stale_plan = true;
+                    break;
+                }
+                tag::ERROR_RESPONSE => {
+                    // The backend skips to Sync: statements still owed were not prepared,
+                    // and descriptions still owed do not come.
+                    self.stale_columns_sent = false;
+                    failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
+                    self.describing.clear();
+                    self.described_now = None;
+                }
+                tag::PARAMETER_DESCRIPTION => {
+                    self.described_now = self.describing.pop_front().flatten();
+                }
+                tag::ROW_DESCRIPTION | tag::NO_DATA => {
+                    if let Some(p) = self.described_now.take() {
+                        let columns = &buf[pos + frame::HEADER_LEN..pos + h.total];
+                        let digest = super::replan::digest(columns);
+                        p.described
+                            .store(digest, std::sync::atomic::Ordering::Relaxed);
+                        learned.push((p, digest));
+                    }
+                }
+                tag::COMMAND_COMPLETE if self.watch_drops.is_some() => {
+                    let done = &buf[pos + frame::HEADER_LEN..pos + h.total];
+                    dropped.extend(Dropped::of(done));
                 }
                 tag::COPY_IN_RESPONSE => seen.copy_in = true,
                 _ => {}
@@ -384,14 +520,21 @@ impl Backend {
             seen.bytes += pos - run_start;
         }
         if seen.bytes > 0 {
+            self.hold_stale_plan = false;
             // Over TLS a write may leave records buffered when the socket is full: send them
             // now, or the client waits for the end of an answer that never leaves.
             client.flush().await.map_err(SessionError::ClientIo)?;
         }
         self.conn.consume(pos);
-        for (name, parse) in failed_parses {
-            if self.conn.prepared.peek(&name) == Some(&parse) {
-                self.conn.prepared.remove(&name);
+        self.forget_failed(failed_parses);
+        for d in dropped {
+            self.server_dropped(d);
+        }
+        for (p, digest) in learned {
+            if let Some(held) = self.conn.prepared.peek_mut(&p.name)
+                && held.parse == p.parse
+            {
+                held.columns = digest;
             }
         }
         Ok(seen)
@@ -433,7 +576,7 @@ impl Backend {
 
     /// Where the first whole ReadyForQuery is buffered (offset, length, status), once every
     /// message before it is whole and none is being streamed through.
-    fn whole_ready_for_query(&self) -> Option<(usize, usize, u8)> {
+    pub(super) fn whole_ready_for_query(&self) -> Option<(usize, usize, u8)> {
         if self.forward_remaining > 0 {
             return None;
         }
@@ -447,98 +590,10 @@ impl Backend {
         }
         None
     }
-
-    /// Runs `sql` (session SETs) and drains its responses without relaying them.
-    /// Returns the error message if the backend refused it.
-    pub async fn run_silently(
-        &mut self,
-        sql: &str,
-        scratch: &mut BytesMut,
-    ) -> Result<Option<String>, SessionError> {
-        scratch.clear();
-        messages::query(scratch, sql);
-        let out = std::mem::take(scratch);
-        let sent = self.write(&out).await;
-        *scratch = out;
-        sent?;
-        let mut failure = None;
-        loop {
-            while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
-                let total = h.total;
-                match h.tag {
-                    tag::ERROR_RESPONSE => failure = Some(messages::error_fields(body).1),
-                    tag::READY_FOR_QUERY => {
-                        self.conn.consume(total);
-                        return Ok(failure);
-                    }
-                    _ => {}
-                }
-                self.conn.consume(total);
-            }
-            self.fill().await?;
-        }
-    }
-}
-
-impl Backend {
-    /// Runs `sql`, a query of one number, and returns it (`None`: the server refused it or
-    /// sent no number). Notifications and notices that arrive meanwhile (a LISTENing
-    /// session's) go on to `client`, as between statements.
-    pub async fn count(
-        &mut self,
-        sql: &str,
-        scratch: &mut BytesMut,
-        client: &mut Stream,
-    ) -> Result<Option<i64>, SessionError> {
-        let value = self.value(sql, scratch, client).await?;
-        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
-    }
-
-    /// Runs `sql`, a query of one value, and returns it as text (`None`: the server refused
-    /// it, or it is NULL). Notifications and notices on the way go on to `client`.
-    pub async fn value(
-        &mut self,
-        sql: &str,
-        scratch: &mut BytesMut,
-        client: &mut Stream,
-    ) -> Result<Option<Vec<u8>>, SessionError> {
-        scratch.clear();
-        messages::query(scratch, sql);
-        let out = std::mem::take(scratch);
-        let sent = self.write(&out).await;
-        *scratch = out;
-        sent?;
-        let mut value = None;
-        let mut refused = false;
-        loop {
-            while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
-                let total = h.total;
-                match h.tag {
-                    tag::DATA_ROW => value = messages::first_column(body),
-                    tag::ERROR_RESPONSE => refused = true,
-                    tag::NOTIFICATION_RESPONSE | tag::NOTICE_RESPONSE => {
-                        let message = &self.conn.buf[..total];
-                        client
-                            .write_all(message)
-                            .await
-                            .map_err(SessionError::ClientIo)?;
-                    }
-                    tag::READY_FOR_QUERY => {
-                        self.conn.consume(total);
-                        client.flush().await.map_err(SessionError::ClientIo)?;
-                        return Ok(value.filter(|_| !refused));
-                    }
-                    _ => {}
-                }
-                self.conn.consume(total);
-            }
-            self.fill().await?;
-        }
-    }
 }
 
 /// Whether two Parse messages are equal; one Bytes shared by the session and the cache (a
 /// statement parsed in this batch or on this connection before) compares without a memcmp.
-fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+pub(super) fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }

@@ -3,14 +3,17 @@
 //! (after Flush) or COPY data, and to notice a client that went away.
 
 use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
 
 use super::SessionError;
 use super::backend::Backend;
-use super::scan::{Ending, Scanner, Statements, Unit};
+use super::replan::Replanned;
+use super::scan::{self, Ending, Scanner, Statements, Unit};
 use super::startup::Client;
-use crate::protocol::postgres::messages::tag;
+use crate::protocol::postgres::frame;
+use crate::protocol::postgres::messages::{self, tag};
 use crate::router::{self, SessionView, Settings, Target};
-use crate::sql::Statement;
+use crate::sql::{Class, Statement};
 
 /// Bytes of COPY data or held client messages after which the client is not read further
 /// until the backend catches up (on top of one maximum-size message).
@@ -171,6 +174,10 @@ impl Exchange<'_> {
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
+        self.backend.hold_stale_plan = false;
+        self.backend.stale_columns_sent = false;
+        self.backend.reused.clear();
+        self.backend.watch_drops = None;
         match result {
             Ok(status) => {
                 self.client.buf.advance(sent.held);
@@ -209,17 +216,25 @@ impl Exchange<'_> {
         sent: &mut Sent,
         relayed: &mut usize,
     ) -> Result<u8, SessionError> {
-        self.backend
-            .forward(
-                &self.client.buf[..unit.end],
-                &unit.refs,
-                self.scratch,
-                self.max_prepared,
-            )
-            .await?;
+        let bytes = &self.client.buf[..unit.end];
+        // SQL `DISCARD` and `DEALLOCATE` pin the session; the cache follows what they drop.
+        self.backend.watch_drops = (unit.stmt.class == Class::Pin).then(|| deallocate_name(bytes));
+        self.backend.reused.clear();
+        self.backend.unit_start = true;
+        let sent_unit = self
+            .backend
+            .forward(bytes, &unit.refs, self.scratch, self.max_prepared)
+            .await;
+        self.backend.unit_start = false;
+        sent_unit?;
+        // A stale statement's error may be held back for a retry (see `replan`) only in a
+        // whole batch that reused one: its bytes stay in the client buffer until it ends.
+        self.backend.hold_stale_plan = unit.ending == Ending::Ready
+            && !matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL)
+            && !self.backend.reused.is_empty();
         // Relay anything already buffered (e.g. a notification that arrived before).
         let mut ready = None;
-        self.relay(sent, relayed, &mut ready).await?;
+        self.relay(unit, sent, relayed, &mut ready).await?;
         loop {
             if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
@@ -244,7 +259,7 @@ impl Exchange<'_> {
                 },
                 filled = self.backend.fill() => {
                     filled?;
-                    self.relay(sent, relayed, &mut ready).await?;
+                    self.relay(unit, sent, relayed, &mut ready).await?;
                 }
             }
         }
@@ -254,15 +269,51 @@ impl Exchange<'_> {
     /// takes the status of the last ReadyForQuery seen.
     async fn relay(
         &mut self,
+        unit: &Unit,
         sent: &mut Sent,
         relayed: &mut usize,
         ready: &mut Option<u8>,
     ) -> Result<(), SessionError> {
         while !self.backend.conn.buf.is_empty() {
-            let seen = self.backend.relay(&mut self.client.stream).await?;
+            let mut seen = self.backend.relay(&mut self.client.stream).await?;
             *relayed += seen.bytes;
             if seen.ended {
                 return Err(self.backend.ended());
+            }
+            if let Some(dropped) = self.backend.deallocated.take() {
+                // The server dropped the client's statements too: forget them, as it did.
+                self.statements.deallocate(&dropped);
+            }
+            if seen.stale_plan {
+                match self.backend.replan(self.scratch, self.max_prepared).await? {
+                    Replanned::Retry => {
+                        // Nothing of the unit reached the client and nothing followed it:
+                        // it is still whole at the front of the client buffer.
+                        self.backend
+                            .forward(
+                                &self.client.buf[..unit.end],
+                                &unit.refs,
+                                self.scratch,
+                                self.max_prepared,
+                            )
+                            .await?;
+                        continue;
+                    }
+                    Replanned::Relay { answer, status } => {
+                        self.client
+                            .stream
+                            .write_all(&answer)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        self.client
+                            .stream
+                            .flush()
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        *relayed += answer.len();
+                        seen.ready = Some(status);
+                    }
+                }
             }
             // A relay step ends at a ReadyForQuery, so a CopyInResponse it saw came before.
             if seen.copy_in {
@@ -339,6 +390,18 @@ impl Exchange<'_> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The statement name a unit's lone SQL `DEALLOCATE name` drops, when it is one.
+fn deallocate_name(bytes: &[u8]) -> Option<Vec<u8>> {
+    let (h, body) = frame::message(bytes, usize::MAX).ok().flatten()?;
+    if h.tag != tag::QUERY {
+        return None;
+    }
+    match scan::deallocate(messages::query_text(body)?)? {
+        scan::Deallocate::Name(name) => Some(name),
+        scan::Deallocate::All => None,
     }
 }
 

@@ -5,9 +5,12 @@
 
 mod auth;
 mod backend;
+mod cache;
 pub mod cancel;
 mod exchange;
 mod failover;
+mod quiet;
+mod replan;
 mod scan;
 mod side;
 mod startup;

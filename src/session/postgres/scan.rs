@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,6 +22,11 @@ pub struct Prepared {
     /// The client's whole Parse message, replayed on a backend that lacks the statement.
     pub parse: Bytes,
     pub class: Statement,
+    /// A digest of the result columns the client was last told for it (the RowDescription
+    /// or NoData that answered its Describe of the statement); 0 while it was told none.
+    /// A statement prepared again after DDL is run in its place only when its columns are
+    /// still these (see `replan`).
+    pub described: AtomicU64,
 }
 
 impl Prepared {
@@ -55,6 +61,7 @@ impl Statements {
             name: name.to_vec(),
             parse: Bytes::copy_from_slice(message),
             class,
+            described: AtomicU64::new(0),
         });
         self.by_name.insert(name.to_vec(), Arc::clone(&p));
         p

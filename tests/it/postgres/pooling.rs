@@ -4,6 +4,7 @@
 
 use tokio_postgres::error::SqlState;
 
+use super::tags;
 use crate::support::postgres::PgCluster;
 use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode, json_body};
 
@@ -204,7 +205,7 @@ async fn state_that_cannot_move_pins_the_client_to_its_connection() {
 
 #[tokio::test]
 async fn a_sql_deallocate_of_a_protocol_statement_works_on_any_connection() {
-    use super::{tags, until_ready};
+    use super::until_ready;
     let (_, proxy, db) = pooled("pooled_deallocate", "pool_size = 2").await;
     let other = proxy.connect(&db).await;
     let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
@@ -252,6 +253,379 @@ async fn a_sql_deallocate_of_a_protocol_statement_works_on_any_connection() {
     let answer = until_ready(&mut c).await;
     assert_eq!(tags(&answer), "12DCZ", "{answer:?}");
     assert!(answer[2].1.ends_with(b"7"), "{answer:?}");
+}
+
+/// What the clients prepare in the tests below: a `SELECT *`, whose result columns DDL
+/// changes, on the writer.
+const SELECT_ALL: &str = "SELECT /* switchyard:writer */ * FROM t ORDER BY id";
+
+/// Clients that name their statements as sqlx, pgx or PHP PDO do: the same names in every
+/// connection (tokio-postgres numbers them across its whole process, so its clients never
+/// share one), each prepared (Parse, Describe, Sync) and run (Bind, Execute, Sync) as
+/// tokio-postgres does.
+struct Named(RawClient);
+
+impl Named {
+    async fn connect(proxy: &Proxy, db: &str) -> Named {
+        Named(RawClient::startup(proxy.addr, "trustuser", db).await)
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
+        self.0.send(b'Q', &cstr(sql.as_bytes())).await;
+        super::until_ready(&mut self.0).await
+    }
+
+    /// Parse, Describe (when `describe`; PHP PDO describes nothing) and Sync.
+    async fn prepare(&mut self, name: &str, sql: &str, describe: bool) -> Vec<(u8, Vec<u8>)> {
+        let mut parse = cstr(name.as_bytes());
+        parse.extend(cstr(sql.as_bytes()));
+        parse.extend_from_slice(&0i16.to_be_bytes());
+        self.0.send(b'P', &parse).await;
+        if describe {
+            self.0
+                .send(b'D', &[&b"S"[..], &cstr(name.as_bytes())].concat())
+                .await;
+        }
+        self.0.send(b'S', b"").await;
+        super::until_ready(&mut self.0).await
+    }
+
+    async fn execute(&mut self, name: &str) -> Vec<(u8, Vec<u8>)> {
+        let mut bind = cstr(b"");
+        bind.extend(cstr(name.as_bytes()));
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        self.0.send(b'B', &bind).await;
+        self.0.send(b'E', &[0, 0, 0, 0, 0]).await;
+        self.0.send(b'S', b"").await;
+        super::until_ready(&mut self.0).await
+    }
+}
+
+/// The number of fields of an answer's first RowDescription (`T`) or DataRow (`D`).
+fn fields(answer: &[(u8, Vec<u8>)], tag: u8) -> Option<i16> {
+    let (_, body) = answer.iter().find(|(t, _)| *t == tag)?;
+    Some(i16::from_be_bytes([*body.first()?, *body.get(1)?]))
+}
+
+/// The SQLSTATE of an answer's ErrorResponse, if it has one.
+fn error_code(answer: &[(u8, Vec<u8>)]) -> Option<String> {
+    let (_, body) = answer.iter().find(|(t, _)| *t == b'E')?;
+    Some(crate::support::proxy::sqlstate(body))
+}
+
+/// `switchyard_prepared_statements_replanned_total` with `outcome`, from `/metrics` (0
+/// before the first). The recorder is the test process's: other tests running at the same
+/// time count in it too, so tests compare before and after.
+async fn replanned(proxy: &Proxy, outcome: &str) -> u64 {
+    let metrics = proxy.admin_get("/metrics").await;
+    let label = format!("outcome=\"{outcome}\"");
+    let cluster = "cluster=\"main\"";
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_prepared_statements_replanned_total{")
+                && l.contains(&label)
+                && l.contains(cluster)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A proxy with `pool_size = 2` whose connections hold statement `stmt_1` ([`SELECT_ALL`])
+/// each as prepared on one side of `ALTER TABLE t ADD COLUMN note`: the first connection
+/// (the one last given back) after it, by `described` (told both columns) and `plain`
+/// (told none); the other by `early`, before it, which was told one. `holder` is a fourth
+/// client, idle.
+struct Stale {
+    proxy: Proxy,
+    db: String,
+    holder: Named,
+    early: Named,
+    described: Named,
+    plain: Named,
+}
+
+async fn stale(prefix: &str) -> Stale {
+    let (cluster, proxy, db) = pooled(prefix, "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);
+             GRANT SELECT ON t TO PUBLIC",
+        )
+        .await
+        .expect("schema");
+    let mut holder = Named::connect(&proxy, &db).await;
+    // A transaction holds one connection while `early` prepares on the other.
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    let mut early = Named::connect(&proxy, &db).await;
+    let told = early.prepare("stmt_1", SELECT_ALL, true).await;
+    assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
+    assert_eq!(fields(&early.execute("stmt_1").await, b'D'), Some(1));
+    holder.query("COMMIT").await;
+    // The DDL runs on a connection of its own, outside the pool.
+    let direct = cluster.superuser(&cluster.primary, &db).await;
+    direct
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'added'")
+        .await
+        .expect("DDL");
+    // On the connection the holder's COMMIT gave back last, which lacks `stmt_1`.
+    let mut described = Named::connect(&proxy, &db).await;
+    let told = described.prepare("stmt_1", SELECT_ALL, true).await;
+    assert_eq!(fields(&told, b'T'), Some(2), "{told:?}");
+    let mut plain = Named::connect(&proxy, &db).await;
+    let answer = plain.prepare("stmt_1", SELECT_ALL, false).await;
+    assert_eq!(tags(&answer), "1Z", "{answer:?}");
+    Stale {
+        proxy,
+        db,
+        holder,
+        early,
+        described,
+        plain,
+    }
+}
+
+#[tokio::test]
+async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared_it_before() {
+    let Stale {
+        proxy,
+        db,
+        mut holder,
+        mut plain,
+        ..
+    } = stale("pooled_replan").await;
+    // The holder takes the connection `plain` prepared on: `plain` runs on the other,
+    // whose `stmt_1` of the same text predates the DDL. The server fails it, and the proxy
+    // prepares it again there and runs the batch once more.
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    let retried = replanned(&proxy, "retried").await;
+    let answer = plain.execute("stmt_1").await;
+    assert_eq!(
+        error_code(&answer),
+        None,
+        "prepared after the DDL, it runs as on a server of its own: {answer:?}"
+    );
+    assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
+    assert_eq!(tags(&answer), "2DCZ", "only the retried answer: {answer:?}");
+    assert!(replanned(&proxy, "retried").await > retried);
+    holder.query("COMMIT").await;
+    for _ in 0..2 {
+        assert_eq!(fields(&plain.execute("stmt_1").await, b'D'), Some(2));
+    }
+    // Many tokio-postgres clients at once over both connections, after another change of
+    // columns: each prepares again and runs with the new columns.
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("ALTER TABLE t ADD COLUMN more int DEFAULT 7")
+        .await
+        .expect("DDL");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let client = proxy.connect(&db).await;
+        clients.push(tokio::spawn(async move {
+            let statement = client.prepare(SELECT_ALL).await.expect("prepare");
+            for _ in 0..5 {
+                let rows = client.query(&statement, &[]).await.expect("run");
+                let more: i32 = rows[0].get(2);
+                assert_eq!((rows[0].len(), more), (3, 7));
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("client task");
+    }
+}
+
+#[tokio::test]
+async fn a_client_told_the_new_columns_runs_where_the_statement_is_stale_even_in_a_transaction() {
+    let Stale {
+        mut holder,
+        mut described,
+        ..
+    } = stale("pooled_recheck").await;
+    // Its columns here are not the ones the client was told: prepared and described again
+    // first, in a round trip of the proxy's own, so no error comes at all.
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    described.query("BEGIN").await;
+    let answer = described.execute("stmt_1").await;
+    assert_eq!(
+        tags(&answer),
+        "2DCZ",
+        "as on a server of its own: {answer:?}"
+    );
+    assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
+    described.query("COMMIT").await;
+    holder.query("COMMIT").await;
+    for _ in 0..2 {
+        assert_eq!(fields(&described.execute("stmt_1").await, b'D'), Some(2));
+    }
+}
+
+#[tokio::test]
+async fn a_client_told_the_old_columns_gets_the_servers_error() {
+    let Stale {
+        proxy,
+        mut holder,
+        mut early,
+        ..
+    } = stale("pooled_replan_early").await;
+    let errors = replanned(&proxy, "error").await;
+    // `early` runs on its own connection, whose `stmt_1` is its own, from before the DDL:
+    // the server fails it, and prepared again its columns are not the ones `early` knows.
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    let answer = early.execute("stmt_1").await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("0A000"),
+        "rows of two columns would not decode by the one it was told: {answer:?}"
+    );
+    holder.query("COMMIT").await;
+    // And on the connection the holder gave back, where `described` prepared it after the
+    // DDL.
+    let answer = early.execute("stmt_1").await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("0A000"),
+        "the same text prepared by another client after the DDL: {answer:?}"
+    );
+    assert!(replanned(&proxy, "error").await >= errors + 2);
+}
+
+#[tokio::test]
+async fn a_statement_prepared_before_ddl_fails_as_on_its_own_server_on_any_connection() {
+    let (cluster, proxy, db) = pooled("pooled_changed_columns", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .expect("schema");
+    // A transaction holds one connection while the client prepares on the other.
+    let holder = proxy.connect(&db).await;
+    let hold = async || {
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap();
+    };
+    hold().await;
+    let client = proxy.connect(&db).await;
+    let old = client.prepare(SELECT_ALL).await.expect("prepare");
+    assert_eq!(client.query(&old, &[]).await.expect("run")[0].len(), 1);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let direct = cluster.superuser(&cluster.primary, &db).await;
+    direct
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'added'")
+        .await
+        .expect("DDL");
+    // On the connection the holder gave back, which never held it: prepared there now it
+    // would have the new columns, which tokio-postgres cannot decode by the old ones.
+    let err = client
+        .query(&old, &[])
+        .await
+        .expect_err("prepared before the DDL");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    // On its own connection, where it is stale.
+    hold().await;
+    let err = client
+        .query(&old, &[])
+        .await
+        .expect_err("prepared before the DDL");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::FEATURE_NOT_SUPPORTED),
+        "{err:?}"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    // Prepared again, as a driver does after that error, it runs on either connection.
+    let new = client.prepare(SELECT_ALL).await.expect("prepare again");
+    for _ in 0..2 {
+        hold().await;
+        assert_eq!(client.query(&new, &[]).await.expect("run")[0].len(), 2);
+        holder.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(client.query(&new, &[]).await.expect("run")[0].len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn in_a_transaction_a_changed_result_type_is_the_servers_error() {
+    let Stale {
+        mut holder,
+        mut plain,
+        ..
+    } = stale("pooled_replan_tx").await;
+    holder.query("BEGIN").await;
+    holder.query("SELECT /* switchyard:writer */ 1").await;
+    plain.query("BEGIN").await;
+    let answer = plain.execute("stmt_1").await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("0A000"),
+        "in a transaction the error is relayed, not retried: {answer:?}"
+    );
+    assert_eq!(answer.last().map(|(_, s)| s.as_slice()), Some(&b"E"[..]));
+    holder.query("COMMIT").await;
+    plain.query("ROLLBACK").await;
+    // Outside the transaction, on that same connection (the last given back), it runs.
+    let answer = plain.execute("stmt_1").await;
+    assert_eq!(error_code(&answer), None, "{answer:?}");
+    assert_eq!(fields(&answer, b'D'), Some(2), "{answer:?}");
+}
+
+#[tokio::test]
+async fn discard_all_drops_the_clients_statements_as_on_a_server() {
+    let (_, proxy, db) = pooled("pooled_discard", "pool_size = 2").await;
+    let other = proxy.connect(&db).await;
+    let client = proxy.connect(&db).await;
+    let mine = client
+        .prepare("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("prepare");
+    let theirs = other
+        .prepare("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect("prepare");
+    // Another client's transaction holds the connection last used; DISCARD ALL runs on
+    // the other one, which pins the client to it.
+    other.batch_execute("BEGIN").await.unwrap();
+    other.query(&theirs, &[]).await.expect("run");
+    client
+        .batch_execute("DISCARD ALL")
+        .await
+        .expect("DISCARD ALL");
+    other.batch_execute("COMMIT").await.unwrap();
+    let err = client
+        .query(&mine, &[])
+        .await
+        .expect_err("DISCARD ALL dropped the client's statements");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_SQL_STATEMENT_NAME),
+        "{err:?}"
+    );
+    // What the client prepares now works, and once it leaves (its connection reset) the
+    // other client's statement works on every connection.
+    let again = client
+        .prepare("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("prepare after DISCARD ALL");
+    let one: i32 = client.query_one(&again, &[]).await.expect("run").get(0);
+    assert_eq!(one, 1);
+    drop(client);
+    for _ in 0..3 {
+        let two: i32 = other.query_one(&theirs, &[]).await.expect("run").get(0);
+        assert_eq!(two, 2);
+    }
 }
 
 /// `s` as a C string.
