@@ -270,6 +270,12 @@ impl Named {
         Named(RawClient::startup(proxy.addr, "trustuser", db).await)
     }
 
+    /// Holds a connection of the pool: a transaction open on the writer.
+    async fn hold_writer(&mut self) {
+        self.query("BEGIN").await;
+        self.query("SELECT /* switchyard:writer */ 1").await;
+    }
+
     async fn query(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
         self.0.send(b'Q', &cstr(sql.as_bytes())).await;
         super::until_ready(&mut self.0).await
@@ -358,8 +364,7 @@ async fn stale(prefix: &str) -> Stale {
         .expect("schema");
     let mut holder = Named::connect(&proxy, &db).await;
     // A transaction holds one connection while `early` prepares on the other.
-    holder.query("BEGIN").await;
-    holder.query("SELECT /* switchyard:writer */ 1").await;
+    holder.hold_writer().await;
     let mut early = Named::connect(&proxy, &db).await;
     let told = early.prepare("stmt_1", SELECT_ALL, true).await;
     assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
@@ -400,8 +405,7 @@ async fn after_ddl_a_statement_prepared_again_runs_where_another_client_prepared
     // The holder takes the connection `plain` prepared on: `plain` runs on the other,
     // whose `stmt_1` of the same text predates the DDL. The server fails it, and the proxy
     // prepares it again there and runs the batch once more.
-    holder.query("BEGIN").await;
-    holder.query("SELECT /* switchyard:writer */ 1").await;
+    holder.hold_writer().await;
     let retried = replanned(&proxy, "retried").await;
     let answer = plain.execute("stmt_1").await;
     assert_eq!(
@@ -449,8 +453,7 @@ async fn a_client_told_the_new_columns_runs_where_the_statement_is_stale_even_in
     } = stale("pooled_recheck").await;
     // Its columns here are not the ones the client was told: prepared and described again
     // first, in a round trip of the proxy's own, so no error comes at all.
-    holder.query("BEGIN").await;
-    holder.query("SELECT /* switchyard:writer */ 1").await;
+    holder.hold_writer().await;
     described.query("BEGIN").await;
     let answer = described.execute("stmt_1").await;
     assert_eq!(
@@ -477,8 +480,7 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
     let errors = replanned(&proxy, "error").await;
     // `early` runs on its own connection, whose `stmt_1` is its own, from before the DDL:
     // the server fails it, and prepared again its columns are not the ones `early` knows.
-    holder.query("BEGIN").await;
-    holder.query("SELECT /* switchyard:writer */ 1").await;
+    holder.hold_writer().await;
     let answer = early.execute("stmt_1").await;
     assert_eq!(
         error_code(&answer).as_deref(),
@@ -564,8 +566,7 @@ async fn in_a_transaction_a_changed_result_type_is_the_servers_error() {
         mut plain,
         ..
     } = stale("pooled_replan_tx").await;
-    holder.query("BEGIN").await;
-    holder.query("SELECT /* switchyard:writer */ 1").await;
+    holder.hold_writer().await;
     plain.query("BEGIN").await;
     let answer = plain.execute("stmt_1").await;
     assert_eq!(
