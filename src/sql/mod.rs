@@ -28,7 +28,7 @@ mod set;
 
 use classify::Statements;
 pub use function::{FunctionId, Functions, MAX_CALLS};
-pub use identity::rewrite_identity;
+pub use identity::{cancel_backend_call, rewrite_identity};
 pub use set::postgres_settings;
 
 /// The SQL dialect, which decides how quotes and comments are lexed and which

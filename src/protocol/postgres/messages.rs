@@ -101,6 +101,27 @@ pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
     });
 }
 
+/// The whole answer to a one-row query of one boolean column `name` (RowDescription,
+/// DataRow, CommandComplete), as the server sends it in text format.
+pub fn one_bool_row(out: &mut BytesMut, name: &str, value: bool) {
+    tagged(out, b'T', |b| {
+        b.put_i16(1);
+        put_cstr(b, name.as_bytes());
+        b.put_i32(0); // no table
+        b.put_i16(0); // no column of one
+        b.put_i32(16); // bool
+        b.put_i16(1); // its size
+        b.put_i32(-1); // no type modifier
+        b.put_i16(0); // text
+    });
+    tagged(out, b'D', |b| {
+        b.put_i16(1);
+        b.put_i32(1);
+        b.put_u8(if value { b't' } else { b'f' });
+    });
+    command_complete(out, "SELECT 1");
+}
+
 /// CommandComplete with `tag` (e.g. `ROLLBACK`).
 pub fn command_complete(out: &mut BytesMut, tag: &str) {
     tagged(out, tag::COMMAND_COMPLETE, |b| put_cstr(b, tag.as_bytes()));

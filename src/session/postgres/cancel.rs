@@ -53,7 +53,8 @@ impl SessionCancel {
 /// Every live session's cancel key, shared by the accept loop and the sessions.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    sessions: Mutex<HashMap<(i32, i32), Arc<SessionCancel>>>,
+    /// Each session by its key, with its backend user (whose rights a cancel by pid needs).
+    sessions: Mutex<HashMap<(i32, i32), Registered>>,
     /// How many process ids of the proxy's were handed out.
     own_pids: AtomicU32,
 }
@@ -62,6 +63,9 @@ pub struct CancelRegistry {
 /// above the ids of server processes (Linux's `pid_max` is at most 2^22), so that one is
 /// never taken for a server connection's, nor a server's for a client's.
 const FIRST_OWN_PID: u32 = 1 << 30;
+
+/// A registered session: where its statement runs, and its backend user.
+type Registered = (Arc<SessionCancel>, String);
 
 /// Removes a session from the registry when dropped.
 pub struct Registration {
@@ -94,6 +98,7 @@ impl CancelRegistry {
         self: &Arc<Self>,
         cancel: Arc<SessionCancel>,
         pid: Option<i32>,
+        user: &str,
     ) -> Registration {
         let mut sessions = match self.sessions.lock() {
             Ok(s) => s,
@@ -106,7 +111,7 @@ impl CancelRegistry {
                 break key;
             }
         };
-        sessions.insert(key, Arc::clone(&cancel));
+        sessions.insert(key, (Arc::clone(&cancel), user.to_owned()));
         Registration {
             registry: Arc::clone(self),
             key,
@@ -128,19 +133,53 @@ impl CancelRegistry {
                 Ok(s) => s,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            sessions.get(&(pid, secret)).and_then(|s| s.active_target())
+            sessions
+                .get(&(pid, secret))
+                .and_then(|(s, _)| s.active_target())
         };
-        let Some(target) = target else {
-            return Ok(false);
-        };
-        let mut packet = [0u8; 16];
-        packet[..4].copy_from_slice(&16i32.to_be_bytes());
-        packet[4..8].copy_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
-        packet[8..12].copy_from_slice(&target.key.pid.to_be_bytes());
-        packet[12..].copy_from_slice(&target.key.secret.to_be_bytes());
-        let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        tcp.write_all(&packet).await?;
-        tcp.shutdown().await?;
-        Ok(true)
+        send_cancel(target).await
     }
+
+    /// `pg_cancel_backend(pid)` of a client's own pid (the proxy's, handed out in
+    /// transaction mode), asked by a client logged in to the backends as `user`: the
+    /// statement that client runs now is cancelled as a CancelRequest would cancel it.
+    /// `None` when `pid` is no client's, or one of another backend user (whose rights only
+    /// the server knows): the call then goes to the server as written.
+    pub async fn cancel_pid(&self, pid: i64, user: &str) -> Option<std::io::Result<bool>> {
+        let pid = i32::try_from(pid)
+            .ok()
+            .filter(|p| *p as u32 >= FIRST_OWN_PID)?;
+        let target = {
+            let sessions = match self.sessions.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let (cancel, owner) = sessions
+                .iter()
+                .find(|((p, _), _)| *p == pid)
+                .map(|(_, session)| session)?;
+            if owner != user {
+                return None;
+            }
+            cancel.active_target()
+        };
+        // As on a server: the signal is sent (true) even when the client runs nothing.
+        Some(send_cancel(target).await.map(|_| true))
+    }
+}
+
+/// Sends a CancelRequest to `target`, if there is one; whether one was sent.
+async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
+    let Some(target) = target else {
+        return Ok(false);
+    };
+    let mut packet = [0u8; 16];
+    packet[..4].copy_from_slice(&16i32.to_be_bytes());
+    packet[4..8].copy_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
+    packet[8..12].copy_from_slice(&target.key.pid.to_be_bytes());
+    packet[12..].copy_from_slice(&target.key.secret.to_be_bytes());
+    let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.write_all(&packet).await?;
+    tcp.shutdown().await?;
+    Ok(true)
 }

@@ -190,7 +190,7 @@ impl Session {
     }
 
     /// Drops the client's unit of `len` bytes and sends `out` as its answer.
-    async fn answer_with(&mut self, len: usize, out: &[u8]) -> Result<(), SessionError> {
+    pub(super) async fn answer_with(&mut self, len: usize, out: &[u8]) -> Result<(), SessionError> {
         self.side.client.buf.advance(len);
         let sent = self.side.client.stream.write_all(out).await;
         sent.map_err(SessionError::ClientIo)

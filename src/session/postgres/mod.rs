@@ -170,10 +170,10 @@ impl Session {
         } else {
             writer.key.map(|k| k.pid)
         };
-        let registration = self
-            .ctx
-            .cancels
-            .register(Arc::clone(&self.side.cancel), pid);
+        let registration =
+            self.ctx
+                .cancels
+                .register(Arc::clone(&self.side.cancel), pid, &self.creds.user);
         let (pid, secret) = registration.key();
         if self.pooled() {
             self.side.scanner.identity = Some(pid as u32);
@@ -269,6 +269,21 @@ impl Session {
         if self.view.in_transaction.is_none() && unit.first_tag == tag::QUERY {
             let bytes = &self.side.client.buf[..unit.end];
             let sql = frame::message(bytes, usize::MAX).ok().flatten();
+            let sql_text = sql.and_then(|(_, body)| messages::query_text(body));
+            // `pg_cancel_backend()` of a pooled client's own pid, which no server knows.
+            if let Some(pid) = sql_text.and_then(crate::sql::cancel_backend_call) {
+                let user = &self.creds.user;
+                if let Some(sent) = self.ctx.cancels.cancel_pid(pid, user).await {
+                    if let Err(e) = &sent {
+                        tracing::warn!(error = %e, "could not forward a cancel");
+                    }
+                    self.side.scanner.recycle(unit.refs);
+                    let mut out = BytesMut::new();
+                    messages::one_bool_row(&mut out, "pg_cancel_backend", sent.unwrap_or(false));
+                    messages::ready_for_query(&mut out, b'I');
+                    return self.answer_with(unit.end, &out).await;
+                }
+            }
             let target = sql
                 .and_then(|(_, body)| messages::query_text(body))
                 .and_then(scan::deallocate);

@@ -886,3 +886,59 @@ async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
         t.await.expect("client task");
     }
 }
+
+#[tokio::test]
+async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement() {
+    use std::time::Duration;
+    let (_, proxy, db) = pooled("pooled_cancel_pid", "pool_size = 3").await;
+    let victim = proxy.connect(&db).await;
+    let bystander = proxy.connect(&db).await;
+    let killer = proxy.connect(&db).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sleeping = tokio::spawn(async move {
+        let slept = victim
+            .batch_execute("SELECT /* switchyard:writer */ pg_sleep(60)")
+            .await;
+        // The client lives on: its pid stays its own until the test ends.
+        (victim, slept)
+    });
+    let calm = tokio::spawn(async move {
+        bystander
+            .batch_execute("SELECT /* switchyard:writer */ pg_sleep(0.5)")
+            .await
+    });
+    // Until the victim's statement runs: before, there is nothing to cancel.
+    let cancelled = crate::support::retry(Duration::from_secs(30), async || {
+        // As psql sends it: a simple Query.
+        let answer = killer
+            .simple_query(&format!("SELECT pg_cancel_backend({pid})"))
+            .await
+            .expect("answered");
+        let sent = answer.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(
+            sent.as_deref(),
+            Some("t"),
+            "as a server says of a process it signalled"
+        );
+        if sleeping.is_finished() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    assert!(cancelled.is_ok(), "the victim's statement ended");
+    let (_victim, slept) = sleeping.await.unwrap();
+    let err = slept.expect_err("the victim's statement was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    calm.await
+        .unwrap()
+        .expect("no other client's statement is cancelled");
+}
