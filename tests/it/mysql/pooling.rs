@@ -399,7 +399,6 @@ fn assert_interrupted(answer: Result<Option<i64>, mysql_async::Error>) {
 
 #[tokio::test]
 async fn sqlx_clients_share_two_connections_with_their_prepared_statements() {
-    use sqlx::Connection;
     let (_, proxy, db) = pooled("pooled_sqlx", "pool_size = 2").await;
     let mut setup = connect(&proxy, &db).await;
     setup
@@ -410,42 +409,12 @@ async fn sqlx_clients_share_two_connections_with_their_prepared_statements() {
         "mysql://app:app-secret@127.0.0.1:{}/{db}",
         proxy.addr.port()
     );
-    let mut tasks = Vec::new();
-    for n in 0..8i64 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = sqlx::MySqlConnection::connect(&url)
-                .await
-                .expect("sqlx connects");
-            for i in 0..10i64 {
-                let k = n * 100 + i;
-                if n % 2 == 0 {
-                    sqlx::query("INSERT INTO kv VALUES (?, ?)")
-                        .bind(k)
-                        .bind(format!("v{k}"))
-                        .execute(&mut c)
-                        .await
-                        .expect("insert");
-                }
-                let v: Option<String> =
-                    sqlx::query_scalar("SELECT /* switchyard:writer */ v FROM kv WHERE k = ?")
-                        .bind(k)
-                        .fetch_optional(&mut c)
-                        .await
-                        .expect("select");
-                let want = (n % 2 == 0).then(|| format!("v{k}"));
-                assert_eq!(v, want, "client {n} reads its own row {k}");
-                let sum: i64 = sqlx::query_scalar("SELECT CAST(? AS SIGNED) + CAST(? AS SIGNED)")
-                    .bind(n)
-                    .bind(i)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("arithmetic");
-                assert_eq!(sum, n + i);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
+    crate::support::sqlx_clients_share_a_pool!(
+        sqlx::MySqlConnection,
+        url,
+        i64,
+        "INSERT INTO kv VALUES (?, ?)",
+        "SELECT /* switchyard:writer */ v FROM kv WHERE k = ?",
+        "SELECT CAST(? AS SIGNED) + CAST(? AS SIGNED)"
+    );
 }

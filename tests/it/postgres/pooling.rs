@@ -834,7 +834,6 @@ async fn a_set_inside_a_transaction_follows_the_client_once_the_transaction_ends
 
 #[tokio::test]
 async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
-    use sqlx::Connection;
     let (_, proxy, db) = pooled("pooled_sqlx", "pool_size = 2").await;
     let setup = proxy.connect(&db).await;
     setup
@@ -845,46 +844,14 @@ async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
         "postgres://app:app-secret@127.0.0.1:{}/{db}",
         proxy.addr.port()
     );
-    // sqlx names its statements sqlx_s_1, sqlx_s_2 … in each connection: the same names
-    // with other texts, in other orders, over the proxy's two server connections.
-    let mut tasks = Vec::new();
-    for n in 0..8i32 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = sqlx::PgConnection::connect(&url)
-                .await
-                .expect("sqlx connects");
-            for i in 0..10i32 {
-                let k = n * 100 + i;
-                if n % 2 == 0 {
-                    sqlx::query("INSERT INTO kv VALUES ($1, $2)")
-                        .bind(k)
-                        .bind(format!("v{k}"))
-                        .execute(&mut c)
-                        .await
-                        .expect("insert");
-                }
-                let v: Option<String> =
-                    sqlx::query_scalar("SELECT /* switchyard:writer */ v FROM kv WHERE k = $1")
-                        .bind(k)
-                        .fetch_optional(&mut c)
-                        .await
-                        .expect("select");
-                let want = (n % 2 == 0).then(|| format!("v{k}"));
-                assert_eq!(v, want, "client {n} reads its own row {k}");
-                let sum: i32 = sqlx::query_scalar("SELECT $1::int + $2::int")
-                    .bind(n)
-                    .bind(i)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("arithmetic");
-                assert_eq!(sum, n + i);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
+    crate::support::sqlx_clients_share_a_pool!(
+        sqlx::PgConnection,
+        url,
+        i32,
+        "INSERT INTO kv VALUES ($1, $2)",
+        "SELECT /* switchyard:writer */ v FROM kv WHERE k = $1",
+        "SELECT $1::int + $2::int"
+    );
 }
 
 #[tokio::test]

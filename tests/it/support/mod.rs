@@ -157,3 +157,50 @@ where
         }
     }
 }
+
+/// Eight sqlx clients of `$conn` at `$url`, each inserting (every other client), reading
+/// back its own rows and adding two parameters, with `$insert`, `$select` and `$sum` in the
+/// protocol's placeholders and `$int` its integer type: sqlx names its statements
+/// `sqlx_s_1`, `sqlx_s_2` … in every connection, so over a small pool the same names carry
+/// other texts, in other orders.
+macro_rules! sqlx_clients_share_a_pool {
+    ($conn:ty, $url:expr, $int:ty, $insert:expr, $select:expr, $sum:expr) => {{
+        use sqlx::Connection;
+        let mut tasks = Vec::new();
+        for n in 0..8 as $int {
+            let url: String = $url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = <$conn>::connect(&url).await.expect("sqlx connects");
+                for i in 0..10 as $int {
+                    let k = n * 100 + i;
+                    if n % 2 == 0 {
+                        sqlx::query($insert)
+                            .bind(k)
+                            .bind(format!("v{k}"))
+                            .execute(&mut c)
+                            .await
+                            .expect("insert");
+                    }
+                    let v: Option<String> = sqlx::query_scalar($select)
+                        .bind(k)
+                        .fetch_optional(&mut c)
+                        .await
+                        .expect("select");
+                    let want = (n % 2 == 0).then(|| format!("v{k}"));
+                    assert_eq!(v, want, "client {n} reads its own row {k}");
+                    let sum: $int = sqlx::query_scalar($sum)
+                        .bind(n)
+                        .bind(i)
+                        .fetch_one(&mut c)
+                        .await
+                        .expect("arithmetic");
+                    assert_eq!(sum, n + i);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+    }};
+}
+pub(crate) use sqlx_clients_share_a_pool;
