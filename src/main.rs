@@ -202,7 +202,7 @@ fn main() -> ExitCode {
                 }
             };
             let log_level = init_tracing(&config.raw.server);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime(config.raw.server.worker_threads) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("switchyard: cannot start the runtime: {e}");
@@ -218,6 +218,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The runtime sessions run on: `worker_threads` threads (unset: tokio's default, one per
+/// CPU or `TOKIO_WORKER_THREADS`); one thread is the current-thread scheduler, with nothing
+/// handed between threads.
+fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 fn cutover(

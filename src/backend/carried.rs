@@ -26,7 +26,7 @@ pub struct Carried {
 /// there (the Parse it was prepared with, the server's statement id).
 #[derive(Debug)]
 pub struct StatementCache<K, V> {
-    by_key: HashMap<K, (V, u64)>,
+    by_key: HashMap<K, (V, u64), foldhash::fast::RandomState>,
     /// Bumped at each use; the entry with the lowest stamp is the least recently used.
     clock: u64,
     /// The instance's `switchyard_prepared_statements`, kept at the statements held.
@@ -36,7 +36,7 @@ pub struct StatementCache<K, V> {
 impl<K, V> Default for StatementCache<K, V> {
     fn default() -> Self {
         StatementCache {
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             clock: 0,
             gauge: None,
         }
@@ -56,7 +56,7 @@ impl<K: Hash + Eq + Clone, V> StatementCache<K, V> {
     /// An empty cache that keeps `gauge` at the number of statements it holds.
     pub fn counted(gauge: metrics::Gauge) -> Self {
         StatementCache {
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             clock: 0,
             gauge: Some(gauge),
         }

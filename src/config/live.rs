@@ -32,6 +32,10 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<Problem> {
     fixed("server.tls_cert", o.tls_cert != n.tls_cert);
     fixed("server.tls_key", o.tls_key != n.tls_key);
     fixed("server.log_format", o.log_format != n.log_format);
+    fixed(
+        "server.worker_threads",
+        o.worker_threads != n.worker_threads,
+    );
     fixed("admin", old.admin != new.admin);
 
     let names = |c: &Config| c.clusters.keys().cloned().collect::<Vec<_>>();

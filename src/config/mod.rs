@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// Most backend connections this proxy opens to one instance, across all its pools
     /// (every backend user and database); unset: no limit beyond the pools' own sizes.
     pub max_backend_connections: Option<usize>,
+    /// Threads that run the sessions; unset: one per CPU (or `TOKIO_WORKER_THREADS`). With
+    /// 1, everything runs on one thread (no hand-over between threads per statement).
+    pub worker_threads: Option<usize>,
 }
 
 impl ServerConfig {
@@ -558,6 +561,12 @@ fn pool_budget_warning(raw: &Config) -> Option<String> {
 /// `[server]` pool keys: a pool of no connections, or timeouts of zero, would refuse every
 /// client.
 fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String)) {
+    if server.worker_threads == Some(0) {
+        problem(
+            "server.worker_threads".into(),
+            "must be at least 1 (leave it out for one per CPU)".into(),
+        );
+    }
     if server.max_prepared_statements == 0 {
         problem(
             "server.max_prepared_statements".into(),
@@ -768,6 +777,17 @@ mod tests {
         let problems = check(&with("max_backend_connections = 0")).expect_err("invalid");
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["server.max_backend_connections"]);
+        let problems = check(&with("worker_threads = 0")).expect_err("invalid");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["server.worker_threads"]);
+        assert_eq!(
+            check(&with("worker_threads = 1"))
+                .expect("valid")
+                .raw
+                .server
+                .worker_threads,
+            Some(1)
+        );
         // Two backend users (a second client user logging in as "app" adds none).
         let users = "[[users]]\nname = \"b\"\npassword = \"x\"\n\
                      [[users]]\nname = \"c\"\npassword = \"x\"\nbackend_user = \"app\"\n\

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::pools::{Pool, spawn_or_run};
+use super::pools::{Pool, PoolRef, spawn_or_run};
 use super::slots::{Busy, Entry};
 use super::{Carried, CloseReason, Key, Pooled};
 
@@ -42,6 +42,11 @@ impl<C: Pooled> Lease<C> {
     /// The pool it came from.
     pub fn key(&self) -> &Key {
         &self.pool.key
+    }
+
+    /// A handle on the pool it came from, to check out from it again.
+    pub fn pool(&self) -> PoolRef<C> {
+        PoolRef::new(Arc::clone(&self.pool))
     }
 
     /// Gives the connection back to its pool (see [`Release`]).

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use crate::backend::Carried;
 pub use lease::{Lease, Release};
-pub use pools::Pools;
+pub use pools::{PoolRef, Pools};
 pub use slots::Counts;
 
 use crate::config::{PoolMode, ServerConfig};

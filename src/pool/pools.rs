@@ -44,6 +44,20 @@ struct Shared<C: Pooled> {
     opener: OnceLock<Arc<dyn Opener<C>>>,
 }
 
+/// A handle on one pool, kept by a caller that checks out from it again and again
+/// ([`Pools::checkout_from`]). It keeps the pool's bookkeeping alive, not its connections.
+pub struct PoolRef<C: Pooled>(Arc<Pool<C>>);
+
+impl<C: Pooled> PoolRef<C> {
+    pub fn key(&self) -> &Key {
+        &self.0.key
+    }
+
+    pub(super) fn new(pool: Arc<Pool<C>>) -> PoolRef<C> {
+        PoolRef(pool)
+    }
+}
+
 /// One pool: the connections of one [`Key`].
 pub(super) struct Pool<C: Pooled> {
     pub key: Key,
@@ -112,6 +126,37 @@ impl<C: Pooled> Pools<C> {
         Fut: Future<Output = Result<C, E>>,
     {
         let pool = self.shared.pool(key, settings);
+        self.checkout_in(pool, settings, connect).await
+    }
+
+    /// [`Pools::checkout`] from the pool of a connection the caller had before (kept with
+    /// [`Lease::pool`]), without looking it up by key: a session takes its writer from the
+    /// same pool transaction after transaction. If that pool was retired since, from the
+    /// one that took its place.
+    pub async fn checkout_from<E, F, Fut>(
+        &self,
+        pool: &PoolRef<C>,
+        settings: &Settings,
+        connect: F,
+    ) -> Result<Lease<C>, CheckoutError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<C, E>>,
+    {
+        self.checkout_in(Arc::clone(&pool.0), settings, connect)
+            .await
+    }
+
+    async fn checkout_in<E, F, Fut>(
+        &self,
+        mut pool: Arc<Pool<C>>,
+        settings: &Settings,
+        connect: F,
+    ) -> Result<Lease<C>, CheckoutError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<C, E>>,
+    {
         let started = Instant::now();
         let granted = loop {
             match pool.with(|s| s.take(*settings)) {
@@ -123,6 +168,10 @@ impl<C: Pooled> Pools<C> {
                     }
                 },
                 Take::Open => break Grant::Slot,
+                Take::Retired => {
+                    let key = pool.key.clone();
+                    pool = self.shared.pool(&key, settings);
+                }
                 Take::Wait(id, rx) => {
                     if pool.with(|s| s.short_of_budget()) {
                         self.shared.make_room(&pool);
@@ -136,8 +185,8 @@ impl<C: Pooled> Pools<C> {
                         .record(started.elapsed().as_secs_f64());
                     pool.metrics.checkout_timeouts.increment(1);
                     return Err(CheckoutError::Timeout {
-                        instance: key.instance.clone(),
-                        user: key.user.clone(),
+                        instance: pool.key.instance.clone(),
+                        user: pool.key.user.clone(),
                         size: settings.size,
                         budget: settings.max_backend,
                         timeout: settings.checkout_timeout,

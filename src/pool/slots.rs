@@ -69,6 +69,8 @@ pub(super) enum Take<C> {
     Open,
     /// Wait in line (number `id`) for a grant.
     Wait(u64, oneshot::Receiver<Grant<C>>),
+    /// Nothing: the pool was retired (its key's next pool is the one to take from).
+    Retired,
 }
 
 /// How many connections are in each state, and how many checkouts wait.
@@ -174,6 +176,9 @@ impl<C> Slots<C> {
     /// else a slot to open one if the pool has room, else a place at the end of the line.
     /// Nobody overtakes a waiting checkout.
     pub fn take(&mut self, settings: Settings) -> Take<C> {
+        if self.retired {
+            return Take::Retired;
+        }
         self.settings = settings;
         self.grant_slots();
         if self.waiters.is_empty() {

@@ -486,6 +486,42 @@ async fn a_retired_pool_closes_its_connections_and_a_new_one_starts() {
     );
 }
 
+#[tokio::test]
+async fn a_checkout_from_a_kept_pool_reuses_it_and_follows_its_retirement() {
+    let bench = Bench::new();
+    let first = bench.lease(settings(2)).await;
+    let kept = first.pool();
+    first.release(Release::Clean);
+    let counters = Counters {
+        opened: Arc::clone(&bench.opened),
+        alive: Arc::clone(&bench.alive),
+        lent: Arc::clone(&bench.lent),
+    };
+    let again = bench
+        .pools
+        .checkout_from(&kept, &settings(2), || async {
+            Ok::<_, Refused>(counters.fake())
+        })
+        .await
+        .expect("checkout");
+    assert_eq!(again.id, 1, "the kept pool's idle connection");
+    again.release(Release::Clean);
+
+    bench.pools.retire(|k| k.instance == "db:5432");
+    bench.until("the idle one closed", |b| b.alive() == 0).await;
+    let after = bench
+        .pools
+        .checkout_from(&kept, &settings(2), || async {
+            Ok::<_, Refused>(counters.fake())
+        })
+        .await
+        .expect("a checkout from a retired pool goes to the one that took its place");
+    assert_eq!(after.id, 2, "a new connection");
+    assert_eq!(bench.counts().in_use, 1, "in the key's new pool");
+    after.release(Release::Clean);
+    assert_eq!(bench.counts().idle, 1, "given back there, not closed");
+}
+
 fn with_min_idle(size: usize, min_idle: usize) -> Settings {
     Settings {
         min_idle,

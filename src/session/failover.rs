@@ -213,10 +213,11 @@ pub struct WriterWait<'a> {
 impl<'a> WriterWait<'a> {
     /// The wait of a session on `cluster`, with the cluster's `failover_timeout`.
     pub fn new(ctx: &'a Context, cluster: &str, shutdown: &'a mut Shutdown) -> WriterWait<'a> {
+        let config = ctx.config();
         WriterWait {
             topology: &ctx.topology,
-            timeout: timeout(&ctx.config(), cluster),
-            connect_timeout: ctx.config().raw.server.connect_timeout,
+            timeout: timeout(&config, cluster),
+            connect_timeout: config.raw.server.connect_timeout,
             shutdown,
         }
     }

@@ -24,7 +24,7 @@ use crate::backend::Credentials;
 use crate::catalog::SessionFunctions;
 use crate::config::PoolMode;
 use crate::cutover::Admission;
-use crate::pool::{self, CheckoutError, Key, Lease, Pooled, Pools, Release};
+use crate::pool::{self, CheckoutError, Key, Lease, PoolRef, Pooled, Pools, Release};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::Statement;
@@ -169,10 +169,22 @@ pub async fn checkout<P: Protocol>(
     checkout_keyed(ctx, dial, instance, &key).await
 }
 
+/// [`checkout`] from `pool`, the pool of the session's last writer connection, known to be
+/// the one `dial` and `instance` give: no key is built, looked up or noted per transaction.
+pub async fn checkout_from<P: Protocol>(
+    ctx: &Context,
+    dial: Dial<'_, P>,
+    instance: &Arc<Instance>,
+    pool: &PoolRef<P::Conn>,
+) -> Result<Lease<P::Conn>, OpenError<P>> {
+    let settings = pool::Settings::from_config(&ctx.config().raw.server, dial.mode);
+    let connect = || P::connect(dial, instance);
+    P::pools(ctx).checkout_from(pool, &settings, connect).await
+}
+
 /// [`checkout`] from the pool of `key`, already known to be the one `dial` and `instance`
-/// give (a session's writer pool, from its last checkout; its login already noted): no key
-/// is built, and no login noted, per transaction.
-pub async fn checkout_keyed<P: Protocol>(
+/// give (its login already noted).
+async fn checkout_keyed<P: Protocol>(
     ctx: &Context,
     dial: Dial<'_, P>,
     instance: &Arc<Instance>,
@@ -408,9 +420,9 @@ pub struct Session<P: Protocol> {
     pub(super) functions: SessionFunctions,
     pub(super) writer: Option<P::Backend>,
     pub(super) reader: Option<P::Backend>,
-    /// The pool key of the session's last writer connection: in transaction mode the next
-    /// transaction takes one from the same pool, without building the key again.
-    pub(super) writer_key: Option<Key>,
+    /// The pool of the session's last writer connection: in transaction mode the next
+    /// transaction takes one from the same pool, without building its key again.
+    pub(super) writer_pool: Option<PoolRef<P::Conn>>,
     /// Session state (`SET`, `USE` …), replayed in order on the session's other connections.
     pub(super) replays: Replays<P::Replay>,
     pub(super) view: SessionView,
@@ -473,7 +485,7 @@ impl<P: Protocol> Session<P> {
             functions,
             writer: None,
             reader: None,
-            writer_key: None,
+            writer_pool: None,
             replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,

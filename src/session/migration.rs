@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::SessionError;
 use super::failover::{self, Ended, MoveCause, Verdict, WaitError, WriterWait};
-use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout, checkout_keyed};
+use super::flow::{Dial, Held, OpenError, Protocol, Session, Why, checkout, checkout_from};
 use crate::cutover::{Entry, Mode};
-use crate::pool::{CheckoutError, Lease};
+use crate::pool::{CheckoutError, Lease, PoolRef};
 use crate::router::Target;
 use crate::topology::{Cluster, Instance};
 
@@ -237,7 +237,7 @@ impl<P: Protocol> Session<P> {
         first: bool,
     ) -> Result<(Arc<Cluster>, Result<Lease<P::Conn>, OpenError<P>>), WaitError> {
         let (ctx, login, creds, mode) = (&self.ctx, &self.login, &self.creds, self.mode);
-        let known = self.writer_key.as_ref();
+        let known = self.writer_pool.as_ref();
         // Set when the pool's key had to be built: the session keeps the new one.
         let built = &AtomicBool::new(false);
         let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
@@ -252,8 +252,11 @@ impl<P: Protocol> Session<P> {
             let writer = &cluster.writer;
             // Only the cluster and instance can differ from the last writer's pool: the
             // session's login and backend user are its own for good.
-            match known.filter(|k| k.cluster == cluster.name && k.instance == writer.addr) {
-                Some(key) => checkout_keyed(ctx, dial, writer, key).await,
+            let same = |p: &&PoolRef<P::Conn>| {
+                p.key().cluster == cluster.name && p.key().instance == writer.addr
+            };
+            match known.filter(same) {
+                Some(pool) => checkout_from(ctx, dial, writer, pool).await,
                 None => {
                     built.store(true, Ordering::Relaxed);
                     checkout(ctx, dial, writer).await
@@ -267,7 +270,7 @@ impl<P: Protocol> Session<P> {
         if built.load(Ordering::Relaxed)
             && let Ok((_, Ok(lease))) = &connected
         {
-            self.writer_key = Some(lease.key().clone());
+            self.writer_pool = Some(lease.pool());
         }
         connected
     }

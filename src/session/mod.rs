@@ -72,6 +72,17 @@ pub(crate) enum FoundUser {
     Unknown,
 }
 
+/// The config as of now, borrowed from the live one (see [`Context::config`]).
+pub struct Config(arc_swap::Guard<Arc<Live>>);
+
+impl std::ops::Deref for Config {
+    type Target = Validated;
+
+    fn deref(&self) -> &Validated {
+        &self.0.config
+    }
+}
+
 /// One config, the SCRAM verifiers computed from its plain passwords (4096 PBKDF2 rounds
 /// each, so once per config, not per login) and its `[auth]` lookup.
 struct Live {
@@ -207,8 +218,16 @@ impl Context {
         &self.mysql_logins
     }
 
-    /// The config as of now (the last one loaded or reloaded).
-    pub fn config(&self) -> Arc<Validated> {
+    /// The config as of now (the last one loaded or reloaded), to read at once: a guard
+    /// that takes no reference count (every session reads the config several times per
+    /// transaction, and a count shared by all of them would be written by every core).
+    /// Not to be held across an await: [`Context::config_arc`] is the one to keep.
+    pub fn config(&self) -> Config {
+        Config(self.live.load())
+    }
+
+    /// The config as of now, to keep.
+    pub fn config_arc(&self) -> Arc<Validated> {
         Arc::clone(&self.live.load().config)
     }
 
@@ -264,7 +283,7 @@ impl Context {
         shutdown: &Shutdown,
     ) -> crate::catalog::SessionFunctions {
         let login = crate::catalog::Login {
-            config: self.config(),
+            config: self.config_arc(),
             user: creds.user.clone(),
             password: creds.password.clone(),
             database,

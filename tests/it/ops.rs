@@ -202,9 +202,11 @@ async fn sigterm_under_a_writing_load_finishes_transactions_and_loses_no_acknowl
         .batch_execute("CREATE TABLE ledger (k text PRIMARY KEY); GRANT ALL ON ledger TO app")
         .await
         .expect("create the ledger table");
+    // One worker thread: the binary on its current-thread runtime, signals and drain
+    // included (the in-process proxies of the other tests run on the tests' runtimes).
     let mut proxy = Served::start(&config_text(
         cluster,
-        "shutdown_timeout = \"60s\"\nlog_format = \"json\"",
+        "shutdown_timeout = \"60s\"\nlog_format = \"json\"\nworker_threads = 1",
     ))
     .await;
     let conninfo = proxy.conninfo("app", "app-secret", &db);

@@ -223,7 +223,7 @@ async fn authenticate(
     deadline: Instant,
 ) -> Result<Authenticated, Failure> {
     let fail = |error, seq, client: Option<Client>| Failure { error, seq, client };
-    let config = ctx.config();
+    let config = ctx.config_arc();
     let server = &config.raw.server;
     let tls = ctx
         .tls

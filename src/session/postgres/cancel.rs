@@ -15,12 +15,13 @@ use tokio::net::TcpStream;
 
 use crate::backend::postgres::BackendKey;
 use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
+use crate::topology::Instance;
 
 /// A backend connection a cancel can be sent to.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub host: String,
-    pub port: u16,
+    /// Shared, not copied: the target changes at every checkout in transaction mode.
+    pub instance: Arc<Instance>,
     pub key: BackendKey,
 }
 
@@ -178,7 +179,8 @@ async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
     packet[4..8].copy_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
     packet[8..12].copy_from_slice(&target.key.pid.to_be_bytes());
     packet[12..].copy_from_slice(&target.key.secret.to_be_bytes());
-    let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let instance = &target.instance;
+    let mut tcp = TcpStream::connect((instance.host.as_str(), instance.port)).await?;
     tcp.write_all(&packet).await?;
     tcp.shutdown().await?;
     Ok(true)

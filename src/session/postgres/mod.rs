@@ -436,8 +436,17 @@ impl Session {
         };
         self.side.cancel.set_active(slot);
         backend.client_pid = self.side.scanner.identity.map(|pid| pid as i32);
-        let settings = Settings {
-            read_write_split: self.ctx.config().raw.routing.read_write_split,
+        let (settings, message_limit, max_prepared) = {
+            let config = self.ctx.config();
+            let server = &config.raw.server;
+            let settings = Settings {
+                read_write_split: config.raw.routing.read_write_split,
+            };
+            (
+                settings,
+                server.max_message_bytes,
+                server.max_prepared_statements,
+            )
         };
         let open_on_reader = (target == Target::Reader && unit.ending == Ending::Open)
             .then_some((self.view, settings));
@@ -447,8 +456,8 @@ impl Session {
             scanner: &mut self.side.scanner,
             statements: &mut self.side.statements,
             scratch: &mut self.side.scratch,
-            message_limit: self.ctx.config().raw.server.max_message_bytes,
-            max_prepared: self.ctx.config().raw.server.max_prepared_statements,
+            message_limit,
+            max_prepared,
             open_on_reader,
         };
         ex.run(unit).await

@@ -46,10 +46,13 @@ impl Prepared {
     }
 }
 
-/// The client's prepared statements by name.
+/// The client's prepared statements by name. The unnamed one, which extended-protocol
+/// drivers parse for almost every statement, is kept apart from the map: no hashing nor
+/// key comparison for it.
 #[derive(Debug, Default)]
 pub struct Statements {
-    by_name: HashMap<Vec<u8>, Arc<Prepared>>,
+    unnamed: Option<Arc<Prepared>>,
+    by_name: HashMap<Vec<u8>, Arc<Prepared>, foldhash::fast::RandomState>,
     next_id: u64,
 }
 
@@ -63,16 +66,27 @@ impl Statements {
             class,
             described: AtomicU64::new(0),
         });
-        self.by_name.insert(name.to_vec(), Arc::clone(&p));
+        if name.is_empty() {
+            self.unnamed = Some(Arc::clone(&p));
+        } else {
+            self.by_name.insert(name.to_vec(), Arc::clone(&p));
+        }
         p
     }
 
     fn close(&mut self, name: &[u8]) {
-        self.by_name.remove(name);
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.by_name.remove(name);
+        }
     }
 
     fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
-        self.by_name.get(name)
+        match name {
+            [] => self.unnamed.as_ref(),
+            name => self.by_name.get(name),
+        }
     }
 
     /// Forgets what a SQL `DEALLOCATE` names, when every statement it names is one of the
@@ -81,6 +95,7 @@ impl Statements {
     pub fn deallocate(&mut self, target: &Deallocate) -> bool {
         match target {
             Deallocate::All => {
+                self.unnamed = None;
                 self.by_name.clear();
                 true
             }

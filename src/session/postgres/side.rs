@@ -189,8 +189,7 @@ held!(Backend, Lease<BackendConn>);
 
 pub(super) fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
     conn.key.map(|key| CancelTarget {
-        host: conn.instance.host.clone(),
-        port: conn.instance.port,
+        instance: Arc::clone(&conn.instance),
         key,
     })
 }
