@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::holds::Holds;
 use super::readers::ReaderSpread;
+use super::replays::Replays;
 use super::{Context, error::SessionError};
 use crate::backend::Credentials;
 use crate::catalog::SessionFunctions;
@@ -31,8 +32,9 @@ use crate::sql::Statement;
 use crate::sql::hold::HoldChange;
 use crate::topology::{Cluster, Instance};
 
-/// A session records at most this many state changes to replay on its other connections;
-/// past that it stays on the writer.
+/// A session records at most this many state changes to replay on its other connections
+/// (once those that later ones made pointless are dropped); past that it stays on its writer
+/// connection.
 const MAX_REPLAYS: usize = 256;
 
 /// What a protocol supplies to the shared flow.
@@ -87,6 +89,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
         backend: &mut Self::Backend,
         replays: &[Self::Replay],
     ) -> impl Future<Output = Result<Result<(), String>, SessionError<Self>>> + Send;
+
+    /// The settings `replay` sets, when it sets each from a literal value (replaying a later
+    /// replay of the same names in its place leaves the same state); `None` otherwise.
+    fn setting_names(replay: &Self::Replay) -> Option<Vec<String>>;
 
     /// What else a new writer connection needs of the session's state (MySQL: autocommit
     /// off); `Ok(Err(message))` when the server refused it.
@@ -183,65 +189,6 @@ pub async fn checkout_keyed<P: Protocol>(
     P::pools(ctx).checkout(key, &settings, connect).await
 }
 
-/// The session state a session recorded, in order, with a fingerprint of each: a pooled
-/// connection carries the fingerprints of what it ran (`Carried::state`), so the next
-/// session that takes it sees how much of its own state is there already.
-pub struct Replays<R> {
-    items: Vec<R>,
-    marks: Vec<u64>,
-    /// How many of the last ones were recorded for the unit about to run, while the session
-    /// held no writer: the writer it takes runs them with the unit.
-    unrun: usize,
-}
-
-impl<R> Default for Replays<R> {
-    fn default() -> Self {
-        Replays {
-            items: Vec::new(),
-            marks: Vec::new(),
-            unrun: 0,
-        }
-    }
-}
-
-impl<R: std::hash::Hash> Replays<R> {
-    pub fn push(&mut self, replay: R) {
-        self.marks.push(pool::fingerprint(&replay));
-        self.items.push(replay);
-    }
-
-    pub fn clear(&mut self) {
-        self.items.clear();
-        self.marks.clear();
-        self.unrun = 0;
-    }
-
-    /// What a writer taken for the unit about to run replays before it: all but what the
-    /// unit itself runs. The count is spent.
-    pub fn for_new_writer(&mut self) -> (&[R], usize) {
-        let unrun = std::mem::take(&mut self.unrun);
-        (&self.items[..self.items.len() - unrun], unrun)
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn items(&self) -> &[R] {
-        &self.items
-    }
-
-    /// How many of these a connection carrying `state` has run already: all of `state`
-    /// when it is where this session's state starts, else `None` (it holds other state).
-    fn carried(&self, state: &[u64]) -> Option<usize> {
-        self.marks.starts_with(state).then_some(state.len())
-    }
-}
-
 /// What a session knows about a connection it holds, for the shared flow; implemented
 /// with [`held!`] over the backend type's own fields and methods.
 pub trait Held {
@@ -305,11 +252,13 @@ pub enum Pin {
     Unreplayable,
     /// More settings than the proxy records.
     TooManySettings,
-    /// A reader refused to replay the session's settings.
+    /// A reader refused to replay the session's settings: reads go to the writer, on any
+    /// connection to it, until the settings change.
     SettingsRefused,
     /// A server-side cursor is open (MySQL `COM_STMT_EXECUTE` with a cursor).
     Cursor,
-    /// Transactions serializable by default (a standby refuses them).
+    /// Transactions serializable by default (a standby refuses them): reads go to the
+    /// writer, on any connection to it.
     Serializable,
 }
 
@@ -366,6 +315,12 @@ impl Pin {
         Pin::Cursor,
         Pin::Serializable,
     ];
+
+    /// Whether the session keeps its writer connection for this reason; the others only send
+    /// its reads to the writer (a pooled session takes a connection per unit still).
+    pub fn holds_connection(self) -> bool {
+        !matches!(self, Pin::SettingsRefused | Pin::Serializable)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -477,7 +432,8 @@ impl<P: Protocol> Session<P> {
             replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,
-                pinned_to_writer: start.pinned,
+                pinned_to_writer: false,
+                reads_on_writer: start.pinned,
                 wrote_recently: false,
             },
             read_your_writes: start.read_your_writes,
@@ -572,25 +528,74 @@ impl<P: Protocol> Session<P> {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
-                Some(r) if self.replays.len() < MAX_REPLAYS => {
-                    self.replays.push(r);
-                    // State changes run on the writer: one that had the session's state
-                    // has this one too once the unit ran. Without one (transaction mode),
-                    // the writer taken for this unit runs it with the unit, not before.
-                    let recorded = self.replays.len();
-                    match self.writer.as_mut().map(|w| w.applied()) {
-                        Some(applied) if *applied + 1 == recorded => *applied += 1,
-                        Some(_) => {}
-                        None => self.replays.unrun += 1,
-                    }
+                Some(r) => {
+                    let names = P::setting_names(&r);
+                    self.record(r, names);
                 }
-                Some(_) => self.pin(Pin::TooManySettings),
             },
             Effect::Pin if stmt.class == crate::sql::Class::SessionSet => {
                 self.pin(Pin::SetInTransaction);
             }
             Effect::Pin => self.pin(Pin::Statement),
         }
+    }
+
+    /// Records `replay`, which sets `names` from literals (`None`: anything else), to apply
+    /// on the session's other connections. Past `MAX_REPLAYS` (or when a reader refused
+    /// them) the replays that later ones made pointless are dropped; a session that still
+    /// has too many stays on its writer connection, and records nothing more.
+    pub(super) fn record(&mut self, replay: P::Replay, names: Option<Vec<String>>) {
+        if self.pinned_by(Pin::TooManySettings) {
+            return;
+        }
+        self.replays.push(replay, names);
+        // State changes run on the writer: one that had the session's state has this one
+        // too once the unit ran. Without one (transaction mode), the writer taken for this
+        // unit runs it with the unit, not before.
+        let recorded = self.replays.len();
+        match self.writer.as_mut().map(|w| w.applied()) {
+            Some(applied) if *applied + 1 == recorded => *applied += 1,
+            Some(_) => {}
+            None => self.replays.unrun_one(),
+        }
+        let refused = self.pinned_by(Pin::SettingsRefused);
+        if recorded > MAX_REPLAYS || refused {
+            self.compact_replays();
+        }
+        if self.replays.len() > MAX_REPLAYS {
+            self.pin(Pin::TooManySettings);
+        }
+        if refused {
+            // The settings changed: the next read tries a reader again.
+            self.unpin(Pin::SettingsRefused);
+        }
+    }
+
+    /// Drops the replays that later ones made pointless, unless the writer connection holds
+    /// one of them without what overwrote it. A reader connection in that case goes back
+    /// to its pool to be reset.
+    fn compact_replays(&mut self) {
+        let plan = self.replays.compaction();
+        if plan.is_empty() {
+            return;
+        }
+        let writer = self.writer.as_mut().map(|w| w.applied());
+        let writer = match writer.map(|applied| (plan.applied(*applied), applied)) {
+            Some((None, _)) => return,
+            Some((Some(now), applied)) => {
+                *applied = now;
+                true
+            }
+            None => false,
+        };
+        let reader = self.reader.as_mut().map(|r| plan.applied(*r.applied()));
+        match (reader, self.reader.as_mut()) {
+            (Some(Some(now)), Some(r)) => *r.applied() = now,
+            (Some(None), _) => self.drop_reader(false),
+            _ => {}
+        }
+        tracing::debug!(writer, "dropping replays that later ones made pointless");
+        self.replays.compact(&plan);
     }
 
     /// After `stmt` ran on `ran_on`: the function catalog learns from it, and work that may
@@ -648,7 +653,7 @@ impl<P: Protocol> Session<P> {
     /// state they have), unless state that cannot move pins the session to its writer
     /// connection. The next unit takes connections again.
     pub(super) fn release_idle(&mut self) {
-        self.replays.unrun = 0;
+        self.replays.ran();
         if !self.pooled() || self.view.in_transaction.is_some() || self.view.pinned_to_writer {
             return;
         }
@@ -667,10 +672,12 @@ impl<P: Protocol> Session<P> {
             P::backend_changed(&mut self.side, target, None);
             let applied = *backend.applied();
             let carried = &mut backend.carried().state;
-            if carried.len() == applied {
-                backend.into_conn().release(Release::Clean);
-            } else if let Some(marks) = self.replays.marks.get(..applied) {
-                *carried = marks.to_vec();
+            if let Some(marks) = self.replays.marks(applied) {
+                // What it ran of the session's state (dropped replays make what it carried
+                // from its checkout no guide).
+                if carried[..] != *marks {
+                    *carried = marks.to_vec();
+                }
                 backend.into_conn().release(Release::Clean);
             } else {
                 // What it holds is not known: make it a fresh login again.
@@ -695,8 +702,16 @@ impl<P: Protocol> Session<P> {
         if !self.pinned_by(reason) {
             self.pinned.push((reason, self.ctx.pins.pin(reason)));
         }
-        self.view.pinned_to_writer = true;
+        self.view_pins();
         self.drop_reader(false);
+    }
+
+    /// The view's part of the pins: whether one holds the writer connection, whether one
+    /// sends reads to the writer.
+    fn view_pins(&mut self) {
+        let holds = |(r, _): &(Pin, PinGuard)| r.holds_connection();
+        self.view.pinned_to_writer = self.pinned.iter().any(holds);
+        self.view.reads_on_writer = self.pinned.iter().any(|p| !holds(p));
     }
 
     /// Whether `reason` keeps the session on its writer connection now.
@@ -709,7 +724,7 @@ impl<P: Protocol> Session<P> {
     /// between transactions again, in transaction mode).
     pub(super) fn unpin(&mut self, reason: Pin) {
         self.pinned.retain(|(r, _)| *r != reason);
-        self.view.pinned_to_writer = !self.pinned.is_empty();
+        self.view_pins();
     }
 
     /// After a unit that `failed` or not, what it did (`changes`) to the state that pins the
@@ -735,7 +750,7 @@ impl<P: Protocol> Session<P> {
     pub(super) fn unpin_all(&mut self) {
         self.pinned.clear();
         self.holds.clear();
-        self.view.pinned_to_writer = false;
+        self.view_pins();
     }
 
     /// Lets the reader connection go: back to its pool, reset, between units; closed when

@@ -12,6 +12,7 @@ mod migration;
 pub mod mysql;
 pub mod postgres;
 mod readers;
+mod replays;
 pub(crate) mod warm;
 
 use std::collections::HashMap;

@@ -64,6 +64,7 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         self.unpin_all();
@@ -77,6 +78,7 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         self.unpin_all();

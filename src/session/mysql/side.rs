@@ -120,6 +120,10 @@ impl Protocol for Mysql {
         super::replay::replay(backend, replays).await
     }
 
+    fn setting_names(replay: &Replay) -> Option<Vec<String>> {
+        replay.setting_names()
+    }
+
     async fn prepare_writer(
         side: &Side,
         writer: &mut Backend,

@@ -116,6 +116,10 @@ impl Protocol for Postgres {
         }
     }
 
+    fn setting_names(sql: &String) -> Option<Vec<String>> {
+        crate::sql::postgres_literal_settings(sql)
+    }
+
     async fn prepare_writer(_: &Side, _: &mut Backend) -> Result<Result<(), String>, SessionError> {
         Ok(Ok(()))
     }

@@ -909,3 +909,151 @@ async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement()
         .unwrap()
         .expect("no other client's statement is cancelled");
 }
+
+/// Runs `SELECT 1` on the writer as `other`: it gets the pool's one connection, so the
+/// client before it let it go.
+async fn writer_is_free(other: &tokio_postgres::Client, after: &str) {
+    other
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap_or_else(|e| panic!("the connection went back to the pool after {after}: {e:?}"));
+}
+
+#[tokio::test]
+async fn a_setting_set_again_at_every_request_replaces_the_one_before() {
+    // One connection per instance: a client that held its connection would starve `other`.
+    let (cluster, proxy, db) = pooled("pooled_many_sets", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    client
+        .batch_execute("SET search_path TO public")
+        .await
+        .unwrap();
+    // An ORM setting the same variables at every request, far more often than the proxy
+    // records settings.
+    for i in 0..300 {
+        client
+            .batch_execute(&format!("SET myapp.request = '{i}'"))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("SET work_mem = '{}kB'", 64 + i))
+            .await
+            .unwrap();
+        if i % 100 == 0 {
+            writer_is_free(&other, "a SET").await;
+        }
+    }
+    assert_eq!(proxy.pinned("too_many_settings").await, 0, "nothing pins");
+    writer_is_free(&other, "300 SETs").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT {hint} current_setting('myapp.request'), current_setting('work_mem'), \
+                     current_setting('search_path')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            got,
+            ("299".into(), "363kB".into(), "public".into()),
+            "the latest values, on any connection ({hint})"
+        );
+        writer_is_free(&other, "a read").await;
+    }
+    // Another client's connection never carries them.
+    let row = other
+        .query_one(
+            "SELECT /* switchyard:writer */ current_setting('myapp.request', true)",
+            &[],
+        )
+        .await
+        .unwrap();
+    // (A reset leaves a placeholder setting defined, empty.)
+    let value = row.get::<_, Option<String>>(0).unwrap_or_default();
+    assert_eq!(value, "", "not the client's");
+    // More distinct settings than recorded do pin.
+    for i in 0..300 {
+        client
+            .batch_execute(&format!("SET myapp.s{i} = '1'"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(proxy.pinned("too_many_settings").await, 1);
+    let row = client
+        .query_one(
+            "SELECT current_setting('myapp.s0'), current_setting('myapp.s299')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("1".into(), "1".into())
+    );
+}
+
+#[tokio::test]
+async fn a_serializable_session_reads_on_the_writer_without_holding_a_connection() {
+    let (cluster, proxy, db) = pooled("pooled_serializable", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let conninfo = format!(
+        "{} options='-c default_transaction_isolation=serializable'",
+        proxy.conninfo("app", "app-secret", &db)
+    );
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect serializable");
+    tokio::spawn(connection);
+    let other = proxy.connect(&db).await;
+    for _ in 0..3 {
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_isolation')",
+                &[],
+            )
+            .await
+            .expect("a serializable read");
+        let got: (bool, String) = (row.get(0), row.get(1));
+        assert_eq!(got, (false, "serializable".into()), "on the writer");
+        assert_eq!(proxy.pinned("serializable").await, 1, "shown as such");
+        writer_is_free(&other, "a serializable read").await;
+    }
+}
+
+#[tokio::test]
+async fn settings_a_reader_refuses_send_reads_to_the_writer_until_they_change() {
+    let (cluster, proxy, db) = pooled("pooled_refused", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    let in_recovery = async || -> bool {
+        client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .expect("a read")
+            .get(0)
+    };
+    assert!(in_recovery().await, "reads go to a reader");
+    // A standby refuses read-write mode.
+    client
+        .batch_execute("SET transaction_read_only = off")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(!in_recovery().await, "on the writer");
+        assert_eq!(proxy.pinned("settings_refused").await, 1);
+        writer_is_free(&other, "a read on the writer").await;
+    }
+    client
+        .batch_execute("SET transaction_read_only = on")
+        .await
+        .unwrap();
+    assert!(in_recovery().await, "on a reader again");
+    assert_eq!(proxy.pinned("settings_refused").await, 0);
+}
