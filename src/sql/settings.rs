@@ -194,7 +194,14 @@ fn target<'t, 'a>(item: &'t [Token<'a>]) -> Option<(String, &'t [Token<'a>])> {
                 Some(true) if dotted => at += 2,
                 _ => {}
             }
-            name_of(item.get(at))?
+            let name = name_of(item.get(at))?;
+            // Not variables: `SET PASSWORD = …`, `SET ROLE …`, `SET STATEMENT … FOR`.
+            const NOT_VARIABLES: [&str; 5] =
+                ["password", "role", "default", "resource", "statement"];
+            if ats == 0 && NOT_VARIABLES.contains(&name.as_str()) {
+                return None;
+            }
+            name
         }
         _ => return None,
     };

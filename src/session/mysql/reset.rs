@@ -68,6 +68,7 @@ impl Session {
             wrote_recently: false,
         };
         self.unpin_all();
+        self.side.unreplayed = Some(Vec::new());
         self.start(ok_seq, None).await?;
         Ok(true)
     }
@@ -82,6 +83,7 @@ impl Session {
             wrote_recently: false,
         };
         self.unpin_all();
+        self.side.unreplayed = Some(Vec::new());
         if let Some(mut reader) = self.reader.take() {
             let mut out = BytesMut::new();
             command::write_simple_command(&mut out, COM_RESET_CONNECTION);
