@@ -1006,11 +1006,16 @@ async fn a_serializable_session_reads_on_the_writer_without_holding_a_connection
         "{} options='-c default_transaction_isolation=serializable'",
         proxy.conninfo("app", "app-secret", &db)
     );
-    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connect serializable");
-    tokio::spawn(connection);
-    let other = proxy.connect(&db).await;
+    // Both in the pool of this login (its startup options are part of the pool's key).
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .expect("connect serializable");
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    let (client, other) = (&clients[0], &clients[1]);
     for _ in 0..3 {
         let row = client
             .query_one(
@@ -1021,8 +1026,8 @@ async fn a_serializable_session_reads_on_the_writer_without_holding_a_connection
             .expect("a serializable read");
         let got: (bool, String) = (row.get(0), row.get(1));
         assert_eq!(got, (false, "serializable".into()), "on the writer");
-        assert_eq!(proxy.pinned("serializable").await, 1, "shown as such");
-        writer_is_free(&other, "a serializable read").await;
+        assert_eq!(proxy.pinned("serializable").await, 2, "shown as such");
+        writer_is_free(other, "a serializable read").await;
     }
 }
 
