@@ -44,6 +44,10 @@ pub struct Side {
     /// The settings a `SET` changed in the transaction open now (`Pin::SetInTransaction`),
     /// to read back when it ends; `None` once one could not be named.
     pub(super) set_in_transaction: Option<Vec<String>>,
+    /// The settings `SET`s the proxy could not record as written changed (text not in
+    /// UTF-8: `Pin::Unreplayable`), to read back between transactions; `None` once one
+    /// could not be named.
+    pub(super) unreplayed: Option<Vec<String>>,
 }
 
 impl Protocol for Postgres {

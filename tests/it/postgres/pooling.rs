@@ -277,7 +277,12 @@ impl Named {
     }
 
     async fn query(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
-        self.0.send(b'Q', &cstr(sql.as_bytes())).await;
+        self.query_bytes(sql.as_bytes()).await
+    }
+
+    /// A simple Query of `sql` in whatever encoding it is.
+    async fn query_bytes(&mut self, sql: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.0.send(b'Q', &cstr(sql)).await;
         super::until_ready(&mut self.0).await
     }
 
@@ -1061,4 +1066,50 @@ async fn settings_a_reader_refuses_send_reads_to_the_writer_until_they_change() 
         .unwrap();
     assert!(in_recovery().await, "on a reader again");
     assert_eq!(proxy.pinned("settings_refused").await, 0);
+}
+
+#[tokio::test]
+async fn a_set_the_proxy_cannot_record_as_written_is_read_back_and_lets_go() {
+    use super::until_ready;
+    let (cluster, proxy, db) = pooled("pooled_unreplayable", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let mut client = Named::connect(&proxy, &db).await;
+    let mut other = Named::connect(&proxy, &db).await;
+    let writer_is_free = async |other: &mut Named, after: &str| {
+        let answer = other.query("SELECT /* switchyard:writer */ 1").await;
+        assert_eq!(
+            tags(&answer),
+            "TDCZ",
+            "the connection is free after {after}: {answer:?}"
+        );
+    };
+    client.query("SET client_encoding = 'LATIN1'").await;
+    // Text in LATIN1, not UTF-8: the proxy records no such text.
+    let answer = client.query_bytes(b"SET myapp.y = 'caf\xe9'").await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    // The same in the extended protocol.
+    let mut parse = cstr(b"");
+    parse.extend(cstr(b"SET myapp.x = 'n\xe9'"));
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    client.0.send(b'P', &parse).await;
+    client.0.send(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    client.0.send(b'E', &[0, 0, 0, 0, 0]).await;
+    client.0.send(b'S', b"").await;
+    let answer = until_ready(&mut client.0).await;
+    assert_eq!(tags(&answer), "12CZ", "{answer:?}");
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
+    writer_is_free(&mut other, "the SETs").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let answer = client
+            .query(&format!(
+                "SELECT {hint} current_setting('myapp.y') || '/' || current_setting('myapp.x')"
+            ))
+            .await;
+        let row = answer.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(
+            row.1.ends_with(b"caf\xe9/n\xe9"),
+            "the values, in the client's encoding ({hint}): {answer:?}"
+        );
+        writer_is_free(&mut other, "a read").await;
+    }
 }
