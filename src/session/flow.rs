@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::holds::Holds;
+pub use super::pins::{Pin, PinGuard, Pins};
 use super::readers::ReaderSpread;
 use super::replays::Replays;
 use super::{Context, error::SessionError};
@@ -29,13 +30,7 @@ use crate::pool::{self, CheckoutError, Key, Lease, Pooled, Pools, Release};
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::Statement;
-use crate::sql::hold::HoldChange;
 use crate::topology::{Cluster, Instance};
-
-/// A session records at most this many state changes to replay on its other connections
-/// (once those that later ones made pointless are dropped); past that it stays on its writer
-/// connection.
-const MAX_REPLAYS: usize = 256;
 
 /// What a protocol supplies to the shared flow.
 pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
@@ -239,101 +234,6 @@ macro_rules! held {
     };
 }
 pub(crate) use held;
-
-/// Why a session stays on its writer connection (a pin), for the metric by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pin {
-    /// A statement left state that cannot move to another connection: a temporary table,
-    /// LISTEN, a session advisory lock or `GET_LOCK`, SQL `PREPARE`, `LOCK TABLES` …
-    Statement,
-    /// A `SET` inside a transaction (a rollback may undo it, so it cannot be replayed).
-    SetInTransaction,
-    /// A setting the proxy cannot replay (a prepared `SET` with parameters).
-    Unreplayable,
-    /// More settings than the proxy records.
-    TooManySettings,
-    /// A reader refused to replay the session's settings: reads go to the writer, on any
-    /// connection to it, until the settings change.
-    SettingsRefused,
-    /// A server-side cursor is open (MySQL `COM_STMT_EXECUTE` with a cursor).
-    Cursor,
-    /// Transactions serializable by default (a standby refuses them): reads go to the
-    /// writer, on any connection to it.
-    Serializable,
-}
-
-/// How many sessions are pinned now, by reason, for `/status` (the metric says the same).
-#[derive(Debug, Default)]
-pub struct Pins([std::sync::atomic::AtomicUsize; Pin::ALL.len()]);
-
-impl Pins {
-    /// Counts a session pinned for `reason` for as long as the guard lives.
-    fn pin(self: &Arc<Self>, reason: Pin) -> PinGuard {
-        let at = Pin::ALL
-            .iter()
-            .position(|p| *p == reason)
-            .unwrap_or_default();
-        self.0[at].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PinGuard {
-            pins: Arc::clone(self),
-            at,
-            _gauge: crate::metrics::pinned(reason.as_str()),
-        }
-    }
-
-    /// The sessions pinned now, by reason.
-    pub fn counts(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
-        let load =
-            |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
-        Pin::ALL
-            .iter()
-            .zip(&self.0)
-            .map(move |(p, c)| (p.as_str(), load(c)))
-    }
-}
-
-/// A pinned session, counted in [`Pins`] and the pinned gauge while it lives.
-pub struct PinGuard {
-    pins: Arc<Pins>,
-    at: usize,
-    _gauge: crate::metrics::GaugeGuard,
-}
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        self.pins.0[self.at].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Pin {
-    const ALL: [Pin; 7] = [
-        Pin::Statement,
-        Pin::SetInTransaction,
-        Pin::Unreplayable,
-        Pin::TooManySettings,
-        Pin::SettingsRefused,
-        Pin::Cursor,
-        Pin::Serializable,
-    ];
-
-    /// Whether the session keeps its writer connection for this reason; the others only send
-    /// its reads to the writer (a pooled session takes a connection per unit still).
-    pub fn holds_connection(self) -> bool {
-        !matches!(self, Pin::SettingsRefused | Pin::Serializable)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pin::Statement => "statement",
-            Pin::SetInTransaction => "set_in_transaction",
-            Pin::Unreplayable => "unreplayable_setting",
-            Pin::TooManySettings => "too_many_settings",
-            Pin::SettingsRefused => "settings_refused",
-            Pin::Cursor => "cursor",
-            Pin::Serializable => "serializable",
-        }
-    }
-}
 
 /// The errors the shared flow raises, for [`Protocol::refusal`].
 #[derive(Debug, Clone, Copy)]
@@ -541,7 +441,7 @@ impl<P: Protocol> Session<P> {
     }
 
     /// Records `replay`, which sets `names` from literals (`None`: anything else), to apply
-    /// on the session's other connections. Past `MAX_REPLAYS` (or when a reader refused
+    /// on the session's other connections. Past `max_session_settings` (or when a reader refused
     /// them) the replays that later ones made pointless are dropped; a session that still
     /// has too many stays on its writer connection, and records nothing more.
     pub(super) fn record(&mut self, replay: P::Replay, names: Option<Vec<String>>) {
@@ -559,10 +459,11 @@ impl<P: Protocol> Session<P> {
             None => self.replays.unrun_one(),
         }
         let refused = self.pinned_by(Pin::SettingsRefused);
-        if recorded > MAX_REPLAYS || refused {
+        let cap = self.ctx.config().raw.server.max_session_settings;
+        if recorded > cap || refused {
             self.compact_replays();
         }
-        if self.replays.len() > MAX_REPLAYS {
+        if self.replays.len() > cap {
             self.pin(Pin::TooManySettings);
         }
         if refused {
@@ -693,64 +594,6 @@ impl<P: Protocol> Session<P> {
             Target::Writer => self.writer = backend,
             Target::Reader => self.reader = backend,
         }
-    }
-
-    /// Keeps the session on its writer connection from now on: its state cannot be
-    /// replayed elsewhere, for `reason` (counted, and shown by the pinned gauge while the
-    /// session lasts).
-    pub(super) fn pin(&mut self, reason: Pin) {
-        if !self.pinned_by(reason) {
-            self.pinned.push((reason, self.ctx.pins.pin(reason)));
-        }
-        self.view_pins();
-        self.drop_reader(false);
-    }
-
-    /// The view's part of the pins: whether one holds the writer connection, whether one
-    /// sends reads to the writer.
-    fn view_pins(&mut self) {
-        let holds = |(r, _): &(Pin, PinGuard)| r.holds_connection();
-        self.view.pinned_to_writer = self.pinned.iter().any(holds);
-        self.view.reads_on_writer = self.pinned.iter().any(|p| !holds(p));
-    }
-
-    /// Whether `reason` keeps the session on its writer connection now.
-    pub(super) fn pinned_by(&self, reason: Pin) -> bool {
-        self.pinned.iter().any(|(r, _)| *r == reason)
-    }
-
-    /// The state `reason` stood for is gone from the writer connection: the session stays
-    /// on it only for the reasons left (none: its connections go back to their pools
-    /// between transactions again, in transaction mode).
-    pub(super) fn unpin(&mut self, reason: Pin) {
-        self.pinned.retain(|(r, _)| *r != reason);
-        self.view_pins();
-    }
-
-    /// After a unit that `failed` or not, what it did (`changes`) to the state that pins the
-    /// session; between transactions, `Pin::Statement` and `Pin::Cursor` let go once the
-    /// state they stand for is gone.
-    pub(super) fn track_holds(&mut self, changes: Vec<HoldChange>, failed: bool) {
-        if !changes.is_empty() {
-            self.holds.apply(changes, failed);
-        }
-        if self.view.in_transaction.is_some() {
-            return;
-        }
-        if self.pinned_by(Pin::Statement) && !self.holds.statement_state() {
-            self.unpin(Pin::Statement);
-        }
-        if self.pinned_by(Pin::Cursor) && !self.holds.cursors() {
-            self.unpin(Pin::Cursor);
-        }
-    }
-
-    /// The session's connection state was reset (MySQL COM_RESET_CONNECTION, a change of
-    /// user): nothing pins it any more.
-    pub(super) fn unpin_all(&mut self) {
-        self.pinned.clear();
-        self.holds.clear();
-        self.view_pins();
     }
 
     /// Lets the reader connection go: back to its pool, reset, between units; closed when

@@ -10,6 +10,7 @@ mod flow_tests;
 mod holds;
 mod migration;
 pub mod mysql;
+mod pins;
 pub mod postgres;
 mod readers;
 mod replays;
