@@ -487,6 +487,8 @@ async fn a_prepared_set_with_parameters_is_read_back_and_lets_go() {
         )
         .await
         .expect("a prepared SET");
+    // The proxy reads back after the answer: done by the client's next statement.
+    client.query_drop("SELECT 1").await.unwrap();
     assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
     writer_is_free(&mut other, "a prepared SET").await;
     // In a transaction: read back once it ends.
@@ -497,6 +499,7 @@ async fn a_prepared_set_with_parameters_is_read_back_and_lets_go() {
         .unwrap();
     assert_eq!(proxy.pinned("unreplayable_setting").await, 1, "meanwhile");
     client.query_drop("COMMIT").await.unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
     assert_eq!(proxy.pinned("unreplayable_setting").await, 0);
     writer_is_free(&mut other, "the transaction").await;
     for hint in ["", "/* switchyard:writer */"] {

@@ -1097,6 +1097,8 @@ async fn a_set_the_proxy_cannot_record_as_written_is_read_back_and_lets_go() {
     client.0.send(b'S', b"").await;
     let answer = until_ready(&mut client.0).await;
     assert_eq!(tags(&answer), "12CZ", "{answer:?}");
+    // The proxy reads back after the answer: done by the client's next statement.
+    client.query("SELECT 1").await;
     assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
     writer_is_free(&mut other, "the SETs").await;
     for hint in ["", "/* switchyard:writer */"] {
