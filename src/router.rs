@@ -18,8 +18,13 @@ pub enum Target {
 pub struct SessionView {
     /// The backend an open transaction runs on; everything goes there until it ends.
     pub in_transaction: Option<Target>,
-    /// Session state that cannot be replayed was created: writer only from now on.
+    /// Session state that cannot be replayed was created: writer only from now on, on the
+    /// writer connection that holds the state.
     pub pinned_to_writer: bool,
+    /// Reads go to the writer (a reader cannot serve them: transactions serializable by
+    /// default, settings a reader refused), but on any connection to it: the session holds
+    /// none between transactions in transaction mode.
+    pub reads_on_writer: bool,
     /// The session wrote within the read-your-writes window: its reads stay on the writer,
     /// which has the write, until the replicas have it too.
     pub wrote_recently: bool,
@@ -35,7 +40,7 @@ pub fn route(stmt: &Statement, session: SessionView, settings: Settings) -> Targ
     if let Some(bound) = session.in_transaction {
         return bound;
     }
-    if session.pinned_to_writer || !settings.read_write_split {
+    if session.pinned_to_writer || session.reads_on_writer || !settings.read_write_split {
         return Target::Writer;
     }
     match (stmt.class, stmt.hint) {
@@ -138,6 +143,7 @@ mod tests {
     const IDLE: SessionView = SessionView {
         in_transaction: None,
         pinned_to_writer: false,
+        reads_on_writer: false,
         wrote_recently: false,
     };
     const SPLIT: Settings = Settings {
@@ -157,6 +163,7 @@ mod tests {
         let in_tx = |t| SessionView {
             in_transaction: Some(t),
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         let wrote = SessionView {
@@ -166,6 +173,7 @@ mod tests {
         let pinned = SessionView {
             in_transaction: None,
             pinned_to_writer: true,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         let cases = [
@@ -286,6 +294,7 @@ mod tests {
         let in_tx = SessionView {
             in_transaction: Some(Target::Writer),
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         assert_eq!(effect(&stmt(Class::SessionSet, None), IDLE), Effect::Record);

@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// used one is closed on the server.
     #[serde(default = "defaults::max_prepared_statements")]
     pub max_prepared_statements: usize,
+    /// Most session-state changes (`SET`, `USE` …) a session records to replay on its other
+    /// connections, once those that later ones made pointless are dropped; a session with
+    /// more stays on its writer connection (pin `too_many_settings`).
+    #[serde(default = "defaults::max_session_settings")]
+    pub max_session_settings: usize,
     /// Idle connections each pool that has been used keeps open (opened by the pool's
     /// sweep, never past `pool_size`), so that statements after a quiet period do not pay
     /// for logins.
@@ -339,6 +344,9 @@ mod defaults {
     pub fn max_prepared_statements() -> usize {
         100
     }
+    pub fn max_session_settings() -> usize {
+        256
+    }
     /// `pool_size` in transaction mode when unset.
     pub const TRANSACTION_POOL_SIZE: usize = 20;
     pub fn checkout_timeout() -> Duration {
@@ -570,6 +578,12 @@ fn validate_pool(server: &ServerConfig, problem: &mut dyn FnMut(String, String))
     if server.max_prepared_statements == 0 {
         problem(
             "server.max_prepared_statements".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if server.max_session_settings == 0 {
+        problem(
+            "server.max_session_settings".into(),
             "must be at least 1".into(),
         );
     }

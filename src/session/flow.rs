@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::holds::Holds;
+pub use super::pins::{Pin, PinGuard, Pins};
 use super::readers::ReaderSpread;
+use super::replays::Replays;
 use super::{Context, error::SessionError};
 use crate::backend::Credentials;
 use crate::catalog::SessionFunctions;
@@ -28,12 +30,7 @@ use crate::pool::{self, CheckoutError, Key, Lease, PoolRef, Pooled, Pools, Relea
 use crate::router::{self, Effect, ReadYourWrites, SessionView, Settings, Target};
 use crate::shutdown::Shutdown;
 use crate::sql::Statement;
-use crate::sql::hold::HoldChange;
 use crate::topology::{Cluster, Instance};
-
-/// A session records at most this many state changes to replay on its other connections;
-/// past that it stays on the writer.
-const MAX_REPLAYS: usize = 256;
 
 /// What a protocol supplies to the shared flow.
 pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
@@ -87,6 +84,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
         backend: &mut Self::Backend,
         replays: &[Self::Replay],
     ) -> impl Future<Output = Result<Result<(), String>, SessionError<Self>>> + Send;
+
+    /// The settings `replay` sets, when it sets each from a literal value (replaying a later
+    /// replay of the same names in its place leaves the same state); `None` otherwise.
+    fn setting_names(replay: &Self::Replay) -> Option<Vec<String>>;
 
     /// What else a new writer connection needs of the session's state (MySQL: autocommit
     /// off); `Ok(Err(message))` when the server refused it.
@@ -195,65 +196,6 @@ async fn checkout_keyed<P: Protocol>(
     P::pools(ctx).checkout(key, &settings, connect).await
 }
 
-/// The session state a session recorded, in order, with a fingerprint of each: a pooled
-/// connection carries the fingerprints of what it ran (`Carried::state`), so the next
-/// session that takes it sees how much of its own state is there already.
-pub struct Replays<R> {
-    items: Vec<R>,
-    marks: Vec<u64>,
-    /// How many of the last ones were recorded for the unit about to run, while the session
-    /// held no writer: the writer it takes runs them with the unit.
-    unrun: usize,
-}
-
-impl<R> Default for Replays<R> {
-    fn default() -> Self {
-        Replays {
-            items: Vec::new(),
-            marks: Vec::new(),
-            unrun: 0,
-        }
-    }
-}
-
-impl<R: std::hash::Hash> Replays<R> {
-    pub fn push(&mut self, replay: R) {
-        self.marks.push(pool::fingerprint(&replay));
-        self.items.push(replay);
-    }
-
-    pub fn clear(&mut self) {
-        self.items.clear();
-        self.marks.clear();
-        self.unrun = 0;
-    }
-
-    /// What a writer taken for the unit about to run replays before it: all but what the
-    /// unit itself runs. The count is spent.
-    pub fn for_new_writer(&mut self) -> (&[R], usize) {
-        let unrun = std::mem::take(&mut self.unrun);
-        (&self.items[..self.items.len() - unrun], unrun)
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn items(&self) -> &[R] {
-        &self.items
-    }
-
-    /// How many of these a connection carrying `state` has run already: all of `state`
-    /// when it is where this session's state starts, else `None` (it holds other state).
-    fn carried(&self, state: &[u64]) -> Option<usize> {
-        self.marks.starts_with(state).then_some(state.len())
-    }
-}
-
 /// What a session knows about a connection it holds, for the shared flow; implemented
 /// with [`held!`] over the backend type's own fields and methods.
 pub trait Held {
@@ -304,93 +246,6 @@ macro_rules! held {
     };
 }
 pub(crate) use held;
-
-/// Why a session stays on its writer connection (a pin), for the metric by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pin {
-    /// A statement left state that cannot move to another connection: a temporary table,
-    /// LISTEN, a session advisory lock or `GET_LOCK`, SQL `PREPARE`, `LOCK TABLES` …
-    Statement,
-    /// A `SET` inside a transaction (a rollback may undo it, so it cannot be replayed).
-    SetInTransaction,
-    /// A setting the proxy cannot replay (a prepared `SET` with parameters).
-    Unreplayable,
-    /// More settings than the proxy records.
-    TooManySettings,
-    /// A reader refused to replay the session's settings.
-    SettingsRefused,
-    /// A server-side cursor is open (MySQL `COM_STMT_EXECUTE` with a cursor).
-    Cursor,
-    /// Transactions serializable by default (a standby refuses them).
-    Serializable,
-}
-
-/// How many sessions are pinned now, by reason, for `/status` (the metric says the same).
-#[derive(Debug, Default)]
-pub struct Pins([std::sync::atomic::AtomicUsize; Pin::ALL.len()]);
-
-impl Pins {
-    /// Counts a session pinned for `reason` for as long as the guard lives.
-    fn pin(self: &Arc<Self>, reason: Pin) -> PinGuard {
-        let at = Pin::ALL
-            .iter()
-            .position(|p| *p == reason)
-            .unwrap_or_default();
-        self.0[at].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PinGuard {
-            pins: Arc::clone(self),
-            at,
-            _gauge: crate::metrics::pinned(reason.as_str()),
-        }
-    }
-
-    /// The sessions pinned now, by reason.
-    pub fn counts(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
-        let load =
-            |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
-        Pin::ALL
-            .iter()
-            .zip(&self.0)
-            .map(move |(p, c)| (p.as_str(), load(c)))
-    }
-}
-
-/// A pinned session, counted in [`Pins`] and the pinned gauge while it lives.
-pub struct PinGuard {
-    pins: Arc<Pins>,
-    at: usize,
-    _gauge: crate::metrics::GaugeGuard,
-}
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        self.pins.0[self.at].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Pin {
-    const ALL: [Pin; 7] = [
-        Pin::Statement,
-        Pin::SetInTransaction,
-        Pin::Unreplayable,
-        Pin::TooManySettings,
-        Pin::SettingsRefused,
-        Pin::Cursor,
-        Pin::Serializable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pin::Statement => "statement",
-            Pin::SetInTransaction => "set_in_transaction",
-            Pin::Unreplayable => "unreplayable_setting",
-            Pin::TooManySettings => "too_many_settings",
-            Pin::SettingsRefused => "settings_refused",
-            Pin::Cursor => "cursor",
-            Pin::Serializable => "serializable",
-        }
-    }
-}
 
 /// The errors the shared flow raises, for [`Protocol::refusal`].
 #[derive(Debug, Clone, Copy)]
@@ -489,7 +344,8 @@ impl<P: Protocol> Session<P> {
             replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,
-                pinned_to_writer: start.pinned,
+                pinned_to_writer: false,
+                reads_on_writer: start.pinned,
                 wrote_recently: false,
             },
             read_your_writes: start.read_your_writes,
@@ -584,25 +440,75 @@ impl<P: Protocol> Session<P> {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
-                Some(r) if self.replays.len() < MAX_REPLAYS => {
-                    self.replays.push(r);
-                    // State changes run on the writer: one that had the session's state
-                    // has this one too once the unit ran. Without one (transaction mode),
-                    // the writer taken for this unit runs it with the unit, not before.
-                    let recorded = self.replays.len();
-                    match self.writer.as_mut().map(|w| w.applied()) {
-                        Some(applied) if *applied + 1 == recorded => *applied += 1,
-                        Some(_) => {}
-                        None => self.replays.unrun += 1,
-                    }
+                Some(r) => {
+                    let names = P::setting_names(&r);
+                    self.record(r, names);
                 }
-                Some(_) => self.pin(Pin::TooManySettings),
             },
             Effect::Pin if stmt.class == crate::sql::Class::SessionSet => {
                 self.pin(Pin::SetInTransaction);
             }
             Effect::Pin => self.pin(Pin::Statement),
         }
+    }
+
+    /// Records `replay`, which sets `names` from literals (`None`: anything else), to apply
+    /// on the session's other connections. Past `max_session_settings` (or when a reader refused
+    /// them) the replays that later ones made pointless are dropped; a session that still
+    /// has too many stays on its writer connection, and records nothing more.
+    pub(super) fn record(&mut self, replay: P::Replay, names: Option<Vec<String>>) {
+        if self.pinned_by(Pin::TooManySettings) {
+            return;
+        }
+        self.replays.push(replay, names);
+        // State changes run on the writer: one that had the session's state has this one
+        // too once the unit ran. Without one (transaction mode), the writer taken for this
+        // unit runs it with the unit, not before.
+        let recorded = self.replays.len();
+        match self.writer.as_mut().map(|w| w.applied()) {
+            Some(applied) if *applied + 1 == recorded => *applied += 1,
+            Some(_) => {}
+            None => self.replays.unrun_one(),
+        }
+        let refused = self.pinned_by(Pin::SettingsRefused);
+        let cap = self.ctx.config().raw.server.max_session_settings;
+        if recorded > cap || refused {
+            self.compact_replays();
+        }
+        if self.replays.len() > cap {
+            self.pin(Pin::TooManySettings);
+        }
+        if refused {
+            // The settings changed: the next read tries a reader again.
+            self.unpin(Pin::SettingsRefused);
+        }
+    }
+
+    /// Drops the replays that later ones made pointless, unless the writer connection holds
+    /// one of them without what overwrote it. A reader connection in that case goes back
+    /// to its pool to be reset.
+    fn compact_replays(&mut self) {
+        let plan = self.replays.compaction();
+        if plan.is_empty() {
+            return;
+        }
+        let writer = self.writer.as_mut().map(|w| w.applied());
+        let writer = match writer.map(|applied| (plan.applied(*applied), applied)) {
+            Some((None, _)) => return,
+            Some((Some(now), applied)) => {
+                *applied = now;
+                true
+            }
+            None => false,
+        };
+        let reader = self.reader.as_mut().map(|r| plan.applied(*r.applied()));
+        match (reader, self.reader.as_mut()) {
+            (Some(Some(now)), Some(r)) => *r.applied() = now,
+            (Some(None), _) => self.drop_reader(false),
+            _ => {}
+        }
+        tracing::debug!(writer, "dropping replays that later ones made pointless");
+        self.replays.compact(&plan);
     }
 
     /// After `stmt` ran on `ran_on`: the function catalog learns from it, and work that may
@@ -660,7 +566,7 @@ impl<P: Protocol> Session<P> {
     /// state they have), unless state that cannot move pins the session to its writer
     /// connection. The next unit takes connections again.
     pub(super) fn release_idle(&mut self) {
-        self.replays.unrun = 0;
+        self.replays.ran();
         if !self.pooled() || self.view.in_transaction.is_some() || self.view.pinned_to_writer {
             return;
         }
@@ -679,10 +585,12 @@ impl<P: Protocol> Session<P> {
             P::backend_changed(&mut self.side, target, None);
             let applied = *backend.applied();
             let carried = &mut backend.carried().state;
-            if carried.len() == applied {
-                backend.into_conn().release(Release::Clean);
-            } else if let Some(marks) = self.replays.marks.get(..applied) {
-                *carried = marks.to_vec();
+            if let Some(marks) = self.replays.marks(applied) {
+                // What it ran of the session's state (dropped replays make what it carried
+                // from its checkout no guide).
+                if carried[..] != *marks {
+                    *carried = marks.to_vec();
+                }
                 backend.into_conn().release(Release::Clean);
             } else {
                 // What it holds is not known: make it a fresh login again.
@@ -698,56 +606,6 @@ impl<P: Protocol> Session<P> {
             Target::Writer => self.writer = backend,
             Target::Reader => self.reader = backend,
         }
-    }
-
-    /// Keeps the session on its writer connection from now on: its state cannot be
-    /// replayed elsewhere, for `reason` (counted, and shown by the pinned gauge while the
-    /// session lasts).
-    pub(super) fn pin(&mut self, reason: Pin) {
-        if !self.pinned_by(reason) {
-            self.pinned.push((reason, self.ctx.pins.pin(reason)));
-        }
-        self.view.pinned_to_writer = true;
-        self.drop_reader(false);
-    }
-
-    /// Whether `reason` keeps the session on its writer connection now.
-    pub(super) fn pinned_by(&self, reason: Pin) -> bool {
-        self.pinned.iter().any(|(r, _)| *r == reason)
-    }
-
-    /// The state `reason` stood for is gone from the writer connection: the session stays
-    /// on it only for the reasons left (none: its connections go back to their pools
-    /// between transactions again, in transaction mode).
-    pub(super) fn unpin(&mut self, reason: Pin) {
-        self.pinned.retain(|(r, _)| *r != reason);
-        self.view.pinned_to_writer = !self.pinned.is_empty();
-    }
-
-    /// After a unit that `failed` or not, what it did (`changes`) to the state that pins the
-    /// session; between transactions, `Pin::Statement` and `Pin::Cursor` let go once the
-    /// state they stand for is gone.
-    pub(super) fn track_holds(&mut self, changes: Vec<HoldChange>, failed: bool) {
-        if !changes.is_empty() {
-            self.holds.apply(changes, failed);
-        }
-        if self.view.in_transaction.is_some() {
-            return;
-        }
-        if self.pinned_by(Pin::Statement) && !self.holds.statement_state() {
-            self.unpin(Pin::Statement);
-        }
-        if self.pinned_by(Pin::Cursor) && !self.holds.cursors() {
-            self.unpin(Pin::Cursor);
-        }
-    }
-
-    /// The session's connection state was reset (MySQL COM_RESET_CONNECTION, a change of
-    /// user): nothing pins it any more.
-    pub(super) fn unpin_all(&mut self) {
-        self.pinned.clear();
-        self.holds.clear();
-        self.view.pinned_to_writer = false;
     }
 
     /// Lets the reader connection go: back to its pool, reset, between units; closed when

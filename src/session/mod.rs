@@ -10,8 +10,10 @@ mod flow_tests;
 mod holds;
 mod migration;
 pub mod mysql;
+mod pins;
 pub mod postgres;
 mod readers;
+mod replays;
 pub(crate) mod warm;
 
 use std::collections::HashMap;

@@ -25,11 +25,13 @@ mod keyword;
 mod lexer;
 mod scan;
 mod set;
+mod settings;
 
 use classify::Statements;
 pub use function::{FunctionId, Functions, MAX_CALLS};
 pub use identity::{cancel_backend_call, rewrite_identity};
 pub use set::postgres_settings;
+pub use settings::{MysqlSetting, mysql_settings, postgres_literal_settings};
 
 /// The SQL dialect, which decides how quotes and comments are lexed and which
 /// statements and functions are known.

@@ -182,7 +182,14 @@ fn answer(sql: &str, shared: &Shared, status: &mut u8, describe: bool, out: &mut
             if describe {
                 row_description(out);
             }
-            data_row(shared.name, out);
+            // A setting read back in hex (`session::postgres::settings`): the name, so.
+            let hex: String = shared.name.bytes().map(|b| format!("{b:02x}")).collect();
+            let value = if sql.contains("'hex')") {
+                &hex
+            } else {
+                shared.name
+            };
+            data_row(value, out);
             messages::command_complete(out, "SELECT 1");
         }
         Reply::Begin => {

@@ -10,6 +10,7 @@ use super::SessionError;
 use super::startup::Client;
 use crate::backend::mysql::MysqlConn;
 use crate::net::Arrived;
+use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
 use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
@@ -259,6 +260,89 @@ impl Backend {
             self.fill().await?;
         }
     }
+}
+
+/// A column of a row the proxy read for itself: the column's type (a MySQL `MYSQL_TYPE_*`
+/// code) and its value in the text protocol (`None`: NULL).
+pub type Cell = (u8, Option<Vec<u8>>);
+
+impl Backend {
+    /// Sends a COM_QUERY the proxy built and reads its answer without relaying it: the
+    /// first row of its result, with the column types; `None` when the server refused it
+    /// or sent no row.
+    pub async fn first_row(&mut self, command: &[u8]) -> Result<Option<Vec<Cell>>, SessionError> {
+        self.send(command).await?;
+        let mut response = Response::new(COM_QUERY, self.deprecate_eof);
+        let (mut types, mut row, mut columns) = (Vec::new(), None, None);
+        loop {
+            while let Some((h, payload)) = packet::packet(&self.conn.buf, MAX_PACKET)
+                .map_err(|e| self.broken(e.to_string()))?
+            {
+                let total = HEADER_LEN + h.len;
+                let step = response
+                    .feed(payload)
+                    .map_err(|e| self.broken(e.to_string()))?;
+                match columns {
+                    None => columns = messages::lenenc_int(payload).map(|(n, _)| n as usize),
+                    Some(n) if types.len() < n => types.push(column_type(payload)),
+                    Some(n) if row.is_none() && step == Step::More && !is_eof(payload) => {
+                        row = text_row(payload, n);
+                    }
+                    Some(_) => {}
+                }
+                bytes::Buf::advance(&mut self.conn.buf, total);
+                match step {
+                    Step::Done { .. } => {
+                        let cells = row.map(|r: Vec<_>| types.iter().flatten().copied().zip(r));
+                        return Ok(cells
+                            .map(Iterator::collect)
+                            .filter(|c: &Vec<_>| c.len() == types.len()));
+                    }
+                    Step::Failed { .. } => return Ok(None),
+                    Step::LocalInfile => {
+                        return Err(self.broken("LOCAL INFILE answering the proxy's query".into()));
+                    }
+                    Step::More => {}
+                }
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// Whether `payload` is an EOF packet (after the column definitions without DEPRECATE_EOF).
+fn is_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&header::EOF) && payload.len() < 9
+}
+
+/// The type of a column definition (protocol 4.1): after six length-encoded strings and the
+/// length of the fixed fields, the character set (2 bytes) and length (4), the type.
+fn column_type(payload: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    for _ in 0..6 {
+        let (len, width) = messages::lenenc_int(payload.get(at..)?)?;
+        at += width + usize::try_from(len).ok()?;
+    }
+    let (_, width) = messages::lenenc_int(payload.get(at..)?)?;
+    payload.get(at + width + 6).copied()
+}
+
+/// The values of a text-protocol row of `n` columns (`None` for NULL).
+fn text_row(payload: &[u8], n: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut at = 0;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if payload.get(at) == Some(&0xFB) {
+            out.push(None);
+            at += 1;
+            continue;
+        }
+        let (len, width) = messages::lenenc_int(payload.get(at..)?)?;
+        let end = at + width + usize::try_from(len).ok()?;
+        out.push(Some(payload.get(at + width..end)?.to_vec()));
+        at = end;
+    }
+    Some(out)
 }
 
 async fn write_client(

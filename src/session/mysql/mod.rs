@@ -11,6 +11,7 @@ mod failover;
 mod greeted;
 mod kill;
 mod prepared;
+mod read_back;
 mod replay;
 mod reset;
 mod side;
@@ -133,6 +134,7 @@ async fn serve(
         kill,
         greeted_writer: false,
         logged_in: false,
+        unreplayed: Some(Vec::new()),
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -270,6 +272,7 @@ impl Session {
         if release {
             // Pins whose state the command gave back let go, between transactions.
             self.track_holds(Vec::new(), false);
+            self.settle_unreplayed().await?;
             self.release_idle();
         }
         Ok(true)

@@ -169,8 +169,11 @@ impl Session {
         } else {
             stmt.class
         };
-        // A SET without parameters replays as its text; one with parameters pins.
+        // A SET without parameters replays as its text; one with parameters pins until
+        // what it set is read back.
         let replay = (stmt.params == 0).then(|| Replay::Query(stmt.sql.clone()));
+        let unreplayed = (replay.is_none() && class.class == Class::SessionSet)
+            .then(|| crate::sql::mysql_settings(&stmt.sql));
         // Its text says what it does to the state that pins the session.
         let sql = (track || class.class == Class::Pin).then(|| stmt.sql.clone());
         // A cursor stays open on the connection that runs it, for the FETCHes that follow.
@@ -187,6 +190,9 @@ impl Session {
         let target = self.choose(&class).await?;
         if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
+        }
+        if let Some(names) = unreplayed {
+            self.note_unreplayed(names);
         }
         self.record_effect(&class, || replay);
         let before = self.side.client.written;

@@ -31,6 +31,22 @@ impl Replay {
     }
 }
 
+impl Replay {
+    /// The settings this sets, each from a literal (see `Protocol::setting_names`).
+    pub(super) fn setting_names(&self) -> Option<Vec<String>> {
+        match self {
+            // Text in another character set means what the connection's said when it ran.
+            Replay::Query(sql) if sql.is_ascii() => crate::sql::mysql_settings(sql)?
+                .into_iter()
+                .map(|s| s.literal.then_some(s.name))
+                .collect(),
+            Replay::Query(_) => None,
+            Replay::InitDb(_) => Some(vec!["USE".into()]),
+            Replay::SetOption(_) => Some(vec!["MULTI_STATEMENTS".into()]),
+        }
+    }
+}
+
 /// Replays the session's recorded state on `backend` from where it left off;
 /// `Ok(Err(message))` when the backend refused a statement.
 pub(super) async fn replay(

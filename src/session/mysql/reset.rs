@@ -64,9 +64,11 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         self.unpin_all();
+        self.side.unreplayed = Some(Vec::new());
         self.start(ok_seq, None).await?;
         Ok(true)
     }
@@ -77,9 +79,11 @@ impl Session {
         self.view = SessionView {
             in_transaction: None,
             pinned_to_writer: false,
+            reads_on_writer: false,
             wrote_recently: false,
         };
         self.unpin_all();
+        self.side.unreplayed = Some(Vec::new());
         if let Some(mut reader) = self.reader.take() {
             let mut out = BytesMut::new();
             command::write_simple_command(&mut out, COM_RESET_CONNECTION);

@@ -51,6 +51,9 @@ pub struct Side {
     pub(super) greeted_writer: bool,
     /// The client's login ended (with OK): errors now answer commands.
     pub(super) logged_in: bool,
+    /// The settings prepared `SET`s with parameters changed (`Pin::Unreplayable`), to read
+    /// back between transactions; `None` once one could not be named.
+    pub(super) unreplayed: Option<Vec<crate::sql::MysqlSetting>>,
 }
 
 impl Protocol for Mysql {
@@ -118,6 +121,10 @@ impl Protocol for Mysql {
         replays: &[Replay],
     ) -> Result<Result<(), String>, SessionError> {
         super::replay::replay(backend, replays).await
+    }
+
+    fn setting_names(replay: &Replay) -> Option<Vec<String>> {
+        replay.setting_names()
     }
 
     async fn prepare_writer(

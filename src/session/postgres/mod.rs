@@ -12,6 +12,7 @@ mod failover;
 mod quiet;
 mod replan;
 mod scan;
+mod settings;
 mod side;
 mod startup;
 
@@ -112,6 +113,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         loss_untold: false,
         took_in_transaction: false,
         set_in_transaction: Some(Vec::new()),
+        unreplayed: Some(Vec::new()),
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -334,6 +336,7 @@ impl Session {
         // exchange, so its effect counts now.
         if unit.first_tag == tag::QUERY || unit.executes || open_batch {
             self.note_set_in_transaction(&unit);
+            self.note_unreplayed(&unit);
             self.record_effect(&unit.stmt, || unit.simple_sql.clone());
         }
         let target = self.place(target).await?;
@@ -383,6 +386,9 @@ impl Session {
         }
         if answer.status == b'I' && self.pinned_by(Pin::SetInTransaction) {
             self.settle_settings().await?;
+        }
+        if answer.status == b'I' && self.pinned_by(Pin::Unreplayable) {
+            self.settle_unreplayed().await?;
         }
         self.side.scanner.recycle(unit.refs);
         self.release_idle();
@@ -462,75 +468,6 @@ impl Session {
         };
         ex.run(unit).await
     }
-}
-
-impl Session {
-    /// A `SET` inside a transaction (which a ROLLBACK may undo, so it pins the session):
-    /// which setting it changes, to read back when the transaction ends.
-    fn note_set_in_transaction(&mut self, unit: &scan::Unit) {
-        if unit.stmt.class != Class::SessionSet || self.view.in_transaction.is_none() {
-            return;
-        }
-        let names = unit
-            .simple_sql
-            .as_deref()
-            .filter(|_| self.view.in_transaction == Some(Target::Writer))
-            .and_then(|sql| crate::sql::postgres_settings(sql.as_bytes()));
-        match (names, &mut self.side.set_in_transaction) {
-            (Some(names), Some(noted)) => noted.extend(names),
-            _ => self.side.set_in_transaction = None,
-        }
-    }
-
-    /// The transaction that pinned the session with a `SET` ended: what the settings it
-    /// changed are now (committed or rolled back) is read on the writer connection and
-    /// recorded as replays, and the pin lets go. One that could not be named, or read back,
-    /// keeps the pin.
-    async fn settle_settings(&mut self) -> Result<(), SessionError> {
-        let Some(mut names) = self.side.set_in_transaction.take() else {
-            return Ok(());
-        };
-        self.side.set_in_transaction = Some(Vec::new());
-        names.sort();
-        names.dedup();
-        let Some(writer) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        let (scratch, client) = (&mut self.side.scratch, &mut self.side.client.stream);
-        let mut replays = Vec::new();
-        for name in &names {
-            let sql = format!("SELECT pg_catalog.current_setting({}, true)", literal(name));
-            let value = writer.value(&sql, scratch, client).await?;
-            let Some(value) = value.and_then(|v| String::from_utf8(v).ok()) else {
-                return Ok(());
-            };
-            replays.push(format!(
-                "SELECT pg_catalog.set_config({}, {}, false)",
-                literal(name),
-                literal(&value)
-            ));
-        }
-        let set = crate::sql::Statement::of(Class::SessionSet);
-        for replay in replays {
-            self.record_effect(&set, || Some(replay));
-        }
-        self.unpin(Pin::SetInTransaction);
-        Ok(())
-    }
-}
-
-/// `text` as a PostgreSQL string literal whatever `standard_conforming_strings` says.
-fn literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 3);
-    out.push_str("E'");
-    for c in text.chars() {
-        if c == '\\' || c == '\'' {
-            out.push(c);
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
 }
 
 /// How much state a connection holds that cannot move to another: LISTEN channels, SQL

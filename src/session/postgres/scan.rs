@@ -32,8 +32,13 @@ pub struct Prepared {
 impl Prepared {
     /// The statement's SQL text, when it is UTF-8.
     pub fn sql(&self) -> Option<&str> {
+        std::str::from_utf8(self.sql_bytes()?).ok()
+    }
+
+    /// The statement's SQL text in the client's encoding.
+    pub fn sql_bytes(&self) -> Option<&[u8]> {
         let (_, sql) = messages::parse_fields(self.parse.get(5..)?)?;
-        std::str::from_utf8(sql).ok()
+        Some(sql)
     }
 
     /// The SQL text of a SET statement (PostgreSQL takes no parameters in a SET, so the

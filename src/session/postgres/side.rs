@@ -44,6 +44,10 @@ pub struct Side {
     /// The settings a `SET` changed in the transaction open now (`Pin::SetInTransaction`),
     /// to read back when it ends; `None` once one could not be named.
     pub(super) set_in_transaction: Option<Vec<String>>,
+    /// The settings `SET`s the proxy could not record as written changed (text not in
+    /// UTF-8: `Pin::Unreplayable`), to read back between transactions; `None` once one
+    /// could not be named.
+    pub(super) unreplayed: Option<Vec<String>>,
 }
 
 impl Protocol for Postgres {
@@ -114,6 +118,10 @@ impl Protocol for Postgres {
             }
             Some(message) => Ok(Err(message)),
         }
+    }
+
+    fn setting_names(sql: &String) -> Option<Vec<String>> {
+        crate::sql::postgres_literal_settings(sql)
     }
 
     async fn prepare_writer(_: &Side, _: &mut Backend) -> Result<Result<(), String>, SessionError> {

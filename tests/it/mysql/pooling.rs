@@ -418,3 +418,116 @@ async fn sqlx_clients_share_two_connections_with_their_prepared_statements() {
         "SELECT CAST(? AS SIGNED) + CAST(? AS SIGNED)"
     );
 }
+
+/// Runs `SELECT 1` on the writer as `other`: it gets the pool's one connection, so the
+/// client before it let it go.
+async fn writer_is_free(other: &mut mysql_async::Conn, after: &str) {
+    other
+        .query_drop("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap_or_else(|e| panic!("the connection went back to the pool after {after}: {e:?}"));
+}
+
+#[tokio::test]
+async fn a_variable_set_again_at_every_request_replaces_the_one_before() {
+    // One connection per instance: a client that held its connection would starve `other`.
+    let (cluster, proxy, db) = pooled("pooled_many_sets", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    for i in 0..300 {
+        client
+            .query_drop(format!("SET @request = {i}"))
+            .await
+            .unwrap();
+        client
+            .query_drop(format!("SET SESSION wait_timeout = {}", 1000 + i))
+            .await
+            .unwrap();
+        if i % 100 == 0 {
+            writer_is_free(&mut other, "a SET").await;
+        }
+    }
+    assert_eq!(proxy.pinned("too_many_settings").await, 0, "nothing pins");
+    writer_is_free(&mut other, "300 SETs").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let got: Option<(i64, i64)> = client
+            .query_first(format!("SELECT {hint} @request, @@wait_timeout"))
+            .await
+            .unwrap();
+        assert_eq!(got, Some((299, 1299)), "the latest values ({hint})");
+        writer_is_free(&mut other, "a read").await;
+    }
+    let theirs: Option<Option<i64>> = other
+        .query_first("SELECT /* switchyard:writer */ @request")
+        .await
+        .unwrap();
+    assert_eq!(theirs, Some(None), "not another client's");
+    for i in 0..300 {
+        client.query_drop(format!("SET @v{i} = 1")).await.unwrap();
+    }
+    assert_eq!(
+        proxy.pinned("too_many_settings").await,
+        1,
+        "more distinct ones pin"
+    );
+}
+
+#[tokio::test]
+async fn a_prepared_set_with_parameters_is_read_back_and_lets_go() {
+    let (cluster, proxy, db) = pooled("pooled_prepared_set", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    // Binary protocol: the values reach only the server.
+    client
+        .exec_drop(
+            "SET @me = ?, @n = ?, @f = ?, time_zone = ?",
+            ("it's \\ me", 42, 0.5f64, "+03:00"),
+        )
+        .await
+        .expect("a prepared SET");
+    // The proxy reads back after the answer: done by the client's next statement.
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
+    writer_is_free(&mut other, "a prepared SET").await;
+    // In a transaction: read back once it ends.
+    client.query_drop("START TRANSACTION").await.unwrap();
+    client
+        .exec_drop("SET @@SESSION.sql_mode = ?", ("ANSI_QUOTES",))
+        .await
+        .unwrap();
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 1, "meanwhile");
+    client.query_drop("COMMIT").await.unwrap();
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0);
+    writer_is_free(&mut other, "the transaction").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row: Option<mysql_async::Row> = client
+            .query_first(format!(
+                "SELECT {hint} @me, @n + 1, @f * 2, @@time_zone, @@sql_mode, COLLATION(@me)"
+            ))
+            .await
+            .unwrap();
+        let row = row.expect("a row");
+        let got: (String, i64, f64, String, String) = (
+            row.get(0).unwrap(),
+            row.get(1).unwrap(),
+            row.get(2).unwrap(),
+            row.get(3).unwrap(),
+            row.get(4).unwrap(),
+        );
+        assert_eq!(
+            got,
+            (
+                "it's \\ me".into(),
+                43,
+                1.0,
+                "+03:00".into(),
+                "ANSI_QUOTES".into()
+            ),
+            "on any connection ({hint})"
+        );
+        writer_is_free(&mut other, "a read").await;
+    }
+}

@@ -277,7 +277,12 @@ impl Named {
     }
 
     async fn query(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
-        self.0.send(b'Q', &cstr(sql.as_bytes())).await;
+        self.query_bytes(sql.as_bytes()).await
+    }
+
+    /// A simple Query of `sql` in whatever encoding it is.
+    async fn query_bytes(&mut self, sql: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        self.0.send(b'Q', &cstr(sql)).await;
         super::until_ready(&mut self.0).await
     }
 
@@ -908,4 +913,205 @@ async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement()
     calm.await
         .unwrap()
         .expect("no other client's statement is cancelled");
+}
+
+/// Runs `SELECT 1` on the writer as `other`: it gets the pool's one connection, so the
+/// client before it let it go.
+async fn writer_is_free(other: &tokio_postgres::Client, after: &str) {
+    other
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap_or_else(|e| panic!("the connection went back to the pool after {after}: {e:?}"));
+}
+
+#[tokio::test]
+async fn a_setting_set_again_at_every_request_replaces_the_one_before() {
+    // One connection per instance: a client that held its connection would starve `other`.
+    let (cluster, proxy, db) = pooled("pooled_many_sets", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    client
+        .batch_execute("SET search_path TO public")
+        .await
+        .unwrap();
+    // An ORM setting the same variables at every request, far more often than the proxy
+    // records settings.
+    for i in 0..300 {
+        client
+            .batch_execute(&format!("SET myapp.request = '{i}'"))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("SET work_mem = '{}kB'", 64 + i))
+            .await
+            .unwrap();
+        if i % 100 == 0 {
+            writer_is_free(&other, "a SET").await;
+        }
+    }
+    assert_eq!(proxy.pinned("too_many_settings").await, 0, "nothing pins");
+    writer_is_free(&other, "300 SETs").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT {hint} current_setting('myapp.request'), current_setting('work_mem'), \
+                     current_setting('search_path')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            got,
+            ("299".into(), "363kB".into(), "public".into()),
+            "the latest values, on any connection ({hint})"
+        );
+        writer_is_free(&other, "a read").await;
+    }
+    // Another client's connection never carries them.
+    let row = other
+        .query_one(
+            "SELECT /* switchyard:writer */ current_setting('myapp.request', true)",
+            &[],
+        )
+        .await
+        .unwrap();
+    // (A reset leaves a placeholder setting defined, empty.)
+    let value = row.get::<_, Option<String>>(0).unwrap_or_default();
+    assert_eq!(value, "", "not the client's");
+    // More distinct settings than recorded do pin.
+    for i in 0..300 {
+        client
+            .batch_execute(&format!("SET myapp.s{i} = '1'"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(proxy.pinned("too_many_settings").await, 1);
+    let row = client
+        .query_one(
+            "SELECT current_setting('myapp.s0'), current_setting('myapp.s299')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("1".into(), "1".into())
+    );
+}
+
+#[tokio::test]
+async fn a_serializable_session_reads_on_the_writer_without_holding_a_connection() {
+    let (cluster, proxy, db) = pooled("pooled_serializable", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let conninfo = format!(
+        "{} options='-c default_transaction_isolation=serializable'",
+        proxy.conninfo("app", "app-secret", &db)
+    );
+    // Both in the pool of this login (its startup options are part of the pool's key).
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .expect("connect serializable");
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    let (client, other) = (&clients[0], &clients[1]);
+    for _ in 0..3 {
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_isolation')",
+                &[],
+            )
+            .await
+            .expect("a serializable read");
+        let got: (bool, String) = (row.get(0), row.get(1));
+        assert_eq!(got, (false, "serializable".into()), "on the writer");
+        assert_eq!(proxy.pinned("serializable").await, 2, "shown as such");
+        writer_is_free(other, "a serializable read").await;
+    }
+}
+
+#[tokio::test]
+async fn settings_a_reader_refuses_send_reads_to_the_writer_until_they_change() {
+    let (cluster, proxy, db) = pooled("pooled_refused", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    let in_recovery = async || -> bool {
+        client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .expect("a read")
+            .get(0)
+    };
+    assert!(in_recovery().await, "reads go to a reader");
+    // A standby refuses read-write mode.
+    client
+        .batch_execute("SET transaction_read_only = off")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(!in_recovery().await, "on the writer");
+        assert_eq!(proxy.pinned("settings_refused").await, 1);
+        writer_is_free(&other, "a read on the writer").await;
+    }
+    client
+        .batch_execute("SET transaction_read_only = on")
+        .await
+        .unwrap();
+    assert!(in_recovery().await, "on a reader again");
+    assert_eq!(proxy.pinned("settings_refused").await, 0);
+}
+
+#[tokio::test]
+async fn a_set_the_proxy_cannot_record_as_written_is_read_back_and_lets_go() {
+    use super::until_ready;
+    let (cluster, proxy, db) = pooled("pooled_unreplayable", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let mut client = Named::connect(&proxy, &db).await;
+    let mut other = Named::connect(&proxy, &db).await;
+    let writer_is_free = async |other: &mut Named, after: &str| {
+        let answer = other.query("SELECT /* switchyard:writer */ 1").await;
+        assert_eq!(
+            tags(&answer),
+            "TDCZ",
+            "the connection is free after {after}: {answer:?}"
+        );
+    };
+    client.query("SET client_encoding = 'LATIN1'").await;
+    // Text in LATIN1, not UTF-8: the proxy records no such text.
+    let answer = client.query_bytes(b"SET myapp.y = 'caf\xe9'").await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    // The same in the extended protocol.
+    let mut parse = cstr(b"");
+    parse.extend(cstr(b"SET myapp.x = 'n\xe9'"));
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    client.0.send(b'P', &parse).await;
+    client.0.send(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    client.0.send(b'E', &[0, 0, 0, 0, 0]).await;
+    client.0.send(b'S', b"").await;
+    let answer = until_ready(&mut client.0).await;
+    assert_eq!(tags(&answer), "12CZ", "{answer:?}");
+    // The proxy reads back after the answer: done by the client's next statement.
+    client.query("SELECT 1").await;
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
+    writer_is_free(&mut other, "the SETs").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let answer = client
+            .query(&format!(
+                "SELECT {hint} current_setting('myapp.y') || '/' || current_setting('myapp.x')"
+            ))
+            .await;
+        let row = answer.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(
+            row.1.ends_with(b"caf\xe9/n\xe9"),
+            "the values, in the client's encoding ({hint}): {answer:?}"
+        );
+        writer_is_free(&mut other, "a read").await;
+    }
 }
