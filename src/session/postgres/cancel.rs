@@ -290,3 +290,57 @@ pub(super) async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result
     tcp.shutdown().await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pid_is_signalled_by_its_own_backend_user_only() {
+        let registry = Arc::new(CancelRegistry::default());
+        let pid = registry.own_pid();
+        let victim = Arc::new(SessionCancel::default());
+        let registration = registry.register(Arc::clone(&victim), Some(pid), "app");
+        let signal = |user: &'static str, signal, wait| {
+            let registry = Arc::clone(&registry);
+            async move { registry.signal_pid(pid, user, signal, wait).await }
+        };
+        assert_eq!(
+            signal("other", Signal::Terminate, None).await,
+            Signalled::NotPermitted
+        );
+        assert!(!victim.terminated());
+        // Nothing runs: a cancel has nowhere to go, and is still "sent", as on a server.
+        assert_eq!(signal("app", Signal::Cancel, None).await, Signalled::Sent);
+        assert!(!victim.terminated());
+        let wait = Some(Duration::from_millis(50));
+        assert_eq!(
+            signal("app", Signal::Terminate, wait).await,
+            Signalled::Lingers,
+            "the session did not end"
+        );
+        assert!(victim.terminated());
+        victim.terminating().await;
+        let ending = tokio::spawn(signal(
+            "app",
+            Signal::Terminate,
+            Some(Duration::from_secs(60)),
+        ));
+        tokio::task::yield_now().await;
+        drop(registration);
+        assert_eq!(ending.await.unwrap(), Signalled::Sent, "it ended in time");
+        assert_eq!(
+            signal("app", Signal::Terminate, None).await,
+            Signalled::NoSuchProcess
+        );
+    }
+
+    #[test]
+    fn only_the_proxy_range_is_the_proxy_s() {
+        assert_eq!(proxy_pid(1 << 30), Some(1 << 30));
+        assert_eq!(proxy_pid(i64::from(i32::MAX)), Some(i32::MAX));
+        for server in [0, 4_194_304, (1 << 30) - 1, -1, -(1 << 30), 1 << 31] {
+            assert_eq!(proxy_pid(server), None, "{server}");
+        }
+    }
+}

@@ -238,6 +238,10 @@ impl Exchange<'_> {
         // Relay anything already buffered (e.g. a notification that arrived before).
         let mut ready = None;
         self.relay(unit, sent, relayed, &mut ready).await?;
+        // Watched across the loop: one wait per unit, not one per read.
+        let terminate: &SessionCancel = self.terminate;
+        let terminating = terminate.terminating();
+        tokio::pin!(terminating);
         loop {
             if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
@@ -264,7 +268,7 @@ impl Exchange<'_> {
                     filled?;
                     self.relay(unit, sent, relayed, &mut ready).await?;
                 }
-                _ = self.terminate.terminating() => return Err(self.terminated().await),
+                _ = &mut terminating => return Err(self.terminated().await),
             }
         }
     }

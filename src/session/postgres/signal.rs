@@ -210,13 +210,22 @@ fn simple(bytes: &[u8]) -> Option<Batch> {
 
 /// Whether `sql` may call one of the functions: a cheap test before the lexer.
 fn mentions_backend(sql: &[u8]) -> bool {
-    sql.windows(8).any(|w| w.eq_ignore_ascii_case(b"_backend"))
+    sql.iter().enumerate().any(|(at, b)| {
+        *b == b'_'
+            && sql
+                .get(at..at + 8)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"_backend"))
+    })
 }
 
 /// An extended batch (its bytes, and the statements its messages name, in order) that
 /// binds and executes one signal call: Parse, Bind, Describe of that statement or portal,
 /// one Execute, and its Sync; `None` for anything else.
 fn extended(bytes: &[u8], refs: &[Option<Arc<Prepared>>]) -> Option<Batch> {
+    let first = refs.iter().flatten().next()?;
+    if !mentions_backend(first.sql()?.as_bytes()) {
+        return None;
+    }
     let mut refs = refs.iter();
     let mut statement: Option<&Arc<Prepared>> = None;
     let mut bind: Option<Bind<'_>> = None;
@@ -260,11 +269,7 @@ fn extended(bytes: &[u8], refs: &[Option<Arc<Prepared>>]) -> Option<Batch> {
     if !steps.contains(&Step::Execute) {
         return None;
     }
-    let sql = statement.sql()?;
-    if !mentions_backend(sql.as_bytes()) {
-        return None;
-    }
-    let call = signal_call(sql.as_bytes())?;
+    let call = signal_call(statement.sql()?.as_bytes())?;
     let declared = extended::parse_param_types(statement.parse.get(frame::HEADER_LEN..)?)?;
     let (call, types) = resolve(&call, Some(&bind), &declared)?;
     Some(Batch {

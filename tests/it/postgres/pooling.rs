@@ -910,16 +910,17 @@ async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement()
         .expect("no other client's statement is cancelled");
 }
 
-/// Waits until a statement whose text holds `marker` runs on the primary (`running`), or
-/// until none does.
-async fn wait_running(cluster: &PgCluster, db: &str, marker: &str, running: bool) {
+/// Waits until a statement whose text holds `marker` runs in database `db` on the primary
+/// (`running`), or until none does.
+async fn wait_running(cluster: &PgCluster, proxy: &Proxy, db: &str, marker: &str, running: bool) {
     use std::time::Duration;
     let admin = cluster.superuser(&cluster.primary, db).await;
     let seen = crate::support::retry(Duration::from_secs(30), async || {
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                 AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()",
+                 AND datname = current_database() AND strpos(query, $1) > 0 \
+                 AND pid <> pg_backend_pid()",
                 &[&marker],
             )
             .await
@@ -928,7 +929,24 @@ async fn wait_running(cluster: &PgCluster, db: &str, marker: &str, running: bool
         if (n > 0) == running { Ok(()) } else { Err(n) }
     })
     .await;
-    assert!(seen.is_ok(), "{marker} running: {running}");
+    if seen.is_err() {
+        let rows = admin
+            .simple_query(
+                "SELECT state || ': ' || query FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await
+            .expect("pg_stat_activity");
+        let sessions: Vec<_> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        let status = proxy.admin_get("/status").await;
+        panic!("{marker} running: {running}; the database's sessions: {sessions:?}; {status}");
+    }
 }
 
 /// The first value of the first row a simple query answered.
@@ -967,7 +985,7 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
             .batch_execute("INSERT INTO t VALUES (1); SELECT /* victim */ pg_sleep(60)")
             .await
     });
-    wait_running(cluster, &db, "/* victim */", true).await;
+    wait_running(cluster, &proxy, &db, "/* victim */", true).await;
     // As psql sends it: a simple Query.
     let terminate = |pid: i32| format!("SELECT pg_terminate_backend({pid})");
     let answer = killer
@@ -989,7 +1007,7 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
         Some("terminating connection due to administrator command")
     );
     // Its statement stopped on the server, and the pool's connection serves others.
-    wait_running(cluster, &db, "/* victim */", false).await;
+    wait_running(cluster, &proxy, &db, "/* victim */", false).await;
     let rows: i64 = bystander
         .query_one("SELECT count(*) FROM t", &[])
         .await
@@ -1046,21 +1064,21 @@ async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
         .prepare(&format!("SELECT pg_cancel_backend({pid})"))
         .await
         .expect("prepared");
-    let sleep = |victim: tokio_postgres::Client| {
+    // Each sleep its own text, which tells it from the one before on the server.
+    let sleep = |victim: tokio_postgres::Client, marker: &'static str| {
         tokio::spawn(async move {
-            let slept = victim
-                .batch_execute("SELECT /* switchyard:writer */ pg_sleep(60)")
-                .await;
+            let sql = format!("SELECT /* switchyard:writer */ pg_sleep(60) AS {marker}");
+            let slept = victim.batch_execute(&sql).await;
             (victim, slept)
         })
     };
     let mut victim = Some(victim);
-    for (how, statement) in [
-        ("a binary int4 parameter", &cancel),
-        ("a literal", &cancel_literal),
+    for (how, statement, marker) in [
+        ("a binary int4 parameter", &cancel, "first"),
+        ("a literal", &cancel_literal, "second"),
     ] {
-        let sleeping = sleep(victim.take().unwrap());
-        wait_running(cluster, &db, "pg_sleep(60)", true).await;
+        let sleeping = sleep(victim.take().unwrap(), marker);
+        wait_running(cluster, &proxy, &db, marker, true).await;
         let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if statement.params().is_empty()
         {
             &[]
@@ -1088,8 +1106,8 @@ async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
     }
     // Terminate in one batch (Parse, Bind, Describe, Execute, Sync), with a timeout: the
     // answer comes once the victim ended.
-    let sleeping = sleep(victim.take().unwrap());
-    wait_running(cluster, &db, "pg_sleep(60)", true).await;
+    let sleeping = sleep(victim.take().unwrap(), "third");
+    wait_running(cluster, &proxy, &db, "third", true).await;
     let ended: bool = killer
         .query_typed_one(
             "SELECT pg_terminate_backend($1, $2)",
@@ -1102,7 +1120,7 @@ async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
     let (_, slept) = sleeping.await.unwrap();
     let err = slept.expect_err("the victim's statement ended");
     assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
-    wait_running(cluster, &db, "pg_sleep(60)", false).await;
+    wait_running(cluster, &proxy, &db, "third", false).await;
     // No client has that pid now.
     let sent: bool = killer
         .query_one("SELECT pg_terminate_backend($1)", &[&pid])
