@@ -134,7 +134,8 @@ impl Session {
             .cancels
             .signal_pid(pid, user, call.signal, wait)
             .await;
-        if call.signal == Signal::Terminate && signalled != Signalled::NotPermitted {
+        let ended = matches!(signalled, Signalled::Sent | Signalled::Lingers);
+        if call.signal == Signal::Terminate && ended {
             tracing::info!(
                 pid,
                 "a client terminated a pooled client with pg_terminate_backend"
