@@ -986,6 +986,25 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
             .await
     });
     wait_running(cluster, &proxy, &db, "/* victim */", true).await;
+    // A client of another backend user is refused, as the server refuses it.
+    let (other, connection) = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "md5-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("md5user logs in");
+    tokio::spawn(connection);
+    for function in ["pg_cancel_backend", "pg_terminate_backend"] {
+        let err = other
+            .simple_query(&format!("SELECT {function}({pid})"))
+            .await
+            .expect_err("another backend user may not signal app's clients");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{function}: {err:?}"
+        );
+    }
     // As psql sends it: a simple Query.
     let terminate = |pid: i32| format!("SELECT pg_terminate_backend({pid})");
     let answer = killer
