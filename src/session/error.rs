@@ -50,8 +50,9 @@ pub enum SessionError<P: Protocol> {
     Failover { code: P::Code, message: String },
     #[error("switchyard is shutting down")]
     Shutdown,
-    /// MySQL: another client ran `KILL` naming this session's connection id; the
-    /// connection closes without a word, as the server closes a killed idle connection.
+    /// Another client ran `KILL` (MySQL) or `pg_terminate_backend` (PostgreSQL) naming this
+    /// session: the connection closes as the server closes it (MySQL: without a word, as
+    /// for a killed idle connection; PostgreSQL: after the FATAL `57P01` the session sent).
     #[error("Connection was killed")]
     Killed,
 }

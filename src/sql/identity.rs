@@ -19,31 +19,6 @@ use super::function::{describes_node, is_identity};
 use super::keyword::Kw;
 use super::lexer::{Lexer, Token};
 
-/// The process id of `SELECT pg_cancel_backend(<pid>)` written just so (a trailing `;`
-/// allowed): what the proxy answers itself when the pid is one of its clients'.
-pub fn cancel_backend_call(sql: &[u8]) -> Option<i64> {
-    let statements = Lexer::new(sql, Dialect::Postgres).statements();
-    let [tokens] = statements.as_slice() else {
-        return None;
-    };
-    match tokens.as_slice() {
-        [
-            Token::Word(select, _),
-            Token::Word(function, _),
-            open,
-            Token::Number(pid),
-            close,
-        ] if select.eq_ignore_ascii_case(b"select")
-            && function.eq_ignore_ascii_case(b"pg_cancel_backend")
-            && open.is_punct(b'(')
-            && close.is_punct(b')') =>
-        {
-            std::str::from_utf8(pid).ok()?.parse().ok()
-        }
-        _ => None,
-    }
-}
-
 /// One call to replace: bytes `start..end` of the text, and whether it is a whole
 /// unaliased select item (which then keeps its column name).
 #[derive(Debug, Clone, Copy)]
@@ -224,23 +199,6 @@ fn ends_list(word: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_plain_cancel_call_is_read() {
-        let pid = |sql: &str| cancel_backend_call(sql.as_bytes());
-        assert_eq!(
-            pid("SELECT pg_cancel_backend(1073741825)"),
-            Some(1073741825)
-        );
-        assert_eq!(pid("select PG_CANCEL_BACKEND( 12 );"), Some(12));
-        assert_eq!(pid("SELECT pg_cancel_backend(12), 1"), None);
-        assert_eq!(
-            pid("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"),
-            None
-        );
-        assert_eq!(pid("SELECT pg_terminate_backend(12)"), None);
-        assert_eq!(pid("SELECT pg_cancel_backend(1); SELECT 1"), None);
-    }
 
     fn my(sql: &str) -> Option<String> {
         rewrite_identity(sql.as_bytes(), Dialect::MySql, 1073741824)

@@ -19,8 +19,8 @@ pub(crate) enum Token<'a> {
     String(&'a [u8]),
     /// A numeric literal.
     Number(&'a [u8]),
-    /// A PostgreSQL positional parameter: `$1`.
-    Param,
+    /// A PostgreSQL positional parameter (`$1`): its digits.
+    Param(&'a [u8]),
     /// `:=`
     Assign,
     /// Any other byte: punctuation, operators, `;`.
@@ -224,7 +224,7 @@ impl<'a> Lexer<'a> {
         let start = self.pos;
         if self.byte_at(start + 1).is_some_and(|b| b.is_ascii_digit()) {
             self.pos = self.scan_while(start + 1, DIGIT);
-            return Token::Param;
+            return Token::Param(&self.src[start + 1..self.pos]);
         }
         let tag_end = match self.byte_at(start + 1) {
             Some(b'$') => start + 1,
@@ -516,7 +516,7 @@ mod tests {
     fn dollar_quotes_and_parameters() {
         assert_eq!(pg("$$a;b$$ x"), [String(b"a;b"), w(b"x")]);
         assert_eq!(pg("$fn$ $$ $x$ $fn$;"), [String(b" $$ $x$ "), Punct(b';')]);
-        assert_eq!(pg("$1 + $23"), [Param, Punct(b'+'), Param]);
+        assert_eq!(pg("$1 + $23"), [Param(b"1"), Punct(b'+'), Param(b"23")]);
         assert_eq!(pg("$a"), [Punct(b'$'), w(b"a")]);
         assert_eq!(pg("$"), [Punct(b'$')]);
         assert_eq!(pg("a$$b"), [w(b"a$$b")]);

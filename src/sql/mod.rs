@@ -11,6 +11,8 @@
 //!   unknown functions left for the catalog cache (`crate::catalog`) to judge.
 //! - `identity`: `CONNECTION_ID()` / `pg_backend_pid()` replaced by the id the proxy gave
 //!   a pooled client.
+//! - `signal`: `pg_cancel_backend` / `pg_terminate_backend` calls plain enough for the
+//!   proxy to answer for its pooled clients' own pids.
 //!
 //! Anything the classifier cannot prove is a read is a `Write`: the writer can run
 //! everything, a replica cannot.
@@ -26,12 +28,14 @@ mod lexer;
 mod scan;
 mod set;
 mod settings;
+mod signal;
 
 use classify::Statements;
 pub use function::{FunctionId, Functions, MAX_CALLS};
-pub use identity::{cancel_backend_call, rewrite_identity};
+pub use identity::rewrite_identity;
 pub use set::postgres_settings;
 pub use settings::{MysqlSetting, mysql_settings, postgres_literal_settings};
+pub use signal::{Arg, Signal, SignalCall, signal_call};
 
 /// The SQL dialect, which decides how quotes and comments are lexed and which
 /// statements and functions are known.

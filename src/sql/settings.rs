@@ -227,7 +227,7 @@ fn literal(value: &[Token<'_>]) -> bool {
         && value.iter().all(|t| match t {
             Token::Word(..) | Token::String(_) | Token::Number(_) | Token::QuotedIdent(_) => true,
             Token::Punct(b) => matches!(b, b'-' | b'+'),
-            Token::Param | Token::Assign => false,
+            Token::Param(_) | Token::Assign => false,
         })
 }
 

@@ -101,25 +101,60 @@ pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
     });
 }
 
-/// The whole answer to a one-row query of one boolean column `name` (RowDescription,
-/// DataRow, CommandComplete), as the server sends it in text format.
-pub fn one_bool_row(out: &mut BytesMut, name: &str, value: bool) {
-    tagged(out, b'T', |b| {
+/// The type oid of `bool`.
+pub const BOOL_OID: u32 = 16;
+
+/// RowDescription of one boolean column `name` (of no table), sent in `format` (0: text,
+/// 1: binary), as the server describes a function's result.
+pub fn bool_column(out: &mut BytesMut, name: &str, format: i16) {
+    tagged(out, tag::ROW_DESCRIPTION, |b| {
         b.put_i16(1);
         put_cstr(b, name.as_bytes());
         b.put_i32(0); // no table
         b.put_i16(0); // no column of one
-        b.put_i32(16); // bool
+        b.put_u32(BOOL_OID);
         b.put_i16(1); // its size
         b.put_i32(-1); // no type modifier
-        b.put_i16(0); // text
+        b.put_i16(format);
     });
-    tagged(out, b'D', |b| {
+}
+
+/// DataRow of one boolean `value` in `format` (text `t`/`f`, or one binary byte).
+pub fn bool_value(out: &mut BytesMut, value: bool, format: i16) {
+    tagged(out, tag::DATA_ROW, |b| {
         b.put_i16(1);
         b.put_i32(1);
-        b.put_u8(if value { b't' } else { b'f' });
+        b.put_u8(match (format, value) {
+            (1, v) => u8::from(v),
+            (_, true) => b't',
+            (_, false) => b'f',
+        });
     });
-    command_complete(out, "SELECT 1");
+}
+
+/// ParameterDescription of parameters of the types `oids`.
+pub fn parameter_description(out: &mut BytesMut, oids: &[u32]) {
+    tagged(out, tag::PARAMETER_DESCRIPTION, |b| {
+        b.put_i16(oids.len() as i16);
+        oids.iter().for_each(|oid| b.put_u32(*oid));
+    });
+}
+
+/// NoticeResponse of severity WARNING (a server's `ereport(WARNING, …)`: code `01000`
+/// unless it names one).
+pub fn warning(out: &mut BytesMut, code: &str, message: &str) {
+    tagged(out, tag::NOTICE_RESPONSE, |b| {
+        for (field, value) in [
+            (b'S', "WARNING"),
+            (b'V', "WARNING"),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value.as_bytes());
+        }
+        b.put_u8(0);
+    });
 }
 
 /// CommandComplete with `tag` (e.g. `ROLLBACK`).

@@ -23,3 +23,9 @@ pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
 pub const SERIALIZATION_FAILURE: &str = "40001";
 /// A statement in a transaction that already failed.
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+/// A right the user lacks (e.g. to signal another role's backend).
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// An argument out of its range.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// A WARNING that names no code of its own.
+pub const WARNING: &str = "01000";

@@ -5,16 +5,24 @@
 //! proxy's ([`CancelRegistry::own_pid`]), which the client's `pg_backend_pid()` answers
 //! too. The secret is the proxy's, so a cancel works only through the proxy, and a client
 //! that sends its key to a server directly cancels nothing.
+//!
+//! `pg_cancel_backend(pid)` and `pg_terminate_backend(pid)` naming a client's pid of the
+//! proxy's are answered here too ([`CancelRegistry::signal_pid`]): a cancel goes where a
+//! CancelRequest would; a terminate marks the session, whose own task then ends it as the
+//! server ends a terminated backend (see `signal`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::backend::postgres::BackendKey;
 use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
+use crate::sql::Signal;
 use crate::topology::Instance;
 
 /// A backend connection a cancel can be sent to.
@@ -25,14 +33,66 @@ pub struct CancelTarget {
     pub key: BackendKey,
 }
 
-/// The backends of one session and which of them runs its current statement.
-#[derive(Debug, Default)]
+/// Where a session stands for `pg_terminate_backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    Running,
+    /// Another client terminated it: it ends at once (see `signal`).
+    Terminating,
+    /// Its client connection is closed.
+    Ended,
+}
+
+/// The backends of one session, which of them runs its current statement, and whether it
+/// was terminated.
+#[derive(Debug)]
 pub struct SessionCancel {
     targets: Mutex<[Option<CancelTarget>; 2]>,
     active: AtomicU8,
+    life: watch::Sender<Life>,
+}
+
+impl Default for SessionCancel {
+    fn default() -> SessionCancel {
+        SessionCancel {
+            targets: Mutex::default(),
+            active: AtomicU8::new(0),
+            life: watch::Sender::new(Life::Running),
+        }
+    }
 }
 
 impl SessionCancel {
+    /// Whether another client terminated the session.
+    pub fn terminated(&self) -> bool {
+        *self.life.borrow() != Life::Running
+    }
+
+    /// Resolves once another client terminated the session.
+    pub async fn terminating(&self) {
+        let mut life = self.life.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = life.wait_for(|l| *l != Life::Running).await;
+    }
+
+    /// Marks the session terminated (its task notices: see `terminating`).
+    fn terminate(&self) {
+        self.life.send_if_modified(|l| {
+            let running = *l == Life::Running;
+            if running {
+                *l = Life::Terminating;
+            }
+            running
+        });
+    }
+
+    /// Waits up to `timeout` for the session's end; whether it ended.
+    async fn ended_within(&self, timeout: Duration) -> bool {
+        let mut life = self.life.subscribe();
+        let ended = tokio::time::timeout(timeout, life.wait_for(|l| *l == Life::Ended)).await;
+        matches!(ended, Ok(Ok(_)))
+    }
+
     /// Records the backend behind slot 0 (writer) or 1 (reader).
     pub fn set_target(&self, slot: usize, target: Option<CancelTarget>) {
         if let Ok(mut t) = self.targets.lock() {
@@ -87,7 +147,24 @@ impl Drop for Registration {
         if let Ok(mut s) = self.registry.sessions.lock() {
             s.remove(&self.key);
         }
+        self.cancel.life.send_replace(Life::Ended);
     }
+}
+
+/// What a signal sent by pid did, as the server's `pg_signal_backend` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signalled {
+    /// Sent (and, for a terminate with a timeout, the session ended within it): `true`.
+    Sent,
+    /// The cancel could not be forwarded: `false`.
+    Failed,
+    /// A terminate with a timeout whose session did not end within it: `false` and a
+    /// WARNING.
+    Lingers,
+    /// No client has that pid: `false` and a WARNING.
+    NoSuchProcess,
+    /// That client logs in to the backends as another user: an error (`42501`).
+    NotPermitted,
 }
 
 impl CancelRegistry {
@@ -141,36 +218,66 @@ impl CancelRegistry {
         send_cancel(target).await
     }
 
-    /// `pg_cancel_backend(pid)` of a client's own pid (the proxy's, handed out in
-    /// transaction mode), asked by a client logged in to the backends as `user`: the
-    /// statement that client runs now is cancelled as a CancelRequest would cancel it.
-    /// `None` when `pid` is no client's, or one of another backend user (whose rights only
-    /// the server knows): the call then goes to the server as written.
-    pub async fn cancel_pid(&self, pid: i64, user: &str) -> Option<std::io::Result<bool>> {
-        let pid = i32::try_from(pid)
-            .ok()
-            .filter(|p| *p as u32 >= FIRST_OWN_PID)?;
-        let target = {
+    /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` (`signal`) of a pid in the
+    /// proxy's range, asked by a client logged in to the backends as `user`, as the server
+    /// answers it for its own processes: a cancel reaches the statement that client runs now
+    /// as a CancelRequest would; a terminate ends the client's session and, given a `wait`,
+    /// waits that long for its end. The right is the server's simplest: the same backend
+    /// user (the proxy knows no role memberships). `pid` is one of the proxy's range
+    /// ([`proxy_pid`]); a server's goes to the server.
+    pub async fn signal_pid(
+        &self,
+        pid: i32,
+        user: &str,
+        signal: Signal,
+        wait: Option<Duration>,
+    ) -> Signalled {
+        let found = {
             let sessions = match self.sessions.lock() {
                 Ok(s) => s,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            let (cancel, owner) = sessions
+            sessions
                 .iter()
                 .find(|((p, _), _)| *p == pid)
-                .map(|(_, session)| session)?;
-            if owner != user {
-                return None;
-            }
-            cancel.active_target()
+                .map(|(_, (cancel, owner))| (Arc::clone(cancel), owner == user))
         };
-        // As on a server: the signal is sent (true) even when the client runs nothing.
-        Some(send_cancel(target).await.map(|_| true))
+        let Some((session, permitted)) = found else {
+            return Signalled::NoSuchProcess;
+        };
+        if !permitted {
+            return Signalled::NotPermitted;
+        }
+        match signal {
+            // As on a server: the signal is sent (true) even when the client runs nothing.
+            Signal::Cancel => match send_cancel(session.active_target()).await {
+                Ok(_) => Signalled::Sent,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not forward a cancel");
+                    Signalled::Failed
+                }
+            },
+            Signal::Terminate => {
+                session.terminate();
+                match wait {
+                    Some(wait) if !session.ended_within(wait).await => Signalled::Lingers,
+                    _ => Signalled::Sent,
+                }
+            }
+        }
     }
 }
 
+/// `pid` as a process id of the proxy's range (from 2^30): a client's in transaction mode,
+/// never a server's.
+pub fn proxy_pid(pid: i64) -> Option<i32> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p >= FIRST_OWN_PID as i32)
+}
+
 /// Sends a CancelRequest to `target`, if there is one; whether one was sent.
-async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
+pub(super) async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
     let Some(target) = target else {
         return Ok(false);
     };
@@ -184,4 +291,58 @@ async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
     tcp.write_all(&packet).await?;
     tcp.shutdown().await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pid_is_signalled_by_its_own_backend_user_only() {
+        let registry = Arc::new(CancelRegistry::default());
+        let pid = registry.own_pid();
+        let victim = Arc::new(SessionCancel::default());
+        let registration = registry.register(Arc::clone(&victim), Some(pid), "app");
+        let signal = |user: &'static str, signal, wait| {
+            let registry = Arc::clone(&registry);
+            async move { registry.signal_pid(pid, user, signal, wait).await }
+        };
+        assert_eq!(
+            signal("other", Signal::Terminate, None).await,
+            Signalled::NotPermitted
+        );
+        assert!(!victim.terminated());
+        // Nothing runs: a cancel has nowhere to go, and is still "sent", as on a server.
+        assert_eq!(signal("app", Signal::Cancel, None).await, Signalled::Sent);
+        assert!(!victim.terminated());
+        let wait = Some(Duration::from_millis(50));
+        assert_eq!(
+            signal("app", Signal::Terminate, wait).await,
+            Signalled::Lingers,
+            "the session did not end"
+        );
+        assert!(victim.terminated());
+        victim.terminating().await;
+        let ending = tokio::spawn(signal(
+            "app",
+            Signal::Terminate,
+            Some(Duration::from_secs(60)),
+        ));
+        tokio::task::yield_now().await;
+        drop(registration);
+        assert_eq!(ending.await.unwrap(), Signalled::Sent, "it ended in time");
+        assert_eq!(
+            signal("app", Signal::Terminate, None).await,
+            Signalled::NoSuchProcess
+        );
+    }
+
+    #[test]
+    fn only_the_proxy_range_is_the_proxy_s() {
+        assert_eq!(proxy_pid(1 << 30), Some(1 << 30));
+        assert_eq!(proxy_pid(i64::from(i32::MAX)), Some(i32::MAX));
+        for server in [0, 4_194_304, (1 << 30) - 1, -1, -(1 << 30), 1 << 31] {
+            assert_eq!(proxy_pid(server), None, "{server}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::SessionError;
 use super::backend::Backend;
+use super::cancel::{self, SessionCancel};
 use super::replan::Replanned;
 use super::scan::{self, Ending, Scanner, Statements, Unit};
 use super::startup::Client;
@@ -63,6 +64,8 @@ pub struct Exchange<'a> {
     /// would be routed to a reader (the session's view and settings); anything else ends
     /// the batch with a Sync of the proxy's own and is left for the next exchange.
     pub open_on_reader: Option<(SessionView, Settings)>,
+    /// The session's cancel state, which says when another client terminated it.
+    pub terminate: &'a SessionCancel,
 }
 
 /// Progress of the client side of an exchange.
@@ -235,6 +238,10 @@ impl Exchange<'_> {
         // Relay anything already buffered (e.g. a notification that arrived before).
         let mut ready = None;
         self.relay(unit, sent, relayed, &mut ready).await?;
+        // Watched across the loop: one wait per unit, not one per read.
+        let terminate: &SessionCancel = self.terminate;
+        let terminating = terminate.terminating();
+        tokio::pin!(terminating);
         loop {
             if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
@@ -261,8 +268,27 @@ impl Exchange<'_> {
                     filled?;
                     self.relay(unit, sent, relayed, &mut ready).await?;
                 }
+                _ = &mut terminating => return Err(self.terminated().await),
             }
         }
+    }
+
+    /// Another client terminated the session while its unit ran here: the statement is
+    /// cancelled on the backend, whose connection the session then closes as it ends (it
+    /// is never given back mid-statement), and the client gets the FATAL a server gives a
+    /// terminated backend's client, unless an answer to it was cut mid-message.
+    async fn terminated(&mut self) -> SessionError {
+        let target = super::side::cancel_target(&self.backend.conn);
+        if let Err(e) = cancel::send_cancel(target).await {
+            tracing::info!(error = %e, "could not cancel a terminated session's statement");
+        }
+        if !self.backend.mid_message() {
+            let mut out = BytesMut::new();
+            super::signal::terminated_fatal(&mut out);
+            // The session ends right after, so a failed write changes nothing.
+            let _ = self.client.stream.write_all(&out).await;
+        }
+        SessionError::Killed
     }
 
     /// Relays what the backend sent, up to the ReadyForQuery that leaves it idle; `ready`

@@ -14,6 +14,7 @@ mod replan;
 mod scan;
 mod settings;
 mod side;
+mod signal;
 mod startup;
 
 use std::sync::Arc;
@@ -117,11 +118,11 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
-    // Lives as long as the session: the client's cancel key.
-    let registration = session.start().await;
-    let result = match registration {
-        Ok(_registration) => session.serve().await,
-        Err(e) => Err(e),
+    // Lives as long as the session: the client's cancel key. Dropped last, once the client
+    // connection is closed (a `pg_terminate_backend` with a timeout waits for that).
+    let (result, _registration) = match session.start().await {
+        Ok(registration) => (session.serve().await, Some(registration)),
+        Err(e) => (Err(e), None),
     };
     if let Err(e) = &result
         && let Some((code, message)) = e.client_message()
@@ -132,6 +133,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
             .send_error(Severity::Fatal, code, &message)
             .await;
     }
+    drop(session);
     result
 }
 
@@ -242,6 +244,7 @@ impl Session {
         let watched = self.writer.as_mut().filter(|_| pinned);
         let result = tokio::select! {
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
+            _ = self.side.cancel.terminating() => Err(SessionError::Killed),
             read = self.side.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
                 Ok(_) => Ok(()),
@@ -260,6 +263,10 @@ impl Session {
             // Between units: nothing is in flight on the backend connections.
             self.release_backends();
         }
+        if let Err(SessionError::Killed) = &result {
+            // Another client ran `pg_terminate_backend` naming this one.
+            return Err(self.end_terminated().await);
+        }
         if let Err(SessionError::BackendLost { .. }) = &result {
             // The server ended the connection of this pinned session, or the writer died.
             self.end_if_alone().await?;
@@ -268,24 +275,15 @@ impl Session {
     }
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
+        // `pg_cancel_backend()` / `pg_terminate_backend()` of a pooled client's own pid,
+        // which no server knows.
+        if self.signal(&unit).await? {
+            self.side.scanner.recycle(unit.refs);
+            return Ok(());
+        }
         if self.view.in_transaction.is_none() && unit.first_tag == tag::QUERY {
             let bytes = &self.side.client.buf[..unit.end];
             let sql = frame::message(bytes, usize::MAX).ok().flatten();
-            let sql_text = sql.and_then(|(_, body)| messages::query_text(body));
-            // `pg_cancel_backend()` of a pooled client's own pid, which no server knows.
-            if let Some(pid) = sql_text.and_then(crate::sql::cancel_backend_call) {
-                let user = &self.creds.user;
-                if let Some(sent) = self.ctx.cancels.cancel_pid(pid, user).await {
-                    if let Err(e) = &sent {
-                        tracing::warn!(error = %e, "could not forward a cancel");
-                    }
-                    self.side.scanner.recycle(unit.refs);
-                    let mut out = BytesMut::new();
-                    messages::one_bool_row(&mut out, "pg_cancel_backend", sent.unwrap_or(false));
-                    messages::ready_for_query(&mut out, b'I');
-                    return self.answer_with(unit.end, &out).await;
-                }
-            }
             let target = sql
                 .and_then(|(_, body)| messages::query_text(body))
                 .and_then(scan::deallocate);
@@ -349,6 +347,9 @@ impl Session {
         if !admitted {
             self.side.scanner.recycle(unit.refs);
             return Ok(());
+        }
+        if self.side.cancel.terminated() {
+            return Err(self.end_terminated().await);
         }
         let result = self.exchange(target, &unit).await;
         let (answer, ran_on) = match result {
@@ -465,6 +466,7 @@ impl Session {
             message_limit,
             max_prepared,
             open_on_reader,
+            terminate: &self.side.cancel,
         };
         ex.run(unit).await
     }

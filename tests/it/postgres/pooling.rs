@@ -1115,3 +1115,248 @@ async fn a_set_the_proxy_cannot_record_as_written_is_read_back_and_lets_go() {
         writer_is_free(&mut other, "a read").await;
     }
 }
+
+/// Waits until a statement whose text holds `marker` runs in database `db` on the primary
+/// (`running`), or until none does.
+async fn wait_running(cluster: &PgCluster, proxy: &Proxy, db: &str, marker: &str, running: bool) {
+    use std::time::Duration;
+    let admin = cluster.superuser(&cluster.primary, db).await;
+    let seen = crate::support::retry(Duration::from_secs(30), async || {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND datname = current_database() AND strpos(query, $1) > 0 \
+                 AND pid <> pg_backend_pid()",
+                &[&marker],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if (n > 0) == running { Ok(()) } else { Err(n) }
+    })
+    .await;
+    if seen.is_err() {
+        let rows = admin
+            .simple_query(
+                "SELECT state || ': ' || query FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await
+            .expect("pg_stat_activity");
+        let sessions: Vec<_> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        let status = proxy.admin_get("/status").await;
+        panic!("{marker} running: {running}; the database's sessions: {sessions:?}; {status}");
+    }
+}
+
+/// The first value of the first row a simple query answered.
+fn first_value(answer: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
+    answer.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
+    use std::time::Duration;
+    let (cluster, proxy, db) = pooled("pooled_terminate_pid", "pool_size = 1").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .expect("schema");
+    // Every client logs in first: the pool's one connection is busy later.
+    let victim = proxy.connect(&db).await;
+    let idle_victim = proxy.connect(&db).await;
+    let bystander = proxy.connect(&db).await;
+    let killer = proxy.connect(&db).await;
+    let pid_of = async |c: &tokio_postgres::Client| -> i32 {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let (pid, idle_pid) = (pid_of(&victim).await, pid_of(&idle_victim).await);
+    let running = tokio::spawn(async move {
+        // One implicit transaction, holding the pool's only connection: its insert must
+        // not commit, and the connection must not serve anyone mid-statement.
+        victim
+            .batch_execute("INSERT INTO t VALUES (1); SELECT /* victim */ pg_sleep(60)")
+            .await
+    });
+    wait_running(cluster, &proxy, &db, "/* victim */", true).await;
+    // A client of another backend user is refused, as the server refuses it.
+    let (other, connection) = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "md5-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("md5user logs in");
+    tokio::spawn(connection);
+    for function in ["pg_cancel_backend", "pg_terminate_backend"] {
+        let err = other
+            .simple_query(&format!("SELECT {function}({pid})"))
+            .await
+            .expect_err("another backend user may not signal app's clients");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{function}: {err:?}"
+        );
+    }
+    // As psql sends it: a simple Query.
+    let terminate = |pid: i32| format!("SELECT pg_terminate_backend({pid})");
+    let answer = killer
+        .simple_query(&terminate(pid))
+        .await
+        .expect("answered");
+    assert_eq!(
+        first_value(&answer).as_deref(),
+        Some("t"),
+        "as a server says"
+    );
+    let err = running
+        .await
+        .unwrap()
+        .expect_err("the victim's statement ended");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    assert_eq!(
+        err.as_db_error().map(|e| e.message()),
+        Some("terminating connection due to administrator command")
+    );
+    // Its statement stopped on the server, and the pool's connection serves others.
+    wait_running(cluster, &proxy, &db, "/* victim */", false).await;
+    let rows: i64 = bystander
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("a bystander is not affected")
+        .get(0);
+    assert_eq!(rows, 0, "the terminated transaction did not commit");
+    // A client that runs nothing ends at once.
+    let answer = killer
+        .simple_query(&terminate(idle_pid))
+        .await
+        .expect("answered");
+    assert_eq!(first_value(&answer).as_deref(), Some("t"));
+    let closed = crate::support::retry(Duration::from_secs(30), async || {
+        if idle_victim.is_closed() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle victim's connection closed");
+    // A pid of the proxy's range that no client has: false, as a server says of a pid
+    // that is no backend's.
+    let answer = killer
+        .simple_query(&terminate(pid))
+        .await
+        .expect("answered");
+    assert_eq!(first_value(&answer).as_deref(), Some("f"));
+    bystander
+        .simple_query("SELECT 1")
+        .await
+        .expect("the bystander still works");
+}
+
+#[tokio::test]
+async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
+    use tokio_postgres::types::Type;
+    let (cluster, proxy, db) = pooled("pooled_signal_prepared", "pool_size = 1").await;
+    let victim = proxy.connect(&db).await;
+    let bystander = proxy.connect(&db).await;
+    let killer = proxy.connect(&db).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Prepared while the pool's one connection is free: the server parses them; their
+    // Bind/Execute/Sync, once the victim holds that connection, are the proxy's to answer.
+    let cancel = killer
+        .prepare("SELECT pg_cancel_backend($1)")
+        .await
+        .expect("prepared");
+    let cancel_literal = killer
+        .prepare(&format!("SELECT pg_cancel_backend({pid})"))
+        .await
+        .expect("prepared");
+    // Each sleep its own text, which tells it from the one before on the server.
+    let sleep = |victim: tokio_postgres::Client, marker: &'static str| {
+        tokio::spawn(async move {
+            let sql = format!("SELECT /* switchyard:writer */ pg_sleep(60) AS {marker}");
+            let slept = victim.batch_execute(&sql).await;
+            (victim, slept)
+        })
+    };
+    let mut victim = Some(victim);
+    for (how, statement, marker) in [
+        ("a binary int4 parameter", &cancel, "first"),
+        ("a literal", &cancel_literal, "second"),
+    ] {
+        let sleeping = sleep(victim.take().unwrap(), marker);
+        wait_running(cluster, &proxy, &db, marker, true).await;
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if statement.params().is_empty()
+        {
+            &[]
+        } else {
+            &[&pid]
+        };
+        let sent: bool = killer
+            .query_one(statement, params)
+            .await
+            .expect("answered")
+            .get(0);
+        assert!(sent, "{how}");
+        let (cancelled, slept) = sleeping.await.unwrap();
+        let err = slept.expect_err("the victim's statement was cancelled");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::QUERY_CANCELED),
+            "{how}: {err:?}"
+        );
+        cancelled
+            .simple_query("SELECT 1")
+            .await
+            .expect("a cancelled client goes on");
+        victim = Some(cancelled);
+    }
+    // Terminate in one batch (Parse, Bind, Describe, Execute, Sync), with a timeout: the
+    // answer comes once the victim ended.
+    let sleeping = sleep(victim.take().unwrap(), "third");
+    wait_running(cluster, &proxy, &db, "third", true).await;
+    let ended: bool = killer
+        .query_typed_one(
+            "SELECT pg_terminate_backend($1, $2)",
+            &[(&pid, Type::INT4), (&30_000i64, Type::INT8)],
+        )
+        .await
+        .expect("answered")
+        .get(0);
+    assert!(ended, "the victim ended within the timeout");
+    let (_, slept) = sleeping.await.unwrap();
+    let err = slept.expect_err("the victim's statement ended");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    wait_running(cluster, &proxy, &db, "third", false).await;
+    // No client has that pid now.
+    let sent: bool = killer
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("answered")
+        .get(0);
+    assert!(!sent);
+    let one: i32 = bystander
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("the bystander works on the pool's connection")
+        .get(0);
+    assert_eq!(one, 1);
+}
