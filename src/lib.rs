@@ -33,6 +33,7 @@ pub mod config;
 pub mod cutover;
 pub mod error;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -360,19 +360,43 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// Installs the log subscriber: `server.log_format`, and `SWITCHYARD_LOG` or else
-/// `server.log_level` as the filter. Returns the hook a reload changes the level with (a
-/// no-op while `SWITCHYARD_LOG` is set, which wins).
+/// `server.log_level` as the filter ([`switchyard::logging::Levels`], or `EnvFilter` for
+/// directives by span or field). Returns the hook a reload changes the level with (a no-op
+/// while `SWITCHYARD_LOG` is set, which wins).
 fn init_tracing(server: &config::ServerConfig) -> LogLevelHook {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
+    use switchyard::logging::Levels;
+    use tracing_subscriber::{EnvFilter, reload};
 
     let from_env = std::env::var("SWITCHYARD_LOG").ok();
     let directives = from_env.clone().unwrap_or_else(|| server.log_level.clone());
+    let fixed = from_env.is_some();
+    if let Some(levels) = Levels::parse(&directives) {
+        install(levels.clone(), server.log_format);
+        return Arc::new(move |level: &str| if fixed { Ok(()) } else { levels.set(level) });
+    }
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
+    install(filter, server.log_format);
+    Arc::new(move |level: &str| {
+        if fixed {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// Installs the global subscriber: `filter`, then the log lines in `format`.
+fn install<F>(filter: F, format: config::LogFormat)
+where
+    F: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::fmt;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let registry = tracing_subscriber::registry().with(filter);
-    match server.log_format {
+    match format {
         config::LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
         config::LogFormat::Json => registry
             .with(
@@ -385,13 +409,6 @@ fn init_tracing(server: &config::ServerConfig) -> LogLevelHook {
             )
             .init(),
     }
-    Arc::new(move |level: &str| {
-        if from_env.is_some() {
-            return Ok(());
-        }
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    })
 }
 
 async fn serve(path: PathBuf, config: Validated, log_level: LogLevelHook) -> Result<()> {

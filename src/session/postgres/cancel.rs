@@ -12,8 +12,9 @@
 //! server ends a terminated backend (see `signal`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -49,7 +50,14 @@ pub enum Life {
 pub struct SessionCancel {
     targets: Mutex<[Option<CancelTarget>; 2]>,
     active: AtomicU8,
+    /// For the terminating client, which waits for the session's end.
     life: watch::Sender<Life>,
+    /// Set once another client terminated the session: read, and waited for, by the session
+    /// at every statement, so with no lock and no waiter list (a watch channel's wait costs
+    /// a subscription and two locked waiter-list changes per statement).
+    terminated: AtomicBool,
+    /// The session's task while it waits for `terminated` (it alone waits for it).
+    waker: atomic_waker::AtomicWaker,
 }
 
 impl Default for SessionCancel {
@@ -58,6 +66,8 @@ impl Default for SessionCancel {
             targets: Mutex::default(),
             active: AtomicU8::new(0),
             life: watch::Sender::new(Life::Running),
+            terminated: AtomicBool::new(false),
+            waker: atomic_waker::AtomicWaker::new(),
         }
     }
 }
@@ -65,14 +75,23 @@ impl Default for SessionCancel {
 impl SessionCancel {
     /// Whether another client terminated the session.
     pub fn terminated(&self) -> bool {
-        *self.life.borrow() != Life::Running
+        self.terminated.load(Ordering::Acquire)
     }
 
-    /// Resolves once another client terminated the session.
-    pub async fn terminating(&self) {
-        let mut life = self.life.subscribe();
-        // The sender lives as long as `self`: the wait cannot fail.
-        let _ = life.wait_for(|l| *l != Life::Running).await;
+    /// Resolves once another client terminated the session. Awaited by the session's own
+    /// task only.
+    pub fn terminating(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.terminated() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Set between the check and the registration: seen now.
+            match self.terminated() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
     }
 
     /// Marks the session terminated (its task notices: see `terminating`).
@@ -84,6 +103,8 @@ impl SessionCancel {
             }
             running
         });
+        self.terminated.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Waits up to `timeout` for the session's end; whether it ended.

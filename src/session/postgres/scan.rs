@@ -59,6 +59,35 @@ pub struct Statements {
     unnamed: Option<Arc<Prepared>>,
     by_name: HashMap<Vec<u8>, Arc<Prepared>, foldhash::fast::RandomState>,
     next_id: u64,
+    classified: Classified,
+}
+
+/// How many parsed texts a session keeps the class of.
+const CLASSIFIED_SLOTS: usize = 16;
+
+/// The classes of the texts a session parsed lately, one per slot by hash (a text whose
+/// slot another took is classified again). Extended-protocol drivers parse the same few
+/// texts over and over (an unnamed statement per execution), and classifying a text costs
+/// far more than hashing and comparing it. Allocated at the first Parse: a client that
+/// never parses (or stays idle) pays nothing for it.
+#[derive(Debug, Default)]
+struct Classified(Option<Box<[Option<(Box<[u8]>, Statement)>; CLASSIFIED_SLOTS]>>);
+
+impl Classified {
+    fn classify(&mut self, sql: &[u8]) -> Statement {
+        use std::hash::BuildHasher as _;
+        // A fixed seed is enough: a text made to share a slot costs only its classifying.
+        let at = foldhash::fast::FixedState::with_seed(0).hash_one(sql) as usize % CLASSIFIED_SLOTS;
+        let slots = self.0.get_or_insert_with(Default::default);
+        if let Some((text, stmt)) = &slots[at]
+            && **text == *sql
+        {
+            return *stmt;
+        }
+        let stmt = classify(sql);
+        slots[at] = Some((sql.into(), stmt));
+        stmt
+    }
 }
 
 impl Statements {
@@ -369,7 +398,7 @@ impl Scanner {
                 tag::PARSE => {
                     let (name, sql) =
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
-                    let class = classify(sql);
+                    let class = statements.classified.classify(sql);
                     if let Some(message) = self.own_identity(&class, h.tag, body, sql) {
                         self.rewrite = Some((start, message));
                         return Ok(None);
@@ -657,6 +686,29 @@ mod tests {
         msg(&mut buf, b'Q', b"SELECT 2\0");
         let unit = sc.next(&buf, &mut st).unwrap().unwrap();
         assert_eq!((unit.end, unit.ending), (first, Ending::Open));
+    }
+
+    #[test]
+    fn parsed_texts_keep_their_class_whatever_slot_they_share() {
+        let mut classified = Classified::default();
+        let texts: Vec<String> = (0..40)
+            .map(|i| match i % 3 {
+                0 => format!("SELECT {i}"),
+                1 => format!("INSERT INTO t VALUES ({i})"),
+                _ => format!("SET x.y = {i}"),
+            })
+            .collect();
+        // Twice over: 40 texts in 16 slots, so many are classified again after another
+        // took their slot, and the rest come from the slots.
+        for _ in 0..2 {
+            for text in &texts {
+                assert_eq!(
+                    classified.classify(text.as_bytes()),
+                    classify(text.as_bytes()),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
