@@ -71,7 +71,10 @@ const CLASSIFIED_SLOTS: usize = 16;
 /// far more than hashing and comparing it. Allocated at the first Parse: a client that
 /// never parses (or stays idle) pays nothing for it.
 #[derive(Debug, Default)]
-struct Classified(Option<Box<[Option<(Box<[u8]>, Statement)>; CLASSIFIED_SLOTS]>>);
+struct Classified(Option<Box<[Option<ClassifiedText>; CLASSIFIED_SLOTS]>>);
+
+/// A parsed text and its class.
+type ClassifiedText = (Box<[u8]>, Statement);
 
 impl Classified {
     fn classify(&mut self, sql: &[u8]) -> Statement {
