@@ -89,6 +89,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// replay of the same names in its place leaves the same state); `None` otherwise.
     fn setting_names(replay: &Self::Replay) -> Option<Vec<String>>;
 
+    /// What `replay` leaves the session's default transaction isolation at, when it changes
+    /// it and a serializable one matters (PostgreSQL: a hot standby refuses it).
+    fn default_isolation(replay: &Self::Replay) -> Option<crate::sql::DefaultIsolation>;
+
     /// What else a new writer connection needs of the session's state (MySQL: autocommit
     /// off); `Ok(Err(message))` when the server refused it.
     fn prepare_writer(
@@ -297,6 +301,9 @@ pub struct Session<P: Protocol> {
     /// Why the session stays on its writer connection, if it does: every reason that
     /// holds now (each lets go on its own, see [`Session::unpin`]).
     pub(super) pinned: Vec<(Pin, PinGuard)>,
+    /// The session's transactions were serializable by default at login (`Start::pinned`),
+    /// what a `RESET` goes back to.
+    pub(super) login_serializable: bool,
     /// The state behind `Pin::Statement` and `Pin::Cursor`, piece by piece.
     pub(super) holds: Holds,
     /// When this session last looked at whether its reader should change.
@@ -354,6 +361,7 @@ impl<P: Protocol> Session<P> {
             keep_writer: 0,
             kept_writer: false,
             pinned,
+            login_serializable: start.pinned,
             holds: Holds::default(),
             spread: ReaderSpread::new(),
             shutdown: start.shutdown,
@@ -418,12 +426,14 @@ impl<P: Protocol> Session<P> {
 
     /// Records what `stmt` does to the session's state: `replay` (the change as this
     /// protocol replays it, made only when needed) to apply on other connections, or state
-    /// that keeps the session on the writer.
+    /// that keeps the session on the writer. A text of several statements is returned
+    /// instead, to record with [`Session::record_ran`] once it ran: it may fail part-way.
+    #[must_use = "a text of several SETs is recorded once it ran"]
     pub(super) fn record_effect(
         &mut self,
         stmt: &Statement,
         replay: impl FnOnce() -> Option<P::Replay>,
-    ) {
+    ) -> Option<P::Replay> {
         let effect = match router::effect(stmt, self.view) {
             // Not undone by a rollback, so replayable like any other; in a transaction
             // on the writer only, where recorded settings run.
@@ -440,6 +450,7 @@ impl<P: Protocol> Session<P> {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
+                Some(r) if stmt.count > 1 => return Some(r),
                 Some(r) => {
                     let names = P::setting_names(&r);
                     self.record(r, names);
@@ -450,6 +461,26 @@ impl<P: Protocol> Session<P> {
             }
             Effect::Pin => self.pin(Pin::Statement),
         }
+        None
+    }
+
+    /// Records `replay`, a text of several SETs that [`Session::record_effect`] left to
+    /// record once it ran, unless it `failed` (the caller decides what a failed one left).
+    pub(super) fn record_ran(&mut self, replay: Option<P::Replay>, failed: bool) {
+        if let Some(replay) = replay.filter(|_| !failed) {
+            let names = P::setting_names(&replay);
+            self.record(replay, names);
+        }
+    }
+
+    /// The session's default transaction isolation is now `isolation`: while serializable,
+    /// its reads go to the writer (a hot standby refuses them).
+    pub(super) fn default_isolation(&mut self, isolation: crate::sql::DefaultIsolation) {
+        use crate::sql::DefaultIsolation::*;
+        match (isolation, self.login_serializable) {
+            (Serializable, _) | (Login, true) => self.pin(Pin::Serializable),
+            (Other, _) | (Login, false) => self.unpin(Pin::Serializable),
+        }
     }
 
     /// Records `replay`, which sets `names` from literals (`None`: anything else), to apply
@@ -459,6 +490,9 @@ impl<P: Protocol> Session<P> {
     pub(super) fn record(&mut self, replay: P::Replay, names: Option<Vec<String>>) {
         if self.pinned_by(Pin::TooManySettings) {
             return;
+        }
+        if let Some(isolation) = P::default_isolation(&replay) {
+            self.default_isolation(isolation);
         }
         self.replays.push(replay, names);
         // State changes run on the writer: one that had the session's state has this one

@@ -194,7 +194,8 @@ impl Session {
         if let Some(names) = unreplayed {
             self.note_unreplayed(names);
         }
-        self.record_effect(&class, || replay);
+        // One statement: nothing is left to record after it ran.
+        let _ = self.record_effect(&class, || replay);
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);
