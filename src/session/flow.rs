@@ -424,11 +424,12 @@ impl<P: Protocol> Session<P> {
         Ok(target)
     }
 
-    /// Records what `stmt` does to the session's state: `replay` (the change as this
-    /// protocol replays it, made only when needed) to apply on other connections, or state
-    /// that keeps the session on the writer. A text of several statements is returned
-    /// instead, to record with [`Session::record_ran`] once it ran: it may fail part-way.
-    #[must_use = "a text of several SETs is recorded once it ran"]
+    /// What `stmt` does to the session's state, before it runs: state that keeps the
+    /// session on the writer, or a change to apply on other connections, `replay` (as this
+    /// protocol replays it, made only when needed), returned to record with
+    /// [`Session::record_ran`] once it ran without error (a failed one changed nothing, or,
+    /// for a MySQL text of several, part of what it says).
+    #[must_use = "a change of session state is recorded once it ran"]
     pub(super) fn record_effect(
         &mut self,
         stmt: &Statement,
@@ -450,11 +451,7 @@ impl<P: Protocol> Session<P> {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
-                Some(r) if stmt.count > 1 => return Some(r),
-                Some(r) => {
-                    let names = P::setting_names(&r);
-                    self.record(r, names);
-                }
+                Some(r) => return Some(r),
             },
             Effect::Pin if stmt.class == crate::sql::Class::SessionSet => {
                 self.pin(Pin::SetInTransaction);
@@ -464,8 +461,8 @@ impl<P: Protocol> Session<P> {
         None
     }
 
-    /// Records `replay`, a text of several SETs that [`Session::record_effect`] left to
-    /// record once it ran, unless it `failed` (the caller decides what a failed one left).
+    /// Records `replay`, the change [`Session::record_effect`] left to record once it ran,
+    /// unless it `failed` (the caller decides what a failed one left).
     pub(super) fn record_ran(&mut self, replay: Option<P::Replay>, failed: bool) {
         if let Some(replay) = replay.filter(|_| !failed) {
             let names = P::setting_names(&replay);

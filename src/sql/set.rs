@@ -269,10 +269,7 @@ pub enum DefaultIsolation {
 /// LEVEL …`, `RESET default_transaction_isolation`, `RESET ALL`. `None` when none does.
 pub fn postgres_default_isolation(sql: &[u8]) -> Option<DefaultIsolation> {
     let statements = super::lexer::Lexer::new(sql, Dialect::Postgres).statements();
-    statements
-        .iter()
-        .filter_map(|t| default_isolation(t))
-        .last()
+    statements.iter().rev().find_map(|t| default_isolation(t))
 }
 
 /// What one statement (its tokens) sets the default isolation to, if it sets it.

@@ -332,8 +332,8 @@ impl Session {
         // A batch that only parses and describes changes no state yet; its Bind will. One
         // left open is the exception: what follows it (its Bind, Execute) runs within this
         // exchange, so its effect counts now.
-        // A Query of several SETs is recorded once it ran: they run in one implicit
-        // transaction, so an error in any leaves none of them.
+        // A SET is recorded once it ran without error; a Query of several runs them in one
+        // implicit transaction, so an error in any leaves none of them.
         let mut sets = None;
         if unit.first_tag == tag::QUERY || unit.executes || open_batch {
             self.note_set_in_transaction(&unit);

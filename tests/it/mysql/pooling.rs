@@ -555,6 +555,11 @@ async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
     assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
     assert_eq!(proxy.pinned("statement").await, 0);
     writer_is_free(&mut other, "a failed text").await;
+    // A lone SET that fails changed nothing, and is not recorded.
+    let failed = client.query_drop("SET time_zone = 'elsewhere'").await;
+    assert!(failed.is_err(), "an unknown time zone fails");
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0);
+    writer_is_free(&mut other, "a failed SET").await;
     for hint in ["", "/* switchyard:writer */"] {
         let row: Option<(String, String, i64, Option<i64>)> = client
             .query_first(format!(

@@ -1126,6 +1126,13 @@ async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
         .expect_err("an invalid value");
     assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
     writer_is_free(&other, "a failed text").await;
+    // Nor does a lone SET that fails (the proxy records a SET once it succeeded).
+    let err = client
+        .batch_execute("SET statement_timeout = 'later'")
+        .await
+        .expect_err("an invalid value");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    writer_is_free(&other, "a failed SET").await;
     for hint in ["", "/* switchyard:writer */"] {
         let row = client
             .query_one(
