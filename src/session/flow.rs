@@ -89,6 +89,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// replay of the same names in its place leaves the same state); `None` otherwise.
     fn setting_names(replay: &Self::Replay) -> Option<Vec<String>>;
 
+    /// What `replay` leaves the session's default transaction isolation at, when it changes
+    /// it and a serializable one matters (PostgreSQL: a hot standby refuses it).
+    fn default_isolation(replay: &Self::Replay) -> Option<crate::sql::DefaultIsolation>;
+
     /// What else a new writer connection needs of the session's state (MySQL: autocommit
     /// off); `Ok(Err(message))` when the server refused it.
     fn prepare_writer(
@@ -297,6 +301,9 @@ pub struct Session<P: Protocol> {
     /// Why the session stays on its writer connection, if it does: every reason that
     /// holds now (each lets go on its own, see [`Session::unpin`]).
     pub(super) pinned: Vec<(Pin, PinGuard)>,
+    /// The session's transactions were serializable by default at login (`Start::pinned`),
+    /// what a `RESET` goes back to.
+    pub(super) login_serializable: bool,
     /// The state behind `Pin::Statement` and `Pin::Cursor`, piece by piece.
     pub(super) holds: Holds,
     /// When this session last looked at whether its reader should change.
@@ -354,6 +361,7 @@ impl<P: Protocol> Session<P> {
             keep_writer: 0,
             kept_writer: false,
             pinned,
+            login_serializable: start.pinned,
             holds: Holds::default(),
             spread: ReaderSpread::new(),
             shutdown: start.shutdown,
@@ -416,14 +424,17 @@ impl<P: Protocol> Session<P> {
         Ok(target)
     }
 
-    /// Records what `stmt` does to the session's state: `replay` (the change as this
-    /// protocol replays it, made only when needed) to apply on other connections, or state
-    /// that keeps the session on the writer.
+    /// What `stmt` does to the session's state, before it runs: state that keeps the
+    /// session on the writer, or a change to apply on other connections, `replay` (as this
+    /// protocol replays it, made only when needed), returned to record with
+    /// [`Session::record_ran`] once it ran without error (a failed one changed nothing, or,
+    /// for a MySQL text of several, part of what it says).
+    #[must_use = "a change of session state is recorded once it ran"]
     pub(super) fn record_effect(
         &mut self,
         stmt: &Statement,
         replay: impl FnOnce() -> Option<P::Replay>,
-    ) {
+    ) -> Option<P::Replay> {
         let effect = match router::effect(stmt, self.view) {
             // Not undone by a rollback, so replayable like any other; in a transaction
             // on the writer only, where recorded settings run.
@@ -440,15 +451,32 @@ impl<P: Protocol> Session<P> {
             Effect::None => {}
             Effect::Record => match replay() {
                 None => self.pin(Pin::Unreplayable),
-                Some(r) => {
-                    let names = P::setting_names(&r);
-                    self.record(r, names);
-                }
+                Some(r) => return Some(r),
             },
             Effect::Pin if stmt.class == crate::sql::Class::SessionSet => {
                 self.pin(Pin::SetInTransaction);
             }
             Effect::Pin => self.pin(Pin::Statement),
+        }
+        None
+    }
+
+    /// Records `replay`, the change [`Session::record_effect`] left to record once it ran,
+    /// unless it `failed` (the caller decides what a failed one left).
+    pub(super) fn record_ran(&mut self, replay: Option<P::Replay>, failed: bool) {
+        if let Some(replay) = replay.filter(|_| !failed) {
+            let names = P::setting_names(&replay);
+            self.record(replay, names);
+        }
+    }
+
+    /// The session's default transaction isolation is now `isolation`: while serializable,
+    /// its reads go to the writer (a hot standby refuses them).
+    pub(super) fn default_isolation(&mut self, isolation: crate::sql::DefaultIsolation) {
+        use crate::sql::DefaultIsolation::*;
+        match (isolation, self.login_serializable) {
+            (Serializable, _) | (Login, true) => self.pin(Pin::Serializable),
+            (Other, _) | (Login, false) => self.unpin(Pin::Serializable),
         }
     }
 
@@ -459,6 +487,9 @@ impl<P: Protocol> Session<P> {
     pub(super) fn record(&mut self, replay: P::Replay, names: Option<Vec<String>>) {
         if self.pinned_by(Pin::TooManySettings) {
             return;
+        }
+        if let Some(isolation) = P::default_isolation(&replay) {
+            self.default_isolation(isolation);
         }
         self.replays.push(replay, names);
         // State changes run on the writer: one that had the session's state has this one

@@ -33,7 +33,7 @@ mod signal;
 use classify::Statements;
 pub use function::{FunctionId, Functions, MAX_CALLS};
 pub use identity::rewrite_identity;
-pub use set::postgres_settings;
+pub use set::{DefaultIsolation, postgres_default_isolation, postgres_settings};
 pub use settings::{MysqlSetting, mysql_settings, postgres_literal_settings};
 pub use signal::{Arg, Signal, SignalCall, signal_call};
 
@@ -117,10 +117,11 @@ pub fn pins(class: Class) -> bool {
 
 /// Classify a whole query string (which may hold several `;`-separated statements).
 ///
-/// Several statements combine: all `Read` → `Read`; all `Read` or `Node` → `Node`; any
-/// `Pin` → `Pin`; any `SessionSet` or `Autocommit` together with anything else → `Pin` (a
-/// batch cannot be partly replayed); otherwise → `Write`. An empty string is a `Read` with
-/// count 0.
+/// Several statements combine: all `Read` → `Read`; all `Read` or `Node` → `Node`; all
+/// `SessionSet` → `SessionSet` (replayed as the one text, recorded only once all of it ran
+/// without error); any `Pin` → `Pin`; any `SessionSet` or `Autocommit` together with
+/// anything else → `Pin` (a batch cannot be partly replayed); otherwise → `Write`. An empty
+/// string is a `Read` with count 0.
 pub fn classify(sql: &str, dialect: Dialect) -> Statement {
     classify_bytes(sql.as_bytes(), dialect)
 }
@@ -148,6 +149,8 @@ struct Combined {
     /// Every statement is a `Read` or a `Node`.
     all_read: bool,
     any_node: bool,
+    /// Every statement is a `SessionSet`.
+    all_set: bool,
     /// Some statement pins the session or changes session state.
     pins: bool,
 }
@@ -159,6 +162,7 @@ impl Combined {
             first: Class::Read,
             all_read: true,
             any_node: false,
+            all_set: true,
             pins: false,
         }
     }
@@ -167,6 +171,7 @@ impl Combined {
         self.add_class(class, 1);
         self.all_read &= is_read(class);
         self.any_node |= class == Class::Node;
+        self.all_set &= class == Class::SessionSet;
         self.pins |= pins(class);
     }
 
@@ -183,6 +188,7 @@ impl Combined {
             1 => self.first,
             _ if self.all_read && self.any_node => Class::Node,
             _ if self.all_read => Class::Read,
+            _ if self.all_set => Class::SessionSet,
             _ if self.pins => Class::Pin,
             _ => Class::Write,
         }
@@ -235,7 +241,6 @@ mod tests {
             ("BEGIN; INSERT INTO t VALUES (1); COMMIT", w),
             ("BEGIN; COMMIT", w),
             ("SET x = 1; SELECT 1", Class::Pin),
-            ("SET x = 1; SET y = 2", Class::Pin),
             ("SELECT 1; LISTEN c", Class::Pin),
         ];
         for (sql, class) in cases {
@@ -243,5 +248,50 @@ mod tests {
         }
         let s = classify("SET autocommit = 0; SELECT 1", Dialect::MySql);
         assert_eq!(s.class, Class::Pin);
+    }
+
+    #[test]
+    fn a_text_of_session_sets_only_is_session_state() {
+        let set = Class::SessionSet;
+        let pg = [
+            ("SET x = 1; SET y = 2", set),
+            ("SET search_path TO app; SET statement_timeout = 0;", set),
+            ("SET a.b = '1'; RESET work_mem; SET TIME ZONE 'UTC'", set),
+            ("SET x = 1; SELECT 1", Class::Pin),
+            ("SET x = 1; SET LOCAL y = 2", Class::Pin),
+            ("BEGIN; SET x = 1; COMMIT", Class::Pin),
+            ("SET x = 1; LISTEN c", Class::Pin),
+            ("SET x = 1; SET myapp.level = 'serializable'", Class::Pin),
+            // The session follows its default isolation, whatever the level.
+            ("SET default_transaction_isolation = 'serializable'", set),
+            (
+                "SET x = 1; SET default_transaction_isolation TO serializable",
+                set,
+            ),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                set,
+            ),
+        ];
+        for (sql, class) in pg {
+            let s = classify(sql, Dialect::Postgres);
+            assert_eq!(s.class, class, "{sql:?}");
+        }
+        let mysql = [
+            ("SET NAMES utf8mb4; SET time_zone = '+00:00'", set),
+            ("SET @a = 1; USE app; SET SESSION sql_mode = 'ANSI'", set),
+            (
+                "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE; SET @b = 2",
+                set,
+            ),
+            ("SET NAMES utf8mb4; SET autocommit = 0", Class::Pin),
+            ("SET NAMES utf8mb4; SET GLOBAL x = 1", Class::Pin),
+            ("SET @a = 1; SELECT @a", Class::Pin),
+            ("SET @a = 1; SET @b = (SELECT GET_LOCK('x', 1))", Class::Pin),
+        ];
+        for (sql, class) in mysql {
+            let s = classify(sql, Dialect::MySql);
+            assert_eq!(s.class, class, "{sql:?}");
+        }
     }
 }

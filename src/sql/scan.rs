@@ -37,6 +37,9 @@ pub(super) struct Scan<'a> {
     node: bool,
     /// The word `serializable` (a PostgreSQL hot standby refuses serializable transactions).
     pub(super) serializable: bool,
+    /// A PostgreSQL SET of the session's default transaction isolation (which the session
+    /// follows, serializable or not), rather than some other SET naming `serializable`.
+    pub(super) default_isolation: bool,
     /// The previous token was `AS` or `::`, so a name after it is an alias or a type.
     after_as_or_cast: bool,
     /// `prev_name` may be a function name: not an alias, a type or a keyword.
@@ -62,6 +65,7 @@ impl<'a> Scan<'a> {
             pins: false,
             node: false,
             serializable: false,
+            default_isolation: false,
             after_as_or_cast: false,
             prev_may_call: false,
             functions: Functions::NONE,
@@ -158,8 +162,13 @@ impl<'a> Scan<'a> {
             Class::Read if self.writes() => Class::Write,
             Class::Read if self.node => Class::Node,
             Class::SessionSet | Class::Autocommit(_) if self.writes() => Class::Pin,
-            // A serializable session default: every later read would fail on a standby.
-            Class::SessionSet if self.serializable && self.dialect == Dialect::Postgres => {
+            // A serializable session default the session cannot follow (one it follows
+            // sends its reads to the writer, `sql::postgres_default_isolation`).
+            Class::SessionSet
+                if self.serializable
+                    && !self.default_isolation
+                    && self.dialect == Dialect::Postgres =>
+            {
                 Class::Pin
             }
             other => other,

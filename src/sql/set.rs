@@ -20,7 +20,20 @@ impl Cursor<'_, '_> {
     fn set_postgres(&mut self) -> Verdict {
         match self.peek().map(|tok| tok.kw()) {
             None | Some(Kw::Local | Kw::Transaction | Kw::Constraints) => Scanned(Class::Write),
-            Some(_) => Scanned(Class::SessionSet),
+            Some(kw) => {
+                if kw == Kw::Session {
+                    self.next();
+                }
+                let name = match self.peek() {
+                    Some(Token::Word(name, _) | Token::QuotedIdent(name)) => name,
+                    _ => b"",
+                };
+                self.scan.default_isolation =
+                    [&b"default_transaction_isolation"[..], b"characteristics"]
+                        .iter()
+                        .any(|n| name.eq_ignore_ascii_case(n));
+                Scanned(Class::SessionSet)
+            }
         }
     }
 
@@ -239,6 +252,55 @@ pub fn postgres_settings(sql: &[u8]) -> Option<Vec<String>> {
     (!names.is_empty()).then_some(names)
 }
 
+/// The default transaction isolation of a PostgreSQL session, as a `SET` leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultIsolation {
+    /// Serializable: a hot standby refuses every transaction of the session.
+    Serializable,
+    /// Another level.
+    Other,
+    /// What the session started with (`RESET`, `SET … TO DEFAULT`).
+    Login,
+}
+
+/// What `sql`, session-state statements (`Class::SessionSet`), leaves the session's default
+/// transaction isolation at, by the last of them that changes it: `SET [SESSION]
+/// default_transaction_isolation`, `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION
+/// LEVEL …`, `RESET default_transaction_isolation`, `RESET ALL`. `None` when none does.
+pub fn postgres_default_isolation(sql: &[u8]) -> Option<DefaultIsolation> {
+    let statements = super::lexer::Lexer::new(sql, Dialect::Postgres).statements();
+    statements.iter().rev().find_map(|t| default_isolation(t))
+}
+
+/// What one statement (its tokens) sets the default isolation to, if it sets it.
+fn default_isolation(tokens: &[Token<'_>]) -> Option<DefaultIsolation> {
+    let word = |i: usize, w: &str| matches!(tokens.get(i), Some(Token::Word(t, _) | Token::QuotedIdent(t)) if t.eq_ignore_ascii_case(w.as_bytes()));
+    const NAME: &str = "default_transaction_isolation";
+    if word(0, "reset") {
+        return (word(1, "all") || word(1, NAME)).then_some(DefaultIsolation::Login);
+    }
+    if !word(0, "set") {
+        return None;
+    }
+    let at = if word(1, "session") { 2 } else { 1 };
+    let level = |i: usize| match tokens.get(i) {
+        Some(Token::Word(t, _) | Token::String(t)) if t.eq_ignore_ascii_case(b"serializable") => {
+            DefaultIsolation::Serializable
+        }
+        _ if word(i, "default") => DefaultIsolation::Login,
+        _ => DefaultIsolation::Other,
+    };
+    if word(at, NAME) {
+        return Some(level(at + 2));
+    }
+    if at == 2 && word(at, "characteristics") {
+        let isolation =
+            (at..tokens.len()).find(|&i| word(i, "isolation") && word(i + 1, "level"))?;
+        return Some(level(isolation + 2));
+    }
+    None
+}
+
 /// The setting one `SET`/`RESET` statement (its tokens) changes, if it is a plain one.
 fn setting_name(tokens: &[Token<'_>]) -> Option<String> {
     let word = |i: usize, w: &str| matches!(tokens.get(i), Some(Token::Word(t, _)) if t.eq_ignore_ascii_case(w.as_bytes()));
@@ -291,6 +353,46 @@ fn setting_name(tokens: &[Token<'_>]) -> Option<String> {
 #[cfg(test)]
 mod setting_tests {
     use super::postgres_settings;
+
+    #[test]
+    fn sets_of_the_default_isolation_say_what_they_leave() {
+        use super::{DefaultIsolation::*, postgres_default_isolation};
+        let cases = [
+            (
+                "SET default_transaction_isolation = 'serializable'",
+                Some(Serializable),
+            ),
+            (
+                "set session DEFAULT_TRANSACTION_ISOLATION to SERIALIZABLE",
+                Some(Serializable),
+            ),
+            (
+                "SET default_transaction_isolation = 'read committed'",
+                Some(Other),
+            ),
+            ("SET default_transaction_isolation TO DEFAULT", Some(Login)),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE, ISOLATION LEVEL SERIALIZABLE",
+                Some(Serializable),
+            ),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                Some(Other),
+            ),
+            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", None),
+            ("RESET default_transaction_isolation", Some(Login)),
+            ("RESET ALL", Some(Login)),
+            (
+                "SET default_transaction_isolation = serializable; SET a.b = 1; \
+                 SET default_transaction_isolation = 'read committed'",
+                Some(Other),
+            ),
+            ("SET work_mem = '4MB'; RESET work_mem", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(postgres_default_isolation(sql.as_bytes()), want, "{sql}");
+        }
+    }
 
     #[test]
     fn plain_sets_name_the_setting_they_change() {

@@ -399,9 +399,20 @@ impl Session {
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(true);
         }
-        self.record_effect(&stmt, || record);
+        // Recorded once it ran without error (a failed one changed nothing, unless it is
+        // one of several).
+        let sets = self.record_effect(&stmt, || record);
         let result = self.run_with_retry(target, payload).await;
         self.note_write(target, &stmt);
+        if let (Some(Replay::Query(sql)), Ok(true), true) = (&sets, &result, stmt.count > 1) {
+            // Several SETs, one of which failed: those before it took effect, the rest did
+            // not. Pinned until what they left is read back (`read_back`).
+            self.note_unreplayed(sql::mysql_settings(sql));
+            self.pin(Pin::Unreplayable);
+        }
+        if let Ok(failed) = result {
+            self.record_ran(sets, failed);
+        }
         result
     }
 

@@ -194,7 +194,7 @@ impl Session {
         if let Some(names) = unreplayed {
             self.note_unreplayed(names);
         }
-        self.record_effect(&class, || replay);
+        let set = self.record_effect(&class, || replay);
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);
@@ -210,6 +210,7 @@ impl Session {
             }
             other => other?,
         };
+        self.record_ran(set, failed);
         // What it did to the state that pins the session, as its text says (a parameter
         // where a name would be makes that state untracked).
         if let Some(sql) = sql.filter(|_| self.pinned_by(Pin::Statement)) {

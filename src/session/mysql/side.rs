@@ -127,6 +127,11 @@ impl Protocol for Mysql {
         replay.setting_names()
     }
 
+    fn default_isolation(_: &Replay) -> Option<crate::sql::DefaultIsolation> {
+        // A MySQL replica runs serializable transactions.
+        None
+    }
+
     async fn prepare_writer(
         side: &Side,
         writer: &mut Backend,

@@ -82,6 +82,8 @@ pub struct Relayed {
     pub stale_plan: bool,
     /// The backend entered COPY FROM STDIN mode.
     pub copy_in: bool,
+    /// An ErrorResponse was relayed.
+    pub error: bool,
     /// Bytes written to the client.
     pub bytes: usize,
     /// The server ended the connection: its FATAL ErrorResponse is left unrelayed in front
@@ -479,6 +481,7 @@ impl Backend {
                     break;
                 }
                 tag::ERROR_RESPONSE => {
+                    seen.error = true;
                     // The backend skips to Sync: statements still owed were not prepared,
                     // and descriptions still owed do not come.
                     self.stale_columns_sent = false;

@@ -48,6 +48,8 @@ pub struct Absorbed {
 pub struct Answer {
     pub status: u8,
     pub absorbed: Option<Absorbed>,
+    /// The server answered an error (to some statement of the unit).
+    pub failed: bool,
 }
 
 pub struct Exchange<'a> {
@@ -80,6 +82,8 @@ struct Sent {
     /// The proxy ended an open batch on a reader: the status of the ReadyForQuery it
     /// swallowed.
     ended_by_proxy: Option<u8>,
+    /// An ErrorResponse was relayed.
+    failed: bool,
 }
 
 /// Where the backend stands in the client's message stream, as far as the exchange must
@@ -174,6 +178,7 @@ impl Exchange<'_> {
             consumed: false,
             absorbed: None,
             ended_by_proxy: None,
+            failed: false,
         };
         let result = self.drive(unit, &mut sent, &mut relayed).await;
         self.backend.conn.instance.load.end();
@@ -193,6 +198,7 @@ impl Exchange<'_> {
                 Ok(Answer {
                     status,
                     absorbed: sent.absorbed.take(),
+                    failed: sent.failed,
                 })
             }
             Err(error) => {
@@ -303,6 +309,7 @@ impl Exchange<'_> {
         while !self.backend.conn.buf.is_empty() {
             let mut seen = self.backend.relay(&mut self.client.stream).await?;
             *relayed += seen.bytes;
+            sent.failed |= seen.error;
             if seen.ended {
                 return Err(self.backend.ended());
             }

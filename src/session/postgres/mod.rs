@@ -332,10 +332,13 @@ impl Session {
         // A batch that only parses and describes changes no state yet; its Bind will. One
         // left open is the exception: what follows it (its Bind, Execute) runs within this
         // exchange, so its effect counts now.
+        // A SET is recorded once it ran without error; a Query of several runs them in one
+        // implicit transaction, so an error in any leaves none of them.
+        let mut sets = None;
         if unit.first_tag == tag::QUERY || unit.executes || open_batch {
             self.note_set_in_transaction(&unit);
             self.note_unreplayed(&unit);
-            self.record_effect(&unit.stmt, || unit.simple_sql.clone());
+            sets = self.record_effect(&unit.stmt, || unit.simple_sql.clone());
         }
         let target = self.place(target).await?;
         let open = self.view.in_transaction == Some(Target::Writer);
@@ -372,10 +375,12 @@ impl Session {
             }
             Err(failed) => return Err(failed.error),
         };
+        self.record_ran(sets, answer.failed);
         if let Some(query) = answer.absorbed {
             // A Query after a batch left open ran with it (the transaction state is still
             // the one it started in): the state it changes counts.
-            self.record_effect(&query.stmt, || query.simple_sql.clone());
+            let sets = self.record_effect(&query.stmt, || query.simple_sql.clone());
+            self.record_ran(sets, answer.failed);
             let in_transaction = answer.status != b'I';
             self.functions
                 .ran(&query.stmt, in_transaction, &self.cluster.name);

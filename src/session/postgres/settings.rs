@@ -12,7 +12,7 @@ use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 use crate::router::Target;
 use crate::session::flow::Pin;
-use crate::sql::Class;
+use crate::sql::{Class, DefaultIsolation};
 
 impl Session {
     /// A `SET` inside a transaction (which a ROLLBACK may undo, so it pins the session):
@@ -100,6 +100,7 @@ impl Session {
         };
         let (scratch, client) = (&mut self.side.scratch, &mut self.side.client.stream);
         let mut replays = Vec::new();
+        let mut isolation = None;
         for name in names {
             let sql = format!(
                 "SELECT pg_catalog.encode(pg_catalog.convert_to(\
@@ -110,6 +111,15 @@ impl Session {
             let Some(hex) = value.filter(|v| v.iter().all(u8::is_ascii_hexdigit)) else {
                 return Ok(false);
             };
+            if name == "default_transaction_isolation" {
+                // "serializable" in hex: reads go to the writer while it lasts.
+                let serializable = hex.eq_ignore_ascii_case(b"73657269616c697a61626c65");
+                isolation = Some(if serializable {
+                    DefaultIsolation::Serializable
+                } else {
+                    DefaultIsolation::Other
+                });
+            }
             let replay = format!(
                 "SELECT pg_catalog.set_config({}, pg_catalog.convert_from(\
                  pg_catalog.decode('{}', 'hex'), 'UTF8'), false)",
@@ -122,6 +132,9 @@ impl Session {
         }
         for (replay, names) in replays {
             self.record(replay, names);
+        }
+        if let Some(isolation) = isolation {
+            self.default_isolation(isolation);
         }
         Ok(true)
     }

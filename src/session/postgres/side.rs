@@ -124,6 +124,10 @@ impl Protocol for Postgres {
         crate::sql::postgres_literal_settings(sql)
     }
 
+    fn default_isolation(sql: &String) -> Option<crate::sql::DefaultIsolation> {
+        crate::sql::postgres_default_isolation(sql.as_bytes())
+    }
+
     async fn prepare_writer(_: &Side, _: &mut Backend) -> Result<Result<(), String>, SessionError> {
         Ok(Ok(()))
     }

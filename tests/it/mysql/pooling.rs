@@ -531,3 +531,52 @@ async fn a_prepared_set_with_parameters_is_read_back_and_lets_go() {
         writer_is_free(&mut other, "a read").await;
     }
 }
+
+#[tokio::test]
+async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
+    let (cluster, proxy, db) = pooled("pooled_multi_set", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    // As connectors and ORMs send at connect: one text, several statements.
+    client
+        .query_drop("SET NAMES utf8mb4; SET time_zone = '+02:00'; SET @tenant = 7")
+        .await
+        .expect("several SETs");
+    assert_eq!(proxy.pinned("statement").await, 0, "nothing pins");
+    writer_is_free(&mut other, "several SETs").await;
+    // One fails: those before it took effect (MySQL runs them one by one); the proxy
+    // reads back what they left before the client lets its connection go.
+    let failed = client
+        .query_drop("SET @tenant = 8; SET time_zone = 'nowhere'; SET @late = 1")
+        .await;
+    assert!(failed.is_err(), "an unknown time zone fails");
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
+    assert_eq!(proxy.pinned("statement").await, 0);
+    writer_is_free(&mut other, "a failed text").await;
+    // A lone SET that fails changed nothing, and is not recorded.
+    let failed = client.query_drop("SET time_zone = 'elsewhere'").await;
+    assert!(failed.is_err(), "an unknown time zone fails");
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0);
+    writer_is_free(&mut other, "a failed SET").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row: Option<(String, String, i64, Option<i64>)> = client
+            .query_first(format!(
+                "SELECT {hint} @@character_set_client, @@time_zone, @tenant, @late"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            row,
+            Some(("utf8mb4".into(), "+02:00".into(), 8, None)),
+            "on any connection ({hint})"
+        );
+        writer_is_free(&mut other, "a read").await;
+    }
+    let theirs: Option<Option<i64>> = other
+        .query_first("SELECT /* switchyard:writer */ @tenant")
+        .await
+        .unwrap();
+    assert_eq!(theirs, Some(None), "not another client's");
+}

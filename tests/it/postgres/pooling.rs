@@ -1034,6 +1034,125 @@ async fn a_serializable_session_reads_on_the_writer_without_holding_a_connection
         assert_eq!(proxy.pinned("serializable").await, 2, "shown as such");
         writer_is_free(other, "a serializable read").await;
     }
+    // A SET of another default ends it; a RESET goes back to the login's.
+    for (set, in_recovery, pinned) in [
+        (
+            "SET default_transaction_isolation = 'read committed'",
+            true,
+            1,
+        ),
+        ("RESET default_transaction_isolation", false, 2),
+    ] {
+        client.batch_execute(set).await.expect(set);
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, bool>(0), in_recovery, "after {set}");
+        assert_eq!(proxy.pinned("serializable").await, pinned, "after {set}");
+        writer_is_free(other, set).await;
+    }
+}
+
+#[tokio::test]
+async fn a_set_of_the_default_isolation_starts_and_ends_reads_on_the_writer() {
+    let (cluster, proxy, db) = pooled("pooled_set_serializable", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    let cases = [
+        ("SELECT 1", "read committed"),
+        (
+            "SET default_transaction_isolation = 'serializable'",
+            "serializable",
+        ),
+        (
+            "SET default_transaction_isolation = 'read committed'",
+            "read committed",
+        ),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "serializable",
+        ),
+        ("RESET default_transaction_isolation", "read committed"),
+        (
+            "SET statement_timeout = 0; SET default_transaction_isolation TO serializable",
+            "serializable",
+        ),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "repeatable read",
+        ),
+    ];
+    for (set, level) in cases {
+        client.batch_execute(set).await.expect(set);
+        let serializable = level == "serializable";
+        for _ in 0..2 {
+            let row = client
+                .query_one(
+                    "SELECT pg_is_in_recovery(), current_setting('transaction_isolation')",
+                    &[],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("a read after {set}: {e:?}"));
+            let got: (bool, String) = (row.get(0), row.get(1));
+            assert_eq!(got, (!serializable, level.into()), "after {set}");
+            let pinned = proxy.pinned("serializable").await;
+            assert_eq!(pinned, i64::from(serializable), "after {set}");
+            assert_eq!(proxy.pinned("statement").await, 0, "after {set}");
+            writer_is_free(&other, set).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
+    let (cluster, proxy, db) = pooled("pooled_multi_set", "pool_size = 1").await;
+    cluster.wait_replicated().await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    client
+        .batch_execute(
+            "SET search_path TO app, public; SET statement_timeout = 0; SET myapp.tenant = '7'",
+        )
+        .await
+        .expect("several SETs");
+    assert_eq!(proxy.pinned("statement").await, 0, "nothing pins");
+    writer_is_free(&other, "several SETs").await;
+    // One fails: the text ran in one implicit transaction, so none of them took effect.
+    let err = client
+        .batch_execute("SET myapp.tenant = '8'; SET statement_timeout = 'soon'")
+        .await
+        .expect_err("an invalid value");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    writer_is_free(&other, "a failed text").await;
+    // Nor does a lone SET that fails (the proxy records a SET once it succeeded).
+    let err = client
+        .batch_execute("SET statement_timeout = 'later'")
+        .await
+        .expect_err("an invalid value");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    writer_is_free(&other, "a failed SET").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT {hint} current_setting('search_path'), \
+                     current_setting('statement_timeout'), current_setting('myapp.tenant')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("a read ({hint}): {e:?}"));
+        let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            got,
+            ("app, public".into(), "0".into(), "7".into()),
+            "on any connection ({hint})"
+        );
+        writer_is_free(&other, "a read").await;
+    }
+    assert_eq!(proxy.pinned("settings_refused").await, 0);
 }
 
 #[tokio::test]
