@@ -863,14 +863,12 @@ async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
 async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement() {
     use std::time::Duration;
     let (_, proxy, db) = pooled("pooled_cancel_pid", "pool_size = 3").await;
-    let victim = proxy.connect(&db).await;
-    let bystander = proxy.connect(&db).await;
-    let killer = proxy.connect(&db).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let (victim, bystander, killer) = (
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+    );
+    let pid = pid_of(&victim).await;
     let sleeping = tokio::spawn(async move {
         let slept = victim
             .batch_execute("SELECT /* switchyard:writer */ pg_sleep(60)")
@@ -1296,12 +1294,6 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
     let idle_victim = proxy.connect(&db).await;
     let bystander = proxy.connect(&db).await;
     let killer = proxy.connect(&db).await;
-    let pid_of = async |c: &tokio_postgres::Client| -> i32 {
-        c.query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
     let (pid, idle_pid) = (pid_of(&victim).await, pid_of(&idle_victim).await);
     let running = tokio::spawn(async move {
         // One implicit transaction, holding the pool's only connection: its insert must
@@ -1390,14 +1382,12 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
 async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
     use tokio_postgres::types::Type;
     let (cluster, proxy, db) = pooled("pooled_signal_prepared", "pool_size = 1").await;
-    let victim = proxy.connect(&db).await;
-    let bystander = proxy.connect(&db).await;
-    let killer = proxy.connect(&db).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let (victim, bystander, killer) = (
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+    );
+    let pid = pid_of(&victim).await;
     // Prepared while the pool's one connection is free: the server parses them; their
     // Bind/Execute/Sync, once the victim holds that connection, are the proxy's to answer.
     let cancel = killer
@@ -1478,4 +1468,14 @@ async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
         .expect("the bystander works on the pool's connection")
         .get(0);
     assert_eq!(one, 1);
+}
+
+/// The pid `pg_backend_pid()` gives `client`: the one its own calls and other clients'
+/// signals name it by.
+async fn pid_of(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid()")
+        .get(0)
 }
