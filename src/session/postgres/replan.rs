@@ -87,6 +87,23 @@ pub enum Check {
     Changed,
     /// To prepare here, as part of the unit.
     Prepare,
+    /// The client was told columns that are not known to be the statement's here (the
+    /// connection holds it with other or unknown columns, or lacks it): a round trip of the
+    /// proxy's own tells, while nothing of the unit was written (`Backend::check_ahead`).
+    /// `held`: the connection holds it with the client's text.
+    Unknown { held: bool },
+}
+
+impl Check {
+    /// What a statement whose columns could not be checked meets: it is used as held or
+    /// prepared as part of the unit, and the server decides (see `Backend::replan`).
+    pub fn unverified(self) -> Check {
+        match self {
+            Check::Unknown { held: true } => Check::Held,
+            Check::Unknown { held: false } => Check::Prepare,
+            other => other,
+        }
+    }
 }
 
 /// Adds to `out` the message sent in place of a client's Bind (`tag` B) or Describe of a
@@ -166,46 +183,66 @@ impl Backend {
         })
     }
 
-    /// What a Bind or Describe of `p` meets here (see [`Check`]). The columns are checked
-    /// when the client was told them and the connection holds the statement with other
-    /// columns, with columns not seen yet, or not at all; then, for the unit's `first`
-    /// message only (nothing of the unit sent yet, nothing unread from the server), by
-    /// preparing and describing it in a round trip of its own, once: the columns seen are
-    /// kept with the statement. Otherwise it is used or prepared as the unit goes.
-    pub(super) async fn columns_check(
+    /// What a Bind or Describe of `p` meets here (see [`Check`]), `verified` holding the
+    /// statements of the unit [`Backend::check_ahead`] prepared and described just now.
+    pub(super) fn columns_check(&mut self, p: &Arc<Prepared>, verified: &[Arc<Prepared>]) -> Check {
+        let told = p.described.load(Ordering::Relaxed);
+        let held = self.conn.prepared.get(&p.name);
+        let same_text = held.is_some_and(|h| super::backend::same_bytes(&h.parse, &p.parse));
+        if !verified.is_empty() && verified.iter().any(|v| Arc::ptr_eq(v, p)) {
+            return match held {
+                Some(h) if same_text && h.columns == told => Check::Fresh,
+                Some(_) if same_text => Check::Changed,
+                // Refused, or evicted since: prepared as part of the unit.
+                _ => Check::Prepare,
+            };
+        }
+        match held {
+            _ if told == 0 && same_text => Check::Held,
+            _ if told == 0 => Check::Prepare,
+            Some(h) if same_text && h.columns == told => Check::Held,
+            _ => Check::Unknown { held: same_text },
+        }
+    }
+
+    /// Before anything of a unit is written: prepares and describes again, in one round
+    /// trip of the proxy's own, each statement among `refs` (the unit's, from the message
+    /// about to be sent on) whose client was told columns when the connection lacks it,
+    /// holds other text under its name, or holds it with other or unknown columns. Returns
+    /// those statements, whose columns are then known here (`Held::columns`). Every
+    /// statement of `refs` is marked used first, so that those prepared now do not evict
+    /// them (unless the unit uses more than `cap`). Nothing is done while bytes the server
+    /// sent wait unread.
+    pub(super) async fn check_ahead(
         &mut self,
-        p: &Arc<Prepared>,
-        first: bool,
+        refs: &[Option<Arc<Prepared>>],
         scratch: &mut BytesMut,
         cap: usize,
-    ) -> Result<Check, SessionError> {
-        let told = p.described.load(Ordering::Relaxed);
-        let (same_text, known) = match self.conn.prepared.get(&p.name) {
-            Some(held) if super::backend::same_bytes(&held.parse, &p.parse) => {
-                (true, told == 0 || held.columns == told)
-            }
-            _ => (false, told == 0),
-        };
-        if known || !first || !self.conn.buf.is_empty() {
-            return Ok(if same_text {
-                Check::Held
-            } else {
-                Check::Prepare
-            });
+    ) -> Result<Vec<Arc<Prepared>>, SessionError> {
+        let mut stale: Vec<Arc<Prepared>> = Vec::new();
+        if !self.conn.buf.is_empty() {
+            return Ok(stale);
         }
-        Ok(
-            match self
-                .prepare_again(std::slice::from_ref(p), scratch, cap)
-                .await?
-            {
-                Some(true) => Check::Fresh,
-                Some(false) => {
-                    crate::metrics::prepared_replanned(&self.conn.instance.cluster, "error");
-                    Check::Changed
+        for p in refs.iter().flatten() {
+            // Statements parsed in the unit were told nothing yet: fresh.
+            let told = p.described.load(Ordering::Relaxed);
+            let known = match self.conn.prepared.get(&p.name) {
+                Some(held) => {
+                    told == 0
+                        || (super::backend::same_bytes(&held.parse, &p.parse)
+                            && held.columns == told)
                 }
-                None => Check::Prepare,
-            },
-        )
+                None => told == 0,
+            };
+            if !known && !stale.iter().any(|s| Arc::ptr_eq(s, p)) {
+                stale.push(Arc::clone(p));
+            }
+        }
+        if !stale.is_empty() {
+            self.prepare_again(&stale, scratch, cap).await?;
+            scratch.clear();
+        }
+        Ok(stale)
     }
 
     /// Closes and prepares `statements` again on this connection, describing each, in one
