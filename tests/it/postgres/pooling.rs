@@ -526,25 +526,44 @@ const SELECT_ONE: &str = "SELECT /* switchyard:writer */ 1";
 
 #[tokio::test]
 async fn later_in_a_batch_a_client_told_the_new_columns_runs_where_the_statement_is_stale() {
-    let Stale {
-        mut holder,
-        mut described,
-        ..
-    } = stale("pooled_batch_new").await;
-    // On the connection `early` prepared `stmt_1` on before the DDL, `described` prepares
-    // another statement, then binds both in one batch: `stmt_1` second.
-    holder.hold_writer().await;
-    let told = described.prepare("stmt_0", SELECT_ONE, true).await;
-    assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
-    let answer = described.execute_batch(&["stmt_0", "stmt_1"]).await;
-    assert_eq!(
-        error_code(&answer),
-        None,
-        "told the new columns, as on a server of its own: {answer:?}"
-    );
-    assert_eq!(tags(&answer), "2DC2DCZ", "{answer:?}");
-    assert_eq!(row_fields(&answer), [1, 2], "{answer:?}");
-    holder.query("COMMIT").await;
+    // The batch as it comes, after a Close (written before the statements that follow it),
+    // and after a Parse of a statement the connection holds (closed there first).
+    let mut parse = cstr(b"stmt_0");
+    parse.extend(cstr(SELECT_ONE.as_bytes()));
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    let preludes: [(&str, Option<(u8, Vec<u8>)>, &str); 3] = [
+        ("pooled_batch_new", None, ""),
+        ("pooled_batch_close", Some((b'C', b"Sstmt_gone\0".to_vec())), "3"),
+        ("pooled_batch_parse", Some((b'P', parse)), "1"),
+    ];
+    for (prefix, prelude, answered) in preludes {
+        let Stale {
+            mut holder,
+            mut described,
+            ..
+        } = stale(prefix).await;
+        // On the connection `early` prepared `stmt_1` on before the DDL, `described`
+        // prepares another statement, then binds both in one batch: `stmt_1` second.
+        holder.hold_writer().await;
+        let told = described.prepare("stmt_0", SELECT_ONE, true).await;
+        assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
+        if let Some((tag, body)) = &prelude {
+            described.0.send(*tag, body).await;
+        }
+        let answer = described.execute_batch(&["stmt_0", "stmt_1"]).await;
+        assert_eq!(
+            error_code(&answer),
+            None,
+            "{prefix}: told the new columns, as on a server of its own: {answer:?}"
+        );
+        assert_eq!(
+            tags(&answer),
+            format!("{answered}2DC2DCZ"),
+            "{prefix}: {answer:?}"
+        );
+        assert_eq!(row_fields(&answer), [1, 2], "{prefix}: {answer:?}");
+        holder.query("COMMIT").await;
+    }
 }
 
 #[tokio::test]
