@@ -144,10 +144,9 @@ impl Backend {
             scratch.clear();
             match h.tag {
                 tag::PARSE => {
-                    let Some(Some(p)) = refs.get(next_ref) else {
-                        continue;
-                    };
+                    let named = refs.get(next_ref);
                     next_ref += 1;
+                    let Some(Some(p)) = named else { continue };
                     // Prepared here by this very unit: fresh, whatever the cache held.
                     self.reused.retain(|r| r.name != p.name);
                     let mut held = self.conn.prepared.peek(&p.name).is_some();
@@ -159,7 +158,8 @@ impl Backend {
                     if writes && may_check {
                         // A Close goes out before it: the statements after it are checked first.
                         may_check = false;
-                        verified = self.check_ahead(&refs[next_ref..], scratch, cap).await?;
+                        let after = refs.get(next_ref..).unwrap_or_default();
+                        verified = self.check_ahead(after, scratch, cap).await?;
                         held = self.conn.prepared.peek(&p.name).is_some();
                     }
                     if held && !p.name.is_empty() {
@@ -189,9 +189,8 @@ impl Backend {
                         // Its columns are to check, or a Parse goes out before it: this
                         // statement and those after it are checked first, in one round trip.
                         may_check = false;
-                        verified = self
-                            .check_ahead(&refs[next_ref - 1..], scratch, cap)
-                            .await?;
+                        let from = refs.get(next_ref - 1..).unwrap_or_default();
+                        verified = self.check_ahead(from, scratch, cap).await?;
                         check = self.columns_check(p, &verified);
                     }
                     match check.unverified() {
@@ -246,8 +245,8 @@ impl Backend {
                             // Written in part before it: the statements after it are checked
                             // first.
                             may_check = false;
-                            verified = self.check_ahead(&refs[next_ref..], scratch, cap).await?;
-                            scratch.clear();
+                            let after = refs.get(next_ref..).unwrap_or_default();
+                            verified = self.check_ahead(after, scratch, cap).await?;
                         }
                         // Left prepared for the next client that needs it (the cache bounds
                         // how many): closing a name the server does not know is not an

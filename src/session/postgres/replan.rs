@@ -9,16 +9,26 @@
 //! every connection), or prepared lazily there after it.
 //!
 //! Two ways, one before and one after the server answers:
-//! - **Check before** (`Backend::columns_check`): each statement on a connection keeps the
-//!   columns the server last described (`Held::columns`). At the first message of a unit,
-//!   when the client was told columns and those held differ, are unknown, or the
-//!   connection lacks the statement, it is prepared and described in a round trip of the
-//!   proxy's own (kept: once per statement and connection). The same columns: used. Others:
-//!   the client's Bind or Describe is replaced by one of [`STALE_COLUMNS`], which the server
-//!   fails in its place — the batch skips to its Sync and a transaction fails exactly as
-//!   they would — and the relay answers that error as `0A000`.
-//! - **Retry after** (`Backend::replan`), for a client told nothing, or a statement bound
-//!   later in a batch: the server's error is held back when it is the first answer of a
+//! - **Check before** (`Backend::check_ahead`, `Backend::columns_check`): each statement
+//!   on a connection keeps the columns the server last described (`Held::columns`). As a
+//!   unit is sent, while nothing of it was written yet (so at most one write per unit in
+//!   the common case), the first message that needs it — a Bind or Describe of a statement
+//!   whose client was told columns and whose held columns differ, are unknown, or that the
+//!   connection lacks, or any message that makes the proxy write before the end of the
+//!   unit (a Close, a Parse closing a name first, a statement prepared inline) — starts one
+//!   round trip of the proxy's own for every such statement from there to the end of the
+//!   unit (kept: once per statement and connection; statements parsed in the unit were
+//!   told nothing and need none). Each one's columns are then known: the same → used;
+//!   others → the client's Bind or Describe is replaced by one of [`STALE_COLUMNS`], which
+//!   the server fails in its place — the batch skips to its Sync and a transaction fails
+//!   exactly as they would — and the relay answers that error as `0A000`. A unit whose
+//!   statements' columns are all known costs nothing more: the lookup it does anyway.
+//!   Not covered: the rest of a batch left open (Flush) that follows within the exchange
+//!   (`forward_more`), where the server is mid-batch and no round trip fits; and a unit
+//!   using more statements than `max_prepared_statements`, whose own evictions may drop
+//!   one checked.
+//! - **Retry after** (`Backend::replan`), for a client told nothing, or a statement the
+//!   check could not reach: the server's error is held back when it is the first answer of a
 //!   whole batch (up to its Sync, still in the client buffer: nothing of it ran or reached
 //!   the client) that reused a statement the connection held (`Backend::reused`). When
 //!   the ReadyForQuery after it says `I` (no transaction block: nothing is lost by running

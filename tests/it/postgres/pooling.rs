@@ -531,9 +531,15 @@ async fn later_in_a_batch_a_client_told_the_new_columns_runs_where_the_statement
     let mut parse = cstr(b"stmt_0");
     parse.extend(cstr(SELECT_ONE.as_bytes()));
     parse.extend_from_slice(&0i16.to_be_bytes());
-    let preludes: [(&str, Option<(u8, Vec<u8>)>, &str); 3] = [
+    // A message sent before the batch's statements (tag, body).
+    type Prelude = Option<(u8, Vec<u8>)>;
+    let preludes: [(&str, Prelude, &str); 3] = [
         ("pooled_batch_new", None, ""),
-        ("pooled_batch_close", Some((b'C', b"Sstmt_gone\0".to_vec())), "3"),
+        (
+            "pooled_batch_close",
+            Some((b'C', b"Sstmt_gone\0".to_vec())),
+            "3",
+        ),
         ("pooled_batch_parse", Some((b'P', parse)), "1"),
     ];
     for (prefix, prelude, answered) in preludes {
