@@ -386,6 +386,10 @@ mod tests {
         let other = error_body(&[(b'C', "42P01"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan(&other));
         assert!(!is_stale_plan(b""));
+        // Columns that could not be checked: the statement is used or prepared as it is.
+        assert_eq!(Check::Unknown { held: true }.unverified(), Check::Held);
+        assert_eq!(Check::Unknown { held: false }.unverified(), Check::Prepare);
+        assert_eq!(Check::Changed.unverified(), Check::Changed);
         assert_ne!(digest(b""), 0);
         assert_ne!(digest(b"\0\x01a"), digest(b"\0\x02a"));
     }
