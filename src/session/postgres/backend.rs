@@ -156,7 +156,8 @@ impl Backend {
                         self.conn.prepared.len() >= cap.max(1)
                     };
                     if writes && may_check {
-                        // A Close goes out before it: the statements after it are checked first.
+                        // A Close (of this name, or of one it evicts) goes out before it: the
+                        // statements after it are checked first.
                         may_check = false;
                         let after = refs.get(next_ref..).unwrap_or_default();
                         verified = self.check_ahead(after, scratch, cap).await?;
