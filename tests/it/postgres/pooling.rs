@@ -599,6 +599,48 @@ async fn later_in_a_batch_a_client_told_the_old_columns_gets_the_servers_error()
     assert_eq!(row_fields(&answer), [1, 2], "{answer:?}");
 }
 
+/// tokio-postgres ends each query of a pipeline with a Sync: each is a unit of its own,
+/// checked as its first message (a batch of several statements before one Sync, as pgx and
+/// JDBC send, is the `later_in_a_batch_…` tests' case).
+#[tokio::test]
+async fn pipelined_tokio_postgres_statements_fail_or_run_by_the_columns_their_client_was_told() {
+    let (cluster, proxy, db) = pooled("pooled_pipelined", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .expect("schema");
+    let early = proxy.connect(&db).await;
+    let (one, old) = (
+        early.prepare(SELECT_ONE).await.expect("prepare"),
+        early.prepare(SELECT_ALL).await.expect("prepare"),
+    );
+    let direct = cluster.superuser(&cluster.primary, &db).await;
+    direct
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'added'")
+        .await
+        .expect("DDL");
+    let late = proxy.connect(&db).await;
+    let new = late.prepare(SELECT_ALL).await.expect("prepare");
+    for _ in 0..2 {
+        // tokio-postgres writes both queries at once (each Bind, Execute, Sync).
+        let (first, second) =
+            futures_util::future::join(early.query(&one, &[]), early.query(&old, &[])).await;
+        assert_eq!(first.expect("unchanged")[0].len(), 1);
+        let err = second.expect_err("told the old columns");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED),
+            "{err:?}"
+        );
+        let (first, second) =
+            futures_util::future::try_join(late.query(&new, &[]), late.query(&new, &[]))
+                .await
+                .expect("told the new columns");
+        assert_eq!((first[0].len(), second[0].len()), (2, 2));
+    }
+}
+
 #[tokio::test]
 async fn a_statement_prepared_before_ddl_fails_as_on_its_own_server_on_any_connection() {
     let (cluster, proxy, db) = pooled("pooled_changed_columns", "pool_size = 2").await;
