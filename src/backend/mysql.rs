@@ -69,7 +69,7 @@ pub struct MysqlConn {
     pub database: Option<Vec<u8>>,
     /// The statements prepared on it: SQL text → the server's statement id and parameter
     /// count.
-    pub prepared: StatementCache<Vec<u8>, Prepared>,
+    pub prepared: StatementCache<Prepared>,
     /// What it carries from the sessions that used it.
     pub carried: Carried,
     /// Its metric handles, looked up once when it opens (a pooled connection serves many

@@ -67,7 +67,7 @@ pub struct BackendConn {
     /// NoticeResponse messages of startup, whole.
     pub notices: Vec<Bytes>,
     /// The named and unnamed statements prepared on it, by name.
-    pub prepared: StatementCache<Vec<u8>, Held>,
+    pub prepared: StatementCache<Held>,
     /// What it carries from the sessions that used it.
     pub carried: Carried,
     /// Its metric handles, looked up once when it opens (a pooled connection serves many
