@@ -130,7 +130,12 @@ impl Backend {
         scratch: &mut BytesMut,
         cap: usize,
     ) -> Result<(), SessionError> {
-        let mut refs = refs.iter();
+        // The index in `refs` of the next message's statement.
+        let mut next_ref = 0;
+        // Nothing of the unit written yet: its statements' columns can still be checked in a
+        // round trip of the proxy's own (`check_ahead`), once, which fills `verified`.
+        let mut may_check = self.unit_start;
+        let mut verified = Vec::new();
         let mut run_start = 0;
         let mut pos = 0;
         while let Ok(Some((h, body))) = frame::message(&buf[pos..], usize::MAX) {
@@ -139,10 +144,25 @@ impl Backend {
             scratch.clear();
             match h.tag {
                 tag::PARSE => {
-                    let Some(Some(p)) = refs.next() else { continue };
+                    let named = refs.get(next_ref);
+                    next_ref += 1;
+                    let Some(Some(p)) = named else { continue };
                     // Prepared here by this very unit: fresh, whatever the cache held.
                     self.reused.retain(|r| r.name != p.name);
-                    let held = self.conn.prepared.peek(&p.name).is_some();
+                    let mut held = self.conn.prepared.peek(&p.name).is_some();
+                    let writes = if held {
+                        !p.name.is_empty()
+                    } else {
+                        self.conn.prepared.len() >= cap.max(1)
+                    };
+                    if writes && may_check {
+                        // A Close (of this name, or of one it evicts) goes out before it: the
+                        // statements after it are checked first.
+                        may_check = false;
+                        let after = refs.get(next_ref..).unwrap_or_default();
+                        verified = self.check_ahead(after, scratch, cap).await?;
+                        held = self.conn.prepared.peek(&p.name).is_some();
+                    }
                     if held && !p.name.is_empty() {
                         // Another statement of that name is prepared here: close it first.
                         self.inject_close(scratch, &p.name);
@@ -159,13 +179,22 @@ impl Backend {
                     if h.tag == tag::DESCRIBE && !describes {
                         continue;
                     }
-                    let named = refs.next();
+                    let named = refs.get(next_ref);
+                    next_ref += 1;
                     if describes {
                         self.describing.push_back(named.cloned().flatten());
                     }
                     let Some(Some(p)) = named else { continue };
-                    let first = at == 0 && self.unit_start;
-                    match self.columns_check(p, first, scratch, cap).await? {
+                    let mut check = self.columns_check(p, &verified);
+                    if may_check && matches!(check, Check::Unknown { .. } | Check::Prepare) {
+                        // Its columns are to check, or a Parse goes out before it: this
+                        // statement and those after it are checked first, in one round trip.
+                        may_check = false;
+                        let from = refs.get(next_ref - 1..).unwrap_or_default();
+                        verified = self.check_ahead(from, scratch, cap).await?;
+                        check = self.columns_check(p, &verified);
+                    }
+                    match check.unverified() {
                         Check::Held => {
                             if !self.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
                                 self.reused.push(Arc::clone(p));
@@ -175,6 +204,11 @@ impl Backend {
                         Check::Fresh => continue,
                         Check::Changed => {
                             // Failed in its place, as the client's own server fails it.
+                            crate::metrics::prepared_replanned(
+                                &self.conn.instance.cluster,
+                                "error",
+                            );
+                            may_check = false;
                             self.write(&buf[run_start..at]).await?;
                             run_start = pos;
                             scratch.clear();
@@ -187,7 +221,7 @@ impl Backend {
                             scratch.clear();
                             continue;
                         }
-                        Check::Prepare => {}
+                        Check::Prepare | Check::Unknown { .. } => {}
                     }
                     if self.conn.prepared.peek(&p.name).is_some() && !p.name.is_empty() {
                         self.inject_close(scratch, &p.name);
@@ -208,6 +242,13 @@ impl Backend {
                         && kind == b'S'
                         && !name.is_empty()
                     {
+                        if may_check {
+                            // Written in part before it: the statements after it are checked
+                            // first.
+                            may_check = false;
+                            let after = refs.get(next_ref..).unwrap_or_default();
+                            verified = self.check_ahead(after, scratch, cap).await?;
+                        }
                         // Left prepared for the next client that needs it (the cache bounds
                         // how many): closing a name the server does not know is not an
                         // error, and answers the client's Close the same way.
@@ -223,6 +264,7 @@ impl Backend {
                 _ => {}
             }
             if !scratch.is_empty() {
+                may_check = false;
                 if h.tag != tag::CLOSE {
                     self.write(&buf[run_start..at]).await?;
                     run_start = at;

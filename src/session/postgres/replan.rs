@@ -9,16 +9,26 @@
 //! every connection), or prepared lazily there after it.
 //!
 //! Two ways, one before and one after the server answers:
-//! - **Check before** (`Backend::columns_check`): each statement on a connection keeps the
-//!   columns the server last described (`Held::columns`). At the first message of a unit,
-//!   when the client was told columns and those held differ, are unknown, or the
-//!   connection lacks the statement, it is prepared and described in a round trip of the
-//!   proxy's own (kept: once per statement and connection). The same columns: used. Others:
-//!   the client's Bind or Describe is replaced by one of [`STALE_COLUMNS`], which the server
-//!   fails in its place — the batch skips to its Sync and a transaction fails exactly as
-//!   they would — and the relay answers that error as `0A000`.
-//! - **Retry after** (`Backend::replan`), for a client told nothing, or a statement bound
-//!   later in a batch: the server's error is held back when it is the first answer of a
+//! - **Check before** (`Backend::check_ahead`, `Backend::columns_check`): each statement
+//!   on a connection keeps the columns the server last described (`Held::columns`). As a
+//!   unit is sent, while nothing of it was written yet (so at most one write per unit in
+//!   the common case), the first message that needs it — a Bind or Describe of a statement
+//!   whose client was told columns and whose held columns differ, are unknown, or that the
+//!   connection lacks, or any message that makes the proxy write before the end of the
+//!   unit (a Close, a Parse closing a name first, a statement prepared inline) — starts one
+//!   round trip of the proxy's own for every such statement from there to the end of the
+//!   unit (kept: once per statement and connection; statements parsed in the unit were
+//!   told nothing and need none). Each one's columns are then known: the same → used;
+//!   others → the client's Bind or Describe is replaced by one of [`STALE_COLUMNS`], which
+//!   the server fails in its place — the batch skips to its Sync and a transaction fails
+//!   exactly as they would — and the relay answers that error as `0A000`. A unit whose
+//!   statements' columns are all known costs nothing more: the lookup it does anyway.
+//!   Not covered: the rest of a batch left open (Flush) that follows within the exchange
+//!   (`forward_more`), where the server is mid-batch and no round trip fits; and a unit
+//!   using more statements than `max_prepared_statements`, whose own evictions may drop
+//!   one checked.
+//! - **Retry after** (`Backend::replan`), for a client told nothing, or a statement the
+//!   check could not reach: the server's error is held back when it is the first answer of a
 //!   whole batch (up to its Sync, still in the client buffer: nothing of it ran or reached
 //!   the client) that reused a statement the connection held (`Backend::reused`). When
 //!   the ReadyForQuery after it says `I` (no transaction block: nothing is lost by running
@@ -87,6 +97,23 @@ pub enum Check {
     Changed,
     /// To prepare here, as part of the unit.
     Prepare,
+    /// The client was told columns that are not known to be the statement's here (the
+    /// connection holds it with other or unknown columns, or lacks it): a round trip of the
+    /// proxy's own tells, while nothing of the unit was written (`Backend::check_ahead`).
+    /// `held`: the connection holds it with the client's text.
+    Unknown { held: bool },
+}
+
+impl Check {
+    /// What a statement whose columns could not be checked meets: it is used as held or
+    /// prepared as part of the unit, and the server decides (see `Backend::replan`).
+    pub fn unverified(self) -> Check {
+        match self {
+            Check::Unknown { held: true } => Check::Held,
+            Check::Unknown { held: false } => Check::Prepare,
+            other => other,
+        }
+    }
 }
 
 /// Adds to `out` the message sent in place of a client's Bind (`tag` B) or Describe of a
@@ -166,46 +193,66 @@ impl Backend {
         })
     }
 
-    /// What a Bind or Describe of `p` meets here (see [`Check`]). The columns are checked
-    /// when the client was told them and the connection holds the statement with other
-    /// columns, with columns not seen yet, or not at all; then, for the unit's `first`
-    /// message only (nothing of the unit sent yet, nothing unread from the server), by
-    /// preparing and describing it in a round trip of its own, once: the columns seen are
-    /// kept with the statement. Otherwise it is used or prepared as the unit goes.
-    pub(super) async fn columns_check(
+    /// What a Bind or Describe of `p` meets here (see [`Check`]), `verified` holding the
+    /// statements of the unit [`Backend::check_ahead`] prepared and described just now.
+    pub(super) fn columns_check(&mut self, p: &Arc<Prepared>, verified: &[Arc<Prepared>]) -> Check {
+        let told = p.described.load(Ordering::Relaxed);
+        let held = self.conn.prepared.get(&p.name);
+        let same_text = held.is_some_and(|h| super::backend::same_bytes(&h.parse, &p.parse));
+        if !verified.is_empty() && verified.iter().any(|v| Arc::ptr_eq(v, p)) {
+            return match held {
+                Some(h) if same_text && h.columns == told => Check::Fresh,
+                Some(_) if same_text => Check::Changed,
+                // Refused, or evicted since: prepared as part of the unit.
+                _ => Check::Prepare,
+            };
+        }
+        match held {
+            _ if told == 0 && same_text => Check::Held,
+            _ if told == 0 => Check::Prepare,
+            Some(h) if same_text && h.columns == told => Check::Held,
+            _ => Check::Unknown { held: same_text },
+        }
+    }
+
+    /// Before anything of a unit is written: prepares and describes again, in one round
+    /// trip of the proxy's own, each statement among `refs` (the unit's, from the message
+    /// about to be sent on) whose client was told columns when the connection lacks it,
+    /// holds other text under its name, or holds it with other or unknown columns. Returns
+    /// those statements, whose columns are then known here (`Held::columns`). Every
+    /// statement of `refs` is marked used first, so that those prepared now do not evict
+    /// them (unless the unit uses more than `cap`). Nothing is done while bytes the server
+    /// sent wait unread.
+    pub(super) async fn check_ahead(
         &mut self,
-        p: &Arc<Prepared>,
-        first: bool,
+        refs: &[Option<Arc<Prepared>>],
         scratch: &mut BytesMut,
         cap: usize,
-    ) -> Result<Check, SessionError> {
-        let told = p.described.load(Ordering::Relaxed);
-        let (same_text, known) = match self.conn.prepared.get(&p.name) {
-            Some(held) if super::backend::same_bytes(&held.parse, &p.parse) => {
-                (true, told == 0 || held.columns == told)
-            }
-            _ => (false, told == 0),
-        };
-        if known || !first || !self.conn.buf.is_empty() {
-            return Ok(if same_text {
-                Check::Held
-            } else {
-                Check::Prepare
-            });
+    ) -> Result<Vec<Arc<Prepared>>, SessionError> {
+        let mut stale: Vec<Arc<Prepared>> = Vec::new();
+        if !self.conn.buf.is_empty() {
+            return Ok(stale);
         }
-        Ok(
-            match self
-                .prepare_again(std::slice::from_ref(p), scratch, cap)
-                .await?
-            {
-                Some(true) => Check::Fresh,
-                Some(false) => {
-                    crate::metrics::prepared_replanned(&self.conn.instance.cluster, "error");
-                    Check::Changed
+        for p in refs.iter().flatten() {
+            // Statements parsed in the unit were told nothing yet: fresh.
+            let told = p.described.load(Ordering::Relaxed);
+            let known = match self.conn.prepared.get(&p.name) {
+                Some(held) => {
+                    told == 0
+                        || (super::backend::same_bytes(&held.parse, &p.parse)
+                            && held.columns == told)
                 }
-                None => Check::Prepare,
-            },
-        )
+                None => told == 0,
+            };
+            if !known && !stale.iter().any(|s| Arc::ptr_eq(s, p)) {
+                stale.push(Arc::clone(p));
+            }
+        }
+        if !stale.is_empty() {
+            self.prepare_again(&stale, scratch, cap).await?;
+            scratch.clear();
+        }
+        Ok(stale)
     }
 
     /// Closes and prepares `statements` again on this connection, describing each, in one
@@ -339,6 +386,10 @@ mod tests {
         let other = error_body(&[(b'C', "42P01"), (b'R', "RevalidateCachedQuery")]);
         assert!(!is_stale_plan(&other));
         assert!(!is_stale_plan(b""));
+        // Columns that could not be checked: the statement is used or prepared as it is.
+        assert_eq!(Check::Unknown { held: true }.unverified(), Check::Held);
+        assert_eq!(Check::Unknown { held: false }.unverified(), Check::Prepare);
+        assert_eq!(Check::Changed.unverified(), Check::Changed);
         assert_ne!(digest(b""), 0);
         assert_ne!(digest(b"\0\x01a"), digest(b"\0\x02a"));
     }

@@ -302,11 +302,19 @@ impl Named {
     }
 
     async fn execute(&mut self, name: &str) -> Vec<(u8, Vec<u8>)> {
-        let mut bind = cstr(b"");
-        bind.extend(cstr(name.as_bytes()));
-        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        self.0.send(b'B', &bind).await;
-        self.0.send(b'E', &[0, 0, 0, 0, 0]).await;
+        self.execute_batch(&[name]).await
+    }
+
+    /// Bind and Execute of each statement of `names`, then one Sync: one batch, as pgx
+    /// batches and JDBC batches send.
+    async fn execute_batch(&mut self, names: &[&str]) -> Vec<(u8, Vec<u8>)> {
+        for name in names {
+            let mut bind = cstr(b"");
+            bind.extend(cstr(name.as_bytes()));
+            bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            self.0.send(b'B', &bind).await;
+            self.0.send(b'E', &[0, 0, 0, 0, 0]).await;
+        }
         self.0.send(b'S', b"").await;
         super::until_ready(&mut self.0).await
     }
@@ -502,6 +510,135 @@ async fn a_client_told_the_old_columns_gets_the_servers_error() {
         "the same text prepared by another client after the DDL: {answer:?}"
     );
     assert!(replanned(&proxy, "error").await >= errors + 2);
+}
+
+/// The DataRow field counts of an answer, in order.
+fn row_fields(answer: &[(u8, Vec<u8>)]) -> Vec<i16> {
+    answer
+        .iter()
+        .filter(|(t, _)| *t == b'D')
+        .filter_map(|(_, body)| Some(i16::from_be_bytes([*body.first()?, *body.get(1)?])))
+        .collect()
+}
+
+/// A statement of one column no DDL changes.
+const SELECT_ONE: &str = "SELECT /* switchyard:writer */ 1";
+
+#[tokio::test]
+async fn later_in_a_batch_a_client_told_the_new_columns_runs_where_the_statement_is_stale() {
+    // The batch as it comes, after a Close (written before the statements that follow it),
+    // and after a Parse of a statement the connection holds (closed there first).
+    let mut parse = cstr(b"stmt_0");
+    parse.extend(cstr(SELECT_ONE.as_bytes()));
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    // A message sent before the batch's statements (tag, body).
+    type Prelude = Option<(u8, Vec<u8>)>;
+    let preludes: [(&str, Prelude, &str); 3] = [
+        ("pooled_batch_new", None, ""),
+        (
+            "pooled_batch_close",
+            Some((b'C', b"Sstmt_gone\0".to_vec())),
+            "3",
+        ),
+        ("pooled_batch_parse", Some((b'P', parse)), "1"),
+    ];
+    for (prefix, prelude, answered) in preludes {
+        let Stale {
+            mut holder,
+            mut described,
+            ..
+        } = stale(prefix).await;
+        // On the connection `early` prepared `stmt_1` on before the DDL, `described`
+        // prepares another statement, then binds both in one batch: `stmt_1` second.
+        holder.hold_writer().await;
+        let told = described.prepare("stmt_0", SELECT_ONE, true).await;
+        assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
+        if let Some((tag, body)) = &prelude {
+            described.0.send(*tag, body).await;
+        }
+        let answer = described.execute_batch(&["stmt_0", "stmt_1"]).await;
+        assert_eq!(
+            error_code(&answer),
+            None,
+            "{prefix}: told the new columns, as on a server of its own: {answer:?}"
+        );
+        assert_eq!(
+            tags(&answer),
+            format!("{answered}2DC2DCZ"),
+            "{prefix}: {answer:?}"
+        );
+        assert_eq!(row_fields(&answer), [1, 2], "{prefix}: {answer:?}");
+        holder.query("COMMIT").await;
+    }
+}
+
+#[tokio::test]
+async fn later_in_a_batch_a_client_told_the_old_columns_gets_the_servers_error() {
+    let Stale {
+        proxy, mut early, ..
+    } = stale("pooled_batch_old").await;
+    let errors = replanned(&proxy, "error").await;
+    // On the connection given back last, where `described` prepared `stmt_1` after the
+    // DDL: `early`, told one column, binds it second in a batch. Its own server runs the
+    // first statement and fails `stmt_1`, skipping the rest of the batch.
+    let told = early.prepare("stmt_0", SELECT_ONE, true).await;
+    assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
+    let answer = early.execute_batch(&["stmt_0", "stmt_1", "stmt_0"]).await;
+    assert_eq!(
+        error_code(&answer).as_deref(),
+        Some("0A000"),
+        "rows of two columns would not decode by the one it was told: {answer:?}"
+    );
+    assert_eq!(tags(&answer), "2DCEZ", "{answer:?}");
+    assert_eq!(row_fields(&answer), [1], "{answer:?}");
+    assert!(replanned(&proxy, "error").await > errors);
+    // Prepared again, as a driver does after that error, the batch runs.
+    let told = early.prepare("stmt_1", SELECT_ALL, true).await;
+    assert_eq!(fields(&told, b'T'), Some(2), "{told:?}");
+    let answer = early.execute_batch(&["stmt_0", "stmt_1"]).await;
+    assert_eq!(row_fields(&answer), [1, 2], "{answer:?}");
+}
+
+/// tokio-postgres ends each query of a pipeline with a Sync: each is a unit of its own,
+/// checked as its first message (a batch of several statements before one Sync, as pgx and
+/// JDBC send, is the `later_in_a_batch_…` tests' case).
+#[tokio::test]
+async fn pipelined_tokio_postgres_statements_fail_or_run_by_the_columns_their_client_was_told() {
+    let (cluster, proxy, db) = pooled("pooled_pipelined", "pool_size = 2").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .expect("schema");
+    let early = proxy.connect(&db).await;
+    let (one, old) = (
+        early.prepare(SELECT_ONE).await.expect("prepare"),
+        early.prepare(SELECT_ALL).await.expect("prepare"),
+    );
+    let direct = cluster.superuser(&cluster.primary, &db).await;
+    direct
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'added'")
+        .await
+        .expect("DDL");
+    let late = proxy.connect(&db).await;
+    let new = late.prepare(SELECT_ALL).await.expect("prepare");
+    for _ in 0..2 {
+        // tokio-postgres writes both queries at once (each Bind, Execute, Sync).
+        let (first, second) =
+            futures_util::future::join(early.query(&one, &[]), early.query(&old, &[])).await;
+        assert_eq!(first.expect("unchanged")[0].len(), 1);
+        let err = second.expect_err("told the old columns");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED),
+            "{err:?}"
+        );
+        let (first, second) =
+            futures_util::future::try_join(late.query(&new, &[]), late.query(&new, &[]))
+                .await
+                .expect("told the new columns");
+        assert_eq!((first[0].len(), second[0].len()), (2, 2));
+    }
 }
 
 #[tokio::test]
