@@ -12,14 +12,14 @@
 //! server ends a terminated backend (see `signal`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::backend::postgres::BackendKey;
 use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
@@ -44,12 +44,34 @@ pub enum Life {
     Ended,
 }
 
+/// `SessionCancel::active` between units: no statement of the session runs.
+const IDLE: u8 = 2;
+
+/// How long a cancel waits for the server to close the cancel connection, which it does
+/// once it signalled the backend (and so how long, at most, a session whose statement is
+/// being cancelled keeps its connection before the next statement or another client uses
+/// it).
+const CANCEL_DELIVERY: Duration = Duration::from_secs(5);
+
 /// The backends of one session, which of them runs its current statement, and whether it
 /// was terminated.
+///
+/// A server signals a cancelled backend twice (the process, then its process group), and
+/// the second signal can land on the statement that follows the cancelled one, which in
+/// transaction mode may be another client's. So a cancel is delivered only while the
+/// session runs a statement, counts as in flight until the server closed the cancel
+/// connection (both signals sent, as libpq waits for), and a session whose statement ended
+/// waits for the cancels in flight before it sends more or gives the connection back
+/// ([`SessionCancel::unit_ended`]).
 #[derive(Debug)]
 pub struct SessionCancel {
     targets: Mutex<[Option<CancelTarget>; 2]>,
+    /// The slot (0 writer, 1 reader) running the session's statement, or [`IDLE`].
     active: AtomicU8,
+    /// Cancels being delivered to the session's statement.
+    in_flight: AtomicUsize,
+    /// Told when the last cancel in flight was delivered.
+    delivered: Notify,
     /// For the terminating client, which waits for the session's end.
     life: watch::Sender<Life>,
     /// Set once another client terminated the session: read, and waited for, by the session
@@ -64,7 +86,9 @@ impl Default for SessionCancel {
     fn default() -> SessionCancel {
         SessionCancel {
             targets: Mutex::default(),
-            active: AtomicU8::new(0),
+            active: AtomicU8::new(IDLE),
+            in_flight: AtomicUsize::new(0),
+            delivered: Notify::new(),
             life: watch::Sender::new(Life::Running),
             terminated: AtomicBool::new(false),
             waker: atomic_waker::AtomicWaker::new(),
@@ -121,14 +145,46 @@ impl SessionCancel {
         }
     }
 
-    /// Marks which slot runs the statement now (one relaxed store per statement).
+    /// Marks which slot runs the statement now.
     pub fn set_active(&self, slot: usize) {
-        self.active.store(slot as u8 & 1, Ordering::Relaxed);
+        self.active.store(slot as u8 & 1, Ordering::SeqCst);
     }
 
-    fn active_target(&self) -> Option<CancelTarget> {
-        let slot = self.active.load(Ordering::Relaxed) as usize;
-        self.targets.lock().ok()?[slot].clone()
+    /// The session's statement ended (its answer is complete): a cancel from now on has
+    /// nothing to reach. Resolves once the cancels sent before are delivered, so that
+    /// none reaches the statements that follow on the connection.
+    pub async fn unit_ended(&self) {
+        // With `cancel`'s increment-then-load: either it sees IDLE or this sees its count.
+        self.active.store(IDLE, Ordering::SeqCst);
+        loop {
+            let delivered = self.delivered.notified();
+            tokio::pin!(delivered);
+            delivered.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            delivered.await;
+        }
+    }
+
+    /// Cancels the statement the session runs now, if it runs one; whether a cancel was
+    /// sent. Returns once the server took it (see the type's note).
+    async fn cancel(&self) -> std::io::Result<bool> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let slot = self.active.load(Ordering::SeqCst);
+        let target = match slot {
+            IDLE => None,
+            slot => self
+                .targets
+                .lock()
+                .ok()
+                .and_then(|t| t[slot as usize & 1].clone()),
+        };
+        let sent = send_cancel(target).await;
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.delivered.notify_waiters();
+        }
+        sent
     }
 }
 
@@ -227,16 +283,17 @@ impl CancelRegistry {
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
     pub async fn cancel(&self, pid: i32, secret: i32) -> std::io::Result<bool> {
-        let target = {
+        let session = {
             let sessions = match self.sessions.lock() {
                 Ok(s) => s,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            sessions
-                .get(&(pid, secret))
-                .and_then(|(s, _)| s.active_target())
+            sessions.get(&(pid, secret)).map(|(s, _)| Arc::clone(s))
         };
-        send_cancel(target).await
+        match session {
+            Some(session) => session.cancel().await,
+            None => Ok(false),
+        }
     }
 
     /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` (`signal`) of a pid in the
@@ -271,7 +328,7 @@ impl CancelRegistry {
         }
         match signal {
             // As on a server: the signal is sent (true) even when the client runs nothing.
-            Signal::Cancel => match send_cancel(session.active_target()).await {
+            Signal::Cancel => match session.cancel().await {
                 Ok(_) => Signalled::Sent,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not forward a cancel");
@@ -297,7 +354,9 @@ pub fn proxy_pid(pid: i64) -> Option<i32> {
         .filter(|p| *p >= FIRST_OWN_PID as i32)
 }
 
-/// Sends a CancelRequest to `target`, if there is one; whether one was sent.
+/// Sends a CancelRequest to `target`, if there is one; whether one was sent. Returns once
+/// the server closed the connection, which it does once it signalled the backend (or
+/// after [`CANCEL_DELIVERY`]).
 pub(super) async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result<bool> {
     let Some(target) = target else {
         return Ok(false);
@@ -311,7 +370,24 @@ pub(super) async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result
     let mut tcp = TcpStream::connect((instance.host.as_str(), instance.port)).await?;
     tcp.write_all(&packet).await?;
     tcp.shutdown().await?;
-    Ok(true)
+    // The server sends nothing: read to its close.
+    let mut sink = [0u8; 64];
+    let closed = tokio::time::timeout(CANCEL_DELIVERY, async {
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match closed {
+        Ok(read) => read.map(|()| true),
+        Err(_) => {
+            tracing::debug!(
+                host = %instance.host,
+                port = instance.port,
+                "the server did not close a cancel connection in time"
+            );
+            Ok(true)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +432,51 @@ mod tests {
             signal("app", Signal::Terminate, None).await,
             Signalled::NoSuchProcess
         );
+    }
+
+    /// A cancel counts as in flight until the server closed its connection, and the
+    /// session's next statement waits for that; once the statement ended, a cancel sends
+    /// nothing.
+    #[tokio::test]
+    async fn a_session_waits_for_the_cancel_of_its_statement_to_be_delivered() {
+        use crate::topology::{Role, Status};
+        use futures_util::FutureExt;
+        use tokio::net::TcpListener;
+
+        // Stands in for the server's cancel port only: a cancel connection carries no data
+        // back, and the point is when it closes.
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let instance = Instance::new("c", "w", "127.0.0.1", port, Role::Writer, Status::Healthy);
+        let session = Arc::new(SessionCancel::default());
+        let key = BackendKey { pid: 7, secret: 9 };
+        let target = CancelTarget {
+            instance: Arc::new(instance),
+            key,
+        };
+        session.set_target(0, Some(target));
+        session.set_active(0);
+        let cancelling = tokio::spawn({
+            let session = Arc::clone(&session);
+            async move { session.cancel().await.unwrap() }
+        });
+        let (mut conn, _) = server.accept().await.unwrap();
+        let mut packet = [0u8; 16];
+        conn.read_exact(&mut packet).await.unwrap();
+        assert_eq!(&packet[8..12], &7i32.to_be_bytes(), "the backend's pid");
+        assert_eq!(&packet[12..], &9i32.to_be_bytes(), "the backend's secret");
+        let ended = session.unit_ended();
+        tokio::pin!(ended);
+        assert!(
+            ended.as_mut().now_or_never().is_none(),
+            "the cancel is not delivered yet"
+        );
+        assert!(!cancelling.is_finished());
+        drop(conn);
+        assert!(cancelling.await.unwrap(), "a cancel was sent");
+        ended.await;
+        // Between statements a cancel reaches nothing (no connection is opened).
+        assert!(!session.cancel().await.unwrap());
     }
 
     #[test]

@@ -473,7 +473,13 @@ impl Session {
             open_on_reader,
             terminate: &self.side.cancel,
         };
-        ex.run(unit).await
+        let answer = ex.run(unit).await;
+        if unit.ending == Ending::Ready {
+            // Nothing runs on the connection now; a cancel sent for what ran lands before
+            // anything else does (see `cancel::SessionCancel`).
+            self.side.cancel.unit_ended().await;
+        }
+        answer
     }
 }
 
