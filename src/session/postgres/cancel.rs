@@ -296,6 +296,19 @@ impl CancelRegistry {
         }
     }
 
+    /// Whether the client with process id `pid` is logged in to the backends as `user`;
+    /// `None` when no client has that pid.
+    pub fn owner_is(&self, pid: i32, user: &str) -> Option<bool> {
+        let sessions = match self.sessions.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sessions
+            .iter()
+            .find(|((p, _), _)| *p == pid)
+            .map(|(_, (_, owner))| owner == user)
+    }
+
     /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` (`signal`) of a pid in the
     /// proxy's range, asked by a client logged in to the backends as `user`, as the server
     /// answers it for its own processes: a cancel reaches the statement that client runs now

@@ -115,6 +115,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         took_in_transaction: false,
         set_in_transaction: Some(Vec::new()),
         unreplayed: Some(Vec::new()),
+        status: b'I',
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -375,6 +376,7 @@ impl Session {
             }
             Err(failed) => return Err(failed.error),
         };
+        self.side.status = answer.status;
         self.record_ran(sets, answer.failed);
         if let Some(query) = answer.absorbed {
             // A Query after a batch left open ran with it (the transaction state is still

@@ -48,6 +48,9 @@ pub struct Side {
     /// UTF-8: `Pin::Unreplayable`), to read back between transactions; `None` once one
     /// could not be named.
     pub(super) unreplayed: Option<Vec<String>>,
+    /// The transaction status of the last ReadyForQuery a unit run on a server ended with
+    /// (`I`, `T` or `E`).
+    pub(super) status: u8,
 }
 
 impl Protocol for Postgres {

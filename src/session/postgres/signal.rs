@@ -19,6 +19,7 @@ use crate::protocol::postgres::extended::{self, Bind, INT4_OID, INT8_OID, TEXT};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::sqlstate;
+use crate::router::Target;
 use crate::sql::{Arg, Class, Signal, SignalCall, signal_call};
 
 /// What the server tells a terminated backend's client before it closes the connection.
@@ -66,11 +67,22 @@ impl Session {
     /// Answers `unit` when it is a signal call of a pid of the proxy's (see the module's
     /// note); whether it did (then its bytes are consumed).
     pub(super) async fn signal(&mut self, unit: &Unit) -> Result<bool, SessionError> {
+        // Inside a transaction on the writer (what drivers that do not autocommit run
+        // everything in) the call leaves the transaction as it was, as on a server, so
+        // long as that transaction is healthy; one that failed, or lost its writer, is
+        // the server's (or the failover's) to answer.
+        let status = match self.view.in_transaction {
+            None => b'I',
+            Some(Target::Writer)
+                if self.side.status == b'T' && !self.side.loss_untold && self.writer.is_some() =>
+            {
+                b'T'
+            }
+            Some(_) => return Ok(false),
+        };
         // The functions are classified as writes: anything else is not one of these.
-        let may_be = self.view.in_transaction.is_none()
-            && unit.ending == Ending::Ready
-            && unit.stmt.class == Class::Write
-            && unit.stmt.count == 1;
+        let may_be =
+            unit.ending == Ending::Ready && unit.stmt.class == Class::Write && unit.stmt.count == 1;
         if !may_be {
             return Ok(false);
         }
@@ -84,12 +96,18 @@ impl Session {
         let Some(batch) = batch.filter(|b| cancel::proxy_pid(b.call.pid).is_some()) else {
             return Ok(false);
         };
+        // An error here would fail the client's transaction but not the server's: the
+        // calls the server refuses (a negative timeout; another backend user's pid, which
+        // it answers with a WARNING and false) go to it instead.
+        if status == b'T' && !self.signal_allowed(batch.call) {
+            return Ok(false);
+        }
         let mut out = BytesMut::new();
         let function = batch.call.signal.function();
         let mut failed = false;
         for step in &batch.steps {
             match step {
-                Step::Sync => messages::ready_for_query(&mut out, b'I'),
+                Step::Sync => messages::ready_for_query(&mut out, status),
                 _ if failed => {}
                 Step::ParseComplete => messages::parse_complete(&mut out),
                 Step::BindComplete => messages::bind_complete(&mut out),
@@ -105,6 +123,16 @@ impl Session {
         }
         self.answer_with(unit.end, &out).await?;
         Ok(true)
+    }
+
+    /// Whether `call` is one the proxy answers without an error: a timeout that is not
+    /// negative, and a pid that is no client's or one of the same backend user's.
+    fn signal_allowed(&self, call: Resolved) -> bool {
+        let Some(pid) = cancel::proxy_pid(call.pid) else {
+            return false;
+        };
+        let user = &self.creds.user;
+        call.timeout.is_none_or(|t| t >= 0) && self.ctx.cancels.owner_is(pid, user) != Some(false)
     }
 
     /// Sends the signal and writes what Execute answers (DataRow and CommandComplete, a

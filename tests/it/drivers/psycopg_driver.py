@@ -206,6 +206,32 @@ def check_cancel():
                 expect_eq(conn.execute("SELECT 7").fetchone()[0], 7, f"the session after a cancel in {name}")
 
 
+def check_signal_from_a_transaction():
+    """pg_cancel_backend() from a connection that does not autocommit (psycopg's default:
+    every statement runs in a transaction) cancels the other client's statement, and the
+    caller's transaction goes on and commits."""
+    with connect(autocommit=True) as victim, connect() as killer:
+        victim.execute("BEGIN")
+        pid = victim.info.backend_pid
+        killer.execute("INSERT INTO items VALUES (6100, 'signaller', 1)")
+        answers = []
+
+        def signal():
+            answers.append(killer.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone()[0])
+
+        err, took = cancel_until_done(victim, "SELECT pg_sleep(60)", signal)
+        expect(err is not None, f"pg_sleep(60) was not cancelled by pg_cancel_backend ({took:.1f}s)")
+        expect_eq(err.sqlstate, "57014", "SQLSTATE of a cancelled query")
+        expect(answers and all(answers), f"pg_cancel_backend() answered {answers}")
+        expect_eq(killer.info.transaction_status, psycopg.pq.TransactionStatus.INTRANS,
+                  "the signaller's transaction after pg_cancel_backend()")
+        killer.commit()
+        victim.execute("ROLLBACK")
+        expect_eq(victim.execute("SELECT /* switchyard:writer */ name FROM items WHERE id = 6100").fetchone()[0],
+                  "signaller", "the signaller's transaction committed")
+        victim.execute("DELETE FROM items WHERE id = 6100")
+
+
 def check_pipeline():
     with connect(autocommit=True) as conn:
         with conn.pipeline() as p:
@@ -351,6 +377,7 @@ CHECKS = [
     ("copy", check_copy),
     ("listen_notify", check_listen_notify),
     ("cancel", check_cancel),
+    ("signal_from_a_transaction", check_signal_from_a_transaction),
     ("pipeline", check_pipeline),
     ("executemany", check_executemany),
     ("large_results", check_large_results),

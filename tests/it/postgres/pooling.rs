@@ -1607,6 +1607,84 @@ async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
     assert_eq!(one, 1);
 }
 
+#[tokio::test]
+async fn pg_cancel_backend_inside_a_transaction_leaves_that_transaction_as_it_was() {
+    let (cluster, proxy, db) = pooled("pooled_signal_in_transaction", "pool_size = 2").await;
+    let (victim, killer) = (proxy.connect(&db).await, proxy.connect(&db).await);
+    killer
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .expect("schema");
+    let pid = pid_of(&victim).await;
+    let sleeping = tokio::spawn(async move {
+        let sql = "SELECT /* switchyard:writer */ pg_sleep(60) AS in_transaction_victim";
+        let slept = victim.batch_execute(sql).await;
+        (victim, slept)
+    });
+    wait_running(cluster, &proxy, &db, "in_transaction_victim", true).await;
+    // As a driver that does not autocommit runs it: inside its own open transaction.
+    killer
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .expect("the killer's transaction");
+    let sent: bool = killer
+        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .await
+        .expect("answered")
+        .get(0);
+    assert!(sent);
+    let (victim, slept) = sleeping.await.unwrap();
+    let err = slept.expect_err("the victim's statement was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    // The killer's transaction is as it was, on the server too.
+    killer
+        .batch_execute("INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .expect("the killer's transaction goes on and commits");
+    let rows: i64 = victim
+        .query_one("SELECT /* switchyard:writer */ count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 2, "both of the killer's rows committed");
+    // In a failed transaction the server answers, as it answers everything there.
+    killer.batch_execute("BEGIN").await.expect("BEGIN");
+    killer
+        .batch_execute("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    let err = killer
+        .simple_query(&format!("SELECT pg_cancel_backend({pid})"))
+        .await
+        .expect_err("the transaction failed");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{err:?}"
+    );
+    killer.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    // Another backend user's call, which the proxy would refuse with an error, goes to
+    // the server inside a transaction (its WARNING and false): the transaction stays
+    // healthy.
+    let (other, connection) = tokio_postgres::connect(
+        &proxy.conninfo("md5user", "md5-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("md5user logs in");
+    tokio::spawn(connection);
+    other.batch_execute("BEGIN").await.expect("BEGIN");
+    let answer = other
+        .simple_query(&format!("SELECT pg_cancel_backend({pid})"))
+        .await
+        .expect("answered by the server");
+    assert_eq!(first_value(&answer).as_deref(), Some("f"));
+    other
+        .batch_execute("SELECT 1; COMMIT")
+        .await
+        .expect("the transaction is healthy");
+}
+
 /// The pid `pg_backend_pid()` gives `client`: the one its own calls and other clients'
 /// signals name it by.
 async fn pid_of(client: &tokio_postgres::Client) -> i32 {
