@@ -55,6 +55,11 @@ pub enum SessionError<P: Protocol> {
     /// for a killed idle connection; PostgreSQL: after the FATAL `57P01` the session sent).
     #[error("Connection was killed")]
     Killed,
+    /// As `Killed`, while the session waited for a connection for its client's work
+    /// (none of which ran): the client, which waits for an answer, is told as the server
+    /// tells the client of a connection killed mid-statement.
+    #[error("Connection was killed while it waited for a backend connection")]
+    KilledWaiting,
 }
 
 /// A protocol's codes and words for the ends of a session, for
@@ -74,6 +79,8 @@ pub struct Endings<C: 'static> {
     pub backend: C,
     /// The proxy shuts down.
     pub shutdown: (C, &'static str),
+    /// Another client ended the session while its work waited for a connection.
+    pub killed: (C, &'static str),
     /// Whether the client is told that the server ended the session's connection when
     /// the server's own words could not be relayed (PostgreSQL: yes; MySQL closes
     /// silently, as the server closes a killed connection).
@@ -108,6 +115,7 @@ impl<P: Protocol> SessionError<P> {
             ),
             BackendProtocol { .. } | ConnectionEnded { .. } => (words.backend, self.to_string()),
             Shutdown => (words.shutdown.0, words.shutdown.1.into()),
+            KilledWaiting => (words.killed.0, words.killed.1.into()),
         })
     }
 
@@ -123,7 +131,10 @@ impl<P: Protocol> SessionError<P> {
     pub fn normal(&self) -> bool {
         matches!(
             self,
-            SessionError::ClientGone | SessionError::Shutdown | SessionError::Killed
+            SessionError::ClientGone
+                | SessionError::Shutdown
+                | SessionError::Killed
+                | SessionError::KilledWaiting
         )
     }
 
@@ -131,7 +142,7 @@ impl<P: Protocol> SessionError<P> {
     pub fn kind(&self) -> Option<ErrorKind> {
         use SessionError::*;
         match self {
-            ClientGone | Shutdown | Killed => None,
+            ClientGone | Shutdown | Killed | KilledWaiting => None,
             ClientIo(_) => Some(ErrorKind::ClientLost),
             ClientProtocol(_) | StartupTimeout | Tls(_) | Refused { .. } => {
                 Some(ErrorKind::ClientProtocol)

@@ -190,6 +190,9 @@ pub enum WaitError {
     },
     #[error("switchyard is shutting down")]
     Shutdown,
+    /// Another client ended the session while it waited (`KILL`, `pg_terminate_backend`).
+    #[error("the session was ended by another client")]
+    Killed,
 }
 
 impl WaitError {

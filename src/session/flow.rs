@@ -125,6 +125,10 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
 
     /// The code and words of an error the shared flow raises.
     fn refusal(why: Why<'_>) -> (Self::Code, String);
+
+    /// Resolves once another client ended the session (`pg_terminate_backend`, `KILL`):
+    /// a wait for a connection stops there.
+    fn killed(side: &Self::Side) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// How a session connects: to which cluster, as whom, within how long.
@@ -652,6 +656,13 @@ impl<P: Protocol> Session<P> {
         } else {
             reader.into_conn().release(Release::Reset);
         }
+    }
+
+    /// Another client ended the session while it waited for a connection: what it holds
+    /// goes back to the pools, and the session ends with the client told.
+    pub(super) fn killed_waiting(&mut self) -> SessionError<P> {
+        self.release_backends();
+        SessionError::KilledWaiting
     }
 
     /// Gives the session's connections back to their pools, reset for the next client: the

@@ -192,6 +192,7 @@ impl<P: Protocol> Session<P> {
             // until it times out.
             Ok((_, Err(e))) => Err(SessionError::Connect(e)),
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(WaitError::Killed) => Err(self.killed_waiting()),
             Err(e) => {
                 e.report();
                 Ok(Some(Refusal::of(Why::NoWriter(&e))))
@@ -222,6 +223,7 @@ impl<P: Protocol> Session<P> {
                 Ok(outcome)
             }
             Err(WaitError::Shutdown) => Err(SessionError::Shutdown),
+            Err(WaitError::Killed) => Err(self.killed_waiting()),
             Err(e) => {
                 e.report();
                 let (code, message) = P::refusal(Why::NoWriter(&e));
@@ -264,9 +266,12 @@ impl<P: Protocol> Session<P> {
             }
         };
         let busy = |e: &OpenError<P>| matches!(e, CheckoutError::Timeout { .. });
-        let connected = wait
-            .connect(Arc::clone(&self.cluster), first, connect, busy)
-            .await;
+        // The pool's checkout is cancel-safe: a place in line or a slot being opened is
+        // given up when the wait stops.
+        let connected = tokio::select! {
+            connected = wait.connect(Arc::clone(&self.cluster), first, connect, busy) => connected,
+            () = P::killed(&self.side) => Err(WaitError::Killed),
+        };
         if built.load(Ordering::Relaxed)
             && let Ok((_, Ok(lease))) = &connected
         {

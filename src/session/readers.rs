@@ -128,7 +128,13 @@ impl<P: Protocol> Session<P> {
             let busy = |e: &super::flow::OpenError<P>| {
                 matches!(e, crate::pool::CheckoutError::Timeout { .. })
             };
-            let opened = open_reader(&this.cluster.readers, next, retry, now, connect, busy).await;
+            let opened = tokio::select! {
+                opened = open_reader(&this.cluster.readers, next, retry, now, connect, busy) => Some(opened),
+                () = P::killed(&this.side) => None,
+            };
+            let Some(opened) = opened else {
+                return Err(self.killed_waiting());
+            };
             if let Some(conn) = opened {
                 match self.take(conn).await {
                     Ok(reader) => self.set_backend(Target::Reader, Some(reader)),

@@ -156,6 +156,17 @@ impl SessionKill {
     pub async fn ended(&self) {
         self.ended.notified().await
     }
+
+    /// Resolves at once when the session was killed, else once it is (for a wait that may
+    /// follow another that saw the kill: `end` leaves one wake-up only).
+    pub async fn ended_or_killed(&self) {
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if !self.killed() {
+            ended.await;
+        }
+    }
 }
 
 /// Every live MySQL session, by the writer it greeted its client with and that greeting's

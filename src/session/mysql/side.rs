@@ -77,6 +77,7 @@ impl Protocol for Mysql {
             ER_SERVER_SHUTDOWN,
             "Server shutdown in progress (switchyard)",
         ),
+        killed: (ER_CONNECTION_KILLED, "Connection was killed"),
         explain_ended: false,
     };
 
@@ -173,6 +174,10 @@ impl Protocol for Mysql {
 
     fn reusable_writer(side: &Side) -> bool {
         !side.greeted_writer
+    }
+
+    fn killed(side: &Side) -> impl Future<Output = ()> + Send + '_ {
+        side.kill.kill.ended_or_killed()
     }
 
     async fn last_words(side: &mut Side, writer: Backend) -> bool {

@@ -76,6 +76,7 @@ impl Protocol for Postgres {
         pool_full: sqlstate::TOO_MANY_CONNECTIONS,
         backend: sqlstate::CONNECTION_FAILURE,
         shutdown: (sqlstate::ADMIN_SHUTDOWN, "switchyard is shutting down"),
+        killed: (sqlstate::ADMIN_SHUTDOWN, super::signal::TERMINATED),
         explain_ended: true,
     };
 
@@ -158,6 +159,10 @@ impl Protocol for Postgres {
 
     fn reusable_writer(_: &Side) -> bool {
         true
+    }
+
+    fn killed(side: &Side) -> impl Future<Output = ()> + Send + '_ {
+        side.cancel.terminating()
     }
 
     async fn last_words(side: &mut Side, mut writer: Backend) -> bool {

@@ -23,7 +23,7 @@ use crate::router::Target;
 use crate::sql::{Arg, Class, Signal, SignalCall, signal_call};
 
 /// What the server tells a terminated backend's client before it closes the connection.
-const TERMINATED: &str = "terminating connection due to administrator command";
+pub(super) const TERMINATED: &str = "terminating connection due to administrator command";
 
 /// The FATAL a terminated session's client gets.
 pub(super) fn terminated_fatal(out: &mut BytesMut) {

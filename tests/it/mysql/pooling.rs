@@ -367,6 +367,62 @@ async fn connection_id_is_the_clients_own_and_kill_query_of_it_reaches_that_clie
     assert_eq!(again, Some(ids[0]), "the session goes on, with its id");
 }
 
+#[tokio::test]
+async fn kill_ends_a_client_waiting_for_a_connection_at_once() {
+    use std::time::Duration;
+    let extra = "pool_size = 1\ncheckout_timeout = \"60s\"";
+    let (_, proxy, db) = pooled("pooled_kill_waiting", extra).await;
+    // Connected first: mysql_async's own statements at connect need a pooled connection.
+    let mut holder = connect(&proxy, &db).await;
+    let mut victim = connect(&proxy, &db).await;
+    let mut killer = connect(&proxy, &db).await;
+    let id = victim.id();
+    // The pool's one writer connection is held by an open transaction.
+    holder.query_drop("BEGIN").await.expect("BEGIN");
+    holder
+        .query_drop("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("the holder's transaction");
+    let waiting =
+        tokio::spawn(async move { victim.query_drop("SELECT /* switchyard:writer */ 2").await });
+    let queued = crate::support::retry(Duration::from_secs(30), async || {
+        let status = proxy.admin_get("/status").await;
+        if status.contains("\"waiting\":1") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert!(
+        queued.is_ok(),
+        "the victim waits for the writer: {queued:?}"
+    );
+    killer
+        .query_drop(format!("KILL {id}"))
+        .await
+        .expect("KILL of the waiting client");
+    // Told as a server tells a client whose connection was killed mid-statement, not
+    // after checkout_timeout.
+    let err = waiting
+        .await
+        .unwrap()
+        .expect_err("the victim's statement did not run");
+    assert!(
+        matches!(&err, mysql_async::Error::Server(e) if e.code == 1927),
+        "{err:?}"
+    );
+    holder
+        .query_drop("COMMIT")
+        .await
+        .expect("the holder goes on");
+    let one: Option<i64> = killer
+        .query_first("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("the pool's connection serves others");
+    assert_eq!(one, Some(1));
+}
+
 /// Whether a statement whose text holds `marker` runs on the primary now.
 async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
     let sql = format!(

@@ -1685,6 +1685,67 @@ async fn pg_cancel_backend_inside_a_transaction_leaves_that_transaction_as_it_wa
         .expect("the transaction is healthy");
 }
 
+#[tokio::test]
+async fn pg_terminate_backend_ends_a_client_waiting_for_a_connection_at_once() {
+    use std::time::Duration;
+    let extra = "pool_size = 1\ncheckout_timeout = \"60s\"";
+    let (_, proxy, db) = pooled("pooled_terminate_waiting", extra).await;
+    let (holder, victim, killer) = (
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+        proxy.connect(&db).await,
+    );
+    let pid = pid_of(&victim).await;
+    // The pool's one writer connection is held by an open transaction.
+    holder
+        .batch_execute("BEGIN; SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("the holder's transaction");
+    let waiting = tokio::spawn(async move {
+        victim
+            .batch_execute("SELECT /* switchyard:writer */ 2")
+            .await
+    });
+    let queued = crate::support::retry(Duration::from_secs(30), async || {
+        let status = proxy.admin_get("/status").await;
+        if status.contains("\"waiting\":1") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert!(
+        queued.is_ok(),
+        "the victim waits for the writer: {queued:?}"
+    );
+    let answer = killer
+        .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .expect("answered");
+    assert_eq!(first_value(&answer).as_deref(), Some("t"));
+    // Told as a server tells a terminated backend's client, not after checkout_timeout.
+    let err = waiting
+        .await
+        .unwrap()
+        .expect_err("the victim's statement did not run");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    assert_eq!(
+        err.as_db_error().map(|e| e.message()),
+        Some("terminating connection due to administrator command")
+    );
+    holder
+        .batch_execute("COMMIT")
+        .await
+        .expect("the holder goes on");
+    let one: i32 = killer
+        .query_one("SELECT /* switchyard:writer */ 1", &[])
+        .await
+        .expect("the pool's connection serves others")
+        .get(0);
+    assert_eq!(one, 1);
+}
+
 /// The pid `pg_backend_pid()` gives `client`: the one its own calls and other clients'
 /// signals name it by.
 async fn pid_of(client: &tokio_postgres::Client) -> i32 {
