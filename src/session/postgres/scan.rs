@@ -22,6 +22,10 @@ pub struct Prepared {
     /// The client's whole Parse message, replayed on a backend that lacks the statement.
     pub parse: Bytes,
     pub class: Statement,
+    /// Its text names a function ending in `_backend` (`pg_cancel_backend`,
+    /// `pg_terminate_backend`): a batch running it may be a signal call the proxy answers
+    /// (see `signal`). Known from the text's classifying, so no statement is read twice.
+    pub names_backend: bool,
     /// A digest of the result columns the client was last told for it (the RowDescription
     /// or NoData that answered its Describe of the statement); 0 while it was told none.
     /// A statement prepared again after DDL is run in its place only when its columns are
@@ -73,34 +77,40 @@ const CLASSIFIED_SLOTS: usize = 16;
 #[derive(Debug, Default)]
 struct Classified(Option<Box<[Option<ClassifiedText>; CLASSIFIED_SLOTS]>>);
 
-/// A parsed text and its class.
-type ClassifiedText = (Box<[u8]>, Statement);
+/// A parsed text, its class, and whether it names a `…_backend` function.
+type ClassifiedText = (Box<[u8]>, Statement, bool);
 
 impl Classified {
-    fn classify(&mut self, sql: &[u8]) -> Statement {
+    fn classify(&mut self, sql: &[u8]) -> (Statement, bool) {
         use std::hash::BuildHasher as _;
         // A fixed seed is enough: a text made to share a slot costs only its classifying.
         let at = foldhash::fast::FixedState::with_seed(0).hash_one(sql) as usize % CLASSIFIED_SLOTS;
         let slots = self.0.get_or_insert_with(Default::default);
-        if let Some((text, stmt)) = &slots[at]
+        if let Some((text, stmt, backend)) = &slots[at]
             && **text == *sql
         {
-            return *stmt;
+            return (*stmt, *backend);
         }
-        let stmt = classify(sql);
-        slots[at] = Some((sql.into(), stmt));
-        stmt
+        let (stmt, backend) = (classify(sql), super::signal::mentions_backend(sql));
+        slots[at] = Some((sql.into(), stmt, backend));
+        (stmt, backend)
     }
 }
 
 impl Statements {
-    fn parse(&mut self, name: &[u8], message: &[u8], class: Statement) -> Arc<Prepared> {
+    fn parse(
+        &mut self,
+        name: &[u8],
+        message: &[u8],
+        (class, names_backend): (Statement, bool),
+    ) -> Arc<Prepared> {
         self.next_id += 1;
         let p = Arc::new(Prepared {
             id: self.next_id,
             name: name.to_vec(),
             parse: Bytes::copy_from_slice(message),
             class,
+            names_backend,
             described: AtomicU64::new(0),
         });
         if name.is_empty() {
@@ -401,13 +411,14 @@ impl Scanner {
                 tag::PARSE => {
                     let (name, sql) =
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
-                    let class = statements.classified.classify(sql);
+                    let classes = statements.classified.classify(sql);
+                    let class = classes.0;
                     if let Some(message) = self.own_identity(&class, h.tag, body, sql) {
                         self.rewrite = Some((start, message));
                         return Ok(None);
                     }
                     self.add(class);
-                    let p = statements.parse(name, message, class);
+                    let p = statements.parse(name, message, classes);
                     if let Some(sql) = p.set_text() {
                         append(&mut self.parsed_sets, sql);
                     }
@@ -707,7 +718,7 @@ mod tests {
             for text in &texts {
                 assert_eq!(
                     classified.classify(text.as_bytes()),
-                    classify(text.as_bytes()),
+                    (classify(text.as_bytes()), false),
                     "{text}"
                 );
             }

@@ -238,7 +238,7 @@ fn simple(bytes: &[u8]) -> Option<Batch> {
 }
 
 /// Whether `sql` may call one of the functions: a cheap test before the lexer.
-fn mentions_backend(sql: &[u8]) -> bool {
+pub(super) fn mentions_backend(sql: &[u8]) -> bool {
     sql.iter().enumerate().any(|(at, b)| {
         *b == b'_'
             && sql
@@ -252,7 +252,7 @@ fn mentions_backend(sql: &[u8]) -> bool {
 /// one Execute, and its Sync; `None` for anything else.
 fn extended(bytes: &[u8], refs: &[Option<Arc<Prepared>>]) -> Option<Batch> {
     let first = refs.iter().flatten().next()?;
-    if !mentions_backend(first.sql()?.as_bytes()) {
+    if !first.names_backend {
         return None;
     }
     let mut refs = refs.iter();
@@ -398,6 +398,7 @@ mod tests {
             name: name.as_bytes().to_vec(),
             parse: parse.freeze(),
             class: crate::sql::classify(sql, crate::sql::Dialect::Postgres),
+            names_backend: mentions_backend(sql.as_bytes()),
             described: Default::default(),
         })
     }
