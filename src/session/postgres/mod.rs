@@ -10,6 +10,7 @@ pub mod cancel;
 mod exchange;
 mod failover;
 mod quiet;
+mod relay;
 mod replan;
 mod scan;
 mod settings;
