@@ -245,11 +245,61 @@ impl AssignmentList {
 /// caller cannot read back by name.
 pub fn postgres_settings(sql: &[u8]) -> Option<Vec<String>> {
     let statements = super::lexer::Lexer::new(sql, Dialect::Postgres).statements();
-    let names = statements
-        .iter()
-        .map(|tokens| setting_name(tokens))
-        .collect::<Option<Vec<_>>>()?;
+    let mut names = Vec::new();
+    for tokens in &statements {
+        match characteristics(tokens) {
+            Some(set) => names.extend(set?),
+            None => names.push(setting_name(tokens)?),
+        }
+    }
     (!names.is_empty()).then_some(names)
+}
+
+/// The settings `SET SESSION CHARACTERISTICS AS TRANSACTION <modes>` changes (one per mode:
+/// `default_transaction_isolation`, `…_read_only`, `…_deferrable`); `Some(None)` for one
+/// whose modes are not read; `None` for any other statement.
+fn characteristics(tokens: &[Token<'_>]) -> Option<Option<Vec<String>>> {
+    let word = |i: usize, w: &str| matches!(tokens.get(i), Some(Token::Word(t, _)) if t.eq_ignore_ascii_case(w.as_bytes()));
+    let head = ["set", "session", "characteristics", "as", "transaction"];
+    if !head.iter().take(3).enumerate().all(|(i, w)| word(i, w)) {
+        return None;
+    }
+    if !head.iter().enumerate().all(|(i, w)| word(i, w)) {
+        return Some(None);
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut at = head.len();
+    while at < tokens.len() {
+        let (name, next) = if word(at, "isolation") && word(at + 1, "level") {
+            let two_words = (word(at + 2, "read")
+                && (word(at + 3, "committed") || word(at + 3, "uncommitted")))
+                || (word(at + 2, "repeatable") && word(at + 3, "read"));
+            let level = if two_words {
+                4
+            } else if word(at + 2, "serializable") {
+                3
+            } else {
+                return Some(None);
+            };
+            ("default_transaction_isolation", at + level)
+        } else if word(at, "read") && (word(at + 1, "only") || word(at + 1, "write")) {
+            ("default_transaction_read_only", at + 2)
+        } else if word(at, "deferrable") {
+            ("default_transaction_deferrable", at + 1)
+        } else if word(at, "not") && word(at + 1, "deferrable") {
+            ("default_transaction_deferrable", at + 2)
+        } else {
+            return Some(None);
+        };
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+        at = next;
+        if tokens.get(at).is_some_and(|t| t.is_punct(b',')) {
+            at += 1;
+        }
+    }
+    Some((!names.is_empty()).then_some(names))
 }
 
 /// The default transaction isolation of a PostgreSQL session, as a `SET` leaves it.
@@ -410,10 +460,27 @@ mod setting_tests {
             names("SET a TO 1;\nSET schema 'x'"),
             some(&["a", "search_path"])
         );
+        assert_eq!(
+            names("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            some(&["default_transaction_isolation"])
+        );
+        assert_eq!(
+            names(
+                "set session characteristics as transaction read only, isolation level \
+                 repeatable read not deferrable"
+            ),
+            some(&[
+                "default_transaction_read_only",
+                "default_transaction_isolation",
+                "default_transaction_deferrable"
+            ])
+        );
         for sql in [
             "RESET ALL",
             "SET ROLE admin",
             "SET SESSION AUTHORIZATION x",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SOMETHING",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION",
             "SET LOCAL a = 1",
             "SET a = 1; SELECT 1",
             "",

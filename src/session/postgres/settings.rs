@@ -67,6 +67,10 @@ impl Session {
         let noted = self.side.set_in_transaction.replace(Vec::new());
         if self.read_back(noted).await? {
             self.unpin(Pin::SetInTransaction);
+        } else {
+            // What was set is not recorded: the pin stays for the session, and a later
+            // transaction's SETs, read back alone, must not let it go.
+            self.side.set_in_transaction = None;
         }
         Ok(())
     }

@@ -923,6 +923,10 @@ async fn a_set_inside_a_transaction_follows_the_client_once_the_transaction_ends
         .batch_execute("SET application_name = 'it''s \\ mine'")
         .await
         .unwrap();
+    client
+        .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
     assert_eq!(
         proxy.pinned("set_in_transaction").await,
         1,
@@ -952,25 +956,65 @@ async fn a_set_inside_a_transaction_follows_the_client_once_the_transaction_ends
                 .query_one(
                     &format!(
                         "SELECT {hint} v, current_setting('myapp.tenant'), \
-                         current_setting('application_name'), current_setting('work_mem') FROM t"
+                         current_setting('application_name'), current_setting('work_mem'), \
+                         current_setting('default_transaction_isolation') FROM t"
                     ),
                     &[],
                 )
                 .await
                 .expect("read");
-            let got: (String, String, String, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let got: (String, String, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
             assert_eq!(
                 got,
                 (
                     "app".into(),
                     "7".into(),
                     "it's \\ mine".into(),
-                    "4MB".into()
+                    "4MB".into(),
+                    "repeatable read".into()
                 ),
                 "on any connection ({hint})"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn a_set_in_a_transaction_that_cannot_be_read_back_keeps_the_pin_for_good() {
+    let (_, proxy, db) = pooled("pooled_set_kept", "pool_size = 2").await;
+    let client = proxy.connect(&db).await;
+    let other = proxy.connect(&db).await;
+    for sql in [
+        // Recorded, and replayed on whichever connection the client takes.
+        "SET work_mem = '7MB'",
+        // RESET ALL names no setting to read back: the connection holds what no record
+        // says, so the client stays on it.
+        "BEGIN",
+        "RESET ALL",
+        "COMMIT",
+        // A later transaction's SET, which can be read back, must not let that pin go.
+        "BEGIN",
+        "SET statement_timeout = '5s'",
+        "COMMIT",
+    ] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    assert_eq!(proxy.pinned("set_in_transaction").await, 1, "still pinned");
+    for _ in 0..3 {
+        other
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap();
+        let row = client
+            .query_one(
+                "SELECT current_setting('work_mem'), current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .expect("read");
+        let got: (String, String) = (row.get(0), row.get(1));
+        assert_eq!(got, ("4MB".into(), "5s".into()), "as the server left them");
     }
 }
 
