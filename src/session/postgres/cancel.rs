@@ -299,6 +299,11 @@ impl CancelRegistry {
     /// Whether the client with process id `pid` is logged in to the backends as `user`;
     /// `None` when no client has that pid.
     pub fn owner_is(&self, pid: i32, user: &str) -> Option<bool> {
+        self.by_pid(pid).map(|(_, owner)| owner == user)
+    }
+
+    /// The session with process id `pid`, and its backend user.
+    fn by_pid(&self, pid: i32) -> Option<Registered> {
         let sessions = match self.sessions.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
@@ -306,7 +311,7 @@ impl CancelRegistry {
         sessions
             .iter()
             .find(|((p, _), _)| *p == pid)
-            .map(|(_, (_, owner))| owner == user)
+            .map(|(_, (cancel, owner))| (Arc::clone(cancel), owner.clone()))
     }
 
     /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` (`signal`) of a pid in the
@@ -323,16 +328,9 @@ impl CancelRegistry {
         signal: Signal,
         wait: Option<Duration>,
     ) -> Signalled {
-        let found = {
-            let sessions = match self.sessions.lock() {
-                Ok(s) => s,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            sessions
-                .iter()
-                .find(|((p, _), _)| *p == pid)
-                .map(|(_, (cancel, owner))| (Arc::clone(cancel), owner == user))
-        };
+        let found = self
+            .by_pid(pid)
+            .map(|(cancel, owner)| (cancel, owner == user));
         let Some((session, permitted)) = found else {
             return Signalled::NoSuchProcess;
         };

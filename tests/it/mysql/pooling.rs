@@ -369,7 +369,6 @@ async fn connection_id_is_the_clients_own_and_kill_query_of_it_reaches_that_clie
 
 #[tokio::test]
 async fn kill_ends_a_client_waiting_for_a_connection_at_once() {
-    use std::time::Duration;
     let extra = "pool_size = 1\ncheckout_timeout = \"60s\"";
     let (_, proxy, db) = pooled("pooled_kill_waiting", extra).await;
     // Connected first: mysql_async's own statements at connect need a pooled connection.
@@ -385,19 +384,7 @@ async fn kill_ends_a_client_waiting_for_a_connection_at_once() {
         .expect("the holder's transaction");
     let waiting =
         tokio::spawn(async move { victim.query_drop("SELECT /* switchyard:writer */ 2").await });
-    let queued = crate::support::retry(Duration::from_secs(30), async || {
-        let status = proxy.admin_get("/status").await;
-        if status.contains("\"waiting\":1") {
-            Ok(())
-        } else {
-            Err(status)
-        }
-    })
-    .await;
-    assert!(
-        queued.is_ok(),
-        "the victim waits for the writer: {queued:?}"
-    );
+    proxy.until_checkouts_wait(1).await;
     killer
         .query_drop(format!("KILL {id}"))
         .await

@@ -1731,7 +1731,6 @@ async fn pg_cancel_backend_inside_a_transaction_leaves_that_transaction_as_it_wa
 
 #[tokio::test]
 async fn pg_terminate_backend_ends_a_client_waiting_for_a_connection_at_once() {
-    use std::time::Duration;
     let extra = "pool_size = 1\ncheckout_timeout = \"60s\"";
     let (_, proxy, db) = pooled("pooled_terminate_waiting", extra).await;
     let (holder, victim, killer) = (
@@ -1750,19 +1749,7 @@ async fn pg_terminate_backend_ends_a_client_waiting_for_a_connection_at_once() {
             .batch_execute("SELECT /* switchyard:writer */ 2")
             .await
     });
-    let queued = crate::support::retry(Duration::from_secs(30), async || {
-        let status = proxy.admin_get("/status").await;
-        if status.contains("\"waiting\":1") {
-            Ok(())
-        } else {
-            Err(status)
-        }
-    })
-    .await;
-    assert!(
-        queued.is_ok(),
-        "the victim waits for the writer: {queued:?}"
-    );
+    proxy.until_checkouts_wait(1).await;
     let answer = killer
         .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
         .await

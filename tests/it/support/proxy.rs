@@ -422,6 +422,18 @@ impl Proxy {
     }
 
     /// How many sessions `/status` says are pinned for `reason` now.
+    /// Waits until `n` checkouts wait in line in the proxy's pools (`/status`).
+    pub async fn until_checkouts_wait(&self, n: usize) {
+        let waiting = crate::support::retry(std::time::Duration::from_secs(30), async || {
+            let status = json_body(&self.admin_get("/status").await);
+            let pools = status["pools"].as_array().cloned().unwrap_or_default();
+            let sum: u64 = pools.iter().filter_map(|p| p["waiting"].as_u64()).sum();
+            if sum == n as u64 { Ok(()) } else { Err(status) }
+        })
+        .await;
+        assert!(waiting.is_ok(), "{n} checkouts wait: {waiting:?}");
+    }
+
     pub async fn pinned(&self, reason: &str) -> i64 {
         let status = json_body(&self.admin_get("/status").await);
         status["pinned_sessions"][reason]
