@@ -67,15 +67,22 @@ pub struct Statements {
 }
 
 /// How many parsed texts a session keeps the class of.
-const CLASSIFIED_SLOTS: usize = 16;
+const CLASSIFIED_SLOTS: usize = 32;
 
-/// The classes of the texts a session parsed lately, one per slot by hash (a text whose
-/// slot another took is classified again). Extended-protocol drivers parse the same few
-/// texts over and over (an unnamed statement per execution), and classifying a text costs
-/// far more than hashing and comparing it. Allocated at the first Parse: a client that
-/// never parses (or stays idle) pays nothing for it.
+/// The classes of the texts a session parsed lately. Extended-protocol drivers parse the
+/// same few texts over and over (an unnamed statement per execution), and classifying a
+/// text costs far more than hashing and comparing it. Any text may take any slot (their
+/// hashes are scanned: a few compares), so the few texts of a workload never push one
+/// another out; past `CLASSIFIED_SLOTS`, the slots are taken over in turn. Allocated at
+/// the first Parse: a client that never parses (or stays idle) pays nothing for it.
 #[derive(Debug, Default)]
-struct Classified(Option<Box<[Option<ClassifiedText>; CLASSIFIED_SLOTS]>>);
+struct Classified {
+    /// Each slot's text hash, scanned first.
+    hashes: Vec<u64>,
+    texts: Vec<ClassifiedText>,
+    /// The slot taken over next once all are in use.
+    next: usize,
+}
 
 /// A parsed text, its class, and whether it names a `…_backend` function.
 type ClassifiedText = (Box<[u8]>, Statement, bool);
@@ -83,16 +90,25 @@ type ClassifiedText = (Box<[u8]>, Statement, bool);
 impl Classified {
     fn classify(&mut self, sql: &[u8]) -> (Statement, bool) {
         use std::hash::BuildHasher as _;
-        // A fixed seed is enough: a text made to share a slot costs only its classifying.
-        let at = foldhash::fast::FixedState::with_seed(0).hash_one(sql) as usize % CLASSIFIED_SLOTS;
-        let slots = self.0.get_or_insert_with(Default::default);
-        if let Some((text, stmt, backend)) = &slots[at]
-            && **text == *sql
-        {
-            return (*stmt, *backend);
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one(sql);
+        let found = self.hashes.iter().enumerate().find_map(|(at, h)| {
+            let (text, stmt, backend) = &self.texts[at];
+            (*h == hash && **text == *sql).then_some((*stmt, *backend))
+        });
+        if let Some(known) = found {
+            return known;
         }
         let (stmt, backend) = (classify(sql), super::signal::mentions_backend(sql));
-        slots[at] = Some((sql.into(), stmt, backend));
+        let entry = (sql.into(), stmt, backend);
+        if self.texts.len() < CLASSIFIED_SLOTS {
+            self.hashes.push(hash);
+            self.texts.push(entry);
+        } else {
+            let at = self.next % CLASSIFIED_SLOTS;
+            self.next = at + 1;
+            self.hashes[at] = hash;
+            self.texts[at] = entry;
+        }
         (stmt, backend)
     }
 }
@@ -712,7 +728,7 @@ mod tests {
                 _ => format!("SET x.y = {i}"),
             })
             .collect();
-        // Twice over: 40 texts in 16 slots, so many are classified again after another
+        // Twice over: 40 texts in 32 slots, so some are classified again after another
         // took their slot, and the rest come from the slots.
         for _ in 0..2 {
             for text in &texts {
