@@ -18,6 +18,11 @@ pub struct Carried {
     pub state: Vec<u64>,
     /// Its transactions were made read-only (a migration's read-only mode).
     pub read_only: bool,
+    /// Session state ran on it since the proxy last set its read-only mode (a client's
+    /// `SET`, or its replayed settings): a client's own `default_transaction_read_only`
+    /// (`SET SESSION CHARACTERISTICS … READ WRITE`, MySQL `SET SESSION TRANSACTION READ
+    /// WRITE`) may have undone it, so read-only mode sets it again.
+    pub read_only_unsure: bool,
 }
 
 /// Statements held on one server connection, by name as the proxy looks one up (a

@@ -551,6 +551,13 @@ impl<P: Protocol> Session<P> {
     pub(super) fn ran(&mut self, stmt: &Statement, ran_on: Target, wrote: bool) {
         let in_transaction = self.view.in_transaction.is_some();
         self.functions.ran(stmt, in_transaction, &self.cluster.name);
+        if ran_on == Target::Writer
+            && crate::sql::pins(stmt.class)
+            && let Some(writer) = self.writer.as_mut()
+        {
+            // It may have changed the connection's read-only mode (see `Carried`).
+            writer.carried().read_only_unsure = true;
+        }
         if ran_on == Target::Writer && wrote {
             let cluster = &self.cluster;
             self.writes_until = self

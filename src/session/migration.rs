@@ -69,12 +69,14 @@ impl<P: Protocol> Session<P> {
         };
         let read_only = mode == Mode::ReadOnly;
         if let Some(writer) = self.writer.as_mut()
-            && writer.carried().read_only != read_only
+            && (writer.carried().read_only != read_only
+                || (read_only && writer.carried().read_only_unsure))
         {
             if let Some(message) = P::set_read_only(writer, read_only).await? {
                 tracing::warn!(%message, "could not set the writer connection's read-only mode");
             }
             writer.carried().read_only = read_only;
+            writer.carried().read_only_unsure = false;
         }
         if !(read_only && writes) {
             self.admission = Some(admission);
@@ -142,7 +144,10 @@ impl<P: Protocol> Session<P> {
     ) -> Result<(), SessionError<P>> {
         let mut writer = self.take(conn).await?;
         let (replays, unrun) = self.replays.for_new_writer();
+        let before = *writer.applied();
         let mut replayed = P::replay(&mut writer, replays).await?;
+        // What ran may have changed the connection's read-only mode (see `Carried`).
+        writer.carried().read_only_unsure |= *writer.applied() != before;
         *writer.applied() += unrun;
         if replayed.is_ok() {
             replayed = P::prepare_writer(&self.side, &mut writer).await?;

@@ -410,6 +410,51 @@ async fn kill_ends_a_client_waiting_for_a_connection_at_once() {
     assert_eq!(one, Some(1));
 }
 
+#[tokio::test]
+async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_read_write() {
+    let (_, proxy, db) = pooled("pooled_read_only_replayed", "pool_size = 1").await;
+    let mut client = connect(&proxy, &db).await;
+    let mut other = connect(&proxy, &db).await;
+    client
+        .query_drop("CREATE TABLE ro (i INT)")
+        .await
+        .expect("schema");
+    // The client's own default, recorded and replayed wherever it goes.
+    client
+        .query_drop("SET SESSION TRANSACTION READ WRITE")
+        .await
+        .unwrap();
+    let (status, body) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Another client's transaction takes the pool's one connection and makes it
+    // read-only; then the client takes it, its setting replayed: its transaction is still
+    // read-only, so a write inside it, which the proxy lets through, is refused by the
+    // server (1792).
+    for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
+        other.query_drop(sql).await.unwrap();
+    }
+    client.query_drop("BEGIN").await.unwrap();
+    let err = client
+        .query_drop("INSERT INTO ro VALUES (1)")
+        .await
+        .expect_err("a read-only transaction");
+    assert!(
+        matches!(&err, mysql_async::Error::Server(e) if e.code == 1792),
+        "{err:?}"
+    );
+    client.query_drop("ROLLBACK").await.unwrap();
+    let (status, _) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
+        .await;
+    assert_eq!(status, 200);
+    client
+        .query_drop("INSERT INTO ro VALUES (2)")
+        .await
+        .expect("writes again");
+}
+
 /// Whether a statement whose text holds `marker` runs on the primary now.
 async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
     let sql = format!(

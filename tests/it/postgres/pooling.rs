@@ -1019,6 +1019,59 @@ async fn a_set_in_a_transaction_that_cannot_be_read_back_keeps_the_pin_for_good(
 }
 
 #[tokio::test]
+async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_read_write() {
+    let (_, proxy, db) = pooled("pooled_read_only_replayed", "pool_size = 1").await;
+    let (client, other) = (proxy.connect(&db).await, proxy.connect(&db).await);
+    client
+        .batch_execute("CREATE TABLE ro (i int)")
+        .await
+        .expect("schema");
+    // The client's own default, recorded and replayed wherever it goes (JDBC's
+    // setReadOnly(false) sends this).
+    client
+        .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        .await
+        .unwrap();
+    let (status, body) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Another client's transaction takes the pool's one connection (reset: it held the
+    // client's setting) and makes it read-only …
+    for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
+        other.batch_execute(sql).await.unwrap();
+    }
+    // … then the client takes it, its setting replayed: its transaction is still read-only,
+    // so a write inside it, which the proxy lets through, is refused by the database.
+    for _ in 0..2 {
+        client.batch_execute("BEGIN").await.unwrap();
+        let err = client
+            .batch_execute("INSERT INTO ro VALUES (1)")
+            .await
+            .expect_err("a read-only transaction");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+            "{err:?}"
+        );
+        client.batch_execute("ROLLBACK").await.unwrap();
+        // Its own SET again, in read-only mode: the next transaction is read-only too.
+        client
+            .batch_execute("SET default_transaction_read_only = off")
+            .await
+            .unwrap();
+    }
+    let (status, _) = proxy
+        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
+        .await;
+    assert_eq!(status, 200);
+    client
+        .batch_execute("BEGIN; INSERT INTO ro VALUES (2); COMMIT")
+        .await
+        .expect("writes again");
+}
+
+#[tokio::test]
 async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
     let (_, proxy, db) = pooled("pooled_sqlx", "pool_size = 2").await;
     let setup = proxy.connect(&db).await;
