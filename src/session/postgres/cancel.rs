@@ -47,10 +47,10 @@ pub enum Life {
 /// `SessionCancel::active` between units: no statement of the session runs.
 const IDLE: u8 = 2;
 
-/// How long a cancel waits for the server to close the cancel connection, which it does
-/// once it signalled the backend (and so how long, at most, a session whose statement is
-/// being cancelled keeps its connection before the next statement or another client uses
-/// it).
+/// How long a cancel may take, from connecting to the server to the server's close of the
+/// cancel connection, which it does once it signalled the backend (and so how long, at
+/// most, a session whose statement is being cancelled keeps its connection before the next
+/// statement or another client uses it).
 const CANCEL_DELIVERY: Duration = Duration::from_secs(5);
 
 /// The backends of one session, which of them runs its current statement, and whether it
@@ -378,12 +378,19 @@ pub(super) async fn send_cancel(target: Option<CancelTarget>) -> std::io::Result
     packet[8..12].copy_from_slice(&target.key.pid.to_be_bytes());
     packet[12..].copy_from_slice(&target.key.secret.to_be_bytes());
     let instance = &target.instance;
-    let mut tcp = TcpStream::connect((instance.host.as_str(), instance.port)).await?;
-    tcp.write_all(&packet).await?;
-    tcp.shutdown().await?;
+    // Bounded as a whole: the session whose statement it cancels waits for it.
+    let deadline = tokio::time::Instant::now() + CANCEL_DELIVERY;
+    let sent = tokio::time::timeout_at(deadline, async {
+        let mut tcp = TcpStream::connect((instance.host.as_str(), instance.port)).await?;
+        tcp.write_all(&packet).await?;
+        tcp.shutdown().await?;
+        Ok::<TcpStream, std::io::Error>(tcp)
+    })
+    .await;
+    let mut tcp = sent.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     // The server sends nothing: read to its close.
     let mut sink = [0u8; 64];
-    let closed = tokio::time::timeout(CANCEL_DELIVERY, async {
+    let closed = tokio::time::timeout_at(deadline, async {
         while tcp.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
     })
