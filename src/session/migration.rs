@@ -77,6 +77,17 @@ impl<P: Protocol> Session<P> {
             }
             writer.carried().read_only = read_only;
             writer.carried().read_only_unsure = false;
+            let applied = *writer.applied();
+            if !read_only && applied > 0 {
+                // Read-write again over the client's own default, if it set one (its own
+                // `SET … READ ONLY`): what the session ran on the connection runs again.
+                *writer.applied() = 0;
+                let replayed = P::replay(writer, &self.replays.items()[..applied]).await?;
+                *writer.applied() = applied;
+                if let Err(message) = replayed {
+                    tracing::warn!(%message, "the session's state did not run again after read-only mode");
+                }
+            }
         }
         if !(read_only && writes) {
             self.admission = Some(admission);

@@ -143,7 +143,8 @@ impl Protocol for Postgres {
         let sql = if read_only {
             "SET default_transaction_read_only = on"
         } else {
-            "SET default_transaction_read_only = off"
+            // The login's own default (its role's, its startup options', a fence's).
+            "RESET default_transaction_read_only"
         };
         backend.run_silently(sql, &mut BytesMut::new()).await
     }

@@ -1072,6 +1072,51 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
 }
 
 #[tokio::test]
+async fn a_clients_own_read_only_default_outlives_read_only_mode() {
+    let (_, proxy, db) = pooled("pooled_own_read_only", "pool_size = 1").await;
+    let (client, other) = (proxy.connect(&db).await, proxy.connect(&db).await);
+    client
+        .batch_execute("CREATE TABLE ro (i int)")
+        .await
+        .expect("schema");
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    let read_only = |on: bool| {
+        let body = format!(r#"{{"enabled":{on}}}"#);
+        let proxy = &proxy;
+        async move {
+            let (status, body) = proxy.admin_post("/v1/clusters/main/read-only", &body).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    read_only(true).await;
+    for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    read_only(false).await;
+    // The client's transactions stay read-only, as it asked; the other client's are not.
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client
+        .batch_execute("INSERT INTO ro VALUES (1)")
+        .await
+        .expect_err("the client's own read-only default");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{err:?}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    for sql in ["BEGIN", "INSERT INTO ro VALUES (2)", "COMMIT"] {
+        other
+            .batch_execute(sql)
+            .await
+            .expect("another client writes");
+    }
+}
+
+#[tokio::test]
 async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
     let (_, proxy, db) = pooled("pooled_sqlx", "pool_size = 2").await;
     let setup = proxy.connect(&db).await;
