@@ -1,8 +1,9 @@
 //! A MySQL setting the proxy cannot replay as written (a prepared `SET … = ?`, whose
-//! values only the server saw): between transactions its value is read back from the
-//! writer connection (`SELECT @@SESSION.name`, `SELECT @name` with its character set and
-//! collation) and recorded as a `SET` of literals, and the `unreplayable_setting` pin lets
-//! go.
+//! values only the server saw; a text of several `SET`s and `USE`s that failed part way):
+//! between transactions its value is read back from the writer connection (`SELECT
+//! @@SESSION.name`, `SELECT @name` with its character set and collation, `SELECT
+//! DATABASE()` for a `USE`) and recorded as a `SET` of literals (and a `USE`), and the
+//! `unreplayable_setting` pin lets go.
 
 use bytes::BytesMut;
 
@@ -45,6 +46,11 @@ impl Session {
         let mut names: Vec<String> = noted.drain(..).map(|s| s.name).collect();
         names.sort();
         names.dedup();
+        // The default database, which a `USE` changed, is read last.
+        let database = names
+            .iter()
+            .position(|n| n == USE)
+            .map(|at| names.remove(at));
         let Some(writer) = self.writer.as_mut() else {
             self.side.unreplayed = None;
             return Ok(());
@@ -59,6 +65,9 @@ impl Session {
                 columns.push(format!("@@SESSION.{name}"));
             }
         }
+        if database.is_some() {
+            columns.push("DATABASE()".to_owned());
+        }
         let mut out = BytesMut::new();
         let query = format!("SELECT {}", columns.join(", "));
         command::write_text_command(&mut out, COM_QUERY, query.as_bytes());
@@ -71,12 +80,25 @@ impl Session {
             self.side.unreplayed = None;
             return Ok(());
         };
-        let sql = format!("SET {set}").into_bytes();
-        self.record(Replay::Query(sql), Some(names));
+        if let Some(use_name) = database {
+            // No database (NULL) is one a client cannot choose again: the pin stays.
+            let Some((_, Some(db))) = row.last() else {
+                self.side.unreplayed = None;
+                return Ok(());
+            };
+            self.record(Replay::InitDb(db.clone()), Some(vec![use_name]));
+        }
+        if !names.is_empty() {
+            let sql = format!("SET {set}").into_bytes();
+            self.record(Replay::Query(sql), Some(names));
+        }
         self.unpin(Pin::Unreplayable);
         Ok(())
     }
 }
+
+/// How a `USE` is named among the settings a text changes (`sql::MysqlSetting`).
+const USE: &str = "USE";
 
 /// A name the read-back query can spell as it is: letters, digits, `_`, `$` (after `@` for
 /// a user variable).

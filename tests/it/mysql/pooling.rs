@@ -667,4 +667,27 @@ async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
         .await
         .unwrap();
     assert_eq!(theirs, Some(None), "not another client's");
+    // A failed text with a USE before the error: the default database is read back too.
+    let elsewhere = cluster.create_database("pooled_multi_set_use").await;
+    let failed = client
+        .query_drop(format!(
+            "USE {elsewhere}; SET @tenant = 9; SET time_zone = 'nowhere'"
+        ))
+        .await;
+    assert!(failed.is_err(), "an unknown time zone fails");
+    client.query_drop("SELECT 1").await.unwrap();
+    assert_eq!(proxy.pinned("unreplayable_setting").await, 0, "read back");
+    writer_is_free(&mut other, "a failed text with a USE").await;
+    for hint in ["", "/* switchyard:writer */"] {
+        let row: Option<(String, i64)> = client
+            .query_first(format!("SELECT {hint} DATABASE(), @tenant"))
+            .await
+            .unwrap();
+        assert_eq!(
+            row,
+            Some((elsewhere.clone(), 9)),
+            "on any connection ({hint})"
+        );
+        writer_is_free(&mut other, "a read").await;
+    }
 }
