@@ -43,6 +43,9 @@ pub struct Functions {
     /// A call of the function that tells a client its own connection (`CONNECTION_ID()`,
     /// `pg_backend_pid()`), which a pooled session answers for itself (see `identity`).
     pub identity: bool,
+    /// Some statement of a string (or batch) of several is a write, whatever the class they
+    /// combine to (`SET …; INSERT …` is a `Pin`): what read-only mode refuses.
+    pub writes: bool,
 }
 
 impl Functions {
@@ -52,6 +55,7 @@ impl Functions {
         overflow: false,
         ddl: false,
         identity: false,
+        writes: false,
     };
 
     /// The unknown functions called, each once.
@@ -84,6 +88,7 @@ impl Functions {
         self.overflow |= other.overflow;
         self.ddl |= other.ddl;
         self.identity |= other.identity;
+        self.writes |= other.writes;
         self
     }
 }

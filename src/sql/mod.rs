@@ -105,6 +105,12 @@ impl Statement {
     }
 }
 
+/// Whether `stmt` writes: a `Write`, or a string or batch of several with a write among
+/// them, whatever class they combine to (what read-only mode refuses).
+pub fn writes(stmt: &Statement) -> bool {
+    stmt.class == Class::Write || stmt.functions.writes
+}
+
 /// A read, possibly about the node: may run without a writer's transaction.
 pub fn is_read(class: Class) -> bool {
     matches!(class, Class::Read | Class::Node)
@@ -134,11 +140,13 @@ pub fn classify_bytes(sql: &[u8], dialect: Dialect) -> Statement {
     for class in statements.by_ref() {
         combined.add(class);
     }
+    let mut functions = statements.functions();
+    functions.writes = combined.count > 1 && combined.any_write;
     Statement {
         class: combined.class(),
         hint: statements.hint(),
         count: combined.count,
-        functions: statements.functions(),
+        functions,
     }
 }
 
@@ -153,6 +161,8 @@ struct Combined {
     all_set: bool,
     /// Some statement pins the session or changes session state.
     pins: bool,
+    /// Some statement is a `Write`.
+    any_write: bool,
 }
 
 impl Combined {
@@ -164,6 +174,7 @@ impl Combined {
             any_node: false,
             all_set: true,
             pins: false,
+            any_write: false,
         }
     }
 
@@ -173,6 +184,7 @@ impl Combined {
         self.any_node |= class == Class::Node;
         self.all_set &= class == Class::SessionSet;
         self.pins |= pins(class);
+        self.any_write |= class == Class::Write;
     }
 
     fn add_class(&mut self, class: Class, count: u32) {
@@ -198,6 +210,29 @@ impl Combined {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_among_several_statements_is_a_write_whatever_they_combine_to() {
+        for (sql, dialect, writes) in [
+            ("SET @a = 1; INSERT INTO t VALUES (1)", Dialect::MySql, true),
+            (
+                "SET SESSION TRANSACTION READ WRITE; UPDATE t SET a = 1",
+                Dialect::MySql,
+                true,
+            ),
+            (
+                "SET search_path TO app; DELETE FROM t",
+                Dialect::Postgres,
+                true,
+            ),
+            ("INSERT INTO t VALUES (1)", Dialect::Postgres, true),
+            ("SET @a = 1; SELECT 1", Dialect::MySql, false),
+            ("SET a.b = 1; LISTEN c", Dialect::Postgres, false),
+            ("SELECT 1", Dialect::Postgres, false),
+        ] {
+            assert_eq!(super::writes(&classify(sql, dialect)), writes, "{sql}");
+        }
+    }
 
     #[test]
     fn empty_input_is_a_read_of_no_statements() {

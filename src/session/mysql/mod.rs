@@ -476,7 +476,7 @@ impl Session {
     /// The migration gate (`session::migration`) for a command that starts a transaction
     /// on the writer; `false` when it was answered here with the gate's error.
     async fn gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
-        let refusal = self.migration_gate(stmt.class == Class::Write).await?;
+        let refusal = self.migration_gate(crate::sql::writes(stmt)).await?;
         Ok(self.answered(refusal).await)
     }
 

@@ -29,7 +29,7 @@ impl Session {
     /// the writer; `false` when it was answered here (a write to a read-only cluster, or no
     /// usable writer within `failover_timeout`: `57P03`, the work did not run).
     pub(super) async fn gate(&mut self, unit: &Unit) -> Result<bool, SessionError> {
-        let writes = unit.stmt.class == Class::Write && unit.ending == Ending::Ready;
+        let writes = crate::sql::writes(&unit.stmt) && unit.ending == Ending::Ready;
         match self.migration_gate(writes).await? {
             None => Ok(true),
             Some(Refusal { code, message }) => {

@@ -550,11 +550,13 @@ fn combine(a: Statement, b: Statement) -> Statement {
         (x, y) if x == y => x,
         _ => Class::Write,
     };
+    let mut functions = a.functions.merge(&b.functions);
+    functions.writes |= a.class == Class::Write || b.class == Class::Write;
     Statement {
         class,
         hint: a.hint.or(b.hint),
         count: a.count + b.count,
-        functions: a.functions.merge(&b.functions),
+        functions,
     }
 }
 

@@ -445,6 +445,15 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         "{err:?}"
     );
     client.query_drop("ROLLBACK").await.unwrap();
+    // A text that makes its own transactions read-write and then writes is refused whole.
+    let err = client
+        .query_drop("SET SESSION TRANSACTION READ WRITE; INSERT INTO ro VALUES (3)")
+        .await
+        .expect_err("a write in read-only mode");
+    assert!(
+        matches!(&err, mysql_async::Error::Server(e) if e.code == 1290),
+        "{err:?}"
+    );
     let (status, _) = proxy
         .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
         .await;
@@ -453,6 +462,11 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         .query_drop("INSERT INTO ro VALUES (2)")
         .await
         .expect("writes again");
+    let rows: Option<i64> = client
+        .query_first("SELECT /* switchyard:writer */ COUNT(*) FROM ro")
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(1), "only the write made while read-write landed");
 }
 
 /// Whether a statement whose text holds `marker` runs on the primary now.
