@@ -295,6 +295,9 @@ pub struct Session<P: Protocol> {
     pub(super) writes_until: Option<Instant>,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     pub(super) admission: Option<Admission>,
+    /// The transaction open now was admitted while its cluster was read-only: a client's
+    /// `SET TRANSACTION READ WRITE` in it is undone (PostgreSQL).
+    pub(super) admitted_read_only: bool,
     /// Transaction mode: how many more units the session keeps its writer connection
     /// after one whose answer is read on that connection only (MySQL: a statement that
     /// gave an AUTO_INCREMENT value, which `LAST_INSERT_ID()` reads).
@@ -362,6 +365,7 @@ impl<P: Protocol> Session<P> {
             read_your_writes: start.read_your_writes,
             writes_until: None,
             admission: None,
+            admitted_read_only: false,
             keep_writer: 0,
             kept_writer: false,
             pinned,

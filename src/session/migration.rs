@@ -68,6 +68,7 @@ impl<P: Protocol> Session<P> {
             }
         };
         let read_only = mode == Mode::ReadOnly;
+        self.admitted_read_only = read_only;
         if let Some(writer) = self.writer.as_mut()
             && (writer.carried().read_only != read_only
                 || (read_only && writer.carried().read_only_unsure))

@@ -111,6 +111,22 @@ pub fn writes(stmt: &Statement) -> bool {
     stmt.class == Class::Write || stmt.functions.writes
 }
 
+/// Whether `sql` (a transaction start, or `SET TRANSACTION`) asks for a read-write
+/// transaction in so many words (`READ WRITE`), overriding the session's read-only
+/// default: what a cluster in read-only mode refuses at a transaction start, as a standby
+/// refuses `BEGIN READ WRITE`.
+pub fn says_read_write(sql: &[u8], dialect: Dialect) -> bool {
+    let word = |t: &lexer::Token<'_>, w: &str| matches!(t, lexer::Token::Word(x, _) if x.eq_ignore_ascii_case(w.as_bytes()));
+    lexer::Lexer::new(sql, dialect)
+        .statements()
+        .iter()
+        .any(|tokens| {
+            tokens
+                .windows(2)
+                .any(|p| word(&p[0], "read") && word(&p[1], "write"))
+        })
+}
+
 /// A read, possibly about the node: may run without a writer's transaction.
 pub fn is_read(class: Class) -> bool {
     matches!(class, Class::Read | Class::Node)
@@ -210,6 +226,28 @@ impl Combined {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_write_in_so_many_words_is_seen_outside_strings_and_comments() {
+        for (sql, says) in [
+            ("BEGIN READ WRITE", true),
+            (
+                "start transaction isolation level serializable, read\n write",
+                true,
+            ),
+            ("SET TRANSACTION READ WRITE", true),
+            ("BEGIN READ ONLY", false),
+            ("BEGIN /* read write */", false),
+            ("SELECT 'read write'", false),
+            ("BEGIN", false),
+        ] {
+            assert_eq!(
+                says_read_write(sql.as_bytes(), Dialect::Postgres),
+                says,
+                "{sql}"
+            );
+        }
+    }
 
     #[test]
     fn a_write_among_several_statements_is_a_write_whatever_they_combine_to() {

@@ -289,7 +289,11 @@ impl Session {
             Command::Quit => return Ok(false),
             Command::Ping => self.reply_ok().await?,
             Command::Query { sql } => {
-                let stmt = classify(sql);
+                let mut stmt = classify(sql);
+                // `START TRANSACTION READ WRITE` overrides read-only mode's session default:
+                // the gate refuses it as a write there.
+                stmt.functions.writes |= matches!(stmt.class, Class::Begin { .. })
+                    && sql::says_read_write(sql, Dialect::MySql);
                 let own = self.own_identity(&stmt, COM_QUERY, sql);
                 let (packet, sql) = match &own {
                     Some((sql, packet)) => (&packet[..], &sql[..]),

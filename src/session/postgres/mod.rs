@@ -389,6 +389,9 @@ impl Session {
                 .ran(&query.stmt, in_transaction, &self.cluster.name);
         }
         self.transaction((answer.status != b'I').then_some(ran_on));
+        if answer.status == b'T' && ran_on == Target::Writer && self.admitted_read_only {
+            self.keep_read_only(&unit).await?;
+        }
         self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
         if self.pinned_by(Pin::Statement) {
             self.note_holds(&unit, answer.status).await?;
@@ -401,6 +404,33 @@ impl Session {
         }
         self.side.scanner.recycle(unit.refs);
         self.release_idle();
+        Ok(())
+    }
+
+    /// In a transaction admitted while the cluster was read-only, a `SET TRANSACTION READ
+    /// WRITE` (which a server takes before the transaction's first query) is undone at
+    /// once: a transaction may always become read-only.
+    async fn keep_read_only(&mut self, unit: &scan::Unit) -> Result<(), SessionError> {
+        if unit.stmt.class != Class::Write {
+            return Ok(());
+        }
+        let says = |sql: &[u8]| crate::sql::says_read_write(sql, Dialect::Postgres);
+        let read_write = match &unit.simple_sql {
+            Some(sql) => says(sql.as_bytes()),
+            None => unit
+                .refs
+                .iter()
+                .flatten()
+                .filter_map(|p| p.sql_bytes())
+                .any(says),
+        };
+        let Some(writer) = self.writer.as_mut().filter(|_| read_write) else {
+            return Ok(());
+        };
+        let sql = "SET TRANSACTION READ ONLY";
+        if let Some(message) = writer.run_silently(sql, &mut self.side.scratch).await? {
+            tracing::warn!(%message, "could not keep a transaction read-only");
+        }
         Ok(())
     }
 

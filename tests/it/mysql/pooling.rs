@@ -454,6 +454,15 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         matches!(&err, mysql_async::Error::Server(e) if e.code == 1290),
         "{err:?}"
     );
+    // A transaction asked for read-write in so many words is refused at its start.
+    let err = client
+        .query_drop("START TRANSACTION READ WRITE")
+        .await
+        .expect_err("START TRANSACTION READ WRITE in read-only mode");
+    assert!(
+        matches!(&err, mysql_async::Error::Server(e) if e.code == 1290),
+        "{err:?}"
+    );
     let (status, _) = proxy
         .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
         .await;

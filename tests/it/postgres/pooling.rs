@@ -1061,6 +1061,33 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
             .await
             .unwrap();
     }
+    // A transaction asked for read-write in so many words: refused at its start, as a
+    // standby refuses it …
+    let err = client
+        .batch_execute("BEGIN READ WRITE")
+        .await
+        .expect_err("BEGIN READ WRITE in read-only mode");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{err:?}"
+    );
+    // … or made read-write inside: made read-only again at once.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET TRANSACTION READ WRITE")
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("INSERT INTO ro VALUES (1)")
+        .await
+        .expect_err("a read-only transaction");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{err:?}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
     let (status, _) = proxy
         .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
         .await;
