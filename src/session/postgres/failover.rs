@@ -31,18 +31,8 @@ impl Session {
     pub(super) async fn gate(&mut self, unit: &Unit) -> Result<bool, SessionError> {
         // `BEGIN READ WRITE` overrides read-only mode's session default: refused there as a
         // write, as a standby refuses it.
-        let read_write = matches!(unit.stmt.class, Class::Begin { .. }) && {
-            let says = |sql: &[u8]| crate::sql::says_read_write(sql, crate::sql::Dialect::Postgres);
-            match &unit.simple_sql {
-                Some(sql) => says(sql.as_bytes()),
-                None => unit
-                    .refs
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| p.sql_bytes())
-                    .any(says),
-            }
-        };
+        let read_write =
+            matches!(unit.stmt.class, Class::Begin { .. }) && super::says_read_write(unit);
         let writes = (crate::sql::writes(&unit.stmt) || read_write) && unit.ending == Ending::Ready;
         match self.migration_gate(writes).await? {
             None => Ok(true),

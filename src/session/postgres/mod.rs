@@ -411,19 +411,7 @@ impl Session {
     /// WRITE` (which a server takes before the transaction's first query) is undone at
     /// once: a transaction may always become read-only.
     async fn keep_read_only(&mut self, unit: &scan::Unit) -> Result<(), SessionError> {
-        if unit.stmt.class != Class::Write {
-            return Ok(());
-        }
-        let says = |sql: &[u8]| crate::sql::says_read_write(sql, Dialect::Postgres);
-        let read_write = match &unit.simple_sql {
-            Some(sql) => says(sql.as_bytes()),
-            None => unit
-                .refs
-                .iter()
-                .flatten()
-                .filter_map(|p| p.sql_bytes())
-                .any(says),
-        };
+        let read_write = unit.stmt.class == Class::Write && says_read_write(unit);
         let Some(writer) = self.writer.as_mut().filter(|_| read_write) else {
             return Ok(());
         };
@@ -552,6 +540,21 @@ fn hold_changes(unit: &scan::Unit) -> Vec<HoldChange> {
         changes.push(HoldChange::Untracked);
     }
     changes
+}
+
+/// Whether `unit`'s text (a simple Query's, or the statements its batch runs) asks for a
+/// read-write transaction in so many words (`sql::says_read_write`).
+fn says_read_write(unit: &scan::Unit) -> bool {
+    let says = |sql: &[u8]| crate::sql::says_read_write(sql, Dialect::Postgres);
+    match &unit.simple_sql {
+        Some(sql) => says(sql.as_bytes()),
+        None => unit
+            .refs
+            .iter()
+            .flatten()
+            .filter_map(|p| p.sql_bytes())
+            .any(says),
+    }
 }
 
 /// Waits for bytes from `writer`; forever when there is none to watch.
