@@ -801,10 +801,7 @@ async fn read_only_mode_refuses_writes_with_1290_and_1792() {
     let (_, proxy, db) = setup("readonly").await;
     let mut conn = connect(&proxy, &db).await;
     conn.query_drop("CREATE TABLE ro (i INT)").await.unwrap();
-    let (status, body) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
-        .await;
-    assert_eq!(status, 200, "{body}");
+    proxy.read_only(true).await;
     let err = conn
         .query_drop("INSERT INTO ro VALUES (1)")
         .await
@@ -831,10 +828,7 @@ async fn read_only_mode_refuses_writes_with_1290_and_1792() {
         .expect_err("read-only transaction");
     assert!(err.to_string().contains("1792"), "{err}");
     conn.query_drop("ROLLBACK").await.unwrap();
-    let (status, _) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
-        .await;
-    assert_eq!(status, 200);
+    proxy.read_only(false).await;
     conn.query_drop("INSERT INTO ro VALUES (3)")
         .await
         .expect("writes again");

@@ -617,6 +617,18 @@ async fn notices_and_gssenc_requests() {
     assert_eq!(answer, b'N');
 }
 
+/// Runs `sql` on `client` and expects the read-only error (`25006`), whichever of the proxy
+/// and the server raised it; the error.
+async fn refused_read_only(client: &tokio_postgres::Client, sql: &str) -> tokio_postgres::Error {
+    let err = client.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{sql}: {err:?}"
+    );
+    err
+}
+
 #[tokio::test]
 async fn read_only_mode_refuses_writes_and_keeps_reads() {
     let (cluster, proxy, db) = setup("readonly").await;
@@ -629,16 +641,9 @@ async fn read_only_mode_refuses_writes_and_keeps_reads() {
         .admin_post_as("/v1/clusters/main/read-only", r#"{"enabled":true}"#, None)
         .await;
     assert_eq!(status, 401, "state changes need the token");
-    let (status, body) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
-        .await;
-    assert_eq!(status, 200, "{body}");
+    proxy.read_only(true).await;
 
-    let err = client
-        .batch_execute("INSERT INTO ro VALUES (1)")
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    let err = refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
     let message = err
         .as_db_error()
         .map(|e| e.message().to_owned())
@@ -666,17 +671,10 @@ async fn read_only_mode_refuses_writes_and_keeps_reads() {
         .get(0);
     assert_eq!(n, 0);
     // … where the database itself refuses what the proxy let through.
-    let err = client
-        .batch_execute("INSERT INTO ro VALUES (2)")
-        .await
-        .expect_err("read-only transaction");
-    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    refused_read_only(&client, "INSERT INTO ro VALUES (2)").await;
     client.batch_execute("ROLLBACK").await.unwrap();
 
-    let (status, _) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
-        .await;
-    assert_eq!(status, 200);
+    proxy.read_only(false).await;
     client
         .batch_execute("INSERT INTO ro VALUES (3)")
         .await
@@ -795,11 +793,7 @@ async fn the_cli_drives_read_only_mode_and_the_state_survives_a_restart() {
     drop(proxy);
     let proxy = Proxy::from_config(&config).await;
     let client = proxy.connect(&db).await;
-    let err = client
-        .batch_execute("CREATE TABLE t (i int)")
-        .await
-        .expect_err("still read-only");
-    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    refused_read_only(&client, "CREATE TABLE t (i int)").await;
     let url = format!("http://{}", proxy.admin);
     let (ok, out) = cli(&[
         "read-only",

@@ -77,20 +77,11 @@ impl Backend {
                 tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
                     // The client's own NOTIFY, on the connection it is pinned to (LISTEN):
                     // it says so with the pid the client knows as its own.
-                    if pos > run_start {
-                        client
-                            .write_all(&buf[run_start..pos])
-                            .await
-                            .map_err(SessionError::ClientIo)?;
-                    }
+                    seen.bytes += send(client, &buf[run_start..pos]).await?;
                     let mut message = buf[pos..pos + h.total].to_vec();
                     let pid = self.client_pid.unwrap_or_default().to_be_bytes();
                     message[frame::HEADER_LEN..frame::HEADER_LEN + 4].copy_from_slice(&pid);
-                    client
-                        .write_all(&message)
-                        .await
-                        .map_err(SessionError::ClientIo)?;
-                    seen.bytes += pos + h.total - run_start;
+                    seen.bytes += send(client, &message).await?;
                     pos += h.total;
                     run_start = pos;
                     continue;
@@ -98,13 +89,7 @@ impl Backend {
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
                     let owed = self.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
-                        if pos > run_start {
-                            client
-                                .write_all(&buf[run_start..pos])
-                                .await
-                                .map_err(SessionError::ClientIo)?;
-                            seen.bytes += pos - run_start;
-                        }
+                        seen.bytes += send(client, &buf[run_start..pos]).await?;
                         pos += h.total;
                         run_start = pos;
                         continue;
@@ -138,15 +123,8 @@ impl Backend {
                     self.described_now = None;
                     let mut error = BytesMut::new();
                     super::replan::stale_columns_error(&mut error);
-                    client
-                        .write_all(&buf[run_start..pos])
-                        .await
-                        .map_err(SessionError::ClientIo)?;
-                    client
-                        .write_all(&error)
-                        .await
-                        .map_err(SessionError::ClientIo)?;
-                    seen.bytes += pos - run_start + error.len();
+                    seen.bytes += send(client, &buf[run_start..pos]).await?;
+                    seen.bytes += send(client, &error).await?;
                     pos += h.total;
                     run_start = pos;
                     continue;
@@ -199,13 +177,7 @@ impl Backend {
                 pos = buf.len();
             }
         }
-        if pos > run_start {
-            client
-                .write_all(&buf[run_start..pos])
-                .await
-                .map_err(SessionError::ClientIo)?;
-            seen.bytes += pos - run_start;
-        }
+        seen.bytes += send(client, &buf[run_start..pos]).await?;
         if seen.bytes > 0 {
             self.hold_stale_plan = false;
             // Over TLS a write may leave records buffered when the socket is full: send them
@@ -277,4 +249,15 @@ impl Backend {
         }
         None
     }
+}
+
+/// Writes `bytes` relayed to the client (nothing when there are none); how many.
+async fn send(client: &mut Stream, bytes: &[u8]) -> Result<usize, SessionError> {
+    if !bytes.is_empty() {
+        client
+            .write_all(bytes)
+            .await
+            .map_err(SessionError::ClientIo)?;
+    }
+    Ok(bytes.len())
 }

@@ -561,11 +561,12 @@ fn combine(a: Statement, b: Statement) -> Statement {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
 
-    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+    /// Appends a client message with `tag` and `body` to `out`.
+    pub(in crate::session::postgres) fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
         out.put_u8(tag);
         out.put_i32(body.len() as i32 + 4);
         out.put_slice(body);

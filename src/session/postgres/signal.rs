@@ -377,13 +377,7 @@ fn resolve(
 mod tests {
     use super::*;
     use crate::protocol::postgres::extended::BINARY;
-    use bytes::BufMut;
-
-    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
-        out.put_u8(tag);
-        out.put_i32(body.len() as i32 + 4);
-        out.put_slice(body);
-    }
+    use crate::session::postgres::scan::tests::msg;
 
     fn prepared(name: &str, sql: &str, types: &[u32]) -> Arc<Prepared> {
         let mut parse = BytesMut::new();

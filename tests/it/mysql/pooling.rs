@@ -424,10 +424,7 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         .query_drop("SET SESSION TRANSACTION READ WRITE")
         .await
         .unwrap();
-    let (status, body) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
-        .await;
-    assert_eq!(status, 200, "{body}");
+    proxy.read_only(true).await;
     // Another client's transaction takes the pool's one connection and makes it
     // read-only; then the client takes it, its setting replayed: its transaction is still
     // read-only, so a write inside it, which the proxy lets through, is refused by the
@@ -436,37 +433,18 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         other.query_drop(sql).await.unwrap();
     }
     client.query_drop("BEGIN").await.unwrap();
-    let err = client
-        .query_drop("INSERT INTO ro VALUES (1)")
-        .await
-        .expect_err("a read-only transaction");
-    assert!(
-        matches!(&err, mysql_async::Error::Server(e) if e.code == 1792),
-        "{err:?}"
-    );
+    refused(&mut client, "INSERT INTO ro VALUES (1)", 1792).await;
     client.query_drop("ROLLBACK").await.unwrap();
     // A text that makes its own transactions read-write and then writes is refused whole.
-    let err = client
-        .query_drop("SET SESSION TRANSACTION READ WRITE; INSERT INTO ro VALUES (3)")
-        .await
-        .expect_err("a write in read-only mode");
-    assert!(
-        matches!(&err, mysql_async::Error::Server(e) if e.code == 1290),
-        "{err:?}"
-    );
+    refused(
+        &mut client,
+        "SET SESSION TRANSACTION READ WRITE; INSERT INTO ro VALUES (3)",
+        1290,
+    )
+    .await;
     // A transaction asked for read-write in so many words is refused at its start.
-    let err = client
-        .query_drop("START TRANSACTION READ WRITE")
-        .await
-        .expect_err("START TRANSACTION READ WRITE in read-only mode");
-    assert!(
-        matches!(&err, mysql_async::Error::Server(e) if e.code == 1290),
-        "{err:?}"
-    );
-    let (status, _) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
-        .await;
-    assert_eq!(status, 200);
+    refused(&mut client, "START TRANSACTION READ WRITE", 1290).await;
+    proxy.read_only(false).await;
     client
         .query_drop("INSERT INTO ro VALUES (2)")
         .await
@@ -476,6 +454,16 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         .await
         .unwrap();
     assert_eq!(rows, Some(1), "only the write made while read-write landed");
+}
+
+/// Runs `sql` on `conn` and expects the server error `code` (from the proxy or the server).
+async fn refused(conn: &mut mysql_async::Conn, sql: impl AsRef<str>, code: u16) {
+    let sql = sql.as_ref();
+    let err = conn.query_drop(sql).await.expect_err(sql);
+    assert!(
+        matches!(&err, mysql_async::Error::Server(e) if e.code == code),
+        "{sql}: {err:?}"
+    );
 }
 
 /// Whether a statement whose text holds `marker` runs on the primary now.

@@ -1032,10 +1032,7 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
         .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
         .await
         .unwrap();
-    let (status, body) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":true}"#)
-        .await;
-    assert_eq!(status, 200, "{body}");
+    proxy.read_only(true).await;
     // Another client's transaction takes the pool's one connection (reset: it held the
     // client's setting) and makes it read-only …
     for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
@@ -1045,15 +1042,7 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
     // so a write inside it, which the proxy lets through, is refused by the database.
     for _ in 0..2 {
         client.batch_execute("BEGIN").await.unwrap();
-        let err = client
-            .batch_execute("INSERT INTO ro VALUES (1)")
-            .await
-            .expect_err("a read-only transaction");
-        assert_eq!(
-            err.code(),
-            Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
-            "{err:?}"
-        );
+        super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
         client.batch_execute("ROLLBACK").await.unwrap();
         // Its own SET again, in read-only mode: the next transaction is read-only too.
         client
@@ -1063,35 +1052,16 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
     }
     // A transaction asked for read-write in so many words: refused at its start, as a
     // standby refuses it …
-    let err = client
-        .batch_execute("BEGIN READ WRITE")
-        .await
-        .expect_err("BEGIN READ WRITE in read-only mode");
-    assert_eq!(
-        err.code(),
-        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
-        "{err:?}"
-    );
+    super::refused_read_only(&client, "BEGIN READ WRITE").await;
     // … or made read-write inside: made read-only again at once.
     client.batch_execute("BEGIN").await.unwrap();
     client
         .batch_execute("SET TRANSACTION READ WRITE")
         .await
         .unwrap();
-    let err = client
-        .batch_execute("INSERT INTO ro VALUES (1)")
-        .await
-        .expect_err("a read-only transaction");
-    assert_eq!(
-        err.code(),
-        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
-        "{err:?}"
-    );
+    super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
     client.batch_execute("ROLLBACK").await.unwrap();
-    let (status, _) = proxy
-        .admin_post("/v1/clusters/main/read-only", r#"{"enabled":false}"#)
-        .await;
-    assert_eq!(status, 200);
+    proxy.read_only(false).await;
     client
         .batch_execute("BEGIN; INSERT INTO ro VALUES (2); COMMIT")
         .await
@@ -1110,30 +1080,14 @@ async fn a_clients_own_read_only_default_outlives_read_only_mode() {
         .batch_execute("SET default_transaction_read_only = on")
         .await
         .unwrap();
-    let read_only = |on: bool| {
-        let body = format!(r#"{{"enabled":{on}}}"#);
-        let proxy = &proxy;
-        async move {
-            let (status, body) = proxy.admin_post("/v1/clusters/main/read-only", &body).await;
-            assert_eq!(status, 200, "{body}");
-        }
-    };
-    read_only(true).await;
+    proxy.read_only(true).await;
     for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
         client.batch_execute(sql).await.unwrap();
     }
-    read_only(false).await;
+    proxy.read_only(false).await;
     // The client's transactions stay read-only, as it asked; the other client's are not.
     client.batch_execute("BEGIN").await.unwrap();
-    let err = client
-        .batch_execute("INSERT INTO ro VALUES (1)")
-        .await
-        .expect_err("the client's own read-only default");
-    assert_eq!(
-        err.code(),
-        Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
-        "{err:?}"
-    );
+    super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
     client.batch_execute("ROLLBACK").await.unwrap();
     for sql in ["BEGIN", "INSERT INTO ro VALUES (2)", "COMMIT"] {
         other

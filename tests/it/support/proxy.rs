@@ -422,6 +422,13 @@ impl Proxy {
     }
 
     /// How many sessions `/status` says are pinned for `reason` now.
+    /// Turns read-only mode of cluster `main` on or off through the admin API.
+    pub async fn read_only(&self, on: bool) {
+        let body = format!(r#"{{"enabled":{on}}}"#);
+        let (status, body) = self.admin_post("/v1/clusters/main/read-only", &body).await;
+        assert_eq!(status, 200, "read-only {on}: {body}");
+    }
+
     /// Waits until `n` checkouts wait in line in the proxy's pools (`/status`).
     pub async fn until_checkouts_wait(&self, n: usize) {
         let waiting = crate::support::retry(std::time::Duration::from_secs(30), async || {
