@@ -1018,21 +1018,29 @@ async fn a_set_in_a_transaction_that_cannot_be_read_back_keeps_the_pin_for_good(
     }
 }
 
-#[tokio::test]
-async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_read_write() {
-    let (_, proxy, db) = pooled("pooled_read_only_replayed", "pool_size = 1").await;
+/// A proxy with one pooled connection, two of its clients and a table `ro`: the first
+/// client ran its own setting `own`, then the cluster was made read-only.
+async fn read_only_with_own_setting(
+    prefix: &str,
+    own: &str,
+) -> (Proxy, tokio_postgres::Client, tokio_postgres::Client) {
+    let (_, proxy, db) = pooled(prefix, "pool_size = 1").await;
     let (client, other) = (proxy.connect(&db).await, proxy.connect(&db).await);
     client
         .batch_execute("CREATE TABLE ro (i int)")
         .await
         .expect("schema");
+    client.batch_execute(own).await.expect(own);
+    proxy.read_only(true).await;
+    (proxy, client, other)
+}
+
+#[tokio::test]
+async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_read_write() {
     // The client's own default, recorded and replayed wherever it goes (JDBC's
     // setReadOnly(false) sends this).
-    client
-        .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
-        .await
-        .unwrap();
-    proxy.read_only(true).await;
+    let own = "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE";
+    let (proxy, client, other) = read_only_with_own_setting("pooled_read_only_replayed", own).await;
     // Another client's transaction takes the pool's one connection (reset: it held the
     // client's setting) and makes it read-only …
     for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
@@ -1070,17 +1078,8 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
 
 #[tokio::test]
 async fn a_clients_own_read_only_default_outlives_read_only_mode() {
-    let (_, proxy, db) = pooled("pooled_own_read_only", "pool_size = 1").await;
-    let (client, other) = (proxy.connect(&db).await, proxy.connect(&db).await);
-    client
-        .batch_execute("CREATE TABLE ro (i int)")
-        .await
-        .expect("schema");
-    client
-        .batch_execute("SET default_transaction_read_only = on")
-        .await
-        .unwrap();
-    proxy.read_only(true).await;
+    let own = "SET default_transaction_read_only = on";
+    let (proxy, client, other) = read_only_with_own_setting("pooled_own_read_only", own).await;
     for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
         client.batch_execute(sql).await.unwrap();
     }
