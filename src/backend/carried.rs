@@ -74,7 +74,7 @@ impl<V> StatementCache<V> {
 
     /// Moves the gauge by how the count changed from `before`.
     fn counted_from(&self, before: usize) {
-        if let Some(g) = &self.gauge {
+        if let Some(g) = self.gauge.as_ref().filter(|_| self.len() != before) {
             g.increment(self.len() as f64 - before as f64);
         }
     }

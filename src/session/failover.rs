@@ -343,6 +343,7 @@ mod tests {
         use crate::topology::{ReadPolicy, Topology};
         let cluster = |writer: &Arc<Instance>| {
             Arc::new(Cluster {
+                superseded: Default::default(),
                 name: "c".into(),
                 writer: Arc::clone(writer),
                 readers: Vec::new(),
@@ -362,11 +363,15 @@ mod tests {
             (&down, &down, true, Ended::Writer),
         ];
         for (held, now, connects, want) in table {
-            let published = cluster(now);
+            // The session took its view from the topology before the one published now.
+            let mut session_view = cluster(held);
             let topology = TopologyHandle::new(Topology {
+                clusters: [("c".to_owned(), Arc::clone(&session_view))].into(),
+            });
+            let published = cluster(now);
+            topology.publish(Topology {
                 clusters: [("c".to_owned(), Arc::clone(&published))].into(),
             });
-            let mut session_view = cluster(held);
             let probe = |c: Arc<Cluster>| async move {
                 assert!(Arc::ptr_eq(&c.writer, held), "probes the held instance");
                 if connects {

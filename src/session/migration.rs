@@ -286,6 +286,7 @@ impl<P: Protocol> Session<P> {
         // The pool's checkout is cancel-safe: a place in line or a slot being opened is
         // given up when the wait stops.
         let connected = tokio::select! {
+            biased;
             connected = wait.connect(Arc::clone(&self.cluster), first, connect, busy) => connected,
             () = P::killed(&self.side) => Err(WaitError::Killed),
         };

@@ -116,6 +116,11 @@ pub fn writes(stmt: &Statement) -> bool {
 /// default: what a cluster in read-only mode refuses at a transaction start, as a standby
 /// refuses `BEGIN READ WRITE`.
 pub fn says_read_write(sql: &[u8], dialect: Dialect) -> bool {
+    // Asked at every transaction start: most texts (`BEGIN`) are done without lexing.
+    let mentions_write = sql.windows(5).any(|w| w.eq_ignore_ascii_case(b"write"));
+    if !mentions_write {
+        return false;
+    }
     let word = |t: &lexer::Token<'_>, w: &str| matches!(t, lexer::Token::Word(x, _) if x.eq_ignore_ascii_case(w.as_bytes()));
     lexer::Lexer::new(sql, dialect)
         .statements()

@@ -112,6 +112,7 @@ pub fn next_cluster(
             tls_mode: current.tls_mode,
             tls: current.tls.clone(),
             policy: Arc::clone(&current.policy),
+            superseded: Default::default(),
         },
         retired,
     })
@@ -137,6 +138,7 @@ mod tests {
     fn cluster(writer: &str, readers: &[&str]) -> Cluster {
         let i = |a: &str, role| Arc::new(Instance::new("c", a, a, 5432, role, Status::Healthy));
         Cluster {
+            superseded: Default::default(),
             name: "c".into(),
             writer: i(writer, Role::Writer),
             readers: readers.iter().map(|r| i(r, Role::Reader)).collect(),

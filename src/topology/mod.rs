@@ -366,6 +366,26 @@ pub struct Cluster {
     pub tls_mode: BackendTlsMode,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub policy: Arc<ReadPolicy>,
+    /// Set once a topology with another snapshot of this cluster was published.
+    pub superseded: Superseded,
+}
+
+/// Whether a newer snapshot of a cluster was published in its place. While it is not, a
+/// session's snapshot is the current one, which [`TopologyHandle::refresh`] tells from this
+/// flag alone (asked at every statement) instead of a load and a lookup. Only ever set, and
+/// only after the newer snapshot was stored; set in excess (a snapshot published again
+/// later) it costs the lookup, never a stale answer.
+#[derive(Debug, Default)]
+pub struct Superseded(std::sync::atomic::AtomicBool);
+
+impl Superseded {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl Cluster {
@@ -415,6 +435,7 @@ impl Topology {
                 tls_mode: c.tls,
                 tls: tls::client_config(c.tls, c.ca_file.as_deref())?,
                 policy: Arc::new(policy),
+                superseded: Superseded::default(),
             };
             clusters.insert(name.clone(), Arc::new(cluster));
         }
@@ -436,7 +457,17 @@ impl TopologyHandle {
     }
 
     pub fn publish(&self, t: Topology) {
-        self.0.store(Arc::new(t));
+        let next = Arc::new(t);
+        let previous = self.0.swap(Arc::clone(&next));
+        for (name, cluster) in &previous.clusters {
+            if next
+                .clusters
+                .get(name)
+                .is_none_or(|now| !Arc::ptr_eq(now, cluster))
+            {
+                cluster.superseded.mark();
+            }
+        }
     }
 
     /// The current snapshot of cluster `name`.
@@ -447,6 +478,9 @@ impl TopologyHandle {
     /// Replaces `cluster` with the current snapshot of the cluster of the same name (one
     /// atomic load; no allocation when it has not changed).
     pub fn refresh(&self, cluster: &mut Arc<Cluster>) {
+        if !cluster.superseded.is_set() {
+            return;
+        }
         let topology = self.0.load();
         if let Some(now) = topology.clusters.get(&cluster.name)
             && !Arc::ptr_eq(now, cluster)
@@ -458,11 +492,16 @@ impl TopologyHandle {
     /// Publishes `cluster` in place of the one of the same name, keeping every other
     /// cluster as it is now, even when another task publishes at the same moment.
     pub fn replace_cluster(&self, cluster: Arc<Cluster>) {
-        self.0.rcu(|current| {
+        let previous = self.0.rcu(|current| {
             let mut clusters = current.clusters.clone();
             clusters.insert(cluster.name.clone(), Arc::clone(&cluster));
             Topology { clusters }
         });
+        if let Some(replaced) = previous.clusters.get(&cluster.name)
+            && !Arc::ptr_eq(replaced, &cluster)
+        {
+            replaced.superseded.mark();
+        }
     }
 }
 
@@ -485,6 +524,42 @@ mod tests {
     fn policy(protocol: &str, cluster: &str) -> ReadPolicy {
         let topology = Topology::from_config(&validated(protocol, cluster)).expect("topology");
         topology.clusters["main"].policy.as_ref().clone()
+    }
+
+    #[test]
+    fn a_snapshot_is_refreshed_once_another_replaced_it_and_only_then() {
+        let two = "[clusters.other]\nwriter = \"10.0.0.9:5432\"\n";
+        let handle = TopologyHandle::new(
+            Topology::from_config(&validated("postgres", two)).expect("topology"),
+        );
+        let mut main = handle.cluster("main").expect("main");
+        let mut other = handle.cluster("other").expect("other");
+        let (first_main, first_other) = (Arc::clone(&main), Arc::clone(&other));
+        // A topology that keeps `other` as it is and has a new snapshot of `main`.
+        let next = Topology::from_config(&validated("postgres", two)).expect("topology");
+        let clusters = [
+            ("main".to_owned(), Arc::clone(&next.clusters["main"])),
+            ("other".to_owned(), Arc::clone(&other)),
+        ];
+        handle.publish(Topology {
+            clusters: clusters.into(),
+        });
+        handle.refresh(&mut main);
+        handle.refresh(&mut other);
+        assert!(
+            Arc::ptr_eq(&main, &next.clusters["main"]),
+            "replaced: refreshed"
+        );
+        assert!(first_main.superseded.is_set());
+        assert!(Arc::ptr_eq(&other, &first_other), "kept: the same snapshot");
+        assert!(!other.superseded.is_set(), "kept: no lookup at refresh");
+        // One cluster replaced in place.
+        let moved = Topology::from_config(&validated("postgres", two)).expect("topology");
+        handle.replace_cluster(Arc::clone(&moved.clusters["other"]));
+        handle.refresh(&mut other);
+        assert!(Arc::ptr_eq(&other, &moved.clusters["other"]));
+        assert!(first_other.superseded.is_set());
+        assert!(!main.superseded.is_set());
     }
 
     #[test]
@@ -549,6 +624,7 @@ mod tests {
     fn the_catch_up_window_is_the_largest_usable_lag_plus_the_margin() {
         let ms = Duration::from_millis;
         let mut cluster = Cluster {
+            superseded: Default::default(),
             name: "c".into(),
             writer: Arc::new(Instance::new(
                 "c",

@@ -68,6 +68,7 @@ fn reconfigured(current: &Topology, config: &Validated) -> Topology {
                 tls_mode: cluster.tls_mode,
                 tls: cluster.tls.clone(),
                 policy: Arc::new(policy),
+                superseded: Default::default(),
             };
             (name.clone(), Arc::new(next))
         })

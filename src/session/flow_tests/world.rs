@@ -220,6 +220,7 @@ read_your_writes = "{read_your_writes}"
         let old = self.ctx.topology.cluster("old").expect("cluster old");
         let readers = old.readers.iter().filter(|r| !Arc::ptr_eq(r, gone));
         self.ctx.topology.replace_cluster(Arc::new(Cluster {
+            superseded: Default::default(),
             name: old.name.clone(),
             writer,
             readers: readers.cloned().collect(),

@@ -234,7 +234,10 @@ impl Session {
     /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
         let between_transactions = self.view.in_transaction.is_none();
+        // `biased`: polled in order, with no random start drawn per wake-up (every
+        // statement passes here); each branch is rarely ready but the client's read.
         let result = tokio::select! {
+            biased;
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             _ = self.side.kill.kill.ended() => Err(SessionError::Killed),
             read = self.side.client.fill() => match read {

@@ -264,7 +264,10 @@ impl Exchange<'_> {
             let waiting = self.client.buf.len() - sent.held;
             let read_client =
                 sent.flow.takes_client() && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
+            // `biased`: polled in order, with no random start drawn per wake-up; the loop
+            // comes back to whichever branch is ready after the other.
             tokio::select! {
+                biased;
                 read = self.client.fill(), if read_client => match read {
                     Ok(0) => return Err(SessionError::ClientGone),
                     Ok(_) => {}

@@ -244,7 +244,10 @@ impl Session {
             writer.client_pid = client_pid;
         }
         let watched = self.writer.as_mut().filter(|_| pinned);
+        // `biased`: polled in order, with no random start drawn per wake-up (every
+        // statement passes here); each branch is rarely ready but the client's read.
         let result = tokio::select! {
+            biased;
             _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
             _ = self.side.cancel.terminating() => Err(SessionError::Killed),
             read = self.side.client.fill() => match read {

@@ -16,8 +16,6 @@ use crate::sql::{self, Class, Dialect, Statement};
 /// A statement the client prepared with Parse, as the session knows it.
 #[derive(Debug)]
 pub struct Prepared {
-    /// Unique within the session; tells two Parses of the same name apart.
-    pub id: u64,
     pub name: Vec<u8>,
     /// The client's whole Parse message, replayed on a backend that lacks the statement.
     pub parse: Bytes,
@@ -62,7 +60,6 @@ impl Prepared {
 pub struct Statements {
     unnamed: Option<Arc<Prepared>>,
     by_name: HashMap<Vec<u8>, Arc<Prepared>, foldhash::fast::RandomState>,
-    next_id: u64,
     classified: Classified,
 }
 
@@ -84,32 +81,50 @@ struct Classified {
     next: usize,
 }
 
-/// A parsed text, its class, and whether it names a `…_backend` function.
-type ClassifiedText = (Box<[u8]>, Statement, bool);
+/// A parsed text, its class, whether it names a `…_backend` function, and the unnamed
+/// statement last parsed with it.
+type ClassifiedText = (Box<[u8]>, Statement, bool, Option<Arc<Prepared>>);
+
+/// A text's class, whether it names a `…_backend` function, and its slot in `Classified`.
+type Known = (Statement, bool, usize);
 
 impl Classified {
-    fn classify(&mut self, sql: &[u8]) -> (Statement, bool) {
+    fn known(&mut self, sql: &[u8]) -> Known {
         use std::hash::BuildHasher as _;
         let hash = foldhash::fast::FixedState::with_seed(0).hash_one(sql);
         let found = self.hashes.iter().enumerate().find_map(|(at, h)| {
-            let (text, stmt, backend) = &self.texts[at];
-            (*h == hash && **text == *sql).then_some((*stmt, *backend))
+            let (text, stmt, backend, _) = &self.texts[at];
+            (*h == hash && **text == *sql).then_some((*stmt, *backend, at))
         });
         if let Some(known) = found {
             return known;
         }
         let (stmt, backend) = (classify(sql), super::signal::mentions_backend(sql));
-        let entry = (sql.into(), stmt, backend);
-        if self.texts.len() < CLASSIFIED_SLOTS {
+        let entry = (sql.into(), stmt, backend, None);
+        let at = if self.texts.len() < CLASSIFIED_SLOTS {
             self.hashes.push(hash);
             self.texts.push(entry);
+            self.texts.len() - 1
         } else {
             let at = self.next % CLASSIFIED_SLOTS;
             self.next = at + 1;
             self.hashes[at] = hash;
             self.texts[at] = entry;
-        }
-        (stmt, backend)
+            at
+        };
+        (stmt, backend, at)
+    }
+
+    /// The unnamed statement last parsed with the text in `slot`, when `message` is that
+    /// same Parse (same text and parameter types), as new: drivers parse the unnamed
+    /// statement for every execution, and a fresh one each time cost a copy of the message
+    /// and two allocations.
+    fn reparsed(&self, slot: usize, message: &[u8]) -> Option<Arc<Prepared>> {
+        let (.., last) = self.texts.get(slot)?;
+        let p = last.as_ref().filter(|p| p.parse[..] == *message)?;
+        // What the client was told of its columns went with the Parse before.
+        p.described.store(0, std::sync::atomic::Ordering::Relaxed);
+        Some(Arc::clone(p))
     }
 }
 
@@ -118,11 +133,15 @@ impl Statements {
         &mut self,
         name: &[u8],
         message: &[u8],
-        (class, names_backend): (Statement, bool),
+        (class, names_backend, slot): Known,
     ) -> Arc<Prepared> {
-        self.next_id += 1;
+        if name.is_empty()
+            && let Some(p) = self.classified.reparsed(slot, message)
+        {
+            self.unnamed = Some(Arc::clone(&p));
+            return p;
+        }
         let p = Arc::new(Prepared {
-            id: self.next_id,
             name: name.to_vec(),
             parse: Bytes::copy_from_slice(message),
             class,
@@ -131,6 +150,9 @@ impl Statements {
         });
         if name.is_empty() {
             self.unnamed = Some(Arc::clone(&p));
+            if let Some(entry) = self.classified.texts.get_mut(slot) {
+                entry.3 = Some(Arc::clone(&p));
+            }
         } else {
             self.by_name.insert(name.to_vec(), Arc::clone(&p));
         }
@@ -427,7 +449,7 @@ impl Scanner {
                 tag::PARSE => {
                     let (name, sql) =
                         messages::parse_fields(body).ok_or(ScanError::Malformed('P'))?;
-                    let classes = statements.classified.classify(sql);
+                    let classes = statements.classified.known(sql);
                     let class = classes.0;
                     if let Some(message) = self.own_identity(&class, h.tag, body, sql) {
                         self.rewrite = Some((start, message));
@@ -657,6 +679,44 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_same_unnamed_parse_again_is_the_statement_before_as_new() {
+        let mut st = Statements::default();
+        let mut sc = Scanner::new(1 << 20);
+        let mut unnamed = |sql: &str, types: &[u8]| {
+            let mut buf = BytesMut::new();
+            let body = [b"\0", sql.as_bytes(), b"\0", types].concat();
+            msg(&mut buf, b'P', &body);
+            msg(&mut buf, b'S', b"");
+            let unit = sc.next(&buf, &mut st).unwrap().unwrap();
+            let p = unit.refs[0].clone().unwrap();
+            sc.recycle(unit.refs);
+            assert!(
+                Arc::ptr_eq(st.get(b"").unwrap(), &p),
+                "the unnamed statement"
+            );
+            p
+        };
+        let no_types = b"\0\0";
+        let first = unnamed("SELECT $1::int", no_types);
+        first
+            .described
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        let other = unnamed("UPDATE t SET a = 1", no_types);
+        let again = unnamed("SELECT $1::int", no_types);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            again.described.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "told nothing of its columns yet, as a new Parse"
+        );
+        assert!(!Arc::ptr_eq(&first, &other));
+        // Other parameter types: another statement.
+        let typed = unnamed("SELECT $1::int", b"\0\x01\0\0\0\x17");
+        assert!(!Arc::ptr_eq(&first, &typed));
+        assert_eq!(typed.sql(), Some("SELECT $1::int"));
+    }
+
+    #[test]
     fn unknown_statements_and_garbage() {
         let mut st = Statements::default();
         let mut sc = Scanner::new(1 << 20);
@@ -735,8 +795,9 @@ pub(super) mod tests {
         // took their slot, and the rest come from the slots.
         for _ in 0..2 {
             for text in &texts {
+                let (stmt, backend, _) = classified.known(text.as_bytes());
                 assert_eq!(
-                    classified.classify(text.as_bytes()),
+                    (stmt, backend),
                     (classify(text.as_bytes()), false),
                     "{text}"
                 );

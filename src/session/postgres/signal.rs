@@ -388,7 +388,6 @@ mod tests {
             .for_each(|t| body.extend_from_slice(&t.to_be_bytes()));
         msg(&mut parse, b'P', &body);
         Arc::new(Prepared {
-            id: 1,
             name: name.as_bytes().to_vec(),
             parse: parse.freeze(),
             class: crate::sql::classify(sql, crate::sql::Dialect::Postgres),
