@@ -274,6 +274,8 @@ pub enum Why<'a> {
 /// One client session. `P` picks the protocol; `side` is the protocol's own half.
 pub struct Session<P: Protocol> {
     pub(super) ctx: Arc<Context>,
+    /// The config as the session read it last (see [`Context::config_now`]).
+    pub(super) config: super::HeldConfig,
     pub(super) cluster: Arc<Cluster>,
     pub(super) creds: Credentials,
     pub(super) login: P::Login,
@@ -346,6 +348,7 @@ impl<P: Protocol> Session<P> {
             .into_iter()
             .collect();
         Session {
+            config: start.ctx.held_config(),
             ctx: start.ctx,
             cluster: start.cluster,
             creds: start.creds,
@@ -410,8 +413,9 @@ impl<P: Protocol> Session<P> {
     /// The router's target for `stmt`, given the session's view now (its read-your-writes
     /// window included), and the statement as the function catalog resolves its calls.
     pub(super) fn route(&mut self, stmt: &Statement) -> (Target, Statement) {
+        let config = self.ctx.config_now(&mut self.config);
         let settings = Settings {
-            read_write_split: self.ctx.config().raw.routing.read_write_split,
+            read_write_split: config.raw.routing.read_write_split,
         };
         self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
         let resolved = self.functions.resolve(stmt, &self.cluster);

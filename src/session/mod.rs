@@ -74,6 +74,11 @@ pub(crate) enum FoundUser {
     Unknown,
 }
 
+/// A session's own reference to the config, made current again only once a reload
+/// replaced it ([`Context::config_now`]): read at every statement, it costs a flag read
+/// where a load from the live config costs about a hundred instructions.
+pub struct HeldConfig(Arc<Live>);
+
 /// The config as of now, borrowed from the live one (see [`Context::config`]).
 pub struct Config(arc_swap::Guard<Arc<Live>>);
 
@@ -89,6 +94,8 @@ impl std::ops::Deref for Config {
 /// each, so once per config, not per login) and its `[auth]` lookup.
 struct Live {
     config: Arc<Validated>,
+    /// Set once a reload made another config the live one.
+    superseded: crate::topology::Superseded,
     verifiers: HashMap<String, Verifier>,
     /// `[auth]`: verifiers of users not in `[[users]]`, looked up on the writer (its cache
     /// starts empty with each config).
@@ -109,6 +116,7 @@ impl Live {
         let lookup = auth_query::Lookup::new(&config);
         Live {
             config,
+            superseded: Default::default(),
             verifiers,
             lookup,
         }
@@ -228,6 +236,20 @@ impl Context {
         Config(self.live.load())
     }
 
+    /// The config as of now, for a session to keep (see [`HeldConfig`]).
+    pub fn held_config(&self) -> HeldConfig {
+        HeldConfig(self.live.load_full())
+    }
+
+    /// The config as of now, through `held`, which is made current first if a reload
+    /// replaced it.
+    pub fn config_now<'a>(&self, held: &'a mut HeldConfig) -> &'a Validated {
+        if held.0.superseded.is_set() {
+            *held = self.held_config();
+        }
+        &held.0.config
+    }
+
     /// The config as of now, to keep.
     pub fn config_arc(&self) -> Arc<Validated> {
         Arc::clone(&self.live.load().config)
@@ -236,7 +258,8 @@ impl Context {
     /// Makes `config` the current one for every session: new logins check its users and
     /// passwords, and open sessions use its limits and routes from their next statement.
     pub fn reconfigure(&self, config: Arc<Validated>) {
-        self.live.store(Arc::new(Live::new(config)));
+        let before = self.live.swap(Arc::new(Live::new(config)));
+        before.superseded.mark();
     }
 
     /// Who logs in as `name`: a `[[users]]` entry, else a user the `[auth]` query finds on

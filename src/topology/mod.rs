@@ -370,7 +370,8 @@ pub struct Cluster {
     pub superseded: Superseded,
 }
 
-/// Whether a newer snapshot of a cluster was published in its place. While it is not, a
+/// Whether a newer snapshot of a cluster (or config: `session::HeldConfig`) was published
+/// in its place. While it is not, a
 /// session's snapshot is the current one, which [`TopologyHandle::refresh`] tells from this
 /// flag alone (asked at every statement) instead of a load and a lookup. Only ever set, and
 /// only after the newer snapshot was stored; set in excess (a snapshot published again
@@ -379,11 +380,11 @@ pub struct Cluster {
 pub struct Superseded(std::sync::atomic::AtomicBool);
 
 impl Superseded {
-    fn mark(&self) {
+    pub(crate) fn mark(&self) {
         self.0.store(true, Ordering::Release);
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }

@@ -77,8 +77,33 @@ pub fn startup_len(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> 
 
 /// Splits a NUL-terminated string off the front of `buf`; `None` if there is no NUL.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = nul(buf)?;
     Some((&buf[..end], &buf[end + 1..]))
+}
+
+/// Where the first NUL of `buf` is, eight bytes at a time. Written by hand because the SQL
+/// text of every Parse passes here: a byte loop cost about four instructions a byte (a
+/// third of the scan of an extended-protocol batch), and `memchr`'s dispatch per call as
+/// much again on names and texts this short.
+fn nul(buf: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = buf.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        // The high bit of each zero byte (and, past the first, maybe of others): the lowest
+        // one set is the first zero byte.
+        let zeros = v.wrapping_sub(ONES) & !v & HIGHS;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter().position(|&b| b == 0).map(|p| at + p)
 }
 
 #[cfg(test)]
@@ -119,5 +144,27 @@ mod tests {
     fn cstr_splits() {
         assert_eq!(cstr(b"ab\0cd"), Some((&b"ab"[..], &b"cd"[..])));
         assert_eq!(cstr(b"ab"), None);
+    }
+
+    #[test]
+    fn the_first_nul_is_found_wherever_it_is() {
+        // Bytes that trip a word-at-a-time search (0x01, 0x80, 0xff around a zero), at
+        // every offset and length around the word size.
+        let fill = [b'a', 0x01, 0x80, 0xff, 0x7f];
+        for len in 0..40 {
+            for zero in (0..len).map(Some).chain([None]) {
+                for f in fill {
+                    let mut buf: Vec<u8> = (0..len).map(|i| fill[i % 5].max(f)).collect();
+                    if let Some(z) = zero {
+                        buf[z] = 0;
+                        if z + 1 < len {
+                            buf[z + 1] = 0;
+                        }
+                    }
+                    let want = buf.iter().position(|&b| b == 0);
+                    assert_eq!(nul(&buf), want, "{buf:?}");
+                }
+            }
+        }
     }
 }

@@ -473,7 +473,7 @@ impl Session {
         self.side.cancel.set_active(slot);
         backend.client_pid = self.side.scanner.identity.map(|pid| pid as i32);
         let (settings, message_limit, max_prepared) = {
-            let config = self.ctx.config();
+            let config = self.ctx.config_now(&mut self.config);
             let server = &config.raw.server;
             let settings = Settings {
                 read_write_split: config.raw.routing.read_write_split,
