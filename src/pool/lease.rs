@@ -88,7 +88,7 @@ impl<C: Pooled> Lease<C> {
         let entry = self.take();
         self.pool.with(|s| s.free(Busy::InUse));
         self.pool.metrics.closed(CloseReason::Detached.as_str());
-        entry.conn
+        *entry.conn
     }
 
     fn take(&mut self) -> Entry<C> {

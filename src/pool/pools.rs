@@ -442,7 +442,7 @@ impl<C: Pooled> Pool<C> {
         &self,
         mut entry: Entry<C>,
         settings: &Settings,
-    ) -> Result<Entry<C>, (C, CloseReason)> {
+    ) -> Result<Entry<C>, (Box<C>, CloseReason)> {
         if let Some(reason) = entry.expired(settings, Instant::now()) {
             return Err((entry.conn, reason));
         }
@@ -462,7 +462,7 @@ impl<C: Pooled> Pool<C> {
     }
 
     /// Closes `conn` (its slot is already freed) in a task of its own.
-    pub fn close(&self, conn: C, reason: CloseReason) {
+    pub fn close(&self, conn: Box<C>, reason: CloseReason) {
         self.metrics.closed(reason.as_str());
         tracing::debug!(
             cluster = %self.key.cluster,
@@ -471,7 +471,7 @@ impl<C: Pooled> Pool<C> {
             reason = reason.as_str(),
             "closing a pooled backend connection"
         );
-        spawn_or_run(conn.close());
+        spawn_or_run((*conn).close());
     }
 }
 
