@@ -76,7 +76,7 @@ impl<C: Pooled> Lease<C> {
                         "reset of a pooled backend connection failed, closing it: {failed}"
                     );
                     pool.with(|s| s.free(Busy::Resetting));
-                    pool.close(entry.conn, CloseReason::ResetFailed);
+                    pool.close(*entry.conn, CloseReason::ResetFailed);
                 });
             }
         }
@@ -126,7 +126,7 @@ impl<C: Pooled> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
             self.pool.with(|s| s.free(Busy::InUse));
-            self.pool.close(entry.conn, CloseReason::Dropped);
+            self.pool.close(*entry.conn, CloseReason::Dropped);
         }
     }
 }

@@ -164,7 +164,7 @@ impl<C: Pooled> Pools<C> {
                     Ok(entry) => break Grant::Idle(entry),
                     Err((conn, reason)) => {
                         pool.with(|s| s.free(Busy::InUse));
-                        pool.close(conn, reason);
+                        pool.close(*conn, reason);
                     }
                 },
                 Take::Open => break Grant::Slot,
@@ -250,7 +250,7 @@ impl<C: Pooled> Pools<C> {
                 s.expire(now)
             });
             for (entry, reason) in closing {
-                pool.close(entry.conn, reason);
+                pool.close(*entry.conn, reason);
             }
         }
     }
@@ -310,7 +310,7 @@ impl<C: Pooled> Shared<C> {
                 (closing, if top_up { s.top_up() } else { 0 })
             });
             for (entry, reason) in closing {
-                pool.close(entry.conn, reason);
+                pool.close(*entry.conn, reason);
             }
             if let Some(opener) = opener {
                 for _ in 0..opening {
@@ -338,7 +338,7 @@ impl<C: Pooled> Shared<C> {
     fn make_room(&self, pool: &Arc<Pool<C>>) {
         for other in self.siblings(pool) {
             if let Some(entry) = other.with(|s| s.evict_idle()) {
-                other.close(entry.conn, CloseReason::Budget);
+                other.close(*entry.conn, CloseReason::Budget);
                 return;
             }
         }
@@ -429,7 +429,7 @@ impl<C: Pooled> Pool<C> {
                 Ok(entry) => Some(Grant::Idle(entry)),
                 Err((conn, reason)) => {
                     self.with(|s| s.reopen());
-                    self.close(conn, reason);
+                    self.close(*conn, reason);
                     Some(Grant::Slot)
                 }
             },
@@ -457,12 +457,12 @@ impl<C: Pooled> Pool<C> {
     pub fn give_back(&self, busy: Busy, mut entry: Entry<C>) {
         entry.conn.set_leased(false);
         if let Some((entry, reason)) = self.with(|s| s.give_back(busy, entry, Instant::now())) {
-            self.close(entry.conn, reason);
+            self.close(*entry.conn, reason);
         }
     }
 
     /// Closes `conn` (its slot is already freed) in a task of its own.
-    pub fn close(&self, conn: Box<C>, reason: CloseReason) {
+    pub fn close(&self, conn: C, reason: CloseReason) {
         self.metrics.closed(reason.as_str());
         tracing::debug!(
             cluster = %self.key.cluster,
@@ -471,7 +471,7 @@ impl<C: Pooled> Pool<C> {
             reason = reason.as_str(),
             "closing a pooled backend connection"
         );
-        spawn_or_run((*conn).close());
+        spawn_or_run(conn.close());
     }
 }
 
