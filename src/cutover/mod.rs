@@ -222,11 +222,15 @@ impl Routing {
     pub async fn enter(&self, cluster: &str, shutdown: &mut Shutdown) -> Option<Entry> {
         loop {
             let admission = self.admit(cluster);
-            let state = self.load();
-            if state.active != cluster {
+            // Read through a guard (no reference count, which every core would write at
+            // every transaction), let go before any wait.
+            let (moved, mode) = {
+                let state = self.state.load();
+                (state.active != cluster, state.mode(cluster))
+            };
+            if moved {
                 return Some(Entry::Moved);
             }
-            let mode = state.mode(cluster);
             if mode != Mode::Paused {
                 return Some(Entry::Admitted(mode, admission));
             }

@@ -318,6 +318,9 @@ pub struct Session<P: Protocol> {
     /// When this session last looked at whether its reader should change.
     pub(super) spread: ReaderSpread,
     pub(super) shutdown: Shutdown,
+    /// The drain (shutdown) as the session waits for it between transactions, kept from
+    /// one wait to the next.
+    pub(super) drain: crate::shutdown::ShutdownWait,
     pub(super) side: P::Side,
 }
 
@@ -375,6 +378,7 @@ impl<P: Protocol> Session<P> {
             login_serializable: start.pinned,
             holds: Holds::default(),
             spread: ReaderSpread::new(),
+            drain: start.shutdown.wait(),
             shutdown: start.shutdown,
             side,
         }

@@ -40,8 +40,8 @@ impl<P: Protocol> Session<P> {
         &mut self,
         writes: bool,
     ) -> Result<Option<Refusal<P>>, SessionError<P>> {
-        let routing = Arc::clone(&self.ctx.routing);
         let (mode, admission) = loop {
+            let routing = &self.ctx.routing;
             let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
             match entry.ok_or(SessionError::Shutdown)? {
                 Entry::Admitted(_, admission) if self.writer.is_none() && self.pooled() => {

@@ -238,7 +238,7 @@ impl Session {
         // statement passes here); each branch is rarely ready but the client's read.
         let result = tokio::select! {
             biased;
-            _ = self.shutdown.recv(), if between_transactions => Err(SessionError::Shutdown),
+            () = &mut self.drain, if between_transactions => Err(SessionError::Shutdown),
             _ = self.side.kill.kill.ended() => Err(SessionError::Killed),
             read = self.side.client.fill() => match read {
                 Ok(0) => Err(SessionError::ClientGone),
