@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
+use atomic_waker::AtomicWaker;
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
 use super::backend::Backend;
 use super::{Session, SessionError};
@@ -98,7 +99,10 @@ pub(super) struct SessionKill {
     state: Mutex<Targets>,
     active: AtomicU8,
     killed: AtomicBool,
-    ended: Notify,
+    /// The session's own task, waiting (between statements, or for a connection) to be
+    /// killed: one waker slot, registered at the cost of a swap (a `Notify` took a lock
+    /// to join its waiters and another to leave, at every statement).
+    ended: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -144,28 +148,28 @@ impl SessionKill {
 
     /// Marks the session killed: it ends as the server ends a killed connection.
     pub fn end(&self) {
-        self.killed.store(true, Ordering::Relaxed);
-        self.ended.notify_one();
+        self.killed.store(true, Ordering::Release);
+        self.ended.wake();
     }
 
     pub fn killed(&self) -> bool {
-        self.killed.load(Ordering::Relaxed)
+        self.killed.load(Ordering::Acquire)
     }
 
-    /// Resolves once the session was killed.
-    pub async fn ended(&self) {
-        self.ended.notified().await
-    }
-
-    /// Resolves at once when the session was killed, else once it is (for a wait that may
-    /// follow another that saw the kill: `end` leaves one wake-up only).
-    pub async fn ended_or_killed(&self) {
-        let ended = self.ended.notified();
-        tokio::pin!(ended);
-        ended.as_mut().enable();
-        if !self.killed() {
-            ended.await;
-        }
+    /// Resolves once the session was killed, at once if it was. Awaited by the session's
+    /// own task only.
+    pub fn ended(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.killed() {
+                return Poll::Ready(());
+            }
+            self.ended.register(cx.waker());
+            // Killed between the check and the registration: seen now.
+            match self.killed() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
     }
 }
 

@@ -171,7 +171,8 @@ impl Session {
         };
         // A SET without parameters replays as its text; one with parameters pins until
         // what it set is read back.
-        let replay = (stmt.params == 0).then(|| Replay::Query(stmt.sql.clone()));
+        // Copied only for a statement that changes session state (`record_effect`).
+        let replay = (stmt.params == 0).then(|| std::sync::Arc::clone(&stmt.sql));
         let unreplayed = (replay.is_none() && class.class == Class::SessionSet)
             .then(|| crate::sql::mysql_settings(&stmt.sql));
         // Its text says what it does to the state that pins the session.
@@ -194,7 +195,7 @@ impl Session {
         if let Some(names) = unreplayed {
             self.note_unreplayed(names);
         }
-        let set = self.record_effect(&class, || replay);
+        let set = self.record_effect(&class, || replay.map(|sql| Replay::Query(sql.to_vec())));
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);

@@ -177,7 +177,7 @@ impl Protocol for Mysql {
     }
 
     fn killed(side: &Side) -> impl Future<Output = ()> + Send + '_ {
-        side.kill.kill.ended_or_killed()
+        side.kill.kill.ended()
     }
 
     async fn last_words(side: &mut Side, writer: Backend) -> bool {

@@ -17,7 +17,8 @@ const EXECUTE_FIXED: usize = 10;
 /// One statement the client prepared.
 #[derive(Debug)]
 pub struct Stmt {
-    pub sql: Vec<u8>,
+    /// Shared: looked up by on each connection a transaction-mode session runs it on.
+    pub sql: std::sync::Arc<[u8]>,
     pub class: Statement,
     pub params: u16,
     /// The backend's own id, per target (writer, reader).
@@ -52,7 +53,8 @@ impl Stmt {
 
 #[derive(Debug, Default)]
 pub struct Statements {
-    by_id: HashMap<u32, Stmt>,
+    /// Looked up at every execute: foldhash, not SipHash.
+    by_id: HashMap<u32, Stmt, foldhash::fast::RandomState>,
     next_id: u32,
 }
 
@@ -73,7 +75,7 @@ impl Statements {
         backend_id: u32,
     ) {
         let mut stmt = Stmt {
-            sql,
+            sql: sql.into(),
             class,
             params,
             backend_ids: [None, None],
