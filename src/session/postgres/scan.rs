@@ -66,6 +66,10 @@ pub struct Statements {
 /// How many parsed texts a session keeps the class of.
 const CLASSIFIED_SLOTS: usize = 32;
 
+/// The longest text kept there (with its last unnamed statement): a longer one, a bulk
+/// `INSERT` with its values written out say, costs more to keep than to classify again.
+const CLASSIFIED_MAX_TEXT: usize = 4096;
+
 /// The classes of the texts a session parsed lately. Extended-protocol drivers parse the
 /// same few texts over and over (an unnamed statement per execution), and classifying a
 /// text costs far more than hashing and comparing it. Any text may take any slot (their
@@ -85,12 +89,21 @@ struct Classified {
 /// statement last parsed with it.
 type ClassifiedText = (Box<[u8]>, Statement, bool, Option<Arc<Prepared>>);
 
-/// A text's class, whether it names a `…_backend` function, and its slot in `Classified`.
+/// A text's class, whether it names a `…_backend` function, and its slot in `Classified`
+/// (out of range for a text not kept).
 type Known = (Statement, bool, usize);
 
 impl Classified {
     fn known(&mut self, sql: &[u8]) -> Known {
         use std::hash::BuildHasher as _;
+        if sql.len() > CLASSIFIED_MAX_TEXT {
+            // In no slot: nothing kept.
+            return (
+                classify(sql),
+                super::signal::mentions_backend(sql),
+                usize::MAX,
+            );
+        }
         let hash = foldhash::fast::FixedState::with_seed(0).hash_one(sql);
         let found = self.hashes.iter().enumerate().find_map(|(at, h)| {
             let (text, stmt, backend, _) = &self.texts[at];
@@ -714,6 +727,12 @@ pub(super) mod tests {
         let typed = unnamed("SELECT $1::int", b"\0\x01\0\0\0\x17");
         assert!(!Arc::ptr_eq(&first, &typed));
         assert_eq!(typed.sql(), Some("SELECT $1::int"));
+        // A text too long to keep: classified each time, a new statement each time.
+        let long = format!("SELECT 1 /* {} */", "x".repeat(CLASSIFIED_MAX_TEXT));
+        let once = unnamed(&long, no_types);
+        let twice = unnamed(&long, no_types);
+        assert!(!Arc::ptr_eq(&once, &twice));
+        assert_eq!(twice.class.class, Class::Read);
     }
 
     #[test]
