@@ -8,6 +8,7 @@ pub mod flow;
 #[cfg(test)]
 mod flow_tests;
 mod holds;
+mod latch;
 mod migration;
 pub mod mysql;
 mod pins;

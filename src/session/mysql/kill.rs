@@ -10,11 +10,9 @@
 //! session of another backend user, is left to the writer, as sent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 
-use atomic_waker::AtomicWaker;
 use bytes::BytesMut;
 
 use super::backend::Backend;
@@ -26,6 +24,7 @@ use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
 use crate::router::Target;
 use crate::session::flow::{Dial, checkout};
+use crate::session::latch::Latch;
 use crate::topology::{Cluster, Instance};
 
 /// What a `KILL` statement asks for, when it names one connection id.
@@ -98,11 +97,9 @@ pub(super) struct KillTarget {
 pub(super) struct SessionKill {
     state: Mutex<Targets>,
     active: AtomicU8,
-    killed: AtomicBool,
-    /// The session's own task, waiting (between statements, or for a connection) to be
-    /// killed: one waker slot, registered at the cost of a swap (a `Notify` took a lock
-    /// to join its waiters and another to leave, at every statement).
-    ended: AtomicWaker,
+    /// Set once the session was killed; waited for by the session's own task, between
+    /// statements or for a connection.
+    killed: Latch,
 }
 
 #[derive(Default)]
@@ -148,28 +145,17 @@ impl SessionKill {
 
     /// Marks the session killed: it ends as the server ends a killed connection.
     pub fn end(&self) {
-        self.killed.store(true, Ordering::Release);
-        self.ended.wake();
+        self.killed.set();
     }
 
     pub fn killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+        self.killed.is_set()
     }
 
     /// Resolves once the session was killed, at once if it was. Awaited by the session's
     /// own task only.
     pub fn ended(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.killed() {
-                return Poll::Ready(());
-            }
-            self.ended.register(cx.waker());
-            // Killed between the check and the registration: seen now.
-            match self.killed() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
-        })
+        self.killed.wait()
     }
 }
 

@@ -12,9 +12,8 @@
 //! server ends a terminated backend (see `signal`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::postgres::BackendKey;
 use crate::protocol::postgres::startup::CANCEL_REQUEST_CODE;
+use crate::session::latch::Latch;
 use crate::sql::Signal;
 use crate::topology::Instance;
 
@@ -74,12 +74,9 @@ pub struct SessionCancel {
     delivered: Notify,
     /// For the terminating client, which waits for the session's end.
     life: watch::Sender<Life>,
-    /// Set once another client terminated the session: read, and waited for, by the session
-    /// at every statement, so with no lock and no waiter list (a watch channel's wait costs
-    /// a subscription and two locked waiter-list changes per statement).
-    terminated: AtomicBool,
-    /// The session's task while it waits for `terminated` (it alone waits for it).
-    waker: atomic_waker::AtomicWaker,
+    /// Set once another client terminated the session; read, and waited for, by the
+    /// session at every statement.
+    terminated: Latch,
 }
 
 impl Default for SessionCancel {
@@ -90,8 +87,7 @@ impl Default for SessionCancel {
             in_flight: AtomicUsize::new(0),
             delivered: Notify::new(),
             life: watch::Sender::new(Life::Running),
-            terminated: AtomicBool::new(false),
-            waker: atomic_waker::AtomicWaker::new(),
+            terminated: Latch::default(),
         }
     }
 }
@@ -99,23 +95,13 @@ impl Default for SessionCancel {
 impl SessionCancel {
     /// Whether another client terminated the session.
     pub fn terminated(&self) -> bool {
-        self.terminated.load(Ordering::Acquire)
+        self.terminated.is_set()
     }
 
     /// Resolves once another client terminated the session. Awaited by the session's own
     /// task only.
     pub fn terminating(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.terminated() {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Set between the check and the registration: seen now.
-            match self.terminated() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
-        })
+        self.terminated.wait()
     }
 
     /// Marks the session terminated (its task notices: see `terminating`).
@@ -127,8 +113,7 @@ impl SessionCancel {
             }
             running
         });
-        self.terminated.store(true, Ordering::Release);
-        self.waker.wake();
+        self.terminated.set();
     }
 
     /// Waits up to `timeout` for the session's end; whether it ended.
