@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Context;
 use crate::config::{DEFAULT_FAILOVER_TIMEOUT, Validated};
 use crate::metrics;
 use crate::shutdown::Shutdown;
@@ -214,12 +213,17 @@ pub struct WriterWait<'a> {
 }
 
 impl<'a> WriterWait<'a> {
-    /// The wait of a session on `cluster`, with the cluster's `failover_timeout`.
-    pub fn new(ctx: &'a Context, cluster: &str, shutdown: &'a mut Shutdown) -> WriterWait<'a> {
-        let config = ctx.config();
+    /// The wait of a session on `cluster`, with the cluster's `failover_timeout` in
+    /// `config`.
+    pub fn new(
+        topology: &'a TopologyHandle,
+        config: &Validated,
+        cluster: &str,
+        shutdown: &'a mut Shutdown,
+    ) -> WriterWait<'a> {
         WriterWait {
-            topology: &ctx.topology,
-            timeout: timeout(&config, cluster),
+            topology,
+            timeout: timeout(config, cluster),
             connect_timeout: config.raw.server.connect_timeout,
             shutdown,
         }

@@ -179,16 +179,17 @@ pub async fn checkout<P: Protocol>(
 }
 
 /// [`checkout`] from `pool`, the pool of the session's last writer connection, known to be
-/// the one `dial` and `instance` give: no key is built, looked up or noted per transaction.
+/// the one `dial` and `instance` give: no key is built, looked up or noted per transaction
+/// (`settings` from the session's config).
 pub async fn checkout_from<P: Protocol>(
     ctx: &Context,
     dial: Dial<'_, P>,
     instance: &Arc<Instance>,
     pool: &PoolRef<P::Conn>,
+    settings: &pool::Settings,
 ) -> Result<Lease<P::Conn>, OpenError<P>> {
-    let settings = pool::Settings::from_config(&ctx.config().raw.server, dial.mode);
     let connect = || P::connect(dial, instance);
-    P::pools(ctx).checkout_from(pool, &settings, connect).await
+    P::pools(ctx).checkout_from(pool, settings, connect).await
 }
 
 /// [`checkout`] from the pool of `key`, already known to be the one `dial` and `instance`

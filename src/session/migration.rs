@@ -259,7 +259,11 @@ impl<P: Protocol> Session<P> {
         let known = self.writer_pool.as_ref();
         // Set when the pool's key had to be built: the session keeps the new one.
         let built = &AtomicBool::new(false);
-        let wait = WriterWait::new(&self.ctx, &self.cluster.name, &mut self.shutdown);
+        // The session's own config: no load from the live one per transaction.
+        let config = self.ctx.config_now(&mut self.config);
+        let settings = &crate::pool::Settings::from_config(&config.raw.server, mode);
+        let (topology, name) = (&self.ctx.topology, &self.cluster.name);
+        let wait = WriterWait::new(topology, config, name, &mut self.shutdown);
         let connect = |cluster: Arc<Cluster>, timeout| async move {
             let dial: Dial<'_, P> = Dial {
                 cluster: &cluster,
@@ -275,7 +279,7 @@ impl<P: Protocol> Session<P> {
                 p.key().cluster == cluster.name && p.key().instance == writer.addr
             };
             match known.filter(same) {
-                Some(pool) => checkout_from(ctx, dial, writer, pool).await,
+                Some(pool) => checkout_from(ctx, dial, writer, pool, settings).await,
                 None => {
                     built.store(true, Ordering::Relaxed);
                     checkout(ctx, dial, writer).await

@@ -127,7 +127,7 @@ pub(super) async fn open_writer(
     cluster: Arc<Cluster>,
     shutdown: &mut Shutdown,
 ) -> Result<(Arc<Cluster>, Greeted), SessionError> {
-    let wait = WriterWait::new(ctx, &cluster.name, shutdown);
+    let wait = WriterWait::new(&ctx.topology, &ctx.config(), &cluster.name, shutdown);
     let open = |cluster: Arc<Cluster>, t| async move { connector::open(&cluster.writer, t).await };
     match wait.connect(cluster, true, open, |_| false).await {
         Ok((cluster, Ok(greeted))) => {
