@@ -71,13 +71,7 @@ async fn postgres_routes_choose_session_or_eventual_consistency() {
     let config = with_consistency(&config, &routing("user = \"report\""));
     let proxy = Proxy::from_config(&config).await;
     let app = proxy.connect(&db).await;
-    let (report, connection) = tokio_postgres::connect(
-        &proxy.conninfo("report", "report-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect as report");
-    tokio::spawn(connection);
+    let report = proxy.connect_as("report", "report-secret", &db).await;
 
     for round in 0..ROUNDS {
         let (count, on_replica) = pg_insert_then_count(&app, &format!("app{round}")).await;

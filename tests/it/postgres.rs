@@ -295,22 +295,10 @@ async fn cancel_reaches_the_backend_running_the_query() {
 async fn authentication_methods_and_refusals() {
     let (_, proxy, db) = setup("auth").await;
     // md5 to the client, md5 to the backend.
-    let (c, conn) = tokio_postgres::connect(
-        &proxy.conninfo("md5user", "md5-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("md5 login");
-    tokio::spawn(conn);
+    let c = proxy.connect_as("md5user", "md5-secret", &db).await;
     c.simple_query("SELECT 1").await.unwrap();
     // SCRAM to the client, cleartext password to the backend.
-    let (c, conn) = tokio_postgres::connect(
-        &proxy.conninfo("plainuser", "plain-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("cleartext backend login");
-    tokio::spawn(conn);
+    let c = proxy.connect_as("plainuser", "plain-secret", &db).await;
     c.simple_query("SELECT 1").await.unwrap();
 
     let refused = |user: &'static str, password: &'static str, dbname: String| {
@@ -627,6 +615,21 @@ async fn refused_read_only(client: &tokio_postgres::Client, sql: &str) -> tokio_
         "{sql}: {err:?}"
     );
     err
+}
+
+/// Runs each of `sqls` on `client` in turn, each expected to succeed.
+async fn run_all(client: &tokio_postgres::Client, sqls: &[&str]) {
+    for sql in sqls {
+        client.batch_execute(sql).await.expect(sql);
+    }
+}
+
+/// In a transaction of its own on `client`: `sql` refused with the read-only error, then
+/// ROLLBACK.
+async fn refused_in_transaction(client: &tokio_postgres::Client, sql: &str) {
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    refused_read_only(client, sql).await;
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
 }
 
 #[tokio::test]

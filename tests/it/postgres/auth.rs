@@ -152,13 +152,7 @@ async fn a_role_created_at_run_time_logs_in_through_auth_query() {
         .expect("create the role");
     cluster.wait_replicated().await;
 
-    let (client, conn) = tokio_postgres::connect(
-        &proxy.conninfo(&role, "rt-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("the new role logs in through the proxy");
-    tokio::spawn(conn);
+    let client = proxy.connect_as(&role, "rt-secret", &db).await;
     client
         .execute("INSERT INTO t VALUES (1), (2)", &[])
         .await
@@ -254,13 +248,7 @@ async fn an_md5_password_found_by_auth_query_passes_through() {
     assert!(!text.contains("md5-secret"), "md5user is not listed");
     let proxy = Proxy::from_config(&text).await;
     // md5user's password is stored as md5, and the servers check it with md5.
-    let (client, conn) = tokio_postgres::connect(
-        &proxy.conninfo("md5user", "md5-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("md5user logs in through the lookup");
-    tokio::spawn(conn);
+    let client = proxy.connect_as("md5user", "md5-secret", &db).await;
     assert!(in_recovery(&client).await, "a read on a replica");
     let written: i32 = client
         .query_one("SELECT count(*)::int FROM (SELECT txid_current()) t", &[])

@@ -1043,32 +1043,21 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
     let (proxy, client, other) = read_only_with_own_setting("pooled_read_only_replayed", own).await;
     // Another client's transaction takes the pool's one connection (reset: it held the
     // client's setting) and makes it read-only …
-    for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
-        other.batch_execute(sql).await.unwrap();
-    }
+    super::run_all(&other, &["BEGIN", "SELECT 1", "COMMIT"]).await;
     // … then the client takes it, its setting replayed: its transaction is still read-only,
     // so a write inside it, which the proxy lets through, is refused by the database.
     for _ in 0..2 {
-        client.batch_execute("BEGIN").await.unwrap();
-        super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
-        client.batch_execute("ROLLBACK").await.unwrap();
+        super::refused_in_transaction(&client, "INSERT INTO ro VALUES (1)").await;
         // Its own SET again, in read-only mode: the next transaction is read-only too.
-        client
-            .batch_execute("SET default_transaction_read_only = off")
-            .await
-            .unwrap();
+        super::run_all(&client, &["SET default_transaction_read_only = off"]).await;
     }
     // A transaction asked for read-write in so many words: refused at its start, as a
     // standby refuses it …
     super::refused_read_only(&client, "BEGIN READ WRITE").await;
     // … or made read-write inside: made read-only again at once.
-    client.batch_execute("BEGIN").await.unwrap();
-    client
-        .batch_execute("SET TRANSACTION READ WRITE")
-        .await
-        .unwrap();
+    super::run_all(&client, &["BEGIN", "SET TRANSACTION READ WRITE"]).await;
     super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
-    client.batch_execute("ROLLBACK").await.unwrap();
+    super::run_all(&client, &["ROLLBACK"]).await;
     proxy.read_only(false).await;
     client
         .batch_execute("BEGIN; INSERT INTO ro VALUES (2); COMMIT")
@@ -1080,20 +1069,11 @@ async fn read_only_mode_holds_on_a_connection_a_clients_replayed_settings_made_r
 async fn a_clients_own_read_only_default_outlives_read_only_mode() {
     let own = "SET default_transaction_read_only = on";
     let (proxy, client, other) = read_only_with_own_setting("pooled_own_read_only", own).await;
-    for sql in ["BEGIN", "SELECT 1", "COMMIT"] {
-        client.batch_execute(sql).await.unwrap();
-    }
+    super::run_all(&client, &["BEGIN", "SELECT 1", "COMMIT"]).await;
     proxy.read_only(false).await;
     // The client's transactions stay read-only, as it asked; the other client's are not.
-    client.batch_execute("BEGIN").await.unwrap();
-    super::refused_read_only(&client, "INSERT INTO ro VALUES (1)").await;
-    client.batch_execute("ROLLBACK").await.unwrap();
-    for sql in ["BEGIN", "INSERT INTO ro VALUES (2)", "COMMIT"] {
-        other
-            .batch_execute(sql)
-            .await
-            .expect("another client writes");
-    }
+    super::refused_in_transaction(&client, "INSERT INTO ro VALUES (1)").await;
+    super::run_all(&other, &["BEGIN", "INSERT INTO ro VALUES (2)", "COMMIT"]).await;
 }
 
 #[tokio::test]
@@ -1122,11 +1102,7 @@ async fn sqlx_clients_with_the_same_statement_names_share_two_connections() {
 async fn pg_cancel_backend_of_a_clients_own_pid_cancels_that_clients_statement() {
     use std::time::Duration;
     let (_, proxy, db) = pooled("pooled_cancel_pid", "pool_size = 3").await;
-    let (victim, bystander, killer) = (
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-    );
+    let (victim, bystander, killer) = three_clients(&proxy, &db).await;
     let pid = pid_of(&victim).await;
     let sleeping = tokio::spawn(async move {
         let slept = victim
@@ -1532,11 +1508,29 @@ async fn wait_running(cluster: &PgCluster, proxy: &Proxy, db: &str, marker: &str
 }
 
 /// The first value of the first row a simple query answered.
-fn first_value(answer: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
-    answer.iter().find_map(|m| match m {
+/// The first value `sql` (a signal call) answers on `client` with, as text.
+async fn signalled(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    let answer = client.simple_query(sql).await.expect(sql);
+    answer.into_iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
         _ => None,
     })
+}
+
+/// Three clients of `proxy` on `db` (say, a victim, a bystander and a killer).
+async fn three_clients(
+    proxy: &Proxy,
+    db: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+) {
+    (
+        proxy.connect(db).await,
+        proxy.connect(db).await,
+        proxy.connect(db).await,
+    )
 }
 
 #[tokio::test]
@@ -1563,13 +1557,7 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
     });
     wait_running(cluster, &proxy, &db, "/* victim */", true).await;
     // A client of another backend user is refused, as the server refuses it.
-    let (other, connection) = tokio_postgres::connect(
-        &proxy.conninfo("md5user", "md5-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("md5user logs in");
-    tokio::spawn(connection);
+    let other = proxy.connect_as("md5user", "md5-secret", &db).await;
     for function in ["pg_cancel_backend", "pg_terminate_backend"] {
         let err = other
             .simple_query(&format!("SELECT {function}({pid})"))
@@ -1583,12 +1571,8 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
     }
     // As psql sends it: a simple Query.
     let terminate = |pid: i32| format!("SELECT pg_terminate_backend({pid})");
-    let answer = killer
-        .simple_query(&terminate(pid))
-        .await
-        .expect("answered");
     assert_eq!(
-        first_value(&answer).as_deref(),
+        signalled(&killer, &terminate(pid)).await.as_deref(),
         Some("t"),
         "as a server says"
     );
@@ -1610,11 +1594,10 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
         .get(0);
     assert_eq!(rows, 0, "the terminated transaction did not commit");
     // A client that runs nothing ends at once.
-    let answer = killer
-        .simple_query(&terminate(idle_pid))
-        .await
-        .expect("answered");
-    assert_eq!(first_value(&answer).as_deref(), Some("t"));
+    assert_eq!(
+        signalled(&killer, &terminate(idle_pid)).await.as_deref(),
+        Some("t")
+    );
     let closed = crate::support::retry(Duration::from_secs(30), async || {
         if idle_victim.is_closed() {
             Ok(())
@@ -1626,11 +1609,10 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
     assert!(closed.is_ok(), "the idle victim's connection closed");
     // A pid of the proxy's range that no client has: false, as a server says of a pid
     // that is no backend's.
-    let answer = killer
-        .simple_query(&terminate(pid))
-        .await
-        .expect("answered");
-    assert_eq!(first_value(&answer).as_deref(), Some("f"));
+    assert_eq!(
+        signalled(&killer, &terminate(pid)).await.as_deref(),
+        Some("f")
+    );
     bystander
         .simple_query("SELECT 1")
         .await
@@ -1641,11 +1623,7 @@ async fn pg_terminate_backend_of_a_clients_own_pid_ends_that_client_only() {
 async fn prepared_pg_cancel_and_pg_terminate_backend_of_a_clients_pid() {
     use tokio_postgres::types::Type;
     let (cluster, proxy, db) = pooled("pooled_signal_prepared", "pool_size = 1").await;
-    let (victim, bystander, killer) = (
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-    );
+    let (victim, bystander, killer) = three_clients(&proxy, &db).await;
     let pid = pid_of(&victim).await;
     // Prepared while the pool's one connection is free: the server parses them; their
     // Bind/Execute/Sync, once the victim holds that connection, are the proxy's to answer.
@@ -1788,19 +1766,14 @@ async fn pg_cancel_backend_inside_a_transaction_leaves_that_transaction_as_it_wa
     // Another backend user's call, which the proxy would refuse with an error, goes to
     // the server inside a transaction (its WARNING and false): the transaction stays
     // healthy.
-    let (other, connection) = tokio_postgres::connect(
-        &proxy.conninfo("md5user", "md5-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("md5user logs in");
-    tokio::spawn(connection);
+    let other = proxy.connect_as("md5user", "md5-secret", &db).await;
     other.batch_execute("BEGIN").await.expect("BEGIN");
-    let answer = other
-        .simple_query(&format!("SELECT pg_cancel_backend({pid})"))
-        .await
-        .expect("answered by the server");
-    assert_eq!(first_value(&answer).as_deref(), Some("f"));
+    assert_eq!(
+        signalled(&other, &format!("SELECT pg_cancel_backend({pid})"))
+            .await
+            .as_deref(),
+        Some("f")
+    );
     other
         .batch_execute("SELECT 1; COMMIT")
         .await
@@ -1811,11 +1784,7 @@ async fn pg_cancel_backend_inside_a_transaction_leaves_that_transaction_as_it_wa
 async fn pg_terminate_backend_ends_a_client_waiting_for_a_connection_at_once() {
     let extra = "pool_size = 1\ncheckout_timeout = \"60s\"";
     let (_, proxy, db) = pooled("pooled_terminate_waiting", extra).await;
-    let (holder, victim, killer) = (
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-        proxy.connect(&db).await,
-    );
+    let (holder, victim, killer) = three_clients(&proxy, &db).await;
     let pid = pid_of(&victim).await;
     // The pool's one writer connection is held by an open transaction.
     holder
@@ -1828,11 +1797,12 @@ async fn pg_terminate_backend_ends_a_client_waiting_for_a_connection_at_once() {
             .await
     });
     proxy.until_checkouts_wait(1).await;
-    let answer = killer
-        .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
-        .await
-        .expect("answered");
-    assert_eq!(first_value(&answer).as_deref(), Some("t"));
+    assert_eq!(
+        signalled(&killer, &format!("SELECT pg_terminate_backend({pid})"))
+            .await
+            .as_deref(),
+        Some("t")
+    );
     // Told as a server tells a terminated backend's client, not after checkout_timeout.
     let err = waiting
         .await

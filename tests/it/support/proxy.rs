@@ -330,12 +330,15 @@ impl Proxy {
     }
 
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(
-            &self.conninfo("app", "app-secret", db),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connect through the proxy");
+        self.connect_as("app", "app-secret", db).await
+    }
+
+    /// A PostgreSQL client logged in through the proxy as `user` (the login must succeed).
+    pub async fn connect_as(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conninfo(user, password, db), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("{user} logs in through the proxy: {e}"));
         tokio::spawn(async move {
             // The connection ends when the test drops the client.
             let _ = connection.await;
