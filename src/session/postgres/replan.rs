@@ -59,7 +59,8 @@ use crate::protocol::postgres::{frame, sqlstate};
 
 /// The server routine that raises the error: its `R` field is never translated, unlike
 /// the message, and other errors share the SQLSTATE.
-const REVALIDATE: &[u8] = b"RevalidateCachedQuery";
+const REVALIDATE_ROUTINE: &str = "RevalidateCachedQuery";
+const REVALIDATE: &[u8] = REVALIDATE_ROUTINE.as_bytes();
 
 /// The server's words for the error, which the proxy gives when it fails a statement in
 /// its place.
@@ -78,10 +79,33 @@ pub fn is_stale_plan(body: &[u8]) -> bool {
 }
 
 /// A digest of a RowDescription (or NoData) body; never 0, which stands for "told none".
+/// Each column's format code is left out: a Describe of a statement says 0 (text) for
+/// every column, a Describe of a portal the formats its Bind asked for, and both tell a
+/// client the same columns (pgjdbc learns a statement's columns from the portal's).
 pub fn digest(columns: &[u8]) -> u64 {
+    fields_digest(columns).unwrap_or_else(|| {
+        // Not a RowDescription this proxy can read (NoData's empty body is one): as it is.
+        let mut hasher = std::hash::DefaultHasher::new();
+        columns.hash(&mut hasher);
+        hasher.finish() | 1
+    })
+}
+
+/// [`digest`] of a RowDescription body, field by field without the format codes.
+fn fields_digest(columns: &[u8]) -> Option<u64> {
+    /// A field after its name: table oid, column number, type oid, type size, type
+    /// modifier, then the format code, which is left out.
+    const FIXED: usize = 4 + 2 + 4 + 2 + 4;
+    const FORMAT: usize = 2;
+    let (count, mut rest) = columns.split_first_chunk::<2>()?;
     let mut hasher = std::hash::DefaultHasher::new();
-    columns.hash(&mut hasher);
-    hasher.finish() | 1
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (name, after) = frame::cstr(rest)?;
+        name.hash(&mut hasher);
+        after.get(..FIXED)?.hash(&mut hasher);
+        rest = after.get(FIXED + FORMAT..)?;
+    }
+    rest.is_empty().then(|| hasher.finish() | 1)
 }
 
 /// What a Bind or Describe of a client's statement meets on this connection.
@@ -136,11 +160,14 @@ pub fn failed_in_place(body: &[u8]) -> bool {
 
 /// The error a statement failed in place is answered with: the server's own.
 pub fn stale_columns_error(out: &mut BytesMut) {
-    messages::error_response(
+    // With the server's file and routine: pgjdbc prepares the statement again and retries
+    // (outside a transaction) only for an error raised by this routine.
+    messages::error_response_with(
         out,
         Severity::Error,
         sqlstate::FEATURE_NOT_SUPPORTED,
         STALE_PLAN_MESSAGE,
+        &[(b'F', "plancache.c"), (b'R', REVALIDATE_ROUTINE)],
     );
 }
 
@@ -392,5 +419,55 @@ mod tests {
         assert_eq!(Check::Changed.unverified(), Check::Changed);
         assert_ne!(digest(b""), 0);
         assert_ne!(digest(b"\0\x01a"), digest(b"\0\x02a"));
+    }
+
+    /// A RowDescription body of columns (name, type oid, format code).
+    fn row_description(columns: &[(&str, u32, u16)]) -> Vec<u8> {
+        let mut body = (columns.len() as u16).to_be_bytes().to_vec();
+        for (name, oid, format) in columns {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&[0, 0, 0x40, 0, 0, 1]);
+            body.extend_from_slice(&oid.to_be_bytes());
+            body.extend_from_slice(&[0, 4, 0xff, 0xff, 0xff, 0xff]);
+            body.extend_from_slice(&format.to_be_bytes());
+        }
+        body
+    }
+
+    #[test]
+    fn the_error_given_in_place_reads_as_the_servers() {
+        let mut out = BytesMut::new();
+        stale_columns_error(&mut out);
+        let body = &out[frame::HEADER_LEN..];
+        assert!(is_stale_plan(body), "the routine drivers look for is there");
+        assert_eq!(
+            messages::error_field(body, b'M'),
+            Some(STALE_PLAN_MESSAGE.as_bytes())
+        );
+    }
+
+    #[test]
+    fn a_portal_and_its_statement_describe_the_same_columns() {
+        let statement = row_description(&[("id", 23, 0), ("a", 23, 0)]);
+        let portal = row_description(&[("id", 23, 1), ("a", 23, 1)]);
+        assert_eq!(digest(&statement), digest(&portal), "formats left out");
+        let added = row_description(&[("id", 23, 0), ("a", 23, 0), ("b", 25, 0)]);
+        assert_ne!(digest(&statement), digest(&added), "a column more");
+        let retyped = row_description(&[("id", 23, 0), ("a", 20, 0)]);
+        assert_ne!(
+            digest(&statement),
+            digest(&retyped),
+            "a column of another type"
+        );
+        let renamed = row_description(&[("id", 23, 0), ("b", 23, 0)]);
+        assert_ne!(digest(&statement), digest(&renamed), "a column renamed");
+        let mut cut = statement.clone();
+        cut.pop();
+        assert_ne!(
+            digest(&cut),
+            digest(&statement),
+            "a body cut short is digested as it is"
+        );
     }
 }
