@@ -219,8 +219,11 @@ impl AssignmentList {
     }
 
     /// Global-only → Write; global and session mixed → Pin (the session part cannot be
-    /// replayed apart); one literal autocommit → Autocommit; autocommit among others or
-    /// set from an expression → Pin; otherwise SessionSet.
+    /// replayed apart); one literal autocommit → Autocommit; a literal `autocommit = 1`
+    /// among other session settings → SessionSet (MariaDB Connector/J opens every
+    /// connection with `set autocommit=1, sql_mode = …`: autocommit is already on in an
+    /// idle pooled session, and replayed elsewhere it changes nothing); autocommit off among
+    /// others, or set from an expression → Pin; otherwise SessionSet.
     fn class(&self) -> Class {
         match (
             self.items,
@@ -232,6 +235,7 @@ impl AssignmentList {
             (items, global, _, _) if global == items => Class::Write,
             (_, global, _, _) if global > 0 => Class::Pin,
             (1, _, 1, Some(on)) => Class::Autocommit(on),
+            (_, _, 1, Some(true)) => Class::SessionSet,
             (_, _, autocommit, _) if autocommit > 0 => Class::Pin,
             _ => Class::SessionSet,
         }

@@ -1,9 +1,9 @@
 //! The clients applications really use, run through switchyard against real servers:
 //! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
-//! (pgjdbc), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice:
-//! straight against the primary first (which proves the script right), then through the
-//! proxy, where it must behave the same (its reads going to replicas). A failing script's
-//! output is shown.
+//! drivers (pgjdbc, MariaDB Connector/J), psql and the mariadb CLI. Each driver script in
+//! tests/it/drivers/ runs twice: straight against the primary first (which proves the
+//! script right), then through the proxy, where it must behave the same (its reads going
+//! to replicas). A failing script's output is shown.
 
 use crate::support;
 
@@ -65,11 +65,12 @@ fn describe(output: &Output) -> String {
 const JDBC_CLASSPATH: &str =
     "/usr/share/java/postgresql.jar:/usr/share/java/mariadb-java-client.jar";
 
-/// The command that runs a driver script, by its kind: Python, Java (one source file, run
-/// by `java` itself, with the JDBC drivers' jars) or Node.js (with the modules that
-/// scripts/install-deps.sh installs beside the scripts).
+/// The command that runs a driver script (its file name, then any arguments), by its kind:
+/// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars) or
+/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts).
 fn script_command(script: &str) -> Command {
-    let path = scripts_dir().join(script);
+    let mut words = script.split_whitespace();
+    let path = scripts_dir().join(words.next().unwrap_or_default());
     let mut command = match path.extension().and_then(|e| e.to_str()) {
         Some("java") => {
             let mut java = Command::new("java");
@@ -83,7 +84,7 @@ fn script_command(script: &str) -> Command {
             python
         }
     };
-    command.arg(path);
+    command.arg(path).args(words);
     command
 }
 
@@ -187,7 +188,12 @@ async fn asyncpg() {
 
 #[tokio::test]
 async fn pgjdbc() {
-    postgres_script("PgJdbcDriver.java").await;
+    postgres_script("JdbcDrivers.java postgres").await;
+}
+
+#[tokio::test]
+async fn mariadb_connector_j() {
+    mysql_script("JdbcDrivers.java mariadb").await;
 }
 
 #[tokio::test]

@@ -146,6 +146,15 @@ pub(super) const MYSQL: &[Case] = &[
     ("/*!40101 SET autocommit=0 */", AC0, N),
     ("SET autocommit = @saved", P, N),
     ("SET autocommit = 0, sql_mode = ''", P, N),
+    // MariaDB Connector/J's first statement on every connection.
+    (
+        "set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",
+        S,
+        N,
+    ),
+    ("SET sql_mode = '', autocommit = ON", S, N),
+    ("SET autocommit = 1, autocommit = 0", P, N),
+    ("SET autocommit = @on, sql_mode = ''", P, N),
     ("SET GLOBAL autocommit = 0", W, N),
     ("SET @autocommit = 0", S, N),
     // Session state.
