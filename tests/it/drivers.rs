@@ -1,7 +1,7 @@
 //! The clients applications really use, run through switchyard against real servers:
 //! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
-//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), psql and the
-//! mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the
+//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), PHP's PDO
+//! (pdo_pgsql, pdo_mysql), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the
 //! primary first (which proves the script right), then through the proxy, where it must
 //! behave the same (its reads going to replicas). A failing script's output is shown.
 
@@ -66,8 +66,9 @@ const JDBC_CLASSPATH: &str =
     "/usr/share/java/postgresql.jar:/usr/share/java/mariadb-java-client.jar";
 
 /// The command that runs a driver script (its file name, then any arguments), by its kind:
-/// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars) or
-/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts).
+/// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars),
+/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts) or
+/// PHP.
 fn script_command(script: &str) -> Command {
     let mut words = script.split_whitespace();
     let path = scripts_dir().join(words.next().unwrap_or_default());
@@ -78,6 +79,7 @@ fn script_command(script: &str) -> Command {
             java
         }
         Some("js") => Command::new("node"),
+        Some("php") => Command::new("php"),
         _ => {
             let mut python = Command::new(PYTHON);
             python.env("PYTHONDONTWRITEBYTECODE", "1");
@@ -194,6 +196,16 @@ async fn pgjdbc() {
 #[tokio::test]
 async fn node_pg() {
     postgres_script("node_pg_driver.js").await;
+}
+
+#[tokio::test]
+async fn php_pdo_pgsql() {
+    postgres_script("php_pdo_driver.php pgsql").await;
+}
+
+#[tokio::test]
+async fn php_pdo_mysql() {
+    mysql_script("php_pdo_driver.php mysql").await;
 }
 
 #[tokio::test]
