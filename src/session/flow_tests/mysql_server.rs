@@ -32,6 +32,7 @@ pub(super) async fn serve(mut tcp: TcpStream, shared: &Shared) -> std::io::Resul
         charset: UTF8MB4_GENERAL_CI,
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         auth_plugin: auth::MYSQL_NATIVE_PASSWORD,
+        mariadb_capabilities: 0,
     };
     handshake::write_greeting(&mut out, &greeting);
     tcp.write_all(&out).await?;

@@ -12,9 +12,9 @@ use crate::backend::mysql::MysqlConn;
 use crate::net::Arrived;
 use crate::protocol::mysql::constants::command::COM_QUERY;
 use crate::protocol::mysql::constants::{CapabilityFlags, StatusFlags, header};
-use crate::protocol::mysql::messages;
 use crate::protocol::mysql::packet::{self, HEADER_LEN, MAX_PHYSICAL_PAYLOAD};
 use crate::protocol::mysql::response::{Prepared, Response, Step};
+use crate::protocol::mysql::{handshake, messages};
 
 /// One physical packet is at most 16 MiB plus its header.
 const MAX_PACKET: usize = MAX_PHYSICAL_PAYLOAD;
@@ -274,6 +274,7 @@ impl Backend {
         self.send(command).await?;
         let mut response = Response::new(COM_QUERY, self.deprecate_eof);
         let (mut types, mut row, mut columns) = (Vec::new(), None, None);
+        let extended = self.conn.mariadb_capabilities & handshake::MARIADB_EXTENDED_METADATA != 0;
         loop {
             while let Some((h, payload)) = packet::packet(&self.conn.buf, MAX_PACKET)
                 .map_err(|e| self.broken(e.to_string()))?
@@ -284,7 +285,7 @@ impl Backend {
                     .map_err(|e| self.broken(e.to_string()))?;
                 match columns {
                     None => columns = messages::lenenc_int(payload).map(|(n, _)| n as usize),
-                    Some(n) if types.len() < n => types.push(column_type(payload)),
+                    Some(n) if types.len() < n => types.push(column_type(payload, extended)),
                     Some(n) if row.is_none() && step == Step::More && !is_eof(payload) => {
                         row = text_row(payload, n);
                     }
@@ -315,11 +316,12 @@ fn is_eof(payload: &[u8]) -> bool {
     payload.first() == Some(&header::EOF) && payload.len() < 9
 }
 
-/// The type of a column definition (protocol 4.1): after six length-encoded strings and the
-/// length of the fixed fields, the character set (2 bytes) and length (4), the type.
-fn column_type(payload: &[u8]) -> Option<u8> {
+/// The type of a column definition (protocol 4.1): after six length-encoded strings (seven
+/// with MariaDB's `extended` metadata) and the length of the fixed fields, the character set
+/// (2 bytes) and length (4), the type.
+fn column_type(payload: &[u8], extended: bool) -> Option<u8> {
     let mut at = 0;
-    for _ in 0..6 {
+    for _ in 0..6 + usize::from(extended) {
         let (len, width) = messages::lenenc_int(payload.get(at..)?)?;
         at += width + usize::try_from(len).ok()?;
     }
@@ -378,4 +380,29 @@ fn gave_insert_id(payload: &[u8]) -> bool {
     };
     let id = messages::lenenc_int(rest).and_then(|(_, n)| messages::lenenc_int(rest.get(n..)?));
     id.is_some_and(|(id, _)| id != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A column definition named `j` of `type`, with MariaDB's extended type info `json`
+    /// when `extended`.
+    fn definition(ty: u8, extended: bool) -> Vec<u8> {
+        let mut p = b"\x03def\x02db\x01t\x01t\x01j\x01j".to_vec();
+        if extended {
+            p.extend_from_slice(b"\x06\x01\x04json");
+        }
+        p.extend_from_slice(&[
+            0x0c, 0xe0, 0x00, 0xff, 0xff, 0xff, 0xfc, ty, 0x90, 0x00, 0, 0, 0,
+        ]);
+        p
+    }
+
+    #[test]
+    fn column_types_with_and_without_extended_metadata() {
+        assert_eq!(column_type(&definition(0xfc, false), false), Some(0xfc));
+        assert_eq!(column_type(&definition(0xfc, true), true), Some(0xfc));
+        assert_ne!(column_type(&definition(0xfc, true), false), Some(0xfc));
+    }
 }

@@ -163,6 +163,7 @@ pub(super) async fn settle(ctx: &Context, cluster: &Cluster, greeted: Greeted) {
         max_packet_size: 1 << 24,
         database: None,
         connect_attrs: None,
+        mariadb_capabilities: 0,
     };
     let timeout = ctx.config().raw.server.connect_timeout;
     match greeted.login(cluster, &login, &creds, timeout).await {

@@ -96,8 +96,8 @@ impl Protocol for Mysql {
         ctx.logins_mysql()
     }
 
-    /// Besides the database, the capabilities, character set and packet size the client's
-    /// login agreed: a connection only serves a client that agreed the same, since its
+    /// Besides the database, the capabilities (MariaDB's extended ones too), character set
+    /// and packet size the client's login agreed: a connection only serves a client that agreed the same, since its
     /// bytes are relayed as they are.
     fn pool_login(login: &Login, _: &str) -> (String, u64) {
         let database = login.database.as_deref().unwrap_or_default();
@@ -108,6 +108,7 @@ impl Protocol for Mysql {
             login.charset,
             login.max_packet_size,
             &login.database,
+            login.mariadb_capabilities,
         );
         let database = String::from_utf8_lossy(database).into_owned();
         (database, pool::fingerprint(&options))

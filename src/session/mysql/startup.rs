@@ -235,6 +235,13 @@ async fn authenticate(
     if tls.is_some() {
         offered |= CapabilityFlags::CLIENT_SSL;
     }
+    // MariaDB reads extended capabilities only from a greeting without CLIENT_LONG_PASSWORD
+    // (its "CLIENT_MYSQL"), as a MariaDB writer's is.
+    let offered_mariadb = if offered.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        0
+    } else {
+        writer.mariadb_capabilities & handshake::offered_mariadb_capabilities()
+    };
     let scramble = handshake::new_scramble(&mut rand::rng());
     let mut out = BytesMut::new();
     handshake::write_greeting(
@@ -247,6 +254,7 @@ async fn authenticate(
             charset: writer.charset,
             status: writer.status,
             auth_plugin: Plugin::MysqlNativePassword.name(),
+            mariadb_capabilities: offered_mariadb,
         },
     );
     if let Err(e) = c.stream.write_all(&out).await {
@@ -328,6 +336,7 @@ async fn authenticate(
         max_packet_size: hello.head.max_packet_size,
         database: hello.database.filter(|d| !d.is_empty()).map(<[u8]>::to_vec),
         connect_attrs: hello.connect_attrs.map(<[u8]>::to_vec),
+        mariadb_capabilities: hello.head.mariadb_capabilities & offered_mariadb,
     };
     Ok(Authenticated {
         client: c,

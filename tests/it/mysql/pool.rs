@@ -35,6 +35,7 @@ fn login(db: Option<&str>) -> Login {
         max_packet_size: 1 << 24,
         database: db.map(|d| d.as_bytes().to_vec()),
         connect_attrs: None,
+        mariadb_capabilities: 0,
     }
 }
 
