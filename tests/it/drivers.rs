@@ -211,6 +211,11 @@ async fn php_pdo_mysql() {
 }
 
 #[tokio::test]
+async fn ruby_pg() {
+    postgres_script("ruby_driver.rb pg").await;
+}
+
+#[tokio::test]
 async fn ruby_mysql2() {
     mysql_script("ruby_driver.rb mysql2").await;
 }

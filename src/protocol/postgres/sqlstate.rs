@@ -2,6 +2,8 @@
 
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+/// A Parse of a statement name already in use.
+pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 pub const CONNECTION_FAILURE: &str = "08006";
 pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
 pub const INVALID_PASSWORD: &str = "28P01";

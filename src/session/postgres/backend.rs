@@ -11,11 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
 use super::replan::Check;
-use super::scan::{Deallocate, Prepared};
+use super::scan::{Deallocate, Prepared, Refusal, Refused};
 use crate::backend::postgres::{BackendConn, Held};
 use crate::net::Arrived;
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
+use crate::protocol::postgres::sqlstate;
 
 /// Backend messages are streamed, so this only bounds a declared length.
 pub(super) const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
@@ -54,6 +55,18 @@ impl Describing {
             _ => None,
         }
     }
+}
+
+/// A statement name no client uses, described in place of a client message its server
+/// would refuse (`Refused`): the server fails it, and the relay answers with the error the
+/// client's own server gives (`Backend::refusals`).
+pub(super) const REFUSED: &[u8] = b"switchyard: refused";
+
+/// Whether an ErrorResponse body answers a Describe of [`REFUSED`].
+pub(super) fn answers_refusal(body: &[u8]) -> bool {
+    messages::error_field(body, b'C') == Some(sqlstate::INVALID_SQL_STATEMENT_NAME.as_bytes())
+        && messages::error_field(body, b'M')
+            .is_some_and(|m| m.windows(REFUSED.len()).any(|w| w == REFUSED))
 }
 
 /// A ParseComplete or CloseComplete the backend owes, in order.
@@ -98,6 +111,12 @@ pub struct Backend {
     /// A Bind or Describe of a statement whose columns changed since the client was told
     /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
     pub(super) stale_columns_sent: bool,
+    /// The errors owed, in order, for client messages failed in place (`Refused`).
+    pub(super) refusals: VecDeque<Refusal>,
+    /// The client's own Parses that the server did not run (they failed, or an error
+    /// before them skipped them): the session forgets those statements, as the server
+    /// never had them.
+    pub(super) failed_client_parses: Vec<(Vec<u8>, Bytes)>,
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
@@ -118,6 +137,8 @@ impl Backend {
             deallocated: None,
             unit_start: false,
             stale_columns_sent: false,
+            refusals: VecDeque::new(),
+            failed_client_parses: Vec::new(),
             client_pid: None,
         }
     }
@@ -139,11 +160,13 @@ impl Backend {
         &mut self,
         buf: &[u8],
         refs: &[Option<Arc<Prepared>>],
+        refused: &[Refused],
         scratch: &mut BytesMut,
         cap: usize,
     ) -> Result<(), SessionError> {
         // The index in `refs` of the next message's statement.
         let mut next_ref = 0;
+        let mut refused = refused.iter().peekable();
         // Nothing of the unit written yet: its statements' columns can still be checked in a
         // round trip of the proxy's own (`check_ahead`), once, which fills `verified`.
         let mut may_check = self.unit_start;
@@ -156,6 +179,22 @@ impl Backend {
             let at = pos;
             pos += h.total;
             scratch.clear();
+            if let Some(refusal) = refused.next_if(|r| r.at == at) {
+                // Failed in its place with its server's error (see `Refused`): its ref is
+                // skipped, and the batch skips to its Sync on the server as it would.
+                next_ref += 1;
+                may_check = false;
+                self.write(&buf[run_start..at]).await?;
+                run_start = pos;
+                messages::describe(scratch, b'S', REFUSED);
+                self.refusals.push_back(refusal.why.clone());
+                let poison = std::mem::take(scratch);
+                let result = self.write(&poison).await;
+                *scratch = poison;
+                result?;
+                scratch.clear();
+                continue;
+            }
             match h.tag {
                 tag::PARSE => {
                     let named = refs.get(next_ref);

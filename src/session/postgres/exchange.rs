@@ -68,6 +68,9 @@ pub struct Exchange<'a> {
     pub open_on_reader: Option<(SessionView, Settings)>,
     /// The session's cancel state, which says when another client terminated it.
     pub terminate: &'a SessionCancel,
+    /// Client messages its server would refuse are failed in place (`scan::Refused`); off
+    /// for a session pinned by SQL `PREPARE`, whose names the proxy does not follow.
+    pub refuse: bool,
 }
 
 /// Progress of the client side of an exchange.
@@ -186,6 +189,7 @@ impl Exchange<'_> {
         self.backend.stale_columns_sent = false;
         self.backend.reused.clear();
         self.backend.watch_drops = None;
+        self.backend.refusals.clear();
         match result {
             Ok(status) => {
                 self.client.buf.advance(sent.held);
@@ -219,6 +223,11 @@ impl Exchange<'_> {
         }
     }
 
+    /// The messages of `unit` to fail in place, when this session refuses any.
+    fn refused<'u>(&self, unit: &'u Unit) -> &'u [scan::Refused] {
+        if self.refuse { &unit.refused } else { &[] }
+    }
+
     async fn drive(
         &mut self,
         unit: &Unit,
@@ -232,7 +241,13 @@ impl Exchange<'_> {
         self.backend.unit_start = true;
         let sent_unit = self
             .backend
-            .forward(bytes, &unit.refs, self.scratch, self.max_prepared)
+            .forward(
+                bytes,
+                &unit.refs,
+                self.refused(unit),
+                self.scratch,
+                self.max_prepared,
+            )
             .await;
         self.backend.unit_start = false;
         sent_unit?;
@@ -320,6 +335,10 @@ impl Exchange<'_> {
                 // The server dropped the client's statements too: forget them, as it did.
                 self.statements.deallocate(&dropped);
             }
+            for (name, parse) in self.backend.failed_client_parses.drain(..) {
+                // Never prepared on its server: the client does not have it.
+                self.statements.forget_failed(&name, &parse);
+            }
             if seen.stale_plan {
                 match self.backend.replan(self.scratch, self.max_prepared).await? {
                     Replanned::Retry => {
@@ -329,6 +348,7 @@ impl Exchange<'_> {
                             .forward(
                                 &self.client.buf[..unit.end],
                                 &unit.refs,
+                                if self.refuse { &unit.refused } else { &[] },
                                 self.scratch,
                                 self.max_prepared,
                             )
@@ -397,6 +417,7 @@ impl Exchange<'_> {
                 .forward(
                     &self.client.buf[sent.held..sent.held + unit.end],
                     &unit.refs,
+                    if self.refuse { &unit.refused } else { &[] },
                     self.scratch,
                     self.max_prepared,
                 )

@@ -200,12 +200,13 @@ impl Session {
         sent.map_err(SessionError::ClientIo)
     }
 
-    /// Answers a simple query of `len` bytes between transactions: CommandComplete with
-    /// its tag, or an error `26000` (invalid statement name) with its message.
+    /// Answers a simple query of `len` bytes: CommandComplete with its tag, or an error
+    /// `26000` (invalid statement name) with its message, then ReadyForQuery `status`.
     pub(super) async fn answer_command(
         &mut self,
         len: usize,
         answer: Result<&str, String>,
+        status: u8,
     ) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         match answer {
@@ -217,7 +218,7 @@ impl Session {
                 &message,
             ),
         }
-        messages::ready_for_query(&mut out, b'I');
+        messages::ready_for_query(&mut out, status);
         self.answer_with(len, &out).await
     }
 

@@ -286,7 +286,10 @@ impl Session {
             self.side.scanner.recycle(unit.refs);
             return Ok(());
         }
-        if self.view.in_transaction.is_none() && unit.first_tag == tag::QUERY {
+        // Between transactions, or in one that has not failed (a failed one refuses all but
+        // its end, which the server says).
+        let idle = self.view.in_transaction.is_none();
+        if (idle || self.side.status == b'T') && unit.first_tag == tag::QUERY {
             let bytes = &self.side.client.buf[..unit.end];
             let sql = frame::message(bytes, usize::MAX).ok().flatten();
             let target = sql
@@ -295,17 +298,25 @@ impl Session {
             // A statement named in SQL `PREPARE` pins the session: those go to the server.
             if let Some(target) = target.filter(|_| !self.view.pinned_to_writer) {
                 // The client's statement may live on connections other than the one this
-                // SQL would reach: forget it here and answer as the server does.
-                self.side.scanner.recycle(unit.refs);
-                let answer = match (&target, self.side.statements.deallocate(&target)) {
-                    (scan::Deallocate::All, _) => Ok("DEALLOCATE ALL"),
-                    (scan::Deallocate::Name(_), true) => Ok("DEALLOCATE"),
-                    (scan::Deallocate::Name(name), false) => Err(format!(
-                        "prepared statement \"{}\" does not exist",
-                        String::from_utf8_lossy(name)
-                    )),
-                };
-                return self.answer_command(unit.end, answer).await;
+                // SQL would reach (in a transaction too: Rails deallocates there): forget it
+                // here and answer as the server does. Not transactional, as on a server.
+                let known = self.side.statements.knows(&target);
+                // An unknown name in a transaction fails it: the server says so (on the
+                // transaction's connection, which lacks the name unless another client
+                // prepared it there).
+                if idle || known {
+                    self.side.scanner.recycle(unit.refs);
+                    let answer = match (&target, self.side.statements.deallocate(&target)) {
+                        (scan::Deallocate::All, _) => Ok("DEALLOCATE ALL"),
+                        (scan::Deallocate::Name(_), true) => Ok("DEALLOCATE"),
+                        (scan::Deallocate::Name(name), false) => Err(format!(
+                            "prepared statement \"{}\" does not exist",
+                            String::from_utf8_lossy(name)
+                        )),
+                    };
+                    let status = if idle { b'I' } else { b'T' };
+                    return self.answer_command(unit.end, answer, status).await;
+                }
             }
         }
         if self.view.in_transaction.is_none() {
@@ -496,6 +507,7 @@ impl Session {
             max_prepared,
             open_on_reader,
             terminate: &self.side.cancel,
+            refuse: !self.view.pinned_to_writer,
         };
         let answer = ex.run(unit).await;
         if unit.ending == Ending::Ready {

@@ -39,6 +39,8 @@ impl Backend {
         let mut seen = Relayed::default();
         // Statements whose Parse the backend skipped after an error: not prepared.
         let mut failed_parses = Vec::new();
+        // An error came: the backend skipped to Sync (see `skipped_parses`).
+        let mut skipped = false;
         // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
         let mut dropped = Vec::new();
         // The columns a Describe of a statement showed.
@@ -109,6 +111,26 @@ impl Backend {
                     break;
                 }
                 tag::ERROR_RESPONSE
+                    if !self.refusals.is_empty()
+                        && super::backend::answers_refusal(
+                            &buf[pos + frame::HEADER_LEN..pos + h.total],
+                        ) =>
+                {
+                    // A client message failed in its place: its own server's error.
+                    seen.error = true;
+                    self.stale_columns_sent = false;
+                    skipped = true;
+                    let mut error = BytesMut::new();
+                    if let Some(refusal) = self.refusals.pop_front() {
+                        refusal.error(&mut error);
+                    }
+                    seen.bytes += send(client, &buf[run_start..pos]).await?;
+                    seen.bytes += send(client, &error).await?;
+                    pos += h.total;
+                    run_start = pos;
+                    continue;
+                }
+                tag::ERROR_RESPONSE
                     if self.stale_columns_sent
                         && super::replan::failed_in_place(
                             &buf[pos + frame::HEADER_LEN..pos + h.total],
@@ -116,9 +138,7 @@ impl Backend {
                 {
                     // The statement failed in its place: answered as its own server would.
                     self.stale_columns_sent = false;
-                    failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
-                    self.describing.clear();
-                    self.described_now = None;
+                    skipped = true;
                     let mut error = BytesMut::new();
                     super::replan::stale_columns_error(&mut error);
                     seen.bytes += send(client, &buf[run_start..pos]).await?;
@@ -145,9 +165,7 @@ impl Backend {
                     // The backend skips to Sync: statements still owed were not prepared,
                     // and descriptions still owed do not come.
                     self.stale_columns_sent = false;
-                    failed_parses.extend(self.owed.drain(..).filter_map(|o| o.parse));
-                    self.describing.clear();
-                    self.described_now = None;
+                    skipped = true;
                 }
                 tag::PARAMETER_DESCRIPTION => {
                     self.described_now = match self.describing.pop_front() {
@@ -187,6 +205,9 @@ impl Backend {
             client.flush().await.map_err(SessionError::ClientIo)?;
         }
         self.conn.consume(pos);
+        if skipped {
+            self.skipped_parses(&mut failed_parses);
+        }
         self.forget_failed(failed_parses);
         for d in dropped {
             self.server_dropped(d);
@@ -199,6 +220,22 @@ impl Backend {
             }
         }
         Ok(seen)
+    }
+
+    /// After an error the backend skips to Sync: the Parses still owed were not run (the
+    /// client's own go to `failed_client_parses` too), and the descriptions still owed do
+    /// not come.
+    fn skipped_parses(&mut self, failed: &mut Vec<(Vec<u8>, bytes::Bytes)>) {
+        for owed in self.owed.drain(..) {
+            if let Some(parse) = owed.parse {
+                if !owed.swallow {
+                    self.failed_client_parses.push(parse.clone());
+                }
+                failed.push(parse);
+            }
+        }
+        self.describing.clear();
+        self.described_now = None;
     }
 
     /// Whether the RowDescription or NoData next tells a statement's columns (see

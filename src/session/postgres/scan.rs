@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::postgres::frame::{self, FrameError};
 use crate::protocol::postgres::messages::{self, tag};
+use crate::protocol::postgres::sqlstate;
 use crate::sql::{self, Class, Dialect, Statement};
 
 /// A statement the client prepared with Parse, as the session knows it.
@@ -190,6 +191,26 @@ impl Statements {
     /// Forgets what a SQL `DEALLOCATE` names, when every statement it names is one of the
     /// client's protocol-level statements; whether it did (then the proxy answers it: the
     /// statement may live on connections other than the one the SQL would reach).
+    /// Forgets statement `name` when the client's is the one Parse `parse` prepared: its
+    /// server did not run that Parse.
+    pub fn forget_failed(&mut self, name: &[u8], parse: &Bytes) {
+        if name.is_empty() {
+            if self.unnamed.as_ref().is_some_and(|p| p.parse == *parse) {
+                self.unnamed = None;
+            }
+        } else if self.by_name.get(name).is_some_and(|p| p.parse == *parse) {
+            self.by_name.remove(name);
+        }
+    }
+
+    /// Whether every statement `target` names is one of the client's (`ALL` always is).
+    pub fn knows(&self, target: &Deallocate) -> bool {
+        match target {
+            Deallocate::All => true,
+            Deallocate::Name(name) => self.by_name.contains_key(name.as_slice()),
+        }
+    }
+
     pub fn deallocate(&mut self, target: &Deallocate) -> bool {
         match target {
             Deallocate::All => {
@@ -262,9 +283,58 @@ pub struct Unit {
     /// SET statements a batch binds (a batch of only SETs), in order.
     pub simple_sql: Option<String>,
     pub refs: Vec<Option<Arc<Prepared>>>,
+    /// Messages the server would refuse for what the client's statements are (see
+    /// [`Refused`]), in order; most units have none.
+    pub refused: Vec<Refused>,
     /// It holds a Bind or Execute: it runs something, rather than only preparing and
     /// describing statements.
     pub executes: bool,
+}
+
+/// A client message its own server would refuse, for a name its statements do not have as
+/// the message needs: a connection the proxy lends may have that name prepared (by the
+/// client before it deallocated it, or by another client), so the message is failed in its
+/// place instead of sent (`Backend::forward`), with the server's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Where the message starts in the unit's bytes.
+    pub at: usize,
+    pub why: Refusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A Parse of a named statement the client has: `42P05`, and its statement stays.
+    NameInUse(Vec<u8>),
+    /// A Bind or Describe of a statement the client does not have: `26000`.
+    NoSuchStatement(Vec<u8>),
+}
+
+impl Refusal {
+    /// The ErrorResponse its own server sends.
+    pub fn error(&self, out: &mut BytesMut) {
+        let (code, message) = match self {
+            Refusal::NameInUse(name) => (
+                sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(name)
+                ),
+            ),
+            Refusal::NoSuchStatement(name) if name.is_empty() => (
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                "unnamed prepared statement does not exist".to_owned(),
+            ),
+            Refusal::NoSuchStatement(name) => (
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                format!(
+                    "prepared statement \"{}\" does not exist",
+                    String::from_utf8_lossy(name)
+                ),
+            ),
+        };
+        messages::error_response(out, messages::Severity::Error, code, &message);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +353,7 @@ pub struct Scanner {
     pos: usize,
     stmt: Option<Statement>,
     refs: Vec<Option<Arc<Prepared>>>,
+    refused: Vec<Refused>,
     /// Batches larger than this are sent on before their Sync arrives.
     hold_limit: usize,
     max_message: usize,
@@ -311,6 +382,7 @@ impl Scanner {
             pos: 0,
             stmt: None,
             refs: Vec::new(),
+            refused: Vec::new(),
             hold_limit: 1 << 20,
             max_message,
             executes: false,
@@ -381,6 +453,10 @@ impl Scanner {
         self.parsed_sets.clear();
     }
 
+    fn refuse(&mut self, at: usize, why: Refusal) {
+        self.refused.push(Refused { at, why });
+    }
+
     fn take(
         &mut self,
         end: usize,
@@ -404,6 +480,7 @@ impl Scanner {
             stmt,
             simple_sql: simple_sql.or(sets),
             refs: std::mem::take(&mut self.refs),
+            refused: std::mem::take(&mut self.refused),
             executes: self.executes,
         };
         self.reset();
@@ -469,16 +546,25 @@ impl Scanner {
                         return Ok(None);
                     }
                     self.add(class);
-                    let p = statements.parse(name, message, classes);
-                    if let Some(sql) = p.set_text() {
-                        append(&mut self.parsed_sets, sql);
+                    if !name.is_empty() && statements.by_name.contains_key(name) {
+                        // The client's statement of that name stays, as on its server.
+                        self.refuse(start, Refusal::NameInUse(name.to_vec()));
+                        self.refs.push(None);
+                    } else {
+                        let p = statements.parse(name, message, classes);
+                        if let Some(sql) = p.set_text() {
+                            append(&mut self.parsed_sets, sql);
+                        }
+                        self.refs.push(Some(p));
                     }
-                    self.refs.push(Some(p));
                 }
                 tag::BIND => {
                     self.executes = true;
                     let (_, name) = messages::bind_fields(body).ok_or(ScanError::Malformed('B'))?;
                     let p = statements.get(name).cloned();
+                    if p.is_none() {
+                        self.refuse(start, Refusal::NoSuchStatement(name.to_vec()));
+                    }
                     if !self.counted(p.as_ref()) {
                         self.add(p.as_ref().map_or(UNKNOWN, |p| p.class));
                     }
@@ -492,6 +578,9 @@ impl Scanner {
                         messages::target_fields(body).ok_or(ScanError::Malformed('D'))?;
                     if kind == b'S' {
                         let p = statements.get(name).cloned();
+                        if p.is_none() {
+                            self.refuse(start, Refusal::NoSuchStatement(name.to_vec()));
+                        }
                         if let Some(p) = p.as_ref().filter(|p| !self.counted(Some(p))) {
                             self.add(p.class);
                         }

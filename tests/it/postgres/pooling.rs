@@ -288,6 +288,27 @@ impl Named {
 
     /// Parse, Describe (when `describe`; PHP PDO describes nothing) and Sync.
     async fn prepare(&mut self, name: &str, sql: &str, describe: bool) -> Vec<(u8, Vec<u8>)> {
+        self.prepare_after(&[], name, sql, describe).await
+    }
+
+    /// [`Named::prepare`] of a name the client has: Close, then Parse, in one batch (a
+    /// server refuses a Parse of a name in use).
+    async fn reprepare(&mut self, name: &str, sql: &str, describe: bool) -> Vec<(u8, Vec<u8>)> {
+        let close = [&b"S"[..], &cstr(name.as_bytes())].concat();
+        self.prepare_after(&[(b'C', close)], name, sql, describe)
+            .await
+    }
+
+    async fn prepare_after(
+        &mut self,
+        before: &[(u8, Vec<u8>)],
+        name: &str,
+        sql: &str,
+        describe: bool,
+    ) -> Vec<(u8, Vec<u8>)> {
+        for (tag, body) in before {
+            self.0.send(*tag, body).await;
+        }
         let mut parse = cstr(name.as_bytes());
         parse.extend(cstr(sql.as_bytes()));
         parse.extend_from_slice(&0i16.to_be_bytes());
@@ -527,20 +548,25 @@ const SELECT_ONE: &str = "SELECT /* switchyard:writer */ 1";
 #[tokio::test]
 async fn later_in_a_batch_a_client_told_the_new_columns_runs_where_the_statement_is_stale() {
     // The batch as it comes, after a Close (written before the statements that follow it),
-    // and after a Parse of a statement the connection holds (closed there first).
+    // and after a Parse of a statement the connection holds (closed there first): the
+    // client's own, which it closes first, as a server wants.
     let mut parse = cstr(b"stmt_0");
     parse.extend(cstr(SELECT_ONE.as_bytes()));
     parse.extend_from_slice(&0i16.to_be_bytes());
-    // A message sent before the batch's statements (tag, body).
-    type Prelude = Option<(u8, Vec<u8>)>;
+    // Messages sent before the batch's statements (tag, body).
+    type Prelude = Vec<(u8, Vec<u8>)>;
     let preludes: [(&str, Prelude, &str); 3] = [
-        ("pooled_batch_new", None, ""),
+        ("pooled_batch_new", vec![], ""),
         (
             "pooled_batch_close",
-            Some((b'C', b"Sstmt_gone\0".to_vec())),
+            vec![(b'C', b"Sstmt_gone\0".to_vec())],
             "3",
         ),
-        ("pooled_batch_parse", Some((b'P', parse)), "1"),
+        (
+            "pooled_batch_parse",
+            vec![(b'C', b"Sstmt_0\0".to_vec()), (b'P', parse)],
+            "31",
+        ),
     ];
     for (prefix, prelude, answered) in preludes {
         let Stale {
@@ -553,7 +579,7 @@ async fn later_in_a_batch_a_client_told_the_new_columns_runs_where_the_statement
         holder.hold_writer().await;
         let told = described.prepare("stmt_0", SELECT_ONE, true).await;
         assert_eq!(fields(&told, b'T'), Some(1), "{told:?}");
-        if let Some((tag, body)) = &prelude {
+        for (tag, body) in &prelude {
             described.0.send(*tag, body).await;
         }
         let answer = described.execute_batch(&["stmt_0", "stmt_1"]).await;
@@ -593,7 +619,7 @@ async fn later_in_a_batch_a_client_told_the_old_columns_gets_the_servers_error()
     assert_eq!(row_fields(&answer), [1], "{answer:?}");
     assert!(replanned(&proxy, "error").await > errors);
     // Prepared again, as a driver does after that error, the batch runs.
-    let told = early.prepare("stmt_1", SELECT_ALL, true).await;
+    let told = early.reprepare("stmt_1", SELECT_ALL, true).await;
     assert_eq!(fields(&told, b'T'), Some(2), "{told:?}");
     let answer = early.execute_batch(&["stmt_0", "stmt_1"]).await;
     assert_eq!(row_fields(&answer), [1, 2], "{answer:?}");
