@@ -65,6 +65,16 @@ def expect(condition, message)
   raise CheckFailed, message unless condition
 end
 
+# Runs the block, which must raise `klass`; returns the error. `message` says what was
+# accepted when nothing is raised.
+def expect_raise(klass, message)
+  yield
+rescue klass => e
+  e
+else
+  raise CheckFailed, message
+end
+
 def expect_eq(got, want, what)
   raise CheckFailed, "#{what}: got #{got.inspect}, want #{want.inspect}" unless got == want
 end
@@ -331,18 +341,14 @@ def pg_check_exec_params
     end
     expect_eq(conn.exec_params("SELECT $1::text, $2::int, NULL::bytea", [nil, nil]).values, [[nil, nil, nil]], "NULLs")
     # Errors of unnamed statements, and the session after them.
-    begin
+    e = expect_raise(PG::DivisionByZero, "division by zero accepted") do
       conn.exec_params("SELECT 1 / $1::int", [0])
-      raise CheckFailed, "division by zero accepted"
-    rescue PG::DivisionByZero => e
-      expect_eq(sqlstate(e), "22012", "SQLSTATE of a division by zero")
     end
-    begin
+    expect_eq(sqlstate(e), "22012", "SQLSTATE of a division by zero")
+    e = expect_raise(PG::UndefinedTable, "a missing table accepted") do
       conn.exec_params("SELECT * FROM no_such_table WHERE id = $1", [1])
-      raise CheckFailed, "a missing table accepted"
-    rescue PG::UndefinedTable => e
-      expect_eq(sqlstate(e), "42P01", "SQLSTATE of a missing table")
     end
+    expect_eq(sqlstate(e), "42P01", "SQLSTATE of a missing table")
     expect_eq(conn.exec_params("SELECT $1::text || 'x'", ["a'b"]).getvalue(0, 0), "a'bx", "the session after errors")
   end
 end
@@ -436,12 +442,10 @@ def pg_check_deallocate_and_prepare_again
     [a, b, c].each_with_index { |conn, i| conn.prepare("a1", "SELECT $1::int + #{i * 100}") }
     expect_eq(a.exec_prepared("a1", [1]).getvalue(0, 0), "1", "a's a1")
     a.exec("DEALLOCATE a1")
-    begin
+    e = expect_raise(PG::InvalidSqlStatementName, "a deallocated statement ran") do
       a.exec_prepared("a1", [1])
-      raise CheckFailed, "a deallocated statement ran"
-    rescue PG::InvalidSqlStatementName => e
-      expect_eq(sqlstate(e), "26000", "SQLSTATE of a deallocated statement")
     end
+    expect_eq(sqlstate(e), "26000", "SQLSTATE of a deallocated statement")
     expect_eq(b.exec_prepared("a1", [1]).getvalue(0, 0), "101", "b's a1 after a's DEALLOCATE")
     a.prepare("a1", "SELECT 'again: ' || $1::text, 2 AS two")
     5.times do |i|
@@ -527,13 +531,11 @@ def pg_check_ddl_between_executions
     expect_eq(statements.exec(sql, [1]).values, [%w[1 10 new 7]], "ActiveRecord's execution after DDL")
     expect_eq(statements.names[sql], "a2", "the name ActiveRecord prepared again under")
     ddl.exec("ALTER TABLE shapes ADD COLUMN d int DEFAULT 8")
-    begin
+    e = expect_raise(PG::FeatureNotSupported, "a stale statement ran in a transaction") do
       conn.transaction { statements.exec(sql, [1]) }
-      raise CheckFailed, "a stale statement ran in a transaction"
-    rescue PG::FeatureNotSupported => e
-      expect_eq(e.result.error_field(PG::PG_DIAG_MESSAGE_PRIMARY), "cached plan must not change result type",
-                "the error in a transaction")
     end
+    expect_eq(e.result.error_field(PG::PG_DIAG_MESSAGE_PRIMARY), "cached plan must not change result type",
+              "the error in a transaction")
     expect_eq(conn.transaction_status, PG::PQTRANS_IDLE, "rolled back")
     expect_eq(statements.exec(sql, [1]).values, [%w[1 10 new 7 8]], "ActiveRecord's execution after the rollback")
     expect_eq(statements.names[sql], "a3", "the name after the rollback")
@@ -561,31 +563,25 @@ def pg_check_transactions
     # A failed statement inside a savepoint: rolled back to it, the transaction goes on.
     conn.transaction do
       conn.exec("SAVEPOINT active_record_1")
-      begin
+      expect_raise(PG::UniqueViolation, "a duplicate key accepted") do
         conn.exec("INSERT INTO items VALUES (100, 'duplicate', 1)")
-        raise CheckFailed, "a duplicate key accepted"
-      rescue PG::UniqueViolation
-        conn.exec("ROLLBACK TO SAVEPOINT active_record_1")
       end
+      conn.exec("ROLLBACK TO SAVEPOINT active_record_1")
       conn.exec("INSERT INTO items VALUES (105, 'after the savepoint', 1)")
     end
     expect_eq(pg_one(conn, "SELECT name FROM items WHERE id = 105"), "after the savepoint", "the savepoint's transaction")
     conn.exec("BEGIN")
     conn.exec("INSERT INTO items VALUES (300, 'x', 1)")
-    begin
+    e = expect_raise(PG::UniqueViolation, "a duplicate key accepted") do
       conn.exec("INSERT INTO items VALUES (300, 'x', 1)")
-      raise CheckFailed, "a duplicate key accepted"
-    rescue PG::UniqueViolation => e
-      expect_eq(sqlstate(e), "23505", "SQLSTATE of a duplicate key")
-      expect_eq(e.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME), "items_pkey", "constraint name")
     end
+    expect_eq(sqlstate(e), "23505", "SQLSTATE of a duplicate key")
+    expect_eq(e.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME), "items_pkey", "constraint name")
     expect_eq(conn.transaction_status, PG::PQTRANS_INERROR, "status in a failed transaction")
-    begin
+    e = expect_raise(PG::InFailedSqlTransaction, "a query in a failed transaction ran") do
       conn.exec("SELECT 1")
-      raise CheckFailed, "a query in a failed transaction ran"
-    rescue PG::InFailedSqlTransaction => e
-      expect_eq(sqlstate(e), "25P02", "SQLSTATE in a failed transaction")
     end
+    expect_eq(sqlstate(e), "25P02", "SQLSTATE in a failed transaction")
     conn.exec("ROLLBACK")
     expect_eq(conn.transaction_status, PG::PQTRANS_IDLE, "status after the rollback")
     expect_eq(pg_one(conn, "SELECT count(*) FROM items WHERE id = 300"), "0", "rolled back")
@@ -612,14 +608,12 @@ def pg_check_copy
     expect_eq(out.size, 2000, "rows copied out")
     expect_eq(out, rows, "the rows copied out")
     # An error in the middle of COPY FROM: the server's error, and the session goes on.
-    begin
+    e = expect_raise(PG::UniqueViolation, "a duplicate in COPY accepted") do
       conn.copy_data("COPY items (id, name, price) FROM STDIN") do
         conn.put_copy_data("900\ta\t1\n900\tdup\t1\n")
       end
-      raise CheckFailed, "a duplicate in COPY accepted"
-    rescue PG::UniqueViolation => e
-      expect_eq(sqlstate(e), "23505", "SQLSTATE of a failed COPY")
     end
+    expect_eq(sqlstate(e), "23505", "SQLSTATE of a failed COPY")
     expect_eq(pg_one(conn, "SELECT count(*) FROM items WHERE id = 900"), "0", "the failed COPY left nothing")
   end
 end
@@ -692,12 +686,10 @@ def pg_check_async
     end
     expect_eq(conn.get_last_result.values, [["async"]], "send_query_prepared")
     conn.send_query("SELECT * FROM no_such_table")
-    begin
+    e = expect_raise(PG::UndefinedTable, "a missing table accepted") do
       conn.get_last_result
-      raise CheckFailed, "a missing table accepted"
-    rescue PG::UndefinedTable => e
-      expect_eq(sqlstate(e), "42P01", "SQLSTATE of an async error")
     end
+    expect_eq(sqlstate(e), "42P01", "SQLSTATE of an async error")
     expect_eq(pg_one(conn, "SELECT 8"), "8", "the session after the async API")
   end
 end
@@ -908,18 +900,14 @@ def my_check_queries
     expect_eq(client.affected_rows, 1, "affected rows of an UPDATE that changed nothing (FOUND_ROWS)")
     expect_eq(client.query("SELECT NULL AS n, 1.5 AS d, 42 AS i", as: :array).to_a, [[nil, BigDecimal("1.5"), 42]],
               "NULL and numbers")
-    begin
+    e = expect_raise(Mysql2::Error, "a title too long accepted (strict mode)") do
       client.query("INSERT INTO `posts` (`title`, `created_at`) VALUES ('#{'x' * 11}', NOW())")
-      raise CheckFailed, "a title too long accepted (strict mode)"
-    rescue Mysql2::Error => e
-      expect_eq(e.error_number, 1406, "error of a value too long")
     end
-    begin
+    expect_eq(e.error_number, 1406, "error of a value too long")
+    e = expect_raise(Mysql2::Error, "a missing table accepted") do
       client.query("SELECT * FROM no_such_table")
-      raise CheckFailed, "a missing table accepted"
-    rescue Mysql2::Error => e
-      expect_eq([e.error_number, e.sql_state], [1146, "42S02"], "error of a missing table")
     end
+    expect_eq([e.error_number, e.sql_state], [1146, "42S02"], "error of a missing table")
     expect_eq(my_one(client, "SELECT 2"), 2, "the session after errors")
   end
 end
@@ -939,12 +927,10 @@ def my_check_prepared_statements
       expect_eq(sel.execute(i).to_a, [{ "name" => "item#{i}", "price" => BigDecimal("1.5") * i }], "row #{i}")
     end
     sel.close
-    begin
+    expect_raise(Mysql2::Error, "a closed statement ran") do
       sel.execute(1)
-      raise CheckFailed, "a closed statement ran"
-    rescue Mysql2::Error
-      nil
     end
+    nil
     many = Array.new(30) { |k| client.prepare("SELECT ? + #{k}") }
     4.times do |round|
       many.each_with_index do |st, k|
@@ -1014,12 +1000,10 @@ def my_check_transactions
     expect_eq(ids, [100, 102, 104], "committed rows")
     client.query("BEGIN")
     client.query("INSERT INTO items VALUES (200, 'kept', 1)")
-    begin
+    e = expect_raise(Mysql2::Error, "a duplicate key accepted") do
       client.query("INSERT INTO items VALUES (200, 'duplicate', 1)")
-      raise CheckFailed, "a duplicate key accepted"
-    rescue Mysql2::Error => e
-      expect_eq([e.error_number, e.sql_state], [ER_DUP_ENTRY, "23000"], "error of a duplicate key")
     end
+    expect_eq([e.error_number, e.sql_state], [ER_DUP_ENTRY, "23000"], "error of a duplicate key")
     st = client.prepare("INSERT INTO items VALUES (?, ?, 1)")
     st.execute(201, "prepared in the transaction")
     st.close
@@ -1046,12 +1030,10 @@ def my_check_multi_statements
     expect_eq(client.more_results?, false, "no more results")
     # An error in the middle ends the batch; the session goes on.
     client.query("SELECT 1; SELECT * FROM no_such_table; SELECT 3")
-    begin
+    e = expect_raise(Mysql2::Error, "a missing table in a batch accepted") do
       client.next_result
-      raise CheckFailed, "a missing table in a batch accepted"
-    rescue Mysql2::Error => e
-      expect_eq(e.error_number, 1146, "error in a batch")
     end
+    expect_eq(e.error_number, 1146, "error in a batch")
     expect_eq(my_one(client, "SELECT 5"), 5, "the session after a failed batch")
   end
 end
@@ -1060,12 +1042,10 @@ end
 # batch (the client logged in without them), foreign key checks off, one transaction.
 def my_check_set_server_option
   with_mysql do |client|
-    begin
+    e = expect_raise(Mysql2::Error, "a multi-statement text ran without multi-statements") do
       client.query("SELECT 1; SELECT 2")
-      raise CheckFailed, "a multi-statement text ran without multi-statements"
-    rescue Mysql2::Error => e
-      expect_eq(e.error_number, ER_PARSE_ERROR, "error of a multi-statement text without the option")
     end
+    expect_eq(e.error_number, ER_PARSE_ERROR, "error of a multi-statement text without the option")
     client.set_server_option(Mysql2::Client::OPTION_MULTI_STATEMENTS_ON)
     client.query("BEGIN")
     old = my_one(client, "SELECT @@FOREIGN_KEY_CHECKS")
@@ -1081,12 +1061,10 @@ def my_check_set_server_option
               [[[50]], [[6]]], "multi-statements on")
     client.set_server_option(Mysql2::Client::OPTION_MULTI_STATEMENTS_OFF)
     3.times do |i|
-      begin
+      e = expect_raise(Mysql2::Error, "a multi-statement text ran after the option was switched off") do
         client.query("SELECT 1; SELECT 2")
-        raise CheckFailed, "a multi-statement text ran after the option was switched off"
-      rescue Mysql2::Error => e
-        expect_eq(e.error_number, ER_PARSE_ERROR, "error of a multi-statement text, option off (#{i})")
       end
+      expect_eq(e.error_number, ER_PARSE_ERROR, "error of a multi-statement text, option off (#{i})")
       client.query("BEGIN")
       client.query("COMMIT")
     end
