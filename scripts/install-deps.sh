@@ -4,8 +4,8 @@
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
 # tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
-# Node.js (from Debian) with node-postgres (`pg`) and `mysql2` (from the npm registry, into
-# tests/it/drivers/node_modules), and Ruby with its `pg` and `mysql2` gems (from Debian).
+# Node.js (from Debian) with node-postgres (`pg`), `mysql2` and `mariadb` (from the npm registry,
+# into tests/it/drivers/node_modules), and Ruby with its `pg` and `mysql2` gems (from Debian).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -37,8 +37,8 @@ has_file /usr/share/java/mariadb-java-client.jar || missing+=(libmariadb-java)
 has_program php || missing+=(php-cli)
 { has_program php && php -m 2>/dev/null | grep -qx pdo_pgsql; } || missing+=(php-pgsql)
 { has_program php && php -m 2>/dev/null | grep -qx pdo_mysql; } || missing+=(php-mysql)
-# The Node.js drivers' tests: node and npm from Debian (npm then installs `pg` and `mysql2`,
-# below).
+# The Node.js drivers' tests: node and npm from Debian (npm then installs `pg`, `mysql2` and
+# `mariadb`, below).
 has_program node || missing+=(nodejs)
 has_program npm || missing+=(npm)
 # Ruby's drivers' test (what Rails applications use): the `pg` gem (on libpq) and the
@@ -77,6 +77,8 @@ python3 -c 'import mysql.connector' 2>/dev/null || pip_missing+=(mysql-connector
 python3 -c 'import psycopg; assert psycopg.pq.__impl__ == "binary"' 2>/dev/null || pip_missing+=('psycopg[binary]')
 python3 -c 'import asyncpg' 2>/dev/null || pip_missing+=(asyncpg)
 python3 -c 'import pymysql' 2>/dev/null || pip_missing+=(PyMySQL)
+python3 -c 'import psycopg2' 2>/dev/null || pip_missing+=(psycopg2-binary)
+python3 -c 'import aiomysql' 2>/dev/null || pip_missing+=(aiomysql)
 # mysqlclient builds against Connector/C: libmariadb-dev and pkg-config.
 want_mysqlclient=false
 if ! python3 -c 'import MySQLdb' 2>/dev/null; then
@@ -103,14 +105,15 @@ pip_install() {
     fi
 }
 
-# npm_install: node-postgres 8 (`pg`) and mysql2 3 (what Node.js applications use) into
-# tests/it/drivers/node_modules, where `node` finds them for the scripts there, unless they
-# load already. --no-save: no package.json or lock file is written for them; so all of them
-# are installed together (npm removes what an install without a package.json does not name).
+# npm_install: node-postgres 8 (`pg`), mysql2 3 and MariaDB's own connector 3 (`mariadb`)
+# (what Node.js applications use) into tests/it/drivers/node_modules, where `node` finds them
+# for the scripts there, unless they load already. --no-save: no package.json or lock file is
+# written for them; so all of them are installed together (npm removes what an install without
+# a package.json does not name).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 npm_install() {
     local drivers=$root/tests/it/drivers
-    local modules=(pg mysql2) specs=(pg@8 mysql2@3) module
+    local modules=(pg mysql2 mariadb) specs=(pg@8 mysql2@3 mariadb@3) module
     for module in "${modules[@]}"; do
         if ! (cd "$drivers" && node -e "require('$module')") >/dev/null 2>&1; then
             echo "install-deps: npm installing ${specs[*]} into $drivers/node_modules" >&2

@@ -1,10 +1,10 @@
-//! The clients applications really use, run through switchyard against real servers:
-//! Python drivers (psycopg, asyncpg, PyMySQL, mysql-connector-python, mysqlclient), JDBC
-//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`) and `mysql2`, PHP's
-//! PDO (pdo_pgsql, pdo_mysql), Ruby's `pg` and `mysql2` gems (as Rails uses them), psql and
-//! the mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against
-//! the primary first (which proves the script right), then through the proxy, where it must
-//! behave the same (its reads going to replicas). A failing script's output is shown.
+//! The clients applications really use, run through switchyard against real servers: Python drivers
+//! (psycopg, psycopg2, asyncpg, PyMySQL, aiomysql, mysql-connector-python, mysqlclient), JDBC
+//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), `mysql2` and MariaDB's
+//! own connector (`mariadb`), PHP's PDO (pdo_pgsql, pdo_mysql), Ruby's `pg` and `mysql2` gems (as
+//! Rails uses them), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice:
+//! straight against the primary first (which proves the script right), then through the proxy,
+//! where it must behave the same (its reads going to replicas). A failing script's output is shown.
 
 use crate::support;
 
@@ -191,6 +191,11 @@ async fn asyncpg() {
 }
 
 #[tokio::test]
+async fn psycopg2() {
+    postgres_script("psycopg2_driver.py").await;
+}
+
+#[tokio::test]
 async fn pgjdbc() {
     postgres_script("JdbcDrivers.java postgres").await;
 }
@@ -231,6 +236,11 @@ async fn pymysql() {
 }
 
 #[tokio::test]
+async fn aiomysql() {
+    mysql_script("aiomysql_driver.py").await;
+}
+
+#[tokio::test]
 async fn mysql_connector() {
     mysql_script("mysql_connector_driver.py").await;
 }
@@ -238,6 +248,11 @@ async fn mysql_connector() {
 #[tokio::test]
 async fn node_mysql2() {
     mysql_script("node_mysql2_driver.js").await;
+}
+
+#[tokio::test]
+async fn node_mariadb() {
+    mysql_script("node_mariadb_driver.js").await;
 }
 
 #[tokio::test]

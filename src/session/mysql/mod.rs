@@ -338,7 +338,7 @@ impl Session {
                 }
             }
             Command::StmtExecute { statement_id, .. } => {
-                self.execute(packet, payload, statement_id).await?
+                self.execute(payload, statement_id).await?
             }
             Command::StmtSendLongData { statement_id, .. } => {
                 self.send_long_data(payload, statement_id).await?

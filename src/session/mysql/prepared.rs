@@ -14,16 +14,19 @@ use crate::session::flow::Pin;
 const EXECUTE_FLAGS: usize = 5;
 const CURSOR_TYPES: u8 = 0x0F;
 use crate::protocol::mysql::command;
-use crate::protocol::mysql::constants::ER_UNKNOWN_COM_ERROR;
 use crate::protocol::mysql::constants::command::{
     COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_RESET,
 };
+use crate::protocol::mysql::constants::{ER_UNKNOWN_COM_ERROR, ER_UNKNOWN_STMT_HANDLER};
 use crate::router::{self, Effect, Target};
 use crate::sql::hold::{self, HeldKind, HoldChange};
 use crate::sql::{Class, Dialect};
 
 impl Session {
     pub(super) async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
+        // Reserved first: a prepare that fails, refused here or by the server, leaves no
+        // last statement.
+        let id = self.side.statements.reserve_id();
         let stmt = classify(sql);
         let target = self.choose(&stmt).await?;
         // Preparing changes no state; executing does (see `execute`). A statement that
@@ -40,7 +43,6 @@ impl Session {
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(());
         }
-        let id = self.side.statements.reserve_id();
         let relayed = self.run_on(target, packet, Some(id)).await?;
         if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
             let backend_id = self
@@ -153,16 +155,13 @@ impl Session {
         }
     }
 
-    pub(super) async fn execute(
-        &mut self,
-        packet: &[u8],
-        payload: &[u8],
-        id: u32,
-    ) -> Result<(), SessionError> {
+    pub(super) async fn execute(&mut self, payload: &[u8], id: u32) -> Result<(), SessionError> {
         let track = self.pinned_by(Pin::Statement);
+        let id = self.side.statements.resolve(id);
         let Some(stmt) = self.side.statements.get_mut(id) else {
-            // Unknown to the proxy: the writer answers as a server would.
-            return self.run_on(Target::Writer, packet, None).await.map(|_| ());
+            // Not the client's: no connection may run it (one may hold another client's
+            // statement of that id).
+            return self.unknown_statement(id, "mysqld_stmt_execute").await;
         };
         let class = if stmt.long_data {
             write_statement()
@@ -247,9 +246,12 @@ impl Session {
         id: u32,
     ) -> Result<(), SessionError> {
         let target = self.view.in_transaction.unwrap_or(Target::Writer);
-        if let Some(stmt) = self.side.statements.get_mut(id) {
-            stmt.long_data = true;
-        }
+        let id = self.side.statements.resolve(id);
+        let Some(stmt) = self.side.statements.get_mut(id) else {
+            // No answer to COM_STMT_SEND_LONG_DATA, as from a server that lacks the statement.
+            return Ok(());
+        };
+        stmt.long_data = true;
 
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());
@@ -262,8 +264,20 @@ impl Session {
     /// The client closed statement `id`: the proxy forgets it. What it was prepared as on
     /// a connection stays there for the next session that needs it (see `keep_prepared`).
     pub(super) fn close_statement(&mut self, id: u32) {
+        let id = self.side.statements.resolve(id);
         self.side.statements.remove(id);
         self.cursor_closed(id);
+    }
+
+    /// Answers a command naming statement `id`, which the client does not have, as its
+    /// server does (`command`: the server routine its message names).
+    async fn unknown_statement(&mut self, id: u32, command: &str) -> Result<(), SessionError> {
+        let message = format!("Unknown prepared statement handler ({id}) given to {command}");
+        self.side
+            .client
+            .send_error(1, ER_UNKNOWN_STMT_HANDLER, &message)
+            .await;
+        Ok(())
     }
 
     /// The server closed statement `id`'s cursor, if it had one open.
@@ -280,10 +294,18 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
+        let id = self.side.statements.resolve(id);
         let target = match self.side.statements.get_mut(id) {
             Some(stmt) if stmt.backend_id(stmt.last).is_some() => stmt.last,
             Some(_) => Target::Writer,
-            None => return self.run_on(Target::Writer, payload, None).await.map(|_| ()),
+            None => {
+                let command = if payload.first() == Some(&COM_STMT_RESET) {
+                    "mysqld_stmt_reset"
+                } else {
+                    "mysqld_stmt_fetch"
+                };
+                return self.unknown_statement(id, command).await;
+            }
         };
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(());

@@ -56,13 +56,34 @@ pub struct Statements {
     /// Looked up at every execute: foldhash, not SipHash.
     by_id: HashMap<u32, Stmt, foldhash::fast::RandomState>,
     next_id: u32,
+    /// The statement the client prepared last, if that prepare succeeded: MariaDB's id
+    /// [`LAST_PREPARED`] names it.
+    last: Option<u32>,
 }
+
+/// The statement id MariaDB (10.2+) reads as "the statement this connection prepared last":
+/// a connector that pipelines a COM_STMT_PREPARE and its first COM_STMT_EXECUTE (the
+/// `mariadb` connectors) executes it by this id before the prepare's answer came.
+pub const LAST_PREPARED: u32 = u32::MAX;
 
 impl Statements {
     /// Reserves the id the client will see for a statement being prepared.
     pub fn reserve_id(&mut self) -> u32 {
+        // A prepare that fails leaves no last statement.
+        self.last = None;
         self.next_id = self.next_id.wrapping_add(1).max(1);
+        if self.next_id == LAST_PREPARED {
+            self.next_id = 1;
+        }
         self.next_id
+    }
+
+    /// The statement a client's id names: [`LAST_PREPARED`] is the one prepared last.
+    pub fn resolve(&self, id: u32) -> u32 {
+        match (id, self.last) {
+            (LAST_PREPARED, Some(last)) => last,
+            _ => id,
+        }
     }
 
     pub fn insert(
@@ -86,6 +107,7 @@ impl Statements {
         };
         stmt.set_backend_id(target, backend_id);
         self.by_id.insert(id, stmt);
+        self.last = Some(id);
     }
 
     pub fn get_mut(&mut self, id: u32) -> Option<&mut Stmt> {
@@ -93,10 +115,14 @@ impl Statements {
     }
 
     pub fn remove(&mut self, id: u32) -> Option<Stmt> {
+        if self.last == Some(id) {
+            self.last = None;
+        }
         self.by_id.remove(&id)
     }
 
     pub fn clear(&mut self) {
+        self.last = None;
         self.by_id.clear();
     }
 
@@ -188,6 +214,25 @@ mod tests {
         let class = Statement::of(Class::Read);
         s.insert(id, b"SELECT ?".to_vec(), class, params, Target::Reader, 77);
         s.remove(id).unwrap()
+    }
+
+    #[test]
+    fn the_last_prepared_id_names_the_statement_prepared_last() {
+        let mut s = Statements::default();
+        let class = Statement::of(Class::Read);
+        assert_eq!(s.resolve(LAST_PREPARED), LAST_PREPARED, "none prepared yet");
+        let first = s.reserve_id();
+        s.insert(first, b"SELECT 1".to_vec(), class, 0, Target::Reader, 7);
+        assert_eq!(s.resolve(LAST_PREPARED), first);
+        assert_eq!(s.resolve(first), first, "other ids as they are");
+        // A prepare that fails leaves no last statement.
+        let _failed = s.reserve_id();
+        assert_eq!(s.resolve(LAST_PREPARED), LAST_PREPARED);
+        let second = s.reserve_id();
+        s.insert(second, b"SELECT 2".to_vec(), class, 0, Target::Reader, 8);
+        assert_eq!(s.resolve(LAST_PREPARED), second);
+        s.remove(second);
+        assert_eq!(s.resolve(LAST_PREPARED), LAST_PREPARED, "closed");
     }
 
     fn execute(id: u32, bound: Option<&[u8]>) -> Vec<u8> {

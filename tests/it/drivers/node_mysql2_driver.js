@@ -101,7 +101,9 @@ function countCommands(core) {
   const sent = { prepare: 0, execute: 0, close: 0, query: 0, changeUser: 0, reset: 0 }
   const original = core.writePacket.bind(core)
   core.writePacket = (packet) => {
-    const kind = COMMANDS[packet.buffer[4]]
+    // A command is the first packet of its exchange (sequence id 0): later packets of the
+    // same command (an auth switch's scramble after COM_CHANGE_USER) may start with any byte.
+    const kind = core.sequenceId === 0 && COMMANDS[packet.buffer[4]]
     const command = core._command && core._command.constructor.name
     if (kind && command === COMMAND_CLASSES[kind]) sent[kind]++
     return original(packet)
