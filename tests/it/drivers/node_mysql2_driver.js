@@ -27,22 +27,9 @@ const { Readable } = require('stream')
 const mysql = require('mysql2/promise')
 const MYSQL2_VERSION = require('mysql2/package.json').version
 
-const env = (name, fallback) => process.env[name] || fallback
-const HOST = env('SY_HOST', '127.0.0.1')
-const PORT = Number(env('SY_PORT', '0'))
-const USER = env('SY_USER', 'app')
-const PASSWORD = env('SY_PASSWORD', 'app-secret')
-const DB = env('SY_DB', '')
-const SSLMODE = env('SY_SSLMODE', '')
-// "proxy": through switchyard (reads go to replicas); "server": the primary itself.
-const TARGET = env('SY_TARGET', 'proxy')
-const THROUGH_PROXY = TARGET === 'proxy'
-const POOL_MODE = env('SY_POOL_MODE', 'transaction')
-// Whether a client's statements all run on one server connection (see common.py).
-const ONE_CONNECTION = !THROUGH_PROXY || POOL_MODE === 'session'
-const TRACE = Boolean(process.env.SY_TRACE)
-// A check still running after this long fails and ends the script.
-const CHECK_TIMEOUT_MS = 60_000
+const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
+  TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
+  main } = require('./node_common')
 
 const ER_DUP_ENTRY = 1062
 const ER_PARSE_ERROR = 1064
@@ -53,22 +40,6 @@ const MARIADB_CLIENT_EXTENDED_METADATA = 0x8
 // check name -> why it fails through the proxy (a defect reported, not fixed yet); see
 // common.py.
 const KNOWN_FAILURES = {}
-
-class CheckFailed extends Error {}
-
-function expect(condition, message) {
-  if (!condition) throw new CheckFailed(message)
-}
-
-function show(value) {
-  return util.inspect(value, { depth: 6, breakLength: Infinity, maxArrayLength: 20, maxStringLength: 200 })
-}
-
-function expectEq(got, want, what) {
-  if (!util.isDeepStrictEqual(got, want)) throw new CheckFailed(`${what}: got ${show(got)}, want ${show(want)}`)
-}
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function config(extra) {
   return {
@@ -84,10 +55,6 @@ function config(extra) {
     ...extra,
   }
 }
-
-// Errors and warnings (packets out of order) a connection emitted outside any command:
-// a check that ends with some fails.
-const strayErrors = []
 
 const COMMANDS = { 0x03: 'query', 0x16: 'prepare', 0x17: 'execute', 0x19: 'close', 0x11: 'changeUser', 0x1f: 'reset' }
 const COMMAND_CLASSES = {
@@ -781,72 +748,6 @@ const CHECKS = [
   ['routing', checkRouting],
 ]
 
-function describeError(err) {
-  if (!(err instanceof Error)) return show(err)
-  const fields = err.errno !== undefined || err.code !== undefined
-    ? ` [${['errno', 'code', 'sqlState', 'fatal'].filter((k) => err[k] !== undefined).map((k) => `${k}=${err[k]}`).join(' ')}]`
-    : ''
-  return `${err.constructor.name}: ${err.message}${fields}`
-}
+const describeError = describeWith(['errno', 'code', 'sqlState', 'fatal'])
 
-async function runChecks(driver, checks) {
-  console.log(`${driver}: target=${TARGET} ${HOST}:${PORT} db=${DB} pool_mode=${POOL_MODE}`)
-  const failed = []
-  for (const [name, check] of checks) {
-    const known = THROUGH_PROXY ? KNOWN_FAILURES[name] : undefined
-    const started = process.hrtime.bigint()
-    strayErrors.length = 0
-    let timer
-    const timeout = new Promise((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), CHECK_TIMEOUT_MS)
-    })
-    let error = null
-    try {
-      const outcome = await Promise.race([check().then(() => 'done'), timeout])
-      if (outcome === 'timeout') {
-        // Like faulthandler in common.py: say what is still open, and end the script.
-        console.log(`  FAIL ${name}: still running after ${CHECK_TIMEOUT_MS / 1000}s; open handles:`)
-        for (const h of process._getActiveHandles()) {
-          console.log(`    ${h.constructor.name} ${h.remoteAddress ? `${h.remoteAddress}:${h.remotePort}` : ''}`)
-        }
-        process.exit(1)
-      }
-      if (strayErrors.length) throw new CheckFailed(`a connection emitted: ${strayErrors.map(describeError).join('; ')}`)
-    } catch (err) {
-      error = err
-    } finally {
-      clearTimeout(timer)
-    }
-    const took = (Number(process.hrtime.bigint() - started) / 1e9).toFixed(2)
-    if (error) {
-      if (known) {
-        console.log(`  KNOWN FAILURE ${name}: ${describeError(error)}\n    (not counted: ${known})`)
-        continue
-      }
-      failed.push(name)
-      console.log(`  FAIL ${name}: ${describeError(error)}`)
-      console.log(String(error.stack).split('\n').slice(1).join('\n'))
-    } else if (known) {
-      failed.push(name)
-      console.log(`  FAIL ${name}: listed as a known failure (${known}) but passes now: remove it from KNOWN_FAILURES`)
-    } else {
-      console.log(`  ok   ${name} (${took}s)`)
-    }
-  }
-  if (failed.length) {
-    console.log(`${driver}: ${failed.length} of ${checks.length} checks FAILED: ${failed.join(', ')}`)
-    return 1
-  }
-  console.log(`${driver}: all ${checks.length} checks passed`)
-  return 0
-}
-
-process.on('unhandledRejection', (err) => {
-  console.log(`unhandled rejection: ${describeError(err)}\n${err && err.stack}`)
-  process.exit(1)
-})
-
-runChecks(`mysql2 ${MYSQL2_VERSION} (node ${process.version})`, CHECKS).then((status) => {
-  // Stdout flushed, then out, whatever a check left open.
-  process.stdout.write('', () => process.exit(status))
-})
+main(`mysql2 ${MYSQL2_VERSION} (node ${process.version})`, CHECKS, { knownFailures: KNOWN_FAILURES, describeError })
