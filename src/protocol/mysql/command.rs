@@ -51,6 +51,10 @@ pub enum Command<'a> {
         statement_id: u32,
         param: u16,
     },
+    /// MariaDB's COM_STMT_BULK_EXECUTE: one statement run for many rows of parameters.
+    StmtBulkExecute {
+        statement_id: u32,
+    },
     StmtClose {
         statement_id: u32,
     },
@@ -66,7 +70,7 @@ pub enum Command<'a> {
         rows: u32,
     },
     ResetConnection,
-    /// Any other command (replication, COM_PROCESS_KILL, COM_STMT_BULK_EXECUTE …).
+    /// Any other command (replication, COM_PROCESS_KILL …).
     Other {
         command: u8,
         body: &'a [u8],
@@ -78,6 +82,7 @@ impl Command<'_> {
     pub fn statement_id(&self) -> Option<u32> {
         match *self {
             Command::StmtExecute { statement_id, .. }
+            | Command::StmtBulkExecute { statement_id }
             | Command::StmtSendLongData { statement_id, .. }
             | Command::StmtClose { statement_id }
             | Command::StmtReset { statement_id }
@@ -127,6 +132,9 @@ pub fn parse_command(payload: &[u8]) -> Result<Command<'_>, CommandError> {
             param: u16_at(body, 4).ok_or(truncated)?,
         },
         COM_STMT_CLOSE => Command::StmtClose {
+            statement_id: id()?,
+        },
+        COM_STMT_BULK_EXECUTE => Command::StmtBulkExecute {
             statement_id: id()?,
         },
         COM_STMT_RESET => Command::StmtReset {

@@ -74,13 +74,19 @@ pub struct Greeting<'a> {
 /// Connector/J decode JSON by.
 pub const MARIADB_EXTENDED_METADATA: u32 = 1 << 3;
 
+/// MariaDB's extended capability MARIADB_CLIENT_STMT_BULK_OPERATIONS: COM_STMT_BULK_EXECUTE,
+/// one prepared statement run for many rows of parameters (Connector/J's, Connector/Python's
+/// and the Node.js connector's batches).
+pub const MARIADB_STMT_BULK_OPERATIONS: u32 = 1 << 2;
+
 /// The MariaDB extended capabilities the proxy offers clients (of those the writer offers)
-/// and asks backends for, as the client asked: extended metadata only, which changes column
+/// and asks backends for, as the client asked: extended metadata, which changes column
 /// definitions, so a pooled connection serves only clients that agreed the same (the pool
-/// key's login options hold it). Not STMT_BULK_OPERATIONS (COM_STMT_BULK_EXECUTE is not
-/// relayed), nor CACHE_METADATA (result sets without column definitions).
+/// key's login options hold it), and bulk operations (COM_STMT_BULK_EXECUTE, run as an
+/// EXECUTE is, answered with one OK or ERR). Not BULK_UNIT_RESULTS (a result per row), nor
+/// CACHE_METADATA (result sets without column definitions).
 pub fn offered_mariadb_capabilities() -> u32 {
-    MARIADB_EXTENDED_METADATA
+    MARIADB_EXTENDED_METADATA | MARIADB_STMT_BULK_OPERATIONS
 }
 
 /// The capabilities the proxy offers clients (of those the writer offers it) and asks

@@ -18,6 +18,7 @@ mod side;
 mod startup;
 mod statements;
 
+use prepared::Run;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -338,7 +339,10 @@ impl Session {
                 }
             }
             Command::StmtExecute { statement_id, .. } => {
-                self.execute(payload, statement_id).await?
+                self.execute(payload, statement_id, Run::Execute).await?
+            }
+            Command::StmtBulkExecute { statement_id } => {
+                self.execute(payload, statement_id, Run::Bulk).await?
             }
             Command::StmtSendLongData { statement_id, .. } => {
                 self.send_long_data(payload, statement_id).await?

@@ -22,6 +22,15 @@ use crate::router::{self, Effect, Target};
 use crate::sql::hold::{self, HeldKind, HoldChange};
 use crate::sql::{Class, Dialect};
 
+/// How a prepared statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Run {
+    /// COM_STMT_EXECUTE: one row of parameters (or none).
+    Execute,
+    /// MariaDB's COM_STMT_BULK_EXECUTE: many rows of parameters, one OK or ERR.
+    Bulk,
+}
+
 impl Session {
     pub(super) async fn prepare(&mut self, packet: &[u8], sql: &[u8]) -> Result<(), SessionError> {
         // Reserved first: a prepare that fails, refused here or by the server, leaves no
@@ -155,13 +164,24 @@ impl Session {
         }
     }
 
-    pub(super) async fn execute(&mut self, payload: &[u8], id: u32) -> Result<(), SessionError> {
+    /// COM_STMT_EXECUTE, or MariaDB's COM_STMT_BULK_EXECUTE (`run`), of the client's
+    /// statement `id`.
+    pub(super) async fn execute(
+        &mut self,
+        payload: &[u8],
+        id: u32,
+        run: Run,
+    ) -> Result<(), SessionError> {
         let track = self.pinned_by(Pin::Statement);
         let id = self.side.statements.resolve(id);
         let Some(stmt) = self.side.statements.get_mut(id) else {
             // Not the client's: no connection may run it (one may hold another client's
             // statement of that id).
-            return self.unknown_statement(id, "mysqld_stmt_execute").await;
+            let routine = match run {
+                Run::Execute => "mysqld_stmt_execute",
+                Run::Bulk => "mysqld_stmt_bulk_execute",
+            };
+            return self.unknown_statement(id, routine).await;
         };
         let class = if stmt.long_data {
             write_statement()
@@ -177,9 +197,10 @@ impl Session {
         // Its text says what it does to the state that pins the session.
         let sql = (track || class.class == Class::Pin).then(|| stmt.sql.clone());
         // A cursor stays open on the connection that runs it, for the FETCHes that follow.
-        let cursor = payload
-            .get(EXECUTE_FLAGS)
-            .is_some_and(|f| f & CURSOR_TYPES != 0);
+        let cursor = run == Run::Execute
+            && payload
+                .get(EXECUTE_FLAGS)
+                .is_some_and(|f| f & CURSOR_TYPES != 0);
         if cursor && self.pooled() && self.view.in_transaction.is_none() {
             self.pin(Pin::Cursor);
             // Open until the client closes or resets the statement.
@@ -198,7 +219,7 @@ impl Session {
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
         self.note_write(target, &class);
-        let failed = match self.execute_on(target, payload, id).await {
+        let failed = match self.execute_on(target, payload, id, run).await {
             Err(e)
                 if target == Target::Reader
                     && idle
@@ -206,7 +227,7 @@ impl Session {
                     && self.side.client.written == before =>
             {
                 let retry = self.retry_target(&e).await?;
-                self.execute_on(retry, payload, id).await?
+                self.execute_on(retry, payload, id, run).await?
             }
             other => other?,
         };
@@ -226,13 +247,19 @@ impl Session {
         target: Target,
         payload: &[u8],
         id: u32,
+        run: Run,
     ) -> Result<bool, SessionError> {
         let Some(backend_id) = self.ensure_prepared(id, target).await? else {
             return Ok(true);
         };
         let mut out = std::mem::take(&mut self.side.scratch);
         if let Some(stmt) = self.side.statements.get_mut(id) {
-            statements::rewrite_execute(stmt, target, backend_id, payload, &mut out);
+            match run {
+                Run::Execute => {
+                    statements::rewrite_execute(stmt, target, backend_id, payload, &mut out);
+                }
+                Run::Bulk => statements::rewrite_bulk(stmt, target, backend_id, payload, &mut out),
+            }
             stmt.last = target;
         }
         let result = self.run_packet(target, &out, None).await;

@@ -194,6 +194,52 @@ pub fn rewrite_execute(
     }
 }
 
+/// Offset of the flags in a COM_STMT_BULK_EXECUTE payload (after the command and the id),
+/// the types that follow them when the flag says so, and that flag.
+const BULK_FLAGS: usize = 5;
+const BULK_TYPES: usize = 7;
+const BULK_SEND_TYPES: u16 = 128;
+
+/// Writes the client's COM_STMT_BULK_EXECUTE `payload` for `target` into `out` as one packet
+/// with sequence id 0, as [`rewrite_execute`] does an EXECUTE: the backend's statement id,
+/// and the parameter types (the same two bytes a parameter as an EXECUTE's) added when the
+/// client left them out but this backend has never received them.
+pub fn rewrite_bulk(
+    stmt: &mut Stmt,
+    target: Target,
+    backend_id: u32,
+    payload: &[u8],
+    out: &mut BytesMut,
+) {
+    out.clear();
+    let types_len = 2 * usize::from(stmt.params);
+    let flags = payload
+        .get(BULK_FLAGS..BULK_TYPES)
+        .map(|f| u16::from_le_bytes([f[0], f[1]]));
+    match flags {
+        Some(flags) if flags & BULK_SEND_TYPES != 0 => {
+            let types = payload.get(BULK_TYPES..BULK_TYPES + types_len);
+            stmt.types = types.map(<[u8]>::to_vec);
+            stmt.types_sent[slot(target)] = true;
+        }
+        Some(flags) if !stmt.types_sent[slot(target)] => {
+            if let Some(types) = &stmt.types {
+                write_with(out, 0, |b| {
+                    b.put_slice(&payload[..BULK_FLAGS]);
+                    b.put_u16_le(flags | BULK_SEND_TYPES);
+                    b.put_slice(types);
+                    b.put_slice(&payload[BULK_TYPES..]);
+                });
+                out[HEADER_LEN + 1..HEADER_LEN + 5].copy_from_slice(&backend_id.to_le_bytes());
+                stmt.types_sent[slot(target)] = true;
+                return;
+            }
+        }
+        _ => {}
+    }
+    rewrite_id(payload, backend_id, out);
+}
+
 /// Writes `payload` (a COM_STMT_* command naming a statement) with `backend_id` as its id.
 pub fn rewrite_id(payload: &[u8], backend_id: u32, out: &mut BytesMut) {
     out.clear();
@@ -214,6 +260,42 @@ mod tests {
         let class = Statement::of(Class::Read);
         s.insert(id, b"SELECT ?".to_vec(), class, params, Target::Reader, 77);
         s.remove(id).unwrap()
+    }
+
+    /// A COM_STMT_BULK_EXECUTE payload of statement `id` with `flags`, then `rest`.
+    fn bulk(id: u32, flags: u16, rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xFA];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&flags.to_le_bytes());
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn a_bulk_execute_gets_the_backend_id_and_the_types_a_backend_lacks() {
+        let mut s = stmt(2);
+        let types = [8, 0, 253, 0];
+        let rows = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'a'];
+        let mut out = BytesMut::new();
+        // With types: sent as they are, and kept for the other backend.
+        let with_types = bulk(3, BULK_SEND_TYPES, &[&types[..], &rows[..]].concat());
+        rewrite_bulk(&mut s, Target::Reader, 77, &with_types, &mut out);
+        assert_eq!(
+            &out[HEADER_LEN..],
+            &bulk(77, BULK_SEND_TYPES, &[&types[..], &rows[..]].concat())[..]
+        );
+        // Without types to a backend that has them: as they are.
+        rewrite_bulk(&mut s, Target::Reader, 77, &bulk(3, 0, &rows), &mut out);
+        assert_eq!(&out[HEADER_LEN..], &bulk(77, 0, &rows)[..]);
+        // Without types to a backend that never got them (prepared there lazily): added.
+        s.set_backend_id(Target::Writer, 91);
+        rewrite_bulk(&mut s, Target::Writer, 91, &bulk(3, 0, &rows), &mut out);
+        assert_eq!(
+            &out[HEADER_LEN..],
+            &bulk(91, BULK_SEND_TYPES, &[&types[..], &rows[..]].concat())[..]
+        );
+        rewrite_bulk(&mut s, Target::Writer, 91, &bulk(3, 0, &rows), &mut out);
+        assert_eq!(&out[HEADER_LEN..], &bulk(91, 0, &rows)[..], "sent once");
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //
 // What Connector/J does: `useServerPrepStmts` prepares with COM_STMT_PREPARE and keeps the
 // statement per connection (it believes); executeBatch sends MariaDB's
-// COM_STMT_BULK_EXECUTE to a server that offers it (the proxy does not: one
-// COM_STMT_EXECUTE per row then); Statement.cancel opens a connection of its own to send KILL QUERY
+// COM_STMT_BULK_EXECUTE to a server that offers it (the proxy does, as its writer does);
+// Statement.cancel opens a connection of its own to send KILL QUERY
 // with the connection id of the greeting; setQueryTimeout prefixes the query with
 // `SET STATEMENT max_statement_time=… FOR`; setAutoCommit(false) sends `SET autocommit=0`.
 
@@ -784,7 +784,7 @@ public class JdbcDrivers {
         }
 
         // executeBatch: text statements (rewritten into multi-row INSERTs with
-        // rewriteBatchedStatements), or server-side ones (bulk against the server itself).
+        // rewriteBatchedStatements), or server-side ones (COM_STMT_BULK_EXECUTE).
         static void checkBatch() throws Exception {
             List<Properties> modes = List.of(new Properties(), serverPrepared(), props("rewriteBatchedStatements", "true"));
             int base = 1000;

@@ -234,14 +234,13 @@ def check_prepared_many_connections():
             conn.close()
 
 
-# executemany: COM_STMT_BULK_EXECUTE when the server offers bulk operations, else one execute per
-# row; rowcount, NULLs and blobs, UPDATE and DELETE, a transaction rolled back, an error.
+# executemany: COM_STMT_BULK_EXECUTE (the proxy offers bulk operations as its writer does);
+# rowcount, NULLs and blobs, UPDATE and DELETE, a transaction rolled back, an error.
 def check_executemany():
     conn = connect()
     try:
         bulk = bool(conn.extended_server_capabilities & (CAPABILITY.BULK_OPERATIONS >> 32))
-        print(f"    (bulk operations {'offered: COM_STMT_BULK_EXECUTE' if bulk else 'not offered: one execute per row'})",
-              flush=True)
+        expect(bulk, "bulk operations offered (by the server, and by the proxy as its writer does)")
         cur = conn.cursor()
         cur.execute("DROP TABLE IF EXISTS bulk")
         cur.execute("CREATE TABLE bulk (id INT PRIMARY KEY, name VARCHAR(50), n INT NULL, b BLOB) ENGINE=InnoDB "
