@@ -394,49 +394,57 @@ sub pg_check_prepared_statements {
     });
 }
 
-# Eight connections of one process: the same names dbdpg_p<pid>_1, _2 in each, for one text
-# all share and for texts of each connection's own (of other shapes); executed in turns, some
-# in transactions, one connection deallocating and preparing again midway.
-sub pg_check_prepared_many_connections {
-    pg_await_replicated('SELECT count(*) FROM items WHERE id < 20', 20);
-    with_pg(8, pg_switch_prepared => 1, sub {
-        my @conns = @_;
-        my $prepare = sub {
-            my ($c) = @_;
-            my $own = $c % 2 ? "SELECT ?::int * $c" : "SELECT ?::text || ' from $c', $c AS client";
-            return [$conns[$c]->prepare('SELECT name FROM items WHERE id = ?'), $conns[$c]->prepare($own)];
-        };
-        my @statements = map { $prepare->($_) } 0 .. 7;
-        my $check = sub {
-            my ($c, $round) = @_;
+# Eight connections (`$conns`), each with a statement of a text all share and one of its own
+# (`$own_text->($c)`: of other shapes for even and odd connections), executed in turns for 12
+# rounds, some in transactions; `$after_round->($round, $conns, $statements, $prepare)` after
+# each round (to check names, or drop and prepare statements again midway).
+sub prepared_many_connections {
+    my ($conns, $own_text, $after_round) = @_;
+    my $prepare = sub {
+        my ($c) = @_;
+        return [$conns->[$c]->prepare('SELECT name FROM items WHERE id = ?'), $conns->[$c]->prepare($own_text->($c))];
+    };
+    my @statements = map { $prepare->($_) } 0 .. 7;
+    for my $round (0 .. 11) {
+        for my $c (0 .. 7) {
+            my $in_transaction = ($round + $c) % 3 == 0;
+            $conns->[$c]->begin_work if $in_transaction;
             my ($shared, $own) = @{ $statements[$c] };
             $shared->execute($round);
             expect_eq($shared->fetchall_arrayref, [["item$round"]], "connection $c round $round: shared text");
             $own->execute($round);
             expect_eq($own->fetchall_arrayref, $c % 2 ? [[$round * $c]] : [["$round from $c", $c]],
                       "connection $c round $round: its own text");
-        };
-        for my $round (0 .. 11) {
-            for my $c (0 .. 7) {
-                my $in_transaction = ($round + $c) % 3 == 0;
-                $conns[$c]->begin_work if $in_transaction;
-                $check->($c, $round);
-                $conns[$c]->commit if $in_transaction;
-            }
+            $conns->[$c]->commit if $in_transaction;
+        }
+        $after_round->($round, $conns, \@statements, $prepare);
+    }
+}
+
+# Eight connections of one process: the same names dbdpg_p<pid>_1, _2 in each, for one text
+# all share and for texts of each connection's own (of other shapes); executed in turns, some
+# in transactions, one connection deallocating and preparing again midway.
+sub pg_check_prepared_many_connections {
+    pg_await_replicated('SELECT count(*) FROM items WHERE id < 20', 20);
+    with_pg(8, pg_switch_prepared => 1, sub {
+        prepared_many_connections(\@_, sub {
+            my ($c) = @_;
+            $c % 2 ? "SELECT ?::int * $c" : "SELECT ?::text || ' from $c', $c AS client";
+        }, sub {
+            my ($round, $conns, $statements, $prepare) = @_;
             if ($round == 0) {
-                my @names = map { show([map { $_->{pg_prepare_name} } @$_]) } @statements;
+                my @names = map { show([map { $_->{pg_prepare_name} } @$_]) } @$statements;
                 expect_eq(\@names, [(show(["dbdpg_p${$}_1", "dbdpg_p${$}_2"])) x 8], "every connection's names");
             }
             if ($round == 4) {
                 # Connection 3 deallocates its statements and prepares them again (names _3, _4);
                 # connection 5 its own text only, under the name the others use for theirs.
-                my $name = $statements[5][1]{pg_prepare_name};
-                $statements[3] = $prepare->(3);
-                $statements[5][1] = undef;
-                $statements[5][1] = $conns[5]->prepare('SELECT ?::int * 5',
-                                                       { pg_prepare_name => $name });
+                my $name = $statements->[5][1]{pg_prepare_name};
+                $statements->[3] = $prepare->(3);
+                $statements->[5][1] = undef;
+                $statements->[5][1] = $conns->[5]->prepare('SELECT ?::int * 5', { pg_prepare_name => $name });
             }
-        }
+        });
     });
 }
 
@@ -963,36 +971,18 @@ sub my_check_prepared_statements {
 sub my_check_prepared_many_connections {
     my_await_replicated('SELECT COUNT(*) FROM items WHERE id < 20', 20);
     with_mysql(8, prepare => 1, sub {
-        my @conns = @_;
-        my $prepare = sub {
+        prepared_many_connections(\@_, sub {
             my ($c) = @_;
-            my $own = $c % 2 ? "SELECT ? * $c" : "SELECT CONCAT(?, ' from $c'), $c AS client";
-            return [$conns[$c]->prepare('SELECT name FROM items WHERE id = ?'), $conns[$c]->prepare($own)];
-        };
-        my @statements = map { $prepare->($_) } 0 .. 7;
-        my $check = sub {
-            my ($c, $round) = @_;
-            my ($shared, $own) = @{ $statements[$c] };
-            $shared->execute($round);
-            expect_eq($shared->fetchall_arrayref, [["item$round"]], "connection $c round $round: shared text");
-            $own->execute($round);
-            expect_eq($own->fetchall_arrayref, $c % 2 ? [[$round * $c]] : [["$round from $c", $c]],
-                      "connection $c round $round: its own text");
-        };
-        for my $round (0 .. 11) {
-            for my $c (0 .. 7) {
-                my $in_transaction = ($round + $c) % 3 == 0;
-                $conns[$c]->begin_work if $in_transaction;
-                $check->($c, $round);
-                $conns[$c]->commit if $in_transaction;
-            }
+            $c % 2 ? "SELECT ? * $c" : "SELECT CONCAT(?, ' from $c'), $c AS client";
+        }, sub {
+            my ($round, $conns, $statements, $prepare) = @_;
             if ($round == 4) {
-                @{ $statements[3] } = ();
-                $statements[3] = $prepare->(3);
-                $statements[5][1] = undef;
-                $statements[5][1] = $conns[5]->prepare('SELECT ? * 5');
+                @{ $statements->[3] } = ();
+                $statements->[3] = $prepare->(3);
+                $statements->[5][1] = undef;
+                $statements->[5][1] = $conns->[5]->prepare('SELECT ? * 5');
             }
-        }
+        });
     });
 }
 
