@@ -25,41 +25,85 @@ pub(super) const MAX_BACKEND_MESSAGE: usize = i32::MAX as usize;
 /// this one, which the server answers with CloseComplete and nothing else.
 const NO_STATEMENT: &[u8] = b"switchyard: no statement";
 
-/// A Describe the backend has not answered yet, with the statement whose columns its
-/// RowDescription tells the client (`None`: none the proxy follows).
+/// The unit's Describe messages not answered yet, in order, each with the statement whose
+/// columns the RowDescription (or NoData) answering it tells the client
+/// (`Prepared::described`): of a statement (a ParameterDescription comes first), or of a
+/// portal bound in the unit from a named statement (with the formats the Bind asked for).
+/// Describes of other portals (libpq describes the unnamed portal of every query) before
+/// any of those are only counted: no queue is kept for them.
+#[derive(Debug, Default)]
+pub(super) struct Describes {
+    queue: VecDeque<Describing>,
+    /// Portal Describes that tell nothing, answered before everything queued.
+    untold_first: usize,
+    /// The statement whose ParameterDescription just arrived: its RowDescription or
+    /// NoData follows.
+    now: Option<Arc<Prepared>>,
+}
+
 #[derive(Debug)]
-pub(super) enum Describing {
-    /// Of a statement: a ParameterDescription comes first.
+enum Describing {
     Statement(Option<Arc<Prepared>>),
-    /// Of a portal, bound in the unit from a named statement: the columns are the
-    /// statement's, with the formats the Bind asked for.
     Portal(Option<Arc<Prepared>>),
 }
 
-impl Describing {
-    /// The statement whose columns the RowDescription or NoData just arrived tells: `now`,
-    /// the one whose ParameterDescription came before it, or else the one of the portal
-    /// described next in `queue`.
-    pub(super) fn told(
-        now: &mut Option<Arc<Prepared>>,
-        queue: &mut VecDeque<Describing>,
-    ) -> Option<Arc<Prepared>> {
-        if let Some(p) = now.take() {
+impl Describes {
+    pub(super) fn statement(&mut self, p: Option<Arc<Prepared>>) {
+        self.queue.push_back(Describing::Statement(p));
+    }
+
+    pub(super) fn portal(&mut self, p: Option<Arc<Prepared>>) {
+        if p.is_none() && self.queue.is_empty() {
+            self.untold_first += 1;
+        } else {
+            self.queue.push_back(Describing::Portal(p));
+        }
+    }
+
+    /// A ParameterDescription arrived: it answers the first statement Describe.
+    pub(super) fn parameters(&mut self) {
+        self.now = match self.queue.pop_front() {
+            Some(Describing::Statement(p)) => p,
+            _ => None,
+        };
+    }
+
+    /// A RowDescription or NoData arrived: the statement whose columns it tells, if any.
+    pub(super) fn columns(&mut self) -> Option<Arc<Prepared>> {
+        if let Some(p) = self.now.take() {
             return Some(p);
         }
-        match queue.front() {
-            Some(Describing::Portal(_)) => match queue.pop_front() {
+        if self.untold_first > 0 {
+            self.untold_first -= 1;
+            return None;
+        }
+        match self.queue.front() {
+            Some(Describing::Portal(_)) => match self.queue.pop_front() {
                 Some(Describing::Portal(p)) => p,
                 _ => None,
             },
             _ => None,
         }
     }
+
+    /// Whether the RowDescription or NoData next tells a statement's columns.
+    pub(super) fn tells_next(&self) -> bool {
+        self.now.is_some()
+            || self.untold_first == 0
+                && matches!(self.queue.front(), Some(Describing::Portal(Some(_))))
+    }
+
+    /// An error: the backend skips to Sync, and the descriptions still owed do not come.
+    pub(super) fn clear(&mut self) {
+        self.queue.clear();
+        self.untold_first = 0;
+        self.now = None;
+    }
 }
 
 /// A statement name no client uses, described in place of a client message its server
 /// would refuse (`Refused`): the server fails it, and the relay answers with the error the
-/// client's own server gives (`Backend::refusals`).
+/// client's own server gives (`AfterErrors::refusals`).
 pub(super) const REFUSED: &[u8] = b"switchyard: refused";
 
 /// Whether an ErrorResponse body answers a Describe of [`REFUSED`].
@@ -67,6 +111,17 @@ pub(super) fn answers_refusal(body: &[u8]) -> bool {
     messages::error_field(body, b'C') == Some(sqlstate::INVALID_SQL_STATEMENT_NAME.as_bytes())
         && messages::error_field(body, b'M')
             .is_some_and(|m| m.windows(REFUSED.len()).any(|w| w == REFUSED))
+}
+
+/// What a unit's failures leave to do (see `Backend::after_errors`).
+#[derive(Debug, Default)]
+pub(super) struct AfterErrors {
+    /// The errors owed, in order, for client messages failed in place (`Refused`).
+    pub(super) refusals: VecDeque<Refusal>,
+    /// The client's own Parses that the server did not run (they failed, or an error
+    /// before them skipped them): the session forgets those statements, as the server
+    /// never had them.
+    pub(super) failed_client_parses: Vec<(Vec<u8>, Bytes)>,
 }
 
 /// A ParseComplete or CloseComplete the backend owes, in order.
@@ -91,13 +146,8 @@ pub struct Backend {
     /// Set while that error, should it answer the unit first, is held back for a retry
     /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
     pub(super) hold_stale_plan: bool,
-    /// The unit's Describe messages not answered yet, in order, each with the statement
-    /// it tells the columns of: the RowDescription that answers one is what the client was
-    /// told of its columns (`Prepared::described`).
-    pub(super) describing: VecDeque<Describing>,
-    /// The statement whose ParameterDescription just arrived: its RowDescription or
-    /// NoData follows.
-    pub(super) described_now: Option<Arc<Prepared>>,
+    /// The unit's Describe messages not answered yet (see [`Describes`]).
+    pub(super) describing: Describes,
     /// Set for a unit that may drop prepared statements on the server (SQL `DISCARD ALL`,
     /// `DEALLOCATE`, which pin the session): its CommandComplete tags are watched so the
     /// connection's cache follows what the server did. Holds the name a lone `DEALLOCATE
@@ -111,12 +161,9 @@ pub struct Backend {
     /// A Bind or Describe of a statement whose columns changed since the client was told
     /// them was sent failing (`replan::fail_in_place`): its error is answered as `0A000`.
     pub(super) stale_columns_sent: bool,
-    /// The errors owed, in order, for client messages failed in place (`Refused`).
-    pub(super) refusals: VecDeque<Refusal>,
-    /// The client's own Parses that the server did not run (they failed, or an error
-    /// before them skipped them): the session forgets those statements, as the server
-    /// never had them.
-    pub(super) failed_client_parses: Vec<(Vec<u8>, Bytes)>,
+    /// What the unit's failures left to do, kept only once there is some (a backend is
+    /// moved as a session takes and gives back its connection: it stays small).
+    pub(super) after_errors: Option<Box<AfterErrors>>,
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
@@ -131,14 +178,12 @@ impl Backend {
             applied: 0,
             reused: Vec::new(),
             hold_stale_plan: false,
-            describing: VecDeque::new(),
-            described_now: None,
+            describing: Describes::default(),
             watch_drops: None,
             deallocated: None,
             unit_start: false,
             stale_columns_sent: false,
-            refusals: VecDeque::new(),
-            failed_client_parses: Vec::new(),
+            after_errors: None,
             client_pid: None,
         }
     }
@@ -166,7 +211,7 @@ impl Backend {
     ) -> Result<(), SessionError> {
         // The index in `refs` of the next message's statement.
         let mut next_ref = 0;
-        let mut refused = refused.iter().peekable();
+        let mut refused = refused;
         // Nothing of the unit written yet: its statements' columns can still be checked in a
         // round trip of the proxy's own (`check_ahead`), once, which fills `verified`.
         let mut may_check = self.unit_start;
@@ -179,7 +224,8 @@ impl Backend {
             let at = pos;
             pos += h.total;
             scratch.clear();
-            if let Some(refusal) = refused.next_if(|r| r.at == at) {
+            if let Some((refusal, rest)) = refused.split_first().filter(|(r, _)| r.at == at) {
+                refused = rest;
                 // Failed in its place with its server's error (see `Refused`): its ref is
                 // skipped, and the batch skips to its Sync on the server as it would.
                 next_ref += 1;
@@ -187,7 +233,7 @@ impl Backend {
                 self.write(&buf[run_start..at]).await?;
                 run_start = pos;
                 messages::describe(scratch, b'S', REFUSED);
-                self.refusals.push_back(refusal.why.clone());
+                self.after_errors().refusals.push_back(refusal.why.clone());
                 let poison = std::mem::take(scratch);
                 let result = self.write(&poison).await;
                 *scratch = poison;
@@ -235,19 +281,21 @@ impl Backend {
                         .as_ref()
                         .filter(|(name, _)| Some(*name) == portal)
                         .and_then(|(_, p)| p.clone());
-                    self.describing.push_back(Describing::Portal(of));
+                    self.describing.portal(of);
                 }
                 tag::BIND | tag::DESCRIBE => {
                     let named = refs.get(next_ref);
                     next_ref += 1;
                     if h.tag == tag::DESCRIBE {
-                        self.describing
-                            .push_back(Describing::Statement(named.cloned().flatten()));
-                    } else if let Some((portal, _)) = messages::bind_fields(body) {
+                        self.describing.statement(named.cloned().flatten());
+                    } else {
                         // Told by a Describe of that portal: a named statement's columns
                         // (an unnamed one is parsed again before each use).
-                        let p = named.cloned().flatten().filter(|p| !p.name.is_empty());
-                        bound = Some((portal, p));
+                        bound = match named {
+                            Some(Some(p)) if !p.name.is_empty() => messages::bind_fields(body)
+                                .map(|(portal, _)| (portal, Some(Arc::clone(p)))),
+                            _ => None,
+                        };
                     }
                     let Some(Some(p)) = named else { continue };
                     let mut check = self.columns_check(p, &verified);
@@ -341,6 +389,17 @@ impl Backend {
             }
         }
         self.write(&buf[run_start..pos]).await
+    }
+
+    pub(super) fn after_errors(&mut self) -> &mut AfterErrors {
+        self.after_errors.get_or_insert_with(Default::default)
+    }
+
+    /// Whether an error is owed for a client message failed in place.
+    pub(super) fn refusing(&self) -> bool {
+        self.after_errors
+            .as_ref()
+            .is_some_and(|a| !a.refusals.is_empty())
     }
 
     /// Adds to `scratch` a Close of statement `name`, whose CloseComplete is swallowed.
@@ -461,4 +520,51 @@ impl Backend {
 /// statement parsed in this batch or on this connection before) compares without a memcmp.
 pub(super) fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+#[cfg(test)]
+mod describes_tests {
+    use super::*;
+
+    fn prepared(name: &str) -> Arc<Prepared> {
+        Arc::new(Prepared {
+            name: name.as_bytes().to_vec(),
+            parse: Bytes::new(),
+            class: crate::sql::Statement::of(crate::sql::Class::Read),
+            names_backend: false,
+            described: Default::default(),
+        })
+    }
+
+    fn name(p: Option<Arc<Prepared>>) -> Option<String> {
+        p.map(|p| String::from_utf8_lossy(&p.name).into_owned())
+    }
+
+    #[test]
+    fn each_description_tells_the_statement_its_describe_named() {
+        let mut d = Describes::default();
+        // libpq: the unnamed portal of each query, then a named statement's portal, a
+        // statement, another unnamed portal.
+        d.portal(None);
+        d.portal(None);
+        d.portal(Some(prepared("s1")));
+        d.statement(Some(prepared("s2")));
+        d.portal(None);
+        assert!(!d.tells_next());
+        assert_eq!(name(d.columns()), None);
+        assert_eq!(name(d.columns()), None);
+        assert!(d.tells_next());
+        assert_eq!(name(d.columns()), Some("s1".into()));
+        d.parameters();
+        assert!(d.tells_next());
+        assert_eq!(name(d.columns()), Some("s2".into()));
+        assert_eq!(name(d.columns()), None);
+        assert!(!d.tells_next());
+        // An error skips the rest.
+        d.portal(None);
+        d.statement(Some(prepared("s3")));
+        d.clear();
+        d.portal(Some(prepared("s4")));
+        assert_eq!(name(d.columns()), Some("s4".into()));
+    }
 }

@@ -45,7 +45,6 @@ impl Backend {
     /// skipped: not prepared.
     pub(super) fn owed_parses(&mut self) -> Vec<(Vec<u8>, Bytes)> {
         self.describing.clear();
-        self.described_now = None;
         self.owed.drain(..).filter_map(|o| o.parse).collect()
     }
 

@@ -39,7 +39,7 @@ pub struct Failed {
 #[derive(Debug)]
 pub struct Absorbed {
     pub stmt: Statement,
-    pub simple_sql: Option<String>,
+    pub simple_sql: Option<Box<str>>,
 }
 
 /// How an exchange ended: the transaction status of the final ReadyForQuery, and the Query
@@ -189,7 +189,9 @@ impl Exchange<'_> {
         self.backend.stale_columns_sent = false;
         self.backend.reused.clear();
         self.backend.watch_drops = None;
-        self.backend.refusals.clear();
+        if let Some(after) = self.backend.after_errors.as_mut() {
+            after.refusals.clear();
+        }
         match result {
             Ok(status) => {
                 self.client.buf.advance(sent.held);
@@ -223,11 +225,6 @@ impl Exchange<'_> {
         }
     }
 
-    /// The messages of `unit` to fail in place, when this session refuses any.
-    fn refused<'u>(&self, unit: &'u Unit) -> &'u [scan::Refused] {
-        if self.refuse { &unit.refused } else { &[] }
-    }
-
     async fn drive(
         &mut self,
         unit: &Unit,
@@ -244,7 +241,7 @@ impl Exchange<'_> {
             .forward(
                 bytes,
                 &unit.refs,
-                self.refused(unit),
+                refusals(self.refuse, unit),
                 self.scratch,
                 self.max_prepared,
             )
@@ -335,7 +332,12 @@ impl Exchange<'_> {
                 // The server dropped the client's statements too: forget them, as it did.
                 self.statements.deallocate(&dropped);
             }
-            for (name, parse) in self.backend.failed_client_parses.drain(..) {
+            let failed = self
+                .backend
+                .after_errors
+                .as_mut()
+                .map(|a| &mut a.failed_client_parses);
+            for (name, parse) in failed.into_iter().flat_map(|f| f.drain(..)) {
                 // Never prepared on its server: the client does not have it.
                 self.statements.forget_failed(&name, &parse);
             }
@@ -348,7 +350,7 @@ impl Exchange<'_> {
                             .forward(
                                 &self.client.buf[..unit.end],
                                 &unit.refs,
-                                if self.refuse { &unit.refused } else { &[] },
+                                refusals(self.refuse, unit),
                                 self.scratch,
                                 self.max_prepared,
                             )
@@ -417,7 +419,7 @@ impl Exchange<'_> {
                 .forward(
                     &self.client.buf[sent.held..sent.held + unit.end],
                     &unit.refs,
-                    if self.refuse { &unit.refused } else { &[] },
+                    refusals(self.refuse, &unit),
                     self.scratch,
                     self.max_prepared,
                 )
@@ -468,6 +470,11 @@ fn sent_step(unit: &Unit) -> Step {
         ready: unit.ending == Ending::Ready,
         simple: matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL),
     }
+}
+
+/// The messages of `unit` to fail in place, when the session refuses any (`refuse`).
+fn refusals(refuse: bool, unit: &Unit) -> &[scan::Refused] {
+    if refuse { unit.refused() } else { &[] }
 }
 
 #[cfg(test)]

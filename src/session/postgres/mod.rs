@@ -354,7 +354,7 @@ impl Session {
         if unit.first_tag == tag::QUERY || unit.executes || open_batch {
             self.note_set_in_transaction(&unit);
             self.note_unreplayed(&unit);
-            sets = self.record_effect(&unit.stmt, || unit.simple_sql.clone());
+            sets = self.record_effect(&unit.stmt, || unit.simple_sql.as_deref().map(str::to_owned));
         }
         let target = self.place(target).await?;
         let open = self.view.in_transaction == Some(Target::Writer);
@@ -396,7 +396,9 @@ impl Session {
         if let Some(query) = answer.absorbed {
             // A Query after a batch left open ran with it (the transaction state is still
             // the one it started in): the state it changes counts.
-            let sets = self.record_effect(&query.stmt, || query.simple_sql.clone());
+            let sets = self.record_effect(&query.stmt, || {
+                query.simple_sql.as_deref().map(str::to_owned)
+            });
             self.record_ran(sets, answer.failed);
             let in_transaction = answer.status != b'I';
             self.functions

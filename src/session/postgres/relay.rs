@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::SessionError;
-use super::backend::{Backend, Describing, MAX_BACKEND_MESSAGE};
+use super::backend::{Backend, MAX_BACKEND_MESSAGE, Owed};
 use super::cache::Dropped;
 use crate::net::Stream;
 use crate::protocol::postgres::frame;
@@ -71,7 +71,9 @@ impl Backend {
                 {
                     break;
                 }
-                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.describes_next() => break,
+                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.describing.tells_next() => {
+                    break;
+                }
                 tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
@@ -111,7 +113,7 @@ impl Backend {
                     break;
                 }
                 tag::ERROR_RESPONSE
-                    if !self.refusals.is_empty()
+                    if self.refusing()
                         && super::backend::answers_refusal(
                             &buf[pos + frame::HEADER_LEN..pos + h.total],
                         ) =>
@@ -121,7 +123,11 @@ impl Backend {
                     self.stale_columns_sent = false;
                     skipped = true;
                     let mut error = BytesMut::new();
-                    if let Some(refusal) = self.refusals.pop_front() {
+                    let owed = self
+                        .after_errors
+                        .as_mut()
+                        .and_then(|a| a.refusals.pop_front());
+                    if let Some(refusal) = owed {
                         refusal.error(&mut error);
                     }
                     seen.bytes += send(client, &buf[run_start..pos]).await?;
@@ -167,15 +173,9 @@ impl Backend {
                     self.stale_columns_sent = false;
                     skipped = true;
                 }
-                tag::PARAMETER_DESCRIPTION => {
-                    self.described_now = match self.describing.pop_front() {
-                        Some(Describing::Statement(p)) => p,
-                        _ => None,
-                    };
-                }
+                tag::PARAMETER_DESCRIPTION => self.describing.parameters(),
                 tag::ROW_DESCRIPTION | tag::NO_DATA => {
-                    let told = Describing::told(&mut self.described_now, &mut self.describing);
-                    if let Some(p) = told {
+                    if let Some(p) = self.describing.columns() {
                         let columns = &buf[pos + frame::HEADER_LEN..pos + h.total];
                         let digest = super::replan::digest(columns);
                         p.described
@@ -223,26 +223,19 @@ impl Backend {
     }
 
     /// After an error the backend skips to Sync: the Parses still owed were not run (the
-    /// client's own go to `failed_client_parses` too), and the descriptions still owed do
+    /// client's own go to `AfterErrors::failed_client_parses` too), and the descriptions still owed do
     /// not come.
     fn skipped_parses(&mut self, failed: &mut Vec<(Vec<u8>, bytes::Bytes)>) {
-        for owed in self.owed.drain(..) {
+        let owed: Vec<Owed> = self.owed.drain(..).collect();
+        for owed in owed {
             if let Some(parse) = owed.parse {
                 if !owed.swallow {
-                    self.failed_client_parses.push(parse.clone());
+                    self.after_errors().failed_client_parses.push(parse.clone());
                 }
                 failed.push(parse);
             }
         }
         self.describing.clear();
-        self.described_now = None;
-    }
-
-    /// Whether the RowDescription or NoData next tells a statement's columns (see
-    /// [`Describing::told`]).
-    fn describes_next(&self) -> bool {
-        self.described_now.is_some()
-            || matches!(self.describing.front(), Some(Describing::Portal(Some(_))))
     }
 
     /// Whether the whole NotificationResponse `message` was raised by a NOTIFY on this

@@ -281,14 +281,23 @@ pub struct Unit {
     pub stmt: Statement,
     /// The SQL text of what the unit runs, for recording SETs: a simple Query's, or the
     /// SET statements a batch binds (a batch of only SETs), in order.
-    pub simple_sql: Option<String>,
+    pub simple_sql: Option<Box<str>>,
     pub refs: Vec<Option<Arc<Prepared>>>,
     /// Messages the server would refuse for what the client's statements are (see
-    /// [`Refused`]), in order; most units have none.
-    pub refused: Vec<Refused>,
+    /// [`Refused`]), in order; most units have none (boxed when some: a unit is moved
+    /// several times per statement, and kept at 128 bytes it moves without a `memcpy`).
+    #[allow(clippy::box_collection)] // a thin pointer: the unit stays at 128 bytes
+    pub refused: Option<Box<Vec<Refused>>>,
     /// It holds a Bind or Execute: it runs something, rather than only preparing and
     /// describing statements.
     pub executes: bool,
+}
+
+impl Unit {
+    /// The messages to fail in place (see [`Refused`]).
+    pub fn refused(&self) -> &[Refused] {
+        self.refused.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 /// A client message its own server would refuse, for a name its statements do not have as
@@ -478,9 +487,10 @@ impl Scanner {
             ending,
             first_tag,
             stmt,
-            simple_sql: simple_sql.or(sets),
+            simple_sql: simple_sql.or(sets).map(String::into_boxed_str),
             refs: std::mem::take(&mut self.refs),
-            refused: std::mem::take(&mut self.refused),
+            refused: (!self.refused.is_empty())
+                .then(|| Box::new(std::mem::take(&mut self.refused))),
             executes: self.executes,
         };
         self.reset();
