@@ -421,32 +421,16 @@ def check_kill_binary():
             if in_transaction:
                 conn.begin()
             own = one(conn, "SELECT CONNECTION_ID()")
-            done = threading.Event()
-            failures = []
-
-            def keep_killing():
-                while not done.wait(0.1):
-                    try:
-                        killer.cursor().execute(f"KILL QUERY {own}")
-                    except Exception as e:  # reported below
-                        failures.append(e)
-                        return
-
-            thread = threading.Thread(target=keep_killing)
-            thread.start()
             started = time.monotonic()
-            try:
-                cur = conn.cursor()
-                cur.execute("SELECT SLEEP(?)", (60,))
-                result = cur.fetchone()
-                interrupted = result == (1,)
-            except mariadb.OperationalError as e:
-                result = e
-                interrupted = e.errno == mysql_common.ER_QUERY_INTERRUPTED
-            finally:
-                done.set()
-                thread.join()
-            expect(not failures, f"KILL QUERY failed: {failures and failures[0]}")
+            with mysql_common.killing(killer, own):
+                try:
+                    cur = conn.cursor()
+                    cur.execute("SELECT SLEEP(?)", (60,))
+                    result = cur.fetchone()
+                    interrupted = result == (1,)
+                except mariadb.OperationalError as e:
+                    result = e
+                    interrupted = e.errno == mysql_common.ER_QUERY_INTERRUPTED
             expect(interrupted and time.monotonic() - started < 30,
                    f"SLEEP(?) in {name} was not interrupted: {result!r}")
             if in_transaction:

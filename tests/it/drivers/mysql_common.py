@@ -4,6 +4,7 @@ Each driver script passes a `connect(**overrides)` function and its error module
 checks use only DB-API calls and SQL, with %s parameters.
 """
 
+import contextlib
 import threading
 import time
 from decimal import Decimal
@@ -29,6 +30,33 @@ def one(conn, query, params=None):
 
 def errno_of(e):
     return e.args[0] if e.args and isinstance(e.args[0], int) else getattr(e, "errno", None)
+
+
+@contextlib.contextmanager
+def killing(killer, own_id):
+    """While the block runs, `KILL QUERY own_id` on `killer` every 100 ms (the first after
+    100 ms); a KILL that fails fails the check once the block is over."""
+    done = threading.Event()
+    failures = []
+
+    def keep_killing():
+        while not done.wait(0.1):
+            try:
+                cur = killer.cursor()
+                cur.execute(f"KILL QUERY {own_id}")
+                cur.close()
+            except Exception as e:  # reported below
+                failures.append(e)
+                return
+
+    thread = threading.Thread(target=keep_killing)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    expect(not failures, f"KILL QUERY failed: {failures and failures[0]}")
 
 
 def checks(connect, errors, server_info):
@@ -166,32 +194,14 @@ def checks(connect, errors, server_info):
             cur = conn.cursor()
             cur.execute("START TRANSACTION")
             own_id = one(conn, "SELECT CONNECTION_ID()")
-            done = threading.Event()
-            failures = []
-
-            def keep_killing():
-                while not done.wait(0.1):
-                    try:
-                        kcur = killer.cursor()
-                        kcur.execute(f"KILL QUERY {own_id}")
-                        kcur.close()
-                    except Exception as e:  # reported below
-                        failures.append(e)
-                        return
-
-            thread = threading.Thread(target=keep_killing)
-            thread.start()
             started = time.monotonic()
-            try:
-                cur.execute("SELECT SLEEP(60)")
-                result = cur.fetchone()[0]
-                interrupted = result == 1
-            except errors.DatabaseError as e:
-                interrupted = errno_of(e) == ER_QUERY_INTERRUPTED
-            finally:
-                done.set()
-                thread.join()
-            expect(not failures, f"KILL QUERY failed: {failures and failures[0]}")
+            with killing(killer, own_id):
+                try:
+                    cur.execute("SELECT SLEEP(60)")
+                    result = cur.fetchone()[0]
+                    interrupted = result == 1
+                except errors.DatabaseError as e:
+                    interrupted = errno_of(e) == ER_QUERY_INTERRUPTED
             expect(interrupted and time.monotonic() - started < 30, "SLEEP(60) was interrupted")
             conn.rollback()
             expect_eq(one(conn, "SELECT 3"), 3, "the session after KILL QUERY")

@@ -48,6 +48,34 @@ function expectEq(got, want, what) {
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+// The settings every MySQL driver here (mysql2, mariadb) connects with, and `extra`.
+function mysqlConfig(extra) {
+  return {
+    host: HOST,
+    port: PORT,
+    user: USER,
+    password: PASSWORD,
+    database: DB,
+    connectTimeout: 10_000,
+    // TLS when asked for, the certificate not verified (the proxy's is the test PKI's).
+    ...(SSLMODE ? { ssl: { rejectUnauthorized: false } } : {}),
+    ...(TRACE ? { debug: true } : {}),
+    ...extra,
+  }
+}
+
+// Runs fn(conn...) with `n` new connections opened by `connect(extra)`, ending them after
+// (`end()`, or else `destroy()` when the driver has one).
+async function withOpened(connect, n, fn, extra) {
+  const conns = []
+  try {
+    for (let i = 0; i < n; i++) conns.push(await connect(extra))
+    return await fn(...conns)
+  } finally {
+    await Promise.all(conns.map((c) => c.end().catch(() => c.destroy && c.destroy())))
+  }
+}
+
 // Errors and warnings a client or connection emitted outside any query: a check that ends
 // with some fails. Scripts push to it from their drivers' event handlers.
 const strayErrors = []
@@ -148,5 +176,7 @@ module.exports = {
   delay,
   strayErrors,
   describeWith,
+  mysqlConfig,
+  withOpened,
   main,
 }

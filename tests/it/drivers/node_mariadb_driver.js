@@ -39,13 +39,13 @@ const { pathToFileURL } = require('url')
 
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
-  main } = require('./node_common')
+  mysqlConfig, withOpened, main } = require('./node_common')
+const { transactionsAndDuplicates, killQuery } = require('./node_mysql_common')
 
 const ER_DUP_ENTRY = 1062
 const ER_PARSE_ERROR = 1064
 const ER_NO_SUCH_TABLE = 1146
 const ER_UNKNOWN_STMT_HANDLER = 1243
-const ER_QUERY_INTERRUPTED = 1317
 const ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION = 1792
 // MariaDB's extended capabilities, as the connector numbers them (bits 32 and up).
 const MARIADB_CLIENT_STMT_BULK_OPERATIONS = 1n << 34n
@@ -64,23 +64,9 @@ let MARIADB_VERSION = '?'
 // whose type is not the point.
 const num = (v) => (typeof v === 'bigint' ? Number(v) : v)
 
-function config(extra) {
-  return {
-    host: HOST,
-    port: PORT,
-    user: USER,
-    password: PASSWORD,
-    database: DB,
-    connectTimeout: 10_000,
-    // TLS when asked for, the certificate not verified (the proxy's is the test PKI's).
-    ...(SSLMODE ? { ssl: { rejectUnauthorized: false } } : {}),
-    ...(TRACE ? { debug: true } : {}),
-    // Pipelining is the connector's default: a pipelined execute() of a new text sends
-    // EXECUTE of the last prepared statement (see execute_last_prepared).
-    pipelining: true,
-    ...extra,
-  }
-}
+// Pipelining is the connector's default: a pipelined execute() of a new text sends
+// EXECUTE of the last prepared statement (see execute_last_prepared).
+const config = (extra) => mysqlConfig({ pipelining: true, ...extra })
 
 // The commands a connection writes, by the first byte of each packet of sequence 0 (what
 // starts a command); LOAD DATA's file and continuation packets are of later sequences.
@@ -161,16 +147,7 @@ async function connect(extra) {
 // What connection `conn` wrote, counted (see `commandCounter`).
 const sentBy = (conn) => conn.info.sent
 
-// Runs fn(conn...) with `n` new connections, ending them after.
-async function withConnections(n, fn, extra) {
-  const conns = []
-  try {
-    for (let i = 0; i < n; i++) conns.push(await connect(extra))
-    return await fn(...conns)
-  } finally {
-    await Promise.all(conns.map((c) => c.end().catch(() => c.destroy())))
-  }
-}
+const withConnections = (n, fn, extra) => withOpened(connect, n, fn, extra)
 
 const withConnection = (fn, extra) => withConnections(1, fn, extra)
 
@@ -671,34 +648,7 @@ async function checkTransactions() {
     const ids = async () => (await conn.query({
       sql: 'SELECT id FROM items WHERE id >= 200 AND id < 300 ORDER BY id', rowsAsArray: true,
     })).flat()
-    await conn.beginTransaction()
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [200, 'committed'])
-    await conn.commit()
-    await conn.beginTransaction()
-    await conn.query('INSERT INTO items (id, name) VALUES (?, ?)', [201, 'rolled back'])
-    expectEq(await ids(), [200, 201], 'rows in the transaction')
-    await conn.rollback()
-    await conn.beginTransaction()
-    await conn.query("INSERT INTO items (id, name) VALUES (202, 'outer')")
-    await conn.query('SAVEPOINT s')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [203, 'inner'])
-    await conn.query('ROLLBACK TO SAVEPOINT s')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [204, 'kept'])
-    await conn.query('RELEASE SAVEPOINT s')
-    await conn.commit()
-    expectEq(await ids(), [200, 202, 204], 'committed rows')
-    // A duplicate key fails the statement, not the transaction.
-    await conn.beginTransaction()
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [250, 'kept'])
-    const dup = await expectError(conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [250, 'dup']), ER_DUP_ENTRY,
-      'a duplicate key (execute)')
-    expectEq([dup.code, dup.sqlState], ['ER_DUP_ENTRY', '23000'], 'code and SQLSTATE of the duplicate')
-    await expectError(conn.query("INSERT INTO items (id, name) VALUES (250, 'dup')"), ER_DUP_ENTRY,
-      'a duplicate key (query)')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [251, 'after the error'])
-    expectEq(num(await one(conn, 'SELECT @@in_transaction')), 1, 'still in the transaction')
-    await conn.commit()
-    expectEq(await ids(), [200, 202, 204, 250, 251], 'the transaction went on after the errors')
+    await transactionsAndDuplicates(conn, { ids, one: async (c, sql) => num(await one(c, sql)), expectError })
     // commit() and rollback() with no transaction open send nothing.
     const queries = sentBy(conn).query
     await conn.commit()
@@ -844,33 +794,8 @@ async function checkChangeUserAndReset() {
   })
 }
 
-// KILL QUERY <CONNECTION_ID()> from another connection, again and again until SLEEP(60)
-// ends: in a transaction (on the writer) and outside one (a read, on a replica through the
-// proxy).
 async function checkKillQuery() {
-  for (const inTx of [true, false]) {
-    await withConnections(2, async (conn, killer) => {
-      if (inTx) await conn.beginTransaction()
-      const id = num(await one(conn, 'SELECT CONNECTION_ID()'))
-      let settled = false
-      const running = conn.query('SELECT SLEEP(60) AS slept').then((rows) => num(rows[0].slept), (err) => err)
-        .finally(() => { settled = true })
-      const deadline = Date.now() + 30_000
-      // A KILL QUERY every 100 ms (the first after 100 ms) until the query ends.
-      while (!settled && Date.now() < deadline) {
-        await Promise.race([running, delay(100)])
-        if (settled) break
-        await killer.query(`KILL QUERY ${id}`)
-      }
-      expect(settled, `SLEEP(60) still running after 30 s of KILL QUERY ${id} (in a transaction: ${inTx})`)
-      const result = await running
-      expect(result === 1 || (result instanceof Error && result.errno === ER_QUERY_INTERRUPTED),
-        `SLEEP(60) interrupted (in a transaction: ${inTx}): got ${result instanceof Error ? `${result.errno} ${result.message}` : result}`)
-      if (inTx) await conn.rollback()
-      expectEq(await one(conn, 'SELECT 3'), 3, 'the connection after KILL QUERY')
-      expectEq(await one(killer, 'SELECT 4'), 4, 'the killer after KILL QUERY')
-    })
-  }
+  await killQuery({ withConnections, one: async (c, sql) => num(await one(c, sql)), slept: (rows) => num(rows[0].slept) })
 }
 
 // LOAD DATA LOCAL INFILE: the server asks for the file, the connector sends what

@@ -29,32 +29,19 @@ const MYSQL2_VERSION = require('mysql2/package.json').version
 
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
-  main } = require('./node_common')
+  mysqlConfig, withOpened, main } = require('./node_common')
+const { transactionsAndDuplicates, killQuery } = require('./node_mysql_common')
 
 const ER_DUP_ENTRY = 1062
 const ER_PARSE_ERROR = 1064
 const ER_NO_SUCH_TABLE = 1146
-const ER_QUERY_INTERRUPTED = 1317
 const MARIADB_CLIENT_EXTENDED_METADATA = 0x8
 
 // check name -> why it fails through the proxy (a defect reported, not fixed yet); see
 // common.py.
 const KNOWN_FAILURES = {}
 
-function config(extra) {
-  return {
-    host: HOST,
-    port: PORT,
-    user: USER,
-    password: PASSWORD,
-    database: DB,
-    connectTimeout: 10_000,
-    // TLS when asked for, the certificate not verified (the proxy's is the test PKI's).
-    ...(SSLMODE ? { ssl: { rejectUnauthorized: false } } : {}),
-    ...(TRACE ? { debug: true } : {}),
-    ...extra,
-  }
-}
+const config = mysqlConfig
 
 const COMMANDS = { 0x03: 'query', 0x16: 'prepare', 0x17: 'execute', 0x19: 'close', 0x11: 'changeUser', 0x1f: 'reset' }
 const COMMAND_CLASSES = {
@@ -86,16 +73,7 @@ async function connect(extra) {
   return conn
 }
 
-// Runs fn(conn...) with `n` new connections, ending them after.
-async function withConnections(n, fn, extra) {
-  const conns = []
-  try {
-    for (let i = 0; i < n; i++) conns.push(await connect(extra))
-    return await fn(...conns)
-  } finally {
-    await Promise.all(conns.map((c) => c.end().catch(() => {})))
-  }
-}
+const withConnections = (n, fn, extra) => withOpened(connect, n, fn, extra)
 
 const withConnection = (fn, extra) => withConnections(1, fn, extra)
 
@@ -483,34 +461,7 @@ async function checkTransactions() {
     const ids = async () => (await conn.query({
       sql: 'SELECT id FROM items WHERE id >= 200 AND id < 300 ORDER BY id', rowsAsArray: true,
     }))[0].flat()
-    await conn.beginTransaction()
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [200, 'committed'])
-    await conn.commit()
-    await conn.beginTransaction()
-    await conn.query('INSERT INTO items (id, name) VALUES (?, ?)', [201, 'rolled back'])
-    expectEq(await ids(), [200, 201], 'rows in the transaction')
-    await conn.rollback()
-    await conn.beginTransaction()
-    await conn.query("INSERT INTO items (id, name) VALUES (202, 'outer')")
-    await conn.query('SAVEPOINT s')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [203, 'inner'])
-    await conn.query('ROLLBACK TO SAVEPOINT s')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [204, 'kept'])
-    await conn.query('RELEASE SAVEPOINT s')
-    await conn.commit()
-    expectEq(await ids(), [200, 202, 204], 'committed rows')
-    // A duplicate key fails the statement, not the transaction.
-    await conn.beginTransaction()
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [250, 'kept'])
-    const dup = await expectError(conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [250, 'dup']), ER_DUP_ENTRY,
-      'a duplicate key (execute)')
-    expectEq([dup.code, dup.sqlState], ['ER_DUP_ENTRY', '23000'], 'code and SQLSTATE of the duplicate')
-    await expectError(conn.query("INSERT INTO items (id, name) VALUES (250, 'dup')"), ER_DUP_ENTRY,
-      'a duplicate key (query)')
-    await conn.execute('INSERT INTO items (id, name) VALUES (?, ?)', [251, 'after the error'])
-    expectEq(await one(conn, 'SELECT @@in_transaction'), 1, 'still in the transaction')
-    await conn.commit()
-    expectEq(await ids(), [200, 202, 204, 250, 251], 'the transaction went on after the errors')
+    await transactionsAndDuplicates(conn, { ids, one, expectError })
     // A read-only transaction refuses a write.
     await conn.query('START TRANSACTION READ ONLY')
     expectEq(await oneExecuted(conn, 'SELECT name FROM items WHERE id = ?', [200]), 'committed', 'a read-only read')
@@ -650,33 +601,8 @@ async function checkChangeUserAndReset() {
   })
 }
 
-// KILL QUERY <CONNECTION_ID()> from another connection, again and again until SLEEP(60)
-// ends: in a transaction (on the writer) and outside one (a read, on a replica through the
-// proxy).
 async function checkKillQuery() {
-  for (const inTx of [true, false]) {
-    await withConnections(2, async (conn, killer) => {
-      if (inTx) await conn.beginTransaction()
-      const id = await one(conn, 'SELECT CONNECTION_ID()')
-      let settled = false
-      const running = conn.query('SELECT SLEEP(60) AS slept').then(([rows]) => rows[0].slept, (err) => err)
-        .finally(() => { settled = true })
-      const deadline = Date.now() + 30_000
-      // A KILL QUERY every 100 ms (the first after 100 ms) until the query ends.
-      while (!settled && Date.now() < deadline) {
-        await Promise.race([running, delay(100)])
-        if (settled) break
-        await killer.query(`KILL QUERY ${id}`)
-      }
-      expect(settled, `SLEEP(60) still running after 30 s of KILL QUERY ${id} (in a transaction: ${inTx})`)
-      const result = await running
-      expect(result === 1 || (result instanceof Error && result.errno === ER_QUERY_INTERRUPTED),
-        `SLEEP(60) interrupted (in a transaction: ${inTx}): got ${result instanceof Error ? `${result.errno} ${result.message}` : result}`)
-      if (inTx) await conn.rollback()
-      expectEq(await one(conn, 'SELECT 3'), 3, 'the connection after KILL QUERY')
-      expectEq(await one(killer, 'SELECT 4'), 4, 'the killer after KILL QUERY')
-    })
-  }
+  await killQuery({ withConnections, one, slept: ([rows]) => rows[0].slept })
 }
 
 // LOAD DATA LOCAL INFILE: the server asks for the file, mysql2 sends what

@@ -25,7 +25,7 @@ const PG_VERSION = require('pg/package.json').version
 
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
-  main } = require('./node_common')
+  withOpened, main } = require('./node_common')
 
 // check name -> why it fails through the proxy (a defect reported, not fixed yet); see
 // common.py.
@@ -95,16 +95,7 @@ async function connect(extra) {
   return client
 }
 
-// Runs fn(client...) with `n` new clients, ending them after.
-async function withClients(n, fn, extra) {
-  const clients = []
-  try {
-    for (let i = 0; i < n; i++) clients.push(await connect(extra))
-    return await fn(...clients)
-  } finally {
-    await Promise.all(clients.map((c) => c.end().catch(() => {})))
-  }
-}
+const withClients = (n, fn, extra) => withOpened(connect, n, fn, extra)
 
 const withClient = (fn, extra) => withClients(1, fn, extra)
 
