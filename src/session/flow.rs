@@ -41,7 +41,7 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     type Conn: Pooled + Send;
     /// A connection the session holds (lent by the pool), with what the session tracks
     /// about it.
-    type Backend: Held<Conn = Lease<Self::Conn>> + Send;
+    type Backend: Held<Conn = Lease<Self::Conn>> + Send + Sync;
     /// One change of session state, recorded to replay on other connections.
     type Replay: Send + Sync + std::hash::Hash;
     /// What a backend login needs besides the credentials (startup parameters, the
@@ -49,7 +49,7 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     type Login: Clone + Send + Sync;
     /// The protocol's own half of a session: the client connection and what only this
     /// protocol tracks.
-    type Side: Send;
+    type Side: Send + Sync;
 
     /// The codes and words of the ways a session ends.
     const ENDINGS: super::error::Endings<Self::Code>;

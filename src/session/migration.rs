@@ -114,6 +114,14 @@ impl<P: Protocol> Session<P> {
         if state.active == self.cluster.name {
             return Ok(());
         }
+        super::cold(self.move_to_active(state)).await
+    }
+
+    /// [`Session::follow_active`] once the active cluster is another than the session's.
+    async fn move_to_active(
+        &mut self,
+        state: Arc<crate::cutover::RoutingState>,
+    ) -> Result<(), SessionError<P>> {
         let Some(cluster) = self.ctx.topology.cluster(&state.active) else {
             let name = &state.active;
             return Err(Self::refused(Why::NoActiveCluster { name }));

@@ -325,3 +325,14 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
         Protocol::Mysql => mysql::run(tcp, ctx, shutdown).await,
     }
 }
+
+/// A rarely taken path's future, run out of line: behind a box and a vtable, its code is
+/// not inlined into the hot state machine that awaits it, nor its state kept in that
+/// machine's. A session's hot path spans more code than a core's instruction cache holds
+/// (benches/RESULTS.md, "Build profile"): what it does not run every statement is kept
+/// out of the way. Costs an allocation each time the path is taken.
+pub(crate) fn cold<'a, T>(
+    future: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
+}

@@ -14,6 +14,7 @@ use super::startup::Client;
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 use crate::router::{self, SessionView, Settings, Target};
+use crate::session::cold;
 use crate::sql::{Class, Statement};
 
 /// Bytes of COPY data or held client messages after which the client is not read further
@@ -289,7 +290,7 @@ impl Exchange<'_> {
                     filled?;
                     self.relay(unit, sent, relayed, &mut ready).await?;
                 }
-                _ = &mut terminating => return Err(self.terminated().await),
+                _ = &mut terminating => return Err(cold(self.terminated()).await),
             }
         }
     }
@@ -342,7 +343,7 @@ impl Exchange<'_> {
                 self.statements.forget_failed(&name, &parse);
             }
             if seen.stale_plan {
-                match self.backend.replan(self.scratch, self.max_prepared).await? {
+                match cold(self.backend.replan(self.scratch, self.max_prepared)).await? {
                     Replanned::Retry => {
                         // Nothing of the unit reached the client and nothing followed it:
                         // it is still whole at the front of the client buffer.
@@ -409,7 +410,7 @@ impl Exchange<'_> {
             {
                 // It must run elsewhere: end the batch here; the session routes it anew.
                 self.scanner.recycle(unit.refs);
-                let status = self.backend.end_open_batch(&mut self.client.stream).await?;
+                let status = cold(self.backend.end_open_batch(&mut self.client.stream)).await?;
                 sent.flow = Flow::Idle;
                 sent.ended_by_proxy = Some(status);
                 return Ok(());

@@ -26,8 +26,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use self::cancel::{Registration, SessionCancel};
-use super::Context;
 use super::flow::{Pin, Start, Why};
+use super::{Context, cold};
 use crate::backend::Credentials;
 use crate::backend::postgres::ConnectError;
 use crate::metrics;
@@ -53,31 +53,32 @@ pub async fn run(tcp: TcpStream, ctx: Arc<Context>, shutdown: Shutdown) {
 
 async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result<(), SessionError> {
     let deadline = Instant::now() + ctx.config().raw.server.auth_timeout;
-    let (client, params, user, pass_through) = match startup::handshake(tcp, ctx, deadline).await? {
-        Outcome::Cancel {
-            pid,
-            secret,
-            mut client,
-        } => {
-            if let Err(e) = ctx.cancels.cancel(pid, secret).await {
-                tracing::warn!(error = %e, "could not forward a cancel request");
+    let (client, params, user, pass_through) =
+        match cold(startup::handshake(tcp, ctx, deadline)).await? {
+            Outcome::Cancel {
+                pid,
+                secret,
+                mut client,
+            } => {
+                if let Err(e) = ctx.cancels.cancel(pid, secret).await {
+                    tracing::warn!(error = %e, "could not forward a cancel request");
+                }
+                // As the server does: close the connection properly once the cancel is sent.
+                if let Err(e) = client.stream.shutdown().await {
+                    tracing::debug!(error = %e, "closing a cancel request's connection");
+                }
+                return Ok(());
             }
-            // As the server does: close the connection properly once the cancel is sent.
-            if let Err(e) = client.stream.shutdown().await {
-                tracing::debug!(error = %e, "closing a cancel request's connection");
+            Outcome::Session(session) => {
+                let startup::Authenticated {
+                    client,
+                    params,
+                    user,
+                    pass_through,
+                } = *session;
+                (client, params, user, pass_through)
             }
-            return Ok(());
-        }
-        Outcome::Session(session) => {
-            let startup::Authenticated {
-                client,
-                params,
-                user,
-                pass_through,
-            } = *session;
-            (client, params, user, pass_through)
-        }
-    };
+        };
     let topology = ctx.topology.load();
     let routing = ctx.routing.load();
     let active = &routing.active;
@@ -122,7 +123,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
     let _connected = metrics::client_connected();
     // Lives as long as the session: the client's cancel key. Dropped last, once the client
     // connection is closed (a `pg_terminate_backend` with a timeout waits for that).
-    let (result, _registration) = match session.start().await {
+    let (result, _registration) = match cold(session.start()).await {
         Ok(registration) => (session.serve().await, Some(registration)),
         Err(e) => (Err(e), None),
     };
@@ -270,11 +271,11 @@ impl Session {
         }
         if let Err(SessionError::Killed) = &result {
             // Another client ran `pg_terminate_backend` naming this one.
-            return Err(self.end_terminated().await);
+            return Err(cold(self.end_terminated()).await);
         }
         if let Err(SessionError::BackendLost { .. }) = &result {
             // The server ended the connection of this pinned session, or the writer died.
-            self.end_if_alone().await?;
+            cold(self.end_if_alone()).await?;
         }
         result
     }
@@ -315,7 +316,7 @@ impl Session {
                         )),
                     };
                     let status = if idle { b'I' } else { b'T' };
-                    return self.answer_command(unit.end, answer, status).await;
+                    return cold(self.answer_command(unit.end, answer, status)).await;
                 }
             }
         }
@@ -328,7 +329,7 @@ impl Session {
                 let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
                 if let Some(closes) = closes {
                     self.side.scanner.recycle(unit.refs);
-                    return self.answer_closes(unit.end, closes, b'I').await;
+                    return cold(self.answer_closes(unit.end, closes, b'I')).await;
                 }
             }
             self.follow_active().await?;
@@ -368,7 +369,7 @@ impl Session {
             return Ok(());
         }
         if self.side.cancel.terminated() {
-            return Err(self.end_terminated().await);
+            return Err(cold(self.end_terminated()).await);
         }
         let result = self.exchange(target, &unit).await;
         let (answer, ran_on) = match result {
@@ -380,12 +381,14 @@ impl Session {
             }) if target == Target::Reader && self.view.in_transaction.is_none() => {
                 // Nothing reached the client, and no transaction was open on the reader: run
                 // it again on another reader, else the writer.
-                let retry = self.retry_target(&error).await?;
-                let answer = self.exchange(retry, &unit).await.map_err(|f| f.error)?;
+                let retry = cold(self.retry_target(&error)).await?;
+                let answer = cold(self.exchange(retry, &unit))
+                    .await
+                    .map_err(|f| f.error)?;
                 (answer, retry)
             }
             Err(failed) if target == Target::Writer => {
-                self.writer_failed(&unit, failed, open).await?;
+                cold(self.writer_failed(&unit, failed, open)).await?;
                 self.side.scanner.recycle(unit.refs);
                 return Ok(());
             }
@@ -406,17 +409,17 @@ impl Session {
         }
         self.transaction((answer.status != b'I').then_some(ran_on));
         if answer.status == b'T' && ran_on == Target::Writer && self.admitted_read_only {
-            self.keep_read_only(&unit).await?;
+            cold(self.keep_read_only(&unit)).await?;
         }
         self.ran(&unit.stmt, ran_on, open_batch || router::may_write(&stmt));
         if self.pinned_by(Pin::Statement) {
-            self.note_holds(&unit, answer.status).await?;
+            cold(self.note_holds(&unit, answer.status)).await?;
         }
         if answer.status == b'I' && self.pinned_by(Pin::SetInTransaction) {
-            self.settle_settings().await?;
+            cold(self.settle_settings()).await?;
         }
         if answer.status == b'I' && self.pinned_by(Pin::Unreplayable) {
-            self.settle_unreplayed().await?;
+            cold(self.settle_unreplayed()).await?;
         }
         self.side.scanner.recycle(unit.refs);
         self.release_idle();

@@ -102,6 +102,18 @@ impl Session {
         if status == b'T' && !self.signal_allowed(batch.call) {
             return Ok(false);
         }
+        // Every write statement passes the checks above; few get here.
+        crate::session::cold(self.answer_signal(unit, batch, status)).await?;
+        Ok(true)
+    }
+
+    /// Answers `unit`, the signal call `batch`, in transaction status `status`.
+    async fn answer_signal(
+        &mut self,
+        unit: &Unit,
+        batch: Batch,
+        status: u8,
+    ) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         let function = batch.call.signal.function();
         let mut failed = false;
@@ -121,8 +133,7 @@ impl Session {
                 }
             }
         }
-        self.answer_with(unit.end, &out).await?;
-        Ok(true)
+        self.answer_with(unit.end, &out).await
     }
 
     /// Whether `call` is one the proxy answers without an error: a timeout that is not
