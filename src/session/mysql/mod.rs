@@ -25,9 +25,9 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::Context;
 use super::flow::{Pin, Start, Why};
 use super::migration::Refusal;
+use super::{Context, cold};
 use crate::backend::Credentials;
 use crate::config::PoolMode;
 use crate::metrics;
@@ -276,7 +276,9 @@ impl Session {
         if release {
             // Pins whose state the command gave back let go, between transactions.
             self.track_holds(Vec::new(), false);
-            self.settle_unreplayed().await?;
+            if self.pinned_by(Pin::Unreplayable) {
+                cold(self.settle_unreplayed()).await?;
+            }
             self.release_idle();
         }
         Ok(true)
@@ -291,7 +293,7 @@ impl Session {
     ) -> Result<bool, SessionError> {
         match cmd {
             Command::Quit => return Ok(false),
-            Command::Ping => self.reply_ok().await?,
+            Command::Ping => cold(self.reply_ok()).await?,
             Command::Query { sql } => {
                 let mut stmt = classify(sql);
                 // `START TRANSACTION READ WRITE` overrides read-only mode's session default:
@@ -307,7 +309,7 @@ impl Session {
                 if stmt.class == Class::Write
                     && stmt.count == 1
                     && let Some(kill) = kill::Kill::parse(sql)
-                    && self.kill(kill).await?
+                    && cold(self.kill(kill)).await?
                 {
                     return Ok(true);
                 }
@@ -325,12 +327,12 @@ impl Session {
                     .await?;
             }
             Command::FieldList { .. } => {
-                self.routed(packet, read_statement(), None).await?;
+                cold(self.routed(packet, read_statement(), None)).await?;
             }
             Command::Statistics => {
-                self.run_on(Target::Writer, packet, None).await?;
+                cold(self.run_on(Target::Writer, packet, None)).await?;
             }
-            Command::ResetConnection => self.reset_connection(packet).await?,
+            Command::ResetConnection => cold(self.reset_connection(packet)).await?,
             Command::StmtPrepare { sql } => {
                 let own = self.own_identity(&classify(sql), COM_STMT_PREPARE, sql);
                 match &own {
@@ -345,20 +347,18 @@ impl Session {
                 self.execute(payload, statement_id, Run::Bulk).await?
             }
             Command::StmtSendLongData { statement_id, .. } => {
-                self.send_long_data(payload, statement_id).await?
+                cold(self.send_long_data(payload, statement_id)).await?
             }
             Command::StmtClose { statement_id } => self.close_statement(statement_id),
             Command::StmtReset { statement_id } | Command::StmtFetch { statement_id, .. } => {
-                self.statement_follow_up(payload, statement_id).await?
+                cold(self.statement_follow_up(payload, statement_id)).await?
             }
-            Command::ChangeUser { body } => return self.change_user(body).await,
+            Command::ChangeUser { body } => return cold(self.change_user(body)).await,
             Command::Other { .. } => {
                 let name = payload.first().copied().unwrap_or(0);
                 let message = format!("command {name:#04x} is not supported through switchyard");
-                self.side
-                    .client
-                    .send_error(1, ER_UNKNOWN_COM_ERROR, &message)
-                    .await;
+                let client = &mut self.side.client;
+                cold(client.send_error(1, ER_UNKNOWN_COM_ERROR, &message)).await;
             }
         }
         Ok(true)
@@ -463,7 +463,7 @@ impl Session {
                     && e.backend_failed()
                     && self.side.kill.kill.killed() =>
             {
-                Err(self.reader_killed().await)
+                Err(cold(self.reader_killed()).await)
             }
             Err(e)
                 if target == Target::Reader
@@ -471,8 +471,10 @@ impl Session {
                     && e.backend_failed()
                     && self.side.client.written == before =>
             {
-                let retry = self.retry_target(&e).await?;
-                self.run_on(retry, packet, None).await.map(|r| r.failed)
+                let retry = cold(self.retry_target(&e)).await?;
+                cold(self.run_on(retry, packet, None))
+                    .await
+                    .map(|r| r.failed)
             }
             other => other.map(|r| r.failed),
         }
