@@ -1,4 +1,4 @@
-//! The floor a tokio proxy stands on, for `benches/instructions-postgres.sh`: each client
+//! The floor a tokio proxy stands on, for `benches/instructions.sh`: each client
 //! connection relayed byte for byte to one server address, on a current-thread runtime (as
 //! switchyard with `worker_threads = 1`), with no protocol work at all.
 //!

@@ -28,7 +28,7 @@ has_program haproxy || missing+=(haproxy)
 has_program mariadbd || missing+=(mariadb-server)
 has_program mariadb || missing+=(mariadb-client)
 has_program sysbench || missing+=(sysbench)
-# benches/instructions-postgres.sh counts instructions and cache misses with callgrind.
+# benches/instructions.sh counts instructions and cache misses with callgrind.
 has_program callgrind_control || missing+=(valgrind)
 has_program promtool || missing+=(prometheus)
 has_program systemd-analyze || missing+=(systemd)
