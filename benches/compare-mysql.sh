@@ -105,10 +105,7 @@ log "ports: mariadb=$DB_PORT switchyard=$SY_PORT (admin $SY_ADMIN_PORT) haproxy=
 
 maria_start 300
 
-log "sysbench oltp_point_select prepare ($TABLES tables of $TABLE_SIZE rows)"
-mapfile -t direct_conn < <(sysbench_conn "$DB_PORT")
-sysbench oltp_point_select "${direct_conn[@]}" prepare >"$TMP/sysbench-prepare.log" 2>&1 ||
-    { tail -n 30 "$TMP/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
+sysbench_prepare
 
 # HAProxy, a bare TCP hop; switchyard with the server as its only backend.
 write_haproxy_config "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$DB_PORT"

@@ -125,10 +125,7 @@ if [[ $ENGINE == postgres ]]; then
     pgbench_init "$SCALE"
 else
     maria_start $((CLIENTS + 50))
-    log "sysbench prepare ($TABLES tables of $TABLE_SIZE rows)"
-    mapfile -t direct_conn < <(sysbench_conn "$DB_PORT")
-    sysbench oltp_point_select "${direct_conn[@]}" prepare >"$TMP/sysbench-prepare.log" 2>&1 ||
-        { tail -n 30 "$TMP/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
+    sysbench_prepare
 fi
 
 POOL_CONFIG='pool_mode = "transaction"\npool_size = 10\nworker_threads = 1'

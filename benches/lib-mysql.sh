@@ -41,6 +41,15 @@ sysbench_conn() {
         --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE"
 }
 
+# sysbench_prepare: sysbench's TABLES tables of TABLE_SIZE rows, made directly on DB_PORT.
+sysbench_prepare() {
+    local -a conn
+    log "sysbench prepare ($TABLES tables of $TABLE_SIZE rows)"
+    mapfile -t conn < <(sysbench_conn "$DB_PORT")
+    sysbench oltp_point_select "${conn[@]}" prepare >"$TMP/sysbench-prepare.log" 2>&1 ||
+        { tail -n 30 "$TMP/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
+}
+
 # sysbench_parse OUTFILE PERCENTILE -> tps, avg latency ms, the PERCENTILE-th
 # percentile latency ms, transactions, ignored errors (tab-separated) from sysbench's
 # report; avg has 2 decimals only there, so it is taken as sum / events when it can be.
