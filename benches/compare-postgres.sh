@@ -33,13 +33,8 @@
 # on free ports, in a temporary directory that is removed on exit.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-INVOCATION=$(printf '%q ' "$0" "$@")
-INVOCATION=${INVOCATION% }
-
 # shellcheck source=lib.sh
-source "$SCRIPT_DIR/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=lib-postgres.sh
 source "$SCRIPT_DIR/lib-postgres.sh"
 

@@ -39,9 +39,6 @@
 # directory that is removed on exit.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
     exit 0
@@ -65,7 +62,7 @@ INVOCATION=$(printf '%q ' "$0" "$PROTOCOL")
 INVOCATION=${INVOCATION% }
 
 # shellcheck source=lib.sh
-source "$SCRIPT_DIR/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ $PROTOCOL == postgres ]]; then
     # shellcheck source=lib-postgres.sh
     source "$SCRIPT_DIR/lib-postgres.sh"

@@ -44,13 +44,8 @@
 # temporary directory removed on exit.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-INVOCATION=$(printf '%q ' "$0" "$@")
-INVOCATION=${INVOCATION% }
-
 # shellcheck source=lib.sh
-source "$SCRIPT_DIR/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ENGINE=${ENGINE:-postgres}
 case $ENGINE in
     # shellcheck source=lib-postgres.sh

@@ -6,8 +6,10 @@
 # rounds and the markdown table. Sourced, never run; the database set-up is in
 # lib-postgres.sh and lib-mysql.sh.
 #
-# The sourcing script sets REPO_ROOT, then sources this file (which declares
-# the shared state below), and defines:
+# The sourcing script sources this file first (without arguments, so that "$@"
+# here are the script's own), which sets SCRIPT_DIR (benches/), REPO_ROOT and
+# INVOCATION (how the script was run, for its report; a script that re-runs
+# itself sets INVOCATION before) and declares the shared state below; it defines:
 #   bench_run PORT SECONDS OUTFILE   run the load generator once (via run_client)
 #   bench_parse OUTFILE              print "tps<TAB>avg_ms<TAB>p95_ms<TAB>tx<TAB>errors"
 #                                    (p95_ms and errors may be NA); fail if unparsable
@@ -20,6 +22,14 @@
 #   SERVER_PORT    the database's port: run_rounds then samples the connections each
 #                  target holds to it (see sample_conns) and reports the peak
 #   NOT_RUN[t]     why target t is left out of the current rounds (shown in the report)
+
+# ----------------------------------------------------------------- places ---
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+if [[ -z ${INVOCATION:-} ]]; then
+    INVOCATION=$(printf '%q ' "$0" "$@")
+    INVOCATION=${INVOCATION% }
+fi
 
 # ------------------------------------------------------------------ state ---
 TMP=""                  # temp dir, removed on exit

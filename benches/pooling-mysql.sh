@@ -61,13 +61,8 @@
 # open-files limit (500 threads need about 1,000 descriptors per proxy).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-INVOCATION=$(printf '%q ' "$0" "$@")
-INVOCATION=${INVOCATION% }
-
 # shellcheck source=lib.sh
-source "$SCRIPT_DIR/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=lib-mysql.sh
 source "$SCRIPT_DIR/lib-mysql.sh"
 
