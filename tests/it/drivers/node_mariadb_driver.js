@@ -40,13 +40,9 @@ const { pathToFileURL } = require('url')
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
   mysqlConfig, withOpened, main } = require('./node_common')
-const { transactionsAndDuplicates, killQuery } = require('./node_mysql_common')
+const { transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE,
+  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION } = require('./node_mysql_common')
 
-const ER_DUP_ENTRY = 1062
-const ER_PARSE_ERROR = 1064
-const ER_NO_SUCH_TABLE = 1146
-const ER_UNKNOWN_STMT_HANDLER = 1243
-const ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION = 1792
 // MariaDB's extended capabilities, as the connector numbers them (bits 32 and up).
 const MARIADB_CLIENT_STMT_BULK_OPERATIONS = 1n << 34n
 const MARIADB_CLIENT_EXTENDED_METADATA = 1n << 35n

@@ -30,11 +30,9 @@ const MYSQL2_VERSION = require('mysql2/package.json').version
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
   mysqlConfig, withOpened, main } = require('./node_common')
-const { transactionsAndDuplicates, killQuery } = require('./node_mysql_common')
+const { transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE } =
+  require('./node_mysql_common')
 
-const ER_DUP_ENTRY = 1062
-const ER_PARSE_ERROR = 1064
-const ER_NO_SUCH_TABLE = 1146
 const MARIADB_CLIENT_EXTENDED_METADATA = 0x8
 
 // check name -> why it fails through the proxy (a defect reported, not fixed yet); see

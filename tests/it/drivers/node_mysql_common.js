@@ -7,8 +7,13 @@
 
 const { delay, expect, expectEq } = require('./node_common')
 
+// The server's error numbers the checks expect.
 const ER_DUP_ENTRY = 1062
+const ER_PARSE_ERROR = 1064
+const ER_NO_SUCH_TABLE = 1146
+const ER_UNKNOWN_STMT_HANDLER = 1243
 const ER_QUERY_INTERRUPTED = 1317
+const ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION = 1792
 
 // Transactions on `conn`: commit, rollback, savepoints, and a duplicate key that fails its
 // statement (by `execute` and by `query`) but not the transaction. `ids()`: the ids of items
@@ -75,4 +80,7 @@ async function killQuery({ withConnections, one, slept }) {
   }
 }
 
-module.exports = { transactionsAndDuplicates, killQuery }
+module.exports = {
+  transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE,
+  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+}
