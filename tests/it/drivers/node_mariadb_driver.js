@@ -41,7 +41,7 @@ const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MOD
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
   mysqlConfig, withOpened, main } = require('./node_common')
 const { transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE,
-  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION } = require('./node_mysql_common')
+  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION, blob, DOC, TEXT } = require('./node_mysql_common')
 
 // MariaDB's extended capabilities, as the connector numbers them (bits 32 and up).
 const MARIADB_CLIENT_STMT_BULK_OPERATIONS = 1n << 34n
@@ -245,15 +245,6 @@ async function checkSetup() {
   await awaitReplicated(tableExists('pooled'), 1)
 }
 
-// A 1 MiB Buffer with every byte value.
-function blob() {
-  const b = Buffer.alloc(1 << 20)
-  for (let i = 0; i < b.length; i++) b[i] = i % 256
-  return b
-}
-
-const DOC = { k: [1, null, 'é'], nested: { t: true }, big: 12345678901234 }
-const TEXT = 'héllo wörld ✓ 🎉'
 // 2024-02-29 12:34:56.789, in the connection's time zone (the connector's default: the
 // process's own).
 const WHEN = new Date(2024, 1, 29, 12, 34, 56, 789)

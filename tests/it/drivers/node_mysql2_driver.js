@@ -30,8 +30,8 @@ const MYSQL2_VERSION = require('mysql2/package.json').version
 const { HOST, PORT, USER, PASSWORD, DB, SSLMODE, TARGET, THROUGH_PROXY, POOL_MODE, ONE_CONNECTION,
   TRACE, CHECK_TIMEOUT_MS, CheckFailed, expect, show, expectEq, delay, strayErrors, describeWith,
   mysqlConfig, withOpened, main } = require('./node_common')
-const { transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE } =
-  require('./node_mysql_common')
+const { transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE, blob, DOC,
+  TEXT } = require('./node_mysql_common')
 
 const MARIADB_CLIENT_EXTENDED_METADATA = 0x8
 
@@ -162,15 +162,6 @@ async function checkSetup() {
   await awaitReplicated(tableExists('pooled'), 1)
 }
 
-// A 1 MiB Buffer with every byte value.
-function blob() {
-  const b = Buffer.alloc(1 << 20)
-  for (let i = 0; i < b.length; i++) b[i] = i % 256
-  return b
-}
-
-const DOC = { k: [1, null, 'é'], nested: { t: true }, big: 12345678901234 }
-const TEXT = 'héllo wörld ✓ 🎉'
 const BIG_OPTIONS = { supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' }
 
 // A row of `bins` as it comes back with BIG_OPTIONS (from `query()` or `execute()`). The

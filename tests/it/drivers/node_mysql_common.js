@@ -80,7 +80,18 @@ async function killQuery({ withConnections, one, slept }) {
   }
 }
 
+// Values the checks round-trip. A 1 MiB Buffer with every byte value:
+function blob() {
+  const b = Buffer.alloc(1 << 20)
+  for (let i = 0; i < b.length; i++) b[i] = i % 256
+  return b
+}
+
+// a JSON document, and text beyond Latin-1.
+const DOC = { k: [1, null, 'é'], nested: { t: true }, big: 12345678901234 }
+const TEXT = 'héllo wörld ✓ 🎉'
+
 module.exports = {
   transactionsAndDuplicates, killQuery, ER_DUP_ENTRY, ER_PARSE_ERROR, ER_NO_SUCH_TABLE,
-  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+  ER_UNKNOWN_STMT_HANDLER, ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION, blob, DOC, TEXT
 }
