@@ -37,6 +37,9 @@
 #   RELAY_BIN          the relay [<repo>/target/release/examples/tcp_relay]; built with
 #                      `cargo build --release --example tcp_relay` when missing
 #   STARTUP_TIMEOUT [120] seconds to wait for each target (valgrind starts slowly)
+#   PROFILE_DIR        when set, each target's callgrind file is kept there as
+#                      TARGET-WORKLOAD.callgrind, for `callgrind_annotate --inclusive=yes`
+#                      (where the instructions and misses go, function by function) [none]
 #
 # Needs root (the database runs as its own OS user), valgrind (scripts/install-deps.sh
 # installs it), and PostgreSQL 15, pgbench and psql, or MariaDB and sysbench. Progress goes
@@ -73,6 +76,10 @@ SCALE=${SCALE:-10}
 TABLES=${TABLES:-1}
 TABLE_SIZE=${TABLE_SIZE:-10000}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-120}
+if [[ -n ${PROFILE_DIR:-} ]]; then
+    mkdir -p "$PROFILE_DIR"
+    PROFILE_DIR=$(cd "$PROFILE_DIR" && pwd)
+fi
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 RELAY_BIN=${RELAY_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/tcp_relay}
 
@@ -189,6 +196,7 @@ count() {
         { cat "$TMP/$target-$workload.run" >&2; die "$target: the counted run failed"; }
     callgrind_control -i off "$pid" >/dev/null
     stop_pid "$pid" "$target" 30
+    [[ -n ${PROFILE_DIR:-} ]] && cp "$out" "$PROFILE_DIR/"
     unset "PIDS[$target]"
     tx=$(transactions "$TMP/$target-$workload.run")
     # callgrind writes one file per thread with --separate-threads only; one file here.

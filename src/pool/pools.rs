@@ -147,6 +147,27 @@ impl<C: Pooled> Pools<C> {
             .await
     }
 
+    /// An idle connection of `pool` lent at once, when one is there for the taking (no
+    /// checkout waiting before this one, still open and young enough): the checkout of
+    /// [`Pools::checkout_from`] that neither opens nor waits, with no future to drive. A
+    /// session takes its writer this way transaction after transaction; `None` sends it
+    /// the long way.
+    pub fn take_idle(&self, pool: &PoolRef<C>, settings: &Settings) -> Option<Lease<C>> {
+        let pool = &pool.0;
+        let entry = pool.with(|s| s.take_idle(*settings))?;
+        match pool.usable(entry, settings) {
+            Ok(entry) => {
+                pool.metrics.checkout_wait.record(0.0);
+                Some(Lease::new(Arc::clone(pool), entry))
+            }
+            Err((conn, reason)) => {
+                pool.with(|s| s.free(Busy::InUse));
+                pool.close(*conn, reason);
+                None
+            }
+        }
+    }
+
     async fn checkout_in<E, F, Fut>(
         &self,
         mut pool: Arc<Pool<C>>,

@@ -199,6 +199,19 @@ impl<C> Slots<C> {
         Take::Wait(id, rx)
     }
 
+    /// The newest idle connection, when one is there for the taking (the pool not retired
+    /// and no checkout waiting before this one), with `settings` (which become the
+    /// pool's): [`Slots::take`] when it neither opens nor waits. `None` changes nothing.
+    pub fn take_idle(&mut self, settings: Settings) -> Option<Entry<C>> {
+        if self.retired || !self.waiters.is_empty() {
+            return None;
+        }
+        let entry = self.idle.pop_back()?;
+        self.settings = settings;
+        self.in_use += 1;
+        Some(entry)
+    }
+
     /// A connection opened outside the pool joins it, in use: counted even past
     /// `pool_size` (the caller could not wait for a slot).
     pub fn adopted(&mut self) {

@@ -296,6 +296,9 @@ pub struct Session<P: Protocol> {
     pub(super) read_your_writes: ReadYourWrites,
     /// Reads stay on the writer until then, after this session wrote (read-your-writes).
     pub(super) writes_until: Option<Instant>,
+    /// The open transaction may have written on the writer: its end starts the
+    /// read-your-writes window (the clock is read once, then, not after every write).
+    pub(super) wrote_in_transaction: bool,
     /// Held while this session has work on the writer (a cutover's drain waits for it).
     pub(super) admission: Option<Admission>,
     /// The transaction open now was admitted while its cluster was read-only: a client's
@@ -371,6 +374,7 @@ impl<P: Protocol> Session<P> {
             },
             read_your_writes: start.read_your_writes,
             writes_until: None,
+            wrote_in_transaction: false,
             admission: None,
             admitted_read_only: false,
             keep_writer: 0,
@@ -422,7 +426,9 @@ impl<P: Protocol> Session<P> {
         let settings = Settings {
             read_write_split: config.raw.routing.read_write_split,
         };
-        self.view.wrote_recently = self.writes_until.is_some_and(|t| Instant::now() < t);
+        // Only routing outside a transaction asks (the clock is read then only).
+        self.view.wrote_recently = self.view.in_transaction.is_none()
+            && self.writes_until.is_some_and(|t| Instant::now() < t);
         let resolved = self.functions.resolve(stmt, &self.cluster);
         (router::route(&resolved, self.view, settings), resolved)
     }
@@ -571,7 +577,11 @@ impl<P: Protocol> Session<P> {
             // It may have changed the connection's read-only mode (see `Carried`).
             writer.carried().read_only_unsure = true;
         }
-        if ran_on == Target::Writer && wrote {
+        let wrote = (ran_on == Target::Writer && wrote) || self.wrote_in_transaction;
+        // Within a transaction the window waits for its end, whatever ends it (COMMIT, an
+        // implicit commit, `SET autocommit = 1`): only then do other sessions see the writes.
+        self.wrote_in_transaction = wrote && in_transaction;
+        if wrote && !in_transaction && self.read_your_writes != ReadYourWrites::Off {
             let cluster = &self.cluster;
             self.writes_until = self
                 .read_your_writes

@@ -44,9 +44,15 @@ impl<P: Protocol> Session<P> {
             let routing = &self.ctx.routing;
             let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
             match entry.ok_or(SessionError::Shutdown)? {
-                Entry::Admitted(_, admission) if self.writer.is_none() && self.pooled() => {
-                    // Transaction mode between transactions: take a writer connection now,
-                    // past any pause, then pass again.
+                Entry::Admitted(mode, admission) if self.writer.is_none() && self.pooled() => {
+                    // Transaction mode between transactions: take a writer connection now.
+                    // An idle one of the session's pool is taken at once, admitted;
+                    if let Some((cluster, lease)) = self.idle_writer() {
+                        self.install_writer(cluster, lease, None).await?;
+                        break (mode, admission);
+                    }
+                    // else past any pause (waiting for one, or for a failover), then pass
+                    // again.
                     drop(admission);
                     if let Some(refusal) = self.take_writer(None).await? {
                         return Ok(Some(refusal));
@@ -223,6 +229,29 @@ impl<P: Protocol> Session<P> {
                 Ok(Some(Refusal::of(Why::NoWriter(&e))))
             }
         }
+    }
+
+    /// In transaction mode, the writer connection of the next transaction when one can be
+    /// had at once: the cluster's writer usable, the session's pool still its pool, and an
+    /// idle connection in it. [`Session::take_writer`]'s common case, without its waits
+    /// (they stay for a full pool, a failover, a new writer or a cutover's new pools).
+    fn idle_writer(&mut self) -> Option<(Arc<Cluster>, Lease<P::Conn>)> {
+        let pool = self.writer_pool.as_ref()?;
+        let mut cluster = Arc::clone(&self.cluster);
+        self.ctx.topology.refresh(&mut cluster);
+        let writer = &cluster.writer;
+        let key = pool.key();
+        if key.cluster != cluster.name
+            || key.instance != writer.addr
+            || !writer.load.status().is_usable()
+            || writer.load.down_now()
+        {
+            return None;
+        }
+        let config = self.ctx.config_now(&mut self.config);
+        let settings = crate::pool::Settings::from_config(&config.raw.server, self.mode);
+        let lease = P::pools(&self.ctx).take_idle(pool, &settings)?;
+        Some((cluster, lease))
     }
 
     /// Moves the session, between transactions, to its cluster's writer once one is usable.

@@ -309,6 +309,13 @@ impl Load {
     pub fn is_down(&self, now: Instant) -> bool {
         self.millis(now) < self.down_until_ms.load(Ordering::Relaxed)
     }
+
+    /// [`Load::is_down`] now, reading the clock only when the instance was ever marked
+    /// down (asked once per transaction in transaction mode).
+    pub fn down_now(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.millis(Instant::now()) < until
+    }
 }
 
 /// How a cluster shares reads among its readers: the lag ceiling, the slow-start window,

@@ -126,6 +126,13 @@ table! {
         Run(Write, On(W)),
         Run(Read, On(W)),
     ];
+    a_read_right_after_a_transaction_that_wrote_stays_on_the_writer: Setup { read_your_writes: true, ..ONE_READER }, [
+        Run(Begin, On(W)),
+        Run(Write, On(W)),
+        Run(Read, On(W)),
+        Run(Commit, On(W)),
+        Run(Read, On(W)),
+    ];
     without_read_your_writes_a_read_after_a_write_goes_to_a_reader: ONE_READER, [
         Run(Write, On(W)),
         Run(Read, On(R1)),

@@ -218,7 +218,6 @@ impl Session {
         let set = self.record_effect(&class, || replay.map(|sql| Replay::Query(sql.to_vec())));
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
-        self.note_write(target, &class);
         let failed = match self.execute_on(target, payload, id, run).await {
             Err(e)
                 if target == Target::Reader
@@ -232,6 +231,8 @@ impl Session {
             other => other?,
         };
         self.record_ran(set, failed);
+        // Once it ran: the transaction state it left says when read-your-writes starts.
+        self.note_write(target, &class);
         // What it did to the state that pins the session, as its text says (a parameter
         // where a name would be makes that state untracked).
         if let Some(sql) = sql.filter(|_| self.pinned_by(Pin::Statement)) {
