@@ -522,6 +522,58 @@ async fn a_checkout_from_a_kept_pool_reuses_it_and_follows_its_retirement() {
     assert_eq!(bench.counts().idle, 1, "given back there, not closed");
 }
 
+#[tokio::test]
+async fn take_idle_lends_an_idle_connection_at_once_and_nothing_else() {
+    let bench = Bench::new();
+    let first = bench.lease(settings(1)).await;
+    let kept = first.pool();
+    assert!(
+        bench.pools.take_idle(&kept, &settings(1)).is_none(),
+        "none idle: it neither opens nor waits"
+    );
+    assert_eq!(
+        (bench.counts().in_use, bench.opened.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+
+    // A checkout waits for the only connection: nobody overtakes it.
+    let waiting = tokio::spawn(bench.checkout(settings(1)));
+    bench
+        .until("the checkout waits", |b| b.counts().waiting == 1)
+        .await;
+    first.release(Release::Clean);
+    let second = waiting.await.expect("join").expect("checkout");
+    assert_eq!(second.id, 1, "the waiting checkout got it");
+    second.release(Release::Clean);
+
+    let taken = bench
+        .pools
+        .take_idle(&kept, &settings(1))
+        .expect("the idle one");
+    assert_eq!(taken.id, 1);
+    assert_eq!((bench.counts().in_use, bench.counts().idle), (1, 0));
+    taken.release(Release::Clean);
+
+    // An idle connection the server closed is closed, not lent.
+    let mut broken = bench.pools.take_idle(&kept, &settings(1)).expect("idle");
+    broken.closed = true;
+    broken.release(Release::Clean);
+    assert!(bench.pools.take_idle(&kept, &settings(1)).is_none());
+    bench
+        .until("the broken one closed", |b| b.alive() == 0)
+        .await;
+    let counts = bench.counts();
+    assert_eq!((counts.in_use, counts.idle), (0, 0), "its slot freed");
+    let fresh = bench.lease(settings(1)).await;
+    fresh.release(Release::Clean);
+
+    bench.pools.retire(|k| k.instance == "db:5432");
+    assert!(
+        bench.pools.take_idle(&kept, &settings(1)).is_none(),
+        "a retired pool lends nothing"
+    );
+}
+
 fn with_min_idle(size: usize, min_idle: usize) -> Settings {
     Settings {
         min_idle,
