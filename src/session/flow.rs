@@ -209,7 +209,11 @@ async fn checkout_keyed<P: Protocol>(
 /// with [`held!`] over the backend type's own fields and methods.
 pub trait Held {
     type Conn;
-    fn new(conn: Self::Conn) -> Self;
+    /// The empty queues a backend fills while a unit runs, kept with their capacity from
+    /// the connection a session gives back to the next one it takes: in transaction mode a
+    /// session takes a connection for every transaction, and would allocate them anew.
+    type Spare: Default + Send + Sync;
+    fn new(conn: Self::Conn, spare: Self::Spare) -> Self;
     fn instance(&self) -> &Arc<Instance>;
     /// Whether the server closed the connection (a read that does not wait).
     fn closed(&mut self) -> bool;
@@ -220,19 +224,37 @@ pub trait Held {
     fn carried(&mut self) -> &mut crate::backend::Carried;
     /// The pooled connection.
     fn lease(&mut self) -> &mut Self::Conn;
-    /// The connection, to give back to its pool.
-    fn into_conn(self) -> Self::Conn;
+    /// The connection, to give back to its pool, and the queues, emptied.
+    fn into_parts(self) -> (Self::Conn, Self::Spare);
 }
 
 /// Implements [`Held`] for a protocol's `Backend`: a struct with `conn` (whose `instance`
-/// and `carried` it is) and `applied` fields, and `new(conn)` and `closed()` methods.
+/// and `carried` it is) and `applied` fields, and `closed()` method; either `new(conn)`
+/// (no spare) or, given the spare's type, `with_spare(conn, spare)` and `into_parts()`.
 macro_rules! held {
     ($backend:ty, $conn:ty) => {
-        impl $crate::session::flow::Held for $backend {
-            type Conn = $conn;
-            fn new(conn: $conn) -> Self {
+        $crate::session::flow::held!(@impl $backend, $conn, (),
+            fn new(conn: $conn, _spare: ()) -> Self {
                 <$backend>::new(conn)
             }
+            fn into_parts(self) -> ($conn, ()) {
+                (self.conn, ())
+            });
+    };
+    ($backend:ty, $conn:ty, $spare:ty) => {
+        $crate::session::flow::held!(@impl $backend, $conn, $spare,
+            fn new(conn: $conn, spare: $spare) -> Self {
+                <$backend>::with_spare(conn, spare)
+            }
+            fn into_parts(self) -> ($conn, $spare) {
+                <$backend>::into_parts(self)
+            });
+    };
+    (@impl $backend:ty, $conn:ty, $spare:ty, $($parts:item)*) => {
+        impl $crate::session::flow::Held for $backend {
+            type Conn = $conn;
+            type Spare = $spare;
+            $($parts)*
             fn instance(&self) -> &std::sync::Arc<$crate::topology::Instance> {
                 &self.conn.instance
             }
@@ -247,9 +269,6 @@ macro_rules! held {
             }
             fn lease(&mut self) -> &mut $conn {
                 &mut self.conn
-            }
-            fn into_conn(self) -> $conn {
-                self.conn
             }
         }
     };
@@ -289,6 +308,9 @@ pub struct Session<P: Protocol> {
     /// The pool of the session's last writer connection: in transaction mode the next
     /// transaction takes one from the same pool, without building its key again.
     pub(super) writer_pool: Option<PoolRef<P::Conn>>,
+    /// The queues of the connections given back, for the next ones taken (see
+    /// [`Held::Spare`]).
+    spares: Vec<<P::Backend as Held>::Spare>,
     /// Session state (`SET`, `USE` …), replayed in order on the session's other connections.
     pub(super) replays: Replays<P::Replay>,
     pub(super) view: SessionView,
@@ -365,6 +387,7 @@ impl<P: Protocol> Session<P> {
             writer: None,
             reader: None,
             writer_pool: None,
+            spares: Vec::new(),
             replays: Replays::default(),
             view: SessionView {
                 in_transaction: None,
@@ -608,8 +631,12 @@ impl<P: Protocol> Session<P> {
     /// carries from earlier sessions stays when that is where this session's state starts
     /// (only the rest is replayed, by the caller); a connection holding other state is
     /// reset first.
-    pub(super) async fn take(&self, conn: Lease<P::Conn>) -> Result<P::Backend, SessionError<P>> {
-        let mut backend = P::Backend::new(conn);
+    pub(super) async fn take(
+        &mut self,
+        conn: Lease<P::Conn>,
+    ) -> Result<P::Backend, SessionError<P>> {
+        let spare = self.spares.pop().unwrap_or_default();
+        let mut backend = P::Backend::new(conn, spare);
         let carried = &backend.carried().state;
         if let Some(applied) = self.replays.carried(carried) {
             *backend.applied() = applied;
@@ -650,18 +677,28 @@ impl<P: Protocol> Session<P> {
             P::backend_changed(&mut self.side, target, None);
             let applied = *backend.applied();
             let carried = &mut backend.carried().state;
-            if let Some(marks) = self.replays.marks(applied) {
+            let how = if let Some(marks) = self.replays.marks(applied) {
                 // What it ran of the session's state (dropped replays make what it carried
                 // from its checkout no guide).
                 if carried[..] != *marks {
                     *carried = marks.to_vec();
                 }
-                backend.into_conn().release(Release::Clean);
+                Release::Clean
             } else {
                 // What it holds is not known: make it a fresh login again.
-                backend.into_conn().release(Release::Reset);
-            }
+                Release::Reset
+            };
+            self.unheld(backend).release(how);
         }
+    }
+
+    /// The pooled connection of `backend`, whose queues the session keeps for the next.
+    fn unheld(&mut self, backend: P::Backend) -> Lease<P::Conn> {
+        let (conn, spare) = backend.into_parts();
+        if self.spares.len() < 2 {
+            self.spares.push(spare);
+        }
+        conn
     }
 
     /// Makes `conn` the session's `target` connection (`None`: drops it).
@@ -684,7 +721,7 @@ impl<P: Protocol> Session<P> {
             let retry = self.ctx.config().raw.server.backend_retry;
             reader.instance().load.mark_down(Instant::now(), retry);
         } else {
-            reader.into_conn().release(Release::Reset);
+            self.unheld(reader).release(Release::Reset);
         }
     }
 
@@ -704,7 +741,7 @@ impl<P: Protocol> Session<P> {
         };
         let reuse = P::reusable_writer(&self.side);
         P::backend_changed(&mut self.side, Target::Writer, None);
-        let conn = writer.into_conn();
+        let conn = self.unheld(writer);
         if reuse {
             conn.release(Release::Reset);
         } else {

@@ -132,6 +132,16 @@ pub(super) struct Owed {
     pub(super) swallow: bool,
 }
 
+/// A backend's queues, empty, kept with their capacity from one connection to the next
+/// (see `flow::Held::Spare`).
+#[derive(Debug, Default)]
+pub struct Spare {
+    owed: VecDeque<Owed>,
+    reused: Vec<Arc<Prepared>>,
+    describing: VecDeque<Describing>,
+    learned: Vec<(Arc<Prepared>, u64)>,
+}
+
 pub struct Backend {
     pub conn: Lease<BackendConn>,
     pub(super) owed: VecDeque<Owed>,
@@ -167,18 +177,30 @@ pub struct Backend {
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
+    /// The columns Describes of statements showed, while a response is relayed (kept
+    /// here for its capacity).
+    pub(super) learned: Vec<(Arc<Prepared>, u64)>,
 }
 
 impl Backend {
     pub fn new(conn: Lease<BackendConn>) -> Backend {
+        Backend::with_spare(conn, Spare::default())
+    }
+
+    /// A backend for `conn` with the queues of `spare`.
+    pub fn with_spare(conn: Lease<BackendConn>, spare: Spare) -> Backend {
         Backend {
             conn,
-            owed: VecDeque::new(),
+            owed: spare.owed,
             forward_remaining: 0,
             applied: 0,
-            reused: Vec::new(),
+            reused: spare.reused,
             hold_stale_plan: false,
-            describing: Describes::default(),
+            describing: Describes {
+                queue: spare.describing,
+                ..Describes::default()
+            },
+            learned: spare.learned,
             watch_drops: None,
             deallocated: None,
             unit_start: false,
@@ -186,6 +208,30 @@ impl Backend {
             after_errors: None,
             client_pid: None,
         }
+    }
+
+    /// Its connection, and its queues emptied for the next.
+    pub fn into_parts(self) -> (Lease<BackendConn>, Spare) {
+        let Backend {
+            conn,
+            mut owed,
+            mut reused,
+            describing,
+            mut learned,
+            ..
+        } = self;
+        let mut describing = describing.queue;
+        owed.clear();
+        reused.clear();
+        describing.clear();
+        learned.clear();
+        let spare = Spare {
+            owed,
+            reused,
+            describing,
+            learned,
+        };
+        (conn, spare)
     }
 
     fn lost(&self, source: std::io::Error) -> SessionError {

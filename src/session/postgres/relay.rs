@@ -44,7 +44,7 @@ impl Backend {
         // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
         let mut dropped = Vec::new();
         // The columns a Describe of a statement showed.
-        let mut learned = Vec::new();
+        let mut learned = std::mem::take(&mut self.learned);
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -212,13 +212,14 @@ impl Backend {
         for d in dropped {
             self.server_dropped(d);
         }
-        for (p, digest) in learned {
+        for (p, digest) in learned.drain(..) {
             if let Some(held) = self.conn.prepared.peek_mut(&p.name)
                 && held.parse == p.parse
             {
                 held.columns = digest;
             }
         }
+        self.learned = learned;
         Ok(seen)
     }
 

@@ -44,7 +44,7 @@
 //! told, and prepares again after that error), and one told the new columns must not, also
 //! inside a transaction, where no retry is possible.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -78,6 +78,10 @@ pub fn is_stale_plan(body: &[u8]) -> bool {
         && messages::error_field(body, b'R') == Some(REVALIDATE)
 }
 
+/// The digests' hasher: foldhash, fixed (a digest is compared with others of this process
+/// only), computed for every RowDescription a Describe of a statement brings.
+const DIGEST: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
+
 /// A digest of a RowDescription (or NoData) body; never 0, which stands for "told none".
 /// Each column's format code is left out: a Describe of a statement says 0 (text) for
 /// every column, a Describe of a portal the formats its Bind asked for, and both tell a
@@ -85,9 +89,7 @@ pub fn is_stale_plan(body: &[u8]) -> bool {
 pub fn digest(columns: &[u8]) -> u64 {
     fields_digest(columns).unwrap_or_else(|| {
         // Not a RowDescription this proxy can read (NoData's empty body is one): as it is.
-        let mut hasher = std::hash::DefaultHasher::new();
-        columns.hash(&mut hasher);
-        hasher.finish() | 1
+        DIGEST.hash_one(columns) | 1
     })
 }
 
@@ -98,7 +100,7 @@ fn fields_digest(columns: &[u8]) -> Option<u64> {
     const FIXED: usize = 4 + 2 + 4 + 2 + 4;
     const FORMAT: usize = 2;
     let (count, mut rest) = columns.split_first_chunk::<2>()?;
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = DIGEST.build_hasher();
     for _ in 0..u16::from_be_bytes(*count) {
         let (name, after) = frame::cstr(rest)?;
         name.hash(&mut hasher);

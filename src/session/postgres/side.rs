@@ -206,7 +206,7 @@ impl Protocol for Postgres {
     }
 }
 
-held!(Backend, Lease<BackendConn>);
+held!(Backend, Lease<BackendConn>, super::backend::Spare);
 
 pub(super) fn cancel_target(conn: &BackendConn) -> Option<CancelTarget> {
     conn.key.map(|key| CancelTarget {
