@@ -395,19 +395,22 @@ where
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
+    // Sessions' spans are entered only for what they log (`logging::InSpan`).
+    use switchyard::logging::Deferred;
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        config::LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
-        config::LogFormat::Json => registry
-            .with(
+        config::LogFormat::Text => Deferred(registry.with(fmt::layer().with_target(false))).init(),
+        config::LogFormat::Json => Deferred(
+            registry.with(
                 fmt::layer()
                     .json()
                     .with_target(false)
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false),
-            )
-            .init(),
+            ),
+        )
+        .init(),
     }
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument as _;
 
 use crate::config::Protocol;
 use crate::lifecycle::Lifecycle;
@@ -55,13 +54,11 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, life: Arc<Lifecycle>)
                 );
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
-                tokio::spawn(
-                    async move {
-                        session::run(tcp, ctx, shutdown).await;
-                        drop(slot);
-                    }
-                    .instrument(span),
-                );
+                // The span is entered only when the session logs (`logging::Deferred`).
+                tokio::spawn(crate::logging::InSpan::new(span, async move {
+                    session::run(tcp, ctx, shutdown).await;
+                    drop(slot);
+                }));
             }
             None => {
                 metrics::error(ErrorKind::TooManyConnections);
