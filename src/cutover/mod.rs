@@ -42,10 +42,22 @@ pub enum ControlError {
     Store(#[from] StoreError),
 }
 
+/// One session's copy of the routing state ([`Routing::seen`]), replaced only when a newer
+/// one is published.
+#[derive(Debug)]
+pub struct Seen {
+    /// [`Routing::published`] when it was copied (or before).
+    published: u64,
+    state: Arc<RoutingState>,
+}
+
 /// The one owner of the routing state. The data path does one atomic load per statement;
 /// `changes()` wakes sessions waiting for a pause to end.
 pub struct Routing {
     state: ArcSwap<RoutingState>,
+    /// How many times `state` was replaced, counted after each: a session's [`Seen`]
+    /// copy is current while this has not moved.
+    published: AtomicU64,
     /// Per cluster: sessions with work on its writer (a transaction, or a statement
     /// outside one). A cutover's drain waits for zero.
     gates: BTreeMap<String, Arc<Gate>>,
@@ -98,6 +110,7 @@ impl Routing {
             .collect();
         Ok(Routing {
             gates,
+            published: AtomicU64::new(0),
             held_total: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
             state: ArcSwap::from_pointee(state),
@@ -135,6 +148,27 @@ impl Routing {
         self.state.load_full()
     }
 
+    /// A copy of the routing state for one session, kept current with [`Routing::current`].
+    pub fn seen(&self) -> Seen {
+        Seen {
+            published: self.published.load(Ordering::SeqCst),
+            state: self.load(),
+        }
+    }
+
+    /// The routing state as `seen` holds it, made current first if a newer one was
+    /// published since: one atomic load when none was (no guard, no reference count
+    /// written), as every transaction asks.
+    pub fn current<'a>(&self, seen: &'a mut Seen) -> &'a Arc<RoutingState> {
+        let published = self.published.load(Ordering::SeqCst);
+        if published != seen.published {
+            // Read after the count: never older than the count says.
+            seen.state = self.load();
+            seen.published = published;
+        }
+        &seen.state
+    }
+
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -155,6 +189,7 @@ impl Routing {
             file.write(&next)?;
         }
         self.state.store(Arc::clone(&next));
+        self.published.fetch_add(1, Ordering::SeqCst);
         self.changed.send_replace(next.generation);
         tracing::info!(generation = next.generation, modes = ?next.modes, active = %next.active, "routing state changed");
         Ok(next)
@@ -219,13 +254,18 @@ impl Routing {
     /// Admission comes before the mode is read: a cutover's drain, which reads the count
     /// after publishing the pause, then either sees this session busy or this session sees
     /// the pause.
-    pub async fn enter(&self, cluster: &str, shutdown: &mut Shutdown) -> Option<Entry> {
+    pub async fn enter(
+        &self,
+        cluster: &str,
+        seen: &mut Seen,
+        shutdown: &mut Shutdown,
+    ) -> Option<Entry> {
         loop {
             let admission = self.admit(cluster);
-            // Read through a guard (no reference count, which every core would write at
-            // every transaction), let go before any wait.
+            // The session's copy, current: the count is read after the admission (a
+            // publish stores the state, then counts it; a drain then reads `busy`).
             let (moved, mode) = {
-                let state = self.state.load();
+                let state = self.current(seen);
                 (state.active != cluster, state.mode(cluster))
             };
             if moved {
@@ -466,6 +506,36 @@ mod tests {
             Err(RoutingError::UnknownCluster("nope".into()))
         );
         assert_eq!(resumed.generation, 3);
+    }
+
+    #[tokio::test]
+    async fn a_session_copy_follows_every_change_and_the_gate_sees_it() {
+        let routing = Routing::open(state(), None, Duration::from_secs(5), None).unwrap();
+        let (_stop, mut shutdown) = crate::shutdown::channel();
+        let mut seen = routing.seen();
+        let admitted = routing.enter("old", &mut seen, &mut shutdown).await;
+        assert!(matches!(
+            admitted,
+            Some(Entry::Admitted(Mode::ReadWrite, _))
+        ));
+        drop(admitted);
+
+        routing.set_read_only("old", true).unwrap();
+        assert_eq!(routing.current(&mut seen).mode("old"), Mode::ReadOnly);
+        let admitted = routing.enter("old", &mut seen, &mut shutdown).await;
+        assert!(matches!(admitted, Some(Entry::Admitted(Mode::ReadOnly, _))));
+        drop(admitted);
+
+        routing.switch("old", "new", 1).unwrap();
+        assert_eq!(routing.current(&mut seen).active, "new");
+        let moved = routing.enter("old", &mut seen, &mut shutdown).await;
+        assert!(matches!(moved, Some(Entry::Moved)));
+        let mut other = routing.seen();
+        assert_eq!(
+            routing.current(&mut other).generation,
+            routing.current(&mut seen).generation,
+            "a copy taken later agrees"
+        );
     }
 
     #[test]

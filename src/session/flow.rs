@@ -308,6 +308,8 @@ pub struct Session<P: Protocol> {
     /// The pool of the session's last writer connection: in transaction mode the next
     /// transaction takes one from the same pool, without building its key again.
     pub(super) writer_pool: Option<PoolRef<P::Conn>>,
+    /// The routing state as this session last saw it (`Routing::current`).
+    pub(super) routing: crate::cutover::Seen,
     /// The queues of the connections given back, for the next ones taken (see
     /// [`Held::Spare`]).
     spares: Vec<<P::Backend as Held>::Spare>,
@@ -378,6 +380,7 @@ impl<P: Protocol> Session<P> {
             .collect();
         Session {
             config: start.ctx.held_config(),
+            routing: start.ctx.routing.seen(),
             ctx: start.ctx,
             cluster: start.cluster,
             creds: start.creds,

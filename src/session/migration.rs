@@ -41,8 +41,10 @@ impl<P: Protocol> Session<P> {
         writes: bool,
     ) -> Result<Option<Refusal<P>>, SessionError<P>> {
         let (mode, admission) = loop {
-            let routing = &self.ctx.routing;
-            let entry = routing.enter(&self.cluster.name, &mut self.shutdown).await;
+            let (routing, seen) = (&self.ctx.routing, &mut self.routing);
+            let entry = routing
+                .enter(&self.cluster.name, seen, &mut self.shutdown)
+                .await;
             match entry.ok_or(SessionError::Shutdown)? {
                 Entry::Admitted(mode, admission) if self.writer.is_none() && self.pooled() => {
                     // Transaction mode between transactions: take a writer connection now.
@@ -116,10 +118,11 @@ impl<P: Protocol> Session<P> {
     /// connection to the new writer with the session's state replayed; readers and prepared
     /// statements follow lazily. Called only between transactions.
     pub(super) async fn follow_active(&mut self) -> Result<(), SessionError<P>> {
-        let state = self.ctx.routing.load();
+        let state = self.ctx.routing.current(&mut self.routing);
         if state.active == self.cluster.name {
             return Ok(());
         }
+        let state = Arc::clone(state);
         super::cold(self.move_to_active(state)).await
     }
 

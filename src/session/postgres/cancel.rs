@@ -141,6 +141,10 @@ impl SessionCancel {
     pub async fn unit_ended(&self) {
         // With `cancel`'s increment-then-load: either it sees IDLE or this sees its count.
         self.active.store(IDLE, Ordering::SeqCst);
+        // Nearly always none in flight: no wait to register (a lock in `Notify`) then.
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         loop {
             let delivered = self.delivered.notified();
             tokio::pin!(delivered);

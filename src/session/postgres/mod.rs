@@ -324,7 +324,7 @@ impl Session {
             // A session that cannot follow a cutover ends at its next real work, whose
             // error the driver reports: a batch that only closes statements (whose answer
             // drivers ignore) is answered here first.
-            let moved = self.ctx.routing.load().active != self.cluster.name;
+            let moved = self.ctx.routing.current(&mut self.routing).active != self.cluster.name;
             if moved && self.view.pinned_to_writer {
                 let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
                 if let Some(closes) = closes {
