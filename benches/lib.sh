@@ -98,7 +98,8 @@ raise_nofile() {
 is_alive() { # pid: running and not a zombie
     local state
     [[ -r /proc/$1/stat ]] || return 1
-    state=$(<"/proc/$1/stat") || return 1
+    # The process may end between the check and the read: no complaint then.
+    state=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     state=${state##*) }
     [[ ${state:0:1} != Z ]]
 }
