@@ -226,12 +226,12 @@ wait_for() {
     return 1
 }
 
-cpu_ticks() { # pid -> utime+stime in clock ticks (all threads)
+cpu_ticks() { # pid -> "utime stime" in clock ticks (all threads)
     local stat f
     stat=$(<"/proc/$1/stat") || return 1
     stat=${stat##*) }
     read -r -a f <<<"$stat"
-    echo $((f[11] + f[12]))
+    echo "${f[11]} ${f[12]}"
 }
 
 median() { # numbers on stdin -> median (empty if none)
@@ -387,10 +387,11 @@ start_haproxy() {
 # rotated each round; the proxy's CPU time is read from /proc before and after.
 # Writes to RESULTS (emptied first) one line per successful run, and to
 # RESULTS.failed "round target first-error-line" per failed one:
-#   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns
-# (pNN is LATENCY_PCT; peak_conns is NA unless SERVER_PORT is set).
+#   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns proxy_user_s
+# (pNN is LATENCY_PCT; peak_conns is NA unless SERVER_PORT is set; proxy_user_s is the
+# user-mode part of proxy_cpu_s).
 run_rounds() {
-    local rounds=$1 duration=$2 prefix=$3 n=${#TARGETS[@]} r i t pid out before after cpu parsed
+    local rounds=$1 duration=$2 prefix=$3 n=${#TARGETS[@]} r i t pid out before after cpu user parsed
     local tps lat p95 tx errors peak
     RESULTS=$TMP/results.tsv
     : >"$RESULTS"
@@ -411,10 +412,14 @@ run_rounds() {
                     "$({ grep -m 1 -i 'error' "$out" || grep -m 1 -iE 'fatal|abort' "$out" || tail -n 1 "$out"; } | cut -c 1-200)" >>"$RESULTS.failed"
                 continue
             fi
-            cpu=NA
+            cpu=NA user=NA
             if [[ -n $pid ]]; then
                 after=$(cpu_ticks "$pid") || after=""
-                [[ -n $after ]] && cpu=$(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", (a - b) / hz}')
+                if [[ -n $after && -n $before ]]; then
+                    read -r cpu user < <(awk -v a="$after" -v b="$before" -v hz="$CLK_TCK" 'BEGIN {
+                        split(a, x, " "); split(b, y, " ")
+                        printf "%.3f %.3f\n", (x[1] + x[2] - y[1] - y[2]) / hz, (x[1] - y[1]) / hz }')
+                fi
             fi
             if ! parsed=$(bench_parse "$out"); then
                 log "could not parse $prefix output for $t:"
@@ -427,7 +432,7 @@ run_rounds() {
             [[ $errors == 0 || $errors == NA ]] || log "warning: $errors errors against $t"
             peak=NA
             [[ -s $out.conns ]] && peak=$(sort -n "$out.conns" | tail -n 1)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" "$peak" >>"$RESULTS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" "$peak" "$user" >>"$RESULTS"
             log "  tps=$tps latency=${lat}ms$([[ $p95 == NA ]] || printf ' p%s=%sms' "$LATENCY_PCT" "$p95") tx=$tx proxy_cpu_s=$cpu errors=$errors$([[ $peak == NA ]] || printf ' peak_server_conns=%s' "$peak")"
         done
     done
@@ -440,8 +445,9 @@ col_median() { # target column -> median of that column over the target's runs
 col_sum() { # target column -> sum over the target's runs (empty if none)
     awk -F'\t' -v t="$1" -v c="$2" '$2 == t && $c != "NA" {s += $c; n++} END {if (n) print s}' "$RESULTS"
 }
-cpu_per_1k_median() { # target -> median over runs of proxy CPU ms per 1000 tx
-    awk -F'\t' -v t="$1" '$2 == t && $7 != "NA" && $6 > 0 {printf "%.6f\n", $7 * 1000 * 1000 / $6}' "$RESULTS" | median
+cpu_per_1k_median() { # target [column] -> median over runs of proxy CPU ms per 1000 tx
+    # (column 7: all of it; 10: user mode only)
+    awk -F'\t' -v t="$1" -v c="${2:-7}" '$2 == t && $c != "NA" && $c != "" && $6 > 0 {printf "%.6f\n", $c * 1000 * 1000 / $6}' "$RESULTS" | median
 }
 fmt() { # printf-format value -> formatted, or "-" when empty
     if [[ -n $2 ]]; then awk -v f="$1" -v v="$2" 'BEGIN {printf f, v}'; else printf -- '-'; fi
@@ -499,7 +505,7 @@ report_table() {
     for v in "${REPORT_VS[@]}"; do head+=" vs $v |"; rule+="---:|"; done
     head+=" avg latency ms |"; rule+="---:|"
     ((with_p95)) && { head+=" p$LATENCY_PCT latency ms |"; rule+="---:|"; }
-    head+=" added latency ms | proxy CPU ms / 1k tx |"; rule+="---:|---:|"
+    head+=" added latency ms | proxy CPU ms / 1k tx (user) |"; rule+="---:|---:|"
     ((with_peak)) && { head+=" peak server conns |"; rule+="---:|"; }
     head+=" errors |"; rule+="---:|"
     echo "$head"
@@ -524,8 +530,8 @@ report_table() {
         fi
         added=""
         [[ -n $lat && -n ${med_lat[direct]:-} ]] && added=$(awk -v a="$lat" -v b="${med_lat[direct]}" 'BEGIN {printf "%+.3f", a - b}')
-        cpu=""
-        [[ $t != direct ]] && cpu=$(cpu_per_1k_median "$t")
+        cpu="" user=""
+        [[ $t != direct ]] && cpu=$(cpu_per_1k_median "$t") && user=$(cpu_per_1k_median "$t" 10)
         errors=$(col_sum "$t" 8)
         printf '| %s | %s |' "$t" "$(fmt '%.0f' "$tps")"
         for v in "${REPORT_VS[@]}"; do
@@ -538,7 +544,7 @@ report_table() {
         fi
         printf ' %s | %s |' \
             "$(if [[ $t == direct ]]; then printf '0'; else fmt '%s' "$added"; fi)" \
-            "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; fi)"
+            "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; [[ -z $user ]] || printf ' (%s)' "$(fmt '%.1f' "$user")"; fi)"
         ((with_peak)) && printf ' %s |' "$(fmt '%.0f' "$(col_median "$t" 9)")"
         printf ' %s |\n' "$(fmt '%s' "$errors")"
     done
@@ -559,7 +565,8 @@ report_table() {
     local cols='1,2,3,4,6,7,8' header='round target tps avg_ms tx proxy_cpu_s errors'
     ((with_p95)) && cols='1-8' header="round target tps avg_ms p${LATENCY_PCT}_ms tx proxy_cpu_s errors"
     ((with_peak)) && cols+=',9' header+=' peak_conns'
-    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p%s latency ms' "$LATENCY_PCT"), transactions, proxy CPU s, errors$( ((with_peak)) && printf ', peak server connections')):"
+    cols+=',10' header+=' proxy_user_s'
+    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p%s latency ms' "$LATENCY_PCT"), transactions, proxy CPU s, errors$( ((with_peak)) && printf ', peak server connections'), proxy user-mode CPU s):"
     echo
     echo '```'
     { tr ' ' '\t' <<<"$header"; cut -f"$cols" "$RESULTS"; } | { column -t -s$'\t' 2>/dev/null || cat; }

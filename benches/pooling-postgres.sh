@@ -6,7 +6,7 @@
 # PgBouncer in transaction mode and through HAProxy (mode tcp), interleaved,
 # in one run; prints a markdown report suitable for benches/RESULTS.md.
 #
-# Per target and cell: tps, average and p99 latency, proxy CPU per 1k
+# Per target and cell: tps, average and p99 latency, proxy CPU (and its user-mode part) per 1k
 # transactions and the peak number of server connections the target held.
 #
 # Usage:
