@@ -141,6 +141,10 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         routing.modes.iter().map(|(c, m)| (c.as_str(), m.as_str())),
     );
     crate::metrics::draining(state.lifecycle.is_draining());
+    if let Some(ctx) = &state.sessions {
+        ctx.postgres_pools.publish();
+        ctx.mysql_pools.publish();
+    }
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use metrics::Gauge;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -38,6 +37,8 @@ impl<C: Pooled> Clone for Pools<C> {
 
 struct Shared<C: Pooled> {
     pools: Mutex<HashMap<Key, Arc<Pool<C>>>>,
+    /// Every pool still alive, retired ones included, for [`Pools::publish`].
+    alive: Mutex<Vec<Weak<Pool<C>>>>,
     /// Each instance's budget, by `Key::instance`.
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
     /// How the sweep opens connections for `min_idle` (none: it opens none).
@@ -78,6 +79,7 @@ impl<C: Pooled> Pools<C> {
     pub fn new(mut shutdown: Shutdown) -> Pools<C> {
         let shared = Arc::new(Shared {
             pools: Mutex::new(HashMap::new()),
+            alive: Mutex::new(Vec::new()),
             budgets: Mutex::new(HashMap::new()),
             opener: OnceLock::new(),
         });
@@ -281,6 +283,20 @@ impl<C: Pooled> Pools<C> {
     pub fn sweep(&self) {
         self.shared.sweep(Instant::now());
     }
+
+    /// Brings every pool's gauges (idle, in use, opening, resetting, waiting) to its counts
+    /// now. Called when the metrics are read (`GET /metrics`): a checkout and a give-back
+    /// per transaction then move no shared gauge, only the pool's own counts under its lock.
+    pub fn publish(&self) {
+        let mut alive = lock(&self.shared.alive);
+        alive.retain(|pool| match pool.upgrade() {
+            Some(pool) => {
+                pool.publish();
+                true
+            }
+            None => false,
+        });
+    }
 }
 
 impl<C: Pooled> Shared<C> {
@@ -304,6 +320,7 @@ impl<C: Pooled> Shared<C> {
             shared: Arc::downgrade(self),
         });
         pools.insert(key.clone(), Arc::clone(&pool));
+        lock(&self.alive).push(Arc::downgrade(&pool));
         pool
     }
 
@@ -367,31 +384,26 @@ impl<C: Pooled> Shared<C> {
 }
 
 impl<C: Pooled> Pool<C> {
-    /// Changes the bookkeeping under the lock, then moves the gauges by what changed.
+    /// Changes the bookkeeping under the lock (the gauges follow when published).
     pub fn with<R>(&self, change: impl FnOnce(&mut Slots<C>) -> R) -> R {
         let mut slots = lock(&self.slots);
         let result = change(&mut slots);
         let budgeted = slots.settle() && slots.settings.max_backend.is_some();
-        let now = slots.counts();
-        let before = std::mem::replace(&mut slots.published, now);
-        if now != before {
-            let m = &self.metrics;
-            let move_by = |gauge: &Gauge, before: usize, now: usize| {
-                if before != now {
-                    gauge.increment(now as f64 - before as f64);
-                }
-            };
-            move_by(&m.idle, before.idle, now.idle);
-            move_by(&m.in_use, before.in_use, now.in_use);
-            move_by(&m.opening, before.opening, now.opening);
-            move_by(&m.resetting, before.resetting, now.resetting);
-            move_by(&m.waiting, before.waiting, now.waiting);
-        }
         drop(slots);
         if budgeted {
             self.wake_siblings();
         }
         result
+    }
+
+    /// Moves the gauges by what changed since they were last published. Gauges are moved,
+    /// not set: a retired pool and its key's new one share them.
+    fn publish(&self) {
+        let mut slots = lock(&self.slots);
+        let now = slots.counts();
+        let before = std::mem::replace(&mut slots.published, now);
+        drop(slots);
+        move_gauges(&self.metrics, before, now);
     }
 
     /// This pool gave back units of its instance's budget: the other pools of the instance
@@ -494,6 +506,32 @@ impl<C: Pooled> Pool<C> {
         );
         spawn_or_run(conn.close());
     }
+}
+
+impl<C: Pooled> Drop for Pool<C> {
+    /// Takes what the pool last published out of the gauges it shares with its key's other
+    /// pools, as if it had published nothing open.
+    fn drop(&mut self) {
+        let slots = self.slots.get_mut().unwrap_or_else(PoisonError::into_inner);
+        move_gauges(&self.metrics, slots.published, Counts::default());
+    }
+}
+
+/// Moves a pool's gauges from the counts `before` to `now`.
+fn move_gauges(m: &PoolMetrics, before: Counts, now: Counts) {
+    if before == now {
+        return;
+    }
+    let move_by = |gauge: &metrics::Gauge, before: usize, now: usize| {
+        if before != now {
+            gauge.increment(now as f64 - before as f64);
+        }
+    };
+    move_by(&m.idle, before.idle, now.idle);
+    move_by(&m.in_use, before.in_use, now.in_use);
+    move_by(&m.opening, before.opening, now.opening);
+    move_by(&m.resetting, before.resetting, now.resetting);
+    move_by(&m.waiting, before.waiting, now.waiting);
 }
 
 /// Spawns `task`, or drops it when no runtime runs any more (the process is ending).

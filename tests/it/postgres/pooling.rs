@@ -147,6 +147,71 @@ async fn a_transaction_holds_its_connection_and_a_full_pool_answers_too_many_con
         .expect("the connection is free again after COMMIT");
 }
 
+/// The value of the pool series `name` (with `state` when given) for database `db` in the
+/// proxy's metrics now.
+async fn pool_gauge(proxy: &Proxy, name: &str, state: Option<&str>, db: &str) -> f64 {
+    let metrics = proxy.admin_get("/metrics").await;
+    let database = format!("database=\"{db}\"");
+    let state = state.map(|s| format!("state=\"{s}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&database))
+        .filter(|l| state.as_ref().is_none_or(|s| l.contains(s.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
+    let (_, proxy, db) = pooled("pooled_gauges", "pool_size = 1").await;
+    let connections = "switchyard_pool_connections";
+    let holder = proxy.connect(&db).await;
+    // Logged in before the one connection is taken (a login needs one too).
+    let waiter = proxy.connect(&db).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        pool_gauge(&proxy, connections, Some("in_use"), &db).await,
+        1.0
+    );
+    assert_eq!(
+        pool_gauge(&proxy, connections, Some("idle"), &db).await,
+        0.0
+    );
+    // The second client's statement waits for the one connection.
+    let waiting = tokio::spawn(async move {
+        waiter
+            .batch_execute("SELECT /* switchyard:writer */ 2")
+            .await
+            .expect("runs once the connection is given back");
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pool_gauge(&proxy, "switchyard_pool_waiting", None, &db).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiting checkout shows in switchyard_pool_waiting"
+        );
+        tokio::task::yield_now().await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    waiting.await.expect("the waiting client ran");
+    assert_eq!(
+        pool_gauge(&proxy, "switchyard_pool_waiting", None, &db).await,
+        0.0
+    );
+    assert_eq!(
+        pool_gauge(&proxy, connections, Some("in_use"), &db).await,
+        0.0
+    );
+    assert_eq!(
+        pool_gauge(&proxy, connections, Some("idle"), &db).await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn state_that_cannot_move_pins_the_client_to_its_connection() {
     let (_, proxy, db) = pooled("pooled_pins", "pool_size = 2").await;
