@@ -156,14 +156,19 @@ impl<C: Pooled> Pools<C> {
     /// the long way.
     pub fn take_idle(&self, pool: &PoolRef<C>, settings: &Settings) -> Option<Lease<C>> {
         let pool = &pool.0;
-        let entry = pool.with(|s| s.take_idle(*settings))?;
+        // Its zero wait goes into the histogram when the metrics are read (`publish`).
+        let entry = pool.with(|s| {
+            let entry = s.take_idle(*settings)?;
+            s.unrecorded_immediate += 1;
+            Some(entry)
+        })?;
         match pool.usable(entry, settings) {
-            Ok(entry) => {
-                pool.metrics.checkout_wait.record(0.0);
-                Some(Lease::new(Arc::clone(pool), entry))
-            }
+            Ok(entry) => Some(Lease::new(Arc::clone(pool), entry)),
             Err((conn, reason)) => {
-                pool.with(|s| s.free(Busy::InUse));
+                pool.with(|s| {
+                    s.unrecorded_immediate -= 1;
+                    s.free(Busy::InUse);
+                });
                 pool.close(*conn, reason);
                 None
             }
@@ -285,8 +290,10 @@ impl<C: Pooled> Pools<C> {
     }
 
     /// Brings every pool's gauges (idle, in use, opening, resetting, waiting) to its counts
-    /// now. Called when the metrics are read (`GET /metrics`): a checkout and a give-back
-    /// per transaction then move no shared gauge, only the pool's own counts under its lock.
+    /// now, and records the zero waits of the checkouts that took an idle connection at
+    /// once. Called when the metrics are read (`GET /metrics`): a checkout and a give-back
+    /// per transaction then touch no shared metric, only the pool's own counts under its
+    /// lock.
     pub fn publish(&self) {
         let mut alive = lock(&self.shared.alive);
         alive.retain(|pool| match pool.upgrade() {
@@ -402,8 +409,10 @@ impl<C: Pooled> Pool<C> {
         let mut slots = lock(&self.slots);
         let now = slots.counts();
         let before = std::mem::replace(&mut slots.published, now);
+        let immediate = std::mem::take(&mut slots.unrecorded_immediate);
         drop(slots);
         move_gauges(&self.metrics, before, now);
+        self.metrics.checkout_wait.record_many(0.0, immediate);
     }
 
     /// This pool gave back units of its instance's budget: the other pools of the instance
@@ -514,6 +523,9 @@ impl<C: Pooled> Drop for Pool<C> {
     fn drop(&mut self) {
         let slots = self.slots.get_mut().unwrap_or_else(PoisonError::into_inner);
         move_gauges(&self.metrics, slots.published, Counts::default());
+        self.metrics
+            .checkout_wait
+            .record_many(0.0, slots.unrecorded_immediate);
     }
 }
 

@@ -129,6 +129,9 @@ pub(super) struct Slots<C> {
     next_id: u64,
     /// The counts last published to the metrics.
     pub published: Counts,
+    /// Checkouts that took an idle connection at once ([`Slots::take_idle`]) since the
+    /// metrics were last published: each one a zero wait for the checkout-wait histogram.
+    pub unrecorded_immediate: usize,
     /// Set by `Pools::retire`: connections close as they come back.
     pub retired: bool,
     /// The instance's budget, shared with its other pools.
@@ -148,6 +151,7 @@ impl<C> Slots<C> {
             waiters: VecDeque::new(),
             next_id: 0,
             published: Counts::default(),
+            unrecorded_immediate: 0,
             retired: false,
             budget,
             reserved: 0,

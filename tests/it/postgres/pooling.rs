@@ -210,6 +210,20 @@ async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
         pool_gauge(&proxy, connections, Some("idle"), &db).await,
         1.0
     );
+    // Checkouts that took the idle connection at once count in the wait histogram, as
+    // zero waits, by the time the metrics are read.
+    let wait_count = "switchyard_pool_checkout_wait_seconds_count";
+    let before = pool_gauge(&proxy, wait_count, None, &db).await;
+    for _ in 0..3 {
+        holder
+            .batch_execute("SELECT /* switchyard:writer */ 3")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        pool_gauge(&proxy, wait_count, None, &db).await,
+        before + 3.0
+    );
 }
 
 #[tokio::test]
