@@ -161,10 +161,19 @@ async fn pool_gauge(proxy: &Proxy, name: &str, state: Option<&str>, db: &str) ->
         .sum()
 }
 
+/// The pool's connections in use, idle, and checkouts waiting, as `/metrics` shows them.
+async fn pool_state(proxy: &Proxy, db: &str) -> (f64, f64, f64) {
+    let connections = "switchyard_pool_connections";
+    (
+        pool_gauge(proxy, connections, Some("in_use"), db).await,
+        pool_gauge(proxy, connections, Some("idle"), db).await,
+        pool_gauge(proxy, "switchyard_pool_waiting", None, db).await,
+    )
+}
+
 #[tokio::test]
 async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
     let (_, proxy, db) = pooled("pooled_gauges", "pool_size = 1").await;
-    let connections = "switchyard_pool_connections";
     let holder = proxy.connect(&db).await;
     // Logged in before the one connection is taken (a login needs one too).
     let waiter = proxy.connect(&db).await;
@@ -173,14 +182,7 @@ async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
         .batch_execute("SELECT /* switchyard:writer */ 1")
         .await
         .unwrap();
-    assert_eq!(
-        pool_gauge(&proxy, connections, Some("in_use"), &db).await,
-        1.0
-    );
-    assert_eq!(
-        pool_gauge(&proxy, connections, Some("idle"), &db).await,
-        0.0
-    );
+    assert_eq!(pool_state(&proxy, &db).await, (1.0, 0.0, 0.0));
     // The second client's statement waits for the one connection.
     let waiting = tokio::spawn(async move {
         waiter
@@ -189,7 +191,7 @@ async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
             .expect("runs once the connection is given back");
     });
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pool_gauge(&proxy, "switchyard_pool_waiting", None, &db).await < 1.0 {
+    while pool_state(&proxy, &db).await != (1.0, 0.0, 1.0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the waiting checkout shows in switchyard_pool_waiting"
@@ -198,18 +200,7 @@ async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
     }
     holder.batch_execute("COMMIT").await.unwrap();
     waiting.await.expect("the waiting client ran");
-    assert_eq!(
-        pool_gauge(&proxy, "switchyard_pool_waiting", None, &db).await,
-        0.0
-    );
-    assert_eq!(
-        pool_gauge(&proxy, connections, Some("in_use"), &db).await,
-        0.0
-    );
-    assert_eq!(
-        pool_gauge(&proxy, connections, Some("idle"), &db).await,
-        1.0
-    );
+    assert_eq!(pool_state(&proxy, &db).await, (0.0, 1.0, 0.0));
     // Checkouts that took the idle connection at once count in the wait histogram, as
     // zero waits, by the time the metrics are read.
     let wait_count = "switchyard_pool_checkout_wait_seconds_count";
@@ -220,10 +211,8 @@ async fn the_pool_gauges_show_connections_in_use_idle_and_checkouts_waiting() {
             .await
             .unwrap();
     }
-    assert_eq!(
-        pool_gauge(&proxy, wait_count, None, &db).await,
-        before + 3.0
-    );
+    let after = pool_gauge(&proxy, wait_count, None, &db).await;
+    assert_eq!(after, before + 3.0);
 }
 
 #[tokio::test]
