@@ -93,6 +93,11 @@ pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// it and a serializable one matters (PostgreSQL: a hot standby refuses it).
     fn default_isolation(replay: &Self::Replay) -> Option<crate::sql::DefaultIsolation>;
 
+    /// Whether [`Protocol::prepare_writer`] has anything to do for this session (MySQL:
+    /// autocommit is off), so that a writer carrying the session's state can be installed
+    /// without awaiting it.
+    fn writer_needs_preparing(side: &Self::Side) -> bool;
+
     /// What else a new writer connection needs of the session's state (MySQL: autocommit
     /// off); `Ok(Err(message))` when the server refused it.
     fn prepare_writer(
@@ -634,17 +639,36 @@ impl<P: Protocol> Session<P> {
     /// carries from earlier sessions stays when that is where this session's state starts
     /// (only the rest is replayed, by the caller); a connection holding other state is
     /// reset first.
+    /// The backend of `conn` when the connection carries at least the first `need` of the
+    /// session's replays (so neither a reset nor a replay is needed: no future); else `conn`
+    /// back.
+    pub(super) fn take_carrying(
+        &mut self,
+        mut conn: Lease<P::Conn>,
+        need: usize,
+    ) -> Result<P::Backend, Lease<P::Conn>> {
+        let carried = crate::pool::Pooled::carried(&mut *conn);
+        match self.replays.carried(&carried.state) {
+            Some(applied) if applied >= need => {
+                let spare = self.spares.pop().unwrap_or_default();
+                let mut backend = P::Backend::new(conn, spare);
+                *backend.applied() = applied;
+                Ok(backend)
+            }
+            _ => Err(conn),
+        }
+    }
+
     pub(super) async fn take(
         &mut self,
         conn: Lease<P::Conn>,
     ) -> Result<P::Backend, SessionError<P>> {
+        let conn = match self.take_carrying(conn, 0) {
+            Ok(backend) => return Ok(backend),
+            Err(conn) => conn,
+        };
         let spare = self.spares.pop().unwrap_or_default();
         let mut backend = P::Backend::new(conn, spare);
-        let carried = &backend.carried().state;
-        if let Some(applied) = self.replays.carried(carried) {
-            *backend.applied() = applied;
-            return Ok(backend);
-        }
         let conn: &mut P::Conn = backend.lease();
         if let Err(e) = conn.reset().await {
             return Err(SessionError::BackendLost {

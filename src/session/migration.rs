@@ -50,7 +50,9 @@ impl<P: Protocol> Session<P> {
                     // Transaction mode between transactions: take a writer connection now.
                     // An idle one of the session's pool is taken at once, admitted;
                     if let Some((cluster, lease)) = self.idle_writer() {
-                        self.install_writer(cluster, lease, None).await?;
+                        if let Err((cluster, lease)) = self.install_at_once(cluster, lease) {
+                            self.install_writer(cluster, lease, None).await?;
+                        }
                         break (mode, admission);
                     }
                     // else past any pause (waiting for one, or for a failover), then pass
@@ -200,6 +202,33 @@ impl<P: Protocol> Session<P> {
             tracing::debug!(from = %self.cluster.name, to = %cluster.name, writer = %cluster.writer.addr, cause = cause.as_str(), "session moved to another writer");
             cause.record(&self.ctx.routing, true);
         }
+        self.set_backend(Target::Writer, Some(writer));
+        if cluster.name != self.cluster.name {
+            self.drop_reader(false);
+        }
+        self.cluster = cluster;
+        Ok(())
+    }
+
+    /// [`Session::install_writer`] in transaction mode when it has nothing to await: `conn`
+    /// carries the session's state already (every replay it needs ran on it) and the
+    /// protocol has nothing to prepare on a writer. The common case between transactions,
+    /// installed without a future; otherwise `conn` comes back for `install_writer`.
+    fn install_at_once(
+        &mut self,
+        cluster: Arc<Cluster>,
+        conn: Lease<P::Conn>,
+    ) -> Result<(), (Arc<Cluster>, Lease<P::Conn>)> {
+        if P::writer_needs_preparing(&self.side) {
+            return Err((cluster, conn));
+        }
+        let need = self.replays.len() - self.replays.unrun();
+        let mut writer = match self.take_carrying(conn, need) {
+            Ok(writer) => writer,
+            Err(conn) => return Err((cluster, conn)),
+        };
+        let (_, unrun) = self.replays.for_new_writer();
+        *writer.applied() += unrun;
         self.set_backend(Target::Writer, Some(writer));
         if cluster.name != self.cluster.name {
             self.drop_reader(false);

@@ -94,6 +94,12 @@ impl<R: std::hash::Hash> Replays<R> {
         self.items.len()
     }
 
+    /// How many of the last replays the session recorded without running them on its
+    /// writer (see [`Replays::unrun_one`]).
+    pub fn unrun(&self) -> usize {
+        self.unrun
+    }
+
     pub fn items(&self) -> &[R] {
         &self.items
     }

@@ -134,11 +134,15 @@ impl Protocol for Mysql {
         None
     }
 
+    fn writer_needs_preparing(side: &Side) -> bool {
+        !side.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+    }
+
     async fn prepare_writer(
         side: &Side,
         writer: &mut Backend,
     ) -> Result<Result<(), String>, SessionError> {
-        if side.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
+        if !Self::writer_needs_preparing(side) {
             return Ok(Ok(()));
         }
         let mut out = BytesMut::new();

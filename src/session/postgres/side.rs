@@ -132,6 +132,10 @@ impl Protocol for Postgres {
         crate::sql::postgres_default_isolation(sql.as_bytes())
     }
 
+    fn writer_needs_preparing(_: &Side) -> bool {
+        false
+    }
+
     async fn prepare_writer(_: &Side, _: &mut Backend) -> Result<Result<(), String>, SessionError> {
         Ok(Ok(()))
     }
