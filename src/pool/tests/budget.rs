@@ -8,6 +8,7 @@ fn budget(size: usize, max: usize) -> Settings {
         ..settings(size)
     }
 }
+
 #[tokio::test(start_paused = true)]
 async fn a_checkout_over_the_instance_budget_waits_then_times_out() {
     let bench = Bench::new();
@@ -24,6 +25,7 @@ async fn a_checkout_over_the_instance_budget_waits_then_times_out() {
     let settings = settings(5);
     assert!(bench.checkout_for(other_key(), settings).await.is_ok());
 }
+
 #[tokio::test]
 async fn a_closed_connection_lets_another_pool_of_the_instance_open_one() {
     let bench = Bench::new();
@@ -40,6 +42,7 @@ async fn a_closed_connection_lets_another_pool_of_the_instance_open_one() {
     assert_eq!(lease.id, 2);
     assert_eq!(bench.pools.backend_connections("db:5432"), 1);
 }
+
 #[tokio::test]
 async fn an_idle_connection_of_another_pool_is_closed_to_make_room() {
     let bench = Bench::new();
@@ -49,7 +52,7 @@ async fn an_idle_connection_of_another_pool_is_closed_to_make_room() {
     let other = bench.checkout_for(other_key(), s).await.expect("room made");
     assert_eq!(other.id, 3);
     assert_eq!(bench.counts().idle, 0, "the idle one was closed");
-    bench.until("closed", |b| b.alive() == 2).await;
+    bench.until_alive(2, "closed").await;
     assert_eq!(bench.pools.backend_connections("db:5432"), 2);
     drop((b, other));
     assert_eq!(bench.pools.backend_connections("db:5432"), 0);

@@ -26,6 +26,7 @@ async fn idle_connections_are_reused_newest_first() {
     assert_eq!(bench.counts().idle, 1);
     assert_eq!(bench.lent.load(Ordering::SeqCst), 1);
 }
+
 #[tokio::test]
 async fn a_full_pool_serves_its_waiters_in_order() {
     let bench = Bench::new();
@@ -39,9 +40,7 @@ async fn a_full_pool_serves_its_waiters_in_order() {
             tx.send((waiter, lease.id)).expect("send");
             lease.release(Release::Clean);
         });
-        bench
-            .until("the waiter queues", |b| b.counts().waiting == waiter)
-            .await;
+        bench.until_waiting(waiter, "the waiter queues").await;
     }
     held.release(Release::Clean);
     let mut served = Vec::new();
@@ -55,6 +54,7 @@ async fn a_full_pool_serves_its_waiters_in_order() {
         "never over pool_size"
     );
 }
+
 #[tokio::test(start_paused = true)]
 async fn a_checkout_that_waits_too_long_gets_a_timeout() {
     let bench = Bench::new();
@@ -72,18 +72,15 @@ async fn a_checkout_that_waits_too_long_gets_a_timeout() {
         "the timed-out checkout left the line"
     );
 }
+
 #[tokio::test]
 async fn a_waiter_that_gives_up_leaves_the_line() {
     let bench = Bench::new();
     let held = bench.lease(settings(1)).await;
     let waiter = tokio::spawn(bench.checkout(settings(1)));
-    bench
-        .until("the waiter queues", |b| b.counts().waiting == 1)
-        .await;
+    bench.until_waiting(1, "the waiter queues").await;
     waiter.abort();
-    bench
-        .until("the waiter left", |b| b.counts().waiting == 0)
-        .await;
+    bench.until_waiting(0, "the waiter left").await;
     held.release(Release::Clean);
     assert_eq!(
         bench.counts().idle,
@@ -91,6 +88,7 @@ async fn a_waiter_that_gives_up_leaves_the_line() {
         "the connection went idle, not to a gone waiter"
     );
 }
+
 #[tokio::test]
 async fn reset_cleans_a_connection_before_it_is_reused() {
     let bench = Bench::new();
@@ -102,6 +100,7 @@ async fn reset_cleans_a_connection_before_it_is_reused() {
     assert_eq!(again.id, 1);
     assert!(!again.dirty, "reset before reuse");
 }
+
 #[tokio::test]
 async fn a_failed_reset_closes_the_connection() {
     let bench = Bench::new();
@@ -110,10 +109,9 @@ async fn a_failed_reset_closes_the_connection() {
     lease.release(Release::Reset);
     let again = bench.lease(settings(1)).await;
     assert_eq!(again.id, 2, "a new connection in the freed slot");
-    bench
-        .until("the first one closed", |b| b.alive() == 1)
-        .await;
+    bench.until_alive(1, "the first one closed").await;
 }
+
 #[tokio::test]
 async fn a_dropped_lease_closes_its_connection_and_frees_its_slot() {
     let bench = Bench::new();
@@ -121,10 +119,9 @@ async fn a_dropped_lease_closes_its_connection_and_frees_its_slot() {
     assert_eq!(bench.counts(), Counts::default());
     let again = bench.lease(settings(1)).await;
     assert_eq!(again.id, 2);
-    bench
-        .until("the dropped one closed", |b| b.alive() == 1)
-        .await;
+    bench.until_alive(1, "the dropped one closed").await;
 }
+
 #[tokio::test]
 async fn a_detached_connection_leaves_the_pool() {
     let bench = Bench::new();
@@ -134,6 +131,7 @@ async fn a_detached_connection_leaves_the_pool() {
     assert_eq!(other.id, 2, "the slot was freed at once");
     assert_eq!(bench.alive(), 2, "the detached one is the caller's");
 }
+
 #[tokio::test]
 async fn a_connection_the_server_closed_is_not_handed_out() {
     let bench = Bench::new();
@@ -143,14 +141,13 @@ async fn a_connection_the_server_closed_is_not_handed_out() {
     let again = bench.lease(settings(1)).await;
     assert_eq!(again.id, 2);
 }
+
 #[tokio::test]
 async fn settings_apply_from_the_next_checkout() {
     let bench = Bench::new();
     let first = bench.lease(settings(1)).await;
     let waiter = tokio::spawn(bench.checkout(settings(1)));
-    bench
-        .until("the waiter queues", |b| b.counts().waiting == 1)
-        .await;
+    bench.until_waiting(1, "the waiter queues").await;
     // A reload raised pool_size to 3: the waiter gets a slot (first), and so does this
     // checkout; each opens its connection.
     let third = bench.lease(settings(3)).await;
@@ -168,8 +165,9 @@ async fn settings_apply_from_the_next_checkout() {
     assert_eq!(bench.counts().idle, 0);
     one.release(Release::Clean);
     assert_eq!(bench.counts().idle, 1);
-    bench.until("two closed", |b| b.alive() == 1).await;
+    bench.until_alive(1, "two closed").await;
 }
+
 #[tokio::test]
 async fn a_retired_pool_closes_its_connections_and_a_new_one_starts() {
     let bench = Bench::new();
@@ -180,17 +178,16 @@ async fn a_retired_pool_closes_its_connections_and_a_new_one_starts() {
     idle.release(Release::Clean);
     bench.pools.retire(|k| k.instance == "db:5432");
     assert!(bench.pools.counts().is_empty(), "forgotten at once");
-    bench.until("the idle one closed", |b| b.alive() == 1).await;
+    bench.until_alive(1, "the idle one closed").await;
     lent.release(Release::Clean);
-    bench
-        .until("the lent one closed on return", |b| b.alive() == 0)
-        .await;
+    bench.until_alive(0, "the lent one closed on return").await;
     assert_eq!(
         bench.lease(settings(2)).await.id,
         3,
         "a new pool, a new connection"
     );
 }
+
 #[tokio::test]
 async fn a_checkout_from_a_kept_pool_reuses_it_and_follows_its_retirement() {
     let bench = Bench::new();
@@ -213,7 +210,7 @@ async fn a_checkout_from_a_kept_pool_reuses_it_and_follows_its_retirement() {
     again.release(Release::Clean);
 
     bench.pools.retire(|k| k.instance == "db:5432");
-    bench.until("the idle one closed", |b| b.alive() == 0).await;
+    bench.until_alive(0, "the idle one closed").await;
     let after = bench
         .pools
         .checkout_from(&kept, &settings(2), || async {
@@ -226,6 +223,7 @@ async fn a_checkout_from_a_kept_pool_reuses_it_and_follows_its_retirement() {
     after.release(Release::Clean);
     assert_eq!(bench.counts().idle, 1, "given back there, not closed");
 }
+
 #[tokio::test]
 async fn take_idle_lends_an_idle_connection_at_once_and_nothing_else() {
     let bench = Bench::new();
@@ -242,9 +240,7 @@ async fn take_idle_lends_an_idle_connection_at_once_and_nothing_else() {
 
     // A checkout waits for the only connection: nobody overtakes it.
     let waiting = tokio::spawn(bench.checkout(settings(1)));
-    bench
-        .until("the checkout waits", |b| b.counts().waiting == 1)
-        .await;
+    bench.until_waiting(1, "the checkout waits").await;
     first.release(Release::Clean);
     let second = waiting.await.expect("join").expect("checkout");
     assert_eq!(second.id, 1, "the waiting checkout got it");
@@ -263,9 +259,7 @@ async fn take_idle_lends_an_idle_connection_at_once_and_nothing_else() {
     broken.closed = true;
     broken.release(Release::Clean);
     assert!(bench.pools.take_idle(&kept, &settings(1)).is_none());
-    bench
-        .until("the broken one closed", |b| b.alive() == 0)
-        .await;
+    bench.until_alive(0, "the broken one closed").await;
     let counts = bench.counts();
     assert_eq!((counts.in_use, counts.idle), (0, 0), "its slot freed");
     let fresh = bench.lease(settings(1)).await;

@@ -239,6 +239,16 @@ impl Bench {
         panic!("never happened: {what}; counts {:?}", self.counts());
     }
 
+    /// Until `n` fakes are alive (the others closed).
+    async fn until_alive(&self, n: usize, what: &str) {
+        self.until(what, |b| b.alive() == n).await;
+    }
+
+    /// Until `n` checkouts wait in line.
+    async fn until_waiting(&self, n: usize, what: &str) {
+        self.until(what, |b| b.counts().waiting == n).await;
+    }
+
     fn alive(&self) -> usize {
         self.alive.load(Ordering::SeqCst)
     }

@@ -14,10 +14,9 @@ async fn idle_connections_close_after_idle_timeout() {
     tokio::time::advance(Duration::from_secs(61)).await;
     // Lazily, at checkout:
     assert_eq!(bench.lease(settings(1)).await.id, 2);
-    bench
-        .until("the expired one closed", |b| b.alive() == 1)
-        .await;
+    bench.until_alive(1, "the expired one closed").await;
 }
+
 #[tokio::test(start_paused = true)]
 async fn the_sweep_closes_expired_idle_connections() {
     let bench = Bench::new();
@@ -27,9 +26,10 @@ async fn the_sweep_closes_expired_idle_connections() {
     for _ in 0..14 {
         tokio::time::advance(Duration::from_secs(5)).await;
     }
-    bench.until("the sweep closed it", |b| b.alive() == 0).await;
+    bench.until_alive(0, "the sweep closed it").await;
     assert_eq!(bench.counts(), Counts::default());
 }
+
 #[tokio::test(start_paused = true)]
 async fn connections_past_max_lifetime_are_not_reused() {
     let bench = Bench::new();
@@ -46,7 +46,7 @@ async fn connections_past_max_lifetime_are_not_reused() {
     // Given back past its lifetime: closed, not idle.
     lease.release(Release::Clean);
     assert_eq!(bench.counts().idle, 0);
-    bench.until("closed on return", |b| b.alive() == 0).await;
+    bench.until_alive(0, "closed on return").await;
     assert_eq!(bench.lease(s).await.id, 2);
 }
 fn with_min_idle(size: usize, min_idle: usize) -> Settings {
@@ -55,6 +55,7 @@ fn with_min_idle(size: usize, min_idle: usize) -> Settings {
         ..settings(size)
     }
 }
+
 #[tokio::test]
 async fn the_sweep_opens_idle_connections_up_to_min_idle() {
     let (bench, _) = Bench::new().with_opener();
@@ -89,6 +90,7 @@ async fn the_sweep_opens_idle_connections_up_to_min_idle() {
     );
     drop((a, b));
 }
+
 #[tokio::test]
 async fn a_failed_idle_open_is_tried_again_at_the_next_sweep() {
     let (bench, failing) = Bench::new().with_opener();
@@ -109,6 +111,7 @@ async fn a_failed_idle_open_is_tried_again_at_the_next_sweep() {
         .await;
     drop(lent);
 }
+
 #[tokio::test]
 async fn a_retired_pool_gets_no_idle_connections() {
     let (bench, _) = Bench::new().with_opener();
@@ -118,6 +121,6 @@ async fn a_retired_pool_gets_no_idle_connections() {
     tokio::task::yield_now().await;
     assert_eq!(bench.opened.load(Ordering::SeqCst), 1, "none opened for it");
     lent.release(Release::Clean);
-    bench.until("the lent one closed", |b| b.alive() == 0).await;
+    bench.until_alive(0, "the lent one closed").await;
     assert_eq!(bench.pools.backend_connections("db:5432"), 0);
 }
