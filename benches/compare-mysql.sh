@@ -159,7 +159,7 @@ cat <<EOF
 - Machine: $(machine_line)
 - Versions: MariaDB ${mariadb_version} (mariadbd ${STORAGE[*]} --max-connections=300); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, defaults, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 $(baseline_note)
-- Medians over the rounds; errors = sysbench's ignored errors, summed over the rounds
+- Medians over the rounds; errors = sysbench's ignored errors, summed over the rounds; machine idle = the CPU time all the machine's CPUs left idle during the run, per 1k transactions (client, proxy and server share them: in this closed loop, idle time is work none of them could do, each waiting for another)
 
 EOF
 report_table 1 direct switchyard baseline haproxy

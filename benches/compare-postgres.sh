@@ -155,7 +155,7 @@ cat <<EOF
 - Machine: $(machine_line)
 - Versions: ${pg_version}; ${pgbench_version}; ${bouncer_version} (session pooling, default_pool_size 20, SCRAM); ${haproxy_version} (mode tcp, defaults, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 $(baseline_note)
-- Medians over the rounds; errors = pgbench's failed transactions, summed over the rounds
+- Medians over the rounds; errors = pgbench's failed transactions, summed over the rounds; machine idle = the CPU time all the machine's CPUs left idle during the run, per 1k transactions (client, proxy and server share them: in this closed loop, idle time is work none of them could do, each waiting for another)
 
 EOF
 report_table 0 direct switchyard baseline pgbouncer haproxy

@@ -234,6 +234,10 @@ cpu_ticks() { # pid -> "utime stime" in clock ticks (all threads)
     echo "${f[11]} ${f[12]}"
 }
 
+machine_idle_ticks() { # -> clock ticks all CPUs spent idle (or waiting for I/O) since boot
+    awk '/^cpu / {print $5 + $6; exit}' /proc/stat
+}
+
 median() { # numbers on stdin -> median (empty if none)
     sort -g | awk '{v[NR] = $1} END {
         if (NR == 0) exit
@@ -387,12 +391,14 @@ start_haproxy() {
 # rotated each round; the proxy's CPU time is read from /proc before and after.
 # Writes to RESULTS (emptied first) one line per successful run, and to
 # RESULTS.failed "round target first-error-line" per failed one:
-#   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns proxy_user_s
+#   round target tps avg_ms pNN_ms transactions proxy_cpu_s errors peak_conns proxy_user_s idle_s
 # (pNN is LATENCY_PCT; peak_conns is NA unless SERVER_PORT is set; proxy_user_s is the
-# user-mode part of proxy_cpu_s).
+# user-mode part of proxy_cpu_s; idle_s is the CPU time the whole machine left idle during
+# the run, summed over its CPUs: in a closed loop, what the client, proxy and server could
+# not use because each waited for another).
 run_rounds() {
     local rounds=$1 duration=$2 prefix=$3 n=${#TARGETS[@]} r i t pid out before after cpu user parsed
-    local tps lat p95 tx errors peak
+    local tps lat p95 tx errors peak idle_before idle
     RESULTS=$TMP/results.tsv
     : >"$RESULTS"
     : >"$RESULTS.failed"
@@ -405,6 +411,7 @@ run_rounds() {
             before=""
             [[ -n $pid ]] && before=$(cpu_ticks "$pid")
             SAMPLE_PID=$pid
+            idle_before=$(machine_idle_ticks)
             if ! bench_run "${PORT[$t]}" "$duration" "$out"; then
                 log "$prefix against $t failed:"
                 tail -n 20 "$out" >&2
@@ -412,6 +419,7 @@ run_rounds() {
                     "$({ grep -m 1 -i 'error' "$out" || grep -m 1 -iE 'fatal|abort' "$out" || tail -n 1 "$out"; } | cut -c 1-200)" >>"$RESULTS.failed"
                 continue
             fi
+            idle=$(awk -v a="$(machine_idle_ticks)" -v b="$idle_before" -v hz="$CLK_TCK" 'BEGIN {printf "%.3f", (a - b) / hz}')
             cpu=NA user=NA
             if [[ -n $pid ]]; then
                 after=$(cpu_ticks "$pid") || after=""
@@ -432,7 +440,7 @@ run_rounds() {
             [[ $errors == 0 || $errors == NA ]] || log "warning: $errors errors against $t"
             peak=NA
             [[ -s $out.conns ]] && peak=$(sort -n "$out.conns" | tail -n 1)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" "$peak" "$user" >>"$RESULTS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((r + 1))" "$t" "$tps" "$lat" "$p95" "$tx" "$cpu" "$errors" "$peak" "$user" "$idle" >>"$RESULTS"
             log "  tps=$tps latency=${lat}ms$([[ $p95 == NA ]] || printf ' p%s=%sms' "$LATENCY_PCT" "$p95") tx=$tx proxy_cpu_s=$cpu errors=$errors$([[ $peak == NA ]] || printf ' peak_server_conns=%s' "$peak")"
         done
     done
@@ -446,7 +454,7 @@ col_sum() { # target column -> sum over the target's runs (empty if none)
     awk -F'\t' -v t="$1" -v c="$2" '$2 == t && $c != "NA" {s += $c; n++} END {if (n) print s}' "$RESULTS"
 }
 cpu_per_1k_median() { # target [column] -> median over runs of proxy CPU ms per 1000 tx
-    # (column 7: all of it; 10: user mode only)
+    # (column 7: all of it; 10: user mode only; 11: the machine's idle CPU time)
     awk -F'\t' -v t="$1" -v c="${2:-7}" '$2 == t && $c != "NA" && $c != "" && $6 > 0 {printf "%.6f\n", $c * 1000 * 1000 / $6}' "$RESULTS" | median
 }
 fmt() { # printf-format value -> formatted, or "-" when empty
@@ -491,7 +499,7 @@ switchyard_version() { # "switchyard X.Y.Z", or "-" when it did not run
 # the target held to the server. Targets that did not start are left out, except
 # switchyard ("not available") and those NOT_RUN names ("not run").
 report_table() {
-    local with_p95=$1 t v tps lat p95 added cpu errors ncols
+    local with_p95=$1 t v tps lat p95 added cpu errors ncols idle
     shift
     local with_peak=0
     [[ -n $SERVER_PORT ]] && with_peak=1
@@ -505,7 +513,7 @@ report_table() {
     for v in "${REPORT_VS[@]}"; do head+=" vs $v |"; rule+="---:|"; done
     head+=" avg latency ms |"; rule+="---:|"
     ((with_p95)) && { head+=" p$LATENCY_PCT latency ms |"; rule+="---:|"; }
-    head+=" added latency ms | proxy CPU ms / 1k tx (user) |"; rule+="---:|---:|"
+    head+=" added latency ms | proxy CPU ms / 1k tx (user) | machine idle ms / 1k tx |"; rule+="---:|---:|---:|"
     ((with_peak)) && { head+=" peak server conns |"; rule+="---:|"; }
     head+=" errors |"; rule+="---:|"
     echo "$head"
@@ -532,6 +540,7 @@ report_table() {
         [[ -n $lat && -n ${med_lat[direct]:-} ]] && added=$(awk -v a="$lat" -v b="${med_lat[direct]}" 'BEGIN {printf "%+.3f", a - b}')
         cpu="" user=""
         [[ $t != direct ]] && cpu=$(cpu_per_1k_median "$t") && user=$(cpu_per_1k_median "$t" 10)
+        idle=$(cpu_per_1k_median "$t" 11)
         errors=$(col_sum "$t" 8)
         printf '| %s | %s |' "$t" "$(fmt '%.0f' "$tps")"
         for v in "${REPORT_VS[@]}"; do
@@ -545,6 +554,7 @@ report_table() {
         printf ' %s | %s |' \
             "$(if [[ $t == direct ]]; then printf '0'; else fmt '%s' "$added"; fi)" \
             "$(if [[ $t == direct ]]; then printf 'n/a'; else fmt '%.1f' "$cpu"; [[ -z $user ]] || printf ' (%s)' "$(fmt '%.1f' "$user")"; fi)"
+        printf ' %s |' "$(fmt '%.1f' "$idle")"
         ((with_peak)) && printf ' %s |' "$(fmt '%.0f' "$(col_median "$t" 9)")"
         printf ' %s |\n' "$(fmt '%s' "$errors")"
     done
@@ -565,8 +575,8 @@ report_table() {
     local cols='1,2,3,4,6,7,8' header='round target tps avg_ms tx proxy_cpu_s errors'
     ((with_p95)) && cols='1-8' header="round target tps avg_ms p${LATENCY_PCT}_ms tx proxy_cpu_s errors"
     ((with_peak)) && cols+=',9' header+=' peak_conns'
-    cols+=',10' header+=' proxy_user_s'
-    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p%s latency ms' "$LATENCY_PCT"), transactions, proxy CPU s, errors$( ((with_peak)) && printf ', peak server connections'), proxy user-mode CPU s):"
+    cols+=',10,11' header+=' proxy_user_s idle_s'
+    echo "Per run (round, target, tps, avg latency ms$( ((with_p95)) && printf ', p%s latency ms' "$LATENCY_PCT"), transactions, proxy CPU s, errors$( ((with_peak)) && printf ', peak server connections'), proxy user-mode CPU s, machine idle CPU s):"
     echo
     echo '```'
     { tr ' ' '\t' <<<"$header"; cut -f"$cols" "$RESULTS"; } | { column -t -s$'\t' 2>/dev/null || cat; }

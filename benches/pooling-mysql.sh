@@ -5,8 +5,9 @@
 # SWITCHYARD_POOL_CONFIG) and through HAProxy (mode tcp), interleaved, in one
 # run; prints a markdown report suitable for benches/RESULTS.md.
 #
-# Per target and cell: tps, average and p99 latency, proxy CPU (and its user-mode part) per 1k
-# transactions and the peak number of server connections the target held.
+# Per target and cell: tps, average and p99 latency, proxy CPU (and its user-mode part) and
+# the machine's idle CPU time per 1k transactions, and the peak number of server
+# connections the target held.
 #
 # Usage:
 #   benches/pooling-mysql.sh > report.md
@@ -210,7 +211,7 @@ cat <<EOF
 - Versions: MariaDB $(mariadb_version) (mariadbd ${STORAGE[*]} --max-connections=$MAX_CONNECTIONS --max-prepared-stmt-count=$MAX_PREPARED_STMT_COUNT); ${sysbench_version}${client_lib:+ with $client_lib}; ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 - switchyard \`[server]\` pool settings: ${pool_note}
 $(baseline_note)
-- Medians over the rounds; p99 = sysbench's 99th percentile latency (\`--percentile=99\`, from its histogram), median over rounds; peak server conns = most TCP connections to MariaDB the target's process held (sysbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = sysbench's ignored errors (deadlocks it retried), summed (a run sysbench aborts is left out and logged)
+- Medians over the rounds; p99 = sysbench's 99th percentile latency (\`--percentile=99\`, from its histogram), median over rounds; peak server conns = most TCP connections to MariaDB the target's process held (sysbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = sysbench's ignored errors (deadlocks it retried), summed (a run sysbench aborts is left out and logged); machine idle = the CPU time all the machine's CPUs left idle during the run, per 1k transactions (client, proxy and server share them: in this closed loop, idle time is work none of them could do, each waiting for another)
 EOF
 for cell in "${CELLS[@]}"; do
     RESULTS=$TMP/results-$cell.tsv

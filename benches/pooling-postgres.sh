@@ -6,8 +6,9 @@
 # PgBouncer in transaction mode and through HAProxy (mode tcp), interleaved,
 # in one run; prints a markdown report suitable for benches/RESULTS.md.
 #
-# Per target and cell: tps, average and p99 latency, proxy CPU (and its user-mode part) per 1k
-# transactions and the peak number of server connections the target held.
+# Per target and cell: tps, average and p99 latency, proxy CPU (and its user-mode part) and
+# the machine's idle CPU time per 1k transactions, and the peak number of server
+# connections the target held.
 #
 # Usage:
 #   benches/pooling-postgres.sh > report.md
@@ -263,7 +264,7 @@ cat <<EOF
 - Versions: ${pg_version} (max_connections $PG_MAX_CONNECTIONS); ${pgbench_version}; PgBouncer ${BOUNCER_VERSION} (${bouncer_settings}, SCRAM); ${haproxy_version} (mode tcp, ${HAPROXY_THREADS:-?} threads); $(switchyard_version), repo $(repo_revision)
 - switchyard \`[server]\` pool settings: ${pool_note}
 $(baseline_note)
-- Medians over the rounds; avg = pgbench's latency average (clients × run time / transactions: it includes the time pgbench's own threads wait for a CPU); p99 = 99th percentile of the per-transaction latencies pgbench logged (query sent to result read; a $LOG_SAMPLING sample of the transactions), median over rounds; peak server conns = most TCP connections to PostgreSQL the target's process held (pgbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = pgbench's failed transactions, summed (a run pgbench aborts is left out and logged)
+- Medians over the rounds; avg = pgbench's latency average (clients × run time / transactions: it includes the time pgbench's own threads wait for a CPU); p99 = 99th percentile of the per-transaction latencies pgbench logged (query sent to result read; a $LOG_SAMPLING sample of the transactions), median over rounds; peak server conns = most TCP connections to PostgreSQL the target's process held (pgbench's own for direct), sampled every ${SAMPLE_INTERVAL}s, median over rounds; errors = pgbench's failed transactions, summed (a run pgbench aborts is left out and logged); machine idle = the CPU time all the machine's CPUs left idle during the run, per 1k transactions (client, proxy and server share them: in this closed loop, idle time is work none of them could do, each waiting for another)
 EOF
 for cell in "${CELLS[@]}"; do
     w=${cell%-c*}
