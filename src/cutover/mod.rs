@@ -261,21 +261,26 @@ impl Routing {
         shutdown: &mut Shutdown,
     ) -> Option<Entry> {
         loop {
-            let admission = self.admit(cluster);
-            // The session's copy, current: the count is read after the admission (a
-            // publish stores the state, then counts it; a drain then reads `busy`).
-            let (moved, mode) = {
-                let state = self.current(seen);
-                (state.active != cluster, state.mode(cluster))
-            };
-            if moved {
-                return Some(Entry::Moved);
+            if let Some(entry) = self.try_enter(cluster, seen) {
+                return Some(entry);
             }
-            if mode != Mode::Paused {
-                return Some(Entry::Admitted(mode, admission));
-            }
-            drop(admission);
             self.wait_while_paused(cluster, shutdown).await?;
+        }
+    }
+
+    /// [`Routing::enter`] when `cluster` is not paused, without a future (every transaction
+    /// passes here); `None` while it is paused.
+    pub fn try_enter(&self, cluster: &str, seen: &mut Seen) -> Option<Entry> {
+        let admission = self.admit(cluster);
+        // The session's copy, current: the count is read after the admission (a publish
+        // stores the state, then counts it; a drain then reads `busy`).
+        let state = self.current(seen);
+        if state.active != cluster {
+            return Some(Entry::Moved);
+        }
+        match state.mode(cluster) {
+            Mode::Paused => None,
+            mode => Some(Entry::Admitted(mode, admission)),
         }
     }
 

@@ -464,18 +464,26 @@ impl<P: Protocol> Session<P> {
         (router::route(&resolved, self.view, settings), resolved)
     }
 
-    /// Where work routed to `target` runs now: a reader only when one is usable and has
-    /// the session's state (opened and replayed here), else the writer.
-    pub(super) async fn place(&mut self, target: Target) -> Result<Target, SessionError<P>> {
+    /// Where work routed to `target` runs now, when that is known without waiting: on the
+    /// writer (what writes, transactions and every read of a cluster without readers run
+    /// on). `None`: a read, in a cluster with readers, for [`Session::place_reader`]. No
+    /// future is built for the first, which every statement on the writer takes.
+    pub(super) fn placed(&mut self, target: Target) -> Option<Target> {
         self.ctx.topology.refresh(&mut self.cluster);
-        if target == Target::Reader && self.cluster.readers.is_empty() {
-            return Ok(Target::Writer);
+        match target {
+            Target::Reader if !self.cluster.readers.is_empty() => None,
+            _ => Some(Target::Writer),
         }
-        if target == Target::Reader && !self.prepare_reader().await? {
+    }
+
+    /// Where a read runs, in a cluster with readers: a reader when one is usable and has
+    /// the session's state (opened and replayed here), else the writer.
+    pub(super) async fn place_reader(&mut self) -> Result<Target, SessionError<P>> {
+        if !self.prepare_reader().await? {
             crate::metrics::reader_fallback();
             return Ok(Target::Writer);
         }
-        Ok(target)
+        Ok(Target::Reader)
     }
 
     /// What `stmt` does to the session's state, before it runs: state that keeps the

@@ -42,9 +42,10 @@ impl<P: Protocol> Session<P> {
     ) -> Result<Option<Refusal<P>>, SessionError<P>> {
         let (mode, admission) = loop {
             let (routing, seen) = (&self.ctx.routing, &mut self.routing);
-            let entry = routing
-                .enter(&self.cluster.name, seen, &mut self.shutdown)
-                .await;
+            let entry = match routing.try_enter(&self.cluster.name, seen) {
+                Some(entry) => Some(entry),
+                None => (routing.enter(&self.cluster.name, seen, &mut self.shutdown)).await,
+            };
             match entry.ok_or(SessionError::Shutdown)? {
                 Entry::Admitted(mode, admission) if self.writer.is_none() && self.pooled() => {
                     // Transaction mode between transactions: take a writer connection now.
@@ -114,6 +115,12 @@ impl<P: Protocol> Session<P> {
     pub(super) fn writer_verdict(&mut self) -> Verdict {
         let held = (self.writer.as_mut()).map(|w| (w.closed(), Arc::clone(w.instance())));
         failover::check(&self.ctx.topology, &mut self.cluster, held)
+    }
+
+    /// Whether a cutover made another cluster than the session's active: one atomic load
+    /// and a comparison, asked before every transaction (then [`Session::follow_active`]).
+    pub(super) fn moved(&mut self) -> bool {
+        self.ctx.routing.current(&mut self.routing).active != self.cluster.name
     }
 
     /// Moves the session to the active cluster when a cutover changed it: a writer

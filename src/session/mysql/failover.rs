@@ -28,7 +28,40 @@ use crate::protocol::mysql::packet;
 use crate::router::Target;
 use crate::session::failover::{self, Loss};
 
+/// Whether `cmd` passes the migration gate, which takes a writer for it when the session
+/// has none.
+fn gated(cmd: &Command<'_>) -> bool {
+    use Command::*;
+    matches!(
+        cmd,
+        Query { .. }
+            | InitDb { .. }
+            | SetOption { .. }
+            | FieldList { .. }
+            | StmtPrepare { .. }
+            | StmtExecute { .. }
+    )
+}
+
 impl Session {
+    /// Whether [`Session::before_command`] has nothing to do for `cmd`, judged without
+    /// waiting: the writer connection the session holds is open (or `cmd` expects no
+    /// answer), or it holds none and `cmd` passes the migration gate or needs no writer.
+    /// The commands of a healthy session then build no future for it.
+    pub(super) fn nothing_before(&mut self, cmd: &Command<'_>) -> bool {
+        use Command::*;
+        let unanswered = matches!(
+            cmd,
+            Quit | StmtClose { .. } | StmtSendLongData { .. } | ChangeUser { .. }
+        );
+        let in_transaction =
+            !self.between_transactions() && self.view.in_transaction == Some(Target::Writer);
+        match self.writer.as_mut() {
+            Some(writer) => unanswered || !writer.closed(),
+            None => unanswered || matches!(cmd, Ping) || in_transaction || gated(cmd),
+        }
+    }
+
     /// Before a command. A writer connection the server ended alone ends the session (see
     /// [`Session::end_if_alone`]). In a transaction whose writer connection closed with its
     /// writer: the transaction is lost, and the command is answered with ERR 1213 before
@@ -74,16 +107,7 @@ impl Session {
                 .await;
             return Ok(false);
         }
-        let gated = matches!(
-            cmd,
-            Query { .. }
-                | InitDb { .. }
-                | SetOption { .. }
-                | FieldList { .. }
-                | StmtPrepare { .. }
-                | StmtExecute { .. }
-        );
-        if self.writer.is_none() && !gated {
+        if self.writer.is_none() && !gated(cmd) {
             let refusal = self.follow_writer().await?;
             return Ok(self.answered(refusal).await);
         }

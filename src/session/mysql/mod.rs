@@ -262,10 +262,13 @@ impl Session {
             Ok(c) => c,
             Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
         };
-        if self.between_transactions() && !matches!(cmd, Command::Quit | Command::Ping) {
+        if self.between_transactions()
+            && !matches!(cmd, Command::Quit | Command::Ping)
+            && self.moved()
+        {
             self.follow_active().await?;
         }
-        if !self.before_command(&cmd).await? {
+        if !self.nothing_before(&cmd) && !cold(self.before_command(&cmd)).await? {
             return Ok(true);
         }
         // Long data belongs to the statement's next execute, on the same connection.
@@ -406,7 +409,10 @@ impl Session {
         stmt: Statement,
         record: Option<Replay>,
     ) -> Result<bool, SessionError> {
-        let target = self.choose(&stmt).await?;
+        let target = match self.chosen(&stmt) {
+            Some(target) => target,
+            None => self.place_reader().await?,
+        };
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(true);
         }
@@ -480,17 +486,20 @@ impl Session {
         }
     }
 
-    /// Where a statement runs now, with a reader prepared when it is one.
-    async fn choose(&mut self, stmt: &Statement) -> Result<Target, SessionError> {
+    /// Where a statement runs now, when that is known without waiting (see
+    /// `Session::placed`); `None`: a reader is to be made ready (`Session::place_reader`).
+    fn chosen(&mut self, stmt: &Statement) -> Option<Target> {
         let (target, _) = self.route(stmt);
-        self.place(target).await
+        self.placed(target)
     }
 
     /// The migration gate (`session::migration`) for a command that starts a transaction
     /// on the writer; `false` when it was answered here with the gate's error.
     async fn gate(&mut self, stmt: &Statement) -> Result<bool, SessionError> {
-        let refusal = self.migration_gate(crate::sql::writes(stmt)).await?;
-        Ok(self.answered(refusal).await)
+        match self.migration_gate(crate::sql::writes(stmt)).await? {
+            None => Ok(true),
+            refusal => Ok(cold(self.answered(refusal)).await),
+        }
     }
 
     /// Sends the client the error of `refusal`, if any; `true` when there was none.

@@ -37,7 +37,10 @@ impl Session {
         // last statement.
         let id = self.side.statements.reserve_id();
         let stmt = classify(sql);
-        let target = self.choose(&stmt).await?;
+        let target = match self.chosen(&stmt) {
+            Some(target) => target,
+            None => self.place_reader().await?,
+        };
         // Preparing changes no state; executing does (see `execute`). A statement that
         // pins keeps the session on the writer from now on, where it will run.
         if matches!(router::effect(&stmt, self.view), Effect::Pin) {
@@ -208,7 +211,10 @@ impl Session {
             self.holds.apply(vec![held], false);
         }
 
-        let target = self.choose(&class).await?;
+        let target = match self.chosen(&class) {
+            Some(target) => target,
+            None => self.place_reader().await?,
+        };
         if target == Target::Writer && self.between_transactions() && !self.gate(&class).await? {
             return Ok(());
         }

@@ -62,7 +62,7 @@ const CANCEL_DELIVERY: Duration = Duration::from_secs(5);
 /// session runs a statement, counts as in flight until the server closed the cancel
 /// connection (both signals sent, as libpq waits for), and a session whose statement ended
 /// waits for the cancels in flight before it sends more or gives the connection back
-/// ([`SessionCancel::unit_ended`]).
+/// ([`SessionCancel::unit_ended`], [`SessionCancel::delivered`]).
 #[derive(Debug)]
 pub struct SessionCancel {
     targets: Mutex<[Option<CancelTarget>; 2]>,
@@ -136,15 +136,19 @@ impl SessionCancel {
     }
 
     /// The session's statement ended (its answer is complete): a cancel from now on has
-    /// nothing to reach. Resolves once the cancels sent before are delivered, so that
-    /// none reaches the statements that follow on the connection.
-    pub async fn unit_ended(&self) {
+    /// nothing to reach. Whether no cancel sent before is still being delivered (nearly
+    /// always); else the session waits for them ([`SessionCancel::delivered`]) before it
+    /// sends more or gives the connection back, so that none reaches the statements that
+    /// follow on the connection.
+    pub fn unit_ended(&self) -> bool {
         // With `cancel`'s increment-then-load: either it sees IDLE or this sees its count.
         self.active.store(IDLE, Ordering::SeqCst);
         // Nearly always none in flight: no wait to register (a lock in `Notify`) then.
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
-            return;
-        }
+        self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// Resolves once the cancels in flight are delivered (see [`SessionCancel::unit_ended`]).
+    pub async fn delivered(&self) {
         loop {
             let delivered = self.delivered.notified();
             tokio::pin!(delivered);
@@ -472,7 +476,8 @@ mod tests {
         conn.read_exact(&mut packet).await.unwrap();
         assert_eq!(&packet[8..12], &7i32.to_be_bytes(), "the backend's pid");
         assert_eq!(&packet[12..], &9i32.to_be_bytes(), "the backend's secret");
-        let ended = session.unit_ended();
+        assert!(!session.unit_ended(), "a cancel is in flight");
+        let ended = session.delivered();
         tokio::pin!(ended);
         assert!(
             ended.as_mut().now_or_never().is_none(),

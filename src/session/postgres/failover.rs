@@ -20,6 +20,7 @@ use super::{Session, SessionError};
 use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, Severity, tag};
 use crate::protocol::postgres::sqlstate;
+use crate::session::cold;
 use crate::session::failover::{self, Loss};
 use crate::session::migration::Refusal;
 use crate::sql::Class;
@@ -37,10 +38,17 @@ impl Session {
         match self.migration_gate(writes).await? {
             None => Ok(true),
             Some(Refusal { code, message }) => {
-                self.answer(unit.end, code, &message, b'I').await?;
+                cold(self.answer(unit.end, code, &message, b'I')).await?;
                 Ok(false)
             }
         }
+    }
+
+    /// Whether the writer connection of the open transaction is there and open, judged
+    /// without waiting: then the work goes on. Otherwise [`Session::writer_in_transaction`]
+    /// says what becomes of it.
+    pub(super) fn writer_alive(&mut self) -> bool {
+        self.writer.as_mut().is_some_and(|w| !w.closed())
     }
 
     /// Before work in a transaction on the writer; `false` when `unit` was answered here. A

@@ -283,7 +283,8 @@ impl Session {
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
         // `pg_cancel_backend()` / `pg_terminate_backend()` of a pooled client's own pid,
         // which no server knows.
-        if self.signal(&unit).await? {
+        if let Some((batch, status)) = self.signal_call(&unit) {
+            cold(self.answer_signal(&unit, batch, status)).await?;
             self.side.scanner.recycle(unit.refs);
             return Ok(());
         }
@@ -324,15 +325,16 @@ impl Session {
             // A session that cannot follow a cutover ends at its next real work, whose
             // error the driver reports: a batch that only closes statements (whose answer
             // drivers ignore) is answered here first.
-            let moved = self.ctx.routing.current(&mut self.routing).active != self.cluster.name;
-            if moved && self.view.pinned_to_writer {
-                let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
-                if let Some(closes) = closes {
-                    self.side.scanner.recycle(unit.refs);
-                    return cold(self.answer_closes(unit.end, closes, b'I')).await;
+            if self.moved() {
+                if self.view.pinned_to_writer {
+                    let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
+                    if let Some(closes) = closes {
+                        self.side.scanner.recycle(unit.refs);
+                        return cold(self.answer_closes(unit.end, closes, b'I')).await;
+                    }
                 }
+                self.follow_active().await?;
             }
-            self.follow_active().await?;
         }
         let (mut target, stmt) = self.route(&unit.stmt);
         // A batch left open (Flush, or one too large to hold) is followed on its connection
@@ -357,11 +359,16 @@ impl Session {
             self.note_unreplayed(&unit);
             sets = self.record_effect(&unit.stmt, || unit.simple_sql.as_deref().map(str::to_owned));
         }
-        let target = self.place(target).await?;
+        let target = match self.placed(target) {
+            Some(placed) => placed,
+            None => self.place_reader().await?,
+        };
         let open = self.view.in_transaction == Some(Target::Writer);
         let admitted = match (target, self.view.in_transaction) {
             (Target::Writer, None) => self.gate(&unit).await?,
-            (Target::Writer, Some(Target::Writer)) => self.writer_in_transaction(&unit).await?,
+            (Target::Writer, Some(Target::Writer)) => {
+                self.writer_alive() || cold(self.writer_in_transaction(&unit)).await?
+            }
             _ => true,
         };
         if !admitted {
@@ -515,10 +522,10 @@ impl Session {
             refuse: !self.view.pinned_to_writer,
         };
         let answer = ex.run(unit).await;
-        if unit.ending == Ending::Ready {
-            // Nothing runs on the connection now; a cancel sent for what ran lands before
-            // anything else does (see `cancel::SessionCancel`).
-            self.side.cancel.unit_ended().await;
+        // Nothing runs on the connection now; a cancel sent for what ran lands before
+        // anything else does (see `cancel::SessionCancel`).
+        if unit.ending == Ending::Ready && !self.side.cancel.unit_ended() {
+            cold(self.side.cancel.delivered()).await;
         }
         answer
     }

@@ -54,7 +54,7 @@ enum Step {
 
 /// A unit that runs one signal call and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Batch {
+pub(super) struct Batch {
     call: Resolved,
     /// The statement's parameter types, as ParameterDescription tells them.
     types: Vec<u32>,
@@ -64,9 +64,10 @@ struct Batch {
 }
 
 impl Session {
-    /// Answers `unit` when it is a signal call of a pid of the proxy's (see the module's
-    /// note); whether it did (then its bytes are consumed).
-    pub(super) async fn signal(&mut self, unit: &Unit) -> Result<bool, SessionError> {
+    /// The call to answer, and the transaction status to answer it in, when `unit` is a
+    /// signal call of a pid of the proxy's (see the module's note): answered with
+    /// [`Session::answer_signal`], out of line. Synchronous, as every statement asks.
+    pub(super) fn signal_call(&self, unit: &Unit) -> Option<(Batch, u8)> {
         // Inside a transaction on the writer (what drivers that do not autocommit run
         // everything in) the call leaves the transaction as it was, as on a server, so
         // long as that transaction is healthy; one that failed, or lost its writer, is
@@ -78,13 +79,13 @@ impl Session {
             {
                 b'T'
             }
-            Some(_) => return Ok(false),
+            Some(_) => return None,
         };
         // The functions are classified as writes: anything else is not one of these.
         let may_be =
             unit.ending == Ending::Ready && unit.stmt.class == Class::Write && unit.stmt.count == 1;
         if !may_be {
-            return Ok(false);
+            return None;
         }
         let bytes = &self.side.client.buf[..unit.end];
         let batch = match unit.first_tag {
@@ -93,22 +94,20 @@ impl Session {
             _ if unit.executes => extended(bytes, &unit.refs),
             _ => None,
         };
-        let Some(batch) = batch.filter(|b| cancel::proxy_pid(b.call.pid).is_some()) else {
-            return Ok(false);
-        };
+        let batch = batch.filter(|b| cancel::proxy_pid(b.call.pid).is_some())?;
         // An error here would fail the client's transaction but not the server's: the
         // calls the server refuses (a negative timeout; another backend user's pid, which
         // it answers with a WARNING and false) go to it instead.
         if status == b'T' && !self.signal_allowed(batch.call) {
-            return Ok(false);
+            return None;
         }
         // Every write statement passes the checks above; few get here.
-        crate::session::cold(self.answer_signal(unit, batch, status)).await?;
-        Ok(true)
+        Some((batch, status))
     }
 
-    /// Answers `unit`, the signal call `batch`, in transaction status `status`.
-    async fn answer_signal(
+    /// Answers `unit`, the signal call `batch`, in transaction status `status` (its bytes
+    /// are then consumed).
+    pub(super) async fn answer_signal(
         &mut self,
         unit: &Unit,
         batch: Batch,
