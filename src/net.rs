@@ -88,6 +88,21 @@ macro_rules! dispatch {
 }
 
 impl Stream {
+    /// Writes what of `bytes` the socket takes now, without waiting; how many bytes. Plain
+    /// TCP only: a TLS stream takes none here (its records are written by `write_all`).
+    /// Nearly every write of the data path fits in the socket's buffer: then no future is
+    /// polled for it, nor tokio's cooperative budget spent, and the caller awaits
+    /// `write_all` only for what is left.
+    pub fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let Stream::Plain(tcp) = self else {
+            return Ok(0);
+        };
+        match tcp.try_write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            written => written,
+        }
+    }
+
     /// Appends to `buf` what has already arrived, without waiting: polls with a waker that
     /// does nothing. Tokio answers from the readiness it has cached, so on a quiet
     /// connection this costs no system call; a peer that died has sent its FIN (or its last

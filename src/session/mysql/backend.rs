@@ -72,8 +72,13 @@ impl Backend {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let written = match self.conn.stream.write_now(bytes) {
+            Ok(written) if written == bytes.len() => return Ok(()),
+            Ok(written) => written,
+            Err(e) => return Err(self.lost(e)),
+        };
         // Flushed: over TLS a write may leave records buffered when the socket is full.
-        let result = match self.conn.stream.write_all(bytes).await {
+        let result = match self.conn.stream.write_all(&bytes[written..]).await {
             Ok(()) => self.conn.stream.flush().await,
             Err(e) => Err(e),
         };
@@ -355,17 +360,20 @@ async fn write_client(
     if bytes.is_empty() {
         return Ok(());
     }
-    client
-        .write_all(bytes)
-        .await
-        .map_err(SessionError::ClientIo)?;
-    // Over TLS a write may leave records buffered when the socket is full: send them now,
-    // or the client waits for the end of an answer that never leaves.
-    client
-        .stream
-        .flush()
-        .await
-        .map_err(SessionError::ClientIo)?;
+    let written = client.write_now(bytes).map_err(SessionError::ClientIo)?;
+    if written < bytes.len() {
+        client
+            .write_all(&bytes[written..])
+            .await
+            .map_err(SessionError::ClientIo)?;
+        // Over TLS a write may leave records buffered when the socket is full: send them
+        // now, or the client waits for the end of an answer that never leaves.
+        client
+            .stream
+            .flush()
+            .await
+            .map_err(SessionError::ClientIo)?;
+    }
     seen.bytes += bytes.len();
     client.written += bytes.len() as u64;
     client.last_seq = packet::last_seq(bytes).or(client.last_seq);

@@ -59,6 +59,15 @@ impl Client {
         c.fill(&mut self.stream, &mut self.buf).await
     }
 
+    /// Writes what of `bytes` the client connection takes now, without waiting (see
+    /// `Stream::write_now`); none when the client asked for compression.
+    pub fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self.compressed {
+            None => self.stream.write_now(bytes),
+            Some(_) => Ok(0),
+        }
+    }
+
     /// Writes bytes of whole packets to the client, compressed when it asked for that.
     pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self.compressed.as_mut() {

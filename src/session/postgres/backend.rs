@@ -473,11 +473,13 @@ impl Backend {
     }
 
     pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
+        let written = match self.conn.stream.write_now(bytes) {
+            Ok(written) if written == bytes.len() => return Ok(()),
+            Ok(written) => written,
+            Err(e) => return Err(self.lost(e)),
+        };
         // Flushed: over TLS a write may leave records buffered when the socket is full.
-        let result = match self.conn.stream.write_all(bytes).await {
+        let result = match self.conn.stream.write_all(&bytes[written..]).await {
             Ok(()) => self.conn.stream.flush().await,
             Err(e) => Err(e),
         };

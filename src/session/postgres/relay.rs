@@ -293,9 +293,10 @@ impl Backend {
 
 /// Writes `bytes` relayed to the client (nothing when there are none); how many.
 async fn send(client: &mut Stream, bytes: &[u8]) -> Result<usize, SessionError> {
-    if !bytes.is_empty() {
+    let written = client.write_now(bytes).map_err(SessionError::ClientIo)?;
+    if written < bytes.len() {
         client
-            .write_all(bytes)
+            .write_all(&bytes[written..])
             .await
             .map_err(SessionError::ClientIo)?;
     }
