@@ -333,7 +333,7 @@ impl Session {
                 cold(self.routed(packet, read_statement(), None)).await?;
             }
             Command::Statistics => {
-                cold(self.run_on(Target::Writer, packet, None)).await?;
+                cold(self.run_packet(Target::Writer, packet, None)).await?;
             }
             Command::ResetConnection => cold(self.reset_connection(packet)).await?,
             Command::StmtPrepare { sql } => {
@@ -463,7 +463,7 @@ impl Session {
     ) -> Result<bool, SessionError> {
         let before = self.side.client.written;
         let idle = self.view.in_transaction.is_none();
-        match self.run_on(target, packet, None).await {
+        match self.run_packet(target, packet, None).await {
             Err(e)
                 if target == Target::Reader
                     && e.backend_failed()
@@ -478,7 +478,7 @@ impl Session {
                     && self.side.client.written == before =>
             {
                 let retry = cold(self.retry_target(&e)).await?;
-                cold(self.run_on(retry, packet, None))
+                cold(self.run_packet(retry, packet, None))
                     .await
                     .map(|r| r.failed)
             }
@@ -528,18 +528,9 @@ impl Session {
         b.ok_or(SessionError::ClientGone)
     }
 
-    /// Sends the client's command packet to `target` unchanged and relays the answer;
-    /// `proxy_id` rewrites a prepare-OK's statement id.
-    async fn run_on(
-        &mut self,
-        target: Target,
-        packet: &[u8],
-        proxy_id: Option<u32>,
-    ) -> Result<backend::Relayed, SessionError> {
-        self.run_packet(target, packet, proxy_id).await
-    }
-
-    /// Sends a whole command packet to `target` and relays the answer to the client.
+    /// Sends a whole command packet to `target` (the client's unchanged, or one the proxy
+    /// made) and relays the answer to the client; `proxy_id` rewrites a prepare-OK's
+    /// statement id.
     async fn run_packet(
         &mut self,
         target: Target,
@@ -550,8 +541,7 @@ impl Session {
             // Transaction mode between statements: a command that needs the writer (one
             // the gate did not see: statistics, a reset, a statement unknown to the proxy)
             // takes a connection first.
-            let refusal = self.migration_gate(false).await?;
-            if !self.answered(refusal).await {
+            if !cold(self.gate(&read_statement())).await? {
                 return Ok(backend::Relayed {
                     failed: true,
                     ..backend::Relayed::default()
@@ -586,7 +576,7 @@ impl Session {
         backend.conn.instance.load.end();
         let relayed = match relayed {
             Err(e) if target == Target::Writer && e.backend_failed() => {
-                return self.writer_failed(e, written).await;
+                return cold(self.writer_failed(e, written)).await;
             }
             other => other?,
         };

@@ -55,7 +55,7 @@ impl Session {
         if target == Target::Writer && self.between_transactions() && !self.gate(&stmt).await? {
             return Ok(());
         }
-        let relayed = self.run_on(target, packet, Some(id)).await?;
+        let relayed = self.run_packet(target, packet, Some(id)).await?;
         if let Some(p) = relayed.prepared.filter(|_| !relayed.failed) {
             let backend_id = self
                 .keep_prepared(target, sql, p.statement_id, p.num_params)

@@ -92,7 +92,7 @@ impl Session {
                 self.reader = Some(reader);
             }
         }
-        let relayed = self.run_on(Target::Writer, packet, None).await?;
+        let relayed = self.run_packet(Target::Writer, packet, None).await?;
         if let Some(writer) = self.writer.as_mut().filter(|_| !relayed.failed) {
             forget_state(writer);
         }
