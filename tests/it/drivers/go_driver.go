@@ -374,7 +374,16 @@ func rowsOutcome(rows pgx.Rows, err error) string {
 // sql gives want.
 func pgAwaitReplicated(sql, want string) {
 	withPg(1, "", func(c []*pgx.Conn) {
-		pollUntil(want, sql, func() string { return pgText(c[0], sql) })
+		pollUntil(want, sql, func() string {
+			var s string
+			err := c[0].QueryRow(bg, sql).Scan(&s)
+			if errors.Is(err, pgx.ErrNoRows) {
+				// A replica that has not replayed the row yet has none: not there yet.
+				return ""
+			}
+			must(err, sql)
+			return s
+		})
 	})
 }
 
@@ -1430,7 +1439,16 @@ func myConn(db *sql.DB) *sql.Conn {
 func myAwaitReplicated(query, want string) {
 	db := myOpen(1, "")
 	defer db.Close()
-	pollUntil(want, query, func() string { return myText(db, query) })
+	pollUntil(want, query, func() string {
+		var s string
+		err := db.QueryRowContext(bg, query).Scan(&s)
+		if errors.Is(err, sql.ErrNoRows) {
+			// A replica that has not applied the row yet has none: not there yet.
+			return ""
+		}
+		must(err, query)
+		return s
+	})
 }
 
 func myCheckConnect() {
