@@ -132,32 +132,22 @@ pub(super) struct Owed {
     pub(super) swallow: bool,
 }
 
-/// A backend's queues, empty, kept with their capacity from one connection to the next
-/// (see `flow::Held::Spare`).
+/// What a backend queues while a unit runs, behind one pointer: a backend is moved several
+/// times a transaction as the session takes and gives back its connection, and without
+/// its queues in line it moves in a few register moves instead of a `memcpy`. Emptied,
+/// the box and the queues' capacity go from one connection to the next (see [`Spare`]).
 #[derive(Debug, Default)]
-pub struct Spare {
-    owed: VecDeque<Owed>,
-    reused: Vec<Arc<Prepared>>,
-    describing: VecDeque<Describing>,
-    learned: Vec<(Arc<Prepared>, u64)>,
-}
-
-pub struct Backend {
-    pub conn: Lease<BackendConn>,
+pub struct Queues {
     pub(super) owed: VecDeque<Owed>,
-    /// Bytes of a forwarded message still to arrive from the backend.
-    pub(super) forward_remaining: usize,
-    /// How many recorded session SETs this connection has run.
-    pub applied: usize,
     /// The statements the unit being sent binds or describes as this connection already
     /// held them (prepared here before, by this client or another): the ones a "cached
     /// plan must not change result type" can be about (see `replan`).
     pub(super) reused: Vec<Arc<Prepared>>,
-    /// Set while that error, should it answer the unit first, is held back for a retry
-    /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
-    pub(super) hold_stale_plan: bool,
     /// The unit's Describe messages not answered yet (see [`Describes`]).
     pub(super) describing: Describes,
+    /// The columns Describes of statements showed, while a response is relayed (kept
+    /// here for its capacity).
+    pub(super) learned: Vec<(Arc<Prepared>, u64)>,
     /// Set for a unit that may drop prepared statements on the server (SQL `DISCARD ALL`,
     /// `DEALLOCATE`, which pin the session): its CommandComplete tags are watched so the
     /// connection's cache follows what the server did. Holds the name a lone `DEALLOCATE
@@ -165,6 +155,35 @@ pub struct Backend {
     pub(super) watch_drops: Option<Option<Vec<u8>>>,
     /// What the server confirmed it dropped, for the session to forget as well.
     pub(super) deallocated: Option<Deallocate>,
+}
+
+impl Queues {
+    /// Empties it for the next connection, keeping the capacity.
+    fn clear(&mut self) {
+        self.owed.clear();
+        self.reused.clear();
+        self.describing.clear();
+        self.learned.clear();
+        self.watch_drops = None;
+        self.deallocated = None;
+    }
+}
+
+/// A backend's queues, empty, kept with their capacity from one connection to the next
+/// (see `flow::Held::Spare`).
+pub type Spare = Box<Queues>;
+
+pub struct Backend {
+    pub conn: Lease<BackendConn>,
+    /// What it queues while a unit runs (see [`Queues`]).
+    pub(super) q: Spare,
+    /// Bytes of a forwarded message still to arrive from the backend.
+    pub(super) forward_remaining: usize,
+    /// How many recorded session SETs this connection has run.
+    pub applied: usize,
+    /// Set while that error, should it answer the unit first, is held back for a retry
+    /// instead of relayed (`Relayed::stale_plan`); cleared once anything reached the client.
+    pub(super) hold_stale_plan: bool,
     /// Set while the first message of a unit is being sent: nothing of it was written yet,
     /// so a statement can be prepared and described in a round trip of its own first.
     pub(super) unit_start: bool,
@@ -177,10 +196,10 @@ pub struct Backend {
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
-    /// The columns Describes of statements showed, while a response is relayed (kept
-    /// here for its capacity).
-    pub(super) learned: Vec<(Arc<Prepared>, u64)>,
 }
+
+// Moved at every checkout and give-back: kept small enough to move without a `memcpy`.
+const _: () = assert!(std::mem::size_of::<Backend>() <= 128);
 
 impl Backend {
     pub fn new(conn: Lease<BackendConn>) -> Backend {
@@ -191,18 +210,10 @@ impl Backend {
     pub fn with_spare(conn: Lease<BackendConn>, spare: Spare) -> Backend {
         Backend {
             conn,
-            owed: spare.owed,
+            q: spare,
             forward_remaining: 0,
             applied: 0,
-            reused: spare.reused,
             hold_stale_plan: false,
-            describing: Describes {
-                queue: spare.describing,
-                ..Describes::default()
-            },
-            learned: spare.learned,
-            watch_drops: None,
-            deallocated: None,
             unit_start: false,
             stale_columns_sent: false,
             after_errors: None,
@@ -212,26 +223,9 @@ impl Backend {
 
     /// Its connection, and its queues emptied for the next.
     pub fn into_parts(self) -> (Lease<BackendConn>, Spare) {
-        let Backend {
-            conn,
-            mut owed,
-            mut reused,
-            describing,
-            mut learned,
-            ..
-        } = self;
-        let mut describing = describing.queue;
-        owed.clear();
-        reused.clear();
-        describing.clear();
-        learned.clear();
-        let spare = Spare {
-            owed,
-            reused,
-            describing,
-            learned,
-        };
-        (conn, spare)
+        let Backend { conn, mut q, .. } = self;
+        q.clear();
+        (conn, q)
     }
 
     fn lost(&self, source: std::io::Error) -> SessionError {
@@ -293,7 +287,7 @@ impl Backend {
                     next_ref += 1;
                     let Some(Some(p)) = named else { continue };
                     // Prepared here by this very unit: fresh, whatever the cache held.
-                    self.reused.retain(|r| r.name != p.name);
+                    self.q.reused.retain(|r| r.name != p.name);
                     let mut held = self.conn.prepared.peek(&p.name).is_some();
                     let writes = if held {
                         !p.name.is_empty()
@@ -313,7 +307,7 @@ impl Backend {
                         self.inject_close(scratch, &p.name);
                     }
                     self.note_prepared(scratch, p, cap);
-                    self.owed.push_back(Owed {
+                    self.q.owed.push_back(Owed {
                         parse: Some((p.name.clone(), p.parse.clone())),
                         swallow: false,
                     });
@@ -327,13 +321,13 @@ impl Backend {
                         .as_ref()
                         .filter(|(name, _)| Some(*name) == portal)
                         .and_then(|(_, p)| p.clone());
-                    self.describing.portal(of);
+                    self.q.describing.portal(of);
                 }
                 tag::BIND | tag::DESCRIBE => {
                     let named = refs.get(next_ref);
                     next_ref += 1;
                     if h.tag == tag::DESCRIBE {
-                        self.describing.statement(named.cloned().flatten());
+                        self.q.describing.statement(named.cloned().flatten());
                     } else {
                         // Told by a Describe of that portal: a named statement's columns
                         // (an unnamed one is parsed again before each use).
@@ -355,8 +349,8 @@ impl Backend {
                     }
                     match check.unverified() {
                         Check::Held => {
-                            if !self.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
-                                self.reused.push(Arc::clone(p));
+                            if !self.q.reused.iter().any(|r| Arc::ptr_eq(r, p)) {
+                                self.q.reused.push(Arc::clone(p));
                             }
                             continue;
                         }
@@ -387,13 +381,13 @@ impl Backend {
                     }
                     self.note_prepared(scratch, p, cap);
                     scratch.extend_from_slice(&p.parse);
-                    self.owed.push_back(Owed {
+                    self.q.owed.push_back(Owed {
                         parse: Some((p.name.clone(), p.parse.clone())),
                         swallow: true,
                     });
                 }
                 tag::CLOSE => {
-                    self.owed.push_back(Owed {
+                    self.q.owed.push_back(Owed {
                         parse: None,
                         swallow: false,
                     });
@@ -451,7 +445,7 @@ impl Backend {
     /// Adds to `scratch` a Close of statement `name`, whose CloseComplete is swallowed.
     fn inject_close(&mut self, scratch: &mut BytesMut, name: &[u8]) {
         messages::close(scratch, b'S', name);
-        self.owed.push_back(Owed {
+        self.q.owed.push_back(Owed {
             parse: None,
             swallow: true,
         });

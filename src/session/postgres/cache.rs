@@ -44,8 +44,8 @@ impl Backend {
     /// The statements still owed a ParseComplete, which a server that failed the batch
     /// skipped: not prepared.
     pub(super) fn owed_parses(&mut self) -> Vec<(Vec<u8>, Bytes)> {
-        self.describing.clear();
-        self.owed.drain(..).filter_map(|o| o.parse).collect()
+        self.q.describing.clear();
+        self.q.owed.drain(..).filter_map(|o| o.parse).collect()
     }
 
     /// Makes the connection's cache follow what the server said it dropped: `DISCARD ALL`
@@ -56,12 +56,12 @@ impl Backend {
         match dropped {
             Dropped::All => {
                 self.conn.prepared.clear();
-                self.deallocated = Some(Deallocate::All);
+                self.q.deallocated = Some(Deallocate::All);
             }
-            Dropped::One => match self.watch_drops.as_mut().and_then(Option::take) {
+            Dropped::One => match self.q.watch_drops.as_mut().and_then(Option::take) {
                 Some(name) => {
                     self.conn.prepared.remove(&name);
-                    self.deallocated = Some(Deallocate::Name(name));
+                    self.q.deallocated = Some(Deallocate::Name(name));
                 }
                 None => self
                     .conn

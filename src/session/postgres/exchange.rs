@@ -188,8 +188,8 @@ impl Exchange<'_> {
         self.backend.conn.instance.load.end();
         self.backend.hold_stale_plan = false;
         self.backend.stale_columns_sent = false;
-        self.backend.reused.clear();
-        self.backend.watch_drops = None;
+        self.backend.q.reused.clear();
+        self.backend.q.watch_drops = None;
         if let Some(after) = self.backend.after_errors.as_mut() {
             after.refusals.clear();
         }
@@ -234,8 +234,9 @@ impl Exchange<'_> {
     ) -> Result<u8, SessionError> {
         let bytes = &self.client.buf[..unit.end];
         // SQL `DISCARD` and `DEALLOCATE` pin the session; the cache follows what they drop.
-        self.backend.watch_drops = (unit.stmt.class == Class::Pin).then(|| deallocate_name(bytes));
-        self.backend.reused.clear();
+        self.backend.q.watch_drops =
+            (unit.stmt.class == Class::Pin).then(|| deallocate_name(bytes));
+        self.backend.q.reused.clear();
         self.backend.unit_start = true;
         let sent_unit = self
             .backend
@@ -253,7 +254,7 @@ impl Exchange<'_> {
         // whole batch that reused one: its bytes stay in the client buffer until it ends.
         self.backend.hold_stale_plan = unit.ending == Ending::Ready
             && !matches!(unit.first_tag, tag::QUERY | tag::FUNCTION_CALL)
-            && !self.backend.reused.is_empty();
+            && !self.backend.q.reused.is_empty();
         // Relay anything already buffered (e.g. a notification that arrived before).
         let mut ready = None;
         self.relay(unit, sent, relayed, &mut ready).await?;
@@ -329,7 +330,7 @@ impl Exchange<'_> {
             if seen.ended {
                 return Err(self.backend.ended());
             }
-            if let Some(dropped) = self.backend.deallocated.take() {
+            if let Some(dropped) = self.backend.q.deallocated.take() {
                 // The server dropped the client's statements too: forget them, as it did.
                 self.statements.deallocate(&dropped);
             }

@@ -44,7 +44,7 @@ impl Backend {
         // What SQL `DISCARD ALL` / `DEALLOCATE` told the client it dropped.
         let mut dropped = Vec::new();
         // The columns a Describe of a statement showed.
-        let mut learned = std::mem::take(&mut self.learned);
+        let mut learned = std::mem::take(&mut self.q.learned);
         let buf = &self.conn.buf;
         let mut pos = self.forward_remaining.min(buf.len());
         self.forward_remaining -= pos;
@@ -71,10 +71,10 @@ impl Backend {
                 {
                     break;
                 }
-                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.describing.tells_next() => {
+                tag::ROW_DESCRIPTION | tag::NO_DATA if !whole && self.q.describing.tells_next() => {
                     break;
                 }
-                tag::COMMAND_COMPLETE if !whole && self.watch_drops.is_some() => break,
+                tag::COMMAND_COMPLETE if !whole && self.q.watch_drops.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if !whole && self.client_pid.is_some() => break,
                 tag::NOTIFICATION_RESPONSE if self.raised_here(&buf[pos..pos + h.total]) => {
                     // The client's own NOTIFY, on the connection it is pinned to (LISTEN):
@@ -89,7 +89,7 @@ impl Backend {
                     continue;
                 }
                 tag::PARSE_COMPLETE | tag::CLOSE_COMPLETE => {
-                    let owed = self.owed.pop_front();
+                    let owed = self.q.owed.pop_front();
                     if owed.as_ref().is_some_and(|o| o.swallow) {
                         seen.bytes += send(client, &buf[run_start..pos]).await?;
                         pos += h.total;
@@ -173,9 +173,9 @@ impl Backend {
                     self.stale_columns_sent = false;
                     skipped = true;
                 }
-                tag::PARAMETER_DESCRIPTION => self.describing.parameters(),
+                tag::PARAMETER_DESCRIPTION => self.q.describing.parameters(),
                 tag::ROW_DESCRIPTION | tag::NO_DATA => {
-                    if let Some(p) = self.describing.columns() {
+                    if let Some(p) = self.q.describing.columns() {
                         let columns = &buf[pos + frame::HEADER_LEN..pos + h.total];
                         let digest = super::replan::digest(columns);
                         p.described
@@ -183,7 +183,7 @@ impl Backend {
                         learned.push((p, digest));
                     }
                 }
-                tag::COMMAND_COMPLETE if self.watch_drops.is_some() => {
+                tag::COMMAND_COMPLETE if self.q.watch_drops.is_some() => {
                     let done = &buf[pos + frame::HEADER_LEN..pos + h.total];
                     dropped.extend(Dropped::of(done));
                 }
@@ -219,7 +219,7 @@ impl Backend {
                 held.columns = digest;
             }
         }
-        self.learned = learned;
+        self.q.learned = learned;
         Ok(seen)
     }
 
@@ -227,7 +227,7 @@ impl Backend {
     /// client's own go to `AfterErrors::failed_client_parses` too), and the descriptions still owed do
     /// not come.
     fn skipped_parses(&mut self, failed: &mut Vec<(Vec<u8>, bytes::Bytes)>) {
-        let owed: Vec<Owed> = self.owed.drain(..).collect();
+        let owed: Vec<Owed> = self.q.owed.drain(..).collect();
         for owed in owed {
             if let Some(parse) = owed.parse {
                 if !owed.swallow {
@@ -236,7 +236,7 @@ impl Backend {
                 failed.push(parse);
             }
         }
-        self.describing.clear();
+        self.q.describing.clear();
     }
 
     /// Whether the whole NotificationResponse `message` was raised by a NOTIFY on this

@@ -201,7 +201,7 @@ impl Backend {
         self.conn.consume(at + total);
         let skipped = self.owed_parses();
         self.forget_failed(skipped);
-        let reused = std::mem::take(&mut self.reused);
+        let reused = std::mem::take(&mut self.q.reused);
         let retry = if status == b'I' {
             self.prepare_again(&reused, scratch, cap).await? == Some(true)
         } else {
