@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What a read that does not wait found on a connection.
@@ -101,6 +101,23 @@ impl Stream {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             written => written,
         }
+    }
+
+    /// Writes `bytes` at once when the socket takes all of them ([`Stream::write_now`]);
+    /// otherwise gives the write of the rest, flushed (over TLS a write may leave records
+    /// buffered when the socket is full), to await. No future is made for the first.
+    pub fn write_or_rest<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> io::Result<Option<impl Future<Output = io::Result<()>> + 'a>> {
+        let written = self.write_now(bytes)?;
+        if written == bytes.len() {
+            return Ok(None);
+        }
+        Ok(Some(async move {
+            self.write_all(&bytes[written..]).await?;
+            self.flush().await
+        }))
     }
 
     /// Appends to `buf` what has already arrived, without waiting: polls with a waker that

@@ -4,7 +4,7 @@
 
 use crate::pool::Lease;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::SessionError;
 use super::startup::Client;
@@ -72,14 +72,9 @@ impl Backend {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        let written = match self.conn.stream.write_now(bytes) {
-            Ok(written) if written == bytes.len() => return Ok(()),
-            Ok(written) => written,
-            Err(e) => return Err(self.lost(e)),
-        };
-        // Flushed: over TLS a write may leave records buffered when the socket is full.
-        let result = match self.conn.stream.write_all(&bytes[written..]).await {
-            Ok(()) => self.conn.stream.flush().await,
+        let result = match self.conn.stream.write_or_rest(bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(rest)) => rest.await,
             Err(e) => Err(e),
         };
         result.map_err(|e| self.lost(e))
@@ -360,19 +355,14 @@ async fn write_client(
     if bytes.is_empty() {
         return Ok(());
     }
-    let written = client.write_now(bytes).map_err(SessionError::ClientIo)?;
-    if written < bytes.len() {
-        client
-            .write_all(&bytes[written..])
-            .await
-            .map_err(SessionError::ClientIo)?;
-        // Over TLS a write may leave records buffered when the socket is full: send them
-        // now, or the client waits for the end of an answer that never leaves.
-        client
-            .stream
-            .flush()
-            .await
-            .map_err(SessionError::ClientIo)?;
+    // Flushed when not written at once: over TLS a write may leave records buffered when
+    // the socket is full, and the client would wait for the end of an answer that never
+    // leaves.
+    if let Some(rest) = client
+        .write_or_rest(bytes)
+        .map_err(SessionError::ClientIo)?
+    {
+        rest.await.map_err(SessionError::ClientIo)?;
     }
     seen.bytes += bytes.len();
     client.written += bytes.len() as u64;

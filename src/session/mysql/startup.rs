@@ -59,13 +59,24 @@ impl Client {
         c.fill(&mut self.stream, &mut self.buf).await
     }
 
-    /// Writes what of `bytes` the client connection takes now, without waiting (see
-    /// `Stream::write_now`); none when the client asked for compression.
-    pub fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        match self.compressed {
-            None => self.stream.write_now(bytes),
-            Some(_) => Ok(0),
+    /// Writes `bytes` (whole packets) at once when the client connection takes all of
+    /// them (see `Stream::write_or_rest`); otherwise gives the write of the rest, flushed,
+    /// to await. With compression everything is written by the future.
+    pub fn write_or_rest<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> std::io::Result<Option<impl Future<Output = std::io::Result<()>> + 'a>> {
+        let written = match self.compressed {
+            None => self.stream.write_now(bytes)?,
+            Some(_) => 0,
+        };
+        if written == bytes.len() {
+            return Ok(None);
         }
+        Ok(Some(async move {
+            self.write_all(&bytes[written..]).await?;
+            self.stream.flush().await
+        }))
     }
 
     /// Writes bytes of whole packets to the client, compressed when it asked for that.

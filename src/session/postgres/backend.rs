@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::SessionError;
 use super::replan::Check;
@@ -467,14 +467,9 @@ impl Backend {
     }
 
     pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        let written = match self.conn.stream.write_now(bytes) {
-            Ok(written) if written == bytes.len() => return Ok(()),
-            Ok(written) => written,
-            Err(e) => return Err(self.lost(e)),
-        };
-        // Flushed: over TLS a write may leave records buffered when the socket is full.
-        let result = match self.conn.stream.write_all(&bytes[written..]).await {
-            Ok(()) => self.conn.stream.flush().await,
+        let result = match self.conn.stream.write_or_rest(bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(rest)) => rest.await,
             Err(e) => Err(e),
         };
         result.map_err(|e| self.lost(e))

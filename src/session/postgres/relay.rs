@@ -201,8 +201,11 @@ impl Backend {
         if seen.bytes > 0 {
             self.hold_stale_plan = false;
             // Over TLS a write may leave records buffered when the socket is full: send them
-            // now, or the client waits for the end of an answer that never leaves.
-            client.flush().await.map_err(SessionError::ClientIo)?;
+            // now, or the client waits for the end of an answer that never leaves. (A plain
+            // TCP stream buffers nothing.)
+            if client.is_tls() {
+                client.flush().await.map_err(SessionError::ClientIo)?;
+            }
         }
         self.conn.consume(pos);
         if skipped {
@@ -293,12 +296,11 @@ impl Backend {
 
 /// Writes `bytes` relayed to the client (nothing when there are none); how many.
 async fn send(client: &mut Stream, bytes: &[u8]) -> Result<usize, SessionError> {
-    let written = client.write_now(bytes).map_err(SessionError::ClientIo)?;
-    if written < bytes.len() {
-        client
-            .write_all(&bytes[written..])
-            .await
-            .map_err(SessionError::ClientIo)?;
+    if let Some(rest) = client
+        .write_or_rest(bytes)
+        .map_err(SessionError::ClientIo)?
+    {
+        rest.await.map_err(SessionError::ClientIo)?;
     }
     Ok(bytes.len())
 }
