@@ -91,12 +91,15 @@ impl Stream {
     /// Writes what of `bytes` the socket takes now, without waiting; how many bytes. Plain
     /// TCP only: a TLS stream takes none here (its records are written by `write_all`).
     /// Nearly every write of the data path fits in the socket's buffer: then no future is
-    /// polled for it, nor tokio's cooperative budget spent, and the caller awaits
-    /// `write_all` only for what is left.
+    /// polled for it, nor tokio's cooperative budget spent ([`Stream::write_or_rest`]
+    /// makes one only for what is left). Nothing to write makes no system call.
     pub fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let Stream::Plain(tcp) = self else {
             return Ok(0);
         };
+        if bytes.is_empty() {
+            return Ok(0);
+        }
         match tcp.try_write(bytes) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             written => written,

@@ -4,7 +4,6 @@
 //! itself), and the end of a batch the client left open.
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
 use super::SessionError;
 use super::backend::{Backend, MAX_BACKEND_MESSAGE, Owed};
@@ -197,15 +196,12 @@ impl Backend {
                 pos = buf.len();
             }
         }
+        // Flushed by `send` when not written at once (always over TLS, whose records a
+        // full socket would leave buffered, the client waiting for the end of an answer
+        // that never leaves).
         seen.bytes += send(client, &buf[run_start..pos]).await?;
         if seen.bytes > 0 {
             self.hold_stale_plan = false;
-            // Over TLS a write may leave records buffered when the socket is full: send them
-            // now, or the client waits for the end of an answer that never leaves. (A plain
-            // TCP stream buffers nothing.)
-            if client.is_tls() {
-                client.flush().await.map_err(SessionError::ClientIo)?;
-            }
         }
         self.conn.consume(pos);
         if skipped {
@@ -294,7 +290,8 @@ impl Backend {
     }
 }
 
-/// Writes `bytes` relayed to the client (nothing when there are none); how many.
+/// Writes `bytes` relayed to the client (nothing when there are none), flushed when not
+/// written at once; how many.
 async fn send(client: &mut Stream, bytes: &[u8]) -> Result<usize, SessionError> {
     if let Some(rest) = client
         .write_or_rest(bytes)
