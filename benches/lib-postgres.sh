@@ -13,6 +13,7 @@ APP_PASSWORD=app-secret
 DB=bench
 PGDATA_DIR=""
 PG_RUNUSER_PID=""
+PGBOUNCER_SET=${PGBOUNCER+set}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
 bench_cleanup_db() { # called by cleanup (lib.sh) after the proxies are stopped

@@ -35,7 +35,11 @@
 #   PGBOUNCER_MAX_PREPARED [200]  PgBouncer max_prepared_statements, set when
 #                      PgBouncer is 1.21 or newer; older versions cannot keep
 #                      named prepared statements in transaction mode, so the
-#                      select cell (-M prepared) leaves PgBouncer out, saying so
+#                      select cell (-M prepared) leaves PgBouncer out, saying so.
+#                      When PGBOUNCER is not set and /usr/sbin/pgbouncer is older
+#                      (Debian 12 has 1.18), scripts/build-pgbouncer.sh builds
+#                      Debian 13's PgBouncer (1.24) from its source package
+#                      into target/bench-tools/ (once; later runs reuse it)
 #   PG_MAX_CONNECTIONS [2 * largest CLIENTS_LIST + 100]  PostgreSQL max_connections:
 #                      direct and HAProxy need one per client, and a session-mode
 #                      switchyard keeps its connections idle in its pool while the
@@ -104,8 +108,17 @@ require_uints DURATION ROUNDS THREADS SCALE WARMUP STARTUP_TIMEOUT PGBOUNCER_POO
 ((DURATION > 0 && ROUNDS > 0 && THREADS > 0)) || { echo "error: DURATION, ROUNDS and THREADS must be > 0" >&2; exit 2; }
 [[ $LOG_SAMPLING =~ ^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$ ]] || { echo "error: LOG_SAMPLING must be in (0, 1]" >&2; exit 2; }
 
-require_tools "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/postgres" pgbench psql pg_isready runuser python3 "$PGBOUNCER" "$HAPROXY"
 [[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer are run as the postgres user via runuser)"
+# A PgBouncer that keeps named prepared statements in transaction mode, unless one was named.
+if [[ -z $PGBOUNCER_SET ]] && ! version_at_least "$(pgbouncer_version)" 1.21; then
+    log "PgBouncer $(pgbouncer_version) has no max_prepared_statements: building a newer one (scripts/build-pgbouncer.sh)"
+    if built=$("$REPO_ROOT/scripts/build-pgbouncer.sh"); then
+        PGBOUNCER=$built
+    else
+        log "could not build a newer PgBouncer; the select cell leaves PgBouncer $(pgbouncer_version) out"
+    fi
+fi
+require_tools "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/postgres" pgbench psql pg_isready runuser python3 "$PGBOUNCER" "$HAPROXY"
 id postgres >/dev/null 2>&1 || die "OS user postgres is missing"
 
 install_traps
