@@ -1928,3 +1928,128 @@ async fn pid_of(client: &tokio_postgres::Client) -> i32 {
         .expect("pg_backend_pid()")
         .get(0)
 }
+
+/// A pool series `name` per instance for database `db`, as `/metrics` shows it now (summed
+/// over the other labels), keyed by `host:port`.
+async fn pool_series_by_instance(
+    proxy: &Proxy,
+    name: &str,
+    db: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let metrics = proxy.admin_get("/metrics").await;
+    let database = format!("database=\"{db}\"");
+    let mut by_instance = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&database))
+    {
+        let instance = line
+            .split("instance=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no instance label: {line}"));
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        *by_instance.entry(instance.to_owned()).or_insert(0.0) += value;
+    }
+    by_instance
+}
+
+/// Until `stop` is set, reads how many connections user `app` has to `db` on the primary
+/// and on each replica of `cluster` (as the server's own `pg_stat_activity` lists them),
+/// again and again; returns the most each one had at once, the primary's first.
+async fn most_server_connections(
+    cluster: &PgCluster,
+    db: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<i64> {
+    let mut admins = Vec::new();
+    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+        admins.push(cluster.superuser(server, "postgres").await);
+    }
+    let mut most = vec![0; admins.len()];
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        for (admin, most) in admins.iter().zip(most.iter_mut()) {
+            let now: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'app'",
+                    &[&db],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            *most = (*most).max(now);
+        }
+        tokio::task::yield_now().await;
+    }
+    most
+}
+
+/// The issue's load test: 500 pgbench clients over `pool_size = 10` per instance,
+/// select-only with named prepared statements, then TPC-B with the extended protocol. No
+/// transaction fails; each server, asked all through the run, never has more than the
+/// pool's connections from the proxy, and the pools never opened more (nothing was closed
+/// and opened again); the reads spread over both replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
+    const POOL_SIZE: f64 = 10.0;
+    let (cluster, proxy, db) = pooled("pooled_500", "pool_size = 10").await;
+    super::pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
+    cluster.wait_replicated().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (db, stop) = (db.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move { most_server_connections(cluster, db, stop).await })
+    };
+    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
+    let before = pool_series_by_instance(&proxy, checkouts, &db).await;
+    for (args, transactions) in [
+        (
+            &[
+                "-n", "-S", "-M", "prepared", "-c", "500", "-j", "4", "-t", "10",
+            ][..],
+            5000,
+        ),
+        (
+            &["-n", "-M", "extended", "-c", "500", "-j", "4", "-t", "2"][..],
+            1000,
+        ),
+    ] {
+        let out = super::pgbench(&proxy, &db, args).await;
+        assert!(
+            out.contains("number of failed transactions: 0")
+                && out.contains(&format!(
+                    "number of transactions actually processed: {transactions}/{transactions}"
+                )),
+            "pgbench {args:?} over pool_size = 10:\n{out}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = sampler.await.expect("sampler");
+    assert!(
+        most.iter().all(|&n| n as f64 <= POOL_SIZE) && most[0] >= 1,
+        "the most connections the primary and each replica had from the proxy at once: {most:?}"
+    );
+    let opened = pool_series_by_instance(&proxy, "switchyard_pool_opened_total", &db).await;
+    assert!(
+        opened.values().all(|&n| n <= POOL_SIZE),
+        "connections the pools opened per instance: {opened:?}"
+    );
+    let after = pool_series_by_instance(&proxy, checkouts, &db).await;
+    let reads: Vec<f64> = cluster
+        .replicas
+        .iter()
+        .map(|replica| {
+            let addr = format!("{}:{}", replica.host, replica.port);
+            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
+        })
+        .collect();
+    let total: f64 = reads.iter().sum();
+    assert!(
+        total >= 5000.0 && reads.iter().all(|&n| n >= total * 0.2),
+        "the 5,000 select-only transactions spread over both replicas: {reads:?} (checkouts per instance {after:?})"
+    );
+}
