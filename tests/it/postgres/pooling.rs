@@ -1929,35 +1929,6 @@ async fn pid_of(client: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
-/// A pool series `name` per instance for database `db`, as `/metrics` shows it now (summed
-/// over the other labels), keyed by `host:port`.
-async fn pool_series_by_instance(
-    proxy: &Proxy,
-    name: &str,
-    db: &str,
-) -> std::collections::BTreeMap<String, f64> {
-    let metrics = proxy.admin_get("/metrics").await;
-    let database = format!("database=\"{db}\"");
-    let mut by_instance = std::collections::BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&database))
-    {
-        let instance = line
-            .split("instance=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no instance label: {line}"));
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        *by_instance.entry(instance.to_owned()).or_insert(0.0) += value;
-    }
-    by_instance
-}
-
 /// Until `stop` is set, reads how many connections user `app` has to `db` on the primary
 /// and on each replica of `cluster` (as the server's own `pg_stat_activity` lists them),
 /// again and again; returns the most each one had at once, the primary's first.
@@ -2005,7 +1976,7 @@ async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
         tokio::spawn(async move { most_server_connections(cluster, db, stop).await })
     };
     let checkouts = "switchyard_pool_checkout_wait_seconds_count";
-    let before = pool_series_by_instance(&proxy, checkouts, &db).await;
+    let before = proxy.pool_series_by_instance(checkouts, &db).await;
     for (args, transactions) in [
         (
             &[
@@ -2033,12 +2004,14 @@ async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
         most.iter().all(|&n| n as f64 <= POOL_SIZE) && most[0] >= 1,
         "the most connections the primary and each replica had from the proxy at once: {most:?}"
     );
-    let opened = pool_series_by_instance(&proxy, "switchyard_pool_opened_total", &db).await;
+    let opened = proxy
+        .pool_series_by_instance("switchyard_pool_opened_total", &db)
+        .await;
     assert!(
         opened.values().all(|&n| n <= POOL_SIZE),
         "connections the pools opened per instance: {opened:?}"
     );
-    let after = pool_series_by_instance(&proxy, checkouts, &db).await;
+    let after = proxy.pool_series_by_instance(checkouts, &db).await;
     let reads: Vec<f64> = cluster
         .replicas
         .iter()

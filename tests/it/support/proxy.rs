@@ -503,6 +503,35 @@ impl Proxy {
     }
 
     /// GET a path of the admin API and return the body.
+    /// A pool series `name` per instance for database `db`, as `/metrics` shows it now
+    /// (summed over the other labels), keyed by `host:port`.
+    pub async fn pool_series_by_instance(
+        &self,
+        name: &str,
+        db: &str,
+    ) -> std::collections::BTreeMap<String, f64> {
+        let metrics = self.admin_get("/metrics").await;
+        let database = format!("database=\"{db}\"");
+        let mut by_instance = std::collections::BTreeMap::new();
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&database))
+        {
+            let instance = line
+                .split("instance=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no instance label: {line}"));
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no value: {line}"));
+            *by_instance.entry(instance.to_owned()).or_insert(0.0) += value;
+        }
+        by_instance
+    }
+
     pub async fn admin_get(&self, path: &str) -> String {
         let mut tcp = TcpStream::connect(self.admin).await.expect("connect admin");
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
