@@ -5,6 +5,7 @@
 use mysql_async::prelude::*;
 
 use super::{connect, opts};
+use crate::support::load;
 use crate::support::mariadb::MariaCluster;
 use crate::support::proxy::{Proxy, in_pool_mode, mysql_config_text};
 
@@ -703,53 +704,52 @@ async fn a_query_of_several_sets_follows_the_client_without_pinning_it() {
     }
 }
 
-/// Until `stop` is set, reads how many connections user `app` has to `db` on the primary
-/// and on each replica of `cluster` (as the server's own processlist shows them), again and
-/// again; returns the most each one had at once, the primary's first.
-async fn most_server_connections(
-    cluster: &MariaCluster,
+/// The primary and the replicas of a cluster, asked through their processlists.
+struct MariaServers {
+    admins: Vec<mysql_async::Conn>,
     db: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<i64> {
-    let mut admins = Vec::new();
-    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
-        admins.push(cluster.admin(server).await);
+}
+
+impl MariaServers {
+    async fn of(cluster: &MariaCluster, db: &str) -> MariaServers {
+        let mut admins = Vec::new();
+        for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+            admins.push(cluster.admin(server).await);
+        }
+        MariaServers {
+            admins,
+            db: db.to_owned(),
+        }
     }
-    let mut most = vec![0; admins.len()];
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        for (admin, most) in admins.iter_mut().zip(most.iter_mut()) {
-            let now: Option<i64> = admin
+}
+
+impl load::Servers for MariaServers {
+    async fn connections(&mut self) -> Vec<i64> {
+        let mut now = Vec::new();
+        for admin in &mut self.admins {
+            let n: Option<i64> = admin
                 .exec_first(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app' AND DB = ?",
-                    (&db,),
+                    (&self.db,),
                 )
                 .await
                 .expect("processlist");
-            *most = (*most).max(now.unwrap_or_default());
+            now.push(n.unwrap_or_default());
         }
-        tokio::task::yield_now().await;
+        now
     }
-    most
 }
 
 /// The load test: 500 sysbench threads over `pool_size = 10` per instance, point
-/// selects with server-side prepared statements, then single-row updates. No event fails;
-/// each server, asked all through the run, never has more than the pool's connections from
-/// the proxy, and the pools never opened more (nothing was closed and opened again); the
-/// reads spread over both replicas.
+/// selects with server-side prepared statements, then single-row updates. No event fails,
+/// and [`load::Watch::check`] holds: no server over the pool's size, the reads spread over
+/// both replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_sysbench_threads_share_ten_connections_per_instance() {
-    const POOL_SIZE: f64 = 10.0;
     let (cluster, proxy, db) = pooled("pooled_500", "pool_size = 10").await;
     super::sysbench(&proxy, &db, &["oltp_point_select", "prepare"]).await;
     cluster.wait_replicated().await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (db, stop) = (db.clone(), std::sync::Arc::clone(&stop));
-        tokio::spawn(async move { most_server_connections(cluster, db, stop).await })
-    };
-    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
-    let before = proxy.pool_series_by_instance(checkouts, &db).await;
+    let watch = load::watch(&proxy, &db, MariaServers::of(cluster, &db).await).await;
     for workload in ["oltp_point_select", "oltp_update_index"] {
         let out = super::sysbench(
             &proxy,
@@ -773,31 +773,10 @@ async fn five_hundred_sysbench_threads_share_ten_connections_per_instance() {
             "{workload} with 500 threads over pool_size = 10:\n{out}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let most = sampler.await.expect("sampler");
-    assert!(
-        most.iter().all(|&n| n as f64 <= POOL_SIZE) && most[0] >= 1,
-        "the most connections the primary and each replica had from the proxy at once: {most:?}"
-    );
-    let opened = proxy
-        .pool_series_by_instance("switchyard_pool_opened_total", &db)
-        .await;
-    assert!(
-        opened.values().all(|&n| n <= POOL_SIZE),
-        "connections the pools opened per instance: {opened:?}"
-    );
-    let after = proxy.pool_series_by_instance(checkouts, &db).await;
-    let reads: Vec<f64> = cluster
+    let replicas: Vec<String> = cluster
         .replicas
         .iter()
-        .map(|replica| {
-            let addr = format!("{}:{}", replica.host, replica.port);
-            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
-        })
+        .map(|r| format!("{}:{}", r.host, r.port))
         .collect();
-    let total: f64 = reads.iter().sum();
-    assert!(
-        total >= 5000.0 && reads.iter().all(|&n| n >= total * 0.2),
-        "the 5,000 point selects spread over both replicas: {reads:?} (checkouts per instance {after:?})"
-    );
+    watch.check(&proxy, &db, 10.0, &replicas, 5000.0).await;
 }

@@ -5,6 +5,7 @@
 use tokio_postgres::error::SqlState;
 
 use super::tags;
+use crate::support::load;
 use crate::support::postgres::PgCluster;
 use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode, json_body};
 
@@ -1929,54 +1930,53 @@ async fn pid_of(client: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
-/// Until `stop` is set, reads how many connections user `app` has to `db` on the primary
-/// and on each replica of `cluster` (as the server's own `pg_stat_activity` lists them),
-/// again and again; returns the most each one had at once, the primary's first.
-async fn most_server_connections(
-    cluster: &PgCluster,
+/// The primary and the replicas of a cluster, asked through `pg_stat_activity`.
+struct PgServers {
+    admins: Vec<tokio_postgres::Client>,
     db: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<i64> {
-    let mut admins = Vec::new();
-    for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
-        admins.push(cluster.superuser(server, "postgres").await);
+}
+
+impl PgServers {
+    async fn of(cluster: &PgCluster, db: &str) -> PgServers {
+        let mut admins = Vec::new();
+        for server in std::iter::once(&cluster.primary).chain(&cluster.replicas) {
+            admins.push(cluster.superuser(server, "postgres").await);
+        }
+        PgServers {
+            admins,
+            db: db.to_owned(),
+        }
     }
-    let mut most = vec![0; admins.len()];
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        for (admin, most) in admins.iter().zip(most.iter_mut()) {
-            let now: i64 = admin
+}
+
+impl load::Servers for PgServers {
+    async fn connections(&mut self) -> Vec<i64> {
+        let mut now = Vec::new();
+        for admin in &self.admins {
+            let n: i64 = admin
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'app'",
-                    &[&db],
+                    &[&self.db],
                 )
                 .await
                 .expect("pg_stat_activity")
                 .get(0);
-            *most = (*most).max(now);
+            now.push(n);
         }
-        tokio::task::yield_now().await;
+        now
     }
-    most
 }
 
 /// The load test: 500 pgbench clients over `pool_size = 10` per instance,
 /// select-only with named prepared statements, then TPC-B with the extended protocol. No
-/// transaction fails; each server, asked all through the run, never has more than the
-/// pool's connections from the proxy, and the pools never opened more (nothing was closed
-/// and opened again); the reads spread over both replicas.
+/// transaction fails, and [`load::Watch::check`] holds: no server over the pool's size, the
+/// reads spread over both replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
-    const POOL_SIZE: f64 = 10.0;
     let (cluster, proxy, db) = pooled("pooled_500", "pool_size = 10").await;
     super::pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
     cluster.wait_replicated().await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (db, stop) = (db.clone(), std::sync::Arc::clone(&stop));
-        tokio::spawn(async move { most_server_connections(cluster, db, stop).await })
-    };
-    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
-    let before = proxy.pool_series_by_instance(checkouts, &db).await;
+    let watch = load::watch(&proxy, &db, PgServers::of(cluster, &db).await).await;
     for (args, transactions) in [
         (
             &[
@@ -1998,31 +1998,10 @@ async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
             "pgbench {args:?} over pool_size = 10:\n{out}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let most = sampler.await.expect("sampler");
-    assert!(
-        most.iter().all(|&n| n as f64 <= POOL_SIZE) && most[0] >= 1,
-        "the most connections the primary and each replica had from the proxy at once: {most:?}"
-    );
-    let opened = proxy
-        .pool_series_by_instance("switchyard_pool_opened_total", &db)
-        .await;
-    assert!(
-        opened.values().all(|&n| n <= POOL_SIZE),
-        "connections the pools opened per instance: {opened:?}"
-    );
-    let after = proxy.pool_series_by_instance(checkouts, &db).await;
-    let reads: Vec<f64> = cluster
+    let replicas: Vec<String> = cluster
         .replicas
         .iter()
-        .map(|replica| {
-            let addr = format!("{}:{}", replica.host, replica.port);
-            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
-        })
+        .map(|r| format!("{}:{}", r.host, r.port))
         .collect();
-    let total: f64 = reads.iter().sum();
-    assert!(
-        total >= 5000.0 && reads.iter().all(|&n| n >= total * 0.2),
-        "the 5,000 select-only transactions spread over both replicas: {reads:?} (checkouts per instance {after:?})"
-    );
+    watch.check(&proxy, &db, 10.0, &replicas, 5000.0).await;
 }

@@ -11,6 +11,7 @@
 pub mod dns;
 pub mod fault;
 pub mod ledger;
+pub mod load;
 pub mod mariadb;
 pub mod pki;
 pub mod postgres;
