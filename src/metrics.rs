@@ -38,6 +38,7 @@ pub const POOL_CHECKOUT_WAIT_SECONDS: &str = "switchyard_pool_checkout_wait_seco
 pub const POOL_CHECKOUT_TIMEOUTS_TOTAL: &str = "switchyard_pool_checkout_timeouts_total";
 pub const POOL_OPENED_TOTAL: &str = "switchyard_pool_opened_total";
 pub const POOL_CLOSED_TOTAL: &str = "switchyard_pool_closed_total";
+pub const POOL_REFUSED_TOTAL: &str = "switchyard_pool_refused_total";
 pub const PREPARED_EVICTED_TOTAL: &str = "switchyard_prepared_statements_evicted_total";
 pub const PREPARED_REPLANNED_TOTAL: &str = "switchyard_prepared_statements_replanned_total";
 pub const PREPARED_STATEMENTS: &str = "switchyard_prepared_statements";
@@ -200,6 +201,10 @@ fn describe() {
     describe_counter!(
         POOL_OPENED_TOTAL,
         "Backend connections the pool opened (logins), per pool."
+    );
+    describe_counter!(
+        POOL_REFUSED_TOTAL,
+        "Logins the server refused for want of connection slots (PostgreSQL 53300, MySQL 1040, 1203, 1226), per pool: the pool then opens no more for a second while it has connections, and its checkouts wait for those."
     );
     describe_counter!(
         POOL_CLOSED_TOTAL,
@@ -418,6 +423,7 @@ pub struct PoolMetrics {
     pub checkout_wait: Histogram,
     pub checkout_timeouts: Counter,
     pub opened: Counter,
+    pub refused: Counter,
     labels: [(&'static str, String); 4],
 }
 
@@ -455,6 +461,8 @@ impl PoolMetrics {
         checkout_timeouts.increment(0);
         let opened = counter!(POOL_OPENED_TOTAL, &labels);
         opened.increment(0);
+        let refused = counter!(POOL_REFUSED_TOTAL, &labels);
+        refused.increment(0);
         PoolMetrics {
             idle: state("idle"),
             in_use: state("in_use"),
@@ -464,6 +472,7 @@ impl PoolMetrics {
             checkout_wait: histogram!(POOL_CHECKOUT_WAIT_SECONDS, &labels),
             checkout_timeouts,
             opened,
+            refused,
             labels,
         }
     }

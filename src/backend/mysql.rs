@@ -131,6 +131,23 @@ pub enum ConnectError {
     },
 }
 
+/// The ERR codes of a login refused for want of connection slots: `max_connections`
+/// (ER_CON_COUNT_ERROR), the global `max_user_connections` (ER_TOO_MANY_USER_CONNECTIONS)
+/// and an account's `MAX_USER_CONNECTIONS` (ER_USER_LIMIT_REACHED).
+const SERVER_FULL: [u16; 3] = [1040, 1203, 1226];
+
+impl crate::pool::LoginError for ConnectError {
+    fn server_full(&self) -> bool {
+        match self {
+            ConnectError::Refused { payload, .. } => {
+                crate::protocol::mysql::messages::parse_err(payload)
+                    .is_ok_and(|err| SERVER_FULL.contains(&err.code))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl ConnectError {
     /// True when the instance itself is unreachable (not a refusal of this login).
     pub fn instance_unreachable(&self) -> bool {

@@ -111,6 +111,14 @@ pub enum ConnectError {
     },
 }
 
+impl crate::pool::LoginError for ConnectError {
+    /// `53300` (too_many_connections): `max_connections` (less the reserved slots), a
+    /// role's or a database's `CONNECTION LIMIT`.
+    fn server_full(&self) -> bool {
+        matches!(self, ConnectError::Server { code, .. } if code == "53300")
+    }
+}
+
 impl ConnectError {
     /// True when the instance itself is unreachable (not a refusal of this login).
     pub fn instance_unreachable(&self) -> bool {

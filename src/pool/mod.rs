@@ -129,6 +129,27 @@ pub trait Opener<C>: Send + Sync + 'static {
     fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<C, String>> + Send>>;
 }
 
+/// What the pool needs to know of a failed login.
+pub trait LoginError {
+    /// The server refused the login for want of connection slots (PostgreSQL `53300`:
+    /// `max_connections`, a role's or a database's `CONNECTION LIMIT`; MySQL `1040`,
+    /// `1203`, `1226`: `max_connections`, `max_user_connections`): the instance is up, only
+    /// full. A pool that still has connections then opens no more for
+    /// [`FULL_RETRY_AFTER`], and its checkouts wait for those instead.
+    fn server_full(&self) -> bool;
+}
+
+/// A login that cannot fail.
+impl LoginError for std::convert::Infallible {
+    fn server_full(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// How long a pool whose server refused a login for want of connection slots opens no
+/// more while it has connections of its own (the next checkout after it tries again).
+pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Why a checkout gave no connection.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError<E> {

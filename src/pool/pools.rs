@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::lease::Lease;
 use super::slots::{Budget, Busy, Counts, Entry, Grant, Slots, Take};
-use super::{CheckoutError, CloseReason, Key, Opener, Pooled, Settings};
+use super::{CheckoutError, CloseReason, Key, LoginError, Opener, Pooled, Settings};
 use crate::metrics::PoolMetrics;
 use crate::shutdown::Shutdown;
 
@@ -124,7 +124,8 @@ impl<C: Pooled> Pools<C> {
         connect: F,
     ) -> Result<Lease<C>, CheckoutError<E>>
     where
-        F: FnOnce() -> Fut,
+        E: LoginError + std::error::Error,
+        F: FnMut() -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
         let pool = self.shared.pool(key, settings);
@@ -142,7 +143,8 @@ impl<C: Pooled> Pools<C> {
         connect: F,
     ) -> Result<Lease<C>, CheckoutError<E>>
     where
-        F: FnOnce() -> Fut,
+        E: LoginError + std::error::Error,
+        F: FnMut() -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
         self.checkout_in(Arc::clone(&pool.0), settings, connect)
@@ -179,62 +181,78 @@ impl<C: Pooled> Pools<C> {
         &self,
         mut pool: Arc<Pool<C>>,
         settings: &Settings,
-        connect: F,
+        mut connect: F,
     ) -> Result<Lease<C>, CheckoutError<E>>
     where
-        F: FnOnce() -> Fut,
+        E: LoginError + std::error::Error,
+        F: FnMut() -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
         let started = Instant::now();
-        let granted = loop {
-            match pool.with(|s| s.take(*settings)) {
-                Take::Idle(entry) => match pool.usable(entry, settings) {
-                    Ok(entry) => break Grant::Idle(entry),
-                    Err((conn, reason)) => {
-                        pool.with(|s| s.free(Busy::InUse));
-                        pool.close(*conn, reason);
+        let mut recorded = false;
+        loop {
+            let granted = loop {
+                match pool.with(|s| s.take(*settings)) {
+                    Take::Idle(entry) => match pool.usable(entry, settings) {
+                        Ok(entry) => break Grant::Idle(entry),
+                        Err((conn, reason)) => {
+                            pool.with(|s| s.free(Busy::InUse));
+                            pool.close(*conn, reason);
+                        }
+                    },
+                    Take::Open => break Grant::Slot,
+                    Take::Retired => {
+                        let key = pool.key.clone();
+                        pool = self.shared.pool(&key, settings);
                     }
-                },
-                Take::Open => break Grant::Slot,
-                Take::Retired => {
-                    let key = pool.key.clone();
-                    pool = self.shared.pool(&key, settings);
+                    Take::Wait(id, rx) => {
+                        if pool.with(|s| s.short_of_budget()) {
+                            self.shared.make_room(&pool);
+                        }
+                        let deadline = started + settings.checkout_timeout;
+                        if let Some(grant) = pool.wait(id, rx, deadline, settings).await {
+                            break grant;
+                        }
+                        pool.metrics
+                            .checkout_wait
+                            .record(started.elapsed().as_secs_f64());
+                        pool.metrics.checkout_timeouts.increment(1);
+                        return Err(CheckoutError::Timeout {
+                            instance: pool.key.instance.clone(),
+                            user: pool.key.user.clone(),
+                            size: settings.size,
+                            budget: settings.max_backend,
+                            timeout: settings.checkout_timeout,
+                        });
+                    }
                 }
-                Take::Wait(id, rx) => {
-                    if pool.with(|s| s.short_of_budget()) {
-                        self.shared.make_room(&pool);
-                    }
-                    let deadline = started + settings.checkout_timeout;
-                    if let Some(grant) = pool.wait(id, rx, deadline, settings).await {
-                        break grant;
-                    }
-                    pool.metrics
-                        .checkout_wait
-                        .record(started.elapsed().as_secs_f64());
-                    pool.metrics.checkout_timeouts.increment(1);
-                    return Err(CheckoutError::Timeout {
-                        instance: pool.key.instance.clone(),
-                        user: pool.key.user.clone(),
-                        size: settings.size,
-                        budget: settings.max_backend,
-                        timeout: settings.checkout_timeout,
-                    });
-                }
+            };
+            if !recorded {
+                recorded = true;
+                pool.metrics
+                    .checkout_wait
+                    .record(started.elapsed().as_secs_f64());
             }
-        };
-        pool.metrics
-            .checkout_wait
-            .record(started.elapsed().as_secs_f64());
-        match granted {
-            Grant::Idle(entry) => Ok(Lease::new(pool, entry)),
-            Grant::Slot => {
-                let slot = Opening {
+            let slot = match granted {
+                Grant::Idle(entry) => return Ok(Lease::new(pool, entry)),
+                Grant::Slot => Opening {
                     pool: Arc::clone(&pool),
                     armed: true,
-                };
-                let conn = connect().await.map_err(CheckoutError::Connect)?;
-                slot.opened();
-                Ok(Lease::new(pool, Entry::new(conn, Instant::now())))
+                },
+            };
+            match connect().await {
+                Ok(conn) => {
+                    slot.opened();
+                    return Ok(Lease::new(pool, Entry::new(conn, Instant::now())));
+                }
+                // The server is up but full: wait in line for a connection the pool has,
+                // if it has any.
+                Err(e) if e.server_full() => {
+                    if !pool.server_full(slot, &e) {
+                        return Err(CheckoutError::Connect(e));
+                    }
+                }
+                Err(e) => return Err(CheckoutError::Connect(e)),
             }
         }
     }
@@ -417,6 +435,29 @@ impl<C: Pooled> Pool<C> {
 
     /// This pool gave back units of its instance's budget: the other pools of the instance
     /// grant them to their waiting checkouts.
+    /// The login in `slot` was refused by the server for want of connection slots: the
+    /// pool opens no more for a while ([`Slots::server_full`]; the first refusal of that
+    /// time is logged), the slot is freed, and the checkout waits in line again when the
+    /// pool has connections to wait for (true), else it fails with the server's refusal.
+    fn server_full(self: &Arc<Self>, slot: Opening<C>, error: &impl std::error::Error) -> bool {
+        self.metrics.refused.increment(1);
+        // The window is set before the slot is freed, so the freed slot goes to no waiter.
+        if self.with(|s| s.server_full(Instant::now())) {
+            let key = &self.key;
+            tracing::warn!(
+                cluster = %key.cluster,
+                instance = %key.instance,
+                user = %key.user,
+                database = %key.database,
+                error = %crate::error::chain(error),
+                "the server refused a pooled login for want of connection slots; while it does, the pool's own connections serve its checkouts and a login is tried again every {:?} (switchyard_pool_refused_total counts the refusals)",
+                super::FULL_RETRY_AFTER
+            );
+        }
+        drop(slot);
+        self.with(|s| s.open() > 0)
+    }
+
     fn wake_siblings(&self) {
         let Some(shared) = self.shared.upgrade() else {
             return;
@@ -606,7 +647,16 @@ struct Opening<C: Pooled> {
 impl<C: Pooled> Opening<C> {
     fn opened(mut self) {
         self.armed = false;
-        self.pool.with(|s| s.opened());
+        if self.pool.with(|s| s.opened()) {
+            let key = &self.pool.key;
+            tracing::info!(
+                cluster = %key.cluster,
+                instance = %key.instance,
+                user = %key.user,
+                database = %key.database,
+                "the server takes the pool's logins again"
+            );
+        }
         self.pool.metrics.opened.increment(1);
     }
 

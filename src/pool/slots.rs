@@ -138,6 +138,11 @@ pub(super) struct Slots<C> {
     budget: Arc<Budget>,
     /// Units of `budget` this pool holds: `open()` once settled ([`Slots::settle`]).
     reserved: usize,
+    /// Until when the pool opens no more connections while it has some: its server
+    /// refused a login for want of connection slots ([`Slots::server_full`]).
+    full_until: Option<Instant>,
+    /// A refusal for want of slots was reported, and no login has succeeded since.
+    full_reported: bool,
 }
 
 impl<C> Slots<C> {
@@ -155,6 +160,8 @@ impl<C> Slots<C> {
             retired: false,
             budget,
             reserved: 0,
+            full_until: None,
+            full_reported: false,
         }
     }
 
@@ -264,10 +271,21 @@ impl<C> Slots<C> {
         surplus > 0
     }
 
-    /// A connection opened in its reserved slot is now in use.
-    pub fn opened(&mut self) {
+    /// The server refused a login of this pool for want of connection slots, at `now`: no
+    /// more are opened for [`super::FULL_RETRY_AFTER`] while the pool has connections (its
+    /// checkouts wait for those). True when this starts such a time (the one refusal of it
+    /// to report: the first since a login last succeeded).
+    pub fn server_full(&mut self, now: Instant) -> bool {
+        self.full_until = Some(now + super::FULL_RETRY_AFTER);
+        !std::mem::replace(&mut self.full_reported, true)
+    }
+
+    /// A connection opened in its reserved slot is now in use. True when it ends a time of
+    /// refusals that was reported.
+    pub fn opened(&mut self) -> bool {
         self.leave(Busy::Opening);
         self.in_use += 1;
+        std::mem::take(&mut self.full_reported)
     }
 
     /// A connection in use goes to be reset.
@@ -373,12 +391,22 @@ impl<C> Slots<C> {
         *count = count.saturating_sub(1);
     }
 
-    /// Reserves room for one more connection, counted as opening: within `pool_size`, and
-    /// within the instance's budget unless this pool still holds a unit of a connection it
-    /// closed.
+    /// Reserves room for one more connection, counted as opening: within `pool_size`, within
+    /// the instance's budget unless this pool still holds a unit of a connection it
+    /// closed, and not while its server is full ([`Slots::server_full`]) and it has
+    /// connections.
     fn claim(&mut self) -> bool {
         if self.open() >= self.settings.size {
             return false;
+        }
+        // Rarely set, so the clock is read only then. With no connection at all there is
+        // nothing to wait for: the login is tried (and its refusal reaches the client).
+        if let Some(until) = self.full_until {
+            if Instant::now() >= until {
+                self.full_until = None;
+            } else if self.open() > 0 {
+                return false;
+            }
         }
         if self.reserved <= self.open() {
             if !self.budget.try_take(self.settings.max_backend) {

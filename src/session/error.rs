@@ -73,7 +73,8 @@ pub struct Endings<C: 'static> {
     pub auth: C,
     /// No backend connection could be opened, or the user not looked up.
     pub connect: C,
-    /// The pool stayed full for `checkout_timeout` (PostgreSQL 53300, MySQL 1040).
+    /// The pool stayed full for `checkout_timeout`, or the server refused a login for want
+    /// of connection slots with none in the pool to wait for (PostgreSQL 53300, MySQL 1040).
     pub pool_full: C,
     /// A backend connection was lost or broke the protocol.
     pub backend: C,
@@ -104,6 +105,9 @@ impl<P: Protocol> SessionError<P> {
             Refused { code, message } | Failover { code, message } => (*code, message.clone()),
             Connect(e @ CheckoutError::Timeout { .. }) => {
                 (words.pool_full, format!("switchyard: {e}"))
+            }
+            Connect(CheckoutError::Connect(e)) if crate::pool::LoginError::server_full(e) => {
+                (words.pool_full, format!("switchyard: {}", chain(e)))
             }
             Connect(CheckoutError::Connect(e)) => {
                 (words.connect, format!("switchyard: {}", chain(e)))

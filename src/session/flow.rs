@@ -36,7 +36,7 @@ use crate::topology::{Cluster, Instance};
 pub trait Protocol: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// The code an error carries: a SQLSTATE, or a MySQL error number.
     type Code: Copy + std::fmt::Debug + Send + Sync + 'static;
-    type ConnectError: std::error::Error + Send + Sync + 'static;
+    type ConnectError: std::error::Error + crate::pool::LoginError + Send + Sync + 'static;
     /// A backend connection as the connector returns it, logged in; kept in a pool.
     type Conn: Pooled + Send;
     /// A connection the session holds (lent by the pool), with what the session tracks

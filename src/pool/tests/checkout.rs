@@ -271,3 +271,69 @@ async fn take_idle_lends_an_idle_connection_at_once_and_nothing_else() {
         "a retired pool lends nothing"
     );
 }
+
+/// A checkout whose login the server refuses for want of connection slots, counting its
+/// attempts in `tries`.
+fn refused_checkout(
+    bench: &Bench,
+    tries: &Arc<AtomicUsize>,
+) -> impl Future<Output = Result<Lease<Fake>, CheckoutError<Full>>> + Send + 'static {
+    let (pools, tries) = (bench.pools.clone(), Arc::clone(tries));
+    async move {
+        pools
+            .checkout(&key(), &settings(3), || {
+                tries.fetch_add(1, Ordering::SeqCst);
+                async { Err(Full) }
+            })
+            .await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_out_of_connection_slots_makes_checkouts_wait_for_the_pools_own() {
+    let bench = Bench::new();
+    let tries = Arc::new(AtomicUsize::new(0));
+    // With nothing in the pool there is nothing to wait for: the refusal is the client's.
+    match refused_checkout(&bench, &tries).await {
+        Err(CheckoutError::Connect(Full)) => {}
+        Err(other) => panic!("expected the server's refusal, got {other}"),
+        Ok(_) => panic!("expected the server's refusal, got a connection"),
+    }
+    assert_eq!(
+        bench.counts(),
+        Counts::default(),
+        "nothing held, nobody waiting"
+    );
+
+    let held = bench.lease(settings(3)).await;
+    tokio::time::advance(FULL_RETRY_AFTER).await;
+    let first = tokio::spawn(refused_checkout(&bench, &tries));
+    bench
+        .until_waiting(1, "refused, it waits for the pool's connection")
+        .await;
+    let second = tokio::spawn(refused_checkout(&bench, &tries));
+    bench.until_waiting(2, "the next one waits too").await;
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        2,
+        "the empty pool's, then the first waiter's, and no login while the server is full"
+    );
+    held.release(Release::Clean);
+    let lease = first.await.expect("task").expect("the first waiter");
+    assert_eq!(lease.id, 1, "the pool's own connection");
+    lease.release(Release::Clean);
+    let lease = second.await.expect("task").expect("the second waiter");
+    assert_eq!(lease.id, 1);
+
+    // A second later the pool tries a login again.
+    tokio::time::advance(FULL_RETRY_AFTER).await;
+    let third = tokio::spawn(refused_checkout(&bench, &tries));
+    bench.until_waiting(1, "refused again, it waits").await;
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        3,
+        "one login tried after the pause"
+    );
+    lease.release(Release::Clean);
+    assert_eq!(third.await.expect("task").expect("the third").id, 1);
+}

@@ -39,6 +39,23 @@ impl Drop for Fake {
 #[error("reset refused")]
 struct Refused;
 
+impl LoginError for Refused {
+    fn server_full(&self) -> bool {
+        false
+    }
+}
+
+/// A login the server refused for want of connection slots.
+#[derive(Debug, thiserror::Error)]
+#[error("too many connections")]
+struct Full;
+
+impl LoginError for Full {
+    fn server_full(&self) -> bool {
+        true
+    }
+}
+
 impl Pooled for Fake {
     type ResetError = Refused;
 
@@ -188,7 +205,10 @@ impl Bench {
         };
         async move {
             pools
-                .checkout(&key, &settings, || async move { Ok(counters.fake()) })
+                .checkout(&key, &settings, || {
+                    let fake = counters.fake();
+                    async move { Ok(fake) }
+                })
                 .await
         }
     }

@@ -780,3 +780,94 @@ async fn five_hundred_sysbench_threads_share_ten_connections_per_instance() {
         .collect();
     watch.check(&proxy, &db, 10.0, &replicas, 5000.0).await;
 }
+
+/// An account with `MAX_USER_CONNECTIONS 2` under `pool_size = 10`: the servers refuse the
+/// pools' third logins (ER_USER_LIMIT_REACHED). The pools then serve from the connections
+/// they have: every client's reads and writes run, the refusals are counted, no pool
+/// opened more than the account may hold, and reads stay on the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_out_of_connection_slots_is_served_by_the_connections_it_has() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("pooled_slots").await;
+    let mut admin = cluster.admin(&cluster.primary).await;
+    for sql in [
+        "CREATE USER 'capped'@'%' IDENTIFIED BY 'capped-secret' WITH MAX_USER_CONNECTIONS 2"
+            .to_owned(),
+        format!("GRANT ALL ON `{db}`.* TO 'capped'@'%'"),
+        format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, n INT)"),
+    ] {
+        admin
+            .query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    cluster.wait_replicated().await;
+    let users = "[[users]]\nname = \"capped\"\npassword = \"capped-secret\"\n\n";
+    let config = in_pool_mode(&mysql_config_text(cluster, "pool_size = 10"), "transaction")
+        .replacen("[clusters.main]", &format!("{users}[clusters.main]"), 1);
+    let proxy = Proxy::from_config(&config).await;
+    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
+    let before = proxy.pool_series_by_instance(checkouts, &db).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("capped"))
+        .pass(Some("capped-secret"))
+        .db_name(Some(db.clone()))
+        .prefer_socket(false);
+    // The first login opens the connection whose greeting the proxy then greets with;
+    // the logins after it open none.
+    let first = mysql_async::Conn::new(opts.clone()).await.expect("login");
+    first.disconnect().await.expect("quit");
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let opts = opts.clone();
+        clients.spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await.expect("login");
+            for i in 0..10 {
+                let id = n * 100 + i;
+                conn.exec_drop("INSERT INTO t VALUES (?, ?)", (id, n))
+                    .await
+                    .expect("write");
+                let _: Option<i64> = conn
+                    .query_first("SELECT COUNT(*) FROM t")
+                    .await
+                    .expect("read");
+            }
+            conn.disconnect().await.expect("quit");
+        });
+    }
+    clients.join_all().await;
+    let rows: Option<i64> = admin
+        .query_first(format!("SELECT COUNT(*) FROM `{db}`.t"))
+        .await
+        .expect("count on the primary");
+    assert_eq!(rows, Some(120), "every write is on the primary");
+    let refused = proxy
+        .pool_series_by_instance("switchyard_pool_refused_total", &db)
+        .await;
+    assert!(
+        refused.values().sum::<f64>() >= 1.0,
+        "the refusals are counted: {refused:?}"
+    );
+    let opened = proxy
+        .pool_series_by_instance("switchyard_pool_opened_total", &db)
+        .await;
+    assert!(
+        opened.values().all(|&n| n <= 2.0),
+        "no pool opened more than the account may hold: {opened:?}"
+    );
+    let after = proxy.pool_series_by_instance(checkouts, &db).await;
+    let on_replicas: f64 = cluster
+        .replicas
+        .iter()
+        .map(|r| {
+            let addr = format!("{}:{}", r.host, r.port);
+            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        on_replicas >= 120.0,
+        "the 120 reads ran on the replicas: {on_replicas} (checkouts per instance {after:?})"
+    );
+}

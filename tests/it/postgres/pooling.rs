@@ -2005,3 +2005,96 @@ async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
         .collect();
     watch.check(&proxy, &db, 10.0, &replicas, 5000.0).await;
 }
+
+/// A database whose `CONNECTION LIMIT` (3) is below `pool_size` (10): the servers refuse the
+/// pools' fourth logins with `53300`. The pools then serve from the connections they have:
+/// no transaction fails, the refusals are counted, no pool opened more than the limit
+/// allows, and reads stay on the replicas (a full replica is not taken for a failed one,
+/// nor the writer for a lost one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_out_of_connection_slots_is_served_by_the_connections_it_has() {
+    let (cluster, proxy, db) = pooled("pooled_slots", "pool_size = 10").await;
+    super::pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
+    let primary = cluster.superuser(&cluster.primary, "postgres").await;
+    primary
+        .batch_execute(&format!("ALTER DATABASE \"{db}\" CONNECTION LIMIT 3"))
+        .await
+        .expect("limit the database's connections");
+    cluster.wait_replicated().await;
+    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
+    let before = proxy.pool_series_by_instance(checkouts, &db).await;
+    for (args, transactions) in [
+        (&["-n", "-S", "-c", "20", "-j", "2", "-t", "25"][..], 500),
+        (
+            &["-n", "-M", "extended", "-c", "20", "-j", "2", "-t", "5"][..],
+            100,
+        ),
+    ] {
+        let out = super::pgbench(&proxy, &db, args).await;
+        assert!(
+            out.contains("number of failed transactions: 0")
+                && out.contains(&format!(
+                    "number of transactions actually processed: {transactions}/{transactions}"
+                )),
+            "pgbench {args:?} with 3 connection slots per server:\n{out}"
+        );
+    }
+    let refused = proxy
+        .pool_series_by_instance("switchyard_pool_refused_total", &db)
+        .await;
+    assert!(
+        refused.values().sum::<f64>() >= 1.0,
+        "the refusals are counted: {refused:?}"
+    );
+    let opened = proxy
+        .pool_series_by_instance("switchyard_pool_opened_total", &db)
+        .await;
+    assert!(
+        opened.values().all(|&n| n <= 3.0),
+        "no pool opened more than the servers let it: {opened:?}"
+    );
+    let after = proxy.pool_series_by_instance(checkouts, &db).await;
+    let on_replicas: f64 = cluster
+        .replicas
+        .iter()
+        .map(|r| {
+            let addr = format!("{}:{}", r.host, r.port);
+            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        on_replicas >= 500.0,
+        "the 500 reads ran on the replicas: {on_replicas} (checkouts per instance {after:?})"
+    );
+}
+
+/// With no connection slot left for the database and none in the pool, a statement gets the
+/// server's `53300` at once (the writer is up, only full): not a wait for a failover that
+/// will not come.
+#[tokio::test]
+async fn a_database_with_no_connection_slot_left_answers_53300_at_once() {
+    let (cluster, proxy, db) = pooled("pooled_no_slots", "pool_size = 10").await;
+    let client = proxy.connect(&db).await;
+    client
+        .batch_execute("CREATE TABLE t (i int)")
+        .await
+        .expect("a write while there is room");
+    let primary = cluster.superuser(&cluster.primary, "postgres").await;
+    primary
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" CONNECTION LIMIT 0; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND usename = 'app'"
+        ))
+        .await
+        .expect("no slot left, and the pool's connections gone");
+    let refused = client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("no connection can be opened");
+    assert_eq!(
+        refused.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "the server's refusal: {refused:?}"
+    );
+}
