@@ -216,6 +216,11 @@ const FIRST_PROXY_ID: u32 = 1 << 30;
 pub struct Greetings {
     last: Mutex<HashMap<String, ServerGreeting>>,
     next_id: AtomicU32,
+    /// Held by the session that opens a writer connection for a greeting the proxy does not
+    /// know yet; the sessions behind it then greet with what that writer said, so a burst
+    /// of logins at start (or after a failover to a new writer) opens one server connection,
+    /// not one per client.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl Default for Greetings {
@@ -223,6 +228,7 @@ impl Default for Greetings {
         Greetings {
             last: Mutex::default(),
             next_id: AtomicU32::new(FIRST_PROXY_ID),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -234,6 +240,20 @@ impl Greetings {
         if last.get(addr) != Some(greeting) {
             last.insert(addr.to_owned(), greeting.clone());
         }
+    }
+
+    /// A greeting of the proxy's own for a client of the writer at `addr` ([`Greetings::own`]),
+    /// waiting first while another session opens a writer connection for the greeting; `None`
+    /// when still unknown, with the guard this session holds while it opens one itself.
+    pub async fn own_or_fetch(
+        &self,
+        addr: &str,
+    ) -> Result<ServerGreeting, tokio::sync::MutexGuard<'_, ()>> {
+        if let Some(greeting) = self.own(addr) {
+            return Ok(greeting);
+        }
+        let fetching = self.fetching.lock().await;
+        self.own(addr).ok_or(fetching)
     }
 
     /// A greeting of the proxy's own for a client of the writer at `addr`: the writer's

@@ -70,9 +70,15 @@ async fn serve(
     };
     // The client is greeted with what its writer said: by the writer connection opened for
     // it, or, in transaction mode, by the proxy (see `greeted`).
-    let own = greeted::greets_itself(&ctx.config().raw)
-        .then(|| ctx.mysql_greetings.own(&cluster.writer.addr))
-        .flatten();
+    // While the proxy knows no greeting of the writer yet, one session at a time opens a
+    // writer connection for it (`fetching`, held until that connection greeted).
+    let (own, fetching) = match greeted::greets_itself(&ctx.config().raw) {
+        true => match ctx.mysql_greetings.own_or_fetch(&cluster.writer.addr).await {
+            Ok(greeting) => (Some(greeting), None),
+            Err(fetching) => (None, Some(fetching)),
+        },
+        false => (None, None),
+    };
     let (cluster, greeter) = match own {
         Some(greeting) => (cluster, Greeter::Proxy(greeting)),
         None => match greeted::open_writer(ctx, cluster, &mut shutdown).await {
@@ -80,6 +86,7 @@ async fn serve(
             Err(error) => return Err(startup::refuse(tcp, error).await),
         },
     };
+    drop(fetching);
     let (greeting, greeted_by) = match &greeter {
         Greeter::Writer(greeted) => (&greeted.greeting, greeted.instance().addr.clone()),
         Greeter::Proxy(greeting) => (greeting, cluster.writer.addr.clone()),
