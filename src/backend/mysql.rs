@@ -146,17 +146,30 @@ impl crate::pool::LoginError for ConnectError {
             _ => false,
         }
     }
+
+    fn refused(&self) -> bool {
+        !self.instance_unreachable()
+    }
 }
 
+/// ER_SERVER_SHUTDOWN: a server shutting down answers a login with it.
+const SERVER_SHUTDOWN: u16 = 1053;
+
 impl ConnectError {
-    /// True when the instance itself is unreachable (not a refusal of this login).
+    /// True when the instance itself is unreachable (not a refusal of this login): no
+    /// connection, no answer, no TLS, a broken handshake, or a server shutting down.
     pub fn instance_unreachable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             ConnectError::Io { .. }
-                | ConnectError::Timeout { .. }
-                | ConnectError::TlsRefused { .. }
-        )
+            | ConnectError::Timeout { .. }
+            | ConnectError::TlsRefused { .. }
+            | ConnectError::Protocol { .. } => true,
+            ConnectError::Refused { payload, .. } => {
+                crate::protocol::mysql::messages::parse_err(payload)
+                    .is_ok_and(|err| err.code == SERVER_SHUTDOWN)
+            }
+            _ => false,
+        }
     }
 }
 

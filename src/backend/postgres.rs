@@ -117,16 +117,23 @@ impl crate::pool::LoginError for ConnectError {
     fn server_full(&self) -> bool {
         matches!(self, ConnectError::Server { code, .. } if code == "53300")
     }
+
+    fn refused(&self) -> bool {
+        !self.instance_unreachable()
+    }
 }
 
 impl ConnectError {
-    /// True when the instance itself is unreachable (not a refusal of this login).
+    /// True when the instance itself is unreachable (not a refusal of this login): no
+    /// connection, no answer, no TLS, a broken handshake, or a server shutting down,
+    /// starting up or in recovery (`57P…`, `08…`).
     pub fn instance_unreachable(&self) -> bool {
         matches!(
             self,
             ConnectError::Io { .. }
                 | ConnectError::Timeout { .. }
                 | ConnectError::TlsRefused { .. }
+                | ConnectError::Protocol { .. }
         ) || matches!(self, ConnectError::Server { code, .. } if code.starts_with("57P") || code.starts_with("08"))
     }
 }

@@ -137,11 +137,21 @@ pub trait LoginError {
     /// full. A pool that still has connections then opens no more for
     /// [`FULL_RETRY_AFTER`], and its checkouts wait for those instead.
     fn server_full(&self) -> bool;
+
+    /// The server answered the login with a refusal (a password, a database, an account's
+    /// rights, its connection slots): it is up, so the refusal is the client's error, and
+    /// waiting for a failover would not help. False when the server could not be reached
+    /// or is shutting down or starting up (a failover's errors).
+    fn refused(&self) -> bool;
 }
 
 /// A login that cannot fail.
 impl LoginError for std::convert::Infallible {
     fn server_full(&self) -> bool {
+        match *self {}
+    }
+
+    fn refused(&self) -> bool {
         match *self {}
     }
 }

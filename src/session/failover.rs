@@ -236,7 +236,8 @@ impl<'a> WriterWait<'a> {
     /// connected to at once and the outcome returned as it is, success or not. Returns the
     /// snapshot whose writer it connected to, and the outcome. `connect` gets the time it
     /// may take: `connect_timeout`, or less near the end. An error `busy` says is not the
-    /// writer's (its pool stayed full) is returned at once, the writer left as it is.
+    /// writer's (its pool stayed full, or the server refused the login) is returned at once, the
+    /// writer left as it is.
     pub async fn connect<C, E: std::error::Error, F: Future<Output = Result<C, E>>>(
         self,
         mut cluster: Arc<Cluster>,

@@ -362,12 +362,13 @@ impl<P: Protocol> Session<P> {
                 }
             }
         };
-        // A full pool, or a server refusing logins for want of connection slots while
-        // the pool has none to wait for: the writer is up, so the error is the client's,
-        // and the writer is not marked down for every session.
+        // A full pool, or a server that answered the login with a refusal (a password
+        // rotated, a database dropped, no connection slot left while the pool has none to
+        // wait for): the writer is up, so the error is the client's at once, and the
+        // writer is not marked down for every session.
         let busy = |e: &OpenError<P>| match e {
             CheckoutError::Timeout { .. } => true,
-            CheckoutError::Connect(e) => crate::pool::LoginError::server_full(e),
+            CheckoutError::Connect(e) => crate::pool::LoginError::refused(e),
         };
         // The pool's checkout is cancel-safe: a place in line or a slot being opened is
         // given up when the wait stops.

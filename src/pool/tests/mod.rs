@@ -43,6 +43,10 @@ impl LoginError for Refused {
     fn server_full(&self) -> bool {
         false
     }
+
+    fn refused(&self) -> bool {
+        true
+    }
 }
 
 /// A login the server refused for want of connection slots.
@@ -52,6 +56,10 @@ struct Full;
 
 impl LoginError for Full {
     fn server_full(&self) -> bool {
+        true
+    }
+
+    fn refused(&self) -> bool {
         true
     }
 }

@@ -873,3 +873,63 @@ async fn an_account_out_of_connection_slots_is_served_by_the_connections_it_has(
         "the 120 reads ran on the replicas: {on_replicas} (checkouts per instance {after:?})"
     );
 }
+
+/// A backend login the server refuses while the writer is up (here the account's password
+/// changed under a connected client, whose pooled connection then ended) is the client's
+/// error at once, in the server's words: not a wait of `failover_timeout` for a writer
+/// failover that will not come.
+#[tokio::test]
+async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
+    let cluster = MariaCluster::shared();
+    let db = cluster.create_database("pooled_rotated").await;
+    let mut admin = cluster.admin(&cluster.primary).await;
+    for sql in [
+        "CREATE USER 'rotated'@'%' IDENTIFIED BY 'before'".to_owned(),
+        format!("GRANT ALL ON `{db}`.* TO 'rotated'@'%'"),
+    ] {
+        admin
+            .query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let users = "[[users]]\nname = \"rotated\"\npassword = \"before\"\n\n";
+    let config = in_pool_mode(&mysql_config_text(cluster, "pool_size = 2"), "transaction")
+        .replacen("[clusters.main]", &format!("{users}[clusters.main]"), 1);
+    let proxy = Proxy::from_config(&config).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("rotated"))
+        .pass(Some("before"))
+        .db_name(Some(db.clone()))
+        .prefer_socket(false);
+    let mut client = mysql_async::Conn::new(opts).await.expect("login");
+    let one: Option<i64> = client
+        .query_first("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("a statement while the password holds");
+    assert_eq!(one, Some(1));
+    admin
+        .query_drop("ALTER USER 'rotated'@'%' IDENTIFIED BY 'after'")
+        .await
+        .expect("the password changed");
+    let ids: Vec<u64> = admin
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'rotated'")
+        .await
+        .expect("the pool's connections");
+    for id in ids {
+        admin
+            .query_drop(format!("KILL {id}"))
+            .await
+            .expect("end the pool's connection");
+    }
+    let refused = client
+        .query_first::<i64, _>("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect_err("no new login is possible");
+    let text = refused.to_string();
+    assert!(
+        text.contains("Access denied") && !text.contains("failover"),
+        "the server's refusal, at once: {text}"
+    );
+}

@@ -2098,3 +2098,64 @@ async fn a_database_with_no_connection_slot_left_answers_53300_at_once() {
         "the server's refusal: {refused:?}"
     );
 }
+
+/// A backend login the server refuses while the writer is up (here the role's password
+/// rotated under a connected client, whose pooled connection then ended) is the client's
+/// error at once, in the server's words: not a wait of `failover_timeout` for a writer
+/// failover that will not come, answered `57P03`.
+#[tokio::test]
+async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pooled_rotated").await;
+    let primary = cluster.superuser(&cluster.primary, "postgres").await;
+    primary
+        .batch_execute(&format!(
+            "CREATE ROLE rotated LOGIN PASSWORD 'before'; \
+             GRANT ALL ON DATABASE \"{db}\" TO rotated"
+        ))
+        .await
+        .expect("a role of its own");
+    let users = "[[users]]\nname = \"rotated\"\npassword = \"before\"\n\n";
+    let config = in_pool_mode(&config_text(cluster, "pool_size = 2"), "transaction").replacen(
+        "[clusters.main]",
+        &format!("{users}[clusters.main]"),
+        1,
+    );
+    let proxy = Proxy::from_config(&config).await;
+    let (client, connection) = tokio_postgres::connect(
+        &proxy.conninfo("rotated", "before", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    tokio::spawn(connection);
+    client
+        .batch_execute("SELECT /* switchyard:writer */ 1")
+        .await
+        .expect("a statement while the password holds");
+    primary
+        .batch_execute(&format!(
+            "ALTER ROLE rotated PASSWORD 'after'; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND usename = 'rotated'"
+        ))
+        .await
+        .expect("the password rotated, the pool's connection gone");
+    let refused = client
+        .batch_execute("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect_err("no new login is possible");
+    assert_eq!(
+        refused.code(),
+        Some(&SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+        "the proxy could not log in: {refused:?}"
+    );
+    let message = refused
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("28P01"),
+        "in the server's words: {message}"
+    );
+}
