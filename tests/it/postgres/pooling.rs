@@ -1998,12 +1998,9 @@ async fn five_hundred_pgbench_clients_share_ten_connections_per_instance() {
             "pgbench {args:?} over pool_size = 10:\n{out}"
         );
     }
-    let replicas: Vec<String> = cluster
-        .replicas
-        .iter()
-        .map(|r| format!("{}:{}", r.host, r.port))
-        .collect();
-    watch.check(&proxy, &db, 10.0, &replicas, 5000.0).await;
+    watch
+        .check(&proxy, &db, 10.0, &cluster.replica_addrs(), 5000.0)
+        .await;
 }
 
 /// A database whose `CONNECTION LIMIT` (3) is below `pool_size` (10): the servers refuse the
@@ -2021,8 +2018,7 @@ async fn a_database_out_of_connection_slots_is_served_by_the_connections_it_has(
         .await
         .expect("limit the database's connections");
     cluster.wait_replicated().await;
-    let checkouts = "switchyard_pool_checkout_wait_seconds_count";
-    let before = proxy.pool_series_by_instance(checkouts, &db).await;
+    let since = load::Since::now(&proxy, &db).await;
     for (args, transactions) in [
         (&["-n", "-S", "-c", "20", "-j", "2", "-t", "25"][..], 500),
         (
@@ -2039,33 +2035,10 @@ async fn a_database_out_of_connection_slots_is_served_by_the_connections_it_has(
             "pgbench {args:?} with 3 connection slots per server:\n{out}"
         );
     }
-    let refused = proxy
-        .pool_series_by_instance("switchyard_pool_refused_total", &db)
+    let replicas = cluster.replica_addrs();
+    since
+        .check_out_of_slots(&proxy, &db, 3.0, &replicas, 500.0)
         .await;
-    assert!(
-        refused.values().sum::<f64>() >= 1.0,
-        "the refusals are counted: {refused:?}"
-    );
-    let opened = proxy
-        .pool_series_by_instance("switchyard_pool_opened_total", &db)
-        .await;
-    assert!(
-        opened.values().all(|&n| n <= 3.0),
-        "no pool opened more than the servers let it: {opened:?}"
-    );
-    let after = proxy.pool_series_by_instance(checkouts, &db).await;
-    let on_replicas: f64 = cluster
-        .replicas
-        .iter()
-        .map(|r| {
-            let addr = format!("{}:{}", r.host, r.port);
-            after.get(&addr).copied().unwrap_or(0.0) - before.get(&addr).copied().unwrap_or(0.0)
-        })
-        .sum();
-    assert!(
-        on_replicas >= 500.0,
-        "the 500 reads ran on the replicas: {on_replicas} (checkouts per instance {after:?})"
-    );
 }
 
 /// With no connection slot left for the database and none in the pool, a statement gets the

@@ -15,6 +15,8 @@ use super::proxy::Proxy;
 
 const CHECKOUTS: &str = "switchyard_pool_checkout_wait_seconds_count";
 const OPENED: &str = "switchyard_pool_opened_total";
+const REFUSED: &str = "switchyard_pool_refused_total";
+const HELD: &str = "switchyard_pool_connections";
 
 /// The servers of a test cluster, asked how many connections the proxy's user has to the
 /// test's database on each.
@@ -27,7 +29,7 @@ pub trait Servers: Send + 'static {
 pub struct Watch {
     stop: Arc<AtomicBool>,
     sampler: JoinHandle<Vec<i64>>,
-    before: BTreeMap<String, f64>,
+    since: Since,
 }
 
 /// Starts asking `servers` again and again, keeping the most connections each had at once,
@@ -47,11 +49,11 @@ pub async fn watch(proxy: &Proxy, db: &str, mut servers: impl Servers) -> Watch 
         }
         most
     });
-    let before = proxy.pool_series_by_instance(CHECKOUTS, db).await;
+    let since = Since::now(proxy, db).await;
     Watch {
         stop,
         sampler,
-        before,
+        since,
     }
 }
 
@@ -78,15 +80,62 @@ impl Watch {
             opened.values().all(|&n| n <= pool_size),
             "connections the pools opened per instance: {opened:?}"
         );
-        let after = proxy.pool_series_by_instance(CHECKOUTS, db).await;
-        let on = |addr: &String| {
-            after.get(addr).copied().unwrap_or(0.0) - self.before.get(addr).copied().unwrap_or(0.0)
-        };
-        let per_replica: Vec<f64> = replicas.iter().map(on).collect();
+        let per_replica = self.since.checkouts_on(proxy, db, replicas).await;
         let total: f64 = per_replica.iter().sum();
         assert!(
             total >= reads && per_replica.iter().all(|&n| n >= total * 0.2),
-            "{reads} reads spread over the replicas {replicas:?}: {per_replica:?} (checkouts per instance {after:?})"
+            "{reads} reads spread over the replicas {replicas:?}: {per_replica:?}"
+        );
+    }
+}
+
+/// The checkouts per instance at some moment, to count those made since.
+pub struct Since(BTreeMap<String, f64>);
+
+impl Since {
+    pub async fn now(proxy: &Proxy, db: &str) -> Since {
+        Since(proxy.pool_series_by_instance(CHECKOUTS, db).await)
+    }
+
+    /// The checkouts on each of `instances` (`host:port`) since then.
+    pub async fn checkouts_on(&self, proxy: &Proxy, db: &str, instances: &[String]) -> Vec<f64> {
+        let after = proxy.pool_series_by_instance(CHECKOUTS, db).await;
+        instances
+            .iter()
+            .map(|addr| {
+                after.get(addr).copied().unwrap_or(0.0) - self.0.get(addr).copied().unwrap_or(0.0)
+            })
+            .collect()
+    }
+
+    /// Checks a load on servers out of connection slots for the proxy's logins: the
+    /// refusals were counted, no pool holds more than `limit` connections, and at least
+    /// `reads` checkouts since then ran on the `replicas` (a full replica is not taken for
+    /// a failed one, nor are its reads sent to the writer).
+    pub async fn check_out_of_slots(
+        &self,
+        proxy: &Proxy,
+        db: &str,
+        limit: f64,
+        replicas: &[String],
+        reads: f64,
+    ) {
+        let refused = proxy.pool_series_by_instance(REFUSED, db).await;
+        assert!(
+            refused.values().sum::<f64>() >= 1.0,
+            "the refusals are counted: {refused:?}"
+        );
+        // What each pool holds at the end: a MySQL connection the first client was greeted
+        // with joins its pool even past its size, so the pool may close one and open another.
+        let held = proxy.pool_series_by_instance(HELD, db).await;
+        assert!(
+            held.values().all(|&n| n <= limit),
+            "no pool holds more than the servers let it: {held:?}"
+        );
+        let on_replicas: f64 = self.checkouts_on(proxy, db, replicas).await.iter().sum();
+        assert!(
+            on_replicas >= reads,
+            "the {reads} reads ran on the replicas: {on_replicas}"
         );
     }
 }

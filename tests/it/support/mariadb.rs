@@ -187,6 +187,14 @@ impl MariaCluster {
         name
     }
 
+    /// The replicas' `host:port`, as the proxy's metrics label them.
+    pub fn replica_addrs(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .map(|r| format!("{}:{}", r.host, r.port))
+            .collect()
+    }
+
     /// Waits until every replica has applied the primary's binlog up to its current GTID
     /// position.
     pub async fn wait_replicated(&self) {

@@ -159,6 +159,14 @@ impl PgCluster {
         name
     }
 
+    /// The replicas' `host:port`, as the proxy's metrics label them.
+    pub fn replica_addrs(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .map(|r| format!("{}:{}", r.host, r.port))
+            .collect()
+    }
+
     /// Waits until every replica has replayed the primary's current WAL position.
     pub async fn wait_replicated(&self) {
         let primary = self.superuser(&self.primary, "postgres").await;
