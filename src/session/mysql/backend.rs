@@ -19,6 +19,10 @@ use crate::protocol::mysql::{handshake, messages};
 /// One physical packet is at most 16 MiB plus its header.
 const MAX_PACKET: usize = MAX_PHYSICAL_PAYLOAD;
 
+/// How much a client may send ahead while its command runs (the next commands, waiting in
+/// its buffer) before the proxy stops reading it until the answer is relayed.
+const CLIENT_AHEAD_LIMIT: usize = 2 << 20;
+
 pub struct Backend {
     pub conn: Lease<MysqlConn>,
     pub deprecate_eof: bool,
@@ -89,6 +93,26 @@ impl Backend {
             Ok(0) => Err(self.lost(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => Ok(()),
             Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// Reads more of a response, watching the client meanwhile: a client that closes its
+    /// connection while its command runs (a driver's timeout) is `ClientGone` at once, so
+    /// that the session can kill the statement. No read() per command comes of it: the read
+    /// of the command was short, which leaves the socket not ready until the client sends
+    /// again; what it sends meanwhile waits in its buffer, up to [`CLIENT_AHEAD_LIMIT`].
+    async fn fill_watching(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        loop {
+            let watch = client.buf.len() < CLIENT_AHEAD_LIMIT;
+            tokio::select! {
+                biased;
+                filled = self.fill() => return filled,
+                read = client.fill(), if watch => match read {
+                    Ok(0) => return Err(SessionError::ClientGone),
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::ClientIo(e)),
+                },
+            }
         }
     }
 
@@ -171,7 +195,7 @@ impl Backend {
                     return Ok(seen);
                 }
                 Some(None) => self.forward_local_infile(client).await?,
-                None => self.fill().await?,
+                None => self.fill_watching(client).await?,
             }
         }
     }

@@ -369,6 +369,33 @@ impl Session {
         Ok(true)
     }
 
+    /// The client closed its connection while its command ran on `target`: the statement
+    /// is killed there (`KILL QUERY`), and the session ends, closing that connection (it is
+    /// never given back mid-command), so that a query its client gave up on (a driver's
+    /// timeout) stops holding a pooled connection and the server's time.
+    pub(super) async fn client_left(&mut self, target: Target) -> SessionError {
+        let backend = match target {
+            Target::Writer => self.writer.as_ref(),
+            Target::Reader => self.reader.as_ref(),
+        };
+        let Some(backend) = backend else {
+            return SessionError::ClientGone;
+        };
+        let running = KillTarget {
+            cluster: Arc::clone(&self.cluster),
+            instance: Arc::clone(&backend.conn.instance),
+            thread: backend.conn.connection_id,
+        };
+        let sql = format!("KILL QUERY {}", running.thread);
+        match self.control(&running, &sql).await {
+            Ok(_) => tracing::info!("the client left while its statement ran; statement killed"),
+            Err(e) => {
+                tracing::info!(error = %e, "the client left while its statement ran; could not kill it")
+            }
+        }
+        SessionError::ClientGone
+    }
+
     /// The session was killed while its reader connection ran its statement: the server's
     /// last ERR there (1927) answers the client, and the session ends, as the server ends a
     /// killed connection.

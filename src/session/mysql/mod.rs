@@ -585,6 +585,7 @@ impl Session {
             Err(e) if target == Target::Writer && e.backend_failed() => {
                 return cold(self.writer_failed(e, written)).await;
             }
+            Err(SessionError::ClientGone) => return Err(cold(self.client_left(target)).await),
             other => other?,
         };
         let autocommitted = relayed.status.is_some_and(|s| {

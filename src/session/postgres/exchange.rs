@@ -272,28 +272,47 @@ impl Exchange<'_> {
             if let Some(status) = ready.filter(|_| sent.flow == Flow::Idle) {
                 return Ok(status);
             }
-            // The client is read only when more of its messages belong to this exchange: an
-            // idle poll would cost a read() per statement. A client that left is noticed when
-            // the answer is written to it.
+            // The client is watched while its statement runs, so that one that leaves (a
+            // driver's timeout closing the socket) has the statement cancelled rather than
+            // left running on a pooled connection. No read() per statement comes of it: the
+            // read of the unit was short, which leaves the socket not ready until the
+            // client sends again. What it sends meanwhile (the next statements) waits in
+            // the buffer, up to the limit.
             let waiting = self.client.buf.len() - sent.held;
-            let read_client =
-                sent.flow.takes_client() && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
+            let read_client = waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
             // `biased`: polled in order, with no random start drawn per wake-up; the loop
             // comes back to whichever branch is ready after the other.
+            // The backend first: it is the one nearly always ready, and the client is then
+            // polled only when the loop is about to wait.
             tokio::select! {
                 biased;
-                read = self.client.fill(), if read_client => match read {
-                    Ok(0) => return Err(SessionError::ClientGone),
-                    Ok(_) => {}
-                    Err(e) => return Err(SessionError::ClientIo(e)),
-                },
                 filled = self.backend.fill() => {
                     filled?;
                     self.relay(unit, sent, relayed, &mut ready).await?;
                 }
+                read = self.client.fill(), if read_client => match read {
+                    Ok(0) => return Err(cold(self.client_left()).await),
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::ClientIo(e)),
+                },
                 _ = &mut terminating => return Err(cold(self.terminated()).await),
             }
         }
+    }
+
+    /// The client closed its connection while its unit ran here: the statement is cancelled
+    /// on the backend, whose connection the session then closes as it ends (it is never
+    /// given back mid-statement), so that a query its client gave up on (a driver's
+    /// timeout) stops holding a pooled connection and the server's time.
+    async fn client_left(&mut self) -> SessionError {
+        let target = super::side::cancel_target(&self.backend.conn);
+        match cancel::send_cancel(target).await {
+            Ok(_) => tracing::info!("the client left while its statement ran; statement cancelled"),
+            Err(e) => {
+                tracing::info!(error = %e, "the client left while its statement ran; could not cancel it")
+            }
+        }
+        SessionError::ClientGone
     }
 
     /// Another client terminated the session while its unit ran here: the statement is

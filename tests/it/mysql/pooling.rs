@@ -904,3 +904,35 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
         "the server's refusal, at once: {text}"
     );
 }
+
+/// A client that closes its connection while its statement runs (a driver's timeout) has
+/// that statement killed: it stops running on the server long before its end, and the
+/// pooled connection it held is not left busy with it.
+#[tokio::test]
+async fn a_statement_whose_client_left_is_killed() {
+    let (cluster, proxy, db) = pooled("pooled_left", "pool_size = 2").await;
+    let mut admin = cluster.admin(&cluster.primary).await;
+    let mut client = connect(&proxy, &db).await;
+    let query = tokio::spawn(async move {
+        let _ = client
+            .query_drop("SELECT /* switchyard:writer */ SLEEP(30) AS client_left")
+            .await;
+        client
+    });
+    until_sleeping(&mut admin, "client_left").await;
+    // The client's socket closes with the task that owns it.
+    query.abort();
+    // Killed within seconds (the sleep would run 30).
+    let mut stopped = false;
+    for _ in 0..500 {
+        if !sleeping(&mut admin, "client_left").await {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        stopped,
+        "the statement still runs 10 s after its client left"
+    );
+}

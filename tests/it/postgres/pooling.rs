@@ -2132,3 +2132,58 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
         "in the server's words: {message}"
     );
 }
+
+/// How many of `db`'s backends on the primary run a statement mentioning `pg_sleep` now.
+async fn sleeping(cluster: &PgCluster, db: &str) -> i64 {
+    let admin = cluster.superuser(&cluster.primary, "postgres").await;
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' \
+             AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+/// A client that closes its connection while its statement runs (a driver's timeout) has
+/// that statement cancelled: it stops running on the server long before its end, and the
+/// pooled connection it held is not left busy with it.
+#[tokio::test]
+async fn a_statement_whose_client_left_is_cancelled() {
+    let (cluster, proxy, db) = pooled("pooled_left", "pool_size = 2").await;
+    let (client, connection) = tokio_postgres::connect(
+        &proxy.conninfo("app", "app-secret", &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect through the proxy");
+    let connection = tokio::spawn(connection);
+    let query = tokio::spawn(async move {
+        let _ = client
+            .batch_execute("SELECT /* switchyard:writer */ pg_sleep(60)")
+            .await;
+    });
+    let running = crate::support::retry(
+        std::time::Duration::from_secs(20),
+        async || match sleeping(cluster, &db).await {
+            1 => Ok(()),
+            n => Err(n),
+        },
+    );
+    running.await.expect("the statement runs");
+    // The client's socket closes with its connection task.
+    query.abort();
+    connection.abort();
+    let stopped = crate::support::retry(
+        std::time::Duration::from_secs(20),
+        async || match sleeping(cluster, &db).await {
+            0 => Ok(()),
+            n => Err(n),
+        },
+    );
+    stopped
+        .await
+        .expect("the statement stopped within seconds, not after its 60");
+}
