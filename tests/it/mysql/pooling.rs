@@ -894,6 +894,22 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
             .await
             .expect("end the pool's connection");
     }
+    // Once the server lists none, their sockets are closed: the pool finds them closed.
+    let mut gone = false;
+    for _ in 0..500 {
+        let left: Option<i64> = admin
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'rotated'",
+            )
+            .await
+            .expect("processlist");
+        if left == Some(0) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the killed connections ended");
     let refused = client
         .query_first::<i64, _>("SELECT /* switchyard:writer */ 2")
         .await

@@ -2041,6 +2041,24 @@ async fn a_database_out_of_connection_slots_is_served_by_the_connections_it_has(
         .await;
 }
 
+/// Waits until the primary has no backend of `user` on `db` left (they were terminated): by
+/// then their sockets are closed, so the pool finds them closed.
+async fn until_no_backends(cluster: &PgCluster, db: &str, user: &str) {
+    let gone = crate::support::retry(std::time::Duration::from_secs(20), async || {
+        let admin = cluster.superuser(&cluster.primary, "postgres").await;
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+                &[&db, &user],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if n == 0 { Ok(()) } else { Err(n) }
+    });
+    gone.await.expect("the terminated backends exited");
+}
+
 /// With no connection slot left for the database and none in the pool, a statement gets the
 /// server's `53300` at once (the writer is up, only full): not a wait for a failover that
 /// will not come.
@@ -2061,6 +2079,7 @@ async fn a_database_with_no_connection_slot_left_answers_53300_at_once() {
         ))
         .await
         .expect("no slot left, and the pool's connections gone");
+    until_no_backends(cluster, &db, "app").await;
     let refused = client
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
@@ -2114,6 +2133,7 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
         ))
         .await
         .expect("the password rotated, the pool's connection gone");
+    until_no_backends(cluster, &db, "rotated").await;
     let refused = client
         .batch_execute("SELECT /* switchyard:writer */ 2")
         .await
