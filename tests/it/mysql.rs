@@ -1030,3 +1030,34 @@ async fn stored_functions_that_modify_data_run_on_the_primary() {
         .expect("a prepared call");
     assert_eq!(n, Some(5));
 }
+
+/// A client that sends its statement, then COM_QUIT, and closes at once (fire and forget)
+/// gets what a server gives it: the statement runs to its end (only a client that vanishes
+/// without a goodbye has its statement killed).
+#[tokio::test]
+async fn a_statement_whose_client_said_goodbye_runs_to_its_end() {
+    let (cluster, proxy, db) = setup("goodbye").await;
+    let mut admin = cluster.admin(&cluster.primary).await;
+    admin
+        .query_drop(format!("CREATE TABLE `{db}`.said_bye (v INT)"))
+        .await
+        .expect("table");
+    let mut raw = RawMysql::login(&proxy, &db).await;
+    raw.send(0, b"\x03INSERT INTO said_bye SELECT SLEEP(1)")
+        .await;
+    raw.send(0, b"\x01").await;
+    drop(raw);
+    let mut ran = false;
+    for _ in 0..500 {
+        let n: Option<i64> = admin
+            .query_first(format!("SELECT COUNT(*) FROM `{db}`.said_bye"))
+            .await
+            .expect("count");
+        if n == Some(1) {
+            ran = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ran, "the statement ran to its end");
+}

@@ -101,13 +101,20 @@ impl Backend {
     /// that the session can kill the statement. No read() per command comes of it: the read
     /// of the command was short, which leaves the socket not ready until the client sends
     /// again; what it sends meanwhile waits in its buffer, up to [`CLIENT_AHEAD_LIMIT`].
-    async fn fill_watching(&mut self, client: &mut Client) -> Result<(), SessionError> {
+    /// A client that said goodbye (COM_QUIT) before it closed gets what a server gives it:
+    /// the command runs to its end (`closed` is then set, and the client no longer read).
+    async fn fill_watching(
+        &mut self,
+        client: &mut Client,
+        closed: &mut bool,
+    ) -> Result<(), SessionError> {
         loop {
-            let watch = client.buf.len() < CLIENT_AHEAD_LIMIT;
+            let watch = !*closed && client.buf.len() < CLIENT_AHEAD_LIMIT;
             tokio::select! {
                 biased;
                 filled = self.fill() => return filled,
                 read = client.fill(), if watch => match read {
+                    Ok(0) if said_goodbye(&client.buf) => *closed = true,
                     Ok(0) => return Err(SessionError::ClientGone),
                     Ok(_) => {}
                     Err(e) => return Err(SessionError::ClientIo(e)),
@@ -132,6 +139,7 @@ impl Backend {
         }
         // Set while the previous physical packet was a full 16 MiB one: this one continues it.
         let mut continuing = false;
+        let mut client_closed = false;
         loop {
             let mut pos = 0;
             let mut run_start = 0;
@@ -195,7 +203,7 @@ impl Backend {
                     return Ok(seen);
                 }
                 Some(None) => self.forward_local_infile(client).await?,
-                None => self.fill_watching(client).await?,
+                None => self.fill_watching(client, &mut client_closed).await?,
             }
         }
     }
@@ -402,6 +410,22 @@ fn gave_insert_id(payload: &[u8]) -> bool {
     };
     let id = messages::lenenc_int(rest).and_then(|(_, n)| messages::lenenc_int(rest.get(n..)?));
     id.is_some_and(|(id, _)| id != 0)
+}
+
+/// Whether the client's buffered packets hold a COM_QUIT: it closed its connection after
+/// saying goodbye, not while waiting for an answer it gave up on.
+fn said_goodbye(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Ok(Some((header, payload))) = packet::packet(rest, MAX_PACKET) {
+        if payload == [crate::protocol::mysql::constants::command::COM_QUIT] {
+            return true;
+        }
+        let Some(next) = rest.get(HEADER_LEN + header.len..) else {
+            return false;
+        };
+        rest = next;
+    }
+    false
 }
 
 #[cfg(test)]

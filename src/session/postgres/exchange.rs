@@ -262,6 +262,7 @@ impl Exchange<'_> {
         let terminate: &SessionCancel = self.terminate;
         let terminating = terminate.terminating();
         tokio::pin!(terminating);
+        let mut client_closed = false;
         loop {
             if sent.flow.takes_client() {
                 self.forward_more(sent).await?;
@@ -279,7 +280,7 @@ impl Exchange<'_> {
             // client sends again. What it sends meanwhile (the next statements) waits in
             // the buffer, up to the limit.
             let waiting = self.client.buf.len() - sent.held;
-            let read_client = waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
+            let read_client = !client_closed && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
             // `biased`: polled in order, with no random start drawn per wake-up; the loop
             // comes back to whichever branch is ready after the other.
             // The backend first: it is the one nearly always ready, and the client is then
@@ -291,6 +292,9 @@ impl Exchange<'_> {
                     self.relay(unit, sent, relayed, &mut ready).await?;
                 }
                 read = self.client.fill(), if read_client => match read {
+                    // A client that said goodbye (Terminate) after its statement gets what
+                    // a server gives it: the statement runs to its end.
+                    Ok(0) if said_goodbye(&self.client.buf[sent.held..]) => client_closed = true,
                     Ok(0) => return Err(cold(self.client_left()).await),
                     Ok(_) => {}
                     Err(e) => return Err(SessionError::ClientIo(e)),
@@ -300,7 +304,7 @@ impl Exchange<'_> {
         }
     }
 
-    /// The client closed its connection while its unit ran here: the statement is cancelled
+    /// The client closed its connection while its unit ran here, without a goodbye: the statement is cancelled
     /// on the backend, whose connection the session then closes as it ends (it is never
     /// given back mid-statement), so that a query its client gave up on (a driver's
     /// timeout) stops holding a pooled connection and the server's time.
@@ -496,6 +500,22 @@ fn sent_step(unit: &Unit) -> Step {
 /// The messages of `unit` to fail in place, when the session refuses any (`refuse`).
 fn refusals(refuse: bool, unit: &Unit) -> &[scan::Refused] {
     if refuse { unit.refused() } else { &[] }
+}
+
+/// Whether the client's messages after its unit (`after`) hold a Terminate: it closed its
+/// connection after saying goodbye, not while waiting for an answer it gave up on.
+fn said_goodbye(after: &[u8]) -> bool {
+    let mut rest = after;
+    while let Ok(Some(header)) = frame::header(rest, usize::MAX) {
+        if header.tag == tag::TERMINATE {
+            return true;
+        }
+        let Some(next) = rest.get(header.total..) else {
+            return false;
+        };
+        rest = next;
+    }
+    false
 }
 
 #[cfg(test)]

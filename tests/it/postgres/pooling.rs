@@ -2207,3 +2207,33 @@ async fn a_statement_whose_client_left_is_cancelled() {
         .await
         .expect("the statement stopped within seconds, not after its 60");
 }
+
+/// A client that sends its statement, then Terminate, and closes at once (fire and forget)
+/// gets what a server gives it: the statement runs to its end (only a client that vanishes
+/// without a goodbye has its statement cancelled).
+#[tokio::test]
+async fn a_statement_whose_client_said_goodbye_runs_to_its_end() {
+    let (cluster, proxy, db) = pooled("pooled_goodbye", "pool_size = 2").await;
+    let primary = cluster.superuser(&cluster.primary, &db).await;
+    primary
+        .batch_execute("CREATE TABLE said_bye (v int); GRANT ALL ON said_bye TO PUBLIC")
+        .await
+        .expect("table");
+    let mut raw = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    raw.send(
+        b'Q',
+        b"SELECT pg_sleep(1); INSERT INTO said_bye VALUES (1)\0",
+    )
+    .await;
+    raw.send(b'X', b"").await;
+    drop(raw);
+    let ran = crate::support::retry(std::time::Duration::from_secs(20), async || {
+        let n: i64 = primary
+            .query_one("SELECT count(*) FROM said_bye", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n == 1 { Ok(()) } else { Err(n) }
+    });
+    ran.await.expect("the statement ran to its end");
+}
