@@ -144,13 +144,26 @@ async fn start_server(
         };
         processes.spawn(name, command.into(), &log, owner, signals)
     };
-    let probe = |[port]: [u16; 1]| async move {
-        match Conn::new(opts(port, None)).await {
-            Ok(conn) => {
-                close(conn).await;
-                Ok(())
+    // The server that answers must be this one: while it starts, another process (a test's
+    // server, on a machine running both) may have taken the port it was given, and answer.
+    // MariaDB reports its datadir with the links resolved.
+    let own_dir = std::fs::canonicalize(&own).unwrap_or_else(|_| own.clone());
+    let probe = |[port]: [u16; 1]| {
+        let datadir = own_dir.clone();
+        async move {
+            let mut conn = Conn::new(opts(port, None))
+                .await
+                .map_err(|e| e.to_string())?;
+            let answered: Result<Option<String>, _> = conn.query_first("SELECT @@datadir").await;
+            close(conn).await;
+            let answered = answered.map_err(|e| e.to_string())?.unwrap_or_default();
+            // Its data directory lies in the server's own directory.
+            match Path::new(answered.trim_end_matches('/')).starts_with(&datadir) {
+                true => Ok(()),
+                false => Err(format!(
+                    "port {port} is answered by the server of {answered}"
+                )),
             }
-            Err(e) => Err(e.to_string()),
         }
     };
     let [port] = processes

@@ -140,11 +140,24 @@ async fn launch(
         };
         processes.spawn(name, command.into(), &log, owner, signals)
     };
+    // The server that answers must be this one: while it starts, another process (a test's
+    // server, on a machine running both) may have taken the port it was given, and answer.
     let probe = |[port]: [u16; 1]| async move {
-        connect(port, "postgres")
+        let client = connect(port, "postgres").await.map_err(|e| e.to_string())?;
+        let answered: String = client
+            .query_one("SHOW data_directory", &[])
             .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let ours = Path::new(&answered) == data
+            || std::fs::canonicalize(&answered)
+                .is_ok_and(|a| std::fs::canonicalize(data).is_ok_and(|d| a == d));
+        match ours {
+            true => Ok(()),
+            false => Err(format!(
+                "port {port} is answered by the server of {answered}"
+            )),
+        }
     };
     let [port] = processes
         .launch(name, &log, READY_TIMEOUT, spawn, probe)
