@@ -277,7 +277,7 @@ impl MariaServer {
             };
             let mut process = spawn(dir.path(), &server, owner);
             let log = dir.path().join(LOG_FILE);
-            match block_on(wait_accepting(&mut process, host, port)) {
+            match block_on(wait_accepting(&mut process, host, port, dir.path())) {
                 Ok(()) => {
                     return MariaServer {
                         host: host.to_string(),
@@ -388,17 +388,33 @@ fn tcp_opts(host: &str, port: u16, login: Login, db: Option<&str>) -> OptsBuilde
 }
 
 /// Polls by connecting until the server accepts connections, exits, or [`READY_TIMEOUT`] passes.
-async fn wait_accepting(process: &mut ServerProcess, host: &str, port: u16) -> Result<(), String> {
+/// The server that answers must be the one whose data lies in `dir`: while it starts, another
+/// process may have taken its port, and answer.
+async fn wait_accepting(
+    process: &mut ServerProcess,
+    host: &str,
+    port: u16,
+    dir: &Path,
+) -> Result<(), String> {
     let opts = tcp_opts(host, port, ROOT, None);
+    // MariaDB reports its datadir with the links resolved.
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut backoff = Backoff::new(READY_TIMEOUT);
     loop {
         if !process.is_running() {
             return Err(format!("mariadbd exited ({})", process.describe_exit()));
         }
         let probe = match tokio::time::timeout(PROBE_TIMEOUT, Conn::new(opts.clone())).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                let datadir: Result<Option<String>, _> = conn.query_first("SELECT @@datadir").await;
                 close(conn).await;
-                return Ok(());
+                match datadir {
+                    Ok(Some(d)) if Path::new(d.trim_end_matches('/')).starts_with(&dir) => {
+                        return Ok(());
+                    }
+                    Ok(d) => format!("port {port} is answered by the server of {d:?}"),
+                    Err(e) => e.to_string(),
+                }
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),

@@ -406,7 +406,17 @@ impl PgServer {
                 ));
             }
             let probe = match tokio::time::timeout(PROBE_TIMEOUT, connect(&config)).await {
-                Ok(Ok(_client)) => return Ok(()),
+                // The server that answers must be this one: while it starts, another process
+                // may have taken its port, and answer.
+                Ok(Ok(client)) => match client.query_one("SHOW data_directory", &[]).await {
+                    Ok(row) if self.is_data_dir(row.get(0)) => return Ok(()),
+                    Ok(row) => format!(
+                        "port {} is answered by the server of {}",
+                        self.port,
+                        row.get::<_, String>(0)
+                    ),
+                    Err(e) => e.to_string(),
+                },
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
             };
@@ -416,6 +426,13 @@ impl PgServer {
                 ));
             }
         }
+    }
+
+    /// Whether `answered` (a server's `data_directory`) is this server's data directory.
+    fn is_data_dir(&self, answered: String) -> bool {
+        let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Path::new(&answered) == self.data_dir
+            || canonical(Path::new(&answered)) == canonical(&self.data_dir)
     }
 
     fn lost_port(&mut self) -> bool {
