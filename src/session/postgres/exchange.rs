@@ -282,9 +282,8 @@ impl Exchange<'_> {
             let waiting = self.client.buf.len() - sent.held;
             let read_client = !client_closed && waiting < self.message_limit + CLIENT_AHEAD_LIMIT;
             // `biased`: polled in order, with no random start drawn per wake-up; the loop
-            // comes back to whichever branch is ready after the other.
-            // The backend first: it is the one nearly always ready, and the client is then
-            // polled only when the loop is about to wait.
+            // comes back to whichever branch is ready after the other. The backend first: it
+            // is the one nearly always ready, so the client is polled only before a wait.
             tokio::select! {
                 biased;
                 filled = self.backend.fill() => {
@@ -304,10 +303,10 @@ impl Exchange<'_> {
         }
     }
 
-    /// The client closed its connection while its unit ran here, without a goodbye: the statement is cancelled
-    /// on the backend, whose connection the session then closes as it ends (it is never
-    /// given back mid-statement), so that a query its client gave up on (a driver's
-    /// timeout) stops holding a pooled connection and the server's time.
+    /// The client closed its connection while its unit ran here, without a goodbye: the
+    /// statement is cancelled on the backend, whose connection the session then closes as
+    /// it ends (it is never given back mid-statement), so that a query its client gave up
+    /// on (a driver's timeout) stops holding a pooled connection and the server's time.
     async fn client_left(&mut self) -> SessionError {
         let target = super::side::cancel_target(&self.backend.conn);
         match cancel::send_cancel(target).await {
