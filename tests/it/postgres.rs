@@ -1245,13 +1245,7 @@ async fn a_backend_connection_the_server_ended_ends_the_session() {
     expect_ended(sleeper.await.unwrap());
 
     // A session kept on its writer (LISTEN) hears it at once, while idle.
-    let (client, connection) = tokio_postgres::connect(
-        &proxy.conninfo("app", "app-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect through the proxy");
-    let connection = tokio::spawn(connection);
+    let (client, connection) = proxy.connect_driven(&db).await;
     client.batch_execute("LISTEN ch").await.unwrap();
     let (pid, _) = backend_key(&client).await;
     terminate(pid).await;

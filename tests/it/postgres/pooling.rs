@@ -2143,13 +2143,11 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
         Some(&SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
         "the proxy could not log in: {refused:?}"
     );
-    let message = refused
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
     assert!(
-        message.contains("28P01"),
-        "in the server's words: {message}"
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("28P01")),
+        "in the server's words: {refused:?}"
     );
 }
 
@@ -2173,13 +2171,7 @@ async fn sleeping(cluster: &PgCluster, db: &str) -> i64 {
 #[tokio::test]
 async fn a_statement_whose_client_left_is_cancelled() {
     let (cluster, proxy, db) = pooled("pooled_left", "pool_size = 2").await;
-    let (client, connection) = tokio_postgres::connect(
-        &proxy.conninfo("app", "app-secret", &db),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect through the proxy");
-    let connection = tokio::spawn(connection);
+    let (client, connection) = proxy.connect_driven(&db).await;
     let query = tokio::spawn(async move {
         let _ = client
             .batch_execute("SELECT /* switchyard:writer */ pg_sleep(60)")

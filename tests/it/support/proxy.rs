@@ -333,6 +333,25 @@ impl Proxy {
         self.connect_as("app", "app-secret", db).await
     }
 
+    /// A PostgreSQL client as `app` through the proxy, with the task that drives its
+    /// connection: its outcome says how the connection ended, and aborting it closes the
+    /// client's socket.
+    pub async fn connect_driven(
+        &self,
+        db: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
+        let (client, connection) = tokio_postgres::connect(
+            &self.conninfo("app", "app-secret", db),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect through the proxy");
+        (client, tokio::spawn(connection))
+    }
+
     /// A PostgreSQL client logged in through the proxy as `user` (the login must succeed).
     pub async fn connect_as(&self, user: &str, password: &str, db: &str) -> tokio_postgres::Client {
         let (client, connection) =
