@@ -266,9 +266,10 @@ resolve_switchyard() {
     return 0
 }
 
-# write_switchyard_config FILE PROTOCOL PORT ADMIN_PORT DB_PORT USER PASSWORD [SERVER_LINES]
+# write_switchyard_config FILE PROTOCOL PORT ADMIN_PORT DB_PORT USER PASSWORD [SERVER_LINES [CLUSTER_LINES]]
 # SERVER_LINES: more [server] keys, one per line (printf %b escapes such as \n
-# are expanded, so 'pool_mode = "transaction"\npool_size = 10' works).
+# are expanded, so 'pool_mode = "transaction"\npool_size = 10' works); CLUSTER_LINES
+# likewise for the cluster's table ('tls = "require"').
 write_switchyard_config() {
     cat >"$1" <<EOF
 [server]
@@ -287,6 +288,7 @@ password = "$7"
 [clusters.old]
 writer = "127.0.0.1:$5"
 readers = []
+$(printf '%b' "${9:-}")
 
 [routing]
 active = "old"

