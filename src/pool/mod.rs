@@ -125,8 +125,37 @@ pub trait Opener<C>: Send + Sync + 'static {
     /// checkout.
     fn settings(&self, key: &Key) -> Option<Settings>;
 
-    /// Opens and logs in a connection for `key`; the error says why not, for the log.
-    fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<C, String>> + Send>>;
+    /// Opens and logs in a connection for `key`; the error says why not.
+    fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<C, OpenError>> + Send>>;
+}
+
+/// Why an [`Opener`] could not open a connection: the cause, for the log, and whether the
+/// server refused the login for want of connection slots, which the pool then treats as it
+/// does a checkout's ([`LoginError::server_full`]: no more opened for a while, logged once).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct OpenError {
+    pub message: String,
+    pub server_full: bool,
+}
+
+impl OpenError {
+    /// A failed login, as its error says.
+    pub fn login<E: std::error::Error + LoginError>(error: &E) -> OpenError {
+        OpenError {
+            message: crate::error::chain(error),
+            server_full: error.server_full(),
+        }
+    }
+}
+
+impl From<&str> for OpenError {
+    fn from(message: &str) -> OpenError {
+        OpenError {
+            message: message.to_owned(),
+            server_full: false,
+        }
+    }
 }
 
 /// What the pool needs to know of a failed login.

@@ -468,7 +468,9 @@ impl<C: Pooled> Pool<C> {
     }
 
     /// Opens a connection in a slot the sweep reserved, in a task of its own; it goes to a
-    /// waiting checkout or idle. A failure is logged; the next sweep tries again.
+    /// waiting checkout or idle. A failure is logged; the next sweep tries again. A server
+    /// out of connection slots is treated as at a checkout (`server_full`): logged once,
+    /// and no slot is reserved again while it lasts and the pool has connections.
     fn open_idle(self: &Arc<Self>, opener: &dyn Opener<C>) {
         let slot = Opening {
             pool: Arc::clone(self),
@@ -478,6 +480,10 @@ impl<C: Pooled> Pool<C> {
         spawn_or_run(async move {
             match open.await {
                 Ok(conn) => slot.idle(conn),
+                Err(e) if e.server_full => {
+                    let pool = Arc::clone(&slot.pool);
+                    pool.server_full(slot, &e);
+                }
                 Err(e) => {
                     let key = &slot.pool.key;
                     tracing::warn!(
@@ -648,21 +654,29 @@ impl<C: Pooled> Opening<C> {
     fn opened(mut self) {
         self.armed = false;
         if self.pool.with(|s| s.opened()) {
-            let key = &self.pool.key;
-            tracing::info!(
-                cluster = %key.cluster,
-                instance = %key.instance,
-                user = %key.user,
-                database = %key.database,
-                "the server takes the pool's logins again"
-            );
+            self.logins_again();
         }
         self.pool.metrics.opened.increment(1);
+    }
+
+    /// Logs the end of a time of refusals for want of slots ([`Slots::server_full`]).
+    fn logins_again(&self) {
+        let key = &self.pool.key;
+        tracing::info!(
+            cluster = %key.cluster,
+            instance = %key.instance,
+            user = %key.user,
+            database = %key.database,
+            "the server takes the pool's logins again"
+        );
     }
 
     /// Opened by the sweep: to a waiting checkout, else idle.
     fn idle(mut self, conn: C) {
         self.armed = false;
+        if self.pool.with(|s| s.login_succeeded()) {
+            self.logins_again();
+        }
         self.pool.metrics.opened.increment(1);
         self.pool
             .give_back(Busy::Opening, Entry::new(conn, Instant::now()));

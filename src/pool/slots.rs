@@ -285,6 +285,12 @@ impl<C> Slots<C> {
     pub fn opened(&mut self) -> bool {
         self.leave(Busy::Opening);
         self.in_use += 1;
+        self.login_succeeded()
+    }
+
+    /// A login of this pool succeeded. True when it ends a time of refusals that was
+    /// reported.
+    pub fn login_succeeded(&mut self) -> bool {
         std::mem::take(&mut self.full_reported)
     }
 

@@ -137,7 +137,10 @@ impl<P: Protocol> pool::Opener<P::Conn> for Refill<P> {
         Some(pool::Settings::from_config(&config.raw.server, mode))
     }
 
-    fn open(&self, key: &Key) -> Pin<Box<dyn Future<Output = Result<P::Conn, String>> + Send>> {
+    fn open(
+        &self,
+        key: &Key,
+    ) -> Pin<Box<dyn Future<Output = Result<P::Conn, pool::OpenError>> + Send>> {
         let login = self.logins.get(key);
         let cluster = self.topology.cluster(&key.cluster);
         let timeout = self.live.load().config.raw.server.connect_timeout;
@@ -159,7 +162,7 @@ impl<P: Protocol> pool::Opener<P::Conn> for Refill<P> {
             };
             P::connect(dial, &instance)
                 .await
-                .map_err(|e| crate::error::chain(&e))
+                .map_err(|e| pool::OpenError::login(&e))
         })
     }
 }

@@ -158,10 +158,12 @@ impl Counters {
     }
 }
 
-/// Opens fakes for the sweep, or fails while `failing` is set.
+/// Opens fakes for the sweep, or fails while `failing` is set: as a server out of
+/// connection slots when `full`.
 struct FakeOpener {
     counters: Counters,
     failing: Arc<std::sync::atomic::AtomicBool>,
+    full: bool,
 }
 
 impl Opener<Fake> for FakeOpener {
@@ -172,9 +174,10 @@ impl Opener<Fake> for FakeOpener {
     fn open(
         &self,
         _key: &Key,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Fake, String>> + Send>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Fake, OpenError>> + Send>> {
         let result = match self.failing.load(Ordering::SeqCst) {
-            true => Err("refused".to_owned()),
+            true if self.full => Err(OpenError::login(&Full)),
+            true => Err("refused".into()),
             false => Ok(self.counters.fake()),
         };
         Box::pin(async move { result })
@@ -222,7 +225,17 @@ impl Bench {
     }
 
     /// Lets the sweep open fakes; the flag makes them fail while set.
+    /// The bench with an opener for the sweep, and the switch that makes its logins fail.
     fn with_opener(self) -> (Bench, Arc<std::sync::atomic::AtomicBool>) {
+        self.opener(false)
+    }
+
+    /// The same, the logins failing as on a server out of connection slots.
+    fn with_full_opener(self) -> (Bench, Arc<std::sync::atomic::AtomicBool>) {
+        self.opener(true)
+    }
+
+    fn opener(self, full: bool) -> (Bench, Arc<std::sync::atomic::AtomicBool>) {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.pools.set_opener(Arc::new(FakeOpener {
             counters: Counters {
@@ -231,6 +244,7 @@ impl Bench {
                 lent: Arc::clone(&self.lent),
             },
             failing: Arc::clone(&failing),
+            full,
         }));
         (self, failing)
     }

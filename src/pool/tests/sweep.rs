@@ -112,6 +112,35 @@ async fn a_failed_idle_open_is_tried_again_at_the_next_sweep() {
     drop(lent);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_server_out_of_slots_gets_no_idle_opens_for_a_while() {
+    let (bench, full) = Bench::new().with_full_opener();
+    let s = with_min_idle(3, 2);
+    let lent = bench.lease(s).await;
+    full.store(true, Ordering::SeqCst);
+    bench.pools.sweep();
+    bench
+        .until("the refused open freed its slot", |b| {
+            b.counts().opening == 0
+        })
+        .await;
+    // The server would take logins again, but the pool, which has a connection, tries
+    // none until FULL_RETRY_AFTER has passed: no sweep reserves a slot meanwhile.
+    full.store(false, Ordering::SeqCst);
+    bench.pools.sweep();
+    tokio::task::yield_now().await;
+    assert_eq!((bench.counts().opening, bench.counts().idle), (0, 0));
+    assert_eq!(bench.opened.load(Ordering::SeqCst), 1, "only the lent one");
+    tokio::time::advance(FULL_RETRY_AFTER).await;
+    bench.pools.sweep();
+    bench
+        .until("min_idle reached once the time passed", |b| {
+            b.counts().idle == 2
+        })
+        .await;
+    drop(lent);
+}
+
 #[tokio::test]
 async fn a_retired_pool_gets_no_idle_connections() {
     let (bench, _) = Bench::new().with_opener();
