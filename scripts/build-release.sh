@@ -38,7 +38,8 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+# Absolute: rustc runs in each crate's directory, and the profile paths are given to it.
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-$REPO_ROOT/target}")
 CHECK=false
 case ${1:-} in
     "") ;;
