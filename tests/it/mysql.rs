@@ -46,6 +46,19 @@ async fn connect(proxy: &Proxy, db: &str) -> Conn {
 }
 
 /// `@@read_only` of the server that ran the statement: 1 on a replica, 0 on the primary.
+/// Waits until `sql` (a count) answers `want` on `admin`: something the server reaches by
+/// itself, such as connections ending or a statement done; fails with `what` after 20 s.
+async fn until_answers(admin: &mut Conn, sql: &str, want: i64, what: &str) {
+    let mut backoff = support::Backoff::new(std::time::Duration::from_secs(20));
+    loop {
+        let got: Option<i64> = admin.query_first(sql).await.expect(sql);
+        if got == Some(want) {
+            return;
+        }
+        assert!(backoff.wait().await, "{what}: {sql} answers {got:?}");
+    }
+}
+
 async fn on_replica(conn: &mut Conn) -> bool {
     let ro: Option<i64> = conn
         .query_first("SELECT @@read_only")
@@ -1047,17 +1060,6 @@ async fn a_statement_whose_client_said_goodbye_runs_to_its_end() {
         .await;
     raw.send(0, b"\x01").await;
     drop(raw);
-    let mut ran = false;
-    for _ in 0..500 {
-        let n: Option<i64> = admin
-            .query_first(format!("SELECT COUNT(*) FROM `{db}`.said_bye"))
-            .await
-            .expect("count");
-        if n == Some(1) {
-            ran = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(ran, "the statement ran to its end");
+    let count = format!("SELECT COUNT(*) FROM `{db}`.said_bye");
+    until_answers(&mut admin, &count, 1, "the statement ran to its end").await;
 }

@@ -4,7 +4,7 @@
 
 use mysql_async::prelude::*;
 
-use super::{connect, opts};
+use super::{connect, opts, until_answers};
 use crate::support::load;
 use crate::support::mariadb::MariaCluster;
 use crate::support::proxy::{Proxy, in_pool_mode, mysql_config_text};
@@ -467,25 +467,29 @@ async fn refused(conn: &mut mysql_async::Conn, sql: impl AsRef<str>, code: u16) 
     );
 }
 
-/// Whether a statement whose text holds `marker` runs on the primary now.
-async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
-    let sql = format!(
+/// How many statements whose text holds `marker` run on the primary (the asking one aside).
+fn sleeping_count(marker: &str) -> String {
+    format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
          WHERE ID <> CONNECTION_ID() AND INFO LIKE '%SLEEP(30) AS {marker}%'"
-    );
-    let n: Option<i64> = primary.query_first(&sql).await.unwrap();
+    )
+}
+
+/// Whether a statement whose text holds `marker` runs on the primary now.
+async fn sleeping(primary: &mut mysql_async::Conn, marker: &str) -> bool {
+    let n: Option<i64> = primary.query_first(sleeping_count(marker)).await.unwrap();
     n == Some(1)
 }
 
 /// Waits until a statement whose text holds `marker` runs on the primary.
 async fn until_sleeping(primary: &mut mysql_async::Conn, marker: &str) {
-    for _ in 0..500 {
-        if sleeping(primary, marker).await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{marker} never ran");
+    until_answers(
+        primary,
+        &sleeping_count(marker),
+        1,
+        &format!("{marker} runs"),
+    )
+    .await;
 }
 
 /// A `SLEEP()` that `KILL QUERY` interrupted: it returns 1 in MariaDB, or the server reports
@@ -895,21 +899,8 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
             .expect("end the pool's connection");
     }
     // Once the server lists none, their sockets are closed: the pool finds them closed.
-    let mut gone = false;
-    for _ in 0..500 {
-        let left: Option<i64> = admin
-            .query_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'rotated'",
-            )
-            .await
-            .expect("processlist");
-        if left == Some(0) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(gone, "the killed connections ended");
+    let left = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'rotated'";
+    until_answers(&mut admin, left, 0, "the killed connections ended").await;
     let refused = client
         .query_first::<i64, _>("SELECT /* switchyard:writer */ 2")
         .await
@@ -939,16 +930,12 @@ async fn a_statement_whose_client_left_is_killed() {
     // The client's socket closes with the task that owns it.
     query.abort();
     // Killed within seconds (the sleep would run 30).
-    let mut stopped = false;
-    for _ in 0..500 {
-        if !sleeping(&mut admin, "client_left").await {
-            stopped = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        stopped,
-        "the statement still runs 10 s after its client left"
-    );
+    let running = sleeping_count("client_left");
+    until_answers(
+        &mut admin,
+        &running,
+        0,
+        "the statement killed once its client left",
+    )
+    .await;
 }

@@ -2041,9 +2041,18 @@ async fn a_database_out_of_connection_slots_is_served_by_the_connections_it_has(
         .await;
 }
 
-/// Waits until the primary has no backend of `user` on `db` left (they were terminated): by
-/// then their sockets are closed, so the pool finds them closed.
-async fn until_no_backends(cluster: &PgCluster, db: &str, user: &str) {
+/// Runs `change` on the primary, terminates the backends of `user` on `db` (the pool's
+/// connections) and waits until none is left: by then their sockets are closed, so the pool
+/// finds them closed.
+async fn cut_off(cluster: &PgCluster, change: &str, db: &str, user: &str) {
+    let primary = cluster.superuser(&cluster.primary, "postgres").await;
+    primary
+        .batch_execute(&format!(
+            "{change}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND usename = '{user}'"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{change}: {e}"));
     let gone = crate::support::retry(std::time::Duration::from_secs(20), async || {
         let admin = cluster.superuser(&cluster.primary, "postgres").await;
         let n: i64 = admin
@@ -2070,16 +2079,9 @@ async fn a_database_with_no_connection_slot_left_answers_53300_at_once() {
         .batch_execute("CREATE TABLE t (i int)")
         .await
         .expect("a write while there is room");
-    let primary = cluster.superuser(&cluster.primary, "postgres").await;
-    primary
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{db}\" CONNECTION LIMIT 0; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{db}' AND usename = 'app'"
-        ))
-        .await
-        .expect("no slot left, and the pool's connections gone");
-    until_no_backends(cluster, &db, "app").await;
+    // No slot left, and the pool's connections gone.
+    let no_slot = format!("ALTER DATABASE \"{db}\" CONNECTION LIMIT 0");
+    cut_off(cluster, &no_slot, &db, "app").await;
     let refused = client
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
@@ -2125,15 +2127,14 @@ async fn a_login_the_server_refuses_mid_session_is_the_clients_error_at_once() {
         .batch_execute("SELECT /* switchyard:writer */ 1")
         .await
         .expect("a statement while the password holds");
-    primary
-        .batch_execute(&format!(
-            "ALTER ROLE rotated PASSWORD 'after'; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{db}' AND usename = 'rotated'"
-        ))
-        .await
-        .expect("the password rotated, the pool's connection gone");
-    until_no_backends(cluster, &db, "rotated").await;
+    // The password rotated, the pool's connection gone.
+    cut_off(
+        cluster,
+        "ALTER ROLE rotated PASSWORD 'after'",
+        &db,
+        "rotated",
+    )
+    .await;
     let refused = client
         .batch_execute("SELECT /* switchyard:writer */ 2")
         .await
