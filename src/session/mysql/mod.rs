@@ -71,7 +71,10 @@ async fn serve(
     // The client is greeted with what its writer said: by the writer connection opened for
     // it, or, in transaction mode, by the proxy (see `greeted`).
     // While the proxy knows no greeting of the writer yet, one session at a time opens a
-    // writer connection for it (`fetching`, held until that connection greeted).
+    // writer connection for it (`fetching`, held until its client is logged in on it: the
+    // sessions waiting for the greeting would otherwise log in to the server first, through
+    // the pool, and may take an account's last connection slots, `MAX_USER_CONNECTIONS`,
+    // before this login, which the server would then refuse).
     let (own, fetching) = match greeted::greets_itself(&ctx.config().raw) {
         true => match ctx.mysql_greetings.own_or_fetch(&cluster.writer.addr).await {
             Ok(greeting) => (Some(greeting), None),
@@ -86,7 +89,6 @@ async fn serve(
             Err(error) => return Err(startup::refuse(tcp, error).await),
         },
     };
-    drop(fetching);
     let (greeting, greeted_by) = match &greeter {
         Greeter::Writer(greeted) => (&greeted.greeting, greeted.instance().addr.clone()),
         Greeter::Proxy(greeting) => (greeting, cluster.writer.addr.clone()),
@@ -146,7 +148,9 @@ async fn serve(
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
-    let result = match session.start(auth.ok_seq, greeted).await {
+    let started = session.start(auth.ok_seq, greeted).await;
+    drop(fetching);
+    let result = match started {
         Ok(()) => {
             session.note_writer();
             session.side.logged_in = true;
