@@ -324,6 +324,48 @@ pub fn bind_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((portal, statement))
 }
 
+/// How many parameter types a Parse message body declares.
+pub fn parse_type_count(body: &[u8]) -> Option<i16> {
+    let (_, rest) = cstr(body)?;
+    let (_, types) = cstr(rest)?;
+    Some(i16::from_be_bytes(types.get(..2)?.try_into().ok()?))
+}
+
+/// Portal and statement names of a Bind message body that binds no parameter values and
+/// asks for at most one result format (what a statement without parameters or columns
+/// takes); `None` for any other Bind.
+pub fn bind_without_values(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (statement, rest) = cstr(rest)?;
+    let count = |at: usize| -> Option<usize> {
+        let n = i16::from_be_bytes(rest.get(at..at + 2)?.try_into().ok()?);
+        usize::try_from(n).ok()
+    };
+    let formats = count(0)?;
+    let values_at = 2 + 2 * formats;
+    let results_at = values_at + 2;
+    let (values, results) = (count(values_at)?, count(results_at)?);
+    let whole = rest.len() == results_at + 2 + 2 * results;
+    (values == 0 && results <= 1 && whole).then_some((portal, statement))
+}
+
+/// Parse of `sql` as statement `name`, with no parameter types, as a client would send it.
+pub fn parse(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
+    tagged(out, tag::PARSE, |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
+/// Execute of `portal`, all its rows, as a client would send it.
+pub fn execute(out: &mut BytesMut, portal: &[u8]) {
+    tagged(out, tag::EXECUTE, |b| {
+        put_cstr(b, portal);
+        b.put_i32(0);
+    });
+}
+
 /// Kind (`S` or `P`) and name of a Describe or Close message body.
 pub fn target_fields(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;

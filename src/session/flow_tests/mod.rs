@@ -192,6 +192,7 @@ table! {
     ];
     a_pause_lets_an_open_transaction_finish: ONE_READER, [
         Run(Begin, On(W)),
+        Run(Write, On(W)),
         Then(Pause),
         Run(Write, On(W)),
         Run(Commit, On(W)),
@@ -216,6 +217,7 @@ table! {
     ];
     a_cutover_waits_for_the_open_transaction_to_end: TWO_CLUSTERS, [
         Run(Begin, On(W)),
+        Run(Write, On(W)),
         Then(Cutover),
         Run(Write, On(W)),
         Run(Commit, On(W)),

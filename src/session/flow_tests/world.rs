@@ -88,6 +88,11 @@ struct World {
     readers: Vec<&'static str>,
     /// The reader `AnyReader` found.
     reader: Option<&'static str>,
+    /// PostgreSQL in transaction mode: a plain BEGIN is answered by the proxy and reaches
+    /// its server with the transaction's first statement.
+    defers_begin: bool,
+    /// The server a deferred BEGIN is to reach, with the next statement that runs.
+    begin_owed: Option<&'static str>,
     ctx: Arc<Context>,
     proxy: SocketAddr,
     /// Ends the proxy's tasks when the case ends.
@@ -179,6 +184,9 @@ read_your_writes = "{read_your_writes}"
             servers,
             readers,
             reader: None,
+            defers_begin: mode == "transaction"
+                && matches!(proto, Proto::Postgres | Proto::PostgresExtended),
+            begin_owed: None,
             ctx,
             proxy,
             _stop: stop,
@@ -309,6 +317,22 @@ read_your_writes = "{read_your_writes}"
             .map(|r| r.server)
             .collect();
         let context = format!("{at}: the client saw {answer:?}; the servers received {seen:?}");
+        if let Some(on) = self.begin_owed.filter(|_| !ran.is_empty()) {
+            // The transaction's first statement: its BEGIN went first, to the same server.
+            let first = seen.first().map(|r| (r.server, r.sql.as_str()));
+            assert_eq!(
+                first,
+                Some((on, "BEGIN")),
+                "the deferred BEGIN first: {context}"
+            );
+            self.begin_owed = None;
+        }
+        if let (Stmt::Begin, Expect::On(want), true) = (stmt, expect, self.defers_begin) {
+            assert!(matches!(answer, Answer::Rows(_)), "{context}");
+            assert!(ran.is_empty(), "answered by the proxy: {context}");
+            self.begin_owed = Some(self.name(want));
+            return;
+        }
         let expect = match expect {
             Expect::ByDialect(postgres, mysql) => match self.proto {
                 Proto::Postgres | Proto::PostgresExtended => *postgres,

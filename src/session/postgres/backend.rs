@@ -196,6 +196,20 @@ pub struct Backend {
     /// Transaction mode: the process id the client was given. A notification this
     /// connection raised (the client's own NOTIFY) is relayed with it (see `relay`).
     pub client_pid: Option<i32>,
+    /// A BEGIN the proxy answered itself, on its way to this connection ahead of the
+    /// transaction's first statement (see `begin`).
+    pub(super) begin: Ahead,
+}
+
+/// Where a BEGIN sent ahead of a unit stands on its connection: written with the unit's
+/// first bytes, in the same write; its answers swallowed before the unit's are relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ahead {
+    None,
+    /// To go out with the next bytes written.
+    Unsent,
+    /// Sent: its answers are the first the connection gives.
+    Owed,
 }
 
 // Moved at every checkout and give-back: kept small enough to move without a `memcpy`.
@@ -218,6 +232,7 @@ impl Backend {
             stale_columns_sent: false,
             after_errors: None,
             client_pid: None,
+            begin: Ahead::None,
         }
     }
 
@@ -467,6 +482,14 @@ impl Backend {
     }
 
     pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let ahead;
+        let bytes = if self.begin == Ahead::Unsent {
+            self.begin = Ahead::Owed;
+            ahead = super::begin::after_begin(bytes);
+            &ahead[..]
+        } else {
+            bytes
+        };
         let result = match self.conn.stream.write_or_rest(bytes) {
             Ok(None) => return Ok(()),
             Ok(Some(rest)) => rest.await,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod backend;
+mod begin;
 mod cache;
 pub mod cancel;
 mod exchange;
@@ -118,6 +119,7 @@ async fn serve(tcp: TcpStream, ctx: &Arc<Context>, shutdown: Shutdown) -> Result
         set_in_transaction: Some(Vec::new()),
         unreplayed: Some(Vec::new()),
         status: b'I',
+        begin_deferred: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -236,7 +238,7 @@ impl Session {
     /// (notifications, notices, a FATAL before it closes). A drain (SIGTERM) ends the
     /// session here, but only between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
-        let between_transactions = self.view.in_transaction.is_none();
+        let between_transactions = self.view.in_transaction.is_none() && !self.side.begin_deferred;
         // Only a pinned session (LISTEN, …) expects messages from an idle writer; watching
         // every idle writer would cost a read() per statement.
         let pinned = self.view.pinned_to_writer;
@@ -281,6 +283,24 @@ impl Session {
     }
 
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
+        // Transaction mode: a plain BEGIN is answered here and starts on a server with the
+        // transaction's first work (see `begin`).
+        if self.side.begin_deferred {
+            // A driver closing statements it is done with (tokio-postgres after a one-off
+            // statement) starts nothing: answered as the server answers it.
+            let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
+            if let Some(closes) = closes {
+                self.side.scanner.recycle(unit.refs);
+                return self.answer_closes(unit.end, closes, b'T').await;
+            }
+            if !self.begin_now(&unit).await? {
+                self.side.scanner.recycle(unit.refs);
+                return Ok(());
+            }
+        }
+        if let Some(answer) = self.deferred_begin(&unit) {
+            return self.defer_begin(unit, answer).await;
+        }
         // `pg_cancel_backend()` / `pg_terminate_backend()` of a pooled client's own pid,
         // which no server knows.
         if let Some((batch, status)) = self.signal_call(&unit) {

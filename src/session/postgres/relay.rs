@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use super::SessionError;
-use super::backend::{Backend, MAX_BACKEND_MESSAGE, Owed};
+use super::backend::{Ahead, Backend, MAX_BACKEND_MESSAGE, Owed};
 use super::cache::Dropped;
 use crate::net::Stream;
 use crate::protocol::postgres::frame;
@@ -36,6 +36,9 @@ impl Backend {
     /// Messages are forwarded as byte runs; a message larger than the buffer streams through.
     pub async fn relay(&mut self, client: &mut Stream) -> Result<Relayed, SessionError> {
         let mut seen = Relayed::default();
+        if self.begin == Ahead::Owed && !self.swallow_begin()? {
+            return Ok(seen);
+        }
         // Statements whose Parse the backend skipped after an error: not prepared.
         let mut failed_parses = Vec::new();
         // An error came: the backend skipped to Sync (see `skipped_parses`).

@@ -322,6 +322,11 @@ impl Backend {
         let mut columns = Vec::with_capacity(statements.len());
         let mut aside = Vec::new();
         loop {
+            // A BEGIN sent ahead went out with this round trip: its answers come first.
+            if self.begin == super::backend::Ahead::Owed && !self.swallow_begin()? {
+                self.fill().await?;
+                continue;
+            }
             while let Ok(Some((h, body))) = frame::message(&self.conn.buf, MAX_BACKEND_MESSAGE) {
                 let total = h.total;
                 match h.tag {

@@ -48,9 +48,12 @@ pub struct Side {
     /// UTF-8: `Pin::Unreplayable`), to read back between transactions; `None` once one
     /// could not be named.
     pub(super) unreplayed: Option<Vec<String>>,
-    /// The transaction status of the last ReadyForQuery a unit run on a server ended with
-    /// (`I`, `T` or `E`).
+    /// The transaction status of the last ReadyForQuery the client was sent (`I`, `T` or
+    /// `E`).
     pub(super) status: u8,
+    /// The client's transaction was begun by a `BEGIN` the proxy answered: it starts on a
+    /// server with its first work (see `begin`).
+    pub(super) begin_deferred: bool,
 }
 
 impl Protocol for Postgres {

@@ -2230,3 +2230,108 @@ async fn a_statement_whose_client_said_goodbye_runs_to_its_end() {
     });
     ran.await.expect("the statement ran to its end");
 }
+
+/// How many rows table `t` has, as a client outside any transaction sees them.
+async fn rows_in_t(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT /* switchyard:writer */ count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_plain_begin_takes_no_connection_until_its_transaction_runs_something() {
+    let (_, proxy, db) = pooled("pooled_begin", "pool_size = 1\ncheckout_timeout = \"2s\"").await;
+    let setup = proxy.connect(&db).await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let first = proxy.connect(&db).await;
+    // A simple-Query BEGIN (as tokio-postgres, sqlx, asyncpg send it), then one sent with
+    // the extended protocol (prepared, then bound and executed, as pgbench -M prepared).
+    for begin in ["simple", "extended"] {
+        match begin {
+            "simple" => first.batch_execute("BEGIN").await.unwrap(),
+            _ => {
+                first.execute("START TRANSACTION", &[]).await.unwrap();
+            }
+        }
+        // The pool's one connection is not taken by the BEGIN: another client runs.
+        setup
+            .batch_execute("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap_or_else(|e| panic!("{begin} BEGIN held the pool's connection: {e:?}"));
+        // The transaction started before its first statement: a ROLLBACK undoes it.
+        first
+            .execute("INSERT INTO t VALUES (1)", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            first
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            1,
+            "{begin}: the transaction sees its own insert"
+        );
+        first.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(rows_in_t(&setup).await, 0, "{begin}: rolled back");
+    }
+    // The first statement of a transaction sent as a simple Query runs in it too.
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let err = first
+        .batch_execute("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err:?}");
+    let err = first
+        .query("SELECT 1", &[])
+        .await
+        .expect_err("the failed transaction refuses work");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{err:?}"
+    );
+    first.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        rows_in_t(&setup).await,
+        0,
+        "the failed transaction left nothing"
+    );
+    // Committed work is there; a transaction that runs nothing commits nothing.
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .unwrap();
+    first.batch_execute("COMMIT").await.unwrap();
+    first.batch_execute("BEGIN").await.unwrap();
+    first.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(rows_in_t(&setup).await, 1, "the committed insert");
+    // The client is told it is in a transaction ('T') at once, and a second BEGIN gets the
+    // server's warning once the transaction runs.
+    let mut raw = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    raw.send(b'Q', b"BEGIN\0").await;
+    let answer = super::until_ready(&mut raw).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    assert_eq!(answer[1].1, b"T", "{answer:?}");
+    raw.send(b'Q', b"BEGIN\0").await;
+    let answer = super::until_ready(&mut raw).await;
+    assert_eq!(tags(&answer), "NCZ", "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer[0].1).contains("25001"),
+        "already a transaction in progress: {answer:?}"
+    );
+    raw.send(b'Q', b"COMMIT\0").await;
+    let answer = super::until_ready(&mut raw).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    assert_eq!(answer[1].1, b"I", "{answer:?}");
+}

@@ -1,0 +1,432 @@
+//! Transaction mode: a plain `BEGIN` between transactions is answered by the proxy, and
+//! sent to the server with the transaction's first statement.
+//!
+//! A client that sends `BEGIN`, waits for its answer and then sends its first statement
+//! would otherwise hold a pooled connection over one more round trip of its own per
+//! transaction: with many clients over a small pool, where the pool is what they wait for,
+//! that round trip is part of every transaction's hold time. Answered here, the `BEGIN`
+//! takes no connection; the next unit takes one, and the `BEGIN` goes out ahead of it:
+//!
+//! - before an extended-protocol batch, as Parse/Bind/Execute of the unnamed statement
+//!   without a Sync, in the same write as the batch ([`Ahead`]). Its three answers come
+//!   first in the server's answer to the batch (one flush, at the batch's Sync), and are
+//!   swallowed; anything else there is a failed `BEGIN`, and the connection is failed,
+//!   before any of the batch's answers reach the client (the server skipped the batch, up
+//!   to its Sync, after the error);
+//! - before a simple Query (or anything else), as a Query of its own whose answer is read
+//!   first: a simple Query cannot be skipped on a `BEGIN`'s error, and must not run
+//!   outside the transaction its client opened.
+//!
+//! Only a `BEGIN` that can neither fail nor mean anything else is deferred: `BEGIN`,
+//! `BEGIN WORK`, `BEGIN TRANSACTION`, `START TRANSACTION` (no options, no comments), alone
+//! in its unit, which ends with Sync. The session is then in a transaction (`T`) for its
+//! client and holds no connection; the cutover's drain does not wait for it (it runs
+//! nothing), a shutdown's drain does (the client is mid-transaction), and the transaction's
+//! first unit passes the migration gate as a `BEGIN` would have.
+
+use bytes::BytesMut;
+
+use super::backend::{Ahead, Backend};
+use super::scan::{Ending, Prepared, Unit};
+use super::{Session, SessionError};
+use crate::protocol::postgres::frame;
+use crate::protocol::postgres::messages::{self, tag};
+use crate::router::Target;
+use crate::session::migration::Refusal;
+use crate::sql::Class;
+
+/// The `BEGIN` sent ahead of an extended-protocol batch: Parse of the unnamed statement,
+/// Bind to the unnamed portal, Execute; no Sync (the batch's own ends it).
+const AHEAD: &[u8] = b"P\0\0\0\x0d\0BEGIN\0\0\0\
+    B\0\0\0\x0c\0\0\0\0\0\0\0\0\
+    E\0\0\0\x09\0\0\0\0\0";
+
+/// What the server answers [`AHEAD`] with: ParseComplete, BindComplete, CommandComplete.
+const AHEAD_ANSWERS: [&[u8]; 3] = [b"1\0\0\0\x04", b"2\0\0\0\x04", b"C\0\0\0\x0aBEGIN\0"];
+
+impl Session {
+    /// Whether `unit` is a `BEGIN` to answer here (see the module's doc), and its answer.
+    pub(super) fn deferred_begin(&self, unit: &Unit) -> Option<BytesMut> {
+        let plain = matches!(unit.stmt.class, Class::Begin { read_only: false })
+            && unit.stmt.count == 1
+            && unit.ending == Ending::Ready
+            && unit.refused.is_none()
+            && self.pooled()
+            && self.view.in_transaction.is_none()
+            && !self.view.pinned_to_writer
+            && self.writer.is_none();
+        if !plain
+            || !unit
+                .refs
+                .iter()
+                .all(|p| p.as_deref().is_some_and(plain_statement))
+        {
+            return None;
+        }
+        begin_answer(&self.side.client.buf[..unit.end])
+    }
+
+    /// Answers `unit`, a `BEGIN` [`Session::deferred_begin`] took, with `answer`: the
+    /// session is in a transaction that has not started on any server yet.
+    pub(super) async fn defer_begin(
+        &mut self,
+        unit: Unit,
+        answer: BytesMut,
+    ) -> Result<(), SessionError> {
+        self.side.begin_deferred = true;
+        self.side.status = b'T';
+        self.side.scanner.recycle(unit.refs);
+        self.answer_with(unit.end, &answer).await
+    }
+
+    /// Starts the transaction a deferred `BEGIN` opened, for `unit`, its first work: past
+    /// the migration gate (as the `BEGIN` would have passed it), on a writer connection,
+    /// with the `BEGIN` sent ahead of `unit` (see the module's doc). `false` when `unit`
+    /// was answered here: no usable writer within `failover_timeout`, so the transaction
+    /// failed before anything ran; its client is answered as for a lost transaction until
+    /// it ends it.
+    pub(super) async fn begin_now(&mut self, unit: &Unit) -> Result<bool, SessionError> {
+        self.side.begin_deferred = false;
+        if self.moved() {
+            self.follow_active().await?;
+        }
+        if let Some(Refusal { code, message }) = self.migration_gate(false).await? {
+            self.transaction(Some(Target::Writer));
+            self.drop_writer();
+            self.side.status = b'E';
+            self.answer(unit.end, code, &message, b'E').await?;
+            return Ok(false);
+        }
+        self.transaction(Some(Target::Writer));
+        let Some(writer) = self.writer.as_mut() else {
+            // Answered as a lost transaction by the flow (`writer_in_transaction`).
+            return Ok(true);
+        };
+        if extended(unit) {
+            // The unnamed statement on the connection is the `BEGIN` from now on.
+            writer.conn.prepared.remove(&Vec::new());
+            writer.begin = Ahead::Unsent;
+            return Ok(true);
+        }
+        let scratch = &mut self.side.scratch;
+        if let Some(message) = writer.run_silently("BEGIN", scratch).await? {
+            return Err(SessionError::BackendProtocol {
+                addr: writer.conn.instance.addr.clone(),
+                detail: format!("the server refused a BEGIN: {message}"),
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// Whether `unit` is an extended-protocol batch (it starts with one of its messages).
+fn extended(unit: &Unit) -> bool {
+    matches!(
+        unit.first_tag,
+        tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE
+    )
+}
+
+/// The answer a server gives `bytes`, a unit that only begins a transaction in one of the
+/// plain ways (a simple Query; or Parse, Bind, Describe, Execute of one statement without
+/// parameters or options, then Sync); `None` for any other unit.
+fn begin_answer(bytes: &[u8]) -> Option<BytesMut> {
+    let mut out = BytesMut::new();
+    let (mut at, mut executed, mut synced) = (0, false, false);
+    while let Ok(Some((h, body))) = frame::message(&bytes[at..], usize::MAX) {
+        at += h.total;
+        if synced {
+            return None;
+        }
+        match h.tag {
+            tag::QUERY if at == h.total && at == bytes.len() => {
+                plain_begin(messages::query_text(body)?).then_some(())?;
+                messages::command_complete(&mut out, "BEGIN");
+                messages::ready_for_query(&mut out, b'T');
+                return Some(out);
+            }
+            tag::PARSE => {
+                let (_, sql) = messages::parse_fields(body)?;
+                let no_types = messages::parse_type_count(body)? == 0;
+                (plain_begin(sql) && no_types && !executed).then_some(())?;
+                messages::parse_complete(&mut out);
+            }
+            tag::BIND => {
+                let (portal, _) = messages::bind_without_values(body)?;
+                (portal.is_empty() && !executed).then_some(())?;
+                messages::bind_complete(&mut out);
+            }
+            tag::DESCRIBE => match messages::target_fields(body)? {
+                (b'S', _) => {
+                    messages::no_parameters(&mut out);
+                    messages::no_data(&mut out);
+                }
+                (b'P', b"") => messages::no_data(&mut out),
+                _ => return None,
+            },
+            tag::EXECUTE if messages::execute_portal(body)?.is_empty() && !executed => {
+                executed = true;
+                messages::command_complete(&mut out, "BEGIN");
+            }
+            tag::SYNC if executed => {
+                synced = true;
+                messages::ready_for_query(&mut out, b'T');
+            }
+            _ => return None,
+        }
+    }
+    (synced && at == bytes.len()).then_some(out)
+}
+
+/// Whether the client's prepared statement `p` is a plain `BEGIN` without parameter types.
+fn plain_statement(p: &Prepared) -> bool {
+    let body = p.parse.get(frame::HEADER_LEN..).unwrap_or_default();
+    let no_types = messages::parse_type_count(body) == Some(0);
+    no_types && p.sql_bytes().is_some_and(plain_begin)
+}
+
+/// Whether `sql` begins a transaction with nothing else said: `BEGIN`, `BEGIN WORK`,
+/// `BEGIN TRANSACTION` or `START TRANSACTION`, in any case, with a `;` at most.
+fn plain_begin(sql: &[u8]) -> bool {
+    let sql = sql.trim_ascii();
+    let sql = sql.strip_suffix(b";").unwrap_or(sql);
+    let mut words = sql.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let mut next = || words.next().map(<[u8]>::to_ascii_lowercase);
+    let plain = matches!(
+        (next().as_deref(), next().as_deref()),
+        (Some(b"begin"), None | Some(b"work" | b"transaction"))
+            | (Some(b"start"), Some(b"transaction"))
+    );
+    plain && next().is_none()
+}
+
+/// What [`Backend::write`] sends in place of `bytes`, the first bytes written after a
+/// `BEGIN` was put ahead: both, in one write.
+pub(super) fn after_begin(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(AHEAD.len() + bytes.len());
+    out.extend_from_slice(AHEAD);
+    out.extend_from_slice(bytes);
+    out
+}
+
+impl Backend {
+    /// Takes the answers to a `BEGIN` sent ahead from the front of what the server sent
+    /// (after any notice or status that came before them); `false` while they have not all
+    /// arrived. Anything else in their place fails the connection: the `BEGIN` failed, and
+    /// the server skipped the unit after it.
+    pub(super) fn swallow_begin(&mut self) -> Result<bool, SessionError> {
+        let buf = &self.conn.buf;
+        let mut from = 0;
+        // Messages a server sends unasked may come first: they stay, for the relay.
+        while let Ok(Some(h)) = frame::header(&buf[from..], usize::MAX) {
+            let unasked = matches!(
+                h.tag,
+                tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS | tag::NOTIFICATION_RESPONSE
+            );
+            if !unasked || buf.len() - from < h.total {
+                break;
+            }
+            from += h.total;
+        }
+        let mut at = from;
+        for answer in AHEAD_ANSWERS {
+            let rest = &buf[at..];
+            if rest.starts_with(answer) {
+                at += answer.len();
+            } else if answer.starts_with(rest) {
+                return Ok(false);
+            } else {
+                self.begin = Ahead::None;
+                let said = frame::message(rest, usize::MAX).ok().flatten();
+                let detail = match said {
+                    Some((h, body)) if h.tag == tag::ERROR_RESPONSE => {
+                        format!(
+                            "the server refused a BEGIN: {}",
+                            messages::error_fields(body).1
+                        )
+                    }
+                    _ => "the server answered a BEGIN with something else".to_owned(),
+                };
+                return Err(SessionError::BackendProtocol {
+                    addr: self.conn.instance.addr.clone(),
+                    detail,
+                });
+            }
+        }
+        self.begin = Ahead::None;
+        if from == 0 {
+            self.conn.consume(at);
+        } else {
+            let buf = &mut self.conn.buf;
+            let len = buf.len();
+            buf.copy_within(at.., from);
+            buf.truncate(len - (at - from));
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_begin_with_nothing_else_said_is_plain() {
+        let table: &[(&str, bool)] = &[
+            ("BEGIN", true),
+            ("begin;", true),
+            ("  BEGIN WORK ; ", true),
+            ("Begin Transaction", true),
+            ("START TRANSACTION;", true),
+            ("START  TRANSACTION", true),
+            ("BEGIN ISOLATION LEVEL SERIALIZABLE", false),
+            ("BEGIN READ ONLY", false),
+            ("START TRANSACTION READ WRITE", false),
+            ("BEGIN; SELECT 1", false),
+            ("BEGIN;;", false),
+            ("/* x */ BEGIN", false),
+            ("BEGIN -- x", false),
+            ("START", false),
+            ("BEGINNING", false),
+            ("", false),
+        ];
+        for &(sql, plain) in table {
+            assert_eq!(plain_begin(sql.as_bytes()), plain, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn the_begin_sent_ahead_is_what_a_client_sends() {
+        let mut out = BytesMut::new();
+        messages::parse(&mut out, b"", b"BEGIN");
+        messages::bind_plain(&mut out, b"");
+        messages::execute(&mut out, b"");
+        assert_eq!(&out[..], AHEAD);
+        let mut answers = BytesMut::new();
+        messages::parse_complete(&mut answers);
+        messages::bind_complete(&mut answers);
+        messages::command_complete(&mut answers, "BEGIN");
+        assert_eq!(&answers[..], AHEAD_ANSWERS.concat());
+    }
+
+    fn query(sql: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        out
+    }
+
+    fn tags(answer: &[u8]) -> Vec<u8> {
+        let mut at = 0;
+        let mut tags = Vec::new();
+        while let Ok(Some((h, _))) = frame::message(&answer[at..], usize::MAX) {
+            tags.push(h.tag);
+            at += h.total;
+        }
+        tags
+    }
+
+    #[test]
+    fn a_simple_begin_is_answered_as_the_server_does() {
+        let answer = begin_answer(&query("BEGIN")).expect("a plain BEGIN");
+        assert_eq!(tags(&answer), b"CZ");
+        assert!(answer.ends_with(b"Z\0\0\0\x05T"));
+        assert!(begin_answer(&query("BEGIN READ ONLY")).is_none());
+        let mut two = query("BEGIN");
+        two.extend_from_slice(&query("SELECT 1"));
+        assert!(begin_answer(&two).is_none(), "a unit of one Query only");
+    }
+
+    #[test]
+    fn an_extended_begin_is_answered_message_by_message() {
+        // libpq's PQexecParams: Parse, Bind, Describe portal, Execute, Sync.
+        let mut unit = BytesMut::new();
+        messages::parse(&mut unit, b"", b"BEGIN");
+        messages::bind_plain(&mut unit, b"");
+        messages::describe(&mut unit, b'P', b"");
+        messages::execute(&mut unit, b"");
+        messages::sync(&mut unit);
+        let answer = begin_answer(&unit).expect("a plain BEGIN");
+        assert_eq!(tags(&answer), b"12nCZ");
+        // A prepared one (pgbench -M prepared): Bind, Describe, Execute, Sync.
+        let mut unit = BytesMut::new();
+        messages::bind_plain(&mut unit, b"P0_0");
+        messages::describe(&mut unit, b'P', b"");
+        messages::execute(&mut unit, b"");
+        messages::sync(&mut unit);
+        assert_eq!(tags(&begin_answer(&unit).expect("plain")), b"2nCZ");
+        // Its statement described: ParameterDescription and NoData.
+        let mut unit = BytesMut::new();
+        messages::parse(&mut unit, b"s1", b"START TRANSACTION");
+        messages::describe(&mut unit, b'S', b"s1");
+        messages::bind_plain(&mut unit, b"s1");
+        messages::execute(&mut unit, b"");
+        messages::sync(&mut unit);
+        assert_eq!(tags(&begin_answer(&unit).expect("plain")), b"1tn2CZ");
+    }
+
+    #[test]
+    fn anything_more_than_a_plain_begin_goes_to_the_server() {
+        let with = |build: &dyn Fn(&mut BytesMut)| {
+            let mut unit = BytesMut::new();
+            build(&mut unit);
+            begin_answer(&unit)
+        };
+        let plain = |u: &mut BytesMut| {
+            messages::parse(u, b"", b"BEGIN");
+            messages::bind_plain(u, b"");
+            messages::execute(u, b"");
+        };
+        assert!(with(&|u| plain(u)).is_none(), "no Sync: a batch left open");
+        assert!(
+            with(&|u| {
+                plain(u);
+                messages::sync(u);
+                messages::sync(u);
+            })
+            .is_none(),
+            "two Syncs"
+        );
+        assert!(
+            with(&|u| {
+                plain(u);
+                messages::execute(u, b"");
+                messages::sync(u);
+            })
+            .is_none(),
+            "two Executes"
+        );
+        assert!(
+            with(&|u| {
+                messages::parse(u, b"", b"BEGIN ISOLATION LEVEL SERIALIZABLE");
+                messages::bind_plain(u, b"");
+                messages::execute(u, b"");
+                messages::sync(u);
+            })
+            .is_none(),
+            "options"
+        );
+        assert!(
+            with(&|u| {
+                plain(u);
+                messages::close(u, b'S', b"");
+                messages::sync(u);
+            })
+            .is_none(),
+            "a Close"
+        );
+        // A Bind with a parameter value.
+        let mut unit = BytesMut::new();
+        messages::parse(&mut unit, b"", b"BEGIN");
+        unit.extend_from_slice(b"B\0\0\0\x12\0\0\0\0\0\x01\0\0\0\x01x\0\0");
+        messages::execute(&mut unit, b"");
+        messages::sync(&mut unit);
+        assert!(begin_answer(&unit).is_none(), "a parameter value");
+        // Parameter types declared.
+        let mut unit = BytesMut::new();
+        unit.extend_from_slice(b"P\0\0\0\x11\0BEGIN\0\0\x01\0\0\0\x17");
+        messages::bind_plain(&mut unit, b"");
+        messages::execute(&mut unit, b"");
+        messages::sync(&mut unit);
+        assert!(begin_answer(&unit).is_none(), "a parameter type");
+    }
+}
