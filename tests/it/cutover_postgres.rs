@@ -369,3 +369,27 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
         "the sessions moved onto the warm connections"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_only_began_its_transaction_does_not_hold_the_cutover() {
+    let db = replicated_database("begun").await;
+    let state = tempfile::tempdir().unwrap();
+    // Transaction mode (the default): the proxy answers the BEGIN itself.
+    let proxy = Proxy::from_config(&config(&db, state.path(), &lsn(&db))).await;
+    let client = proxy.connect(&db).await;
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    // Nothing of the transaction runs on the old writer: the drain does not wait for it
+    // (a transaction open there would hold the drain past drain_timeout, and abort).
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
+    // The transaction starts on the new writer with its first statement, and commits there.
+    client
+        .batch_execute("INSERT INTO ledger (client_key) VALUES ('begun-before')")
+        .await
+        .expect("the first statement, after the switch");
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    let p = pair();
+    assert!(keys_on(&p.new, &db).await.contains("begun-before"));
+    assert!(!keys_on(&p.old, &db).await.contains("begun-before"));
+}

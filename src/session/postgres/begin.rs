@@ -210,65 +210,84 @@ pub(super) fn after_begin(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl Backend {
-    /// Takes the answers to a `BEGIN` sent ahead from the front of what the server sent
-    /// (after any notice or status that came before them); `false` while they have not all
-    /// arrived. Anything else in their place fails the connection: the `BEGIN` failed, and
-    /// the server skipped the unit after it.
+    /// Takes the answers to a `BEGIN` sent ahead from what the server sent (see
+    /// [`begin_answers`]); `false` while they have not all arrived. Anything else in their
+    /// place fails the connection: the `BEGIN` failed, and the server skipped the unit
+    /// after it.
     pub(super) fn swallow_begin(&mut self) -> Result<bool, SessionError> {
-        let buf = &self.conn.buf;
-        let mut from = 0;
-        // Messages a server sends unasked may come first: they stay, for the relay.
-        while let Ok(Some(h)) = frame::header(&buf[from..], usize::MAX) {
-            let unasked = matches!(
-                h.tag,
-                tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS | tag::NOTIFICATION_RESPONSE
-            );
-            if !unasked || buf.len() - from < h.total {
-                break;
-            }
-            from += h.total;
-        }
-        let mut at = from;
-        for answer in AHEAD_ANSWERS {
-            let rest = &buf[at..];
-            if rest.starts_with(answer) {
-                at += answer.len();
-            } else if answer.starts_with(rest) {
-                return Ok(false);
-            } else {
+        let (from, to) = match begin_answers(&self.conn.buf) {
+            Ok(Some(range)) => range,
+            Ok(None) => return Ok(false),
+            Err(detail) => {
                 self.begin = Ahead::None;
-                let said = frame::message(rest, usize::MAX).ok().flatten();
-                let detail = match said {
-                    Some((h, body)) if h.tag == tag::ERROR_RESPONSE => {
-                        format!(
-                            "the server refused a BEGIN: {}",
-                            messages::error_fields(body).1
-                        )
-                    }
-                    _ => "the server answered a BEGIN with something else".to_owned(),
-                };
                 return Err(SessionError::BackendProtocol {
                     addr: self.conn.instance.addr.clone(),
                     detail,
                 });
             }
-        }
+        };
         self.begin = Ahead::None;
         if from == 0 {
-            self.conn.consume(at);
+            self.conn.consume(to);
         } else {
             let buf = &mut self.conn.buf;
             let len = buf.len();
-            buf.copy_within(at.., from);
-            buf.truncate(len - (at - from));
+            buf.copy_within(to.., from);
+            buf.truncate(len - (to - from));
         }
         Ok(true)
     }
 }
 
+/// Where in `buf`, what a server sent after a `BEGIN` was sent ahead, its three answers
+/// are: after any messages a server sends unasked (a notice, a parameter status, a
+/// notification), which stay for the relay. `None` while they have not all arrived; the
+/// words for the log when something else came in their place.
+fn begin_answers(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    let unasked = |tag: u8| {
+        matches!(
+            tag,
+            tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS | tag::NOTIFICATION_RESPONSE
+        )
+    };
+    let mut from = 0;
+    loop {
+        let rest = &buf[from..];
+        match frame::header(rest, usize::MAX) {
+            Ok(Some(h)) if unasked(h.tag) => {
+                if rest.len() < h.total {
+                    return Ok(None);
+                }
+                from += h.total;
+            }
+            Ok(None) if rest.first().copied().is_some_and(unasked) => return Ok(None),
+            _ => break,
+        }
+    }
+    let mut to = from;
+    for answer in AHEAD_ANSWERS {
+        let rest = &buf[to..];
+        if rest.starts_with(answer) {
+            to += answer.len();
+        } else if answer.starts_with(rest) {
+            return Ok(None);
+        } else {
+            return Err(match frame::message(rest, usize::MAX).ok().flatten() {
+                Some((h, body)) if h.tag == tag::ERROR_RESPONSE => {
+                    let (_, message) = messages::error_fields(body);
+                    format!("the server refused a BEGIN: {message}")
+                }
+                _ => "the server answered a BEGIN with something else".to_owned(),
+            });
+        }
+    }
+    Ok(Some((from, to)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::postgres::messages::Severity;
 
     #[test]
     fn only_a_begin_with_nothing_else_said_is_plain() {
@@ -428,5 +447,30 @@ mod tests {
         messages::execute(&mut unit, b"");
         messages::sync(&mut unit);
         assert!(begin_answer(&unit).is_none(), "a parameter type");
+    }
+
+    #[test]
+    fn the_answers_to_a_begin_sent_ahead_are_found_whole_after_unasked_messages() {
+        let answers = AHEAD_ANSWERS.concat();
+        let mut after = answers.clone();
+        after.extend_from_slice(b"2\0\0\0\x04");
+        assert_eq!(begin_answers(&after), Ok(Some((0, 21))));
+        for cut in 0..answers.len() {
+            assert_eq!(begin_answers(&answers[..cut]), Ok(None), "{cut} bytes");
+        }
+        let mut notice = BytesMut::new();
+        messages::warning(&mut notice, "01000", "a notice");
+        let n = notice.len();
+        for cut in 0..n {
+            assert_eq!(begin_answers(&notice[..cut]), Ok(None), "{cut} bytes");
+        }
+        notice.extend_from_slice(&answers);
+        assert_eq!(begin_answers(&notice), Ok(Some((n, n + 21))));
+        let mut refused = BytesMut::new();
+        messages::parse_complete(&mut refused);
+        messages::error_response(&mut refused, Severity::Error, "XX000", "no");
+        let err = begin_answers(&refused).expect_err("an error in their place");
+        assert!(err.contains("no"), "{err}");
+        assert!(begin_answers(b"Z\0\0\0\x05I").is_err());
     }
 }
