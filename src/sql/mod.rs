@@ -132,6 +132,24 @@ pub fn says_read_write(sql: &[u8], dialect: Dialect) -> bool {
         })
 }
 
+/// Whether `sql` begins a transaction with nothing else said, as the proxy may answer it
+/// and send it on with the transaction's first statement (transaction mode): `BEGIN`,
+/// `BEGIN WORK`, `START TRANSACTION`, and PostgreSQL's `BEGIN TRANSACTION`; in any case,
+/// with a `;` at most; no options, no comments.
+pub fn plain_begin(sql: &[u8], dialect: Dialect) -> bool {
+    let sql = sql.trim_ascii();
+    let sql = sql.strip_suffix(b";").unwrap_or(sql);
+    let mut words = sql.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let mut next = || words.next().map(<[u8]>::to_ascii_lowercase);
+    let (first, second) = (next(), next());
+    let plain = match (first.as_deref(), second.as_deref()) {
+        (Some(b"begin"), None | Some(b"work")) | (Some(b"start"), Some(b"transaction")) => true,
+        (Some(b"begin"), Some(b"transaction")) => dialect == Dialect::Postgres,
+        _ => false,
+    };
+    plain && next().is_none()
+}
+
 /// A read, possibly about the node: may run without a writer's transaction.
 pub fn is_read(class: Class) -> bool {
     matches!(class, Class::Read | Class::Node)
@@ -370,6 +388,35 @@ mod tests {
         for (sql, class) in mysql {
             let s = classify(sql, Dialect::MySql);
             assert_eq!(s.class, class, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_begin_with_nothing_else_said_is_plain() {
+        use Dialect::{MySql, Postgres};
+        let table: &[(&str, bool, bool)] = &[
+            // text, plain for PostgreSQL, plain for MySQL
+            ("BEGIN", true, true),
+            ("begin;", true, true),
+            ("  BEGIN WORK ; ", true, true),
+            ("Begin Transaction", true, false),
+            ("START TRANSACTION;", true, true),
+            ("START  TRANSACTION", true, true),
+            ("BEGIN ISOLATION LEVEL SERIALIZABLE", false, false),
+            ("BEGIN READ ONLY", false, false),
+            ("START TRANSACTION READ WRITE", false, false),
+            ("START TRANSACTION WITH CONSISTENT SNAPSHOT", false, false),
+            ("BEGIN; SELECT 1", false, false),
+            ("BEGIN;;", false, false),
+            ("/* x */ BEGIN", false, false),
+            ("BEGIN -- x", false, false),
+            ("START", false, false),
+            ("BEGINNING", false, false),
+            ("", false, false),
+        ];
+        for &(sql, postgres, mysql) in table {
+            assert_eq!(plain_begin(sql.as_bytes(), Postgres), postgres, "{sql:?}");
+            assert_eq!(plain_begin(sql.as_bytes(), MySql), mysql, "{sql:?}");
         }
     }
 }

@@ -661,3 +661,35 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
         conn.disconnect().await.expect("disconnect");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_only_began_its_transaction_does_not_hold_the_cutover() {
+    let _turn = SERIAL.lock().await;
+    let db = replicated_database("begun").await;
+    let state = tempfile::tempdir().unwrap();
+    // Transaction mode (the default): the proxy answers the BEGIN itself.
+    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app-secret"))
+        .db_name(Some(db.clone()))
+        // Through the proxy only, not to the Unix socket of the server it names.
+        .prefer_socket(false);
+    let mut client = mysql_async::Conn::new(opts).await.expect("connect");
+    client.query_drop("BEGIN").await.expect("BEGIN");
+    // Nothing of the transaction runs on the old writer: the drain does not wait for it
+    // (a transaction open there would hold the drain past drain_timeout, and abort).
+    let (code, body) = proxy.admin_post("/v1/cutover", r#"{"to": "new"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["outcome"], "switched", "{body}");
+    // The transaction starts on the new writer with its first statement, and commits there.
+    client
+        .query_drop("INSERT INTO ledger (client_key) VALUES ('begun-before')")
+        .await
+        .expect("the first statement, after the switch");
+    client.query_drop("COMMIT").await.expect("COMMIT");
+    assert!(keys_on(&pair().new, &db).await.contains("begun-before"));
+    assert!(!keys_on(&pair().old, &db).await.contains("begun-before"));
+}

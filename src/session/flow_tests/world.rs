@@ -88,8 +88,8 @@ struct World {
     readers: Vec<&'static str>,
     /// The reader `AnyReader` found.
     reader: Option<&'static str>,
-    /// PostgreSQL in transaction mode: a plain BEGIN is answered by the proxy and reaches
-    /// its server with the transaction's first statement.
+    /// Transaction mode, PostgreSQL: a plain BEGIN is answered by the proxy and reaches its
+    /// server with the transaction's first statement.
     defers_begin: bool,
     /// The server a deferred BEGIN is to reach, with the next statement that runs.
     begin_owed: Option<&'static str>,
@@ -184,6 +184,8 @@ read_your_writes = "{read_your_writes}"
             servers,
             readers,
             reader: None,
+            // The MySQL variant in transaction mode sends its BEGIN as a prepared statement,
+            // which goes to the server.
             defers_begin: mode == "transaction"
                 && matches!(proto, Proto::Postgres | Proto::PostgresExtended),
             begin_owed: None,

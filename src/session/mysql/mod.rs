@@ -6,6 +6,7 @@
 
 mod auth;
 mod backend;
+mod begin;
 mod compressed;
 mod failover;
 mod greeted;
@@ -145,6 +146,7 @@ async fn serve(
         greeted_writer: false,
         logged_in: false,
         unreplayed: Some(Vec::new()),
+        begin_deferred: false,
     };
     let mut session = Session::new(start, side);
     let _connected = metrics::client_connected();
@@ -245,7 +247,7 @@ impl Session {
     /// Waits for the client's next bytes. A drain (SIGTERM) ends the session here, but only
     /// between transactions: one in progress is let finish.
     async fn idle(&mut self) -> Result<(), SessionError> {
-        let between_transactions = self.view.in_transaction.is_none();
+        let between_transactions = self.view.in_transaction.is_none() && !self.side.begin_deferred;
         // `biased`: polled in order, with no random start drawn per wake-up (every
         // statement passes here); each branch is rarely ready but the client's read.
         let result = tokio::select! {
@@ -273,6 +275,16 @@ impl Session {
             Ok(c) => c,
             Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
         };
+        // Transaction mode: a BEGIN answered here runs before the transaction's first
+        // command (see `begin`); a command without an answer, or answered here, starts
+        // nothing.
+        let starts = !matches!(
+            cmd,
+            Command::Quit | Command::Ping | Command::StmtClose { .. }
+        );
+        if self.side.begin_deferred && starts && !self.begin_now().await? {
+            return Ok(true);
+        }
         if self.between_transactions()
             && !matches!(cmd, Command::Quit | Command::Ping)
             && self.moved()
@@ -310,6 +322,10 @@ impl Session {
             Command::Ping => cold(self.reply_ok()).await?,
             Command::Query { sql } => {
                 let mut stmt = classify(sql);
+                if self.defers_begin(sql, &stmt) {
+                    self.defer_begin().await?;
+                    return Ok(true);
+                }
                 // `START TRANSACTION READ WRITE` overrides read-only mode's session default:
                 // the gate refuses it as a write there.
                 stmt.functions.writes |= matches!(stmt.class, Class::Begin { .. })

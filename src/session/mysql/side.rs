@@ -54,6 +54,9 @@ pub struct Side {
     /// The settings prepared `SET`s with parameters changed (`Pin::Unreplayable`), to read
     /// back between transactions; `None` once one could not be named.
     pub(super) unreplayed: Option<Vec<crate::sql::MysqlSetting>>,
+    /// The client's transaction was begun by a `BEGIN` the proxy answered: it runs on a
+    /// server before the transaction's first command (see `begin`).
+    pub(super) begin_deferred: bool,
 }
 
 impl Protocol for Mysql {

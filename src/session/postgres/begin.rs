@@ -33,7 +33,7 @@ use crate::protocol::postgres::frame;
 use crate::protocol::postgres::messages::{self, tag};
 use crate::router::Target;
 use crate::session::migration::Refusal;
-use crate::sql::Class;
+use crate::sql::{Class, Dialect, plain_begin};
 
 /// The `BEGIN` sent ahead of an extended-protocol batch: Parse of the unnamed statement,
 /// Bind to the unnamed portal, Execute; no Sync (the batch's own ends it).
@@ -140,7 +140,7 @@ fn begin_answer(bytes: &[u8]) -> Option<BytesMut> {
         }
         match h.tag {
             tag::QUERY if at == h.total && at == bytes.len() => {
-                plain_begin(messages::query_text(body)?).then_some(())?;
+                plain_begin(messages::query_text(body)?, Dialect::Postgres).then_some(())?;
                 messages::command_complete(&mut out, "BEGIN");
                 messages::ready_for_query(&mut out, b'T');
                 return Some(out);
@@ -148,7 +148,7 @@ fn begin_answer(bytes: &[u8]) -> Option<BytesMut> {
             tag::PARSE => {
                 let (_, sql) = messages::parse_fields(body)?;
                 let no_types = messages::parse_type_count(body)? == 0;
-                (plain_begin(sql) && no_types && !executed).then_some(())?;
+                (plain_begin(sql, Dialect::Postgres) && no_types && !executed).then_some(())?;
                 messages::parse_complete(&mut out);
             }
             tag::BIND => {
@@ -182,22 +182,9 @@ fn begin_answer(bytes: &[u8]) -> Option<BytesMut> {
 fn plain_statement(p: &Prepared) -> bool {
     let body = p.parse.get(frame::HEADER_LEN..).unwrap_or_default();
     let no_types = messages::parse_type_count(body) == Some(0);
-    no_types && p.sql_bytes().is_some_and(plain_begin)
-}
-
-/// Whether `sql` begins a transaction with nothing else said: `BEGIN`, `BEGIN WORK`,
-/// `BEGIN TRANSACTION` or `START TRANSACTION`, in any case, with a `;` at most.
-fn plain_begin(sql: &[u8]) -> bool {
-    let sql = sql.trim_ascii();
-    let sql = sql.strip_suffix(b";").unwrap_or(sql);
-    let mut words = sql.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
-    let mut next = || words.next().map(<[u8]>::to_ascii_lowercase);
-    let plain = matches!(
-        (next().as_deref(), next().as_deref()),
-        (Some(b"begin"), None | Some(b"work" | b"transaction"))
-            | (Some(b"start"), Some(b"transaction"))
-    );
-    plain && next().is_none()
+    no_types
+        && p.sql_bytes()
+            .is_some_and(|sql| plain_begin(sql, Dialect::Postgres))
 }
 
 /// What [`Backend::write`] sends in place of `bytes`, the first bytes written after a
@@ -288,31 +275,6 @@ fn begin_answers(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
 mod tests {
     use super::*;
     use crate::protocol::postgres::messages::Severity;
-
-    #[test]
-    fn only_a_begin_with_nothing_else_said_is_plain() {
-        let table: &[(&str, bool)] = &[
-            ("BEGIN", true),
-            ("begin;", true),
-            ("  BEGIN WORK ; ", true),
-            ("Begin Transaction", true),
-            ("START TRANSACTION;", true),
-            ("START  TRANSACTION", true),
-            ("BEGIN ISOLATION LEVEL SERIALIZABLE", false),
-            ("BEGIN READ ONLY", false),
-            ("START TRANSACTION READ WRITE", false),
-            ("BEGIN; SELECT 1", false),
-            ("BEGIN;;", false),
-            ("/* x */ BEGIN", false),
-            ("BEGIN -- x", false),
-            ("START", false),
-            ("BEGINNING", false),
-            ("", false),
-        ];
-        for &(sql, plain) in table {
-            assert_eq!(plain_begin(sql.as_bytes()), plain, "{sql:?}");
-        }
-    }
 
     #[test]
     fn the_begin_sent_ahead_is_what_a_client_sends() {

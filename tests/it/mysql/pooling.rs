@@ -939,3 +939,70 @@ async fn a_statement_whose_client_left_is_killed() {
     )
     .await;
 }
+
+/// How many rows table `t` has, as a client outside any transaction sees them.
+async fn rows_in_t(conn: &mut mysql_async::Conn) -> i64 {
+    let n: Option<i64> = conn
+        .query_first("SELECT /* switchyard:writer */ COUNT(*) FROM t")
+        .await
+        .expect("count");
+    n.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_plain_begin_takes_no_connection_until_its_transaction_runs_something() {
+    let extra = "pool_size = 1\ncheckout_timeout = \"2s\"";
+    let (_, proxy, db) = pooled("pooled_begin", extra).await;
+    let mut setup = connect(&proxy, &db).await;
+    setup
+        .query_drop("CREATE TABLE t (id INT PRIMARY KEY) ENGINE = InnoDB")
+        .await
+        .expect("schema");
+    let mut first = connect(&proxy, &db).await;
+    for begin in ["BEGIN", "START TRANSACTION"] {
+        first.query_drop(begin).await.unwrap();
+        // The pool's one connection is not taken by the BEGIN: another client runs.
+        setup
+            .query_drop("SELECT /* switchyard:writer */ 1")
+            .await
+            .unwrap_or_else(|e| panic!("{begin} held the pool's connection: {e:?}"));
+        // The transaction started before its first statement, as the server says.
+        let in_transaction: Option<i64> = first
+            .query_first("SELECT /* switchyard:writer */ @@in_transaction")
+            .await
+            .unwrap();
+        assert_eq!(in_transaction, Some(1), "{begin}");
+        first
+            .exec_drop("INSERT INTO t VALUES (?)", (1,))
+            .await
+            .unwrap();
+        first.query_drop("ROLLBACK").await.unwrap();
+        assert_eq!(rows_in_t(&mut setup).await, 0, "{begin}: rolled back");
+    }
+    // A statement's error leaves the transaction open, as on a server.
+    first.query_drop("BEGIN").await.unwrap();
+    first.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    let err = first
+        .query_drop("INSERT INTO t VALUES (2)")
+        .await
+        .expect_err("a duplicate key");
+    assert!(err.to_string().contains("1062"), "{err}");
+    first.query_drop("INSERT INTO t VALUES (3)").await.unwrap();
+    first.query_drop("COMMIT").await.unwrap();
+    assert_eq!(rows_in_t(&mut setup).await, 2, "committed");
+    // A transaction that runs nothing commits nothing.
+    first.query_drop("BEGIN").await.unwrap();
+    first.query_drop("COMMIT").await.unwrap();
+    assert_eq!(rows_in_t(&mut setup).await, 2);
+    // A BEGIN with options goes to the server at once: it holds the pool's connection.
+    first
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .unwrap();
+    let err = setup
+        .query_drop("SELECT /* switchyard:writer */ 2")
+        .await
+        .expect_err("the pool's one connection is in the first client's transaction");
+    assert!(err.to_string().contains("1040"), "{err}");
+    first.query_drop("COMMIT").await.unwrap();
+}
