@@ -79,6 +79,22 @@ impl Session {
         self.answer_with(unit.end, &answer).await
     }
 
+    /// Whether `unit`, a batch of only Closes and its Sync (a driver closing statements it
+    /// is done with: tokio-postgres after each one-off statement), is answered here: in
+    /// transaction mode, holding no connection, outside a transaction or in one deferred.
+    /// Such a unit needs no server: a client's Close never closes a statement on a pooled
+    /// connection (it stays prepared there for the next client, `Backend::forward`), and
+    /// outside a transaction no portal is left to close; the scanner already forgot the
+    /// client's names. It would otherwise take a connection from the pool for nothing.
+    pub(super) fn closes_here(&self, unit: &Unit) -> bool {
+        let idle = self.view.in_transaction.is_none() && self.writer.is_none();
+        self.pooled()
+            && (idle || self.side.begin_deferred)
+            && !self.view.pinned_to_writer
+            && unit.ending == Ending::Ready
+            && unit.refused.is_none()
+    }
+
     /// Starts the transaction a deferred `BEGIN` opened, for `unit`, its first work: past
     /// the migration gate (as the `BEGIN` would have passed it), on a writer connection,
     /// with the `BEGIN` sent ahead of `unit` (see the module's doc). `false` when `unit`

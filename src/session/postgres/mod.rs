@@ -285,18 +285,18 @@ impl Session {
     async fn execute(&mut self, unit: scan::Unit) -> Result<(), SessionError> {
         // Transaction mode: a plain BEGIN is answered here and starts on a server with the
         // transaction's first work (see `begin`).
-        if self.side.begin_deferred {
-            // A driver closing statements it is done with (tokio-postgres after a one-off
-            // statement) starts nothing: answered as the server answers it.
-            let closes = scan::only_closes(&self.side.client.buf[..unit.end]);
-            if let Some(closes) = closes {
-                self.side.scanner.recycle(unit.refs);
-                return self.answer_closes(unit.end, closes, b'T').await;
-            }
-            if !self.begin_now(&unit).await? {
-                self.side.scanner.recycle(unit.refs);
-                return Ok(());
-            }
+        // Transaction mode: a batch of only Closes needs no server (see `closes_here`).
+        if unit.first_tag == tag::CLOSE
+            && self.closes_here(&unit)
+            && let Some(closes) = scan::only_closes(&self.side.client.buf[..unit.end])
+        {
+            self.side.scanner.recycle(unit.refs);
+            let status = if self.side.begin_deferred { b'T' } else { b'I' };
+            return self.answer_closes(unit.end, closes, status).await;
+        }
+        if self.side.begin_deferred && !self.begin_now(&unit).await? {
+            self.side.scanner.recycle(unit.refs);
+            return Ok(());
         }
         if let Some(answer) = self.deferred_begin(&unit) {
             return self.defer_begin(unit, answer).await;

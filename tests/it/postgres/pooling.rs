@@ -7,7 +7,7 @@ use tokio_postgres::error::SqlState;
 use super::tags;
 use crate::support::load;
 use crate::support::postgres::PgCluster;
-use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode, json_body};
+use crate::support::proxy::{Proxy, RawClient, config_text, in_pool_mode, json_body, with_readers};
 
 /// A proxy in transaction mode with `server_extra` in `[server]`.
 async fn pooled(prefix: &str, server_extra: &str) -> (&'static PgCluster, Proxy, String) {
@@ -2334,4 +2334,56 @@ async fn a_plain_begin_takes_no_connection_until_its_transaction_runs_something(
     let answer = super::until_ready(&mut raw).await;
     assert_eq!(tags(&answer), "CZ", "{answer:?}");
     assert_eq!(answer[1].1, b"I", "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_batch_that_only_closes_statements_takes_no_connection() {
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database("pooled_closes").await;
+    // No readers: everything would need the writer's one pooled connection.
+    let text = config_text(cluster, "pool_size = 1\ncheckout_timeout = \"2s\"");
+    let config = in_pool_mode(&with_readers(&text, &[]), "transaction");
+    let proxy = Proxy::from_config(&config).await;
+    // Both as one user: one pool.
+    let mut holder = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    let mut c = RawClient::startup(proxy.addr, "trustuser", &db).await;
+    // A statement of the client's own, prepared on the pool's one connection.
+    c.send(b'P', &[cstr(b"s1"), cstr(b"SELECT 1"), vec![0, 0]].concat())
+        .await;
+    c.send(b'S', b"").await;
+    let answer = super::until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "1Z", "{answer:?}");
+    // Another client's transaction holds that connection now.
+    for sql in ["BEGIN\0", "SELECT 1\0"] {
+        holder.send(b'Q', sql.as_bytes()).await;
+        let answer = super::until_ready(&mut holder).await;
+        assert_eq!(
+            answer.last().map(|(_, s)| &s[..]),
+            Some(&b"T"[..]),
+            "{answer:?}"
+        );
+    }
+    // Closing a statement (and a portal), as tokio-postgres does after a one-off
+    // statement, is answered at once, as its server answers it.
+    c.send(b'C', &[vec![b'S'], cstr(b"s1")].concat()).await;
+    c.send(b'C', &[vec![b'P'], cstr(b"")].concat()).await;
+    c.send(b'S', b"").await;
+    let answer = super::until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "33Z", "{answer:?}");
+    assert_eq!(answer[2].1, b"I", "{answer:?}");
+    holder.send(b'Q', b"COMMIT\0").await;
+    super::until_ready(&mut holder).await;
+    // The name is gone for the client, as on its server.
+    c.send(
+        b'B',
+        &[cstr(b""), cstr(b"s1"), vec![0, 0, 0, 0, 0, 0]].concat(),
+    )
+    .await;
+    c.send(b'S', b"").await;
+    let answer = super::until_ready(&mut c).await;
+    assert_eq!(tags(&answer), "EZ", "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer[0].1).contains("26000"),
+        "{answer:?}"
+    );
 }
