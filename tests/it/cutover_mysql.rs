@@ -626,13 +626,7 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
     let state = tempfile::tempdir().unwrap();
     // Session mode: each session holds one writer connection.
     let proxy = Proxy::from_config(&in_pool_mode(&config(&db, state.path()), "session")).await;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db.clone()))
-        .prefer_socket(false);
+    let opts = crate::mysql::opts(&proxy, &db);
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut conn = mysql_async::Conn::new(opts.clone())
@@ -669,15 +663,9 @@ async fn a_client_that_only_began_its_transaction_does_not_hold_the_cutover() {
     let state = tempfile::tempdir().unwrap();
     // Transaction mode (the default): the proxy answers the BEGIN itself.
     let proxy = Proxy::from_config(&config(&db, state.path())).await;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app-secret"))
-        .db_name(Some(db.clone()))
-        // Through the proxy only, not to the Unix socket of the server it names.
-        .prefer_socket(false);
-    let mut client = mysql_async::Conn::new(opts).await.expect("connect");
+    let mut client = mysql_async::Conn::new(crate::mysql::opts(&proxy, &db))
+        .await
+        .expect("connect");
     client.query_drop("BEGIN").await.expect("BEGIN");
     // Nothing of the transaction runs on the old writer: the drain does not wait for it
     // (a transaction open there would hold the drain past drain_timeout, and abort).

@@ -29,7 +29,9 @@ async fn setup_session_mode(prefix: &str) -> (&'static MariaCluster, Proxy, Stri
     (cluster, Proxy::from_config(&config).await, db)
 }
 
-fn opts(proxy: &Proxy, db: &str) -> OptsBuilder {
+/// A client's options through `proxy` as `app`, over TCP only (mysql_async would otherwise
+/// move to the Unix socket of the server that answers `@@socket`).
+pub(crate) fn opts(proxy: &Proxy, db: &str) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(proxy.addr.port())
