@@ -661,8 +661,9 @@ async fn a_client_that_only_began_its_transaction_does_not_hold_the_cutover() {
     let _turn = SERIAL.lock().await;
     let db = replicated_database("begun").await;
     let state = tempfile::tempdir().unwrap();
-    // Transaction mode (the default): the proxy answers the BEGIN itself.
-    let proxy = Proxy::from_config(&config(&db, state.path())).await;
+    // Transaction mode: the proxy answers the BEGIN itself.
+    let text = in_pool_mode(&config(&db, state.path()), "transaction");
+    let proxy = Proxy::from_config(&text).await;
     let mut client = mysql_async::Conn::new(crate::mysql::opts(&proxy, &db))
         .await
         .expect("connect");

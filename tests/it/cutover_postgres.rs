@@ -374,8 +374,9 @@ async fn the_check_warms_the_new_writers_pool_and_the_sessions_take_it() {
 async fn a_client_that_only_began_its_transaction_does_not_hold_the_cutover() {
     let db = replicated_database("begun").await;
     let state = tempfile::tempdir().unwrap();
-    // Transaction mode (the default): the proxy answers the BEGIN itself.
-    let proxy = Proxy::from_config(&config(&db, state.path(), &lsn(&db))).await;
+    // Transaction mode: the proxy answers the BEGIN itself.
+    let text = in_pool_mode(&config(&db, state.path(), &lsn(&db)), "transaction");
+    let proxy = Proxy::from_config(&text).await;
     let client = proxy.connect(&db).await;
     client.batch_execute("BEGIN").await.expect("BEGIN");
     // Nothing of the transaction runs on the old writer: the drain does not wait for it
