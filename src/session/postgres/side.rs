@@ -48,8 +48,8 @@ pub struct Side {
     /// UTF-8: `Pin::Unreplayable`), to read back between transactions; `None` once one
     /// could not be named.
     pub(super) unreplayed: Option<Vec<String>>,
-    /// The transaction status of the last ReadyForQuery the client was sent (`I`, `T` or
-    /// `E`).
+    /// The transaction status of the last ReadyForQuery a unit run on a server ended with
+    /// (`I`, `T` or `E`), or `T` after a `BEGIN` the proxy answered (see `begin`).
     pub(super) status: u8,
     /// The client's transaction was begun by a `BEGIN` the proxy answered: it starts on a
     /// server with its first work (see `begin`).
