@@ -543,8 +543,10 @@ async function checkExecute() {
       }
     }))
     expect(pool.infos.length <= 16, `pool connections ${pool.infos.length}`)
-    expectEq([pool.totalConnections(), pool.activeConnections()], [pool.infos.length, 0],
-      'the pool\'s connections, all idle again')
+    // The pool may still be opening a connection it asked for under the load (counted in
+    // its total before its 'connection' event): compare against the limit, not the events.
+    expect(pool.totalConnections() <= 16, `pool connections in all ${pool.totalConnections()}`)
+    expectEq(pool.activeConnections(), 0, 'the pool\'s connections, all idle again')
   } finally {
     await pool.end()
   }
